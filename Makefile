@@ -1,0 +1,48 @@
+# Rhizon. `make run` starts a development node; `make test` runs the suite.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0-dev)
+LDFLAGS   := -X main.version=$(VERSION)
+BIN       := bin/rhizon
+# Two cores: one test binary at a time, each with up to 2 parallel tests.
+TESTFLAGS ?= -race -count=1 -p 1 -parallel 2 -timeout 20m
+
+.PHONY: build run test lint proto bench fmt vet tools clean
+
+build:
+	CGO_ENABLED=1 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/rhizon
+
+run: build
+	./$(BIN) dev
+
+test:
+	$(GO) vet ./...
+	$(GO) test $(TESTFLAGS) ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet ./...
+
+lint:
+	@command -v golangci-lint >/dev/null || { echo "golangci-lint v2.15.0 missing: make tools"; exit 1; }
+	golangci-lint run ./...
+
+# protoc comes from Debian (protobuf-compiler); the Go plugins from the module proxy.
+proto:
+	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install -y protobuf-compiler"; exit 1; }
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api/proto/rhizon/v1 \
+		--go_out=api/rhizonv1 --go_opt=paths=source_relative \
+		--go-grpc_out=api/rhizonv1 --go-grpc_opt=paths=source_relative \
+		api/proto/rhizon/v1/rhizon.proto
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./engine/ ./cluster/
+
+tools:
+	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
+
+clean:
+	rm -rf bin data

@@ -1,0 +1,144 @@
+package actor
+
+import (
+	"encoding/json"
+	"slices"
+)
+
+// Behavior is what an actor type implements. The engine calls it on one
+// goroutine per shard; implementations must be deterministic and must not
+// keep state outside the bytes they are given.
+type Behavior interface {
+	// Type is the actor type name, as in the address and "cmd.<type>.<verb>".
+	Type() string
+	// Verbs lists the command verbs Decide accepts, sorted. The gateway rejects
+	// any other verb with InvalidArgument before it reaches the log.
+	Verbs() []string
+	// Decide checks cmd against the current state (nil for a new entity) and
+	// returns the events to record, or a *Rejection. Any other error is treated
+	// as a business rejection with code "error".
+	Decide(ctx *Context, state []byte, cmd *Command) ([]NewEvent, error)
+	// Evolve returns the state after ev. It must accept every event Decide
+	// emits; an error halts the shard rather than let replicas diverge.
+	Evolve(state []byte, ev *Event) ([]byte, error)
+}
+
+// Validator is an optional Behavior capability: a stateless, deterministic
+// check of a command's payload, run at the gateway (so malformed input is
+// refused before it reaches the log) and again in the engine.
+type Validator interface {
+	Validate(cmd *Command) error
+}
+
+// Versioned is an optional Behavior capability naming the code version of the
+// actor type (reported in node metadata).
+type Versioned interface {
+	Version() string
+}
+
+// Handler decides one verb for a typed actor.
+type Handler[S any] func(ctx *Context, s *S, cmd *Command) ([]NewEvent, error)
+
+// Definition builds a Behavior from typed handlers. The state is encoded as
+// JSON (encoding/json sorts map keys, so the encoding is deterministic).
+type Definition[S any] struct {
+	Name     string
+	Revision string
+	// Commands maps a verb to its handler.
+	Commands map[string]Handler[S]
+	// Validate optionally checks a payload without state (see Validator).
+	Validate func(cmd *Command) error
+	// Apply folds one event into the state.
+	Apply func(s *S, ev *Event) error
+}
+
+// Define turns d into a Behavior.
+func Define[S any](d Definition[S]) Behavior { return &typed[S]{d: d, verbs: sortedKeys(d.Commands)} }
+
+type typed[S any] struct {
+	d     Definition[S]
+	verbs []string
+}
+
+func (t *typed[S]) Type() string    { return t.d.Name }
+func (t *typed[S]) Verbs() []string { return t.verbs }
+func (t *typed[S]) Version() string { return t.d.Revision }
+
+func (t *typed[S]) Validate(cmd *Command) error {
+	if t.d.Validate == nil {
+		return nil
+	}
+	return t.d.Validate(cmd)
+}
+
+func (t *typed[S]) Decide(ctx *Context, state []byte, cmd *Command) ([]NewEvent, error) {
+	h, ok := t.d.Commands[cmd.Verb()]
+	if !ok {
+		return nil, Invalid("actor type %q has no verb %q; verbs: %v", t.d.Name, cmd.Verb(), t.verbs)
+	}
+	s, err := t.decode(state)
+	if err != nil {
+		return nil, err
+	}
+	return h(ctx, s, cmd)
+}
+
+func (t *typed[S]) Evolve(state []byte, ev *Event) ([]byte, error) {
+	s, err := t.decode(state)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.d.Apply(s, ev); err != nil {
+		return nil, err
+	}
+	return json.Marshal(s)
+}
+
+func (t *typed[S]) decode(state []byte) (*S, error) {
+	s := new(S)
+	if len(state) == 0 {
+		return s, nil
+	}
+	if err := json.Unmarshal(state, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// sortedKeys returns the keys of m in order; ranging over a map directly
+// would be nondeterministic.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m { //rhizon:deterministic keys are sorted below
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// DecodePayload unmarshals a JSON payload into v, returning an Invalid
+// rejection that says what is wrong. Unknown fields are refused.
+func DecodePayload(cmd *Command, v any) error {
+	if len(cmd.Payload) == 0 {
+		return Invalid("%s needs a JSON object payload", cmd.Type)
+	}
+	dec := json.NewDecoder(bytesReader(cmd.Payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return Invalid("%s payload: %v", cmd.Type, err)
+	}
+	if dec.More() {
+		return Invalid("%s payload: trailing data after the JSON object", cmd.Type)
+	}
+	return nil
+}
+
+// MustJSON encodes v as JSON and panics if it cannot (only for values whose
+// types always encode, such as structs of plain fields).
+func MustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,382 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/client"
+)
+
+type clientFlags struct {
+	addr      string
+	token     string
+	tenant    string
+	workspace string
+	output    string
+	timeout   time.Duration
+}
+
+func (f *clientFlags) register(c *cobra.Command) {
+	fs := c.Flags()
+	fs.StringVar(&f.addr, "addr", "127.0.0.1:7400", "gateway gRPC address (RHIZON_ADDR)")
+	fs.StringVar(&f.token, "token", "", "bearer token (RHIZON_TOKEN)")
+	fs.StringVar(&f.tenant, "tenant", "", "tenant (default: the token's own)")
+	fs.StringVar(&f.workspace, "workspace", "", "workspace (default: the token's own)")
+	fs.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline for the whole call, retries included")
+}
+
+func (f *clientFlags) dial(c *cobra.Command) (*client.Client, context.Context, context.CancelFunc, error) {
+	if err := applyConfig(c.Flags()); err != nil {
+		return nil, nil, nil, &exitErr{exitUsage, err}
+	}
+	if f.output != "text" && f.output != "json" {
+		return nil, nil, nil, &exitErr{exitUsage, fmt.Errorf("-o %q: use text or json", f.output)}
+	}
+	cl, err := client.Dial(f.addr, client.WithToken(f.token), client.WithTenant(f.tenant), client.WithWorkspace(f.workspace))
+	if err != nil {
+		return nil, nil, nil, &exitErr{exitError, err}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+	return cl, ctx, cancel, nil
+}
+
+// parseTarget splits "actor_type/entity_id".
+func parseTarget(s string) (*pb.Address, error) {
+	at, id, ok := strings.Cut(s, "/")
+	if !ok || at == "" || id == "" {
+		return nil, &exitErr{exitUsage, fmt.Errorf("%q: the target is <actor_type>/<entity_id>, e.g. counter/c1", s)}
+	}
+	return &pb.Address{ActorType: at, EntityId: id}, nil
+}
+
+func (f *clientFlags) scope(a *pb.Address) *pb.Address {
+	a.Tenant, a.Workspace = f.tenant, f.workspace
+	return a
+}
+
+func sendCmd() *cobra.Command {
+	f := &clientFlags{}
+	var idem, cmdID, corr string
+	var expected int64
+	c := &cobra.Command{
+		Use:   "send <actor_type>/<entity_id> <command type> [json payload]",
+		Short: "Submit a command and print its result",
+		Long: "Submit a command and wait until it is committed. The command type is cmd.<actor_type>.<verb>\n" +
+			"or just the verb. Exit status: 0 accepted, 3 rejected, 1 error, 2 usage.",
+		Args: cobra.RangeArgs(2, 3),
+		RunE: func(c *cobra.Command, args []string) error {
+			addr, err := parseTarget(args[0])
+			if err != nil {
+				return err
+			}
+			typ := args[1]
+			if !strings.HasPrefix(typ, "cmd.") {
+				typ = "cmd." + addr.ActorType + "." + typ
+			}
+			req := &pb.SubmitRequest{Address: f.scope(addr), Type: typ, IdempotencyKey: idem, CommandId: cmdID, CorrelationId: corr}
+			if len(args) == 3 {
+				req.Payload = []byte(args[2])
+			} else {
+				req.Payload = []byte("{}")
+			}
+			if expected >= 0 {
+				v := uint64(expected)
+				req.ExpectedVersion = &v
+			}
+			cl, ctx, cancel, err := f.dial(c)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer cl.Close()
+			resp, err := cl.Submit(ctx, req)
+			if err != nil {
+				return &exitErr{exitError, err}
+			}
+			if err := printResult(c.OutOrStdout(), f.output, resp.GetResult()); err != nil {
+				return err
+			}
+			if resp.GetResult().GetStatus() != pb.Status_STATUS_ACCEPTED {
+				return &exitErr{exitRejected, errors.New("rejected")}
+			}
+			return nil
+		},
+	}
+	f.register(c)
+	c.Flags().StringVar(&idem, "idempotency-key", "", "retries with the same key apply once (default: a fresh key)")
+	c.Flags().Int64Var(&expected, "expected-version", -1, "reject with a conflict unless the entity is at this version")
+	c.Flags().StringVar(&cmdID, "command-id", "", "command id (default: assigned by the gateway)")
+	c.Flags().StringVar(&corr, "correlation-id", "", "correlation id linking related commands")
+	return c
+}
+
+func getCmd() *cobra.Command {
+	f := &clientFlags{}
+	var stale bool
+	c := &cobra.Command{
+		Use:   "get <actor_type>/<entity_id>",
+		Short: "Print an entity's state and version",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			addr, err := parseTarget(args[0])
+			if err != nil {
+				return err
+			}
+			cl, ctx, cancel, err := f.dial(c)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer cl.Close()
+			req := &pb.GetRequest{Address: f.scope(addr)}
+			if stale {
+				req.Consistency = pb.Consistency_CONSISTENCY_STALE
+			}
+			resp, err := cl.Get(ctx, req)
+			if err != nil {
+				return &exitErr{exitError, err}
+			}
+			w := c.OutOrStdout()
+			if f.output == "json" {
+				return writeJSON(w, map[string]any{
+					"address": addressJSON(resp.GetAddress()), "found": resp.GetFound(), "version": resp.GetVersion(),
+					"state": rawJSON(resp.GetState()), "shard": resp.GetShard(), "applied_index": resp.GetAppliedIndex(),
+				})
+			}
+			if !resp.GetFound() {
+				fmt.Fprintf(w, "%s: not found (version 0)\n", args[0])
+				return nil
+			}
+			fmt.Fprintf(w, "version %d (shard %d, applied index %d)\n%s\n", resp.GetVersion(), resp.GetShard(), resp.GetAppliedIndex(), resp.GetState())
+			return nil
+		},
+	}
+	f.register(c)
+	c.Flags().BoolVar(&stale, "stale", false, "read this node's replica without confirming leadership")
+	return c
+}
+
+func historyCmd() *cobra.Command {
+	f := &clientFlags{}
+	var rejections, all bool
+	var pageSize uint32
+	var pageToken string
+	c := &cobra.Command{
+		Use:   "history <actor_type>/<entity_id>",
+		Short: "Print an entity's events (and rejections with --rejections)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			addr, err := parseTarget(args[0])
+			if err != nil {
+				return err
+			}
+			cl, ctx, cancel, err := f.dial(c)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer cl.Close()
+			req := &pb.HistoryRequest{Address: f.scope(addr), IncludeRejections: rejections, PageSize: pageSize, PageToken: pageToken}
+			var recs []*pb.HistoryRecord
+			next := ""
+			for {
+				resp, err := cl.History(ctx, req)
+				if err != nil {
+					return &exitErr{exitError, err}
+				}
+				recs = append(recs, resp.GetRecords()...)
+				next = resp.GetNextPageToken()
+				if !all || next == "" {
+					break
+				}
+				req.PageToken = next
+			}
+			w := c.OutOrStdout()
+			if f.output == "json" {
+				items := make([]any, 0, len(recs))
+				for _, r := range recs {
+					items = append(items, recordJSON(r))
+				}
+				return writeJSON(w, map[string]any{"records": items, "next_page_token": next})
+			}
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "POSITION\tVERSION\tTYPE\tPRINCIPAL\tDETAIL")
+			for _, r := range recs {
+				if ev := r.GetEvent(); ev != nil {
+					fmt.Fprintf(tw, "%d.%d\t%d\t%s\t%s\t%s\n", ev.Index, ev.Ordinal, ev.Version, ev.Type, ev.GetPrincipal().GetId(), ev.Payload)
+				} else if rj := r.GetRejection(); rj != nil {
+					fmt.Fprintf(tw, "%d.%d\t-\t%s\t%s\t%s: %s (%s)\n", rj.Index, rj.Ordinal, rj.Type, rj.GetPrincipal().GetId(), reasonName(rj.Reason), rj.Message, rj.CommandType)
+				}
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if next != "" {
+				fmt.Fprintf(w, "more: --page-token %s\n", next)
+			}
+			return nil
+		},
+	}
+	f.register(c)
+	c.Flags().BoolVar(&rejections, "rejections", false, "include recorded rejections (conflicts, violations, business rules)")
+	c.Flags().BoolVar(&all, "all", false, "follow page tokens to the end")
+	c.Flags().Uint32Var(&pageSize, "page-size", 100, "records per page (at most 1000)")
+	c.Flags().StringVar(&pageToken, "page-token", "", "continue from a previous page")
+	return c
+}
+
+func statusCmd() *cobra.Command {
+	f := &clientFlags{}
+	c := &cobra.Command{
+		Use:   "status",
+		Short: "Print the node's shards: role, leader, indexes and state hash",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cl, ctx, cancel, err := f.dial(c)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer cl.Close()
+			st, err := cl.Status(ctx)
+			if err != nil {
+				return &exitErr{exitError, err}
+			}
+			w := c.OutOrStdout()
+			if f.output == "json" {
+				return writeProtoJSON(w, st)
+			}
+			fmt.Fprintf(w, "node %s  version %s  shards %d  actors %s\n", st.NodeId, st.Version, st.ShardCount, strings.Join(st.ActorTypes, ","))
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SHARD\tROLE\tLEADER\tTERM\tAPPLIED\tCOMMIT\tLAST\tSTATE HASH")
+			for _, s := range st.Shards {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%.16s\n", s.Shard, s.Role, s.Leader, s.Term, s.AppliedIndex, s.CommitIndex, s.LastLogIndex, s.StateHash)
+			}
+			return tw.Flush()
+		},
+	}
+	f.register(c)
+	return c
+}
+
+func reasonName(r pb.Reason) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "REASON_"))
+}
+
+func statusName(s pb.Status) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "STATUS_"))
+}
+
+func printResult(w io.Writer, format string, r *pb.Result) error {
+	if format == "json" {
+		return writeJSON(w, resultJSON(r))
+	}
+	switch {
+	case r.GetStatus() == pb.Status_STATUS_ACCEPTED:
+		dup := ""
+		if r.Duplicate {
+			dup = " (duplicate: the original result)"
+		}
+		fmt.Fprintf(w, "accepted%s: version %d, index %d\n", dup, r.Version, r.Index)
+		for _, ev := range r.Events {
+			fmt.Fprintf(w, "  %s v%d %s\n", ev.Type, ev.Version, ev.Payload)
+		}
+		if len(r.Reply) > 0 {
+			fmt.Fprintf(w, "  reply: %s\n", r.Reply)
+		}
+	default:
+		dup := ""
+		if r.Duplicate {
+			dup = " (duplicate: the original result)"
+		}
+		fmt.Fprintf(w, "rejected%s: %s %s: %s (entity at version %d)\n", dup, reasonName(r.Reason), r.Code, r.Message, r.Version)
+	}
+	return nil
+}
+
+// rawJSON passes JSON bytes through as JSON, and anything else as a string.
+func rawJSON(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	if json.Valid(b) {
+		return json.RawMessage(b)
+	}
+	return string(b)
+}
+
+func addressJSON(a *pb.Address) map[string]string {
+	return map[string]string{"tenant": a.GetTenant(), "workspace": a.GetWorkspace(), "actor_type": a.GetActorType(), "entity_id": a.GetEntityId()}
+}
+
+func eventJSON(e *pb.Event) map[string]any {
+	return map[string]any{
+		"id": e.Id, "type": e.Type, "address": addressJSON(e.Address), "version": e.Version,
+		"payload": rawJSON(e.Payload), "at": e.At, "command_id": e.CommandId,
+		"causation_id": e.CausationId, "correlation_id": e.CorrelationId,
+		"principal": map[string]string{"id": e.GetPrincipal().GetId(), "type": e.GetPrincipal().GetType()},
+		"shard": e.Shard, "index": e.Index, "ordinal": e.Ordinal,
+	}
+}
+
+func resultJSON(r *pb.Result) map[string]any {
+	evs := make([]any, 0, len(r.GetEvents()))
+	for _, e := range r.GetEvents() {
+		evs = append(evs, eventJSON(e))
+	}
+	m := map[string]any{
+		"command_id": r.GetCommandId(), "status": statusName(r.GetStatus()), "accepted": r.GetStatus() == pb.Status_STATUS_ACCEPTED,
+		"duplicate": r.GetDuplicate(), "version": r.GetVersion(), "index": r.GetIndex(), "events": evs,
+	}
+	if r.GetStatus() == pb.Status_STATUS_REJECTED {
+		m["reason"], m["code"], m["message"] = reasonName(r.GetReason()), r.GetCode(), r.GetMessage()
+	}
+	if len(r.GetReply()) > 0 {
+		m["reply"] = rawJSON(r.GetReply())
+	}
+	return m
+}
+
+func recordJSON(r *pb.HistoryRecord) map[string]any {
+	if ev := r.GetEvent(); ev != nil {
+		return map[string]any{"event": eventJSON(ev)}
+	}
+	rj := r.GetRejection()
+	m := map[string]any{
+		"type": rj.Type, "command_id": rj.CommandId, "command_type": rj.CommandType, "address": addressJSON(rj.Address),
+		"reason": reasonName(rj.Reason), "code": rj.Code, "message": rj.Message, "at": rj.At,
+		"principal":       map[string]string{"id": rj.GetPrincipal().GetId(), "type": rj.GetPrincipal().GetType()},
+		"idempotency_key": rj.IdempotencyKey, "actual_version": rj.ActualVersion, "index": rj.Index, "ordinal": rj.Ordinal,
+	}
+	if rj.ExpectedVersion != nil {
+		m["expected_version"] = *rj.ExpectedVersion
+	}
+	return map[string]any{"rejection": m}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func writeProtoJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}

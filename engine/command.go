@@ -1,0 +1,291 @@
+package engine
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rhizon/rhizon/actor"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+)
+
+// command applies one command. The order of checks is the contract:
+// validation -> scope -> actor lookup -> idempotency -> version -> Decide ->
+// egress scope -> Evolve -> writes. Nothing of a command is written until all
+// checks passed, so a rejection never leaves half a command behind.
+func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
+	a.nthCmd++
+	res := actor.Result{CommandID: cmd.ID, Index: a.index}
+
+	// Malformed commands leave no trace: there is nothing sound to record.
+	if err := cmd.Validate(); err != nil {
+		return rejected(res, err), nil
+	}
+	if !cmd.Security.Allows(cmd.Address.Tenant, cmd.Address.Workspace) {
+		msg := fmt.Sprintf("principal %s (%s) may not act in tenant %q workspace %q",
+			cmd.Security.Principal.ID, cmd.Security.Principal.Type, cmd.Address.Tenant, cmd.Address.Workspace)
+		return a.violation(cmd, res, msg), nil
+	}
+	beh, ok := a.e.reg.Lookup(cmd.Address.ActorType)
+	if !ok {
+		return rejected(res, actor.Invalid("unknown actor type %q", cmd.Address.ActorType)), nil
+	}
+	if v, ok := beh.(actor.Validator); ok {
+		if err := v.Validate(cmd); err != nil {
+			return rejected(res, err), nil
+		}
+	}
+
+	if stored, ok, err := a.storedResult(cmd.Address, cmd.IdempotencyKey); err != nil {
+		return res, err
+	} else if ok {
+		var pr pb.Result
+		if err := proto.Unmarshal(stored, &pr); err != nil {
+			return res, fmt.Errorf("%w: decode stored result: %v", ErrStore, err)
+		}
+		dup := pr.ToActor()
+		dup.Duplicate = true
+		return dup, nil
+	}
+
+	ent, err := a.entity(cmd.Address)
+	if err != nil {
+		return res, err
+	}
+	res.Version = ent.Version
+	if cmd.ExpectedVersion != nil && *cmd.ExpectedVersion != ent.Version {
+		res.Status, res.Reason, res.Code = actor.StatusRejected, actor.ReasonConflict, "version_conflict"
+		res.Message = fmt.Sprintf("expected version %d, entity is at version %d", *cmd.ExpectedVersion, ent.Version)
+		a.recordRejection(cmd, &res, actor.EventType(cmd.Address.ActorType, "rejected"), ent.Version)
+		a.storeResult(cmd, &res)
+		return res, nil
+	}
+
+	ctx := actor.NewContext(cmd.Address, cmd.Security, a.at, a.seed(), ent.Version)
+	news, derr := decide(beh, ctx, ent.State, cmd)
+	sends, timerOps, reply := ctx.Effects()
+	if derr == nil {
+		derr = checkEffects(cmd, news, sends, timerOps)
+	}
+	if derr != nil {
+		if r, ok := actor.AsRejection(derr); ok && r.Reason == actor.ReasonViolation {
+			return a.violation(cmd, res, r.Message), nil
+		}
+		res = rejected(res, derr)
+		if res.Reason == actor.ReasonBusiness {
+			a.recordRejection(cmd, &res, actor.EventType(cmd.Address.ActorType, "rejected"), ent.Version)
+			a.storeResult(cmd, &res)
+		}
+		return res, nil
+	}
+
+	// Evolve on a copy so a failing Evolve leaves nothing behind.
+	state, version := ent.State, ent.Version
+	events := make([]actor.Event, 0, len(news))
+	for _, ne := range news {
+		version++
+		ev := actor.Event{
+			ID:            EventID(cmd.Address, version),
+			Type:          actor.EventType(cmd.Address.ActorType, ne.Name),
+			Address:       cmd.Address,
+			Version:       version,
+			Payload:       ne.Payload,
+			At:            a.at,
+			CommandID:     cmd.ID,
+			CausationID:   cmd.CausationID,
+			CorrelationID: correlation(cmd),
+			TraceParent:   cmd.TraceParent,
+			Principal:     cmd.Security.Principal,
+			Shard:         a.e.shard,
+			Index:         a.index,
+		}
+		next, err := evolve(beh, state, &ev)
+		if err == nil && len(next) > actor.MaxStateBytes {
+			err = fmt.Errorf("state would be %d bytes; the limit is %d", len(next), actor.MaxStateBytes)
+		}
+		if err != nil {
+			res = rejected(res, actor.Reject("evolve_failed", "event %s: %v", ev.Type, err))
+			a.recordRejection(cmd, &res, actor.EventType(cmd.Address.ActorType, "rejected"), ent.Version)
+			a.storeResult(cmd, &res)
+			return res, nil
+		}
+		state = next
+		events = append(events, ev)
+	}
+
+	// All checks passed: write.
+	for i := range events {
+		ev := &events[i]
+		pos := a.nextPos()
+		ev.Ordinal = pos.Ordinal
+		data := mustMarshal(pb.FromEvent(ev))
+		a.b.AppendHistory(cmd.Address, pos, HistoryEvent, data)
+		a.hash('H', cmd.Address.Key(), u64(pos.Index), u64(uint64(pos.Ordinal)), data)
+	}
+	if len(events) > 0 {
+		*ent = Entity{Version: version, State: state}
+		a.b.PutEntity(cmd.Address, *ent)
+		a.hash('E', cmd.Address.Key(), u64(version), state)
+	}
+	for i, s := range sends {
+		a.outbox(cmd, version, i, s)
+	}
+	for _, op := range timerOps {
+		old, had, err := a.timer(cmd.Address, op.Name)
+		if err != nil {
+			return res, err
+		}
+		if had {
+			a.deleteTimer(old)
+		}
+		if !op.Cancel {
+			a.putTimer(Timer{Address: cmd.Address, Name: op.Name, At: op.At, Payload: op.Payload})
+		}
+	}
+	res.Status, res.Version, res.Events, res.Reply = actor.StatusAccepted, version, events, reply
+	a.storeResult(cmd, &res)
+	return res, nil
+}
+
+// seed derives the command's random seed from its log position.
+func (a *applier) seed() uint64 {
+	return uint64(a.e.shard)<<48 ^ a.index<<12 ^ a.nthCmd
+}
+
+func correlation(cmd *actor.Command) string {
+	if cmd.CorrelationID != "" {
+		return cmd.CorrelationID
+	}
+	return cmd.ID
+}
+
+// outbox writes one actor-to-actor command with a deterministic id and
+// idempotency key, so that delivering it more than once has one effect.
+func (a *applier) outbox(cmd *actor.Command, version uint64, n int, s actor.Send) {
+	src := cmd.Address
+	id := deterministicID("send", src.Key(), u64(version), u64(uint64(n)), []byte(cmd.ID))
+	out := actor.Command{
+		ID:             id,
+		Type:           s.Type,
+		Address:        s.To,
+		Payload:        s.Payload,
+		IdempotencyKey: "send/" + id,
+		Security: actor.Security{
+			Principal: actor.Principal{ID: "actor:" + src.ActorType + "/" + src.EntityID, Type: actor.PrincipalService},
+			Scopes:    []actor.Scope{{Tenant: src.Tenant, Workspace: src.Workspace}},
+		},
+		CausationID:   cmd.ID,
+		CorrelationID: correlation(cmd),
+		TraceParent:   cmd.TraceParent,
+		TraceState:    cmd.TraceState,
+	}
+	pos := a.nextPos()
+	data := mustMarshal(pb.FromCommand(&out))
+	a.b.PutOutbox(pos, data)
+	a.hash('O', u64(pos.Index), u64(uint64(pos.Ordinal)), data)
+}
+
+// violation records evt.security.violation in the target entity's history.
+// It stores no idempotency record: otherwise a caller without rights could
+// poison the key space of the entity it attacked.
+func (a *applier) violation(cmd *actor.Command, res actor.Result, msg string) actor.Result {
+	res.Status, res.Reason, res.Code, res.Message = actor.StatusRejected, actor.ReasonViolation, "violation", msg
+	a.recordRejection(cmd, &res, ViolationEventType, 0)
+	return res
+}
+
+func (a *applier) recordRejection(cmd *actor.Command, res *actor.Result, typ string, version uint64) {
+	pos := a.nextPos()
+	rj := &pb.Rejection{
+		Type: typ, CommandId: cmd.ID, CommandType: cmd.Type, Address: pb.FromAddress(cmd.Address),
+		Reason: pb.Reason(res.Reason), Code: res.Code, Message: res.Message, At: a.at,
+		Principal: pb.FromPrincipal(cmd.Security.Principal), IdempotencyKey: cmd.IdempotencyKey,
+		ExpectedVersion: cmd.ExpectedVersion, ActualVersion: version,
+		CausationId: cmd.CausationID, CorrelationId: correlation(cmd), Traceparent: cmd.TraceParent,
+		Shard: a.e.shard, Index: pos.Index, Ordinal: pos.Ordinal,
+	}
+	data := mustMarshal(rj)
+	a.b.AppendHistory(cmd.Address, pos, HistoryRejection, data)
+	a.hash('R', cmd.Address.Key(), u64(pos.Index), u64(uint64(pos.Ordinal)), data)
+}
+
+func (a *applier) storeResult(cmd *actor.Command, res *actor.Result) {
+	data := mustMarshal(pb.FromResult(res))
+	a.results[string(cmd.Address.Key())+"\x00"+cmd.IdempotencyKey] = data
+	a.b.PutResult(cmd.Address, cmd.IdempotencyKey, data)
+	a.hash('D', cmd.Address.Key(), []byte(cmd.IdempotencyKey), data)
+}
+
+// rejected fills res from a Decide error: a *Rejection keeps its reason and
+// code; any other error is a business rejection with code "error".
+func rejected(res actor.Result, err error) actor.Result {
+	res.Status = actor.StatusRejected
+	if r, ok := actor.AsRejection(err); ok {
+		res.Reason, res.Code, res.Message = r.Reason, r.Code, r.Message
+		return res
+	}
+	res.Reason, res.Code, res.Message = actor.ReasonBusiness, "error", err.Error()
+	return res
+}
+
+// checkEffects enforces the per-command limits and the egress scope: an actor
+// may only send within its own tenant and workspace.
+func checkEffects(cmd *actor.Command, news []actor.NewEvent, sends []actor.Send, timers []actor.TimerOp) error {
+	if len(news) > actor.MaxEventsPerCommand {
+		return actor.Reject("too_many_events", "Decide emitted %d events; the limit is %d", len(news), actor.MaxEventsPerCommand)
+	}
+	for _, ne := range news {
+		if err := actor.ValidateID("event name", ne.Name); err != nil {
+			return actor.Reject("bad_event", "%v", err)
+		}
+	}
+	if len(sends) > actor.MaxSendsPerCommand {
+		return actor.Reject("too_many_sends", "Decide sent %d commands; the limit is %d", len(sends), actor.MaxSendsPerCommand)
+	}
+	for _, s := range sends {
+		if s.To.Tenant != cmd.Address.Tenant || s.To.Workspace != cmd.Address.Workspace {
+			return &actor.Rejection{Reason: actor.ReasonViolation, Code: "violation", Message: fmt.Sprintf(
+				"actor %s tried to send %s into tenant %q workspace %q outside its own scope",
+				cmd.Address, s.Type, s.To.Tenant, s.To.Workspace)}
+		}
+		if err := s.To.Validate(); err != nil {
+			return actor.Reject("bad_send", "send target: %v", err)
+		}
+		if verb, at := actor.ParseCommandType(s.Type); verb == "" || at != s.To.ActorType {
+			return actor.Reject("bad_send", "send type %q must be cmd.%s.<verb>", s.Type, s.To.ActorType)
+		}
+		if len(s.Payload) > actor.MaxPayloadBytes {
+			return actor.Reject("bad_send", "send payload is %d bytes; the limit is %d", len(s.Payload), actor.MaxPayloadBytes)
+		}
+	}
+	if len(timers) > actor.MaxTimersPerCommand {
+		return actor.Reject("too_many_timers", "Decide set %d timers; the limit is %d", len(timers), actor.MaxTimersPerCommand)
+	}
+	for _, t := range timers {
+		if err := actor.ValidateID("timer name", t.Name); err != nil {
+			return actor.Reject("bad_timer", "%v", err)
+		}
+	}
+	return nil
+}
+
+// decide calls the actor, turning a panic into a rejection: the panic happens
+// identically on every replica, so rejecting keeps them equal and the shard
+// running.
+func decide(b actor.Behavior, ctx *actor.Context, state []byte, cmd *actor.Command) (evs []actor.NewEvent, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			evs, err = nil, actor.Reject("actor_panic", "actor %s panicked in Decide: %v", b.Type(), p)
+		}
+	}()
+	return b.Decide(ctx, state, cmd)
+}
+
+func evolve(b actor.Behavior, state []byte, ev *actor.Event) (next []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			next, err = nil, fmt.Errorf("actor %s panicked in Evolve: %v", b.Type(), p)
+		}
+	}()
+	return b.Evolve(state, ev)
+}

@@ -1,0 +1,298 @@
+// Package engine applies ordered log entries to a shard's state. It is the
+// deterministic core of Rhizon: a pure function of (stored state, entry) that
+// imports no clock, network, goroutines or global randomness, so every replica
+// applying the same Raft log writes byte-identical state and returns
+// byte-identical results. I/O is left to the caller (package shard) through the
+// Store interface.
+package engine
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rhizon/rhizon/actor"
+)
+
+// Limits of one entry.
+const (
+	// MaxCommandsPerEntry bounds a proposer batch.
+	MaxCommandsPerEntry = 4096
+	// MaxTimersPerEntry bounds how many due timers one entry fires; the rest
+	// fire in the next entry.
+	MaxTimersPerEntry = 1024
+)
+
+// ViolationEventType is the type of the audit record of a security violation.
+const ViolationEventType = "evt.security.violation"
+
+// ReadVerb is the verb under which a gateway records a read attempt outside
+// the caller's scope: it proposes the attempt, the engine's scope check fails,
+// and the violation lands in the entity's audit history.
+const ReadVerb = "read"
+
+// ErrStore wraps a storage failure. The shard must halt: the engine cannot
+// know what was written.
+var ErrStore = errors.New("engine: store failure")
+
+// Entry is one Raft log entry: a batch of commands at one logical time, or a
+// tick (no commands) that only fires due timers.
+type Entry struct {
+	Index    uint64
+	At       int64 // Unix ms stamped by the leader
+	Commands []actor.Command
+}
+
+// Applied is what one entry produced.
+type Applied struct {
+	// Results has one result per command, in order. Nil when the entry was
+	// already applied before (a replay after restart).
+	Results []actor.Result
+	// TimersFired counts timers delivered at the start of the entry.
+	TimersFired int
+	// At is the logical time the entry was applied at.
+	At int64
+}
+
+// Engine applies entries for one shard. It is not safe for concurrent use:
+// the shard's FSM calls it from Raft's apply goroutine.
+type Engine struct {
+	shard uint32
+	reg   *actor.Registry
+	store Store
+	meta  Meta
+}
+
+// New returns an engine over store, resuming from the store's applied index.
+func New(shard uint32, reg *actor.Registry, store Store) (*Engine, error) {
+	m, err := store.Meta()
+	if err != nil {
+		return nil, fmt.Errorf("%w: read meta: %v", ErrStore, err)
+	}
+	return &Engine{shard: shard, reg: reg, store: store, meta: m}, nil
+}
+
+// Meta returns the last applied position and state hash.
+func (e *Engine) Meta() Meta { return e.meta }
+
+// HashHex is the state hash as hex.
+func (m Meta) HashHex() string { return hex.EncodeToString(m.Hash[:]) }
+
+// Reload re-reads the meta after the store was replaced (snapshot restore).
+func (e *Engine) Reload() error {
+	m, err := e.store.Meta()
+	if err != nil {
+		return fmt.Errorf("%w: read meta: %v", ErrStore, err)
+	}
+	e.meta = m
+	return nil
+}
+
+// Apply applies ent and commits its writes in one batch. An entry at or below
+// the applied index was applied before a restart and is skipped. Only a store
+// failure returns an error; every problem with a command is a Result.
+func (e *Engine) Apply(ent *Entry) (Applied, error) {
+	if ent.Index <= e.meta.Index {
+		return Applied{}, nil
+	}
+	at := max(ent.At, e.meta.At) // logical time never goes back
+	a := &applier{
+		e:        e,
+		b:        e.store.NewBatch(),
+		index:    ent.Index,
+		at:       at,
+		entities: map[string]*Entity{},
+		results:  map[string][]byte{},
+		timers:   map[string]timerSlot{},
+		digest:   sha256.New(),
+	}
+	out := Applied{At: at}
+	fired, err := a.fireTimers()
+	if err != nil {
+		a.b.Discard()
+		return Applied{}, err
+	}
+	out.TimersFired = fired
+	out.Results = make([]actor.Result, 0, len(ent.Commands))
+	for i := range ent.Commands {
+		r, err := a.command(&ent.Commands[i])
+		if err != nil {
+			a.b.Discard()
+			return Applied{}, err
+		}
+		out.Results = append(out.Results, r)
+	}
+	next := Meta{Index: ent.Index, At: at}
+	h := sha256.New()
+	h.Write(e.meta.Hash[:])
+	var hdr [16]byte
+	binary.BigEndian.PutUint64(hdr[:8], ent.Index)
+	binary.BigEndian.PutUint64(hdr[8:], uint64(at))
+	h.Write(hdr[:])
+	h.Write(a.digest.Sum(nil))
+	copy(next.Hash[:], h.Sum(nil))
+	a.b.SetMeta(next)
+	if err := a.b.Commit(); err != nil {
+		return Applied{}, fmt.Errorf("%w: commit entry %d: %v", ErrStore, ent.Index, err)
+	}
+	e.meta = next
+	return out, nil
+}
+
+// timerSlot is the overlay of one timer within an entry: set or deleted.
+type timerSlot struct {
+	t   Timer
+	set bool
+}
+
+// applier holds the state of applying one entry: the batch, an overlay of
+// what earlier commands of the same entry wrote (so later ones see it), and the
+// digest of every write for the state hash chain.
+type applier struct {
+	e       *Engine
+	b       Batch
+	index   uint64
+	at      int64
+	ordinal uint32
+	nthCmd  uint64
+
+	entities map[string]*Entity
+	results  map[string][]byte
+	timers   map[string]timerSlot
+	digest   hashWriter
+}
+
+type hashWriter interface {
+	Write([]byte) (int, error)
+	Sum([]byte) []byte
+}
+
+func (a *applier) nextPos() Position {
+	a.ordinal++
+	return Position{Index: a.index, Ordinal: a.ordinal}
+}
+
+// hash feeds one write into the digest: a tag and length-prefixed parts.
+func (a *applier) hash(tag byte, parts ...[]byte) {
+	var n [4]byte
+	a.digest.Write([]byte{tag})
+	for _, p := range parts {
+		binary.BigEndian.PutUint32(n[:], uint32(len(p)))
+		a.digest.Write(n[:])
+		a.digest.Write(p)
+	}
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func (a *applier) entity(addr actor.Address) (*Entity, error) {
+	k := string(addr.Key())
+	if ent, ok := a.entities[k]; ok {
+		return ent, nil
+	}
+	ent, err := a.e.store.Entity(addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: read entity %s: %v", ErrStore, addr, err)
+	}
+	a.entities[k] = &ent
+	return &ent, nil
+}
+
+func (a *applier) storedResult(addr actor.Address, key string) ([]byte, bool, error) {
+	k := string(addr.Key()) + "\x00" + key
+	if r, ok := a.results[k]; ok {
+		return r, true, nil
+	}
+	r, ok, err := a.e.store.Result(addr, key)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: read result %s: %v", ErrStore, addr, err)
+	}
+	return r, ok, nil
+}
+
+func (a *applier) timer(addr actor.Address, name string) (Timer, bool, error) {
+	if s, ok := a.timers[string(addr.Key())+"\x00"+name]; ok {
+		return s.t, s.set, nil
+	}
+	t, ok, err := a.e.store.Timer(addr, name)
+	if err != nil {
+		return Timer{}, false, fmt.Errorf("%w: read timer %s %s: %v", ErrStore, addr, name, err)
+	}
+	return t, ok, nil
+}
+
+// fireTimers delivers every timer due at the entry's time, in (at, address,
+// name) order, as a system command "cmd.<type>.timer".
+func (a *applier) fireTimers() (int, error) {
+	due, err := a.e.store.DueTimers(a.at, MaxTimersPerEntry)
+	if err != nil {
+		return 0, fmt.Errorf("%w: due timers: %v", ErrStore, err)
+	}
+	for _, t := range due {
+		a.deleteTimer(t)
+		payload := actor.MustJSON(actor.TimerFired{Name: t.Name, At: t.At, Payload: t.Payload})
+		key := fmt.Sprintf("timer/%s/%d", t.Name, t.At)
+		cmd := actor.Command{
+			ID:             deterministicID("timer", t.Address.Key(), []byte(key), u64(a.index)),
+			Type:           actor.CommandType(t.Address.ActorType, actor.TimerVerb),
+			Address:        t.Address,
+			Payload:        payload,
+			IdempotencyKey: key,
+			Security: actor.Security{
+				Principal: actor.Principal{ID: "timer", Type: actor.PrincipalSystem},
+				Scopes:    []actor.Scope{{Tenant: t.Address.Tenant, Workspace: t.Address.Workspace}},
+			},
+		}
+		if _, err := a.command(&cmd); err != nil {
+			return 0, err
+		}
+	}
+	return len(due), nil
+}
+
+func (a *applier) putTimer(t Timer) {
+	a.timers[string(t.Address.Key())+"\x00"+t.Name] = timerSlot{t: t, set: true}
+	a.b.PutTimer(t)
+	a.hash('T', t.Address.Key(), []byte(t.Name), u64(uint64(t.At)), t.Payload)
+}
+
+func (a *applier) deleteTimer(t Timer) {
+	a.timers[string(t.Address.Key())+"\x00"+t.Name] = timerSlot{t: t}
+	a.b.DeleteTimer(t)
+	a.hash('t', t.Address.Key(), []byte(t.Name), u64(uint64(t.At)))
+}
+
+// deterministicID derives a 128-bit hex id from its parts.
+func deterministicID(kind string, parts ...[]byte) string {
+	h := sha256.New()
+	h.Write([]byte(kind))
+	for _, p := range parts {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(p)))
+		h.Write(n[:])
+		h.Write(p)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// EventID is the id of the event that took addr to version: stable across
+// replicas, replays and re-deliveries.
+func EventID(addr actor.Address, version uint64) string {
+	return deterministicID("event", addr.Key(), u64(version))
+}
+
+var marshal = proto.MarshalOptions{Deterministic: true}
+
+func mustMarshal(m proto.Message) []byte {
+	b, err := marshal.Marshal(m)
+	if err != nil {
+		// Marshalling our own well-formed messages cannot fail; if it does,
+		// halting beats diverging.
+		panic(fmt.Sprintf("engine: marshal %T: %v", m, err))
+	}
+	return b
+}

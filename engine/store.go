@@ -1,0 +1,80 @@
+package engine
+
+import "github.com/rhizon/rhizon/actor"
+
+// Store is the engine's view of one shard's durable state. The engine is its
+// only writer and calls it from one goroutine. Reads observe everything written
+// by committed Batches and nothing of an open one.
+//
+// Implementations: storage.ShardStore (Badger). A Batch commit need not be
+// fsynced by itself: the Raft log is the write-ahead log, and the shard syncs
+// the store before it lets Raft compact the log (see DESIGN.md §3).
+type Store interface {
+	// Entity returns the entity's record; a zero Entity when it has none.
+	Entity(addr actor.Address) (Entity, error)
+	// Result returns the encoded result stored under (addr, idempotency key).
+	Result(addr actor.Address, key string) ([]byte, bool, error)
+	// Timer returns the entity's timer name, if set.
+	Timer(addr actor.Address, name string) (Timer, bool, error)
+	// DueTimers returns up to limit timers with At <= upTo, ordered by
+	// (At, address key, name).
+	DueTimers(upTo int64, limit int) ([]Timer, error)
+	// Meta returns the applied position and state hash (zero when new).
+	Meta() (Meta, error)
+	// NewBatch starts an atomic write.
+	NewBatch() Batch
+}
+
+// Batch collects the writes of one log entry; Commit applies all or nothing.
+// Byte slices passed in are owned by the batch afterwards.
+type Batch interface {
+	PutEntity(addr actor.Address, e Entity)
+	// AppendHistory adds an audit record (an event or a rejection) to the
+	// entity's history at log position (index, ordinal).
+	AppendHistory(addr actor.Address, pos Position, kind HistoryKind, data []byte)
+	PutResult(addr actor.Address, key string, data []byte)
+	// PutOutbox adds an encoded command for delivery to another entity.
+	PutOutbox(pos Position, data []byte)
+	PutTimer(t Timer)
+	DeleteTimer(t Timer)
+	SetMeta(m Meta)
+	Commit() error
+	Discard()
+}
+
+// Entity is one entity's stored record.
+type Entity struct {
+	Version uint64
+	State   []byte
+}
+
+// Timer is a durable timer of one entity.
+type Timer struct {
+	Address actor.Address
+	Name    string
+	At      int64
+	Payload []byte
+}
+
+// Meta is the applied position of a shard's store and its state hash chain.
+type Meta struct {
+	Index uint64   // last applied raft index
+	At    int64    // logical time of that entry
+	Hash  [32]byte // hash chain over every entry's writes up to Index
+}
+
+// Position is a place in a shard's log: the raft index of the entry and the
+// ordinal of the record within it.
+type Position struct {
+	Index   uint64
+	Ordinal uint32
+}
+
+// HistoryKind tells an event record from a rejection record.
+type HistoryKind byte
+
+// The history record kinds. Their values are stored; never renumber them.
+const (
+	HistoryEvent     HistoryKind = 1
+	HistoryRejection HistoryKind = 2
+)

@@ -1,0 +1,124 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+	"go.opentelemetry.io/otel/attribute"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rhizon/rhizon/actor"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/storage"
+)
+
+// fsm adapts the engine to hashicorp/raft. Raft calls Apply, Snapshot and
+// Restore from one goroutine; Persist runs concurrently with later Applies and
+// therefore reads only from the snapshot's own read transaction.
+type fsm struct {
+	s     *Shard
+	eng   *engine.Engine
+	store *storage.ShardStore
+	db    *storage.DB
+	log   *slog.Logger
+
+	meta   atomic.Pointer[engine.Meta] // last applied, for readers on other goroutines
+	halted atomic.Bool
+}
+
+// applyResponse is what Apply hands back to the proposer through the future.
+type applyResponse struct {
+	results []actor.Result
+	err     error
+}
+
+func (f *fsm) publishMeta() {
+	m := f.eng.Meta()
+	f.meta.Store(&m)
+}
+
+// Apply decodes one log entry and applies it. Entries at or below the store's
+// applied index were applied before a restart and are skipped by the engine.
+func (f *fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	if f.halted.Load() {
+		return &applyResponse{err: ErrHalted}
+	}
+	_, span := f.s.tracer.Start(context.Background(), "shard.apply")
+	defer span.End()
+
+	var le pb.LogEntry
+	ent := engine.Entry{Index: l.Index}
+	if err := proto.Unmarshal(l.Data, &le); err != nil {
+		// Every replica sees the same bytes and fails the same way: apply it
+		// as an empty entry so the index still advances in step.
+		f.log.Error("undecodable log entry; applying it as empty", "index", l.Index, "err", err)
+	} else {
+		ent.At = le.At
+		ent.Commands = make([]actor.Command, len(le.Commands))
+		for i, c := range le.Commands {
+			ent.Commands[i] = c.ToActor()
+		}
+	}
+	out, err := f.eng.Apply(&ent)
+	if err != nil {
+		// The store failed: we cannot know what it holds, so stop applying.
+		// A restart re-applies everything after the durable applied index.
+		f.halted.Store(true)
+		f.log.Error("store failure; shard halted", "index", l.Index, "err", err)
+		return &applyResponse{err: fmt.Errorf("%w: %v", ErrHalted, err)}
+	}
+	f.publishMeta()
+	span.SetAttributes(attribute.Int64("raft.index", int64(l.Index)), attribute.Int("commands", len(ent.Commands)))
+	f.s.metrics.applied(out)
+	return &applyResponse{results: out.Results}
+}
+
+// Snapshot makes the store durable up to the applied index (so Raft may
+// compact the log behind it) and pins a read transaction for Persist.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.db.Sync(); err != nil {
+		return nil, fmt.Errorf("shard %d: sync before snapshot: %w", f.s.id, err)
+	}
+	snap, err := f.store.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &fsmSnapshot{snap: snap}, nil
+}
+
+// Restore replaces the shard's state with a snapshot from the leader.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	if err := f.store.Restore(rc); err != nil {
+		return fmt.Errorf("shard %d: restore: %w", f.s.id, err)
+	}
+	if err := f.db.Sync(); err != nil {
+		return fmt.Errorf("shard %d: sync after restore: %w", f.s.id, err)
+	}
+	if err := f.eng.Reload(); err != nil {
+		return err
+	}
+	f.halted.Store(false)
+	f.publishMeta()
+	return nil
+}
+
+type fsmSnapshot struct{ snap *storage.Snapshot }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.snap.WriteTo(sink); err != nil {
+		return errors.Join(err, sink.Cancel())
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() { s.snap.Release() }

@@ -1,0 +1,101 @@
+package shard
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/engine"
+)
+
+var marshal = proto.MarshalOptions{Deterministic: true}
+
+// metrics are the shard's OpenTelemetry instruments. Instruments are shared by
+// every shard of the process; the shard id is an attribute.
+type metrics struct {
+	shardAttr  metric.MeasurementOption
+	commands   metric.Int64Counter
+	timers     metric.Int64Counter
+	batchSize  metric.Int64Histogram
+	submitDur  metric.Float64Histogram
+	overloaded metric.Int64Counter
+	entries    metric.Int64Counter
+}
+
+func newMetrics(id uint32) (*metrics, error) {
+	m := otel.Meter("github.com/rhizon/rhizon/shard")
+	var err error
+	mt := &metrics{shardAttr: metric.WithAttributes(attribute.Int("shard", int(id)))}
+	check := func(e error) {
+		if err == nil {
+			err = e
+		}
+	}
+	var e error
+	mt.commands, e = m.Int64Counter("rhizon.commands", metric.WithDescription("Commands applied, by result: accepted, duplicate, conflict, violation, invalid, business."))
+	check(e)
+	mt.timers, e = m.Int64Counter("rhizon.timers.fired", metric.WithDescription("Timers delivered by the engine."))
+	check(e)
+	mt.entries, e = m.Int64Counter("rhizon.entries.applied", metric.WithDescription("Raft log entries applied."))
+	check(e)
+	mt.batchSize, e = m.Int64Histogram("rhizon.batch.size", metric.WithDescription("Commands per proposed Raft entry."),
+		metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096))
+	check(e)
+	mt.submitDur, e = m.Float64Histogram("rhizon.submit.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time from Submit to the applied result on the leader."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+	check(e)
+	mt.overloaded, e = m.Int64Counter("rhizon.submit.overloaded", metric.WithDescription("Submits refused because the proposer queue was full."))
+	check(e)
+	return mt, err
+}
+
+func resultKind(r *actor.Result) string {
+	switch {
+	case r.Duplicate:
+		return "duplicate"
+	case r.Status == actor.StatusAccepted:
+		return "accepted"
+	}
+	return r.Reason.String()
+}
+
+func (m *metrics) applied(out engine.Applied) {
+	ctx := context.Background()
+	m.entries.Add(ctx, 1, m.shardAttr)
+	if out.TimersFired > 0 {
+		m.timers.Add(ctx, int64(out.TimersFired), m.shardAttr)
+	}
+	// Count per kind first: one Add per kind, not per command.
+	var kinds []string
+	var counts []int64
+	for i := range out.Results {
+		k := resultKind(&out.Results[i])
+		j := 0
+		for j < len(kinds) && kinds[j] != k {
+			j++
+		}
+		if j == len(kinds) {
+			kinds, counts = append(kinds, k), append(counts, 0)
+		}
+		counts[j]++
+	}
+	for j, k := range kinds {
+		m.commands.Add(ctx, counts[j], m.shardAttr, metric.WithAttributes(attribute.String("result", k)))
+	}
+}
+
+func (m *metrics) batch(n int) { m.batchSize.Record(context.Background(), int64(n), m.shardAttr) }
+
+func (m *metrics) submitted(ctx context.Context, d time.Duration, err error) {
+	status := "ok"
+	if err != nil {
+		status = "error"
+	}
+	m.submitDur.Record(ctx, d.Seconds(), m.shardAttr, metric.WithAttributes(attribute.String("status", status)))
+}

@@ -1,0 +1,238 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/rhizon/rhizon/actor"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/engine"
+)
+
+// request states: a request is taken by the proposer or cancelled by its
+// caller, never both, so a caller that gives up knows whether its command can
+// still reach the log.
+const (
+	reqQueued int32 = iota
+	reqTaken
+	reqCancelled
+)
+
+type request struct {
+	cmd   actor.Command
+	state atomic.Int32
+	done  chan outcome
+	span  trace.SpanContext
+}
+
+type outcome struct {
+	res actor.Result
+	err error
+}
+
+func (r *request) finish(o outcome) { r.done <- o }
+
+// Submit proposes cmd and waits until the entry holding it is committed and
+// applied on this replica, then returns its Result. Errors follow the
+// three-outcome rule: ErrNotLeader, ErrOverloaded, ErrClosed and a context
+// error returned before the command was taken mean it was not applied;
+// ErrUnknownOutcome means it may have been.
+func (s *Shard) Submit(ctx context.Context, cmd actor.Command) (actor.Result, error) {
+	ctx, span := s.tracer.Start(ctx, "shard.submit")
+	defer span.End()
+	start := time.Now()
+	if s.raft.State() != raft.Leader {
+		return actor.Result{}, ErrNotLeader
+	}
+	if s.fsm.halted.Load() {
+		return actor.Result{}, ErrHalted
+	}
+	r := &request{cmd: cmd, done: make(chan outcome, 1), span: span.SpanContext()}
+	select {
+	case s.queue <- r:
+	default:
+		s.metrics.overloaded.Add(ctx, 1, s.metrics.shardAttr)
+		return actor.Result{}, ErrOverloaded
+	}
+	select {
+	case o := <-r.done:
+		s.metrics.submitted(ctx, time.Since(start), o.err)
+		return o.res, o.err
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(reqQueued, reqCancelled) {
+			return actor.Result{}, ctx.Err()
+		}
+		return actor.Result{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
+	case <-s.stop:
+		if r.state.CompareAndSwap(reqQueued, reqCancelled) {
+			return actor.Result{}, ErrClosed
+		}
+		return actor.Result{}, fmt.Errorf("%w: shard closed", ErrUnknownOutcome)
+	}
+}
+
+// proposeLoop group-commits: it waits for a free in-flight slot first and only
+// then drains the queue, so while entries are in flight the next batch grows.
+func (s *Shard) proposeLoop() {
+	defer s.wg.Done()
+	batch := make([]*request, 0, s.cfg.MaxBatch)
+	for {
+		select {
+		case s.inflight <- struct{}{}:
+		case <-s.stop:
+			return
+		}
+		batch = batch[:0]
+		select {
+		case r := <-s.queue:
+			batch = take(batch, r)
+		case <-s.stop:
+			return
+		}
+	drain:
+		for len(batch) < s.cfg.MaxBatch {
+			select {
+			case r := <-s.queue:
+				batch = take(batch, r)
+			default:
+				break drain
+			}
+		}
+		if len(batch) == 0 {
+			<-s.inflight
+			continue
+		}
+		reqs := make([]*request, len(batch))
+		copy(reqs, batch)
+		s.propose(reqs)
+	}
+}
+
+func take(batch []*request, r *request) []*request {
+	if r.state.CompareAndSwap(reqQueued, reqTaken) {
+		return append(batch, r)
+	}
+	return batch
+}
+
+// propose stamps logical time, appends one entry and hands the future to a
+// waiter. It owns one in-flight slot, released by the waiter.
+func (s *Shard) propose(reqs []*request) {
+	le := &pb.LogEntry{Shard: s.id, At: s.stamp(), Commands: make([]*pb.Command, len(reqs))}
+	links := make([]trace.Link, len(reqs))
+	for i, r := range reqs {
+		le.Commands[i] = pb.FromCommand(&r.cmd)
+		links[i] = trace.Link{SpanContext: r.span}
+	}
+	_, span := s.tracer.Start(context.Background(), "shard.propose", trace.WithLinks(links...),
+		trace.WithAttributes(attribute.Int("commands", len(reqs))))
+	data, err := marshal.Marshal(le)
+	if err != nil {
+		span.End()
+		<-s.inflight
+		for _, r := range reqs {
+			r.finish(outcome{err: fmt.Errorf("shard: encode entry: %w", err)})
+		}
+		return
+	}
+	s.metrics.batch(len(reqs))
+	f := s.raft.Apply(data, s.cfg.ApplyTimeout)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer span.End()
+		err := f.Error()
+		<-s.inflight
+		if err != nil {
+			err = mapRaftErr(err, true)
+			for _, r := range reqs {
+				r.finish(outcome{err: err})
+			}
+			return
+		}
+		resp, _ := f.Response().(*applyResponse)
+		switch {
+		case resp == nil:
+			err = fmt.Errorf("%w: no response from apply", ErrUnknownOutcome)
+		case resp.err != nil:
+			err = resp.err
+		case len(resp.results) != len(reqs):
+			// Only a replay after restart returns no results, and nobody
+			// waits for those; seeing it here means the entry was applied
+			// before, which we cannot report precisely.
+			err = fmt.Errorf("%w: entry %d was already applied", ErrUnknownOutcome, f.Index())
+		}
+		for i, r := range reqs {
+			if err != nil {
+				r.finish(outcome{err: err})
+				continue
+			}
+			r.finish(outcome{res: resp.results[i]})
+		}
+	}()
+}
+
+// stamp returns the logical time of the next entry: the wall clock, but never
+// less than any time this replica stamped or applied before. Equal times are
+// allowed (positions are unique by index and ordinal); adding 1 ms per entry
+// would run logical time ahead of the wall clock at thousands of entries per
+// second.
+func (s *Shard) stamp() int64 {
+	s.stampMu.Lock()
+	defer s.stampMu.Unlock()
+	at := max(s.cfg.Now().UnixMilli(), s.lastAt, s.Meta().At)
+	s.lastAt = at
+	return at
+}
+
+// tickLoop proposes an empty entry when a timer is due and no command entry
+// is carrying time forward, so leases expire even on an idle shard.
+func (s *Shard) tickLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		if s.raft.State() != raft.Leader || s.fsm.halted.Load() {
+			continue
+		}
+		due, err := s.store.DueTimers(s.cfg.Now().UnixMilli(), 1)
+		if err != nil {
+			s.log.Error("read due timers", "err", err)
+			continue
+		}
+		if len(due) == 0 {
+			continue
+		}
+		data, _ := marshal.Marshal(&pb.LogEntry{Shard: s.id, At: s.stamp()})
+		if err := s.raft.Apply(data, s.cfg.ApplyTimeout).Error(); err != nil && !errors.Is(err, raft.ErrNotLeader) {
+			s.log.Warn("tick entry", "err", err)
+		}
+	}
+}
+
+// Tick proposes a tick entry now and waits for it (tests and operators use it
+// to fire due timers without waiting for the tick loop).
+func (s *Shard) Tick(ctx context.Context) (engine.Meta, error) {
+	data, _ := marshal.Marshal(&pb.LogEntry{Shard: s.id, At: s.stamp()})
+	f := s.raft.Apply(data, s.cfg.ApplyTimeout)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return s.Meta(), mapRaftErr(err, true)
+	case <-ctx.Done():
+		return engine.Meta{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
+	}
+}

@@ -1,0 +1,342 @@
+// Package shard runs one Raft group around the deterministic engine: the
+// proposer that group-commits commands into log entries and stamps logical
+// time, the FSM that applies them, snapshots and log compaction, timer ticks,
+// and linearizable or stale reads.
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/rhizon/rhizon/actor"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/storage"
+)
+
+// Config configures one shard replica.
+type Config struct {
+	ID        uint32
+	NodeID    string // raft server id of this replica
+	Registry  *actor.Registry
+	StateDB   *storage.DB     // node-wide state store; the shard uses its prefix
+	RaftDB    *storage.RaftDB // node-wide raft log and stable store
+	Dir       string          // per-shard directory for raft snapshots
+	Transport raft.Transport
+	// Bootstrap, when the replica has no raft state, creates the group with
+	// Peers as its voters (this node alone when empty).
+	Bootstrap bool
+	Peers     []raft.Server
+
+	// Group commit: at most MaxBatch commands per entry, at most MaxInflight
+	// entries proposed and not yet applied, QueueSize commands waiting.
+	MaxBatch    int
+	MaxInflight int
+	QueueSize   int
+	// TickInterval is how often the leader checks for due timers.
+	TickInterval time.Duration
+	// ApplyTimeout bounds the wait for a proposal to be applied; past it the
+	// outcome is unknown.
+	ApplyTimeout time.Duration
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+
+	// Now is the wall clock the leader stamps entries from (injected so tests
+	// can move it).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 1024
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 4
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = 8192
+	}
+	def(&c.TickInterval, 100*time.Millisecond)
+	def(&c.ApplyTimeout, 10*time.Second)
+	def(&c.HeartbeatTimeout, time.Second)
+	def(&c.ElectionTimeout, time.Second)
+	def(&c.LeaderLeaseTimeout, 500*time.Millisecond)
+	def(&c.CommitTimeout, 5*time.Millisecond)
+	def(&c.SnapshotInterval, 2*time.Minute)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports the first missing or inconsistent setting.
+func (c *Config) Validate() error {
+	switch {
+	case c.NodeID == "":
+		return errors.New("shard: NodeID is required")
+	case c.Registry == nil:
+		return errors.New("shard: Registry is required")
+	case c.StateDB == nil || c.RaftDB == nil:
+		return errors.New("shard: StateDB and RaftDB are required")
+	case c.Dir == "":
+		return errors.New("shard: Dir is required")
+	case c.Transport == nil:
+		return errors.New("shard: Transport is required")
+	case c.MaxBatch > engine.MaxCommandsPerEntry:
+		return fmt.Errorf("shard: MaxBatch %d exceeds the engine limit %d", c.MaxBatch, engine.MaxCommandsPerEntry)
+	}
+	return nil
+}
+
+// Shard is one replica of one shard.
+type Shard struct {
+	id      uint32
+	cfg     Config
+	raft    *raft.Raft
+	fsm     *fsm
+	store   *storage.ShardStore
+	log     *slog.Logger
+	tracer  trace.Tracer
+	metrics *metrics
+
+	queue    chan *request
+	inflight chan struct{}
+	stop     chan struct{}
+	wg       sync.WaitGroup
+
+	stampMu sync.Mutex
+	lastAt  int64 // last logical time stamped by this replica as leader
+
+	readyTerm atomic.Uint64 // term in which this leader committed a barrier
+	closeOnce sync.Once
+}
+
+// Open starts the replica: it opens the engine over the shard's keyspace,
+// starts Raft (bootstrapping a new group when asked), the proposer and the
+// tick loop.
+func Open(cfg Config) (*Shard, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("shard", cfg.ID)
+	s := &Shard{
+		id:       cfg.ID,
+		cfg:      cfg,
+		store:    cfg.StateDB.Shard(cfg.ID),
+		log:      log,
+		tracer:   otel.Tracer("github.com/rhizon/rhizon/shard"),
+		queue:    make(chan *request, cfg.QueueSize),
+		inflight: make(chan struct{}, cfg.MaxInflight),
+		stop:     make(chan struct{}),
+	}
+	m, err := newMetrics(cfg.ID)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	eng, err := engine.New(cfg.ID, cfg.Registry, s.store)
+	if err != nil {
+		return nil, err
+	}
+	s.fsm = &fsm{s: s, eng: eng, store: s.store, db: cfg.StateDB, log: log}
+	s.fsm.publishMeta()
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	// The state store is on disk and remembers its applied index: restoring
+	// the last snapshot on start would only replace it with older state.
+	rc.NoSnapshotRestoreOnStart = true
+	rc.Logger = hclog.New(&hclog.LoggerOptions{
+		Name: fmt.Sprintf("raft.shard%d", cfg.ID), Level: hclog.Warn, Output: slogWriter{log},
+	})
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "snapshots"), 2, rc.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("shard %d: snapshot store: %w", cfg.ID, err)
+	}
+	ls := cfg.RaftDB.Shard(cfg.ID)
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(ls, ls, snaps)
+		if err != nil {
+			return nil, fmt.Errorf("shard %d: %w", cfg.ID, err)
+		}
+		if !has {
+			peers := cfg.Peers
+			if len(peers) == 0 {
+				peers = []raft.Server{{ID: rc.LocalID, Address: cfg.Transport.LocalAddr()}}
+			}
+			if err := raft.BootstrapCluster(rc, ls, ls, snaps, cfg.Transport, raft.Configuration{Servers: peers}); err != nil {
+				return nil, fmt.Errorf("shard %d: bootstrap: %w", cfg.ID, err)
+			}
+		}
+	}
+	r, err := raft.NewRaft(rc, s.fsm, ls, ls, snaps, cfg.Transport)
+	if err != nil {
+		return nil, fmt.Errorf("shard %d: start raft: %w", cfg.ID, err)
+	}
+	s.raft = r
+	s.wg.Add(2)
+	go s.proposeLoop()
+	go s.tickLoop()
+	return s, nil
+}
+
+// ID is the shard id.
+func (s *Shard) ID() uint32 { return s.id }
+
+// Raft exposes the raft instance (for the cluster layer and tests).
+func (s *Shard) Raft() *raft.Raft { return s.raft }
+
+// IsLeader reports whether this replica leads the shard.
+func (s *Shard) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Close stops the proposer and Raft. Waiting callers get ErrUnknownOutcome
+// when their command was proposed, ErrClosed otherwise.
+func (s *Shard) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		err = s.raft.Shutdown().Error()
+		s.wg.Wait()
+		// Fail whatever is still queued.
+		for {
+			select {
+			case r := <-s.queue:
+				r.finish(outcome{err: ErrClosed})
+			default:
+				return
+			}
+		}
+	})
+	return err
+}
+
+// Meta is the last applied position and state hash of this replica.
+func (s *Shard) Meta() engine.Meta { return *s.fsm.meta.Load() }
+
+// Store is the shard's keyspace (reads only; the engine is its sole writer).
+func (s *Shard) Store() *storage.ShardStore { return s.store }
+
+// Status reports this replica.
+func (s *Shard) Status() *pb.ShardStatus {
+	m := s.Meta()
+	addr, id := s.raft.LeaderWithID()
+	leader := string(id)
+	if leader == "" {
+		leader = string(addr)
+	}
+	return &pb.ShardStatus{
+		Shard:        s.id,
+		Role:         s.raft.State().String(),
+		Leader:       leader,
+		Term:         s.raft.CurrentTerm(),
+		AppliedIndex: m.Index,
+		CommitIndex:  s.raft.CommitIndex(),
+		LastLogIndex: s.raft.LastIndex(),
+		StateHash:    m.HashHex(),
+	}
+}
+
+// WaitLinearizable returns once this replica may serve a linearizable read:
+// it confirms it still leads (a quorum answered its heartbeat), makes sure an
+// entry of its own term is committed, then waits until it applied everything
+// committed before the read began.
+func (s *Shard) WaitLinearizable(ctx context.Context) error {
+	if s.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	term := s.raft.CurrentTerm()
+	if s.readyTerm.Load() != term {
+		if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+			return mapRaftErr(err, false)
+		}
+		s.readyTerm.Store(term)
+	}
+	commit := s.raft.CommitIndex()
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		return mapRaftErr(err, false)
+	}
+	for s.Meta().Index < commit {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stop:
+			return ErrClosed
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// mapRaftErr sorts raft errors by what is known about the proposal:
+// definitely not applied, or unknown.
+func mapRaftErr(err error, proposed bool) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return ErrNotLeader
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return ErrOverloaded
+	case errors.Is(err, raft.ErrRaftShutdown) && !proposed:
+		return ErrClosed
+	case proposed:
+		// ErrLeadershipLost, ErrRaftShutdown after enqueue, timeouts:
+		// "There is no way to guarantee whether the write succeeded or failed."
+		return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+	}
+	return fmt.Errorf("%w: %v", ErrNotLeader, err)
+}
+
+// slogWriter lets hclog write through slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn(string(trimNL(p)), "component", "raft")
+	return len(p), nil
+}
+
+func trimNL(p []byte) []byte {
+	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
+		p = p[:len(p)-1]
+	}
+	return p
+}

@@ -2,6 +2,8 @@ package actor
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"slices"
 )
 
@@ -53,7 +55,14 @@ type Definition[S any] struct {
 }
 
 // Define turns d into a Behavior.
-func Define[S any](d Definition[S]) Behavior { return &typed[S]{d: d, verbs: sortedKeys(d.Commands)} }
+// It panics when Name or Apply is missing: a definition is static code, and
+// failing at registration beats failing in the middle of a log entry.
+func Define[S any](d Definition[S]) Behavior {
+	if d.Name == "" || d.Apply == nil {
+		panic(fmt.Sprintf("actor: Define(%q) needs a Name and an Apply function", d.Name))
+	}
+	return &typed[S]{d: d, verbs: sortedKeys(d.Commands)}
+}
 
 type typed[S any] struct {
 	d     Definition[S]
@@ -78,7 +87,9 @@ func (t *typed[S]) Decide(ctx *Context, state []byte, cmd *Command) ([]NewEvent,
 	}
 	s, err := t.decode(state)
 	if err != nil {
-		return nil, err
+		// Every replica holds the same bytes, so refusing is consistent; the
+		// code tells operators the stored state, not the command, is at fault.
+		return nil, Reject("state_decode", "stored %s state does not decode: %v", t.d.Name, err)
 	}
 	return h(ctx, s, cmd)
 }
@@ -127,7 +138,8 @@ func DecodePayload(cmd *Command, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return Invalid("%s payload: %v", cmd.Type, err)
 	}
-	if dec.More() {
+	// dec.More is false before a stray '}' or ']', so ask for one more token.
+	if _, err := dec.Token(); err != io.EOF {
 		return Invalid("%s payload: trailing data after the JSON object", cmd.Type)
 	}
 	return nil

@@ -170,8 +170,8 @@ func CommandType(actorType, verb string) string { return "cmd." + actorType + ".
 // EventType builds "evt.<actorType>.<name>".
 func EventType(actorType, name string) string { return "evt." + actorType + "." + name }
 
-// ParseCommandType splits "cmd.<actor_type>.<verb>" and returns the verb; the
-// actor type in the name must be the one given, when given.
+// ParseCommandType splits "cmd.<actor_type>.<verb>" into its verb and actor
+// type; both are empty when t does not have that shape.
 func ParseCommandType(t string) (verb string, actorType string) {
 	rest, ok := strings.CutPrefix(t, "cmd.")
 	if !ok {
@@ -297,7 +297,7 @@ type Result struct {
 	Message   string  `json:"message,omitempty"` // human-readable reason
 	Version   uint64  `json:"version"`           // entity version after the command
 	Events    []Event `json:"events,omitempty"`
-	Index     uint64  `json:"index"` // raft index of the entry that decided it
+	Index     uint64  `json:"index"`               // raft index of the entry that decided it
 	Reply     []byte  `json:"reply,omitempty"`     // what Decide passed to Context.Reply
 	Duplicate bool    `json:"duplicate,omitempty"` // true when this is the stored result of an earlier submission
 }
@@ -311,7 +311,7 @@ type Rejection struct {
 }
 
 func (r *Rejection) Error() string {
-	if r.Code != "" {
+	if r.Code != "" && r.Code != r.Reason.String() {
 		return r.Reason.String() + ": " + r.Code + ": " + r.Message
 	}
 	return r.Reason.String() + ": " + r.Message

@@ -138,7 +138,8 @@ type Shard struct {
 	stampMu sync.Mutex
 	lastAt  int64 // last logical time stamped by this replica as leader
 
-	readyTerm atomic.Uint64 // term in which this leader committed a barrier
+	readyTerm atomic.Uint64             // term in which this leader committed a barrier
+	cmdCache  atomic.Pointer[[2]uint64] // last (commit index, newest command at or below it)
 	closeOnce sync.Once
 }
 
@@ -276,8 +277,9 @@ func (s *Shard) Status() *pb.ShardStatus {
 }
 
 // WaitLinearizable returns once this replica may serve a linearizable read:
-// it confirms it still leads (a quorum answered its heartbeat), makes sure an
-// entry of its own term is committed, then waits until it applied everything
+// it makes sure an entry of its own term is committed (a Barrier, once per
+// term), notes the commit index, confirms it still leads (a quorum answered
+// its heartbeat), then waits until the state store has applied every command
 // committed before the read began.
 func (s *Shard) WaitLinearizable(ctx context.Context) error {
 	if s.raft.State() != raft.Leader {
@@ -294,16 +296,45 @@ func (s *Shard) WaitLinearizable(ctx context.Context) error {
 	if err := s.raft.VerifyLeader().Error(); err != nil {
 		return mapRaftErr(err, false)
 	}
-	for s.Meta().Index < commit {
+	need, err := s.lastCommandAtOrBelow(commit)
+	if err != nil {
+		return err
+	}
+	for s.Meta().Index < need {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.stop:
 			return ErrClosed
-		case <-time.After(time.Millisecond):
+		case <-time.After(200 * time.Microsecond):
 		}
 	}
 	return nil
+}
+
+// lastCommandAtOrBelow finds the newest command entry at or below index. The
+// engine's applied index counts only command entries (no-ops, barriers and
+// configuration changes never reach it), so that is what a read waits for.
+// Entries compacted away are covered by a snapshot and therefore applied.
+func (s *Shard) lastCommandAtOrBelow(index uint64) (uint64, error) {
+	if c := s.cmdCache.Load(); c != nil && c[0] == index {
+		return c[1], nil
+	}
+	ls := s.cfg.RaftDB.Shard(s.id)
+	var l raft.Log
+	for i := index; i > 0 && i > s.Meta().Index; i-- {
+		if err := ls.GetLog(i, &l); err != nil {
+			if errors.Is(err, raft.ErrLogNotFound) {
+				return 0, nil
+			}
+			return 0, fmt.Errorf("shard %d: read log %d: %w", s.id, i, err)
+		}
+		if l.Type == raft.LogCommand {
+			s.cmdCache.Store(&[2]uint64{index, i})
+			return i, nil
+		}
+	}
+	return 0, nil
 }
 
 // mapRaftErr sorts raft errors by what is known about the proposal:

@@ -1,0 +1,43 @@
+// Package builtin holds Rhizon's built-in actor types, usable with no Go code
+// from users:
+//
+//   - counter: an int64 counter (verb add).
+//   - account: a single-currency balance in minor units (open, deposit, withdraw).
+//   - kv: a JSON document (create, update, patch with RFC 7396, delete, get).
+//   - lock: a lease lock with fencing tokens (acquire, release, refresh, and the
+//     engine's timer verb).
+//
+// Every type is built with actor.Define, so its state is a JSON-encoded struct.
+// Decide uses only its arguments (the state, the command and the Context), never
+// the clock, global randomness, goroutines or map iteration, so replicas that
+// apply the same log reach byte-identical state.
+//
+// Command payloads are JSON objects. Unknown fields are refused, and every
+// Invalid rejection says which field is wrong and what it must be.
+package builtin
+
+import "github.com/rhizon/rhizon/actor"
+
+// Revision is the code version of every built-in type (actor.Versioned).
+const Revision = "1"
+
+// All returns the built-in behaviours, sorted by type name.
+func All() []actor.Behavior {
+	return []actor.Behavior{Account(), Counter(), KV(), Lock()}
+}
+
+// Registry returns a registry holding All. It panics if registration fails,
+// which can only happen if the static definitions above are broken.
+func Registry() *actor.Registry {
+	r, err := actor.NewRegistry(All()...)
+	if err != nil {
+		panic("builtin: " + err.Error())
+	}
+	return r
+}
+
+// unknownVerb is the rejection for a verb the type does not have. verbs must
+// be sorted (it matches Behavior.Verbs).
+func unknownVerb(actorType string, cmd *actor.Command, verbs []string) error {
+	return actor.Invalid("actor type %q has no verb %q; verbs: %v", actorType, cmd.Verb(), verbs)
+}

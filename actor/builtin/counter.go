@@ -1,0 +1,99 @@
+package builtin
+
+import (
+	"math"
+
+	"github.com/rhizon/rhizon/actor"
+)
+
+// CounterType is the actor type of the counter.
+const CounterType = "counter"
+
+// CounterState is the state of a counter. A new counter is 0.
+type CounterState struct {
+	Value int64 `json:"value"`
+}
+
+// CounterAdded is the payload of evt.counter.added: the amount added and the
+// value after it.
+type CounterAdded struct {
+	Amount int64 `json:"amount"`
+	Value  int64 `json:"value"`
+}
+
+// counterAddPayload is the payload of cmd.counter.add.
+type counterAddPayload struct {
+	Amount *int64 `json:"amount"`
+}
+
+var (
+	counterVerbs    = []string{"add"}
+	evtCounterAdded = actor.EventType(CounterType, "added")
+)
+
+// Counter returns the counter behaviour.
+//
+//	cmd.counter.add {"amount": n}  n a non-zero int64 (negative subtracts)
+//	  -> evt.counter.added {"amount": n, "value": newValue}
+//	  rejects "overflow" if the value would leave the int64 range.
+func Counter() actor.Behavior {
+	return actor.Define(actor.Definition[CounterState]{
+		Name:     CounterType,
+		Revision: Revision,
+		Commands: map[string]actor.Handler[CounterState]{
+			"add": counterAdd,
+		},
+		Validate: validateCounter,
+		Apply:    applyCounter,
+	})
+}
+
+func validateCounter(cmd *actor.Command) error {
+	switch cmd.Verb() {
+	case "add":
+		_, err := parseCounterAdd(cmd)
+		return err
+	}
+	return unknownVerb(CounterType, cmd, counterVerbs)
+}
+
+func parseCounterAdd(cmd *actor.Command) (int64, error) {
+	var p counterAddPayload
+	if err := decodePayload(cmd, &p, `{"amount": 1}`, false, false); err != nil {
+		return 0, err
+	}
+	if p.Amount == nil {
+		return 0, actor.Invalid(`amount is required: a non-zero integer, e.g. {"amount": 1} or {"amount": -1}`)
+	}
+	if *p.Amount == 0 {
+		return 0, actor.Invalid("amount must be a non-zero integer, got 0")
+	}
+	return *p.Amount, nil
+}
+
+func counterAdd(_ *actor.Context, s *CounterState, cmd *actor.Command) ([]actor.NewEvent, error) {
+	n, err := parseCounterAdd(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if (n > 0 && s.Value > math.MaxInt64-n) || (n < 0 && s.Value < math.MinInt64-n) {
+		return nil, actor.Reject("overflow", "adding %d to %d leaves the int64 range [%d, %d]", n, s.Value, int64(math.MinInt64), int64(math.MaxInt64))
+	}
+	return []actor.NewEvent{{
+		Name:    "added",
+		Payload: actor.MustJSON(CounterAdded{Amount: n, Value: s.Value + n}),
+	}}, nil
+}
+
+func applyCounter(s *CounterState, ev *actor.Event) error {
+	switch ev.Type {
+	case evtCounterAdded:
+		var e CounterAdded
+		if err := decodeEvent(ev, &e); err != nil {
+			return err
+		}
+		s.Value = e.Value
+		return nil
+	}
+	return unknownEvent(ev)
+}

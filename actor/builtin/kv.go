@@ -1,0 +1,232 @@
+package builtin
+
+import (
+	"encoding/json"
+
+	"github.com/rhizon/rhizon/actor"
+)
+
+// KVType is the actor type of the JSON document store.
+const KVType = "kv"
+
+// MaxDocBytes is the largest document kv stores, in canonical form (see
+// MergePatch). It leaves room for the rest of KVState within
+// actor.MaxStateBytes.
+const MaxDocBytes = actor.MaxStateBytes - 64
+
+// KVState is the state of a kv entity. Doc is the document in canonical form
+// (see MergePatch), present while Exists.
+type KVState struct {
+	Exists bool            `json:"exists"`
+	Doc    json.RawMessage `json:"doc,omitempty"`
+}
+
+// KVDoc is the payload of evt.kv.created and evt.kv.updated: the whole
+// document, in canonical form.
+type KVDoc struct {
+	Doc json.RawMessage `json:"doc"`
+}
+
+// KVPatched is the payload of evt.kv.patched: the merge patch, in canonical
+// form. The document after it is MergePatch(before, Patch).
+type KVPatched struct {
+	Patch json.RawMessage `json:"patch"`
+}
+
+type kvDocPayload struct {
+	Doc json.RawMessage `json:"doc"`
+}
+
+type kvPatchPayload struct {
+	Patch json.RawMessage `json:"patch"`
+}
+
+type kvEmptyPayload struct{}
+
+var (
+	kvVerbs      = []string{"create", "delete", "get", "patch", "update"}
+	evtKVCreated = actor.EventType(KVType, "created")
+	evtKVUpdated = actor.EventType(KVType, "updated")
+	evtKVPatched = actor.EventType(KVType, "patched")
+	evtKVDeleted = actor.EventType(KVType, "deleted")
+)
+
+// KV returns the JSON document behaviour. Documents are JSON objects of at
+// most MaxDocBytes in canonical form (see MergePatch), which is also the form
+// kv stores, emits and replies with.
+//
+//	cmd.kv.create {"doc": {...}}    -> evt.kv.created {"doc": {...}}
+//	  rejects "exists" if the document exists (creating after delete is fine)
+//	cmd.kv.update {"doc": {...}}    -> evt.kv.updated {"doc": {...}}  (replaces)
+//	  rejects "not_found"
+//	cmd.kv.patch  {"patch": {...}}  -> evt.kv.patched {"patch": {...}}  (RFC 7396)
+//	  rejects "not_found", "too_large" if the result exceeds MaxDocBytes
+//	cmd.kv.delete {} or empty       -> evt.kv.deleted {}
+//	  rejects "not_found"
+//	cmd.kv.get    {} or empty       -> no event; the reply is the document
+//	  rejects "not_found"
+func KV() actor.Behavior {
+	return actor.Define(actor.Definition[KVState]{
+		Name:     KVType,
+		Revision: Revision,
+		Commands: map[string]actor.Handler[KVState]{
+			"create": kvCreate,
+			"update": kvUpdate,
+			"patch":  kvPatch,
+			"delete": kvDelete,
+			"get":    kvGet,
+		},
+		Validate: validateKV,
+		Apply:    applyKV,
+	})
+}
+
+func validateKV(cmd *actor.Command) error {
+	var err error
+	switch cmd.Verb() {
+	case "create", "update":
+		_, err = parseKVDoc(cmd)
+	case "patch":
+		_, err = parseKVPatch(cmd)
+	case "delete", "get":
+		err = parseKVEmpty(cmd)
+	default:
+		err = unknownVerb(KVType, cmd, kvVerbs)
+	}
+	return err
+}
+
+// parseKVDoc returns the canonical form of the payload's doc.
+func parseKVDoc(cmd *actor.Command) ([]byte, error) {
+	var p kvDocPayload
+	if err := decodePayload(cmd, &p, `{"doc": {"name": "Ada"}}`, false, false); err != nil {
+		return nil, err
+	}
+	return canonicalObject("doc", p.Doc, `{"doc": {"name": "Ada"}}`)
+}
+
+// parseKVPatch returns the canonical form of the payload's patch.
+func parseKVPatch(cmd *actor.Command) ([]byte, error) {
+	var p kvPatchPayload
+	if err := decodePayload(cmd, &p, `{"patch": {"name": "Ada", "old_field": null}}`, false, false); err != nil {
+		return nil, err
+	}
+	return canonicalObject("patch", p.Patch, `{"patch": {"name": "Ada", "old_field": null}}`)
+}
+
+func parseKVEmpty(cmd *actor.Command) error {
+	return decodePayload(cmd, &kvEmptyPayload{}, `{}`, true, false)
+}
+
+// canonicalObject checks that raw is a JSON object of at most MaxDocBytes in
+// canonical form, and returns that form.
+func canonicalObject(field string, raw json.RawMessage, example string) ([]byte, error) {
+	raw = trimJSONSpace(raw)
+	if len(raw) == 0 {
+		return nil, actor.Invalid("%s is required: a JSON object, e.g. %s", field, example)
+	}
+	if raw[0] != '{' {
+		return nil, actor.Invalid("%s must be a JSON object, got %s", field, jsonKind(raw))
+	}
+	canon, _, err := canonicalJSON(raw)
+	if err != nil { // raw was already decoded once, so this is not expected
+		return nil, actor.Invalid("%s is not valid JSON: %v", field, err)
+	}
+	if len(canon) > MaxDocBytes {
+		return nil, actor.Invalid("%s is %d bytes in canonical form; the limit is %d", field, len(canon), MaxDocBytes)
+	}
+	return canon, nil
+}
+
+func kvNotFound() error {
+	return actor.Reject("not_found", "document does not exist; send cmd.kv.create first")
+}
+
+func kvCreate(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
+	doc, err := parseKVDoc(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if s.Exists {
+		return nil, actor.Reject("exists", "document already exists; use update or patch, or delete it first")
+	}
+	return []actor.NewEvent{{Name: "created", Payload: actor.MustJSON(KVDoc{Doc: doc})}}, nil
+}
+
+func kvUpdate(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
+	doc, err := parseKVDoc(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if !s.Exists {
+		return nil, kvNotFound()
+	}
+	return []actor.NewEvent{{Name: "updated", Payload: actor.MustJSON(KVDoc{Doc: doc})}}, nil
+}
+
+func kvPatch(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
+	patch, err := parseKVPatch(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if !s.Exists {
+		return nil, kvNotFound()
+	}
+	// Apply the canonical patch, exactly as Evolve will.
+	doc, err := MergePatch(s.Doc, patch)
+	if err != nil {
+		return nil, err
+	}
+	if len(doc) > MaxDocBytes {
+		return nil, actor.Reject("too_large", "the patched document would be %d bytes; the limit is %d", len(doc), MaxDocBytes)
+	}
+	return []actor.NewEvent{{Name: "patched", Payload: actor.MustJSON(KVPatched{Patch: patch})}}, nil
+}
+
+func kvDelete(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
+	if err := parseKVEmpty(cmd); err != nil {
+		return nil, err
+	}
+	if !s.Exists {
+		return nil, kvNotFound()
+	}
+	return []actor.NewEvent{{Name: "deleted", Payload: []byte("{}")}}, nil
+}
+
+func kvGet(ctx *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
+	if err := parseKVEmpty(cmd); err != nil {
+		return nil, err
+	}
+	if !s.Exists {
+		return nil, kvNotFound()
+	}
+	ctx.Reply(s.Doc)
+	return nil, nil
+}
+
+func applyKV(s *KVState, ev *actor.Event) error {
+	switch ev.Type {
+	case evtKVCreated, evtKVUpdated:
+		var e KVDoc
+		if err := decodeEvent(ev, &e); err != nil {
+			return err
+		}
+		s.Exists, s.Doc = true, e.Doc
+		return nil
+	case evtKVPatched:
+		var e KVPatched
+		if err := decodeEvent(ev, &e); err != nil {
+			return err
+		}
+		doc, err := MergePatch(s.Doc, e.Patch)
+		if err != nil {
+			return err
+		}
+		s.Doc = doc
+		return nil
+	case evtKVDeleted:
+		s.Exists, s.Doc = false, nil
+		return nil
+	}
+	return unknownEvent(ev)
+}

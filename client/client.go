@@ -1,0 +1,374 @@
+// Package client is the Go client of Rhizon's gateway, used by the rhizon
+// CLI and the bench tool. It adds what every caller would otherwise get
+// wrong: a bearer token on every call, an idempotency key on every command,
+// and retries that reuse that key, so a retried command is never applied
+// twice.
+//
+// Transport security: Dial uses plaintext (insecure) gRPC by default because
+// the gateway serves plaintext gRPC; run it behind a TLS-terminating proxy
+// or mesh in production, and pass
+// WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+// to connect with TLS. The bearer token is sent either way, so do not send a
+// production token over plaintext outside a trusted network.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+)
+
+// These mirror the gateway package's error contract (gateway.ErrorDomain and
+// the Reason* constants). They are repeated here so that the client does not
+// import the server side; a test checks that the two agree.
+const (
+	errorDomain          = "rhizon.v1"
+	reasonOutcomeUnknown = "OUTCOME_UNKNOWN"
+	reasonNotApplied     = "NOT_APPLIED"
+	reasonOverloaded     = "OVERLOADED"
+	outcomeUnknownPrefix = "outcome unknown:"
+)
+
+// MaxRecvMsgSize is the largest response the client accepts. An entity's
+// state may be 4 MiB (actor.MaxStateBytes), above gRPC's 4 MiB default once
+// framed, and a history page can hold many events.
+const MaxRecvMsgSize = 64 << 20
+
+// Defaults of the options.
+const (
+	DefaultRetries         = 3
+	DefaultRetryBackoff    = 100 * time.Millisecond
+	DefaultMaxRetryBackoff = 2 * time.Second
+)
+
+type options struct {
+	token       string
+	tenant      string
+	workspace   string
+	retries     int
+	backoff     time.Duration
+	maxBackoff  time.Duration
+	dialOptions []grpc.DialOption
+}
+
+// Option configures a Client. Options are applied in order after the
+// defaults; an invalid one makes Dial fail.
+type Option func(*options) error
+
+// WithToken sets the bearer token sent with every call.
+func WithToken(token string) Option {
+	return func(o *options) error {
+		if strings.ContainsAny(token, " \t\r\n") {
+			return errors.New("client: token contains whitespace")
+		}
+		o.token = token
+		return nil
+	}
+}
+
+// WithTenant sets the tenant used when a request's address has none (the
+// gateway would otherwise use the token's default tenant).
+func WithTenant(tenant string) Option {
+	return func(o *options) error { o.tenant = tenant; return nil }
+}
+
+// WithWorkspace sets the workspace used when a request's address has none.
+func WithWorkspace(workspace string) Option {
+	return func(o *options) error { o.workspace = workspace; return nil }
+}
+
+// WithRetries sets how many times a failed call is retried (not counting the
+// first attempt). 0 disables retries.
+func WithRetries(n int) Option {
+	return func(o *options) error {
+		if n < 0 {
+			return fmt.Errorf("client: retries must be >= 0, got %d", n)
+		}
+		o.retries = n
+		return nil
+	}
+}
+
+// WithRetryBackoff sets the delay before the first retry and the cap it
+// doubles up to; each delay is jittered by up to ±25% so that many clients
+// failing together do not retry in lockstep.
+func WithRetryBackoff(initial, maximum time.Duration) Option {
+	return func(o *options) error {
+		if initial <= 0 || maximum < initial {
+			return fmt.Errorf("client: retry backoff needs 0 < initial <= max, got %v and %v", initial, maximum)
+		}
+		o.backoff, o.maxBackoff = initial, maximum
+		return nil
+	}
+}
+
+// WithDialOptions adds gRPC dial options; they are applied after the
+// client's own, so they can replace the transport credentials.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) error { o.dialOptions = append(o.dialOptions, opts...); return nil }
+}
+
+// Client is a connection to a gateway. It is safe for concurrent use.
+type Client struct {
+	conn *grpc.ClientConn
+	gw   pb.GatewayClient
+	opts options
+}
+
+// bearer attaches the token to every RPC.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+// RequireTransportSecurity is false because the default transport is
+// plaintext (see the package comment).
+func (bearer) RequireTransportSecurity() bool { return false }
+
+// Dial returns a client of the gateway at addr ("host:port"). Like
+// grpc.NewClient it does not connect until the first call.
+func Dial(addr string, opts ...Option) (*Client, error) {
+	o := options{retries: DefaultRetries, backoff: DefaultRetryBackoff, maxBackoff: DefaultMaxRetryBackoff}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if addr == "" {
+		return nil, errors.New("client: empty gateway address")
+	}
+	dopts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxRecvMsgSize)),
+	}
+	if o.token != "" {
+		dopts = append(dopts, grpc.WithPerRPCCredentials(bearer(o.token)))
+	}
+	dopts = append(dopts, o.dialOptions...)
+	conn, err := grpc.NewClient(addr, dopts...)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	return &Client{conn: conn, gw: pb.NewGatewayClient(conn), opts: o}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// fillAddress sets the client's tenant and workspace where addr has none.
+// It returns a copy, so the caller's message is not changed behind its back.
+func (c *Client) fillAddress(addr *pb.Address) *pb.Address {
+	if c.opts.tenant == "" && c.opts.workspace == "" {
+		return addr
+	}
+	out := &pb.Address{}
+	if addr != nil {
+		out.Tenant, out.Workspace, out.ActorType, out.EntityId = addr.GetTenant(), addr.GetWorkspace(), addr.GetActorType(), addr.GetEntityId()
+	}
+	if out.Tenant == "" {
+		out.Tenant = c.opts.tenant
+	}
+	if out.Workspace == "" {
+		out.Workspace = c.opts.workspace
+	}
+	return out
+}
+
+// NewID returns 128 random bits as hex, for idempotency keys and command ids.
+func NewID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("client: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// Submit sends a command and retries it when that is safe: on Unavailable
+// (no leader, or an unknown outcome) and on an overloaded shard, up to the
+// configured number of retries, always with the same idempotency key and
+// command id, so the command takes effect at most once and a retry after an
+// unknown outcome returns the original Result (Duplicate set).
+//
+// When req.IdempotencyKey or req.CommandId is empty, Submit sets a random one
+// on req itself: after a final unknown-outcome error, the caller can retry
+// later with the same req and still get exactly-once.
+func (c *Client) Submit(ctx context.Context, req *pb.SubmitRequest, opts ...grpc.CallOption) (*pb.SubmitResponse, error) {
+	if req.IdempotencyKey == "" {
+		req.IdempotencyKey = NewID()
+	}
+	if req.CommandId == "" {
+		req.CommandId = NewID()
+	}
+	send := req
+	if addr := c.fillAddress(req.GetAddress()); addr != req.GetAddress() {
+		// A shallow copy suffices: only the address differs.
+		send = &pb.SubmitRequest{
+			Address: addr, Type: req.Type, Payload: req.Payload, IdempotencyKey: req.IdempotencyKey,
+			ExpectedVersion: req.ExpectedVersion, CommandId: req.CommandId, CausationId: req.CausationId,
+			CorrelationId: req.CorrelationId, OnBehalfOf: req.OnBehalfOf,
+		}
+	}
+	var resp *pb.SubmitResponse
+	err := c.retry(ctx, func() error {
+		var err error
+		resp, err = c.gw.Submit(ctx, send, opts...)
+		return err
+	})
+	return resp, err
+}
+
+// Get reads an entity's state, retrying while the shard has no leader.
+func (c *Client) Get(ctx context.Context, req *pb.GetRequest, opts ...grpc.CallOption) (*pb.GetResponse, error) {
+	send := req
+	if addr := c.fillAddress(req.GetAddress()); addr != req.GetAddress() {
+		send = &pb.GetRequest{Address: addr, Consistency: req.GetConsistency()}
+	}
+	var resp *pb.GetResponse
+	err := c.retry(ctx, func() error {
+		var err error
+		resp, err = c.gw.Get(ctx, send, opts...)
+		return err
+	})
+	return resp, err
+}
+
+// History reads one page of an entity's history, retrying while the shard
+// has no leader.
+func (c *Client) History(ctx context.Context, req *pb.HistoryRequest, opts ...grpc.CallOption) (*pb.HistoryResponse, error) {
+	send := req
+	if addr := c.fillAddress(req.GetAddress()); addr != req.GetAddress() {
+		send = &pb.HistoryRequest{
+			Address: addr, IncludeRejections: req.GetIncludeRejections(), PageSize: req.GetPageSize(),
+			PageToken: req.GetPageToken(), Consistency: req.GetConsistency(),
+		}
+	}
+	var resp *pb.HistoryResponse
+	err := c.retry(ctx, func() error {
+		var err error
+		resp, err = c.gw.History(ctx, send, opts...)
+		return err
+	})
+	return resp, err
+}
+
+// Status reports the node the client is connected to.
+func (c *Client) Status(ctx context.Context, opts ...grpc.CallOption) (*pb.StatusResponse, error) {
+	var resp *pb.StatusResponse
+	err := c.retry(ctx, func() error {
+		var err error
+		resp, err = c.gw.Status(ctx, &pb.StatusRequest{}, opts...)
+		return err
+	})
+	return resp, err
+}
+
+// retry runs call until it succeeds, fails with a non-retryable error, the
+// retries are used up or ctx ends; it returns the last error.
+func (c *Client) retry(ctx context.Context, call func() error) error {
+	delay := c.opts.backoff
+	for attempt := 0; ; attempt++ {
+		err := call()
+		if err == nil || attempt >= c.opts.retries || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		// ±25% jitter; math/rand is fine, this is not a secret.
+		d := delay - delay/4 + time.Duration(mrand.Int64N(int64(delay/2)+1))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		delay = min(delay*2, c.opts.maxBackoff)
+	}
+}
+
+// retryable reports whether a call that failed with err may be sent again.
+// Unavailable covers both "not applied" and "outcome unknown" (safe because
+// the retry carries the same idempotency key). ResourceExhausted is retried
+// only when the gateway says the shard was overloaded: gRPC also uses that
+// code for a message over the size limit, which no retry fixes.
+func retryable(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return true
+	case codes.ResourceExhausted:
+		return errorReason(st) == reasonOverloaded
+	}
+	return false
+}
+
+// errorReason returns the reason of the gateway's ErrorInfo detail, if any.
+func errorReason(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
+// IsUnknownOutcome reports whether err from Submit leaves it open whether the
+// command was applied: the gateway said so (ReasonOutcomeUnknown, message
+// starting "outcome unknown:"), the connection failed with the call possibly
+// in flight, or the deadline passed or the call was canceled. Resubmit with
+// the same idempotency key to learn the outcome. Use IsGatewayUnknownOutcome
+// to tell the gateway's explicit verdict from transport failures.
+func IsUnknownOutcome(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		// Only the gateway's "not applied" is certain; a transport failure
+		// may have cut the call after the command was sent.
+		return errorReason(st) != reasonNotApplied
+	case codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return false
+}
+
+// IsGatewayUnknownOutcome reports whether the gateway itself answered that the
+// command's outcome is unknown (it reached the shard, then leadership changed
+// or the wait timed out).
+func IsGatewayUnknownOutcome(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	r := errorReason(st)
+	return r == reasonOutcomeUnknown || (r == "" && strings.HasPrefix(st.Message(), outcomeUnknownPrefix))
+}
+
+// IsNotApplied reports whether err says the command was definitely not
+// applied (no leader, shard closing or overloaded), so that even a new
+// idempotency key could not cause a double effect.
+func IsNotApplied(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	r := errorReason(st)
+	return r == reasonNotApplied || r == reasonOverloaded
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the rhizon binary built once for the process tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "rhizon-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "rhizon")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build rhizon:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// devProcess is a real `rhizon dev` process.
+type devProcess struct {
+	cmd   *exec.Cmd
+	addr  string
+	token string
+	done  chan error
+}
+
+// startDev starts `rhizon dev` on free loopback ports and waits for its
+// banner. The process is SIGKILLed at the end of the test if still running.
+func startDev(t *testing.T, dataDir string) *devProcess {
+	t.Helper()
+	cmd := exec.Command(binary, "dev", "--data-dir", dataDir, "--shards", "4",
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
+		"--token-file", filepath.Join(dataDir, "token.json"), "--log-level", "warn")
+	cmd.Env = os.Environ()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &devProcess{cmd: cmd, done: make(chan error, 1)}
+	t.Cleanup(func() { p.kill() })
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		p.done <- cmd.Wait()
+	}()
+	timeout := time.After(60 * time.Second)
+	for p.addr == "" || p.token == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("rhizon dev exited before it was ready:\n%s", stderr.String())
+			}
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "gRPC:"); ok {
+				p.addr = strings.TrimSpace(v)
+			}
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "token:"); ok {
+				p.token = strings.TrimSpace(v)
+			}
+		case <-timeout:
+			t.Fatalf("rhizon dev not ready in 60s:\n%s", stderr.String())
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	return p
+}
+
+func (p *devProcess) kill() {
+	if p.cmd.ProcessState == nil {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// rhizon runs the CLI against p and returns stdout and the exit code.
+func (p *devProcess) rhizon(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = append(os.Environ(), "RHIZON_ADDR="+p.addr, "RHIZON_TOKEN="+p.token)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("rhizon %v: %v", args, err)
+	}
+	if code != 0 {
+		t.Logf("rhizon %v: exit %d, stderr: %s", args, code, errb.String())
+	}
+	return out.String(), code
+}
+
+type sendResult struct {
+	Accepted  bool   `json:"accepted"`
+	Duplicate bool   `json:"duplicate"`
+	Version   uint64 `json:"version"`
+	Reason    string `json:"reason"`
+	Code      string `json:"code"`
+	Events    []struct {
+		ID string `json:"id"`
+	} `json:"events"`
+}
+
+func decode[T any](t *testing.T, s string) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatalf("decode %q: %v", s, err)
+	}
+	return v
+}
+
+func TestPromise_ExactlyOnce_SurvivesKill9OfDevProcess(t *testing.T) {
+	dir := t.TempDir()
+	p := startDev(t, dir)
+	out, code := p.rhizon(t, "send", "counter/c1", "cmd.counter.add", `{"amount":5}`, "--idempotency-key", "k1", "-o", "json")
+	first := decode[sendResult](t, out)
+	if code != 0 || !first.Accepted || first.Version != 1 || len(first.Events) != 1 {
+		t.Fatalf("first send: exit %d %+v", code, first)
+	}
+	// The verb alone is accepted too.
+	if _, code := p.rhizon(t, "send", "counter/c1", "add", `{"amount":2}`, "--idempotency-key", "k2"); code != 0 {
+		t.Fatalf("second send: exit %d", code)
+	}
+
+	p.kill() // SIGKILL: no shutdown path runs.
+	p = startDev(t, dir)
+
+	out, code = p.rhizon(t, "send", "counter/c1", "cmd.counter.add", `{"amount":5}`, "--idempotency-key", "k1", "-o", "json")
+	again := decode[sendResult](t, out)
+	if code != 0 || !again.Duplicate || again.Version != 1 || len(again.Events) != 1 || again.Events[0].ID != first.Events[0].ID {
+		t.Fatalf("re-send after kill -9: exit %d %+v, want the original result (event %s)", code, again, first.Events[0].ID)
+	}
+	out, code = p.rhizon(t, "get", "counter/c1", "-o", "json")
+	got := decode[struct {
+		Version uint64
+		State   struct{ Value int64 }
+	}](t, out)
+	if code != 0 || got.Version != 2 || got.State.Value != 7 {
+		t.Fatalf("state after kill -9: exit %d %+v, want version 2 value 7", code, got)
+	}
+}
+
+func TestCLI_ExitStatusAndJSONOutput(t *testing.T) {
+	p := startDev(t, t.TempDir())
+	out, code := p.rhizon(t, "send", "account/acc1", "withdraw", `{"amount":10}`, "-o", "json")
+	r := decode[sendResult](t, out)
+	if code != exitRejected || r.Accepted || r.Reason != "business" || r.Code != "not_open" {
+		t.Fatalf("withdraw from an unopened account: exit %d %+v", code, r)
+	}
+	if _, code := p.rhizon(t, "send", "counter/c1", "add", `{"amount":`); code != exitError {
+		t.Fatalf("malformed payload: exit %d, want %d", code, exitError)
+	}
+	if _, code := p.rhizon(t, "send", "nocolon", "add"); code != exitUsage {
+		t.Fatalf("bad target: exit %d, want %d", code, exitUsage)
+	}
+	if _, code := p.rhizon(t, "send", "counter/c1", "add", `{"amount":1}`, "--expected-version", "0"); code != 0 {
+		t.Fatalf("send with expected version 0: exit %d", code)
+	}
+	out, code = p.rhizon(t, "send", "counter/c1", "add", `{"amount":1}`, "--expected-version", "0", "-o", "json")
+	if r := decode[sendResult](t, out); code != exitRejected || r.Reason != "conflict" {
+		t.Fatalf("stale expected version: exit %d %+v", code, r)
+	}
+	out, code = p.rhizon(t, "history", "counter/c1", "--rejections", "-o", "json")
+	h := decode[struct {
+		Records []map[string]json.RawMessage `json:"records"`
+	}](t, out)
+	if code != 0 || len(h.Records) != 2 {
+		t.Fatalf("history: exit %d, %d records (want the event and the conflict)", code, len(h.Records))
+	}
+	out, code = p.rhizon(t, "status", "-o", "json")
+	st := decode[struct {
+		Shards []struct {
+			Role      string `json:"role"`
+			StateHash string `json:"state_hash"`
+		} `json:"shards"`
+	}](t, out)
+	if code != 0 || len(st.Shards) != 4 || st.Shards[0].Role != "Leader" || len(st.Shards[0].StateHash) != 64 {
+		t.Fatalf("status: exit %d %+v", code, st)
+	}
+	if out, code := p.rhizon(t, "version"); code != 0 || strings.TrimSpace(out) == "" {
+		t.Fatalf("version: %q exit %d", out, code)
+	}
+}

@@ -1,0 +1,90 @@
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/grpc"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/rhizon/rhizon/actor"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+)
+
+// MaxRecvMsgSize is the largest request the gRPC server accepts: a maximal
+// payload plus room for the rest of the message. Set just above the payload
+// limit so that a slightly oversized payload reaches the gateway and gets a
+// message naming the limit, while a huge one is refused by the transport.
+const MaxRecvMsgSize = actor.MaxPayloadBytes + 64<<10
+
+// readyCheckTimeout bounds one readiness probe of the backend.
+const readyCheckTimeout = 2 * time.Second
+
+// ServerOptions returns the options a gRPC server for the gateway should be
+// built with: the receive limit above and the OpenTelemetry stats handler,
+// so that every RPC has a server span (and its trace context reaches the
+// recorded command). W3C trace context and baggage are extracted whatever
+// global propagator is installed, because the command's traceparent field
+// is defined as W3C.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
+		grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithPropagators(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})),
+		)),
+	}
+}
+
+// RegisterGRPC registers the Gateway service, the standard health service
+// and server reflection on gs. Health and reflection need no token (the
+// Gateway methods authenticate themselves; there is no interceptor).
+//
+// Health reports per service: "" (the whole server) is SERVING while the
+// process is up, and "rhizon.v1.Gateway" follows Ready. Its first value is
+// taken now; call WatchHealth to keep it current, and Shutdown to drain.
+func (s *Server) RegisterGRPC(gs *grpc.Server) {
+	pb.RegisterGatewayServer(gs, s)
+	healthgrpc.RegisterHealthServer(gs, s.health)
+	reflection.Register(gs)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.UpdateHealth(context.Background())
+}
+
+// UpdateHealth runs one readiness probe and sets the Gateway service's
+// health status from it. It reports whether the node is ready.
+func (s *Server) UpdateHealth(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, readyCheckTimeout)
+	defer cancel()
+	st := healthpb.HealthCheckResponse_SERVING
+	err := s.Ready(ctx)
+	if err != nil {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	s.health.SetServingStatus(pb.Gateway_ServiceDesc.ServiceName, st)
+	return err == nil
+}
+
+// WatchHealth probes readiness every interval until ctx ends, so that gRPC
+// health watchers (load balancers, Kubernetes gRPC probes) see shards losing
+// and regaining leaders. Run it in its own goroutine.
+func (s *Server) WatchHealth(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.UpdateHealth(ctx)
+		}
+	}
+}
+
+// Shutdown marks every service NOT_SERVING so that balancers stop sending
+// new calls before the gRPC server drains. Later UpdateHealth calls do not
+// undo it.
+func (s *Server) Shutdown() { s.health.Shutdown() }

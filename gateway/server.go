@@ -1,0 +1,535 @@
+// Package gateway is Rhizon's client-facing API: the rhizon.v1.Gateway gRPC
+// service and the same calls over HTTP/JSON. It authenticates callers with
+// bearer tokens, turns requests into actor.Commands and rejects bad input
+// with a precise status before anything reaches the Raft log, then hands the
+// command to a Backend (the node) and maps the outcome back.
+//
+// The gateway is not deterministic code: it may read the clock and draw
+// random command ids. Everything it decides is re-checked by the engine on
+// every replica, so the gateway is a first line of defence and a source of
+// good error messages, not the authority.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/rhizon/rhizon/actor"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/engine"
+)
+
+// History page sizes.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)
+
+// violationRecordTimeout bounds how long recording an out-of-scope attempt
+// may take once the caller has gone: the audit record should not depend on
+// the offender keeping its connection open, but must not linger forever.
+const violationRecordTimeout = 5 * time.Second
+
+// Config configures a Server.
+type Config struct {
+	// Backend is the node the gateway serves. Required.
+	Backend Backend
+	// Auth verifies bearer tokens. Required: Rhizon has no anonymous access.
+	Auth *Auth
+	// Logger receives denials and backend failures; slog.Default() if nil.
+	Logger *slog.Logger
+	// NodeID and Version fill StatusResponse fields the backend leaves empty.
+	NodeID  string
+	Version string
+}
+
+// Server implements pb.GatewayServer over a Backend. It is safe for
+// concurrent use.
+type Server struct {
+	pb.UnimplementedGatewayServer
+
+	backend Backend
+	auth    *Auth
+	log     *slog.Logger
+	nodeID  string
+	version string
+	health  *health.Server
+	tracing propagation.TextMapPropagator
+}
+
+var _ pb.GatewayServer = (*Server)(nil)
+
+// New returns a Server for cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Backend == nil {
+		return nil, errors.New("gateway: Config.Backend is required")
+	}
+	if cfg.Auth == nil {
+		return nil, errors.New("gateway: Config.Auth is required (load a token file with LoadTokenFile)")
+	}
+	if cfg.Backend.Registry() == nil {
+		return nil, errors.New("gateway: Backend.Registry() returned nil")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{
+		backend: cfg.Backend,
+		auth:    cfg.Auth,
+		log:     log.With("component", "gateway"),
+		nodeID:  cfg.NodeID,
+		version: cfg.Version,
+		health:  health.NewServer(),
+		tracing: propagation.TraceContext{},
+	}, nil
+}
+
+// tokenKey carries the bearer token of an HTTP request in its context, so
+// the gRPC methods serve both transports unchanged.
+type tokenKey struct{}
+
+// bearerToken returns the token of the call, from the HTTP layer's context
+// value or the gRPC "authorization" metadata, and whether an authorization
+// value was present at all (to tell "no token" from "not a bearer token").
+func bearerToken(ctx context.Context) (token string, present bool) {
+	if h, ok := ctx.Value(tokenKey{}).(string); ok {
+		if h == "" {
+			return "", false
+		}
+		t, _ := parseBearer(h)
+		return t, true
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	for _, v := range vals {
+		if t, ok := parseBearer(v); ok {
+			return t, true
+		}
+	}
+	return "", len(vals) > 0
+}
+
+// parseBearer extracts the token of an "Authorization: Bearer <token>" value.
+// The scheme is case-insensitive (RFC 6750).
+func parseBearer(v string) (string, bool) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(v), " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+func (s *Server) authenticate(ctx context.Context) (Identity, error) {
+	tok, present := bearerToken(ctx)
+	if tok == "" && present {
+		return Identity{}, status.Error(codes.Unauthenticated, `authorization must be "Bearer <token>"`)
+	}
+	return s.auth.Authenticate(tok)
+}
+
+// metadataCarrier adapts incoming gRPC metadata to the otel propagator.
+type metadataCarrier metadata.MD
+
+func (c metadataCarrier) Get(k string) string {
+	if v := metadata.MD(c).Get(k); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+func (c metadataCarrier) Set(k, v string) { metadata.MD(c).Set(k, v) }
+func (c metadataCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// traceContext returns the W3C traceparent/tracestate to record on the
+// command: the current span when there is one (the otelgrpc stats handler
+// or the HTTP layer put it there), else whatever the caller sent in gRPC
+// metadata. A tracestate over the command's limit is dropped rather than
+// failing the command for a header the caller probably did not set itself.
+func (s *Server) traceContext(ctx context.Context) (traceparent, tracestate string) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		if md, ok := metadata.FromIncomingContext(ctx); ok {
+			ctx = s.tracing.Extract(ctx, metadataCarrier(md))
+		}
+	}
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return "", ""
+	}
+	c := propagation.MapCarrier{}
+	s.tracing.Inject(ctx, c)
+	traceparent, tracestate = c.Get("traceparent"), c.Get("tracestate")
+	if len(tracestate) > actor.MaxTraceLen {
+		tracestate = ""
+	}
+	return traceparent, tracestate
+}
+
+// randomID returns 128 random bits as hex. The gateway is outside the
+// deterministic core, so crypto/rand is fine here.
+func randomID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("gateway: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// fillScope sets an empty tenant and workspace from the identity's defaults.
+func fillScope(addr *pb.Address, id Identity) actor.Address {
+	a := addr.ToActor()
+	if a.Tenant == "" {
+		a.Tenant = id.DefaultScope.Tenant
+	}
+	if a.Workspace == "" {
+		a.Workspace = id.defaultWorkspace(a.Tenant)
+	}
+	return a
+}
+
+// invalid returns InvalidArgument with the message of err (an actor
+// Rejection's message without its "invalid:" prefix).
+func invalid(err error) error {
+	return status.Error(codes.InvalidArgument, rejectionText(err))
+}
+
+// scopeDenied is the PermissionDenied message for an address outside the
+// identity's scopes; it names what the token may use so the fix is obvious.
+func scopeDenied(id Identity, addr actor.Address, recorded bool) error {
+	allowed := make([]string, len(id.Scopes))
+	for i, sc := range id.Scopes {
+		allowed[i] = fmt.Sprintf("tenant %q workspace %q", sc.Tenant, sc.Workspace)
+	}
+	note := "the attempt was recorded"
+	if !recorded {
+		note = "recording the attempt failed; see the node's log"
+	}
+	return status.Errorf(codes.PermissionDenied,
+		"principal %s (%s) may not act in tenant %q workspace %q; this token may use: %s (%s)",
+		id.Principal.ID, id.Principal.Type, addr.Tenant, addr.Workspace, strings.Join(allowed, ", "), note)
+}
+
+// lookup returns the behaviour of actorType or NotFound listing the types.
+func (s *Server) lookup(actorType string) (actor.Behavior, error) {
+	reg := s.backend.Registry()
+	if b, ok := reg.Lookup(actorType); ok {
+		return b, nil
+	}
+	return nil, status.Errorf(codes.NotFound, "unknown actor type %q; registered: %s", actorType, strings.Join(reg.Types(), ", "))
+}
+
+// reservedVerbs are delivered by the engine itself; a client submitting one
+// could forge a timer firing or a read-violation record.
+var reservedVerbs = []string{actor.TimerVerb, engine.ReadVerb}
+
+// clientVerbs lists the verbs of b a client may submit.
+func clientVerbs(b actor.Behavior) []string {
+	var out []string
+	for _, v := range b.Verbs() {
+		if !slices.Contains(reservedVerbs, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// buildCommand turns a SubmitRequest into a validated command. It performs
+// every check that needs no state, in the documented order, and returns the
+// status error of the first that fails.
+func (s *Server) buildCommand(ctx context.Context, id Identity, req *pb.SubmitRequest) (actor.Command, error) {
+	cmd := actor.Command{
+		ID:              req.GetCommandId(),
+		Type:            req.GetType(),
+		Address:         fillScope(req.GetAddress(), id),
+		Payload:         req.GetPayload(),
+		IdempotencyKey:  req.GetIdempotencyKey(),
+		ExpectedVersion: req.ExpectedVersion,
+		Security:        id.Security(),
+		CausationID:     req.GetCausationId(),
+		CorrelationID:   req.GetCorrelationId(),
+	}
+	if cmd.ID == "" {
+		cmd.ID = randomID()
+	}
+	if cmd.IdempotencyKey == "" {
+		return cmd, status.Error(codes.InvalidArgument, "idempotency_key is required: retries must reuse the same key")
+	}
+	cmd.TraceParent, cmd.TraceState = s.traceContext(ctx)
+
+	if obo := req.GetOnBehalfOf(); obo != nil && (obo.GetId() != "" || obo.GetType() != "") {
+		if id.Principal.Type != actor.PrincipalSystem {
+			return cmd, status.Errorf(codes.PermissionDenied,
+				"on_behalf_of is only for system principals; this token's principal %s is a %s: drop on_behalf_of or use a system token",
+				id.Principal.ID, id.Principal.Type)
+		}
+		p := obo.ToActor()
+		if err := p.Validate(); err != nil {
+			return cmd, status.Errorf(codes.InvalidArgument, "on_behalf_of: %s", rejectionText(err))
+		}
+		cmd.Security.Principal = p
+	}
+
+	if err := cmd.Validate(); err != nil {
+		return cmd, invalid(err)
+	}
+	if len(cmd.Payload) > 0 && !json.Valid(cmd.Payload) {
+		return cmd, status.Errorf(codes.InvalidArgument, "payload is not valid JSON: %s", jsonSyntaxError(cmd.Payload))
+	}
+	beh, err := s.lookup(cmd.Address.ActorType)
+	if err != nil {
+		return cmd, err
+	}
+	verb := cmd.Verb()
+	verbs := clientVerbs(beh)
+	if slices.Contains(reservedVerbs, verb) {
+		return cmd, status.Errorf(codes.InvalidArgument,
+			"verb %q is reserved for the engine and cannot be submitted; verbs of %q: %s",
+			verb, cmd.Address.ActorType, strings.Join(verbs, ", "))
+	}
+	if !slices.Contains(verbs, verb) {
+		return cmd, status.Errorf(codes.InvalidArgument,
+			"actor type %q has no verb %q; verbs: %s (send type cmd.%s.<verb>)",
+			cmd.Address.ActorType, verb, strings.Join(verbs, ", "), cmd.Address.ActorType)
+	}
+	if v, ok := beh.(actor.Validator); ok {
+		if err := v.Validate(&cmd); err != nil {
+			return cmd, invalid(err)
+		}
+	}
+	return cmd, nil
+}
+
+// jsonSyntaxError describes why p is not JSON, with the byte offset.
+func jsonSyntaxError(p []byte) string {
+	var v any
+	err := json.Unmarshal(p, &v)
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("%v (at byte %d)", se, se.Offset)
+	case err != nil:
+		return err.Error()
+	}
+	return "invalid JSON"
+}
+
+// Submit authenticates the caller, validates the command and proposes it.
+// Conflicts and business rejections are Results with status OK, because the
+// command was decided and recorded; violations are PermissionDenied (and
+// recorded by the engine); backend failures say whether the command was
+// applied, not applied, or has an unknown outcome (see errors.go).
+func (s *Server) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.SubmitResponse, error) {
+	id, err := s.authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cmd, err := s.buildCommand(ctx, id, req)
+	if err != nil {
+		return nil, err
+	}
+	shardID := s.backend.ShardOf(cmd.Address)
+	if !cmd.Security.Allows(cmd.Address.Tenant, cmd.Address.Workspace) {
+		// The engine is the one that records violations (it writes
+		// evt.security.violation into the target's history on every
+		// replica), so the command goes to the log anyway.
+		recorded := s.recordViolation(ctx, cmd, shardID)
+		return nil, scopeDenied(id, cmd.Address, recorded)
+	}
+	res, err := s.backend.Submit(ctx, cmd)
+	if err != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "submit failed",
+			slog.Uint64("shard", uint64(shardID)), slog.String("command_id", cmd.ID),
+			slog.String("idempotency_key", cmd.IdempotencyKey), slog.Any("err", err))
+		return nil, submitError(ctx, err, shardID, cmd.IdempotencyKey, cmd.ID)
+	}
+	switch res.Reason {
+	case actor.ReasonViolation:
+		return nil, status.Errorf(codes.PermissionDenied, "%s (the attempt was recorded)", res.Message)
+	case actor.ReasonInvalid:
+		return nil, status.Error(codes.InvalidArgument, res.Message)
+	}
+	return &pb.SubmitResponse{Result: pb.FromResult(&res), Shard: shardID}, nil
+}
+
+// recordViolation proposes an out-of-scope command so the engine records
+// evt.security.violation. Failure to record is logged, not returned: the
+// caller is denied either way. It reports whether the violation was recorded.
+func (s *Server) recordViolation(ctx context.Context, cmd actor.Command, shardID uint32) bool {
+	s.log.LogAttrs(ctx, slog.LevelWarn, "scope violation",
+		slog.String("principal", cmd.Security.Principal.ID), slog.String("principal_type", string(cmd.Security.Principal.Type)),
+		slog.String("address", cmd.Address.String()), slog.String("command_type", cmd.Type),
+		slog.String("command_id", cmd.ID))
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), violationRecordTimeout)
+	defer cancel()
+	res, err := s.backend.Submit(rctx, cmd)
+	if err != nil {
+		s.log.LogAttrs(ctx, slog.LevelError, "could not record scope violation",
+			slog.Uint64("shard", uint64(shardID)), slog.String("command_id", cmd.ID), slog.Any("err", err))
+		return false
+	}
+	if res.Reason != actor.ReasonViolation {
+		// The engine disagreed with the gateway's scope check; that is a bug
+		// in one of them and worth shouting about.
+		s.log.LogAttrs(ctx, slog.LevelError, "engine did not treat out-of-scope command as a violation",
+			slog.String("command_id", cmd.ID), slog.Int("status", int(res.Status)), slog.String("reason", res.Reason.String()))
+		return false
+	}
+	return true
+}
+
+// readTarget authenticates a read and resolves its address; on a scope
+// violation it records the attempt and returns PermissionDenied.
+func (s *Server) readTarget(ctx context.Context, addr *pb.Address) (actor.Address, uint32, error) {
+	id, err := s.authenticate(ctx)
+	if err != nil {
+		return actor.Address{}, 0, err
+	}
+	a := fillScope(addr, id)
+	if err := a.Validate(); err != nil {
+		return a, 0, invalid(err)
+	}
+	shardID := s.backend.ShardOf(a)
+	sec := id.Security()
+	if !sec.Allows(a.Tenant, a.Workspace) {
+		tp, ts := s.traceContext(ctx)
+		cmdID := randomID()
+		recorded := s.recordViolation(ctx, actor.Command{
+			ID:             cmdID,
+			Type:           actor.CommandType(a.ActorType, engine.ReadVerb),
+			Address:        a,
+			IdempotencyKey: "read-violation/" + cmdID,
+			Security:       sec,
+			TraceParent:    tp,
+			TraceState:     ts,
+		}, shardID)
+		return a, shardID, scopeDenied(id, a, recorded)
+	}
+	if _, err := s.lookup(a.ActorType); err != nil {
+		return a, shardID, err
+	}
+	return a, shardID, nil
+}
+
+// Get returns an entity's state and version. Tenant and workspace default to
+// the token's, as for Submit.
+func (s *Server) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	addr, shardID, err := s.readTarget(ctx, req.GetAddress())
+	if err != nil {
+		return nil, err
+	}
+	stale := req.GetConsistency() == pb.Consistency_CONSISTENCY_STALE
+	ent, applied, err := s.backend.Get(ctx, addr, stale)
+	if err != nil {
+		return nil, readError(err, fmt.Sprintf("shard %d", shardID), "get")
+	}
+	return &pb.GetResponse{
+		Address:      pb.FromAddress(addr),
+		Version:      ent.Version,
+		State:        ent.State,
+		Found:        ent.Version > 0,
+		Shard:        shardID,
+		AppliedIndex: applied,
+	}, nil
+}
+
+// History returns one page of an entity's audit records.
+func (s *Server) History(ctx context.Context, req *pb.HistoryRequest) (*pb.HistoryResponse, error) {
+	addr, shardID, err := s.readTarget(ctx, req.GetAddress())
+	if err != nil {
+		return nil, err
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size == 0:
+		size = DefaultPageSize
+	case size > MaxPageSize:
+		return nil, status.Errorf(codes.InvalidArgument, "page_size is %d; the limit is %d (0 means %d)", size, MaxPageSize, DefaultPageSize)
+	}
+	after, err := DecodePageToken(req.GetPageToken())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	stale := req.GetConsistency() == pb.Consistency_CONSISTENCY_STALE
+	recs, next, more, err := s.backend.History(ctx, addr, after, size, req.GetIncludeRejections(), stale)
+	if err != nil {
+		return nil, readError(err, fmt.Sprintf("shard %d", shardID), "history")
+	}
+	resp := &pb.HistoryResponse{Records: recs}
+	if more {
+		resp.NextPageToken = EncodePageToken(next)
+	}
+	return resp, nil
+}
+
+// Status reports the node and its shards to any authenticated caller.
+func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	if _, err := s.authenticate(ctx); err != nil {
+		return nil, err
+	}
+	st, err := s.backend.Status(ctx)
+	if err != nil {
+		return nil, readError(err, "this node", "status")
+	}
+	return s.fillStatus(st), nil
+}
+
+// fillStatus completes what the backend left empty from the config and the
+// registry, without mutating the backend's message.
+func (s *Server) fillStatus(st *pb.StatusResponse) *pb.StatusResponse {
+	if st == nil {
+		st = &pb.StatusResponse{}
+	}
+	out := &pb.StatusResponse{
+		NodeId: st.GetNodeId(), Version: st.GetVersion(), ShardCount: st.GetShardCount(),
+		Shards: st.GetShards(), ActorTypes: st.GetActorTypes(),
+	}
+	if out.NodeId == "" {
+		out.NodeId = s.nodeID
+	}
+	if out.Version == "" {
+		out.Version = s.version
+	}
+	if len(out.ActorTypes) == 0 {
+		out.ActorTypes = slices.Clone(s.backend.Registry().Types())
+	}
+	return out
+}
+
+// Ready reports whether this node can serve: the backend answers Status and
+// every shard it reports has a leader. The error says what is missing.
+func (s *Server) Ready(ctx context.Context) error {
+	st, err := s.backend.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	var leaderless []string
+	for _, sh := range st.GetShards() {
+		if sh.GetLeader() == "" {
+			leaderless = append(leaderless, fmt.Sprint(sh.GetShard()))
+		}
+	}
+	if len(leaderless) > 0 {
+		return fmt.Errorf("shards without a leader: %s", strings.Join(leaderless, ", "))
+	}
+	return nil
+}

@@ -1,0 +1,31 @@
+// Package storage keeps a node's durable data in two Badger databases shared
+// by every shard on the node: the state store (DB, one ShardStore per shard,
+// implementing engine.Store) and the Raft store (RaftDB, one LogStore per
+// shard, implementing raft.LogStore and raft.StableStore).
+//
+// Every key starts with the shard id (4 bytes big-endian) and a keyspace tag
+// (1 byte). addr is actor.Address.Key(), which length-prefixes each part and
+// is therefore self-delimiting: a field after it needs no length of its own,
+// and one address's keys never share a prefix with another's.
+//
+// State store (SyncWrites off; the Raft log is the write-ahead log):
+//
+//	01 meta                                  -> index u64 | at i64 | hash [32]
+//	02 addr                                  -> version u64 | state
+//	03 addr | index u64 | ordinal u32        -> kind byte | record   (history)
+//	04 addr | idempotency key                -> result
+//	05 at^(1<<63) u64 | addr | name          -> payload              (timers by due time)
+//	06 addr | name                           -> at i64 | payload     (timers by entity)
+//	07 index u64 | ordinal u32               -> command              (outbox)
+//	F0 seq u32                               -> staged op of a large batch (internal)
+//	F1                                       -> large batch committed (internal)
+//	F2                                       -> restore in progress (internal)
+//
+// Raft store (SyncWrites on):
+//
+//	01 index u64                             -> encoded raft.Log
+//	02 key                                   -> value (stable store)
+//
+// Integers are big-endian so byte order is numeric order; the due time has its
+// sign bit flipped so negative times sort first.
+package storage

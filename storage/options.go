@@ -1,0 +1,150 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// Options tunes a Badger database. The zero value is valid: every zero field
+// takes the default named in its comment, chosen for a small footprint (one
+// node runs many shards in two databases, not one database per shard).
+type Options struct {
+	// Logger receives Badger's warnings and errors; Badger's info and debug
+	// chatter is dropped. Nil means slog.Default().
+	Logger *slog.Logger
+
+	// MemTableSize is the size of one memtable (default 16 MiB). It also
+	// bounds one atomic write: Badger refuses a transaction above 15% of it
+	// (see DB.BatchLimits).
+	MemTableSize int64
+	// NumMemtables is how many memtables may exist before writes stall
+	// (default 3).
+	NumMemtables int
+	// NumCompactors is the number of compaction goroutines (default 2; Badger
+	// refuses 1).
+	NumCompactors int
+	// BlockCacheSize caches decompressed SST blocks (default 16 MiB).
+	BlockCacheSize int64
+	// IndexCacheSize caches SST indexes and bloom filters (default 8 MiB).
+	// Unlike Badger's default of 0 it bounds index memory.
+	IndexCacheSize int64
+	// ValueLogFileSize is the size of one value-log file (default 64 MiB).
+	// Only values of 1 MiB and more go there, so files stay small.
+	ValueLogFileSize int64
+	// GCInterval is how often value-log garbage is collected (default 10
+	// minutes; negative disables). Deleted large values are only reclaimed
+	// by this.
+	GCInterval time.Duration
+	// TempDir is where Restore stages an incoming snapshot while it verifies
+	// it (default: the database directory, which holds the data anyway).
+	TempDir string
+}
+
+// Defaults of Options.
+const (
+	DefaultMemTableSize     = 16 << 20
+	DefaultNumMemtables     = 3
+	DefaultNumCompactors    = 2
+	DefaultBlockCacheSize   = 16 << 20
+	DefaultIndexCacheSize   = 8 << 20
+	DefaultValueLogFileSize = 64 << 20
+	DefaultGCInterval       = 10 * time.Minute
+)
+
+// maxValueThreshold is Badger's largest value threshold: values below it live
+// in the LSM tree and the memtable WAL, larger ones in the value log. Keeping
+// it at the maximum keeps events out of the value log (TESTING.md §4).
+const maxValueThreshold = 1 << 20
+
+// Badger "external magic" numbers, stored in the MANIFEST, so that a state
+// directory can never be opened as a Raft directory or the other way round.
+const (
+	magicState uint16 = 0x5253 // "RS"
+	magicRaft  uint16 = 0x5252 // "RR"
+)
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MemTableSize == 0 {
+		o.MemTableSize = DefaultMemTableSize
+	}
+	if o.MemTableSize < 1<<20 {
+		return o, fmt.Errorf("storage: MemTableSize %d is below 1 MiB", o.MemTableSize)
+	}
+	if o.NumMemtables == 0 {
+		o.NumMemtables = DefaultNumMemtables
+	}
+	if o.NumCompactors == 0 {
+		o.NumCompactors = DefaultNumCompactors
+	}
+	if o.NumCompactors < 2 {
+		return o, fmt.Errorf("storage: NumCompactors must be at least 2, not %d", o.NumCompactors)
+	}
+	if o.BlockCacheSize == 0 {
+		o.BlockCacheSize = DefaultBlockCacheSize
+	}
+	if o.IndexCacheSize == 0 {
+		o.IndexCacheSize = DefaultIndexCacheSize
+	}
+	if o.ValueLogFileSize == 0 {
+		o.ValueLogFileSize = DefaultValueLogFileSize
+	}
+	if o.GCInterval == 0 {
+		o.GCInterval = DefaultGCInterval
+	}
+	return o, nil
+}
+
+// maxTxnBytes is Badger's transaction size limit for a memtable size.
+func maxTxnBytes(memTableSize int64) int64 { return memTableSize * 15 / 100 }
+
+// badgerOptions builds Badger's options. sync says whether every commit is
+// fsynced before it returns.
+func (o Options) badgerOptions(dir string, sync bool, magic uint16, name string) badger.Options {
+	// A value at the threshold counts only as a pointer toward the transaction
+	// limit; half the limit keeps every single value committable.
+	threshold := min(int64(maxValueThreshold), maxTxnBytes(o.MemTableSize)/2)
+	return badger.DefaultOptions(dir).
+		WithSyncWrites(sync).
+		WithLogger(badgerLogger{l: o.Logger.With("component", "badger", "db", name)}).
+		WithMemTableSize(o.MemTableSize).
+		WithNumMemtables(o.NumMemtables).
+		WithNumCompactors(o.NumCompactors).
+		WithBlockCacheSize(o.BlockCacheSize).
+		WithIndexCacheSize(o.IndexCacheSize).
+		WithValueLogFileSize(o.ValueLogFileSize).
+		WithValueThreshold(threshold).
+		// Every shard writes only its own prefix and the engine is the only
+		// writer of a shard: conflict detection would cost and never fire.
+		WithDetectConflicts(false).
+		WithVerifyValueChecksum(true).
+		WithChecksumVerificationMode(options.OnBlockRead).
+		WithExternalMagic(magic)
+}
+
+// badgerLogger routes Badger's log to slog at warn and above only.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, args ...any) { b.log(slog.LevelError, f, args) }
+
+func (b badgerLogger) Warningf(f string, args ...any) { b.log(slog.LevelWarn, f, args) }
+
+func (badgerLogger) Infof(string, ...any) {}
+
+func (badgerLogger) Debugf(string, ...any) {}
+
+func (b badgerLogger) log(level slog.Level, f string, args []any) {
+	ctx := context.Background()
+	if !b.l.Enabled(ctx, level) {
+		return
+	}
+	b.l.Log(ctx, level, strings.TrimSpace(fmt.Sprintf(f, args...)))
+}

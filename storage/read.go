@@ -1,0 +1,144 @@
+package storage
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/engine"
+)
+
+// DefaultPageLimit is the page size of History and Outbox when the caller
+// passes a limit of zero or less.
+const DefaultPageLimit = 100
+
+// HistoryScanBudget bounds the records one History call examines. Without it
+// a reader that skips rejections could be made to scan an unbounded run of
+// them (a violation flood), so a page may hold fewer than limit records while
+// more is true.
+const HistoryScanBudget = 10_000
+
+// HistoryRecord is one audit record of an entity: an event or a rejection, as
+// the engine encoded it, at its log position.
+type HistoryRecord struct {
+	Pos  engine.Position
+	Kind engine.HistoryKind
+	Data []byte
+}
+
+// History returns the entity's records after position after (the zero
+// Position means from the start), in log order, at most limit of them,
+// skipping rejections unless includeRejections. next is the position to pass
+// as after for the following page; more reports whether records may follow.
+func (s *ShardStore) History(addr actor.Address, after engine.Position, limit int, includeRejections bool) (records []HistoryRecord, next engine.Position, more bool, err error) {
+	if limit <= 0 {
+		limit = DefaultPageLimit
+	}
+	next = after
+	p := historyPrefix(s.id, addr.Key())
+	start := historyKey(s.id, addr.Key(), after)
+	err = s.db().View(func(txn *badger.Txn) error {
+		iopt := badger.DefaultIteratorOptions
+		iopt.Prefix = p
+		iopt.PrefetchSize = min(limit+1, 100)
+		it := txn.NewIterator(iopt)
+		defer it.Close()
+		scanned := 0
+		for it.Seek(start); it.Valid(); it.Next() {
+			item := it.Item()
+			if bytes.Equal(item.Key(), start) {
+				continue
+			}
+			pos, ok := parsePos(item.Key()[len(p):])
+			if !ok {
+				return fmt.Errorf("%w: history %x", errCorruptKey, item.Key())
+			}
+			if scanned == HistoryScanBudget {
+				more = true
+				return nil
+			}
+			scanned++
+			var rec HistoryRecord
+			if err := item.Value(func(v []byte) error {
+				if len(v) < 1 {
+					return fmt.Errorf("%w: empty history record %x", errCorruptKey, item.Key())
+				}
+				rec.Kind = engine.HistoryKind(v[0])
+				if includeRejections || rec.Kind != engine.HistoryRejection {
+					rec.Data = append([]byte(nil), v[1:]...)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			if !includeRejections && rec.Kind == engine.HistoryRejection {
+				next = pos
+				continue
+			}
+			if len(records) == limit {
+				more = true
+				return nil
+			}
+			rec.Pos = pos
+			records = append(records, rec)
+			next = pos
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, after, false, err
+	}
+	return records, next, more, nil
+}
+
+// OutboxRow is one encoded command waiting for delivery, at its log position.
+type OutboxRow struct {
+	Pos  engine.Position
+	Data []byte
+}
+
+// Outbox returns up to limit rows after position after, in log order.
+func (s *ShardStore) Outbox(after engine.Position, limit int) ([]OutboxRow, error) {
+	if limit <= 0 {
+		limit = DefaultPageLimit
+	}
+	var rows []OutboxRow
+	p := tagPrefix(s.id, tagOutbox)
+	start := outboxKey(s.id, after)
+	err := s.db().View(func(txn *badger.Txn) error {
+		iopt := badger.DefaultIteratorOptions
+		iopt.Prefix = p
+		iopt.PrefetchSize = min(limit, 100)
+		it := txn.NewIterator(iopt)
+		defer it.Close()
+		for it.Seek(start); it.Valid() && len(rows) < limit; it.Next() {
+			item := it.Item()
+			if bytes.Equal(item.Key(), start) {
+				continue
+			}
+			pos, ok := parsePos(item.Key()[len(p):])
+			if !ok {
+				return fmt.Errorf("%w: outbox %x", errCorruptKey, item.Key())
+			}
+			data, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, OutboxRow{Pos: pos, Data: data})
+		}
+		return nil
+	})
+	return rows, err
+}
+
+// DeleteOutbox deletes every row at or before upTo. It is safe while the
+// engine commits (the relay deletes only rows it delivered, below anything
+// the engine writes next). The delete is local to this replica: it is not
+// part of the replicated state, so replicas' outboxes (and snapshots) differ
+// once relays delete at different points.
+func (s *ShardStore) DeleteOutbox(upTo engine.Position) error {
+	end := outboxKey(s.id, upTo)
+	return s.d.kv.deleteKeys(tagPrefix(s.id, tagOutbox), end, nil)
+}

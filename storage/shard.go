@@ -1,0 +1,547 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/engine"
+)
+
+// ErrRestoreIncomplete is returned by Meta when a Restore of the shard began
+// and did not finish (it failed or the process died while it replaced the
+// keys). The shard's state is then unusable until a snapshot is restored
+// again: start Raft so that it restores its latest snapshot, or install one.
+var ErrRestoreIncomplete = errors.New("storage: shard restore did not finish; restore a snapshot")
+
+// errBatchDone is returned by Commit on a batch already committed or discarded.
+var errBatchDone = errors.New("storage: batch already committed or discarded")
+
+// ShardStore is one shard's keyspace in a DB; it implements engine.Store.
+// Reads are safe from any goroutine; the engine is its only writer.
+type ShardStore struct {
+	d   *DB
+	id  uint32
+	due *dueHint
+}
+
+var _ engine.Store = (*ShardStore)(nil)
+
+// ID is the shard id that prefixes every key of the store.
+func (s *ShardStore) ID() uint32 { return s.id }
+
+func (s *ShardStore) db() *badger.DB { return s.d.kv.db }
+
+// get calls fn with the value stored under key, if any. The value is only
+// valid inside fn.
+func (s *ShardStore) get(key []byte, fn func(val []byte) error) (bool, error) {
+	found := false
+	err := s.db().View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		return item.Value(fn)
+	})
+	return found, err
+}
+
+// Entity returns the entity's record; a zero Entity when it has none.
+func (s *ShardStore) Entity(addr actor.Address) (engine.Entity, error) {
+	var e engine.Entity
+	_, err := s.get(entityKey(s.id, addr.Key()), func(v []byte) error {
+		if len(v) < 8 {
+			return fmt.Errorf("%w: entity record of %s is %d bytes", errCorruptKey, addr, len(v))
+		}
+		e.Version = binary.BigEndian.Uint64(v)
+		if len(v) > 8 {
+			e.State = append([]byte(nil), v[8:]...)
+		}
+		return nil
+	})
+	return e, err
+}
+
+// Result returns the encoded result stored under (addr, idempotency key).
+func (s *ShardStore) Result(addr actor.Address, key string) ([]byte, bool, error) {
+	var out []byte
+	ok, err := s.get(resultKey(s.id, addr.Key(), key), func(v []byte) error {
+		out = append([]byte(nil), v...)
+		return nil
+	})
+	return out, ok && err == nil, err
+}
+
+// Timer returns the entity's timer name, if set.
+func (s *ShardStore) Timer(addr actor.Address, name string) (engine.Timer, bool, error) {
+	t := engine.Timer{Address: addr, Name: name}
+	ok, err := s.get(timerEntKey(s.id, addr.Key(), name), func(v []byte) error {
+		at, payload, err := decodeTimerEnt(v)
+		t.At, t.Payload = at, payload
+		return err
+	})
+	if err != nil || !ok {
+		return engine.Timer{}, false, err
+	}
+	return t, true, nil
+}
+
+func decodeTimerEnt(v []byte) (int64, []byte, error) {
+	if len(v) < 8 {
+		return 0, nil, fmt.Errorf("%w: timer record is %d bytes", errCorruptKey, len(v))
+	}
+	var payload []byte
+	if len(v) > 8 {
+		payload = append([]byte(nil), v[8:]...)
+	}
+	return int64(binary.BigEndian.Uint64(v)), payload, nil
+}
+
+// DueTimers returns up to limit timers with At <= upTo in key order, which is
+// (At, address key bytes, name bytes): At is stored sign-flipped big-endian so
+// negative times sort first, and Address.Key() is length-prefixed, so two
+// addresses compare by the length and then the bytes of each part in turn
+// (not as their strings would). Every replica sees the same order.
+func (s *ShardStore) DueTimers(upTo int64, limit int) ([]engine.Timer, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var out []engine.Timer
+	p := tagPrefix(s.id, tagTimerDue)
+	low, gen := s.due.read()
+	first := int64(math.MaxInt64) // due time of the first live timer; max when none
+	err := s.db().View(func(txn *badger.Txn) error {
+		iopt := badger.DefaultIteratorOptions
+		iopt.Prefix = p
+		iopt.PrefetchSize = min(limit, 100)
+		it := txn.NewIterator(iopt)
+		defer it.Close()
+		for it.Seek(binary.BigEndian.AppendUint64(p, flipSign(low))); it.Valid() && len(out) < limit; it.Next() {
+			k := it.Item().Key()[len(p):]
+			if len(k) < 8 {
+				return fmt.Errorf("%w: timer %x", errCorruptKey, it.Item().Key())
+			}
+			at := unflipSign(binary.BigEndian.Uint64(k))
+			first = min(first, at)
+			if at > upTo {
+				break
+			}
+			addr, name, ok := parseAddress(k[8:])
+			if !ok {
+				return fmt.Errorf("%w: timer %x", errCorruptKey, it.Item().Key())
+			}
+			payload, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(payload) == 0 {
+				payload = nil
+			}
+			out = append(out, engine.Timer{Address: addr, Name: string(name), At: at, Payload: payload})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.due.raise(first, gen)
+	return out, nil
+}
+
+// Meta returns the applied position and state hash (zero when new). It
+// returns ErrRestoreIncomplete while a Restore has not finished, and first
+// finishes a large batch that a failure interrupted.
+func (s *ShardStore) Meta() (engine.Meta, error) {
+	for attempt := 0; ; attempt++ {
+		var m engine.Meta
+		var restoring, journal bool
+		err := s.db().View(func(txn *badger.Txn) error {
+			var err error
+			if restoring, err = has(txn, tagPrefix(s.id, tagRestoring)); err != nil || restoring {
+				return err
+			}
+			if journal, err = has(txn, tagPrefix(s.id, tagJournalCommit)); err != nil || journal {
+				return err
+			}
+			item, err := txn.Get(metaKey(s.id))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			return item.Value(func(v []byte) error {
+				m, err = decodeMeta(v)
+				return err
+			})
+		})
+		switch {
+		case err != nil:
+			return engine.Meta{}, err
+		case restoring:
+			return engine.Meta{}, ErrRestoreIncomplete
+		case journal && attempt == 0:
+			if err := s.recoverJournal(); err != nil {
+				return engine.Meta{}, fmt.Errorf("storage: finish interrupted batch: %w", err)
+			}
+			continue
+		case journal:
+			return engine.Meta{}, errors.New("storage: interrupted batch is still pending after recovery")
+		}
+		return m, nil
+	}
+}
+
+func has(txn *badger.Txn, key []byte) (bool, error) {
+	_, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+const metaLen = 8 + 8 + 32
+
+func encodeMeta(m engine.Meta) []byte {
+	b := make([]byte, metaLen)
+	binary.BigEndian.PutUint64(b, m.Index)
+	binary.BigEndian.PutUint64(b[8:], uint64(m.At))
+	copy(b[16:], m.Hash[:])
+	return b
+}
+
+func decodeMeta(v []byte) (engine.Meta, error) {
+	var m engine.Meta
+	if len(v) != metaLen {
+		return m, fmt.Errorf("%w: meta record is %d bytes", errCorruptKey, len(v))
+	}
+	m.Index = binary.BigEndian.Uint64(v)
+	m.At = int64(binary.BigEndian.Uint64(v[8:]))
+	copy(m.Hash[:], v[16:])
+	return m, nil
+}
+
+// NewBatch starts an atomic write. Nothing reaches Badger before Commit.
+func (s *ShardStore) NewBatch() engine.Batch { return &batch{s: s} }
+
+// batch buffers the writes of one log entry. Timer writes are kept as
+// operations and resolved at Commit against the stored timer, so the due index
+// and the by-entity record never disagree whatever the caller passes.
+type batch struct {
+	s      *ShardStore
+	ops    []op
+	timers []timerOp
+	done   bool
+}
+
+type timerOp struct {
+	t   engine.Timer
+	del bool
+}
+
+func (b *batch) put(key, val []byte) { b.ops = append(b.ops, op{key: key, val: val}) }
+
+// PutEntity stores the entity's version and state.
+func (b *batch) PutEntity(addr actor.Address, e engine.Entity) {
+	v := make([]byte, 8+len(e.State))
+	binary.BigEndian.PutUint64(v, e.Version)
+	copy(v[8:], e.State)
+	b.put(entityKey(b.s.id, addr.Key()), v)
+}
+
+// AppendHistory stores an event or rejection at its log position.
+func (b *batch) AppendHistory(addr actor.Address, pos engine.Position, kind engine.HistoryKind, data []byte) {
+	v := make([]byte, 1+len(data))
+	v[0] = byte(kind)
+	copy(v[1:], data)
+	b.put(historyKey(b.s.id, addr.Key(), pos), v)
+}
+
+// PutResult stores the encoded result under (addr, idempotency key).
+func (b *batch) PutResult(addr actor.Address, key string, data []byte) {
+	b.put(resultKey(b.s.id, addr.Key(), key), data)
+}
+
+// PutOutbox stores an encoded command for delivery.
+func (b *batch) PutOutbox(pos engine.Position, data []byte) {
+	b.put(outboxKey(b.s.id, pos), data)
+}
+
+// PutTimer sets (or moves) the entity's timer.
+func (b *batch) PutTimer(t engine.Timer) { b.timers = append(b.timers, timerOp{t: t}) }
+
+// DeleteTimer removes the entity's timer of that name, wherever it is due.
+func (b *batch) DeleteTimer(t engine.Timer) { b.timers = append(b.timers, timerOp{t: t, del: true}) }
+
+// SetMeta stores the applied position and hash.
+func (b *batch) SetMeta(m engine.Meta) { b.put(metaKey(b.s.id), encodeMeta(m)) }
+
+// Discard drops the batch; nothing of it was written.
+func (b *batch) Discard() {
+	b.done = true
+	b.ops, b.timers = nil, nil
+}
+
+// Commit writes the batch atomically. A batch that fits one Badger
+// transaction (DB.BatchLimits) is one transaction. A larger one goes through
+// the shard's journal: its writes are staged, a commit record is written and
+// synced, then they are applied; a crash in between is finished by Open or
+// Meta, so readers after recovery see all of the batch or none of it (readers
+// on other goroutines during such a commit may see part of it).
+func (b *batch) Commit() error {
+	if b.done {
+		return errBatchDone
+	}
+	b.done = true
+	var ops []op
+	err := b.s.db().Update(func(txn *badger.Txn) error {
+		tops, err := b.s.resolveTimers(txn, b.timers)
+		if err != nil {
+			return err
+		}
+		ops = append(b.ops, tops...)
+		for _, o := range ops {
+			if err := o.apply(txn); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		err = b.s.commitLarge(ops)
+		if err != nil {
+			// Part of the journal may have been applied: forget the bound.
+			b.s.due.reset()
+		}
+	}
+	if err == nil {
+		for _, to := range b.timers {
+			if !to.del {
+				b.s.due.lower(to.t.At)
+			}
+		}
+	}
+	b.ops, b.timers = nil, nil
+	if err != nil {
+		return fmt.Errorf("storage: shard %d: commit: %w", b.s.id, err)
+	}
+	return nil
+}
+
+// resolveTimers turns timer operations into key writes, reading the stored
+// by-entity record (and the batch's own earlier timer writes) to find the due
+// entry a put moves or a delete removes.
+func (s *ShardStore) resolveTimers(txn *badger.Txn, tops []timerOp) ([]op, error) {
+	if len(tops) == 0 {
+		return nil, nil
+	}
+	type state struct {
+		at  int64
+		set bool
+	}
+	cur := map[string]state{}
+	var ops []op
+	for _, to := range tops {
+		addr := to.t.Address.Key()
+		ek := timerEntKey(s.id, addr, to.t.Name)
+		st, known := cur[string(ek)]
+		if !known {
+			item, err := txn.Get(ek)
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+			case err != nil:
+				return nil, err
+			default:
+				err = item.Value(func(v []byte) error {
+					if len(v) < 8 {
+						return fmt.Errorf("%w: timer record is %d bytes", errCorruptKey, len(v))
+					}
+					st = state{at: int64(binary.BigEndian.Uint64(v)), set: true}
+					return nil
+				})
+				if err != nil {
+					return nil, err
+				}
+			}
+		}
+		if st.set && (to.del || st.at != to.t.At) {
+			ops = append(ops, op{key: timerDueKey(s.id, st.at, addr, to.t.Name), del: true})
+		}
+		if to.del {
+			if st.set {
+				ops = append(ops, op{key: ek, del: true})
+			}
+			cur[string(ek)] = state{}
+			continue
+		}
+		v := make([]byte, 8+len(to.t.Payload))
+		binary.BigEndian.PutUint64(v, uint64(to.t.At))
+		copy(v[8:], to.t.Payload)
+		ops = append(ops,
+			op{key: timerDueKey(s.id, to.t.At, addr, to.t.Name), val: to.t.Payload},
+			op{key: ek, val: v})
+		cur[string(ek)] = state{at: to.t.At, set: true}
+	}
+	return ops, nil
+}
+
+// Journal of a large batch. Each staged op is: kind byte (1 put, 2 delete),
+// uvarint key length, key, value.
+const (
+	journalPut byte = 1
+	journalDel byte = 2
+)
+
+func journalKey(shard uint32, seq uint32) []byte {
+	return binary.BigEndian.AppendUint32(keyBuf(shard, tagJournal, 4), seq)
+}
+
+func encodeJournalOp(o op) []byte {
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(o.key)+len(o.val))
+	if o.del {
+		b = append(b, journalDel)
+	} else {
+		b = append(b, journalPut)
+	}
+	b = binary.AppendUvarint(b, uint64(len(o.key)))
+	b = append(b, o.key...)
+	return append(b, o.val...)
+}
+
+func decodeJournalOp(v []byte) (op, error) {
+	if len(v) < 2 || (v[0] != journalPut && v[0] != journalDel) {
+		return op{}, fmt.Errorf("%w: journal record", errCorruptKey)
+	}
+	n, w := binary.Uvarint(v[1:])
+	if w <= 0 || n > uint64(len(v)-1-w) {
+		return op{}, fmt.Errorf("%w: journal record", errCorruptKey)
+	}
+	rest := v[1+w:]
+	o := op{key: rest[:n], del: v[0] == journalDel}
+	if !o.del {
+		o.val = rest[n:]
+	}
+	return o, nil
+}
+
+// commitLarge commits ops that exceed one transaction. The commit record is
+// the atomic point: it is written only after every staged op is durable, and
+// the real keys are touched only after it is durable.
+func (s *ShardStore) commitLarge(ops []op) error {
+	k := s.d.kv
+	if err := s.clearJournal(); err != nil {
+		return err
+	}
+	staged := make([]op, len(ops))
+	for i, o := range ops {
+		staged[i] = op{key: journalKey(s.id, uint32(i)), val: encodeJournalOp(o)}
+	}
+	if err := k.writeChunked(staged); err != nil {
+		return fmt.Errorf("stage large batch: %w", err)
+	}
+	if err := k.sync(); err != nil {
+		return err
+	}
+	err := k.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(tagPrefix(s.id, tagJournalCommit), binary.BigEndian.AppendUint32(nil, uint32(len(ops))))
+	})
+	if err != nil {
+		return fmt.Errorf("commit large batch: %w", err)
+	}
+	if err := k.sync(); err != nil {
+		return err
+	}
+	return s.finishJournal(ops)
+}
+
+// finishJournal applies a committed journal's ops and then removes the
+// journal: the commit record first (so a crash never leaves a commit record
+// over a partly deleted journal), then the staged ops.
+func (s *ShardStore) finishJournal(ops []op) error {
+	k := s.d.kv
+	if err := k.writeChunked(ops); err != nil {
+		return fmt.Errorf("apply large batch: %w", err)
+	}
+	if err := k.sync(); err != nil {
+		return err
+	}
+	err := k.db.Update(func(txn *badger.Txn) error { return txn.Delete(tagPrefix(s.id, tagJournalCommit)) })
+	if err != nil {
+		return err
+	}
+	return s.clearJournal()
+}
+
+func (s *ShardStore) clearJournal() error {
+	return s.d.kv.deleteKeys(tagPrefix(s.id, tagJournal), nil, nil)
+}
+
+// recoverJournal finishes a committed large batch, or drops the staged ops of
+// one that never reached its commit record.
+func (s *ShardStore) recoverJournal() error {
+	var ops []op
+	var want uint32
+	var committed bool
+	err := s.db().View(func(txn *badger.Txn) error {
+		item, err := txn.Get(tagPrefix(s.id, tagJournalCommit))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		committed = true
+		if err := item.Value(func(v []byte) error {
+			if len(v) != 4 {
+				return fmt.Errorf("%w: journal commit record", errCorruptKey)
+			}
+			want = binary.BigEndian.Uint32(v)
+			return nil
+		}); err != nil {
+			return err
+		}
+		iopt := badger.DefaultIteratorOptions
+		iopt.Prefix = tagPrefix(s.id, tagJournal)
+		it := txn.NewIterator(iopt)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			o, err := decodeJournalOp(v)
+			if err != nil {
+				return err
+			}
+			ops = append(ops, o)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if !committed {
+		return s.clearJournal()
+	}
+	if uint32(len(ops)) != want {
+		return fmt.Errorf("%w: journal holds %d ops, its commit record says %d", errCorruptKey, len(ops), want)
+	}
+	s.d.kv.log.Warn("finishing a large batch interrupted by a failure", "shard", s.id, "ops", len(ops))
+	defer s.due.reset()
+	return s.finishJournal(ops)
+}
+
+// Clear deletes every key of the shard, for instance after the shard moved
+// to other nodes. It is not atomic; it is meant for a shard no one uses.
+func (s *ShardStore) Clear() error {
+	defer s.due.reset()
+	return s.d.kv.deleteKeys(shardPrefix(s.id), nil, nil)
+}

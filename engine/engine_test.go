@@ -320,9 +320,9 @@ func TestEngine_InvalidCommandsLeaveNoTrace(t *testing.T) {
 	r := newReplica(t, builtin.Registry())
 	c1 := addr("counter", "c1")
 	bad := []actor.Command{
-		cmd(c1, "add", "k1", `{"amount":"five"}`),            // payload of the wrong type
-		cmd(addr("nosuch", "x"), "add", "k2", nil),            // unknown actor type
-		cmd(c1, "explode", "k3", nil),                         // unknown verb
+		cmd(c1, "add", "k1", `{"amount":"five"}`),                         // payload of the wrong type
+		cmd(addr("nosuch", "x"), "add", "k2", nil),                        // unknown actor type
+		cmd(c1, "explode", "k3", nil),                                     // unknown verb
 		func() actor.Command { c := cmd(c1, "add", "", nil); return c }(), // no key
 	}
 	res := r.apply(engine.Entry{Index: 1, At: 1, Commands: bad})
@@ -349,9 +349,9 @@ func TestPromise_Determinism_LockLeaseExpiresThroughTicksIdenticallyOnReplay(t *
 	l := addr("lock", "L")
 	log := []engine.Entry{
 		{Index: 1, At: 1000, Commands: []actor.Command{lockCmd(l, "acquire", "k1", "w1", 500)}},
-		{Index: 2, At: 1200},                                                                  // tick: not due
+		{Index: 2, At: 1200}, // tick: not due
 		{Index: 3, At: 1300, Commands: []actor.Command{lockCmd(l, "acquire", "k2", "w2", 500)}}, // denied
-		{Index: 4, At: 1500},                                                                  // tick: due at 1500
+		{Index: 4, At: 1500}, // tick: due at 1500
 		{Index: 5, At: 1501, Commands: []actor.Command{lockCmd(l, "acquire", "k3", "w2", 500)}}, // free now
 	}
 	var hashes [][32]byte

@@ -327,7 +327,7 @@ func eventJSON(e *pb.Event) map[string]any {
 		"payload": rawJSON(e.Payload), "at": e.At, "command_id": e.CommandId,
 		"causation_id": e.CausationId, "correlation_id": e.CorrelationId,
 		"principal": map[string]string{"id": e.GetPrincipal().GetId(), "type": e.GetPrincipal().GetType()},
-		"shard": e.Shard, "index": e.Index, "ordinal": e.Ordinal,
+		"shard":     e.Shard, "index": e.Index, "ordinal": e.Ordinal,
 	}
 }
 

@@ -102,7 +102,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	if n.raftDB, err = storage.OpenRaft(filepath.Join(cfg.DataDir, "raft"), storage.Options{Logger: n.log}); err != nil {
-		n.state.Close()
+		_ = n.state.Close()
 		return nil, err
 	}
 	for id := range cfg.Shards {
@@ -115,7 +115,7 @@ func Open(cfg Config) (*Node, error) {
 		sc.Logger = n.log
 		s, err := shard.Open(sc)
 		if err != nil {
-			n.Close()
+			_ = n.Close()
 			return nil, err
 		}
 		n.shards = append(n.shards, s)

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 
 	"google.golang.org/protobuf/proto"
 
@@ -163,12 +164,7 @@ type applier struct {
 	entities map[string]*Entity
 	results  map[string][]byte
 	timers   map[string]timerSlot
-	digest   hashWriter
-}
-
-type hashWriter interface {
-	Write([]byte) (int, error)
-	Sum([]byte) []byte
+	digest   hash.Hash
 }
 
 func (a *applier) nextPos() Position {

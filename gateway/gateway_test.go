@@ -25,8 +25,6 @@ import (
 	"github.com/rhizon/rhizon/shard"
 )
 
-func u64p(v uint64) *uint64 { return &v }
-
 func counterReq(entity, key string, payload string) *pb.SubmitRequest {
 	return &pb.SubmitRequest{
 		Address:        &pb.Address{ActorType: "counter", EntityId: entity},

@@ -7,7 +7,6 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
-	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
@@ -48,7 +47,7 @@ func ServerOptions() []grpc.ServerOption {
 // taken now; call WatchHealth to keep it current, and Shutdown to drain.
 func (s *Server) RegisterGRPC(gs *grpc.Server) {
 	pb.RegisterGatewayServer(gs, s)
-	healthgrpc.RegisterHealthServer(gs, s.health)
+	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.UpdateHealth(context.Background())

@@ -187,7 +187,7 @@ func Open(cfg Config) (*Shard, error) {
 	// the last snapshot on start would only replace it with older state.
 	rc.NoSnapshotRestoreOnStart = true
 	rc.Logger = hclog.New(&hclog.LoggerOptions{
-		Name: fmt.Sprintf("raft.shard%d", cfg.ID), Level: hclog.Warn, Output: slogWriter{log},
+		Name: fmt.Sprintf("raft.shard%d", cfg.ID), Level: hclog.Warn, Output: slogWriter{log}, DisableTime: true,
 	})
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "snapshots"), 2, rc.Logger)
 	if err != nil {

@@ -45,8 +45,9 @@ func Open(dir string, opts Options) (*DB, error) {
 // used afterwards.
 func (d *DB) Close() error { return d.kv.close() }
 
-// Sync makes every committed batch of every shard durable (see kv.sync for
-// why this is more than Badger's DB.Sync).
+// Sync makes every committed batch of every shard durable. Badger's own
+// DB.Sync reaches only the active memtable and the newest value-log file; this
+// also syncs memtables waiting to be flushed and older value-log files.
 func (d *DB) Sync() error { return d.kv.sync() }
 
 // Shard returns the store of one shard. It is cheap: the store is a view of

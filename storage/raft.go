@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -133,7 +134,7 @@ func (s *LogStore) GetLog(index uint64, log *raft.Log) error {
 func (s *LogStore) StoreLog(log *raft.Log) error { return s.StoreLogs([]*raft.Log{log}) }
 
 // StoreLogs stores entries in one synced transaction. A batch above Badger's
-// transaction limit (DB.BatchLimits) is split into several, in index order,
+// transaction limit (15% of MemTableSize) is split into several, in index order,
 // each synced: a crash between them keeps a prefix of the batch, which Raft
 // handles as it does a crash before the call (it never counted them).
 func (s *LogStore) StoreLogs(logs []*raft.Log) error {
@@ -172,7 +173,7 @@ func (s *LogStore) DeleteRange(min, max uint64) error {
 		end := s.logKey(max)
 		for it.Seek(s.logKey(min)); it.Valid(); it.Next() {
 			k := it.Item().Key()
-			if string(k) > string(end) {
+			if bytes.Compare(k, end) > 0 {
 				break
 			}
 			keys = append(keys, it.Item().KeyCopy(nil))

@@ -468,7 +468,6 @@ func TestLargeBatchCommitsAtomically(t *testing.T) {
 func TestLargeBatchRecovery(t *testing.T) {
 	dir := t.TempDir()
 	db := openDB(t, dir)
-	s := db.Shard(3)
 	a := addr("t", "e")
 	ops := []op{
 		{key: entityKey(3, a.Key()), val: append(make([]byte, 8), "state"...)},
@@ -490,7 +489,7 @@ func TestLargeBatchRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	db = openDB(t, dir)
-	s = db.Shard(3)
+	s := db.Shard(3)
 	if d := dump(t, s); len(d) != 0 {
 		t.Fatalf("uncommitted journal left %d keys", len(d))
 	}

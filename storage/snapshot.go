@@ -335,6 +335,9 @@ func stageSnapshot(r io.Reader, w io.Writer) error {
 		if kl > maxSnapshotKey || vl > maxSnapshotValue {
 			return bad("frame %d of %d+%d bytes", count, kl, vl)
 		}
+		if kl > uint64(cap(key)) {
+			key = make([]byte, kl)
+		}
 		key = key[:kl]
 		if _, err := io.ReadFull(hr, key); err != nil {
 			return short("frame", err)

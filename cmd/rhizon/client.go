@@ -100,7 +100,7 @@ func sendCmd() *cobra.Command {
 				return err
 			}
 			defer cancel()
-			defer cl.Close()
+			defer func() { _ = cl.Close() }()
 			resp, err := cl.Submit(ctx, req)
 			if err != nil {
 				return &exitErr{exitError, err}
@@ -139,7 +139,7 @@ func getCmd() *cobra.Command {
 				return err
 			}
 			defer cancel()
-			defer cl.Close()
+			defer func() { _ = cl.Close() }()
 			req := &pb.GetRequest{Address: f.scope(addr)}
 			if stale {
 				req.Consistency = pb.Consistency_CONSISTENCY_STALE
@@ -187,7 +187,7 @@ func historyCmd() *cobra.Command {
 				return err
 			}
 			defer cancel()
-			defer cl.Close()
+			defer func() { _ = cl.Close() }()
 			req := &pb.HistoryRequest{Address: f.scope(addr), IncludeRejections: rejections, PageSize: pageSize, PageToken: pageToken}
 			var recs []*pb.HistoryRecord
 			next := ""
@@ -249,7 +249,7 @@ func statusCmd() *cobra.Command {
 				return err
 			}
 			defer cancel()
-			defer cl.Close()
+			defer func() { _ = cl.Close() }()
 			st, err := cl.Status(ctx)
 			if err != nil {
 				return &exitErr{exitError, err}

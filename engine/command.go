@@ -41,7 +41,7 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 	} else if ok {
 		var pr pb.Result
 		if err := proto.Unmarshal(stored, &pr); err != nil {
-			return res, fmt.Errorf("%w: decode stored result: %v", ErrStore, err)
+			return res, fmt.Errorf("%w: decode stored result: %w", ErrStore, err)
 		}
 		dup := pr.ToActor()
 		dup.Duplicate = true

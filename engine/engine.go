@@ -72,7 +72,7 @@ type Engine struct {
 func New(shard uint32, reg *actor.Registry, store Store) (*Engine, error) {
 	m, err := store.Meta()
 	if err != nil {
-		return nil, fmt.Errorf("%w: read meta: %v", ErrStore, err)
+		return nil, fmt.Errorf("%w: read meta: %w", ErrStore, err)
 	}
 	return &Engine{shard: shard, reg: reg, store: store, meta: m}, nil
 }
@@ -87,7 +87,7 @@ func (m Meta) HashHex() string { return hex.EncodeToString(m.Hash[:]) }
 func (e *Engine) Reload() error {
 	m, err := e.store.Meta()
 	if err != nil {
-		return fmt.Errorf("%w: read meta: %v", ErrStore, err)
+		return fmt.Errorf("%w: read meta: %w", ErrStore, err)
 	}
 	e.meta = m
 	return nil
@@ -138,7 +138,7 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 	copy(next.Hash[:], h.Sum(nil))
 	a.b.SetMeta(next)
 	if err := a.b.Commit(); err != nil {
-		return Applied{}, fmt.Errorf("%w: commit entry %d: %v", ErrStore, ent.Index, err)
+		return Applied{}, fmt.Errorf("%w: commit entry %d: %w", ErrStore, ent.Index, err)
 	}
 	e.meta = next
 	return out, nil
@@ -192,7 +192,7 @@ func (a *applier) entity(addr actor.Address) (*Entity, error) {
 	}
 	ent, err := a.e.store.Entity(addr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: read entity %s: %v", ErrStore, addr, err)
+		return nil, fmt.Errorf("%w: read entity %s: %w", ErrStore, addr, err)
 	}
 	a.entities[k] = &ent
 	return &ent, nil
@@ -205,7 +205,7 @@ func (a *applier) storedResult(addr actor.Address, key string) ([]byte, bool, er
 	}
 	r, ok, err := a.e.store.Result(addr, key)
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: read result %s: %v", ErrStore, addr, err)
+		return nil, false, fmt.Errorf("%w: read result %s: %w", ErrStore, addr, err)
 	}
 	return r, ok, nil
 }
@@ -216,7 +216,7 @@ func (a *applier) timer(addr actor.Address, name string) (Timer, bool, error) {
 	}
 	t, ok, err := a.e.store.Timer(addr, name)
 	if err != nil {
-		return Timer{}, false, fmt.Errorf("%w: read timer %s %s: %v", ErrStore, addr, name, err)
+		return Timer{}, false, fmt.Errorf("%w: read timer %s %s: %w", ErrStore, addr, name, err)
 	}
 	return t, ok, nil
 }
@@ -226,7 +226,7 @@ func (a *applier) timer(addr actor.Address, name string) (Timer, bool, error) {
 func (a *applier) fireTimers() (int, error) {
 	due, err := a.e.store.DueTimers(a.at, MaxTimersPerEntry)
 	if err != nil {
-		return 0, fmt.Errorf("%w: due timers: %v", ErrStore, err)
+		return 0, fmt.Errorf("%w: due timers: %w", ErrStore, err)
 	}
 	for _, t := range due {
 		a.deleteTimer(t)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -22,24 +23,81 @@ var ErrKeyNotFound = errors.New("not found")
 // RaftDB is a node's Raft storage: one Badger database holding the log and
 // the stable store of every shard on the node, each under its own prefix.
 type RaftDB struct {
-	kv *kv
+	kv     *kv
+	writes chan *logWrite
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+}
+
+// logWrite is one StoreLogs call waiting for the group commit.
+type logWrite struct {
+	ops  []op
+	size int64
+	err  chan error
 }
 
 // OpenRaft opens or creates the Raft store in dir with SyncWrites on: every
 // StoreLogs and Set is fsynced before it returns, because Raft acknowledges
-// entries and votes as soon as they do. Badger groups concurrent commits of
-// all shards into one sync.
+// entries and votes as soon as they do.
+//
+// Badger syncs once per transaction, and each shard's Raft leader writes its
+// log one batch at a time, so with one transaction per call the node would
+// manage about one fsync's worth of entries per shard in turn. StoreLogs calls
+// of all shards therefore go through one committer that packs whatever is
+// waiting into one transaction: one fsync for every shard's pending entries.
 func OpenRaft(dir string, opts Options) (*RaftDB, error) {
 	k, err := openKV(dir, opts, true, magicRaft, "raft")
 	if err != nil {
 		return nil, err
 	}
-	return &RaftDB{kv: k}, nil
+	d := &RaftDB{kv: k, writes: make(chan *logWrite, 1024), stop: make(chan struct{}), done: make(chan struct{})}
+	go d.commitLoop()
+	return d, nil
 }
 
 // Close closes the database. Log stores of its shards must not be used
 // afterwards.
-func (d *RaftDB) Close() error { return d.kv.close() }
+func (d *RaftDB) Close() error {
+	d.once.Do(func() {
+		close(d.stop)
+		<-d.done
+	})
+	return d.kv.close()
+}
+
+// commitLoop is the group committer: it takes one waiting write, adds every
+// other one already waiting (up to one transaction's worth), commits them in
+// one synced transaction and answers all of them.
+func (d *RaftDB) commitLoop() {
+	defer close(d.done)
+	var group []*logWrite
+	var ops []op
+	for {
+		var w *logWrite
+		select {
+		case w = <-d.writes:
+		case <-d.stop:
+			return
+		}
+		group, ops = append(group[:0], w), append(ops[:0], w.ops...)
+		size := w.size
+	drain:
+		for size < d.kv.maxTxn/2 {
+			select {
+			case w = <-d.writes:
+				group, ops = append(group, w), append(ops, w.ops...)
+				size += w.size
+			default:
+				break drain
+			}
+		}
+		err := d.kv.writeChunked(ops)
+		for _, w := range group {
+			w.err <- err
+		}
+	}
+}
 
 // Shard returns the log and stable store of one shard.
 func (d *RaftDB) Shard(id uint32) *LogStore { return &LogStore{d: d, id: id} }
@@ -141,11 +199,28 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
 	}
-	ops := make([]op, len(logs))
+	w := &logWrite{ops: make([]op, len(logs)), err: make(chan error, 1)}
 	for i, l := range logs {
-		ops[i] = op{key: s.logKey(l.Index), val: encodeLog(l)}
+		w.ops[i] = op{key: s.logKey(l.Index), val: encodeLog(l)}
+		w.size += int64(len(w.ops[i].key) + len(w.ops[i].val) + 32)
 	}
-	if err := s.d.kv.writeChunked(ops); err != nil {
+	var err error
+	select {
+	case s.d.writes <- w:
+		select {
+		case err = <-w.err:
+		case <-s.d.done:
+			// The committer stopped; it may have answered just before.
+			select {
+			case err = <-w.err:
+			default:
+				err = ErrClosed
+			}
+		}
+	case <-s.d.stop:
+		err = ErrClosed
+	}
+	if err != nil {
 		return fmt.Errorf("storage: shard %d: store raft logs %d-%d: %w", s.id, logs[0].Index, logs[len(logs)-1].Index, err)
 	}
 	return nil

@@ -205,7 +205,11 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(gl) }()
 	go func() { errc <- hs.Serve(hl) }()
+	hctx, hcancel := context.WithCancel(ctx)
+	go gw.WatchHealth(hctx, 2*time.Second)
 	defer func() {
+		hcancel()
+		gw.Shutdown() // NOT_SERVING first, so balancers stop before the drain
 		stopped := make(chan struct{})
 		go func() { gs.GracefulStop(); close(stopped) }()
 		select {

@@ -1,0 +1,202 @@
+package shard_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/actor/builtin"
+	"github.com/rhizon/rhizon/shard"
+	"github.com/rhizon/rhizon/storage"
+)
+
+// replica is one single-voter shard over real Badger stores in dir.
+type replica struct {
+	t     *testing.T
+	dir   string
+	state *storage.DB
+	logs  *storage.RaftDB
+	s     *shard.Shard
+}
+
+func openReplica(t *testing.T, dir string, tune func(*shard.Config)) *replica {
+	t.Helper()
+	r := &replica{t: t, dir: dir}
+	var err error
+	if r.state, err = storage.Open(filepath.Join(dir, "state"), storage.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if r.logs, err = storage.OpenRaft(filepath.Join(dir, "raft"), storage.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	_, tr := raft.NewInmemTransport("")
+	cfg := shard.Config{
+		ID: 3, NodeID: "n1", Registry: builtin.Registry(), StateDB: r.state, RaftDB: r.logs,
+		Dir: filepath.Join(dir, "shard"), Transport: tr, Bootstrap: true,
+		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+		LeaderLeaseTimeout: 50 * time.Millisecond, TickInterval: 10 * time.Millisecond,
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	if r.s, err = shard.Open(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.close)
+	deadline := time.Now().Add(10 * time.Second)
+	for !r.s.IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader after 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return r
+}
+
+func (r *replica) close() {
+	if r.s == nil {
+		return
+	}
+	if err := r.s.Close(); err != nil {
+		r.t.Errorf("close shard: %v", err)
+	}
+	r.logs.Close()
+	r.state.Close()
+	r.s = nil
+}
+
+var user = actor.Security{Principal: actor.Principal{ID: "u", Type: actor.PrincipalUser},
+	Scopes: []actor.Scope{{Tenant: "t", Workspace: "w"}}}
+
+func add(id string, n int) actor.Command {
+	return actor.Command{
+		ID: fmt.Sprintf("cmd-%s-%d", id, n), Type: "cmd.counter.add",
+		Address: actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: id},
+		Payload: []byte(`{"amount":1}`), IdempotencyKey: fmt.Sprintf("k-%s-%d", id, n), Security: user,
+	}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// submitAll sends n commands from 16 concurrent callers.
+func submitAll(t *testing.T, s *shard.Shard, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 16 {
+				res, err := s.Submit(ctx(t), add(fmt.Sprint("c", i%10), i))
+				if err == nil && res.Status != actor.StatusAccepted {
+					err = fmt.Errorf("rejected: %+v", res)
+				}
+				if err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestShard_GroupCommitPacksConcurrentCommandsIntoFewEntries(t *testing.T) {
+	r := openReplica(t, t.TempDir(), nil)
+	before := r.s.Meta().Index
+	submitAll(t, r.s, 400)
+	entries := r.s.Meta().Index - before
+	if entries >= 400 {
+		t.Fatalf("400 concurrent commands took %d entries; the proposer did not batch", entries)
+	}
+	t.Logf("400 commands in %d entries", entries)
+}
+
+func TestShard_SnapshotCompactsLogAndRestartResumes(t *testing.T) {
+	dir := t.TempDir()
+	tune := func(c *shard.Config) { c.SnapshotThreshold, c.TrailingLogs, c.MaxBatch = 16, 8, 4 }
+	r := openReplica(t, dir, tune)
+	submitAll(t, r.s, 300)
+	if err := r.s.Raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	first, err := r.logs.Shard(3).FirstIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first <= 1 {
+		t.Fatalf("log not compacted after a snapshot: first index %d", first)
+	}
+	meta := r.s.Meta()
+	r.close()
+
+	r = openReplica(t, dir, tune)
+	if got := r.s.Meta(); got.Index < meta.Index || (got.Index == meta.Index && got.Hash != meta.Hash) {
+		t.Fatalf("after restart: %+v, before %+v", got, meta)
+	}
+	// Re-sending an early command (whose entry was compacted away) is still a duplicate.
+	res, err := r.s.Submit(ctx(t), add("c0", 0))
+	if err != nil || !res.Duplicate {
+		t.Fatalf("re-send after compaction and restart: %+v %v", res, err)
+	}
+	ent, err := r.s.Store().Entity(add("c0", 0).Address)
+	if err != nil || ent.Version != 30 {
+		t.Fatalf("c0 at version %d (%v), want 30", ent.Version, err)
+	}
+}
+
+func TestShard_RestoreFromSnapshotReplacesState(t *testing.T) {
+	a := openReplica(t, t.TempDir(), nil)
+	submitAll(t, a.s, 100)
+	f := a.s.Raft().Snapshot()
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	meta, rc, err := f.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+
+	b := openReplica(t, t.TempDir(), nil)
+	if _, err := b.s.Submit(ctx(t), add("only-on-b", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.s.Raft().Restore(meta, rc, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.s.Meta().Hash, a.s.Meta().Hash; got != want {
+		t.Fatalf("state hash after restore %x, want %x", got, want)
+	}
+	if ent, _ := b.s.Store().Entity(add("only-on-b", 1).Address); ent.Version != 0 {
+		t.Fatalf("restore kept state that was not in the snapshot: %+v", ent)
+	}
+	if ent, _ := b.s.Store().Entity(add("c3", 3).Address); ent.Version != 10 {
+		t.Fatalf("restored c3 at version %d, want 10", ent.Version)
+	}
+}
+
+func TestShard_SubmitOnFollowerIsNotLeaderAndNotApplied(t *testing.T) {
+	r := openReplica(t, t.TempDir(), nil)
+	if err := r.s.Raft().Shutdown().Error(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.s.Submit(ctx(t), add("x", 1))
+	if err != shard.ErrNotLeader {
+		t.Fatalf("submit to a stopped replica: %v, want ErrNotLeader", err)
+	}
+}

@@ -167,12 +167,6 @@ func Open(cfg Config) (*Shard, error) {
 		return nil, err
 	}
 	s.metrics = m
-	eng, err := engine.New(cfg.ID, cfg.Registry, s.store)
-	if err != nil {
-		return nil, err
-	}
-	s.fsm = &fsm{s: s, eng: eng, store: s.store, db: cfg.StateDB, log: log}
-	s.fsm.publishMeta()
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
@@ -193,6 +187,16 @@ func Open(cfg Config) (*Shard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shard %d: snapshot store: %w", cfg.ID, err)
 	}
+	if err := s.recoverFromSnapshot(snaps); err != nil {
+		return nil, err
+	}
+	eng, err := engine.New(cfg.ID, cfg.Registry, s.store)
+	if err != nil {
+		return nil, err
+	}
+	s.fsm = &fsm{s: s, eng: eng, store: s.store, db: cfg.StateDB, log: log}
+	s.fsm.publishMeta()
+
 	ls := cfg.RaftDB.Shard(cfg.ID)
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(ls, ls, snaps)
@@ -218,6 +222,36 @@ func Open(cfg Config) (*Shard, error) {
 	go s.proposeLoop()
 	go s.tickLoop()
 	return s, nil
+}
+
+// recoverFromSnapshot restores the state store from the newest Raft snapshot
+// when the store is behind it: a restore that did not finish, or state lost
+// under the snapshot. Raft starts applying after the snapshot's index (we run
+// with NoSnapshotRestoreOnStart), so a store below it would silently miss
+// entries.
+func (s *Shard) recoverFromSnapshot(snaps raft.SnapshotStore) error {
+	list, err := snaps.List()
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	newest := list[0]
+	meta, err := s.store.Meta()
+	if err == nil && meta.Index >= newest.Index {
+		return nil
+	}
+	if err != nil && !errors.Is(err, storage.ErrRestoreIncomplete) {
+		return fmt.Errorf("shard %d: read state meta: %w", s.id, err)
+	}
+	s.log.Warn("state store is behind the newest snapshot; restoring it", "applied", meta.Index, "snapshot", newest.Index, "err", err)
+	_, rc, err := snaps.Open(newest.ID)
+	if err != nil {
+		return fmt.Errorf("shard %d: open snapshot %s: %w", s.id, newest.ID, err)
+	}
+	defer rc.Close()
+	if err := s.store.Restore(rc); err != nil {
+		return fmt.Errorf("shard %d: restore snapshot %s: %w", s.id, newest.ID, err)
+	}
+	return nil
 }
 
 // ID is the shard id.

@@ -3,12 +3,16 @@ package shard_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
@@ -198,5 +202,47 @@ func TestShard_SubmitOnFollowerIsNotLeaderAndNotApplied(t *testing.T) {
 	_, err := r.s.Submit(ctx(t), add("x", 1))
 	if err != shard.ErrNotLeader {
 		t.Fatalf("submit to a stopped replica: %v, want ErrNotLeader", err)
+	}
+}
+
+func TestShard_LostStateStoreIsRebuiltFromSnapshotAndLog(t *testing.T) {
+	dir := t.TempDir()
+	tune := func(c *shard.Config) { c.SnapshotThreshold, c.TrailingLogs = 1 << 20, 1 << 20 }
+	r := openReplica(t, dir, tune)
+	submitAll(t, r.s, 100)
+	if err := r.s.Raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	submitAll(t, r.s, 50) // entries after the snapshot, only in the log
+	want := r.s.Meta()
+	r.close()
+	if err := os.RemoveAll(filepath.Join(dir, "state")); err != nil {
+		t.Fatal(err)
+	}
+	r = openReplica(t, dir, tune)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.s.Meta().Index < want.Index && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := r.s.Meta(); got.Index != want.Index || got.Hash != want.Hash {
+		t.Fatalf("rebuilt state %d %x, want %d %x", got.Index, got.Hash, want.Index, want.Hash)
+	}
+}
+
+func TestShard_SpansForSubmitProposeApply(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	r := openReplica(t, t.TempDir(), nil)
+	if _, err := r.s.Submit(ctx(t), add("traced", 1)); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]int{}
+	for _, sp := range rec.Ended() {
+		names[sp.Name()]++
+	}
+	for _, n := range []string{"shard.submit", "shard.propose", "shard.apply"} {
+		if names[n] == 0 {
+			t.Errorf("no %s span; got %v", n, names)
+		}
 	}
 }

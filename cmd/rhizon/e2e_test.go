@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +43,7 @@ func TestMain(m *testing.M) {
 type devProcess struct {
 	cmd   *exec.Cmd
 	addr  string
+	http  string
 	token string
 	done  chan error
 }
@@ -82,6 +85,9 @@ func startDev(t *testing.T, dataDir string) *devProcess {
 			}
 			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "gRPC:"); ok {
 				p.addr = strings.TrimSpace(v)
+			}
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "HTTP/JSON:"); ok {
+				p.http = strings.Fields(v)[0]
 			}
 			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "token:"); ok {
 				p.token = strings.TrimSpace(v)
@@ -214,6 +220,17 @@ func TestCLI_ExitStatusAndJSONOutput(t *testing.T) {
 	}](t, out)
 	if code != 0 || len(st.Shards) != 4 || st.Shards[0].Role != "Leader" || len(st.Shards[0].StateHash) != 64 {
 		t.Fatalf("status: exit %d %+v", code, st)
+	}
+	resp, err := http.Get(p.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{`rhizon_commands_total{`, `result="conflict"`, `result="accepted"`, "rhizon_batch_size_bucket", "rhizon_submit_duration_seconds_bucket"} {
+		if !bytes.Contains(metrics, []byte(m)) {
+			t.Errorf("/metrics lacks %s", m)
+		}
 	}
 	if out, code := p.rhizon(t, "version"); code != 0 || strings.TrimSpace(out) == "" {
 		t.Fatalf("version: %q exit %d", out, code)

@@ -207,7 +207,7 @@ func TestShard_SubmitOnFollowerIsNotLeaderAndNotApplied(t *testing.T) {
 
 func TestShard_LostStateStoreIsRebuiltFromSnapshotAndLog(t *testing.T) {
 	dir := t.TempDir()
-	tune := func(c *shard.Config) { c.SnapshotThreshold, c.TrailingLogs = 1 << 20, 1 << 20 }
+	tune := func(c *shard.Config) { c.SnapshotThreshold, c.TrailingLogs = 1<<20, 1<<20 }
 	r := openReplica(t, dir, tune)
 	submitAll(t, r.s, 100)
 	if err := r.s.Raft().Snapshot().Error(); err != nil {

@@ -16,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // binary is the rhizon binary built once for the process tests.
@@ -44,6 +47,7 @@ type devProcess struct {
 	cmd   *exec.Cmd
 	addr  string
 	http  string
+	nats  string
 	token string
 	done  chan error
 }
@@ -88,6 +92,9 @@ func startDev(t *testing.T, dataDir string) *devProcess {
 			}
 			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "HTTP/JSON:"); ok {
 				p.http = strings.Fields(v)[0]
+			}
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "NATS:"); ok {
+				p.nats = strings.Fields(v)[0]
 			}
 			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "token:"); ok {
 				p.token = strings.TrimSpace(v)
@@ -231,6 +238,21 @@ func TestCLI_ExitStatusAndJSONOutput(t *testing.T) {
 		if !bytes.Contains(metrics, []byte(m)) {
 			t.Errorf("/metrics lacks %s", m)
 		}
+	}
+	// The embedded NATS server is reachable and has JetStream.
+	nc, err := nats.Connect(p.nats, nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("connect to embedded NATS %q: %v", p.nats, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := js.AccountInfo(jctx); err != nil {
+		t.Fatalf("JetStream on the embedded server: %v", err)
 	}
 	if out, code := p.rhizon(t, "version"); code != 0 || strings.TrimSpace(out) == "" {
 		t.Fatalf("version: %q exit %d", out, code)

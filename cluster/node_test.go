@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +38,7 @@ type testNode struct {
 	node *cluster.Node
 	addr string
 	srv  *grpc.Server
+	http string // base URL of the HTTP/JSON gateway
 }
 
 func testShardConfig() shard.Config {
@@ -78,8 +81,10 @@ func startNode(t testing.TB, dir string, shards uint32) *testNode {
 		t.Fatal(err)
 	}
 	go srv.Serve(l)
-	tn := &testNode{node: n, addr: l.Addr().String(), srv: srv}
+	hs := httptest.NewServer(gw.HTTPHandler())
+	tn := &testNode{node: n, addr: l.Addr().String(), srv: srv, http: hs.URL}
 	t.Cleanup(func() {
+		hs.Close()
 		srv.Stop()
 		if err := n.Close(); err != nil {
 			t.Errorf("close node: %v", err)
@@ -171,6 +176,36 @@ func TestNode_SubmitGetHistoryOverGRPC(t *testing.T) {
 	}
 	if len(h2.Records) != 1 || h2.Records[0].GetEvent().GetVersion() != 3 || h2.NextPageToken != "" {
 		t.Fatalf("second page: %+v", h2)
+	}
+}
+
+func TestNode_HTTPJSONGateway(t *testing.T) {
+	tn := startNode(t, t.TempDir(), 2)
+	call := func(path, body string) (int, map[string]any) {
+		req, _ := http.NewRequest(http.MethodPost, tn.http+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tokenA)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, out
+	}
+	code, out := call("/v1/submit", `{"address":{"actor_type":"kv","entity_id":"d"},"type":"cmd.kv.create","payload":{"doc":{"x":1}},"idempotency_key":"h1"}`)
+	if code != 200 || out["result"].(map[string]any)["status"] != "accepted" {
+		t.Fatalf("submit over HTTP: %d %v", code, out)
+	}
+	code, out = call("/v1/get", `{"address":{"actor_type":"kv","entity_id":"d"}}`)
+	if code != 200 || fmt.Sprint(out["state"]) != "map[doc:map[x:1] exists:true]" {
+		t.Fatalf("get over HTTP: %d %v", code, out)
+	}
+	code, out = call("/v1/submit", `{"address":{"actor_type":"kv","entity_id":"d"},"type":"cmd.kv.create","payload":{"doc":`)
+	if code != 400 || out["code"] != "invalid_argument" {
+		t.Fatalf("malformed body over HTTP: %d %v", code, out)
 	}
 }
 

@@ -1,22 +1,28 @@
-// Package cluster runs a Rhizon node: its stores, the shard replicas it hosts,
-// and routing from an entity address to the shard that owns it. This version
-// hosts every shard locally with one replica each; membership, placement and
-// forwarding between nodes build on it.
+// Package cluster runs a Rhizon node: its stores, the multiplexed Raft
+// listener, memberlist membership, the control group that owns the shard map,
+// the shard replicas the map places on this node, routing and forwarding to
+// shard leaders, and (on the control leader) placement and rebalancing.
+//
+// A single node is the same code with one member: it bootstraps a control
+// group of one and places every shard on itself.
 package cluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
@@ -25,25 +31,85 @@ import (
 	"github.com/rhizon/rhizon/storage"
 )
 
-// DefaultShards is the shard count of a new cluster.
-const DefaultShards = 64
-
-// MaxShards bounds the shard count.
-const MaxShards = 4096
+// Defaults.
+const (
+	DefaultShards = 64
+	MaxShards     = 4096
+	DefaultRF     = 3
+)
 
 // Config configures a node.
 type Config struct {
 	NodeID  string
 	DataDir string
-	// Shards is the fixed shard count, chosen when the data directory is
-	// created; a restart with a different count is refused.
+	// Shards is the fixed shard count of a cluster this node creates; a node
+	// that joins takes the cluster's.
 	Shards   uint32
+	RF       int // replication factor, default 3 (capped by the node count)
 	Registry *actor.Registry
 	Logger   *slog.Logger
+	Version  string
+	Zone     string
+
+	// RaftAddr is the multiplexed Raft listener (all shards and the control
+	// group); RaftAdvertise what peers dial, when different.
+	RaftAddr      string
+	RaftAdvertise string
+	// GossipAddr is memberlist's TCP+UDP address; GossipAdvertise likewise.
+	GossipAddr      string
+	GossipAdvertise string
+	// GRPCAddr and HTTPAddr are this node's advertised gateway addresses
+	// (peers forward to GRPCAddr).
+	GRPCAddr string
+	HTTPAddr string
+	NATSAddr string
+	// Join lists gossip addresses of existing members.
+	Join []string
+	// BootstrapExpect creates a new cluster once this many nodes are alive:
+	// the one with the lowest id bootstraps the control group. 0 means only
+	// join an existing cluster. A node with existing state never bootstraps.
+	BootstrapExpect int
+	// ClusterSecret authenticates node-to-node calls.
+	ClusterSecret string
+	// DeadAfter is how long a node may be dead before its replicas are
+	// replaced elsewhere.
+	DeadAfter time.Duration
+	// RebalanceInterval paces the control leader's placement loop; each round
+	// makes at most one placement step and one leadership transfer.
+	RebalanceInterval time.Duration
+	// FastGossip tunes memberlist for loopback tests.
+	FastGossip bool
+
 	// ShardTemplate holds the Raft and group-commit tuning applied to every
 	// shard (ID, NodeID, stores, Dir and Transport are filled in).
 	ShardTemplate shard.Config
-	Version       string
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.RF == 0 {
+		c.RF = DefaultRF
+	}
+	if c.Shards == 0 {
+		c.Shards = DefaultShards
+	}
+	if c.DeadAfter == 0 {
+		c.DeadAfter = 30 * time.Second
+	}
+	if c.RebalanceInterval == 0 {
+		c.RebalanceInterval = 500 * time.Millisecond
+	}
+	if c.RaftAddr == "" {
+		c.RaftAddr = "127.0.0.1:0"
+	}
+	if c.GossipAddr == "" {
+		c.GossipAddr = "127.0.0.1:0"
+	}
+	if c.BootstrapExpect == 0 && len(c.Join) == 0 {
+		c.BootstrapExpect = 1
+	}
 }
 
 // Validate reports the first bad setting.
@@ -51,23 +117,31 @@ func (c *Config) Validate() error {
 	if err := actor.ValidateID("node id", c.NodeID); err != nil {
 		return err
 	}
-	if c.DataDir == "" {
+	switch {
+	case c.DataDir == "":
 		return errors.New("cluster: DataDir is required")
-	}
-	if c.Shards == 0 || c.Shards > MaxShards {
+	case c.Shards > MaxShards:
 		return fmt.Errorf("cluster: shard count %d must be between 1 and %d", c.Shards, MaxShards)
-	}
-	if c.Registry == nil {
+	case c.Registry == nil:
 		return errors.New("cluster: Registry is required")
+	case c.RF < 1 || c.RF > 7:
+		return fmt.Errorf("cluster: replication factor %d must be between 1 and 7", c.RF)
+	case c.BootstrapExpect < 0:
+		return fmt.Errorf("cluster: bootstrap-expect %d must not be negative", c.BootstrapExpect)
 	}
 	return nil
 }
 
-// identity is persisted in the data directory so a restart serves the same
-// shards under the same node id.
+// identity is persisted in the data directory so a restart is the same node
+// of the same cluster.
 type identity struct {
 	NodeID string `json:"node_id"`
-	Shards uint32 `json:"shards"`
+}
+
+// replica is a local shard replica and its Raft transport.
+type replica struct {
+	s     *shard.Shard
+	trans *raft.NetworkTransport
 }
 
 // Node hosts shard replicas and routes requests to them.
@@ -76,17 +150,27 @@ type Node struct {
 	log    *slog.Logger
 	state  *storage.DB
 	raftDB *storage.RaftDB
-	shards []*shard.Shard
-	trans  []raft.Transport
+	mux    *Mux
+	ml     *Membership
 
-	closeOnce sync.Once
+	control      *raft.Raft
+	controlFSM   *controlFSM
+	controlTrans *raft.NetworkTransport
+
+	mu       sync.RWMutex
+	replicas map[uint32]*replica
+
+	peers   *peerPool
+	hints   sync.Map // shard id -> leader node id
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	closeMu sync.Once
 }
 
-// Open opens (or creates) the node's data directory and starts every shard.
+// Open opens (or creates) the node's data directory, starts the Raft
+// listener, the control group and membership, and begins placing replicas.
 func Open(cfg Config) (*Node, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -96,39 +180,138 @@ func Open(cfg Config) (*Node, error) {
 	if err := checkIdentity(cfg); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID)}
-	var err error
-	if n.state, err = storage.Open(filepath.Join(cfg.DataDir, "state"), storage.Options{Logger: n.log}); err != nil {
-		return nil, err
+	n := &Node{
+		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), replicas: map[uint32]*replica{},
+		stop: make(chan struct{}),
 	}
-	if n.raftDB, err = storage.OpenRaft(filepath.Join(cfg.DataDir, "raft"), storage.Options{Logger: n.log}); err != nil {
-		_ = n.state.Close()
+	n.peers = newPeerPool(cfg.ClusterSecret)
+	if err := n.open(); err != nil {
+		_ = n.Close()
 		return nil, err
-	}
-	for id := range cfg.Shards {
-		_, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("%s/shard-%d", cfg.NodeID, id)))
-		sc := cfg.ShardTemplate
-		sc.ID, sc.NodeID, sc.Registry = id, cfg.NodeID, cfg.Registry
-		sc.StateDB, sc.RaftDB, sc.Transport = n.state, n.raftDB, tr
-		sc.Dir = filepath.Join(cfg.DataDir, "shards", fmt.Sprint(id))
-		sc.Bootstrap = true
-		sc.Logger = n.log
-		s, err := shard.Open(sc)
-		if err != nil {
-			_ = n.Close()
-			return nil, err
-		}
-		n.shards = append(n.shards, s)
-		n.trans = append(n.trans, tr)
 	}
 	return n, nil
+}
+
+func (n *Node) open() error {
+	var err error
+	if n.state, err = storage.Open(filepath.Join(n.cfg.DataDir, "state"), storage.Options{Logger: n.log}); err != nil {
+		return err
+	}
+	if n.raftDB, err = storage.OpenRaft(filepath.Join(n.cfg.DataDir, "raft"), storage.Options{Logger: n.log}); err != nil {
+		return err
+	}
+	if n.mux, err = ListenMux(MuxConfig{BindAddr: n.cfg.RaftAddr, AdvertiseAddr: n.cfg.RaftAdvertise, Logger: n.log}); err != nil {
+		return err
+	}
+	if err := n.openControl(); err != nil {
+		return err
+	}
+	n.ml, err = NewMembership(MembershipConfig{
+		Meta: n.meta(), BindAddr: n.cfg.GossipAddr, AdvertiseAddr: n.cfg.GossipAdvertise,
+		Logger: n.log, Fast: n.cfg.FastGossip,
+	})
+	if err != nil {
+		return err
+	}
+	n.wg.Add(4)
+	go n.joinLoop()
+	go n.bootstrapLoop()
+	go n.replicaLoop()
+	go n.controllerLoop()
+	return nil
+}
+
+// joinLoop keeps gossip connected: it joins the configured members until
+// one answers (nodes of a new cluster start in any order), and afterwards
+// rejoins any node of the cluster map that gossip does not see alive, so a
+// restarted node, or both sides of a healed partition, find each other again
+// (memberlist itself never retries a node it declared dead).
+func (n *Node) joinLoop() {
+	defer n.wg.Done()
+	joined := len(n.cfg.Join) == 0
+	backoff := 200 * time.Millisecond
+	for {
+		alive := map[string]bool{}
+		for _, m := range n.ml.Members() {
+			alive[m.Meta.ID] = m.State == MemberAlive
+		}
+		var targets []string
+		if !joined {
+			targets = append(targets, n.cfg.Join...)
+		}
+		for _, rec := range n.ClusterState().Nodes {
+			if rec.ID != n.cfg.NodeID && !alive[rec.ID] && rec.GossipAddr != "" {
+				targets = append(targets, rec.GossipAddr)
+			}
+		}
+		if len(targets) > 0 {
+			if k, err := n.ml.Join(targets); err == nil || k > 0 {
+				joined = true
+				backoff = 200 * time.Millisecond
+			} else if backoff >= 3*time.Second {
+				n.log.Debug("join failed; retrying", "targets", targets, "err", err)
+			}
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 3*time.Second)
+	}
+}
+
+func (n *Node) meta() NodeMeta {
+	actors := map[string]string{}
+	for _, t := range n.cfg.Registry.Types() {
+		b, _ := n.cfg.Registry.Lookup(t)
+		v := ""
+		if vb, ok := b.(actor.Versioned); ok {
+			v = vb.Version()
+		}
+		actors[t] = v
+	}
+	return NodeMeta{
+		ID: n.cfg.NodeID, RaftAddr: string(n.mux.Addr()), GRPCAddr: n.cfg.GRPCAddr, HTTPAddr: n.cfg.HTTPAddr,
+		NATSAddr: n.cfg.NATSAddr, Zone: n.cfg.Zone, Actors: actors,
+	}
+}
+
+func (n *Node) raftConfig(name string) *raft.Config {
+	t := n.cfg.ShardTemplate
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.NodeID)
+	if t.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout, rc.ElectionTimeout = t.HeartbeatTimeout, t.ElectionTimeout
+		rc.LeaderLeaseTimeout = t.LeaderLeaseTimeout
+	}
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Warn, Output: slogWriter{n.log}, DisableTime: true})
+	return rc
+}
+
+func (n *Node) openControl() error {
+	var err error
+	if n.controlTrans, err = n.mux.Transport(ControlGroup); err != nil {
+		return err
+	}
+	rc := n.raftConfig("raft.control")
+	rc.SnapshotThreshold = 1024
+	rc.TrailingLogs = 1024
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(n.cfg.DataDir, "control"), 2, rc.Logger)
+	if err != nil {
+		return err
+	}
+	ls := n.raftDB.Shard(ControlGroup)
+	n.controlFSM = newControlFSM()
+	n.control, err = raft.NewRaft(rc, n.controlFSM, ls, ls, snaps, n.controlTrans)
+	return err
 }
 
 func checkIdentity(cfg Config) error {
 	p := filepath.Join(cfg.DataDir, "node.json")
 	b, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
-		b, _ = json.MarshalIndent(identity{NodeID: cfg.NodeID, Shards: cfg.Shards}, "", "  ")
+		b, _ = json.MarshalIndent(identity{NodeID: cfg.NodeID}, "", "  ")
 		tmp := p + ".tmp"
 		if err := writeFileSync(tmp, b); err != nil {
 			return err
@@ -142,9 +325,8 @@ func checkIdentity(cfg Config) error {
 	if err := json.Unmarshal(b, &id); err != nil {
 		return fmt.Errorf("cluster: %s is corrupt: %w", p, err)
 	}
-	if id.NodeID != cfg.NodeID || id.Shards != cfg.Shards {
-		return fmt.Errorf("cluster: data dir %s belongs to node %q with %d shards; started as node %q with %d shards",
-			cfg.DataDir, id.NodeID, id.Shards, cfg.NodeID, cfg.Shards)
+	if id.NodeID != cfg.NodeID {
+		return fmt.Errorf("cluster: data dir %s belongs to node %q; started as %q", cfg.DataDir, id.NodeID, cfg.NodeID)
 	}
 	return nil
 }
@@ -165,18 +347,29 @@ func writeFileSync(p string, b []byte) error {
 	return f.Close()
 }
 
-// Close stops every shard and closes the stores.
+// Close leaves the cluster, stops every replica and closes the stores.
 func (n *Node) Close() error {
 	var errs []error
-	n.closeOnce.Do(func() {
-		for _, s := range n.shards {
-			errs = append(errs, s.Close())
+	n.closeMu.Do(func() {
+		close(n.stop)
+		n.wg.Wait()
+		if n.ml != nil {
+			_ = n.ml.Leave(time.Second)
+			errs = append(errs, n.ml.Shutdown())
 		}
-		for _, t := range n.trans {
-			if c, ok := t.(raft.WithClose); ok {
-				errs = append(errs, c.Close())
-			}
+		n.mu.Lock()
+		for id, r := range n.replicas {
+			errs = append(errs, r.s.Close(), r.trans.Close())
+			delete(n.replicas, id)
 		}
+		n.mu.Unlock()
+		if n.control != nil {
+			errs = append(errs, n.control.Shutdown().Error())
+		}
+		if n.mux != nil {
+			errs = append(errs, n.mux.Close())
+		}
+		n.peers.close()
 		if n.raftDB != nil {
 			errs = append(errs, n.raftDB.Close())
 		}
@@ -187,92 +380,109 @@ func (n *Node) Close() error {
 	return errors.Join(errs...)
 }
 
-// Shards returns the local replicas, indexed by shard id.
-func (n *Node) Shards() []*shard.Shard { return n.shards }
+// Kill stops the node without leaving the cluster gracefully (tests use it
+// to simulate a crash of an in-process node).
+func (n *Node) Kill() error {
+	if n.ml != nil {
+		_ = n.ml.Shutdown()
+	}
+	return n.Close()
+}
 
-// WaitReady waits until every shard has a leader.
-func (n *Node) WaitReady(ctx context.Context) error {
-	for _, s := range n.shards {
-		for {
-			if addr, _ := s.Raft().LeaderWithID(); addr != "" {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("cluster: shard %d has no leader: %w", s.ID(), ctx.Err())
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
+// ID is the node id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// ClusterState returns the control group's current state as this node knows it.
+func (n *Node) ClusterState() *ClusterState { return n.controlFSM.State() }
+
+// RaftAddr is the advertised multiplexed Raft address.
+func (n *Node) RaftAddr() string { return string(n.mux.Addr()) }
+
+// GossipAddr is the memberlist address peers join.
+func (n *Node) GossipAddr() string { return n.ml.Addr() }
+
+// Shards returns the local replicas, sorted by shard id.
+func (n *Node) Shards() []*shard.Shard {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	out := make([]*shard.Shard, 0, len(n.replicas))
+	for _, r := range n.replicas { //rhizon:deterministic sorted below
+		out = append(out, r.s)
+	}
+	slices.SortFunc(out, func(a, b *shard.Shard) int { return int(a.ID()) - int(b.ID()) })
+	return out
+}
+
+func (n *Node) local(id uint32) *shard.Shard {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if r, ok := n.replicas[id]; ok {
+		return r.s
 	}
 	return nil
+}
+
+// WaitReady waits until the cluster exists and every shard has a leader this
+// node can see (its own replica's, or one reported by the shard's nodes).
+func (n *Node) WaitReady(ctx context.Context) error {
+	for {
+		st := n.ClusterState()
+		if st.Initialized() && n.allShardsLed(st) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: node %s not ready (cluster initialized: %v): %w", n.cfg.NodeID, st.Initialized(), ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) allShardsLed(st *ClusterState) bool {
+	for id := range st.Shards {
+		if !st.Hosts(id, n.cfg.NodeID) {
+			continue
+		}
+		s := n.local(id)
+		if s == nil {
+			return false
+		}
+		if addr, _ := s.Raft().LeaderWithID(); addr == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // Registry implements gateway.Backend.
 func (n *Node) Registry() *actor.Registry { return n.cfg.Registry }
 
 // ShardOf implements gateway.Backend.
-func (n *Node) ShardOf(addr actor.Address) uint32 { return shard.Of(addr, n.cfg.Shards) }
-
-func (n *Node) shardFor(addr actor.Address) *shard.Shard { return n.shards[n.ShardOf(addr)] }
-
-// Submit implements gateway.Backend.
-func (n *Node) Submit(ctx context.Context, cmd actor.Command) (actor.Result, error) {
-	return n.shardFor(cmd.Address).Submit(ctx, cmd)
+func (n *Node) ShardOf(addr actor.Address) uint32 {
+	s := n.ClusterState().Shards
+	if s == 0 {
+		s = n.cfg.Shards
+	}
+	return shard.Of(addr, s)
 }
 
-// Get implements gateway.Backend.
-func (n *Node) Get(ctx context.Context, addr actor.Address, stale bool) (engine.Entity, uint64, error) {
-	s := n.shardFor(addr)
-	if !stale {
-		if err := s.WaitLinearizable(ctx); err != nil {
-			return engine.Entity{}, 0, err
-		}
-	}
-	applied := s.Meta().Index
-	ent, err := s.Store().Entity(addr)
-	return ent, applied, err
+// newClusterID returns a random cluster id.
+func newClusterID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
-// History implements gateway.Backend.
-func (n *Node) History(ctx context.Context, addr actor.Address, after engine.Position, limit int, includeRejections, stale bool) ([]*pb.HistoryRecord, engine.Position, bool, error) {
-	s := n.shardFor(addr)
-	if !stale {
-		if err := s.WaitLinearizable(ctx); err != nil {
-			return nil, after, false, err
-		}
+// slogWriter lets hclog write through slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
+		p = p[:len(p)-1]
 	}
-	recs, next, more, err := s.Store().History(addr, after, limit, includeRejections)
-	if err != nil {
-		return nil, after, false, err
-	}
-	out := make([]*pb.HistoryRecord, 0, len(recs))
-	for _, r := range recs {
-		switch r.Kind {
-		case engine.HistoryEvent:
-			var ev pb.Event
-			if err := proto.Unmarshal(r.Data, &ev); err != nil {
-				return nil, after, false, fmt.Errorf("cluster: decode event at %v: %w", r.Pos, err)
-			}
-			out = append(out, &pb.HistoryRecord{Record: &pb.HistoryRecord_Event{Event: &ev}})
-		case engine.HistoryRejection:
-			var rj pb.Rejection
-			if err := proto.Unmarshal(r.Data, &rj); err != nil {
-				return nil, after, false, fmt.Errorf("cluster: decode rejection at %v: %w", r.Pos, err)
-			}
-			out = append(out, &pb.HistoryRecord{Record: &pb.HistoryRecord_Rejection{Rejection: &rj}})
-		}
-	}
-	return out, next, more, nil
+	w.l.Warn(string(p), "component", "raft")
+	return len(p), nil
 }
 
-// Status implements gateway.Backend.
-func (n *Node) Status(context.Context) (*pb.StatusResponse, error) {
-	st := &pb.StatusResponse{
-		NodeId: n.cfg.NodeID, Version: n.cfg.Version, ShardCount: n.cfg.Shards,
-		ActorTypes: n.cfg.Registry.Types(),
-	}
-	for _, s := range n.shards {
-		st.Shards = append(st.Shards, s.Status())
-	}
-	return st, nil
-}
+var _ = pb.Status_STATUS_ACCEPTED
+var _ engine.Position

@@ -50,16 +50,16 @@ func testShardConfig() shard.Config {
 
 func startNode(t testing.TB, dir string, shards uint32) *testNode {
 	t.Helper()
-	n, err := cluster.Open(cluster.Config{
-		NodeID: "n1", DataDir: dir, Shards: shards, Registry: builtin.Registry(),
-		ShardTemplate: testShardConfig(), Version: "test",
-	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := n.WaitReady(ctx); err != nil {
+	n, err := cluster.Open(cluster.Config{
+		NodeID: "n1", DataDir: dir, Shards: shards, Registry: builtin.Registry(),
+		ShardTemplate: testShardConfig(), Version: "test", GRPCAddr: l.Addr().String(),
+		ClusterSecret: "test-secret", FastGossip: true,
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	auth, err := gateway.NewAuth("test", []gateway.TokenEntry{
@@ -76,10 +76,7 @@ func startNode(t testing.TB, dir string, shards uint32) *testNode {
 	}
 	srv := grpc.NewServer(gateway.ServerOptions()...)
 	gw.RegisterGRPC(srv)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	n.RegisterGRPC(srv)
 	go srv.Serve(l)
 	hs := httptest.NewServer(gw.HTTPHandler())
 	tn := &testNode{node: n, addr: l.Addr().String(), srv: srv, http: hs.URL}
@@ -90,6 +87,11 @@ func startNode(t testing.TB, dir string, shards uint32) *testNode {
 			t.Errorf("close node: %v", err)
 		}
 	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
 	return tn
 }
 

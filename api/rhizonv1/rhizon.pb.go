@@ -1499,7 +1499,12 @@ type ShardStatus struct {
 	CommitIndex  uint64 `protobuf:"varint,6,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	LastLogIndex uint64 `protobuf:"varint,7,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
 	// Hex sha256 of the state hash chain at applied_index.
-	StateHash     string `protobuf:"bytes,8,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	StateHash string `protobuf:"bytes,8,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	// The node this replica runs on.
+	NodeId string `protobuf:"bytes,9,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The shard's placement in the cluster map.
+	Voters        []string `protobuf:"bytes,10,rep,name=voters,proto3" json:"voters,omitempty"`
+	Learners      []string `protobuf:"bytes,11,rep,name=learners,proto3" json:"learners,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1590,20 +1595,157 @@ func (x *ShardStatus) GetStateHash() string {
 	return ""
 }
 
+func (x *ShardStatus) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ShardStatus) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *ShardStatus) GetLearners() []string {
+	if x != nil {
+		return x.Learners
+	}
+	return nil
+}
+
+type NodeStatus struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// alive, suspect, dead, left; plus draining.
+	State    string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Draining bool   `protobuf:"varint,3,opt,name=draining,proto3" json:"draining,omitempty"`
+	GrpcAddr string `protobuf:"bytes,4,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	RaftAddr string `protobuf:"bytes,5,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	Zone     string `protobuf:"bytes,6,opt,name=zone,proto3" json:"zone,omitempty"`
+	// Shards this node leads and holds replicas of, from its own report.
+	Leading       uint32 `protobuf:"varint,7,opt,name=leading,proto3" json:"leading,omitempty"`
+	Replicas      uint32 `protobuf:"varint,8,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	ControlVoter  bool   `protobuf:"varint,9,opt,name=control_voter,json=controlVoter,proto3" json:"control_voter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeStatus) Reset() {
+	*x = NodeStatus{}
+	mi := &file_rhizon_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeStatus) ProtoMessage() {}
+
+func (x *NodeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
+func (*NodeStatus) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *NodeStatus) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+func (x *NodeStatus) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetLeading() uint32 {
+	if x != nil {
+		return x.Leading
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetControlVoter() bool {
+	if x != nil {
+		return x.ControlVoter
+	}
+	return false
+}
+
 type StatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	ShardCount    uint32                 `protobuf:"varint,3,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
-	Shards        []*ShardStatus         `protobuf:"bytes,4,rep,name=shards,proto3" json:"shards,omitempty"`
-	ActorTypes    []string               `protobuf:"bytes,5,rep,name=actor_types,json=actorTypes,proto3" json:"actor_types,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	NodeId     string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Version    string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	ShardCount uint32                 `protobuf:"varint,3,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
+	Shards     []*ShardStatus         `protobuf:"bytes,4,rep,name=shards,proto3" json:"shards,omitempty"`
+	ActorTypes []string               `protobuf:"bytes,5,rep,name=actor_types,json=actorTypes,proto3" json:"actor_types,omitempty"`
+	ClusterId  string                 `protobuf:"bytes,6,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	MapVersion uint64                 `protobuf:"varint,7,opt,name=map_version,json=mapVersion,proto3" json:"map_version,omitempty"`
+	Nodes      []*NodeStatus          `protobuf:"bytes,8,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Placement steps in flight, e.g. "shard 12: learner n4 catching up".
+	Rebalancing   []string `protobuf:"bytes,9,rep,name=rebalancing,proto3" json:"rebalancing,omitempty"`
+	ControlLeader string   `protobuf:"bytes,10,opt,name=control_leader,json=controlLeader,proto3" json:"control_leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_rhizon_proto_msgTypes[16]
+	mi := &file_rhizon_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1757,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[16]
+	mi := &file_rhizon_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1770,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{16}
+	return file_rhizon_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1666,6 +1808,41 @@ func (x *StatusResponse) GetActorTypes() []string {
 	return nil
 }
 
+func (x *StatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetMapVersion() uint64 {
+	if x != nil {
+		return x.MapVersion
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetNodes() []*NodeStatus {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetRebalancing() []string {
+	if x != nil {
+		return x.Rebalancing
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetControlLeader() string {
+	if x != nil {
+		return x.ControlLeader
+	}
+	return ""
+}
+
 // LogEntry is the payload of one Raft log entry (internal, not part of the
 // client API): a batch of commands stamped with logical time, or a tick when
 // commands is empty.
@@ -1680,7 +1857,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1869,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1882,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{17}
+	return file_rhizon_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LogEntry) GetShard() uint32 {
@@ -1725,6 +1902,440 @@ func (x *LogEntry) GetAt() int64 {
 func (x *LogEntry) GetCommands() []*Command {
 	if x != nil {
 		return x.Commands
+	}
+	return nil
+}
+
+type ForwardRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Command *Command               `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
+	// How many nodes this request passed through; bounded to stop loops.
+	Hops          uint32 `protobuf:"varint,2,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardRequest) Reset() {
+	*x = ForwardRequest{}
+	mi := &file_rhizon_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardRequest) ProtoMessage() {}
+
+func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
+func (*ForwardRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ForwardRequest) GetCommand() *Command {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *ForwardRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type ForwardResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *Result                `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardResponse) Reset() {
+	*x = ForwardResponse{}
+	mi := &file_rhizon_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardResponse) ProtoMessage() {}
+
+func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
+func (*ForwardResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ForwardResponse) GetResult() *Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type ReadRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Address           *Address               `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Stale             bool                   `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	History           bool                   `protobuf:"varint,3,opt,name=history,proto3" json:"history,omitempty"`
+	AfterIndex        uint64                 `protobuf:"varint,4,opt,name=after_index,json=afterIndex,proto3" json:"after_index,omitempty"`
+	AfterOrdinal      uint32                 `protobuf:"varint,5,opt,name=after_ordinal,json=afterOrdinal,proto3" json:"after_ordinal,omitempty"`
+	Limit             uint32                 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
+	IncludeRejections bool                   `protobuf:"varint,7,opt,name=include_rejections,json=includeRejections,proto3" json:"include_rejections,omitempty"`
+	Hops              uint32                 `protobuf:"varint,8,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ReadRequest) Reset() {
+	*x = ReadRequest{}
+	mi := &file_rhizon_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadRequest) ProtoMessage() {}
+
+func (x *ReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
+func (*ReadRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ReadRequest) GetAddress() *Address {
+	if x != nil {
+		return x.Address
+	}
+	return nil
+}
+
+func (x *ReadRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *ReadRequest) GetHistory() bool {
+	if x != nil {
+		return x.History
+	}
+	return false
+}
+
+func (x *ReadRequest) GetAfterIndex() uint64 {
+	if x != nil {
+		return x.AfterIndex
+	}
+	return 0
+}
+
+func (x *ReadRequest) GetAfterOrdinal() uint32 {
+	if x != nil {
+		return x.AfterOrdinal
+	}
+	return 0
+}
+
+func (x *ReadRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ReadRequest) GetIncludeRejections() bool {
+	if x != nil {
+		return x.IncludeRejections
+	}
+	return false
+}
+
+func (x *ReadRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type ReadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         []byte                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	AppliedIndex  uint64                 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Records       []*HistoryRecord       `protobuf:"bytes,4,rep,name=records,proto3" json:"records,omitempty"`
+	NextIndex     uint64                 `protobuf:"varint,5,opt,name=next_index,json=nextIndex,proto3" json:"next_index,omitempty"`
+	NextOrdinal   uint32                 `protobuf:"varint,6,opt,name=next_ordinal,json=nextOrdinal,proto3" json:"next_ordinal,omitempty"`
+	More          bool                   `protobuf:"varint,7,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadResponse) Reset() {
+	*x = ReadResponse{}
+	mi := &file_rhizon_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadResponse) ProtoMessage() {}
+
+func (x *ReadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
+func (*ReadResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ReadResponse) GetState() []byte {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *ReadResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ReadResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *ReadResponse) GetRecords() []*HistoryRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *ReadResponse) GetNextIndex() uint64 {
+	if x != nil {
+		return x.NextIndex
+	}
+	return 0
+}
+
+func (x *ReadResponse) GetNextOrdinal() uint32 {
+	if x != nil {
+		return x.NextOrdinal
+	}
+	return 0
+}
+
+func (x *ReadResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+type ShardAdminRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// info, add_nonvoter, add_voter, remove, transfer
+	Op            string `protobuf:"bytes,2,opt,name=op,proto3" json:"op,omitempty"`
+	NodeId        string `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Address       string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardAdminRequest) Reset() {
+	*x = ShardAdminRequest{}
+	mi := &file_rhizon_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardAdminRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardAdminRequest) ProtoMessage() {}
+
+func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardAdminRequest.ProtoReflect.Descriptor instead.
+func (*ShardAdminRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ShardAdminRequest) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *ShardAdminRequest) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *ShardAdminRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ShardAdminRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+type ShardAdminResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leader        string                 `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	CommitIndex   uint64                 `protobuf:"varint,2,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	AppliedIndex  uint64                 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Voters        []string               `protobuf:"bytes,4,rep,name=voters,proto3" json:"voters,omitempty"`
+	Nonvoters     []string               `protobuf:"bytes,5,rep,name=nonvoters,proto3" json:"nonvoters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardAdminResponse) Reset() {
+	*x = ShardAdminResponse{}
+	mi := &file_rhizon_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardAdminResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardAdminResponse) ProtoMessage() {}
+
+func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardAdminResponse.ProtoReflect.Descriptor instead.
+func (*ShardAdminResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ShardAdminResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *ShardAdminResponse) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
+func (x *ShardAdminResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *ShardAdminResponse) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *ShardAdminResponse) GetNonvoters() []string {
+	if x != nil {
+		return x.Nonvoters
 	}
 	return nil
 }
@@ -1856,7 +2467,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x0fHistoryResponse\x122\n" +
 	"\arecords\x18\x01 \x03(\v2\x18.rhizon.v1.HistoryRecordR\arecords\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x0f\n" +
-	"\rStatusRequest\"\xf0\x01\n" +
+	"\rStatusRequest\"\xbd\x02\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n" +
@@ -1866,7 +2477,22 @@ const file_rhizon_proto_rawDesc = "" +
 	"\fcommit_index\x18\x06 \x01(\x04R\vcommitIndex\x12$\n" +
 	"\x0elast_log_index\x18\a \x01(\x04R\flastLogIndex\x12\x1d\n" +
 	"\n" +
-	"state_hash\x18\b \x01(\tR\tstateHash\"\xb5\x01\n" +
+	"state_hash\x18\b \x01(\tR\tstateHash\x12\x17\n" +
+	"\anode_id\x18\t \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06voters\x18\n" +
+	" \x03(\tR\x06voters\x12\x1a\n" +
+	"\blearners\x18\v \x03(\tR\blearners\"\x80\x02\n" +
+	"\n" +
+	"NodeStatus\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1a\n" +
+	"\bdraining\x18\x03 \x01(\bR\bdraining\x12\x1b\n" +
+	"\tgrpc_addr\x18\x04 \x01(\tR\bgrpcAddr\x12\x1b\n" +
+	"\traft_addr\x18\x05 \x01(\tR\braftAddr\x12\x12\n" +
+	"\x04zone\x18\x06 \x01(\tR\x04zone\x12\x18\n" +
+	"\aleading\x18\a \x01(\rR\aleading\x12\x1a\n" +
+	"\breplicas\x18\b \x01(\rR\breplicas\x12#\n" +
+	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\"\xeb\x02\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1f\n" +
@@ -1874,11 +2500,54 @@ const file_rhizon_proto_rawDesc = "" +
 	"shardCount\x12.\n" +
 	"\x06shards\x18\x04 \x03(\v2\x16.rhizon.v1.ShardStatusR\x06shards\x12\x1f\n" +
 	"\vactor_types\x18\x05 \x03(\tR\n" +
-	"actorTypes\"`\n" +
+	"actorTypes\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x06 \x01(\tR\tclusterId\x12\x1f\n" +
+	"\vmap_version\x18\a \x01(\x04R\n" +
+	"mapVersion\x12+\n" +
+	"\x05nodes\x18\b \x03(\v2\x15.rhizon.v1.NodeStatusR\x05nodes\x12 \n" +
+	"\vrebalancing\x18\t \x03(\tR\vrebalancing\x12%\n" +
+	"\x0econtrol_leader\x18\n" +
+	" \x01(\tR\rcontrolLeader\"`\n" +
 	"\bLogEntry\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x0e\n" +
 	"\x02at\x18\x02 \x01(\x03R\x02at\x12.\n" +
-	"\bcommands\x18\x03 \x03(\v2\x12.rhizon.v1.CommandR\bcommands*J\n" +
+	"\bcommands\x18\x03 \x03(\v2\x12.rhizon.v1.CommandR\bcommands\"R\n" +
+	"\x0eForwardRequest\x12,\n" +
+	"\acommand\x18\x01 \x01(\v2\x12.rhizon.v1.CommandR\acommand\x12\x12\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\"<\n" +
+	"\x0fForwardResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.rhizon.v1.ResultR\x06result\"\x8a\x02\n" +
+	"\vReadRequest\x12,\n" +
+	"\aaddress\x18\x01 \x01(\v2\x12.rhizon.v1.AddressR\aaddress\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x18\n" +
+	"\ahistory\x18\x03 \x01(\bR\ahistory\x12\x1f\n" +
+	"\vafter_index\x18\x04 \x01(\x04R\n" +
+	"afterIndex\x12#\n" +
+	"\rafter_ordinal\x18\x05 \x01(\rR\fafterOrdinal\x12\x14\n" +
+	"\x05limit\x18\x06 \x01(\rR\x05limit\x12-\n" +
+	"\x12include_rejections\x18\a \x01(\bR\x11includeRejections\x12\x12\n" +
+	"\x04hops\x18\b \x01(\rR\x04hops\"\xed\x01\n" +
+	"\fReadResponse\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\fR\x05state\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x122\n" +
+	"\arecords\x18\x04 \x03(\v2\x18.rhizon.v1.HistoryRecordR\arecords\x12\x1d\n" +
+	"\n" +
+	"next_index\x18\x05 \x01(\x04R\tnextIndex\x12!\n" +
+	"\fnext_ordinal\x18\x06 \x01(\rR\vnextOrdinal\x12\x12\n" +
+	"\x04more\x18\a \x01(\bR\x04more\"l\n" +
+	"\x11ShardAdminRequest\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x0e\n" +
+	"\x02op\x18\x02 \x01(\tR\x02op\x12\x17\n" +
+	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12\x18\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xaa\x01\n" +
+	"\x12ShardAdminResponse\x12\x16\n" +
+	"\x06leader\x18\x01 \x01(\tR\x06leader\x12!\n" +
+	"\fcommit_index\x18\x02 \x01(\x04R\vcommitIndex\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x16\n" +
+	"\x06voters\x18\x04 \x03(\tR\x06voters\x12\x1c\n" +
+	"\tnonvoters\x18\x05 \x03(\tR\tnonvoters*J\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_ACCEPTED\x10\x01\x12\x13\n" +
@@ -1896,7 +2565,13 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x06Submit\x12\x18.rhizon.v1.SubmitRequest\x1a\x19.rhizon.v1.SubmitResponse\x124\n" +
 	"\x03Get\x12\x15.rhizon.v1.GetRequest\x1a\x16.rhizon.v1.GetResponse\x12@\n" +
 	"\aHistory\x12\x19.rhizon.v1.HistoryRequest\x1a\x1a.rhizon.v1.HistoryResponse\x12=\n" +
-	"\x06Status\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponseB0Z.github.com/rhizon/rhizon/api/rhizonv1;rhizonv1b\x06proto3"
+	"\x06Status\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponse2\x94\x02\n" +
+	"\bInternal\x12@\n" +
+	"\aForward\x12\x19.rhizon.v1.ForwardRequest\x1a\x1a.rhizon.v1.ForwardResponse\x127\n" +
+	"\x04Read\x12\x16.rhizon.v1.ReadRequest\x1a\x17.rhizon.v1.ReadResponse\x12I\n" +
+	"\n" +
+	"ShardAdmin\x12\x1c.rhizon.v1.ShardAdminRequest\x1a\x1d.rhizon.v1.ShardAdminResponse\x12B\n" +
+	"\vLocalStatus\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponseB0Z.github.com/rhizon/rhizon/api/rhizonv1;rhizonv1b\x06proto3"
 
 var (
 	file_rhizon_proto_rawDescOnce sync.Once
@@ -1911,29 +2586,36 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_rhizon_proto_goTypes = []any{
-	(Status)(0),             // 0: rhizon.v1.Status
-	(Reason)(0),             // 1: rhizon.v1.Reason
-	(Consistency)(0),        // 2: rhizon.v1.Consistency
-	(*Address)(nil),         // 3: rhizon.v1.Address
-	(*Principal)(nil),       // 4: rhizon.v1.Principal
-	(*Scope)(nil),           // 5: rhizon.v1.Scope
-	(*Command)(nil),         // 6: rhizon.v1.Command
-	(*Event)(nil),           // 7: rhizon.v1.Event
-	(*Result)(nil),          // 8: rhizon.v1.Result
-	(*Rejection)(nil),       // 9: rhizon.v1.Rejection
-	(*HistoryRecord)(nil),   // 10: rhizon.v1.HistoryRecord
-	(*SubmitRequest)(nil),   // 11: rhizon.v1.SubmitRequest
-	(*SubmitResponse)(nil),  // 12: rhizon.v1.SubmitResponse
-	(*GetRequest)(nil),      // 13: rhizon.v1.GetRequest
-	(*GetResponse)(nil),     // 14: rhizon.v1.GetResponse
-	(*HistoryRequest)(nil),  // 15: rhizon.v1.HistoryRequest
-	(*HistoryResponse)(nil), // 16: rhizon.v1.HistoryResponse
-	(*StatusRequest)(nil),   // 17: rhizon.v1.StatusRequest
-	(*ShardStatus)(nil),     // 18: rhizon.v1.ShardStatus
-	(*StatusResponse)(nil),  // 19: rhizon.v1.StatusResponse
-	(*LogEntry)(nil),        // 20: rhizon.v1.LogEntry
+	(Status)(0),                // 0: rhizon.v1.Status
+	(Reason)(0),                // 1: rhizon.v1.Reason
+	(Consistency)(0),           // 2: rhizon.v1.Consistency
+	(*Address)(nil),            // 3: rhizon.v1.Address
+	(*Principal)(nil),          // 4: rhizon.v1.Principal
+	(*Scope)(nil),              // 5: rhizon.v1.Scope
+	(*Command)(nil),            // 6: rhizon.v1.Command
+	(*Event)(nil),              // 7: rhizon.v1.Event
+	(*Result)(nil),             // 8: rhizon.v1.Result
+	(*Rejection)(nil),          // 9: rhizon.v1.Rejection
+	(*HistoryRecord)(nil),      // 10: rhizon.v1.HistoryRecord
+	(*SubmitRequest)(nil),      // 11: rhizon.v1.SubmitRequest
+	(*SubmitResponse)(nil),     // 12: rhizon.v1.SubmitResponse
+	(*GetRequest)(nil),         // 13: rhizon.v1.GetRequest
+	(*GetResponse)(nil),        // 14: rhizon.v1.GetResponse
+	(*HistoryRequest)(nil),     // 15: rhizon.v1.HistoryRequest
+	(*HistoryResponse)(nil),    // 16: rhizon.v1.HistoryResponse
+	(*StatusRequest)(nil),      // 17: rhizon.v1.StatusRequest
+	(*ShardStatus)(nil),        // 18: rhizon.v1.ShardStatus
+	(*NodeStatus)(nil),         // 19: rhizon.v1.NodeStatus
+	(*StatusResponse)(nil),     // 20: rhizon.v1.StatusResponse
+	(*LogEntry)(nil),           // 21: rhizon.v1.LogEntry
+	(*ForwardRequest)(nil),     // 22: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),    // 23: rhizon.v1.ForwardResponse
+	(*ReadRequest)(nil),        // 24: rhizon.v1.ReadRequest
+	(*ReadResponse)(nil),       // 25: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),  // 26: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil), // 27: rhizon.v1.ShardAdminResponse
 }
 var file_rhizon_proto_depIdxs = []int32{
 	3,  // 0: rhizon.v1.Command.address:type_name -> rhizon.v1.Address
@@ -1959,20 +2641,33 @@ var file_rhizon_proto_depIdxs = []int32{
 	2,  // 20: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
 	10, // 21: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
 	18, // 22: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
-	6,  // 23: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
-	11, // 24: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	13, // 25: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	15, // 26: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	17, // 27: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	12, // 28: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	14, // 29: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	16, // 30: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	19, // 31: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	28, // [28:32] is the sub-list for method output_type
-	24, // [24:28] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	19, // 23: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
+	6,  // 24: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
+	6,  // 25: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	8,  // 26: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	3,  // 27: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	10, // 28: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	11, // 29: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	13, // 30: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	15, // 31: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	17, // 32: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	22, // 33: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	24, // 34: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	26, // 35: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	17, // 36: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	12, // 37: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	14, // 38: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	16, // 39: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	20, // 40: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	23, // 41: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	25, // 42: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	27, // 43: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	20, // 44: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	37, // [37:45] is the sub-list for method output_type
+	29, // [29:37] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -1993,9 +2688,9 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   18,
+			NumMessages:   25,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_rhizon_proto_goTypes,
 		DependencyIndexes: file_rhizon_proto_depIdxs,

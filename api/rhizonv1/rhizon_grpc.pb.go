@@ -253,3 +253,229 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "rhizon.proto",
 }
+
+const (
+	Internal_Forward_FullMethodName     = "/rhizon.v1.Internal/Forward"
+	Internal_Read_FullMethodName        = "/rhizon.v1.Internal/Read"
+	Internal_ShardAdmin_FullMethodName  = "/rhizon.v1.Internal/ShardAdmin"
+	Internal_LocalStatus_FullMethodName = "/rhizon.v1.Internal/LocalStatus"
+)
+
+// InternalClient is the client API for Internal service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Internal is the node-to-node API: forwarding to shard leaders, reads, shard
+// administration for rebalancing, and local status. Calls carry the cluster
+// secret as a bearer token; commands forwarded here were authenticated and
+// authorized by the gateway that received them.
+type InternalClient interface {
+	Forward(ctx context.Context, in *ForwardRequest, opts ...grpc.CallOption) (*ForwardResponse, error)
+	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (*ReadResponse, error)
+	ShardAdmin(ctx context.Context, in *ShardAdminRequest, opts ...grpc.CallOption) (*ShardAdminResponse, error)
+	LocalStatus(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+}
+
+type internalClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewInternalClient(cc grpc.ClientConnInterface) InternalClient {
+	return &internalClient{cc}
+}
+
+func (c *internalClient) Forward(ctx context.Context, in *ForwardRequest, opts ...grpc.CallOption) (*ForwardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForwardResponse)
+	err := c.cc.Invoke(ctx, Internal_Forward_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *internalClient) Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (*ReadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadResponse)
+	err := c.cc.Invoke(ctx, Internal_Read_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *internalClient) ShardAdmin(ctx context.Context, in *ShardAdminRequest, opts ...grpc.CallOption) (*ShardAdminResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShardAdminResponse)
+	err := c.cc.Invoke(ctx, Internal_ShardAdmin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *internalClient) LocalStatus(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatusResponse)
+	err := c.cc.Invoke(ctx, Internal_LocalStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// InternalServer is the server API for Internal service.
+// All implementations must embed UnimplementedInternalServer
+// for forward compatibility.
+//
+// Internal is the node-to-node API: forwarding to shard leaders, reads, shard
+// administration for rebalancing, and local status. Calls carry the cluster
+// secret as a bearer token; commands forwarded here were authenticated and
+// authorized by the gateway that received them.
+type InternalServer interface {
+	Forward(context.Context, *ForwardRequest) (*ForwardResponse, error)
+	Read(context.Context, *ReadRequest) (*ReadResponse, error)
+	ShardAdmin(context.Context, *ShardAdminRequest) (*ShardAdminResponse, error)
+	LocalStatus(context.Context, *StatusRequest) (*StatusResponse, error)
+	mustEmbedUnimplementedInternalServer()
+}
+
+// UnimplementedInternalServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedInternalServer struct{}
+
+func (UnimplementedInternalServer) Forward(context.Context, *ForwardRequest) (*ForwardResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Forward not implemented")
+}
+func (UnimplementedInternalServer) Read(context.Context, *ReadRequest) (*ReadResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Read not implemented")
+}
+func (UnimplementedInternalServer) ShardAdmin(context.Context, *ShardAdminRequest) (*ShardAdminResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ShardAdmin not implemented")
+}
+func (UnimplementedInternalServer) LocalStatus(context.Context, *StatusRequest) (*StatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LocalStatus not implemented")
+}
+func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
+func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
+
+// UnsafeInternalServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to InternalServer will
+// result in compilation errors.
+type UnsafeInternalServer interface {
+	mustEmbedUnimplementedInternalServer()
+}
+
+func RegisterInternalServer(s grpc.ServiceRegistrar, srv InternalServer) {
+	// If the following call panics, it indicates UnimplementedInternalServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Internal_ServiceDesc, srv)
+}
+
+func _Internal_Forward_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForwardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).Forward(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_Forward_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).Forward(ctx, req.(*ForwardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Internal_Read_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).Read(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_Read_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).Read(ctx, req.(*ReadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Internal_ShardAdmin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShardAdminRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).ShardAdmin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_ShardAdmin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).ShardAdmin(ctx, req.(*ShardAdminRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Internal_LocalStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).LocalStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_LocalStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).LocalStatus(ctx, req.(*StatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Internal_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "rhizon.v1.Internal",
+	HandlerType: (*InternalServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Forward",
+			Handler:    _Internal_Forward_Handler,
+		},
+		{
+			MethodName: "Read",
+			Handler:    _Internal_Read_Handler,
+		},
+		{
+			MethodName: "ShardAdmin",
+			Handler:    _Internal_ShardAdmin_Handler,
+		},
+		{
+			MethodName: "LocalStatus",
+			Handler:    _Internal_LocalStatus_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "rhizon.proto",
+}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,6 +43,24 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// syncBuffer is a bytes.Buffer safe for the process's writer and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // devProcess is a real `rhizon dev` process.
 type devProcess struct {
 	cmd   *exec.Cmd
@@ -58,13 +77,14 @@ func startDev(t *testing.T, dataDir string) *devProcess {
 	t.Helper()
 	cmd := exec.Command(binary, "dev", "--data-dir", dataDir, "--shards", "4",
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
+		"--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0",
 		"--token-file", filepath.Join(dataDir, "token.json"), "--log-level", "warn")
 	cmd.Env = os.Environ()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,15 +44,28 @@ type nodeFlags struct {
 	config       string
 	devTenant    string
 	snapshotAt   uint64
+	raftAddr     string
+	gossipAddr   string
+	advertise    string
+	join         []string
+	expect       int
+	zone         string
+	secret       string
+	rf           int
+	deadAfter    time.Duration
+	fastGossip   bool
+	heartbeat    time.Duration
+	election     time.Duration
 }
 
 func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs := c.Flags()
 	nodeID, dataDir, shards, token := "", "data", cluster.DefaultShards, ""
-	grpcAddr, httpAddr, natsAddr := ":7400", ":7401", ":4222"
+	grpcAddr, httpAddr, natsAddr, raftAddr, gossipAddr := ":7400", ":7401", ":4222", ":7402", ":7403"
 	if dev {
 		nodeID, dataDir, shards, token = "dev", "./data", 8, "./data/dev-token.json"
 		grpcAddr, httpAddr, natsAddr = "127.0.0.1:7400", "127.0.0.1:7401", "127.0.0.1:4222"
+		raftAddr, gossipAddr = "127.0.0.1:7402", "127.0.0.1:7403"
 	}
 	fs.StringVar(&f.nodeID, "node-id", nodeID, "this node's id (stable across restarts)")
 	fs.StringVar(&f.dataDir, "data-dir", dataDir, "directory for all of the node's data")
@@ -64,6 +79,19 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.config, "config", "", "YAML file with flag values (flags and RHIZON_* variables win)")
 	fs.Uint64Var(&f.snapshotAt, "snapshot-threshold", 8192, "raft entries between snapshots of a shard")
+	fs.StringVar(&f.raftAddr, "raft-addr", raftAddr, "Raft listener shared by every shard (port 0 picks a free port)")
+	fs.StringVar(&f.gossipAddr, "gossip-addr", gossipAddr, "memberlist gossip address (TCP and UDP)")
+	fs.StringVar(&f.advertise, "advertise-host", "", "host other nodes use to reach this one (default: the listen host)")
+	fs.StringSliceVar(&f.join, "join", nil, "gossip addresses of existing nodes (host:port,...)")
+	fs.IntVar(&f.expect, "bootstrap-expect", 0, "create a new cluster once this many nodes are up (default 1 without --join)")
+	fs.StringVar(&f.zone, "zone", "", "failure zone; replicas of a shard spread across zones")
+	fs.StringVar(&f.secret, "cluster-secret", "", "shared secret for node-to-node calls (dev generates one)")
+	fs.IntVar(&f.rf, "replication-factor", cluster.DefaultRF, "replicas per shard (capped by the node count)")
+	fs.DurationVar(&f.deadAfter, "dead-after", 30*time.Second, "replace the replicas of a node dead this long")
+	fs.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", time.Second, "Raft heartbeat timeout")
+	fs.DurationVar(&f.election, "raft-election-timeout", time.Second, "Raft election timeout")
+	fs.BoolVar(&f.fastGossip, "fast-gossip", false, "gossip tuned for loopback tests (fast failure detection)")
+	_ = fs.MarkHidden("fast-gossip")
 	if dev {
 		fs.StringVar(&f.devTenant, "tenant", "dev", "tenant of the dev token")
 	}
@@ -169,12 +197,39 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		natsURL = nats.ClientURL()
 	}
 
+	// Listen first: the node advertises the actual addresses (port 0 works).
+	gl, err := net.Listen("tcp", f.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("--grpc-addr %s: %w", f.grpcAddr, err)
+	}
+	hl, err := net.Listen("tcp", f.httpAddr)
+	if err != nil {
+		gl.Close()
+		return fmt.Errorf("--http-addr %s: %w", f.httpAddr, err)
+	}
+	secret := f.secret
+	if secret == "" && dev {
+		secret = randomHex(16)
+	}
+	if secret == "" {
+		return &exitErr{exitUsage, errors.New("--cluster-secret is required (or RHIZON_CLUSTER_SECRET): nodes authenticate each other with it")}
+	}
 	node, err := cluster.Open(cluster.Config{
-		NodeID: f.nodeID, DataDir: f.dataDir, Shards: f.shards, Registry: builtin.Registry(),
-		Logger: log, Version: version,
-		ShardTemplate: shard.Config{SnapshotThreshold: f.snapshotAt},
+		NodeID: f.nodeID, DataDir: f.dataDir, Shards: f.shards, RF: f.rf, Registry: builtin.Registry(),
+		Logger: log, Version: version, Zone: f.zone,
+		RaftAddr: f.raftAddr, RaftAdvertise: withHost(f.advertise, f.raftAddr),
+		GossipAddr: f.gossipAddr, GossipAdvertise: withHost(f.advertise, f.gossipAddr),
+		GRPCAddr: advertised(f.advertise, gl.Addr().String()), HTTPAddr: advertised(f.advertise, hl.Addr().String()),
+		NATSAddr: natsURL, Join: f.join, BootstrapExpect: f.expect, ClusterSecret: secret, DeadAfter: f.deadAfter,
+		FastGossip: f.fastGossip,
+		ShardTemplate: shard.Config{
+			SnapshotThreshold: f.snapshotAt, HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election,
+			LeaderLeaseTimeout: min(f.heartbeat, f.election) / 2,
+		},
 	})
 	if err != nil {
+		gl.Close()
+		hl.Close()
 		return err
 	}
 	defer func() {
@@ -189,19 +244,11 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	}
 	gs := grpc.NewServer(gateway.ServerOptions()...)
 	gw.RegisterGRPC(gs)
-	gl, err := net.Listen("tcp", f.grpcAddr)
-	if err != nil {
-		return fmt.Errorf("--grpc-addr %s: %w", f.grpcAddr, err)
-	}
+	node.RegisterGRPC(gs)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", tel.MetricsHandler())
 	mux.Handle("/", gw.HTTPHandler())
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	hl, err := net.Listen("tcp", f.httpAddr)
-	if err != nil {
-		gl.Close()
-		return fmt.Errorf("--http-addr %s: %w", f.httpAddr, err)
-	}
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(gl) }()
 	go func() { errc <- hs.Serve(hl) }()
@@ -222,7 +269,9 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		_ = hs.Shutdown(sctx)
 	}()
 
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// A node that joins an existing cluster may wait for the others; ready
+	// means the cluster exists and this node's replicas have leaders.
+	rctx, cancel := context.WithTimeout(ctx, 120*time.Second)
 	err = node.WaitReady(rctx)
 	cancel()
 	if err != nil {
@@ -259,6 +308,45 @@ func printBanner(out io.Writer, f *nodeFlags, dev bool, grpcAddr, httpAddr, nats
 		fmt.Fprintf(out, "\ntry:\n  export RHIZON_ADDR=%s RHIZON_TOKEN=%s\n", grpcAddr, token)
 		fmt.Fprintf(out, "  rhizon send counter/c1 cmd.counter.add '{\"amount\":5}'\n  rhizon get counter/c1\n")
 	}
+}
+
+// withHost is listen with its host replaced by host, or "" (use the bound
+// address) when no host is given.
+func withHost(host, listen string) string {
+	if host == "" {
+		return ""
+	}
+	_, p, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	return net.JoinHostPort(host, p)
+}
+
+// advertised is the address peers and clients should use for a bound
+// address: --advertise-host when given; the machine's host name when bound to
+// every interface (0.0.0.0, ::), which in containers resolves to the
+// container's address; the bound address otherwise.
+func advertised(host, bound string) string {
+	h, p, err := net.SplitHostPort(bound)
+	if err != nil {
+		return bound
+	}
+	if host != "" {
+		return net.JoinHostPort(host, p)
+	}
+	if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+		if name, err := os.Hostname(); err == nil {
+			return net.JoinHostPort(name, p)
+		}
+	}
+	return bound
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // firstToken reads the first token of a token file (dev prints it).

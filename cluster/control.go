@@ -1,0 +1,268 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// ClusterState is what the control group decides: which nodes belong to the
+// cluster and where every shard's replicas live. It is replicated by the
+// control Raft group (voters on the first nodes, every other node a
+// non-voter), so every node has it locally and routes with it.
+type ClusterState struct {
+	ClusterID string `json:"cluster_id"`
+	Shards    uint32 `json:"shards"`
+	RF        int    `json:"rf"`
+	// Version increases with every change; nodes compare it to notice one.
+	Version uint64 `json:"version"`
+	// Nodes are the members the control group knows, sorted by id.
+	Nodes []NodeRecord `json:"nodes"`
+	// Placement holds each shard's replicas, indexed by shard id.
+	Placement []ShardReplicas `json:"placement"`
+	// Initial is the placement the cluster was created with: those replicas
+	// bootstrap their shard's Raft group; every later replica joins one.
+	Initial []ShardReplicas `json:"initial"`
+}
+
+// Bootstraps reports whether node creates shard's Raft group (it is one of
+// the shard's initial voters and the shard never moved), and with which
+// voters.
+func (s *ClusterState) Bootstraps(shard uint32, node string) ([]string, bool) {
+	if int(shard) >= len(s.Initial) || int(shard) >= len(s.Placement) {
+		return nil, false
+	}
+	init, now := s.Initial[shard], s.Placement[shard]
+	if !slices.Equal(init.Voters, now.Voters) || len(now.Learners) > 0 || !slices.Contains(init.Voters, node) {
+		return nil, false
+	}
+	return init.Voters, true
+}
+
+// NodeRecord is a node as the control group records it.
+type NodeRecord struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft"`
+	GRPCAddr string `json:"grpc"`
+	HTTPAddr string `json:"http,omitempty"`
+	// GossipAddr lets a restarted node find the others again.
+	GossipAddr string `json:"gossip,omitempty"`
+	Zone       string `json:"zone,omitempty"`
+	Draining   bool   `json:"draining,omitempty"`
+}
+
+// Initialized reports whether the cluster was created.
+func (s *ClusterState) Initialized() bool { return s.ClusterID != "" }
+
+// Node returns the record of id.
+func (s *ClusterState) Node(id string) (NodeRecord, bool) {
+	i, ok := slices.BinarySearchFunc(s.Nodes, id, func(n NodeRecord, id string) int { return cmpString(n.ID, id) })
+	if !ok {
+		return NodeRecord{}, false
+	}
+	return s.Nodes[i], true
+}
+
+// Replicas returns every node holding a replica of shard (voters then
+// learners).
+func (s *ClusterState) Replicas(shard uint32) []string {
+	if int(shard) >= len(s.Placement) {
+		return nil
+	}
+	p := s.Placement[shard]
+	return append(slices.Clone(p.Voters), p.Learners...)
+}
+
+// Hosts reports whether node holds a replica of shard.
+func (s *ClusterState) Hosts(shard uint32, node string) bool {
+	return slices.Contains(s.Replicas(shard), node)
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (s *ClusterState) clone() *ClusterState {
+	c := *s
+	c.Nodes = slices.Clone(s.Nodes)
+	c.Placement = cloneReplicas(s.Placement)
+	c.Initial = cloneReplicas(s.Initial)
+	return &c
+}
+
+// controlOp is one control log entry.
+type controlOp struct {
+	// Init creates the cluster; refused once it exists.
+	Init *ClusterState `json:"init,omitempty"`
+	// Node adds or updates a node record.
+	Node *NodeRecord `json:"node,omitempty"`
+	// Move applies one placement step.
+	Move *Move `json:"move,omitempty"`
+}
+
+// errControl is returned (as the apply response) for an op the state refuses.
+var errControl = errors.New("control: op refused")
+
+// controlFSM applies control ops. Raft calls Apply, Snapshot and Restore from
+// one goroutine; readers use State, which returns an immutable copy.
+type controlFSM struct {
+	mu      sync.RWMutex
+	state   *ClusterState
+	changed chan struct{} // buffered 1: something changed
+}
+
+func newControlFSM() *controlFSM {
+	return &controlFSM{state: &ClusterState{}, changed: make(chan struct{}, 1)}
+}
+
+// State returns the current state. Callers must not modify it.
+func (f *controlFSM) State() *ClusterState {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state
+}
+
+func (f *controlFSM) notify() {
+	select {
+	case f.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (f *controlFSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	var op controlOp
+	if err := json.Unmarshal(l.Data, &op); err != nil {
+		return fmt.Errorf("%w: undecodable: %v", errControl, err)
+	}
+	f.mu.Lock()
+	next, err := applyControlOp(f.state, &op)
+	if err == nil {
+		next.Version = f.state.Version + 1
+		f.state = next
+	}
+	f.mu.Unlock()
+	if err == nil {
+		f.notify()
+	}
+	return err
+}
+
+// applyControlOp returns the state after op, or why op is refused. It never
+// modifies s.
+func applyControlOp(s *ClusterState, op *controlOp) (*ClusterState, error) {
+	switch {
+	case op.Init != nil:
+		if s.Initialized() {
+			return nil, fmt.Errorf("%w: cluster %s already exists", errControl, s.ClusterID)
+		}
+		next := op.Init.clone()
+		slices.SortFunc(next.Nodes, func(a, b NodeRecord) int { return cmpString(a.ID, b.ID) })
+		return next, nil
+	case !s.Initialized():
+		return nil, fmt.Errorf("%w: cluster not initialized", errControl)
+	case op.Node != nil:
+		next := s.clone()
+		i, found := slices.BinarySearchFunc(next.Nodes, op.Node.ID, func(n NodeRecord, id string) int { return cmpString(n.ID, id) })
+		if found {
+			next.Nodes[i] = *op.Node
+		} else {
+			next.Nodes = slices.Insert(next.Nodes, i, *op.Node)
+		}
+		return next, nil
+	case op.Move != nil:
+		m := op.Move
+		if int(m.Shard) >= len(s.Placement) {
+			return nil, fmt.Errorf("%w: shard %d does not exist", errControl, m.Shard)
+		}
+		next := s.clone()
+		p := &next.Placement[m.Shard]
+		switch m.Kind {
+		case AddLearner:
+			if slices.Contains(p.Voters, m.Node) || slices.Contains(p.Learners, m.Node) {
+				return nil, fmt.Errorf("%w: node %s already holds shard %d", errControl, m.Node, m.Shard)
+			}
+			p.Learners = sortedInsert(p.Learners, m.Node)
+		case Promote:
+			i := slices.Index(p.Learners, m.Node)
+			if i < 0 {
+				return nil, fmt.Errorf("%w: node %s is no learner of shard %d", errControl, m.Node, m.Shard)
+			}
+			p.Learners = slices.Delete(p.Learners, i, i+1)
+			p.Voters = sortedInsert(p.Voters, m.Node)
+		case RemoveVoter:
+			if i := slices.Index(p.Voters, m.Node); i >= 0 {
+				if len(p.Voters) == 1 {
+					return nil, fmt.Errorf("%w: node %s is the last voter of shard %d", errControl, m.Node, m.Shard)
+				}
+				p.Voters = slices.Delete(p.Voters, i, i+1)
+			} else if i := slices.Index(p.Learners, m.Node); i >= 0 {
+				p.Learners = slices.Delete(p.Learners, i, i+1)
+			} else {
+				return nil, fmt.Errorf("%w: node %s does not hold shard %d", errControl, m.Node, m.Shard)
+			}
+		default:
+			return nil, fmt.Errorf("%w: unknown move kind %d", errControl, m.Kind)
+		}
+		return next, nil
+	}
+	return nil, fmt.Errorf("%w: empty op", errControl)
+}
+
+func cloneReplicas(in []ShardReplicas) []ShardReplicas {
+	out := make([]ShardReplicas, len(in))
+	for i, p := range in {
+		out[i] = ShardReplicas{Voters: slices.Clone(p.Voters), Learners: slices.Clone(p.Learners)}
+	}
+	return out
+}
+
+func sortedInsert(s []string, v string) []string {
+	i, _ := slices.BinarySearch(s, v)
+	return slices.Insert(s, i, v)
+}
+
+func (f *controlFSM) Snapshot() (raft.FSMSnapshot, error) {
+	b, err := json.Marshal(f.State())
+	if err != nil {
+		return nil, err
+	}
+	return controlSnapshot(b), nil
+}
+
+func (f *controlFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var s ClusterState
+	if err := json.NewDecoder(rc).Decode(&s); err != nil {
+		return fmt.Errorf("control: restore: %w", err)
+	}
+	f.mu.Lock()
+	f.state = &s
+	f.mu.Unlock()
+	f.notify()
+	return nil
+}
+
+type controlSnapshot []byte
+
+func (s controlSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		return errors.Join(err, sink.Cancel())
+	}
+	return sink.Close()
+}
+
+func (controlSnapshot) Release() {}

@@ -1,0 +1,299 @@
+package cluster
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/rhizon/rhizon/actor"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/shard"
+)
+
+// Trailers of the internal API.
+const (
+	leaderTrailer  = "rhizon-leader"
+	outcomeTrailer = "rhizon-outcome"
+)
+
+// internalServer serves pb.InternalServer for one node.
+type internalServer struct {
+	pb.UnimplementedInternalServer
+	n *Node
+}
+
+// RegisterGRPC registers the node-to-node API on gs (the same server as the
+// gateway: one port per node for clients and peers).
+func (n *Node) RegisterGRPC(gs *grpc.Server) { pb.RegisterInternalServer(gs, &internalServer{n: n}) }
+
+func (s *internalServer) auth(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		tok, ok := strings.CutPrefix(v, "Bearer ")
+		if ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.n.cfg.ClusterSecret)) == 1 {
+			return nil
+		}
+	}
+	return status.Error(codes.Unauthenticated, "internal API: missing or wrong cluster secret")
+}
+
+// notLeader is the status a replica answers when it does not lead the shard,
+// with its best guess of who does.
+func (s *internalServer) notLeader(ctx context.Context, id uint32) error {
+	if l := s.n.local(id); l != nil {
+		if _, leader := l.Raft().LeaderWithID(); leader != "" {
+			_ = grpc.SetTrailer(ctx, metadata.Pairs(leaderTrailer, string(leader)))
+		}
+	}
+	return status.Errorf(codes.FailedPrecondition, "node %s does not lead shard %d", s.n.cfg.NodeID, id)
+}
+
+func (s *internalServer) Forward(ctx context.Context, req *pb.ForwardRequest) (*pb.ForwardResponse, error) {
+	if err := s.auth(ctx); err != nil {
+		return nil, err
+	}
+	cmd := req.GetCommand().ToActor()
+	id := s.n.ShardOf(cmd.Address)
+	l := s.n.local(id)
+	if l == nil || !l.IsLeader() {
+		return nil, s.notLeader(ctx, id)
+	}
+	res, err := l.Submit(ctx, cmd)
+	if err != nil {
+		return nil, s.submitStatus(ctx, id, err)
+	}
+	return &pb.ForwardResponse{Result: pb.FromResult(&res)}, nil
+}
+
+// submitStatus encodes a shard error so the forwarding node can tell
+// "definitely not applied" from "unknown".
+func (s *internalServer) submitStatus(ctx context.Context, id uint32, err error) error {
+	switch {
+	case errors.Is(err, shard.ErrNotLeader):
+		return s.notLeader(ctx, id)
+	case errors.Is(err, shard.ErrOverloaded):
+		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, shard.ErrClosed), errors.Is(err, context.Canceled) && ctx.Err() == nil:
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, "not_applied"))
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, shard.ErrHalted):
+		return status.Error(codes.Internal, err.Error())
+	}
+	// ErrUnknownOutcome, deadlines: Aborted marks "maybe applied", which a
+	// transport failure (Unavailable) cannot be confused with.
+	return status.Error(codes.Aborted, err.Error())
+}
+
+func (s *internalServer) Read(ctx context.Context, req *pb.ReadRequest) (*pb.ReadResponse, error) {
+	if err := s.auth(ctx); err != nil {
+		return nil, err
+	}
+	addr := req.GetAddress().ToActor()
+	id := s.n.ShardOf(addr)
+	l := s.n.local(id)
+	if l == nil || (!req.Stale && !l.IsLeader()) {
+		return nil, s.notLeader(ctx, id)
+	}
+	if !req.Stale {
+		if err := l.WaitLinearizable(ctx); err != nil {
+			if errors.Is(err, shard.ErrNotLeader) {
+				return nil, s.notLeader(ctx, id)
+			}
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
+	}
+	out := &pb.ReadResponse{AppliedIndex: l.Meta().Index}
+	if !req.History {
+		ent, err := l.Store().Entity(addr)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		out.State, out.Version = ent.State, ent.Version
+		return out, nil
+	}
+	recs, next, more, err := historyRecords(l, addr, engine.Position{Index: req.AfterIndex, Ordinal: req.AfterOrdinal}, int(req.Limit), req.IncludeRejections)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	out.Records, out.NextIndex, out.NextOrdinal, out.More = recs, next.Index, next.Ordinal, more
+	return out, nil
+}
+
+func (s *internalServer) ShardAdmin(ctx context.Context, req *pb.ShardAdminRequest) (*pb.ShardAdminResponse, error) {
+	if err := s.auth(ctx); err != nil {
+		return nil, err
+	}
+	l := s.n.local(req.Shard)
+	if l == nil {
+		return nil, status.Errorf(codes.NotFound, "node %s has no replica of shard %d", s.n.cfg.NodeID, req.Shard)
+	}
+	r := l.Raft()
+	if req.Op != "info" && r.State() != raft.Leader {
+		return nil, s.notLeader(ctx, req.Shard)
+	}
+	const timeout = 10 * time.Second
+	var err error
+	switch req.Op {
+	case "info":
+	case "add_nonvoter":
+		err = r.AddNonvoter(raft.ServerID(req.NodeId), raft.ServerAddress(req.Address), 0, timeout).Error()
+	case "add_voter":
+		err = r.AddVoter(raft.ServerID(req.NodeId), raft.ServerAddress(req.Address), 0, timeout).Error()
+	case "remove":
+		err = r.RemoveServer(raft.ServerID(req.NodeId), 0, timeout).Error()
+	case "transfer":
+		err = r.LeadershipTransferToServer(raft.ServerID(req.NodeId), raft.ServerAddress(req.Address)).Error()
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "unknown shard admin op %q", req.Op)
+	}
+	if err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return nil, s.notLeader(ctx, req.Shard)
+		}
+		return nil, status.Errorf(codes.Unavailable, "shard %d %s %s: %v", req.Shard, req.Op, req.NodeId, err)
+	}
+	out := &pb.ShardAdminResponse{CommitIndex: r.CommitIndex(), AppliedIndex: l.Meta().Index}
+	if _, id := r.LeaderWithID(); id != "" {
+		out.Leader = string(id)
+	}
+	if f := r.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			if srv.Suffrage == raft.Voter {
+				out.Voters = append(out.Voters, string(srv.ID))
+			} else {
+				out.Nonvoters = append(out.Nonvoters, string(srv.ID))
+			}
+		}
+	}
+	return out, nil
+}
+
+func (s *internalServer) LocalStatus(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	if err := s.auth(ctx); err != nil {
+		return nil, err
+	}
+	return s.n.localStatus(), nil
+}
+
+// peerPool holds one gRPC connection per peer node.
+type peerPool struct {
+	secret string
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn // by address
+}
+
+func newPeerPool(secret string) *peerPool {
+	return &peerPool{secret: secret, conns: map[string]*grpc.ClientConn{}}
+}
+
+type secretCreds string
+
+func (s secretCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(s)}, nil
+}
+func (secretCreds) RequireTransportSecurity() bool { return false }
+
+func (p *peerPool) client(addr string) (pb.InternalClient, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return pb.NewInternalClient(c), nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(secretCreds(p.secret)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return nil, err
+	}
+	p.conns[addr] = c
+	return pb.NewInternalClient(c), nil
+}
+
+func (p *peerPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a, c := range p.conns { //rhizon:deterministic closing all
+		_ = c.Close()
+		delete(p.conns, a)
+	}
+}
+
+// peerAddr is the gRPC address of node id: from gossip (freshest), else the
+// cluster map.
+func (n *Node) peerAddr(id string) string {
+	for _, m := range n.ml.Members() {
+		if m.Meta.ID == id && m.Meta.GRPCAddr != "" {
+			return m.Meta.GRPCAddr
+		}
+	}
+	if rec, ok := n.ClusterState().Node(id); ok {
+		return rec.GRPCAddr
+	}
+	return ""
+}
+
+func (n *Node) peer(id string) (pb.InternalClient, error) {
+	addr := n.peerAddr(id)
+	if addr == "" {
+		return nil, fmt.Errorf("cluster: no gRPC address for node %s", id)
+	}
+	return n.peers.client(addr)
+}
+
+// forwardErr classifies an error from a peer.
+type forwardErr struct {
+	leader  string // hint, when the peer named one
+	applied bool   // the command may have been applied
+	err     error
+}
+
+func (e *forwardErr) Error() string { return e.err.Error() }
+func (e *forwardErr) Unwrap() error { return e.err }
+
+func classify(err error, tr metadata.MD) *forwardErr {
+	st := status.Convert(err)
+	fe := &forwardErr{err: err}
+	if v := tr.Get(leaderTrailer); len(v) > 0 {
+		fe.leader = v[0]
+	}
+	switch st.Code() {
+	case codes.FailedPrecondition:
+		fe.err = fmt.Errorf("%w: %s", shard.ErrNotLeader, st.Message())
+	case codes.ResourceExhausted:
+		fe.err = fmt.Errorf("%w: %s", shard.ErrOverloaded, st.Message())
+	case codes.Internal:
+		fe.err = fmt.Errorf("%w: %s", shard.ErrHalted, st.Message())
+	case codes.Unavailable:
+		// Either the peer said "not applied", or the transport failed and
+		// the request may have been delivered.
+		fe.applied = len(tr.Get(outcomeTrailer)) == 0
+	default:
+		fe.applied = true
+	}
+	return fe
+}
+
+func (n *Node) forward(ctx context.Context, to string, cmd *actor.Command, hops uint32) (actor.Result, *forwardErr) {
+	c, err := n.peer(to)
+	if err != nil {
+		return actor.Result{}, &forwardErr{err: fmt.Errorf("%w: %v", shard.ErrNotLeader, err)}
+	}
+	var tr metadata.MD
+	resp, err := c.Forward(ctx, &pb.ForwardRequest{Command: pb.FromCommand(cmd), Hops: hops}, grpc.Trailer(&tr))
+	if err != nil {
+		return actor.Result{}, classify(err, tr)
+	}
+	return resp.GetResult().ToActor(), nil
+}

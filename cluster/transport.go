@@ -1,0 +1,732 @@
+package cluster
+
+// Multiplexed Raft transport.
+//
+// A node hosts up to thousands of shard replicas plus a replica of the control
+// group, each its own Raft group. A listening port per group would mean
+// thousands of ports to allocate, advertise and open in firewalls, so every
+// group of a node shares one TCP listener (DESIGN.md §5). Each group still gets
+// a stock raft.NetworkTransport; only its StreamLayer is ours. A dialer names
+// the group in a short header at the start of every connection and the Mux's
+// accept loop routes the connection to that group's StreamLayer.
+//
+// Connection header (7 bytes, written once by the dialer before any Raft
+// traffic; the acceptor replies nothing):
+//
+//	offset 0  2 bytes  magic 'R' 'x'   (rejects strays: health checks, other protocols)
+//	offset 2  1 byte   version 1       (lets a later format coexist during upgrades)
+//	offset 3  4 bytes  group id, uint32 big-endian (ControlGroup = 0xFFFFFFFF)
+//
+// There is no acknowledgement: connections are pooled by NetworkTransport, so
+// a round trip per dial would buy little, and a connection to a group the peer
+// does not host is simply closed, which the dialing Raft sees as a failed RPC
+// and retries with its usual backoff.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// ControlGroup is the group id of the cluster's control Raft group. It is the
+// top of the uint32 range so it can never collide with a shard id (shards are
+// numbered from 0 and bounded by MaxShards).
+const ControlGroup uint32 = math.MaxUint32
+
+// Wire header constants; see the file comment for the layout.
+const (
+	muxMagic0     byte = 'R'
+	muxMagic1     byte = 'x'
+	muxVersion    byte = 1
+	muxHeaderSize      = 7
+)
+
+// Defaults and fixed tuning of the mux and of each group's NetworkTransport.
+const (
+	defaultHandshakeTimeout     = 5 * time.Second
+	defaultMaxPendingHandshakes = 1024
+	// muxAcceptBacklog bounds the connections routed to a group but not yet
+	// taken by its NetworkTransport. Its listen loop only spawns a goroutine
+	// per connection, so the backlog fills only when the transport is stuck
+	// or gone; then connections are dropped instead of piling up.
+	muxAcceptBacklog = 16
+	// muxMaxPool is how many idle outbound connections NetworkTransport keeps
+	// per peer and group. Raft uses one for heartbeats, one for the append
+	// pipeline and occasionally one for votes; more would only hold sockets
+	// across thousands of groups.
+	muxMaxPool = 3
+	// muxRPCTimeout is NetworkTransport's I/O deadline per RPC (scaled up for
+	// snapshots) and its dial timeout.
+	muxRPCTimeout = 10 * time.Second
+	// muxLogEvery is the minimum spacing of warnings about bad inbound
+	// connections, so a port scanner or a misconfigured peer cannot flood
+	// the log.
+	muxLogEvery = time.Second
+)
+
+// ErrMuxClosed is returned by a closed Mux and by its groups' stream layers.
+var ErrMuxClosed = errors.New("cluster: raft mux closed")
+
+// MuxConfig configures ListenMux.
+type MuxConfig struct {
+	// BindAddr is the host:port to listen on (port 0 picks a free port).
+	BindAddr string
+	// AdvertiseAddr is the address peers dial and the address every group's
+	// transport reports as its own (it ends up in Raft configurations, so it
+	// must be reachable from other nodes). Default: the listener's address,
+	// refused when that is a wildcard (0.0.0.0 or ::) because peers cannot
+	// dial it.
+	AdvertiseAddr string
+	Logger        *slog.Logger
+	// HandshakeTimeout bounds reading a connection's header and handing the
+	// connection to its group (default 5s).
+	HandshakeTimeout time.Duration
+	// MaxPendingHandshakes bounds connections accepted but not yet routed;
+	// beyond it new connections are closed at once (default 1024). It caps
+	// the goroutines a connection flood can create.
+	MaxPendingHandshakes int
+}
+
+// Mux owns a node's Raft listener and routes inbound connections to the
+// registered groups' transports.
+type Mux struct {
+	ln        net.Listener
+	advertise muxAddr
+	log       *slog.Logger
+	hsTimeout time.Duration
+	hsSlots   chan struct{} // semaphore of pending handshakes
+
+	ctx    context.Context // canceled by Close: aborts handshakes and dials
+	cancel context.CancelFunc
+
+	filter atomic.Pointer[func(group uint32, addr string) error]
+
+	mu      sync.Mutex
+	closed  bool
+	groups  map[uint32]*muxLayer
+	pending map[net.Conn]struct{} // accepted, header not yet routed
+
+	wg        sync.WaitGroup // accept loop and handshake goroutines
+	closeOnce sync.Once
+	closeErr  error
+
+	warnLimit muxLogLimiter
+}
+
+// ListenMux opens the node's Raft listener and starts routing connections.
+func ListenMux(cfg MuxConfig) (*Mux, error) {
+	if cfg.BindAddr == "" {
+		return nil, errors.New("cluster: raft mux: BindAddr is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = defaultHandshakeTimeout
+	}
+	if cfg.MaxPendingHandshakes <= 0 {
+		cfg.MaxPendingHandshakes = defaultMaxPendingHandshakes
+	}
+	// Validate the advertise address before binding so a bad configuration
+	// does not leave a port briefly open.
+	if cfg.AdvertiseAddr != "" {
+		if err := checkAdvertise(cfg.AdvertiseAddr); err != nil {
+			return nil, err
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: raft mux: listen %s: %w", cfg.BindAddr, err)
+	}
+	adv := cfg.AdvertiseAddr
+	if adv == "" {
+		adv = ln.Addr().String()
+		if err := checkAdvertise(adv); err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("cluster: raft mux: bind address %s is not dialable by peers (%v); set an advertise address", cfg.BindAddr, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Mux{
+		ln:        ln,
+		advertise: muxAddr(adv),
+		log:       cfg.Logger.With("component", "raft-mux"),
+		hsTimeout: cfg.HandshakeTimeout,
+		hsSlots:   make(chan struct{}, cfg.MaxPendingHandshakes),
+		ctx:       ctx,
+		cancel:    cancel,
+		groups:    make(map[uint32]*muxLayer),
+		pending:   make(map[net.Conn]struct{}),
+	}
+	m.wg.Add(1)
+	go m.acceptLoop()
+	return m, nil
+}
+
+// checkAdvertise refuses addresses a peer cannot dial: malformed, port 0, or
+// a wildcard IP.
+func checkAdvertise(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("cluster: raft mux: advertise address %q: %w", addr, err)
+	}
+	if port == "" || port == "0" {
+		return fmt.Errorf("cluster: raft mux: advertise address %q needs a non-zero port", addr)
+	}
+	if host == "" {
+		return fmt.Errorf("cluster: raft mux: advertise address %q has no host", addr)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("cluster: raft mux: advertise address %q is a wildcard address", addr)
+	}
+	return nil
+}
+
+// Addr is the advertised address; every group's transport reports it as its
+// LocalAddr.
+func (m *Mux) Addr() raft.ServerAddress { return raft.ServerAddress(m.advertise) }
+
+// Transport registers group and returns its Raft transport. Closing the
+// transport (raft.Raft.Shutdown does) unregisters the group, so a replica
+// removed from this node can later be added back under the same id; a caller
+// whose raft.NewRaft fails must Close the transport itself for the same
+// reason. It fails if the group is registered already or the mux is closed.
+func (m *Mux) Transport(group uint32) (*raft.NetworkTransport, error) {
+	l, err := m.register(group)
+	if err != nil {
+		return nil, err
+	}
+	name := fmt.Sprintf("raft-net.g%d", group)
+	if group == ControlGroup {
+		name = "raft-net.control"
+	}
+	glog := m.log.With("group", groupLabel(group))
+	t := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  l,
+		MaxPool: muxMaxPool,
+		Timeout: muxRPCTimeout,
+		Logger: hclog.New(&hclog.LoggerOptions{
+			Name: name, Level: hclog.Warn, Output: muxHclogWriter{glog}, DisableTime: true,
+		}),
+	})
+	m.mu.Lock()
+	if m.closed {
+		// Close ran between register and here and closed only the layer;
+		// the transport's listen goroutine must be stopped too.
+		m.mu.Unlock()
+		_ = t.Close()
+		return nil, ErrMuxClosed
+	}
+	l.trans = t
+	m.mu.Unlock()
+	return t, nil
+}
+
+func (m *Mux) register(group uint32) (*muxLayer, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrMuxClosed
+	}
+	if _, ok := m.groups[group]; ok {
+		return nil, fmt.Errorf("cluster: raft mux: group %s is already registered", groupLabel(group))
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	l := &muxLayer{
+		m:        m,
+		group:    group,
+		acceptCh: make(chan net.Conn, muxAcceptBacklog),
+		done:     make(chan struct{}),
+		ctx:      ctx,
+		cancel:   cancel,
+		conns:    make(map[*muxConn]struct{}),
+	}
+	m.groups[group] = l
+	return l, nil
+}
+
+// unregister drops l if it is still the registered layer of its group (a
+// newer registration of the same id must survive a late close of the old).
+func (m *Mux) unregister(l *muxLayer) {
+	m.mu.Lock()
+	if m.groups[l.group] == l {
+		delete(m.groups, l.group)
+	}
+	m.mu.Unlock()
+}
+
+// SetDialFilter installs a fault-injection hook: while f is non-nil, every
+// outbound dial of every group first asks f, and fails with its error. Setting
+// a filter also closes the established outbound connections it rejects,
+// because NetworkTransport reuses pooled connections and would otherwise keep
+// talking through the "partition". Inbound connections are untouched, so f
+// cuts only this node's outbound Raft traffic (its RPC requests; it still
+// answers requests from peers). Pass nil to heal.
+func (m *Mux) SetDialFilter(f func(group uint32, addr string) error) {
+	if f == nil {
+		m.filter.Store(nil)
+		return
+	}
+	m.filter.Store(&f)
+	m.mu.Lock()
+	layers := make([]*muxLayer, 0, len(m.groups))
+	for _, l := range m.groups {
+		layers = append(layers, l)
+	}
+	m.mu.Unlock()
+	for _, l := range layers {
+		for _, c := range l.dialedConns() {
+			if err := f(l.group, c.addr); err != nil {
+				c.kill(fmt.Errorf("cluster: raft mux: dial filter: %w", err))
+			}
+		}
+	}
+}
+
+// dialFilter returns the error of the installed filter for (group, addr).
+func (m *Mux) dialFilter(group uint32, addr string) error {
+	if p := m.filter.Load(); p != nil {
+		if err := (*p)(group, addr); err != nil {
+			return fmt.Errorf("cluster: raft mux: dial filter: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close stops accepting, closes every registered group's transport (with its
+// connections) and waits for the mux's own goroutines. Raft instances using
+// those transports should be shut down by their owners; their RPCs fail from
+// now on.
+func (m *Mux) Close() error {
+	m.closeOnce.Do(func() {
+		m.mu.Lock()
+		m.closed = true
+		layers := make([]*muxLayer, 0, len(m.groups))
+		for _, l := range m.groups {
+			layers = append(layers, l)
+		}
+		pending := make([]net.Conn, 0, len(m.pending))
+		for c := range m.pending {
+			pending = append(pending, c)
+		}
+		m.mu.Unlock()
+
+		m.cancel()
+		if err := m.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			m.closeErr = err
+		}
+		// Unblock handshakes waiting for a header.
+		for _, c := range pending {
+			_ = c.Close()
+		}
+		for _, l := range layers {
+			if t := l.transport(); t != nil {
+				_ = t.Close() // closes l via the StreamLayer
+			} else {
+				_ = l.Close()
+			}
+		}
+		m.wg.Wait()
+	})
+	return m.closeErr
+}
+
+func (m *Mux) acceptLoop() {
+	defer m.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || m.ctx.Err() != nil {
+				return
+			}
+			// Resource exhaustion (EMFILE and the like): back off rather
+			// than spin, as net/http does.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			m.warn("raft mux: accept failed", "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+				continue
+			case <-m.ctx.Done():
+				return
+			}
+		}
+		delay = 0
+		select {
+		case m.hsSlots <- struct{}{}:
+		default:
+			m.warn("raft mux: too many pending handshakes; dropping connection", "remote", c.RemoteAddr().String())
+			_ = c.Close()
+			continue
+		}
+		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			_ = c.Close()
+			<-m.hsSlots
+			return
+		}
+		m.pending[c] = struct{}{}
+		m.wg.Add(1)
+		m.mu.Unlock()
+		// One goroutine per connection: a peer that connects and sends
+		// nothing must not hold up everyone else's handshake.
+		go m.handshake(c)
+	}
+}
+
+// handshake reads c's header and hands c to its group, or closes it.
+func (m *Mux) handshake(c net.Conn) {
+	defer m.wg.Done()
+	defer func() { <-m.hsSlots }()
+	routed := false
+	defer func() {
+		m.mu.Lock()
+		delete(m.pending, c)
+		m.mu.Unlock()
+		if !routed {
+			_ = c.Close()
+		}
+	}()
+	remote := c.RemoteAddr().String()
+	deadline := time.Now().Add(m.hsTimeout)
+	_ = c.SetReadDeadline(deadline)
+	var hdr [muxHeaderSize]byte
+	// io.ReadFull straight from the conn, never through a buffered reader:
+	// any byte read past the header belongs to NetworkTransport's decoder.
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		if m.ctx.Err() == nil {
+			m.warn("raft mux: no connection header", "remote", remote, "err", err)
+		}
+		return
+	}
+	if hdr[0] != muxMagic0 || hdr[1] != muxMagic1 {
+		m.warn("raft mux: bad magic; not a raft mux peer", "remote", remote, "magic", fmt.Sprintf("%x", hdr[:2]))
+		return
+	}
+	if hdr[2] != muxVersion {
+		m.warn("raft mux: unsupported header version", "remote", remote, "version", hdr[2])
+		return
+	}
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		return
+	}
+	group := binary.BigEndian.Uint32(hdr[3:])
+	m.mu.Lock()
+	l := m.groups[group]
+	m.mu.Unlock()
+	if l == nil {
+		// Routine while replicas move: a peer keeps contacting a replica
+		// this node no longer (or not yet) hosts until its configuration
+		// catches up. Debug, not warn.
+		m.log.Debug("raft mux: connection for a group not hosted here", "remote", remote, "group", groupLabel(group))
+		return
+	}
+	routed = l.deliver(c, deadline)
+}
+
+// warn logs at most once per muxLogEvery, counting what it suppressed.
+func (m *Mux) warn(msg string, args ...any) {
+	if n, ok := m.warnLimit.allow(time.Now()); ok {
+		if n > 0 {
+			args = append(args, "suppressed", n)
+		}
+		m.log.Warn(msg, args...)
+	}
+}
+
+// muxLayer is one group's raft.StreamLayer: Accept yields the connections the
+// mux routed to the group, Dial connects to a peer's mux and names the group.
+// It tracks its open connections because NetworkTransport.Close closes
+// neither its pooled outbound connections nor its inbound ones (its handlers
+// sit in a blocking read with no deadline), so without this every closed
+// group would leak sockets and goroutines until the peer hung up.
+type muxLayer struct {
+	m        *Mux
+	group    uint32
+	acceptCh chan net.Conn
+	done     chan struct{}
+	ctx      context.Context // canceled on close: aborts in-flight dials
+	cancel   context.CancelFunc
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[*muxConn]struct{}
+	trans  *raft.NetworkTransport // guarded by m.mu
+}
+
+var _ raft.StreamLayer = (*muxLayer)(nil)
+
+func (l *muxLayer) transport() *raft.NetworkTransport {
+	l.m.mu.Lock()
+	defer l.m.mu.Unlock()
+	return l.trans
+}
+
+// Accept implements net.Listener.
+func (l *muxLayer) Accept() (net.Conn, error) {
+	// Prefer reporting closure over handing out a backlog conn that close
+	// has already shut.
+	select {
+	case <-l.done:
+		return nil, ErrMuxClosed
+	default:
+	}
+	select {
+	case c := <-l.acceptCh:
+		return c, nil
+	case <-l.done:
+		return nil, ErrMuxClosed
+	}
+}
+
+// Close implements net.Listener. NetworkTransport.Close calls it; it
+// unregisters the group and closes all of the group's connections.
+func (l *muxLayer) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	conns := make([]*muxConn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.conns = nil
+	close(l.done)
+	l.mu.Unlock()
+
+	l.cancel()
+	l.m.unregister(l)
+	for _, c := range conns {
+		_ = c.Conn.Close()
+	}
+	return nil
+}
+
+// Addr implements net.Listener; NetworkTransport.LocalAddr reports it, so it
+// is the advertised address, not the bound one.
+func (l *muxLayer) Addr() net.Addr { return l.m.advertise }
+
+// Dial implements raft.StreamLayer: TCP to the peer's mux, then the header.
+func (l *muxLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	addr := string(address)
+	if err := l.m.dialFilter(l.group, addr); err != nil {
+		return nil, err
+	}
+	if timeout <= 0 {
+		timeout = l.m.hsTimeout
+	}
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.DialContext(l.ctx, "tcp", addr)
+	if err != nil {
+		if l.ctx.Err() != nil {
+			return nil, ErrMuxClosed
+		}
+		return nil, err
+	}
+	var hdr [muxHeaderSize]byte
+	hdr[0], hdr[1], hdr[2] = muxMagic0, muxMagic1, muxVersion
+	binary.BigEndian.PutUint32(hdr[3:], l.group)
+	_ = c.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(hdr[:]); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("cluster: raft mux: write header to %s: %w", addr, err)
+	}
+	_ = c.SetWriteDeadline(time.Time{})
+	mc := l.track(c, addr, true)
+	if mc == nil {
+		_ = c.Close()
+		return nil, ErrMuxClosed
+	}
+	// Check again now that the conn is tracked: a filter installed while we
+	// were dialing may have swept before the conn was visible.
+	if err := l.m.dialFilter(l.group, addr); err != nil {
+		_ = mc.Close()
+		return nil, err
+	}
+	return mc, nil
+}
+
+// deliver hands an accepted, handshaken conn to the group's Accept, waiting
+// at most until deadline for room in the backlog. It reports whether it took
+// ownership of c.
+func (l *muxLayer) deliver(c net.Conn, deadline time.Time) bool {
+	mc := l.track(c, "", false)
+	if mc == nil {
+		return false
+	}
+	select {
+	case l.acceptCh <- mc:
+		return true
+	default:
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case l.acceptCh <- mc:
+		// Even if the layer closed meanwhile, Close closed every tracked
+		// conn, this one included.
+		return true
+	case <-l.done:
+	case <-l.m.ctx.Done():
+	case <-t.C:
+		l.m.warn("raft mux: group is not accepting connections; dropping one", "group", groupLabel(l.group))
+	}
+	_ = mc.Close()
+	return true
+}
+
+// track registers c as open; nil when the layer is closed.
+func (l *muxLayer) track(c net.Conn, addr string, dialed bool) *muxConn {
+	mc := &muxConn{Conn: c, layer: l, addr: addr, dialed: dialed}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.conns[mc] = struct{}{}
+	return mc
+}
+
+func (l *muxLayer) untrack(c *muxConn) {
+	l.mu.Lock()
+	delete(l.conns, c) // no-op on a closed layer's nil map
+	l.mu.Unlock()
+}
+
+func (l *muxLayer) isClosed() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l *muxLayer) dialedConns() []*muxConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []*muxConn
+	for c := range l.conns {
+		if c.dialed {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// muxConn is a connection tracked by its group's layer.
+type muxConn struct {
+	net.Conn
+	layer  *muxLayer
+	addr   string // dialed address; empty for accepted conns
+	dialed bool
+	cause  atomic.Pointer[error] // why the layer killed it (dial filter)
+}
+
+// Read maps errors caused by our own closing: after the group closed, an
+// inbound handler blocked in Read would otherwise log "failed to decode
+// incoming command: use of closed network connection" at error level for
+// every connection of every group on each shutdown; io.EOF is what
+// NetworkTransport treats as a quiet end of stream. A conn killed by the dial
+// filter reports the filter's error instead, which says why.
+func (c *muxConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		if cause := c.cause.Load(); cause != nil {
+			return n, *cause
+		}
+		if c.layer.isClosed() {
+			return n, io.EOF
+		}
+	}
+	return n, err
+}
+
+func (c *muxConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		if cause := c.cause.Load(); cause != nil {
+			return n, *cause
+		}
+	}
+	return n, err
+}
+
+func (c *muxConn) Close() error {
+	c.layer.untrack(c)
+	return c.Conn.Close()
+}
+
+func (c *muxConn) kill(cause error) {
+	c.cause.Store(&cause)
+	_ = c.Close()
+}
+
+// muxAddr is the advertised address as a net.Addr.
+type muxAddr string
+
+func (a muxAddr) Network() string { return "tcp" }
+func (a muxAddr) String() string  { return string(a) }
+
+func groupLabel(group uint32) string {
+	if group == ControlGroup {
+		return "control"
+	}
+	return fmt.Sprint(group)
+}
+
+// muxLogLimiter lets one message through per muxLogEvery.
+type muxLogLimiter struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (r *muxLogLimiter) allow(now time.Time) (suppressed int, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.last.IsZero() && now.Sub(r.last) < muxLogEvery {
+		r.suppressed++
+		return 0, false
+	}
+	r.last, suppressed, r.suppressed = now, r.suppressed, 0
+	return suppressed, true
+}
+
+// muxHclogWriter routes a NetworkTransport's hclog output to slog, keeping
+// hclog's level (a line starts with "[WARN] " or "[ERROR]") instead of
+// flattening everything to one level.
+type muxHclogWriter struct{ l *slog.Logger }
+
+func (w muxHclogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimRight(string(p), "\r\n")
+	level := slog.LevelWarn
+	switch {
+	case strings.HasPrefix(msg, "[ERROR]"):
+		level = slog.LevelError
+		msg = strings.TrimSpace(msg[len("[ERROR]"):])
+	case strings.HasPrefix(msg, "[WARN]"):
+		msg = strings.TrimSpace(msg[len("[WARN]"):])
+	}
+	w.l.Log(context.Background(), level, msg)
+	return len(p), nil
+}

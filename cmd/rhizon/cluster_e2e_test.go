@@ -1,0 +1,405 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/client"
+)
+
+const clusterToken = "cluster-e2e-token-0123456789abcdef"
+
+// freePort returns a port free on 127.0.0.1 for TCP (and, for gossip, UDP).
+func freePort(t *testing.T) int {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		u.Close()
+		return port
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// nodeProc is one `rhizon node` process with fixed ports, so it can be
+// killed and restarted as the same member.
+type nodeProc struct {
+	id                     string
+	dir                    string
+	grpc, http, raft, goss string
+	args                   []string
+	cmd                    *exec.Cmd
+	done                   chan struct{}
+	stderr                 *syncBuffer
+	mu                     sync.Mutex
+}
+
+type testCluster struct {
+	t         *testing.T
+	root      string
+	nodes     []*nodeProc
+	deadAfter time.Duration
+}
+
+// newTestCluster prepares n nodes; a node must be dead for deadAfter before
+// its replicas are replaced.
+func newTestCluster(t *testing.T, n int, deadAfter time.Duration) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, root: t.TempDir(), deadAfter: deadAfter}
+	tf := filepath.Join(c.root, "tokens.json")
+	tokens := fmt.Sprintf(`{"tokens":[{"token":%q,"principal":{"id":"tester","type":"user"},"scopes":[{"tenant":"t","workspace":"*"}]}]}`, clusterToken)
+	if err := os.WriteFile(tf, []byte(tokens), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		c.add(i < 3, n)
+	}
+	t.Cleanup(func() {
+		for _, p := range c.nodes {
+			p.kill()
+			if t.Failed() && p.stderr != nil {
+				t.Logf("--- %s stderr:\n%s", p.id, tail(p.stderr.String(), 4000))
+			}
+		}
+	})
+	return c
+}
+
+// add prepares (does not start) a node; the first ones bootstrap together.
+func (c *testCluster) add(founder bool, expect int) *nodeProc {
+	i := len(c.nodes)
+	p := &nodeProc{
+		id: fmt.Sprintf("n%d", i+1), dir: filepath.Join(c.root, fmt.Sprintf("n%d", i+1)),
+		grpc: fmt.Sprintf("127.0.0.1:%d", freePort(c.t)), http: fmt.Sprintf("127.0.0.1:%d", freePort(c.t)),
+		raft: fmt.Sprintf("127.0.0.1:%d", freePort(c.t)), goss: fmt.Sprintf("127.0.0.1:%d", freePort(c.t)),
+	}
+	p.args = []string{"node", "--node-id", p.id, "--data-dir", p.dir, "--shards", "8",
+		"--grpc-addr", p.grpc, "--http-addr", p.http, "--raft-addr", p.raft, "--gossip-addr", p.goss,
+		"--nats-addr", "off", "--token-file", filepath.Join(c.root, "tokens.json"),
+		"--cluster-secret", "e2e-secret", "--log-level", "warn", "--dead-after", c.deadAfter.String(),
+		"--fast-gossip", "--raft-heartbeat-timeout", "300ms", "--raft-election-timeout", "300ms"}
+	if len(c.nodes) > 0 {
+		p.args = append(p.args, "--join", c.nodes[0].goss)
+	}
+	if founder {
+		p.args = append(p.args, "--bootstrap-expect", fmt.Sprint(min(expect, 3)))
+	}
+	c.nodes = append(c.nodes, p)
+	return p
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func (p *nodeProc) start(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cmd := exec.Command(binary, p.args...)
+	p.stderr = &syncBuffer{}
+	cmd.Stderr = p.stderr
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd, p.done = cmd, make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+		}
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+}
+
+func (p *nodeProc) kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil && p.cmd.ProcessState == nil {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+func (c *testCluster) client(p *nodeProc) *client.Client {
+	cl, err := client.Dial(p.grpc, client.WithToken(clusterToken), client.WithRetries(0))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// checkFor polls f until it returns nil or total passes.
+func checkFor(t *testing.T, total, every time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(every)
+	}
+	t.Fatalf("condition not met after %v: %v", total, err)
+}
+
+func (c *testCluster) status(p *nodeProc) (*pb.StatusResponse, error) {
+	cl := c.client(p)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return cl.Status(ctx)
+}
+
+// converged checks that every shard has a replica on each of want distinct
+// nodes, one leader, and equal state hashes at equal applied indexes.
+func converged(st *pb.StatusResponse, want int) error {
+	byShard := map[uint32][]*pb.ShardStatus{}
+	for _, s := range st.Shards {
+		byShard[s.Shard] = append(byShard[s.Shard], s)
+	}
+	if uint32(len(byShard)) != st.ShardCount || st.ShardCount == 0 {
+		return fmt.Errorf("status covers %d of %d shards", len(byShard), st.ShardCount)
+	}
+	for id, reps := range byShard {
+		nodes, leaders := map[string]bool{}, 0
+		for _, r := range reps {
+			nodes[r.NodeId] = true
+			if r.Role == "Leader" {
+				leaders++
+			}
+		}
+		if len(nodes) != want || len(reps) != want {
+			return fmt.Errorf("shard %d has %d replicas on %d nodes, want %d", id, len(reps), len(nodes), want)
+		}
+		if leaders != 1 {
+			return fmt.Errorf("shard %d has %d leaders", id, leaders)
+		}
+		for _, r := range reps[1:] {
+			if r.AppliedIndex != reps[0].AppliedIndex || r.StateHash != reps[0].StateHash {
+				return fmt.Errorf("shard %d replicas differ: %s@%d vs %s@%d", id, r.NodeId, r.AppliedIndex, reps[0].NodeId, reps[0].AppliedIndex)
+			}
+		}
+	}
+	return nil
+}
+
+func submitReq(entity, key string) *pb.SubmitRequest {
+	return &pb.SubmitRequest{
+		Address: &pb.Address{ActorType: "counter", EntityId: entity}, Type: "cmd.counter.add",
+		Payload: []byte(`{"amount":1}`), IdempotencyKey: key, CommandId: "cmd-" + key,
+	}
+}
+
+func TestCluster_ThreeNodesServeThroughAnyNodeAndAgree(t *testing.T) {
+	c := newTestCluster(t, 3, time.Minute)
+	for _, p := range c.nodes {
+		p.start(t)
+	}
+	checkFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+		st, err := c.status(c.nodes[0])
+		if err != nil {
+			return err
+		}
+		return converged(st, 3)
+	})
+	for i, p := range c.nodes {
+		cl := c.client(p)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		for j := range 20 {
+			resp, err := cl.Submit(ctx, submitReq(fmt.Sprintf("e%d", j), fmt.Sprintf("n%d-%d", i, j)))
+			if err != nil || resp.Result.Status != pb.Status_STATUS_ACCEPTED {
+				cancel()
+				t.Fatalf("submit through %s: %+v %v", p.id, resp, err)
+			}
+		}
+		cancel()
+	}
+	for _, p := range c.nodes {
+		cl := c.client(p)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got, err := cl.Get(ctx, &pb.GetRequest{Address: &pb.Address{ActorType: "counter", EntityId: "e7"}})
+		cancel()
+		if err != nil || got.Version != 3 {
+			t.Fatalf("get through %s: %+v %v", p.id, got, err)
+		}
+	}
+	checkFor(t, 20*time.Second, 200*time.Millisecond, func() error {
+		st, err := c.status(c.nodes[2])
+		if err != nil {
+			return err
+		}
+		return converged(st, 3)
+	})
+}
+
+func TestCluster_LeaderFailoverUnderLoadLosesNothing(t *testing.T) {
+	c := newTestCluster(t, 3, time.Minute)
+	for _, p := range c.nodes {
+		p.start(t)
+	}
+	checkFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+		st, err := c.status(c.nodes[0])
+		if err != nil {
+			return err
+		}
+		return converged(st, 3)
+	})
+	st, _ := c.status(c.nodes[0])
+	leads := map[string]int{}
+	for _, s := range st.Shards {
+		if s.Role == "Leader" {
+			leads[s.NodeId]++
+		}
+	}
+	victim := c.nodes[0]
+	for _, p := range c.nodes {
+		if leads[p.id] > leads[victim.id] {
+			victim = p
+		}
+	}
+
+	var (
+		mu       sync.Mutex
+		acked    = map[string]string{} // key -> entity
+		lastAck  atomic.Int64
+		maxGap   atomic.Int64
+		maxWait  atomic.Int64 // longest time one command took to be acknowledged
+		stop     = make(chan struct{})
+		wg       sync.WaitGroup
+		sequence atomic.Int64
+	)
+	lastAck.Store(time.Now().UnixNano())
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var alive []*client.Client
+			for _, p := range c.nodes {
+				if p != victim {
+					alive = append(alive, c.client(p))
+				}
+			}
+			all := append([]*client.Client{c.client(victim)}, alive...)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n := sequence.Add(1)
+				key, entity := fmt.Sprintf("w%d-%d", w, n), fmt.Sprintf("e%d", n%16)
+				req := submitReq(entity, key)
+				began := time.Now()
+				for attempt := 0; attempt < 50; attempt++ {
+					cl := all[(i+attempt)%len(all)]
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					resp, err := cl.Submit(ctx, req)
+					cancel()
+					if err == nil && resp.Result.Status == pb.Status_STATUS_ACCEPTED {
+						now := time.Now().UnixNano()
+						if gap := now - lastAck.Swap(now); gap > maxGap.Load() {
+							maxGap.Store(gap)
+						}
+						if w := int64(time.Since(began)); w > maxWait.Load() {
+							maxWait.Store(w)
+						}
+						mu.Lock()
+						acked[key] = entity
+						mu.Unlock()
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	time.Sleep(3 * time.Second)
+	maxGap.Store(0)
+	maxWait.Store(0)
+	victim.kill()
+	time.Sleep(8 * time.Second)
+	close(stop)
+	wg.Wait()
+	t.Logf("killed %s (leading %d shards); max gap between acknowledgements %v; longest wait for one acknowledgement %v; %d commands acknowledged",
+		victim.id, leads[victim.id], time.Duration(maxGap.Load()), time.Duration(maxWait.Load()), len(acked))
+	// Election timeout here is 300 ms: a few of them, plus retries.
+	if gap := time.Duration(maxGap.Load()); gap > 5*time.Second {
+		t.Errorf("acknowledgements stopped for %v after killing the leader", gap)
+	}
+	if w := time.Duration(maxWait.Load()); w > 10*time.Second {
+		t.Errorf("a command waited %v for its acknowledgement across the failover", w)
+	}
+
+	// Restart the victim: it catches up and every replica agrees.
+	victim.start(t)
+	checkFor(t, 60*time.Second, 250*time.Millisecond, func() error {
+		st, err := c.status(c.nodes[0])
+		if err != nil {
+			return err
+		}
+		return converged(st, 3)
+	})
+	// Every acknowledged command is present, exactly once, on every replica.
+	entities := map[string][]string{}
+	for k, e := range acked {
+		entities[e] = append(entities[e], k)
+	}
+	for _, p := range c.nodes {
+		cl := c.client(p)
+		for e, keys := range entities {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			seen := map[string]int{}
+			tok := ""
+			for {
+				h, err := cl.History(ctx, &pb.HistoryRequest{Address: &pb.Address{ActorType: "counter", EntityId: e},
+					PageSize: 1000, PageToken: tok, Consistency: pb.Consistency_CONSISTENCY_STALE})
+				if err != nil {
+					cancel()
+					t.Fatalf("history of %s on %s: %v", e, p.id, err)
+				}
+				for _, r := range h.Records {
+					seen[r.GetEvent().GetCommandId()]++
+				}
+				if tok = h.NextPageToken; tok == "" {
+					break
+				}
+			}
+			cancel()
+			for _, k := range keys {
+				if seen["cmd-"+k] != 1 {
+					t.Fatalf("on %s, acknowledged command %s appears %d times in %s", p.id, k, seen["cmd-"+k], e)
+				}
+			}
+			for id, n := range seen {
+				if n > 1 {
+					t.Fatalf("on %s, command %s took effect %d times", p.id, id, n)
+				}
+			}
+		}
+	}
+}

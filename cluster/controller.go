@@ -250,15 +250,13 @@ func (n *Node) ensureLearners(st *ClusterState) error {
 	return nil
 }
 
-// rebalance takes one placement step toward the rendezvous placement of the
-// live nodes.
-func (n *Node) rebalance(st *ClusterState, members []Member) error {
+// liveNodes are the nodes of the map that placement may use, and those of
+// them that are draining.
+func (n *Node) liveNodes(st *ClusterState, members []Member) (live []PlacementNode, draining []string) {
 	byID := map[string]Member{}
 	for _, m := range members {
 		byID[m.Meta.ID] = m
 	}
-	var live []PlacementNode
-	var draining []string
 	for _, rec := range st.Nodes {
 		m, seen := byID[rec.ID]
 		// A node gossip has not heard of yet counts as live: moving data
@@ -271,6 +269,13 @@ func (n *Node) rebalance(st *ClusterState, members []Member) error {
 			draining = append(draining, rec.ID)
 		}
 	}
+	return live, draining
+}
+
+// rebalance takes one placement step toward the rendezvous placement of the
+// live nodes.
+func (n *Node) rebalance(st *ClusterState, members []Member) error {
+	live, draining := n.liveNodes(st, members)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	caughtUp := func(id uint32, node string) bool {

@@ -174,4 +174,3 @@ func (n *Node) removeReplica(id uint32) error {
 	n.log.Info("removed replica", "shard", id)
 	return os.RemoveAll(n.shardDir(id))
 }
-

@@ -287,10 +287,26 @@ func (n *Node) Status(ctx context.Context) (*pb.StatusResponse, error) {
 		}
 		return cmpString(a.NodeId, b.NodeId)
 	})
+	out.Rebalancing = n.rebalancing(st, members)
+	return out, nil
+}
+
+// rebalancing describes every shard whose replicas are not yet where the
+// placement of the live nodes wants them: the moves in progress or pending.
+func (n *Node) rebalancing(st *ClusterState, members []Member) []string {
+	live, _ := n.liveNodes(st, members)
+	want := Desired(st.Shards, live, st.RF)
+	var out []string
 	for id, p := range st.Placement {
+		if id >= len(want) {
+			break
+		}
 		for _, l := range p.Learners {
-			out.Rebalancing = append(out.Rebalancing, fmt.Sprintf("shard %d: %s catching up as a learner", id, l))
+			out = append(out, fmt.Sprintf("shard %d: %s catching up as a learner", id, l))
+		}
+		if len(p.Learners) == 0 && !slices.Equal(p.Voters, want[id]) {
+			out = append(out, fmt.Sprintf("shard %d: voters %v, moving to %v", id, p.Voters, want[id]))
 		}
 	}
-	return out, nil
+	return out
 }

@@ -177,7 +177,11 @@ func (c *testCluster) status(p *nodeProc) (*pb.StatusResponse, error) {
 
 // converged checks that every shard has a replica on each of want distinct
 // nodes, one leader, and equal state hashes at equal applied indexes.
-func converged(st *pb.StatusResponse, want int) error {
+func converged(st *pb.StatusResponse, want int) error { return placed(st, want, true) }
+
+// placed is converged without comparing the replicas' indexes and hashes
+// unless strict (they move while writers run).
+func placed(st *pb.StatusResponse, want int, strict bool) error {
 	byShard := map[uint32][]*pb.ShardStatus{}
 	for _, s := range st.Shards {
 		byShard[s.Shard] = append(byShard[s.Shard], s)
@@ -200,7 +204,7 @@ func converged(st *pb.StatusResponse, want int) error {
 			return fmt.Errorf("shard %d has %d leaders", id, leaders)
 		}
 		for _, r := range reps[1:] {
-			if r.AppliedIndex != reps[0].AppliedIndex || r.StateHash != reps[0].StateHash {
+			if strict && r.AppliedIndex != reps[0].AppliedIndex || r.StateHash != reps[0].StateHash {
 				return fmt.Errorf("shard %d replicas differ: %s@%d vs %s@%d", id, r.NodeId, r.AppliedIndex, reps[0].NodeId, reps[0].AppliedIndex)
 			}
 		}
@@ -283,75 +287,19 @@ func TestCluster_LeaderFailoverUnderLoadLosesNothing(t *testing.T) {
 		}
 	}
 
-	var (
-		mu       sync.Mutex
-		acked    = map[string]string{} // key -> entity
-		lastAck  atomic.Int64
-		maxGap   atomic.Int64
-		maxWait  atomic.Int64 // longest time one command took to be acknowledged
-		stop     = make(chan struct{})
-		wg       sync.WaitGroup
-		sequence atomic.Int64
-	)
-	lastAck.Store(time.Now().UnixNano())
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var alive []*client.Client
-			for _, p := range c.nodes {
-				if p != victim {
-					alive = append(alive, c.client(p))
-				}
-			}
-			all := append([]*client.Client{c.client(victim)}, alive...)
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				n := sequence.Add(1)
-				key, entity := fmt.Sprintf("w%d-%d", w, n), fmt.Sprintf("e%d", n%16)
-				req := submitReq(entity, key)
-				began := time.Now()
-				for attempt := 0; attempt < 50; attempt++ {
-					cl := all[(i+attempt)%len(all)]
-					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					resp, err := cl.Submit(ctx, req)
-					cancel()
-					if err == nil && resp.Result.Status == pb.Status_STATUS_ACCEPTED {
-						now := time.Now().UnixNano()
-						if gap := now - lastAck.Swap(now); gap > maxGap.Load() {
-							maxGap.Store(gap)
-						}
-						if w := int64(time.Since(began)); w > maxWait.Load() {
-							maxWait.Store(w)
-						}
-						mu.Lock()
-						acked[key] = entity
-						mu.Unlock()
-						break
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
-			}
-		}()
-	}
+	load := c.startLoad(8, c.nodes)
 	time.Sleep(3 * time.Second)
-	maxGap.Store(0)
-	maxWait.Store(0)
+	load.resetGaps()
 	victim.kill()
 	time.Sleep(8 * time.Second)
-	close(stop)
-	wg.Wait()
+	acked := load.stop()
 	t.Logf("killed %s (leading %d shards); max gap between acknowledgements %v; longest wait for one acknowledgement %v; %d commands acknowledged",
-		victim.id, leads[victim.id], time.Duration(maxGap.Load()), time.Duration(maxWait.Load()), len(acked))
+		victim.id, leads[victim.id], time.Duration(load.maxGap.Load()), time.Duration(load.maxWait.Load()), len(acked))
 	// Election timeout here is 300 ms: a few of them, plus retries.
-	if gap := time.Duration(maxGap.Load()); gap > 5*time.Second {
+	if gap := time.Duration(load.maxGap.Load()); gap > 5*time.Second {
 		t.Errorf("acknowledgements stopped for %v after killing the leader", gap)
 	}
-	if w := time.Duration(maxWait.Load()); w > 10*time.Second {
+	if w := time.Duration(load.maxWait.Load()); w > 10*time.Second {
 		t.Errorf("a command waited %v for its acknowledgement across the failover", w)
 	}
 
@@ -364,12 +312,93 @@ func TestCluster_LeaderFailoverUnderLoadLosesNothing(t *testing.T) {
 		}
 		return converged(st, 3)
 	})
-	// Every acknowledged command is present, exactly once, on every replica.
+	c.verifyAcked(acked, c.nodes)
+}
+
+// load is a set of writers submitting counter commands with unique keys
+// through the given nodes in turn, retrying each command (same key) until it
+// is acknowledged.
+type load struct {
+	mu      sync.Mutex
+	acked   map[string]string // key -> entity
+	lastAck atomic.Int64
+	maxGap  atomic.Int64 // longest time without any acknowledgement
+	maxWait atomic.Int64 // longest time one command took to be acknowledged
+	quit    chan struct{}
+	wg      sync.WaitGroup
+}
+
+func (c *testCluster) startLoad(workers int, nodes []*nodeProc) *load {
+	l := &load{acked: map[string]string{}, quit: make(chan struct{})}
+	l.lastAck.Store(time.Now().UnixNano())
+	var seq atomic.Int64
+	for w := range workers {
+		clients := make([]*client.Client, len(nodes))
+		for i, p := range nodes {
+			clients[i] = c.client(p)
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-l.quit:
+					return
+				default:
+				}
+				n := seq.Add(1)
+				key, entity := fmt.Sprintf("w%d-%d", w, n), fmt.Sprintf("e%d", n%16)
+				req := submitReq(entity, key)
+				began := time.Now()
+				for attempt := 0; attempt < 100; attempt++ {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					resp, err := clients[(i+attempt)%len(clients)].Submit(ctx, req)
+					cancel()
+					if err == nil && resp.Result.Status == pb.Status_STATUS_ACCEPTED {
+						now := time.Now().UnixNano()
+						if gap := now - l.lastAck.Swap(now); gap > l.maxGap.Load() {
+							l.maxGap.Store(gap)
+						}
+						if wt := int64(time.Since(began)); wt > l.maxWait.Load() {
+							l.maxWait.Store(wt)
+						}
+						l.mu.Lock()
+						l.acked[key] = entity
+						l.mu.Unlock()
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) resetGaps() {
+	l.maxGap.Store(0)
+	l.maxWait.Store(0)
+	l.lastAck.Store(time.Now().UnixNano())
+}
+
+// stop ends the writers and returns what was acknowledged.
+func (l *load) stop() map[string]string {
+	close(l.quit)
+	l.wg.Wait()
+	return l.acked
+}
+
+// verifyAcked checks, by reading each node's own replicas (stale reads), that
+// every acknowledged command (key -> entity) is present exactly once and that
+// no command took effect twice.
+func (c *testCluster) verifyAcked(acked map[string]string, nodes []*nodeProc) {
+	t := c.t
+	t.Helper()
 	entities := map[string][]string{}
 	for k, e := range acked {
 		entities[e] = append(entities[e], k)
 	}
-	for _, p := range c.nodes {
+	for _, p := range nodes {
 		cl := c.client(p)
 		for e, keys := range entities {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -402,4 +431,95 @@ func TestCluster_LeaderFailoverUnderLoadLosesNothing(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestCluster_GrowsToFiveNodesAndReplacesADeadOne(t *testing.T) {
+	c := newTestCluster(t, 3, 3*time.Second)
+	for _, p := range c.nodes {
+		p.start(t)
+	}
+	checkFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+		st, err := c.status(c.nodes[0])
+		if err != nil {
+			return err
+		}
+		return converged(st, 3)
+	})
+	load := c.startLoad(4, c.nodes[:3])
+	n4, n5 := c.add(false, 3), c.add(false, 3)
+	n4.start(t)
+	n5.start(t)
+	sawMoves := false
+	holds := func(st *pb.StatusResponse) map[string]int {
+		m := map[string]int{}
+		for _, s := range st.Shards {
+			m[s.NodeId]++
+		}
+		return m
+	}
+	checkFor(t, 90*time.Second, 250*time.Millisecond, func() error {
+		st, err := c.status(c.nodes[0])
+		if err != nil {
+			return err
+		}
+		if len(st.Rebalancing) > 0 {
+			sawMoves = true
+			return fmt.Errorf("rebalancing: %v", st.Rebalancing)
+		}
+		if err := placed(st, 3, false); err != nil {
+			return err
+		}
+		h := holds(st)
+		if h["n4"] == 0 || h["n5"] == 0 {
+			return fmt.Errorf("new nodes hold no replicas yet: %v", h)
+		}
+		leads := map[string]int{}
+		for _, s := range st.Shards {
+			if s.Role == "Leader" {
+				leads[s.NodeId]++
+			}
+		}
+		for _, p := range c.nodes {
+			if leads[p.id] > 3 {
+				return fmt.Errorf("leaders not spread: %v", leads)
+			}
+		}
+		return nil
+	})
+	st, _ := c.status(c.nodes[0])
+	t.Logf("after growth: replicas per node %v; saw moves in status: %v", holds(st), sawMoves)
+	if !sawMoves {
+		t.Error("status never showed the rebalancing in progress")
+	}
+	acked := load.stop()
+	t.Logf("%d commands acknowledged during growth", len(acked))
+	checkFor(t, 30*time.Second, 250*time.Millisecond, func() error {
+		st, err := c.status(c.nodes[0])
+		if err != nil {
+			return err
+		}
+		return converged(st, 3)
+	})
+	c.verifyAcked(acked, c.nodes)
+
+	// n5 dies for good: after dead-after its replicas move to the others.
+	n5.kill()
+	checkFor(t, 90*time.Second, 250*time.Millisecond, func() error {
+		st, err := c.status(c.nodes[0])
+		if err != nil {
+			return err
+		}
+		if err := converged(st, 3); err != nil {
+			return err
+		}
+		for _, s := range st.Shards {
+			for _, v := range append(s.Voters, s.Learners...) {
+				if v == "n5" {
+					return fmt.Errorf("shard %d still placed on the dead n5", s.Shard)
+				}
+			}
+		}
+		return nil
+	})
+	c.verifyAcked(acked, c.nodes[:4])
 }

@@ -276,6 +276,18 @@ func (c *Client) Status(ctx context.Context, opts ...grpc.CallOption) (*pb.Statu
 	return resp, err
 }
 
+// Drain starts (undo false) or cancels draining node id. It needs a token
+// of a system principal.
+func (c *Client) Drain(ctx context.Context, id string, undo bool, opts ...grpc.CallOption) (*pb.DrainResponse, error) {
+	var resp *pb.DrainResponse
+	err := c.retry(ctx, func() error {
+		var err error
+		resp, err = c.gw.Drain(ctx, &pb.DrainRequest{NodeId: id, Undo: undo}, opts...)
+		return err
+	})
+	return resp, err
+}
+
 // retry runs call until it succeeds, fails with a non-retryable error, the
 // retries are used up or ctx ends; it returns the last error.
 func (c *Client) retry(ctx context.Context, call func() error) error {

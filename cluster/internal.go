@@ -180,6 +180,19 @@ func (s *internalServer) ShardAdmin(ctx context.Context, req *pb.ShardAdminReque
 	return out, nil
 }
 
+func (s *internalServer) Drain(ctx context.Context, req *pb.DrainRequest) (*pb.DrainResponse, error) {
+	if err := s.auth(ctx); err != nil {
+		return nil, err
+	}
+	if req.NodeId != s.n.cfg.NodeID {
+		return nil, status.Errorf(codes.InvalidArgument, "node %s asked to drain %s", s.n.cfg.NodeID, req.NodeId)
+	}
+	if err := s.n.Drain(ctx, req.NodeId, !req.Undo); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return &pb.DrainResponse{NodeId: req.NodeId, Draining: !req.Undo}, nil
+}
+
 func (s *internalServer) LocalStatus(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
 	if err := s.auth(ctx); err != nil {
 		return nil, err

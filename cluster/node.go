@@ -19,14 +19,16 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
-	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/shard"
 	"github.com/rhizon/rhizon/storage"
 )
@@ -160,8 +162,9 @@ type Node struct {
 	mu       sync.RWMutex
 	replicas map[uint32]*replica
 
-	peers   *peerPool
-	hints   sync.Map // shard id -> leader node id
+	peers    *peerPool
+	hints    sync.Map // shard id -> leader node id
+	draining atomic.Bool
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	closeMu sync.Once
@@ -273,8 +276,28 @@ func (n *Node) meta() NodeMeta {
 	}
 	return NodeMeta{
 		ID: n.cfg.NodeID, RaftAddr: string(n.mux.Addr()), GRPCAddr: n.cfg.GRPCAddr, HTTPAddr: n.cfg.HTTPAddr,
-		NATSAddr: n.cfg.NATSAddr, Zone: n.cfg.Zone, Actors: actors,
+		NATSAddr: n.cfg.NATSAddr, Zone: n.cfg.Zone, Actors: actors, Draining: n.draining.Load(),
 	}
+}
+
+// Drain implements gateway.Backend: node id announces that it is draining (in
+// its gossiped metadata), and the control leader moves its replicas and
+// leaderships away. It is asked through the node itself so the flag survives
+// in the one place that knows it is being stopped.
+func (n *Node) Drain(ctx context.Context, id string, on bool) error {
+	if id == n.cfg.NodeID {
+		n.draining.Store(on)
+		return n.ml.UpdateMeta(n.meta())
+	}
+	if _, ok := n.ClusterState().Node(id); !ok {
+		return status.Errorf(codes.NotFound, "no node %q in this cluster", id)
+	}
+	c, err := n.peer(id)
+	if err != nil {
+		return err
+	}
+	_, err = c.Drain(ctx, &pb.DrainRequest{NodeId: id, Undo: !on})
+	return err
 }
 
 func (n *Node) raftConfig(name string) *raft.Config {
@@ -483,6 +506,3 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	w.l.Warn(string(p), "component", "raft")
 	return len(p), nil
 }
-
-var _ = pb.Status_STATUS_ACCEPTED
-var _ engine.Position

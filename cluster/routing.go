@@ -294,7 +294,8 @@ func (n *Node) Status(ctx context.Context) (*pb.StatusResponse, error) {
 // rebalancing describes every shard whose replicas are not yet where the
 // placement of the live nodes wants them: the moves in progress or pending.
 func (n *Node) rebalancing(st *ClusterState, members []Member) []string {
-	live, _ := n.liveNodes(st, members)
+	live, draining := n.liveNodes(st, members)
+	live = slices.DeleteFunc(live, func(p PlacementNode) bool { return slices.Contains(draining, p.ID) })
 	want := Desired(st.Shards, live, st.RF)
 	var out []string
 	for id, p := range st.Placement {

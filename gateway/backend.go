@@ -31,4 +31,7 @@ type Backend interface {
 	History(ctx context.Context, addr actor.Address, after engine.Position, limit int, includeRejections, stale bool) (recs []*pb.HistoryRecord, next engine.Position, more bool, err error)
 	// Status reports the node and its shards.
 	Status(ctx context.Context) (*pb.StatusResponse, error)
+	// Drain starts (on) or cancels (off) moving every replica and leadership
+	// off node id.
+	Drain(ctx context.Context, id string, on bool) error
 }

@@ -89,6 +89,8 @@ func (f *fakeBackend) History(ctx context.Context, addr actor.Address, after eng
 	return nil, engine.Position{}, false, nil
 }
 
+func (f *fakeBackend) Drain(context.Context, string, bool) error { return nil }
+
 func (f *fakeBackend) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	if f.statusErr != nil {
 		return nil, f.statusErr

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
@@ -493,16 +494,33 @@ func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 	return s.fillStatus(st), nil
 }
 
+// Drain starts or cancels draining a node. Only a system principal may: it
+// changes where every tenant's data lives.
+func (s *Server) Drain(ctx context.Context, req *pb.DrainRequest) (*pb.DrainResponse, error) {
+	id, err := s.authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if id.Principal.Type != actor.PrincipalSystem {
+		return nil, status.Errorf(codes.PermissionDenied,
+			"draining a node needs a system principal; %s is a %s", id.Principal.ID, id.Principal.Type)
+	}
+	if err := actor.ValidateID("node_id", req.NodeId); err != nil {
+		return nil, invalid(err)
+	}
+	if err := s.backend.Drain(ctx, req.NodeId, !req.Undo); err != nil {
+		return nil, readError(err, "node "+req.NodeId, "drain")
+	}
+	return &pb.DrainResponse{NodeId: req.NodeId, Draining: !req.Undo}, nil
+}
+
 // fillStatus completes what the backend left empty from the config and the
 // registry, without mutating the backend's message.
 func (s *Server) fillStatus(st *pb.StatusResponse) *pb.StatusResponse {
 	if st == nil {
 		st = &pb.StatusResponse{}
 	}
-	out := &pb.StatusResponse{
-		NodeId: st.GetNodeId(), Version: st.GetVersion(), ShardCount: st.GetShardCount(),
-		Shards: st.GetShards(), ActorTypes: st.GetActorTypes(),
-	}
+	out := proto.Clone(st).(*pb.StatusResponse)
 	if out.NodeId == "" {
 		out.NodeId = s.nodeID
 	}

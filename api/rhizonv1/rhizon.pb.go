@@ -181,6 +181,110 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_rhizon_proto_rawDescGZIP(), []int{2}
 }
 
+type DrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Undo          bool                   `protobuf:"varint,2,opt,name=undo,proto3" json:"undo,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_rhizon_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DrainRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *DrainRequest) GetUndo() bool {
+	if x != nil {
+		return x.Undo
+	}
+	return false
+}
+
+type DrainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Draining      bool                   `protobuf:"varint,2,opt,name=draining,proto3" json:"draining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainResponse) Reset() {
+	*x = DrainResponse{}
+	mi := &file_rhizon_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainResponse) ProtoMessage() {}
+
+func (x *DrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
+func (*DrainResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DrainResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *DrainResponse) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
 type Address struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
@@ -193,7 +297,7 @@ type Address struct {
 
 func (x *Address) Reset() {
 	*x = Address{}
-	mi := &file_rhizon_proto_msgTypes[0]
+	mi := &file_rhizon_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -205,7 +309,7 @@ func (x *Address) String() string {
 func (*Address) ProtoMessage() {}
 
 func (x *Address) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[0]
+	mi := &file_rhizon_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -218,7 +322,7 @@ func (x *Address) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Address.ProtoReflect.Descriptor instead.
 func (*Address) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{0}
+	return file_rhizon_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Address) GetTenant() string {
@@ -260,7 +364,7 @@ type Principal struct {
 
 func (x *Principal) Reset() {
 	*x = Principal{}
-	mi := &file_rhizon_proto_msgTypes[1]
+	mi := &file_rhizon_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +376,7 @@ func (x *Principal) String() string {
 func (*Principal) ProtoMessage() {}
 
 func (x *Principal) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[1]
+	mi := &file_rhizon_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +389,7 @@ func (x *Principal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Principal.ProtoReflect.Descriptor instead.
 func (*Principal) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{1}
+	return file_rhizon_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Principal) GetId() string {
@@ -313,7 +417,7 @@ type Scope struct {
 
 func (x *Scope) Reset() {
 	*x = Scope{}
-	mi := &file_rhizon_proto_msgTypes[2]
+	mi := &file_rhizon_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -325,7 +429,7 @@ func (x *Scope) String() string {
 func (*Scope) ProtoMessage() {}
 
 func (x *Scope) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[2]
+	mi := &file_rhizon_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -338,7 +442,7 @@ func (x *Scope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scope.ProtoReflect.Descriptor instead.
 func (*Scope) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{2}
+	return file_rhizon_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Scope) GetTenant() string {
@@ -376,7 +480,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_rhizon_proto_msgTypes[3]
+	mi := &file_rhizon_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +492,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[3]
+	mi := &file_rhizon_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +505,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{3}
+	return file_rhizon_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Command) GetId() string {
@@ -511,7 +615,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_rhizon_proto_msgTypes[4]
+	mi := &file_rhizon_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +627,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[4]
+	mi := &file_rhizon_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +640,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{4}
+	return file_rhizon_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Event) GetId() string {
@@ -657,7 +761,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_rhizon_proto_msgTypes[5]
+	mi := &file_rhizon_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +773,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[5]
+	mi := &file_rhizon_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +786,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{5}
+	return file_rhizon_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Result) GetCommandId() string {
@@ -783,7 +887,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_rhizon_proto_msgTypes[6]
+	mi := &file_rhizon_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +899,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[6]
+	mi := &file_rhizon_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +912,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{6}
+	return file_rhizon_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Rejection) GetType() string {
@@ -950,7 +1054,7 @@ type HistoryRecord struct {
 
 func (x *HistoryRecord) Reset() {
 	*x = HistoryRecord{}
-	mi := &file_rhizon_proto_msgTypes[7]
+	mi := &file_rhizon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1066,7 @@ func (x *HistoryRecord) String() string {
 func (*HistoryRecord) ProtoMessage() {}
 
 func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[7]
+	mi := &file_rhizon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1079,7 @@ func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRecord.ProtoReflect.Descriptor instead.
 func (*HistoryRecord) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{7}
+	return file_rhizon_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HistoryRecord) GetRecord() isHistoryRecord_Record {
@@ -1042,7 +1146,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_rhizon_proto_msgTypes[8]
+	mi := &file_rhizon_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1158,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[8]
+	mi := &file_rhizon_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1171,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{8}
+	return file_rhizon_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SubmitRequest) GetAddress() *Address {
@@ -1143,7 +1247,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_rhizon_proto_msgTypes[9]
+	mi := &file_rhizon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1259,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[9]
+	mi := &file_rhizon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1272,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{9}
+	return file_rhizon_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SubmitResponse) GetResult() *Result {
@@ -1195,7 +1299,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_rhizon_proto_msgTypes[10]
+	mi := &file_rhizon_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1207,7 +1311,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[10]
+	mi := &file_rhizon_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1220,7 +1324,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{10}
+	return file_rhizon_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetRequest) GetAddress() *Address {
@@ -1252,7 +1356,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_rhizon_proto_msgTypes[11]
+	mi := &file_rhizon_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1368,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[11]
+	mi := &file_rhizon_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1381,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{11}
+	return file_rhizon_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetResponse) GetAddress() *Address {
@@ -1337,7 +1441,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_rhizon_proto_msgTypes[12]
+	mi := &file_rhizon_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1453,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[12]
+	mi := &file_rhizon_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1466,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{12}
+	return file_rhizon_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HistoryRequest) GetAddress() *Address {
@@ -1410,7 +1514,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_rhizon_proto_msgTypes[13]
+	mi := &file_rhizon_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1526,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[13]
+	mi := &file_rhizon_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1539,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{13}
+	return file_rhizon_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HistoryResponse) GetRecords() []*HistoryRecord {
@@ -1460,7 +1564,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_rhizon_proto_msgTypes[14]
+	mi := &file_rhizon_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1576,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[14]
+	mi := &file_rhizon_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1589,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{14}
+	return file_rhizon_proto_rawDescGZIP(), []int{16}
 }
 
 type ShardStatus struct {
@@ -1511,7 +1615,7 @@ type ShardStatus struct {
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_rhizon_proto_msgTypes[15]
+	mi := &file_rhizon_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1627,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[15]
+	mi := &file_rhizon_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1640,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{15}
+	return file_rhizon_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ShardStatus) GetShard() uint32 {
@@ -1635,7 +1739,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_rhizon_proto_msgTypes[16]
+	mi := &file_rhizon_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1751,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[16]
+	mi := &file_rhizon_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1764,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{16}
+	return file_rhizon_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -1745,7 +1849,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1861,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1874,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{17}
+	return file_rhizon_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1857,7 +1961,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_rhizon_proto_msgTypes[18]
+	mi := &file_rhizon_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1869,7 +1973,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[18]
+	mi := &file_rhizon_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1882,7 +1986,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{18}
+	return file_rhizon_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LogEntry) GetShard() uint32 {
@@ -1917,7 +2021,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_rhizon_proto_msgTypes[19]
+	mi := &file_rhizon_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2033,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[19]
+	mi := &file_rhizon_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2046,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{19}
+	return file_rhizon_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ForwardRequest) GetCommand() *Command {
@@ -1968,7 +2072,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_rhizon_proto_msgTypes[20]
+	mi := &file_rhizon_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2084,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[20]
+	mi := &file_rhizon_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2097,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{20}
+	return file_rhizon_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ForwardResponse) GetResult() *Result {
@@ -2019,7 +2123,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_rhizon_proto_msgTypes[21]
+	mi := &file_rhizon_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2135,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[21]
+	mi := &file_rhizon_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2148,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{21}
+	return file_rhizon_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReadRequest) GetAddress() *Address {
@@ -2118,7 +2222,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_rhizon_proto_msgTypes[22]
+	mi := &file_rhizon_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2130,7 +2234,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[22]
+	mi := &file_rhizon_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2143,7 +2247,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{22}
+	return file_rhizon_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReadResponse) GetState() []byte {
@@ -2208,7 +2312,7 @@ type ShardAdminRequest struct {
 
 func (x *ShardAdminRequest) Reset() {
 	*x = ShardAdminRequest{}
-	mi := &file_rhizon_proto_msgTypes[23]
+	mi := &file_rhizon_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2324,7 @@ func (x *ShardAdminRequest) String() string {
 func (*ShardAdminRequest) ProtoMessage() {}
 
 func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[23]
+	mi := &file_rhizon_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2337,7 @@ func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminRequest.ProtoReflect.Descriptor instead.
 func (*ShardAdminRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{23}
+	return file_rhizon_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ShardAdminRequest) GetShard() uint32 {
@@ -2277,7 +2381,7 @@ type ShardAdminResponse struct {
 
 func (x *ShardAdminResponse) Reset() {
 	*x = ShardAdminResponse{}
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2393,7 @@ func (x *ShardAdminResponse) String() string {
 func (*ShardAdminResponse) ProtoMessage() {}
 
 func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2406,7 @@ func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminResponse.ProtoReflect.Descriptor instead.
 func (*ShardAdminResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{24}
+	return file_rhizon_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ShardAdminResponse) GetLeader() string {
@@ -2344,7 +2448,13 @@ var File_rhizon_proto protoreflect.FileDescriptor
 
 const file_rhizon_proto_rawDesc = "" +
 	"\n" +
-	"\frhizon.proto\x12\trhizon.v1\"{\n" +
+	"\frhizon.proto\x12\trhizon.v1\";\n" +
+	"\fDrainRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
+	"\x04undo\x18\x02 \x01(\bR\x04undo\"D\n" +
+	"\rDrainResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
+	"\bdraining\x18\x02 \x01(\bR\bdraining\"{\n" +
 	"\aAddress\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1c\n" +
 	"\tworkspace\x18\x02 \x01(\tR\tworkspace\x12\x1d\n" +
@@ -2560,18 +2670,20 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x0fREASON_BUSINESS\x10\x04*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x012\xff\x01\n" +
+	"\x11CONSISTENCY_STALE\x10\x012\xbb\x02\n" +
 	"\aGateway\x12=\n" +
 	"\x06Submit\x12\x18.rhizon.v1.SubmitRequest\x1a\x19.rhizon.v1.SubmitResponse\x124\n" +
 	"\x03Get\x12\x15.rhizon.v1.GetRequest\x1a\x16.rhizon.v1.GetResponse\x12@\n" +
 	"\aHistory\x12\x19.rhizon.v1.HistoryRequest\x1a\x1a.rhizon.v1.HistoryResponse\x12=\n" +
-	"\x06Status\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponse2\x94\x02\n" +
+	"\x06Status\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponse\x12:\n" +
+	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponse2\xd0\x02\n" +
 	"\bInternal\x12@\n" +
 	"\aForward\x12\x19.rhizon.v1.ForwardRequest\x1a\x1a.rhizon.v1.ForwardResponse\x127\n" +
 	"\x04Read\x12\x16.rhizon.v1.ReadRequest\x1a\x17.rhizon.v1.ReadResponse\x12I\n" +
 	"\n" +
 	"ShardAdmin\x12\x1c.rhizon.v1.ShardAdminRequest\x1a\x1d.rhizon.v1.ShardAdminResponse\x12B\n" +
-	"\vLocalStatus\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponseB0Z.github.com/rhizon/rhizon/api/rhizonv1;rhizonv1b\x06proto3"
+	"\vLocalStatus\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponse\x12:\n" +
+	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponseB0Z.github.com/rhizon/rhizon/api/rhizonv1;rhizonv1b\x06proto3"
 
 var (
 	file_rhizon_proto_rawDescOnce sync.Once
@@ -2586,85 +2698,91 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_rhizon_proto_goTypes = []any{
 	(Status)(0),                // 0: rhizon.v1.Status
 	(Reason)(0),                // 1: rhizon.v1.Reason
 	(Consistency)(0),           // 2: rhizon.v1.Consistency
-	(*Address)(nil),            // 3: rhizon.v1.Address
-	(*Principal)(nil),          // 4: rhizon.v1.Principal
-	(*Scope)(nil),              // 5: rhizon.v1.Scope
-	(*Command)(nil),            // 6: rhizon.v1.Command
-	(*Event)(nil),              // 7: rhizon.v1.Event
-	(*Result)(nil),             // 8: rhizon.v1.Result
-	(*Rejection)(nil),          // 9: rhizon.v1.Rejection
-	(*HistoryRecord)(nil),      // 10: rhizon.v1.HistoryRecord
-	(*SubmitRequest)(nil),      // 11: rhizon.v1.SubmitRequest
-	(*SubmitResponse)(nil),     // 12: rhizon.v1.SubmitResponse
-	(*GetRequest)(nil),         // 13: rhizon.v1.GetRequest
-	(*GetResponse)(nil),        // 14: rhizon.v1.GetResponse
-	(*HistoryRequest)(nil),     // 15: rhizon.v1.HistoryRequest
-	(*HistoryResponse)(nil),    // 16: rhizon.v1.HistoryResponse
-	(*StatusRequest)(nil),      // 17: rhizon.v1.StatusRequest
-	(*ShardStatus)(nil),        // 18: rhizon.v1.ShardStatus
-	(*NodeStatus)(nil),         // 19: rhizon.v1.NodeStatus
-	(*StatusResponse)(nil),     // 20: rhizon.v1.StatusResponse
-	(*LogEntry)(nil),           // 21: rhizon.v1.LogEntry
-	(*ForwardRequest)(nil),     // 22: rhizon.v1.ForwardRequest
-	(*ForwardResponse)(nil),    // 23: rhizon.v1.ForwardResponse
-	(*ReadRequest)(nil),        // 24: rhizon.v1.ReadRequest
-	(*ReadResponse)(nil),       // 25: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),  // 26: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil), // 27: rhizon.v1.ShardAdminResponse
+	(*DrainRequest)(nil),       // 3: rhizon.v1.DrainRequest
+	(*DrainResponse)(nil),      // 4: rhizon.v1.DrainResponse
+	(*Address)(nil),            // 5: rhizon.v1.Address
+	(*Principal)(nil),          // 6: rhizon.v1.Principal
+	(*Scope)(nil),              // 7: rhizon.v1.Scope
+	(*Command)(nil),            // 8: rhizon.v1.Command
+	(*Event)(nil),              // 9: rhizon.v1.Event
+	(*Result)(nil),             // 10: rhizon.v1.Result
+	(*Rejection)(nil),          // 11: rhizon.v1.Rejection
+	(*HistoryRecord)(nil),      // 12: rhizon.v1.HistoryRecord
+	(*SubmitRequest)(nil),      // 13: rhizon.v1.SubmitRequest
+	(*SubmitResponse)(nil),     // 14: rhizon.v1.SubmitResponse
+	(*GetRequest)(nil),         // 15: rhizon.v1.GetRequest
+	(*GetResponse)(nil),        // 16: rhizon.v1.GetResponse
+	(*HistoryRequest)(nil),     // 17: rhizon.v1.HistoryRequest
+	(*HistoryResponse)(nil),    // 18: rhizon.v1.HistoryResponse
+	(*StatusRequest)(nil),      // 19: rhizon.v1.StatusRequest
+	(*ShardStatus)(nil),        // 20: rhizon.v1.ShardStatus
+	(*NodeStatus)(nil),         // 21: rhizon.v1.NodeStatus
+	(*StatusResponse)(nil),     // 22: rhizon.v1.StatusResponse
+	(*LogEntry)(nil),           // 23: rhizon.v1.LogEntry
+	(*ForwardRequest)(nil),     // 24: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),    // 25: rhizon.v1.ForwardResponse
+	(*ReadRequest)(nil),        // 26: rhizon.v1.ReadRequest
+	(*ReadResponse)(nil),       // 27: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),  // 28: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil), // 29: rhizon.v1.ShardAdminResponse
 }
 var file_rhizon_proto_depIdxs = []int32{
-	3,  // 0: rhizon.v1.Command.address:type_name -> rhizon.v1.Address
-	4,  // 1: rhizon.v1.Command.principal:type_name -> rhizon.v1.Principal
-	5,  // 2: rhizon.v1.Command.scopes:type_name -> rhizon.v1.Scope
-	3,  // 3: rhizon.v1.Event.address:type_name -> rhizon.v1.Address
-	4,  // 4: rhizon.v1.Event.principal:type_name -> rhizon.v1.Principal
+	5,  // 0: rhizon.v1.Command.address:type_name -> rhizon.v1.Address
+	6,  // 1: rhizon.v1.Command.principal:type_name -> rhizon.v1.Principal
+	7,  // 2: rhizon.v1.Command.scopes:type_name -> rhizon.v1.Scope
+	5,  // 3: rhizon.v1.Event.address:type_name -> rhizon.v1.Address
+	6,  // 4: rhizon.v1.Event.principal:type_name -> rhizon.v1.Principal
 	0,  // 5: rhizon.v1.Result.status:type_name -> rhizon.v1.Status
 	1,  // 6: rhizon.v1.Result.reason:type_name -> rhizon.v1.Reason
-	7,  // 7: rhizon.v1.Result.events:type_name -> rhizon.v1.Event
-	3,  // 8: rhizon.v1.Rejection.address:type_name -> rhizon.v1.Address
+	9,  // 7: rhizon.v1.Result.events:type_name -> rhizon.v1.Event
+	5,  // 8: rhizon.v1.Rejection.address:type_name -> rhizon.v1.Address
 	1,  // 9: rhizon.v1.Rejection.reason:type_name -> rhizon.v1.Reason
-	4,  // 10: rhizon.v1.Rejection.principal:type_name -> rhizon.v1.Principal
-	7,  // 11: rhizon.v1.HistoryRecord.event:type_name -> rhizon.v1.Event
-	9,  // 12: rhizon.v1.HistoryRecord.rejection:type_name -> rhizon.v1.Rejection
-	3,  // 13: rhizon.v1.SubmitRequest.address:type_name -> rhizon.v1.Address
-	4,  // 14: rhizon.v1.SubmitRequest.on_behalf_of:type_name -> rhizon.v1.Principal
-	8,  // 15: rhizon.v1.SubmitResponse.result:type_name -> rhizon.v1.Result
-	3,  // 16: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
+	6,  // 10: rhizon.v1.Rejection.principal:type_name -> rhizon.v1.Principal
+	9,  // 11: rhizon.v1.HistoryRecord.event:type_name -> rhizon.v1.Event
+	11, // 12: rhizon.v1.HistoryRecord.rejection:type_name -> rhizon.v1.Rejection
+	5,  // 13: rhizon.v1.SubmitRequest.address:type_name -> rhizon.v1.Address
+	6,  // 14: rhizon.v1.SubmitRequest.on_behalf_of:type_name -> rhizon.v1.Principal
+	10, // 15: rhizon.v1.SubmitResponse.result:type_name -> rhizon.v1.Result
+	5,  // 16: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
 	2,  // 17: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
-	3,  // 18: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
-	3,  // 19: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
+	5,  // 18: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
+	5,  // 19: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
 	2,  // 20: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
-	10, // 21: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
-	18, // 22: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
-	19, // 23: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
-	6,  // 24: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
-	6,  // 25: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	8,  // 26: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	3,  // 27: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	10, // 28: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	11, // 29: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	13, // 30: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	15, // 31: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	17, // 32: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	22, // 33: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	24, // 34: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	26, // 35: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	17, // 36: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	12, // 37: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	14, // 38: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	16, // 39: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	20, // 40: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	23, // 41: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	25, // 42: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	27, // 43: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	20, // 44: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	37, // [37:45] is the sub-list for method output_type
-	29, // [29:37] is the sub-list for method input_type
+	12, // 21: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
+	20, // 22: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
+	21, // 23: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
+	8,  // 24: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
+	8,  // 25: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	10, // 26: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	5,  // 27: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	12, // 28: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	13, // 29: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	15, // 30: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	17, // 31: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	19, // 32: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	3,  // 33: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	24, // 34: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	26, // 35: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	28, // 36: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	19, // 37: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	3,  // 38: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	14, // 39: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	16, // 40: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	18, // 41: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	22, // 42: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	4,  // 43: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	25, // 44: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	27, // 45: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	29, // 46: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	22, // 47: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	4,  // 48: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	39, // [39:49] is the sub-list for method output_type
+	29, // [29:39] is the sub-list for method input_type
 	29, // [29:29] is the sub-list for extension type_name
 	29, // [29:29] is the sub-list for extension extendee
 	0,  // [0:29] is the sub-list for field type_name
@@ -2675,20 +2793,20 @@ func file_rhizon_proto_init() {
 	if File_rhizon_proto != nil {
 		return
 	}
-	file_rhizon_proto_msgTypes[3].OneofWrappers = []any{}
-	file_rhizon_proto_msgTypes[6].OneofWrappers = []any{}
-	file_rhizon_proto_msgTypes[7].OneofWrappers = []any{
+	file_rhizon_proto_msgTypes[5].OneofWrappers = []any{}
+	file_rhizon_proto_msgTypes[8].OneofWrappers = []any{}
+	file_rhizon_proto_msgTypes[9].OneofWrappers = []any{
 		(*HistoryRecord_Event)(nil),
 		(*HistoryRecord_Rejection)(nil),
 	}
-	file_rhizon_proto_msgTypes[8].OneofWrappers = []any{}
+	file_rhizon_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -25,6 +25,7 @@ const (
 	Gateway_Get_FullMethodName     = "/rhizon.v1.Gateway/Get"
 	Gateway_History_FullMethodName = "/rhizon.v1.Gateway/History"
 	Gateway_Status_FullMethodName  = "/rhizon.v1.Gateway/Status"
+	Gateway_Drain_FullMethodName   = "/rhizon.v1.Gateway/Drain"
 )
 
 // GatewayClient is the client API for Gateway service.
@@ -44,6 +45,9 @@ type GatewayClient interface {
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
 	// Status reports the node and its shards.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Drain moves every replica and shard leadership off a node so it can be
+	// stopped without losing redundancy (undo cancels). System principals only.
+	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 }
 
 type gatewayClient struct {
@@ -94,6 +98,16 @@ func (c *gatewayClient) Status(ctx context.Context, in *StatusRequest, opts ...g
 	return out, nil
 }
 
+func (c *gatewayClient) Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainResponse)
+	err := c.cc.Invoke(ctx, Gateway_Drain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatewayServer is the server API for Gateway service.
 // All implementations must embed UnimplementedGatewayServer
 // for forward compatibility.
@@ -111,6 +125,9 @@ type GatewayServer interface {
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
 	// Status reports the node and its shards.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// Drain moves every replica and shard leadership off a node so it can be
+	// stopped without losing redundancy (undo cancels). System principals only.
+	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	mustEmbedUnimplementedGatewayServer()
 }
 
@@ -132,6 +149,9 @@ func (UnimplementedGatewayServer) History(context.Context, *HistoryRequest) (*Hi
 }
 func (UnimplementedGatewayServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedGatewayServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
 }
 func (UnimplementedGatewayServer) mustEmbedUnimplementedGatewayServer() {}
 func (UnimplementedGatewayServer) testEmbeddedByValue()                 {}
@@ -226,6 +246,24 @@ func _Gateway_Status_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Gateway_Drain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).Drain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_Drain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).Drain(ctx, req.(*DrainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Gateway_ServiceDesc is the grpc.ServiceDesc for Gateway service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -249,6 +287,10 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Status",
 			Handler:    _Gateway_Status_Handler,
 		},
+		{
+			MethodName: "Drain",
+			Handler:    _Gateway_Drain_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "rhizon.proto",
@@ -259,6 +301,7 @@ const (
 	Internal_Read_FullMethodName        = "/rhizon.v1.Internal/Read"
 	Internal_ShardAdmin_FullMethodName  = "/rhizon.v1.Internal/ShardAdmin"
 	Internal_LocalStatus_FullMethodName = "/rhizon.v1.Internal/LocalStatus"
+	Internal_Drain_FullMethodName       = "/rhizon.v1.Internal/Drain"
 )
 
 // InternalClient is the client API for Internal service.
@@ -274,6 +317,7 @@ type InternalClient interface {
 	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (*ReadResponse, error)
 	ShardAdmin(ctx context.Context, in *ShardAdminRequest, opts ...grpc.CallOption) (*ShardAdminResponse, error)
 	LocalStatus(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 }
 
 type internalClient struct {
@@ -324,6 +368,16 @@ func (c *internalClient) LocalStatus(ctx context.Context, in *StatusRequest, opt
 	return out, nil
 }
 
+func (c *internalClient) Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainResponse)
+	err := c.cc.Invoke(ctx, Internal_Drain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -337,6 +391,7 @@ type InternalServer interface {
 	Read(context.Context, *ReadRequest) (*ReadResponse, error)
 	ShardAdmin(context.Context, *ShardAdminRequest) (*ShardAdminResponse, error)
 	LocalStatus(context.Context, *StatusRequest) (*StatusResponse, error)
+	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -358,6 +413,9 @@ func (UnimplementedInternalServer) ShardAdmin(context.Context, *ShardAdminReques
 }
 func (UnimplementedInternalServer) LocalStatus(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LocalStatus not implemented")
+}
+func (UnimplementedInternalServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -452,6 +510,24 @@ func _Internal_LocalStatus_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_Drain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).Drain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_Drain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).Drain(ctx, req.(*DrainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -474,6 +550,10 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LocalStatus",
 			Handler:    _Internal_LocalStatus_Handler,
+		},
+		{
+			MethodName: "Drain",
+			Handler:    _Internal_Drain_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -258,16 +258,90 @@ func statusCmd() *cobra.Command {
 			if f.output == "json" {
 				return writeProtoJSON(w, st)
 			}
-			fmt.Fprintf(w, "node %s  version %s  shards %d  actors %s\n", st.NodeId, st.Version, st.ShardCount, strings.Join(st.ActorTypes, ","))
+			fmt.Fprintf(w, "cluster %s  map v%d  control leader %s  (asked %s, version %s)\n", st.ClusterId, st.MapVersion, st.ControlLeader, st.NodeId, st.Version)
+			fmt.Fprintf(w, "shards %d  actors %s\n\n", st.ShardCount, strings.Join(st.ActorTypes, ","))
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SHARD\tROLE\tLEADER\tTERM\tAPPLIED\tCOMMIT\tLAST\tSTATE HASH")
-			for _, s := range st.Shards {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%.16s\n", s.Shard, s.Role, s.Leader, s.Term, s.AppliedIndex, s.CommitIndex, s.LastLogIndex, s.StateHash)
+			fmt.Fprintln(tw, "NODE\tSTATE\tREPLICAS\tLEADING\tCONTROL\tGRPC\tZONE")
+			for _, n := range st.Nodes {
+				state, ctl := n.State, "non-voter"
+				if n.Draining {
+					state += ",draining"
+				}
+				if n.ControlVoter {
+					ctl = "voter"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", n.NodeId, state, n.Replicas, n.Leading, ctl, n.GrpcAddr, n.Zone)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintln(w)
+			tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SHARD\tNODE\tROLE\tTERM\tAPPLIED\tCOMMIT\tLAST\tSTATE HASH\tVOTERS\tLEARNERS")
+			for _, s := range st.Shards {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%.16s\t%s\t%s\n", s.Shard, s.NodeId, s.Role, s.Term, s.AppliedIndex,
+					s.CommitIndex, s.LastLogIndex, s.StateHash, strings.Join(s.Voters, ","), strings.Join(s.Learners, ","))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(st.Rebalancing) > 0 {
+				fmt.Fprintln(w, "\nrebalancing:")
+				for _, r := range st.Rebalancing {
+					fmt.Fprintln(w, "  "+r)
+				}
+			}
+			return nil
 		},
 	}
 	f.register(c)
+	return c
+}
+
+func drainCmd() *cobra.Command {
+	f := &clientFlags{}
+	var undo, wait bool
+	c := &cobra.Command{
+		Use:   "drain <node id>",
+		Short: "Move every replica and leadership off a node before stopping it (system token)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, ctx, cancel, err := f.dial(c)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer func() { _ = cl.Close() }()
+			if _, err := cl.Drain(ctx, args[0], undo); err != nil {
+				return &exitErr{exitError, err}
+			}
+			w := c.OutOrStdout()
+			if undo || !wait {
+				fmt.Fprintf(w, "node %s draining: %v\n", args[0], !undo)
+				return nil
+			}
+			for {
+				st, err := cl.Status(ctx)
+				if err != nil {
+					return &exitErr{exitError, err}
+				}
+				for _, n := range st.Nodes {
+					if n.NodeId == args[0] && n.Replicas == 0 && len(st.Rebalancing) == 0 {
+						fmt.Fprintf(w, "node %s holds no replicas; it can be stopped\n", args[0])
+						return nil
+					}
+				}
+				select {
+				case <-ctx.Done():
+					return &exitErr{exitError, fmt.Errorf("node %s still holds replicas: %w", args[0], ctx.Err())}
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		},
+	}
+	f.register(c)
+	c.Flags().BoolVar(&undo, "undo", false, "stop draining")
+	c.Flags().BoolVar(&wait, "wait", false, "wait until the node holds no replicas (bounded by --timeout)")
 	return c
 }
 

@@ -18,7 +18,10 @@ import (
 	"github.com/rhizon/rhizon/client"
 )
 
-const clusterToken = "cluster-e2e-token-0123456789abcdef"
+const (
+	clusterToken = "cluster-e2e-token-0123456789abcdef"
+	opsToken     = "cluster-e2e-ops-token-0123456789ab"
+)
 
 // freePort returns a port free on 127.0.0.1 for TCP (and, for gossip, UDP).
 func freePort(t *testing.T) int {
@@ -67,7 +70,9 @@ func newTestCluster(t *testing.T, n int, deadAfter time.Duration) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, root: t.TempDir(), deadAfter: deadAfter}
 	tf := filepath.Join(c.root, "tokens.json")
-	tokens := fmt.Sprintf(`{"tokens":[{"token":%q,"principal":{"id":"tester","type":"user"},"scopes":[{"tenant":"t","workspace":"*"}]}]}`, clusterToken)
+	tokens := fmt.Sprintf(`{"tokens":[
+		{"token":%q,"principal":{"id":"tester","type":"user"},"scopes":[{"tenant":"t","workspace":"*"}]},
+		{"token":%q,"principal":{"id":"ops","type":"system"},"scopes":[{"tenant":"t","workspace":"*"}]}]}`, clusterToken, opsToken)
 	if err := os.WriteFile(tf, []byte(tokens), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -522,4 +527,21 @@ func TestCluster_GrowsToFiveNodesAndReplacesADeadOne(t *testing.T) {
 		return nil
 	})
 	c.verifyAcked(acked, c.nodes[:4])
+
+	// Drain n4 with the CLI: its replicas and leaderships move to n1..n3.
+	drain := exec.Command(binary, "drain", "n4", "--wait", "--timeout", "90s", "--addr", c.nodes[0].grpc, "--token", opsToken)
+	if out, err := drain.CombinedOutput(); err != nil {
+		t.Fatalf("rhizon drain n4: %v\n%s", err, out)
+	}
+	checkFor(t, 30*time.Second, 250*time.Millisecond, func() error {
+		st, err := c.status(c.nodes[0])
+		if err != nil {
+			return err
+		}
+		if h := holds(st); h["n4"] != 0 {
+			return fmt.Errorf("drained n4 still holds %d replicas", h["n4"])
+		}
+		return converged(st, 3)
+	})
+	c.verifyAcked(acked, c.nodes[:3])
 }

@@ -30,8 +30,8 @@ type scriptedBackend struct {
 	script func(n int, cmd actor.Command) (actor.Result, error)
 }
 
-func (b *scriptedBackend) Registry() *actor.Registry    { return b.reg }
-func (b *scriptedBackend) ShardOf(actor.Address) uint32 { return 0 }
+func (b *scriptedBackend) Registry() *actor.Registry                 { return b.reg }
+func (b *scriptedBackend) ShardOf(actor.Address) uint32              { return 0 }
 func (b *scriptedBackend) Drain(context.Context, string, bool) error { return nil }
 
 func (b *scriptedBackend) Status(context.Context) (*pb.StatusResponse, error) {

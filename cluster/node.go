@@ -165,9 +165,9 @@ type Node struct {
 	peers    *peerPool
 	hints    sync.Map // shard id -> leader node id
 	draining atomic.Bool
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	closeMu sync.Once
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	closeMu  sync.Once
 }
 
 // Open opens (or creates) the node's data directory, starts the Raft

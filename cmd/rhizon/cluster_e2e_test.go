@@ -24,7 +24,7 @@ const (
 )
 
 // freePort returns a port free on 127.0.0.1 for TCP (and, for gossip, UDP).
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	for range 20 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -58,7 +58,7 @@ type nodeProc struct {
 }
 
 type testCluster struct {
-	t         *testing.T
+	t         testing.TB
 	root      string
 	nodes     []*nodeProc
 	deadAfter time.Duration
@@ -66,7 +66,7 @@ type testCluster struct {
 
 // newTestCluster prepares n nodes; a node must be dead for deadAfter before
 // its replicas are replaced.
-func newTestCluster(t *testing.T, n int, deadAfter time.Duration) *testCluster {
+func newTestCluster(t testing.TB, n int, deadAfter time.Duration) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, root: t.TempDir(), deadAfter: deadAfter}
 	tf := filepath.Join(c.root, "tokens.json")
@@ -120,7 +120,7 @@ func tail(s string, n int) string {
 	return s
 }
 
-func (p *nodeProc) start(t *testing.T) {
+func (p *nodeProc) start(t testing.TB) {
 	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -160,7 +160,7 @@ func (c *testCluster) client(p *nodeProc) *client.Client {
 }
 
 // checkFor polls f until it returns nil or total passes.
-func checkFor(t *testing.T, total, every time.Duration, f func() error) {
+func checkFor(t testing.TB, total, every time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(total)
 	var err error

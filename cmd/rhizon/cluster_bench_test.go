@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rhizon/rhizon/client"
+)
+
+// startedCluster starts n nodes (the first three bootstrap) and waits until
+// every shard has its replicas.
+func startedCluster(t testing.TB, n int, shards string) *testCluster {
+	c := newTestCluster(t, n, time.Minute)
+	for _, p := range c.nodes {
+		p.args = append(p.args, "--shards", shards)
+		p.start(t)
+	}
+	checkFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+		st, err := c.status(c.nodes[0])
+		if err != nil {
+			return err
+		}
+		return converged(st, 3)
+	})
+	return c
+}
+
+// submitN sends total counter commands from workers goroutines spread over
+// the nodes, and returns how long it took.
+func submitN(t testing.TB, c *testCluster, workers, total int, entities int) time.Duration {
+	clients := make([]*client.Client, len(c.nodes))
+	for i, p := range c.nodes {
+		clients[i] = c.client(p)
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := clients[w%len(clients)]
+			for {
+				i := next.Add(1)
+				if i > int64(total) {
+					return
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				_, err := cl.Submit(ctx, submitReq(fmt.Sprintf("e%d", i%int64(entities)), fmt.Sprintf("b%d", i)))
+				cancel()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(start)
+}
+
+// BenchmarkCluster3Submit64 measures the Submit rate of a 3-node cluster
+// (real processes, 8 shards, 3 replicas each) with 64 concurrent clients:
+//
+//	go test -run '^$' -bench Cluster3Submit64 -benchtime 30000x ./cmd/rhizon/
+func BenchmarkCluster3Submit64(b *testing.B) {
+	c := startedCluster(b, 3, "8")
+	b.ResetTimer()
+	d := submitN(b, c, 64, b.N, 10000)
+	b.ReportMetric(float64(b.N)/d.Seconds(), "commands/s")
+}
+
+// BenchmarkShardMove100k measures how long moving one replica of a shard
+// holding 100k events takes: a 4th node joins a 3-node cluster with one
+// shard, then a node holding it is drained, so the shard moves to the new
+// node (learner, snapshot, log catch-up, promotion, removal).
+//
+//	go test -run '^$' -bench ShardMove100k -benchtime 1x ./cmd/rhizon/
+func BenchmarkShardMove100k(b *testing.B) {
+	t := testing.TB(b)
+	c := startedCluster(t, 3, "1")
+	fill := submitN(t, c, 64, 100_000, 1000)
+	b.Logf("wrote 100k events in %v", fill)
+	n4 := c.add(false, 3)
+	n4.args = append(n4.args, "--shards", "1")
+	n4.start(t)
+	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		st, err := c.status(c.nodes[0])
+		if err != nil {
+			return err
+		}
+		for _, n := range st.Nodes {
+			if n.NodeId == "n4" && n.State == "alive" {
+				return nil
+			}
+		}
+		return fmt.Errorf("n4 not alive yet")
+	})
+	b.ResetTimer()
+	start := time.Now()
+	drain := exec.Command(binary, "drain", "n1", "--addr", c.nodes[1].grpc, "--token", opsToken)
+	if out, err := drain.CombinedOutput(); err != nil {
+		b.Fatalf("drain: %v %s", err, out)
+	}
+	checkFor(t, 10*time.Minute, 100*time.Millisecond, func() error {
+		st, err := c.status(c.nodes[1])
+		if err != nil {
+			return err
+		}
+		if len(st.Rebalancing) > 0 {
+			return fmt.Errorf("%v", st.Rebalancing)
+		}
+		for _, s := range st.Shards {
+			if s.NodeId == "n4" && s.Role != "" {
+				return converged(st, 3)
+			}
+		}
+		return fmt.Errorf("n4 holds no replica yet")
+	})
+	b.ReportMetric(time.Since(start).Seconds(), "move_s")
+}

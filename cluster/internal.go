@@ -18,7 +18,6 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
-	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -106,29 +105,17 @@ func (s *internalServer) Read(ctx context.Context, req *pb.ReadRequest) (*pb.Rea
 	if l == nil || (!req.Stale && !l.IsLeader()) {
 		return nil, s.notLeader(ctx, id)
 	}
-	if !req.Stale {
-		if err := l.WaitLinearizable(ctx); err != nil {
-			if errors.Is(err, shard.ErrNotLeader) {
-				return nil, s.notLeader(ctx, id)
-			}
-			return nil, status.Error(codes.Unavailable, err.Error())
-		}
-	}
-	out := &pb.ReadResponse{AppliedIndex: l.Meta().Index}
-	if !req.History {
-		ent, err := l.Store().Entity(addr)
-		if err != nil {
-			return nil, status.Error(codes.Internal, err.Error())
-		}
-		out.State, out.Version = ent.State, ent.Version
+	out, err := s.n.readLocal(ctx, l, addr, req)
+	switch {
+	case err == nil:
 		return out, nil
+	case errors.Is(err, shard.ErrNotLeader):
+		return nil, s.notLeader(ctx, id)
+	case errors.Is(err, shard.ErrClosed), errors.Is(err, shard.ErrUnknownOutcome), errors.Is(err, shard.ErrOverloaded),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	recs, next, more, err := historyRecords(l, addr, engine.Position{Index: req.AfterIndex, Ordinal: req.AfterOrdinal}, int(req.Limit), req.IncludeRejections)
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	out.Records, out.NextIndex, out.NextOrdinal, out.More = recs, next.Index, next.Ordinal, more
-	return out, nil
+	return nil, status.Error(codes.Internal, err.Error())
 }
 
 func (s *internalServer) ShardAdmin(ctx context.Context, req *pb.ShardAdminRequest) (*pb.ShardAdminResponse, error) {

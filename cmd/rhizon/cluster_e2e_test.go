@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -23,21 +24,35 @@ const (
 	opsToken     = "cluster-e2e-ops-token-0123456789ab"
 )
 
-// freePort returns a port free on 127.0.0.1 for TCP (and, for gossip, UDP).
+var (
+	portsMu sync.Mutex
+	used    = map[int]bool{}
+)
+
+// freePort returns a port free on 127.0.0.1 for TCP and UDP (gossip uses
+// both), never the same one twice in this process. It picks below Linux's
+// ephemeral range (32768+), so an outgoing connection cannot take the port
+// between this check and the node binding it, as it could with port 0.
 func freePort(t testing.TB) int {
 	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 200 {
+		port := 20000 + mathrand.IntN(12000)
+		if used[port] {
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
 		l.Close()
 		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
 		}
 		u.Close()
+		used[port] = true
 		return port
 	}
 	t.Fatal("no free port")
@@ -83,7 +98,7 @@ func newTestCluster(t testing.TB, n int, deadAfter time.Duration) *testCluster {
 		for _, p := range c.nodes {
 			p.kill()
 			if t.Failed() && p.stderr != nil {
-				t.Logf("--- %s stderr:\n%s", p.id, tail(p.stderr.String(), 4000))
+				t.Logf("--- %s (%v, grpc %s raft %s gossip %s) stderr:\n%s", p.id, p.cmd.ProcessState, p.grpc, p.raft, p.goss, tail(p.stderr.String(), 4000))
 			}
 		}
 	})

@@ -101,9 +101,15 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 		return Applied{}, nil
 	}
 	at := max(ent.At, e.meta.At) // logical time never goes back
+	b := e.store.NewBatch()
+	var rd BatchReader = e.store
+	if br, ok := b.(BatchReader); ok {
+		rd = br
+	}
 	a := &applier{
 		e:        e,
-		b:        e.store.NewBatch(),
+		b:        b,
+		rd:       rd,
 		index:    ent.Index,
 		at:       at,
 		entities: map[string]*Entity{},
@@ -156,6 +162,7 @@ type timerSlot struct {
 type applier struct {
 	e       *Engine
 	b       Batch
+	rd      BatchReader // the batch's snapshot when it has one, else the store
 	index   uint64
 	at      int64
 	ordinal uint32
@@ -190,7 +197,7 @@ func (a *applier) entity(addr actor.Address) (*Entity, error) {
 	if ent, ok := a.entities[k]; ok {
 		return ent, nil
 	}
-	ent, err := a.e.store.Entity(addr)
+	ent, err := a.rd.Entity(addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: read entity %s: %w", ErrStore, addr, err)
 	}
@@ -203,7 +210,7 @@ func (a *applier) storedResult(addr actor.Address, key string) ([]byte, bool, er
 	if r, ok := a.results[k]; ok {
 		return r, true, nil
 	}
-	r, ok, err := a.e.store.Result(addr, key)
+	r, ok, err := a.rd.Result(addr, key)
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: read result %s: %w", ErrStore, addr, err)
 	}
@@ -214,7 +221,7 @@ func (a *applier) timer(addr actor.Address, name string) (Timer, bool, error) {
 	if s, ok := a.timers[string(addr.Key())+"\x00"+name]; ok {
 		return s.t, s.set, nil
 	}
-	t, ok, err := a.e.store.Timer(addr, name)
+	t, ok, err := a.rd.Timer(addr, name)
 	if err != nil {
 		return Timer{}, false, fmt.Errorf("%w: read timer %s %s: %w", ErrStore, addr, name, err)
 	}
@@ -224,7 +231,7 @@ func (a *applier) timer(addr actor.Address, name string) (Timer, bool, error) {
 // fireTimers delivers every timer due at the entry's time, in (at, address,
 // name) order, as a system command "cmd.<type>.timer".
 func (a *applier) fireTimers() (int, error) {
-	due, err := a.e.store.DueTimers(a.at, MaxTimersPerEntry)
+	due, err := a.rd.DueTimers(a.at, MaxTimersPerEntry)
 	if err != nil {
 		return 0, fmt.Errorf("%w: due timers: %w", ErrStore, err)
 	}

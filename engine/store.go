@@ -42,6 +42,17 @@ type Batch interface {
 	Discard()
 }
 
+// BatchReader is an optional Batch capability: the Store's lookups served
+// from one read snapshot taken when the batch began, which can be much cheaper
+// than a read transaction per lookup. A snapshot is enough because the engine
+// is the only writer and commits each entry before it begins the next.
+type BatchReader interface {
+	Entity(addr actor.Address) (Entity, error)
+	Result(addr actor.Address, key string) ([]byte, bool, error)
+	Timer(addr actor.Address, name string) (Timer, bool, error)
+	DueTimers(upTo int64, limit int) ([]Timer, error)
+}
+
 // Entity is one entity's stored record.
 type Entity struct {
 	Version uint64

@@ -39,8 +39,21 @@ func (s *ShardStore) db() *badger.DB { return s.d.kv.db }
 // get calls fn with the value stored under key, if any. The value is only
 // valid inside fn.
 func (s *ShardStore) get(key []byte, fn func(val []byte) error) (bool, error) {
+	return s.getIn(nil, key, fn)
+}
+
+// view runs fn in txn when it is given, else in a new read transaction.
+func (s *ShardStore) view(txn *badger.Txn, fn func(*badger.Txn) error) error {
+	if txn != nil {
+		return fn(txn)
+	}
+	return s.db().View(fn)
+}
+
+// getIn is get within txn (nil: a new read transaction).
+func (s *ShardStore) getIn(rtxn *badger.Txn, key []byte, fn func(val []byte) error) (bool, error) {
 	found := false
-	err := s.db().View(func(txn *badger.Txn) error {
+	err := s.view(rtxn, func(txn *badger.Txn) error {
 		item, err := txn.Get(key)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
@@ -55,9 +68,11 @@ func (s *ShardStore) get(key []byte, fn func(val []byte) error) (bool, error) {
 }
 
 // Entity returns the entity's record; a zero Entity when it has none.
-func (s *ShardStore) Entity(addr actor.Address) (engine.Entity, error) {
+func (s *ShardStore) Entity(addr actor.Address) (engine.Entity, error) { return s.entityIn(nil, addr) }
+
+func (s *ShardStore) entityIn(txn *badger.Txn, addr actor.Address) (engine.Entity, error) {
 	var e engine.Entity
-	_, err := s.get(entityKey(s.id, addr.Key()), func(v []byte) error {
+	_, err := s.getIn(txn, entityKey(s.id, addr.Key()), func(v []byte) error {
 		if len(v) < 8 {
 			return fmt.Errorf("%w: entity record of %s is %d bytes", errCorruptKey, addr, len(v))
 		}
@@ -72,8 +87,12 @@ func (s *ShardStore) Entity(addr actor.Address) (engine.Entity, error) {
 
 // Result returns the encoded result stored under (addr, idempotency key).
 func (s *ShardStore) Result(addr actor.Address, key string) ([]byte, bool, error) {
+	return s.resultIn(nil, addr, key)
+}
+
+func (s *ShardStore) resultIn(txn *badger.Txn, addr actor.Address, key string) ([]byte, bool, error) {
 	var out []byte
-	ok, err := s.get(resultKey(s.id, addr.Key(), key), func(v []byte) error {
+	ok, err := s.getIn(txn, resultKey(s.id, addr.Key(), key), func(v []byte) error {
 		out = append([]byte(nil), v...)
 		return nil
 	})
@@ -82,8 +101,12 @@ func (s *ShardStore) Result(addr actor.Address, key string) ([]byte, bool, error
 
 // Timer returns the entity's timer name, if set.
 func (s *ShardStore) Timer(addr actor.Address, name string) (engine.Timer, bool, error) {
+	return s.timerIn(nil, addr, name)
+}
+
+func (s *ShardStore) timerIn(txn *badger.Txn, addr actor.Address, name string) (engine.Timer, bool, error) {
 	t := engine.Timer{Address: addr, Name: name}
-	ok, err := s.get(timerEntKey(s.id, addr.Key(), name), func(v []byte) error {
+	ok, err := s.getIn(txn, timerEntKey(s.id, addr.Key(), name), func(v []byte) error {
 		at, payload, err := decodeTimerEnt(v)
 		t.At, t.Payload = at, payload
 		return err
@@ -111,6 +134,10 @@ func decodeTimerEnt(v []byte) (int64, []byte, error) {
 // addresses compare by the length and then the bytes of each part in turn
 // (not as their strings would). Every replica sees the same order.
 func (s *ShardStore) DueTimers(upTo int64, limit int) ([]engine.Timer, error) {
+	return s.dueTimersIn(nil, upTo, limit)
+}
+
+func (s *ShardStore) dueTimersIn(rtxn *badger.Txn, upTo int64, limit int) ([]engine.Timer, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
@@ -118,7 +145,7 @@ func (s *ShardStore) DueTimers(upTo int64, limit int) ([]engine.Timer, error) {
 	p := tagPrefix(s.id, tagTimerDue)
 	low, gen := s.due.read()
 	first := int64(math.MaxInt64) // due time of the first live timer; max when none
-	err := s.db().View(func(txn *badger.Txn) error {
+	err := s.view(rtxn, func(txn *badger.Txn) error {
 		iopt := badger.DefaultIteratorOptions
 		iopt.Prefix = p
 		iopt.PrefetchSize = min(limit, 100)
@@ -240,6 +267,49 @@ type batch struct {
 	ops    []op
 	timers []timerOp
 	done   bool
+	rd     *badger.Txn // read snapshot for the engine's lookups, opened lazily
+}
+
+var _ engine.BatchReader = (*batch)(nil)
+
+// reader is one read transaction for all the lookups of an entry: Badger
+// makes every new read transaction wait until all earlier commits of the
+// database (every shard's) are done, so one per lookup would queue each shard
+// behind the others. The engine is the shard's only writer and commits the
+// previous entry before it starts the next, so this snapshot sees everything
+// the lookups need.
+func (b *batch) reader() *badger.Txn {
+	if b.rd == nil {
+		b.rd = b.s.db().NewTransaction(false)
+	}
+	return b.rd
+}
+
+func (b *batch) closeReader() {
+	if b.rd != nil {
+		b.rd.Discard()
+		b.rd = nil
+	}
+}
+
+// Entity implements engine.BatchReader.
+func (b *batch) Entity(addr actor.Address) (engine.Entity, error) {
+	return b.s.entityIn(b.reader(), addr)
+}
+
+// Result implements engine.BatchReader.
+func (b *batch) Result(addr actor.Address, key string) ([]byte, bool, error) {
+	return b.s.resultIn(b.reader(), addr, key)
+}
+
+// Timer implements engine.BatchReader.
+func (b *batch) Timer(addr actor.Address, name string) (engine.Timer, bool, error) {
+	return b.s.timerIn(b.reader(), addr, name)
+}
+
+// DueTimers implements engine.BatchReader.
+func (b *batch) DueTimers(upTo int64, limit int) ([]engine.Timer, error) {
+	return b.s.dueTimersIn(b.reader(), upTo, limit)
 }
 
 type timerOp struct {
@@ -286,6 +356,7 @@ func (b *batch) SetMeta(m engine.Meta) { b.put(metaKey(b.s.id), encodeMeta(m)) }
 
 // Discard drops the batch; nothing of it was written.
 func (b *batch) Discard() {
+	b.closeReader()
 	b.done = true
 	b.ops, b.timers = nil, nil
 }
@@ -300,6 +371,7 @@ func (b *batch) Commit() error {
 	if b.done {
 		return errBatchDone
 	}
+	b.closeReader()
 	b.done = true
 	var ops []op
 	err := b.s.db().Update(func(txn *badger.Txn) error {

@@ -1,0 +1,200 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rhizon/rhizon/actor/builtin"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/client"
+	"github.com/rhizon/rhizon/cluster"
+	"github.com/rhizon/rhizon/gateway"
+	"github.com/rhizon/rhizon/shard"
+)
+
+const testToken = "bench-test-token-0123456789"
+
+// startNode runs a real single node (Raft, Badger on disk, 4 shards) behind
+// a real gRPC gateway on 127.0.0.1, as cluster's own tests do (the helper is
+// repeated because test files cannot be imported), and returns its address.
+func startNode(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := cluster.Open(cluster.Config{
+		NodeID: "n1", DataDir: t.TempDir(), Shards: 4, Registry: builtin.Registry(),
+		ShardTemplate: shard.Config{
+			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+			LeaderLeaseTimeout: 100 * time.Millisecond, TickInterval: 20 * time.Millisecond,
+		},
+		Version: "test", GRPCAddr: l.Addr().String(), ClusterSecret: "test-secret", FastGossip: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := gateway.NewAuth("test", []gateway.TokenEntry{{
+		Token: testToken, Principal: gateway.TokenPrincipal{ID: "bench", Type: "service"},
+		Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Backend: n, Auth: auth, NodeID: "n1", Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(gateway.ServerOptions()...)
+	gw.RegisterGRPC(srv)
+	n.RegisterGRPC(srv)
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		srv.Stop()
+		if err := n.Close(); err != nil {
+			t.Errorf("close node: %v", err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return l.Addr().String()
+}
+
+func TestRhizon_EndToEndAgainstARealNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	addr := startNode(t)
+	// Two connections to the same address: round-robin over both.
+	target, err := NewRhizon(RhizonConfig{Addrs: []string{addr, addr}, Token: testToken, Conns: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	for _, name := range []string{"w1-occ", "w1-command"} {
+		w := testWorkload(t, name, 200)
+		for range 2 { // a second setup against the same server is a no-op
+			if err := target.Setup(ctx, w); err != nil {
+				t.Fatalf("%s setup: %v", name, err)
+			}
+		}
+		res, err := Run(ctx, target, Config{Workload: w, Concurrency: 8, Warmup: 200 * time.Millisecond, Duration: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %d ops, %.0f ops/s, p50 %.2fms p99 %.2fms, %d conflicts", name, res.Ops, res.Throughput, res.Latency.P50, res.Latency.P99, res.Conflicts)
+		if res.Ops == 0 || res.OK == 0 || res.ErrorsTotal() != 0 || res.Rejected != 0 {
+			t.Fatalf("%s: ops %d ok %d rejected %d errors %v %v", name, res.Ops, res.OK, res.Rejected, res.Errors, res.ErrorSamples)
+		}
+		if w.Op == OpCommand && res.Conflicts != 0 {
+			t.Fatalf("%s: %d conflicts without an expected version", name, res.Conflicts)
+		}
+	}
+
+	// The updates landed: a kv document's version moved past its create.
+	c, err := client.Dial(addr, client.WithToken(testToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	moved := false
+	w := testWorkload(t, "w1-occ", 200)
+	for i := range w.Entities {
+		resp, err := c.Get(ctx, &pb.GetRequest{Address: &pb.Address{ActorType: "kv", EntityId: w.Entity(i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !resp.Found {
+			t.Fatalf("kv/%s was not created by setup", w.Entity(i))
+		}
+		moved = moved || resp.Version > 1
+	}
+	if !moved {
+		t.Fatal("no kv document was updated")
+	}
+}
+
+func TestRhizon_CommandKVNeedsAndGetsDocuments(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	addr := startNode(t)
+	target, err := NewRhizon(RhizonConfig{Addrs: []string{addr}, Token: testToken, CommandActor: CommandKV})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	w := testWorkload(t, "w1-command", 20)
+	ctx := context.Background()
+	if err := target.Setup(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	out, err := target.Command(ctx, w.Entity(3), w.Payload(9))
+	if err != nil || out != OK {
+		t.Fatalf("kv command: %v %v", out, err)
+	}
+	v, err := target.ReadVersion(ctx, w.Entity(3))
+	if err != nil || v != 2 {
+		t.Fatalf("version after create + update: %d %v", v, err)
+	}
+	if out, err := target.ConditionalUpdate(ctx, w.Entity(3), 1, w.Payload(10)); err != nil || out != Conflict {
+		t.Fatalf("stale expected version: %v %v, want conflict", out, err)
+	}
+}
+
+func TestRhizon_BadTokenFailsSetupAndIsClassified(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	addr := startNode(t)
+	target, err := NewRhizon(RhizonConfig{Addrs: []string{addr}, Token: "not-the-token-0123456789"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	if err := target.Setup(context.Background(), testWorkload(t, "w1-occ", 10)); err == nil {
+		t.Fatal("setup with a bad token succeeded")
+	}
+	_, err = target.Command(context.Background(), "x", nil)
+	if KindOf(err) != KindOther || status.Code(errors.Unwrap(err)) != codes.Unauthenticated {
+		t.Fatalf("bad token: %v (kind %v)", err, KindOf(err))
+	}
+}
+
+func TestRhizon_Classify(t *testing.T) {
+	r := &Rhizon{}
+	cases := []struct {
+		err  error
+		want ErrorKind
+	}{
+		{status.Error(codes.Unavailable, "outcome unknown: leadership lost"), KindUnknownOutcome},
+		{status.Error(codes.Unavailable, "no leader"), KindUnavailable},
+		{status.Error(codes.DeadlineExceeded, "context deadline exceeded"), KindTimeout},
+		{context.DeadlineExceeded, KindTimeout},
+		{status.Error(codes.InvalidArgument, "bad"), KindOther},
+	}
+	for _, c := range cases {
+		if got := KindOf(r.classify(c.err)); got != c.want {
+			t.Errorf("%v: kind %v, want %v", c.err, got, c.want)
+		}
+	}
+	if _, err := NewRhizon(RhizonConfig{}); err == nil {
+		t.Error("no address accepted")
+	}
+	if _, err := NewRhizon(RhizonConfig{Addrs: []string{"x:1"}, CommandActor: "lock"}); err == nil {
+		t.Error("unknown command actor accepted")
+	}
+}

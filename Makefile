@@ -38,8 +38,12 @@ proto:
 		--go-grpc_out=api/rhizonv1 --go-grpc_opt=paths=source_relative \
 		api/proto/rhizon/v1/rhizon.proto
 
-bench:
+# The Go benchmarks, then `rhizon bench` against a `rhizon dev` node that
+# bench/run-dev.sh starts on free ports and stops (BENCH_* variables: see it).
+BENCH_JSON ?= bin/bench/dev.json
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./engine/ ./cluster/
+	BIN=$(BIN) BENCH_JSON=$(BENCH_JSON) bash bench/run-dev.sh
 
 tools:
 	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0

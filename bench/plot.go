@@ -21,7 +21,7 @@ const (
 	plotHeight = 4.5 * vg.Inch
 )
 
-// Slug names a result in file names: workload-mode-c<C>[-r<rate>].
+// Slug names a result in file names: workload-target-mode-c<C>[-r<rate>].
 func (r *Result) Slug() string {
 	s := fmt.Sprintf("%s-%s-%s-c%d", r.Workload, r.Target, r.Mode, r.Concurrency)
 	if r.Rate > 0 {
@@ -94,7 +94,7 @@ func WriteLatencyPlot(w io.Writer, r *Result) error {
 		return err
 	}
 	p.Y.Min = 0
-	p.X.Min = 0
+	p.X.Min, p.X.Max = 0, max(float64(len(r.PerSecond)), 1)
 	return writeSVG(w, p)
 }
 

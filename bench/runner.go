@@ -331,7 +331,11 @@ func (r *runner) progress(stop <-chan struct{}) {
 				continue
 			}
 			r.mu.Lock()
-			p99 := r.merged().Quantile(0.99)
+			h := r.merged()
+			p99 := "-"
+			if h.Count() > 0 {
+				p99 = fmtMS(h.Quantile(0.99))
+			}
 			conflicts, dropped := r.outcomes[Conflict], r.dropped
 			var errs uint64
 			for _, e := range r.errs {
@@ -340,7 +344,7 @@ func (r *runner) progress(stop <-chan struct{}) {
 			r.mu.Unlock()
 			elapsed := min(now.Sub(r.window), r.cfg.Duration)
 			fmt.Fprintf(r.cfg.Progress, "%s  %4.0fs/%.0fs  %8.0f ops/s  p99 %s  conflicts %d  errors %d  dropped %d\n",
-				label, elapsed.Seconds(), r.cfg.Duration.Seconds(), rate, fmtMS(p99), conflicts, errs, dropped)
+				label, elapsed.Seconds(), r.cfg.Duration.Seconds(), rate, p99, conflicts, errs, dropped)
 		}
 	}
 }

@@ -164,9 +164,12 @@ func WriteTable(w io.Writer, results []*Result) error {
 			rate = strconv.FormatFloat(r.Rate, 'f', -1, 64)
 		}
 		l := r.Latency
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t\n",
-			r.Workload, r.Target, r.Mode, r.Concurrency, rate, r.Ops, r.Throughput,
-			fmtFloatMS(l.P50), fmtFloatMS(l.P90), fmtFloatMS(l.P99), fmtFloatMS(l.P999), fmtFloatMS(l.Max),
+		lat := []string{"-", "-", "-", "-", "-"} // no answered operation: no latency
+		if r.Ops > 0 {
+			lat = []string{fmtFloatMS(l.P50), fmtFloatMS(l.P90), fmtFloatMS(l.P99), fmtFloatMS(l.P999), fmtFloatMS(l.Max)}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%.0f\t%s\t%d\t%d\t%d\t%d\t\n",
+			r.Workload, r.Target, r.Mode, r.Concurrency, rate, r.Ops, r.Throughput, strings.Join(lat, "\t"),
 			r.Conflicts, r.Rejected, r.ErrorsTotal(), r.Dropped)
 	}
 	if err := tw.Flush(); err != nil {

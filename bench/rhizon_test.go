@@ -75,7 +75,7 @@ func TestRhizon_EndToEndAgainstARealNode(t *testing.T) {
 		t.Skip("starts a node")
 	}
 	addr := startNode(t)
-	// Two connections to the same address: round-robin over both.
+	// Three connections over a two-address list: the round-robin wraps.
 	target, err := NewRhizon(RhizonConfig{Addrs: []string{addr, addr}, Token: testToken, Conns: 3})
 	if err != nil {
 		t.Fatal(err)
@@ -125,19 +125,20 @@ func TestRhizon_EndToEndAgainstARealNode(t *testing.T) {
 	if !moved {
 		t.Fatal("no kv document was updated")
 	}
+
+	t.Run("CommandKVNeedsAndGetsDocuments", func(t *testing.T) { testCommandKV(t, addr) })
+	t.Run("BadTokenFailsSetupAndIsClassified", func(t *testing.T) { testBadToken(t, addr) })
 }
 
-func TestRhizon_CommandKVNeedsAndGetsDocuments(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a node")
-	}
-	addr := startNode(t)
+func testCommandKV(t *testing.T, addr string) {
 	target, err := NewRhizon(RhizonConfig{Addrs: []string{addr}, Token: testToken, CommandActor: CommandKV})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer target.Close()
+	// Its own entities: the end-to-end runs above moved the shared ones.
 	w := testWorkload(t, "w1-command", 20)
+	w.EntityPrefix = "kvcmd-"
 	ctx := context.Background()
 	if err := target.Setup(ctx, w); err != nil {
 		t.Fatal(err)
@@ -155,11 +156,7 @@ func TestRhizon_CommandKVNeedsAndGetsDocuments(t *testing.T) {
 	}
 }
 
-func TestRhizon_BadTokenFailsSetupAndIsClassified(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a node")
-	}
-	addr := startNode(t)
+func testBadToken(t *testing.T, addr string) {
 	target, err := NewRhizon(RhizonConfig{Addrs: []string{addr}, Token: "not-the-token-0123456789"})
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,6 +40,7 @@ type benchFlags struct {
 	jsonFile       string
 	progress       bool
 	seed           uint64
+	cpuProfile     string
 }
 
 func benchCmd() *cobra.Command {
@@ -98,6 +100,9 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 	fs.StringVar(&f.jsonFile, "json", "", "write the runs as JSON Lines to this file, and SVG plots next to it")
 	fs.BoolVar(&f.progress, "progress", true, "print a progress line every second on stderr")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed of the entity choices (0: random)")
+	// The generator shares the machine with the server on a 2-core box:
+	// its own CPU cost is part of every figure, so it must be measurable.
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
 	return c
 }
 
@@ -202,6 +207,17 @@ func runBench(c *cobra.Command, f *benchFlags) error {
 		return &exitErr{exitUsage, err}
 	}
 	defer func() { _ = target.Close() }()
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return &exitErr{exitError, err}
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return &exitErr{exitError, err}
+		}
+		defer pprof.StopCPUProfile()
+	}
 	// Ctrl-C ends the current run early; its partial result and those of
 	// the finished runs are still reported.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

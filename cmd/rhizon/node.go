@@ -66,7 +66,7 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	nodeID, dataDir, shards, token := "", "data", cluster.DefaultShards, ""
 	grpcAddr, httpAddr, natsAddr, raftAddr, gossipAddr := ":7400", ":7401", ":4222", ":7402", ":7403"
 	if dev {
-		nodeID, dataDir, shards, token = "dev", "./data", 8, "./data/dev-token.json"
+		nodeID, dataDir, shards = "dev", "./data", 8
 		grpcAddr, httpAddr, natsAddr = "127.0.0.1:7400", "127.0.0.1:7401", "127.0.0.1:4222"
 		raftAddr, gossipAddr = "127.0.0.1:7402", "127.0.0.1:7403"
 	}
@@ -75,7 +75,7 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.Uint32Var(&f.shards, "shards", uint32(shards), "shard count, fixed when the data directory is created")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", grpcAddr, "gRPC gateway listen address (port 0 picks a free port)")
 	fs.StringVar(&f.httpAddr, "http-addr", httpAddr, "HTTP/JSON gateway, /metrics and health listen address")
-	fs.StringVar(&f.tokenFile, "token-file", token, "bearer token file (JSON); dev creates one when missing")
+	fs.StringVar(&f.tokenFile, "token-file", token, "bearer token file (JSON or YAML); dev creates <data-dir>/dev-token.json when not given")
 	fs.StringVar(&f.natsAddr, "nats-addr", natsAddr, `embedded NATS listen address; "off" disables it`)
 	fs.StringVar(&f.natsURL, "nats-url", "", "external NATS URL; when set no embedded server runs")
 	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP/gRPC endpoint (host:port) for traces")
@@ -171,6 +171,9 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	defer func() { _ = tel.Shutdown(context.Background()) }()
 
 	var devToken string
+	if dev && f.tokenFile == "" {
+		f.tokenFile = filepath.Join(f.dataDir, "dev-token.json")
+	}
 	if dev {
 		if _, statErr := os.Stat(f.tokenFile); errors.Is(statErr, os.ErrNotExist) {
 			if err := os.MkdirAll(filepath.Dir(f.tokenFile), 0o755); err != nil {

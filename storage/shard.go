@@ -36,12 +36,6 @@ func (s *ShardStore) ID() uint32 { return s.id }
 
 func (s *ShardStore) db() *badger.DB { return s.d.kv.db }
 
-// get calls fn with the value stored under key, if any. The value is only
-// valid inside fn.
-func (s *ShardStore) get(key []byte, fn func(val []byte) error) (bool, error) {
-	return s.getIn(nil, key, fn)
-}
-
 // view runs fn in txn when it is given, else in a new read transaction.
 func (s *ShardStore) view(txn *badger.Txn, fn func(*badger.Txn) error) error {
 	if txn != nil {
@@ -50,7 +44,8 @@ func (s *ShardStore) view(txn *badger.Txn, fn func(*badger.Txn) error) error {
 	return s.db().View(fn)
 }
 
-// getIn is get within txn (nil: a new read transaction).
+// getIn calls fn with the value stored under key, if any, reading in rtxn
+// (nil: a new read transaction). The value is only valid inside fn.
 func (s *ShardStore) getIn(rtxn *badger.Txn, key []byte, fn func(val []byte) error) (bool, error) {
 	found := false
 	err := s.view(rtxn, func(txn *badger.Txn) error {

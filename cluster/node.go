@@ -22,13 +22,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/internal/logutil"
 	"github.com/rhizon/rhizon/shard"
 	"github.com/rhizon/rhizon/storage"
 )
@@ -308,7 +308,7 @@ func (n *Node) raftConfig(name string) *raft.Config {
 		rc.HeartbeatTimeout, rc.ElectionTimeout = t.HeartbeatTimeout, t.ElectionTimeout
 		rc.LeaderLeaseTimeout = t.LeaderLeaseTimeout
 	}
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Warn, Output: slogWriter{n.log}, DisableTime: true})
+	rc.Logger = logutil.HCLog(name, n.log)
 	return rc
 }
 
@@ -494,15 +494,4 @@ func newClusterID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// slogWriter lets hclog write through slog.
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
-		p = p[:len(p)-1]
-	}
-	w.l.Warn(string(p), "component", "raft")
-	return len(p), nil
 }

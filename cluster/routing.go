@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -232,7 +233,7 @@ func (n *Node) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	voters := map[string]bool{}
 	if f := n.control.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
-			voters[string(s.ID)] = s.Suffrage == 0
+			voters[string(s.ID)] = s.Suffrage == raft.Voter
 		}
 	}
 	members := n.ml.Members()

@@ -31,13 +31,13 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/rhizon/rhizon/internal/logutil"
 )
 
 // ControlGroup is the group id of the cluster's control Raft group. It is the
@@ -217,9 +217,7 @@ func (m *Mux) Transport(group uint32) (*raft.NetworkTransport, error) {
 		Stream:  l,
 		MaxPool: muxMaxPool,
 		Timeout: muxRPCTimeout,
-		Logger: hclog.New(&hclog.LoggerOptions{
-			Name: name, Level: hclog.Warn, Output: muxHclogWriter{glog}, DisableTime: true,
-		}),
+		Logger:  logutil.HCLog(name, glog),
 	})
 	m.mu.Lock()
 	if m.closed {
@@ -710,23 +708,4 @@ func (r *muxLogLimiter) allow(now time.Time) (suppressed int, ok bool) {
 	}
 	r.last, suppressed, r.suppressed = now, r.suppressed, 0
 	return suppressed, true
-}
-
-// muxHclogWriter routes a NetworkTransport's hclog output to slog, keeping
-// hclog's level (a line starts with "[WARN] " or "[ERROR]") instead of
-// flattening everything to one level.
-type muxHclogWriter struct{ l *slog.Logger }
-
-func (w muxHclogWriter) Write(p []byte) (int, error) {
-	msg := strings.TrimRight(string(p), "\r\n")
-	level := slog.LevelWarn
-	switch {
-	case strings.HasPrefix(msg, "[ERROR]"):
-		level = slog.LevelError
-		msg = strings.TrimSpace(msg[len("[ERROR]"):])
-	case strings.HasPrefix(msg, "[WARN]"):
-		msg = strings.TrimSpace(msg[len("[WARN]"):])
-	}
-	w.l.Log(context.Background(), level, msg)
-	return len(p), nil
 }

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
@@ -22,6 +21,7 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/internal/logutil"
 	"github.com/rhizon/rhizon/storage"
 )
 
@@ -180,9 +180,7 @@ func Open(cfg Config) (*Shard, error) {
 	// The state store is on disk and remembers its applied index: restoring
 	// the last snapshot on start would only replace it with older state.
 	rc.NoSnapshotRestoreOnStart = true
-	rc.Logger = hclog.New(&hclog.LoggerOptions{
-		Name: fmt.Sprintf("raft.shard%d", cfg.ID), Level: hclog.Warn, Output: slogWriter{log}, DisableTime: true,
-	})
+	rc.Logger = logutil.HCLog(fmt.Sprintf("raft.shard%d", cfg.ID), log)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "snapshots"), 2, rc.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("shard %d: snapshot store: %w", cfg.ID, err)
@@ -389,19 +387,4 @@ func mapRaftErr(err error, proposed bool) error {
 		return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 	}
 	return fmt.Errorf("%w: %v", ErrNotLeader, err)
-}
-
-// slogWriter lets hclog write through slog.
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Warn(string(trimNL(p)), "component", "raft")
-	return len(p), nil
-}
-
-func trimNL(p []byte) []byte {
-	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
-		p = p[:len(p)-1]
-	}
-	return p
 }

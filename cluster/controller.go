@@ -151,7 +151,7 @@ func (n *Node) reconcileControlMembers(members []Member) error {
 			in[m.Meta.ID] = raft.Nonvoter
 		}
 	}
-	if want := min(3, alive); aliveVoters < want {
+	if want := min(n.cfg.ControlVoters, alive); aliveVoters < want {
 		for _, m := range members {
 			if m.State == MemberAlive && in[m.Meta.ID] == raft.Nonvoter {
 				n.log.Info("promoting node to control voter", "id", m.Meta.ID)
@@ -164,7 +164,7 @@ func (n *Node) reconcileControlMembers(members []Member) error {
 		if !ok || !n.gone(m) || string(s.ID) == n.cfg.NodeID {
 			continue
 		}
-		if s.Suffrage == raft.Voter && aliveVoters < min(3, alive) {
+		if s.Suffrage == raft.Voter && aliveVoters < min(n.cfg.ControlVoters, alive) {
 			continue // promote a replacement first
 		}
 		n.log.Info("removing gone node from the control group", "id", s.ID, "state", m.State)

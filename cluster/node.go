@@ -71,6 +71,9 @@ type Config struct {
 	// the one with the lowest id bootstraps the control group. 0 means only
 	// join an existing cluster. A node with existing state never bootstraps.
 	BootstrapExpect int
+	// ControlVoters is how many nodes vote in the control group (default 3;
+	// 5 survives two failures). The others follow it as non-voters.
+	ControlVoters int
 	// ClusterSecret authenticates node-to-node calls.
 	ClusterSecret string
 	// DeadAfter is how long a node may be dead before its replicas are
@@ -96,6 +99,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Shards == 0 {
 		c.Shards = DefaultShards
+	}
+	if c.ControlVoters == 0 {
+		c.ControlVoters = 3
 	}
 	if c.DeadAfter == 0 {
 		c.DeadAfter = 30 * time.Second
@@ -128,6 +134,8 @@ func (c *Config) Validate() error {
 		return errors.New("cluster: Registry is required")
 	case c.RF < 1 || c.RF > 7:
 		return fmt.Errorf("cluster: replication factor %d must be between 1 and 7", c.RF)
+	case c.ControlVoters < 1 || c.ControlVoters > 7:
+		return fmt.Errorf("cluster: control voters %d must be between 1 and 7", c.ControlVoters)
 	case c.BootstrapExpect < 0:
 		return fmt.Errorf("cluster: bootstrap-expect %d must not be negative", c.BootstrapExpect)
 	}

@@ -38,7 +38,7 @@ func (n *Node) bootstrapLoop() {
 			continue
 		}
 		var servers []raft.Server
-		for _, m := range chosen[:min(3, len(chosen))] {
+		for _, m := range chosen[:min(n.cfg.ControlVoters, len(chosen))] {
 			servers = append(servers, raft.Server{ID: raft.ServerID(m.Meta.ID), Address: raft.ServerAddress(m.Meta.RaftAddr)})
 		}
 		if err := n.control.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {

@@ -54,6 +54,7 @@ type nodeFlags struct {
 	zone         string
 	secret       string
 	rf           int
+	controlVote  int
 	deadAfter    time.Duration
 	fastGossip   bool
 	pprof        bool
@@ -90,6 +91,7 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.StringVar(&f.zone, "zone", "", "failure zone; replicas of a shard spread across zones")
 	fs.StringVar(&f.secret, "cluster-secret", "", "shared secret for node-to-node calls (dev generates one)")
 	fs.IntVar(&f.rf, "replication-factor", cluster.DefaultRF, "replicas per shard (capped by the node count)")
+	fs.IntVar(&f.controlVote, "control-voters", 3, "nodes voting in the control group that owns the shard map")
 	fs.DurationVar(&f.deadAfter, "dead-after", 30*time.Second, "replace the replicas of a node dead this long")
 	fs.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", time.Second, "Raft heartbeat timeout")
 	fs.DurationVar(&f.election, "raft-election-timeout", time.Second, "Raft election timeout")
@@ -228,7 +230,8 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		GossipAddr: f.gossipAddr, GossipAdvertise: withHost(f.advertise, f.gossipAddr),
 		GRPCAddr: advertised(f.advertise, gl.Addr().String()), HTTPAddr: advertised(f.advertise, hl.Addr().String()),
 		NATSAddr: natsURL, Join: f.join, BootstrapExpect: f.expect, ClusterSecret: secret, DeadAfter: f.deadAfter,
-		FastGossip: f.fastGossip,
+		ControlVoters: f.controlVote,
+		FastGossip:    f.fastGossip,
 		ShardTemplate: shard.Config{
 			SnapshotThreshold: f.snapshotAt, HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election,
 			LeaderLeaseTimeout: min(f.heartbeat, f.election) / 2,

@@ -163,6 +163,9 @@ type MembershipConfig struct {
 	// Fast is for tests on loopback: short probe, suspicion and gossip
 	// intervals so a killed node is declared dead within about 1-3 s.
 	Fast bool
+	// SecretKey, when set (16, 24 or 32 bytes), encrypts and authenticates
+	// gossip: a process without it can neither read nor join the cluster.
+	SecretKey []byte
 }
 
 // Membership is this node's view of the cluster. All methods are safe for
@@ -223,6 +226,9 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 		conf = memberlist.DefaultLANConfig()
 	}
 	conf.Name = meta.ID
+	if len(cfg.SecretKey) > 0 {
+		conf.SecretKey = cfg.SecretKey
+	}
 	if conf.BindAddr, conf.BindPort, err = splitGossipAddr(cfg.BindAddr, "BindAddr", true); err != nil {
 		return nil, err
 	}

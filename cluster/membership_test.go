@@ -441,3 +441,31 @@ func TestMembership_MemberStateString(t *testing.T) {
 		}
 	}
 }
+
+func TestMembership_SecretKeyKeepsOutsidersAway(t *testing.T) {
+	start := func(id string, key []byte) *Membership {
+		m, err := NewMembership(MembershipConfig{
+			Meta: NodeMeta{ID: id, RaftAddr: "127.0.0.1:1"}, BindAddr: "127.0.0.1:0", Fast: true,
+			Logger: testSlog(t).With("node", id), SecretKey: key,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Shutdown() })
+		return m
+	}
+	key := gossipKey("the cluster secret")
+	a, b := start("a", key), start("b", key)
+	if _, err := b.Join([]string{a.Addr()}); err != nil {
+		t.Fatalf("same secret: %v", err)
+	}
+	outsider := start("x", gossipKey("another secret"))
+	if n, err := outsider.Join([]string{a.Addr()}); err == nil && n > 0 {
+		t.Fatalf("a node with another secret joined (%d)", n)
+	}
+	for _, m := range a.Members() {
+		if m.Meta.ID == "x" {
+			t.Fatalf("the outsider is a member: %+v", m)
+		}
+	}
+}

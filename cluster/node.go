@@ -10,6 +10,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -219,7 +220,7 @@ func (n *Node) open() error {
 	}
 	n.ml, err = NewMembership(MembershipConfig{
 		Meta: n.meta(), BindAddr: n.cfg.GossipAddr, AdvertiseAddr: n.cfg.GossipAdvertise,
-		Logger: n.log, Fast: n.cfg.FastGossip,
+		Logger: n.log, Fast: n.cfg.FastGossip, SecretKey: gossipKey(n.cfg.ClusterSecret),
 	})
 	if err != nil {
 		return err
@@ -495,6 +496,16 @@ func (n *Node) ShardOf(addr actor.Address) uint32 {
 		s = n.cfg.Shards
 	}
 	return shard.Of(addr, s)
+}
+
+// gossipKey derives memberlist's 32-byte key from the cluster secret, so
+// gossip is encrypted and only nodes holding the secret can join.
+func gossipKey(secret string) []byte {
+	if secret == "" {
+		return nil
+	}
+	k := sha256.Sum256([]byte("rhizon gossip key\x00" + secret))
+	return k[:]
 }
 
 // newClusterID returns a random cluster id.

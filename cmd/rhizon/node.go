@@ -227,7 +227,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		NodeID: f.nodeID, DataDir: f.dataDir, Shards: f.shards, RF: f.rf, Registry: builtin.Registry(),
 		Logger: log, Version: version, Zone: f.zone,
 		RaftAddr: f.raftAddr, RaftAdvertise: withHost(f.advertise, f.raftAddr),
-		GossipAddr: f.gossipAddr, GossipAdvertise: withHost(f.advertise, f.gossipAddr),
+		GossipAddr: f.gossipAddr, GossipAdvertise: withHost(resolveIP(f.advertise), f.gossipAddr),
 		GRPCAddr: advertised(f.advertise, gl.Addr().String()), HTTPAddr: advertised(f.advertise, hl.Addr().String()),
 		NATSAddr: natsURL, Join: f.join, BootstrapExpect: f.expect, ClusterSecret: secret, DeadAfter: f.deadAfter,
 		ControlVoters: f.controlVote,
@@ -339,6 +339,27 @@ func withHost(host, listen string) string {
 		return listen
 	}
 	return net.JoinHostPort(host, p)
+}
+
+// resolveIP returns host as an IP address: memberlist needs an IP to
+// advertise, while operators (Compose, Kubernetes) give service names.
+func resolveIP(host string) string {
+	if host == "" || net.ParseIP(host) != nil {
+		return host
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return host // memberlist will say what is wrong
+	}
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip.String()
+		}
+	}
+	if len(ips) > 0 {
+		return ips[0].String()
+	}
+	return host
 }
 
 // advertised is the address peers and clients should use for a bound

@@ -25,6 +25,9 @@ type ClusterState struct {
 	Nodes []NodeRecord `json:"nodes"`
 	// Placement holds each shard's replicas, indexed by shard id.
 	Placement []ShardReplicas `json:"placement"`
+	// Leaders is a hint of each shard's leader, as the control leader last saw
+	// it (every few seconds); routing tries it before guessing.
+	Leaders []string `json:"leaders,omitempty"`
 	// Initial is the placement the cluster was created with: those replicas
 	// bootstrap their shard's Raft group; every later replica joins one.
 	Initial []ShardReplicas `json:"initial"`
@@ -78,6 +81,14 @@ func (s *ClusterState) Replicas(shard uint32) []string {
 	return append(slices.Clone(p.Voters), p.Learners...)
 }
 
+// LeaderHint is the last leader the control group saw for shard, or "".
+func (s *ClusterState) LeaderHint(shard uint32) string {
+	if int(shard) < len(s.Leaders) {
+		return s.Leaders[shard]
+	}
+	return ""
+}
+
 // Hosts reports whether node holds a replica of shard.
 func (s *ClusterState) Hosts(shard uint32, node string) bool {
 	return slices.Contains(s.Replicas(shard), node)
@@ -98,6 +109,7 @@ func (s *ClusterState) clone() *ClusterState {
 	c.Nodes = slices.Clone(s.Nodes)
 	c.Placement = cloneReplicas(s.Placement)
 	c.Initial = cloneReplicas(s.Initial)
+	c.Leaders = slices.Clone(s.Leaders)
 	return &c
 }
 
@@ -109,6 +121,8 @@ type controlOp struct {
 	Node *NodeRecord `json:"node,omitempty"`
 	// Move applies one placement step.
 	Move *Move `json:"move,omitempty"`
+	// Leaders replaces the leader hints.
+	Leaders []string `json:"leaders,omitempty"`
 }
 
 // errControl is returned (as the apply response) for an op the state refuses.
@@ -182,6 +196,13 @@ func applyControlOp(s *ClusterState, op *controlOp) (*ClusterState, error) {
 		} else {
 			next.Nodes = slices.Insert(next.Nodes, i, *op.Node)
 		}
+		return next, nil
+	case op.Leaders != nil:
+		if len(op.Leaders) != int(s.Shards) {
+			return nil, fmt.Errorf("%w: %d leader hints for %d shards", errControl, len(op.Leaders), s.Shards)
+		}
+		next := s.clone()
+		next.Leaders = slices.Clone(op.Leaders)
 		return next, nil
 	case op.Move != nil:
 		m := op.Move

@@ -91,3 +91,20 @@ func TestControlFSM_InitMovesAndRefusals(t *testing.T) {
 		t.Fatalf("restored state differs:\n%s\n%s", got, b)
 	}
 }
+
+func TestControlFSM_LeaderHints(t *testing.T) {
+	f := newControlFSM()
+	init := &ClusterState{ClusterID: "c", Shards: 2, RF: 1, Placement: []ShardReplicas{{Voters: []string{"n1"}}, {Voters: []string{"n2"}}}}
+	if err := applyOp(t, f, controlOp{Init: init}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyOp(t, f, controlOp{Leaders: []string{"n1"}}); !errors.Is(err, errControl) {
+		t.Fatalf("hints for the wrong shard count: %v", err)
+	}
+	if err := applyOp(t, f, controlOp{Leaders: []string{"n1", "n2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.State(); st.LeaderHint(1) != "n2" || st.LeaderHint(7) != "" {
+		t.Fatalf("hints: %v", st.Leaders)
+	}
+}

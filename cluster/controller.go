@@ -345,6 +345,11 @@ func (n *Node) spreadLeaders(st *ClusterState) error {
 			leaders[s.Shard] = s.NodeId
 		}
 	}
+	if !slices.Equal(leaders, st.Leaders) {
+		if err := n.propose(controlOp{Leaders: leaders}); err != nil {
+			return err
+		}
+	}
 	// Nodes not alive take no leadership: LeaderTransfers treats them like
 	// draining ones.
 	alive := map[string]bool{}

@@ -24,8 +24,8 @@ import (
 const routeTimeout = 15 * time.Second
 
 // leaderGuess returns the node to try for shard id on attempt n: the leader
-// this node's replica knows, else the last hint, else the shard's replicas in
-// turn.
+// this node's replica knows, else the last hint learned from forwarding, else
+// the map's leader hint, else the shard's replicas in turn.
 func (n *Node) leaderGuess(id uint32, attempt int) string {
 	if l := n.local(id); l != nil {
 		if _, leader := l.Raft().LeaderWithID(); leader != "" && attempt%3 != 2 {
@@ -35,7 +35,11 @@ func (n *Node) leaderGuess(id uint32, attempt int) string {
 	if h, ok := n.hints.Load(id); ok && attempt%3 != 2 {
 		return h.(string)
 	}
-	reps := n.ClusterState().Replicas(id)
+	st := n.ClusterState()
+	if h := st.LeaderHint(id); h != "" && attempt%3 == 0 {
+		return h
+	}
+	reps := st.Replicas(id)
 	if len(reps) == 0 {
 		return ""
 	}

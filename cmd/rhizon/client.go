@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -302,10 +303,19 @@ func drainCmd() *cobra.Command {
 	f := &clientFlags{}
 	var undo, wait bool
 	c := &cobra.Command{
-		Use:   "drain <node id>",
+		Use:   "drain [node id]",
 		Short: "Move every replica and leadership off a node before stopping it (system token)",
-		Args:  cobra.ExactArgs(1),
+		Long: "Move every replica and leadership off a node before stopping it (system token).\n" +
+			"Without a node id it drains $RHIZON_NODE_ID, so a Kubernetes preStop hook needs no shell.",
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				id := os.Getenv("RHIZON_NODE_ID")
+				if id == "" {
+					return &exitErr{exitUsage, errors.New("give the node id, or set RHIZON_NODE_ID")}
+				}
+				args = []string{id}
+			}
 			cl, ctx, cancel, err := f.dial(c)
 			if err != nil {
 				return err

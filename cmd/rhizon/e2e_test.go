@@ -274,6 +274,14 @@ func TestCLI_ExitStatusAndJSONOutput(t *testing.T) {
 	if _, err := js.AccountInfo(jctx); err != nil {
 		t.Fatalf("JetStream on the embedded server: %v", err)
 	}
+	// drain needs a node id (or RHIZON_NODE_ID) and a system principal.
+	if _, code := p.rhizon(t, "drain"); code != exitUsage {
+		t.Fatalf("drain without a node id: exit %d, want %d", code, exitUsage)
+	}
+	t.Setenv("RHIZON_NODE_ID", "dev")
+	if _, code := p.rhizon(t, "drain"); code != exitError {
+		t.Fatalf("drain by a user token: exit %d, want %d (permission denied)", code, exitError)
+	}
 	if out, code := p.rhizon(t, "version"); code != 0 || strings.TrimSpace(out) == "" {
 		t.Fatalf("version: %q exit %d", out, code)
 	}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// healthCmd queries the standard gRPC health service of a node. It needs no
+// token, so container health checks and probes can run it. Service "" is
+// liveness; "rhizon.v1.Gateway" is readiness (the node can serve requests).
+func healthCmd() *cobra.Command {
+	var addr, service string
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "health",
+		Short: "Check a node through the gRPC health service (exit 0 when SERVING)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := applyConfig(c.Flags()); err != nil {
+				return &exitErr{exitUsage, err}
+			}
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return &exitErr{exitError, err}
+			}
+			defer func() { _ = conn.Close() }()
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+			if err != nil {
+				return &exitErr{exitError, fmt.Errorf("health %s: %w", addr, err)}
+			}
+			fmt.Fprintln(c.OutOrStdout(), resp.GetStatus())
+			if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				return &exitErr{exitError, fmt.Errorf("health %s service %q: %s", addr, service, resp.GetStatus())}
+			}
+			return nil
+		},
+	}
+	fs := c.Flags()
+	fs.StringVar(&addr, "addr", "127.0.0.1:7400", "node gRPC address (RHIZON_ADDR)")
+	fs.StringVar(&service, "service", "", `health service: "" (liveness) or "rhizon.v1.Gateway" (readiness)`)
+	fs.DurationVar(&timeout, "timeout", 3*time.Second, "deadline for the check")
+	return c
+}

@@ -147,8 +147,8 @@ func (s *Shard) propose(reqs []*request) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer span.End()
 		err := f.Error()
+		span.End() // before the replies, so a caller's trace holds the whole propose
 		<-s.inflight
 		if err != nil {
 			err = mapRaftErr(err, true)

@@ -59,7 +59,7 @@ clean:
 IMAGE     ?= rhizon
 IMAGE_CTX := bin/image
 
-.PHONY: image-local image deploy-e2e
+.PHONY: image-local image deploy-e2e deploy-e2e-faults
 
 image-local:
 	rm -rf $(IMAGE_CTX) && mkdir -p $(IMAGE_CTX)/data
@@ -75,3 +75,9 @@ image:
 # health, sends commands through every node, tears down (even on failure).
 deploy-e2e: build image-local
 	BIN=$(BIN) IMAGE=$(IMAGE):latest bash deploy/e2e.sh
+
+# The Compose cluster under faults: docker kill of the container leading the
+# most shards while writing, restart, 20 s network disconnect of another node;
+# every acknowledged command must be on every node exactly once.
+deploy-e2e-faults: image-local
+	cd deploy && $(GO) test -tags dockere2e -count=1 -timeout 15m -run Compose -v .

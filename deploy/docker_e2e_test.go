@@ -1,0 +1,272 @@
+//go:build dockere2e
+
+// The Compose cluster under faults, with real containers: run by
+// `make deploy-e2e-faults` (build tag dockere2e) after `make image-local`.
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/client"
+)
+
+const (
+	e2eProject = "rhizone2e"
+	e2eToken   = "docker-e2e-token-0123456789abcdef"
+	e2ePrefix  = "2" // published ports 2100, 2200, 2300
+)
+
+type compose struct {
+	t   *testing.T
+	env []string
+}
+
+func (c *compose) run(args ...string) string {
+	c.t.Helper()
+	cmd := exec.Command("docker-compose", append([]string{"-p", e2eProject, "-f", "compose/docker-compose.yml"}, args...)...)
+	cmd.Env = append(os.Environ(), c.env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		c.t.Fatalf("docker-compose %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func docker(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("docker", args...).CombinedOutput(); err != nil {
+		t.Fatalf("docker %v: %v\n%s", args, err, out)
+	}
+}
+
+func waitFor(t *testing.T, total time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("not met after %v: %v", total, err)
+}
+
+// converged: every shard has 3 replicas on 3 nodes with one leader, and
+// equal hashes at equal indexes.
+func converged(st *pb.StatusResponse) error {
+	by := map[uint32][]*pb.ShardStatus{}
+	for _, s := range st.Shards {
+		by[s.Shard] = append(by[s.Shard], s)
+	}
+	if len(by) == 0 || uint32(len(by)) != st.ShardCount {
+		return fmt.Errorf("status covers %d of %d shards", len(by), st.ShardCount)
+	}
+	for id, reps := range by {
+		leaders := 0
+		for _, r := range reps {
+			if r.Role == "Leader" {
+				leaders++
+			}
+			if r.AppliedIndex != reps[0].AppliedIndex || r.StateHash != reps[0].StateHash {
+				return fmt.Errorf("shard %d replicas differ", id)
+			}
+		}
+		if len(reps) != 3 || leaders != 1 {
+			return fmt.Errorf("shard %d: %d replicas, %d leaders", id, len(reps), leaders)
+		}
+	}
+	return nil
+}
+
+func TestCompose_KillAndDisconnectLoseNothing(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens.json")
+	body := fmt.Sprintf(`{"tokens":[{"token":%q,"principal":{"id":"e2e","type":"system"},"scopes":[{"tenant":"t","workspace":"*"}]}]}`, e2eToken)
+	if err := os.WriteFile(tokens, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &compose{t: t, env: []string{
+		"RHIZON_CLUSTER_SECRET=docker-e2e-secret", "RHIZON_TOKEN_FILE=" + tokens,
+		"RHIZON_PORT_PREFIX=" + e2ePrefix, "RHIZON_SHARDS=8", "RHIZON_DEAD_AFTER=5m",
+	}}
+	t.Cleanup(func() {
+		cmd := exec.Command("docker-compose", "-p", e2eProject, "-f", "compose/docker-compose.yml", "down", "-v", "--timeout", "5")
+		cmd.Env = append(os.Environ(), c.env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Logf("teardown: %v\n%s", err, out)
+		}
+	})
+	c.run("up", "-d")
+
+	nodes := []string{"n1", "n2", "n3"}
+	clients := map[string]*client.Client{}
+	for i, n := range nodes {
+		cl, err := client.Dial(fmt.Sprintf("127.0.0.1:%s%d00", e2ePrefix, i+1), client.WithToken(e2eToken), client.WithRetries(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		clients[n] = cl
+	}
+	status := func(from string) (*pb.StatusResponse, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return clients[from].Status(ctx)
+	}
+	waitFor(t, 3*time.Minute, func() error {
+		st, err := status("n1")
+		if err != nil {
+			return err
+		}
+		return converged(st)
+	})
+
+	// Writers through every node, each command retried with its key until acknowledged.
+	var (
+		mu    sync.Mutex
+		acked = map[string]string{}
+		acks  atomic.Int64
+		quit  = make(chan struct{})
+		wg    sync.WaitGroup
+		seq   atomic.Int64
+	)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-quit:
+					return
+				default:
+				}
+				n := seq.Add(1)
+				key, entity := fmt.Sprintf("w%d-%d", w, n), fmt.Sprintf("e%d", n%16)
+				req := &pb.SubmitRequest{Address: &pb.Address{ActorType: "counter", EntityId: entity}, Type: "cmd.counter.add",
+					Payload: []byte(`{"amount":1}`), IdempotencyKey: key, CommandId: "cmd-" + key}
+				for attempt := 0; attempt < 200; attempt++ {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					resp, err := clients[nodes[(i+attempt)%3]].Submit(ctx, req)
+					cancel()
+					if err == nil && resp.Result.Status == pb.Status_STATUS_ACCEPTED {
+						mu.Lock()
+						acked[key] = entity
+						mu.Unlock()
+						acks.Add(1)
+						break
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	time.Sleep(3 * time.Second)
+
+	// docker kill the container leading the most shards; keep writing; restart it.
+	st, err := status("n2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leads := map[string]int{}
+	for _, s := range st.Shards {
+		if s.Role == "Leader" {
+			leads[s.NodeId]++
+		}
+	}
+	victim := "n1"
+	for _, n := range nodes {
+		if leads[n] > leads[victim] {
+			victim = n
+		}
+	}
+	container := c.run("ps", "-q", victim)
+	before := acks.Load()
+	docker(t, "kill", container)
+	time.Sleep(5 * time.Second)
+	if acks.Load() == before {
+		t.Fatalf("no acknowledgement in the 5 s after killing %s", victim)
+	}
+	docker(t, "start", container)
+	other := "n2"
+	if victim == "n2" {
+		other = "n3"
+	}
+	waitFor(t, 2*time.Minute, func() error {
+		st, err := status(other)
+		if err != nil {
+			return err
+		}
+		return converged(st)
+	})
+	t.Logf("killed %s (leading %d of %d shards) and restarted it; %d acknowledged so far", victim, leads[victim], st.ShardCount, acks.Load())
+
+	// Cut one node off the network for 20 s: the majority keeps serving.
+	cut := "n3"
+	if victim == "n3" {
+		cut = "n2"
+	}
+	cutContainer := c.run("ps", "-q", cut)
+	network := e2eProject + "_default"
+	docker(t, "network", "disconnect", network, cutContainer)
+	before = acks.Load()
+	time.Sleep(20 * time.Second)
+	during := acks.Load() - before
+	docker(t, "network", "connect", "--alias", cut, network, cutContainer)
+	if during == 0 {
+		t.Fatalf("the majority acknowledged nothing while %s was disconnected", cut)
+	}
+	close(quit)
+	wg.Wait()
+	waitFor(t, 2*time.Minute, func() error {
+		st, err := status(victim)
+		if err != nil {
+			return err
+		}
+		return converged(st)
+	})
+	t.Logf("%s disconnected for 20 s: %d acknowledgements meanwhile; %d in all", cut, during, len(acked))
+
+	// Every acknowledged command is on every node exactly once.
+	entities := map[string][]string{}
+	for k, e := range acked {
+		entities[e] = append(entities[e], k)
+	}
+	for _, n := range nodes {
+		for e, keys := range entities {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			seen := map[string]int{}
+			tok := ""
+			for {
+				h, err := clients[n].History(ctx, &pb.HistoryRequest{Address: &pb.Address{ActorType: "counter", EntityId: e},
+					PageSize: 1000, PageToken: tok, Consistency: pb.Consistency_CONSISTENCY_STALE})
+				if err != nil {
+					cancel()
+					t.Fatalf("history of %s on %s: %v", e, n, err)
+				}
+				for _, r := range h.Records {
+					seen[r.GetEvent().GetCommandId()]++
+				}
+				if tok = h.NextPageToken; tok == "" {
+					break
+				}
+			}
+			cancel()
+			for _, k := range keys {
+				if seen["cmd-"+k] != 1 {
+					t.Fatalf("on %s, acknowledged %s appears %d times", n, k, seen["cmd-"+k])
+				}
+			}
+		}
+	}
+}

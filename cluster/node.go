@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -171,6 +172,7 @@ type Node struct {
 	mu       sync.RWMutex
 	replicas map[uint32]*replica
 
+	metrics  metric.Registration
 	peers    *peerPool
 	hints    sync.Map // shard id -> leader node id
 	draining atomic.Bool
@@ -223,6 +225,9 @@ func (n *Node) open() error {
 		Logger: n.log, Fast: n.cfg.FastGossip, SecretKey: gossipKey(n.cfg.ClusterSecret),
 	})
 	if err != nil {
+		return err
+	}
+	if n.metrics, err = n.registerMetrics(); err != nil {
 		return err
 	}
 	n.wg.Add(4)
@@ -385,6 +390,9 @@ func (n *Node) Close() error {
 	n.closeMu.Do(func() {
 		close(n.stop)
 		n.wg.Wait()
+		if n.metrics != nil {
+			errs = append(errs, n.metrics.Unregister())
+		}
 		if n.ml != nil {
 			_ = n.ml.Leave(time.Second)
 			errs = append(errs, n.ml.Shutdown())

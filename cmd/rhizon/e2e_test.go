@@ -254,7 +254,7 @@ func TestCLI_ExitStatusAndJSONOutput(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, m := range []string{`rhizon_commands_total{`, `result="conflict"`, `result="accepted"`, "rhizon_batch_size_bucket", "rhizon_submit_duration_seconds_bucket"} {
+	for _, m := range []string{`rhizon_commands_total{`, `result="conflict"`, `result="accepted"`, "rhizon_batch_size_bucket", "rhizon_submit_duration_seconds_bucket", `rhizon_shards_leading{`, "rhizon_rebalancing_pending"} {
 		if !bytes.Contains(metrics, []byte(m)) {
 			t.Errorf("/metrics lacks %s", m)
 		}

@@ -20,13 +20,7 @@ func startedCluster(t testing.TB, n int, shards string) *testCluster {
 		p.args = append(p.args, "--shards", shards)
 		p.start(t)
 	}
-	checkFor(t, 60*time.Second, 200*time.Millisecond, func() error {
-		st, err := c.status(c.nodes[0])
-		if err != nil {
-			return err
-		}
-		return converged(st, 3)
-	})
+	c.waitConverged(c.nodes[0], 60*time.Second)
 	return c
 }
 

@@ -195,6 +195,19 @@ func (c *testCluster) status(p *nodeProc) (*pb.StatusResponse, error) {
 	return cl.Status(ctx)
 }
 
+// waitConverged polls p's status until every shard has its 3 replicas,
+// one leader and equal state on every replica.
+func (c *testCluster) waitConverged(p *nodeProc, total time.Duration) {
+	c.t.Helper()
+	checkFor(c.t, total, 200*time.Millisecond, func() error {
+		st, err := c.status(p)
+		if err != nil {
+			return err
+		}
+		return converged(st, 3)
+	})
+}
+
 // converged checks that every shard has a replica on each of want distinct
 // nodes, one leader, and equal state hashes at equal applied indexes.
 func converged(st *pb.StatusResponse, want int) error { return placed(st, want, true) }
@@ -244,13 +257,7 @@ func TestCluster_ThreeNodesServeThroughAnyNodeAndAgree(t *testing.T) {
 	for _, p := range c.nodes {
 		p.start(t)
 	}
-	checkFor(t, 60*time.Second, 200*time.Millisecond, func() error {
-		st, err := c.status(c.nodes[0])
-		if err != nil {
-			return err
-		}
-		return converged(st, 3)
-	})
+	c.waitConverged(c.nodes[0], 60*time.Second)
 	for i, p := range c.nodes {
 		cl := c.client(p)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -272,13 +279,7 @@ func TestCluster_ThreeNodesServeThroughAnyNodeAndAgree(t *testing.T) {
 			t.Fatalf("get through %s: %+v %v", p.id, got, err)
 		}
 	}
-	checkFor(t, 20*time.Second, 200*time.Millisecond, func() error {
-		st, err := c.status(c.nodes[2])
-		if err != nil {
-			return err
-		}
-		return converged(st, 3)
-	})
+	c.waitConverged(c.nodes[2], 20*time.Second)
 }
 
 func TestCluster_LeaderFailoverUnderLoadLosesNothing(t *testing.T) {
@@ -286,13 +287,7 @@ func TestCluster_LeaderFailoverUnderLoadLosesNothing(t *testing.T) {
 	for _, p := range c.nodes {
 		p.start(t)
 	}
-	checkFor(t, 60*time.Second, 200*time.Millisecond, func() error {
-		st, err := c.status(c.nodes[0])
-		if err != nil {
-			return err
-		}
-		return converged(st, 3)
-	})
+	c.waitConverged(c.nodes[0], 60*time.Second)
 	st, _ := c.status(c.nodes[0])
 	leads := map[string]int{}
 	for _, s := range st.Shards {
@@ -325,13 +320,7 @@ func TestCluster_LeaderFailoverUnderLoadLosesNothing(t *testing.T) {
 
 	// Restart the victim: it catches up and every replica agrees.
 	victim.start(t)
-	checkFor(t, 60*time.Second, 250*time.Millisecond, func() error {
-		st, err := c.status(c.nodes[0])
-		if err != nil {
-			return err
-		}
-		return converged(st, 3)
-	})
+	c.waitConverged(c.nodes[0], 60*time.Second)
 	c.verifyAcked(acked, c.nodes)
 }
 
@@ -458,13 +447,7 @@ func TestCluster_GrowsToFiveNodesAndReplacesADeadOne(t *testing.T) {
 	for _, p := range c.nodes {
 		p.start(t)
 	}
-	checkFor(t, 60*time.Second, 200*time.Millisecond, func() error {
-		st, err := c.status(c.nodes[0])
-		if err != nil {
-			return err
-		}
-		return converged(st, 3)
-	})
+	c.waitConverged(c.nodes[0], 60*time.Second)
 	load := c.startLoad(4, c.nodes[:3])
 	n4, n5 := c.add(false, 3), c.add(false, 3)
 	n4.start(t)
@@ -513,13 +496,7 @@ func TestCluster_GrowsToFiveNodesAndReplacesADeadOne(t *testing.T) {
 	}
 	acked := load.stop()
 	t.Logf("%d commands acknowledged during growth", len(acked))
-	checkFor(t, 30*time.Second, 250*time.Millisecond, func() error {
-		st, err := c.status(c.nodes[0])
-		if err != nil {
-			return err
-		}
-		return converged(st, 3)
-	})
+	c.waitConverged(c.nodes[0], 30*time.Second)
 	c.verifyAcked(acked, c.nodes)
 
 	// n5 dies for good: after dead-after its replicas move to the others.

@@ -121,6 +121,9 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 		data := mustMarshal(pb.FromEvent(ev))
 		a.b.AppendHistory(cmd.Address, pos, HistoryEvent, data)
 		a.hash('H', cmd.Address.Key(), u64(pos.Index), u64(uint64(pos.Ordinal)), data)
+		// The same bytes wait in the outbox until the relay published them;
+		// the history record is the audit trail and stays.
+		a.putOutbox(pos, OutboxEvent, data)
 	}
 	if len(events) > 0 {
 		*ent = Entity{Version: version, State: state}
@@ -179,10 +182,15 @@ func (a *applier) outbox(cmd *actor.Command, version uint64, n int, s actor.Send
 		TraceParent:   cmd.TraceParent,
 		TraceState:    cmd.TraceState,
 	}
-	pos := a.nextPos()
-	data := mustMarshal(pb.FromCommand(&out))
-	a.b.PutOutbox(pos, data)
-	a.hash('O', u64(pos.Index), u64(uint64(pos.Ordinal)), data)
+	a.putOutbox(a.nextPos(), OutboxCommand, mustMarshal(pb.FromCommand(&out)))
+}
+
+func (a *applier) putOutbox(pos Position, kind byte, data []byte) {
+	row := make([]byte, 1+len(data))
+	row[0] = kind
+	copy(row[1:], data)
+	a.b.PutOutbox(pos, row)
+	a.hash('O', u64(pos.Index), u64(uint64(pos.Ordinal)), row)
 }
 
 // violation records evt.security.violation in the target entity's history.

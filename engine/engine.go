@@ -46,7 +46,21 @@ type Entry struct {
 	Index    uint64
 	At       int64 // Unix ms stamped by the leader
 	Commands []actor.Command
+	// Relayed, when not zero, says the outbox relay published every row at
+	// or before it; the entry deletes them on every replica, so replicas'
+	// outboxes (and state hashes) stay identical.
+	Relayed Position
 }
+
+// Outbox rows start with a kind byte; the rest is the encoded protobuf.
+const (
+	// OutboxEvent: a committed event (pb.Event) to publish to the events
+	// stream.
+	OutboxEvent byte = 'E'
+	// OutboxCommand: an actor's Send (pb.Command) to deliver to the target
+	// shard's ingress subject.
+	OutboxCommand byte = 'C'
+)
 
 // Applied is what one entry produced.
 type Applied struct {
@@ -118,6 +132,10 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 		digest:   sha256.New(),
 	}
 	out := Applied{At: at}
+	if ent.Relayed != (Position{}) {
+		a.b.DeleteOutbox(ent.Relayed)
+		a.hash('D', u64(ent.Relayed.Index), u64(uint64(ent.Relayed.Ordinal)))
+	}
 	fired, err := a.fireTimers()
 	if err != nil {
 		a.b.Discard()

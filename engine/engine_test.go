@@ -275,11 +275,12 @@ func TestPromise_Isolation_ActorCannotSendOutsideItsScope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 1 {
-		t.Fatalf("outbox has %d rows, want 1", len(rows))
+	// One event of the accepted command, then its one Send.
+	if len(rows) != 2 || rows[0].Data[0] != engine.OutboxEvent || rows[1].Data[0] != engine.OutboxCommand {
+		t.Fatalf("outbox has %d rows, want an event and a command", len(rows))
 	}
 	var out pb.Command
-	if err := proto.Unmarshal(rows[0].Data, &out); err != nil {
+	if err := proto.Unmarshal(rows[1].Data[1:], &out); err != nil {
 		t.Fatal(err)
 	}
 	if out.Address.Tenant != "a" || out.Address.Workspace != "w" || out.IdempotencyKey == "" || out.CausationId != "c-k2" {
@@ -416,5 +417,56 @@ func TestEngine_KVGetRepliesWithDocument(t *testing.T) {
 	}
 	if fmt.Sprint(doc) != "map[a:map[x:true y:2]]" {
 		t.Fatalf("document after patch: %v", doc)
+	}
+}
+
+// The relay's progress is part of the log: an entry with Relayed deletes the
+// published rows on every replica, so outboxes and state hashes stay equal,
+// and rows written after that position stay for the next leader's relay.
+func TestEngine_RelayedDeletesPublishedOutboxRowsOnEveryReplica(t *testing.T) {
+	a, b := newReplica(t, builtin.Registry()), newReplica(t, builtin.Registry())
+	c1, c2 := addr("counter", "c1"), addr("counter", "c2")
+	entries := []engine.Entry{
+		{Index: 1, At: 10, Commands: []actor.Command{cmd(c1, "add", "k1", map[string]int{"amount": 1}), cmd(c2, "add", "k2", map[string]int{"amount": 1})}},
+		{Index: 2, At: 11, Commands: []actor.Command{cmd(c1, "add", "k3", map[string]int{"amount": 1})}},
+		{Index: 3, At: 12, Relayed: engine.Position{Index: 1, Ordinal: 2}, Commands: []actor.Command{cmd(c2, "add", "k4", map[string]int{"amount": 1})}},
+	}
+	for _, r := range []*replica{a, b} {
+		for _, e := range entries {
+			r.apply(e)
+		}
+	}
+	if a.eng.Meta() != b.eng.Meta() {
+		t.Fatalf("replicas diverged: %x vs %x", a.eng.Meta().Hash, b.eng.Meta().Hash)
+	}
+	rows, err := a.store.Outbox(engine.Position{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []engine.Position
+	for _, r := range rows {
+		if r.Data[0] != engine.OutboxEvent {
+			t.Fatalf("row %v kind %q, want an event", r.Pos, r.Data[0])
+		}
+		got = append(got, r.Pos)
+	}
+	want := []engine.Position{{Index: 2, Ordinal: 1}, {Index: 3, Ordinal: 1}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("outbox after relayed 1/2 = %v, want %v", got, want)
+	}
+	var ev pb.Event
+	if err := proto.Unmarshal(rows[1].Data[1:], &ev); err != nil || ev.Address.EntityId != "c2" || ev.Version != 2 {
+		t.Fatalf("outbox event = %v, %v", &ev, err)
+	}
+
+	// A replica that skipped the relay entry would not match: the delete is in the hash.
+	c := newReplica(t, builtin.Registry())
+	c.apply(entries[0])
+	c.apply(entries[1])
+	e3 := entries[2]
+	e3.Relayed = engine.Position{}
+	c.apply(e3)
+	if c.eng.Meta().Hash == a.eng.Meta().Hash {
+		t.Fatal("state hash does not cover the relay's deletes")
 	}
 }

@@ -33,8 +33,12 @@ type Batch interface {
 	// entity's history at log position (index, ordinal).
 	AppendHistory(addr actor.Address, pos Position, kind HistoryKind, data []byte)
 	PutResult(addr actor.Address, key string, data []byte)
-	// PutOutbox adds an encoded command for delivery to another entity.
+	// PutOutbox adds a row for the relay to publish: an event or a command
+	// for another entity (see OutboxKind).
 	PutOutbox(pos Position, data []byte)
+	// DeleteOutbox removes every outbox row at or before upTo: the relay
+	// published them.
+	DeleteOutbox(upTo Position)
 	PutTimer(t Timer)
 	DeleteTimer(t Timer)
 	SetMeta(m Meta)

@@ -1,11 +1,17 @@
-// Package ingress connects Rhizon to NATS JetStream. This file runs the
-// embedded NATS server a node starts when no external NATS URL is configured,
-// so one binary is a whole deployment.
+// Package ingress connects Rhizon to NATS JetStream: the embedded NATS
+// server a node runs when no external NATS URL is configured, the per-shard
+// ingress consumers (commands from decoupled producers, SubmitAsync and
+// actors' Sends), the outbox relay (committed events and Sends) and Watch.
+// The Raft log stays the source of truth: JetStream is the transport.
 package ingress
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -18,23 +24,28 @@ type EmbeddedConfig struct {
 	// Addr is host:port for clients; port 0 picks a free one.
 	Addr     string
 	StoreDir string
+	// ClusterAddr, when set, is host:port the server listens on for routes
+	// from the other nodes' servers; with it the servers form one NATS
+	// cluster and JetStream replicates streams across them.
+	ClusterAddr string
+	// Routes are host:port of (some of) the other nodes' ClusterAddr; NATS
+	// learns the rest of the cluster from them.
+	Routes []string
+	// ClusterSecret authenticates routes: only servers that know it join.
+	ClusterSecret string
 }
+
+// ClusterName is the NATS cluster the embedded servers form.
+const ClusterName = "rhizon"
 
 // StartEmbedded starts a NATS server with JetStream on file storage. Every
 // JetStream write is synced to disk before it is acknowledged (SyncAlways):
 // NATS's default syncs only every two minutes, so an acknowledged message
 // could be lost on power failure (Jepsen, NATS 2.12.1).
 func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
-	host, portStr, err := net.SplitHostPort(cfg.Addr)
+	host, port, err := splitPort(cfg.Addr, "nats address")
 	if err != nil {
-		return nil, fmt.Errorf("ingress: nats address %q: %w", cfg.Addr, err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("ingress: nats port %q: %w", portStr, err)
-	}
-	if port == 0 {
-		port = server.RANDOM_PORT
+		return nil, err
 	}
 	opts := &server.Options{
 		ServerName: cfg.ServerName,
@@ -46,6 +57,20 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		NoSigs:     true,
 		NoLog:      true,
 	}
+	if cfg.ClusterAddr != "" {
+		chost, cport, err := splitPort(cfg.ClusterAddr, "nats cluster address")
+		if err != nil {
+			return nil, err
+		}
+		user, pass := routeCredentials(cfg.ClusterSecret)
+		opts.Cluster = server.ClusterOpts{
+			Name: ClusterName, Host: chost, Port: cport,
+			Username: user, Password: pass,
+		}
+		for _, r := range cfg.Routes {
+			opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats", User: url.UserPassword(user, pass), Host: r})
+		}
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("ingress: embedded nats: %w", err)
@@ -56,4 +81,27 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		return nil, fmt.Errorf("ingress: embedded nats did not start on %s within 10s", cfg.Addr)
 	}
 	return s, nil
+}
+
+func splitPort(addr, what string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("ingress: %s %q: %w", what, addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return "", 0, fmt.Errorf("ingress: %s port %q: %w", what, portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
+}
+
+// routeCredentials derives the route user and password from the cluster
+// secret, so every node computes the same ones and nothing else joins.
+func routeCredentials(secret string) (user, pass string) {
+	h := hmac.New(sha256.New, []byte("rhizon nats route v1"))
+	h.Write([]byte(secret))
+	return "rhizon", hex.EncodeToString(h.Sum(nil))
 }

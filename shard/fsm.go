@@ -63,6 +63,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 		f.log.Error("undecodable log entry; applying it as empty", "index", l.Index, "err", err)
 	} else {
 		ent.At = le.At
+		if r := le.Relayed; r != nil {
+			ent.Relayed = engine.Position{Index: r.Index, Ordinal: r.Ordinal}
+		}
 		ent.Commands = make([]actor.Command, len(le.Commands))
 		for i, c := range le.Commands {
 			ent.Commands[i] = c.ToActor()

@@ -132,13 +132,3 @@ func (s *ShardStore) Outbox(after engine.Position, limit int) ([]OutboxRow, erro
 	})
 	return rows, err
 }
-
-// DeleteOutbox deletes every row at or before upTo. It is safe while the
-// engine commits (the relay deletes only rows it delivered, below anything
-// the engine writes next). The delete is local to this replica: it is not
-// part of the replicated state, so replicas' outboxes (and snapshots) differ
-// once relays delete at different points.
-func (s *ShardStore) DeleteOutbox(upTo engine.Position) error {
-	end := outboxKey(s.id, upTo)
-	return s.d.kv.deleteKeys(tagPrefix(s.id, tagOutbox), end, nil)
-}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -338,6 +339,22 @@ func (b *batch) PutResult(addr actor.Address, key string, data []byte) {
 // PutOutbox stores an encoded command for delivery.
 func (b *batch) PutOutbox(pos engine.Position, data []byte) {
 	b.put(outboxKey(b.s.id, pos), data)
+}
+
+// DeleteOutbox deletes every outbox row at or before upTo. The rows come
+// from the batch's read snapshot, which holds every entry applied before this
+// one: the rows a relay can have published.
+func (b *batch) DeleteOutbox(upTo engine.Position) {
+	p := tagPrefix(b.s.id, tagOutbox)
+	end := outboxKey(b.s.id, upTo)
+	iopt := badger.DefaultIteratorOptions
+	iopt.Prefix = p
+	iopt.PrefetchValues = false
+	it := b.reader().NewIterator(iopt)
+	defer it.Close()
+	for it.Seek(p); it.Valid() && bytes.Compare(it.Item().Key(), end) <= 0; it.Next() {
+		b.ops = append(b.ops, op{key: it.Item().KeyCopy(nil), del: true})
+	}
 }
 
 // PutTimer sets (or moves) the entity's timer.

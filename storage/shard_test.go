@@ -547,11 +547,13 @@ func TestOutboxPagingAndDelete(t *testing.T) {
 	if err != nil || len(rows) != 4 || rows[0].Pos != all[4] || rows[3].Pos != all[7] {
 		t.Fatalf("Outbox page = %+v, %v", rows, err)
 	}
-	if err := s.DeleteOutbox(engine.Position{Index: 3, Ordinal: 2}); err != nil {
-		t.Fatal(err)
-	}
+	// The delete is part of an entry's batch, which also adds new rows.
+	commit(t, s, func(b engine.Batch) {
+		b.DeleteOutbox(engine.Position{Index: 3, Ordinal: 2})
+		b.PutOutbox(engine.Position{Index: 5, Ordinal: 1}, []byte("new"))
+	})
 	rows, _ = s.Outbox(engine.Position{}, 100)
-	if len(rows) != 4 || rows[0].Pos != (engine.Position{Index: 3, Ordinal: 3}) {
+	if len(rows) != 5 || rows[0].Pos != (engine.Position{Index: 3, Ordinal: 3}) || rows[4].Pos != (engine.Position{Index: 5, Ordinal: 1}) {
 		t.Fatalf("Outbox after delete = %+v", rows)
 	}
 }

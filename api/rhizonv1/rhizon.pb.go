@@ -181,6 +181,235 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_rhizon_proto_rawDescGZIP(), []int{2}
 }
 
+type SubmitAsyncResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The JetStream stream and sequence the command was stored at.
+	Stream   string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// True when JetStream already held a message with this idempotency key
+	// (within its duplicate window): nothing new was enqueued.
+	Duplicate     bool   `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Shard         uint32 `protobuf:"varint,4,opt,name=shard,proto3" json:"shard,omitempty"`
+	CommandId     string `protobuf:"bytes,5,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitAsyncResponse) Reset() {
+	*x = SubmitAsyncResponse{}
+	mi := &file_rhizon_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitAsyncResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitAsyncResponse) ProtoMessage() {}
+
+func (x *SubmitAsyncResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitAsyncResponse.ProtoReflect.Descriptor instead.
+func (*SubmitAsyncResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SubmitAsyncResponse) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *SubmitAsyncResponse) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *SubmitAsyncResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+func (x *SubmitAsyncResponse) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *SubmitAsyncResponse) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+type WatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tenant and workspace default to the token's own when empty.
+	Tenant    string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Workspace string `protobuf:"bytes,2,opt,name=workspace,proto3" json:"workspace,omitempty"`
+	// Optional filters: an actor type, and with it an entity id.
+	ActorType string `protobuf:"bytes,3,opt,name=actor_type,json=actorType,proto3" json:"actor_type,omitempty"`
+	EntityId  string `protobuf:"bytes,4,opt,name=entity_id,json=entityId,proto3" json:"entity_id,omitempty"`
+	// Optional: only events of this type (evt.<actor_type>.<name>).
+	EventType string `protobuf:"bytes,5,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
+	// Resume after this events-stream sequence. 0: only events committed from
+	// now on, unless from_beginning.
+	AfterSequence uint64 `protobuf:"varint,6,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	FromBeginning bool   `protobuf:"varint,7,opt,name=from_beginning,json=fromBeginning,proto3" json:"from_beginning,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_rhizon_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WatchRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetWorkspace() string {
+	if x != nil {
+		return x.Workspace
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetActorType() string {
+	if x != nil {
+		return x.ActorType
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetEntityId() string {
+	if x != nil {
+		return x.EntityId
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetEventType() string {
+	if x != nil {
+		return x.EventType
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetAfterSequence() uint64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetFromBeginning() bool {
+	if x != nil {
+		return x.FromBeginning
+	}
+	return false
+}
+
+type WatchEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Event *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// Position in the events stream; pass it as after_sequence to resume.
+	Sequence      uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEvent) Reset() {
+	*x = WatchEvent{}
+	mi := &file_rhizon_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEvent) ProtoMessage() {}
+
+func (x *WatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
+func (*WatchEvent) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *WatchEvent) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
 type DrainRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -191,7 +420,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_rhizon_proto_msgTypes[0]
+	mi := &file_rhizon_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -203,7 +432,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[0]
+	mi := &file_rhizon_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -216,7 +445,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{0}
+	return file_rhizon_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DrainRequest) GetNodeId() string {
@@ -243,7 +472,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_rhizon_proto_msgTypes[1]
+	mi := &file_rhizon_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -255,7 +484,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[1]
+	mi := &file_rhizon_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -268,7 +497,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{1}
+	return file_rhizon_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DrainResponse) GetNodeId() string {
@@ -297,7 +526,7 @@ type Address struct {
 
 func (x *Address) Reset() {
 	*x = Address{}
-	mi := &file_rhizon_proto_msgTypes[2]
+	mi := &file_rhizon_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -309,7 +538,7 @@ func (x *Address) String() string {
 func (*Address) ProtoMessage() {}
 
 func (x *Address) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[2]
+	mi := &file_rhizon_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -322,7 +551,7 @@ func (x *Address) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Address.ProtoReflect.Descriptor instead.
 func (*Address) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{2}
+	return file_rhizon_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Address) GetTenant() string {
@@ -364,7 +593,7 @@ type Principal struct {
 
 func (x *Principal) Reset() {
 	*x = Principal{}
-	mi := &file_rhizon_proto_msgTypes[3]
+	mi := &file_rhizon_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +605,7 @@ func (x *Principal) String() string {
 func (*Principal) ProtoMessage() {}
 
 func (x *Principal) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[3]
+	mi := &file_rhizon_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +618,7 @@ func (x *Principal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Principal.ProtoReflect.Descriptor instead.
 func (*Principal) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{3}
+	return file_rhizon_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Principal) GetId() string {
@@ -417,7 +646,7 @@ type Scope struct {
 
 func (x *Scope) Reset() {
 	*x = Scope{}
-	mi := &file_rhizon_proto_msgTypes[4]
+	mi := &file_rhizon_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -429,7 +658,7 @@ func (x *Scope) String() string {
 func (*Scope) ProtoMessage() {}
 
 func (x *Scope) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[4]
+	mi := &file_rhizon_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -442,7 +671,7 @@ func (x *Scope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scope.ProtoReflect.Descriptor instead.
 func (*Scope) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{4}
+	return file_rhizon_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Scope) GetTenant() string {
@@ -480,7 +709,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_rhizon_proto_msgTypes[5]
+	mi := &file_rhizon_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +721,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[5]
+	mi := &file_rhizon_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +734,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{5}
+	return file_rhizon_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Command) GetId() string {
@@ -615,7 +844,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_rhizon_proto_msgTypes[6]
+	mi := &file_rhizon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +856,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[6]
+	mi := &file_rhizon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +869,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{6}
+	return file_rhizon_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Event) GetId() string {
@@ -761,7 +990,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_rhizon_proto_msgTypes[7]
+	mi := &file_rhizon_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +1002,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[7]
+	mi := &file_rhizon_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +1015,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{7}
+	return file_rhizon_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Result) GetCommandId() string {
@@ -887,7 +1116,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_rhizon_proto_msgTypes[8]
+	mi := &file_rhizon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +1128,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[8]
+	mi := &file_rhizon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1141,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{8}
+	return file_rhizon_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Rejection) GetType() string {
@@ -1054,7 +1283,7 @@ type HistoryRecord struct {
 
 func (x *HistoryRecord) Reset() {
 	*x = HistoryRecord{}
-	mi := &file_rhizon_proto_msgTypes[9]
+	mi := &file_rhizon_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1295,7 @@ func (x *HistoryRecord) String() string {
 func (*HistoryRecord) ProtoMessage() {}
 
 func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[9]
+	mi := &file_rhizon_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1308,7 @@ func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRecord.ProtoReflect.Descriptor instead.
 func (*HistoryRecord) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{9}
+	return file_rhizon_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HistoryRecord) GetRecord() isHistoryRecord_Record {
@@ -1146,7 +1375,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_rhizon_proto_msgTypes[10]
+	mi := &file_rhizon_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1387,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[10]
+	mi := &file_rhizon_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1400,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{10}
+	return file_rhizon_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SubmitRequest) GetAddress() *Address {
@@ -1247,7 +1476,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_rhizon_proto_msgTypes[11]
+	mi := &file_rhizon_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1488,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[11]
+	mi := &file_rhizon_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1501,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{11}
+	return file_rhizon_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SubmitResponse) GetResult() *Result {
@@ -1299,7 +1528,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_rhizon_proto_msgTypes[12]
+	mi := &file_rhizon_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1540,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[12]
+	mi := &file_rhizon_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1553,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{12}
+	return file_rhizon_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetRequest) GetAddress() *Address {
@@ -1356,7 +1585,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_rhizon_proto_msgTypes[13]
+	mi := &file_rhizon_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1597,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[13]
+	mi := &file_rhizon_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1610,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{13}
+	return file_rhizon_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetResponse) GetAddress() *Address {
@@ -1441,7 +1670,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_rhizon_proto_msgTypes[14]
+	mi := &file_rhizon_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1682,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[14]
+	mi := &file_rhizon_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1695,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{14}
+	return file_rhizon_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HistoryRequest) GetAddress() *Address {
@@ -1514,7 +1743,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_rhizon_proto_msgTypes[15]
+	mi := &file_rhizon_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1755,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[15]
+	mi := &file_rhizon_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1768,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{15}
+	return file_rhizon_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HistoryResponse) GetRecords() []*HistoryRecord {
@@ -1564,7 +1793,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_rhizon_proto_msgTypes[16]
+	mi := &file_rhizon_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1805,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[16]
+	mi := &file_rhizon_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1818,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{16}
+	return file_rhizon_proto_rawDescGZIP(), []int{19}
 }
 
 type ShardStatus struct {
@@ -1615,7 +1844,7 @@ type ShardStatus struct {
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1856,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1869,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{17}
+	return file_rhizon_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ShardStatus) GetShard() uint32 {
@@ -1739,7 +1968,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_rhizon_proto_msgTypes[18]
+	mi := &file_rhizon_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1751,7 +1980,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[18]
+	mi := &file_rhizon_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1764,7 +1993,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{18}
+	return file_rhizon_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -1849,7 +2078,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_rhizon_proto_msgTypes[19]
+	mi := &file_rhizon_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +2090,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[19]
+	mi := &file_rhizon_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +2103,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{19}
+	return file_rhizon_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1951,17 +2180,20 @@ func (x *StatusResponse) GetControlLeader() string {
 // client API): a batch of commands stamped with logical time, or a tick when
 // commands is empty.
 type LogEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
-	At            int64                  `protobuf:"varint,2,opt,name=at,proto3" json:"at,omitempty"`
-	Commands      []*Command             `protobuf:"bytes,3,rep,name=commands,proto3" json:"commands,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Shard    uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	At       int64                  `protobuf:"varint,2,opt,name=at,proto3" json:"at,omitempty"`
+	Commands []*Command             `protobuf:"bytes,3,rep,name=commands,proto3" json:"commands,omitempty"`
+	// Set by the outbox relay: every outbox row at or before this position was
+	// published, so every replica deletes them.
+	Relayed       *Position `protobuf:"bytes,4,opt,name=relayed,proto3" json:"relayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_rhizon_proto_msgTypes[20]
+	mi := &file_rhizon_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2205,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[20]
+	mi := &file_rhizon_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2218,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{20}
+	return file_rhizon_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LogEntry) GetShard() uint32 {
@@ -2010,6 +2242,65 @@ func (x *LogEntry) GetCommands() []*Command {
 	return nil
 }
 
+func (x *LogEntry) GetRelayed() *Position {
+	if x != nil {
+		return x.Relayed
+	}
+	return nil
+}
+
+type Position struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Ordinal       uint32                 `protobuf:"varint,2,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Position) Reset() {
+	*x = Position{}
+	mi := &file_rhizon_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Position) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Position) ProtoMessage() {}
+
+func (x *Position) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Position.ProtoReflect.Descriptor instead.
+func (*Position) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Position) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Position) GetOrdinal() uint32 {
+	if x != nil {
+		return x.Ordinal
+	}
+	return 0
+}
+
 type ForwardRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Command *Command               `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
@@ -2021,7 +2312,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_rhizon_proto_msgTypes[21]
+	mi := &file_rhizon_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2324,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[21]
+	mi := &file_rhizon_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2337,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{21}
+	return file_rhizon_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ForwardRequest) GetCommand() *Command {
@@ -2072,7 +2363,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_rhizon_proto_msgTypes[22]
+	mi := &file_rhizon_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2375,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[22]
+	mi := &file_rhizon_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2388,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{22}
+	return file_rhizon_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ForwardResponse) GetResult() *Result {
@@ -2123,7 +2414,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_rhizon_proto_msgTypes[23]
+	mi := &file_rhizon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2426,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[23]
+	mi := &file_rhizon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2439,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{23}
+	return file_rhizon_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadRequest) GetAddress() *Address {
@@ -2222,7 +2513,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2525,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2538,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{24}
+	return file_rhizon_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadResponse) GetState() []byte {
@@ -2312,7 +2603,7 @@ type ShardAdminRequest struct {
 
 func (x *ShardAdminRequest) Reset() {
 	*x = ShardAdminRequest{}
-	mi := &file_rhizon_proto_msgTypes[25]
+	mi := &file_rhizon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2615,7 @@ func (x *ShardAdminRequest) String() string {
 func (*ShardAdminRequest) ProtoMessage() {}
 
 func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[25]
+	mi := &file_rhizon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2628,7 @@ func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminRequest.ProtoReflect.Descriptor instead.
 func (*ShardAdminRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{25}
+	return file_rhizon_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ShardAdminRequest) GetShard() uint32 {
@@ -2381,7 +2672,7 @@ type ShardAdminResponse struct {
 
 func (x *ShardAdminResponse) Reset() {
 	*x = ShardAdminResponse{}
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2393,7 +2684,7 @@ func (x *ShardAdminResponse) String() string {
 func (*ShardAdminResponse) ProtoMessage() {}
 
 func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2406,7 +2697,7 @@ func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminResponse.ProtoReflect.Descriptor instead.
 func (*ShardAdminResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{26}
+	return file_rhizon_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ShardAdminResponse) GetLeader() string {
@@ -2448,7 +2739,28 @@ var File_rhizon_proto protoreflect.FileDescriptor
 
 const file_rhizon_proto_rawDesc = "" +
 	"\n" +
-	"\frhizon.proto\x12\trhizon.v1\";\n" +
+	"\frhizon.proto\x12\trhizon.v1\"\x9c\x01\n" +
+	"\x13SubmitAsyncResponse\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x1c\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\x12\x14\n" +
+	"\x05shard\x18\x04 \x01(\rR\x05shard\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x05 \x01(\tR\tcommandId\"\xed\x01\n" +
+	"\fWatchRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1c\n" +
+	"\tworkspace\x18\x02 \x01(\tR\tworkspace\x12\x1d\n" +
+	"\n" +
+	"actor_type\x18\x03 \x01(\tR\tactorType\x12\x1b\n" +
+	"\tentity_id\x18\x04 \x01(\tR\bentityId\x12\x1d\n" +
+	"\n" +
+	"event_type\x18\x05 \x01(\tR\teventType\x12%\n" +
+	"\x0eafter_sequence\x18\x06 \x01(\x04R\rafterSequence\x12%\n" +
+	"\x0efrom_beginning\x18\a \x01(\bR\rfromBeginning\"P\n" +
+	"\n" +
+	"WatchEvent\x12&\n" +
+	"\x05event\x18\x01 \x01(\v2\x10.rhizon.v1.EventR\x05event\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\";\n" +
 	"\fDrainRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04undo\x18\x02 \x01(\bR\x04undo\"D\n" +
@@ -2618,11 +2930,15 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x05nodes\x18\b \x03(\v2\x15.rhizon.v1.NodeStatusR\x05nodes\x12 \n" +
 	"\vrebalancing\x18\t \x03(\tR\vrebalancing\x12%\n" +
 	"\x0econtrol_leader\x18\n" +
-	" \x01(\tR\rcontrolLeader\"`\n" +
+	" \x01(\tR\rcontrolLeader\"\x8f\x01\n" +
 	"\bLogEntry\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x0e\n" +
 	"\x02at\x18\x02 \x01(\x03R\x02at\x12.\n" +
-	"\bcommands\x18\x03 \x03(\v2\x12.rhizon.v1.CommandR\bcommands\"R\n" +
+	"\bcommands\x18\x03 \x03(\v2\x12.rhizon.v1.CommandR\bcommands\x12-\n" +
+	"\arelayed\x18\x04 \x01(\v2\x13.rhizon.v1.PositionR\arelayed\":\n" +
+	"\bPosition\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x18\n" +
+	"\aordinal\x18\x02 \x01(\rR\aordinal\"R\n" +
 	"\x0eForwardRequest\x12,\n" +
 	"\acommand\x18\x01 \x01(\v2\x12.rhizon.v1.CommandR\acommand\x12\x12\n" +
 	"\x04hops\x18\x02 \x01(\rR\x04hops\"<\n" +
@@ -2670,13 +2986,15 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x0fREASON_BUSINESS\x10\x04*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x012\xbb\x02\n" +
+	"\x11CONSISTENCY_STALE\x10\x012\xbf\x03\n" +
 	"\aGateway\x12=\n" +
 	"\x06Submit\x12\x18.rhizon.v1.SubmitRequest\x1a\x19.rhizon.v1.SubmitResponse\x124\n" +
 	"\x03Get\x12\x15.rhizon.v1.GetRequest\x1a\x16.rhizon.v1.GetResponse\x12@\n" +
 	"\aHistory\x12\x19.rhizon.v1.HistoryRequest\x1a\x1a.rhizon.v1.HistoryResponse\x12=\n" +
 	"\x06Status\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponse\x12:\n" +
-	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponse2\xd0\x02\n" +
+	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponse\x12G\n" +
+	"\vSubmitAsync\x12\x18.rhizon.v1.SubmitRequest\x1a\x1e.rhizon.v1.SubmitAsyncResponse\x129\n" +
+	"\x05Watch\x12\x17.rhizon.v1.WatchRequest\x1a\x15.rhizon.v1.WatchEvent0\x012\xd0\x02\n" +
 	"\bInternal\x12@\n" +
 	"\aForward\x12\x19.rhizon.v1.ForwardRequest\x1a\x1a.rhizon.v1.ForwardResponse\x127\n" +
 	"\x04Read\x12\x16.rhizon.v1.ReadRequest\x1a\x17.rhizon.v1.ReadResponse\x12I\n" +
@@ -2698,94 +3016,104 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_rhizon_proto_goTypes = []any{
-	(Status)(0),                // 0: rhizon.v1.Status
-	(Reason)(0),                // 1: rhizon.v1.Reason
-	(Consistency)(0),           // 2: rhizon.v1.Consistency
-	(*DrainRequest)(nil),       // 3: rhizon.v1.DrainRequest
-	(*DrainResponse)(nil),      // 4: rhizon.v1.DrainResponse
-	(*Address)(nil),            // 5: rhizon.v1.Address
-	(*Principal)(nil),          // 6: rhizon.v1.Principal
-	(*Scope)(nil),              // 7: rhizon.v1.Scope
-	(*Command)(nil),            // 8: rhizon.v1.Command
-	(*Event)(nil),              // 9: rhizon.v1.Event
-	(*Result)(nil),             // 10: rhizon.v1.Result
-	(*Rejection)(nil),          // 11: rhizon.v1.Rejection
-	(*HistoryRecord)(nil),      // 12: rhizon.v1.HistoryRecord
-	(*SubmitRequest)(nil),      // 13: rhizon.v1.SubmitRequest
-	(*SubmitResponse)(nil),     // 14: rhizon.v1.SubmitResponse
-	(*GetRequest)(nil),         // 15: rhizon.v1.GetRequest
-	(*GetResponse)(nil),        // 16: rhizon.v1.GetResponse
-	(*HistoryRequest)(nil),     // 17: rhizon.v1.HistoryRequest
-	(*HistoryResponse)(nil),    // 18: rhizon.v1.HistoryResponse
-	(*StatusRequest)(nil),      // 19: rhizon.v1.StatusRequest
-	(*ShardStatus)(nil),        // 20: rhizon.v1.ShardStatus
-	(*NodeStatus)(nil),         // 21: rhizon.v1.NodeStatus
-	(*StatusResponse)(nil),     // 22: rhizon.v1.StatusResponse
-	(*LogEntry)(nil),           // 23: rhizon.v1.LogEntry
-	(*ForwardRequest)(nil),     // 24: rhizon.v1.ForwardRequest
-	(*ForwardResponse)(nil),    // 25: rhizon.v1.ForwardResponse
-	(*ReadRequest)(nil),        // 26: rhizon.v1.ReadRequest
-	(*ReadResponse)(nil),       // 27: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),  // 28: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil), // 29: rhizon.v1.ShardAdminResponse
+	(Status)(0),                 // 0: rhizon.v1.Status
+	(Reason)(0),                 // 1: rhizon.v1.Reason
+	(Consistency)(0),            // 2: rhizon.v1.Consistency
+	(*SubmitAsyncResponse)(nil), // 3: rhizon.v1.SubmitAsyncResponse
+	(*WatchRequest)(nil),        // 4: rhizon.v1.WatchRequest
+	(*WatchEvent)(nil),          // 5: rhizon.v1.WatchEvent
+	(*DrainRequest)(nil),        // 6: rhizon.v1.DrainRequest
+	(*DrainResponse)(nil),       // 7: rhizon.v1.DrainResponse
+	(*Address)(nil),             // 8: rhizon.v1.Address
+	(*Principal)(nil),           // 9: rhizon.v1.Principal
+	(*Scope)(nil),               // 10: rhizon.v1.Scope
+	(*Command)(nil),             // 11: rhizon.v1.Command
+	(*Event)(nil),               // 12: rhizon.v1.Event
+	(*Result)(nil),              // 13: rhizon.v1.Result
+	(*Rejection)(nil),           // 14: rhizon.v1.Rejection
+	(*HistoryRecord)(nil),       // 15: rhizon.v1.HistoryRecord
+	(*SubmitRequest)(nil),       // 16: rhizon.v1.SubmitRequest
+	(*SubmitResponse)(nil),      // 17: rhizon.v1.SubmitResponse
+	(*GetRequest)(nil),          // 18: rhizon.v1.GetRequest
+	(*GetResponse)(nil),         // 19: rhizon.v1.GetResponse
+	(*HistoryRequest)(nil),      // 20: rhizon.v1.HistoryRequest
+	(*HistoryResponse)(nil),     // 21: rhizon.v1.HistoryResponse
+	(*StatusRequest)(nil),       // 22: rhizon.v1.StatusRequest
+	(*ShardStatus)(nil),         // 23: rhizon.v1.ShardStatus
+	(*NodeStatus)(nil),          // 24: rhizon.v1.NodeStatus
+	(*StatusResponse)(nil),      // 25: rhizon.v1.StatusResponse
+	(*LogEntry)(nil),            // 26: rhizon.v1.LogEntry
+	(*Position)(nil),            // 27: rhizon.v1.Position
+	(*ForwardRequest)(nil),      // 28: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),     // 29: rhizon.v1.ForwardResponse
+	(*ReadRequest)(nil),         // 30: rhizon.v1.ReadRequest
+	(*ReadResponse)(nil),        // 31: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),   // 32: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),  // 33: rhizon.v1.ShardAdminResponse
 }
 var file_rhizon_proto_depIdxs = []int32{
-	5,  // 0: rhizon.v1.Command.address:type_name -> rhizon.v1.Address
-	6,  // 1: rhizon.v1.Command.principal:type_name -> rhizon.v1.Principal
-	7,  // 2: rhizon.v1.Command.scopes:type_name -> rhizon.v1.Scope
-	5,  // 3: rhizon.v1.Event.address:type_name -> rhizon.v1.Address
-	6,  // 4: rhizon.v1.Event.principal:type_name -> rhizon.v1.Principal
-	0,  // 5: rhizon.v1.Result.status:type_name -> rhizon.v1.Status
-	1,  // 6: rhizon.v1.Result.reason:type_name -> rhizon.v1.Reason
-	9,  // 7: rhizon.v1.Result.events:type_name -> rhizon.v1.Event
-	5,  // 8: rhizon.v1.Rejection.address:type_name -> rhizon.v1.Address
-	1,  // 9: rhizon.v1.Rejection.reason:type_name -> rhizon.v1.Reason
-	6,  // 10: rhizon.v1.Rejection.principal:type_name -> rhizon.v1.Principal
-	9,  // 11: rhizon.v1.HistoryRecord.event:type_name -> rhizon.v1.Event
-	11, // 12: rhizon.v1.HistoryRecord.rejection:type_name -> rhizon.v1.Rejection
-	5,  // 13: rhizon.v1.SubmitRequest.address:type_name -> rhizon.v1.Address
-	6,  // 14: rhizon.v1.SubmitRequest.on_behalf_of:type_name -> rhizon.v1.Principal
-	10, // 15: rhizon.v1.SubmitResponse.result:type_name -> rhizon.v1.Result
-	5,  // 16: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
-	2,  // 17: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
-	5,  // 18: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
-	5,  // 19: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
-	2,  // 20: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
-	12, // 21: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
-	20, // 22: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
-	21, // 23: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
-	8,  // 24: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
-	8,  // 25: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	10, // 26: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	5,  // 27: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	12, // 28: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	13, // 29: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	15, // 30: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	17, // 31: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	19, // 32: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	3,  // 33: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	24, // 34: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	26, // 35: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	28, // 36: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	19, // 37: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	3,  // 38: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	14, // 39: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	16, // 40: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	18, // 41: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	22, // 42: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	4,  // 43: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	25, // 44: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	27, // 45: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	29, // 46: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	22, // 47: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	4,  // 48: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	39, // [39:49] is the sub-list for method output_type
-	29, // [29:39] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	12, // 0: rhizon.v1.WatchEvent.event:type_name -> rhizon.v1.Event
+	8,  // 1: rhizon.v1.Command.address:type_name -> rhizon.v1.Address
+	9,  // 2: rhizon.v1.Command.principal:type_name -> rhizon.v1.Principal
+	10, // 3: rhizon.v1.Command.scopes:type_name -> rhizon.v1.Scope
+	8,  // 4: rhizon.v1.Event.address:type_name -> rhizon.v1.Address
+	9,  // 5: rhizon.v1.Event.principal:type_name -> rhizon.v1.Principal
+	0,  // 6: rhizon.v1.Result.status:type_name -> rhizon.v1.Status
+	1,  // 7: rhizon.v1.Result.reason:type_name -> rhizon.v1.Reason
+	12, // 8: rhizon.v1.Result.events:type_name -> rhizon.v1.Event
+	8,  // 9: rhizon.v1.Rejection.address:type_name -> rhizon.v1.Address
+	1,  // 10: rhizon.v1.Rejection.reason:type_name -> rhizon.v1.Reason
+	9,  // 11: rhizon.v1.Rejection.principal:type_name -> rhizon.v1.Principal
+	12, // 12: rhizon.v1.HistoryRecord.event:type_name -> rhizon.v1.Event
+	14, // 13: rhizon.v1.HistoryRecord.rejection:type_name -> rhizon.v1.Rejection
+	8,  // 14: rhizon.v1.SubmitRequest.address:type_name -> rhizon.v1.Address
+	9,  // 15: rhizon.v1.SubmitRequest.on_behalf_of:type_name -> rhizon.v1.Principal
+	13, // 16: rhizon.v1.SubmitResponse.result:type_name -> rhizon.v1.Result
+	8,  // 17: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
+	2,  // 18: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
+	8,  // 19: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
+	8,  // 20: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
+	2,  // 21: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
+	15, // 22: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
+	23, // 23: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
+	24, // 24: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
+	11, // 25: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
+	27, // 26: rhizon.v1.LogEntry.relayed:type_name -> rhizon.v1.Position
+	11, // 27: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	13, // 28: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	8,  // 29: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	15, // 30: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	16, // 31: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	18, // 32: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	20, // 33: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	22, // 34: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	6,  // 35: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	16, // 36: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	4,  // 37: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	28, // 38: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	30, // 39: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	32, // 40: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	22, // 41: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	6,  // 42: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	17, // 43: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	19, // 44: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	21, // 45: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	25, // 46: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	7,  // 47: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	3,  // 48: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	5,  // 49: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	29, // 50: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	31, // 51: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	33, // 52: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	25, // 53: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	7,  // 54: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	43, // [43:55] is the sub-list for method output_type
+	31, // [31:43] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -2793,20 +3121,20 @@ func file_rhizon_proto_init() {
 	if File_rhizon_proto != nil {
 		return
 	}
-	file_rhizon_proto_msgTypes[5].OneofWrappers = []any{}
 	file_rhizon_proto_msgTypes[8].OneofWrappers = []any{}
-	file_rhizon_proto_msgTypes[9].OneofWrappers = []any{
+	file_rhizon_proto_msgTypes[11].OneofWrappers = []any{}
+	file_rhizon_proto_msgTypes[12].OneofWrappers = []any{
 		(*HistoryRecord_Event)(nil),
 		(*HistoryRecord_Rejection)(nil),
 	}
-	file_rhizon_proto_msgTypes[10].OneofWrappers = []any{}
+	file_rhizon_proto_msgTypes[13].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   27,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

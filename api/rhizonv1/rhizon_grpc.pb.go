@@ -21,11 +21,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Gateway_Submit_FullMethodName  = "/rhizon.v1.Gateway/Submit"
-	Gateway_Get_FullMethodName     = "/rhizon.v1.Gateway/Get"
-	Gateway_History_FullMethodName = "/rhizon.v1.Gateway/History"
-	Gateway_Status_FullMethodName  = "/rhizon.v1.Gateway/Status"
-	Gateway_Drain_FullMethodName   = "/rhizon.v1.Gateway/Drain"
+	Gateway_Submit_FullMethodName      = "/rhizon.v1.Gateway/Submit"
+	Gateway_Get_FullMethodName         = "/rhizon.v1.Gateway/Get"
+	Gateway_History_FullMethodName     = "/rhizon.v1.Gateway/History"
+	Gateway_Status_FullMethodName      = "/rhizon.v1.Gateway/Status"
+	Gateway_Drain_FullMethodName       = "/rhizon.v1.Gateway/Drain"
+	Gateway_SubmitAsync_FullMethodName = "/rhizon.v1.Gateway/SubmitAsync"
+	Gateway_Watch_FullMethodName       = "/rhizon.v1.Gateway/Watch"
 )
 
 // GatewayClient is the client API for Gateway service.
@@ -48,6 +50,15 @@ type GatewayClient interface {
 	// Drain moves every replica and shard leadership off a node so it can be
 	// stopped without losing redundancy (undo cancels). System principals only.
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
+	// SubmitAsync enqueues the command durably on the shard's JetStream ingress
+	// subject and returns once JetStream has stored it (replicated and synced),
+	// before it is applied. Retries with the same idempotency key are applied
+	// once.
+	SubmitAsync(ctx context.Context, in *SubmitRequest, opts ...grpc.CallOption) (*SubmitAsyncResponse, error)
+	// Watch streams the committed events of a tenant/workspace, optionally of
+	// one actor type and entity, in per-entity order, from the events stream.
+	// Resume after a disconnect with after_sequence = the last sequence seen.
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
 }
 
 type gatewayClient struct {
@@ -108,6 +119,35 @@ func (c *gatewayClient) Drain(ctx context.Context, in *DrainRequest, opts ...grp
 	return out, nil
 }
 
+func (c *gatewayClient) SubmitAsync(ctx context.Context, in *SubmitRequest, opts ...grpc.CallOption) (*SubmitAsyncResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubmitAsyncResponse)
+	err := c.cc.Invoke(ctx, Gateway_SubmitAsync_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatewayClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Gateway_ServiceDesc.Streams[0], Gateway_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Gateway_WatchClient = grpc.ServerStreamingClient[WatchEvent]
+
 // GatewayServer is the server API for Gateway service.
 // All implementations must embed UnimplementedGatewayServer
 // for forward compatibility.
@@ -128,6 +168,15 @@ type GatewayServer interface {
 	// Drain moves every replica and shard leadership off a node so it can be
 	// stopped without losing redundancy (undo cancels). System principals only.
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
+	// SubmitAsync enqueues the command durably on the shard's JetStream ingress
+	// subject and returns once JetStream has stored it (replicated and synced),
+	// before it is applied. Retries with the same idempotency key are applied
+	// once.
+	SubmitAsync(context.Context, *SubmitRequest) (*SubmitAsyncResponse, error)
+	// Watch streams the committed events of a tenant/workspace, optionally of
+	// one actor type and entity, in per-entity order, from the events stream.
+	// Resume after a disconnect with after_sequence = the last sequence seen.
+	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
 	mustEmbedUnimplementedGatewayServer()
 }
 
@@ -152,6 +201,12 @@ func (UnimplementedGatewayServer) Status(context.Context, *StatusRequest) (*Stat
 }
 func (UnimplementedGatewayServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
+}
+func (UnimplementedGatewayServer) SubmitAsync(context.Context, *SubmitRequest) (*SubmitAsyncResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SubmitAsync not implemented")
+}
+func (UnimplementedGatewayServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedGatewayServer) mustEmbedUnimplementedGatewayServer() {}
 func (UnimplementedGatewayServer) testEmbeddedByValue()                 {}
@@ -264,6 +319,35 @@ func _Gateway_Drain_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Gateway_SubmitAsync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubmitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).SubmitAsync(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_SubmitAsync_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).SubmitAsync(ctx, req.(*SubmitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Gateway_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(GatewayServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Gateway_WatchServer = grpc.ServerStreamingServer[WatchEvent]
+
 // Gateway_ServiceDesc is the grpc.ServiceDesc for Gateway service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -291,8 +375,18 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Drain",
 			Handler:    _Gateway_Drain_Handler,
 		},
+		{
+			MethodName: "SubmitAsync",
+			Handler:    _Gateway_SubmitAsync_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _Gateway_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "rhizon.proto",
 }
 

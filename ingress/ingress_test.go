@@ -1,0 +1,313 @@
+package ingress_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/actor/builtin"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/cluster"
+	"github.com/rhizon/rhizon/ingress"
+	"github.com/rhizon/rhizon/shard"
+)
+
+const producerToken = "producer-token"
+
+var producer = actor.Security{
+	Principal: actor.Principal{ID: "producer", Type: actor.PrincipalService},
+	Scopes:    []actor.Scope{{Tenant: "t", Workspace: "w"}},
+}
+
+// env is one real node (Raft, Badger on disk) with a real embedded NATS
+// server and the ingress manager over them.
+type env struct {
+	node *cluster.Node
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	mgr  *ingress.Manager
+}
+
+func startEnv(t *testing.T, shards uint32, tune func(*ingress.Config)) *env {
+	t.Helper()
+	dir := t.TempDir()
+	ns, err := ingress.StartEmbedded(ingress.EmbeddedConfig{ServerName: "t", Addr: "127.0.0.1:0", StoreDir: dir + "/nats"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	n, err := cluster.Open(cluster.Config{
+		NodeID: "n1", DataDir: dir + "/node", Shards: shards, Registry: builtin.Registry(),
+		ShardTemplate: shard.Config{HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond},
+		Version:       "test", GRPCAddr: "127.0.0.1:1", ClusterSecret: "s", FastGossip: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	cfg := ingress.Config{
+		Conn: nc, Replicas: 1, ShardOf: n.ShardOf, Registry: builtin.Registry(), SigningKey: ingress.SigningKey("s"),
+		Shards: func() []ingress.Shard {
+			var out []ingress.Shard
+			for _, s := range n.Shards() {
+				out = append(out, s)
+			}
+			return out
+		},
+		Authenticate: func(tok string) (actor.Security, error) {
+			if tok != producerToken {
+				return actor.Security{}, fmt.Errorf("unknown token")
+			}
+			return producer, nil
+		},
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	mgr, err := ingress.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mgr.Close)
+	select {
+	case <-mgr.Ready():
+	case <-ctx.Done():
+		t.Fatal("streams not ready")
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{node: n, nc: nc, js: js, mgr: mgr}
+}
+
+func addCmd(entity, key string) *pb.Command {
+	return &pb.Command{
+		Type:           "cmd.counter.add",
+		Address:        &pb.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityId: entity},
+		Payload:        []byte(`{"amount":1}`),
+		IdempotencyKey: key,
+	}
+}
+
+// publish sends a command as an external producer would: protobuf body and
+// a bearer token, no JetStream message id (so a second publish is stored
+// again and only the engine's idempotency can tell).
+func (e *env) publish(t *testing.T, c *pb.Command) jetstream.PubAckFuture {
+	t.Helper()
+	data, err := proto.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(ingress.IngressSubject(e.node.ShardOf(c.Address.ToActor())))
+	m.Data = data
+	m.Header.Set(ingress.HeaderAuthorization, "Bearer "+producerToken)
+	f, err := e.js.PublishMsgAsync(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v; last: %s", what, d, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *env) counter(t *testing.T, entity string) (value int64, version uint64) {
+	t.Helper()
+	addr := actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: entity}
+	ent, _, err := e.node.Get(context.Background(), addr, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ent.State) == 0 {
+		return 0, ent.Version
+	}
+	var st struct{ Value int64 }
+	if err := json.Unmarshal(ent.State, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Value, ent.Version
+}
+
+func (e *env) streamMsgs(t *testing.T, name string) uint64 {
+	t.Helper()
+	s, err := e.js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// 10,000 commands through JetStream, 10% of them published twice: each is
+// applied once, and the events stream holds exactly one event per accepted
+// command (counter add emits one event).
+func TestIngress_TenThousandCommandsExactlyOnce(t *testing.T) {
+	e := startEnv(t, 4, nil)
+	const n, entities = 10000, 500
+	start := time.Now()
+	var futures []jetstream.PubAckFuture
+	for i := range n {
+		c := addCmd(fmt.Sprintf("e%d", i%entities), fmt.Sprintf("k%d", i))
+		futures = append(futures, e.publish(t, c))
+		if i%10 == 0 {
+			futures = append(futures, e.publish(t, c)) // the duplicate
+		}
+		if i%1000 == 999 {
+			<-e.js.PublishAsyncComplete()
+		}
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatal(err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("publish not acked")
+		}
+	}
+	published := time.Since(start)
+	waitFor(t, 90*time.Second, "all commands applied", func() (bool, string) {
+		var sum int64
+		for i := range entities {
+			v, _ := e.counter(t, fmt.Sprintf("e%d", i))
+			sum += v
+		}
+		return sum == n, fmt.Sprintf("sum %d of %d", sum, n)
+	})
+	applied := time.Since(start)
+	t.Logf("ingress: %d commands (+%d duplicates) published in %v, all applied after %v: %.0f commands/s",
+		n, n/10, published.Round(time.Millisecond), applied.Round(time.Millisecond), float64(n)/applied.Seconds())
+	for i := range entities {
+		if v, ver := e.counter(t, fmt.Sprintf("e%d", i)); v != n/entities || ver != uint64(n/entities) {
+			t.Fatalf("entity e%d: value %d version %d, want %d", i, v, ver, n/entities)
+		}
+	}
+	waitFor(t, 30*time.Second, "events published", func() (bool, string) {
+		m := e.streamMsgs(t, ingress.EventsStream)
+		return m >= n, fmt.Sprintf("%d events", m)
+	})
+	waitFor(t, 30*time.Second, "ingress drained", func() (bool, string) {
+		m := e.streamMsgs(t, ingress.IngressStream)
+		return m == 0, fmt.Sprintf("%d messages left", m)
+	})
+	time.Sleep(300 * time.Millisecond) // a relay that republished would show now
+	if m := e.streamMsgs(t, ingress.EventsStream); m != n {
+		t.Fatalf("events stream holds %d events, want %d", m, n)
+	}
+	if m := e.streamMsgs(t, ingress.DeadStream); m != 0 {
+		t.Fatalf("%d dead letters, want none", m)
+	}
+}
+
+// A message that keeps failing (an actor type this node does not have) is
+// dead-lettered with its reason after MaxDeliver deliveries; a malformed one
+// at once; neither holds up the commands behind it on the same shard.
+func TestIngress_PoisonAndMalformedGoToDeadLetters(t *testing.T) {
+	e := startEnv(t, 1, func(c *ingress.Config) {
+		c.MaxDeliver = 3
+		c.Backoff = []time.Duration{200 * time.Millisecond}
+	})
+	poison := addCmd("p", "poison")
+	poison.Type, poison.Address.ActorType = "cmd.nosuch.add", "nosuch"
+	e.publish(t, poison)
+	bad := nats.NewMsg(ingress.IngressSubject(0))
+	bad.Data = []byte("\xff\xfe not a command")
+	bad.Header.Set(ingress.HeaderAuthorization, "Bearer "+producerToken)
+	if _, err := e.js.PublishMsg(context.Background(), bad); err != nil {
+		t.Fatal(err)
+	}
+	forged := addCmd("f", "forged") // signed with a key the cluster does not have
+	data, _ := proto.Marshal(forged)
+	fm := nats.NewMsg(ingress.IngressSubject(0))
+	fm.Data = data
+	fm.Header.Set(ingress.HeaderSignature, strings.Repeat("ab", 32))
+	if _, err := e.js.PublishMsg(context.Background(), fm); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		e.publish(t, addCmd("good", fmt.Sprintf("g%d", i)))
+	}
+	var goodDone atomic.Int64
+	waitFor(t, 20*time.Second, "commands behind the poison applied", func() (bool, string) {
+		v, _ := e.counter(t, "good")
+		goodDone.Store(v)
+		return v == 100, fmt.Sprintf("good=%d", v)
+	})
+	waitFor(t, 20*time.Second, "three dead letters", func() (bool, string) {
+		m := e.streamMsgs(t, ingress.DeadStream)
+		return m == 3, fmt.Sprintf("%d dead letters", m)
+	})
+	s, err := e.js.Stream(context.Background(), ingress.DeadStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	for seq := uint64(1); seq <= 3; seq++ {
+		m, err := s.GetMsg(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reasons[m.Header.Get(ingress.HeaderReason)] = m.Header.Get(ingress.HeaderKind)
+		if m.Subject != ingress.DeadSubject(0) || m.Header.Get(ingress.HeaderSource) == "" {
+			t.Fatalf("dead letter %d: subject %s source %q", seq, m.Subject, m.Header.Get(ingress.HeaderSource))
+		}
+	}
+	want := map[string]string{ // reason prefix -> kind
+		`actor type "nosuch" is not known on this node (after 3 deliveries)`: "poison",
+		"malformed: ": "rejected",
+		"unauthenticated: bad " + ingress.HeaderSignature: "rejected",
+	}
+	for prefix, kind := range want {
+		found := false
+		for r, k := range reasons {
+			if strings.HasPrefix(r, prefix) && k == kind {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no %s dead letter with reason %q; have %v", kind, prefix, reasons)
+		}
+	}
+	if v, _ := e.counter(t, "f"); v != 0 {
+		t.Fatalf("forged command applied: f=%d", v)
+	}
+	waitFor(t, 10*time.Second, "ingress drained", func() (bool, string) {
+		m := e.streamMsgs(t, ingress.IngressStream)
+		return m == 0, fmt.Sprintf("%d left", m)
+	})
+}

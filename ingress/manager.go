@@ -1,0 +1,316 @@
+package ingress
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rhizon/rhizon/actor"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/storage"
+)
+
+// Shard is what the ingress needs of one local shard replica (*shard.Shard).
+type Shard interface {
+	ID() uint32
+	IsLeader() bool
+	Submit(ctx context.Context, cmd actor.Command) (actor.Result, error)
+	Outbox(after engine.Position, limit int) ([]storage.OutboxRow, error)
+	AckRelayed(ctx context.Context, upTo engine.Position) error
+}
+
+// Config configures a node's ingress consumers and outbox relays.
+type Config struct {
+	// Conn is the node's NATS connection (in-process to the embedded server,
+	// or to an external cluster).
+	Conn *nats.Conn
+	// Replicas of the streams: 1 on a single node, 3 in a cluster.
+	Replicas int
+	// ShardOf maps an address to its shard; Shards lists this node's
+	// replicas (the manager runs a consumer and a relay for those it leads).
+	ShardOf func(actor.Address) uint32
+	Shards  func() []Shard
+	// Registry is the node's actor registry: a command for an actor type
+	// this node does not have is retried (another leader may have it, or
+	// this node after an upgrade) and dead-lettered after MaxDeliver tries.
+	Registry *actor.Registry
+	// Authenticate checks an external producer's bearer token and returns
+	// the security context of its commands. Nil: only signed messages.
+	Authenticate func(token string) (actor.Security, error)
+	// SigningKey authenticates messages that gateways and relays publish;
+	// every node of a cluster derives it from the cluster secret.
+	SigningKey []byte
+
+	// MaxDeliver is how often a message that keeps failing on its own is
+	// delivered before it goes to the dead-letter subject.
+	MaxDeliver int
+	// Backoff is the redelivery delay after the n-th failed delivery (the
+	// last one repeats).
+	Backoff []time.Duration
+	// AckWait is how long JetStream waits for an ack before it redelivers.
+	AckWait time.Duration
+	// RelayAckInterval is how often the relay records its progress in the
+	// Raft log.
+	RelayAckInterval time.Duration
+	// EventsMaxAge bounds how long published events are kept.
+	EventsMaxAge time.Duration
+	// DuplicateWindow is how long JetStream remembers message ids.
+	DuplicateWindow time.Duration
+	Logger          *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 5
+	}
+	if len(c.Backoff) == 0 {
+		c.Backoff = []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second, 5 * time.Second}
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.RelayAckInterval <= 0 {
+		c.RelayAckInterval = 100 * time.Millisecond
+	}
+	if c.EventsMaxAge <= 0 {
+		c.EventsMaxAge = 7 * 24 * time.Hour
+	}
+	if c.DuplicateWindow <= 0 {
+		c.DuplicateWindow = 10 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Manager runs, on each node, an ingress consumer and an outbox relay for
+// every shard the node leads, and serves SubmitAsync and Watch.
+type Manager struct {
+	cfg     Config
+	js      jetstream.JetStream
+	log     *slog.Logger
+	metrics *metrics
+
+	ready  chan struct{} // closed once the streams exist
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	workers map[uint32]*worker
+}
+
+// Start creates the streams (retrying in the background while JetStream
+// elects its leaders) and starts following leadership.
+func Start(cfg Config) (*Manager, error) {
+	cfg.setDefaults()
+	if cfg.Conn == nil || cfg.ShardOf == nil || cfg.Shards == nil || cfg.Registry == nil {
+		return nil, errors.New("ingress: Conn, ShardOf, Shards and Registry are required")
+	}
+	// Relays of every led shard publish through this one handle.
+	js, err := jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(16384))
+	if err != nil {
+		return nil, fmt.Errorf("ingress: jetstream: %w", err)
+	}
+	m := &Manager{cfg: cfg, js: js, log: cfg.Logger.With("component", "ingress"), ready: make(chan struct{}), workers: map[uint32]*worker{}}
+	if m.metrics, err = newMetrics(m); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.wg.Add(1)
+	go m.run(ctx)
+	return m, nil
+}
+
+// Close stops every consumer and relay. Messages in flight are not acked
+// and come back after AckWait; rows published and not yet recorded are
+// published again by the next leader (duplicates are suppressed by id).
+func (m *Manager) Close() {
+	m.cancel()
+	m.wg.Wait()
+	m.metrics.unregister()
+}
+
+// Ready is closed once the streams exist.
+func (m *Manager) Ready() <-chan struct{} { return m.ready }
+
+func (m *Manager) run(ctx context.Context) {
+	defer m.wg.Done()
+	defer m.stopAll()
+	for attempt := 0; ; attempt++ {
+		err := m.ensureStreams(ctx)
+		if err == nil {
+			break
+		}
+		if attempt%10 == 0 {
+			m.log.Warn("JetStream streams not ready; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	close(m.ready)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		m.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Manager) ensureStreams(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	streams := []jetstream.StreamConfig{{
+		Name:        IngressStream,
+		Description: "Rhizon commands, one subject per shard; consumed by the shard leader",
+		Subjects:    []string{ingressPrefix + "*"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    m.cfg.Replicas,
+		Duplicates:  m.cfg.DuplicateWindow,
+	}, {
+		Name:        EventsStream,
+		Description: "Rhizon committed events, one subject per entity",
+		Subjects:    []string{eventsPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    m.cfg.Replicas,
+		Duplicates:  m.cfg.DuplicateWindow,
+		MaxAge:      m.cfg.EventsMaxAge,
+	}, {
+		Name:        DeadStream,
+		Description: "Rhizon ingress messages that were malformed or kept failing, with the reason",
+		Subjects:    []string{deadPrefix + "*"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    m.cfg.Replicas,
+		MaxAge:      30 * 24 * time.Hour,
+	}}
+	for _, sc := range streams {
+		if _, err := m.js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
+// reconcile starts a worker for every local shard this node leads and stops
+// the workers of shards it no longer leads (or no longer holds).
+func (m *Manager) reconcile(ctx context.Context) {
+	leading := map[uint32]Shard{}
+	for _, s := range m.cfg.Shards() {
+		if s.IsLeader() {
+			leading[s.ID()] = s
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, w := range m.workers {
+		if s, ok := leading[id]; !ok || s != w.sh || w.stopped() {
+			w.stop()
+			delete(m.workers, id)
+		}
+	}
+	for id, s := range leading {
+		if _, ok := m.workers[id]; !ok {
+			m.workers[id] = m.startWorker(ctx, s)
+		}
+	}
+}
+
+func (m *Manager) stopAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, w := range m.workers {
+		w.stop()
+		delete(m.workers, id)
+	}
+}
+
+// sign is the HMAC of a message body under the cluster's signing key.
+func (m *Manager) sign(data []byte) string {
+	h := hmac.New(sha256.New, m.cfg.SigningKey)
+	h.Write(data)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (m *Manager) verify(data []byte, sig string) bool {
+	want, err := hex.DecodeString(sig)
+	if err != nil {
+		return false
+	}
+	h := hmac.New(sha256.New, m.cfg.SigningKey)
+	h.Write(data)
+	return hmac.Equal(h.Sum(nil), want)
+}
+
+// SigningKey derives the key that authenticates internally published
+// commands from the cluster secret.
+func SigningKey(clusterSecret string) []byte {
+	h := hmac.New(sha256.New, []byte("rhizon ingress signing key v1"))
+	h.Write([]byte(clusterSecret))
+	return h.Sum(nil)
+}
+
+// Enqueued is where SubmitAsync stored a command.
+type Enqueued struct {
+	Stream    string
+	Sequence  uint64
+	Duplicate bool
+	Shard     uint32
+}
+
+// Enqueue publishes an authorized command (security context set by the
+// gateway) to its shard's ingress subject and returns once JetStream stored
+// it. The message id derives from the address and idempotency key, so a
+// retried SubmitAsync inside the duplicate window stores nothing new, and the
+// engine's idempotency covers any later retry.
+func (m *Manager) Enqueue(ctx context.Context, cmd actor.Command) (Enqueued, error) {
+	select {
+	case <-m.ready:
+	case <-ctx.Done():
+		return Enqueued{}, fmt.Errorf("ingress: streams not ready: %w", ctx.Err())
+	}
+	data, err := proto.Marshal(pb.FromCommand(&cmd))
+	if err != nil {
+		return Enqueued{}, fmt.Errorf("ingress: encode command: %w", err)
+	}
+	shard := m.cfg.ShardOf(cmd.Address)
+	msg := nats.NewMsg(IngressSubject(shard))
+	msg.Data = data
+	msg.Header.Set(HeaderSignature, m.sign(data))
+	ack, err := m.js.PublishMsg(ctx, msg, jetstream.WithMsgID(idempotencyMsgID(cmd.Address, cmd.IdempotencyKey)))
+	if err != nil {
+		return Enqueued{}, fmt.Errorf("ingress: publish: %w", err)
+	}
+	return Enqueued{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate, Shard: shard}, nil
+}
+
+func idempotencyMsgID(addr actor.Address, key string) string {
+	h := sha256.New()
+	h.Write(addr.Key())
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	return "idem-" + hex.EncodeToString(h.Sum(nil)[:16])
+}

@@ -1,0 +1,124 @@
+package ingress
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/rhizon/rhizon/actor"
+)
+
+// metrics: consumer lag per shard (read from JetStream at scrape time),
+// redeliveries, dead letters, commands applied from ingress, events and
+// commands published, and the relay's outbox backlog.
+type metrics struct {
+	reg         metric.Registration
+	redeliv     metric.Int64Counter
+	deadLetters metric.Int64Counter
+	commands    metric.Int64Counter
+	publishedC  metric.Int64Counter
+
+	mu        sync.Mutex
+	consumers map[uint32]jetstream.Consumer
+	backlogs  map[uint32]int
+}
+
+func newMetrics(m *Manager) (*metrics, error) {
+	meter := otel.Meter("github.com/rhizon/rhizon/ingress")
+	mt := &metrics{consumers: map[uint32]jetstream.Consumer{}, backlogs: map[uint32]int{}}
+	var err error
+	check := func(e error) {
+		if err == nil {
+			err = e
+		}
+	}
+	var e error
+	mt.redeliv, e = meter.Int64Counter("rhizon.ingress.redeliveries", metric.WithDescription("Ingress messages delivered more than once."))
+	check(e)
+	mt.deadLetters, e = meter.Int64Counter("rhizon.ingress.dead_letters", metric.WithDescription("Ingress messages moved to the dead-letter subject, by kind: rejected (can never apply) or poison (kept failing)."))
+	check(e)
+	mt.commands, e = meter.Int64Counter("rhizon.ingress.commands", metric.WithDescription("Ingress commands applied, by result (duplicates are redeliveries or republished commands)."))
+	check(e)
+	mt.publishedC, e = meter.Int64Counter("rhizon.outbox.published", metric.WithDescription("Outbox rows published to JetStream; duplicate=true when JetStream already had the message id."))
+	check(e)
+	lag, e := meter.Int64ObservableGauge("rhizon.ingress.consumer_lag", metric.WithDescription("Ingress messages of a shard not yet acked: pending plus in flight."))
+	check(e)
+	backlog, e := meter.Int64ObservableGauge("rhizon.outbox.backlog", metric.WithDescription("Outbox rows the relay found unpublished at its last read (at most 1024)."))
+	check(e)
+	if err != nil {
+		return nil, err
+	}
+	mt.reg, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		mt.mu.Lock()
+		cons := make(map[uint32]jetstream.Consumer, len(mt.consumers))
+		for id, c := range mt.consumers {
+			cons[id] = c
+		}
+		for id, n := range mt.backlogs {
+			o.ObserveInt64(backlog, int64(n), shardAttr(id))
+		}
+		mt.mu.Unlock()
+		for id, c := range cons {
+			ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			info, err := c.Info(ictx)
+			cancel()
+			if err == nil {
+				o.ObserveInt64(lag, int64(info.NumPending)+int64(info.NumAckPending), shardAttr(id))
+			}
+		}
+		return nil
+	}, lag, backlog)
+	return mt, err
+}
+
+func shardAttr(id uint32) metric.MeasurementOption {
+	return metric.WithAttributes(attribute.Int("shard", int(id)))
+}
+
+func (mt *metrics) unregister() {
+	if mt.reg != nil {
+		_ = mt.reg.Unregister()
+	}
+}
+
+func (mt *metrics) track(id uint32, c jetstream.Consumer) {
+	mt.mu.Lock()
+	mt.consumers[id] = c
+	mt.mu.Unlock()
+}
+
+func (mt *metrics) untrack(id uint32) {
+	mt.mu.Lock()
+	delete(mt.consumers, id)
+	delete(mt.backlogs, id)
+	mt.mu.Unlock()
+}
+
+func (mt *metrics) backlog(id uint32, n int) {
+	mt.mu.Lock()
+	mt.backlogs[id] = n
+	mt.mu.Unlock()
+}
+
+func (mt *metrics) redelivered(ctx context.Context, id uint32) { mt.redeliv.Add(ctx, 1, shardAttr(id)) }
+
+func (mt *metrics) deadLetter(ctx context.Context, id uint32, kind string) {
+	mt.deadLetters.Add(ctx, 1, metric.WithAttributes(attribute.Int("shard", int(id)), attribute.String("kind", kind)))
+}
+
+func (mt *metrics) applied(ctx context.Context, id uint32, r *actor.Result) {
+	res := string(r.Status)
+	if r.Duplicate {
+		res = "duplicate"
+	}
+	mt.commands.Add(ctx, 1, metric.WithAttributes(attribute.Int("shard", int(id)), attribute.String("result", res)))
+}
+
+func (mt *metrics) published(ctx context.Context, id uint32, dup bool) {
+	mt.publishedC.Add(ctx, 1, metric.WithAttributes(attribute.Int("shard", int(id)), attribute.Bool("duplicate", dup)))
+}

@@ -1,0 +1,88 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+)
+
+// WatchFilter selects events: a tenant and workspace (required), optionally
+// an actor type and with it an entity, optionally an event type.
+type WatchFilter struct {
+	Tenant, Workspace, ActorType, EntityID, EventType string
+	// After resumes after this events-stream sequence; 0 starts with events
+	// published from now on, or with the oldest kept when FromBeginning.
+	After         uint64
+	FromBeginning bool
+}
+
+// Watch calls fn for every event of the filter, in stream order (which is
+// per-entity order: the relay never has two events of an entity in flight),
+// until ctx ends or fn returns an error.
+func (m *Manager) Watch(ctx context.Context, f WatchFilter, fn func(ev *pb.Event, seq uint64) error) error {
+	if f.Tenant == "" || f.Workspace == "" {
+		return errors.New("ingress: watch needs a tenant and a workspace")
+	}
+	if f.EntityID != "" && f.ActorType == "" {
+		return errors.New("ingress: watch by entity needs its actor type")
+	}
+	select {
+	case <-m.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{EventFilter(f.Tenant, f.Workspace, f.ActorType, f.EntityID)}}
+	switch {
+	case f.After > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.After+1
+	case f.FromBeginning:
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	default:
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	}
+	cons, err := m.js.OrderedConsumer(ctx, EventsStream, cfg)
+	if err != nil {
+		return fmt.Errorf("ingress: watch: %w", err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("ingress: watch: %w", err)
+	}
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-stopped:
+		}
+		it.Stop()
+	}()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("ingress: watch: %w", err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("ingress: watch: %w", err)
+		}
+		var ev pb.Event
+		if err := proto.Unmarshal(msg.Data(), &ev); err != nil {
+			return fmt.Errorf("ingress: watch: event at %d: %w", md.Sequence.Stream, err)
+		}
+		if f.EventType != "" && ev.Type != f.EventType {
+			continue
+		}
+		if err := fn(&ev, md.Sequence.Stream); err != nil {
+			return err
+		}
+	}
+}

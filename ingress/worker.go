@@ -1,0 +1,288 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rhizon/rhizon/actor"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/shard"
+)
+
+// lanes is how many messages of one shard are in flight at once. Messages
+// of one entity share a lane, so they are proposed in the order they were
+// published; different entities overlap, so the proposer packs them into
+// one Raft entry.
+const lanes = 64
+
+// worker is the ingress consumer and outbox relay of one shard this node
+// leads. It stops when the node stops leading the shard.
+type worker struct {
+	m      *Manager
+	sh     Shard
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (m *Manager) startWorker(parent context.Context, s Shard) *worker {
+	ctx, cancel := context.WithCancel(parent)
+	w := &worker{m: m, sh: s, log: m.log.With("shard", s.ID()), cancel: cancel, done: make(chan struct{})}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.consume(ctx) }()
+	go func() { defer wg.Done(); w.relay(ctx) }()
+	go func() { wg.Wait(); close(w.done) }()
+	return w
+}
+
+func (w *worker) stop() {
+	w.cancel()
+	<-w.done
+}
+
+func (w *worker) stopped() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// consume pulls the shard's ingress subject and proposes each command; a
+// message is acked only after its command is applied (committed) here.
+func (w *worker) consume(ctx context.Context) {
+	id := w.sh.ID()
+	var cons jetstream.Consumer
+	for {
+		var err error
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cons, err = w.m.js.CreateOrUpdateConsumer(cctx, IngressStream, jetstream.ConsumerConfig{
+			Durable:       "shard-" + strconv.FormatUint(uint64(id), 10),
+			Description:   "Rhizon shard leader's ingress consumer",
+			FilterSubject: IngressSubject(id),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       w.m.cfg.AckWait,
+			MaxDeliver:    -1, // the worker dead-letters by its own rule
+			MaxAckPending: 8192,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		cancel()
+		if err == nil {
+			break
+		}
+		w.log.Warn("ingress consumer", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		w.log.Error("ingress consumer: messages", "err", err)
+		return
+	}
+	go func() { <-ctx.Done(); it.Stop() }()
+	w.m.metrics.track(id, cons)
+	defer w.m.metrics.untrack(id)
+
+	var lw sync.WaitGroup
+	var queues [lanes]chan jetstream.Msg
+	for i := range queues {
+		queues[i] = make(chan jetstream.Msg, 64)
+		lw.Add(1)
+		go func(q chan jetstream.Msg) {
+			defer lw.Done()
+			for msg := range q {
+				w.handle(ctx, msg)
+			}
+		}(queues[i])
+	}
+	defer func() {
+		for _, q := range queues {
+			close(q)
+		}
+		lw.Wait()
+	}()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				w.log.Warn("ingress consumer stopped", "err", err)
+			}
+			return
+		}
+		queues[laneOf(msg)] <- msg
+	}
+}
+
+// laneOf picks the lane from the message's entity, decoding only what it
+// needs; a message that does not decode goes to lane 0 and is rejected there.
+func laneOf(msg jetstream.Msg) int {
+	var c pb.Command
+	if err := decodeCommand(msg, &c); err != nil || c.Address == nil {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write(c.Address.ToActor().Key())
+	return int(h.Sum32() % lanes)
+}
+
+func decodeCommand(msg jetstream.Msg, c *pb.Command) error {
+	if strings.EqualFold(msg.Headers().Get(HeaderEncoding), "json") {
+		return protojson.Unmarshal(msg.Data(), c)
+	}
+	return proto.Unmarshal(msg.Data(), c)
+}
+
+// handle takes one message to an ack: applied, rejected for good (recorded on
+// the dead-letter subject), or handed back for a later delivery.
+func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		w.log.Error("ingress message without metadata", "err", err)
+		_ = msg.Term()
+		return
+	}
+	if md.NumDelivered > 1 {
+		w.m.metrics.redelivered(ctx, w.sh.ID())
+	}
+	cmd, perm, retry := w.decode(msg, md)
+	if perm != "" {
+		w.dead(ctx, msg, md, "rejected", perm)
+		return
+	}
+	if retry != "" {
+		if int(md.NumDelivered) >= w.m.cfg.MaxDeliver {
+			w.dead(ctx, msg, md, "poison", fmt.Sprintf("%s (after %d deliveries)", retry, md.NumDelivered))
+			return
+		}
+		_ = msg.NakWithDelay(w.backoff(md.NumDelivered))
+		return
+	}
+	if to := w.m.cfg.ShardOf(cmd.Address); to != w.sh.ID() {
+		// Published to the wrong shard's subject: pass it on rather than
+		// apply it on a shard that does not own the entity.
+		fwd := nats.NewMsg(IngressSubject(to))
+		fwd.Data, fwd.Header = msg.Data(), msg.Headers()
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := w.m.js.PublishMsg(pctx, fwd, jetstream.WithMsgID(idempotencyMsgID(cmd.Address, cmd.IdempotencyKey)))
+		cancel()
+		if err != nil {
+			_ = msg.NakWithDelay(w.backoff(md.NumDelivered))
+			return
+		}
+		_ = msg.Ack()
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	res, err := w.sh.Submit(sctx, cmd)
+	cancel()
+	switch {
+	case err == nil:
+		failpoint("ingress-after-commit")
+		w.m.metrics.applied(ctx, w.sh.ID(), &res)
+		_ = msg.Ack()
+	case errors.Is(err, shard.ErrNotLeader), errors.Is(err, shard.ErrClosed), ctx.Err() != nil:
+		// Leadership moved or the node stops: the next leader takes it.
+		_ = msg.Nak()
+	default:
+		// Overloaded, outcome unknown, halted: try again later. A retry
+		// of a command that did apply is a duplicate, not a second effect.
+		w.log.Debug("ingress submit failed; will retry", "seq", md.Sequence.Stream, "err", err)
+		_ = msg.NakWithDelay(w.backoff(md.NumDelivered))
+	}
+}
+
+// decode turns a message into an authorized command. perm is the reason it
+// can never apply; retry the reason it cannot apply on this node now.
+func (w *worker) decode(msg jetstream.Msg, md *jetstream.MsgMetadata) (cmd actor.Command, perm, retry string) {
+	var c pb.Command
+	if err := decodeCommand(msg, &c); err != nil {
+		return cmd, "malformed: " + err.Error(), ""
+	}
+	cmd = c.ToActor()
+	switch sig, auth := msg.Headers().Get(HeaderSignature), msg.Headers().Get(HeaderAuthorization); {
+	case sig != "":
+		if !w.m.verify(msg.Data(), sig) {
+			return cmd, "unauthenticated: bad " + HeaderSignature, ""
+		}
+	case auth != "" && w.m.cfg.Authenticate != nil:
+		tok, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok {
+			return cmd, "unauthenticated: " + HeaderAuthorization + " must be \"Bearer <token>\"", ""
+		}
+		sec, err := w.m.cfg.Authenticate(strings.TrimSpace(tok))
+		if err != nil {
+			return cmd, "unauthenticated: " + err.Error(), ""
+		}
+		cmd.Security = sec
+	default:
+		return cmd, "unauthenticated: set " + HeaderAuthorization + ": Bearer <token>", ""
+	}
+	// A producer that sets no id or key gets ones derived from the stream
+	// sequence, which a redelivery keeps: it still applies once.
+	if cmd.ID == "" {
+		cmd.ID = "js-" + strconv.FormatUint(md.Sequence.Stream, 10)
+	}
+	if cmd.IdempotencyKey == "" {
+		cmd.IdempotencyKey = "js/" + strconv.FormatUint(md.Sequence.Stream, 10)
+	}
+	if err := cmd.Validate(); err != nil {
+		return cmd, "invalid: " + err.Error(), ""
+	}
+	if _, ok := w.m.cfg.Registry.Lookup(cmd.Address.ActorType); !ok {
+		return cmd, "", fmt.Sprintf("actor type %q is not known on this node", cmd.Address.ActorType)
+	}
+	return cmd, "", ""
+}
+
+func (w *worker) backoff(delivered uint64) time.Duration {
+	b := w.m.cfg.Backoff
+	i := int(delivered) - 1
+	if i >= len(b) {
+		i = len(b) - 1
+	}
+	return b[max(i, 0)]
+}
+
+// dead publishes the message to the shard's dead-letter subject with the
+// reason, then acks it: it never blocks the shard again. If the dead letter
+// cannot be stored, the message is redelivered later instead of lost.
+func (w *worker) dead(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, kind, reason string) {
+	dl := nats.NewMsg(DeadSubject(w.sh.ID()))
+	dl.Data = msg.Data()
+	for k, v := range msg.Headers() {
+		if k != HeaderAuthorization && k != HeaderSignature && !strings.HasPrefix(k, "Nats-") {
+			dl.Header[k] = v
+		}
+	}
+	dl.Header.Set(HeaderKind, kind)
+	dl.Header.Set(HeaderReason, reason)
+	dl.Header.Set(HeaderSource, fmt.Sprintf("%s %s seq %d", md.Stream, msg.Subject(), md.Sequence.Stream))
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err := w.m.js.PublishMsg(pctx, dl, jetstream.WithMsgID(fmt.Sprintf("dead-%s-%d", md.Stream, md.Sequence.Stream)))
+	cancel()
+	if err != nil {
+		w.log.Warn("dead letter not stored; will retry", "seq", md.Sequence.Stream, "err", err)
+		_ = msg.NakWithDelay(w.backoff(md.NumDelivered))
+		return
+	}
+	w.log.Warn("ingress message dead-lettered", "seq", md.Sequence.Stream, "kind", kind, "reason", reason)
+	w.m.metrics.deadLetter(ctx, w.sh.ID(), kind)
+	_ = msg.Ack()
+}

@@ -6,6 +6,8 @@
 //   - kv: a JSON document (create, update, patch with RFC 7396, delete, get).
 //   - lock: a lease lock with fencing tokens (acquire, release, refresh, and the
 //     engine's timer verb).
+//   - order, inventory, payment: an example saga whose actors drive each other
+//     with ctx.Send, compensating a declined payment (see saga.go).
 //
 // Every type is built with actor.Define, so its state is a JSON-encoded struct.
 // Decide uses only its arguments (the state, the command and the Context), never
@@ -23,7 +25,7 @@ const Revision = "1"
 
 // All returns the built-in behaviours, sorted by type name.
 func All() []actor.Behavior {
-	return []actor.Behavior{Account(), Counter(), KV(), Lock()}
+	return []actor.Behavior{Account(), Counter(), Inventory(), KV(), Lock(), Order(), Payment()}
 }
 
 // Registry returns a registry holding All. It panics if registration fails,

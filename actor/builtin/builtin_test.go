@@ -10,10 +10,13 @@ import (
 
 func TestAllAndRegistry(t *testing.T) {
 	want := map[string][]string{
-		AccountType: {"deposit", "open", "withdraw"},
-		CounterType: {"add"},
-		KVType:      {"create", "delete", "get", "patch", "update"},
-		LockType:    {"acquire", "refresh", "release", "timer"},
+		AccountType:   {"deposit", "open", "withdraw"},
+		CounterType:   {"add"},
+		KVType:        {"create", "delete", "get", "patch", "update"},
+		LockType:      {"acquire", "refresh", "release", "timer"},
+		InventoryType: {"commit", "release", "reserve", "stock"},
+		OrderType:     {"charge_declined", "charged", "place", "released", "reservation_failed", "reserved"},
+		PaymentType:   {"charge", "deposit"},
 	}
 	var types []string
 	for _, b := range All() {
@@ -28,7 +31,7 @@ func TestAllAndRegistry(t *testing.T) {
 			t.Errorf("%s: version %v", b.Type(), b)
 		}
 	}
-	if !slices.IsSorted(types) || len(types) != 4 {
+	if !slices.IsSorted(types) || len(types) != len(want) {
 		t.Errorf("All() types %v", types)
 	}
 	r := Registry()
@@ -43,6 +46,7 @@ func TestAllAndRegistry(t *testing.T) {
 	// The hard-coded verb lists in the unknown-verb messages match Verbs.
 	for ty, verbs := range map[string][]string{ //rhizon:deterministic test only; order does not matter
 		AccountType: accountVerbs, CounterType: counterVerbs, KVType: kvVerbs, LockType: lockVerbs,
+		InventoryType: inventoryVerbs, OrderType: orderVerbs, PaymentType: paymentVerbs,
 	} {
 		if !slices.Equal(verbs, want[ty]) {
 			t.Errorf("%s verb list %v, want %v", ty, verbs, want[ty])

@@ -174,7 +174,7 @@ func (a *applier) outbox(cmd *actor.Command, version uint64, n int, s actor.Send
 		Payload:        s.Payload,
 		IdempotencyKey: "send/" + id,
 		Security: actor.Security{
-			Principal: actor.Principal{ID: "actor:" + src.ActorType + "/" + src.EntityID, Type: actor.PrincipalService},
+			Principal: actor.Principal{ID: senderID(src), Type: actor.PrincipalService},
 			Scopes:    []actor.Scope{{Tenant: src.Tenant, Workspace: src.Workspace}},
 		},
 		CausationID:   cmd.ID,
@@ -191,6 +191,18 @@ func (a *applier) putOutbox(pos Position, kind byte, data []byte) {
 	copy(row[1:], data)
 	a.b.PutOutbox(pos, row)
 	a.hash('O', u64(pos.Index), u64(uint64(pos.Ordinal)), row)
+}
+
+// senderID names the actor that sent a command as a valid principal id
+// ("actor:<type>:<entity>"); ids are at most actor.MaxIDLen bytes, so a long
+// one is cut and completed with a hash that keeps it unique.
+func senderID(src actor.Address) string {
+	id := "actor:" + src.ActorType + ":" + src.EntityID
+	if len(id) <= actor.MaxIDLen {
+		return id
+	}
+	h := deterministicID("sender", src.Key())
+	return id[:actor.MaxIDLen-len(h)-1] + "~" + h
 }
 
 // violation records evt.security.violation in the target entity's history.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -468,5 +469,38 @@ func TestEngine_RelayedDeletesPublishedOutboxRowsOnEveryReplica(t *testing.T) {
 	c.apply(e3)
 	if c.eng.Meta().Hash == a.eng.Meta().Hash {
 		t.Fatal("state hash does not cover the relay's deletes")
+	}
+}
+
+// A Send is delivered as a command the engine accepts: its sender is a valid
+// principal even for the longest actor types and entity ids.
+func TestEngine_SendsCarryAValidSenderPrincipal(t *testing.T) {
+	reg, _ := actor.NewRegistry(append(builtin.All(), courier)...)
+	r := newReplica(t, reg)
+	long := strings.Repeat("x", actor.MaxIDLen)
+	for i, id := range []string{"q", long} {
+		r.apply(engine.Entry{Index: uint64(i + 1), At: 10, Commands: []actor.Command{cmd(addr("courier", id), "send", "k", `{"Tenant":""}`)}})
+	}
+	rows, err := r.store.Outbox(engine.Position{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, row := range rows {
+		if row.Data[0] != engine.OutboxCommand {
+			continue
+		}
+		var c pb.Command
+		if err := proto.Unmarshal(row.Data[1:], &c); err != nil {
+			t.Fatal(err)
+		}
+		ac := c.ToActor()
+		if err := ac.Validate(); err != nil {
+			t.Fatalf("outbox command from %s is invalid: %v", ac.Security.Principal.ID, err)
+		}
+		seen[ac.Security.Principal.ID] = true
+	}
+	if len(seen) != 2 || !seen["actor:courier:q"] {
+		t.Fatalf("senders %v, want actor:courier:q and a distinct shortened one", seen)
 	}
 }

@@ -295,7 +295,6 @@ type sagaRig struct {
 	at     int64
 	// delivered is every Send the pump delivered, in order.
 	delivered []actor.Command
-	warned    bool
 }
 
 type sagaShard struct {
@@ -405,7 +404,9 @@ func (r *sagaRig) deliver(c actor.Command, twice bool) {
 	if c.IdempotencyKey == "" || c.CorrelationID == "" || c.CausationID == "" {
 		r.t.Fatalf("outbox command without idempotency key, correlation or causation: %+v", c)
 	}
-	c = r.workAroundSendPrincipal(c)
+	if err := c.Validate(); err != nil {
+		r.t.Fatalf("outbox command %s is not a valid command: %v", c.Type, err)
+	}
 	r.delivered = append(r.delivered, c)
 	res := r.apply(c)
 	if res.Status != actor.StatusAccepted || res.Duplicate {
@@ -414,26 +415,6 @@ func (r *sagaRig) deliver(c actor.Command, twice bool) {
 	if twice {
 		r.redeliver(c, res)
 	}
-}
-
-// workAroundSendPrincipal fixes the principal of an outbox command when the
-// engine named it invalidly. The engine (engine/command.go, outbox) writes
-// Sends from principal "actor:<type>/<id>", which Command.Validate refuses
-// ('/' is not allowed in a principal id, nor more than 128 bytes, which a
-// long type plus entity id exceed), so the engine (and the ingress worker,
-// which validates before proposing) rejects every delivered Send as invalid.
-// Until the engine names the principal validly, the pump does what a relay
-// would have to: '/' becomes ':'. Ids, idempotency key and correlation are
-// left as written. Once the engine is fixed this changes nothing.
-func (r *sagaRig) workAroundSendPrincipal(c actor.Command) actor.Command {
-	if err := c.Security.Principal.Validate(); err != nil {
-		if !r.warned {
-			r.warned = true
-			r.t.Logf("KNOWN ENGINE BUG worked around in the pump: outbox command %s: %v", c.Type, err)
-		}
-		c.Security.Principal.ID = strings.ReplaceAll(c.Security.Principal.ID, "/", ":")
-	}
-	return c
 }
 
 // redeliver applies c again and requires the original result back, with no

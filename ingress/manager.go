@@ -58,7 +58,9 @@ type Config struct {
 	// Backoff is the redelivery delay after the n-th failed delivery (the
 	// last one repeats).
 	Backoff []time.Duration
-	// AckWait is how long JetStream waits for an ack before it redelivers.
+	// AckWait is how long JetStream waits for an ack before it redelivers:
+	// after a crash or a leader change, messages that were in flight come
+	// back after it. Long submits keep their messages alive meanwhile.
 	AckWait time.Duration
 	// RelayAckInterval is how often the relay records its progress in the
 	// Raft log.
@@ -81,7 +83,7 @@ func (c *Config) setDefaults() {
 		c.Backoff = []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second, 5 * time.Second}
 	}
 	if c.AckWait <= 0 {
-		c.AckWait = 30 * time.Second
+		c.AckWait = 5 * time.Second
 	}
 	if c.RelayAckInterval <= 0 {
 		c.RelayAckInterval = 100 * time.Millisecond

@@ -190,7 +190,9 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	stopBeat := w.keepAlive(msg)
 	res, err := w.sh.Submit(sctx, cmd)
+	stopBeat()
 	cancel()
 	switch {
 	case err == nil:
@@ -285,4 +287,24 @@ func (w *worker) dead(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgM
 	w.log.Warn("ingress message dead-lettered", "seq", md.Sequence.Stream, "kind", kind, "reason", reason)
 	w.m.metrics.deadLetter(ctx, w.sh.ID(), kind)
 	_ = msg.Ack()
+}
+
+// keepAlive tells JetStream the message is being worked on while a submit
+// takes long, so a short AckWait (quick redelivery after a crash or a
+// leader change) does not redeliver it meanwhile.
+func (w *worker) keepAlive(msg jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(w.m.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
 }

@@ -32,7 +32,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "rhizon")
-	build := exec.Command("go", "build", "-o", binary, ".")
+	// With the test-only failpoints compiled in; they fire only when
+	// RHIZON_FAILPOINTS names them.
+	build := exec.Command("go", "build", "-tags", "failpoints", "-o", binary, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build rhizon:", err)
@@ -73,13 +75,13 @@ type devProcess struct {
 
 // startDev starts `rhizon dev` on free loopback ports and waits for its
 // banner. The process is SIGKILLed at the end of the test if still running.
-func startDev(t *testing.T, dataDir string) *devProcess {
+func startDev(t *testing.T, dataDir string, env ...string) *devProcess {
 	t.Helper()
 	cmd := exec.Command(binary, "dev", "--data-dir", dataDir, "--shards", "4",
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
 		"--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0",
 		"--token-file", filepath.Join(dataDir, "token.json"), "--log-level", "warn")
-	cmd.Env = os.Environ()
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -21,9 +21,11 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
@@ -41,6 +43,10 @@ type nodeFlags struct {
 	tokenFile    string
 	natsAddr     string
 	natsURL      string
+	natsCluster  string
+	natsRoutes   []string
+	natsCreds    string
+	streamRepl   int
 	otlpEndpoint string
 	logLevel     string
 	config       string
@@ -78,7 +84,15 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.StringVar(&f.httpAddr, "http-addr", httpAddr, "HTTP/JSON gateway, /metrics and health listen address")
 	fs.StringVar(&f.tokenFile, "token-file", token, "bearer token file (JSON or YAML); dev creates <data-dir>/dev-token.json when not given")
 	fs.StringVar(&f.natsAddr, "nats-addr", natsAddr, `embedded NATS listen address; "off" disables it`)
-	fs.StringVar(&f.natsURL, "nats-url", "", "external NATS URL; when set no embedded server runs")
+	fs.StringVar(&f.natsURL, "nats-url", "", "external NATS URL(s), comma-separated; when set no embedded server runs")
+	fs.StringVar(&f.natsCreds, "nats-creds", "", "credentials file for --nats-url")
+	natsCluster := ":7404"
+	if dev {
+		natsCluster = ""
+	}
+	fs.StringVar(&f.natsCluster, "nats-cluster-addr", natsCluster, "embedded NATS route listener: the nodes' servers form one NATS cluster (used with routes)")
+	fs.StringSliceVar(&f.natsRoutes, "nats-routes", nil, "embedded NATS route addresses of other nodes (host:port,...); default: the --join hosts at this node's route port")
+	fs.IntVar(&f.streamRepl, "stream-replicas", 0, "JetStream stream replicas (0: 3 with a NATS cluster, else 1)")
 	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP/gRPC endpoint (host:port) for traces")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.config, "config", "", "YAML file with flag values (flags and RHIZON_* variables win)")
@@ -193,12 +207,26 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		return &exitErr{exitUsage, err}
 	}
 
+	secret := f.secret
+	if secret == "" && dev {
+		secret = randomHex(16)
+	}
+	if secret == "" {
+		return &exitErr{exitUsage, errors.New("--cluster-secret is required (or RHIZON_CLUSTER_SECRET): nodes authenticate each other with it")}
+	}
+
 	var nats *natsserver.Server
 	natsURL := f.natsURL
+	routes := natsRoutes(f)
 	if natsURL == "" && f.natsAddr != "off" {
-		nats, err = ingress.StartEmbedded(ingress.EmbeddedConfig{
+		ec := ingress.EmbeddedConfig{
 			ServerName: "rhizon-" + f.nodeID, Addr: f.natsAddr, StoreDir: filepath.Join(f.dataDir, "nats"),
-		})
+			ClusterSecret: secret,
+		}
+		if len(routes) > 0 {
+			ec.ClusterAddr, ec.Routes = f.natsCluster, routes
+		}
+		nats, err = ingress.StartEmbedded(ec)
 		if err != nil {
 			return err
 		}
@@ -215,13 +243,6 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	if err != nil {
 		gl.Close()
 		return fmt.Errorf("--http-addr %s: %w", f.httpAddr, err)
-	}
-	secret := f.secret
-	if secret == "" && dev {
-		secret = randomHex(16)
-	}
-	if secret == "" {
-		return &exitErr{exitUsage, errors.New("--cluster-secret is required (or RHIZON_CLUSTER_SECRET): nodes authenticate each other with it")}
 	}
 	node, err := cluster.Open(cluster.Config{
 		NodeID: f.nodeID, DataDir: f.dataDir, Shards: f.shards, RF: f.rf, Registry: builtin.Registry(),
@@ -247,6 +268,15 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 			log.Error("close node", "err", cerr)
 		}
 	}()
+
+	var async *ingress.Manager
+	if natsURL != "" {
+		var nc *natsgo.Conn
+		if async, nc, err = startIngress(f, node, nats, auth, secret, len(routes), log); err != nil {
+			return err
+		}
+		defer func() { async.Close(); nc.Close() }()
+	}
 
 	gw, err := gateway.New(gateway.Config{Backend: node, Auth: auth, Logger: log, NodeID: f.nodeID, Version: version})
 	if err != nil {
@@ -403,4 +433,76 @@ func firstToken(path string) (string, error) {
 		return "", fmt.Errorf("token file %s has no tokens (delete it and dev creates a new one)", path)
 	}
 	return strings.TrimSpace(tf.Tokens[0].Token), nil
+}
+
+// natsRoutes are the embedded server's routes: --nats-routes, or else the
+// --join hosts at this node's route port (nodes of one deployment use the
+// same ports). A route to the node itself is harmless: NATS drops it.
+func natsRoutes(f *nodeFlags) []string {
+	if f.natsCluster == "" || f.natsCluster == "off" {
+		return nil
+	}
+	if len(f.natsRoutes) > 0 {
+		return f.natsRoutes
+	}
+	_, port, err := net.SplitHostPort(f.natsCluster)
+	if err != nil || port == "0" {
+		return nil
+	}
+	var out []string
+	for _, j := range f.join {
+		if host, _, err := net.SplitHostPort(j); err == nil {
+			out = append(out, net.JoinHostPort(host, port))
+		}
+	}
+	return out
+}
+
+// startIngress connects to NATS (in-process to the embedded server) and
+// starts the ingress consumers and outbox relays of the shards this node
+// leads.
+func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server, auth *gateway.Auth, secret string, routes int, log *slog.Logger) (*ingress.Manager, *natsgo.Conn, error) {
+	opts := []natsgo.Option{natsgo.Name("rhizon-" + f.nodeID), natsgo.MaxReconnects(-1)}
+	url := f.natsURL
+	if embedded != nil {
+		opts = append(opts, natsgo.InProcessServer(embedded))
+		url = ""
+	} else if f.natsCreds != "" {
+		opts = append(opts, natsgo.UserCredentials(f.natsCreds))
+	}
+	nc, err := natsgo.Connect(url, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("nats: %w", err)
+	}
+	replicas := f.streamRepl
+	if replicas == 0 {
+		replicas = 1
+		if embedded != nil && routes > 0 {
+			replicas = min(3, routes+1)
+		}
+	}
+	m, err := ingress.Start(ingress.Config{
+		Conn: nc, Replicas: replicas, ShardOf: node.ShardOf, Registry: node.Registry(),
+		SigningKey: ingress.SigningKey(secret), Logger: log,
+		Shards: func() []ingress.Shard {
+			local := node.Shards()
+			out := make([]ingress.Shard, len(local))
+			for i, s := range local {
+				out[i] = s
+			}
+			return out
+		},
+		Authenticate: func(token string) (actor.Security, error) {
+			id, err := auth.Authenticate(token)
+			if err != nil {
+				return actor.Security{}, err
+			}
+			return id.Security(), nil
+		},
+	})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return m, nc, nil
 }

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/ingress"
+	"github.com/rhizon/rhizon/shard"
+)
+
+func natsJS(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("connect to NATS %q: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// metricSum adds up every sample of a Prometheus counter whose labels match.
+func metricSum(t *testing.T, base, name, labelRe string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	re := regexp.MustCompile(`(?m)^` + name + `\{([^}]*)\} (\S+)$`)
+	lre := regexp.MustCompile(labelRe)
+	var sum float64
+	for _, m := range re.FindAllStringSubmatch(string(body), -1) {
+		if lre.MatchString(m[1]) {
+			v, _ := strconv.ParseFloat(m[2], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// The node dies (SIGKILL, test-only failpoint) after the command committed
+// and before JetStream got the ack. After the restart the message is
+// delivered again and applied as a duplicate: one effect, one event.
+func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing.T) {
+	dir := t.TempDir()
+	p := startDev(t, dir, "RHIZON_FAILPOINTS=ingress-after-commit")
+	js := natsJS(t, p.nats)
+	cmd := &pb.Command{
+		Type: "cmd.counter.add", Address: &pb.Address{Tenant: "dev", Workspace: "default", ActorType: "counter", EntityId: "fp"},
+		Payload: []byte(`{"amount":1}`), IdempotencyKey: "fp-1",
+	}
+	data, _ := proto.Marshal(cmd)
+	msg := nats.NewMsg(ingress.IngressSubject(shard.Of(cmd.Address.ToActor(), 4)))
+	msg.Data = data
+	msg.Header.Set(ingress.HeaderAuthorization, "Bearer "+p.token)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The streams appear once the node is ready; retry until the publish lands.
+	for {
+		if _, err := js.PublishMsg(ctx, msg); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("publish: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the failpoint did not kill the node")
+	}
+	if ws, ok := p.cmd.ProcessState.Sys().(interface{ Signaled() bool }); !ok || !ws.Signaled() {
+		t.Fatalf("node ended with %v, want killed by the failpoint", p.cmd.ProcessState)
+	}
+
+	p = startDev(t, dir)
+	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if n := metricSum(t, p.http, "rhizon_ingress_commands_total", `result="duplicate"`); n != 1 {
+			return fmt.Errorf("duplicate applications from ingress: %v, want 1", n)
+		}
+		return nil
+	})
+	out, code := p.rhizon(t, "get", "counter/fp", "-o", "json")
+	got := decode[struct {
+		Version uint64
+		State   struct{ Value int64 }
+	}](t, out)
+	if code != 0 || got.Version != 1 || got.State.Value != 1 {
+		t.Fatalf("counter after crash and redelivery: exit %d %+v, want version 1 value 1", code, got)
+	}
+	js = natsJS(t, p.nats)
+	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		s, err := js.Stream(context.Background(), ingress.IngressStream)
+		if err != nil {
+			return err
+		}
+		info, err := s.Info(context.Background())
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs != 0 {
+			return fmt.Errorf("%d ingress messages not acked", info.State.Msgs)
+		}
+		return nil
+	})
+}

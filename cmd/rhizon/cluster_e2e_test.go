@@ -65,6 +65,7 @@ type nodeProc struct {
 	id                     string
 	dir                    string
 	grpc, http, raft, goss string
+	nats                   string // client address of the embedded NATS, when enabled
 	args                   []string
 	cmd                    *exec.Cmd
 	done                   chan struct{}

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/actor/builtin"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/client"
+	"github.com/rhizon/rhizon/shard"
+)
+
+// withNATS gives every node of c an embedded NATS server, clustered with the
+// others' over routes (streams with 3 replicas), in place of --nats-addr off.
+func (c *testCluster) withNATS() {
+	routes := make([]string, len(c.nodes))
+	for i := range c.nodes {
+		routes[i] = fmt.Sprintf("127.0.0.1:%d", freePort(c.t))
+	}
+	for i, p := range c.nodes {
+		p.nats = fmt.Sprintf("127.0.0.1:%d", freePort(c.t))
+		for j, a := range p.args {
+			if a == "--nats-addr" {
+				p.args[j+1] = p.nats
+			}
+		}
+		p.args = append(p.args, "--nats-cluster-addr", routes[i], "--nats-routes", strings.Join(routes, ","))
+	}
+}
+
+type sagaShop struct {
+	t      *testing.T
+	c      *testCluster
+	cl     *client.Client
+	tenant string
+	ws     string
+}
+
+func (s *sagaShop) addr(typ, id string) *pb.Address {
+	return &pb.Address{Tenant: s.tenant, Workspace: s.ws, ActorType: typ, EntityId: id}
+}
+
+// submit sends a command through the gateway, retrying through the leader
+// changes of a failover with the same idempotency key.
+func (s *sagaShop) submit(typ, id, verb, key, corr string, payload any) *pb.Result {
+	s.t.Helper()
+	data, _ := json.Marshal(payload)
+	req := &pb.SubmitRequest{Address: s.addr(typ, id), Type: actor.CommandType(typ, verb), Payload: data,
+		IdempotencyKey: key, CommandId: "cmd-" + key, CorrelationId: corr}
+	var res *pb.Result
+	checkFor(s.t, 30*time.Second, 200*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := s.cl.Submit(ctx, req)
+		if err != nil {
+			return err
+		}
+		res = r.Result
+		return nil
+	})
+	if res.Status != pb.Status_STATUS_ACCEPTED {
+		s.t.Fatalf("%s %s/%s: %v", verb, typ, id, res)
+	}
+	return res
+}
+
+func (s *sagaShop) state(typ, id string, into any) {
+	s.t.Helper()
+	checkFor(s.t, 20*time.Second, 200*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := s.cl.Get(ctx, &pb.GetRequest{Address: s.addr(typ, id)})
+		if err != nil {
+			return err
+		}
+		if len(r.State) == 0 {
+			return nil // never written: the zero state
+		}
+		return json.Unmarshal(r.State, into)
+	})
+}
+
+func (s *sagaShop) history(cl *client.Client, typ, id string) []*pb.Event {
+	s.t.Helper()
+	var out []*pb.Event
+	checkFor(s.t, 20*time.Second, 200*time.Millisecond, func() error {
+		out = out[:0]
+		token := ""
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			r, err := cl.History(ctx, &pb.HistoryRequest{Address: s.addr(typ, id), PageSize: 1000, PageToken: token})
+			cancel()
+			if err != nil {
+				return err
+			}
+			for _, rec := range r.Records {
+				if ev := rec.GetEvent(); ev != nil {
+					out = append(out, ev)
+				}
+			}
+			if token = r.NextPageToken; token == "" {
+				return nil
+			}
+		}
+	})
+	return out
+}
+
+// pickEntity returns the first id with the prefix whose shard (of 8) is not
+// in avoid.
+func pickEntity(typ, prefix string, avoid ...uint32) (string, uint32) {
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("%s%d", prefix, i)
+		sh := shard.Of(actor.Address{Tenant: "t", Workspace: "shop", ActorType: typ, EntityID: id}, 8)
+		ok := true
+		for _, a := range avoid {
+			ok = ok && a != sh
+		}
+		if ok {
+			return id, sh
+		}
+	}
+}
+
+// The saga runs across shards on a 3-node cluster while the leader of the
+// inventory's shard is killed mid-flow: every order ends completed (rich
+// account) or cancelled with its reservation released (poor account), and
+// every step is applied exactly once, with the order's correlation id.
+func TestSaga_ExactlyOnceAcrossShardsWhenALeaderIsKilled(t *testing.T) {
+	c := newTestCluster(t, 3, time.Minute)
+	c.withNATS()
+	for _, p := range c.nodes {
+		p.start(t)
+	}
+	c.waitConverged(c.nodes[0], 90*time.Second)
+	s := &sagaShop{t: t, c: c, cl: c.client(c.nodes[0]), tenant: "t", ws: "shop"}
+	s.cl.Close()
+	cl, err := client.Dial(c.nodes[0].grpc, client.WithToken(clusterToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	s.cl = cl
+
+	rich, richShard := pickEntity("payment", "rich")
+	poor, poorShard := pickEntity("payment", "poor", richShard)
+	wh, whShard := pickEntity("inventory", "wh", richShard, poorShard)
+	const orders, qty, amount, stock = 24, 2, 100, 1000
+	s.submit("inventory", wh, "stock", "stock-1", "", builtin.InventoryStock{SKU: "apple", Qty: stock})
+	s.submit("payment", rich, "deposit", "dep-1", "", map[string]int64{"amount": 1_000_000})
+
+	st, err := c.status(c.nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim *nodeProc
+	for _, sh := range st.Shards {
+		if sh.Shard == whShard && sh.Role == "Leader" {
+			for _, p := range c.nodes {
+				if p.id == sh.NodeId {
+					victim = p
+				}
+			}
+		}
+	}
+	if victim == nil {
+		t.Fatalf("no leader for the inventory's shard %d", whShard)
+	}
+	if victim == c.nodes[0] { // keep the client's node up
+		cl2, err := client.Dial(c.nodes[1].grpc, client.WithToken(clusterToken))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl2.Close() })
+		s.cl = cl2
+	}
+
+	var wg sync.WaitGroup
+	place := func(i int) {
+		defer wg.Done()
+		pay := rich
+		if i%2 == 1 {
+			pay = poor
+		}
+		id := fmt.Sprintf("o%d", i)
+		s.submit("order", id, "place", "place-"+id, "corr-"+id,
+			builtin.OrderPlace{SKU: "apple", Qty: qty, Amount: amount, Inventory: wh, Payment: pay})
+	}
+	for i := range orders / 2 {
+		wg.Add(1)
+		go place(i)
+	}
+	time.Sleep(150 * time.Millisecond) // the first flows are under way
+	victim.kill()
+	t.Logf("killed %s, leader of the inventory's shard %d", victim.id, whShard)
+	for i := orders / 2; i < orders; i++ {
+		wg.Add(1)
+		go place(i)
+	}
+	wg.Wait()
+
+	final := map[string]bool{builtin.OrderStatusCompleted: true, builtin.OrderStatusCancelled: true}
+	checkFor(t, 90*time.Second, 500*time.Millisecond, func() error {
+		for i := range orders {
+			var o builtin.OrderState
+			s.state("order", fmt.Sprintf("o%d", i), &o)
+			if !final[o.Status] {
+				return fmt.Errorf("order o%d is %q", i, o.Status)
+			}
+			want := builtin.OrderStatusCompleted
+			if i%2 == 1 {
+				want = builtin.OrderStatusCancelled
+			}
+			if o.Status != want {
+				t.Fatalf("order o%d ended %q, want %q", i, o.Status, want)
+			}
+		}
+		return nil
+	})
+	victim.start(t)
+	c.waitConverged(c.nodes[0], 90*time.Second)
+
+	var inv builtin.InventoryState
+	s.state("inventory", wh, &inv)
+	if got := inv.SKUs["apple"]; got.Available != stock-qty*orders/2 || got.Held != 0 || len(inv.Holds) != 0 {
+		t.Fatalf("inventory %+v, want %d available and nothing held", inv, stock-qty*orders/2)
+	}
+	var pr, pp builtin.PaymentState
+	s.state("payment", rich, &pr)
+	s.state("payment", poor, &pp)
+	if pr.Balance != 1_000_000-amount*orders/2 || pp.Balance != 0 {
+		t.Fatalf("balances rich %d poor %d, want %d and 0", pr.Balance, pp.Balance, 1_000_000-amount*orders/2)
+	}
+
+	// Exactly once, read on every node: one event per step and order.
+	for _, p := range c.nodes {
+		pcl, err := client.Dial(p.grpc, client.WithToken(clusterToken))
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts := map[string]int{}
+		for _, ev := range append(s.history(pcl, "inventory", wh), s.history(pcl, "payment", rich)...) {
+			counts[ev.Type]++
+		}
+		for _, ev := range s.history(pcl, "payment", poor) {
+			counts[ev.Type]++
+		}
+		for i := range orders {
+			id := fmt.Sprintf("o%d", i)
+			var types []string
+			for _, ev := range s.history(pcl, "order", id) {
+				types = append(types, strings.TrimPrefix(ev.Type, "evt.order."))
+				if ev.CorrelationId != "corr-"+id {
+					t.Fatalf("%s: event %s has correlation %q", id, ev.Type, ev.CorrelationId)
+				}
+			}
+			want := "placed reserved completed"
+			if i%2 == 1 {
+				want = "placed reserved payment_failed cancelled"
+			}
+			if strings.Join(types, " ") != want {
+				t.Fatalf("%s on %s: events %v, want %s", id, p.id, types, want)
+			}
+		}
+		want := map[string]int{
+			"evt.inventory.stocked": 1, "evt.inventory.reserved": orders, "evt.inventory.committed": orders / 2,
+			"evt.inventory.released": orders / 2, "evt.payment.deposited": 1,
+			"evt.payment.charged": orders / 2, "evt.payment.declined": orders / 2,
+		}
+		if fmt.Sprint(counts) != fmt.Sprint(want) {
+			t.Fatalf("events on %s: %v, want %v", p.id, counts, want)
+		}
+		pcl.Close()
+	}
+}

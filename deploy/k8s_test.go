@@ -299,8 +299,13 @@ func TestKubernetesManifests(t *testing.T) {
 	if val["node-id"] != "$(metadata.name)" {
 		t.Errorf("node id %q: want the pod name (RHIZON_NODE_ID from metadata.name)", val["node-id"])
 	}
-	if val["nats-addr"] != "off" {
-		t.Errorf("--nats-addr %q: NATS clustering is not built, use off", val["nats-addr"])
+	// Embedded NATS clustered over routes: the route port must be open, and
+	// the default routes (the --join hosts) point at that same port.
+	if val["nats-addr"] == "off" || val["nats-cluster-addr"] == "" {
+		t.Errorf("--nats-addr %q --nats-cluster-addr %q: want the embedded NATS clustered", val["nats-addr"], val["nats-cluster-addr"])
+	}
+	if val["nats-routes"] == "" && !strings.Contains(val["join"], ".rhizon-headless.") {
+		t.Errorf("no --nats-routes and --join %q does not name the pods: routes would be wrong", val["join"])
 	}
 	if !strings.HasPrefix(val["token-file"], "/etc/rhizon/") {
 		t.Errorf("--token-file %q: want the Secret mount /etc/rhizon", val["token-file"])
@@ -310,6 +315,7 @@ func TestKubernetesManifests(t *testing.T) {
 	want := map[string]int32{
 		"grpc": port(t, val["grpc-addr"]), "http": port(t, val["http-addr"]),
 		"raft": port(t, val["raft-addr"]), "gossip": port(t, val["gossip-addr"]), "gossip-udp": port(t, val["gossip-addr"]),
+		"nats": port(t, val["nats-addr"]), "nats-route": port(t, val["nats-cluster-addr"]),
 	}
 	byName := map[string]int32{}
 	for _, p := range c.Ports {

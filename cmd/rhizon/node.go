@@ -474,11 +474,13 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 	if err != nil {
 		return nil, nil, fmt.Errorf("nats: %w", err)
 	}
+	// A NATS cluster of Rhizon nodes has at least 3 of them (Rhizon's own
+	// replication factor); a single server can only hold one replica.
 	replicas := f.streamRepl
 	if replicas == 0 {
 		replicas = 1
 		if embedded != nil && routes > 0 {
-			replicas = min(3, routes+1)
+			replicas = 3
 		}
 	}
 	m, err := ingress.Start(ingress.Config{

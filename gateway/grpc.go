@@ -84,6 +84,10 @@ func (s *Server) WatchHealth(ctx context.Context, interval time.Duration) {
 }
 
 // Shutdown marks every service NOT_SERVING so that balancers stop sending
-// new calls before the gRPC server drains. Later UpdateHealth calls do not
-// undo it.
-func (s *Server) Shutdown() { s.health.Shutdown() }
+// new calls before the gRPC server drains, and ends open Watch streams with
+// Unavailable (clients resume elsewhere from their last sequence). Later
+// UpdateHealth calls do not undo it.
+func (s *Server) Shutdown() {
+	s.health.Shutdown()
+	s.closeOnce.Do(func() { close(s.closing) })
+}

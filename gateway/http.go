@@ -195,7 +195,10 @@ type JSONError struct {
 
 // HTTPHandler serves the Gateway calls over HTTP/JSON:
 //
-//	POST /v1/submit   JSONSubmitRequest  -> JSONSubmitResponse
+//	POST /v1/submit        JSONSubmitRequest  -> JSONSubmitResponse
+//	POST /v1/submit_async  JSONSubmitRequest  -> JSONSubmitAsyncResponse
+//	GET  /v1/watch?tenant=&workspace=&actor_type=&entity_id=&event_type=&after_sequence=&from_beginning=
+//	                                          -> JSONWatchEvent per line (NDJSON)
 //	POST /v1/get      JSONGetRequest     -> JSONGetResponse
 //	POST /v1/history  JSONHistoryRequest -> JSONHistoryResponse
 //	GET  /v1/status                      -> JSONStatusResponse
@@ -207,6 +210,8 @@ type JSONError struct {
 func (s *Server) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/submit", s.httpRoute(http.MethodPost, s.httpSubmit))
+	mux.HandleFunc("/v1/submit_async", s.httpRoute(http.MethodPost, s.httpSubmitAsync))
+	mux.HandleFunc("/v1/watch", s.httpWatch)
 	mux.HandleFunc("/v1/get", s.httpRoute(http.MethodPost, s.httpGet))
 	mux.HandleFunc("/v1/history", s.httpRoute(http.MethodPost, s.httpHistory))
 	mux.HandleFunc("/v1/status", s.httpRoute(http.MethodGet, s.httpStatus))
@@ -230,7 +235,7 @@ func (s *Server) HTTPHandler() http.Handler {
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, JSONError{Code: "not_found", Message: fmt.Sprintf(
-			"no route %s %s; routes: POST /v1/submit, POST /v1/get, POST /v1/history, GET /v1/status, GET /healthz, GET /readyz",
+			"no route %s %s; routes: POST /v1/submit, POST /v1/submit_async, GET /v1/watch, POST /v1/get, POST /v1/history, GET /v1/status, GET /healthz, GET /readyz",
 			r.Method, r.URL.Path)})
 	})
 	return mux
@@ -302,6 +307,16 @@ func (s *Server) httpSubmit(ctx context.Context, w http.ResponseWriter, r *http.
 	if err := decodeBody(w, r, &in); err != nil {
 		return nil, err
 	}
+	resp, err := s.Submit(ctx, in.proto())
+	if err != nil {
+		return nil, err
+	}
+	return &JSONSubmitResponse{Result: resultJSON(resp.GetResult()), Shard: resp.GetShard()}, nil
+}
+
+// proto converts the HTTP shape to the gRPC request; a JSON null payload is
+// no payload.
+func (in *JSONSubmitRequest) proto() *pb.SubmitRequest {
 	req := &pb.SubmitRequest{
 		Address: in.Address.proto(), Type: in.Type, IdempotencyKey: in.IdempotencyKey,
 		ExpectedVersion: in.ExpectedVersion, CommandId: in.CommandID,
@@ -313,11 +328,7 @@ func (s *Server) httpSubmit(ctx context.Context, w http.ResponseWriter, r *http.
 	if in.OnBehalfOf != nil {
 		req.OnBehalfOf = &pb.Principal{Id: in.OnBehalfOf.ID, Type: in.OnBehalfOf.Type}
 	}
-	resp, err := s.Submit(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	return &JSONSubmitResponse{Result: resultJSON(resp.GetResult()), Shard: resp.GetShard()}, nil
+	return req
 }
 
 func (s *Server) httpGet(ctx context.Context, w http.ResponseWriter, r *http.Request) (any, error) {

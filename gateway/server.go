@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
@@ -57,6 +58,9 @@ type Config struct {
 	// NodeID and Version fill StatusResponse fields the backend leaves empty.
 	NodeID  string
 	Version string
+	// Async serves SubmitAsync and Watch (the node's JetStream ingress).
+	// Nil when the node runs without NATS: both calls are then Unimplemented.
+	Async AsyncBackend
 }
 
 // Server implements pb.GatewayServer over a Backend. It is safe for
@@ -71,6 +75,12 @@ type Server struct {
 	version string
 	health  *health.Server
 	tracing propagation.TextMapPropagator
+	async   AsyncBackend
+
+	// closing is closed by Shutdown; it ends open Watch streams, which
+	// would otherwise hold a graceful stop until its deadline.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 var _ pb.GatewayServer = (*Server)(nil)
@@ -98,6 +108,8 @@ func New(cfg Config) (*Server, error) {
 		version: cfg.Version,
 		health:  health.NewServer(),
 		tracing: propagation.TraceContext{},
+		async:   asyncOrNil(cfg.Async),
+		closing: make(chan struct{}),
 	}, nil
 }
 
@@ -217,17 +229,22 @@ func invalid(err error) error {
 // scopeDenied is the PermissionDenied message for an address outside the
 // identity's scopes; it names what the token may use so the fix is obvious.
 func scopeDenied(id Identity, addr actor.Address, recorded bool) error {
-	allowed := make([]string, len(id.Scopes))
-	for i, sc := range id.Scopes {
-		allowed[i] = fmt.Sprintf("tenant %q workspace %q", sc.Tenant, sc.Workspace)
-	}
 	note := "the attempt was recorded"
 	if !recorded {
 		note = "recording the attempt failed; see the node's log"
 	}
 	return status.Errorf(codes.PermissionDenied,
 		"principal %s (%s) may not act in tenant %q workspace %q; this token may use: %s (%s)",
-		id.Principal.ID, id.Principal.Type, addr.Tenant, addr.Workspace, strings.Join(allowed, ", "), note)
+		id.Principal.ID, id.Principal.Type, addr.Tenant, addr.Workspace, allowedScopes(id), note)
+}
+
+// allowedScopes lists the tenant/workspace pairs id may use, for messages.
+func allowedScopes(id Identity) string {
+	allowed := make([]string, len(id.Scopes))
+	for i, sc := range id.Scopes {
+		allowed[i] = fmt.Sprintf("tenant %q workspace %q", sc.Tenant, sc.Workspace)
+	}
+	return strings.Join(allowed, ", ")
 }
 
 // lookup returns the behaviour of actorType or NotFound listing the types.

@@ -207,21 +207,7 @@ func NewID() string {
 // on req itself: after a final unknown-outcome error, the caller can retry
 // later with the same req and still get exactly-once.
 func (c *Client) Submit(ctx context.Context, req *pb.SubmitRequest, opts ...grpc.CallOption) (*pb.SubmitResponse, error) {
-	if req.IdempotencyKey == "" {
-		req.IdempotencyKey = NewID()
-	}
-	if req.CommandId == "" {
-		req.CommandId = NewID()
-	}
-	send := req
-	if addr := c.fillAddress(req.GetAddress()); addr != req.GetAddress() {
-		// A shallow copy suffices: only the address differs.
-		send = &pb.SubmitRequest{
-			Address: addr, Type: req.Type, Payload: req.Payload, IdempotencyKey: req.IdempotencyKey,
-			ExpectedVersion: req.ExpectedVersion, CommandId: req.CommandId, CausationId: req.CausationId,
-			CorrelationId: req.CorrelationId, OnBehalfOf: req.OnBehalfOf,
-		}
-	}
+	send := c.submitRequest(req)
 	var resp *pb.SubmitResponse
 	err := c.retry(ctx, func() error {
 		var err error
@@ -229,6 +215,27 @@ func (c *Client) Submit(ctx context.Context, req *pb.SubmitRequest, opts ...grpc
 		return err
 	})
 	return resp, err
+}
+
+// submitRequest sets a random idempotency key and command id on req where it
+// has none (on req itself, so the caller can retry it later) and returns the
+// request to send, with the client's tenant and workspace filled in.
+func (c *Client) submitRequest(req *pb.SubmitRequest) *pb.SubmitRequest {
+	if req.IdempotencyKey == "" {
+		req.IdempotencyKey = NewID()
+	}
+	if req.CommandId == "" {
+		req.CommandId = NewID()
+	}
+	if addr := c.fillAddress(req.GetAddress()); addr != req.GetAddress() {
+		// A shallow copy suffices: only the address differs.
+		return &pb.SubmitRequest{
+			Address: addr, Type: req.Type, Payload: req.Payload, IdempotencyKey: req.IdempotencyKey,
+			ExpectedVersion: req.ExpectedVersion, CommandId: req.CommandId, CausationId: req.CausationId,
+			CorrelationId: req.CorrelationId, OnBehalfOf: req.OnBehalfOf,
+		}
+	}
+	return req
 }
 
 // Get reads an entity's state, retrying while the shard has no leader.

@@ -37,7 +37,7 @@ type env struct {
 	mgr  *ingress.Manager
 }
 
-func startEnv(t *testing.T, shards uint32, tune func(*ingress.Config)) *env {
+func startEnv(t testing.TB, shards uint32, tune func(*ingress.Config)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	ns, err := ingress.StartEmbedded(ingress.EmbeddedConfig{ServerName: "t", Addr: "127.0.0.1:0", StoreDir: dir + "/nats"})
@@ -112,7 +112,7 @@ func addCmd(entity, key string) *pb.Command {
 // publish sends a command as an external producer would: protobuf body and
 // a bearer token, no JetStream message id (so a second publish is stored
 // again and only the engine's idempotency can tell).
-func (e *env) publish(t *testing.T, c *pb.Command) jetstream.PubAckFuture {
+func (e *env) publish(t testing.TB, c *pb.Command) jetstream.PubAckFuture {
 	t.Helper()
 	data, err := proto.Marshal(c)
 	if err != nil {
@@ -160,7 +160,7 @@ func (e *env) counter(t *testing.T, entity string) (value int64, version uint64)
 	return st.Value, ent.Version
 }
 
-func (e *env) streamMsgs(t *testing.T, name string) uint64 {
+func (e *env) streamMsgs(t testing.TB, name string) uint64 {
 	t.Helper()
 	s, err := e.js.Stream(context.Background(), name)
 	if err != nil {

@@ -31,7 +31,8 @@ func (k OpKind) String() string {
 // Workload is what the runner sends: which operation, on which entities,
 // with which payload size.
 type Workload struct {
-	// Name is the workload's name in reports: w1-occ, w1-command or hot.
+	// Name is the workload's name in reports: w1-occ, w1-command, hot or
+	// hot-occ.
 	Name string
 	// Op is the operation each step performs.
 	Op OpKind
@@ -57,7 +58,7 @@ const (
 )
 
 // WorkloadNames lists the workloads NewWorkload knows.
-var WorkloadNames = []string{"w1-occ", "w1-command", "hot"}
+var WorkloadNames = []string{"w1-occ", "w1-command", "hot", "hot-occ"}
 
 // NewWorkload returns the named workload with the default payload size and
 // prefix over the given number of entities (0: DefaultEntities).
@@ -68,6 +69,8 @@ var WorkloadNames = []string{"w1-occ", "w1-command", "hot"}
 //     a few entities take most of the load: it shows what per-entity
 //     serialization costs (commands to one entity are decided one after
 //     another), without the conflict storm an optimistic update would hit.
+//   - hot-occ: w1-occ on the same Zipf(1.1) entities: that conflict storm,
+//     for systems whose only conditional write is optimistic (the peers).
 func NewWorkload(name string, entities int) (Workload, error) {
 	if entities == 0 {
 		entities = DefaultEntities
@@ -80,6 +83,8 @@ func NewWorkload(name string, entities int) (Workload, error) {
 		w.Op = OpCommand
 	case "hot":
 		w.Op, w.ZipfS = OpCommand, DefaultZipfS
+	case "hot-occ":
+		w.Op, w.ZipfS = OpOCC, DefaultZipfS
 	default:
 		return Workload{}, fmt.Errorf("bench: unknown workload %q (known: %s)", name, strings.Join(WorkloadNames, ", "))
 	}

@@ -1,0 +1,90 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Defaults of PeerConfig.
+const (
+	// DefaultPeerConns is one client connection per server of a 3-server
+	// peer cluster: as many sockets as the rhizon target opens per node.
+	DefaultPeerConns = 3
+	// DefaultPeerDialTimeout bounds the first connection to a peer.
+	DefaultPeerDialTimeout = 10 * time.Second
+)
+
+// PeerConfig configures a peer target (etcd, JetStream KV).
+type PeerConfig struct {
+	// URLs are the servers' client URLs.
+	URLs []string
+	// Conns is the number of client connections (0: DefaultPeerConns);
+	// connection i prefers server i mod len(URLs).
+	Conns int
+	// SetupConcurrency bounds the creates in flight during Setup
+	// (0: DefaultSetupConcurrency).
+	SetupConcurrency int
+}
+
+func (c *PeerConfig) normalize(name string) error {
+	if len(c.URLs) == 0 {
+		return fmt.Errorf("bench: %s target needs the servers' URLs", name)
+	}
+	if c.Conns <= 0 {
+		c.Conns = DefaultPeerConns
+	}
+	if c.SetupConcurrency <= 0 {
+		c.SetupConcurrency = DefaultSetupConcurrency
+	}
+	return nil
+}
+
+// rotate returns urls starting at the i-th, so that connection i dials
+// server i first.
+func rotate(urls []string, i int) []string {
+	i %= len(urls)
+	return append(append([]string(nil), urls[i:]...), urls[:i]...)
+}
+
+// forEachEntity calls f for every entity of w, with at most conc calls in
+// flight, and returns the first error (which stops the rest).
+func forEachEntity(ctx context.Context, w Workload, conc int, f func(ctx context.Context, key string) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	idx := make(chan int)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	for range min(conc, w.Entities) {
+		wg.Go(func() {
+			for i := range idx {
+				if err := f(ctx, w.Entity(i)); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+						cancel()
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+feed:
+	for i := range w.Entities {
+		select {
+		case idx <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(idx)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}

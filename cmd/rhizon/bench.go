@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,7 +20,9 @@ import (
 )
 
 type benchFlags struct {
-	target         string
+	targets        string
+	peerAddrs      string
+	compare        string
 	addr           string
 	token          string
 	tenant         string
@@ -66,9 +69,23 @@ then caps the operations in flight and --max-outstanding the queued ones
 --json FILE writes one JSON object per run (JSON Lines) and, next to it, an
 SVG latency-over-time plot per run and one percentile plot.
 
+--target takes a list too: rhizon (the gateway at --addr) and the peers
+etcd (3 members, Get + Txn on ModRevision), jetstream-kv (3 clustered NATS
+servers, KV bucket with 3 replicas, Get + Update on the revision, default
+fsync) and jetstream-kv-sync (the same with sync always). A peer's servers
+are started in a child process (rhizon bench-peer) on free loopback ports
+with a fresh data directory, and stopped and removed after its runs; with
+--peer-addrs the runs use servers already running instead. On a peer,
+w1-command and hot are unconditional puts of the ~200-byte document. With
+more than one target, a comparison table follows: per load, each target's
+throughput and latency and Rhizon's throughput ratio to it.
+--compare FILE,... prints the same tables from earlier --json files.
+
 Exit status: 1 if any run got no answer to any operation (or setup failed),
 2 for bad flags.`,
 		Example: `  rhizon bench --addr 127.0.0.1:7400 --token $RHIZON_TOKEN --workload w1-occ,w1-command --concurrency 16,128 --json out/run.json
+  rhizon bench --target rhizon,etcd,jetstream-kv-sync --workload w1-occ --concurrency 128 --duration 10s
+  rhizon bench --compare out/rhizon.json,out/etcd.json
   rhizon bench --workload w1-command --concurrency 128 --rate 5000 --duration 30s`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -79,7 +96,9 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 		},
 	}
 	fs := c.Flags()
-	fs.StringVar(&f.target, "target", "rhizon", "system under test: rhizon")
+	fs.StringVar(&f.targets, "target", "rhizon", "systems under test, comma-separated, run one after another: rhizon, "+strings.Join(bench.PeerKinds, ", "))
+	fs.StringVar(&f.peerAddrs, "peer-addrs", "", "client URLs of an already running peer cluster (one peer target); empty: start one")
+	fs.StringVar(&f.compare, "compare", "", "run nothing: print the table and comparison of these --json files, comma-separated")
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:7400", "gateway gRPC addresses, comma-separated, used round-robin (RHIZON_ADDR)")
 	fs.StringVar(&f.token, "token", "", "bearer token (RHIZON_TOKEN)")
 	fs.StringVar(&f.tenant, "tenant", "", "tenant (default: the token's own)")
@@ -95,7 +114,7 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 	fs.Float64Var(&f.zipfS, "zipf-s", bench.DefaultZipfS, "Zipf exponent of the hot workload (> 1)")
 	fs.StringVar(&f.prefix, "entity-prefix", bench.DefaultEntityPrefix, "prefix of the entity ids")
 	fs.StringVar(&f.commandActor, "command", bench.CommandCounter, "what a rhizon command is: counter (cmd.counter.add) or kv (cmd.kv.update without expected version)")
-	fs.IntVar(&f.conns, "conns", 0, "gRPC connections, spread over the addresses (default 2 per address)")
+	fs.IntVar(&f.conns, "conns", 0, "client connections: rhizon spreads them over --addr (default 2 per address), a peer over its servers (default 3)")
 	fs.DurationVar(&f.opTimeout, "op-timeout", bench.DefaultOpTimeout, "deadline of one operation, client retries included")
 	fs.StringVar(&f.jsonFile, "json", "", "write the runs as JSON Lines to this file, and SVG plots next to it")
 	fs.BoolVar(&f.progress, "progress", true, "print a progress line every second on stderr")
@@ -181,32 +200,122 @@ func (f *benchFlags) plan() ([]bench.Workload, []int, []float64, error) {
 	return wls, conc, rates, nil
 }
 
-func (f *benchFlags) newTarget() (bench.Target, error) {
-	switch f.target {
-	case "rhizon":
-		return bench.NewRhizon(bench.RhizonConfig{
+// targetList parses --target and checks it against --peer-addrs.
+func (f *benchFlags) targetList() ([]string, error) {
+	names := splitList(f.targets)
+	if len(names) == 0 {
+		return nil, errors.New("--target: empty")
+	}
+	peers := 0
+	for _, n := range names {
+		switch {
+		case n == bench.Baseline:
+		case bench.IsPeer(n):
+			peers++
+		default:
+			return nil, fmt.Errorf("--target %q: known targets are rhizon, %s", n, strings.Join(bench.PeerKinds, ", "))
+		}
+	}
+	if f.peerAddrs != "" && peers != 1 {
+		return nil, errors.New("--peer-addrs names the servers of exactly one peer target")
+	}
+	return names, nil
+}
+
+// openTarget connects to the named target, first starting its servers in
+// a `rhizon bench-peer` child process when it is a peer without
+// --peer-addrs. stop undoes both.
+func (f *benchFlags) openTarget(ctx context.Context, stderr io.Writer, name string) (t bench.Target, stop func(), err error) {
+	if name == bench.Baseline {
+		t, err = bench.NewRhizon(bench.RhizonConfig{
 			Addrs: splitList(f.addr), Token: f.token, Tenant: f.tenant, Workspace: f.workspace,
 			Conns: f.conns, CommandActor: f.commandActor,
 		})
+		if err != nil {
+			return nil, nil, err
+		}
+		return t, func() { _ = t.Close() }, nil
 	}
-	// etcd and jetstream-kv come with the peer drivers (issue 4, item 3).
-	return nil, &exitErr{exitUsage, fmt.Errorf("--target %q: the only target so far is rhizon", f.target)}
+	urls := splitList(f.peerAddrs)
+	var proc *bench.PeerProcess
+	if len(urls) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, nil, err
+		}
+		fmt.Fprintf(stderr, "starting %s (3 servers, rhizon bench-peer)\n", name)
+		began := time.Now()
+		if proc, err = bench.StartPeerProcess(ctx, exe, name); err != nil {
+			return nil, nil, err
+		}
+		urls = proc.Info.URLs
+		fmt.Fprintf(stderr, "%s ready in %v: %s (pid %d)\n", name, time.Since(began).Round(time.Millisecond),
+			strings.Join(urls, ","), proc.Info.PID)
+	}
+	t, err = bench.NewPeerTarget(name, bench.PeerConfig{URLs: urls, Conns: f.conns})
+	if err != nil {
+		if proc != nil {
+			_ = proc.Stop()
+		}
+		return nil, nil, err
+	}
+	return t, func() {
+		_ = t.Close()
+		if proc != nil {
+			if err := proc.Stop(); err != nil {
+				fmt.Fprintf(stderr, "stop %s: %v\n", name, err)
+			}
+		}
+	}, nil
+}
+
+// runCompare prints the tables of earlier --json files.
+func runCompare(c *cobra.Command, files string) error {
+	var results []*bench.Result
+	for _, name := range splitList(files) {
+		fh, err := os.Open(name)
+		if err != nil {
+			return &exitErr{exitError, err}
+		}
+		rs, err := bench.ReadJSON(fh)
+		fh.Close()
+		if err != nil {
+			return &exitErr{exitError, fmt.Errorf("%s: %w", name, err)}
+		}
+		results = append(results, rs...)
+	}
+	if len(results) == 0 {
+		return &exitErr{exitError, fmt.Errorf("--compare %s: no runs", files)}
+	}
+	return writeTables(c.OutOrStdout(), results)
+}
+
+// writeTables prints every run, then, when several targets ran, the
+// comparison.
+func writeTables(out io.Writer, results []*bench.Result) error {
+	fmt.Fprintln(out)
+	if err := bench.WriteTable(out, results); err != nil {
+		return err
+	}
+	if len(bench.Targets(results)) < 2 {
+		return nil
+	}
+	fmt.Fprintln(out)
+	return bench.WriteComparison(out, results)
 }
 
 func runBench(c *cobra.Command, f *benchFlags) error {
+	if f.compare != "" {
+		return runCompare(c, f.compare)
+	}
 	wls, conc, rates, err := f.plan()
 	if err != nil {
 		return &exitErr{exitUsage, err}
 	}
-	target, err := f.newTarget()
+	targets, err := f.targetList()
 	if err != nil {
-		var ee *exitErr
-		if errors.As(err, &ee) {
-			return err
-		}
 		return &exitErr{exitUsage, err}
 	}
-	defer func() { _ = target.Close() }()
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)
 		if err != nil {
@@ -224,39 +333,20 @@ func runBench(c *cobra.Command, f *benchFlags) error {
 	defer stop()
 	stderr := c.ErrOrStderr()
 	var results []*bench.Result
-runs:
-	for _, w := range wls {
-		fmt.Fprintf(stderr, "setup %s on %s (%d entities)\n", w.Name, target.Name(), w.Entities)
-		if err := target.Setup(ctx, w); err != nil {
-			if ctx.Err() != nil {
-				break
+	for _, name := range targets {
+		rs, err := f.runTarget(ctx, stderr, name, wls, conc, rates)
+		results = append(results, rs...)
+		if err != nil {
+			if len(results) > 0 {
+				_ = writeTables(c.OutOrStdout(), results)
 			}
-			return &exitErr{exitError, fmt.Errorf("setup %s: %w", w.Name, err)}
+			return err
 		}
-		for _, cc := range conc {
-			for _, rate := range rates {
-				cfg := bench.Config{
-					Workload: w, Concurrency: cc, Rate: rate, MaxOutstanding: f.maxOutstanding,
-					Warmup: f.warmup, Duration: f.duration, OpTimeout: f.opTimeout, Seed: f.seed,
-				}
-				if f.progress {
-					cfg.Progress = stderr
-				}
-				res, err := bench.Run(ctx, target, cfg)
-				if err != nil {
-					return &exitErr{exitUsage, err}
-				}
-				res.Version, res.Revision = version, bench.Revision()
-				results = append(results, res)
-				if res.Interrupted {
-					break runs
-				}
-			}
+		if ctx.Err() != nil {
+			break
 		}
 	}
-	out := c.OutOrStdout()
-	fmt.Fprintln(out)
-	if err := bench.WriteTable(out, results); err != nil {
+	if err := writeTables(c.OutOrStdout(), results); err != nil {
 		return err
 	}
 	if f.jsonFile != "" && len(results) > 0 {
@@ -270,10 +360,54 @@ runs:
 	}
 	for _, r := range results {
 		if r.Ops == 0 {
-			return &exitErr{exitError, fmt.Errorf("%s c=%d: no operation succeeded (%d errors)", r.Workload, r.Concurrency, r.ErrorsTotal())}
+			return &exitErr{exitError, fmt.Errorf("%s on %s c=%d: no operation succeeded (%d errors)", r.Workload, r.Target, r.Concurrency, r.ErrorsTotal())}
 		}
 	}
 	return nil
+}
+
+// runTarget runs every workload, concurrency and rate against one target,
+// with the target's servers up only for its own runs.
+func (f *benchFlags) runTarget(ctx context.Context, stderr io.Writer, name string, wls []bench.Workload, conc []int, rates []float64) ([]*bench.Result, error) {
+	target, stop, err := f.openTarget(ctx, stderr, name)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		return nil, &exitErr{exitError, fmt.Errorf("target %s: %w", name, err)}
+	}
+	defer stop()
+	var results []*bench.Result
+	for _, w := range wls {
+		fmt.Fprintf(stderr, "setup %s on %s (%d entities)\n", w.Name, target.Name(), w.Entities)
+		if err := target.Setup(ctx, w); err != nil {
+			if ctx.Err() != nil {
+				return results, nil
+			}
+			return results, &exitErr{exitError, fmt.Errorf("setup %s on %s: %w", w.Name, name, err)}
+		}
+		for _, cc := range conc {
+			for _, rate := range rates {
+				cfg := bench.Config{
+					Workload: w, Concurrency: cc, Rate: rate, MaxOutstanding: f.maxOutstanding,
+					Warmup: f.warmup, Duration: f.duration, OpTimeout: f.opTimeout, Seed: f.seed,
+				}
+				if f.progress {
+					cfg.Progress = stderr
+				}
+				res, err := bench.Run(ctx, target, cfg)
+				if err != nil {
+					return results, &exitErr{exitUsage, err}
+				}
+				res.Version, res.Revision = version, bench.Revision()
+				results = append(results, res)
+				if res.Interrupted {
+					return results, nil
+				}
+			}
+		}
+	}
+	return results, nil
 }
 
 // writeBenchFiles writes the JSON Lines file and the plots next to it.

@@ -278,7 +278,11 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		defer func() { async.Close(); nc.Close() }()
 	}
 
-	gw, err := gateway.New(gateway.Config{Backend: node, Auth: auth, Logger: log, NodeID: f.nodeID, Version: version})
+	gcfg := gateway.Config{Backend: node, Auth: auth, Logger: log, NodeID: f.nodeID, Version: version}
+	if async != nil {
+		gcfg.Async = async
+	}
+	gw, err := gateway.New(gcfg)
 	if err != nil {
 		return err
 	}

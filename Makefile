@@ -38,11 +38,23 @@ proto:
 		--go-grpc_out=api/rhizonv1 --go-grpc_opt=paths=source_relative \
 		api/proto/rhizon/v1/rhizon.proto
 
-# The Go benchmarks, then `rhizon bench` against a `rhizon dev` node that
-# bench/run-dev.sh starts on free ports and stops (BENCH_* variables: see it).
+# The Go benchmarks, then bench-peers: every workload at C = 16 and 128
+# against Rhizon (a `rhizon dev` node for now) and each peer (etcd,
+# jetstream-kv, jetstream-kv-sync: 3 servers each, started by rhizon bench),
+# one after another, and the table of Rhizon's ratio to each peer
+# (BENCH_* variables: see bench/run-peers.sh). bench-dev is Rhizon alone.
 BENCH_JSON ?= bin/bench/dev.json
-bench: build
+BENCH_OUT  ?= bin/bench/peers
+.PHONY: bench-go bench-peers bench-dev
+bench: bench-go bench-peers
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./engine/ ./cluster/
+
+bench-peers: build
+	BIN=$(BIN) BENCH_OUT=$(BENCH_OUT) bash bench/run-peers.sh
+
+bench-dev: build
 	BIN=$(BIN) BENCH_JSON=$(BENCH_JSON) bash bench/run-dev.sh
 
 tools:

@@ -29,13 +29,19 @@ type clientFlags struct {
 }
 
 func (f *clientFlags) register(c *cobra.Command) {
+	f.registerConn(c)
+	c.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline for the whole call, retries included")
+}
+
+// registerConn registers the flags every client command has except
+// --timeout, whose default depends on the command.
+func (f *clientFlags) registerConn(c *cobra.Command) {
 	fs := c.Flags()
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:7400", "gateway gRPC address (RHIZON_ADDR)")
 	fs.StringVar(&f.token, "token", "", "bearer token (RHIZON_TOKEN)")
 	fs.StringVar(&f.tenant, "tenant", "", "tenant (default: the token's own)")
 	fs.StringVar(&f.workspace, "workspace", "", "workspace (default: the token's own)")
 	fs.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
-	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline for the whole call, retries included")
 }
 
 func (f *clientFlags) dial(c *cobra.Command) (*client.Client, context.Context, context.CancelFunc, error) {
@@ -48,6 +54,10 @@ func (f *clientFlags) dial(c *cobra.Command) (*client.Client, context.Context, c
 	cl, err := client.Dial(f.addr, client.WithToken(f.token), client.WithTenant(f.tenant), client.WithWorkspace(f.workspace))
 	if err != nil {
 		return nil, nil, nil, &exitErr{exitError, err}
+	}
+	if f.timeout <= 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		return cl, ctx, cancel, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 	return cl, ctx, cancel, nil
@@ -71,11 +81,16 @@ func sendCmd() *cobra.Command {
 	f := &clientFlags{}
 	var idem, cmdID, corr string
 	var expected int64
+	var async bool
 	c := &cobra.Command{
 		Use:   "send <actor_type>/<entity_id> <command type> [json payload]",
 		Short: "Submit a command and print its result",
 		Long: "Submit a command and wait until it is committed. The command type is cmd.<actor_type>.<verb>\n" +
-			"or just the verb. Exit status: 0 accepted, 3 rejected, 1 error, 2 usage.",
+			"or just the verb. Exit status: 0 accepted, 3 rejected, 1 error, 2 usage.\n\n" +
+			"With --async the command is enqueued on the node's JetStream ingress and send returns once it\n" +
+			"is stored, printing the stream, sequence and shard: exit 0 then means stored, not applied (the\n" +
+			"result is decided later; follow it with rhizon watch or rhizon get). Retrying with the same\n" +
+			"--idempotency-key applies the command once. The node needs NATS.",
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(c *cobra.Command, args []string) error {
 			addr, err := parseTarget(args[0])
@@ -102,6 +117,14 @@ func sendCmd() *cobra.Command {
 			}
 			defer cancel()
 			defer func() { _ = cl.Close() }()
+			if async {
+				resp, err := cl.SubmitAsync(ctx, req)
+				if err != nil {
+					return &exitErr{exitError, err}
+				}
+				printEnqueued(c.OutOrStdout(), f.output, resp, req.IdempotencyKey)
+				return nil
+			}
 			resp, err := cl.Submit(ctx, req)
 			if err != nil {
 				return &exitErr{exitError, err}
@@ -120,7 +143,26 @@ func sendCmd() *cobra.Command {
 	c.Flags().Int64Var(&expected, "expected-version", -1, "reject with a conflict unless the entity is at this version")
 	c.Flags().StringVar(&cmdID, "command-id", "", "command id (default: assigned by the gateway)")
 	c.Flags().StringVar(&corr, "correlation-id", "", "correlation id linking related commands")
+	c.Flags().BoolVar(&async, "async", false, "enqueue through JetStream and return once stored, before the command is applied")
 	return c
+}
+
+// printEnqueued prints where SubmitAsync stored a command, with the key a
+// retry must reuse.
+func printEnqueued(w io.Writer, format string, r *pb.SubmitAsyncResponse, key string) {
+	if format == "json" {
+		_ = writeJSON(w, map[string]any{
+			"stream": r.GetStream(), "sequence": r.GetSequence(), "duplicate": r.GetDuplicate(),
+			"shard": r.GetShard(), "command_id": r.GetCommandId(), "idempotency_key": key,
+		})
+		return
+	}
+	dup := ""
+	if r.GetDuplicate() {
+		dup = " (duplicate: already stored, nothing new enqueued)"
+	}
+	fmt.Fprintf(w, "enqueued%s: stream %s sequence %d, shard %d (command id %s, idempotency key %s)\n",
+		dup, r.GetStream(), r.GetSequence(), r.GetShard(), r.GetCommandId(), key)
 }
 
 func getCmd() *cobra.Command {

@@ -181,6 +181,17 @@ func TestSaga_ExactlyOnceAcrossShardsWhenALeaderIsKilled(t *testing.T) {
 		s.cl = cl2
 	}
 
+	// Watchers on a node that stays up: the inventory's events (published by
+	// the relay of the shard whose leader is killed) and every order event.
+	watchNode := c.nodes[0]
+	if victim == watchNode {
+		watchNode = c.nodes[1]
+	}
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	invW := s.watch(wctx, watchNode, "inventory", wh)
+	ordW := s.watch(wctx, watchNode, "order", "")
+
 	var wg sync.WaitGroup
 	place := func(i int) {
 		defer wg.Done()
@@ -277,5 +288,87 @@ func TestSaga_ExactlyOnceAcrossShardsWhenALeaderIsKilled(t *testing.T) {
 			t.Fatalf("events on %s: %v, want %v", p.id, counts, want)
 		}
 		pcl.Close()
+	}
+
+	// Watch delivered every event of its filter once, in per-entity order,
+	// across the leader change of the inventory's shard.
+	invEvents := s.history(s.cl, "inventory", wh)
+	invW.expect(t, map[string]int{wh: len(invEvents)})
+	wantOrders := map[string]int{}
+	for i := range orders {
+		wantOrders[fmt.Sprintf("o%d", i)] = 3 + i%2
+	}
+	ordW.expect(t, wantOrders)
+}
+
+// watcher collects the events of one Watch, by entity.
+type watcher struct {
+	mu     sync.Mutex
+	byEnt  map[string][]*pb.Event
+	seqs   map[uint64]bool
+	dupSeq int
+	err    error
+}
+
+func (s *sagaShop) watch(ctx context.Context, p *nodeProc, typ, entity string) *watcher {
+	s.t.Helper()
+	cl, err := client.Dial(p.grpc, client.WithToken(clusterToken))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { cl.Close() })
+	w := &watcher{byEnt: map[string][]*pb.Event{}, seqs: map[uint64]bool{}}
+	go func() {
+		err := cl.Watch(ctx, &pb.WatchRequest{Tenant: s.tenant, Workspace: s.ws, ActorType: typ, EntityId: entity, FromBeginning: true},
+			func(we *pb.WatchEvent) error {
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				if w.seqs[we.Sequence] {
+					w.dupSeq++
+				}
+				w.seqs[we.Sequence] = true
+				id := we.Event.Address.EntityId
+				w.byEnt[id] = append(w.byEnt[id], we.Event)
+				return nil
+			})
+		w.mu.Lock()
+		w.err = err
+		w.mu.Unlock()
+	}()
+	return w
+}
+
+// expect waits until the watcher has want[entity] events of each entity and
+// checks they are versions 1..n in order, each once.
+func (w *watcher) expect(t *testing.T, want map[string]int) {
+	t.Helper()
+	checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.err != nil && w.err != context.Canceled {
+			t.Fatalf("watch ended: %v", w.err)
+		}
+		for ent, n := range want {
+			if got := len(w.byEnt[ent]); got < n {
+				return fmt.Errorf("watch has %d events of %s, want %d", got, ent, n)
+			}
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond) // a duplicate would arrive now
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.byEnt) != len(want) || w.dupSeq != 0 {
+		t.Fatalf("watch saw %d entities (want %d), %d repeated sequences", len(w.byEnt), len(want), w.dupSeq)
+	}
+	for ent, evs := range w.byEnt {
+		if len(evs) != want[ent] {
+			t.Fatalf("watch has %d events of %s, want %d", len(evs), ent, want[ent])
+		}
+		for i, ev := range evs {
+			if ev.Version != uint64(i+1) {
+				t.Fatalf("watch of %s: event %d has version %d: out of order or missing", ent, i, ev.Version)
+			}
+		}
 	}
 }

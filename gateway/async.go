@@ -102,6 +102,9 @@ func (s *Server) SubmitAsync(ctx context.Context, req *pb.SubmitRequest) (*pb.Su
 			slog.String("idempotency_key", cmd.IdempotencyKey), slog.Any("err", err))
 		return nil, enqueueError(ctx, err, shardID, meta)
 	}
+	// CommandId is this request's; on a duplicate the stored command keeps
+	// the id it was first sent with (the same one when the retry reused it,
+	// as the Go client's retries do).
 	return &pb.SubmitAsyncResponse{
 		Stream: enq.Stream, Sequence: enq.Sequence, Duplicate: enq.Duplicate, Shard: enq.Shard, CommandId: cmd.ID,
 	}, nil

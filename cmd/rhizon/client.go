@@ -157,12 +157,15 @@ func printEnqueued(w io.Writer, format string, r *pb.SubmitAsyncResponse, key st
 		})
 		return
 	}
-	dup := ""
 	if r.GetDuplicate() {
-		dup = " (duplicate: already stored, nothing new enqueued)"
+		// The stored command keeps the id it was first sent with, which this
+		// invocation may not know: do not print one that could mislead.
+		fmt.Fprintf(w, "already enqueued (duplicate, nothing new stored): stream %s sequence %d, shard %d (idempotency key %s)\n",
+			r.GetStream(), r.GetSequence(), r.GetShard(), key)
+		return
 	}
-	fmt.Fprintf(w, "enqueued%s: stream %s sequence %d, shard %d (command id %s, idempotency key %s)\n",
-		dup, r.GetStream(), r.GetSequence(), r.GetShard(), r.GetCommandId(), key)
+	fmt.Fprintf(w, "enqueued: stream %s sequence %d, shard %d (command id %s, idempotency key %s)\n",
+		r.GetStream(), r.GetSequence(), r.GetShard(), r.GetCommandId(), key)
 }
 
 func getCmd() *cobra.Command {

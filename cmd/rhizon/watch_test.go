@@ -155,6 +155,10 @@ func TestCLI_SendAsyncAndWatch(t *testing.T) {
 	if again := decode[enqueuedJSON](t, out); code != 0 || !again.Duplicate || again.Sequence != first.Sequence {
 		t.Fatalf("send --async again with k1: exit %d %+v, want a duplicate of sequence %d", code, again, first.Sequence)
 	}
+	out, code = runCLI(t, sendCmd(), addr, "counter/c1", "add", `{"amount":5}`, "--async", "--idempotency-key", "k1")
+	if code != 0 || !strings.HasPrefix(out, "already enqueued (duplicate") || strings.Contains(out, "command id") {
+		t.Fatalf("send --async again with k1, text: exit %d %q", code, out)
+	}
 	out, code = runCLI(t, sendCmd(), addr, "counter/c1", "add", `{"amount":2}`, "--async")
 	if code != 0 || !strings.HasPrefix(out, "enqueued: stream RHIZON_INGRESS sequence ") || !strings.Contains(out, "idempotency key ") {
 		t.Fatalf("send --async, text: exit %d %q", code, out)

@@ -10,7 +10,8 @@ import (
 // Defaults of PeerConfig.
 const (
 	// DefaultPeerConns is one client connection per server of a 3-server
-	// peer cluster: as many sockets as the rhizon target opens per node.
+	// peer cluster, so that every server takes clients directly (a write
+	// to a follower is forwarded to the leader, as in Rhizon).
 	DefaultPeerConns = 3
 	// DefaultPeerDialTimeout bounds the first connection to a peer.
 	DefaultPeerDialTimeout = 10 * time.Second

@@ -56,7 +56,7 @@ func benchCmd() *cobra.Command {
 
 Workloads: w1-occ (read the version, then a ~200-byte conditional update),
 w1-command (one command per operation, decided on the server), hot (commands
-on Zipf-distributed entities). --workload, --concurrency and --rate take
+on Zipf-distributed entities), hot-occ (w1-occ on them). --workload, --concurrency and --rate take
 comma-separated lists; every combination runs, one after another, and one
 table of all runs is printed at the end.
 

@@ -77,12 +77,17 @@ func WriteComparison(w io.Writer, results []*Result) error {
 			if r == nil {
 				continue
 			}
+			if r.Skipped != "" {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\tskipped\t-\t-\t-\tn/a\t-\t\n",
+					k.workload, k.mode, rate, k.concurrency, t)
+				continue
+			}
 			p50, p99 := "-", "-"
 			if r.Ops > 0 {
 				p50, p99 = fmtFloatMS(r.Latency.P50), fmtFloatMS(r.Latency.P99)
 			}
 			ratio, sideBySide := "-", "-"
-			if base != nil && r != base {
+			if base != nil && r != base && base.Skipped == "" {
 				if r.Throughput > 0 {
 					ratio = strconv.FormatFloat(base.Throughput/r.Throughput, 'f', 2, 64) + "x"
 				}
@@ -98,7 +103,19 @@ func WriteComparison(w io.Writer, results []*Result) error {
 		return err
 	}
 	_, err := fmt.Fprintln(w, "RHIZON/TARGET: rhizon's ops/s over the target's at the same load; P99: rhizon's, then the target's.")
-	return err
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, r := range results {
+		if k := r.Workload + " " + r.Target; r.Skipped != "" && !seen[k] {
+			seen[k] = true
+			if _, err := fmt.Fprintf(w, "%s on %s skipped: %s\n", r.Workload, r.Target, r.Skipped); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ReadJSON reads results written by WriteJSON (JSON Lines; blank lines

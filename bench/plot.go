@@ -137,7 +137,8 @@ func WritePercentilePlot(w io.Writer, results []*Result) error {
 }
 
 // PlotFiles returns the SVG files WritePlots writes next to jsonPath: a
-// latency-over-time plot per result and one percentile plot of them all.
+// latency-over-time plot per result (none for a skipped one: WritePlots
+// leaves it out) and one percentile plot of them all.
 func PlotFiles(jsonPath string, results []*Result) (perRun []string, percentiles string) {
 	base := strings.TrimSuffix(jsonPath, filepath.Ext(jsonPath))
 	for _, r := range results {
@@ -160,13 +161,20 @@ func WritePlots(jsonPath string, results []*Result) ([]string, error) {
 		}
 		return f.Close()
 	}
+	var written []string
+	var ran []*Result
 	for i, r := range results {
+		if r.Skipped != "" {
+			continue // nothing measured, nothing to draw
+		}
 		if err := write(perRun[i], func(w io.Writer) error { return WriteLatencyPlot(w, r) }); err != nil {
 			return nil, err
 		}
+		written = append(written, perRun[i])
+		ran = append(ran, r)
 	}
-	if err := write(pct, func(w io.Writer) error { return WritePercentilePlot(w, results) }); err != nil {
+	if err := write(pct, func(w io.Writer) error { return WritePercentilePlot(w, ran) }); err != nil {
 		return nil, err
 	}
-	return append(perRun, pct), nil
+	return append(written, pct), nil
 }

@@ -48,6 +48,9 @@ type Result struct {
 	Latency     LatencyMS `json:"latency_ms"`
 	PerSecond   []Second  `json:"per_second"`
 	Interrupted bool      `json:"interrupted,omitempty"`
+	// Skipped says why the run did not happen (the target cannot run the
+	// workload); such a result has no figures.
+	Skipped string `json:"skipped,omitempty"`
 	// Version is the rhizon binary's version, Revision the VCS commit it
 	// was built from (with "+dirty" for uncommitted changes).
 	Version  string  `json:"version"`
@@ -163,6 +166,11 @@ func WriteTable(w io.Writer, results []*Result) error {
 		if r.Rate > 0 {
 			rate = strconv.FormatFloat(r.Rate, 'f', -1, 64)
 		}
+		if r.Skipped != "" {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\tskipped\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t\n",
+				r.Workload, r.Target, r.Mode, r.Concurrency, rate)
+			continue
+		}
 		l := r.Latency
 		lat := []string{"-", "-", "-", "-", "-"} // no answered operation: no latency
 		if r.Ops > 0 {
@@ -175,7 +183,16 @@ func WriteTable(w io.Writer, results []*Result) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	skipped := map[string]bool{}
 	for _, r := range results {
+		if r.Skipped != "" {
+			// One note per workload and target, not per concurrency.
+			if k := r.Workload + " " + r.Target; !skipped[k] {
+				skipped[k] = true
+				fmt.Fprintf(w, "%s on %s skipped: %s\n", r.Workload, r.Target, r.Skipped)
+			}
+			continue
+		}
 		if r.ErrorsTotal() == 0 && !r.Interrupted {
 			continue
 		}

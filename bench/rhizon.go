@@ -55,6 +55,9 @@ type RhizonConfig struct {
 	SetupConcurrency int
 	// ClientOptions are added to every connection's options.
 	ClientOptions []client.Option
+	// NATS are the nodes' NATS client URLs (nats://host:port), which the
+	// ingress workload publishes to, round-robin, one connection each.
+	NATS []string
 }
 
 // Rhizon is the target for a Rhizon node or cluster, through the Go client:
@@ -68,6 +71,10 @@ type Rhizon struct {
 	// across runs and processes without a crypto/rand read per operation.
 	keyPrefix string
 	keys      atomic.Uint64
+	// ing and saga are the asynchronous workloads' state (rhizon_async.go),
+	// set by Setup, which the runner never calls during a run.
+	ing  *rhizonIngress
+	saga *rhizonSaga
 }
 
 var _ Target = (*Rhizon)(nil)
@@ -109,6 +116,7 @@ func (t *Rhizon) Name() string { return "rhizon" }
 
 // Close closes every connection.
 func (t *Rhizon) Close() error {
+	t.closeAsync()
 	var errs []error
 	for _, c := range t.clients {
 		errs = append(errs, c.Close())
@@ -130,7 +138,13 @@ func (t *Rhizon) key() string {
 // document that does not exist. The creates carry a fixed idempotency key
 // (keys are scoped to the entity), so setting up again against the same
 // server answers from the stored results and writes nothing.
+//
+// For ingress and saga it prepares their asynchronous paths instead
+// (rhizon_async.go) and runs one operation end to end.
 func (t *Rhizon) Setup(ctx context.Context, w Workload) error {
+	if handled, err := t.setupAsync(ctx, w); handled || err != nil {
+		return err
+	}
 	if w.Op != OpOCC && t.cfg.CommandActor != CommandKV {
 		return nil
 	}

@@ -122,6 +122,9 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
+	if why := Unsupported(t, cfg.Workload); why != "" {
+		return nil, fmt.Errorf("bench: %s on %s: %s", cfg.Workload.Name, t.Name(), why)
+	}
 	now := time.Now()
 	r := &runner{
 		t: t, cfg: cfg, ctx: ctx,
@@ -177,6 +180,11 @@ func (r *runner) op(entity int, seq uint64) (Outcome, error) {
 			return 0, err
 		}
 		return r.t.ConditionalUpdate(ctx, e, v, r.cfg.Workload.Payload(seq))
+	case OpIngress:
+		return r.t.(IngressTarget).Ingress(ctx, e)
+	case OpSaga:
+		w := r.cfg.Workload
+		return r.t.(SagaTarget).Saga(ctx, w.SagaInventory(entity), w.SagaPayment(entity))
 	default:
 		return r.t.Command(ctx, e, r.cfg.Workload.Payload(seq))
 	}

@@ -19,11 +19,23 @@ const (
 	// OpCommand sends one command that the target decides on the entity's
 	// current state: one round trip, no conflicts.
 	OpCommand
+	// OpIngress publishes one command to a queue the target consumes
+	// (Rhizon: its JetStream ingress) and completes when the command was
+	// applied. Only targets that implement IngressTarget run it.
+	OpIngress
+	// OpSaga starts a multi-step flow across entities and completes when
+	// the flow has finished. Only targets that implement SagaTarget run it.
+	OpSaga
 )
 
 func (k OpKind) String() string {
-	if k == OpOCC {
+	switch k {
+	case OpOCC:
 		return "occ"
+	case OpIngress:
+		return "ingress"
+	case OpSaga:
+		return "saga"
 	}
 	return "command"
 }
@@ -31,12 +43,14 @@ func (k OpKind) String() string {
 // Workload is what the runner sends: which operation, on which entities,
 // with which payload size.
 type Workload struct {
-	// Name is the workload's name in reports: w1-occ, w1-command, hot or
-	// hot-occ.
+	// Name is the workload's name in reports: w1-occ, w1-command, hot,
+	// hot-occ, ingress or saga.
 	Name string
 	// Op is the operation each step performs.
 	Op OpKind
-	// Entities is how many distinct entities the operations spread over.
+	// Entities is how many distinct entities the operations spread over
+	// (saga: how many inventories and, as many, payment accounts the
+	// orders, each a new entity, go through).
 	Entities int
 	// ZipfS > 1 picks entities from a Zipf distribution with this exponent
 	// (entity 0 hottest); 0 picks them uniformly.
@@ -55,13 +69,18 @@ const (
 	DefaultPayloadBytes = 200
 	DefaultZipfS        = 1.1
 	DefaultEntityPrefix = "bench-"
+	// DefaultSagaEntities is the saga's default number of inventories (and
+	// of payment accounts): a few per shard, so that orders meet on them as
+	// a shop's orders meet on its warehouses.
+	DefaultSagaEntities = 64
 )
 
 // WorkloadNames lists the workloads NewWorkload knows.
-var WorkloadNames = []string{"w1-occ", "w1-command", "hot", "hot-occ"}
+var WorkloadNames = []string{"w1-occ", "w1-command", "hot", "hot-occ", "ingress", "saga"}
 
 // NewWorkload returns the named workload with the default payload size and
-// prefix over the given number of entities (0: DefaultEntities).
+// prefix over the given number of entities (0: DefaultEntities, or
+// DefaultSagaEntities for saga).
 //
 //   - w1-occ: read version + conditional update, uniform over the entities.
 //   - w1-command: one command per operation, uniform.
@@ -71,9 +90,19 @@ var WorkloadNames = []string{"w1-occ", "w1-command", "hot", "hot-occ"}
 //     another), without the conflict storm an optimistic update would hit.
 //   - hot-occ: w1-occ on the same Zipf(1.1) entities: that conflict storm,
 //     for systems whose only conditional write is optimistic (the peers).
+//   - ingress: one command per operation, published to the target's queue
+//     (Rhizon: the entity's shard's JetStream ingress subject), done when
+//     it was applied; uniform.
+//   - saga: one order per operation (a new entity) through an inventory
+//     and a payment account picked uniformly from Entities of each, done
+//     when the order is completed: three cross-shard hops (Rhizon: through
+//     the outbox relay and JetStream).
 func NewWorkload(name string, entities int) (Workload, error) {
 	if entities == 0 {
 		entities = DefaultEntities
+		if name == "saga" {
+			entities = DefaultSagaEntities
+		}
 	}
 	w := Workload{Name: name, Entities: entities, PayloadBytes: DefaultPayloadBytes, EntityPrefix: DefaultEntityPrefix}
 	switch name {
@@ -85,6 +114,10 @@ func NewWorkload(name string, entities int) (Workload, error) {
 		w.Op, w.ZipfS = OpCommand, DefaultZipfS
 	case "hot-occ":
 		w.Op, w.ZipfS = OpOCC, DefaultZipfS
+	case "ingress":
+		w.Op = OpIngress
+	case "saga":
+		w.Op = OpSaga
 	default:
 		return Workload{}, fmt.Errorf("bench: unknown workload %q (known: %s)", name, strings.Join(WorkloadNames, ", "))
 	}
@@ -107,6 +140,13 @@ func (w Workload) Validate() error {
 
 // Entity returns the id of entity i (0 <= i < Entities).
 func (w Workload) Entity(i int) string { return w.EntityPrefix + strconv.Itoa(i) }
+
+// SagaInventory and SagaPayment return the ids of the saga's inventory and
+// payment account i (0 <= i < Entities).
+func (w Workload) SagaInventory(i int) string { return w.EntityPrefix + "inv-" + strconv.Itoa(i) }
+
+// SagaPayment: see SagaInventory.
+func (w Workload) SagaPayment(i int) string { return w.EntityPrefix + "pay-" + strconv.Itoa(i) }
 
 // picker chooses the entity of each operation. One per goroutine: the
 // sources of math/rand/v2 are not safe for concurrent use, and sharing one

@@ -1,0 +1,62 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// IngressTarget is a Target that takes commands through a queue it
+// consumes itself (Rhizon: a JetStream subject per shard). Ingress
+// publishes one command to entity and returns once the target applied it,
+// so its latency runs from the publish to the command's effect.
+type IngressTarget interface {
+	Target
+	Ingress(ctx context.Context, entity string) (Outcome, error)
+}
+
+// SagaTarget is a Target that runs a flow across entities on its own
+// (Rhizon: order -> inventory -> payment -> order, each hop a Send through
+// the outbox relay and JetStream). Saga starts one flow through the given
+// inventory and payment account, set up by Setup, and returns once it has
+// finished: OK when it completed, Rejected when it failed or was
+// compensated.
+type SagaTarget interface {
+	Target
+	Saga(ctx context.Context, inventory, payment string) (Outcome, error)
+}
+
+// Unsupported returns why t cannot run w, or "" when it can: ingress needs
+// an IngressTarget and saga a SagaTarget. The peers have neither (no
+// server-side commands to queue, no actors to chain).
+func Unsupported(t Target, w Workload) string {
+	_, queue := t.(IngressTarget)
+	_, actors := t.(SagaTarget)
+	return notApplicable(t.Name(), w, queue, actors)
+}
+
+// PeerUnsupported is Unsupported for the peer target named kind, without
+// starting its servers: no peer runs ingress or saga.
+func PeerUnsupported(kind string, w Workload) string { return notApplicable(kind, w, false, false) }
+
+func notApplicable(name string, w Workload, queue, actors bool) string {
+	switch {
+	case w.Op == OpIngress && !queue:
+		return fmt.Sprintf("not applicable: %s has no command queue of its own to consume (ingress runs on rhizon only)", name)
+	case w.Op == OpSaga && !actors:
+		return fmt.Sprintf("not applicable: %s has no actors to chain (saga runs on rhizon only)", name)
+	}
+	return ""
+}
+
+// SkippedResult is the result of a run that did not happen because the
+// target cannot run the workload: it keeps the row in the tables and the
+// JSON, saying why, so that a comparison shows the gap instead of hiding it.
+func SkippedResult(target string, cfg Config, why string) *Result {
+	w := cfg.Workload
+	return &Result{
+		Workload: w.Name, Target: target, Mode: cfg.Mode(), Concurrency: cfg.Concurrency, Rate: cfg.Rate,
+		Entities: w.Entities, ZipfS: w.ZipfS, PayloadBytes: w.PayloadBytes, Start: time.Now().UTC(),
+		Errors: map[string]uint64{}, Machine: ThisMachine(), Skipped: why,
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +25,7 @@ type benchFlags struct {
 	peerAddrs      string
 	compare        string
 	addr           string
+	nats           string
 	token          string
 	tenant         string
 	workspace      string
@@ -56,9 +58,12 @@ func benchCmd() *cobra.Command {
 
 Workloads: w1-occ (read the version, then a ~200-byte conditional update),
 w1-command (one command per operation, decided on the server), hot (commands
-on Zipf-distributed entities), hot-occ (w1-occ on them). --workload, --concurrency and --rate take
-comma-separated lists; every combination runs, one after another, and one
-table of all runs is printed at the end.
+on Zipf-distributed entities), hot-occ (w1-occ on them), ingress (a counter
+command published to its shard's JetStream ingress subject on --nats, done
+when its event is on the events stream) and saga (an order placed through an
+inventory and a payment, done when the order is completed). --workload,
+--concurrency and --rate take comma-separated lists; every combination runs,
+one after another, and one table of all runs is printed at the end.
 
 Without --rate the load is a closed loop of --concurrency workers. With
 --rate it is an open loop: operations are due at fixed intervals and latency
@@ -76,7 +81,8 @@ fsync) and jetstream-kv-sync (the same with sync always). A peer's servers
 are started in a child process (rhizon bench-peer) on free loopback ports
 with a fresh data directory, and stopped and removed after its runs; with
 --peer-addrs the runs use servers already running instead. On a peer,
-w1-command and hot are unconditional puts of the ~200-byte document. With
+w1-command and hot are unconditional puts of the ~200-byte document; ingress
+and saga do not apply to a peer and are listed as skipped. With
 more than one target, a comparison table follows: per load, each target's
 throughput and latency and Rhizon's throughput ratio to it.
 --compare FILE,... prints the same tables from earlier --json files.
@@ -85,6 +91,7 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 2 for bad flags.`,
 		Example: `  rhizon bench --addr 127.0.0.1:7400 --token $RHIZON_TOKEN --workload w1-occ,w1-command --concurrency 16,128 --json out/run.json
   rhizon bench --target rhizon,etcd,jetstream-kv-sync --workload w1-occ --concurrency 128 --duration 10s
+  rhizon bench --workload ingress,saga --nats nats://127.0.0.1:4222 --concurrency 16,128
   rhizon bench --compare out/rhizon.json,out/etcd.json
   rhizon bench --workload w1-command --concurrency 128 --rate 5000 --duration 30s`,
 		Args: cobra.NoArgs,
@@ -100,6 +107,7 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 	fs.StringVar(&f.peerAddrs, "peer-addrs", "", "client URLs of an already running peer cluster (one peer target); empty: start one")
 	fs.StringVar(&f.compare, "compare", "", "run nothing: print the table and comparison of these --json files, comma-separated")
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:7400", "gateway gRPC addresses, comma-separated, used round-robin (RHIZON_ADDR)")
+	fs.StringVar(&f.nats, "nats", "", "the nodes' NATS client URLs, comma-separated (the node banner's NATS line): the ingress workload publishes there")
 	fs.StringVar(&f.token, "token", "", "bearer token (RHIZON_TOKEN)")
 	fs.StringVar(&f.tenant, "tenant", "", "tenant (default: the token's own)")
 	fs.StringVar(&f.workspace, "workspace", "", "workspace (default: the token's own)")
@@ -109,7 +117,8 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 	fs.IntVar(&f.maxOutstanding, "max-outstanding", bench.DefaultMaxOutstanding, "open loop: operations queued or in flight before sends are dropped")
 	fs.DurationVar(&f.warmup, "warmup", 5*time.Second, "load before the measuring window, not recorded")
 	fs.DurationVar(&f.duration, "duration", 20*time.Second, "measuring window of each run")
-	fs.IntVar(&f.entities, "entities", bench.DefaultEntities, "distinct entities the operations spread over")
+	fs.IntVar(&f.entities, "entities", 0, fmt.Sprintf("distinct entities the operations spread over (saga: inventories, and as many payments); 0: %d, saga %d",
+		bench.DefaultEntities, bench.DefaultSagaEntities))
 	fs.IntVar(&f.payloadBytes, "payload-bytes", bench.DefaultPayloadBytes, "size of each update's JSON document")
 	fs.Float64Var(&f.zipfS, "zipf-s", bench.DefaultZipfS, "Zipf exponent of the hot workload (> 1)")
 	fs.StringVar(&f.prefix, "entity-prefix", bench.DefaultEntityPrefix, "prefix of the entity ids")
@@ -229,7 +238,7 @@ func (f *benchFlags) openTarget(ctx context.Context, stderr io.Writer, name stri
 	if name == bench.Baseline {
 		t, err = bench.NewRhizon(bench.RhizonConfig{
 			Addrs: splitList(f.addr), Token: f.token, Tenant: f.tenant, Workspace: f.workspace,
-			Conns: f.conns, CommandActor: f.commandActor,
+			Conns: f.conns, CommandActor: f.commandActor, NATS: splitList(f.nats),
 		})
 		if err != nil {
 			return nil, nil, err
@@ -359,7 +368,7 @@ func runBench(c *cobra.Command, f *benchFlags) error {
 		return &exitErr{exitError, errors.New("interrupted")}
 	}
 	for _, r := range results {
-		if r.Ops == 0 {
+		if r.Ops == 0 && r.Skipped == "" {
 			return &exitErr{exitError, fmt.Errorf("%s on %s c=%d: no operation succeeded (%d errors)", r.Workload, r.Target, r.Concurrency, r.ErrorsTotal())}
 		}
 	}
@@ -367,8 +376,28 @@ func runBench(c *cobra.Command, f *benchFlags) error {
 }
 
 // runTarget runs every workload, concurrency and rate against one target,
-// with the target's servers up only for its own runs.
+// with the target's servers up only for its own runs. A workload the
+// target cannot run (ingress or saga on a peer) gets skipped results, which
+// keep its rows in the tables; a peer none of whose workloads apply is not
+// even started.
 func (f *benchFlags) runTarget(ctx context.Context, stderr io.Writer, name string, wls []bench.Workload, conc []int, rates []float64) ([]*bench.Result, error) {
+	var results []*bench.Result
+	skip := func(w bench.Workload, why string) {
+		fmt.Fprintf(stderr, "skip %s on %s: %s\n", w.Name, name, why)
+		for _, cc := range conc {
+			for _, rate := range rates {
+				res := bench.SkippedResult(name, bench.Config{Workload: w, Concurrency: cc, Rate: rate}, why)
+				res.Version, res.Revision = version, bench.Revision()
+				results = append(results, res)
+			}
+		}
+	}
+	if bench.IsPeer(name) && !slices.ContainsFunc(wls, func(w bench.Workload) bool { return bench.PeerUnsupported(name, w) == "" }) {
+		for _, w := range wls {
+			skip(w, bench.PeerUnsupported(name, w))
+		}
+		return results, nil
+	}
 	target, stop, err := f.openTarget(ctx, stderr, name)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -377,8 +406,11 @@ func (f *benchFlags) runTarget(ctx context.Context, stderr io.Writer, name strin
 		return nil, &exitErr{exitError, fmt.Errorf("target %s: %w", name, err)}
 	}
 	defer stop()
-	var results []*bench.Result
 	for _, w := range wls {
+		if why := bench.Unsupported(target, w); why != "" {
+			skip(w, why)
+			continue
+		}
 		fmt.Fprintf(stderr, "setup %s on %s (%d entities)\n", w.Name, target.Name(), w.Entities)
 		if err := target.Setup(ctx, w); err != nil {
 			if ctx.Err() != nil {

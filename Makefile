@@ -39,10 +39,12 @@ proto:
 		api/proto/rhizon/v1/rhizon.proto
 
 # The Go benchmarks, then bench-peers: every workload at C = 16 and 128
-# against Rhizon (a `rhizon dev` node for now) and each peer (etcd,
-# jetstream-kv, jetstream-kv-sync: 3 servers each, started by rhizon bench),
-# one after another, and the table of Rhizon's ratio to each peer
-# (BENCH_* variables: see bench/run-peers.sh). bench-dev is Rhizon alone.
+# against Rhizon (a 3-node cluster of `rhizon node` processes with clustered
+# NATS, started by bench/rhizon-cluster.sh; BENCH_RHIZON=dev for one
+# `rhizon dev` node) and each peer (etcd, jetstream-kv, jetstream-kv-sync:
+# 3 servers each, started by rhizon bench), one after another, and the table
+# of Rhizon's ratio to each peer (BENCH_* variables: see
+# bench/run-peers.sh). bench-dev is a `rhizon dev` node alone.
 BENCH_JSON ?= bin/bench/dev.json
 BENCH_OUT  ?= bin/bench/peers
 .PHONY: bench-go bench-peers bench-dev

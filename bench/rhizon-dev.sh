@@ -2,22 +2,30 @@
 # `rhizon dev` node on free loopback ports with a fresh data directory.
 #
 #   rhizon_dev_start BIN DIR   starts it, waits for its banner, and sets
-#                              RHIZON_BENCH_ADDR and RHIZON_BENCH_TOKEN
+#                              RHIZON_BENCH_ADDR, RHIZON_BENCH_TOKEN and
+#                              RHIZON_BENCH_NATS (its NATS client URL)
 #   rhizon_dev_stop            stops it (TERM, then KILL after 15 s) and
 #                              removes DIR; safe to call twice
+#
+# The node runs its embedded NATS server (JetStream ingress, outbox relay),
+# as `rhizon dev` does by default; BENCH_NATS=off starts it with
+# --nats-addr off (then ingress and saga cannot run).
 # shellcheck shell=bash
 
 RHIZON_DEV_PID=""
 RHIZON_DEV_DIR=""
 
 rhizon_dev_start() {
-	local bin=$1 dir=$2 line
+	local bin=$1 dir=$2 line nats=127.0.0.1:0
 	RHIZON_DEV_DIR=$dir
 	mkdir -p "$dir"
+	if [[ ${BENCH_NATS:-on} == off ]]; then
+		nats=off
+	fi
 	# Port 0 everywhere: the node binds free ports and prints the ones it got.
 	"$bin" dev --data-dir "$dir/data" --token-file "$dir/dev-token.json" \
 		--grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --raft-addr 127.0.0.1:0 \
-		--gossip-addr 127.0.0.1:0 --nats-addr off --log-level warn >"$dir/dev.log" 2>&1 &
+		--gossip-addr 127.0.0.1:0 --nats-addr "$nats" --log-level warn >"$dir/dev.log" 2>&1 &
 	RHIZON_DEV_PID=$!
 	# The banner's line we need: "export RHIZON_ADDR=host:port RHIZON_TOKEN=...".
 	line=""
@@ -38,7 +46,9 @@ rhizon_dev_start() {
 	fi
 	RHIZON_BENCH_ADDR=$(sed -n 's/.*RHIZON_ADDR=\([^ ]*\).*/\1/p' <<<"$line")
 	RHIZON_BENCH_TOKEN=$(sed -n 's/.*RHIZON_TOKEN=\([^ ]*\).*/\1/p' <<<"$line")
-	echo "rhizon dev ready at $RHIZON_BENCH_ADDR (data in $dir)" >&2
+	# The banner's "  NATS:      nats://host:port (JetStream)" line.
+	RHIZON_BENCH_NATS=$(sed -n 's/^ *NATS: *\(nats:[^ ]*\).*/\1/p' "$dir/dev.log" | head -n 1)
+	echo "rhizon dev ready at $RHIZON_BENCH_ADDR, NATS ${RHIZON_BENCH_NATS:-off} (data in $dir)" >&2
 }
 
 rhizon_dev_stop() {

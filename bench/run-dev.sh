@@ -6,11 +6,12 @@
 #
 # Environment (all optional):
 #   BIN                rhizon binary                  (bin/rhizon)
-#   BENCH_WORKLOADS    comma-separated workloads      (w1-command,w1-occ)
+#   BENCH_WORKLOADS    comma-separated workloads      (w1-command,w1-occ; also hot, hot-occ, ingress, saga)
 #   BENCH_CONCURRENCY  comma-separated concurrencies  (16,128)
 #   BENCH_WARMUP       warm-up per run                (3s)
 #   BENCH_DURATION     measuring window per run       (10s)
-#   BENCH_ENTITIES     entities per workload          (10000)
+#   BENCH_ENTITIES     entities per workload          (rhizon bench's default: 10000, saga 64)
+#   BENCH_NATS         "off": the node runs without NATS (no ingress, no saga)
 #   BENCH_JSON         JSON Lines output; SVG plots are written next to it
 #   BENCH_ARGS         more `rhizon bench` flags, e.g. "--rate 5000"
 set -euo pipefail
@@ -20,7 +21,7 @@ WORKLOADS=${BENCH_WORKLOADS:-w1-command,w1-occ}
 CONCURRENCY=${BENCH_CONCURRENCY:-16,128}
 WARMUP=${BENCH_WARMUP:-3s}
 DURATION=${BENCH_DURATION:-10s}
-ENTITIES=${BENCH_ENTITIES:-10000}
+ENTITIES=${BENCH_ENTITIES:-}
 JSON=${BENCH_JSON:-}
 
 if [[ ! -x $BIN ]]; then
@@ -36,7 +37,13 @@ trap 'exit 130' INT TERM
 rhizon_dev_start "$BIN" "$(mktemp -d "${TMPDIR:-/tmp}/rhizon-bench.XXXXXX")"
 
 args=(bench --target rhizon --addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN" --workload "$WORKLOADS"
-	--concurrency "$CONCURRENCY" --warmup "$WARMUP" --duration "$DURATION" --entities "$ENTITIES")
+	--concurrency "$CONCURRENCY" --warmup "$WARMUP" --duration "$DURATION")
+if [[ -n $ENTITIES ]]; then
+	args+=(--entities "$ENTITIES")
+fi
+if [[ -n $RHIZON_BENCH_NATS ]]; then
+	args+=(--nats "$RHIZON_BENCH_NATS") # for the ingress workload
+fi
 if [[ -n $JSON ]]; then
 	args+=(--json "$JSON")
 fi

@@ -5,32 +5,38 @@
 # and prints one table of all runs and the comparison with Rhizon's ratio
 # to each peer. `make bench` calls it.
 #
-# Rhizon is a `rhizon dev` node for now (start_rhizon below: replace its
-# body by a 3-node cluster start once there is one; it must set
-# RHIZON_BENCH_ADDR, comma-separated addresses, and RHIZON_BENCH_TOKEN).
+# Rhizon is a throw-away 3-node cluster of `rhizon node` processes on free
+# loopback ports, with clustered embedded NATS (rhizon-cluster.sh), started
+# before its runs and stopped and removed after them; BENCH_RHIZON=dev
+# uses one `rhizon dev` node instead (rhizon-dev.sh). `rhizon bench` gets
+# every node's gRPC address (used round-robin) and NATS URL (for ingress).
 # `rhizon bench` starts each peer itself: three servers in a
 # `rhizon bench-peer` child process, on free loopback ports with a fresh
-# data directory, stopped and removed after its runs.
+# data directory, stopped and removed after its runs. ingress and saga do
+# not apply to the peers: their rows say "skipped".
 #
 # Environment (all optional):
 #   BIN                rhizon binary                  (bin/rhizon)
+#   BENCH_RHIZON       cluster (3 nodes) or dev       (cluster)
 #   BENCH_TARGETS      rhizon and peers, in order     (rhizon,etcd,jetstream-kv,jetstream-kv-sync)
-#   BENCH_WORKLOADS    comma-separated workloads      (w1-occ,w1-command,hot)
+#   BENCH_WORKLOADS    comma-separated workloads      (w1-occ,w1-command,hot,ingress,saga)
 #   BENCH_CONCURRENCY  comma-separated concurrencies  (16,128)
 #   BENCH_WARMUP       warm-up per run                (3s)
 #   BENCH_DURATION     measuring window per run       (10s)
-#   BENCH_ENTITIES     entities per workload          (10000)
+#   BENCH_ENTITIES     entities per workload          (rhizon bench's default: 10000, saga 64)
 #   BENCH_OUT          directory for <target>.json, all.json and the plots (bin/bench/peers)
 #   BENCH_ARGS         more `rhizon bench` flags for every target
+#   BENCH_SHARDS, BENCH_NATS, BENCH_NODE_ARGS: see rhizon-cluster.sh
 set -euo pipefail
 
 BIN=${BIN:-bin/rhizon}
+RHIZON_KIND=${BENCH_RHIZON:-cluster}
 TARGETS=${BENCH_TARGETS:-rhizon,etcd,jetstream-kv,jetstream-kv-sync}
-WORKLOADS=${BENCH_WORKLOADS:-w1-occ,w1-command,hot}
+WORKLOADS=${BENCH_WORKLOADS:-w1-occ,w1-command,hot,ingress,saga}
 CONCURRENCY=${BENCH_CONCURRENCY:-16,128}
 WARMUP=${BENCH_WARMUP:-3s}
 DURATION=${BENCH_DURATION:-10s}
-ENTITIES=${BENCH_ENTITIES:-10000}
+ENTITIES=${BENCH_ENTITIES:-}
 OUT=${BENCH_OUT:-bin/bench/peers}
 
 if [[ ! -x $BIN ]]; then
@@ -40,28 +46,48 @@ fi
 
 # shellcheck source=bench/rhizon-dev.sh
 source "$(dirname "${BASH_SOURCE[0]}")/rhizon-dev.sh"
+# shellcheck source=bench/rhizon-cluster.sh
+source "$(dirname "${BASH_SOURCE[0]}")/rhizon-cluster.sh"
 
-# start_rhizon starts the Rhizon under test and sets RHIZON_BENCH_ADDR and
-# RHIZON_BENCH_TOKEN; stop_rhizon stops it and removes its data (it must be
-# safe to call when nothing was started). The 3-node cluster goes here.
-start_rhizon() {
-	rhizon_dev_start "$BIN" "$(mktemp -d "${TMPDIR:-/tmp}/rhizon-bench.XXXXXX")"
-}
-stop_rhizon() {
-	rhizon_dev_stop
-}
+# start_rhizon starts the Rhizon under test and sets RHIZON_BENCH_ADDR,
+# RHIZON_BENCH_TOKEN and RHIZON_BENCH_NATS; stop_rhizon stops it and removes
+# its data (safe to call when nothing was started).
+case $RHIZON_KIND in
+cluster)
+	start_rhizon() {
+		rhizon_cluster_start "$BIN" "$(mktemp -d "${TMPDIR:-/tmp}/rhizon-bench.XXXXXX")"
+	}
+	stop_rhizon() {
+		rhizon_cluster_stop
+	}
+	;;
+dev)
+	start_rhizon() {
+		rhizon_dev_start "$BIN" "$(mktemp -d "${TMPDIR:-/tmp}/rhizon-bench.XXXXXX")"
+	}
+	stop_rhizon() {
+		rhizon_dev_stop
+	}
+	;;
+*)
+	echo "run-peers.sh: BENCH_RHIZON=$RHIZON_KIND: want cluster or dev" >&2
+	exit 2
+	;;
+esac
 
 trap stop_rhizon EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.svg
-common=(--workload "$WORKLOADS" --concurrency "$CONCURRENCY" --warmup "$WARMUP"
-	--duration "$DURATION" --entities "$ENTITIES")
+common=(--workload "$WORKLOADS" --concurrency "$CONCURRENCY" --warmup "$WARMUP" --duration "$DURATION")
+if [[ -n $ENTITIES ]]; then
+	common+=(--entities "$ENTITIES")
+fi
 # shellcheck disable=SC2206 # BENCH_ARGS is split into flags on purpose
 common+=(${BENCH_ARGS:-})
 
-echo "machine: $(nproc) cores; load before: $(uptime)" >&2
+echo "machine: $(nproc) cores; rhizon: $RHIZON_KIND; load before: $(uptime)" >&2
 files=()
 failed=()
 IFS=, read -ra targets <<<"$TARGETS"
@@ -71,8 +97,11 @@ for target in "${targets[@]}"; do
 	if [[ $target == rhizon ]]; then
 		start_rhizon
 		args+=(--addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN")
+		if [[ -n $RHIZON_BENCH_NATS ]]; then
+			args+=(--nats "$RHIZON_BENCH_NATS")
+		fi
 	fi
-	echo "== $target" >&2
+	echo "== $target (load average: $(uptime | sed 's/.*load average: //'))" >&2
 	# One failed target does not hide the others' figures.
 	if "$BIN" "${args[@]}"; then
 		files+=("$json")

@@ -1,0 +1,177 @@
+# Sourced by run-peers.sh (and usable on its own): start and stop a
+# throw-away 3-node Rhizon cluster of `rhizon node` processes on free
+# loopback ports, each with its own data directory and embedded NATS server,
+# the three NATS servers clustered over routes (so the JetStream streams have
+# 3 replicas, as in a real deployment).
+#
+#   rhizon_cluster_start BIN DIR  writes a token file, starts the nodes, waits
+#                                 until every shard has 3 voters and a leader,
+#                                 and sets RHIZON_BENCH_ADDR (the three gRPC
+#                                 addresses, comma-separated),
+#                                 RHIZON_BENCH_TOKEN and RHIZON_BENCH_NATS (the
+#                                 three NATS client URLs, comma-separated)
+#   rhizon_cluster_stop           stops the nodes (TERM, then KILL after 15 s)
+#                                 and removes DIR; safe to call twice
+#
+# Environment (all optional):
+#   BENCH_SHARDS      shards of the cluster                   (8)
+#   BENCH_NATS        "off" starts the nodes without NATS     (on)
+#   BENCH_NODE_ARGS   more `rhizon node` flags for every node
+# shellcheck shell=bash
+
+RHIZON_CLUSTER_PIDS=()
+RHIZON_CLUSTER_DIR=""
+
+# rhizon_free_ports N prints N distinct TCP ports on 127.0.0.1 that nothing
+# listens on, below the kernel's ephemeral range (so that no outgoing
+# connection or port-0 listener takes one meanwhile). A port is taken when a
+# connection to it succeeds.
+rhizon_free_ports() {
+	local n=$1 lo=20000 hi=32000 eph p got=() seen=" "
+	if [[ -r /proc/sys/net/ipv4/ip_local_port_range ]]; then
+		read -r eph _ </proc/sys/net/ipv4/ip_local_port_range
+		((eph > lo + 2000)) && hi=$((eph - 1))
+	fi
+	while ((${#got[@]} < n)); do
+		p=$((lo + RANDOM % (hi - lo)))
+		[[ $seen == *" $p "* ]] && continue
+		seen+="$p "
+		if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			continue
+		fi
+		got+=("$p")
+	done
+	echo "${got[@]}"
+}
+
+rhizon_cluster_start() {
+	local bin=$1 dir=$2 shards=${BENCH_SHARDS:-8} token secret i
+	RHIZON_CLUSTER_DIR=$dir
+	RHIZON_CLUSTER_PIDS=()
+	mkdir -p "$dir"
+	token=bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+	secret=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+	# One token, a service of the bench tenant (any workspace).
+	cat >"$dir/tokens.json" <<JSON
+{"tokens":[{"token":"$token","principal":{"id":"bench","type":"service"},
+            "scopes":[{"tenant":"bench","workspace":"*"}]}]}
+JSON
+	# 6 ports per node: gRPC, HTTP, Raft, gossip (TCP and UDP), NATS
+	# clients, NATS routes.
+	local ports grpc=() http=() raft=() gossip=() nats=() route=()
+	read -ra ports <<<"$(rhizon_free_ports 18)"
+	for i in 0 1 2; do
+		grpc+=("127.0.0.1:${ports[i * 6]}")
+		http+=("127.0.0.1:${ports[i * 6 + 1]}")
+		raft+=("127.0.0.1:${ports[i * 6 + 2]}")
+		gossip+=("127.0.0.1:${ports[i * 6 + 3]}")
+		nats+=("127.0.0.1:${ports[i * 6 + 4]}")
+		route+=("127.0.0.1:${ports[i * 6 + 5]}")
+	done
+	local routes
+	routes=$(
+		IFS=,
+		echo "${route[*]}"
+	)
+	for i in 0 1 2; do
+		local args=(node --node-id "n$((i + 1))" --data-dir "$dir/n$((i + 1))" --token-file "$dir/tokens.json"
+			--cluster-secret "$secret" --shards "$shards" --bootstrap-expect 3 --join "${gossip[0]}"
+			--grpc-addr "${grpc[i]}" --http-addr "${http[i]}" --raft-addr "${raft[i]}" --gossip-addr "${gossip[i]}"
+			--log-level warn)
+		if [[ ${BENCH_NATS:-on} == off ]]; then
+			args+=(--nats-addr off)
+		else
+			args+=(--nats-addr "${nats[i]}" --nats-cluster-addr "${route[i]}" --nats-routes "$routes")
+		fi
+		# shellcheck disable=SC2206 # BENCH_NODE_ARGS is split into flags on purpose
+		args+=(${BENCH_NODE_ARGS:-})
+		"$bin" "${args[@]}" >"$dir/n$((i + 1)).log" 2>&1 &
+		RHIZON_CLUSTER_PIDS+=($!)
+	done
+	RHIZON_BENCH_ADDR=$(
+		IFS=,
+		echo "${grpc[*]}"
+	)
+	RHIZON_BENCH_TOKEN=$token
+	RHIZON_BENCH_NATS=""
+	if [[ ${BENCH_NATS:-on} != off ]]; then
+		RHIZON_BENCH_NATS=$(printf 'nats://%s,' "${nats[@]}")
+		RHIZON_BENCH_NATS=${RHIZON_BENCH_NATS%,}
+	fi
+
+	# Ready: every node printed its banner (its replicas have leaders), and
+	# `rhizon status` shows every shard with 3 voters and one leader.
+	local status="" deadline=$((SECONDS + 180)) pid n
+	while :; do
+		for n in 1 2 3; do
+			pid=${RHIZON_CLUSTER_PIDS[n - 1]}
+			if ! kill -0 "$pid" 2>/dev/null; then
+				echo "rhizon node n$n exited before the cluster was ready:" >&2
+				tail -n 40 "$dir/n$n.log" >&2
+				return 1
+			fi
+		done
+		if [[ $(grep -l 'is ready' "$dir"/n?.log 2>/dev/null | wc -l) -eq 3 ]]; then
+			status=$("$bin" status --addr "${grpc[0]}" --token "$token" 2>&1 || true)
+			if rhizon_cluster_status_ok "$shards" <<<"$status"; then
+				break
+			fi
+		fi
+		if ((SECONDS >= deadline)); then
+			echo "rhizon cluster not ready after 180 s; last status:" >&2
+			echo "$status" >&2
+			for n in 1 2 3; do
+				echo "--- n$n.log" >&2
+				tail -n 20 "$dir/n$n.log" >&2
+			done
+			return 1
+		fi
+		sleep 0.5
+	done
+	echo "rhizon cluster ready: 3 nodes, $shards shards with 3 replicas each; gRPC $RHIZON_BENCH_ADDR; NATS ${RHIZON_BENCH_NATS:-off} (data in $dir)" >&2
+}
+
+# rhizon_cluster_status_ok SHARDS reads `rhizon status` on stdin and
+# succeeds when it lists SHARDS shards, each with 3 voters, one leader, and
+# no learner, with 3 nodes alive and nothing rebalancing.
+rhizon_cluster_status_ok() {
+	awk -v want="$1" '
+		/^NODE +STATE/ { sect = "nodes"; next }
+		/^SHARD +NODE/ { sect = "shards"; next }
+		/^rebalancing:/ { busy = 1 }
+		NF == 0 { sect = ""; next }
+		sect == "nodes" && $2 == "alive" { alive++ }
+		sect == "shards" {
+			seen[$1] = 1
+			if ($3 == "Leader") leaders[$1]++
+			# VOTERS is the 9th column; LEARNERS, when any, the 10th.
+			if (split($9, v, ",") != 3 || NF > 9) bad = 1
+		}
+		END {
+			if (busy || bad || alive != 3) exit 1
+			n = 0
+			for (s in seen) { n++; if (leaders[s] != 1) exit 1 }
+			exit (n == want ? 0 : 1)
+		}'
+}
+
+rhizon_cluster_stop() {
+	local pid
+	for pid in "${RHIZON_CLUSTER_PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	# The nodes drain gRPC and close their stores; give them 15 s.
+	for pid in "${RHIZON_CLUSTER_PIDS[@]}"; do
+		for _ in $(seq 150); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	RHIZON_CLUSTER_PIDS=()
+	if [[ -n $RHIZON_CLUSTER_DIR ]]; then
+		rm -rf "$RHIZON_CLUSTER_DIR"
+		RHIZON_CLUSTER_DIR=""
+	fi
+}

@@ -53,10 +53,24 @@ func notApplicable(name string, w Workload, queue, actors bool) string {
 // target cannot run the workload: it keeps the row in the tables and the
 // JSON, saying why, so that a comparison shows the gap instead of hiding it.
 func SkippedResult(target string, cfg Config, why string) *Result {
+	r := notRunResult(target, cfg)
+	r.Skipped = why
+	return r
+}
+
+// SetupFailedResult is the result of a run that did not happen because the
+// workload's setup failed on the target.
+func SetupFailedResult(target string, cfg Config, err error) *Result {
+	r := notRunResult(target, cfg)
+	r.SetupError = err.Error()
+	return r
+}
+
+func notRunResult(target string, cfg Config) *Result {
 	w := cfg.Workload
 	return &Result{
 		Workload: w.Name, Target: target, Mode: cfg.Mode(), Concurrency: cfg.Concurrency, Rate: cfg.Rate,
 		Entities: w.Entities, ZipfS: w.ZipfS, PayloadBytes: w.PayloadBytes, Start: time.Now().UTC(),
-		Errors: map[string]uint64{}, Machine: ThisMachine(), Skipped: why,
+		Errors: map[string]uint64{}, Machine: ThisMachine(),
 	}
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,6 +86,7 @@ func TestAsync_SkippedRunsKeepTheirRowsAndGetNoPlot(t *testing.T) {
 	if skipped.Mode != "closed" || skipped.Ops != 0 || skipped.Entities != DefaultSagaEntities {
 		t.Fatalf("skipped result %+v", skipped)
 	}
+	failed := SetupFailedResult("rhizon", Config{Workload: testWorkload(t, "ingress", 0), Concurrency: 16}, errors.New("no NATS"))
 	results := []*Result{ran, skipped}
 
 	var b bytes.Buffer
@@ -115,6 +117,18 @@ func TestAsync_SkippedRunsKeepTheirRowsAndGetNoPlot(t *testing.T) {
 	}
 	if f := row(t, cmp, "saga", "rhizon", "16"); f[5] != "500" {
 		t.Errorf("rhizon row %v", f)
+	}
+
+	// A failed setup is a row and a note of its own.
+	b.Reset()
+	if err := WriteTable(&b, []*Result{failed}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "ingress on rhizon failed: no NATS") || !strings.Contains(b.String(), " failed ") {
+		t.Errorf("failed setup:\n%s", b.String())
+	}
+	if label, why := failed.NotRun(); label != "failed" || why != "setup failed: no NATS" {
+		t.Errorf("NotRun %q %q", label, why)
 	}
 
 	// A skipped run survives the JSON round trip, and has no plot.

@@ -77,9 +77,9 @@ func WriteComparison(w io.Writer, results []*Result) error {
 			if r == nil {
 				continue
 			}
-			if r.Skipped != "" {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\tskipped\t-\t-\t-\tn/a\t-\t\n",
-					k.workload, k.mode, rate, k.concurrency, t)
+			if label, _ := r.NotRun(); label != "" {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t-\t-\t-\tn/a\t-\t\n",
+					k.workload, k.mode, rate, k.concurrency, t, label)
 				continue
 			}
 			p50, p99 := "-", "-"
@@ -87,7 +87,7 @@ func WriteComparison(w io.Writer, results []*Result) error {
 				p50, p99 = fmtFloatMS(r.Latency.P50), fmtFloatMS(r.Latency.P99)
 			}
 			ratio, sideBySide := "-", "-"
-			if base != nil && r != base && base.Skipped == "" {
+			if base != nil && r != base && !notRun(base) {
 				if r.Throughput > 0 {
 					ratio = strconv.FormatFloat(base.Throughput/r.Throughput, 'f', 2, 64) + "x"
 				}
@@ -106,16 +106,12 @@ func WriteComparison(w io.Writer, results []*Result) error {
 	if err != nil {
 		return err
 	}
-	seen := map[string]bool{}
-	for _, r := range results {
-		if k := r.Workload + " " + r.Target; r.Skipped != "" && !seen[k] {
-			seen[k] = true
-			if _, err := fmt.Fprintf(w, "%s on %s skipped: %s\n", r.Workload, r.Target, r.Skipped); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return writeNotRun(w, results)
+}
+
+func notRun(r *Result) bool {
+	label, _ := r.NotRun()
+	return label != ""
 }
 
 // ReadJSON reads results written by WriteJSON (JSON Lines; blank lines

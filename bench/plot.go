@@ -164,7 +164,7 @@ func WritePlots(jsonPath string, results []*Result) ([]string, error) {
 	var written []string
 	var ran []*Result
 	for i, r := range results {
-		if r.Skipped != "" {
+		if label, _ := r.NotRun(); label != "" {
 			continue // nothing measured, nothing to draw
 		}
 		if err := write(perRun[i], func(w io.Writer) error { return WriteLatencyPlot(w, r) }); err != nil {

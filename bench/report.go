@@ -49,8 +49,10 @@ type Result struct {
 	PerSecond   []Second  `json:"per_second"`
 	Interrupted bool      `json:"interrupted,omitempty"`
 	// Skipped says why the run did not happen (the target cannot run the
-	// workload); such a result has no figures.
-	Skipped string `json:"skipped,omitempty"`
+	// workload), SetupError that it did not because the workload's setup
+	// failed; such a result has no figures.
+	Skipped    string `json:"skipped,omitempty"`
+	SetupError string `json:"setup_error,omitempty"`
 	// Version is the rhizon binary's version, Revision the VCS commit it
 	// was built from (with "+dirty" for uncommitted changes).
 	Version  string  `json:"version"`
@@ -124,6 +126,34 @@ func Revision() string {
 	return rev
 }
 
+// NotRun tells a result that has no figures: label "skipped" (the target
+// cannot run the workload) or "failed" (its setup failed) and why; "" for
+// a run that happened.
+func (r *Result) NotRun() (label, why string) {
+	switch {
+	case r.Skipped != "":
+		return "skipped", r.Skipped
+	case r.SetupError != "":
+		return "failed", "setup failed: " + r.SetupError
+	}
+	return "", ""
+}
+
+// writeNotRun prints one note per workload and target that did not run.
+func writeNotRun(w io.Writer, results []*Result) error {
+	seen := map[string]bool{}
+	for _, r := range results {
+		label, why := r.NotRun()
+		if k := r.Workload + " " + r.Target; label != "" && !seen[k] {
+			seen[k] = true
+			if _, err := fmt.Fprintf(w, "%s on %s %s: %s\n", r.Workload, r.Target, label, strings.TrimPrefix(why, "setup failed: ")); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // ErrorsTotal is the number of failed operations of every kind.
 func (r *Result) ErrorsTotal() uint64 {
 	var n uint64
@@ -166,9 +196,9 @@ func WriteTable(w io.Writer, results []*Result) error {
 		if r.Rate > 0 {
 			rate = strconv.FormatFloat(r.Rate, 'f', -1, 64)
 		}
-		if r.Skipped != "" {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\tskipped\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t\n",
-				r.Workload, r.Target, r.Mode, r.Concurrency, rate)
+		if label, _ := r.NotRun(); label != "" {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t\n",
+				r.Workload, r.Target, r.Mode, r.Concurrency, rate, label)
 			continue
 		}
 		l := r.Latency
@@ -183,17 +213,11 @@ func WriteTable(w io.Writer, results []*Result) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	skipped := map[string]bool{}
+	if err := writeNotRun(w, results); err != nil {
+		return err
+	}
 	for _, r := range results {
-		if r.Skipped != "" {
-			// One note per workload and target, not per concurrency.
-			if k := r.Workload + " " + r.Target; !skipped[k] {
-				skipped[k] = true
-				fmt.Fprintf(w, "%s on %s skipped: %s\n", r.Workload, r.Target, r.Skipped)
-			}
-			continue
-		}
-		if r.ErrorsTotal() == 0 && !r.Interrupted {
+		if label, _ := r.NotRun(); label != "" || (r.ErrorsTotal() == 0 && !r.Interrupted) {
 			continue
 		}
 		var parts []string

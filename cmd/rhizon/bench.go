@@ -342,21 +342,24 @@ func runBench(c *cobra.Command, f *benchFlags) error {
 	defer stop()
 	stderr := c.ErrOrStderr()
 	var results []*bench.Result
+	var runErr error
 	for _, name := range targets {
 		rs, err := f.runTarget(ctx, stderr, name, wls, conc, rates)
 		results = append(results, rs...)
 		if err != nil {
-			if len(results) > 0 {
-				_ = writeTables(c.OutOrStdout(), results)
-			}
-			return err
+			runErr = err
+			break
 		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	if err := writeTables(c.OutOrStdout(), results); err != nil {
-		return err
+	// What ran is reported (tables, and the JSON a later --compare reads)
+	// whatever stopped the rest.
+	if len(results) > 0 {
+		if err := writeTables(c.OutOrStdout(), results); err != nil && runErr == nil {
+			runErr = err
+		}
 	}
 	if f.jsonFile != "" && len(results) > 0 {
 		if err := writeBenchFiles(f.jsonFile, results); err != nil {
@@ -364,10 +367,16 @@ func runBench(c *cobra.Command, f *benchFlags) error {
 		}
 		fmt.Fprintf(stderr, "wrote %s and its plots\n", f.jsonFile)
 	}
+	if runErr != nil {
+		return runErr
+	}
 	if ctx.Err() != nil {
 		return &exitErr{exitError, errors.New("interrupted")}
 	}
 	for _, r := range results {
+		if r.SetupError != "" {
+			return &exitErr{exitError, fmt.Errorf("setup %s on %s: %s", r.Workload, r.Target, r.SetupError)}
+		}
 		if r.Ops == 0 && r.Skipped == "" {
 			return &exitErr{exitError, fmt.Errorf("%s on %s c=%d: no operation succeeded (%d errors)", r.Workload, r.Target, r.Concurrency, r.ErrorsTotal())}
 		}
@@ -379,18 +388,22 @@ func runBench(c *cobra.Command, f *benchFlags) error {
 // with the target's servers up only for its own runs. A workload the
 // target cannot run (ingress or saga on a peer) gets skipped results, which
 // keep its rows in the tables; a peer none of whose workloads apply is not
-// even started.
+// even started. A workload whose setup fails gets failed results and the
+// next workload runs (the command exits 1 at the end).
 func (f *benchFlags) runTarget(ctx context.Context, stderr io.Writer, name string, wls []bench.Workload, conc []int, rates []float64) ([]*bench.Result, error) {
 	var results []*bench.Result
-	skip := func(w bench.Workload, why string) {
-		fmt.Fprintf(stderr, "skip %s on %s: %s\n", w.Name, name, why)
+	notRun := func(w bench.Workload, mk func(cfg bench.Config) *bench.Result) {
 		for _, cc := range conc {
 			for _, rate := range rates {
-				res := bench.SkippedResult(name, bench.Config{Workload: w, Concurrency: cc, Rate: rate}, why)
+				res := mk(bench.Config{Workload: w, Concurrency: cc, Rate: rate})
 				res.Version, res.Revision = version, bench.Revision()
 				results = append(results, res)
 			}
 		}
+	}
+	skip := func(w bench.Workload, why string) {
+		fmt.Fprintf(stderr, "skip %s on %s: %s\n", w.Name, name, why)
+		notRun(w, func(cfg bench.Config) *bench.Result { return bench.SkippedResult(name, cfg, why) })
 	}
 	if bench.IsPeer(name) && !slices.ContainsFunc(wls, func(w bench.Workload) bool { return bench.PeerUnsupported(name, w) == "" }) {
 		for _, w := range wls {
@@ -416,7 +429,9 @@ func (f *benchFlags) runTarget(ctx context.Context, stderr io.Writer, name strin
 			if ctx.Err() != nil {
 				return results, nil
 			}
-			return results, &exitErr{exitError, fmt.Errorf("setup %s on %s: %w", w.Name, name, err)}
+			fmt.Fprintf(stderr, "setup %s on %s failed: %v\n", w.Name, name, err)
+			notRun(w, func(cfg bench.Config) *bench.Result { return bench.SetupFailedResult(name, cfg, err) })
+			continue
 		}
 		for _, cc := range conc {
 			for _, rate := range rates {

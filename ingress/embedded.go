@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -33,7 +34,13 @@ type EmbeddedConfig struct {
 	Routes []string
 	// ClusterSecret authenticates routes: only servers that know it join.
 	ClusterSecret string
+	// Logger receives the server's notices, warnings and errors (none when
+	// nil).
+	Logger *slog.Logger
 }
+
+// MaxMessageBytes is the embedded server's message size limit.
+const MaxMessageBytes = 4 << 20
 
 // ClusterName is the NATS cluster the embedded servers form.
 const ClusterName = "rhizon"
@@ -56,6 +63,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		SyncAlways: true,
 		NoSigs:     true,
 		NoLog:      true,
+		// A command may carry a 1 MiB payload; with its envelope (and an
+		// event with the same payload) it exceeds NATS's 1 MB default.
+		MaxPayload: MaxMessageBytes,
 	}
 	if cfg.ClusterAddr != "" {
 		chost, cport, err := splitPort(cfg.ClusterAddr, "nats cluster address")
@@ -74,6 +84,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("ingress: embedded nats: %w", err)
+	}
+	if cfg.Logger != nil {
+		s.SetLoggerV2(natsLogger{cfg.Logger.With("component", "nats")}, false, false, false)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
@@ -105,3 +118,13 @@ func routeCredentials(secret string) (user, pass string) {
 	h.Write([]byte(secret))
 	return "rhizon", hex.EncodeToString(h.Sum(nil))
 }
+
+// natsLogger passes the embedded server's log to slog.
+type natsLogger struct{ l *slog.Logger }
+
+func (n natsLogger) Noticef(format string, v ...any) { n.l.Info(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Warnf(format string, v ...any)   { n.l.Warn(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Fatalf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Errorf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Debugf(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Tracef(format string, v ...any)  {}

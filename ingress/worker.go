@@ -63,43 +63,11 @@ func (w *worker) stopped() bool {
 }
 
 // consume pulls the shard's ingress subject and proposes each command; a
-// message is acked only after its command is applied (committed) here.
+// message is acked only after its command is applied (committed) here. It
+// runs until the worker stops: when the pull ends (the consumer's JetStream
+// leader moved, a NATS server died, the connection dropped), it binds to the
+// durable consumer again.
 func (w *worker) consume(ctx context.Context) {
-	id := w.sh.ID()
-	var cons jetstream.Consumer
-	for {
-		var err error
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		cons, err = w.m.js.CreateOrUpdateConsumer(cctx, IngressStream, jetstream.ConsumerConfig{
-			Durable:       "shard-" + strconv.FormatUint(uint64(id), 10),
-			Description:   "Rhizon shard leader's ingress consumer",
-			FilterSubject: IngressSubject(id),
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       w.m.cfg.AckWait,
-			MaxDeliver:    -1, // the worker dead-letters by its own rule
-			MaxAckPending: 8192,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-		})
-		cancel()
-		if err == nil {
-			break
-		}
-		w.log.Warn("ingress consumer", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
-	if err != nil {
-		w.log.Error("ingress consumer: messages", "err", err)
-		return
-	}
-	go func() { <-ctx.Done(); it.Stop() }()
-	w.m.metrics.track(id, cons)
-	defer w.m.metrics.untrack(id)
-
 	var lw sync.WaitGroup
 	var queues [lanes]chan jetstream.Msg
 	for i := range queues {
@@ -118,13 +86,55 @@ func (w *worker) consume(ctx context.Context) {
 		}
 		lw.Wait()
 	}()
+	defer w.m.metrics.untrack(w.sh.ID())
+	for ctx.Err() == nil {
+		if err := w.pull(ctx, &queues); err != nil && ctx.Err() == nil {
+			w.log.Warn("ingress consumer; binding again", "err", err)
+			sleep(ctx, time.Second)
+		}
+	}
+}
+
+// pull binds to the shard's durable consumer and hands its messages to the
+// lanes until the pull fails or ctx ends.
+func (w *worker) pull(ctx context.Context, queues *[lanes]chan jetstream.Msg) error {
+	id := w.sh.ID()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cons, err := w.m.js.CreateOrUpdateConsumer(cctx, IngressStream, jetstream.ConsumerConfig{
+		Durable:       "shard-" + strconv.FormatUint(uint64(id), 10),
+		Description:   "Rhizon shard leader's ingress consumer",
+		FilterSubject: IngressSubject(id),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.m.cfg.AckWait,
+		MaxDeliver:    -1, // the worker dead-letters by its own rule
+		MaxAckPending: 8192,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("create consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return fmt.Errorf("pull: %w", err)
+	}
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-stopped:
+		}
+		it.Stop()
+	}()
+	w.m.metrics.track(id, cons)
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				w.log.Warn("ingress consumer stopped", "err", err)
+			if ctx.Err() != nil {
+				return nil
 			}
-			return
+			return fmt.Errorf("next message: %w", err)
 		}
 		queues[laneOf(msg)] <- msg
 	}

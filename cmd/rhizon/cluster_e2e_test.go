@@ -98,6 +98,9 @@ func newTestCluster(t testing.TB, n int, deadAfter time.Duration) *testCluster {
 	t.Cleanup(func() {
 		for _, p := range c.nodes {
 			p.kill()
+			if dir := os.Getenv("RHIZON_E2E_LOG_DIR"); dir != "" && p.stderr != nil {
+				_ = os.WriteFile(filepath.Join(dir, p.id+".log"), []byte(p.stderr.String()), 0o644)
+			}
 			if t.Failed() && p.stderr != nil {
 				t.Logf("--- %s (%v, grpc %s raft %s gossip %s) stderr:\n%s", p.id, p.cmd.ProcessState, p.grpc, p.raft, p.goss, tail(p.stderr.String(), 4000))
 			}
@@ -117,7 +120,7 @@ func (c *testCluster) add(founder bool, expect int) *nodeProc {
 	p.args = []string{"node", "--node-id", p.id, "--data-dir", p.dir, "--shards", "8",
 		"--grpc-addr", p.grpc, "--http-addr", p.http, "--raft-addr", p.raft, "--gossip-addr", p.goss,
 		"--nats-addr", "off", "--token-file", filepath.Join(c.root, "tokens.json"),
-		"--cluster-secret", "e2e-secret", "--log-level", "warn", "--dead-after", c.deadAfter.String(),
+		"--cluster-secret", "e2e-secret", "--log-level", logLevel(), "--dead-after", c.deadAfter.String(),
 		"--fast-gossip", "--raft-heartbeat-timeout", "300ms", "--raft-election-timeout", "300ms"}
 	if len(c.nodes) > 0 {
 		p.args = append(p.args, "--join", c.nodes[0].goss)
@@ -537,4 +540,12 @@ func TestCluster_GrowsToFiveNodesAndReplacesADeadOne(t *testing.T) {
 		return converged(st, 3)
 	})
 	c.verifyAcked(acked, c.nodes[:3])
+}
+
+// logLevel of the cluster tests' nodes: warn, or RHIZON_E2E_LOG_LEVEL.
+func logLevel() string {
+	if l := os.Getenv("RHIZON_E2E_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "warn"
 }

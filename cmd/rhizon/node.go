@@ -221,7 +221,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	if natsURL == "" && f.natsAddr != "off" {
 		ec := ingress.EmbeddedConfig{
 			ServerName: "rhizon-" + f.nodeID, Addr: f.natsAddr, StoreDir: filepath.Join(f.dataDir, "nats"),
-			ClusterSecret: secret,
+			ClusterSecret: secret, Logger: log,
 		}
 		if len(routes) > 0 {
 			ec.ClusterAddr, ec.Routes = f.natsCluster, routes

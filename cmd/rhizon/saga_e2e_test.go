@@ -9,10 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/client"
+	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -32,6 +36,41 @@ func (c *testCluster) withNATS() {
 		}
 		p.args = append(p.args, "--nats-cluster-addr", routes[i], "--nats-routes", strings.Join(routes, ","))
 	}
+}
+
+// waitJetStream waits until every node's NATS server answers for the
+// streams with a leader and all replicas current: a NATS cluster that loses a
+// server before its JetStream metadata group first elected a leader can stay
+// without one (seen with nats-server 2.15.2), so the kill must come after.
+func (c *testCluster) waitJetStream(total time.Duration) {
+	c.t.Helper()
+	checkFor(c.t, total, 250*time.Millisecond, func() error {
+		for _, p := range c.nodes {
+			nc, err := nats.Connect("nats://"+p.nats, nats.Timeout(2*time.Second))
+			if err != nil {
+				return err
+			}
+			js, _ := jetstream.New(nc)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			for _, name := range []string{ingress.IngressStream, ingress.EventsStream, ingress.DeadStream} {
+				st, err := js.Stream(ctx, name)
+				if err == nil {
+					var info *jetstream.StreamInfo
+					if info, err = st.Info(ctx); err == nil && (info.Cluster == nil || info.Cluster.Leader == "" || len(info.Cluster.Replicas) != 2) {
+						err = fmt.Errorf("stream %s has no leader or not 3 replicas: %+v", name, info.Cluster)
+					}
+				}
+				if err != nil {
+					cancel()
+					nc.Close()
+					return fmt.Errorf("%s: stream %s: %w", p.id, name, err)
+				}
+			}
+			cancel()
+			nc.Close()
+		}
+		return nil
+	})
 }
 
 type sagaShop struct {
@@ -139,6 +178,7 @@ func TestSaga_ExactlyOnceAcrossShardsWhenALeaderIsKilled(t *testing.T) {
 		p.start(t)
 	}
 	c.waitConverged(c.nodes[0], 90*time.Second)
+	c.waitJetStream(60 * time.Second)
 	s := &sagaShop{t: t, c: c, cl: c.client(c.nodes[0]), tenant: "t", ws: "shop"}
 	s.cl.Close()
 	cl, err := client.Dial(c.nodes[0].grpc, client.WithToken(clusterToken))
@@ -216,6 +256,11 @@ func TestSaga_ExactlyOnceAcrossShardsWhenALeaderIsKilled(t *testing.T) {
 	}
 	wg.Wait()
 
+	t.Cleanup(func() {
+		if t.Failed() {
+			s.dumpJetStream(t, c)
+		}
+	})
 	final := map[string]bool{builtin.OrderStatusCompleted: true, builtin.OrderStatusCancelled: true}
 	checkFor(t, 90*time.Second, 500*time.Millisecond, func() error {
 		for i := range orders {
@@ -370,5 +415,47 @@ func (w *watcher) expect(t *testing.T, want map[string]int) {
 				t.Fatalf("watch of %s: event %d has version %d: out of order or missing", ent, i, ev.Version)
 			}
 		}
+	}
+}
+
+// dumpJetStream logs the ingress consumers' state as a live node sees it.
+func (s *sagaShop) dumpJetStream(t *testing.T, c *testCluster) {
+	for _, p := range c.nodes {
+		if p.cmd == nil || p.cmd.ProcessState != nil {
+			continue
+		}
+		nc, err := nats.Connect("nats://"+p.nats, nats.Timeout(3*time.Second))
+		if err != nil {
+			t.Logf("dump via %s: %v", p.id, err)
+			continue
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, name := range []string{ingress.IngressStream, ingress.EventsStream, ingress.DeadStream} {
+			st, err := js.Stream(ctx, name)
+			if err != nil {
+				t.Logf("stream %s: %v", name, err)
+				continue
+			}
+			info, _ := st.Info(ctx)
+			t.Logf("stream %s: msgs %d leader %s replicas %v", name, info.State.Msgs, info.Cluster.Leader, info.Cluster.Replicas)
+		}
+		st, err := js.Stream(ctx, ingress.IngressStream)
+		if err != nil {
+			return
+		}
+		for i := range 8 {
+			cons, err := st.Consumer(ctx, fmt.Sprintf("shard-%d", i))
+			if err != nil {
+				t.Logf("consumer shard-%d: %v", i, err)
+				continue
+			}
+			ci, _ := cons.Info(ctx)
+			t.Logf("consumer shard-%d: pending %d ack-pending %d redelivered %d waiting %d leader %s delivered %d acked %d",
+				i, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting, ci.Cluster.Leader, ci.Delivered.Stream, ci.AckFloor.Stream)
+		}
+		return
 	}
 }

@@ -1,7 +1,9 @@
-// Package storage keeps a node's durable data in two Badger databases shared
-// by every shard on the node: the state store (DB, one ShardStore per shard,
-// implementing engine.Store) and the Raft store (RaftDB, one LogStore per
-// shard, implementing raft.LogStore and raft.StableStore).
+// Package storage keeps a node's durable data in two stores shared by every
+// shard on the node: the state store (DB, a Badger database, one ShardStore
+// per shard, implementing engine.Store) and the Raft store (RaftDB, one
+// append-only write-ahead log of segment files with an index in memory, one
+// LogStore per shard, implementing raft.LogStore and raft.StableStore; its
+// format is in wal.go).
 //
 // Every key starts with the shard id (4 bytes big-endian) and a keyspace tag
 // (1 byte). addr is actor.Address.Key(), which length-prefixes each part and
@@ -21,7 +23,8 @@
 //	F1                                       -> large batch committed (internal)
 //	F2                                       -> restore in progress (internal)
 //
-// Raft store (SyncWrites on):
+// Raft store before the write-ahead log (a Badger database with SyncWrites
+// on, copied into the log when OpenRaft finds one):
 //
 //	01 index u64                             -> encoded raft.Log
 //	02 key                                   -> value (stable store)

@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
 )
 
@@ -186,23 +186,27 @@ func TestLogStoreDetectsCorruption(t *testing.T) {
 	db := openRaftDB(t, t.TempDir())
 	s := db.Shard(1)
 	storeRange(t, s, 1, 3, 1)
-	key := s.logKey(2)
-	var raw []byte
-	err := db.kv.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(key)
-		if err != nil {
-			return err
+	at := func(i uint64) loc {
+		l, ok := db.shards[1].get(i)
+		if !ok {
+			t.Fatalf("entry %d not indexed", i)
 		}
-		raw, err = item.ValueCopy(nil)
-		return err
-	})
+		return l
+	}
+	l2 := at(2)
+	f, err := os.OpenFile(l2.seg.path, os.O_RDWR, 0)
 	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	raw := make([]byte, l2.n)
+	if _, err := f.ReadAt(raw, l2.off); err != nil {
 		t.Fatal(err)
 	}
 	for i := range raw {
 		bad := append([]byte(nil), raw...)
 		bad[i] ^= 0x04
-		if err := db.kv.db.Update(func(txn *badger.Txn) error { return txn.Set(key, bad) }); err != nil {
+		if _, err := f.WriteAt(bad, l2.off); err != nil {
 			t.Fatal(err)
 		}
 		var l raft.Log
@@ -210,8 +214,9 @@ func TestLogStoreDetectsCorruption(t *testing.T) {
 			t.Fatalf("flip at byte %d not detected", i)
 		}
 	}
-	// An entry stored under the wrong index is caught too.
-	if err := db.kv.db.Update(func(txn *badger.Txn) error { return txn.Set(key, encodeLog(mkLog(3, 1))) }); err != nil {
+	// An entry stored under the wrong index is caught too ("data-3" is as
+	// long as "data-2").
+	if _, err := f.WriteAt(encodeLog(mkLog(3, 1)), l2.off); err != nil {
 		t.Fatal(err)
 	}
 	var l raft.Log
@@ -220,20 +225,31 @@ func TestLogStoreDetectsCorruption(t *testing.T) {
 	}
 }
 
-func TestStoreLogsLargerThanOneTransaction(t *testing.T) {
-	db := openRaftDB(t, t.TempDir())
+func TestStoreLogsLargerThanASegment(t *testing.T) {
+	dir := t.TempDir()
+	db := openRaftDBSeg(t, dir, 1<<20)
 	s := db.Shard(1)
-	limit := db.kv.db.MaxBatchSize()
-	// Entries just below the value threshold count in full toward the limit.
 	data := bytes.Repeat([]byte("d"), 500<<10)
 	var logs []*raft.Log
-	for i := uint64(1); int64(len(logs)*len(data)) < 3*limit; i++ {
+	for i := uint64(1); len(logs)*len(data) < 3<<20; i++ {
 		logs = append(logs, &raft.Log{Index: i, Term: 1, Data: data})
 	}
 	if err := s.StoreLogs(logs); err != nil {
 		t.Fatal(err)
 	}
+	storeRange(t, db.Shard(2), 1, 3, 1)
 	checkBounds(t, s, 1, uint64(len(logs)))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openRaftDBSeg(t, dir, 1<<20)
+	s = db.Shard(1)
+	checkBounds(t, s, 1, uint64(len(logs)))
+	checkBounds(t, db.Shard(2), 1, 3)
+	var l raft.Log
+	if err := s.GetLog(uint64(len(logs)), &l); err != nil || !bytes.Equal(l.Data, data) {
+		t.Fatalf("GetLog(last) = %d bytes, %v", len(l.Data), err)
+	}
 	if err := s.DeleteRange(1, uint64(len(logs))); err != nil {
 		t.Fatal(err)
 	}

@@ -78,16 +78,54 @@ func (s *Shard) Submit(ctx context.Context, cmd actor.Command) (actor.Result, er
 	}
 }
 
+// pipelineBelow decides when a further entry may start while others are in
+// flight. Pipelining entries cuts latency when commands come one by one, but
+// every entry costs about as much CPU as a command on each replica (Raft's
+// bookkeeping and replication, the FSM's Badger batch), so under load it is
+// cheaper to have one entry in flight, carrying everything that queued
+// meanwhile. Entries in flight holding this many commands or more mean load:
+// the next entry then waits for one of them to be applied.
+// On 3 nodes with 128 clients that gave 2-3x more commands per entry and a
+// fifth less node CPU per command than up to MaxInflight small entries.
+const pipelineBelow = 2
+
+// pipeline is the proposer's view of its entries in flight.
+type pipeline struct {
+	cmds   atomic.Int64  // commands in entries proposed and not yet applied
+	landed chan struct{} // signalled whenever one of them is done
+}
+
+func (p *pipeline) busy() bool { return p.cmds.Load() >= pipelineBelow }
+
+func (p *pipeline) done(n int) {
+	p.cmds.Add(-int64(n))
+	select {
+	case p.landed <- struct{}{}:
+	default:
+	}
+}
+
 // proposeLoop group-commits: it waits for a free in-flight slot first and only
-// then drains the queue, so while entries are in flight the next batch grows.
+// then drains the queue, so while entries are in flight the next batch grows;
+// under load it also waits for the entries in flight (see pipelineBelow).
 func (s *Shard) proposeLoop() {
 	defer s.wg.Done()
+	p := &pipeline{landed: make(chan struct{}, 1)}
 	batch := make([]*request, 0, s.cfg.MaxBatch)
 	for {
 		select {
 		case s.inflight <- struct{}{}:
 		case <-s.stop:
 			return
+		}
+		// Commands stay in the queue meanwhile, where their callers can
+		// still take them back.
+		for p.busy() {
+			select {
+			case <-p.landed:
+			case <-s.stop:
+				return
+			}
 		}
 		batch = batch[:0]
 		select {
@@ -111,7 +149,7 @@ func (s *Shard) proposeLoop() {
 		}
 		reqs := make([]*request, len(batch))
 		copy(reqs, batch)
-		s.propose(reqs)
+		s.propose(reqs, p)
 	}
 }
 
@@ -124,7 +162,7 @@ func take(batch []*request, r *request) []*request {
 
 // propose stamps logical time, appends one entry and hands the future to a
 // waiter. It owns one in-flight slot, released by the waiter.
-func (s *Shard) propose(reqs []*request) {
+func (s *Shard) propose(reqs []*request, p *pipeline) {
 	le := &pb.LogEntry{Shard: s.id, At: s.stamp(), Commands: make([]*pb.Command, len(reqs))}
 	links := make([]trace.Link, len(reqs))
 	for i, r := range reqs {
@@ -143,6 +181,7 @@ func (s *Shard) propose(reqs []*request) {
 		return
 	}
 	s.metrics.batch(len(reqs))
+	p.cmds.Add(int64(len(reqs)))
 	f := s.raft.Apply(data, s.cfg.ApplyTimeout)
 	s.wg.Add(1)
 	go func() {
@@ -150,6 +189,7 @@ func (s *Shard) propose(reqs []*request) {
 		err := f.Error()
 		span.End() // before the replies, so a caller's trace holds the whole propose
 		<-s.inflight
+		p.done(len(reqs))
 		if err != nil {
 			err = mapRaftErr(err, true)
 			for _, r := range reqs {

@@ -90,6 +90,26 @@ for i in 0 1 2; do
 	fi
 done
 log "state through every node: version 3 ($got)"
+
+# Through JetStream: SubmitAsync on n2 (the three embedded NATS servers form
+# one cluster; streams have 3 replicas), the event watched through n3. The
+# streams appear once JetStream has elected its leaders: retry for a minute.
+deadline=$(($(date +%s) + 60))
+until "$BIN" send counter/e2e-async add '{"amount":5}' --async --addr "127.0.0.1:${ports[1]}" --idempotency-key e2e-async >/dev/null 2>&1; do
+	if (($(date +%s) > deadline)); then
+		log "send --async through n2 kept failing"
+		"$BIN" send counter/e2e-async add '{"amount":5}' --async --addr "127.0.0.1:${ports[1]}" --idempotency-key e2e-async || true
+		exit 1
+	fi
+	sleep 2
+done
+log "send --async through n2 enqueued"
+ev=$("$BIN" watch --entity counter/e2e-async --from-beginning --count 1 --timeout 60s --addr "127.0.0.1:${ports[2]}" -o json)
+if ! grep -q 'evt.counter' <<<"$ev"; then
+	log "watch through n3 did not see the event: $ev"
+	exit 1
+fi
+log "watch through n3 saw the asynchronous command's event"
 # Captured first: `curl | grep -q` fails under pipefail when grep exits early.
 metrics=$(curl -fsS "http://127.0.0.1:${http[0]}/metrics")
 grep -q '^rhizon_commands_total' <<<"$metrics" || { log "no rhizon_commands_total on n1 /metrics"; exit 1; }

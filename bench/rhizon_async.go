@@ -352,7 +352,7 @@ func (t *Rhizon) Saga(ctx context.Context, inventory, payment string) (Outcome, 
 	if s == nil {
 		return 0, &OpError{Kind: KindOther, Err: errors.New("saga not set up")}
 	}
-	order := s.prefix + "-" + strconv.FormatUint(s.orders.Add(1), 36)
+	order := s.prefix + strconv.FormatUint(s.orders.Add(1), 36)
 	ch := s.waiters.add(order)
 	defer s.waiters.remove(order)
 	payload, _ := json.Marshal(builtin.OrderPlace{SKU: sagaSKU, Qty: 1, Amount: 1, Inventory: inventory, Payment: payment})

@@ -28,6 +28,8 @@ type Shard interface {
 	Submit(ctx context.Context, cmd actor.Command) (actor.Result, error)
 	Outbox(after engine.Position, limit int) ([]storage.OutboxRow, error)
 	AckRelayed(ctx context.Context, upTo engine.Position) error
+	// Outboxed is signalled after entries were applied: new rows may wait.
+	Outboxed() <-chan struct{}
 }
 
 // Config configures a node's ingress consumers and outbox relays.

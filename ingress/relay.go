@@ -27,7 +27,6 @@ const relayPage = 1024
 func (w *worker) relay(ctx context.Context) {
 	var published, recorded engine.Position
 	lastRecord := time.Now()
-	idle := 5 * time.Millisecond
 	for ctx.Err() == nil {
 		rows, err := w.sh.Outbox(published, relayPage)
 		if err == nil && len(rows) > 0 {
@@ -57,14 +56,14 @@ func (w *worker) relay(ctx context.Context) {
 			}
 		}
 		if len(rows) == relayPage {
-			idle = 5 * time.Millisecond
 			continue
 		}
-		sleep(ctx, idle)
-		if len(rows) == 0 {
-			idle = min(idle*2, 50*time.Millisecond)
-		} else {
-			idle = 5 * time.Millisecond
+		// Wait for the next applied entry; the timeout records progress
+		// (and covers a signal taken before the rows were read).
+		select {
+		case <-ctx.Done():
+		case <-w.sh.Outboxed():
+		case <-time.After(w.m.cfg.RelayAckInterval):
 		}
 	}
 }

@@ -80,6 +80,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return &applyResponse{err: fmt.Errorf("%w: %v", ErrHalted, err)}
 	}
 	f.publishMeta()
+	f.s.wakeRelay()
 	span.SetAttributes(attribute.Int64("raft.index", int64(l.Index)), attribute.Int("commands", len(ent.Commands)))
 	f.s.metrics.applied(out)
 	return &applyResponse{results: out.Results}

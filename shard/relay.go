@@ -15,6 +15,18 @@ func (s *Shard) Outbox(after engine.Position, limit int) ([]storage.OutboxRow, e
 	return s.store.Outbox(after, limit)
 }
 
+// Outboxed is signalled after an entry was applied (which may have written
+// outbox rows), so the relay need not poll. It has one reader: the relay of
+// this replica; signals while it is busy collapse into one.
+func (s *Shard) Outboxed() <-chan struct{} { return s.outboxWake }
+
+func (s *Shard) wakeRelay() {
+	select {
+	case s.outboxWake <- struct{}{}:
+	default:
+	}
+}
+
 // AckRelayed records in the log that every outbox row at or before upTo was
 // published, so every replica deletes those rows and the next leader's relay
 // starts after them. It returns once the entry is applied here.

@@ -140,6 +140,8 @@ type Shard struct {
 	stampMu sync.Mutex
 	lastAt  int64 // last logical time stamped by this replica as leader
 
+	outboxWake chan struct{} // signalled after each applied entry (see Outboxed)
+
 	readyTerm atomic.Uint64             // term in which this leader committed a barrier
 	cmdCache  atomic.Pointer[[2]uint64] // last (commit index, newest command at or below it)
 	closeOnce sync.Once
@@ -163,6 +165,8 @@ func Open(cfg Config) (*Shard, error) {
 		queue:    make(chan *request, cfg.QueueSize),
 		inflight: make(chan struct{}, cfg.MaxInflight),
 		stop:     make(chan struct{}),
+
+		outboxWake: make(chan struct{}, 1),
 	}
 	m, err := newMetrics(cfg.ID)
 	if err != nil {

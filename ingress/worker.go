@@ -114,7 +114,10 @@ func (w *worker) pull(ctx context.Context, queues *[lanes]chan jetstream.Msg) er
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	// A missed heartbeat (a loaded server, a consumer leader moving) is
+	// not an error here: the iterator issues a new pull by itself, which is
+	// cheaper than binding again.
+	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.WithMessagesErrOnMissingHeartbeat(false))
 	if err != nil {
 		return fmt.Errorf("pull: %w", err)
 	}

@@ -295,8 +295,9 @@ func stableWrite(shard uint32, key string, val []byte) (*logWrite, error) {
 }
 
 // OpenRaft opens or creates the Raft store in dir (its segments are in
-// dir/wal). A Raft store that an older version kept in Badger in dir is
-// copied into the log first, then removed.
+// dir/wal). Of opts only Logger matters, and the rest only to open a Raft
+// store that an older version kept in Badger in dir: it is copied into the
+// log first, then removed.
 func OpenRaft(dir string, opts Options) (*RaftDB, error) {
 	return openRaft(dir, opts, defaultSegmentSize)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,14 +26,15 @@ func startedCluster(t testing.TB, n int, shards string) *testCluster {
 }
 
 // submitN sends total counter commands from workers goroutines spread over
-// the nodes, and returns how long it took.
-func submitN(t testing.TB, c *testCluster, workers, total int, entities int) time.Duration {
+// the nodes, and returns how long it took and the latencies, sorted.
+func submitN(t testing.TB, c *testCluster, workers, total int, entities int) (time.Duration, []time.Duration) {
 	clients := make([]*client.Client, len(c.nodes))
 	for i, p := range c.nodes {
 		clients[i] = c.client(p)
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	lats := make([]time.Duration, total)
 	start := time.Now()
 	for w := range workers {
 		wg.Add(1)
@@ -45,7 +47,9 @@ func submitN(t testing.TB, c *testCluster, workers, total int, entities int) tim
 					return
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				t0 := time.Now()
 				_, err := cl.Submit(ctx, submitReq(fmt.Sprintf("e%d", i%int64(entities)), fmt.Sprintf("b%d", i)))
+				lats[i-1] = time.Since(t0)
 				cancel()
 				if err != nil {
 					t.Error(err)
@@ -55,19 +59,33 @@ func submitN(t testing.TB, c *testCluster, workers, total int, entities int) tim
 		}()
 	}
 	wg.Wait()
-	return time.Since(start)
+	d := time.Since(start)
+	slices.Sort(lats)
+	return d, lats
+}
+
+// benchSubmit runs b.N commands from workers clients on a started 3-node
+// cluster and reports the rate and the latency percentiles.
+func benchSubmit(b *testing.B, workers int) {
+	c := startedCluster(b, 3, "8")
+	b.ResetTimer()
+	d, lats := submitN(b, c, workers, b.N, 10000)
+	b.ReportMetric(float64(b.N)/d.Seconds(), "commands/s")
+	b.ReportMetric(float64(lats[len(lats)/2].Microseconds())/1000, "p50_ms")
+	b.ReportMetric(float64(lats[len(lats)*99/100].Microseconds())/1000, "p99_ms")
 }
 
 // BenchmarkCluster3Submit64 measures the Submit rate of a 3-node cluster
 // (real processes, 8 shards, 3 replicas each) with 64 concurrent clients:
 //
 //	go test -run '^$' -bench Cluster3Submit64 -benchtime 30000x ./cmd/rhizon/
-func BenchmarkCluster3Submit64(b *testing.B) {
-	c := startedCluster(b, 3, "8")
-	b.ResetTimer()
-	d := submitN(b, c, 64, b.N, 10000)
-	b.ReportMetric(float64(b.N)/d.Seconds(), "commands/s")
-}
+func BenchmarkCluster3Submit64(b *testing.B) { benchSubmit(b, 64) }
+
+// BenchmarkCluster3Submit128 is the same with 128 clients, the concurrency of
+// the w1-command target (15k commands/s, p99 under 30 ms):
+//
+//	go test -run '^$' -bench Cluster3Submit128 -benchtime 30000x ./cmd/rhizon/
+func BenchmarkCluster3Submit128(b *testing.B) { benchSubmit(b, 128) }
 
 // BenchmarkShardMove100k measures how long moving one replica of a shard
 // holding 100k events takes: a 4th node joins a 3-node cluster with one
@@ -78,7 +96,7 @@ func BenchmarkCluster3Submit64(b *testing.B) {
 func BenchmarkShardMove100k(b *testing.B) {
 	t := testing.TB(b)
 	c := startedCluster(t, 3, "1")
-	fill := submitN(t, c, 64, 100_000, 1000)
+	fill, _ := submitN(t, c, 64, 100_000, 1000)
 	b.Logf("wrote 100k events in %v", fill)
 	n4 := c.add(false, 3)
 	n4.args = append(n4.args, "--shards", "1")

@@ -241,7 +241,7 @@ func placed(st *pb.StatusResponse, want int, strict bool) error {
 			return fmt.Errorf("shard %d has %d leaders", id, leaders)
 		}
 		for _, r := range reps[1:] {
-			if strict && r.AppliedIndex != reps[0].AppliedIndex || r.StateHash != reps[0].StateHash {
+			if strict && (r.AppliedIndex != reps[0].AppliedIndex || r.StateHash != reps[0].StateHash) {
 				return fmt.Errorf("shard %d replicas differ: %s@%d vs %s@%d", id, r.NodeId, r.AppliedIndex, reps[0].NodeId, reps[0].AppliedIndex)
 			}
 		}

@@ -22,11 +22,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rhizon/rhizon/actor"
-	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/ingress"
-	"github.com/rhizon/rhizon/shard"
+	"github.com/rhizon/rhizon/internal/ingresstest"
 )
 
 // asyncEnv is a real node (Raft, Badger on disk) with a real embedded NATS
@@ -43,56 +42,8 @@ type asyncEnv struct {
 
 func startAsyncEnv(t *testing.T) *asyncEnv {
 	t.Helper()
-	dir := t.TempDir()
-	ns, err := ingress.StartEmbedded(ingress.EmbeddedConfig{ServerName: "gw", Addr: "127.0.0.1:0", StoreDir: dir + "/nats"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	n, err := cluster.Open(cluster.Config{
-		NodeID: "n1", DataDir: dir + "/node", Shards: 2, Registry: builtin.Registry(),
-		ShardTemplate: shard.Config{HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond},
-		Version:       "test", GRPCAddr: "127.0.0.1:1", ClusterSecret: "s", FastGossip: true,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	mgr, err := ingress.Start(ingress.Config{
-		Conn: nc, Replicas: 1, ShardOf: n.ShardOf, Registry: n.Registry(), SigningKey: ingress.SigningKey("s"),
-		Shards: func() []ingress.Shard {
-			var out []ingress.Shard
-			for _, s := range n.Shards() {
-				out = append(out, s)
-			}
-			return out
-		},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mgr.Close)
-	select {
-	case <-mgr.Ready():
-	case <-ctx.Done():
-		t.Fatal("JetStream streams not ready in 30s")
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ie := ingresstest.Start(t, ingresstest.Options{})
+	n, mgr, js := ie.Node, ie.Manager, ie.JS
 	srv, err := New(Config{Backend: n, Auth: testAuth(t), Async: mgr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NodeID: "n1", Version: "test"})
 	if err != nil {
 		t.Fatal(err)

@@ -14,11 +14,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
-	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/ingress"
-	"github.com/rhizon/rhizon/shard"
+	"github.com/rhizon/rhizon/internal/ingresstest"
 )
 
 const producerToken = "producer-token"
@@ -32,72 +31,23 @@ var producer = actor.Security{
 // server and the ingress manager over them.
 type env struct {
 	node *cluster.Node
-	nc   *nats.Conn
 	js   jetstream.JetStream
-	mgr  *ingress.Manager
 }
 
 func startEnv(t testing.TB, shards uint32, tune func(*ingress.Config)) *env {
 	t.Helper()
-	dir := t.TempDir()
-	ns, err := ingress.StartEmbedded(ingress.EmbeddedConfig{ServerName: "t", Addr: "127.0.0.1:0", StoreDir: dir + "/nats"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	n, err := cluster.Open(cluster.Config{
-		NodeID: "n1", DataDir: dir + "/node", Shards: shards, Registry: builtin.Registry(),
-		ShardTemplate: shard.Config{HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond},
-		Version:       "test", GRPCAddr: "127.0.0.1:1", ClusterSecret: "s", FastGossip: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	cfg := ingress.Config{
-		Conn: nc, Replicas: 1, ShardOf: n.ShardOf, Registry: builtin.Registry(), SigningKey: ingress.SigningKey("s"),
-		Shards: func() []ingress.Shard {
-			var out []ingress.Shard
-			for _, s := range n.Shards() {
-				out = append(out, s)
-			}
-			return out
-		},
-		Authenticate: func(tok string) (actor.Security, error) {
+	e := ingresstest.Start(t, ingresstest.Options{Shards: shards, Tune: func(c *ingress.Config) {
+		c.Authenticate = func(tok string) (actor.Security, error) {
 			if tok != producerToken {
 				return actor.Security{}, fmt.Errorf("unknown token")
 			}
 			return producer, nil
-		},
-	}
-	if tune != nil {
-		tune(&cfg)
-	}
-	mgr, err := ingress.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mgr.Close)
-	select {
-	case <-mgr.Ready():
-	case <-ctx.Done():
-		t.Fatal("streams not ready")
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{node: n, nc: nc, js: js, mgr: mgr}
+		}
+		if tune != nil {
+			tune(c)
+		}
+	}})
+	return &env{node: e.Node, js: e.JS}
 }
 
 func addCmd(entity, key string) *pb.Command {

@@ -318,3 +318,16 @@ func idempotencyMsgID(addr actor.Address, key string) string {
 	h.Write([]byte(key))
 	return "idem-" + hex.EncodeToString(h.Sum(nil)[:16])
 }
+
+// ShardsOf adapts a node's replica list (cluster.Node.Shards) to
+// Config.Shards.
+func ShardsOf[S Shard](list func() []S) func() []Shard {
+	return func() []Shard {
+		local := list()
+		out := make([]Shard, len(local))
+		for i, s := range local {
+			out[i] = s
+		}
+		return out
+	}
+}

@@ -490,14 +490,7 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 	m, err := ingress.Start(ingress.Config{
 		Conn: nc, Replicas: replicas, ShardOf: node.ShardOf, Registry: node.Registry(),
 		SigningKey: ingress.SigningKey(secret), Logger: log,
-		Shards: func() []ingress.Shard {
-			local := node.Shards()
-			out := make([]ingress.Shard, len(local))
-			for i, s := range local {
-				out[i] = s
-			}
-			return out
-		},
+		Shards: ingress.ShardsOf(node.Shards),
 		Authenticate: func(token string) (actor.Security, error) {
 			id, err := auth.Authenticate(token)
 			if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -10,17 +9,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
-	"github.com/rhizon/rhizon/actor/builtin"
-	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
 	"github.com/rhizon/rhizon/ingress"
-	"github.com/rhizon/rhizon/shard"
+	"github.com/rhizon/rhizon/internal/ingresstest"
 )
 
 const asyncToken = "cli-async-token-0123456789"
@@ -32,45 +27,8 @@ const asyncToken = "cli-async-token-0123456789"
 func startAsyncGateway(t *testing.T) string {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	dir := t.TempDir()
-	ns, err := ingress.StartEmbedded(ingress.EmbeddedConfig{ServerName: "cli", Addr: "127.0.0.1:0", StoreDir: dir + "/nats"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	n, err := cluster.Open(cluster.Config{
-		NodeID: "n1", DataDir: dir + "/node", Shards: 2, Registry: builtin.Registry(), Logger: quiet,
-		ShardTemplate: shard.Config{HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond},
-		Version:       "test", GRPCAddr: "127.0.0.1:1", ClusterSecret: "s", FastGossip: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	mgr, err := ingress.Start(ingress.Config{
-		Conn: nc, Replicas: 1, ShardOf: n.ShardOf, Registry: n.Registry(), SigningKey: ingress.SigningKey("s"), Logger: quiet,
-		Shards: func() []ingress.Shard {
-			var out []ingress.Shard
-			for _, s := range n.Shards() {
-				out = append(out, s)
-			}
-			return out
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mgr.Close)
+	ie := ingresstest.Start(t, ingresstest.Options{Logger: quiet})
+	n, mgr := ie.Node, ie.Manager
 	auth, err := gateway.NewAuth("test", []gateway.TokenEntry{{
 		Token: asyncToken, Principal: gateway.TokenPrincipal{ID: "dev", Type: "user"},
 		Scopes: []gateway.TokenScope{{Tenant: "dev", Workspace: "*"}},

@@ -80,6 +80,10 @@ type Engine struct {
 	reg   *actor.Registry
 	store Store
 	meta  Meta
+	// relayed is where the last outbox delete ended (zero after a start or
+	// a restore): only a hint for where the next one's scan begins, so it
+	// does not need to be durable or part of the state hash.
+	relayed Position
 }
 
 // New returns an engine over store, resuming from the store's applied index.
@@ -104,6 +108,7 @@ func (e *Engine) Reload() error {
 		return fmt.Errorf("%w: read meta: %w", ErrStore, err)
 	}
 	e.meta = m
+	e.relayed = Position{}
 	return nil
 }
 
@@ -133,7 +138,7 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 	}
 	out := Applied{At: at}
 	if ent.Relayed != (Position{}) {
-		a.b.DeleteOutbox(ent.Relayed)
+		a.b.DeleteOutbox(e.relayed, ent.Relayed)
 		a.hash('D', u64(ent.Relayed.Index), u64(uint64(ent.Relayed.Ordinal)))
 	}
 	fired, err := a.fireTimers()
@@ -165,6 +170,9 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 		return Applied{}, fmt.Errorf("%w: commit entry %d: %w", ErrStore, ent.Index, err)
 	}
 	e.meta = next
+	if ent.Relayed != (Position{}) && ent.Relayed.after(e.relayed) {
+		e.relayed = ent.Relayed
+	}
 	return out, nil
 }
 

@@ -460,6 +460,23 @@ func TestEngine_RelayedDeletesPublishedOutboxRowsOnEveryReplica(t *testing.T) {
 		t.Fatalf("outbox event = %v, %v", &ev, err)
 	}
 
+	// A second relay entry deletes from where the first ended; a replica
+	// restarted in between (no hint in memory) scans from the start and
+	// ends identical.
+	e4 := engine.Entry{Index: 4, At: 13, Relayed: engine.Position{Index: 3, Ordinal: 1}, Commands: []actor.Command{cmd(c1, "add", "k5", map[string]int{"amount": 1})}}
+	b.restart()
+	a.apply(e4)
+	b.apply(e4)
+	if a.eng.Meta() != b.eng.Meta() {
+		t.Fatalf("replicas diverged after the second relay entry")
+	}
+	for _, r := range []*replica{a, b} {
+		rows, err := r.store.Outbox(engine.Position{}, 100)
+		if err != nil || len(rows) != 1 || rows[0].Pos != (engine.Position{Index: 4, Ordinal: 1}) {
+			t.Fatalf("outbox after relayed 3/1: %v, %v; want only the row of entry 4", rows, err)
+		}
+	}
+
 	// A replica that skipped the relay entry would not match: the delete is in the hash.
 	c := newReplica(t, builtin.Registry())
 	c.apply(entries[0])

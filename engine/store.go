@@ -37,8 +37,10 @@ type Batch interface {
 	// for another entity (see OutboxKind).
 	PutOutbox(pos Position, data []byte)
 	// DeleteOutbox removes every outbox row at or before upTo: the relay
-	// published them.
-	DeleteOutbox(upTo Position)
+	// published them. Rows before from are already gone (from is where the
+	// previous delete ended, or zero), so the scan may start there instead
+	// of walking the tombstones of every earlier delete.
+	DeleteOutbox(from, upTo Position)
 	PutTimer(t Timer)
 	DeleteTimer(t Timer)
 	SetMeta(m Meta)
@@ -83,6 +85,10 @@ type Meta struct {
 type Position struct {
 	Index   uint64
 	Ordinal uint32
+}
+
+func (p Position) after(q Position) bool {
+	return p.Index > q.Index || p.Index == q.Index && p.Ordinal > q.Ordinal
 }
 
 // HistoryKind tells an event record from a rejection record.

@@ -341,18 +341,19 @@ func (b *batch) PutOutbox(pos engine.Position, data []byte) {
 	b.put(outboxKey(b.s.id, pos), data)
 }
 
-// DeleteOutbox deletes every outbox row at or before upTo. The rows come
+// DeleteOutbox deletes every outbox row at or before upTo, scanning from
+// from (rows before it were deleted by earlier entries). The rows come
 // from the batch's read snapshot, which holds every entry applied before this
 // one: the rows a relay can have published.
-func (b *batch) DeleteOutbox(upTo engine.Position) {
+func (b *batch) DeleteOutbox(from, upTo engine.Position) {
 	p := tagPrefix(b.s.id, tagOutbox)
-	end := outboxKey(b.s.id, upTo)
+	start, end := outboxKey(b.s.id, from), outboxKey(b.s.id, upTo)
 	iopt := badger.DefaultIteratorOptions
 	iopt.Prefix = p
 	iopt.PrefetchValues = false
 	it := b.reader().NewIterator(iopt)
 	defer it.Close()
-	for it.Seek(p); it.Valid() && bytes.Compare(it.Item().Key(), end) <= 0; it.Next() {
+	for it.Seek(start); it.Valid() && bytes.Compare(it.Item().Key(), end) <= 0; it.Next() {
 		b.ops = append(b.ops, op{key: it.Item().KeyCopy(nil), del: true})
 	}
 }

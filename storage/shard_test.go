@@ -549,7 +549,7 @@ func TestOutboxPagingAndDelete(t *testing.T) {
 	}
 	// The delete is part of an entry's batch, which also adds new rows.
 	commit(t, s, func(b engine.Batch) {
-		b.DeleteOutbox(engine.Position{Index: 3, Ordinal: 2})
+		b.DeleteOutbox(engine.Position{}, engine.Position{Index: 3, Ordinal: 2})
 		b.PutOutbox(engine.Position{Index: 5, Ordinal: 1}, []byte("new"))
 	})
 	rows, _ = s.Outbox(engine.Position{}, 100)

@@ -80,6 +80,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return &applyResponse{err: fmt.Errorf("%w: %v", ErrHalted, err)}
 	}
 	f.publishMeta()
+	f.s.notifyApplied()
 	f.s.wakeRelay()
 	span.SetAttributes(attribute.Int64("raft.index", int64(l.Index)), attribute.Int("commands", len(ent.Commands)))
 	f.s.metrics.applied(out)
@@ -113,6 +114,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.halted.Store(false)
 	f.publishMeta()
+	f.s.notifyApplied()
 	return nil
 }
 

@@ -141,6 +141,9 @@ type Shard struct {
 	lastAt  int64 // last logical time stamped by this replica as leader
 
 	outboxWake chan struct{} // signalled after each applied entry (see Outboxed)
+	// appliedCh is closed and replaced after each applied entry: readers
+	// waiting for an index wait on it instead of polling.
+	appliedCh atomic.Pointer[chan struct{}]
 
 	readyTerm atomic.Uint64             // term in which this leader committed a barrier
 	cmdCache  atomic.Pointer[[2]uint64] // last (commit index, newest command at or below it)
@@ -168,6 +171,8 @@ func Open(cfg Config) (*Shard, error) {
 
 		outboxWake: make(chan struct{}, 1),
 	}
+	first := make(chan struct{})
+	s.appliedCh.Store(&first)
 	m, err := newMetrics(cfg.ID)
 	if err != nil {
 		return nil, err
@@ -338,16 +343,28 @@ func (s *Shard) WaitLinearizable(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for s.Meta().Index < need {
+	for {
+		// Take the channel before reading the index: an apply in between
+		// closes it, so the wait below cannot miss it.
+		applied := s.appliedCh.Load()
+		if s.Meta().Index >= need {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.stop:
 			return ErrClosed
-		case <-time.After(200 * time.Microsecond):
+		case <-*applied:
 		}
 	}
-	return nil
+}
+
+// notifyApplied wakes every reader waiting for the applied index to move.
+func (s *Shard) notifyApplied() {
+	next := make(chan struct{})
+	old := s.appliedCh.Swap(&next)
+	close(*old)
 }
 
 // lastCommandAtOrBelow finds the newest command entry at or below index. The

@@ -685,11 +685,12 @@ func (d *RaftDB) apply(seg *segment, w *logWrite) {
 	}
 }
 
-// reclaim removes the oldest segments once nothing in them is live. When an
-// old segment stays pinned by a few live records (an idle shard's entries,
-// stable values) while most of the log is garbage, it copies those records to
-// the end of the log first. Segments go strictly oldest first: a segment's
-// deletes and overwrites only matter to older ones, which are gone by then.
+// reclaim removes the oldest segments once nothing in them is live. When the
+// oldest is pinned by a few live records (an idle shard's entries, the
+// control group's, stable values: under an eighth of it) or most of the log
+// is garbage, it copies its live records to the end of the log first.
+// Segments go strictly oldest first: a segment's deletes and overwrites only
+// matter to older ones, which are gone by then.
 func (d *RaftDB) reclaim() {
 	for !d.noGC && d.failed == nil && len(d.segs) > 1 {
 		old := d.segs[0]
@@ -699,7 +700,8 @@ func (d *RaftDB) reclaim() {
 				total += s.size
 				live += s.live
 			}
-			if total <= 2*live+2*d.segSize || d.copyForward(old) != nil || old.refs > 0 {
+			worth := old.live*8 < old.size || total > 2*live+2*d.segSize
+			if !worth || d.copyForward(old) != nil || old.refs > 0 {
 				return
 			}
 		}

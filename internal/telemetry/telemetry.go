@@ -25,8 +25,9 @@ import (
 type Config struct {
 	ServiceName string
 	NodeID      string
-	// OTLPEndpoint (host:port, insecure gRPC) receives traces; empty keeps
-	// spans in-process only (they still carry trace context).
+	// OTLPEndpoint (host:port, insecure gRPC) receives traces; empty
+	// samples only what callers sampled, and exports nothing (the trace
+	// context still reaches commands and events).
 	OTLPEndpoint string
 }
 
@@ -50,7 +51,15 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 		return nil, err
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
-	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	// Without an exporter nobody reads a span: start none of our own (each
+	// costs allocations and attributes on every command of every replica),
+	// and record only those whose caller asked for sampling, so the trace
+	// context and its sampled flag still pass through to commands and events.
+	sampler := sdktrace.ParentBased(sdktrace.NeverSample())
+	if cfg.OTLPEndpoint != "" {
+		sampler = sdktrace.ParentBased(sdktrace.AlwaysSample())
+	}
+	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sampler)}
 	if cfg.OTLPEndpoint != "" {
 		te, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(cfg.OTLPEndpoint), otlptracegrpc.WithInsecure())
 		if err != nil {

@@ -119,3 +119,82 @@ func TestDueTimersBoundUnderConcurrentReaders(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 }
+
+// TestDueTimersSkipWhenNothingDue checks the shortcut that returns at once
+// when the bound says no timer is due yet: it must still find every timer as
+// soon as it is due, including ones put after the bound was raised, and after
+// a restart (the bound starts over) or a restore.
+func TestDueTimersSkipWhenNothingDue(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir)
+	s := db.Shard(1)
+	due := func(s *ShardStore, upTo int64) []int64 {
+		t.Helper()
+		b := s.NewBatch()
+		defer b.Discard()
+		got, err := b.(engine.BatchReader).DueTimers(upTo, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		direct, err := s.DueTimers(upTo, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ats []int64
+		for _, tm := range got {
+			ats = append(ats, tm.At)
+		}
+		if !reflect.DeepEqual(got, direct) {
+			t.Fatalf("batch DueTimers(%d) = %v, store = %v", upTo, got, direct)
+		}
+		return ats
+	}
+	if got := due(s, math.MaxInt64); got != nil {
+		t.Fatalf("empty store: %v", got)
+	}
+	if low, _ := s.due.read(); low != math.MaxInt64 {
+		t.Fatalf("bound after scanning an empty store = %d", low)
+	}
+	commit(t, s, func(b engine.Batch) { b.PutTimer(engine.Timer{Address: addr("t", "a"), Name: "x", At: 100}) })
+	if got := due(s, 50); got != nil {
+		t.Fatalf("at 50: %v", got)
+	}
+	if low, _ := s.due.read(); low != 100 {
+		t.Fatalf("bound = %d, want 100", low)
+	}
+	if got := due(s, 99); got != nil {
+		t.Fatalf("at 99: %v", got)
+	}
+	if got := due(s, 100); !reflect.DeepEqual(got, []int64{100}) {
+		t.Fatalf("at 100: %v", got)
+	}
+	// A timer put below the raised bound is found at once.
+	commit(t, s, func(b engine.Batch) { b.PutTimer(engine.Timer{Address: addr("t", "b"), Name: "x", At: 60}) })
+	if got := due(s, 70); !reflect.DeepEqual(got, []int64{60}) {
+		t.Fatalf("at 70 after a put at 60: %v", got)
+	}
+	// A restore resets the bound to "anything may be due".
+	snap := snapshotReader(t, s)
+	commit(t, s, func(b engine.Batch) { b.DeleteTimer(engine.Timer{Address: addr("t", "b"), Name: "x", At: 60}) })
+	if got := due(s, 70); got != nil {
+		t.Fatalf("at 70 after the delete: %v", got)
+	}
+	if err := s.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	if got := due(s, 70); !reflect.DeepEqual(got, []int64{60}) {
+		t.Fatalf("at 70 after the restore: %v", got)
+	}
+	// A restart starts with no bound.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db2, err := Open(dir, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	if got := due(db2.Shard(1), 1000); !reflect.DeepEqual(got, []int64{60, 100}) {
+		t.Fatalf("after a restart: %v", got)
+	}
+}

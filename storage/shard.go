@@ -137,9 +137,14 @@ func (s *ShardStore) dueTimersIn(rtxn *badger.Txn, upTo int64, limit int) ([]eng
 	if limit <= 0 {
 		return nil, nil
 	}
+	low, gen := s.due.read()
+	if upTo < low {
+		// No live timer is due before low: skip the iterator, which the
+		// engine would otherwise open for every entry, most finding nothing.
+		return nil, nil
+	}
 	var out []engine.Timer
 	p := tagPrefix(s.id, tagTimerDue)
-	low, gen := s.due.read()
 	first := int64(math.MaxInt64) // due time of the first live timer; max when none
 	err := s.view(rtxn, func(txn *badger.Txn) error {
 		iopt := badger.DefaultIteratorOptions
@@ -305,6 +310,9 @@ func (b *batch) Timer(addr actor.Address, name string) (engine.Timer, bool, erro
 
 // DueTimers implements engine.BatchReader.
 func (b *batch) DueTimers(upTo int64, limit int) ([]engine.Timer, error) {
+	if low, _ := b.s.due.read(); upTo < low {
+		return nil, nil // as dueTimersIn would, without opening the snapshot
+	}
 	return b.s.dueTimersIn(b.reader(), upTo, limit)
 }
 

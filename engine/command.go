@@ -48,7 +48,8 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 		return dup, nil
 	}
 
-	ent, err := a.entity(cmd.Address)
+	key := cmd.Address.Key()
+	ent, err := a.entity(cmd.Address, key)
 	if err != nil {
 		return res, err
 	}
@@ -126,9 +127,7 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 		a.putOutbox(pos, OutboxEvent, data)
 	}
 	if len(events) > 0 {
-		*ent = Entity{Version: version, State: state}
-		a.b.PutEntity(cmd.Address, *ent)
-		a.hash('E', cmd.Address.Key(), u64(version), state)
+		a.putEntity(ent, cmd.Address, key, Entity{Version: version, State: state})
 	}
 	for i, s := range sends {
 		a.outbox(cmd, version, i, s)

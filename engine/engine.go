@@ -84,15 +84,37 @@ type Engine struct {
 	// a restore): only a hint for where the next one's scan begins, so it
 	// does not need to be durable or part of the state hash.
 	relayed Position
+	// cache holds committed entity records; like relayed it is only a
+	// shortcut to what the store holds.
+	cache *entityCache
+}
+
+// Option configures an Engine.
+type Option func(*config)
+
+type config struct {
+	cacheEntries, cacheBytes int
+}
+
+// WithEntityCache bounds the engine's cache of entity records by entries and
+// bytes (see DefaultCacheEntries, DefaultCacheBytes); zero disables it. The
+// cache changes no result and no stored byte, only how often the store is read.
+func WithEntityCache(entries, bytes int) Option {
+	return func(c *config) { c.cacheEntries, c.cacheBytes = entries, bytes }
 }
 
 // New returns an engine over store, resuming from the store's applied index.
-func New(shard uint32, reg *actor.Registry, store Store) (*Engine, error) {
+func New(shard uint32, reg *actor.Registry, store Store, opts ...Option) (*Engine, error) {
+	cfg := config{cacheEntries: DefaultCacheEntries, cacheBytes: DefaultCacheBytes}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	m, err := store.Meta()
 	if err != nil {
 		return nil, fmt.Errorf("%w: read meta: %w", ErrStore, err)
 	}
-	return &Engine{shard: shard, reg: reg, store: store, meta: m}, nil
+	return &Engine{shard: shard, reg: reg, store: store, meta: m,
+		cache: newEntityCache(cfg.cacheEntries, cfg.cacheBytes)}, nil
 }
 
 // Meta returns the last applied position and state hash.
@@ -109,6 +131,7 @@ func (e *Engine) Reload() error {
 	}
 	e.meta = m
 	e.relayed = Position{}
+	e.cache.reset()
 	return nil
 }
 
@@ -131,7 +154,7 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 		rd:       rd,
 		index:    ent.Index,
 		at:       at,
-		entities: map[string]*Entity{},
+		entities: map[string]*entitySlot{},
 		results:  map[string][]byte{},
 		timers:   map[string]timerSlot{},
 		digest:   sha256.New(),
@@ -144,6 +167,7 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 	fired, err := a.fireTimers()
 	if err != nil {
 		a.b.Discard()
+		e.cache.reset()
 		return Applied{}, err
 	}
 	out.TimersFired = fired
@@ -152,6 +176,7 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 		r, err := a.command(&ent.Commands[i])
 		if err != nil {
 			a.b.Discard()
+			e.cache.reset()
 			return Applied{}, err
 		}
 		out.Results = append(out.Results, r)
@@ -167,7 +192,12 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 	copy(next.Hash[:], h.Sum(nil))
 	a.b.SetMeta(next)
 	if err := a.b.Commit(); err != nil {
+		// The store may hold part of the entry: trust nothing cached.
+		e.cache.reset()
 		return Applied{}, fmt.Errorf("%w: commit entry %d: %w", ErrStore, ent.Index, err)
+	}
+	for _, s := range a.written {
+		e.cache.put(s.key, s.committed.Version, s.committed.State)
 	}
 	e.meta = next
 	if ent.Relayed != (Position{}) && ent.Relayed.after(e.relayed) {
@@ -194,7 +224,8 @@ type applier struct {
 	ordinal uint32
 	nthCmd  uint64
 
-	entities map[string]*Entity
+	entities map[string]*entitySlot
+	written  []*entitySlot // entities put in this entry, in first-put order
 	results  map[string][]byte
 	timers   map[string]timerSlot
 	digest   hash.Hash
@@ -218,17 +249,45 @@ func (a *applier) hash(tag byte, parts ...[]byte) {
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
-func (a *applier) entity(addr actor.Address) (*Entity, error) {
-	k := string(addr.Key())
-	if ent, ok := a.entities[k]; ok {
-		return ent, nil
+// entitySlot is one entity as the entry sees it.
+type entitySlot struct {
+	Entity // after the entry's latest write; what later commands see
+	key    string
+	// committed is a private copy of what the entry last wrote, for the
+	// cache once the entry commits: Entity.State goes on to later commands'
+	// actors, which must not be able to change what gets cached.
+	committed Entity
+	written   bool
+}
+
+func (a *applier) entity(addr actor.Address, key []byte) (*entitySlot, error) {
+	if s, ok := a.entities[string(key)]; ok {
+		return s, nil
 	}
-	ent, err := a.rd.Entity(addr)
-	if err != nil {
-		return nil, fmt.Errorf("%w: read entity %s: %w", ErrStore, addr, err)
+	ent, ok := a.e.cache.get(key)
+	if !ok {
+		var err error
+		if ent, err = a.rd.Entity(addr); err != nil {
+			return nil, fmt.Errorf("%w: read entity %s: %w", ErrStore, addr, err)
+		}
+		// The read saw committed state, which only this engine changes.
+		a.e.cache.put(string(key), ent.Version, cloneState(ent.State))
 	}
-	a.entities[k] = &ent
-	return &ent, nil
+	s := &entitySlot{Entity: ent, key: string(key)}
+	a.entities[s.key] = s
+	return s, nil
+}
+
+// putEntity writes the entity's new record.
+func (a *applier) putEntity(s *entitySlot, addr actor.Address, key []byte, ent Entity) {
+	s.Entity = ent
+	s.committed = Entity{Version: ent.Version, State: cloneState(ent.State)}
+	if !s.written {
+		s.written = true
+		a.written = append(a.written, s)
+	}
+	a.b.PutEntity(addr, ent)
+	a.hash('E', key, u64(ent.Version), ent.State)
 }
 
 func (a *applier) storedResult(addr actor.Address, key string) ([]byte, bool, error) {

@@ -24,12 +24,13 @@ type replica struct {
 	store *storage.ShardStore
 	eng   *engine.Engine
 	reg   *actor.Registry
+	opts  []engine.Option
 	done  bool
 }
 
-func newReplica(t testing.TB, reg *actor.Registry) *replica {
+func newReplica(t testing.TB, reg *actor.Registry, opts ...engine.Option) *replica {
 	t.Helper()
-	r := &replica{t: t, dir: t.TempDir(), reg: reg}
+	r := &replica{t: t, dir: t.TempDir(), reg: reg, opts: opts}
 	r.open()
 	t.Cleanup(r.close)
 	return r
@@ -50,7 +51,7 @@ func (r *replica) open() {
 		r.t.Fatal(err)
 	}
 	r.db, r.store = db, db.Shard(7)
-	if r.eng, err = engine.New(7, r.reg, r.store); err != nil {
+	if r.eng, err = engine.New(7, r.reg, r.store, r.opts...); err != nil {
 		r.t.Fatal(err)
 	}
 }

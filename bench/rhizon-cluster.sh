@@ -5,7 +5,9 @@
 # 3 replicas, as in a real deployment).
 #
 #   rhizon_cluster_start BIN DIR  writes a token file, starts the nodes, waits
-#                                 until every shard has 3 voters and a leader,
+#                                 until every shard has 3 voters and a leader
+#                                 (and, with NATS, every node's JetStream
+#                                 ingress takes a command),
 #                                 and sets RHIZON_BENCH_ADDR (the three gRPC
 #                                 addresses, comma-separated),
 #                                 RHIZON_BENCH_TOKEN and RHIZON_BENCH_NATS (the
@@ -128,6 +130,23 @@ JSON
 		fi
 		sleep 0.5
 	done
+	# JetStream: a clustered meta group can take tens of seconds to elect
+	# its first leader, and until the streams exist the relay publishes
+	# nothing. Measuring before that would leave out the events stream's
+	# work, so wait until every node's ingress takes an asynchronous command.
+	if [[ ${BENCH_NATS:-on} != off ]]; then
+		for n in 1 2 3; do
+			until "$bin" send --addr "${grpc[n - 1]}" --token "$token" --async --timeout 5s \
+				"counter/bench-ready-n$n" add '{"amount":1}' >/dev/null 2>&1; do
+				if ((SECONDS >= deadline)); then
+					echo "rhizon cluster: JetStream ingress of n$n not ready after 180 s" >&2
+					tail -n 20 "$dir/n$n.log" >&2
+					return 1
+				fi
+				sleep 1
+			done
+		done
+	fi
 	echo "rhizon cluster ready: 3 nodes, $shards shards with 3 replicas each; gRPC $RHIZON_BENCH_ADDR; NATS ${RHIZON_BENCH_NATS:-off} (data in $dir)" >&2
 }
 

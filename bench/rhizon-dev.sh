@@ -48,6 +48,20 @@ rhizon_dev_start() {
 	RHIZON_BENCH_TOKEN=$(sed -n 's/.*RHIZON_TOKEN=\([^ ]*\).*/\1/p' <<<"$line")
 	# The banner's "  NATS:      nats://host:port (JetStream)" line.
 	RHIZON_BENCH_NATS=$(sed -n 's/^ *NATS: *\(nats:[^ ]*\).*/\1/p' "$dir/dev.log" | head -n 1)
+	# Measure with the outbox relay running: wait until the JetStream
+	# ingress takes an asynchronous command.
+	if [[ -n $RHIZON_BENCH_NATS ]]; then
+		local tries=0
+		until "$bin" send --addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN" --async --timeout 5s \
+			counter/bench-ready add '{"amount":1}' >/dev/null 2>&1; do
+			if ((++tries >= 60)); then
+				echo "rhizon dev: JetStream ingress not ready after 60 tries" >&2
+				tail -n 20 "$dir/dev.log" >&2
+				return 1
+			fi
+			sleep 1
+		done
+	fi
 	echo "rhizon dev ready at $RHIZON_BENCH_ADDR, NATS ${RHIZON_BENCH_NATS:-off} (data in $dir)" >&2
 }
 

@@ -72,6 +72,7 @@ func (n *Node) Submit(ctx context.Context, cmd actor.Command) (actor.Result, err
 				return res, err
 			}
 		} else if to := n.leaderGuess(id, attempt); to != "" && to != n.cfg.NodeID {
+			n.countForward(ctx, "submit")
 			res, fe := n.forward(ctx, to, &cmd, 1)
 			if fe == nil {
 				n.hints.Store(id, to)
@@ -99,6 +100,40 @@ func (n *Node) Submit(ctx context.Context, cmd actor.Command) (actor.Result, err
 	}
 }
 
+// LeaderHint implements gateway.RouteHinter: the node that leads shard id
+// as far as this node knows (its own replica's view, else what forwarding
+// learned, else the map's hint) and that node's gateway address. remote is
+// false when this node leads the shard itself or knows of no other leader
+// with an address: then there is nothing to tell a client.
+func (n *Node) LeaderHint(id uint32) (node, grpcAddr string, remote bool) {
+	if l := n.local(id); l != nil {
+		if l.IsLeader() {
+			return n.cfg.NodeID, n.cfg.GRPCAddr, false
+		}
+		if _, leader := l.Raft().LeaderWithID(); leader != "" {
+			node = string(leader)
+		}
+	}
+	if node == "" {
+		if h, ok := n.hints.Load(id); ok {
+			node = h.(string)
+		} else {
+			node = n.ClusterState().LeaderHint(id)
+		}
+	}
+	if node == "" || node == n.cfg.NodeID {
+		return "", "", false
+	}
+	// The map's record first: gossip's member list is a sorted copy of
+	// every member, too dear for each forwarded request.
+	if rec, ok := n.ClusterState().Node(node); ok && rec.GRPCAddr != "" {
+		grpcAddr = rec.GRPCAddr
+	} else {
+		grpcAddr = n.peerAddr(node)
+	}
+	return node, grpcAddr, grpcAddr != ""
+}
+
 // read runs fn against the replica that may serve it: the leader for
 // linearizable reads (locally or through a peer), any replica for stale ones.
 func (n *Node) read(ctx context.Context, addr actor.Address, req *pb.ReadRequest) (*pb.ReadResponse, error) {
@@ -120,6 +155,7 @@ func (n *Node) read(ctx context.Context, addr actor.Address, req *pb.ReadRequest
 			if err != nil {
 				last = err
 			} else {
+				n.countForward(ctx, "read")
 				var tr metadata.MD
 				resp, err := c.Read(ctx, req, grpc.Trailer(&tr))
 				if err == nil {

@@ -76,6 +76,8 @@ type Server struct {
 	health  *health.Server
 	tracing propagation.TextMapPropagator
 	async   AsyncBackend
+	// hinter is the backend when it forwards to shard leaders elsewhere.
+	hinter RouteHinter
 
 	// closing is closed by Shutdown; it ends open Watch streams, which
 	// would otherwise hold a graceful stop until its deadline.
@@ -100,8 +102,10 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	hinter, _ := cfg.Backend.(RouteHinter)
 	return &Server{
 		backend: cfg.Backend,
+		hinter:  hinter,
 		auth:    cfg.Auth,
 		log:     log.With("component", "gateway"),
 		nodeID:  cfg.NodeID,
@@ -374,6 +378,7 @@ func (s *Server) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.SubmitR
 		return nil, scopeDenied(id, cmd.Address, recorded)
 	}
 	res, err := s.backend.Submit(ctx, cmd)
+	s.setRouteTrailers(ctx, req.GetAddress(), cmd.Address, shardID, true)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "submit failed",
 			slog.Uint64("shard", uint64(shardID)), slog.String("command_id", cmd.ID),
@@ -457,6 +462,7 @@ func (s *Server) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, 
 	}
 	stale := req.GetConsistency() == pb.Consistency_CONSISTENCY_STALE
 	ent, applied, err := s.backend.Get(ctx, addr, stale)
+	s.setRouteTrailers(ctx, req.GetAddress(), addr, shardID, !stale)
 	if err != nil {
 		return nil, readError(err, fmt.Sprintf("shard %d", shardID), "get")
 	}
@@ -489,6 +495,7 @@ func (s *Server) History(ctx context.Context, req *pb.HistoryRequest) (*pb.Histo
 	}
 	stale := req.GetConsistency() == pb.Consistency_CONSISTENCY_STALE
 	recs, next, more, err := s.backend.History(ctx, addr, after, size, req.GetIncludeRejections(), stale)
+	s.setRouteTrailers(ctx, req.GetAddress(), addr, shardID, !stale)
 	if err != nil {
 		return nil, readError(err, fmt.Sprintf("shard %d", shardID), "history")
 	}

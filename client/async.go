@@ -26,7 +26,7 @@ func (c *Client) SubmitAsync(ctx context.Context, req *pb.SubmitRequest, opts ..
 	var resp *pb.SubmitAsyncResponse
 	err := c.retry(ctx, func() error {
 		var err error
-		resp, err = c.gw.SubmitAsync(ctx, send, opts...)
+		resp, err = c.anyGateway().SubmitAsync(ctx, send, opts...)
 		return err
 	})
 	return resp, err
@@ -114,7 +114,7 @@ func (e fnError) Error() string { return e.err.Error() }
 func (c *Client) watchOnce(ctx context.Context, send *pb.WatchRequest, fn func(*pb.WatchEvent) error, opts []grpc.CallOption) (accepted, progressed bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream when fn fails
-	stream, err := c.gw.Watch(ctx, send, opts...)
+	stream, err := c.anyGateway().Watch(ctx, send, opts...)
 	if err != nil {
 		return false, false, err
 	}

@@ -4,6 +4,11 @@
 // and retries that reuse that key, so a retried command is never applied
 // twice.
 //
+// Given several gateway addresses (DialCluster), the client routes by
+// default: it sends each command, and each linearizable read, straight to
+// the gateway of the node that leads the entity's shard, which saves the
+// cluster a forward and the caller a network hop (see WithLeaderRouting).
+//
 // Transport security: Dial uses plaintext (insecure) gRPC by default because
 // the gateway serves plaintext gRPC; run it behind a TLS-terminating proxy
 // or mesh in production, and pass
@@ -20,6 +25,8 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -54,14 +61,25 @@ const (
 	DefaultMaxRetryBackoff = 2 * time.Second
 )
 
+// routing modes of options.routing.
+const (
+	routeAuto   = iota // leader routing with several addresses
+	routeLeader        // leader routing
+	routeAny           // every call to any address, in turn
+)
+
 type options struct {
-	token       string
-	tenant      string
-	workspace   string
-	retries     int
-	backoff     time.Duration
-	maxBackoff  time.Duration
-	dialOptions []grpc.DialOption
+	token        string
+	tenant       string
+	workspace    string
+	retries      int
+	backoff      time.Duration
+	maxBackoff   time.Duration
+	dialOptions  []grpc.DialOption
+	routing      int
+	connsPerNode int
+	refreshEvery time.Duration
+	refreshGap   time.Duration
 }
 
 // Option configures a Client. Options are applied in order after the
@@ -121,11 +139,71 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) error { o.dialOptions = append(o.dialOptions, opts...); return nil }
 }
 
-// Client is a connection to a gateway. It is safe for concurrent use.
+// WithLeaderRouting turns leader routing on or off. By default it is on
+// for a client given more than one address (DialCluster) and off for one
+// address (Dial). On, Submit and linearizable Get and History go to the
+// gateway of the node that leads the address's shard when the client knows
+// it and is connected to it, and to any of the given addresses (which
+// forwards, as without routing) otherwise. The client learns the leaders
+// with the Status call and from the gateways' answers, and connects to the
+// gateway address each node advertises, so turn routing off when those
+// addresses cannot be reached from the client (behind a load balancer or
+// NAT), or routing only adds idle connection attempts. Everything else
+// (Status, Drain, SubmitAsync, Watch, stale reads) goes to the given
+// addresses in turn either way.
+func WithLeaderRouting(on bool) Option {
+	return func(o *options) error {
+		o.routing = routeAny
+		if on {
+			o.routing = routeLeader
+		}
+		return nil
+	}
+}
+
+// WithConnsPerNode sets how many gRPC connections the client opens to each
+// gateway address (default 1). One HTTP/2 connection carries any number of
+// calls, but through one socket and one reader goroutine on each side, which
+// caps the throughput of a heavily loaded client.
+func WithConnsPerNode(n int) Option {
+	return func(o *options) error {
+		if n < 1 || n > 64 {
+			return fmt.Errorf("client: connections per node must be between 1 and 64, got %d", n)
+		}
+		o.connsPerNode = n
+		return nil
+	}
+}
+
+// WithRouteRefresh sets how often a routing client asks the cluster for its
+// shard leaders in the background (every, default DefaultRouteRefresh), and
+// the least time between two such Status calls (minGap, default
+// DefaultRouteMinGap), which also paces the refreshes a leadership change
+// triggers.
+func WithRouteRefresh(every, minGap time.Duration) Option {
+	return func(o *options) error {
+		if minGap <= 0 || every < minGap {
+			return fmt.Errorf("client: route refresh needs 0 < min gap <= interval, got %v and %v", every, minGap)
+		}
+		o.refreshEvery, o.refreshGap = every, minGap
+		return nil
+	}
+}
+
+// Client is a connection to a gateway, or to the gateways of a cluster. It
+// is safe for concurrent use.
 type Client struct {
-	conn *grpc.ClientConn
-	gw   pb.GatewayClient
-	opts options
+	opts  options
+	dopts []grpc.DialOption
+	seeds []*endpoint // the given addresses, in order (repeats share one)
+	next  atomic.Uint32
+	r     *router // nil unless leader routing is on
+
+	mu     sync.Mutex
+	eps    map[string]*endpoint // every endpoint, by address
+	closed bool
+	once   sync.Once
+	err    error
 }
 
 // bearer attaches the token to every RPC.
@@ -142,14 +220,31 @@ func (bearer) RequireTransportSecurity() bool { return false }
 // Dial returns a client of the gateway at addr ("host:port"). Like
 // grpc.NewClient it does not connect until the first call.
 func Dial(addr string, opts ...Option) (*Client, error) {
-	o := options{retries: DefaultRetries, backoff: DefaultRetryBackoff, maxBackoff: DefaultMaxRetryBackoff}
+	return DialCluster([]string{addr}, opts...)
+}
+
+// DialCluster returns a client of the gateways at addrs, nodes of one
+// cluster. Calls go to them in turn, passing over an address whose
+// connection is failing while another's is not; with more than one distinct
+// address leader routing is on unless WithLeaderRouting(false) says
+// otherwise. Like grpc.NewClient it does not connect until the first call.
+func DialCluster(addrs []string, opts ...Option) (*Client, error) {
+	o := options{
+		retries: DefaultRetries, backoff: DefaultRetryBackoff, maxBackoff: DefaultMaxRetryBackoff,
+		connsPerNode: 1, refreshEvery: DefaultRouteRefresh, refreshGap: DefaultRouteMinGap,
+	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
 		}
 	}
-	if addr == "" {
-		return nil, errors.New("client: empty gateway address")
+	if len(addrs) == 0 {
+		return nil, errors.New("client: no gateway address")
+	}
+	for _, a := range addrs {
+		if a == "" {
+			return nil, errors.New("client: empty gateway address")
+		}
 	}
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -159,15 +254,84 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 		dopts = append(dopts, grpc.WithPerRPCCredentials(bearer(o.token)))
 	}
 	dopts = append(dopts, o.dialOptions...)
-	conn, err := grpc.NewClient(addr, dopts...)
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+	c := &Client{opts: o, dopts: dopts, eps: map[string]*endpoint{}}
+	for _, a := range addrs {
+		ep, err := c.newEndpoint(a)
+		if err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		c.seeds = append(c.seeds, ep)
 	}
-	return &Client{conn: conn, gw: pb.NewGatewayClient(conn), opts: o}, nil
+	if o.routing == routeLeader || (o.routing == routeAuto && len(c.eps) > 1) {
+		c.r = newRouter(c)
+	}
+	return c, nil
 }
 
-// Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+// newEndpoint returns the endpoint of addr, opening its connections (which
+// connect on first use) unless it has them already.
+func (c *Client) newEndpoint(addr string) (*endpoint, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ep := c.eps[addr]; ep != nil {
+		return ep, nil
+	}
+	if c.closed {
+		return nil, errors.New("client: closed")
+	}
+	ep := &endpoint{addr: addr}
+	for range c.opts.connsPerNode {
+		conn, err := grpc.NewClient(addr, c.dopts...)
+		if err != nil {
+			_ = ep.close()
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		ep.conns = append(ep.conns, conn)
+		ep.gws = append(ep.gws, pb.NewGatewayClient(conn))
+	}
+	c.eps[addr] = ep
+	return ep, nil
+}
+
+// endpoint returns the endpoint of a node's advertised address, connecting
+// to it at once (a routed call only uses a connection that is up), or nil
+// if the address is unusable or the client closed. Connections are kept
+// until Close: closing one under a call would turn its outcome unknown.
+func (c *Client) endpoint(addr string) *endpoint {
+	c.mu.Lock()
+	ep := c.eps[addr]
+	c.mu.Unlock()
+	if ep != nil {
+		return ep
+	}
+	ep, err := c.newEndpoint(addr)
+	if err != nil {
+		return nil
+	}
+	ep.connect()
+	return ep
+}
+
+// Close closes the connections; calls in flight fail.
+func (c *Client) Close() error {
+	c.once.Do(func() {
+		if c.r != nil {
+			c.r.stop()
+		}
+		c.mu.Lock()
+		c.closed = true
+		eps := c.eps
+		c.eps = map[string]*endpoint{}
+		c.mu.Unlock()
+		var errs []error
+		for _, ep := range eps { // order does not matter
+			errs = append(errs, ep.close())
+		}
+		c.err = errors.Join(errs...)
+	})
+	return c.err
+}
 
 // fillAddress sets the client's tenant and workspace where addr has none.
 // It returns a copy, so the caller's message is not changed behind its back.
@@ -210,8 +374,10 @@ func (c *Client) Submit(ctx context.Context, req *pb.SubmitRequest, opts ...grpc
 	send := c.submitRequest(req)
 	var resp *pb.SubmitResponse
 	err := c.retry(ctx, func() error {
+		gw, rc := c.target(send.GetAddress(), true)
 		var err error
-		resp, err = c.gw.Submit(ctx, send, opts...)
+		resp, err = gw.Submit(ctx, send, rc.callOptions(opts)...)
+		rc.finish(err)
 		return err
 	})
 	return resp, err
@@ -244,10 +410,13 @@ func (c *Client) Get(ctx context.Context, req *pb.GetRequest, opts ...grpc.CallO
 	if addr := c.fillAddress(req.GetAddress()); addr != req.GetAddress() {
 		send = &pb.GetRequest{Address: addr, Consistency: req.GetConsistency()}
 	}
+	route := send.GetConsistency() != pb.Consistency_CONSISTENCY_STALE
 	var resp *pb.GetResponse
 	err := c.retry(ctx, func() error {
+		gw, rc := c.target(send.GetAddress(), route)
 		var err error
-		resp, err = c.gw.Get(ctx, send, opts...)
+		resp, err = gw.Get(ctx, send, rc.callOptions(opts)...)
+		rc.finish(err)
 		return err
 	})
 	return resp, err
@@ -263,21 +432,25 @@ func (c *Client) History(ctx context.Context, req *pb.HistoryRequest, opts ...gr
 			PageToken: req.GetPageToken(), Consistency: req.GetConsistency(),
 		}
 	}
+	route := send.GetConsistency() != pb.Consistency_CONSISTENCY_STALE
 	var resp *pb.HistoryResponse
 	err := c.retry(ctx, func() error {
+		gw, rc := c.target(send.GetAddress(), route)
 		var err error
-		resp, err = c.gw.History(ctx, send, opts...)
+		resp, err = gw.History(ctx, send, rc.callOptions(opts)...)
+		rc.finish(err)
 		return err
 	})
 	return resp, err
 }
 
-// Status reports the node the client is connected to.
+// Status reports the node the client is connected to (with several
+// addresses, the next one in turn).
 func (c *Client) Status(ctx context.Context, opts ...grpc.CallOption) (*pb.StatusResponse, error) {
 	var resp *pb.StatusResponse
 	err := c.retry(ctx, func() error {
 		var err error
-		resp, err = c.gw.Status(ctx, &pb.StatusRequest{}, opts...)
+		resp, err = c.anyGateway().Status(ctx, &pb.StatusRequest{}, opts...)
 		return err
 	})
 	return resp, err
@@ -289,7 +462,7 @@ func (c *Client) Drain(ctx context.Context, id string, undo bool, opts ...grpc.C
 	var resp *pb.DrainResponse
 	err := c.retry(ctx, func() error {
 		var err error
-		resp, err = c.gw.Drain(ctx, &pb.DrainRequest{NodeId: id, Undo: undo}, opts...)
+		resp, err = c.anyGateway().Drain(ctx, &pb.DrainRequest{NodeId: id, Undo: undo}, opts...)
 		return err
 	})
 	return resp, err

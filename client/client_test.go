@@ -231,6 +231,9 @@ func TestDialValidatesOptions(t *testing.T) {
 		"zero backoff":      WithRetryBackoff(0, time.Second),
 		"max below initial": WithRetryBackoff(time.Second, time.Millisecond),
 		"token with space":  WithToken("a b"),
+		"no conns per node": WithConnsPerNode(0),
+		"zero route gap":    WithRouteRefresh(time.Second, 0),
+		"refresh below gap": WithRouteRefresh(time.Millisecond, time.Second),
 	} {
 		if _, err := Dial("127.0.0.1:1", opt); err == nil {
 			t.Errorf("%s: Dial accepted it", name)
@@ -238,6 +241,12 @@ func TestDialValidatesOptions(t *testing.T) {
 	}
 	if _, err := Dial(""); err == nil {
 		t.Error("Dial accepted an empty address")
+	}
+	if _, err := DialCluster(nil); err == nil {
+		t.Error("DialCluster accepted no address")
+	}
+	if _, err := DialCluster([]string{"127.0.0.1:1", ""}); err == nil {
+		t.Error("DialCluster accepted an empty address")
 	}
 }
 
@@ -250,6 +259,9 @@ func TestErrorContractMatchesGateway(t *testing.T) {
 		{reasonNotApplied, gateway.ReasonNotApplied},
 		{reasonOverloaded, gateway.ReasonOverloaded},
 		{outcomeUnknownPrefix, gateway.OutcomeUnknownPrefix},
+		{trailerLeader, gateway.LeaderTrailer},
+		{trailerLeaderAddr, gateway.LeaderAddrTrailer},
+		{trailerScope, gateway.ScopeTrailer},
 	} {
 		if p[0] != p[1] {
 			t.Errorf("client has %q, gateway %q", p[0], p[1])

@@ -1,0 +1,555 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/actor/builtin"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/cluster"
+	"github.com/rhizon/rhizon/gateway"
+	"github.com/rhizon/rhizon/shard"
+)
+
+// The cluster node is the gateway's route hinter.
+var _ gateway.RouteHinter = (*cluster.Node)(nil)
+
+const (
+	clusterToken  = "client-cluster-test-token-0123"
+	clusterShards = 8
+)
+
+// clusterNode is a real node (Raft over TCP, Badger on disk) behind a real
+// gRPC gateway on 127.0.0.1.
+type clusterNode struct {
+	id   string
+	node *cluster.Node
+	srv  *grpc.Server
+	addr string
+
+	mu   sync.Mutex
+	dead bool
+}
+
+type testCluster struct {
+	nodes []*clusterNode
+}
+
+// startCluster starts 3 nodes of clusterShards shards with 3 replicas each
+// and waits until every shard has a leader and leadership has settled. The
+// token is a service principal of tenant bench, as the benchmark's is.
+func startCluster(t *testing.T) *testCluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	auth, err := gateway.NewAuth("test", []gateway.TokenEntry{{
+		Token: clusterToken, Principal: gateway.TokenPrincipal{ID: "bench", Type: "service"},
+		Scopes: []gateway.TokenScope{{Tenant: "bench", Workspace: "*"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tc := &testCluster{}
+	var join []string
+	for i := range 3 {
+		id := fmt.Sprintf("n%d", i+1)
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := cluster.Open(cluster.Config{
+			NodeID: id, DataDir: t.TempDir(), Shards: clusterShards, Registry: builtin.Registry(), Logger: quiet,
+			ShardTemplate: shard.Config{
+				HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+				LeaderLeaseTimeout: 100 * time.Millisecond, TickInterval: 20 * time.Millisecond,
+			},
+			Version: "test", GRPCAddr: l.Addr().String(), ClusterSecret: "test-secret", FastGossip: true,
+			BootstrapExpect: 3, Join: join, DeadAfter: time.Hour,
+		})
+		if err != nil {
+			l.Close()
+			t.Fatal(err)
+		}
+		if i == 0 {
+			join = []string{n.GossipAddr()}
+		}
+		gw, err := gateway.New(gateway.Config{Backend: n, Auth: auth, NodeID: id, Version: "test", Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer(gateway.ServerOptions()...)
+		gw.RegisterGRPC(srv)
+		n.RegisterGRPC(srv)
+		go srv.Serve(l)
+		cn := &clusterNode{id: id, node: n, srv: srv, addr: l.Addr().String()}
+		tc.nodes = append(tc.nodes, cn)
+		t.Cleanup(func() { cn.kill(t) })
+	}
+	for _, cn := range tc.nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		err := cn.node.WaitReady(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	tc.waitSettled(t)
+	return tc
+}
+
+// kill stops the node's gateway and the node, as a crash would (no
+// graceful leave). Safe to call twice.
+func (cn *clusterNode) kill(t *testing.T) {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if cn.dead {
+		return
+	}
+	cn.dead = true
+	cn.srv.Stop()
+	if err := cn.node.Kill(); err != nil {
+		t.Errorf("kill %s: %v", cn.id, err)
+	}
+}
+
+func (cn *clusterNode) alive() bool {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	return !cn.dead
+}
+
+func (tc *testCluster) live() []*clusterNode {
+	var out []*clusterNode
+	for _, cn := range tc.nodes {
+		if cn.alive() {
+			out = append(out, cn)
+		}
+	}
+	return out
+}
+
+func (tc *testCluster) addrs() []string {
+	var out []string
+	for _, cn := range tc.nodes {
+		out = append(out, cn.addr)
+	}
+	return out
+}
+
+// leaders returns, by shard, the live node whose replica leads it ("" if
+// none does, or several think they do).
+func (tc *testCluster) leaders() []string {
+	out := make([]string, clusterShards)
+	n := make([]int, clusterShards)
+	for _, cn := range tc.live() {
+		for _, s := range cn.node.Shards() {
+			if s.IsLeader() && s.ID() < clusterShards {
+				out[s.ID()] = cn.id
+				n[s.ID()]++
+			}
+		}
+	}
+	for i := range out {
+		if n[i] != 1 {
+			out[i] = ""
+		}
+	}
+	return out
+}
+
+// forwarded sums the forwards of the live nodes.
+func (tc *testCluster) forwarded() uint64 {
+	var sum uint64
+	for _, cn := range tc.live() {
+		sum += cn.node.Forwarded()
+	}
+	return sum
+}
+
+func (tc *testCluster) node(id string) *clusterNode {
+	for _, cn := range tc.nodes {
+		if cn.id == id {
+			return cn
+		}
+	}
+	return nil
+}
+
+// waitSettled waits until every shard has one leader and no leadership has
+// moved for two seconds (the controller spreads leaders after a start or a
+// failure).
+func (tc *testCluster) waitSettled(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var last []string
+	since := time.Now()
+	for time.Now().Before(deadline) {
+		cur := tc.leaders()
+		if !slices.Equal(cur, last) || slices.Contains(cur, "") {
+			last, since = cur, time.Now()
+		} else if time.Since(since) >= 2*time.Second {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("leadership did not settle in 60 s: %v", tc.leaders())
+}
+
+func (tc *testCluster) dial(t *testing.T, opts ...Option) *Client {
+	t.Helper()
+	c, err := DialCluster(tc.addrs(), append([]Option{
+		WithToken(clusterToken), WithRetries(10), WithRetryBackoff(10*time.Millisecond, 300*time.Millisecond),
+		WithRouteRefresh(2*time.Second, 50*time.Millisecond),
+	}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func shardOfEntity(e string) uint32 {
+	return actor.ShardOf(actor.Address{Tenant: "bench", Workspace: gateway.DefaultWorkspace, ActorType: "counter", EntityID: e}, clusterShards)
+}
+
+// entities returns n counter ids covering every shard.
+func entities(n int) []string {
+	var out []string
+	seen := map[uint32]bool{}
+	for i := 0; len(out) < n || len(seen) < clusterShards; i++ {
+		e := fmt.Sprintf("c%d", i)
+		if len(out) < n || !seen[shardOfEntity(e)] {
+			out = append(out, e)
+			seen[shardOfEntity(e)] = true
+		}
+	}
+	return out
+}
+
+// tally counts the adds acknowledged per entity.
+type tally struct {
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+func (tl *tally) add(e string) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	if tl.n == nil {
+		tl.n = map[string]int64{}
+	}
+	tl.n[e]++
+}
+
+// add submits cmd.counter.add {"amount":1} to counter/e with the token's
+// default tenant and workspace (as the benchmark does) and counts it.
+func add(t *testing.T, c *Client, tl *tally, e string) *pb.SubmitResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := c.Submit(ctx, &pb.SubmitRequest{
+		Address: &pb.Address{ActorType: "counter", EntityId: e}, Type: "cmd.counter.add", Payload: []byte(`{"amount":1}`),
+	})
+	if err != nil {
+		t.Errorf("submit counter/%s: %v", e, err)
+		return nil
+	}
+	if resp.GetResult().GetStatus() != pb.Status_STATUS_ACCEPTED {
+		t.Errorf("submit counter/%s: %v", e, resp.GetResult())
+		return nil
+	}
+	if resp.GetShard() != shardOfEntity(e) {
+		t.Errorf("counter/%s on shard %d, actor.ShardOf says %d", e, resp.GetShard(), shardOfEntity(e))
+	}
+	if tl != nil {
+		tl.add(e)
+	}
+	return resp
+}
+
+// addAll submits one add to each entity from workers goroutines, rounds
+// times over.
+func addAll(t *testing.T, c *Client, tl *tally, ents []string, workers, rounds int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for r := range rounds {
+				for i := w; i < len(ents); i += workers {
+					add(t, c, tl, ents[(i+r)%len(ents)])
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// checkTally reads every counter (linearizable) and compares it with the
+// adds acknowledged: each command applied exactly once.
+func checkTally(t *testing.T, c *Client, tl *tally) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	for e, want := range tl.n {
+		g, err := c.Get(ctx, &pb.GetRequest{Address: &pb.Address{ActorType: "counter", EntityId: e}})
+		if err != nil {
+			t.Fatalf("get counter/%s: %v", e, err)
+		}
+		var st struct {
+			Value int64 `json:"value"`
+		}
+		if err := json.Unmarshal(g.GetState(), &st); err != nil {
+			t.Fatalf("counter/%s state %s: %v", e, g.GetState(), err)
+		}
+		if st.Value != want {
+			t.Errorf("counter/%s = %d, but %d adds were acknowledged", e, st.Value, want)
+		}
+	}
+}
+
+// tableMatches reports whether c routes every shard to its current leader.
+func tableMatches(c *Client, leaders []string) error {
+	t := c.r.table.Load()
+	if t == nil {
+		return fmt.Errorf("no table")
+	}
+	if t.count != clusterShards {
+		return fmt.Errorf("table of %d shards", t.count)
+	}
+	if !slices.Equal(t.nodes, leaders) {
+		return fmt.Errorf("table says leaders %v, the cluster %v", t.nodes, leaders)
+	}
+	return nil
+}
+
+// warmUp sends adds until the client's table names every shard's leader and
+// it knows the token's default scope.
+func warmUp(t *testing.T, tc *testCluster, c *Client, tl *tally, ents []string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		addAll(t, c, tl, ents, 4, 1)
+		err := tableMatches(c, tc.leaders())
+		if err == nil {
+			if _, ok := c.r.resolve(&pb.Address{ActorType: "counter", EntityId: "x"}); !ok {
+				err = fmt.Errorf("default scope not learned")
+			}
+		}
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("routing table not learned in 20 s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// quietWindow runs load and returns the forwards it caused, retrying (up to
+// tries times) while leadership moved during the window, which would
+// rightly cause forwards.
+func quietWindow(t *testing.T, tc *testCluster, tries int, load func()) uint64 {
+	t.Helper()
+	for try := 1; ; try++ {
+		before, f0 := tc.leaders(), tc.forwarded()
+		load()
+		f := tc.forwarded() - f0
+		if slices.Equal(before, tc.leaders()) && !slices.Contains(before, "") {
+			return f
+		}
+		if try == tries {
+			t.Fatalf("leadership kept moving: %v -> %v", before, tc.leaders())
+		}
+		tc.waitSettled(t)
+	}
+}
+
+func TestRouting_SteadyStateSubmitsAreNotForwarded(t *testing.T) {
+	tc := startCluster(t)
+	c := tc.dial(t)
+	if c.r == nil {
+		t.Fatal("routing is off for a client of three addresses")
+	}
+	ents := entities(24)
+	var tl tally
+	warmUp(t, tc, c, &tl, ents)
+
+	f := quietWindow(t, tc, 5, func() {
+		addAll(t, c, &tl, ents, 8, 8)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, e := range ents {
+			if _, err := c.Get(ctx, &pb.GetRequest{Address: &pb.Address{ActorType: "counter", EntityId: e}}); err != nil {
+				t.Errorf("get %s: %v", e, err)
+			}
+		}
+	})
+	if f != 0 {
+		t.Errorf("%d of %d routed requests were forwarded after warm-up", f, len(ents)*9)
+	}
+
+	// The same load without routing: about two thirds are forwarded, so the
+	// count above is not zero by accident.
+	any := tc.dial(t, WithLeaderRouting(false))
+	if any.r != nil {
+		t.Fatal("WithLeaderRouting(false) left routing on")
+	}
+	f = quietWindow(t, tc, 5, func() { addAll(t, any, &tl, ents, 8, 2) })
+	if f == 0 {
+		t.Errorf("%d requests spread over every node and none was forwarded", 2*len(ents))
+	}
+	checkTally(t, c, &tl)
+}
+
+func TestRouting_FollowsLeadershipTransferAndLeaderKill(t *testing.T) {
+	tc := startCluster(t)
+	c := tc.dial(t)
+	ents := entities(24)
+	var tl tally
+	warmUp(t, tc, c, &tl, ents)
+
+	// Move the leadership of ents[0]'s shard to another node. The next
+	// routed submit lands on the old leader, which forwards it and names
+	// the new one; from then on submits go straight there.
+	e := ents[0]
+	s := shardOfEntity(e)
+	old := tc.leaders()[s]
+	for _, r := range tc.node(old).node.Shards() {
+		if r.ID() == s {
+			if err := r.Raft().LeadershipTransfer().Error(); err != nil {
+				t.Fatalf("transfer shard %d from %s: %v", s, old, err)
+			}
+		}
+	}
+	relearned := func(e string, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		clean := 0
+		for clean < 5 {
+			if time.Now().After(deadline) {
+				t.Fatalf("submits to counter/%s still forwarded %v after the leadership change (leaders %v)", e, within, tc.leaders())
+			}
+			f0 := tc.forwarded()
+			add(t, c, &tl, e)
+			if tc.forwarded() == f0 {
+				clean++
+			} else {
+				clean = 0
+			}
+		}
+	}
+	relearned(e, 10*time.Second)
+	if now := tc.leaders()[s]; now == old {
+		t.Logf("shard %d is led by %s again (the controller spreads leaders)", s, now)
+	}
+
+	// Kill the node leading ents[1]'s shard while load runs: every command
+	// must succeed (retries keep their idempotency key), and once the
+	// survivors have elected new leaders the client routes to them.
+	e = ents[1]
+	victim := tc.node(tc.leaders()[shardOfEntity(e)])
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; ; i += 4 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				add(t, c, &tl, ents[i%len(ents)])
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	victim.kill(t)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	tc.waitSettled(t)
+	relearned(e, 15*time.Second)
+	f := quietWindow(t, tc, 5, func() { addAll(t, c, &tl, ents, 8, 3) })
+	if f != 0 {
+		t.Errorf("%d of %d submits forwarded after the leader's death was learned", f, 3*len(ents))
+	}
+	checkTally(t, c, &tl)
+}
+
+func TestRouting_StaleTableNeverBreaksCorrectness(t *testing.T) {
+	tc := startCluster(t)
+	// No background refresh worth the name: only the gateways' hints (and
+	// the refreshes they trigger) may repair the table.
+	c := tc.dial(t, WithRouteRefresh(time.Hour, 20*time.Millisecond))
+	ents := entities(16)
+	var tl tally
+	warmUp(t, tc, c, &tl, ents)
+
+	poison := func(count uint32, shift int, scope scopeKey) {
+		good := c.r.table.Load()
+		byNode := map[string]*endpoint{}
+		for i, id := range good.nodes {
+			byNode[id] = good.leaders[i]
+		}
+		ids := []string{"n1", "n2", "n3"}
+		bad := &routeTable{count: count, leaders: make([]*endpoint, count), nodes: make([]string, count)}
+		for i := range bad.leaders {
+			id := ids[(slices.Index(ids, good.nodes[i%len(good.nodes)])+shift)%len(ids)]
+			bad.leaders[i], bad.nodes[i] = byNode[id], id
+		}
+		c.r.mu.Lock()
+		c.r.table.Store(bad)
+		m := map[scopeKey]scopeKey{{}: scope}
+		c.r.scopes.Store(&m)
+		c.r.mu.Unlock()
+	}
+	healed := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			addAll(t, c, &tl, ents, 4, 1)
+			err := tableMatches(c, tc.leaders())
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("table not repaired in 10 s: %v", err)
+			}
+		}
+	}
+
+	// Every shard pointed at a node that does not lead it.
+	poison(clusterShards, 1, scopeKey{"bench", gateway.DefaultWorkspace})
+	addAll(t, c, &tl, ents, 8, 4)
+	healed()
+
+	// A wrong shard count and a wrong default scope: every shard computed
+	// is wrong.
+	poison(5, 2, scopeKey{"bench", "elsewhere"})
+	addAll(t, c, &tl, ents, 8, 4)
+	healed()
+
+	f := quietWindow(t, tc, 5, func() { addAll(t, c, &tl, ents, 8, 2) })
+	if f != 0 {
+		t.Errorf("%d submits forwarded after the table was repaired", f)
+	}
+	checkTally(t, c, &tl)
+}

@@ -27,6 +27,18 @@ const (
 	CommandKV = "kv"
 )
 
+// Rhizon routing modes for RhizonConfig.Route.
+const (
+	// RouteLeader sends each command and linearizable read straight to
+	// the gateway of its shard's leader (the Go client's leader routing):
+	// no node forwards in steady state. The default.
+	RouteLeader = "leader"
+	// RouteAny spreads operations round-robin over the addresses, as a
+	// client unaware of shards would; two thirds of a 3-node cluster's
+	// operations are then forwarded to the leader by the node they reach.
+	RouteAny = "any"
+)
+
 // Defaults of RhizonConfig.
 const (
 	DefaultConnsPerAddr     = 2
@@ -35,17 +47,23 @@ const (
 
 // RhizonConfig configures the rhizon target.
 type RhizonConfig struct {
-	// Addrs are gateway gRPC addresses (host:port); operations go to them
-	// round-robin. Any node takes any request, so one address is enough
-	// for a cluster, but spreading the load spreads the forwarding work.
+	// Addrs are gateway gRPC addresses (host:port). With RouteAny
+	// operations go to them round-robin: any node takes any request, so one
+	// address is enough for a cluster, but spreading the load spreads the
+	// forwarding work. With RouteLeader they are where the client learns
+	// the cluster's nodes and shard leaders from.
 	Addrs []string
+	// Route is RouteLeader (default) or RouteAny.
+	Route string
 	// Token, Tenant and Workspace as for client.Dial (empty tenant and
 	// workspace: the token's own).
 	Token, Tenant, Workspace string
 	// Conns is the number of gRPC connections (0: DefaultConnsPerAddr per
 	// address). One HTTP/2 connection carries any number of calls, but all
 	// of them through one socket and one reader goroutine on each side,
-	// which caps throughput before the server does.
+	// which caps throughput before the server does. With RouteLeader it is
+	// divided among the addresses (rounded up), and every node the client
+	// routes to gets that many.
 	Conns int
 	// CommandActor is what Command sends: CommandCounter (default) or
 	// CommandKV.
@@ -92,6 +110,13 @@ func NewRhizon(cfg RhizonConfig) (*Rhizon, error) {
 	default:
 		return nil, fmt.Errorf("bench: command actor %q: use %s or %s", cfg.CommandActor, CommandCounter, CommandKV)
 	}
+	switch cfg.Route {
+	case "":
+		cfg.Route = RouteLeader
+	case RouteLeader, RouteAny:
+	default:
+		return nil, fmt.Errorf("bench: route %q: use %s or %s", cfg.Route, RouteLeader, RouteAny)
+	}
 	if cfg.Conns <= 0 {
 		cfg.Conns = DefaultConnsPerAddr * len(cfg.Addrs)
 	}
@@ -100,6 +125,15 @@ func NewRhizon(cfg RhizonConfig) (*Rhizon, error) {
 	}
 	t := &Rhizon{cfg: cfg, keyPrefix: "bench-" + client.NewID()[:16] + "-"}
 	opts := append([]client.Option{client.WithToken(cfg.Token), client.WithTenant(cfg.Tenant), client.WithWorkspace(cfg.Workspace)}, cfg.ClientOptions...)
+	if cfg.Route == RouteLeader {
+		perNode := (cfg.Conns + len(cfg.Addrs) - 1) / len(cfg.Addrs)
+		c, err := client.DialCluster(cfg.Addrs, append(opts, client.WithLeaderRouting(true), client.WithConnsPerNode(min(perNode, 64)))...)
+		if err != nil {
+			return nil, err
+		}
+		t.clients = []*client.Client{c}
+		return t, nil
+	}
 	for i := range cfg.Conns {
 		c, err := client.Dial(cfg.Addrs[i%len(cfg.Addrs)], opts...)
 		if err != nil {
@@ -126,6 +160,9 @@ func (t *Rhizon) Close() error {
 }
 
 func (t *Rhizon) client() *client.Client {
+	if len(t.clients) == 1 {
+		return t.clients[0]
+	}
 	return t.clients[t.next.Add(1)%uint64(len(t.clients))]
 }
 

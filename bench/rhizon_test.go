@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -128,6 +129,25 @@ func TestRhizon_EndToEndAgainstARealNode(t *testing.T) {
 
 	t.Run("CommandKVNeedsAndGetsDocuments", func(t *testing.T) { testCommandKV(t, addr) })
 	t.Run("BadTokenFailsSetupAndIsClassified", func(t *testing.T) { testBadToken(t, addr) })
+	t.Run("RouteAny", func(t *testing.T) { testRouteAny(t, addr) })
+}
+
+// testRouteAny runs the round-robin client: one client per connection, no
+// leader routing; the end-to-end test above used the default, RouteLeader.
+func testRouteAny(t *testing.T, addr string) {
+	target, err := NewRhizon(RhizonConfig{Addrs: []string{addr, addr}, Token: testToken, Route: RouteAny})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	if len(target.clients) != 2*DefaultConnsPerAddr {
+		t.Fatalf("%d clients, want one per connection", len(target.clients))
+	}
+	for i := range 10 {
+		if out, err := target.Command(context.Background(), fmt.Sprintf("any-%d", i), nil); err != nil || out != OK {
+			t.Fatalf("command: %v %v", out, err)
+		}
+	}
 }
 
 func testCommandKV(t *testing.T, addr string) {
@@ -193,5 +213,17 @@ func TestRhizon_Classify(t *testing.T) {
 	}
 	if _, err := NewRhizon(RhizonConfig{Addrs: []string{"x:1"}, CommandActor: "lock"}); err == nil {
 		t.Error("unknown command actor accepted")
+	}
+	if _, err := NewRhizon(RhizonConfig{Addrs: []string{"x:1"}, Route: "nearest"}); err == nil {
+		t.Error("unknown route accepted")
+	}
+	// The default is leader routing: one client holding the connections.
+	r, err := NewRhizon(RhizonConfig{Addrs: []string{"x:1", "y:1", "z:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.cfg.Route != RouteLeader || len(r.clients) != 1 {
+		t.Errorf("default route %q with %d clients, want %s with one", r.cfg.Route, len(r.clients), RouteLeader)
 	}
 }

@@ -40,6 +40,7 @@ type benchFlags struct {
 	zipfS          float64
 	prefix         string
 	commandActor   string
+	route          string
 	conns          int
 	opTimeout      time.Duration
 	jsonFile       string
@@ -70,6 +71,14 @@ Without --rate the load is a closed loop of --concurrency workers. With
 is measured from when each was due, so queueing is not hidden; --concurrency
 then caps the operations in flight and --max-outstanding the queued ones
 (beyond it, sends are dropped and counted).
+
+--route leader (the default) sends each rhizon command and linearizable read
+straight to the gateway of the node leading its shard: the client learns the
+leaders from the cluster (Status, then the gateways' hints) and connects to
+every node, so no node forwards in steady state. --route any spreads the
+operations round-robin over --addr instead, as a client unaware of shards
+would; a node that does not lead the shard forwards the operation (on 3 nodes,
+two thirds of them).
 
 --json FILE writes one JSON object per run (JSON Lines) and, next to it, an
 SVG latency-over-time plot per run and one percentile plot.
@@ -123,7 +132,8 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 	fs.Float64Var(&f.zipfS, "zipf-s", bench.DefaultZipfS, "Zipf exponent of the hot workload (> 1)")
 	fs.StringVar(&f.prefix, "entity-prefix", bench.DefaultEntityPrefix, "prefix of the entity ids")
 	fs.StringVar(&f.commandActor, "command", bench.CommandCounter, "what a rhizon command is: counter (cmd.counter.add) or kv (cmd.kv.update without expected version)")
-	fs.IntVar(&f.conns, "conns", 0, "client connections: rhizon spreads them over --addr (default 2 per address), a peer over its servers (default 3)")
+	fs.StringVar(&f.route, "route", bench.RouteLeader, "where rhizon operations go: leader (straight to the shard leader's gateway) or any (round-robin over --addr; the node forwards)")
+	fs.IntVar(&f.conns, "conns", 0, "client connections: rhizon spreads them over --addr (default 2 per address; with --route leader, that many per node), a peer over its servers (default 3)")
 	fs.DurationVar(&f.opTimeout, "op-timeout", bench.DefaultOpTimeout, "deadline of one operation, client retries included")
 	fs.StringVar(&f.jsonFile, "json", "", "write the runs as JSON Lines to this file, and SVG plots next to it")
 	fs.BoolVar(&f.progress, "progress", true, "print a progress line every second on stderr")
@@ -225,6 +235,9 @@ func (f *benchFlags) targetList() ([]string, error) {
 			return nil, fmt.Errorf("--target %q: known targets are rhizon, %s", n, strings.Join(bench.PeerKinds, ", "))
 		}
 	}
+	if f.route != bench.RouteLeader && f.route != bench.RouteAny {
+		return nil, fmt.Errorf("--route %q: use %s or %s", f.route, bench.RouteLeader, bench.RouteAny)
+	}
 	if f.peerAddrs != "" && peers != 1 {
 		return nil, errors.New("--peer-addrs names the servers of exactly one peer target")
 	}
@@ -238,7 +251,7 @@ func (f *benchFlags) openTarget(ctx context.Context, stderr io.Writer, name stri
 	if name == bench.Baseline {
 		t, err = bench.NewRhizon(bench.RhizonConfig{
 			Addrs: splitList(f.addr), Token: f.token, Tenant: f.tenant, Workspace: f.workspace,
-			Conns: f.conns, CommandActor: f.commandActor, NATS: splitList(f.nats),
+			Conns: f.conns, CommandActor: f.commandActor, NATS: splitList(f.nats), Route: f.route,
 		})
 		if err != nil {
 			return nil, nil, err

@@ -36,7 +36,8 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 		}
 	}
 
-	if stored, ok, err := a.storedResult(cmd.Address, cmd.IdempotencyKey); err != nil {
+	key := cmd.Address.Key()
+	if stored, ok, err := a.storedResult(cmd.Address, key, cmd.IdempotencyKey); err != nil {
 		return res, err
 	} else if ok {
 		var pr pb.Result
@@ -48,7 +49,6 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 		return dup, nil
 	}
 
-	key := cmd.Address.Key()
 	ent, err := a.entity(cmd.Address, key)
 	if err != nil {
 		return res, err
@@ -57,8 +57,8 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 	if cmd.ExpectedVersion != nil && *cmd.ExpectedVersion != ent.Version {
 		res.Status, res.Reason, res.Code = actor.StatusRejected, actor.ReasonConflict, "version_conflict"
 		res.Message = fmt.Sprintf("expected version %d, entity is at version %d", *cmd.ExpectedVersion, ent.Version)
-		a.recordRejection(cmd, &res, actor.EventType(cmd.Address.ActorType, "rejected"), ent.Version)
-		a.storeResult(cmd, &res)
+		a.recordRejection(cmd, key, &res, actor.EventType(cmd.Address.ActorType, "rejected"), ent.Version)
+		a.storeResult(cmd, key, &res)
 		return res, nil
 	}
 
@@ -74,8 +74,8 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 		}
 		res = rejected(res, derr)
 		if res.Reason == actor.ReasonBusiness {
-			a.recordRejection(cmd, &res, actor.EventType(cmd.Address.ActorType, "rejected"), ent.Version)
-			a.storeResult(cmd, &res)
+			a.recordRejection(cmd, key, &res, actor.EventType(cmd.Address.ActorType, "rejected"), ent.Version)
+			a.storeResult(cmd, key, &res)
 		}
 		return res, nil
 	}
@@ -85,8 +85,8 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 	events := make([]actor.Event, 0, len(news))
 	for _, ne := range news {
 		version++
-		ev := actor.Event{
-			ID:            EventID(cmd.Address, version),
+		events = append(events, actor.Event{
+			ID:            eventID(key, version),
 			Type:          actor.EventType(cmd.Address.ActorType, ne.Name),
 			Address:       cmd.Address,
 			Version:       version,
@@ -99,19 +99,20 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 			Principal:     cmd.Security.Principal,
 			Shard:         a.e.shard,
 			Index:         a.index,
-		}
-		next, err := evolve(beh, state, &ev)
+		})
+		// Evolve the element in place: a local Event would escape to the heap.
+		ev := &events[len(events)-1]
+		next, err := evolve(beh, state, ev)
 		if err == nil && len(next) > actor.MaxStateBytes {
 			err = fmt.Errorf("state would be %d bytes; the limit is %d", len(next), actor.MaxStateBytes)
 		}
 		if err != nil {
 			res = rejected(res, actor.Reject("evolve_failed", "event %s: %v", ev.Type, err))
-			a.recordRejection(cmd, &res, actor.EventType(cmd.Address.ActorType, "rejected"), ent.Version)
-			a.storeResult(cmd, &res)
+			a.recordRejection(cmd, key, &res, actor.EventType(cmd.Address.ActorType, "rejected"), ent.Version)
+			a.storeResult(cmd, key, &res)
 			return res, nil
 		}
 		state = next
-		events = append(events, ev)
 	}
 
 	// All checks passed: write.
@@ -121,7 +122,7 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 		ev.Ordinal = pos.Ordinal
 		data := mustMarshal(pb.FromEvent(ev))
 		a.b.AppendHistory(cmd.Address, pos, HistoryEvent, data)
-		a.hash('H', cmd.Address.Key(), u64(pos.Index), u64(uint64(pos.Ordinal)), data)
+		a.hash('H', key, u64(pos.Index), u64(uint64(pos.Ordinal)), data)
 		// The same bytes wait in the outbox until the relay published them;
 		// the history record is the audit trail and stays.
 		a.putOutbox(pos, OutboxEvent, data)
@@ -130,7 +131,7 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 		a.putEntity(ent, cmd.Address, key, Entity{Version: version, State: state})
 	}
 	for i, s := range sends {
-		a.outbox(cmd, version, i, s)
+		a.outbox(cmd, key, version, i, s)
 	}
 	for _, op := range timerOps {
 		old, had, err := a.timer(cmd.Address, op.Name)
@@ -145,7 +146,7 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 		}
 	}
 	res.Status, res.Version, res.Events, res.Reply = actor.StatusAccepted, version, events, reply
-	a.storeResult(cmd, &res)
+	a.storeResult(cmd, key, &res)
 	return res, nil
 }
 
@@ -163,9 +164,9 @@ func correlation(cmd *actor.Command) string {
 
 // outbox writes one actor-to-actor command with a deterministic id and
 // idempotency key, so that delivering it more than once has one effect.
-func (a *applier) outbox(cmd *actor.Command, version uint64, n int, s actor.Send) {
+func (a *applier) outbox(cmd *actor.Command, srcKey []byte, version uint64, n int, s actor.Send) {
 	src := cmd.Address
-	id := deterministicID("send", src.Key(), u64(version), u64(uint64(n)), []byte(cmd.ID))
+	id := deterministicID("send", srcKey, u64(version), u64(uint64(n)), []byte(cmd.ID))
 	out := actor.Command{
 		ID:             id,
 		Type:           s.Type,
@@ -209,11 +210,11 @@ func senderID(src actor.Address) string {
 // poison the key space of the entity it attacked.
 func (a *applier) violation(cmd *actor.Command, res actor.Result, msg string) actor.Result {
 	res.Status, res.Reason, res.Code, res.Message = actor.StatusRejected, actor.ReasonViolation, "violation", msg
-	a.recordRejection(cmd, &res, ViolationEventType, 0)
+	a.recordRejection(cmd, cmd.Address.Key(), &res, ViolationEventType, 0)
 	return res
 }
 
-func (a *applier) recordRejection(cmd *actor.Command, res *actor.Result, typ string, version uint64) {
+func (a *applier) recordRejection(cmd *actor.Command, addrKey []byte, res *actor.Result, typ string, version uint64) {
 	pos := a.nextPos()
 	rj := &pb.Rejection{
 		Type: typ, CommandId: cmd.ID, CommandType: cmd.Type, Address: pb.FromAddress(cmd.Address),
@@ -225,14 +226,14 @@ func (a *applier) recordRejection(cmd *actor.Command, res *actor.Result, typ str
 	}
 	data := mustMarshal(rj)
 	a.b.AppendHistory(cmd.Address, pos, HistoryRejection, data)
-	a.hash('R', cmd.Address.Key(), u64(pos.Index), u64(uint64(pos.Ordinal)), data)
+	a.hash('R', addrKey, u64(pos.Index), u64(uint64(pos.Ordinal)), data)
 }
 
-func (a *applier) storeResult(cmd *actor.Command, res *actor.Result) {
+func (a *applier) storeResult(cmd *actor.Command, addrKey []byte, res *actor.Result) {
 	data := mustMarshal(pb.FromResult(res))
-	a.results[string(cmd.Address.Key())+"\x00"+cmd.IdempotencyKey] = data
+	a.results[string(a.resultsKey(addrKey, cmd.IdempotencyKey))] = data
 	a.b.PutResult(cmd.Address, cmd.IdempotencyKey, data)
-	a.hash('D', cmd.Address.Key(), []byte(cmd.IdempotencyKey), data)
+	a.hash('D', addrKey, []byte(cmd.IdempotencyKey), data)
 }
 
 // rejected fills res from a Decide error: a *Rejection keeps its reason and

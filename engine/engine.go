@@ -87,6 +87,8 @@ type Engine struct {
 	// cache holds committed entity records; like relayed it is only a
 	// shortcut to what the store holds.
 	cache *entityCache
+	// hashBuf is the applier's digest buffer, kept between entries.
+	hashBuf []byte
 }
 
 // Option configures an Engine.
@@ -158,6 +160,7 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 		results:  map[string][]byte{},
 		timers:   map[string]timerSlot{},
 		digest:   sha256.New(),
+		hb:       e.hashBuf[:0],
 	}
 	out := Applied{At: at}
 	if ent.Relayed != (Position{}) {
@@ -188,6 +191,10 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 	binary.BigEndian.PutUint64(hdr[:8], ent.Index)
 	binary.BigEndian.PutUint64(hdr[8:], uint64(at))
 	h.Write(hdr[:])
+	a.flushHash()
+	if cap(a.hb) <= 2*hashBufFlush { // do not keep a buffer a huge part grew
+		e.hashBuf = a.hb[:0]
+	}
 	h.Write(a.digest.Sum(nil))
 	copy(next.Hash[:], h.Sum(nil))
 	a.b.SetMeta(next)
@@ -229,6 +236,8 @@ type applier struct {
 	results  map[string][]byte
 	timers   map[string]timerSlot
 	digest   hash.Hash
+	hb       []byte // digest input not yet written to digest
+	kb       []byte // scratch for map keys
 }
 
 func (a *applier) nextPos() Position {
@@ -236,18 +245,34 @@ func (a *applier) nextPos() Position {
 	return Position{Index: a.index, Ordinal: a.ordinal}
 }
 
+// hashBufFlush is how much digest input collects before it is hashed.
+const hashBufFlush = 16 << 10
+
 // hash feeds one write into the digest: a tag and length-prefixed parts.
+// The bytes collect in a buffer and reach the digest in larger writes, which
+// gives the same digest and keeps parts (and u64's arrays) off the heap.
 func (a *applier) hash(tag byte, parts ...[]byte) {
-	var n [4]byte
-	a.digest.Write([]byte{tag})
+	a.hb = append(a.hb, tag)
 	for _, p := range parts {
-		binary.BigEndian.PutUint32(n[:], uint32(len(p)))
-		a.digest.Write(n[:])
-		a.digest.Write(p)
+		a.hb = binary.BigEndian.AppendUint32(a.hb, uint32(len(p)))
+		a.hb = append(a.hb, p...)
+	}
+	if len(a.hb) >= hashBufFlush {
+		a.flushHash()
 	}
 }
 
-func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+func (a *applier) flushHash() {
+	a.digest.Write(a.hb)
+	a.hb = a.hb[:0]
+}
+
+// u64 is v big-endian; inlined, it stays on the caller's stack.
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
 
 // entitySlot is one entity as the entry sees it.
 type entitySlot struct {
@@ -290,9 +315,8 @@ func (a *applier) putEntity(s *entitySlot, addr actor.Address, key []byte, ent E
 	a.hash('E', key, u64(ent.Version), ent.State)
 }
 
-func (a *applier) storedResult(addr actor.Address, key string) ([]byte, bool, error) {
-	k := string(addr.Key()) + "\x00" + key
-	if r, ok := a.results[k]; ok {
+func (a *applier) storedResult(addr actor.Address, addrKey []byte, key string) ([]byte, bool, error) {
+	if r, ok := a.results[string(a.resultsKey(addrKey, key))]; ok {
 		return r, true, nil
 	}
 	r, ok, err := a.rd.Result(addr, key)
@@ -300,6 +324,13 @@ func (a *applier) storedResult(addr actor.Address, key string) ([]byte, bool, er
 		return nil, false, fmt.Errorf("%w: read result %s: %w", ErrStore, addr, err)
 	}
 	return r, ok, nil
+}
+
+// resultsKey is the key of a.results, in a scratch buffer: the address key
+// (self-delimiting), NUL, the idempotency key.
+func (a *applier) resultsKey(addrKey []byte, key string) []byte {
+	a.kb = append(append(append(a.kb[:0], addrKey...), 0), key...)
+	return a.kb
 }
 
 func (a *applier) timer(addr actor.Address, name string) (Timer, bool, error) {
@@ -354,23 +385,28 @@ func (a *applier) deleteTimer(t Timer) {
 	a.hash('t', t.Address.Key(), []byte(t.Name), u64(uint64(t.At)))
 }
 
-// deterministicID derives a 128-bit hex id from its parts.
+// deterministicID derives a 128-bit hex id from its parts: the first half of
+// sha256(kind, then each part length-prefixed).
 func deterministicID(kind string, parts ...[]byte) string {
-	h := sha256.New()
-	h.Write([]byte(kind))
+	var buf [256]byte // ids of typical parts hash without a heap allocation
+	b := append(buf[:0], kind...)
 	for _, p := range parts {
-		var n [4]byte
-		binary.BigEndian.PutUint32(n[:], uint32(len(p)))
-		h.Write(n[:])
-		h.Write(p)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(p)))
+		b = append(b, p...)
 	}
-	return hex.EncodeToString(h.Sum(nil)[:16])
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
 }
 
 // EventID is the id of the event that took addr to version: stable across
 // replicas, replays and re-deliveries.
 func EventID(addr actor.Address, version uint64) string {
-	return deterministicID("event", addr.Key(), u64(version))
+	return eventID(addr.Key(), version)
+}
+
+// eventID is EventID for an address already encoded with Key.
+func eventID(addrKey []byte, version uint64) string {
+	return deterministicID("event", addrKey, u64(version))
 }
 
 var marshal = proto.MarshalOptions{Deterministic: true}

@@ -75,6 +75,26 @@ func parsePos(b []byte) (engine.Position, bool) {
 
 func metaKey(shard uint32) []byte { return keyBuf(shard, tagMeta, 0) }
 
+// addrKeyLen is len(a.Key()).
+func addrKeyLen(a actor.Address) int {
+	return 8 + len(a.Tenant) + len(a.Workspace) + len(a.ActorType) + len(a.EntityID)
+}
+
+// appendAddrKey appends the bytes of a.Key() to b, sparing the engine's hot
+// paths the separate allocation of Key's result.
+func appendAddrKey(b []byte, a actor.Address) []byte {
+	for _, p := range [...]string{a.Tenant, a.Workspace, a.ActorType, a.EntityID} {
+		b = append(b, byte(len(p)>>8), byte(len(p)))
+		b = append(b, p...)
+	}
+	return b
+}
+
+// addrPrefix is shard | tag | a.Key(), with room for extra more bytes.
+func addrPrefix(shard uint32, tag byte, a actor.Address, extra int) []byte {
+	return appendAddrKey(keyBuf(shard, tag, addrKeyLen(a)+extra), a)
+}
+
 func entityKey(shard uint32, addr []byte) []byte {
 	return append(keyBuf(shard, tagEntity, len(addr)), addr...)
 }

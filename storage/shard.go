@@ -63,22 +63,55 @@ func (s *ShardStore) getIn(rtxn *badger.Txn, key []byte, fn func(val []byte) err
 	return found, err
 }
 
+// copyIn returns a copy of the value stored under key, if any, reading in
+// rtxn (nil: a new read transaction). Unlike getIn it needs no callback,
+// which would cost the engine's lookups an allocation each.
+func (s *ShardStore) copyIn(rtxn *badger.Txn, key []byte) ([]byte, bool, error) {
+	if rtxn == nil {
+		var v []byte
+		var ok bool
+		err := s.db().View(func(txn *badger.Txn) error {
+			var err error
+			v, ok, err = copyFrom(txn, key)
+			return err
+		})
+		return v, ok, err
+	}
+	return copyFrom(rtxn, key)
+}
+
+func copyFrom(txn *badger.Txn, key []byte) ([]byte, bool, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, false, err
+	}
+	return v, true, nil
+}
+
 // Entity returns the entity's record; a zero Entity when it has none.
 func (s *ShardStore) Entity(addr actor.Address) (engine.Entity, error) { return s.entityIn(nil, addr) }
 
 func (s *ShardStore) entityIn(txn *badger.Txn, addr actor.Address) (engine.Entity, error) {
 	var e engine.Entity
-	_, err := s.getIn(txn, entityKey(s.id, addr.Key()), func(v []byte) error {
-		if len(v) < 8 {
-			return fmt.Errorf("%w: entity record of %s is %d bytes", errCorruptKey, addr, len(v))
-		}
-		e.Version = binary.BigEndian.Uint64(v)
-		if len(v) > 8 {
-			e.State = append([]byte(nil), v[8:]...)
-		}
-		return nil
-	})
-	return e, err
+	v, ok, err := s.copyIn(txn, addrPrefix(s.id, tagEntity, addr, 0))
+	if err != nil || !ok {
+		return e, err
+	}
+	if len(v) < 8 {
+		return e, fmt.Errorf("%w: entity record of %s is %d bytes", errCorruptKey, addr, len(v))
+	}
+	e.Version = binary.BigEndian.Uint64(v)
+	if len(v) > 8 {
+		e.State = v[8:len(v):len(v)] // the copy is ours; the cap keeps appends off it
+	}
+	return e, nil
 }
 
 // Result returns the encoded result stored under (addr, idempotency key).
@@ -87,12 +120,8 @@ func (s *ShardStore) Result(addr actor.Address, key string) ([]byte, bool, error
 }
 
 func (s *ShardStore) resultIn(txn *badger.Txn, addr actor.Address, key string) ([]byte, bool, error) {
-	var out []byte
-	ok, err := s.getIn(txn, resultKey(s.id, addr.Key(), key), func(v []byte) error {
-		out = append([]byte(nil), v...)
-		return nil
-	})
-	return out, ok && err == nil, err
+	v, ok, err := s.copyIn(txn, append(addrPrefix(s.id, tagResult, addr, len(key)), key...))
+	return v, ok && err == nil, err
 }
 
 // Timer returns the entity's timer name, if set.
@@ -328,7 +357,7 @@ func (b *batch) PutEntity(addr actor.Address, e engine.Entity) {
 	v := make([]byte, 8+len(e.State))
 	binary.BigEndian.PutUint64(v, e.Version)
 	copy(v[8:], e.State)
-	b.put(entityKey(b.s.id, addr.Key()), v)
+	b.put(addrPrefix(b.s.id, tagEntity, addr, 0), v)
 }
 
 // AppendHistory stores an event or rejection at its log position.
@@ -336,12 +365,12 @@ func (b *batch) AppendHistory(addr actor.Address, pos engine.Position, kind engi
 	v := make([]byte, 1+len(data))
 	v[0] = byte(kind)
 	copy(v[1:], data)
-	b.put(historyKey(b.s.id, addr.Key(), pos), v)
+	b.put(appendPos(addrPrefix(b.s.id, tagHistory, addr, 12), pos), v)
 }
 
 // PutResult stores the encoded result under (addr, idempotency key).
 func (b *batch) PutResult(addr actor.Address, key string, data []byte) {
-	b.put(resultKey(b.s.id, addr.Key(), key), data)
+	b.put(append(addrPrefix(b.s.id, tagResult, addr, len(key)), key...), data)
 }
 
 // PutOutbox stores an encoded command for delivery.

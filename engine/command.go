@@ -116,16 +116,25 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 	}
 
 	// All checks passed: write.
+	var encoded [][]byte
+	if len(events) > 0 {
+		encoded = make([][]byte, len(events))
+	}
 	for i := range events {
 		ev := &events[i]
 		pos := a.nextPos()
 		ev.Ordinal = pos.Ordinal
-		data := mustMarshal(pb.FromEvent(ev))
+		// The same bytes wait in the outbox until the relay published them;
+		// the history record is the audit trail and stays. The outbox row
+		// is the kind byte and the event, so encode into it.
+		row := make([]byte, 1, 1+sizeEvent(ev))
+		row[0] = OutboxEvent
+		row = appendEvent(row, ev)
+		data := row[1:]
+		encoded[i] = data
 		a.b.AppendHistory(cmd.Address, pos, HistoryEvent, data)
 		a.hash('H', key, u64(pos.Index), u64(uint64(pos.Ordinal)), data)
-		// The same bytes wait in the outbox until the relay published them;
-		// the history record is the audit trail and stays.
-		a.putOutbox(pos, OutboxEvent, data)
+		a.putOutboxRow(pos, row)
 	}
 	if len(events) > 0 {
 		a.putEntity(ent, cmd.Address, key, Entity{Version: version, State: state})
@@ -146,7 +155,7 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 		}
 	}
 	res.Status, res.Version, res.Events, res.Reply = actor.StatusAccepted, version, events, reply
-	a.storeResult(cmd, key, &res)
+	a.storeEncodedResult(cmd, key, encodeResult(&res, encoded))
 	return res, nil
 }
 
@@ -189,6 +198,11 @@ func (a *applier) putOutbox(pos Position, kind byte, data []byte) {
 	row := make([]byte, 1+len(data))
 	row[0] = kind
 	copy(row[1:], data)
+	a.putOutboxRow(pos, row)
+}
+
+// putOutboxRow writes a row that already starts with its kind byte.
+func (a *applier) putOutboxRow(pos Position, row []byte) {
 	a.b.PutOutbox(pos, row)
 	a.hash('O', u64(pos.Index), u64(uint64(pos.Ordinal)), row)
 }
@@ -230,7 +244,10 @@ func (a *applier) recordRejection(cmd *actor.Command, addrKey []byte, res *actor
 }
 
 func (a *applier) storeResult(cmd *actor.Command, addrKey []byte, res *actor.Result) {
-	data := mustMarshal(pb.FromResult(res))
+	a.storeEncodedResult(cmd, addrKey, encodeResult(res, nil))
+}
+
+func (a *applier) storeEncodedResult(cmd *actor.Command, addrKey []byte, data []byte) {
 	a.results[string(a.resultsKey(addrKey, cmd.IdempotencyKey))] = data
 	a.b.PutResult(cmd.Address, cmd.IdempotencyKey, data)
 	a.hash('D', addrKey, []byte(cmd.IdempotencyKey), data)

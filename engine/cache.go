@@ -60,16 +60,17 @@ func (c *entityCache) reset() {
 
 func (c *entityCache) len() int { return len(c.index) }
 
-// get returns a copy of the cached record of key.
-func (c *entityCache) get(key []byte) (Entity, bool) {
+// get returns a copy of the cached record of key, and key as a string the
+// caller may keep (the cache's own, so a hit allocates no key).
+func (c *entityCache) get(key []byte) (string, Entity, bool) {
 	i, ok := c.index[string(key)]
 	if !ok {
-		return Entity{}, false
+		return "", Entity{}, false
 	}
 	c.unlink(i)
 	c.pushFront(i)
 	n := &c.nodes[i]
-	return Entity{Version: n.version, State: cloneState(n.state)}, true
+	return n.key, Entity{Version: n.version, State: cloneState(n.state)}, true
 }
 
 // put records that key's committed record is (version, state). state must

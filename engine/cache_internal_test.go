@@ -13,20 +13,20 @@ func TestEntityCache_EvictsLeastRecentlyUsed(t *testing.T) {
 	for i := range 3 {
 		c.put(fmt.Sprint("k", i), uint64(i), []byte{byte(i)})
 	}
-	if _, ok := c.get([]byte("k0")); !ok { // k0 is now the most recent
+	if _, _, ok := c.get([]byte("k0")); !ok { // k0 is now the most recent
 		t.Fatal("k0 missing")
 	}
 	c.put("k3", 3, nil) // evicts k1, the least recently used
-	if _, ok := c.get([]byte("k1")); ok {
+	if _, _, ok := c.get([]byte("k1")); ok {
 		t.Fatal("k1 should have been evicted")
 	}
 	for _, k := range []string{"k0", "k2", "k3"} {
-		if _, ok := c.get([]byte(k)); !ok {
+		if _, _, ok := c.get([]byte(k)); !ok {
 			t.Fatalf("%s missing", k)
 		}
 	}
 	c.put("k2", 9, []byte("new")) // an update replaces, it does not add
-	if e, ok := c.get([]byte("k2")); !ok || e.Version != 9 || string(e.State) != "new" || c.len() != 3 {
+	if _, e, ok := c.get([]byte("k2")); !ok || e.Version != 9 || string(e.State) != "new" || c.len() != 3 {
 		t.Fatalf("after update: %+v %v len %d", e, ok, c.len())
 	}
 }
@@ -44,14 +44,14 @@ func TestEntityCache_ByteBound(t *testing.T) {
 		t.Fatalf("holds %d entries, want 3", c.len())
 	}
 	c.put("big", 1, make([]byte, 4*per)) // larger than the whole cache: not kept
-	if _, ok := c.get([]byte("big")); ok || c.len() != 3 {
+	if _, _, ok := c.get([]byte("big")); ok || c.len() != 3 {
 		t.Fatalf("an entry above the bound was cached (len %d)", c.len())
 	}
 	c.reset()
 	if c.len() != 0 || c.bytes != 0 {
 		t.Fatalf("after reset: len %d bytes %d", c.len(), c.bytes)
 	}
-	if _, ok := c.get([]byte("k4")); ok {
+	if _, _, ok := c.get([]byte("k4")); ok {
 		t.Fatal("entry survived reset")
 	}
 }
@@ -59,13 +59,13 @@ func TestEntityCache_ByteBound(t *testing.T) {
 func TestEntityCache_HandsOutCopies(t *testing.T) {
 	c := newEntityCache(10, 1<<20)
 	c.put("k", 1, []byte("abc"))
-	e, _ := c.get([]byte("k"))
+	_, e, _ := c.get([]byte("k"))
 	e.State[0] = 'X'
-	if e2, _ := c.get([]byte("k")); string(e2.State) != "abc" {
+	if _, e2, _ := c.get([]byte("k")); string(e2.State) != "abc" {
 		t.Fatalf("mutating a returned state changed the cache: %q", e2.State)
 	}
 	c.put("empty", 2, nil)
-	if e, ok := c.get([]byte("empty")); !ok || e.State != nil || e.Version != 2 {
+	if _, e, ok := c.get([]byte("empty")); !ok || e.State != nil || e.Version != 2 {
 		t.Fatalf("empty state: %+v %v", e, ok)
 	}
 }
@@ -73,7 +73,7 @@ func TestEntityCache_HandsOutCopies(t *testing.T) {
 func TestEntityCache_Disabled(t *testing.T) {
 	c := newEntityCache(0, 0)
 	c.put("k", 1, nil)
-	if _, ok := c.get([]byte("k")); ok {
+	if _, _, ok := c.get([]byte("k")); ok {
 		t.Fatal("a disabled cache returned an entry")
 	}
 }

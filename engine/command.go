@@ -87,7 +87,7 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 		version++
 		events = append(events, actor.Event{
 			ID:            eventID(key, version),
-			Type:          actor.EventType(cmd.Address.ActorType, ne.Name),
+			Type:          a.e.eventType(cmd.Address.ActorType, ne.Name),
 			Address:       cmd.Address,
 			Version:       version,
 			Payload:       ne.Payload,

@@ -89,6 +89,20 @@ type Engine struct {
 	cache *entityCache
 	// hashBuf is the applier's digest buffer, kept between entries.
 	hashBuf []byte
+	// evType remembers the last event type built, since runs of one
+	// command type emit the same event type over and over.
+	evType struct{ actorType, name, typ string }
+}
+
+// eventType is actor.EventType(actorType, name), without building the same
+// string again for a run of equal events.
+func (e *Engine) eventType(actorType, name string) string {
+	if m := &e.evType; m.actorType == actorType && m.name == name && m.typ != "" {
+		return m.typ
+	}
+	typ := actor.EventType(actorType, name)
+	e.evType.actorType, e.evType.name, e.evType.typ = actorType, name, typ
+	return typ
 }
 
 // Option configures an Engine.
@@ -156,8 +170,9 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 		rd:       rd,
 		index:    ent.Index,
 		at:       at,
-		entities: map[string]*entitySlot{},
-		results:  map[string][]byte{},
+		entities: make(map[string]*entitySlot, len(ent.Commands)),
+		cmds:     len(ent.Commands),
+		results:  make(map[string][]byte, len(ent.Commands)),
 		timers:   map[string]timerSlot{},
 		digest:   sha256.New(),
 		hb:       e.hashBuf[:0],
@@ -232,6 +247,8 @@ type applier struct {
 	nthCmd  uint64
 
 	entities map[string]*entitySlot
+	slots    []entitySlot  // backing of entities' values, see entity
+	cmds     int           // commands in the entry
 	written  []*entitySlot // entities put in this entry, in first-put order
 	results  map[string][]byte
 	timers   map[string]timerSlot
@@ -289,17 +306,24 @@ func (a *applier) entity(addr actor.Address, key []byte) (*entitySlot, error) {
 	if s, ok := a.entities[string(key)]; ok {
 		return s, nil
 	}
-	ent, ok := a.e.cache.get(key)
+	k, ent, ok := a.e.cache.get(key)
 	if !ok {
 		var err error
 		if ent, err = a.rd.Entity(addr); err != nil {
 			return nil, fmt.Errorf("%w: read entity %s: %w", ErrStore, addr, err)
 		}
 		// The read saw committed state, which only this engine changes.
-		a.e.cache.put(string(key), ent.Version, cloneState(ent.State))
+		k = string(key)
+		a.e.cache.put(k, ent.Version, cloneState(ent.State))
 	}
-	s := &entitySlot{Entity: ent, key: string(key)}
-	a.entities[s.key] = s
+	if len(a.slots) == cap(a.slots) {
+		// Slots come in chunks: one allocation for many entities, and
+		// pointers into a chunk stay valid when the next one starts.
+		a.slots = make([]entitySlot, 0, min(max(a.cmds, 1), 256))
+	}
+	a.slots = append(a.slots, entitySlot{Entity: ent, key: k})
+	s := &a.slots[len(a.slots)-1]
+	a.entities[k] = s
 	return s, nil
 }
 

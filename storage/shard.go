@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -287,7 +288,30 @@ func decodeMeta(v []byte) (engine.Meta, error) {
 }
 
 // NewBatch starts an atomic write. Nothing reaches Badger before Commit.
-func (s *ShardStore) NewBatch() engine.Batch { return &batch{s: s} }
+func (s *ShardStore) NewBatch() engine.Batch {
+	b := &batch{s: s}
+	if p, ok := opsPool.Get().(*[]op); ok {
+		b.ops = (*p)[:0]
+	}
+	return b
+}
+
+// opsPool recycles the op lists of finished batches: an entry of a few
+// hundred commands writes a thousand ops or more, and growing the list from
+// empty each time was a good part of the engine's garbage.
+var opsPool sync.Pool
+
+// maxPooledOps bounds the lists kept, so one huge batch does not pin memory.
+const maxPooledOps = 1 << 14
+
+func recycleOps(ops []op) {
+	if cap(ops) == 0 || cap(ops) > maxPooledOps {
+		return
+	}
+	clear(ops) // drop the keys and values for the collector
+	ops = ops[:0]
+	opsPool.Put(&ops)
+}
 
 // batch buffers the writes of one log entry. Timer writes are kept as
 // operations and resolved at Commit against the stored timer, so the due index
@@ -407,6 +431,9 @@ func (b *batch) SetMeta(m engine.Meta) { b.put(metaKey(b.s.id), encodeMeta(m)) }
 // Discard drops the batch; nothing of it was written.
 func (b *batch) Discard() {
 	b.closeReader()
+	if !b.done {
+		recycleOps(b.ops)
+	}
 	b.done = true
 	b.ops, b.timers = nil, nil
 }
@@ -450,6 +477,13 @@ func (b *batch) Commit() error {
 				b.s.due.lower(to.t.At)
 			}
 		}
+	}
+	// Badger is done with the keys and values once Update or the journal
+	// returned; the list itself can serve the next batch.
+	if len(ops) >= len(b.ops) {
+		recycleOps(ops)
+	} else {
+		recycleOps(b.ops)
 	}
 	b.ops, b.timers = nil, nil
 	if err != nil {

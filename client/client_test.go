@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ type scriptedBackend struct {
 	mu     sync.Mutex
 	cmds   []actor.Command
 	script func(n int, cmd actor.Command) (actor.Result, error)
+	status atomic.Int64 // Status calls
 }
 
 func (b *scriptedBackend) Registry() *actor.Registry                 { return b.reg }
@@ -35,6 +37,7 @@ func (b *scriptedBackend) ShardOf(actor.Address) uint32              { return 0 
 func (b *scriptedBackend) Drain(context.Context, string, bool) error { return nil }
 
 func (b *scriptedBackend) Status(context.Context) (*pb.StatusResponse, error) {
+	b.status.Add(1)
 	return &pb.StatusResponse{}, nil
 }
 func (b *scriptedBackend) Get(context.Context, actor.Address, bool) (engine.Entity, uint64, error) {

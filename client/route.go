@@ -178,13 +178,21 @@ func (r *router) stop() {
 
 func (r *router) loop() {
 	defer close(r.done)
+	gap := r.gap
 	for {
-		r.refresh()
-		// At most one refresh per gap, however many hints arrive.
+		// At most one refresh per gap, however many hints arrive; the gap
+		// doubles, up to the interval, while refreshes fail (no node
+		// answers, or the token may not call Status), so that hints of a
+		// table the client cannot get do not turn into polling.
+		if r.refresh() {
+			gap = r.gap
+		} else {
+			gap = min(2*gap, r.every)
+		}
 		select {
 		case <-r.ctx.Done():
 			return
-		case <-time.After(r.gap):
+		case <-time.After(gap):
 		}
 		t := time.NewTimer(r.every)
 		select {
@@ -207,8 +215,8 @@ func (r *router) refreshSoon() {
 }
 
 // refresh asks the nodes for Status, seeds first, until one answers, and
-// installs the answer.
-func (r *router) refresh() {
+// installs the answer; it reports whether one answered.
+func (r *router) refresh() bool {
 	c := r.c
 	tried := map[*endpoint]bool{}
 	try := func(ep *endpoint) bool {
@@ -219,35 +227,32 @@ func (r *router) refresh() {
 		ctx, cancel := context.WithTimeout(r.ctx, routeStatusTimeout)
 		defer cancel()
 		st, err := ep.any().Status(ctx, &pb.StatusRequest{})
-		if err != nil {
-			return false
-		}
-		r.install(st)
-		return true
+		return err == nil && r.install(st)
 	}
 	start := int(c.next.Add(1))
 	for i := range c.seeds {
 		if try(c.seeds[(start+i)%len(c.seeds)]) {
-			return
+			return true
 		}
 	}
 	if t := r.table.Load(); t != nil {
 		for _, ep := range t.leaders {
 			if ep != nil && try(ep) {
-				return
+				return true
 			}
 		}
 	}
+	return false
 }
 
 // install replaces the table with what st says: for each shard the replica
 // that reports itself leader in the highest term, else the leader the
 // replica with the highest term knows; and the gateway addresses of the
-// nodes gossip sees alive.
-func (r *router) install(st *pb.StatusResponse) {
+// nodes gossip sees alive. It reports whether st was usable.
+func (r *router) install(st *pb.StatusResponse) bool {
 	count := st.GetShardCount()
 	if count == 0 || count > maxRouteShards {
-		return
+		return false
 	}
 	addrs := map[string]string{}
 	for _, n := range st.GetNodes() {
@@ -284,6 +289,7 @@ func (r *router) install(st *pb.StatusResponse) {
 	r.table.Store(t)
 	r.mu.Unlock()
 	r.refreshes.Add(1)
+	return true
 }
 
 // setLeader records that node, at addr, leads shard of a table of count

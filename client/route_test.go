@@ -132,3 +132,27 @@ func TestDialClusterPassesOverADeadAddress(t *testing.T) {
 		t.Fatalf("%d commands reached the gateway, want 20", n)
 	}
 }
+
+// TestRefreshBacksOffWhileStatusIsUseless: a gateway whose Status gives no
+// routing table (here: no shard count; in life, a node that cannot answer)
+// is not polled at the pace of the hints.
+func TestRefreshBacksOffWhileStatusIsUseless(t *testing.T) {
+	be, addr := serve(t, nil)
+	c, err := DialCluster([]string{addr}, WithToken(token), WithLeaderRouting(true), WithRouteRefresh(400*time.Millisecond, 10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.r.run()
+	for end := time.Now().Add(time.Second); time.Now().Before(end); {
+		c.r.refreshSoon()
+		time.Sleep(time.Millisecond)
+	}
+	// 10, 20, 40, ... 400 ms: about 8 in a second, not 100.
+	if n := be.status.Load(); n < 2 || n > 20 {
+		t.Fatalf("%d Status calls in a second of hints", n)
+	}
+	if c.r.table.Load() != nil {
+		t.Fatal("a Status without shards became a table")
+	}
+}

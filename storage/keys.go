@@ -55,6 +55,11 @@ func shardPrefix(shard uint32) []byte { return binary.BigEndian.AppendUint32(nil
 // tagPrefix is the prefix of a whole keyspace of shard.
 func tagPrefix(shard uint32, tag byte) []byte { return keyBuf(shard, tag, 0) }
 
+// appendTagPrefix appends tagPrefix(shard, tag) to b.
+func appendTagPrefix(b []byte, shard uint32, tag byte) []byte {
+	return append(binary.BigEndian.AppendUint32(b, shard), tag)
+}
+
 // flipSign maps int64 to uint64 so that the big-endian bytes sort in numeric
 // order: negative times sort before zero, zero before positive.
 func flipSign(v int64) uint64 { return uint64(v) ^ (1 << 63) }

@@ -29,6 +29,7 @@ func TestAddrPrefixMatchesAddressKey(t *testing.T) {
 			{[]byte("entity"), addrPrefix(shard, tagEntity, a, 0), entityKey(shard, a.Key())},
 			{[]byte("result"), append(addrPrefix(shard, tagResult, a, len(key)), key...), resultKey(shard, a.Key(), key)},
 			{[]byte("history"), appendPos(addrPrefix(shard, tagHistory, a, 12), pos), historyKey(shard, a.Key(), pos)},
+			{[]byte("entity (scratch)"), appendAddrKey(appendTagPrefix([]byte("junk")[:0], shard, tagEntity), a), entityKey(shard, a.Key())},
 		} {
 			if !bytes.Equal(c.got, c.want) {
 				t.Fatalf("%s key %x, want %x", c.name, c.got, c.want)

@@ -97,11 +97,14 @@ func copyFrom(txn *badger.Txn, key []byte) ([]byte, bool, error) {
 }
 
 // Entity returns the entity's record; a zero Entity when it has none.
-func (s *ShardStore) Entity(addr actor.Address) (engine.Entity, error) { return s.entityIn(nil, addr) }
+func (s *ShardStore) Entity(addr actor.Address) (engine.Entity, error) {
+	return s.entityIn(nil, addrPrefix(s.id, tagEntity, addr, 0), addr)
+}
 
-func (s *ShardStore) entityIn(txn *badger.Txn, addr actor.Address) (engine.Entity, error) {
+// entityIn reads the entity record under key (addr's entity key).
+func (s *ShardStore) entityIn(txn *badger.Txn, key []byte, addr actor.Address) (engine.Entity, error) {
 	var e engine.Entity
-	v, ok, err := s.copyIn(txn, addrPrefix(s.id, tagEntity, addr, 0))
+	v, ok, err := s.copyIn(txn, key)
 	if err != nil || !ok {
 		return e, err
 	}
@@ -117,11 +120,7 @@ func (s *ShardStore) entityIn(txn *badger.Txn, addr actor.Address) (engine.Entit
 
 // Result returns the encoded result stored under (addr, idempotency key).
 func (s *ShardStore) Result(addr actor.Address, key string) ([]byte, bool, error) {
-	return s.resultIn(nil, addr, key)
-}
-
-func (s *ShardStore) resultIn(txn *badger.Txn, addr actor.Address, key string) ([]byte, bool, error) {
-	v, ok, err := s.copyIn(txn, append(addrPrefix(s.id, tagResult, addr, len(key)), key...))
+	v, ok, err := s.copyIn(nil, append(addrPrefix(s.id, tagResult, addr, len(key)), key...))
 	return v, ok && err == nil, err
 }
 
@@ -322,6 +321,9 @@ type batch struct {
 	timers []timerOp
 	done   bool
 	rd     *badger.Txn // read snapshot for the engine's lookups, opened lazily
+	// kb holds the key of the current lookup: Badger keeps no reference to
+	// it once the value is copied, so one buffer serves them all.
+	kb []byte
 }
 
 var _ engine.BatchReader = (*batch)(nil)
@@ -348,12 +350,15 @@ func (b *batch) closeReader() {
 
 // Entity implements engine.BatchReader.
 func (b *batch) Entity(addr actor.Address) (engine.Entity, error) {
-	return b.s.entityIn(b.reader(), addr)
+	b.kb = appendAddrKey(appendTagPrefix(b.kb[:0], b.s.id, tagEntity), addr)
+	return b.s.entityIn(b.reader(), b.kb, addr)
 }
 
 // Result implements engine.BatchReader.
 func (b *batch) Result(addr actor.Address, key string) ([]byte, bool, error) {
-	return b.s.resultIn(b.reader(), addr, key)
+	b.kb = append(appendAddrKey(appendTagPrefix(b.kb[:0], b.s.id, tagResult), addr), key...)
+	v, ok, err := b.s.copyIn(b.reader(), b.kb)
+	return v, ok && err == nil, err
 }
 
 // Timer implements engine.BatchReader.

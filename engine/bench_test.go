@@ -16,10 +16,10 @@ import (
 //	GOMAXPROCS=1 go test -run '^$' -bench ApplyCounter -benchtime 200x ./engine/
 func BenchmarkApplyCounter(b *testing.B) { benchmarkApplyCounter(b, 256) }
 
-// BenchmarkApplyCounterSmallEntries is BenchmarkApplyCounter with 8 commands
+// BenchmarkApplySmallEntries is BenchmarkApplyCounter with 8 commands
 // per entry, as a lightly loaded cluster proposes them: it shows the cost of
 // an entry itself (its batch, read snapshot, commit and hash).
-func BenchmarkApplyCounterSmallEntries(b *testing.B) { benchmarkApplyCounter(b, 8) }
+func BenchmarkApplySmallEntries(b *testing.B) { benchmarkApplyCounter(b, 8) }
 
 func benchmarkApplyCounter(b *testing.B, batch int) {
 	r := newReplica(b, builtin.Registry())

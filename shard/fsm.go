@@ -104,6 +104,15 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	if err := f.store.Restore(rc); err != nil {
+		// A restore that failed part way has replaced some keys: applying
+		// later entries over that (with the engine's meta and cache of the
+		// old state) would diverge from the other replicas. Halt, as on any
+		// store failure, until a restore succeeds. A stream refused before
+		// it touched anything (ErrBadSnapshot) leaves the state as it was.
+		if _, merr := f.store.Meta(); merr != nil {
+			f.halted.Store(true)
+			f.log.Error("snapshot restore failed part way; shard halted until a restore succeeds", "err", err, "state", merr)
+		}
 		return fmt.Errorf("shard %d: restore: %w", f.s.id, err)
 	}
 	if err := f.db.Sync(); err != nil {

@@ -16,7 +16,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -34,9 +33,6 @@ import (
 	"github.com/rhizon/rhizon/internal/telemetry"
 	"github.com/rhizon/rhizon/shard"
 )
-
-// gcPercent is the node's GOGC when the environment sets none.
-const gcPercent = 200
 
 type nodeFlags struct {
 	nodeID       string
@@ -180,12 +176,8 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		return &exitErr{exitUsage, err}
 	}
 	slog.SetDefault(log)
-	if os.Getenv("GOGC") == "" {
-		// A node's live heap is mostly caches, while each command
-		// allocates short-lived garbage: collecting at 3x the live heap
-		// instead of 2x halves the collections (GC was 6.6% of a node's
-		// CPU at the default). GOGC in the environment still wins.
-		debug.SetGCPercent(gcPercent)
+	if soft := tuneGC(cgroupMemoryMax); soft > 0 {
+		log.Info("soft memory limit from the container's", "bytes", soft)
 	}
 	if err := os.MkdirAll(f.dataDir, 0o755); err != nil {
 		return err

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
@@ -55,41 +54,29 @@ type forwardStats struct {
 	counter metric.Int64Counter
 }
 
-// forwardCounters holds each node's forwardStats, by node id and gateway
-// address (a process runs one node, tests several). It lives here rather
-// than in Node so that metrics stay in this file; an entry is a few words,
-// kept for the life of the process, and a node reopened with the same id and
-// address continues its count (as the OpenTelemetry counter does).
-var forwardCounters sync.Map // forwardKey -> *forwardStats
-
-type forwardKey struct{ id, addr string }
-
-func (n *Node) forwardStats() *forwardStats {
-	key := forwardKey{n.cfg.NodeID, n.cfg.GRPCAddr}
-	if v, ok := forwardCounters.Load(key); ok {
-		return v.(*forwardStats)
-	}
+// newForwardStats makes the node's counter, exported for Prometheus as
+// rhizon_forwarded_total.
+func (n *Node) newForwardStats() (*forwardStats, error) {
 	fs := &forwardStats{attrs: map[string]metric.AddOption{}}
-	// Exported for Prometheus as rhizon_forwarded_total.
-	fs.counter, _ = otel.Meter("github.com/rhizon/rhizon/cluster").Int64Counter("rhizon.forwarded",
+	var err error
+	fs.counter, err = otel.Meter("github.com/rhizon/rhizon/cluster").Int64Counter("rhizon.forwarded",
 		metric.WithDescription("Requests this node's gateway forwarded to the shard leader on another node, by op (submit, read)."))
+	if err != nil {
+		return nil, err
+	}
 	for _, op := range []string{"submit", "read"} {
 		fs.attrs[op] = metric.WithAttributes(attribute.String("node", n.cfg.NodeID), attribute.String("op", op))
 	}
-	v, _ := forwardCounters.LoadOrStore(key, fs)
-	return v.(*forwardStats)
+	return fs, nil
 }
 
 // countForward records one forwarded request of op ("submit" or "read").
 func (n *Node) countForward(ctx context.Context, op string) {
-	fs := n.forwardStats()
-	fs.total.Add(1)
-	if fs.counter != nil {
-		fs.counter.Add(ctx, 1, fs.attrs[op])
-	}
+	n.forwards.total.Add(1)
+	n.forwards.counter.Add(ctx, 1, n.forwards.attrs[op])
 }
 
 // Forwarded reports how many requests this node has forwarded to a shard
 // leader on another node since it opened (rhizon_forwarded_total summed over
 // ops).
-func (n *Node) Forwarded() uint64 { return n.forwardStats().total.Load() }
+func (n *Node) Forwarded() uint64 { return n.forwards.total.Load() }

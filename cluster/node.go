@@ -173,6 +173,7 @@ type Node struct {
 	replicas map[uint32]*replica
 
 	metrics  metric.Registration
+	forwards *forwardStats
 	peers    *peerPool
 	hints    sync.Map // shard id -> leader node id
 	draining atomic.Bool
@@ -199,6 +200,10 @@ func Open(cfg Config) (*Node, error) {
 		stop: make(chan struct{}),
 	}
 	n.peers = newPeerPool(cfg.ClusterSecret)
+	var err error
+	if n.forwards, err = n.newForwardStats(); err != nil {
+		return nil, err
+	}
 	if err := n.open(); err != nil {
 		_ = n.Close()
 		return nil, err
@@ -230,6 +235,7 @@ func (n *Node) open() error {
 	if n.metrics, err = n.registerMetrics(); err != nil {
 		return err
 	}
+
 	n.wg.Add(4)
 	go n.joinLoop()
 	go n.bootstrapLoop()

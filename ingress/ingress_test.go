@@ -261,3 +261,34 @@ func TestIngress_PoisonAndMalformedGoToDeadLetters(t *testing.T) {
 		return m == 0, fmt.Sprintf("%d left", m)
 	})
 }
+
+// The ingress and events streams dedupe message ids over the configured
+// window: long enough for a new leader's republishing and producers'
+// retries, short enough that the ids held stay small.
+func TestIngress_StreamsUseTheDuplicateWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  time.Duration
+		want time.Duration
+	}{
+		{"default", 0, ingress.DefaultDuplicateWindow},
+		{"configured", 45 * time.Second, 45 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startEnv(t, 1, func(c *ingress.Config) { c.DuplicateWindow = tc.set })
+			for _, name := range []string{ingress.IngressStream, ingress.EventsStream} {
+				s, err := e.js.Stream(context.Background(), name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				info, err := s.Info(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := info.Config.Duplicates; got != tc.want {
+					t.Errorf("stream %s: duplicate window %v, want %v", name, got, tc.want)
+				}
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/cluster"
+	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/internal/ingresstest"
 )
@@ -290,5 +292,79 @@ func TestIngress_StreamsUseTheDuplicateWindow(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The relay publishes events in atomic batches. A batch holding a message id
+// the stream already has (what a new leader republishes after a failover) is
+// refused whole; the relay then publishes its events one by one, so the
+// duplicate is dropped and the others are stored once, in version order.
+func TestIngress_RelayPublishesAroundAnEventAlreadyStored(t *testing.T) {
+	e := startEnv(t, 1, nil)
+	ctx := context.Background()
+	addr := actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: "dup"}
+	const n, stored = 6, 3
+	// The stream already holds version 3's event, as if an earlier leader
+	// had published it.
+	pre := nats.NewMsg(ingress.EventSubject(addr))
+	pre.Data = []byte("published before")
+	if _, err := e.js.PublishMsg(ctx, pre, jetstream.WithMsgID(engine.EventID(addr, stored))); err != nil {
+		t.Fatal(err)
+	}
+	// Versions 1-2 may be relayed before the rest is applied; versions 3-6
+	// are applied in one entry, so one batch holds the stored id.
+	submit := func(i int) {
+		t.Helper()
+		res, err := e.node.Submit(ctx, actor.Command{
+			ID: fmt.Sprintf("c%d", i), Type: "cmd.counter.add", Address: addr, Payload: []byte(`{"amount":1}`),
+			IdempotencyKey: fmt.Sprintf("k%d", i), Security: producer,
+		})
+		if err != nil || res.Status != actor.StatusAccepted {
+			t.Fatalf("submit %d: %+v %v", i, res, err)
+		}
+	}
+	submit(1)
+	submit(2)
+	var wg sync.WaitGroup
+	for i := 3; i <= n; i++ {
+		wg.Go(func() { submit(i) })
+	}
+	wg.Wait()
+	waitFor(t, 30*time.Second, "events relayed", func() (bool, string) {
+		m := e.streamMsgs(t, ingress.EventsStream)
+		return m >= n, fmt.Sprintf("%d of %d messages", m, n)
+	})
+	time.Sleep(300 * time.Millisecond) // a relay that republished would show now
+	s, err := e.js.Stream(ctx, ingress.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := e.streamMsgs(t, ingress.EventsStream); m != n {
+		t.Fatalf("events stream holds %d messages, want %d (one per version)", m, n)
+	}
+	var versions []uint64
+	for seq := uint64(1); seq <= n; seq++ {
+		raw, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := raw.Header.Get(jetstream.MsgIDHeader)
+		if seq == 1 {
+			if string(raw.Data) != "published before" {
+				t.Fatalf("first message %q, want the one published before", raw.Data)
+			}
+			continue
+		}
+		var ev pb.Event
+		if err := proto.Unmarshal(raw.Data, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if id != engine.EventID(addr, ev.Version) {
+			t.Fatalf("message %d: id %q is not event version %d's", seq, id, ev.Version)
+		}
+		versions = append(versions, ev.Version)
+	}
+	if want := []uint64{1, 2, 4, 5, 6}; fmt.Sprint(versions) != fmt.Sprint(want) {
+		t.Fatalf("relayed versions %v, want %v", versions, want)
 	}
 }

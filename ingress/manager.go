@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -121,6 +122,9 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// atomicEvents: the events stream takes atomic batch publishes.
+	atomicEvents atomic.Bool
+
 	mu      sync.Mutex
 	workers map[uint32]*worker
 }
@@ -210,6 +214,9 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 		Replicas:    m.cfg.Replicas,
 		Duplicates:  m.cfg.DuplicateWindow,
 		MaxAge:      m.cfg.EventsMaxAge,
+		// The relay publishes events in atomic batches when the server
+		// supports them (nats-server 2.12 and later).
+		AllowAtomicPublish: true,
 	}, {
 		Name:        DeadStream,
 		Description: "Rhizon ingress messages that were malformed or kept failing, with the reason",
@@ -220,8 +227,14 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 		MaxAge:      30 * 24 * time.Hour,
 	}}
 	for _, sc := range streams {
-		if _, err := m.js.CreateOrUpdateStream(ctx, sc); err != nil {
+		s, err := m.js.CreateOrUpdateStream(ctx, sc)
+		if err != nil {
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+		if sc.Name == EventsStream {
+			// An older external server ignores the field, and would store
+			// a batch's messages one by one without its atomicity.
+			m.atomicEvents.Store(s.CachedInfo().Config.AllowAtomicPublish)
 		}
 	}
 	return nil

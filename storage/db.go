@@ -19,8 +19,10 @@ import (
 type DB struct {
 	kv *kv
 
-	mu    sync.Mutex
-	hints map[uint32]*dueHint
+	mu      sync.Mutex
+	hints   map[uint32]*dueHint
+	filters map[uint32]*resultFilter
+	budget  *filterBudget
 }
 
 // Open opens or creates the state store in dir. Writes are not synced
@@ -32,7 +34,8 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &DB{kv: k, hints: map[uint32]*dueHint{}}
+	d := &DB{kv: k, hints: map[uint32]*dueHint{}, filters: map[uint32]*resultFilter{},
+		budget: &filterBudget{max: k.opts.ResultFilterBytes}}
 	removeStaleRestoreFiles(d.tempDir(), dir)
 	if err := d.recover(); err != nil {
 		_ = k.close()
@@ -52,9 +55,7 @@ func (d *DB) Sync() error { return d.kv.sync() }
 
 // Shard returns the store of one shard. It is cheap: the store is a view of
 // the shard's key prefix.
-func (d *DB) Shard(id uint32) *ShardStore { return &ShardStore{d: d, id: id, due: d.hint(id)} }
-
-func (d *DB) hint(id uint32) *dueHint {
+func (d *DB) Shard(id uint32) *ShardStore {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	h, ok := d.hints[id]
@@ -62,7 +63,12 @@ func (d *DB) hint(id uint32) *dueHint {
 		h = &dueHint{low: math.MinInt64}
 		d.hints[id] = h
 	}
-	return h
+	f, ok := d.filters[id]
+	if !ok {
+		f = newResultFilter(d.budget)
+		d.filters[id] = f
+	}
+	return &ShardStore{d: d, id: id, due: h, results: f}
 }
 
 // dueHint remembers a lower bound of the due times of a shard's live timers,

@@ -46,6 +46,11 @@ type Options struct {
 	// minutes; negative disables). Deleted large values are only reclaimed
 	// by this.
 	GCInterval time.Duration
+	// ResultFilterBytes bounds the memory of the Bloom filters that spare
+	// idempotency lookups a Badger read, all shards together (default 64
+	// MiB, 1.5 bytes per stored result; negative: no filters). A
+	// shard whose filter would exceed it looks every key up in Badger.
+	ResultFilterBytes int64
 	// TempDir is where Restore stages an incoming snapshot while it verifies
 	// it (default: the database directory, which holds the data anyway).
 	TempDir string
@@ -60,6 +65,7 @@ const (
 	DefaultIndexCacheSize   = 8 << 20
 	DefaultValueLogFileSize = 64 << 20
 	DefaultGCInterval       = 10 * time.Minute
+	DefaultResultFilter     = 64 << 20
 )
 
 // maxValueThreshold is Badger's largest value threshold: values below it live
@@ -104,6 +110,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.GCInterval == 0 {
 		o.GCInterval = DefaultGCInterval
+	}
+	if o.ResultFilterBytes == 0 {
+		o.ResultFilterBytes = DefaultResultFilter
 	}
 	return o, nil
 }

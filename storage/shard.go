@@ -26,9 +26,10 @@ var errBatchDone = errors.New("storage: batch already committed or discarded")
 // ShardStore is one shard's keyspace in a DB; it implements engine.Store.
 // Reads are safe from any goroutine; the engine is its only writer.
 type ShardStore struct {
-	d   *DB
-	id  uint32
-	due *dueHint
+	d       *DB
+	id      uint32
+	due     *dueHint
+	results *resultFilter
 }
 
 var _ engine.Store = (*ShardStore)(nil)
@@ -120,7 +121,11 @@ func (s *ShardStore) entityIn(txn *badger.Txn, key []byte, addr actor.Address) (
 
 // Result returns the encoded result stored under (addr, idempotency key).
 func (s *ShardStore) Result(addr actor.Address, key string) ([]byte, bool, error) {
-	v, ok, err := s.copyIn(nil, append(addrPrefix(s.id, tagResult, addr, len(key)), key...))
+	k := append(addrPrefix(s.id, tagResult, addr, len(key)), key...)
+	if !s.results.mayHave(k, s.resultKeys) {
+		return nil, false, nil
+	}
+	v, ok, err := s.copyIn(nil, k)
 	return v, ok && err == nil, err
 }
 
@@ -357,6 +362,9 @@ func (b *batch) Entity(addr actor.Address) (engine.Entity, error) {
 // Result implements engine.BatchReader.
 func (b *batch) Result(addr actor.Address, key string) ([]byte, bool, error) {
 	b.kb = append(appendAddrKey(appendTagPrefix(b.kb[:0], b.s.id, tagResult), addr), key...)
+	if !b.s.results.mayHave(b.kb, b.s.resultKeys) {
+		return nil, false, nil
+	}
 	v, ok, err := b.s.copyIn(b.reader(), b.kb)
 	return v, ok && err == nil, err
 }
@@ -398,8 +406,12 @@ func (b *batch) AppendHistory(addr actor.Address, pos engine.Position, kind engi
 }
 
 // PutResult stores the encoded result under (addr, idempotency key).
+// The key enters the shard's result filter now, before the batch commits:
+// see resultFilter.
 func (b *batch) PutResult(addr actor.Address, key string, data []byte) {
-	b.put(append(addrPrefix(b.s.id, tagResult, addr, len(key)), key...), data)
+	k := append(addrPrefix(b.s.id, tagResult, addr, len(key)), key...)
+	b.s.results.add(k)
+	b.put(k, data)
 }
 
 // PutOutbox stores an encoded command for delivery.
@@ -697,12 +709,15 @@ func (s *ShardStore) recoverJournal() error {
 	}
 	s.d.kv.log.Warn("finishing a large batch interrupted by a failure", "shard", s.id, "ops", len(ops))
 	defer s.due.reset()
+	defer s.results.reset()
 	return s.finishJournal(ops)
 }
 
 // Clear deletes every key of the shard, for instance after the shard moved
 // to other nodes. It is not atomic; it is meant for a shard no one uses.
 func (s *ShardStore) Clear() error {
+	s.results.reset()
 	defer s.due.reset()
+	defer s.results.reset()
 	return s.d.kv.deleteKeys(shardPrefix(s.id), nil, nil)
 }

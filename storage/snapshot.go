@@ -197,6 +197,8 @@ func (s *ShardStore) Restore(r io.Reader) error {
 		return fmt.Errorf("storage: shard %d: restore: %w", s.id, err)
 	}
 	defer s.due.reset()
+	s.results.reset()
+	defer s.results.reset()
 	if err := s.replace(bufio.NewReaderSize(f, 256<<10)); err != nil {
 		return fmt.Errorf("storage: shard %d: restore (state incomplete until a restore succeeds): %w", s.id, err)
 	}

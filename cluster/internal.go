@@ -38,8 +38,7 @@ type internalServer struct {
 func (n *Node) RegisterGRPC(gs *grpc.Server) { pb.RegisterInternalServer(gs, &internalServer{n: n}) }
 
 func (s *internalServer) auth(ctx context.Context) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	for _, v := range md.Get("authorization") {
+	for _, v := range metadata.ValueFromIncomingContext(ctx, "authorization") {
 		tok, ok := strings.CutPrefix(v, "Bearer ")
 		if ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.n.cfg.ClusterSecret)) == 1 {
 			return nil

@@ -132,8 +132,9 @@ func bearerToken(ctx context.Context) (token string, present bool) {
 		t, _ := parseBearer(h)
 		return t, true
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get("authorization")
+	// Only this key: FromIncomingContext would copy every header, on every
+	// request.
+	vals := metadata.ValueFromIncomingContext(ctx, "authorization")
 	for _, v := range vals {
 		if t, ok := parseBearer(v); ok {
 			return t, true

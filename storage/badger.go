@@ -151,9 +151,26 @@ type op struct {
 
 func (o op) apply(txn *badger.Txn) error {
 	if o.del {
-		return txn.Delete(o.key)
+		return withoutDump(txn.Delete(o.key))
 	}
-	return txn.Set(o.key, o.val)
+	return withoutDump(txn.Set(o.key, o.val))
+}
+
+// withoutDump drops the hex dump of the key or value that Badger appends to
+// its size errors: a kilobyte of hex in the node's error log tells an
+// operator nothing the first line does not.
+func withoutDump(err error) error {
+	if err == nil {
+		return nil
+	}
+	if msg := err.Error(); strings.Contains(msg, "\n") {
+		first, _, _ := strings.Cut(msg, "\n") // "Value with size N exceeded M limit. Value:"
+		if i := strings.Index(first, " limit."); i >= 0 {
+			first = first[:i+len(" limit")]
+		}
+		return fmt.Errorf("badger: %s", first)
+	}
+	return err
 }
 
 // writeChunked applies ops in order in as few transactions as fit under

@@ -692,3 +692,26 @@ func TestRestoreStagesInTempDir(t *testing.T) {
 		t.Fatalf("TempDir holds %d files", len(left))
 	}
 }
+
+// Badger's size errors end in a hex dump of the whole key or value (1 KiB);
+// the error a failed commit returns, which ends up in the node's log, is
+// the first line only.
+func TestOversizedValueErrorHasNoDump(t *testing.T) {
+	opts := testOptions()
+	opts.ValueLogFileSize = 2 << 20
+	db, err := Open(t.TempDir(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	b := db.Shard(1).NewBatch()
+	b.(*batch).put(entityKey(1, addr("t", "e").Key()), make([]byte, 3<<20))
+	err = b.Commit()
+	if err == nil {
+		t.Fatal("a value over the value-log file size was committed")
+	}
+	if msg := err.Error(); strings.Contains(msg, "\n") || len(msg) > 200 || !strings.Contains(msg, "exceeded") {
+		t.Fatalf("error %q (%d bytes): want one short line that says what exceeded the limit", msg, len(msg))
+	}
+	t.Log(err)
+}

@@ -112,7 +112,7 @@ func (e *env) counter(t *testing.T, entity string) (value int64, version uint64)
 	return st.Value, ent.Version
 }
 
-func (e *env) streamMsgs(t testing.TB, name string) uint64 {
+func (e *env) streamInfo(t testing.TB, name string) *jetstream.StreamInfo {
 	t.Helper()
 	s, err := e.js.Stream(context.Background(), name)
 	if err != nil {
@@ -122,7 +122,12 @@ func (e *env) streamMsgs(t testing.TB, name string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.Msgs
+	return info
+}
+
+func (e *env) streamMsgs(t testing.TB, name string) uint64 {
+	t.Helper()
+	return e.streamInfo(t, name).State.Msgs
 }
 
 // 10,000 commands through JetStream, 10% of them published twice: each is
@@ -279,15 +284,7 @@ func TestIngress_StreamsUseTheDuplicateWindow(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := startEnv(t, 1, func(c *ingress.Config) { c.DuplicateWindow = tc.set })
 			for _, name := range []string{ingress.IngressStream, ingress.EventsStream} {
-				s, err := e.js.Stream(context.Background(), name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				info, err := s.Info(context.Background())
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got := info.Config.Duplicates; got != tc.want {
+				if got := e.streamInfo(t, name).Config.Duplicates; got != tc.want {
 					t.Errorf("stream %s: duplicate window %v, want %v", name, got, tc.want)
 				}
 			}

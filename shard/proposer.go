@@ -186,7 +186,7 @@ func (s *Shard) propose(reqs []*request, p *pipeline) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		err := f.Error()
+		err := s.futureError(f)
 		span.End() // before the replies, so a caller's trace holds the whole propose
 		<-s.inflight
 		p.done(len(reqs))
@@ -217,6 +217,26 @@ func (s *Shard) propose(reqs []*request, p *pipeline) {
 			r.finish(outcome{res: resp.results[i]})
 		}
 	}()
+}
+
+// futureError waits for f. hashicorp/raft never completes a future still in
+// its apply queue when it shuts down, so once Shutdown has returned the
+// wait ends with ErrRaftShutdown (an unknown outcome to the callers), and
+// Close does not wait forever for this goroutine.
+func (s *Shard) futureError(f raft.ApplyFuture) error {
+	errc := make(chan error, 1)
+	go func() { errc <- f.Error() }() // ends when raft completes f, if ever
+	select {
+	case err := <-errc:
+		return err
+	case <-s.raftDown:
+		select {
+		case err := <-errc:
+			return err
+		default:
+			return raft.ErrRaftShutdown
+		}
+	}
 }
 
 // stamp returns the logical time of the next entry: the wall clock, but never
@@ -256,7 +276,7 @@ func (s *Shard) tickLoop() {
 			continue
 		}
 		data, _ := marshal.Marshal(&pb.LogEntry{Shard: s.id, At: s.stamp()})
-		if err := s.raft.Apply(data, s.cfg.ApplyTimeout).Error(); err != nil && !errors.Is(err, raft.ErrNotLeader) {
+		if err := s.futureError(s.raft.Apply(data, s.cfg.ApplyTimeout)); err != nil && !errors.Is(err, raft.ErrNotLeader) {
 			s.log.Warn("tick entry", "err", err)
 		}
 	}

@@ -135,6 +135,7 @@ type Shard struct {
 	queue    chan *request
 	inflight chan struct{}
 	stop     chan struct{}
+	raftDown chan struct{} // closed once raft.Shutdown returned
 	wg       sync.WaitGroup
 
 	stampMu sync.Mutex
@@ -168,6 +169,7 @@ func Open(cfg Config) (*Shard, error) {
 		queue:    make(chan *request, cfg.QueueSize),
 		inflight: make(chan struct{}, cfg.MaxInflight),
 		stop:     make(chan struct{}),
+		raftDown: make(chan struct{}),
 
 		outboxWake: make(chan struct{}, 1),
 	}
@@ -279,6 +281,7 @@ func (s *Shard) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		err = s.raft.Shutdown().Error()
+		close(s.raftDown)
 		s.wg.Wait()
 		// Fail whatever is still queued.
 		for {

@@ -119,10 +119,6 @@ func (mt *metrics) applied(ctx context.Context, id uint32, r *actor.Result) {
 	mt.commands.Add(ctx, 1, metric.WithAttributes(attribute.Int("shard", int(id)), attribute.String("result", res)))
 }
 
-func (mt *metrics) publishedN(ctx context.Context, id uint32, n int) {
-	mt.publishedC.Add(ctx, int64(n), metric.WithAttributes(attribute.Int("shard", int(id)), attribute.Bool("duplicate", false)))
-}
-
-func (mt *metrics) published(ctx context.Context, id uint32, dup bool) {
-	mt.publishedC.Add(ctx, 1, metric.WithAttributes(attribute.Int("shard", int(id)), attribute.Bool("duplicate", dup)))
+func (mt *metrics) published(ctx context.Context, id uint32, n int, dup bool) {
+	mt.publishedC.Add(ctx, int64(n), metric.WithAttributes(attribute.Int("shard", int(id)), attribute.Bool("duplicate", dup)))
 }

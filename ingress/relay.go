@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strconv"
 	"time"
 
@@ -163,10 +164,7 @@ func (w *worker) publishAtomic(ctx context.Context, msgs []outMsg) (refused erro
 	nc := w.m.cfg.Conn
 	id := nuid.Next()
 	for i, om := range msgs {
-		m := &nats.Msg{Subject: om.msg.Subject, Data: om.msg.Data, Header: nats.Header{}}
-		for k, v := range om.msg.Header {
-			m.Header[k] = v
-		}
+		m := &nats.Msg{Subject: om.msg.Subject, Data: om.msg.Data, Header: maps.Clone(om.msg.Header)}
 		m.Header.Set(jetstream.MsgIDHeader, om.id)
 		m.Header.Set(hdrBatchID, id)
 		m.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
@@ -194,7 +192,7 @@ func (w *worker) publishAtomic(ctx context.Context, msgs []outMsg) (refused erro
 			return nil, fmt.Errorf("commit batch of %d events: the stream acknowledged %d", len(msgs), ack.Count)
 		}
 	}
-	w.m.metrics.publishedN(ctx, w.sh.ID(), len(msgs))
+	w.m.metrics.published(ctx, w.sh.ID(), len(msgs), false)
 	return nil, nil
 }
 
@@ -234,7 +232,7 @@ func (w *worker) publishWaves(ctx context.Context, pending []outMsg) error {
 		for i, f := range futures {
 			select {
 			case ack := <-f.Ok():
-				w.m.metrics.published(ctx, w.sh.ID(), ack.Duplicate)
+				w.m.metrics.published(ctx, w.sh.ID(), 1, ack.Duplicate)
 			case err := <-f.Err():
 				return fmt.Errorf("publish %s: %w", wave[i].msg.Subject, err)
 			case <-timeout:

@@ -33,7 +33,7 @@ proto:
 	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install -y protobuf-compiler"; exit 1; }
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
-	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api/proto/rhizon/v1 \
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api/proto/rhizon/v1 -I api/proto \
 		--go_out=api/rhizonv1 --go_opt=paths=source_relative \
 		--go-grpc_out=api/rhizonv1 --go-grpc_opt=paths=source_relative \
 		api/proto/rhizon/v1/rhizon.proto

@@ -80,6 +80,7 @@ type options struct {
 	connsPerNode int
 	refreshEvery time.Duration
 	refreshGap   time.Duration
+	batching     bool
 }
 
 // Option configures a Client. Options are applied in order after the
@@ -190,6 +191,24 @@ func WithRouteRefresh(every, minGap time.Duration) Option {
 	}
 }
 
+// WithSubmitBatching turns submit batching on or off (the default). It
+// applies to routed submits only (WithLeaderRouting): while four calls to a
+// shard's leader are in flight, further submits for that shard wait and then
+// go together in one SubmitBatch call, which saves both sides per-call work
+// under load; the nodes must serve SubmitBatch (the client stops batching at
+// the first that does not). A submit with call options, outgoing metadata
+// or a trace span of its own is always sent alone, and so is a command over
+// 16 KiB.
+//
+// It is off by default because it has not been shown to pay: on 3 nodes it
+// cuts the client's CPU per command by about a quarter and the leader's
+// gRPC overhead from about 17% of its CPU to 5%, but the leader's Raft
+// entries get smaller (about 5 commands instead of 6.5 at 128 clients),
+// which costs the replicas about as much (README, Benchmarks).
+func WithSubmitBatching(on bool) Option {
+	return func(o *options) error { o.batching = on; return nil }
+}
+
 // Client is a connection to a gateway, or to the gateways of a cluster. It
 // is safe for concurrent use.
 type Client struct {
@@ -197,7 +216,8 @@ type Client struct {
 	dopts []grpc.DialOption
 	seeds []*endpoint // the given addresses, in order (repeats share one)
 	next  atomic.Uint32
-	r     *router // nil unless leader routing is on
+	r     *router  // nil unless leader routing is on
+	batch *batcher // nil unless routing and batching are on
 
 	mu     sync.Mutex
 	eps    map[string]*endpoint // every endpoint, by address
@@ -265,6 +285,9 @@ func DialCluster(addrs []string, opts ...Option) (*Client, error) {
 	}
 	if o.routing == routeLeader || (o.routing == routeAuto && len(c.eps) > 1) {
 		c.r = newRouter(c)
+		if o.batching {
+			c.batch = newBatcher()
+		}
 	}
 	return c, nil
 }
@@ -376,7 +399,11 @@ func (c *Client) Submit(ctx context.Context, req *pb.SubmitRequest, opts ...grpc
 	err := c.retry(ctx, func() error {
 		gw, rc := c.target(send.GetAddress(), true)
 		var err error
-		resp, err = gw.Submit(ctx, send, rc.callOptions(opts)...)
+		if c.batch.batchable(ctx, rc, opts) {
+			resp, rc.tr, err = c.batch.submit(ctx, rc, gw, send)
+		} else {
+			resp, err = gw.Submit(ctx, send, rc.callOptions(opts)...)
+		}
 		rc.finish(err)
 		return err
 	})

@@ -30,6 +30,8 @@ type scriptedBackend struct {
 	cmds   []actor.Command
 	script func(n int, cmd actor.Command) (actor.Result, error)
 	status atomic.Int64 // Status calls
+	// table, when set, is what Status answers (a routing client's table).
+	table atomic.Pointer[pb.StatusResponse]
 }
 
 func (b *scriptedBackend) Registry() *actor.Registry                 { return b.reg }
@@ -38,6 +40,9 @@ func (b *scriptedBackend) Drain(context.Context, string, bool) error { return ni
 
 func (b *scriptedBackend) Status(context.Context) (*pb.StatusResponse, error) {
 	b.status.Add(1)
+	if st := b.table.Load(); st != nil {
+		return st, nil
+	}
 	return &pb.StatusResponse{}, nil
 }
 func (b *scriptedBackend) Get(context.Context, actor.Address, bool) (engine.Entity, uint64, error) {
@@ -64,6 +69,12 @@ const token = "client-test-token-0123"
 
 func serve(t *testing.T, script func(n int, cmd actor.Command) (actor.Result, error)) (*scriptedBackend, string) {
 	t.Helper()
+	return serveWith(t, script)
+}
+
+// serveWith is serve with more gRPC server options (interceptors).
+func serveWith(t *testing.T, script func(n int, cmd actor.Command) (actor.Result, error), opts ...grpc.ServerOption) (*scriptedBackend, string) {
+	t.Helper()
 	counter := actor.Define(actor.Definition[struct{}]{
 		Name:     "counter",
 		Commands: map[string]actor.Handler[struct{}]{"add": func(*actor.Context, *struct{}, *actor.Command) ([]actor.NewEvent, error) { return nil, nil }},
@@ -85,7 +96,7 @@ func serve(t *testing.T, script func(n int, cmd actor.Command) (actor.Result, er
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(gateway.ServerOptions()...)
+	gs := grpc.NewServer(append(gateway.ServerOptions(), opts...)...)
 	srv.RegisterGRPC(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

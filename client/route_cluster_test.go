@@ -416,6 +416,22 @@ func TestRouting_SteadyStateSubmitsAreNotForwarded(t *testing.T) {
 	checkTally(t, c, &tl)
 }
 
+// Batched submits on a real cluster: each acknowledged add applied once,
+// and batches were in fact sent.
+func TestRouting_BatchedSubmitsApplyOnce(t *testing.T) {
+	tc := startCluster(t)
+	c := tc.dial(t, WithSubmitBatching(true))
+	ents := entities(96)
+	var tl tally
+	warmUp(t, tc, c, &tl, ents)
+	addAll(t, c, &tl, ents, 96, 4)
+	if c.batch.sent.Load() == 0 {
+		t.Error("96 concurrent submitters and not one SubmitBatch call")
+	}
+	t.Logf("%d SubmitBatch calls", c.batch.sent.Load())
+	checkTally(t, c, &tl)
+}
+
 func TestRouting_FollowsLeadershipTransferAndLeaderKill(t *testing.T) {
 	tc := startCluster(t)
 	c := tc.dial(t)

@@ -366,9 +366,24 @@ func (s *Server) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.SubmitR
 	if err != nil {
 		return nil, err
 	}
+	resp, served, shardID, err := s.submit(ctx, id, req)
+	if shardID != noShard {
+		s.setRouteTrailers(ctx, req.GetAddress(), served, shardID, true)
+	}
+	return resp, err
+}
+
+// noShard marks a command refused before its shard was computed: there is no
+// routing hint to give.
+const noShard = ^uint32(0)
+
+// submit is Submit for an authenticated caller. It returns the address the
+// command was served for and its shard (noShard when it was refused before
+// routing), for the routing trailers.
+func (s *Server) submit(ctx context.Context, id Identity, req *pb.SubmitRequest) (*pb.SubmitResponse, actor.Address, uint32, error) {
 	cmd, err := s.buildCommand(ctx, id, req)
 	if err != nil {
-		return nil, err
+		return nil, cmd.Address, noShard, err
 	}
 	shardID := s.backend.ShardOf(cmd.Address)
 	if !cmd.Security.Allows(cmd.Address.Tenant, cmd.Address.Workspace) {
@@ -376,23 +391,74 @@ func (s *Server) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.SubmitR
 		// evt.security.violation into the target's history on every
 		// replica), so the command goes to the log anyway.
 		recorded := s.recordViolation(ctx, cmd, shardID)
-		return nil, scopeDenied(id, cmd.Address, recorded)
+		return nil, cmd.Address, noShard, scopeDenied(id, cmd.Address, recorded)
 	}
 	res, err := s.backend.Submit(ctx, cmd)
-	s.setRouteTrailers(ctx, req.GetAddress(), cmd.Address, shardID, true)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "submit failed",
 			slog.Uint64("shard", uint64(shardID)), slog.String("command_id", cmd.ID),
 			slog.String("idempotency_key", cmd.IdempotencyKey), slog.Any("err", err))
-		return nil, submitError(ctx, err, shardID, cmd.IdempotencyKey, cmd.ID)
+		return nil, cmd.Address, shardID, submitError(ctx, err, shardID, cmd.IdempotencyKey, cmd.ID)
 	}
 	switch res.Reason {
 	case actor.ReasonViolation:
-		return nil, status.Errorf(codes.PermissionDenied, "%s (the attempt was recorded)", res.Message)
+		return nil, cmd.Address, shardID, status.Errorf(codes.PermissionDenied, "%s (the attempt was recorded)", res.Message)
 	case actor.ReasonInvalid:
-		return nil, status.Error(codes.InvalidArgument, res.Message)
+		return nil, cmd.Address, shardID, status.Error(codes.InvalidArgument, res.Message)
 	}
-	return &pb.SubmitResponse{Result: pb.FromResult(&res), Shard: shardID}, nil
+	return &pb.SubmitResponse{Result: pb.FromResult(&res), Shard: shardID}, cmd.Address, shardID, nil
+}
+
+// MaxSubmitBatch is the most commands one SubmitBatch may carry. The request
+// is also bounded by MaxRecvMsgSize.
+const MaxSubmitBatch = 1000
+
+// SubmitBatch runs Submit for each command of the request at once, under one
+// authentication, and answers with each one's outcome in the request's
+// order. The call itself fails only when the caller is not authenticated or
+// the batch is empty or too large: a refused command is an outcome. The
+// routing trailers are those of the first command that reached a shard (a
+// client batches the commands of one shard).
+func (s *Server) SubmitBatch(ctx context.Context, req *pb.SubmitBatchRequest) (*pb.SubmitBatchResponse, error) {
+	id, err := s.authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cmds := req.GetCommands()
+	switch {
+	case len(cmds) == 0:
+		return nil, status.Error(codes.InvalidArgument, "commands is empty: a batch needs at least one command")
+	case len(cmds) > MaxSubmitBatch:
+		return nil, status.Errorf(codes.InvalidArgument, "%d commands in one batch; the limit is %d: split the batch", len(cmds), MaxSubmitBatch)
+	}
+	out := make([]*pb.SubmitOutcome, len(cmds))
+	served := make([]actor.Address, len(cmds))
+	shards := make([]uint32, len(cmds))
+	one := func(i int) {
+		resp, addr, shardID, err := s.submit(ctx, id, cmds[i])
+		served[i], shards[i] = addr, shardID
+		if err != nil {
+			out[i] = &pb.SubmitOutcome{Error: status.Convert(err).Proto()}
+			return
+		}
+		out[i] = &pb.SubmitOutcome{Response: resp}
+	}
+	// The commands were concurrent at the client, so they wait for their
+	// outcomes concurrently here: they then share the shard's next Raft
+	// entries, as separate calls would.
+	var wg sync.WaitGroup
+	for i := 1; i < len(cmds); i++ {
+		wg.Go(func() { one(i) })
+	}
+	one(0)
+	wg.Wait()
+	for i, shardID := range shards {
+		if shardID != noShard {
+			s.setRouteTrailers(ctx, cmds[i].GetAddress(), served[i], shardID, true)
+			break
+		}
+	}
+	return &pb.SubmitBatchResponse{Outcomes: out}, nil
 }
 
 // recordViolation proposes an out-of-scope command so the engine records

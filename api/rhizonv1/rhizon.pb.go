@@ -9,6 +9,7 @@
 package rhizonv1
 
 import (
+	status "google.golang.org/genproto/googleapis/rpc/status"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -1518,6 +1519,149 @@ func (x *SubmitResponse) GetShard() uint32 {
 	return 0
 }
 
+type SubmitBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Commands      []*SubmitRequest       `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitBatchRequest) Reset() {
+	*x = SubmitBatchRequest{}
+	mi := &file_rhizon_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitBatchRequest) ProtoMessage() {}
+
+func (x *SubmitBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitBatchRequest.ProtoReflect.Descriptor instead.
+func (*SubmitBatchRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SubmitBatchRequest) GetCommands() []*SubmitRequest {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
+type SubmitBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per command, in the request's order.
+	Outcomes      []*SubmitOutcome `protobuf:"bytes,1,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitBatchResponse) Reset() {
+	*x = SubmitBatchResponse{}
+	mi := &file_rhizon_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitBatchResponse) ProtoMessage() {}
+
+func (x *SubmitBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitBatchResponse.ProtoReflect.Descriptor instead.
+func (*SubmitBatchResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SubmitBatchResponse) GetOutcomes() []*SubmitOutcome {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
+}
+
+// SubmitOutcome is what Submit would have answered for one command: a
+// response, or the error status (with the same codes, messages and details).
+type SubmitOutcome struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Response      *SubmitResponse        `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
+	Error         *status.Status         `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitOutcome) Reset() {
+	*x = SubmitOutcome{}
+	mi := &file_rhizon_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitOutcome) ProtoMessage() {}
+
+func (x *SubmitOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitOutcome.ProtoReflect.Descriptor instead.
+func (*SubmitOutcome) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SubmitOutcome) GetResponse() *SubmitResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *SubmitOutcome) GetError() *status.Status {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 type GetRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Address       *Address               `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
@@ -1528,7 +1672,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_rhizon_proto_msgTypes[15]
+	mi := &file_rhizon_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1684,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[15]
+	mi := &file_rhizon_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1697,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{15}
+	return file_rhizon_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetRequest) GetAddress() *Address {
@@ -1585,7 +1729,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_rhizon_proto_msgTypes[16]
+	mi := &file_rhizon_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1741,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[16]
+	mi := &file_rhizon_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1754,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{16}
+	return file_rhizon_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetResponse) GetAddress() *Address {
@@ -1670,7 +1814,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1826,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1839,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{17}
+	return file_rhizon_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HistoryRequest) GetAddress() *Address {
@@ -1743,7 +1887,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_rhizon_proto_msgTypes[18]
+	mi := &file_rhizon_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +1899,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[18]
+	mi := &file_rhizon_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +1912,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{18}
+	return file_rhizon_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *HistoryResponse) GetRecords() []*HistoryRecord {
@@ -1793,7 +1937,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_rhizon_proto_msgTypes[19]
+	mi := &file_rhizon_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +1949,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[19]
+	mi := &file_rhizon_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +1962,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{19}
+	return file_rhizon_proto_rawDescGZIP(), []int{22}
 }
 
 type ShardStatus struct {
@@ -1844,7 +1988,7 @@ type ShardStatus struct {
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_rhizon_proto_msgTypes[20]
+	mi := &file_rhizon_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +2000,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[20]
+	mi := &file_rhizon_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +2013,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{20}
+	return file_rhizon_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ShardStatus) GetShard() uint32 {
@@ -1968,7 +2112,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_rhizon_proto_msgTypes[21]
+	mi := &file_rhizon_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2124,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[21]
+	mi := &file_rhizon_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2137,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{21}
+	return file_rhizon_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -2078,7 +2222,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_rhizon_proto_msgTypes[22]
+	mi := &file_rhizon_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2234,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[22]
+	mi := &file_rhizon_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2247,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{22}
+	return file_rhizon_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -2193,7 +2337,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_rhizon_proto_msgTypes[23]
+	mi := &file_rhizon_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2205,7 +2349,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[23]
+	mi := &file_rhizon_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2218,7 +2362,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{23}
+	return file_rhizon_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LogEntry) GetShard() uint32 {
@@ -2259,7 +2403,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2415,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2428,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{24}
+	return file_rhizon_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Position) GetIndex() uint64 {
@@ -2312,7 +2456,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_rhizon_proto_msgTypes[25]
+	mi := &file_rhizon_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2468,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[25]
+	mi := &file_rhizon_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2481,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{25}
+	return file_rhizon_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ForwardRequest) GetCommand() *Command {
@@ -2363,7 +2507,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2519,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2532,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{26}
+	return file_rhizon_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ForwardResponse) GetResult() *Result {
@@ -2414,7 +2558,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_rhizon_proto_msgTypes[27]
+	mi := &file_rhizon_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2426,7 +2570,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[27]
+	mi := &file_rhizon_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2439,7 +2583,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{27}
+	return file_rhizon_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReadRequest) GetAddress() *Address {
@@ -2513,7 +2657,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2669,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2682,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{28}
+	return file_rhizon_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReadResponse) GetState() []byte {
@@ -2603,7 +2747,7 @@ type ShardAdminRequest struct {
 
 func (x *ShardAdminRequest) Reset() {
 	*x = ShardAdminRequest{}
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2615,7 +2759,7 @@ func (x *ShardAdminRequest) String() string {
 func (*ShardAdminRequest) ProtoMessage() {}
 
 func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2628,7 +2772,7 @@ func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminRequest.ProtoReflect.Descriptor instead.
 func (*ShardAdminRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{29}
+	return file_rhizon_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ShardAdminRequest) GetShard() uint32 {
@@ -2672,7 +2816,7 @@ type ShardAdminResponse struct {
 
 func (x *ShardAdminResponse) Reset() {
 	*x = ShardAdminResponse{}
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2684,7 +2828,7 @@ func (x *ShardAdminResponse) String() string {
 func (*ShardAdminResponse) ProtoMessage() {}
 
 func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2697,7 +2841,7 @@ func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminResponse.ProtoReflect.Descriptor instead.
 func (*ShardAdminResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{30}
+	return file_rhizon_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ShardAdminResponse) GetLeader() string {
@@ -2739,7 +2883,7 @@ var File_rhizon_proto protoreflect.FileDescriptor
 
 const file_rhizon_proto_rawDesc = "" +
 	"\n" +
-	"\frhizon.proto\x12\trhizon.v1\"\x9c\x01\n" +
+	"\frhizon.proto\x12\trhizon.v1\x1a\x17google/rpc/status.proto\"\x9c\x01\n" +
 	"\x13SubmitAsyncResponse\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x1c\n" +
@@ -2867,7 +3011,14 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x11_expected_version\"Q\n" +
 	"\x0eSubmitResponse\x12)\n" +
 	"\x06result\x18\x01 \x01(\v2\x11.rhizon.v1.ResultR\x06result\x12\x14\n" +
-	"\x05shard\x18\x02 \x01(\rR\x05shard\"t\n" +
+	"\x05shard\x18\x02 \x01(\rR\x05shard\"J\n" +
+	"\x12SubmitBatchRequest\x124\n" +
+	"\bcommands\x18\x01 \x03(\v2\x18.rhizon.v1.SubmitRequestR\bcommands\"K\n" +
+	"\x13SubmitBatchResponse\x124\n" +
+	"\boutcomes\x18\x01 \x03(\v2\x18.rhizon.v1.SubmitOutcomeR\boutcomes\"p\n" +
+	"\rSubmitOutcome\x125\n" +
+	"\bresponse\x18\x01 \x01(\v2\x19.rhizon.v1.SubmitResponseR\bresponse\x12(\n" +
+	"\x05error\x18\x02 \x01(\v2\x12.google.rpc.StatusR\x05error\"t\n" +
 	"\n" +
 	"GetRequest\x12,\n" +
 	"\aaddress\x18\x01 \x01(\v2\x12.rhizon.v1.AddressR\aaddress\x128\n" +
@@ -2986,9 +3137,10 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x0fREASON_BUSINESS\x10\x04*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x012\xbf\x03\n" +
+	"\x11CONSISTENCY_STALE\x10\x012\x8d\x04\n" +
 	"\aGateway\x12=\n" +
-	"\x06Submit\x12\x18.rhizon.v1.SubmitRequest\x1a\x19.rhizon.v1.SubmitResponse\x124\n" +
+	"\x06Submit\x12\x18.rhizon.v1.SubmitRequest\x1a\x19.rhizon.v1.SubmitResponse\x12L\n" +
+	"\vSubmitBatch\x12\x1d.rhizon.v1.SubmitBatchRequest\x1a\x1e.rhizon.v1.SubmitBatchResponse\x124\n" +
 	"\x03Get\x12\x15.rhizon.v1.GetRequest\x1a\x16.rhizon.v1.GetResponse\x12@\n" +
 	"\aHistory\x12\x19.rhizon.v1.HistoryRequest\x1a\x1a.rhizon.v1.HistoryResponse\x12=\n" +
 	"\x06Status\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponse\x12:\n" +
@@ -3016,7 +3168,7 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_rhizon_proto_goTypes = []any{
 	(Status)(0),                 // 0: rhizon.v1.Status
 	(Reason)(0),                 // 1: rhizon.v1.Reason
@@ -3036,22 +3188,26 @@ var file_rhizon_proto_goTypes = []any{
 	(*HistoryRecord)(nil),       // 15: rhizon.v1.HistoryRecord
 	(*SubmitRequest)(nil),       // 16: rhizon.v1.SubmitRequest
 	(*SubmitResponse)(nil),      // 17: rhizon.v1.SubmitResponse
-	(*GetRequest)(nil),          // 18: rhizon.v1.GetRequest
-	(*GetResponse)(nil),         // 19: rhizon.v1.GetResponse
-	(*HistoryRequest)(nil),      // 20: rhizon.v1.HistoryRequest
-	(*HistoryResponse)(nil),     // 21: rhizon.v1.HistoryResponse
-	(*StatusRequest)(nil),       // 22: rhizon.v1.StatusRequest
-	(*ShardStatus)(nil),         // 23: rhizon.v1.ShardStatus
-	(*NodeStatus)(nil),          // 24: rhizon.v1.NodeStatus
-	(*StatusResponse)(nil),      // 25: rhizon.v1.StatusResponse
-	(*LogEntry)(nil),            // 26: rhizon.v1.LogEntry
-	(*Position)(nil),            // 27: rhizon.v1.Position
-	(*ForwardRequest)(nil),      // 28: rhizon.v1.ForwardRequest
-	(*ForwardResponse)(nil),     // 29: rhizon.v1.ForwardResponse
-	(*ReadRequest)(nil),         // 30: rhizon.v1.ReadRequest
-	(*ReadResponse)(nil),        // 31: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),   // 32: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil),  // 33: rhizon.v1.ShardAdminResponse
+	(*SubmitBatchRequest)(nil),  // 18: rhizon.v1.SubmitBatchRequest
+	(*SubmitBatchResponse)(nil), // 19: rhizon.v1.SubmitBatchResponse
+	(*SubmitOutcome)(nil),       // 20: rhizon.v1.SubmitOutcome
+	(*GetRequest)(nil),          // 21: rhizon.v1.GetRequest
+	(*GetResponse)(nil),         // 22: rhizon.v1.GetResponse
+	(*HistoryRequest)(nil),      // 23: rhizon.v1.HistoryRequest
+	(*HistoryResponse)(nil),     // 24: rhizon.v1.HistoryResponse
+	(*StatusRequest)(nil),       // 25: rhizon.v1.StatusRequest
+	(*ShardStatus)(nil),         // 26: rhizon.v1.ShardStatus
+	(*NodeStatus)(nil),          // 27: rhizon.v1.NodeStatus
+	(*StatusResponse)(nil),      // 28: rhizon.v1.StatusResponse
+	(*LogEntry)(nil),            // 29: rhizon.v1.LogEntry
+	(*Position)(nil),            // 30: rhizon.v1.Position
+	(*ForwardRequest)(nil),      // 31: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),     // 32: rhizon.v1.ForwardResponse
+	(*ReadRequest)(nil),         // 33: rhizon.v1.ReadRequest
+	(*ReadResponse)(nil),        // 34: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),   // 35: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),  // 36: rhizon.v1.ShardAdminResponse
+	(*status.Status)(nil),       // 37: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
 	12, // 0: rhizon.v1.WatchEvent.event:type_name -> rhizon.v1.Event
@@ -3071,49 +3227,55 @@ var file_rhizon_proto_depIdxs = []int32{
 	8,  // 14: rhizon.v1.SubmitRequest.address:type_name -> rhizon.v1.Address
 	9,  // 15: rhizon.v1.SubmitRequest.on_behalf_of:type_name -> rhizon.v1.Principal
 	13, // 16: rhizon.v1.SubmitResponse.result:type_name -> rhizon.v1.Result
-	8,  // 17: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
-	2,  // 18: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
-	8,  // 19: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
-	8,  // 20: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
-	2,  // 21: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
-	15, // 22: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
-	23, // 23: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
-	24, // 24: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
-	11, // 25: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
-	27, // 26: rhizon.v1.LogEntry.relayed:type_name -> rhizon.v1.Position
-	11, // 27: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	13, // 28: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	8,  // 29: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	15, // 30: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	16, // 31: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	18, // 32: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	20, // 33: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	22, // 34: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	6,  // 35: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	16, // 36: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	4,  // 37: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	28, // 38: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	30, // 39: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	32, // 40: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	22, // 41: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	6,  // 42: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	17, // 43: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	19, // 44: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	21, // 45: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	25, // 46: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	7,  // 47: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	3,  // 48: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	5,  // 49: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	29, // 50: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	31, // 51: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	33, // 52: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	25, // 53: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	7,  // 54: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	43, // [43:55] is the sub-list for method output_type
-	31, // [31:43] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	16, // 17: rhizon.v1.SubmitBatchRequest.commands:type_name -> rhizon.v1.SubmitRequest
+	20, // 18: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
+	17, // 19: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
+	37, // 20: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	8,  // 21: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
+	2,  // 22: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
+	8,  // 23: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
+	8,  // 24: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
+	2,  // 25: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
+	15, // 26: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
+	26, // 27: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
+	27, // 28: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
+	11, // 29: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
+	30, // 30: rhizon.v1.LogEntry.relayed:type_name -> rhizon.v1.Position
+	11, // 31: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	13, // 32: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	8,  // 33: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	15, // 34: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	16, // 35: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	18, // 36: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	21, // 37: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	23, // 38: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	25, // 39: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	6,  // 40: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	16, // 41: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	4,  // 42: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	31, // 43: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	33, // 44: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	35, // 45: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	25, // 46: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	6,  // 47: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	17, // 48: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	19, // 49: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	22, // 50: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	24, // 51: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	28, // 52: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	7,  // 53: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	3,  // 54: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	5,  // 55: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	32, // 56: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	34, // 57: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	36, // 58: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	28, // 59: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	7,  // 60: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	48, // [48:61] is the sub-list for method output_type
+	35, // [35:48] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -3134,7 +3296,7 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -22,6 +22,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	Gateway_Submit_FullMethodName      = "/rhizon.v1.Gateway/Submit"
+	Gateway_SubmitBatch_FullMethodName = "/rhizon.v1.Gateway/SubmitBatch"
 	Gateway_Get_FullMethodName         = "/rhizon.v1.Gateway/Get"
 	Gateway_History_FullMethodName     = "/rhizon.v1.Gateway/History"
 	Gateway_Status_FullMethodName      = "/rhizon.v1.Gateway/Status"
@@ -41,6 +42,15 @@ type GatewayClient interface {
 	// errors. UNAVAILABLE with "outcome unknown" means the command may or may
 	// not have been applied: retry with the same idempotency key.
 	Submit(ctx context.Context, in *SubmitRequest, opts ...grpc.CallOption) (*SubmitResponse, error)
+	// SubmitBatch submits several commands in one call, each exactly as Submit
+	// would, each with its own outcome; it answers when all have one. Clients
+	// use it to coalesce the concurrent submits bound for one shard leader: one
+	// call instead of many saves both sides the per-call work. The commands are
+	// not ordered among themselves (they were concurrent), nor atomic. At most
+	// 1000 commands and 1 MiB in all. The call fails only when the caller is not
+	// authenticated or the batch is empty or too large; the trailer
+	// rhizon-outcome: unknown means that at least one outcome is unknown.
+	SubmitBatch(ctx context.Context, in *SubmitBatchRequest, opts ...grpc.CallOption) (*SubmitBatchResponse, error)
 	// Get returns an entity's state and version.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
 	// History pages through an entity's events (and, on request, rejections).
@@ -73,6 +83,16 @@ func (c *gatewayClient) Submit(ctx context.Context, in *SubmitRequest, opts ...g
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SubmitResponse)
 	err := c.cc.Invoke(ctx, Gateway_Submit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatewayClient) SubmitBatch(ctx context.Context, in *SubmitBatchRequest, opts ...grpc.CallOption) (*SubmitBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubmitBatchResponse)
+	err := c.cc.Invoke(ctx, Gateway_SubmitBatch_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +179,15 @@ type GatewayServer interface {
 	// errors. UNAVAILABLE with "outcome unknown" means the command may or may
 	// not have been applied: retry with the same idempotency key.
 	Submit(context.Context, *SubmitRequest) (*SubmitResponse, error)
+	// SubmitBatch submits several commands in one call, each exactly as Submit
+	// would, each with its own outcome; it answers when all have one. Clients
+	// use it to coalesce the concurrent submits bound for one shard leader: one
+	// call instead of many saves both sides the per-call work. The commands are
+	// not ordered among themselves (they were concurrent), nor atomic. At most
+	// 1000 commands and 1 MiB in all. The call fails only when the caller is not
+	// authenticated or the batch is empty or too large; the trailer
+	// rhizon-outcome: unknown means that at least one outcome is unknown.
+	SubmitBatch(context.Context, *SubmitBatchRequest) (*SubmitBatchResponse, error)
 	// Get returns an entity's state and version.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	// History pages through an entity's events (and, on request, rejections).
@@ -189,6 +218,9 @@ type UnimplementedGatewayServer struct{}
 
 func (UnimplementedGatewayServer) Submit(context.Context, *SubmitRequest) (*SubmitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Submit not implemented")
+}
+func (UnimplementedGatewayServer) SubmitBatch(context.Context, *SubmitBatchRequest) (*SubmitBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SubmitBatch not implemented")
 }
 func (UnimplementedGatewayServer) Get(context.Context, *GetRequest) (*GetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
@@ -243,6 +275,24 @@ func _Gateway_Submit_Handler(srv interface{}, ctx context.Context, dec func(inte
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(GatewayServer).Submit(ctx, req.(*SubmitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Gateway_SubmitBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubmitBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).SubmitBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_SubmitBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).SubmitBatch(ctx, req.(*SubmitBatchRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -358,6 +408,10 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Submit",
 			Handler:    _Gateway_Submit_Handler,
+		},
+		{
+			MethodName: "SubmitBatch",
+			Handler:    _Gateway_SubmitBatch_Handler,
 		},
 		{
 			MethodName: "Get",

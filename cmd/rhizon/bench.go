@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rhizon/rhizon/bench"
+	"github.com/rhizon/rhizon/client"
 )
 
 type benchFlags struct {
@@ -41,6 +42,7 @@ type benchFlags struct {
 	prefix         string
 	commandActor   string
 	route          string
+	batchSubmits   bool
 	conns          int
 	opTimeout      time.Duration
 	jsonFile       string
@@ -78,7 +80,9 @@ leaders from the cluster (Status, then the gateways' hints) and connects to
 every node, so no node forwards in steady state. --route any spreads the
 operations round-robin over --addr instead, as a client unaware of shards
 would; a node that does not lead the shard forwards the operation (on 3 nodes,
-two thirds of them).
+two thirds of them). --batch-submits (with --route leader) lets the client
+coalesce the commands queued for one shard leader into SubmitBatch calls
+(client.WithSubmitBatching).
 
 --json FILE writes one JSON object per run (JSON Lines) and, next to it, an
 SVG latency-over-time plot per run and one percentile plot.
@@ -133,6 +137,7 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 	fs.StringVar(&f.prefix, "entity-prefix", bench.DefaultEntityPrefix, "prefix of the entity ids")
 	fs.StringVar(&f.commandActor, "command", bench.CommandCounter, "what a rhizon command is: counter (cmd.counter.add) or kv (cmd.kv.update without expected version)")
 	fs.StringVar(&f.route, "route", bench.RouteLeader, "where rhizon operations go: leader (straight to the shard leader's gateway) or any (round-robin over --addr; the node forwards)")
+	fs.BoolVar(&f.batchSubmits, "batch-submits", false, "rhizon with --route leader: coalesce the submits queued for one shard leader into SubmitBatch calls")
 	fs.IntVar(&f.conns, "conns", 0, "client connections: rhizon spreads them over --addr (default 2 per address; with --route leader, that many per node), a peer over its servers (default 3)")
 	fs.DurationVar(&f.opTimeout, "op-timeout", bench.DefaultOpTimeout, "deadline of one operation, client retries included")
 	fs.StringVar(&f.jsonFile, "json", "", "write the runs as JSON Lines to this file, and SVG plots next to it")
@@ -252,6 +257,7 @@ func (f *benchFlags) openTarget(ctx context.Context, stderr io.Writer, name stri
 		t, err = bench.NewRhizon(bench.RhizonConfig{
 			Addrs: splitList(f.addr), Token: f.token, Tenant: f.tenant, Workspace: f.workspace,
 			Conns: f.conns, CommandActor: f.commandActor, NATS: splitList(f.nats), Route: f.route,
+			ClientOptions: []client.Option{client.WithSubmitBatching(f.batchSubmits)},
 		})
 		if err != nil {
 			return nil, nil, err

@@ -17,13 +17,14 @@ import (
 // interval (2 minutes) and rely on replication for durability.
 func startJetStream(ctx context.Context, cfg Config, syncAlways bool) (*Cluster, error) {
 	// Routes must be known before the servers start, so the cluster ports
-	// are picked up front; client ports are the servers' own choice.
-	ports, err := freePorts(Replicas)
+	// are picked up front, and the client ports with them: a server's own
+	// port-0 choice could take a route port before its server binds it.
+	ports, err := freePorts(2 * Replicas)
 	if err != nil {
 		return nil, err
 	}
 	var routes []string
-	for _, p := range ports {
+	for _, p := range ports[:Replicas] {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
 	}
 	servers := make([]*server.Server, 0, Replicas)
@@ -45,7 +46,7 @@ func startJetStream(ctx context.Context, cfg Config, syncAlways bool) (*Cluster,
 		opts := &server.Options{
 			ServerName: name,
 			Host:       "127.0.0.1",
-			Port:       server.RANDOM_PORT,
+			Port:       ports[Replicas+i],
 			NoSigs:     true,
 			JetStream:  true,
 			StoreDir:   filepath.Join(cfg.Dir, name),

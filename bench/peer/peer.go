@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strings"
@@ -120,9 +121,19 @@ func addrInUse(err error) bool {
 	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
 }
 
-// freePorts returns n loopback ports that were free a moment ago. All n
-// listeners are open at once, so the ports are distinct.
+// freePorts returns n distinct loopback ports that were free a moment ago,
+// picked below the kernel's ephemeral range: a port in that range, once
+// closed, can be taken by any port-0 listener or outgoing connection (a
+// NATS server's own client port once took another's route port) before
+// its server binds it.
 func freePorts(n int) ([]int, error) {
+	lo, hi := 20000, 32000
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var eph int
+		if _, err := fmt.Sscan(string(b), &eph); err == nil && eph > lo+2000 {
+			hi = eph
+		}
+	}
 	ports := make([]int, 0, n)
 	var ls []net.Listener
 	defer func() {
@@ -130,10 +141,13 @@ func freePorts(n int) ([]int, error) {
 			_ = l.Close()
 		}
 	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 1000 {
+			return nil, fmt.Errorf("peer: no %d free ports in 127.0.0.1:%d-%d", n, lo, hi-1)
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", lo+rand.IntN(hi-lo)))
 		if err != nil {
-			return nil, err
+			continue // taken; the open listeners keep the chosen ones distinct
 		}
 		ls = append(ls, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)

@@ -34,7 +34,9 @@ type Batch interface {
 	AppendHistory(addr actor.Address, pos Position, kind HistoryKind, data []byte)
 	PutResult(addr actor.Address, key string, data []byte)
 	// PutOutbox adds a row for the relay to publish: an event or a command
-	// for another entity (see OutboxKind).
+	// for another entity, starting with its kind byte (OutboxEvent,
+	// OutboxCommand; never 0, which the store may use for its own framing).
+	// Rows come in position order.
 	PutOutbox(pos Position, data []byte)
 	// DeleteOutbox removes every outbox row at or before upTo: the relay
 	// published them. Rows before from are already gone (from is where the

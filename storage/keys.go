@@ -17,7 +17,7 @@ const (
 	tagResult   byte = 0x04 // shard | tag | addrKey | idempotency key -> result
 	tagTimerDue byte = 0x05 // shard | tag | flip(at) u64 | addrKey | name -> payload
 	tagTimerEnt byte = 0x06 // shard | tag | addrKey | name -> at i64 | payload
-	tagOutbox   byte = 0x07 // shard | tag | index u64 | ordinal u32 -> command
+	tagOutbox   byte = 0x07 // shard | tag | index u64 | ordinal u32 -> row, or rows packed up to it (outbox.go)
 
 	// Internal keyspaces: never part of a snapshot.
 	tagJournal       byte = 0xF0 // shard | tag | seq u32 -> one op of a large batch

@@ -122,11 +122,21 @@ func (s *ShardStore) Outbox(after engine.Position, limit int) ([]OutboxRow, erro
 			if !ok {
 				return fmt.Errorf("%w: outbox %x", errCorruptKey, item.Key())
 			}
-			data, err := item.ValueCopy(nil)
+			v, err := item.ValueCopy(nil)
 			if err != nil {
 				return err
 			}
-			rows = append(rows, OutboxRow{Pos: pos, Data: data})
+			// A packed value may begin at or before after: a page that
+			// ended inside it.
+			in, err := unpackOutbox(pos, v)
+			if err != nil {
+				return err
+			}
+			for _, r := range in {
+				if posAfter(r.Pos, after) && len(rows) < limit {
+					rows = append(rows, r)
+				}
+			}
 		}
 		return nil
 	})

@@ -329,6 +329,9 @@ type batch struct {
 	// kb holds the key of the current lookup: Badger keeps no reference to
 	// it once the value is copied, so one buffer serves them all.
 	kb []byte
+	// outbox holds the rows of one log index not yet packed into ops.
+	outbox      []OutboxRow
+	outboxBytes int
 }
 
 var _ engine.BatchReader = (*batch)(nil)
@@ -414,15 +417,38 @@ func (b *batch) PutResult(addr actor.Address, key string, data []byte) {
 	b.put(k, data)
 }
 
-// PutOutbox stores an encoded command for delivery.
+// PutOutbox stores an encoded command for delivery. Rows of one log index
+// are packed (see packOutbox) when the batch commits.
 func (b *batch) PutOutbox(pos engine.Position, data []byte) {
-	b.put(outboxKey(b.s.id, pos), data)
+	if len(b.outbox) > 0 && (pos.Index != b.outbox[0].Pos.Index || b.outboxBytes+len(data) > maxPackedOutbox) {
+		b.flushOutbox()
+	}
+	b.outbox = append(b.outbox, OutboxRow{Pos: pos, Data: data})
+	b.outboxBytes += len(data)
+}
+
+// flushOutbox writes the pending outbox rows as one Badger value.
+func (b *batch) flushOutbox() {
+	switch len(b.outbox) {
+	case 0:
+		return
+	case 1:
+		b.put(outboxKey(b.s.id, b.outbox[0].Pos), b.outbox[0].Data)
+	default:
+		last := b.outbox[len(b.outbox)-1].Pos
+		b.put(outboxKey(b.s.id, last), packOutbox(b.outbox))
+	}
+	clear(b.outbox)
+	b.outbox, b.outboxBytes = b.outbox[:0], 0
 }
 
 // DeleteOutbox deletes every outbox row at or before upTo, scanning from
 // from (rows before it were deleted by earlier entries). The rows come
 // from the batch's read snapshot, which holds every entry applied before this
-// one: the rows a relay can have published.
+// one: the rows a relay can have published. A packed value is stored under
+// its last row's position, so comparing keys deletes exactly the values whose
+// every row is at or before upTo; the first value after them may still hold
+// some such rows, and is rewritten without them.
 func (b *batch) DeleteOutbox(from, upTo engine.Position) {
 	p := tagPrefix(b.s.id, tagOutbox)
 	start, end := outboxKey(b.s.id, from), outboxKey(b.s.id, upTo)
@@ -431,9 +457,39 @@ func (b *batch) DeleteOutbox(from, upTo engine.Position) {
 	iopt.PrefetchValues = false
 	it := b.reader().NewIterator(iopt)
 	defer it.Close()
-	for it.Seek(start); it.Valid() && bytes.Compare(it.Item().Key(), end) <= 0; it.Next() {
+	it.Seek(start)
+	for ; it.Valid() && bytes.Compare(it.Item().Key(), end) <= 0; it.Next() {
 		b.ops = append(b.ops, op{key: it.Item().KeyCopy(nil), del: true})
 	}
+	if !it.Valid() {
+		return
+	}
+	v, err := it.Item().ValueCopy(nil)
+	if err != nil || len(v) == 0 || v[0] != outboxPacked {
+		// Unpacked, or unreadable: then the relay's read fails on it too
+		// and nothing is lost by leaving it whole.
+		return
+	}
+	key := it.Item().KeyCopy(nil)
+	pos, ok := parsePos(key[len(p):])
+	if !ok {
+		return
+	}
+	rows, err := unpackOutbox(pos, v)
+	if err != nil || len(rows) == 0 || posAfter(rows[0].Pos, upTo) {
+		return
+	}
+	keep := rows[:0]
+	for _, r := range rows {
+		if posAfter(r.Pos, upTo) {
+			keep = append(keep, r)
+		}
+	}
+	if len(keep) == 1 {
+		b.put(key, keep[0].Data)
+		return
+	}
+	b.put(key, packOutbox(keep))
 }
 
 // PutTimer sets (or moves) the entity's timer.
@@ -452,7 +508,7 @@ func (b *batch) Discard() {
 		recycleOps(b.ops)
 	}
 	b.done = true
-	b.ops, b.timers = nil, nil
+	b.ops, b.timers, b.outbox = nil, nil, nil
 }
 
 // Commit writes the batch atomically. A batch that fits one Badger
@@ -465,6 +521,7 @@ func (b *batch) Commit() error {
 	if b.done {
 		return errBatchDone
 	}
+	b.flushOutbox()
 	b.closeReader()
 	b.done = true
 	var ops []op

@@ -222,7 +222,7 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 		e.cache.put(s.key, s.committed.Version, s.committed.State)
 	}
 	e.meta = next
-	if ent.Relayed != (Position{}) && ent.Relayed.after(e.relayed) {
+	if ent.Relayed != (Position{}) && ent.Relayed.After(e.relayed) {
 		e.relayed = ent.Relayed
 	}
 	return out, nil

@@ -89,7 +89,8 @@ type Position struct {
 	Ordinal uint32
 }
 
-func (p Position) after(q Position) bool {
+// After reports whether p comes later in the log than q.
+func (p Position) After(q Position) bool {
 	return p.Index > q.Index || p.Index == q.Index && p.Ordinal > q.Ordinal
 }
 

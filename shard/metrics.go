@@ -101,13 +101,12 @@ func (m *metrics) applied(out engine.Applied) {
 		counts[j]++
 	}
 	for j, k := range kinds {
-		opt, ok := m.byKind[k]
-		if !ok { // a reason added later and not listed above
-			opt = metric.WithAttributes(attribute.String("result", k))
-			m.commands.Add(ctx, counts[j], m.shardAttr, opt)
+		if opt, ok := m.byKind[k]; ok {
+			m.commands.Add(ctx, counts[j], opt)
 			continue
 		}
-		m.commands.Add(ctx, counts[j], opt)
+		// A reason added later and not listed in newMetrics.
+		m.commands.Add(ctx, counts[j], m.shardAttr, metric.WithAttributes(attribute.String("result", k)))
 	}
 }
 

@@ -26,10 +26,6 @@ const (
 	maxPackedOutbox = 256 << 10
 )
 
-func posAfter(p, q engine.Position) bool {
-	return p.Index > q.Index || p.Index == q.Index && p.Ordinal > q.Ordinal
-}
-
 // packOutbox encodes rows, all of one log index and in order, as one value.
 func packOutbox(rows []OutboxRow) []byte {
 	n := 1
@@ -67,7 +63,7 @@ func unpackOutbox(last engine.Position, v []byte) ([]OutboxRow, error) {
 		}
 		rest = rest[w:]
 		pos := engine.Position{Index: last.Index, Ordinal: uint32(ord)}
-		if len(rows) > 0 && !posAfter(pos, rows[len(rows)-1].Pos) {
+		if len(rows) > 0 && !pos.After(rows[len(rows)-1].Pos) {
 			return nil, fmt.Errorf("%w: packed outbox rows out of order at %v", errCorruptKey, last)
 		}
 		rows = append(rows, OutboxRow{Pos: pos, Data: rest[:n:n]})

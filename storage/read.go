@@ -133,7 +133,7 @@ func (s *ShardStore) Outbox(after engine.Position, limit int) ([]OutboxRow, erro
 				return err
 			}
 			for _, r := range in {
-				if posAfter(r.Pos, after) && len(rows) < limit {
+				if r.Pos.After(after) && len(rows) < limit {
 					rows = append(rows, r)
 				}
 			}

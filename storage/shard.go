@@ -476,12 +476,12 @@ func (b *batch) DeleteOutbox(from, upTo engine.Position) {
 		return
 	}
 	rows, err := unpackOutbox(pos, v)
-	if err != nil || len(rows) == 0 || posAfter(rows[0].Pos, upTo) {
+	if err != nil || len(rows) == 0 || rows[0].Pos.After(upTo) {
 		return
 	}
 	keep := rows[:0]
 	for _, r := range rows {
-		if posAfter(r.Pos, upTo) {
+		if r.Pos.After(upTo) {
 			keep = append(keep, r)
 		}
 	}

@@ -1,6 +1,7 @@
 package builtin
 
 import (
+	"bytes"
 	"encoding/json"
 
 	"github.com/rhizon/rhizon/actor"
@@ -76,8 +77,10 @@ func KV() actor.Behavior {
 			"delete": kvDelete,
 			"get":    kvGet,
 		},
-		Validate: validateKV,
-		Apply:    applyKV,
+		Validate:    validateKV,
+		Apply:       applyKV,
+		EncodeState: encodeKVState,
+		DecodeState: decodeKVState,
 	})
 }
 
@@ -98,6 +101,9 @@ func validateKV(cmd *actor.Command) error {
 
 // parseKVDoc returns the canonical form of the payload's doc.
 func parseKVDoc(cmd *actor.Command) ([]byte, error) {
+	if doc, ok := fastKVField(cmd.Payload, "doc"); ok {
+		return doc, nil
+	}
 	var p kvDocPayload
 	if err := decodePayload(cmd, &p, `{"doc": {"name": "Ada"}}`, false, false); err != nil {
 		return nil, err
@@ -107,6 +113,9 @@ func parseKVDoc(cmd *actor.Command) ([]byte, error) {
 
 // parseKVPatch returns the canonical form of the payload's patch.
 func parseKVPatch(cmd *actor.Command) ([]byte, error) {
+	if patch, ok := fastKVField(cmd.Payload, "patch"); ok {
+		return patch, nil
+	}
 	var p kvPatchPayload
 	if err := decodePayload(cmd, &p, `{"patch": {"name": "Ada", "old_field": null}}`, false, false); err != nil {
 		return nil, err
@@ -150,7 +159,7 @@ func kvCreate(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEven
 	if s.Exists {
 		return nil, actor.Reject("exists", "document already exists; use update or patch, or delete it first")
 	}
-	return []actor.NewEvent{{Name: "created", Payload: actor.MustJSON(KVDoc{Doc: doc})}}, nil
+	return []actor.NewEvent{{Name: "created", Payload: kvFieldJSON("doc", doc)}}, nil
 }
 
 func kvUpdate(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
@@ -161,7 +170,7 @@ func kvUpdate(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEven
 	if !s.Exists {
 		return nil, kvNotFound()
 	}
-	return []actor.NewEvent{{Name: "updated", Payload: actor.MustJSON(KVDoc{Doc: doc})}}, nil
+	return []actor.NewEvent{{Name: "updated", Payload: kvFieldJSON("doc", doc)}}, nil
 }
 
 func kvPatch(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
@@ -180,7 +189,7 @@ func kvPatch(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent
 	if len(doc) > MaxDocBytes {
 		return nil, actor.Reject("too_large", "the patched document would be %d bytes; the limit is %d", len(doc), MaxDocBytes)
 	}
-	return []actor.NewEvent{{Name: "patched", Payload: actor.MustJSON(KVPatched{Patch: patch})}}, nil
+	return []actor.NewEvent{{Name: "patched", Payload: kvFieldJSON("patch", patch)}}, nil
 }
 
 func kvDelete(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
@@ -208,14 +217,18 @@ func applyKV(s *KVState, ev *actor.Event) error {
 	switch ev.Type {
 	case evtKVCreated, evtKVUpdated:
 		var e KVDoc
-		if err := decodeEvent(ev, &e); err != nil {
+		if doc, ok := fastKVEventField(ev.Payload, "doc"); ok {
+			e.Doc = doc
+		} else if err := decodeEvent(ev, &e); err != nil {
 			return err
 		}
 		s.Exists, s.Doc = true, e.Doc
 		return nil
 	case evtKVPatched:
 		var e KVPatched
-		if err := decodeEvent(ev, &e); err != nil {
+		if patch, ok := fastKVEventField(ev.Payload, "patch"); ok {
+			e.Patch = patch
+		} else if err := decodeEvent(ev, &e); err != nil {
 			return err
 		}
 		doc, err := MergePatch(s.Doc, e.Patch)
@@ -229,4 +242,119 @@ func applyKV(s *KVState, ev *actor.Event) error {
 		return nil
 	}
 	return unknownEvent(ev)
+}
+
+// The fast paths below give exactly what encoding/json gives, or ok false.
+
+// fastKVField reads a command payload {"<field>": <object>} whose object
+// canonScan takes, and returns the object's canonical form.
+func fastKVField(payload []byte, field string) ([]byte, bool) {
+	sc := jsonScan{b: payload}
+	if !sc.byte('{') || !sc.key(field) {
+		return nil, false
+	}
+	sc.skipSpace()
+	if sc.i >= len(payload) || payload[sc.i] != '{' {
+		return nil, false
+	}
+	cs := canonScan{b: payload, i: sc.i}
+	canon, ok := cs.value(make([]byte, 0, len(payload)))
+	if !ok || len(canon) > MaxDocBytes {
+		return nil, false
+	}
+	sc.i = cs.i
+	if !sc.byte('}') || !sc.end() {
+		return nil, false
+	}
+	return canon, true
+}
+
+// kvFieldJSON writes what json.Marshal writes for KVDoc or KVPatched holding
+// v, a canonical document: encoding/json copies a json.RawMessage compacted
+// and HTML-escaped, which leaves a canonical document as it is.
+func kvFieldJSON(field string, v []byte) []byte {
+	b := make([]byte, 0, len(field)+len(v)+5)
+	b = append(b, '{', '"')
+	b = append(b, field...)
+	b = append(b, '"', ':')
+	b = append(b, v...)
+	return append(b, '}')
+}
+
+// canonicalValue reads the JSON value at sc.i if it is already in canonical
+// form, and returns a copy of its bytes (json.Unmarshal copies a RawMessage
+// as it appears).
+func canonicalValue(sc *jsonScan) ([]byte, bool) {
+	sc.skipSpace()
+	start := sc.i
+	cs := canonScan{b: sc.b, i: start}
+	canon, ok := cs.value(make([]byte, 0, len(sc.b)-start))
+	if !ok || !bytes.Equal(canon, sc.b[start:cs.i]) {
+		return nil, false
+	}
+	sc.i = cs.i
+	return canon, true
+}
+
+// fastKVEventField reads an event payload {"<field>":<canonical object>}.
+func fastKVEventField(payload []byte, field string) ([]byte, bool) {
+	sc := jsonScan{b: payload}
+	if !sc.byte('{') || !sc.key(field) {
+		return nil, false
+	}
+	v, ok := canonicalValue(&sc)
+	if !ok || !sc.byte('}') || !sc.end() {
+		return nil, false
+	}
+	return v, true
+}
+
+// encodeKVState writes what json.Marshal writes for s when s.Doc is
+// canonical (kv stores only canonical documents), and calls it otherwise.
+func encodeKVState(s *KVState) ([]byte, error) {
+	if len(s.Doc) == 0 {
+		if s.Exists {
+			return []byte(`{"exists":true}`), nil
+		}
+		return []byte(`{"exists":false}`), nil
+	}
+	if canon, ok := fastCanonical(s.Doc); !ok || !bytes.Equal(canon, s.Doc) {
+		return json.Marshal(s)
+	}
+	b := make([]byte, 0, len(s.Doc)+len(`{"exists":false,"doc":}`))
+	if s.Exists {
+		b = append(b, `{"exists":true,"doc":`...)
+	} else {
+		b = append(b, `{"exists":false,"doc":`...)
+	}
+	b = append(b, s.Doc...)
+	return append(b, '}'), nil
+}
+
+// decodeKVState reads the two shapes encodeKVState writes.
+func decodeKVState(state []byte, s *KVState) error {
+	sc := jsonScan{b: state}
+	if sc.byte('{') && sc.key("exists") {
+		var exists bool
+		sc.skipSpace()
+		switch {
+		case bytes.HasPrefix(state[sc.i:], []byte("true")):
+			exists, sc.i = true, sc.i+4
+		case bytes.HasPrefix(state[sc.i:], []byte("false")):
+			sc.i += 5
+		default:
+			return json.Unmarshal(state, s)
+		}
+		if sc.byte('}') && sc.end() {
+			s.Exists = exists
+			return nil
+		}
+		if sc.byte(',') && sc.key("doc") {
+			if doc, ok := canonicalValue(&sc); ok && sc.byte('}') && sc.end() {
+				s.Exists, s.Doc = exists, doc
+				return nil
+			}
+		}
+	}
+	return json.Unmarshal(state, s)
 }

@@ -31,7 +31,30 @@ const relayPage = 1024
 func (w *worker) relay(ctx context.Context) {
 	var published, recorded engine.Position
 	lastRecord := time.Now()
+	// Recording runs beside publishing, one record at a time: the shard
+	// may hold it for the next command entry to carry (shard.AckRelayed).
+	var recording chan recordDone // non-nil while a record is in flight
+	defer func() {
+		if recording != nil {
+			<-recording // it ends with ctx
+		}
+	}()
+	settle := func(d recordDone) {
+		recording = nil
+		if d.err != nil {
+			// Not leading any more, or the outcome is unknown: either
+			// way the next attempt (here or on the next leader) covers it.
+			w.log.Debug("outbox relay: record progress", "err", d.err)
+			return
+		}
+		recorded, lastRecord = d.pos, time.Now()
+	}
 	for ctx.Err() == nil {
+		select {
+		case d := <-recording:
+			settle(d)
+		default:
+		}
 		rows, err := w.sh.Outbox(published, relayPage)
 		if err == nil && len(rows) > 0 {
 			err = w.publish(ctx, rows)
@@ -47,17 +70,13 @@ func (w *worker) relay(ctx context.Context) {
 			sleep(ctx, time.Second)
 			continue
 		}
-		if published != recorded && time.Since(lastRecord) >= w.m.cfg.RelayAckInterval {
-			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := w.sh.AckRelayed(actx, published)
-			cancel()
-			if err != nil {
-				// Not leading any more, or the outcome is unknown: either
-				// way the next attempt (here or on the next leader) covers it.
-				w.log.Debug("outbox relay: record progress", "err", err)
-			} else {
-				recorded, lastRecord = published, time.Now()
-			}
+		if recording == nil && published != recorded && time.Since(lastRecord) >= w.m.cfg.RelayAckInterval {
+			recording = make(chan recordDone, 1)
+			go func(done chan<- recordDone, pos engine.Position) {
+				actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				done <- recordDone{pos: pos, err: w.sh.AckRelayed(actx, pos)}
+			}(recording, published)
 		}
 		if len(rows) == relayPage {
 			continue
@@ -67,9 +86,17 @@ func (w *worker) relay(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-w.sh.Outboxed():
+		case d := <-recording:
+			settle(d)
 		case <-time.After(w.m.cfg.RelayAckInterval):
 		}
 	}
+}
+
+// recordDone is the outcome of recording the relay's progress at pos.
+type recordDone struct {
+	pos engine.Position
+	err error
 }
 
 func sleep(ctx context.Context, d time.Duration) {

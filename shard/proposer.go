@@ -171,12 +171,18 @@ func (s *Shard) propose(reqs []*request, p *pipeline) {
 	}
 	_, span := s.tracer.Start(context.Background(), "shard.propose", trace.WithLinks(links...),
 		trace.WithAttributes(attribute.Int("commands", len(reqs))))
+	relay := s.carrier.take()
+	if relay != nil {
+		le.Relayed = &pb.Position{Index: relay.pos.Index, Ordinal: relay.pos.Ordinal}
+	}
 	data, err := marshal.Marshal(le)
 	if err != nil {
 		span.End()
 		<-s.inflight
+		err = fmt.Errorf("shard: encode entry: %w", err)
+		relay.finish(err)
 		for _, r := range reqs {
-			r.finish(outcome{err: fmt.Errorf("shard: encode entry: %w", err)})
+			r.finish(outcome{err: err})
 		}
 		return
 	}
@@ -192,12 +198,18 @@ func (s *Shard) propose(reqs []*request, p *pipeline) {
 		p.done(len(reqs))
 		if err != nil {
 			err = mapRaftErr(err, true)
+			relay.finish(err)
 			for _, r := range reqs {
 				r.finish(outcome{err: err})
 			}
 			return
 		}
 		resp, _ := f.Response().(*applyResponse)
+		if resp != nil {
+			relay.finish(resp.err)
+		} else {
+			relay.finish(fmt.Errorf("%w: no response from apply", ErrUnknownOutcome))
+		}
 		switch {
 		case resp == nil:
 			err = fmt.Errorf("%w: no response from apply", ErrUnknownOutcome)

@@ -147,6 +147,7 @@ type Shard struct {
 	lastAt  int64 // last logical time stamped by this replica as leader
 
 	outboxWake chan struct{} // signalled after each applied entry (see Outboxed)
+	carrier    relayCarrier  // the relay's position, for the next command entry
 	// appliedCh is closed and replaced after each applied entry: readers
 	// waiting for an index wait on it instead of polling.
 	appliedCh atomic.Pointer[chan struct{}]

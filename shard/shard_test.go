@@ -16,6 +16,7 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
+	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/shard"
 	"github.com/rhizon/rhizon/storage"
 )
@@ -244,5 +245,66 @@ func TestShard_SpansForSubmitProposeApply(t *testing.T) {
 		if names[n] == 0 {
 			t.Errorf("no %s span; got %v", n, names)
 		}
+	}
+}
+
+// The relay's progress rides on the next command entry: recording it under
+// load costs no Raft entry of its own. With no command to carry it, it gets
+// one.
+func TestShard_RelayProgressRidesOnCommandEntries(t *testing.T) {
+	r := openReplica(t, t.TempDir(), nil)
+	submitAll(t, r.s, 20)
+	rows, err := r.s.Outbox(engine.Position{}, 100)
+	if err != nil || len(rows) != 20 {
+		t.Fatalf("outbox holds %d rows (%v), want 20 events", len(rows), err)
+	}
+	upTo := rows[len(rows)-1].Pos
+
+	// Under load: commands keep coming while the relay records.
+	before := r.s.Status().LastLogIndex
+	acked := make(chan error, 1)
+	go func() { acked <- r.s.AckRelayed(ctx(t), upTo) }()
+	commands := 0
+	for done := false; !done; {
+		if _, err := r.s.Submit(ctx(t), add("load", commands)); err != nil {
+			t.Fatal(err)
+		}
+		commands++
+		select {
+		case err := <-acked:
+			if err != nil {
+				t.Fatal(err)
+			}
+			done = true
+		default:
+		}
+	}
+	if extra := r.s.Status().LastLogIndex - before - uint64(commands); extra != 0 {
+		t.Fatalf("%d command entries and %d more for the relay's progress; want none more", commands, extra)
+	}
+	left, err := r.s.Outbox(engine.Position{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range left {
+		if !row.Pos.After(upTo) {
+			t.Fatalf("row %v at or before the recorded %v is still in the outbox", row.Pos, upTo)
+		}
+	}
+	if len(left) != commands {
+		t.Fatalf("outbox holds %d rows, want the %d events of the commands after the record", len(left), commands)
+	}
+
+	// Idle: an entry of its own.
+	upTo = left[len(left)-1].Pos
+	before = r.s.Status().LastLogIndex
+	if err := r.s.AckRelayed(ctx(t), upTo); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.s.Status().LastLogIndex - before; n != 1 {
+		t.Fatalf("idle record took %d entries, want 1", n)
+	}
+	if left, _ := r.s.Outbox(engine.Position{}, 100); len(left) != 0 {
+		t.Fatalf("outbox still holds %d rows after recording all", len(left))
 	}
 }

@@ -2,8 +2,10 @@
 # Runs every workload against Rhizon and then against each peer (etcd,
 # JetStream KV with default fsync, JetStream KV with sync always), one
 # system at a time so that none of them shares the machine with another,
-# and prints one table of all runs and the comparison with Rhizon's ratio
-# to each peer. `make bench` calls it.
+# and prints one table of all runs, the comparison with Rhizon's ratio
+# to each peer, and whether the benchmark issue's goals are met. Rhizon
+# also runs w1-command open loop at half the rate it reached closed loop at
+# the highest concurrency (the latency goal's load). `make bench` calls it.
 #
 # Rhizon is a throw-away 3-node cluster of `rhizon node` processes on free
 # loopback ports, with clustered embedded NATS (rhizon-cluster.sh), started
@@ -26,6 +28,7 @@
 #   BENCH_ENTITIES     entities per workload          (rhizon bench's default: 10000, saga 64)
 #   BENCH_OUT          directory for <target>.json, all.json and the plots (bin/bench/peers)
 #   BENCH_ARGS         more `rhizon bench` flags for every target
+#   BENCH_OPEN         "off" skips the open-loop run   (on)
 #   BENCH_SHARDS, BENCH_NATS, BENCH_NODE_ARGS: see rhizon-cluster.sh
 set -euo pipefail
 
@@ -87,6 +90,32 @@ fi
 # shellcheck disable=SC2206 # BENCH_ARGS is split into flags on purpose
 common+=(${BENCH_ARGS:-})
 
+# open_loop JSON runs w1-command open loop at half the closed-loop
+# throughput that JSON records for it at the highest concurrency, against
+# the Rhizon still running.
+open_loop() {
+	local json=$1 top half ojson="$OUT/rhizon-open.json"
+	[[ ${BENCH_OPEN:-on} == off || $RHIZON_KIND != cluster ]] && return 0
+	top=$(tr ',' '\n' <<<"$CONCURRENCY" | sort -n | tail -1)
+	half=$(grep '"workload":"w1-command"' "$json" 2>/dev/null | grep '"mode":"closed"' | grep "\"concurrency\":$top," |
+		grep -o '"throughput":[0-9.]*' | tail -1 | cut -d: -f2 | awk '{ printf "%d", $1 / 2 }' || true)
+	if [[ -z $half || $half -lt 1 ]]; then
+		return 0
+	fi
+	echo "== rhizon open loop: w1-command at $half/s, half the closed-loop C=$top throughput" >&2
+	local args=(bench --target rhizon --json "$ojson" --workload w1-command --rate "$half" --concurrency 512
+		--warmup "$WARMUP" --duration "$DURATION" --addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN")
+	# shellcheck disable=SC2206 # BENCH_ARGS is split into flags on purpose
+	args+=(${BENCH_ARGS:-})
+	if "$BIN" "${args[@]}"; then
+		files+=("$ojson")
+	else
+		failed+=(rhizon-open-loop)
+		[[ -s $ojson ]] && files+=("$ojson")
+	fi
+	return 0
+}
+
 echo "machine: $(nproc) cores; rhizon: $RHIZON_KIND; load before: $(uptime)" >&2
 files=()
 failed=()
@@ -110,6 +139,7 @@ for target in "${targets[@]}"; do
 		[[ -s $json ]] && files+=("$json")
 	fi
 	if [[ $target == rhizon ]]; then
+		open_loop "$json"
 		stop_rhizon
 	fi
 done
@@ -119,7 +149,7 @@ if ((${#files[@]} > 0)); then
 	cat "${files[@]}" >"$OUT/all.json"
 	echo
 	echo "== all runs (JSON Lines in $OUT/all.json)"
-	"$BIN" bench --compare "$(
+	"$BIN" bench --goals "$RHIZON_KIND" --compare "$(
 		IFS=,
 		echo "${files[*]}"
 	)"

@@ -25,6 +25,7 @@ type benchFlags struct {
 	targets        string
 	peerAddrs      string
 	compare        string
+	goals          string
 	addr           string
 	nats           string
 	token          string
@@ -99,6 +100,8 @@ and saga do not apply to a peer and are listed as skipped. With
 more than one target, a comparison table follows: per load, each target's
 throughput and latency and Rhizon's throughput ratio to it.
 --compare FILE,... prints the same tables from earlier --json files.
+--goals cluster|dev adds whether the runs meet the performance goals of a
+3-node cluster or of one rhizon dev node.
 
 Exit status: 1 if any run got no answer to any operation (or setup failed),
 2 for bad flags.`,
@@ -119,6 +122,7 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 	fs.StringVar(&f.targets, "target", "rhizon", "systems under test, comma-separated, run one after another: rhizon, "+strings.Join(bench.PeerKinds, ", "))
 	fs.StringVar(&f.peerAddrs, "peer-addrs", "", "client URLs of an already running peer cluster (one peer target); empty: start one")
 	fs.StringVar(&f.compare, "compare", "", "run nothing: print the table and comparison of these --json files, comma-separated")
+	fs.StringVar(&f.goals, "goals", "", "also print whether the runs meet the performance goals of a 3-node cluster (cluster) or of one node (dev)")
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:7400", "gateway gRPC addresses, comma-separated, used round-robin (RHIZON_ADDR)")
 	fs.StringVar(&f.nats, "nats", "", "the nodes' NATS client URLs, comma-separated (the node banner's NATS line): the ingress workload publishes there")
 	fs.StringVar(&f.token, "token", "", "bearer token (RHIZON_TOKEN)")
@@ -298,7 +302,8 @@ func (f *benchFlags) openTarget(ctx context.Context, stderr io.Writer, name stri
 }
 
 // runCompare prints the tables of earlier --json files.
-func runCompare(c *cobra.Command, files string) error {
+func runCompare(c *cobra.Command, f *benchFlags) error {
+	files := f.compare
 	var results []*bench.Result
 	for _, name := range splitList(files) {
 		fh, err := os.Open(name)
@@ -315,26 +320,35 @@ func runCompare(c *cobra.Command, files string) error {
 	if len(results) == 0 {
 		return &exitErr{exitError, fmt.Errorf("--compare %s: no runs", files)}
 	}
-	return writeTables(c.OutOrStdout(), results)
+	return writeTables(c.OutOrStdout(), results, f.goals)
 }
 
 // writeTables prints every run, then, when several targets ran, the
-// comparison.
-func writeTables(out io.Writer, results []*bench.Result) error {
+// comparison, and with goals ("cluster" or "dev") the goals' table.
+func writeTables(out io.Writer, results []*bench.Result, goals string) error {
 	fmt.Fprintln(out)
 	if err := bench.WriteTable(out, results); err != nil {
 		return err
 	}
-	if len(bench.Targets(results)) < 2 {
+	if len(bench.Targets(results)) >= 2 {
+		fmt.Fprintln(out)
+		if err := bench.WriteComparison(out, results); err != nil {
+			return err
+		}
+	}
+	if goals == "" {
 		return nil
 	}
 	fmt.Fprintln(out)
-	return bench.WriteComparison(out, results)
+	return bench.WriteGoals(out, results, goals)
 }
 
 func runBench(c *cobra.Command, f *benchFlags) error {
+	if f.goals != "" && f.goals != bench.GoalsCluster && f.goals != bench.GoalsDev {
+		return &exitErr{exitUsage, fmt.Errorf("--goals %q: use %s (3 nodes) or %s (one node)", f.goals, bench.GoalsCluster, bench.GoalsDev)}
+	}
 	if f.compare != "" {
-		return runCompare(c, f.compare)
+		return runCompare(c, f)
 	}
 	wls, conc, rates, err := f.plan()
 	if err != nil {
@@ -380,7 +394,7 @@ func runBench(c *cobra.Command, f *benchFlags) error {
 	// What ran is reported (tables, and the JSON a later --compare reads)
 	// whatever stopped the rest.
 	if len(results) > 0 {
-		if err := writeTables(c.OutOrStdout(), results); err != nil && runErr == nil {
+		if err := writeTables(c.OutOrStdout(), results, f.goals); err != nil && runErr == nil {
 			runErr = err
 		}
 	}

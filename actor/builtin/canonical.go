@@ -20,30 +20,18 @@ import (
 const maxCanonDepth = 64
 
 type canonScan struct {
-	b     []byte
-	i     int
+	jsonScan
 	depth int
 }
 
 // fastCanonical returns the canonical form of b, one JSON value with optional
 // surrounding whitespace, or ok false when the slow path must decide.
 func fastCanonical(b []byte) (out []byte, ok bool) {
-	s := canonScan{b: b}
-	s.ws()
+	s := canonScan{jsonScan: jsonScan{b: b}}
+	s.skipSpace()
 	out, ok = s.value(make([]byte, 0, len(b)))
-	s.ws()
+	s.skipSpace()
 	return out, ok && s.i == len(b)
-}
-
-func (s *canonScan) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\r', '\n':
-			s.i++
-		default:
-			return
-		}
-	}
 }
 
 // value appends the canonical form of the value at s.i to out.
@@ -85,7 +73,7 @@ func (s *canonScan) object(out []byte) ([]byte, bool) {
 	var stack [16]memberSpan
 	members := stack[:0]
 	sorted := true
-	s.ws()
+	s.skipSpace()
 	if s.i < len(s.b) && s.b[s.i] == '}' {
 		s.i++
 		return append(out, '}'), true
@@ -103,13 +91,13 @@ func (s *canonScan) object(out []byte) ([]byte, bool) {
 			return out, false
 		}
 		m.keyEnd = len(out) - 1
-		s.ws()
+		s.skipSpace()
 		if s.i >= len(s.b) || s.b[s.i] != ':' {
 			return out, false
 		}
 		s.i++
 		out = append(out, ':')
-		s.ws()
+		s.skipSpace()
 		if out, ok = s.value(out); !ok {
 			return out, false
 		}
@@ -126,7 +114,7 @@ func (s *canonScan) object(out []byte) ([]byte, bool) {
 			}
 		}
 		members = append(members, m)
-		s.ws()
+		s.skipSpace()
 		if s.i >= len(s.b) {
 			return out, false
 		}
@@ -138,7 +126,7 @@ func (s *canonScan) object(out []byte) ([]byte, bool) {
 		if c != ',' {
 			return out, false
 		}
-		s.ws()
+		s.skipSpace()
 	}
 	if !sorted {
 		body := bytes.Clone(out[base:])
@@ -168,7 +156,7 @@ func (s *canonScan) array(out []byte) ([]byte, bool) {
 	defer func() { s.depth-- }()
 	s.i++ // '['
 	out = append(out, '[')
-	s.ws()
+	s.skipSpace()
 	if s.i < len(s.b) && s.b[s.i] == ']' {
 		s.i++
 		return append(out, ']'), true
@@ -181,7 +169,7 @@ func (s *canonScan) array(out []byte) ([]byte, bool) {
 		if out, ok = s.value(out); !ok {
 			return out, false
 		}
-		s.ws()
+		s.skipSpace()
 		if s.i >= len(s.b) {
 			return out, false
 		}
@@ -193,7 +181,7 @@ func (s *canonScan) array(out []byte) ([]byte, bool) {
 		if c != ',' {
 			return out, false
 		}
-		s.ws()
+		s.skipSpace()
 	}
 }
 

@@ -257,7 +257,7 @@ func fastKVField(payload []byte, field string) ([]byte, bool) {
 	if sc.i >= len(payload) || payload[sc.i] != '{' {
 		return nil, false
 	}
-	cs := canonScan{b: payload, i: sc.i}
+	cs := canonScan{jsonScan: jsonScan{b: payload, i: sc.i}}
 	canon, ok := cs.value(make([]byte, 0, len(payload)))
 	if !ok || len(canon) > MaxDocBytes {
 		return nil, false
@@ -287,7 +287,7 @@ func kvFieldJSON(field string, v []byte) []byte {
 func canonicalValue(sc *jsonScan) ([]byte, bool) {
 	sc.skipSpace()
 	start := sc.i
-	cs := canonScan{b: sc.b, i: start}
+	cs := canonScan{jsonScan: jsonScan{b: sc.b, i: start}}
 	canon, ok := cs.value(make([]byte, 0, len(sc.b)-start))
 	if !ok || !bytes.Equal(canon, sc.b[start:cs.i]) {
 		return nil, false

@@ -187,6 +187,11 @@ func (c metadataCarrier) Keys() []string {
 // failing the command for a header the caller probably did not set itself.
 func (s *Server) traceContext(ctx context.Context) (traceparent, tracestate string) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
+		// Without a traceparent there is nothing to extract; most calls
+		// carry none, and FromIncomingContext copies every header.
+		if len(metadata.ValueFromIncomingContext(ctx, "traceparent")) == 0 {
+			return "", ""
+		}
 		if md, ok := metadata.FromIncomingContext(ctx); ok {
 			ctx = s.tracing.Extract(ctx, metadataCarrier(md))
 		}

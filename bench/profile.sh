@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One 3-node cluster, one `rhizon bench` run, and where its CPU went: ops/s,
 # the CPU one operation cost (utime + stime of the 3 nodes and the load
-# generator from /proc, per process), n1's mean commands per Raft entry,
+# generator from /proc, per process), n1's mean commands per Raft entry
+# it proposed and the Raft log entries it stored per second (all groups),
 # and, with PROF=1, a CPU profile of n1 over the middle of the window.
 #
 #   bash bench/profile.sh [bin/rhizon]
@@ -12,6 +13,7 @@
 #   PROF_DURATION     window in seconds   (30)
 #   PROF_ARGS         more `rhizon bench` flags
 #   PROF=1            write n1's CPU profile to PROF_OUT (/tmp/rhizon-n1.pprof)
+#   PROF_KEEP_LOG     a directory to copy the nodes' logs to
 #   BENCH_SHARDS, BENCH_NATS, BENCH_NODE_ARGS: see rhizon-cluster.sh
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,13 +26,20 @@ fi
 export BENCH_NODE_ARGS
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# metric NAME: sum of n1's samples of a Prometheus metric whose line starts with NAME.
-metric() { curl -s "http://$http1/metrics" | awk -v m="$1" 'index($1, m) == 1 { s += $2 } END { printf "%.0f", s }'; }
+# counts: n1's commands proposed, entries proposed and Raft log entries
+# stored, from one scrape of its metrics (sums over shards).
+counts() {
+	curl -s "http://$http1/metrics" | awk '
+		index($1, "rhizon_batch_size_sum") == 1 { c += $2 }
+		index($1, "rhizon_batch_size_count") == 1 { e += $2 }
+		index($1, "rhizon_raftlog_entries") == 1 { l += $2 }
+		END { printf "%.0f %.0f %.0f", c, e, l }'
+}
 
 # shellcheck source=bench/rhizon-cluster.sh
 source "$here/rhizon-cluster.sh"
 rhizon_cluster_start "$bin" "$out/c"
-trap '[[ -n ${PROF_KEEP_LOG:-} ]] && cp "$out"/c/n1.log "$PROF_KEEP_LOG"; rhizon_cluster_stop; rm -rf "$out"' EXIT
+trap '[[ -n ${PROF_KEEP_LOG:-} ]] && cp "$out"/c/n?.log "$out"/bench.txt "$PROF_KEEP_LOG"/ 2>/dev/null; rhizon_cluster_stop; rm -rf "$out"' EXIT
 http1=$(grep -o -- '--http-addr [^ ]*' /proc/"${RHIZON_CLUSTER_PIDS[0]}"/cmdline 2>/dev/null | head -1 | cut -d' ' -f2 || true)
 [[ -n $http1 ]] || http1=$(tr '\0' ' ' <"/proc/${RHIZON_CLUSTER_PIDS[0]}/cmdline" | grep -o -- '--http-addr [^ ]*' | cut -d' ' -f2)
 
@@ -41,25 +50,33 @@ bp=$!
 pids=("${RHIZON_CLUSTER_PIDS[@]}" "$bp")
 names=(n1 n2 n3 client)
 sleep 4
+if ! kill -0 "$bp" 2>/dev/null; then
+	echo "rhizon bench ended before the window:" >&2
+	cat "$out/bench.txt" >&2
+	exit 1
+fi
 before=()
+t0=$(date +%s.%N)
 for p in "${pids[@]}"; do before+=("$(cpu_ticks "$p")"); done
-cmds0=$(metric rhizon_batch_size_sum) ents0=$(metric rhizon_batch_size_count)
+read -r cmds0 ents0 log0 <<<"$(counts)"
 if [[ ${PROF:-0} == 1 ]]; then
 	curl -s -o "${PROF_OUT:-/tmp/rhizon-n1.pprof}" "http://$http1/debug/pprof/profile?seconds=$((dur - 6))" &
 fi
 sleep $((dur - 2))
 after=()
 for p in "${pids[@]}"; do after+=("$(cpu_ticks "$p")"); done
-cmds1=$(metric rhizon_batch_size_sum) ents1=$(metric rhizon_batch_size_count)
+t1=$(date +%s.%N)
+read -r cmds1 ents1 log1 <<<"$(counts)"
 while kill -0 "$bp" 2>/dev/null; do sleep 0.2; done
 cat "$out/bench.txt" | tail -n 12
 ops=$(grep -o '"throughput":[0-9.]*' "$out/run.json" | head -1 | cut -d: -f2)
-hz=$(getconf CLK_TCK) w=$((dur - 2)) total=0
+hz=$(getconf CLK_TCK) total=0
+w=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
 for i in "${!pids[@]}"; do
 	t=$((after[i] - before[i]))
 	total=$((total + t))
 	awk -v n="${names[i]}" -v t="$t" -v hz="$hz" -v w="$w" -v o="$ops" \
 		'BEGIN { printf "%-7s %5.2f cores  %6.0f us per op\n", n, t / hz / w, t / hz / (w * o) * 1e6 }'
 done
-awk -v t="$total" -v hz="$hz" -v w="$w" -v o="$ops" -v c=$((cmds1 - cmds0)) -v e=$((ents1 - ents0)) \
-	'BEGIN { printf "total   %5.2f cores  %6.0f us per op at %.0f ops/s; n1 commands per entry %.1f\n", t / hz / w, t / hz / (w * o) * 1e6, o, (e ? c / e : 0) }'
+awk -v t="$total" -v hz="$hz" -v w="$w" -v o="$ops" -v c=$((cmds1 - cmds0)) -v e=$((ents1 - ents0)) -v l=$((log1 - log0)) \
+	'BEGIN { printf "total   %5.2f cores  %6.0f us per op at %.0f ops/s; n1 commands per entry %.1f, Raft log entries %.0f/s\n", t / hz / w, t / hz / (w * o) * 1e6, o, (e ? c / e : 0), l / w }'

@@ -40,14 +40,14 @@ func (w *worker) relay(ctx context.Context) {
 		}
 	}()
 	settle := func(d recordDone) {
-		recording = nil
+		recording, lastRecord = nil, time.Now() // a failure is retried after the interval too
 		if d.err != nil {
 			// Not leading any more, or the outcome is unknown: either
 			// way the next attempt (here or on the next leader) covers it.
 			w.log.Debug("outbox relay: record progress", "err", d.err)
 			return
 		}
-		recorded, lastRecord = d.pos, time.Now()
+		recorded = d.pos
 	}
 	for ctx.Err() == nil {
 		select {

@@ -1,0 +1,94 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/actor/builtin"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/storage"
+)
+
+// unrecordingShard holds one event row for the relay and refuses every
+// progress record at once, as a shard that just lost its leadership does.
+type unrecordingShard struct {
+	row     storage.OutboxRow
+	records atomic.Int32
+	wake    chan struct{}
+}
+
+func (s *unrecordingShard) ID() uint32     { return 0 }
+func (s *unrecordingShard) IsLeader() bool { return true }
+func (s *unrecordingShard) Submit(context.Context, actor.Command) (actor.Result, error) {
+	return actor.Result{}, errors.New("not used")
+}
+
+func (s *unrecordingShard) Outbox(after engine.Position, _ int) ([]storage.OutboxRow, error) {
+	if s.row.Pos.After(after) {
+		return []storage.OutboxRow{s.row}, nil
+	}
+	return nil, nil
+}
+
+func (s *unrecordingShard) AckRelayed(context.Context, engine.Position) error {
+	s.records.Add(1)
+	return errors.New("not leader")
+}
+
+func (s *unrecordingShard) Outboxed() <-chan struct{} { return s.wake }
+
+// A record that fails at once is retried after RelayAckInterval, as a
+// successful one is: the relay must not spin while leadership moves.
+func TestRelay_AFailedRecordIsRetriedAfterTheInterval(t *testing.T) {
+	ns, err := StartEmbedded(EmbeddedConfig{ServerName: "r", Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	const interval = 50 * time.Millisecond
+	m, err := Start(Config{Conn: nc, Registry: builtin.Registry(), RelayAckInterval: interval,
+		ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return nil },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	select {
+	case <-m.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("streams not created in 20 s")
+	}
+	ev := &pb.Event{Id: "e1", Type: "evt.counter.added", Address: &pb.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityId: "c"}}
+	data, err := proto.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := &unrecordingShard{row: storage.OutboxRow{Pos: engine.Position{Index: 1}, Data: append([]byte{engine.OutboxEvent}, data...)}, wake: make(chan struct{})}
+	w := &worker{m: m, sh: sh, log: m.log}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.relay(ctx) }()
+	const window = 600 * time.Millisecond
+	time.Sleep(window)
+	cancel()
+	<-done
+	// One attempt per interval, plus slack for the first one.
+	if n, most := sh.records.Load(), int32(window/interval)+2; n < 1 || n > most {
+		t.Fatalf("%d record attempts in %v with a %v interval; want 1 to %d", n, window, interval, most)
+	}
+}

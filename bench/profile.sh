@@ -40,8 +40,8 @@ counts() {
 source "$here/rhizon-cluster.sh"
 rhizon_cluster_start "$bin" "$out/c"
 trap '[[ -n ${PROF_KEEP_LOG:-} ]] && cp "$out"/c/n?.log "$out"/bench.txt "$PROF_KEEP_LOG"/ 2>/dev/null; rhizon_cluster_stop; rm -rf "$out"' EXIT
-http1=$(grep -o -- '--http-addr [^ ]*' /proc/"${RHIZON_CLUSTER_PIDS[0]}"/cmdline 2>/dev/null | head -1 | cut -d' ' -f2 || true)
-[[ -n $http1 ]] || http1=$(tr '\0' ' ' <"/proc/${RHIZON_CLUSTER_PIDS[0]}/cmdline" | grep -o -- '--http-addr [^ ]*' | cut -d' ' -f2)
+# n1's HTTP address, from its command line (arguments are NUL-separated).
+http1=$(tr '\0' ' ' <"/proc/${RHIZON_CLUSTER_PIDS[0]}/cmdline" | grep -o -- '--http-addr [^ ]*' | cut -d' ' -f2)
 
 "$bin" bench --addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN" --workload "$workload" \
 	--concurrency "$conc" --warmup 3s --duration "${dur}s" --progress=false \

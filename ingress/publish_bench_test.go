@@ -1,6 +1,7 @@
 package ingress_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -97,20 +98,11 @@ func atomicBatch(nc *nats.Conn, n int, payload []byte) error {
 		if err != nil {
 			return err
 		}
-		if len(resp.Data) == 0 || resp.Data[0] != '{' || containsError(resp.Data) {
+		if len(resp.Data) == 0 || resp.Data[0] != '{' || bytes.Contains(resp.Data, []byte(`"error"`)) {
 			return fmt.Errorf("batch refused: %s", resp.Data)
 		}
 	}
 	return nil
-}
-
-func containsError(b []byte) bool {
-	for i := 0; i+7 <= len(b); i++ {
-		if string(b[i:i+7]) == `"error"` {
-			return true
-		}
-	}
-	return false
 }
 
 func cpuTime() time.Duration {

@@ -196,26 +196,18 @@ func (s *Shard) propose(reqs []*request, p *pipeline) {
 		span.End() // before the replies, so a caller's trace holds the whole propose
 		<-s.inflight
 		p.done(len(reqs))
+		var resp *applyResponse
 		if err != nil {
 			err = mapRaftErr(err, true)
-			relay.finish(err)
-			for _, r := range reqs {
-				r.finish(outcome{err: err})
-			}
-			return
-		}
-		resp, _ := f.Response().(*applyResponse)
-		if resp != nil {
-			relay.finish(resp.err)
-		} else {
-			relay.finish(fmt.Errorf("%w: no response from apply", ErrUnknownOutcome))
-		}
-		switch {
-		case resp == nil:
+		} else if resp, _ = f.Response().(*applyResponse); resp == nil {
 			err = fmt.Errorf("%w: no response from apply", ErrUnknownOutcome)
-		case resp.err != nil:
+		} else {
 			err = resp.err
-		case len(resp.results) != len(reqs):
+		}
+		// The relay's position was applied with the entry or not at all;
+		// the results below concern only the commands.
+		relay.finish(err)
+		if err == nil && len(resp.results) != len(reqs) {
 			// Only a replay after restart returns no results, and nobody
 			// waits for those; seeing it here means the entry was applied
 			// before, which we cannot report precisely.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"strconv"
 	"sync"
 	"syscall"
@@ -113,47 +112,10 @@ func cpuTime() time.Duration {
 
 // startR3 starts three clustered embedded servers and connects to the first.
 func startR3(b *testing.B) *nats.Conn {
-	var clients, routes []string
-	for range 3 {
-		clients = append(clients, freeAddr(b))
-		routes = append(routes, freeAddr(b))
-	}
-	for i := range 3 {
-		s, err := ingress.StartEmbedded(ingress.EmbeddedConfig{
-			ServerName: "s" + strconv.Itoa(i), Addr: clients[i], StoreDir: b.TempDir(),
-			ClusterAddr: routes[i], Routes: routes, ClusterSecret: "bench",
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(s.Shutdown)
-	}
-	nc, err := nats.Connect("nats://" + clients[0])
+	nc, err := nats.Connect(ingress.StartNATSCluster(b)[0])
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := js.AccountInfo(ctx)
-		cancel()
-		if err == nil {
-			return nc
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("jetstream not ready: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func freeAddr(b *testing.B) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return nc
 }

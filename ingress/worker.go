@@ -95,6 +95,13 @@ func (w *worker) consume(ctx context.Context) {
 	}
 }
 
+// A pull request lives this long on the server, which heartbeats an idle
+// one at this interval; two missed heartbeats end the pull.
+const (
+	pullExpiry    = 10 * time.Second
+	pullHeartbeat = 2 * time.Second
+)
+
 // pull binds to the shard's durable consumer and hands its messages to the
 // lanes until the pull fails or ctx ends.
 func (w *worker) pull(ctx context.Context, queues *[lanes]chan jetstream.Msg) error {
@@ -114,10 +121,14 @@ func (w *worker) pull(ctx context.Context, queues *[lanes]chan jetstream.Msg) er
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
 	}
-	// A missed heartbeat (a loaded server, a consumer leader moving) is
-	// not an error here: the iterator issues a new pull by itself, which is
-	// cheaper than binding again.
-	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.WithMessagesErrOnMissingHeartbeat(false))
+	// Missing heartbeats end the pull and the worker binds again, with a
+	// new subscription. Re-pulling on the same one (nats.go's default) is
+	// not enough: on a cluster just started, a shard's consumer got neither
+	// messages nor heartbeats on it for minutes while the other shards of
+	// the node ran, and nats.go's default heartbeat (15 s) meant 30 s before
+	// it noticed at all.
+	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullExpiry(pullExpiry),
+		jetstream.PullHeartbeat(pullHeartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		return fmt.Errorf("pull: %w", err)
 	}

@@ -43,7 +43,9 @@ trap '[[ -n ${PROF_KEEP_LOG:-} ]] && cp "$out"/c/n?.log "$out"/bench.txt "$PROF_
 # n1's HTTP address, from its command line (arguments are NUL-separated).
 http1=$(tr '\0' ' ' <"/proc/${RHIZON_CLUSTER_PIDS[0]}/cmdline" | grep -o -- '--http-addr [^ ]*' | cut -d' ' -f2)
 
-"$bin" bench --addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN" --workload "$workload" \
+nats=()
+[[ -n $RHIZON_BENCH_NATS ]] && nats=(--nats "$RHIZON_BENCH_NATS") # for the ingress and saga workloads
+"$bin" bench --addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN" "${nats[@]}" --workload "$workload" \
 	--concurrency "$conc" --warmup 3s --duration "${dur}s" --progress=false \
 	--json "$out/run.json" ${PROF_ARGS:-} >"$out/bench.txt" 2>&1 &
 bp=$!

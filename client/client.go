@@ -204,7 +204,7 @@ func WithRouteRefresh(every, minGap time.Duration) Option {
 // cuts the client's CPU per command by about a quarter and the leader's
 // gRPC overhead from about 17% of its CPU to 5%, but the leader's Raft
 // entries get smaller (about 5 commands instead of 6.5 at 128 clients),
-// which costs the replicas about as much (README, Benchmarks).
+// which costs the replicas about as much (bench/MEASUREMENTS.md).
 func WithSubmitBatching(on bool) Option {
 	return func(o *options) error { o.batching = on; return nil }
 }

@@ -32,6 +32,7 @@ side() {
 		return 1
 	}
 	trap rhizon_cluster_stop EXIT
+	trap 'exit 130' INT TERM
 	"$bin" bench --addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN" --workload "$workload" \
 		--concurrency "$conc" --warmup 3s --duration "${dur}s" --progress=false \
 		--json "$out/$name.json" ${AB_ARGS:-} >"$out/$name.bench" 2>&1 &

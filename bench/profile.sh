@@ -38,8 +38,9 @@ counts() {
 
 # shellcheck source=bench/rhizon-cluster.sh
 source "$here/rhizon-cluster.sh"
-rhizon_cluster_start "$bin" "$out/c"
 trap '[[ -n ${PROF_KEEP_LOG:-} ]] && cp "$out"/c/n?.log "$out"/bench.txt "$PROF_KEEP_LOG"/ 2>/dev/null; rhizon_cluster_stop; rm -rf "$out"' EXIT
+trap 'exit 130' INT TERM # so that a killed run stops its nodes too
+rhizon_cluster_start "$bin" "$out/c"
 # n1's HTTP address, from its command line (arguments are NUL-separated).
 http1=$(tr '\0' ' ' <"/proc/${RHIZON_CLUSTER_PIDS[0]}/cmdline" | grep -o -- '--http-addr [^ ]*' | cut -d' ' -f2)
 

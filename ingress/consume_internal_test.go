@@ -67,6 +67,24 @@ func startNATSCluster(tb testing.TB) []string {
 // benchmarks.
 func StartNATSCluster(tb testing.TB) []string { return startNATSCluster(tb) }
 
+// startManager starts a manager over cfg, logging nowhere, and waits up to
+// wait for its streams.
+func startManager(t *testing.T, cfg Config, wait time.Duration) *Manager {
+	t.Helper()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	m, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	select {
+	case <-m.Ready():
+	case <-time.After(wait):
+		t.Fatalf("streams not created in %v", wait)
+	}
+	return m
+}
+
 func freeLoopbackAddr(tb testing.TB) string {
 	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -129,19 +147,9 @@ func TestConsume_EveryShardConsumesSoonAfterTheClusterStarts(t *testing.T) {
 		n, _ := strconv.Atoi(a.EntityID)
 		return uint32(n) % shards
 	}
-	m, err := Start(Config{Conn: nc, Replicas: 3, Registry: builtin.Registry(),
+	startManager(t, Config{Conn: nc, Replicas: 3, Registry: builtin.Registry(),
 		ShardOf: shardOf, Shards: func() []Shard { return led },
-		Authenticate: func(string) (actor.Security, error) { return sec, nil },
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
-	select {
-	case <-m.Ready():
-	case <-time.After(60 * time.Second):
-		t.Fatal("streams not created in 60 s")
-	}
+		Authenticate: func(string) (actor.Security, error) { return sec, nil }}, 60*time.Second)
 	js, _ := jetstream.New(nc)
 	start := time.Now()
 	for i := range shards {

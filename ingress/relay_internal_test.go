@@ -3,8 +3,6 @@ package ingress
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,18 +59,8 @@ func TestRelay_AFailedRecordIsRetriedAfterTheInterval(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	const interval = 50 * time.Millisecond
-	m, err := Start(Config{Conn: nc, Registry: builtin.Registry(), RelayAckInterval: interval,
-		ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return nil },
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
-	select {
-	case <-m.Ready():
-	case <-time.After(20 * time.Second):
-		t.Fatal("streams not created in 20 s")
-	}
+	m := startManager(t, Config{Conn: nc, Registry: builtin.Registry(), RelayAckInterval: interval,
+		ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return nil }}, 20*time.Second)
 	ev := &pb.Event{Id: "e1", Type: "evt.counter.added", Address: &pb.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityId: "c"}}
 	data, err := proto.Marshal(ev)
 	if err != nil {

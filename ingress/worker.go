@@ -121,12 +121,26 @@ func (w *worker) pull(ctx context.Context, queues *[lanes]chan jetstream.Msg) er
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
 	}
-	// Missing heartbeats end the pull and the worker binds again, with a
-	// new subscription. Re-pulling on the same one (nats.go's default) is
-	// not enough: on a cluster just started, a shard's consumer got neither
-	// messages nor heartbeats on it for minutes while the other shards of
-	// the node ran, and nats.go's default heartbeat (15 s) meant 30 s before
-	// it noticed at all.
+	w.m.metrics.track(id, cons)
+	for {
+		err := w.pullMessages(ctx, cons, queues)
+		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+			return err
+		}
+		w.log.Warn("ingress pull heard nothing; pulling on a new subscription", "err", err)
+	}
+}
+
+// pullMessages pulls cons on a subscription of its own until the pull fails
+// or ctx ends. A pull request waits on the consumer's JetStream leader; when
+// that leader dies or is not elected yet, the request is lost without a word
+// to this client, and only missing heartbeats tell (nats-server#3991). Then
+// the pull ends and the caller starts another on a new subscription:
+// re-pulling on the same one (nats.go's default) was not enough on a cluster
+// just started, where a shard's consumer heard nothing on it for minutes
+// while the node's other shards ran, and nats.go's default heartbeat (15 s)
+// meant 30 s before it noticed at all.
+func (w *worker) pullMessages(ctx context.Context, cons jetstream.Consumer, queues *[lanes]chan jetstream.Msg) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullExpiry(pullExpiry),
 		jetstream.PullHeartbeat(pullHeartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
@@ -141,7 +155,6 @@ func (w *worker) pull(ctx context.Context, queues *[lanes]chan jetstream.Msg) er
 		}
 		it.Stop()
 	}()
-	w.m.metrics.track(id, cons)
 	for {
 		msg, err := it.Next()
 		if err != nil {

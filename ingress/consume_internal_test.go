@@ -128,22 +128,48 @@ func (s *appliedShard) Outbox(engine.Position, int) ([]storage.OutboxRow, error)
 func (s *appliedShard) AckRelayed(context.Context, engine.Position) error        { return nil }
 func (s *appliedShard) Outboxed() <-chan struct{}                                { return nil }
 
-// Every shard's ingress consumes within seconds of a fresh 3-server cluster
-// creating its streams and consumers, when the consumers' JetStream leaders
-// are being elected. (On `rhizon bench --workload ingress` against a fresh
-// 8-shard cluster, one shard's consumer got no messages for minutes in 3 of
-// 6 runs; this test did not reproduce that in 4 runs with the old pull
-// settings, so it guards the path, not that fix: see pullHeartbeat.)
-func TestConsume_EveryShardConsumesSoonAfterTheClusterStarts(t *testing.T) {
-	_, urls := startNATSCluster(t)
+// startConsumers starts three clustered servers and, connected to s0, a
+// manager leading shards (producers' tokens all accepted); it returns the
+// connection and the servers.
+func startConsumers(t *testing.T, shards []Shard, shardOf func(actor.Address) uint32) (*nats.Conn, []*server.Server) {
+	t.Helper()
+	servers, urls := startNATSCluster(t)
 	nc, err := nats.Connect(urls[0])
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	const shards = 8
 	sec := actor.Security{Principal: actor.Principal{ID: "p", Type: actor.PrincipalService},
 		Scopes: []actor.Scope{{Tenant: "t", Workspace: "w"}}}
+	startManager(t, Config{Conn: nc, Replicas: 3, Registry: builtin.Registry(),
+		ShardOf: shardOf, Shards: func() []Shard { return shards },
+		Authenticate: func(string) (actor.Security, error) { return sec, nil }}, 60*time.Second)
+	return nc, servers
+}
+
+// ingressMsg is a producer's counter command for entity, published on the
+// given shard's subject.
+func ingressMsg(t *testing.T, shard uint32, entity, key string) *nats.Msg {
+	t.Helper()
+	data, err := proto.Marshal(&pb.Command{Type: "cmd.counter.add", IdempotencyKey: key, Payload: []byte(`{"amount":1}`),
+		Address: &pb.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityId: entity}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(IngressSubject(shard))
+	msg.Data = data
+	msg.Header.Set(HeaderAuthorization, "Bearer x")
+	return msg
+}
+
+// Every shard's ingress consumes within seconds of a fresh 3-server cluster
+// creating its streams and consumers, when the consumers' JetStream leaders
+// are being elected. (On `rhizon bench --workload ingress` against a fresh
+// 8-shard cluster, one shard's consumer got no messages for minutes on 5 of
+// 12 clusters; this test did not reproduce that in 4 runs with the old pull
+// settings, so it guards the path, not that fix: see pullMessages.)
+func TestConsume_EveryShardConsumesSoonAfterTheClusterStarts(t *testing.T) {
+	const shards = 8
 	var led []Shard
 	var all []*appliedShard
 	for i := range uint32(shards) {
@@ -154,22 +180,12 @@ func TestConsume_EveryShardConsumesSoonAfterTheClusterStarts(t *testing.T) {
 		n, _ := strconv.Atoi(a.EntityID)
 		return uint32(n) % shards
 	}
-	startManager(t, Config{Conn: nc, Replicas: 3, Registry: builtin.Registry(),
-		ShardOf: shardOf, Shards: func() []Shard { return led },
-		Authenticate: func(string) (actor.Security, error) { return sec, nil }}, 60*time.Second)
+	nc, _ := startConsumers(t, led, shardOf)
 	js, _ := jetstream.New(nc)
 	start := time.Now()
 	for i := range shards {
-		data, err := proto.Marshal(&pb.Command{Type: "cmd.counter.add", IdempotencyKey: "k", Payload: []byte(`{"amount":1}`),
-			Address: &pb.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityId: strconv.Itoa(i)}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg := nats.NewMsg(IngressSubject(uint32(i)))
-		msg.Data = data
-		msg.Header.Set(HeaderAuthorization, "Bearer x")
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err = js.PublishMsg(ctx, msg)
+		_, err := js.PublishMsg(ctx, ingressMsg(t, uint32(i), strconv.Itoa(i), "k"))
 		cancel()
 		if err != nil {
 			t.Fatal(err)
@@ -193,29 +209,12 @@ func TestConsume_EveryShardConsumesSoonAfterTheClusterStarts(t *testing.T) {
 // after missing heartbeats, and that API call waited 10 s for JetStream's
 // own leaders: 9.7 s here, against 0.02-1.7 s for a new subscription alone.
 func TestConsume_ResumesWhenTheConsumerLeaderLosesJetStream(t *testing.T) {
-	servers, urls := startNATSCluster(t)
-	nc, err := nats.Connect(urls[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	sec := actor.Security{Principal: actor.Principal{ID: "p", Type: actor.PrincipalService},
-		Scopes: []actor.Scope{{Tenant: "t", Workspace: "w"}}}
 	sh := &appliedShard{keys: map[string]bool{}}
-	startManager(t, Config{Conn: nc, Replicas: 3, Registry: builtin.Registry(),
-		ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return []Shard{sh} },
-		Authenticate: func(string) (actor.Security, error) { return sec, nil }}, 60*time.Second)
+	nc, servers := startConsumers(t, []Shard{sh}, func(actor.Address) uint32 { return 0 })
 	js, _ := jetstream.New(nc)
 	send := func(key string) {
 		t.Helper()
-		data, err := proto.Marshal(&pb.Command{Type: "cmd.counter.add", IdempotencyKey: key, Payload: []byte(`{"amount":1}`),
-			Address: &pb.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityId: "c"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg := nats.NewMsg(IngressSubject(0))
-		msg.Data = data
-		msg.Header.Set(HeaderAuthorization, "Bearer x")
+		msg := ingressMsg(t, 0, "c", key)
 		deadline := time.Now().Add(60 * time.Second)
 		for { // the stream may be without a leader for a while too
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

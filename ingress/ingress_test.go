@@ -292,12 +292,21 @@ func TestIngress_StreamsUseTheDuplicateWindow(t *testing.T) {
 	}
 }
 
-// The relay publishes events in atomic batches. A batch holding a message id
-// the stream already has (what a new leader republishes after a failover) is
-// refused whole; the relay then publishes its events one by one, so the
-// duplicate is dropped and the others are stored once, in version order.
+// An event the stream already has (what a new leader republishes after a
+// failover) is dropped and the others are stored once, in version order. To
+// a replicated stream the relay publishes events in atomic batches: a batch
+// holding the stored id is refused whole, and the relay then publishes its
+// events one by one. To a stream of one replica it publishes them one by one
+// from the start.
 func TestIngress_RelayPublishesAroundAnEventAlreadyStored(t *testing.T) {
-	e := startEnv(t, 1, nil)
+	t.Run("one replica", func(t *testing.T) { testRelayAroundStoredEvent(t, startEnv(t, 1, nil)) })
+	t.Run("three replicas", func(t *testing.T) {
+		e := ingresstest.Start(t, ingresstest.Options{Shards: 1, NATSURLs: ingress.StartNATSCluster(t)})
+		testRelayAroundStoredEvent(t, &env{node: e.Node, js: e.JS})
+	})
+}
+
+func testRelayAroundStoredEvent(t *testing.T, e *env) {
 	ctx := context.Background()
 	addr := actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: "dup"}
 	const n, stored = 6, 3

@@ -121,7 +121,7 @@ const (
 )
 
 // publish sends a page of rows. Events go in atomic batches when the events
-// stream takes them: a batch is stored whole, in order, or not at all, so it
+// stream takes them and is replicated (see atomicBatches): a batch is stored whole, in order, or not at all, so it
 // keeps per-entity order by itself, and JetStream replicates it as one
 // proposal with one acknowledgement. On 3 clustered servers that cost 51 µs
 // of CPU per message against 73 µs for the same messages published one by

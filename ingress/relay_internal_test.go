@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
@@ -78,5 +79,67 @@ func TestRelay_AFailedRecordIsRetriedAfterTheInterval(t *testing.T) {
 	// One attempt per interval, plus slack for the first one.
 	if n, most := sh.records.Load(), int32(window/interval)+2; n < 1 || n > most {
 		t.Fatalf("%d record attempts in %v with a %v interval; want 1 to %d", n, window, interval, most)
+	}
+}
+
+// The relay publishes events in atomic batches to a replicated events stream
+// and in waves to a stream of one file-stored replica, where nats-server
+// would stage each batch in a new file store.
+func TestManager_AtomicBatchesOnlyToAReplicatedEventsStream(t *testing.T) {
+	single := func(t *testing.T) *nats.Conn {
+		ns, err := StartEmbedded(EmbeddedConfig{ServerName: "s", Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(ns.Shutdown)
+		nc, err := nats.Connect(ns.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nc
+	}
+	clustered := func(t *testing.T) *nats.Conn {
+		_, urls := startNATSCluster(t)
+		nc, err := nats.Connect(urls[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nc
+	}
+	for _, c := range []struct {
+		name     string
+		connect  func(*testing.T) *nats.Conn
+		replicas int
+		want     bool
+	}{
+		{"one replica", single, 1, false},
+		{"three replicas", clustered, 3, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			nc := c.connect(t)
+			t.Cleanup(nc.Close)
+			m := startManager(t, Config{Conn: nc, Replicas: c.replicas, Registry: builtin.Registry(),
+				ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return nil }}, 60*time.Second)
+			if got := m.atomicEvents.Load(); got != c.want {
+				t.Fatalf("atomic batches to the events stream of %d replicas: %v, want %v", c.replicas, got, c.want)
+			}
+		})
+	}
+}
+
+func TestAtomicBatches(t *testing.T) {
+	for _, c := range []struct {
+		cfg  jetstream.StreamConfig
+		want bool
+	}{
+		{jetstream.StreamConfig{AllowAtomicPublish: true, Replicas: 3, Storage: jetstream.FileStorage}, true},
+		{jetstream.StreamConfig{AllowAtomicPublish: true, Replicas: 1, Storage: jetstream.FileStorage}, false},
+		{jetstream.StreamConfig{AllowAtomicPublish: true, Replicas: 1, Storage: jetstream.MemoryStorage}, true},
+		{jetstream.StreamConfig{AllowAtomicPublish: false, Replicas: 3, Storage: jetstream.FileStorage}, false}, // a server before 2.12
+	} {
+		if got := atomicBatches(c.cfg); got != c.want {
+			t.Errorf("atomicBatches(replicas %d, %v, allow %v) = %v, want %v",
+				c.cfg.Replicas, c.cfg.Storage, c.cfg.AllowAtomicPublish, got, c.want)
+		}
 	}
 }

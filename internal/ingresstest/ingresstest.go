@@ -7,6 +7,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,7 +27,7 @@ const Secret = "ingresstest-secret"
 // Env is one running node with NATS and the ingress manager.
 type Env struct {
 	Node    *cluster.Node
-	NATS    *server.Server
+	NATS    *server.Server // the embedded server; nil with Options.NATSURLs
 	Conn    *nats.Conn
 	JS      jetstream.JetStream
 	Manager *ingress.Manager
@@ -38,6 +39,9 @@ type Options struct {
 	// Tune changes the ingress configuration before the manager starts.
 	Tune   func(*ingress.Config)
 	Logger *slog.Logger // default: discard
+	// NATSURLs, when set, are the client URLs of a clustered NATS to use
+	// instead of an embedded server; the streams then have 3 replicas.
+	NATSURLs []string
 }
 
 // Start starts the node, the server and the manager and waits until the
@@ -51,11 +55,15 @@ func Start(t testing.TB, o Options) *Env {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	dir := t.TempDir()
-	ns, err := ingress.StartEmbedded(ingress.EmbeddedConfig{ServerName: "test", Addr: "127.0.0.1:0", StoreDir: dir + "/nats"})
-	if err != nil {
-		t.Fatal(err)
+	var ns *server.Server
+	if len(o.NATSURLs) == 0 {
+		var err error
+		ns, err = ingress.StartEmbedded(ingress.EmbeddedConfig{ServerName: "test", Addr: "127.0.0.1:0", StoreDir: dir + "/nats"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(ns.Shutdown)
 	}
-	t.Cleanup(ns.Shutdown)
 	n, err := cluster.Open(cluster.Config{
 		NodeID: "n1", DataDir: dir + "/node", Shards: o.Shards, Registry: builtin.Registry(), Logger: o.Logger,
 		ShardTemplate: shard.Config{HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond},
@@ -70,13 +78,17 @@ func Start(t testing.TB, o Options) *Env {
 	if err := n.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	url, opts, replicas := strings.Join(o.NATSURLs, ","), []nats.Option(nil), 3
+	if ns != nil {
+		url, opts, replicas = "", []nats.Option{nats.InProcessServer(ns)}, 1
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
 	cfg := ingress.Config{
-		Conn: nc, Replicas: 1, ShardOf: n.ShardOf, Registry: n.Registry(), SigningKey: ingress.SigningKey(Secret),
+		Conn: nc, Replicas: replicas, ShardOf: n.ShardOf, Registry: n.Registry(), SigningKey: ingress.SigningKey(Secret),
 		Shards: ingress.ShardsOf(n.Shards), Logger: o.Logger,
 	}
 	if o.Tune != nil {

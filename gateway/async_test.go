@@ -663,3 +663,33 @@ func newHarnessWith(t *testing.T, tune func(*Config)) *harness {
 	})
 	return &harness{be: be, srv: srv, gw: pb.NewGatewayClient(conn), conn: conn, http: hs}
 }
+
+// A node is not ready until its JetStream streams exist, so a probe does not
+// send it SubmitAsync calls it can only refuse; once they exist it stays
+// ready (SubmitAsync reports later NATS trouble itself, and Submit does not
+// need NATS).
+func TestReady_WaitsForTheIngressStreams(t *testing.T) {
+	async := &gatedAsync{ready: make(chan struct{})}
+	h := newHarnessWith(t, func(c *Config) { c.Async = async })
+	if code, resp := httpCall(t, h, "GET", "/readyz", "", ""); code != 503 || !strings.Contains(string(resp), "JetStream streams") {
+		t.Fatalf("readyz before the streams exist: %d %s", code, resp)
+	}
+	if h.srv.UpdateHealth(context.Background()) {
+		t.Fatal("gRPC health SERVING before the streams exist")
+	}
+	close(async.ready)
+	if code, resp := httpCall(t, h, "GET", "/readyz", "", ""); code != 200 {
+		t.Fatalf("readyz once the streams exist: %d %s", code, resp)
+	}
+	if !h.srv.UpdateHealth(context.Background()) {
+		t.Fatal("gRPC health NOT_SERVING once the streams exist")
+	}
+}
+
+// gatedAsync is an AsyncBackend whose streams exist once ready is closed.
+type gatedAsync struct {
+	scriptedAsync
+	ready chan struct{}
+}
+
+func (g *gatedAsync) Ready() <-chan struct{} { return g.ready }

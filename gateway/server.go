@@ -629,9 +629,18 @@ func (s *Server) fillStatus(st *pb.StatusResponse) *pb.StatusResponse {
 	return out
 }
 
-// Ready reports whether this node can serve: the backend answers Status and
-// every shard it reports has a leader. The error says what is missing.
+// Ready reports whether this node can serve: the backend answers Status,
+// every shard it reports has a leader and, with NATS, the JetStream streams
+// exist (once created they stay: SubmitAsync reports later NATS trouble
+// itself, and Submit does not need NATS). The error says what is missing.
 func (s *Server) Ready(ctx context.Context) error {
+	if r, ok := s.async.(asyncReadier); ok {
+		select {
+		case <-r.Ready():
+		default:
+			return errors.New("JetStream streams not created yet (NATS starting or unreachable)")
+		}
+	}
 	st, err := s.backend.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("status: %w", err)

@@ -709,3 +709,57 @@ func TestReadBackendErrors(t *testing.T) {
 		}
 	}
 }
+
+// POST /v1/submit_batch answers one outcome per command, in order: a result
+// like /v1/submit's, or the error /v1/submit would have returned for that
+// command alone; one bad command does not fail the others.
+func TestHTTPSubmitBatch(t *testing.T) {
+	h := newHarness(t)
+	h.be.submit = func(_ int, cmd actor.Command) (actor.Result, error) {
+		if cmd.IdempotencyKey == "k-unknown" {
+			return actor.Result{}, shard.ErrUnknownOutcome
+		}
+		return actor.Result{CommandID: cmd.ID, Status: actor.StatusAccepted, Version: 1}, nil
+	}
+	const body = `{"commands":[
+		{"address":{"actor_type":"counter","entity_id":"c1"},"type":"cmd.counter.add","payload":{"amount":1},"idempotency_key":"k1"},
+		{"address":{"actor_type":"counter","entity_id":"c2"},"type":"cmd.counter.add","payload":{"amount":2}},
+		{"address":{"actor_type":"counter","entity_id":"c3"},"type":"cmd.counter.add","payload":{"amount":3},"idempotency_key":"k-unknown"},
+		{"address":{"actor_type":"counter","entity_id":"c4"},"type":"cmd.counter.add","payload":{"amount":4},"idempotency_key":"k4"}]}`
+	code, resp := httpCall(t, h, "POST", "/v1/submit_batch", tokAlice, body)
+	if code != 200 {
+		t.Fatalf("submit_batch: %d %s", code, resp)
+	}
+	var br JSONSubmitBatchResponse
+	if err := json.Unmarshal(resp, &br); err != nil {
+		t.Fatal(err)
+	}
+	if len(br.Outcomes) != 4 {
+		t.Fatalf("%d outcomes, want 4: %s", len(br.Outcomes), resp)
+	}
+	for _, i := range []int{0, 3} {
+		if o := br.Outcomes[i]; o.Error != nil || o.Result == nil || o.Result.Status != "accepted" {
+			t.Fatalf("outcome %d: %s", i, resp)
+		}
+	}
+	if e := br.Outcomes[1].Error; e == nil || e.Code != "invalid_argument" || !strings.Contains(e.Message, "idempotency_key") || br.Outcomes[1].Result != nil {
+		t.Fatalf("outcome 1 (no idempotency key): %s", resp)
+	}
+	if e := br.Outcomes[2].Error; e == nil || e.Code != "unavailable" || e.Outcome != "unknown" {
+		t.Fatalf("outcome 2 (unknown outcome): %s", resp)
+	}
+	if n := len(h.be.commands()); n != 3 {
+		t.Fatalf("%d commands reached the backend, want 3 (the invalid one must not)", n)
+	}
+	for _, tc := range []struct{ body, want string }{
+		{`{"commands":[]}`, "commands is empty"},
+		{`{"commands":[{"address":{"actor_type":"counter","entity_id":"c1"},"type":"cmd.counter.add","idempotency_key":"k","oops":1}]}`, "unknown field"},
+	} {
+		if code, resp := httpCall(t, h, "POST", "/v1/submit_batch", tokAlice, tc.body); code != 400 || !strings.Contains(string(resp), tc.want) {
+			t.Fatalf("submit_batch %s: %d %s, want 400 with %q", tc.body, code, resp, tc.want)
+		}
+	}
+	if code, _ := httpCall(t, h, "POST", "/v1/submit_batch", "", body); code != 401 {
+		t.Fatalf("submit_batch without token: %d", code)
+	}
+}

@@ -102,6 +102,26 @@ type JSONSubmitResponse struct {
 	Shard  uint32      `json:"shard"`
 }
 
+// JSONSubmitBatchRequest mirrors pb.SubmitBatchRequest: at most
+// MaxSubmitBatch commands.
+type JSONSubmitBatchRequest struct {
+	Commands []*JSONSubmitRequest `json:"commands"`
+}
+
+// JSONSubmitBatchResponse mirrors pb.SubmitBatchResponse: one outcome per
+// command, in the request's order.
+type JSONSubmitBatchResponse struct {
+	Outcomes []JSONSubmitOutcome `json:"outcomes"`
+}
+
+// JSONSubmitOutcome is what /v1/submit would have answered for one command:
+// its result and shard, or its error.
+type JSONSubmitOutcome struct {
+	Result *JSONResult `json:"result,omitempty"`
+	Shard  uint32      `json:"shard,omitempty"`
+	Error  *JSONError  `json:"error,omitempty"`
+}
+
 // JSONGetRequest mirrors pb.GetRequest. Consistency is "linearizable" (the
 // default) or "stale".
 type JSONGetRequest struct {
@@ -196,6 +216,7 @@ type JSONError struct {
 // HTTPHandler serves the Gateway calls over HTTP/JSON:
 //
 //	POST /v1/submit        JSONSubmitRequest  -> JSONSubmitResponse
+//	POST /v1/submit_batch  JSONSubmitBatchRequest -> JSONSubmitBatchResponse
 //	POST /v1/submit_async  JSONSubmitRequest  -> JSONSubmitAsyncResponse
 //	GET  /v1/watch?tenant=&workspace=&actor_type=&entity_id=&event_type=&after_sequence=&from_beginning=
 //	                                          -> JSONWatchEvent per line (NDJSON)
@@ -210,6 +231,7 @@ type JSONError struct {
 func (s *Server) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/submit", s.httpRoute(http.MethodPost, s.httpSubmit))
+	mux.HandleFunc("/v1/submit_batch", s.httpRoute(http.MethodPost, s.httpSubmitBatch))
 	mux.HandleFunc("/v1/submit_async", s.httpRoute(http.MethodPost, s.httpSubmitAsync))
 	mux.HandleFunc("/v1/watch", s.httpWatch)
 	mux.HandleFunc("/v1/get", s.httpRoute(http.MethodPost, s.httpGet))
@@ -235,7 +257,7 @@ func (s *Server) HTTPHandler() http.Handler {
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, JSONError{Code: "not_found", Message: fmt.Sprintf(
-			"no route %s %s; routes: POST /v1/submit, POST /v1/submit_async, GET /v1/watch, POST /v1/get, POST /v1/history, GET /v1/status, GET /healthz, GET /readyz",
+			"no route %s %s; routes: POST /v1/submit, POST /v1/submit_batch, POST /v1/submit_async, GET /v1/watch, POST /v1/get, POST /v1/history, GET /v1/status, GET /healthz, GET /readyz",
 			r.Method, r.URL.Path)})
 	})
 	return mux
@@ -312,6 +334,34 @@ func (s *Server) httpSubmit(ctx context.Context, w http.ResponseWriter, r *http.
 		return nil, err
 	}
 	return &JSONSubmitResponse{Result: resultJSON(resp.GetResult()), Shard: resp.GetShard()}, nil
+}
+
+func (s *Server) httpSubmitBatch(ctx context.Context, w http.ResponseWriter, r *http.Request) (any, error) {
+	var in JSONSubmitBatchRequest
+	if err := decodeBody(w, r, &in); err != nil {
+		return nil, err
+	}
+	req := &pb.SubmitBatchRequest{Commands: make([]*pb.SubmitRequest, len(in.Commands))}
+	for i, c := range in.Commands {
+		if c == nil {
+			return nil, status.Errorf(codes.InvalidArgument, "commands[%d] is null; send a command object", i)
+		}
+		req.Commands[i] = c.proto()
+	}
+	resp, err := s.SubmitBatch(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	out := &JSONSubmitBatchResponse{Outcomes: make([]JSONSubmitOutcome, len(resp.GetOutcomes()))}
+	for i, o := range resp.GetOutcomes() {
+		if e := o.GetError(); e != nil {
+			je, _ := jsonError(status.FromProto(e))
+			out.Outcomes[i].Error = &je
+			continue
+		}
+		out.Outcomes[i].Result, out.Outcomes[i].Shard = resultJSON(o.GetResponse().GetResult()), o.GetResponse().GetShard()
+	}
+	return out, nil
 }
 
 // proto converts the HTTP shape to the gRPC request; a JSON null payload is
@@ -541,6 +591,28 @@ func HTTPStatus(c codes.Code) int {
 }
 
 // codeNames are the snake_case names of the gRPC codes used in JSONError.
+// jsonError renders st; unknown reports an unknown outcome (the command may
+// have been applied).
+func jsonError(st *status.Status) (body JSONError, unknown bool) {
+	body = JSONError{Code: codeNames[st.Code()], Message: st.Message()}
+	if body.Code == "" {
+		body.Code = "unknown"
+	}
+	for _, d := range st.Details() {
+		info, ok := d.(*errdetails.ErrorInfo)
+		if !ok || info.GetDomain() != ErrorDomain {
+			continue
+		}
+		switch info.GetReason() {
+		case ReasonOutcomeUnknown:
+			body.Outcome, unknown = "unknown", true
+		case ReasonNotApplied, ReasonOverloaded:
+			body.Outcome = "not_applied"
+		}
+	}
+	return body, unknown
+}
+
 var codeNames = map[codes.Code]string{
 	codes.OK: "ok", codes.Canceled: "canceled", codes.Unknown: "unknown",
 	codes.InvalidArgument: "invalid_argument", codes.DeadlineExceeded: "deadline_exceeded",
@@ -558,22 +630,9 @@ func writeHTTPError(w http.ResponseWriter, err error) {
 	if errors.Is(err, errBodyTooLarge) {
 		code = http.StatusRequestEntityTooLarge
 	}
-	body := JSONError{Code: codeNames[st.Code()], Message: st.Message()}
-	if body.Code == "" {
-		body.Code = "unknown"
-	}
-	for _, d := range st.Details() {
-		info, ok := d.(*errdetails.ErrorInfo)
-		if !ok || info.GetDomain() != ErrorDomain {
-			continue
-		}
-		switch info.GetReason() {
-		case ReasonOutcomeUnknown:
-			body.Outcome = "unknown"
-			w.Header().Set(OutcomeTrailer, OutcomeUnknown)
-		case ReasonNotApplied, ReasonOverloaded:
-			body.Outcome = "not_applied"
-		}
+	body, unknown := jsonError(st)
+	if unknown {
+		w.Header().Set(OutcomeTrailer, OutcomeUnknown)
 	}
 	if code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")

@@ -20,6 +20,13 @@ const DefaultPageLimit = 100
 // more is true.
 const HistoryScanBudget = 10_000
 
+// HistoryPageBytes bounds the record bytes of one History page: the page
+// ends after the record that reaches it (so it always makes progress), with
+// more set. Pages are asked for by count (up to 1,000 records) and a record
+// may hold a 1 MiB payload, so without it a page could outgrow the 64 MiB
+// messages that nodes and the Go client accept, and the memory of building it.
+const HistoryPageBytes = 16 << 20
+
 // HistoryRecord is one audit record of an entity: an event or a rejection, as
 // the engine encoded it, at its log position.
 type HistoryRecord struct {
@@ -45,7 +52,7 @@ func (s *ShardStore) History(addr actor.Address, after engine.Position, limit in
 		iopt.PrefetchSize = min(limit+1, 100)
 		it := txn.NewIterator(iopt)
 		defer it.Close()
-		scanned := 0
+		scanned, size := 0, 0
 		for it.Seek(start); it.Valid(); it.Next() {
 			item := it.Item()
 			if bytes.Equal(item.Key(), start) {
@@ -84,6 +91,10 @@ func (s *ShardStore) History(addr actor.Address, after engine.Position, limit in
 			rec.Pos = pos
 			records = append(records, rec)
 			next = pos
+			if size += len(rec.Data); size >= HistoryPageBytes {
+				more = true
+				return nil
+			}
 		}
 		return nil
 	})

@@ -715,3 +715,45 @@ func TestOversizedValueErrorHasNoDump(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// A history page stops once it holds HistoryPageBytes of records (at least
+// one record), so a page of large events stays within the gRPC message
+// limits between nodes and at the client whatever page size was asked for.
+func TestHistoryPagesAreBoundedByBytes(t *testing.T) {
+	s := openDB(t, t.TempDir()).Shard(1)
+	a := addr("t", "big")
+	ev := bytes.Repeat([]byte("x"), 1<<20)
+	n := HistoryPageBytes/len(ev) + 3
+	for i := range n {
+		commit(t, s, func(b engine.Batch) {
+			b.AppendHistory(a, engine.Position{Index: uint64(i + 1), Ordinal: 1}, engine.HistoryEvent, ev)
+		})
+	}
+	var after engine.Position
+	got, pages := 0, 0
+	for {
+		recs, next, more, err := s.History(a, after, 1000, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		size := 0
+		for _, r := range recs {
+			size += len(r.Data)
+		}
+		if size > HistoryPageBytes+len(ev) {
+			t.Fatalf("page %d holds %d bytes in %d records; the bound is %d plus one record", pages, size, len(recs), HistoryPageBytes)
+		}
+		if more && len(recs) == 0 {
+			t.Fatalf("page %d is empty but says more follow", pages)
+		}
+		got += len(recs)
+		after = next
+		if !more {
+			break
+		}
+	}
+	if got != n || pages < 2 {
+		t.Fatalf("read %d records in %d pages, want %d in at least 2", got, pages, n)
+	}
+}

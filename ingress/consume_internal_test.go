@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/shard"
 	"github.com/rhizon/rhizon/storage"
 )
 
@@ -288,4 +290,71 @@ func TestConsume_ResumesWhenTheConsumerLeaderLosesJetStream(t *testing.T) {
 	send("k3")
 	appliedWithin("k3", 8*time.Second)
 	t.Logf("consumer leader %s lost JetStream; the next command applied %v after a new leader", l, time.Since(start).Round(time.Millisecond))
+}
+
+// flakyShard applies commands in the order it is given them, except that the
+// first submit of each key in failOnce fails with err.
+type flakyShard struct {
+	appliedShard
+	err      error
+	failOnce map[string]bool
+	order    []string
+}
+
+func (s *flakyShard) Submit(_ context.Context, cmd actor.Command) (actor.Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failOnce[cmd.IdempotencyKey] {
+		delete(s.failOnce, cmd.IdempotencyKey)
+		return actor.Result{}, s.err
+	}
+	if !s.keys[cmd.IdempotencyKey] {
+		s.keys[cmd.IdempotencyKey] = true
+		s.order = append(s.order, cmd.IdempotencyKey)
+	}
+	return actor.Result{CommandID: cmd.ID, Status: actor.StatusAccepted}, nil
+}
+
+func (s *flakyShard) applied() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.order)
+}
+
+// Commands of one entity apply in publish order even when the first one
+// fails for a while (the shard overloaded, or an outcome unknown): handing it
+// back to JetStream with a delay would let the next one apply first.
+func TestConsume_AFailedCommandKeepsItsEntitysOrder(t *testing.T) {
+	for _, failure := range []error{shard.ErrOverloaded, shard.ErrUnknownOutcome} {
+		t.Run(failure.Error(), func(t *testing.T) {
+			ns, err := StartEmbedded(EmbeddedConfig{ServerName: "s", Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(ns.Shutdown)
+			nc, err := nats.Connect(ns.ClientURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			sh := &flakyShard{appliedShard: appliedShard{keys: map[string]bool{}}, err: failure, failOnce: map[string]bool{"k1": true}}
+			sec := actor.Security{Principal: actor.Principal{ID: "p", Type: actor.PrincipalService},
+				Scopes: []actor.Scope{{Tenant: "t", Workspace: "w"}}}
+			startManager(t, Config{Conn: nc, Registry: builtin.Registry(), Backoff: []time.Duration{50 * time.Millisecond},
+				ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return []Shard{sh} },
+				Authenticate: func(string) (actor.Security, error) { return sec, nil }}, 20*time.Second)
+			for _, key := range []string{"k1", "k2", "k3"} {
+				if err := nc.PublishMsg(ingressMsg(t, 0, "e1", key)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for len(sh.applied()) < 3 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if got := sh.applied(); !slices.Equal(got, []string{"k1", "k2", "k3"}) {
+				t.Fatalf("applied %v, want [k1 k2 k3]: the order they were published in", got)
+			}
+		})
+	}
 }

@@ -226,24 +226,39 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Ack()
 		return
 	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	stopBeat := w.keepAlive(msg)
-	res, err := w.sh.Submit(sctx, cmd)
-	stopBeat()
-	cancel()
-	switch {
-	case err == nil:
-		failpoint("ingress-after-commit")
-		w.m.metrics.applied(ctx, w.sh.ID(), &res)
-		_ = msg.Ack()
-	case errors.Is(err, shard.ErrNotLeader), errors.Is(err, shard.ErrClosed), ctx.Err() != nil:
-		// Leadership moved or the node stops: the next leader takes it.
-		_ = msg.Nak()
-	default:
-		// Overloaded, outcome unknown, halted: try again later. A retry
-		// of a command that did apply is a duplicate, not a second effect.
-		w.log.Debug("ingress submit failed; will retry", "seq", md.Sequence.Stream, "err", err)
-		_ = msg.NakWithDelay(w.backoff(md.NumDelivered))
+	defer stopBeat()
+	// Overloaded, outcome unknown, halted: the command is tried again here,
+	// after a backoff, while the lane's later messages (this entity's among
+	// them) wait; handed back to JetStream it would let them apply first.
+	// A retry of a command that did apply is a duplicate, not a second
+	// effect. After MaxDeliver tries JetStream redelivers it later.
+	for try := 1; ; try++ {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		res, err := w.sh.Submit(sctx, cmd)
+		cancel()
+		switch {
+		case err == nil:
+			failpoint("ingress-after-commit")
+			w.m.metrics.applied(ctx, w.sh.ID(), &res)
+			_ = msg.Ack()
+			return
+		case errors.Is(err, shard.ErrNotLeader), errors.Is(err, shard.ErrClosed), ctx.Err() != nil:
+			// Leadership moved or the node stops: the next leader takes it.
+			_ = msg.Nak()
+			return
+		case try >= w.m.cfg.MaxDeliver:
+			w.log.Warn("ingress submit keeps failing; handing the message back", "seq", md.Sequence.Stream, "tries", try, "err", err)
+			_ = msg.NakWithDelay(w.backoff(md.NumDelivered))
+			return
+		}
+		w.log.Debug("ingress submit failed; will retry", "seq", md.Sequence.Stream, "try", try, "err", err)
+		select {
+		case <-ctx.Done():
+			_ = msg.Nak()
+			return
+		case <-time.After(w.backoff(uint64(try))):
+		}
 	}
 }
 

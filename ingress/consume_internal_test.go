@@ -68,6 +68,23 @@ func startNATSCluster(tb testing.TB) ([]*server.Server, []string) {
 	}
 }
 
+// startNATS starts one embedded server and returns a connection to it; both
+// are closed at the end of the test.
+func startNATS(t *testing.T) *nats.Conn {
+	t.Helper()
+	ns, err := StartEmbedded(EmbeddedConfig{ServerName: "s", Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 // StartNATSCluster is startNATSCluster for the package's external tests and
 // benchmarks.
 func StartNATSCluster(tb testing.TB) []string {
@@ -327,16 +344,7 @@ func (s *flakyShard) applied() []string {
 func TestConsume_AFailedCommandKeepsItsEntitysOrder(t *testing.T) {
 	for _, failure := range []error{shard.ErrOverloaded, shard.ErrUnknownOutcome} {
 		t.Run(failure.Error(), func(t *testing.T) {
-			ns, err := StartEmbedded(EmbeddedConfig{ServerName: "s", Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(ns.Shutdown)
-			nc, err := nats.Connect(ns.ClientURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(nc.Close)
+			nc := startNATS(t)
 			sh := &flakyShard{appliedShard: appliedShard{keys: map[string]bool{}}, err: failure, failOnce: map[string]bool{"k1": true}}
 			sec := actor.Security{Principal: actor.Principal{ID: "p", Type: actor.PrincipalService},
 				Scopes: []actor.Scope{{Tenant: "t", Workspace: "w"}}}

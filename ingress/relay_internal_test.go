@@ -49,16 +49,7 @@ func (s *unrecordingShard) Outboxed() <-chan struct{} { return s.wake }
 // A record that fails at once is retried after RelayAckInterval, as a
 // successful one is: the relay must not spin while leadership moves.
 func TestRelay_AFailedRecordIsRetriedAfterTheInterval(t *testing.T) {
-	ns, err := StartEmbedded(EmbeddedConfig{ServerName: "r", Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := startNATS(t)
 	const interval = 50 * time.Millisecond
 	m := startManager(t, Config{Conn: nc, Registry: builtin.Registry(), RelayAckInterval: interval,
 		ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return nil }}, 20*time.Second)
@@ -86,24 +77,13 @@ func TestRelay_AFailedRecordIsRetriedAfterTheInterval(t *testing.T) {
 // and in waves to a stream of one file-stored replica, where nats-server
 // would stage each batch in a new file store.
 func TestManager_AtomicBatchesOnlyToAReplicatedEventsStream(t *testing.T) {
-	single := func(t *testing.T) *nats.Conn {
-		ns, err := StartEmbedded(EmbeddedConfig{ServerName: "s", Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(ns.Shutdown)
-		nc, err := nats.Connect(ns.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return nc
-	}
 	clustered := func(t *testing.T) *nats.Conn {
 		_, urls := startNATSCluster(t)
 		nc, err := nats.Connect(urls[0])
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(nc.Close)
 		return nc
 	}
 	for _, c := range []struct {
@@ -112,12 +92,11 @@ func TestManager_AtomicBatchesOnlyToAReplicatedEventsStream(t *testing.T) {
 		replicas int
 		want     bool
 	}{
-		{"one replica", single, 1, false},
+		{"one replica", startNATS, 1, false},
 		{"three replicas", clustered, 3, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			nc := c.connect(t)
-			t.Cleanup(nc.Close)
 			m := startManager(t, Config{Conn: nc, Replicas: c.replicas, Registry: builtin.Registry(),
 				ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return nil }}, 60*time.Second)
 			if got := m.atomicEvents.Load(); got != c.want {

@@ -92,6 +92,9 @@ type Machine struct {
 	Arch       string `json:"arch"`
 	GoVersion  string `json:"go_version"`
 	Hostname   string `json:"hostname,omitempty"`
+	// Calibration is the machine's speed before the runs, when the process
+	// measured it (CalibrateMachine).
+	Calibration *Calibration `json:"calibration,omitempty"`
 }
 
 // ThisMachine describes the running process's machine.
@@ -99,7 +102,7 @@ func ThisMachine() Machine {
 	host, _ := os.Hostname()
 	return Machine{
 		GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH,
-		GoVersion: runtime.Version(), Hostname: host,
+		GoVersion: runtime.Version(), Hostname: host, Calibration: calibration.Load(),
 	}
 }
 

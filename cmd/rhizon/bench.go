@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -378,6 +379,11 @@ func runBench(c *cobra.Command, f *benchFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	stderr := c.ErrOrStderr()
+	// Before any load: a figure means little without the machine's speed,
+	// which changes from day to day on a shared virtual machine.
+	cal := bench.CalibrateMachine()
+	fmt.Fprintf(stderr, "machine: %d CPUs; one core hashes %.0f MB/s (SHA-256); a random memory read takes %.0f ns\n",
+		runtime.NumCPU(), cal.SHA256MBps, cal.MemLatencyNs)
 	var results []*bench.Result
 	var runErr error
 	for _, name := range targets {

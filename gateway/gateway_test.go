@@ -738,11 +738,12 @@ func TestHTTPSubmitBatch(t *testing.T) {
 		t.Fatalf("%d outcomes, want 4: %s", len(br.Outcomes), resp)
 	}
 	for _, i := range []int{0, 3} {
-		if o := br.Outcomes[i]; o.Error != nil || o.Result == nil || o.Result.Status != "accepted" {
+		if o := br.Outcomes[i]; o.Error != nil || o.Result == nil || o.Result.Status != "accepted" || o.Shard == nil {
 			t.Fatalf("outcome %d: %s", i, resp)
 		}
 	}
-	if e := br.Outcomes[1].Error; e == nil || e.Code != "invalid_argument" || !strings.Contains(e.Message, "idempotency_key") || br.Outcomes[1].Result != nil {
+	if e := br.Outcomes[1].Error; e == nil || e.Code != "invalid_argument" || !strings.Contains(e.Message, "idempotency_key") ||
+		br.Outcomes[1].Result != nil || br.Outcomes[1].Shard != nil {
 		t.Fatalf("outcome 1 (no idempotency key): %s", resp)
 	}
 	if e := br.Outcomes[2].Error; e == nil || e.Code != "unavailable" || e.Outcome != "unknown" {

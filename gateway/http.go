@@ -118,7 +118,7 @@ type JSONSubmitBatchResponse struct {
 // its result and shard, or its error.
 type JSONSubmitOutcome struct {
 	Result *JSONResult `json:"result,omitempty"`
-	Shard  uint32      `json:"shard,omitempty"`
+	Shard  *uint32     `json:"shard,omitempty"` // with a result (shard 0 included)
 	Error  *JSONError  `json:"error,omitempty"`
 }
 
@@ -359,7 +359,8 @@ func (s *Server) httpSubmitBatch(ctx context.Context, w http.ResponseWriter, r *
 			out.Outcomes[i].Error = &je
 			continue
 		}
-		out.Outcomes[i].Result, out.Outcomes[i].Shard = resultJSON(o.GetResponse().GetResult()), o.GetResponse().GetShard()
+		shard := o.GetResponse().GetShard()
+		out.Outcomes[i].Result, out.Outcomes[i].Shard = resultJSON(o.GetResponse().GetResult()), &shard
 	}
 	return out, nil
 }
@@ -590,7 +591,6 @@ func HTTPStatus(c codes.Code) int {
 	return http.StatusInternalServerError
 }
 
-// codeNames are the snake_case names of the gRPC codes used in JSONError.
 // jsonError renders st; unknown reports an unknown outcome (the command may
 // have been applied).
 func jsonError(st *status.Status) (body JSONError, unknown bool) {
@@ -613,6 +613,7 @@ func jsonError(st *status.Status) (body JSONError, unknown bool) {
 	return body, unknown
 }
 
+// codeNames are the snake_case names of the gRPC codes used in JSONError.
 var codeNames = map[codes.Code]string{
 	codes.OK: "ok", codes.Canceled: "canceled", codes.Unknown: "unknown",
 	codes.InvalidArgument: "invalid_argument", codes.DeadlineExceeded: "deadline_exceeded",

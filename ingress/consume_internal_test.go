@@ -332,7 +332,7 @@ func (s *flakyShard) Submit(_ context.Context, cmd actor.Command) (actor.Result,
 	return actor.Result{CommandID: cmd.ID, Status: actor.StatusAccepted}, nil
 }
 
-func (s *flakyShard) applied() []string {
+func (s *flakyShard) appliedOrder() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.order)
@@ -357,10 +357,10 @@ func TestConsume_AFailedCommandKeepsItsEntitysOrder(t *testing.T) {
 				}
 			}
 			deadline := time.Now().Add(10 * time.Second)
-			for len(sh.applied()) < 3 && time.Now().Before(deadline) {
+			for len(sh.appliedOrder()) < 3 && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
 			}
-			if got := sh.applied(); !slices.Equal(got, []string{"k1", "k2", "k3"}) {
+			if got := sh.appliedOrder(); !slices.Equal(got, []string{"k1", "k2", "k3"}) {
 				t.Fatalf("applied %v, want [k1 k2 k3]: the order they were published in", got)
 			}
 		})

@@ -253,11 +253,9 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 		w.log.Debug("ingress submit failed; will retry", "seq", md.Sequence.Stream, "try", try, "err", err)
-		select {
-		case <-ctx.Done():
+		if sleep(ctx, w.backoff(uint64(try))); ctx.Err() != nil {
 			_ = msg.Nak()
 			return
-		case <-time.After(w.backoff(uint64(try))):
 		}
 	}
 }

@@ -10,8 +10,9 @@ import (
 )
 
 // registerMetrics exports gauges read at scrape time: how many replicas this
-// node holds and leads (leader spread at a glance) and how many shards are
-// not yet where placement wants them (rebalancing in progress).
+// node holds and leads (leader spread at a glance), how many shards are not
+// yet where placement wants them (rebalancing in progress), and the Raft
+// heartbeats it coalesced.
 func (n *Node) registerMetrics() (metric.Registration, error) {
 	m := otel.Meter("github.com/rhizon/rhizon/cluster")
 	replicas, err := m.Int64ObservableGauge("rhizon.shards.replicas", metric.WithDescription("Shard replicas on this node."))
@@ -27,8 +28,20 @@ func (n *Node) registerMetrics() (metric.Registration, error) {
 	if err != nil {
 		return nil, err
 	}
+	beats, err := m.Int64ObservableCounter("rhizon.raft.heartbeats",
+		metric.WithDescription("Raft heartbeats this node sent coalesced on its links to peers, all groups together."))
+	if err != nil {
+		return nil, err
+	}
+	frames, err := m.Int64ObservableCounter("rhizon.raft.heartbeat.frames",
+		metric.WithDescription("Frames those heartbeats travelled in: heartbeats per frame is how much coalescing saved."))
+	if err != nil {
+		return nil, err
+	}
 	attrs := metric.WithAttributes(attribute.String("node", n.cfg.NodeID))
 	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(beats, n.mux.beats.carried.Load(), attrs)
+		o.ObserveInt64(frames, n.mux.beats.frames.Load(), attrs)
 		shards := n.Shards()
 		led := 0
 		for _, s := range shards {
@@ -42,7 +55,7 @@ func (n *Node) registerMetrics() (metric.Registration, error) {
 			o.ObserveInt64(pending, int64(len(n.rebalancing(st, n.ml.Members()))), attrs)
 		}
 		return nil
-	}, replicas, leading, pending)
+	}, replicas, leading, pending, beats, frames)
 }
 
 // forwardStats counts the requests a node sent on to the shard leader on

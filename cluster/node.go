@@ -153,7 +153,7 @@ type identity struct {
 // replica is a local shard replica and its Raft transport.
 type replica struct {
 	s     *shard.Shard
-	trans *raft.NetworkTransport
+	trans *GroupTransport
 }
 
 // Node hosts shard replicas and routes requests to them.
@@ -167,7 +167,7 @@ type Node struct {
 
 	control      *raft.Raft
 	controlFSM   *controlFSM
-	controlTrans *raft.NetworkTransport
+	controlTrans *GroupTransport
 
 	mu       sync.RWMutex
 	replicas map[uint32]*replica
@@ -219,7 +219,13 @@ func (n *Node) open() error {
 	if n.raftDB, err = storage.OpenRaft(filepath.Join(n.cfg.DataDir, "raft"), storage.Options{Logger: n.log}); err != nil {
 		return err
 	}
-	if n.mux, err = ListenMux(MuxConfig{BindAddr: n.cfg.RaftAddr, AdvertiseAddr: n.cfg.RaftAdvertise, Logger: n.log}); err != nil {
+	// Heartbeats go every HeartbeatTimeout/10 to 2/10; lingering 1/50 of it
+	// for company keeps them well inside the leader lease.
+	ht := n.cfg.ShardTemplate.HeartbeatTimeout
+	if ht <= 0 {
+		ht = raft.DefaultConfig().HeartbeatTimeout
+	}
+	if n.mux, err = ListenMux(MuxConfig{BindAddr: n.cfg.RaftAddr, AdvertiseAddr: n.cfg.RaftAdvertise, Logger: n.log, HeartbeatLinger: ht / 50}); err != nil {
 		return err
 	}
 	if err := n.openControl(); err != nil {

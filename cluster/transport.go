@@ -97,6 +97,11 @@ type MuxConfig struct {
 	// beyond it new connections are closed at once (default 1024). It caps
 	// the goroutines a connection flood can create.
 	MaxPendingHandshakes int
+	// HeartbeatLinger is how long a heartbeat may wait for others to the
+	// same peer, to travel with them (default DefaultHeartbeatLinger;
+	// negative: each group sends its own). Keep it a small fraction of the
+	// groups' Raft HeartbeatTimeout: it delays every periodic heartbeat.
+	HeartbeatLinger time.Duration
 }
 
 // Mux owns a node's Raft listener and routes inbound connections to the
@@ -123,6 +128,8 @@ type Mux struct {
 	closeErr  error
 
 	warnLimit muxLogLimiter
+
+	beats *beats // coalesced heartbeats (beats.go)
 }
 
 // ListenMux opens the node's Raft listener and starts routing connections.
@@ -170,6 +177,11 @@ func ListenMux(cfg MuxConfig) (*Mux, error) {
 		groups:    make(map[uint32]*muxLayer),
 		pending:   make(map[net.Conn]struct{}),
 	}
+	linger := cfg.HeartbeatLinger
+	if linger == 0 {
+		linger = DefaultHeartbeatLinger
+	}
+	m.beats = newBeats(m, linger)
 	m.wg.Add(1)
 	go m.acceptLoop()
 	return m, nil
@@ -203,7 +215,7 @@ func (m *Mux) Addr() raft.ServerAddress { return raft.ServerAddress(m.advertise)
 // removed from this node can later be added back under the same id; a caller
 // whose raft.NewRaft fails must Close the transport itself for the same
 // reason. It fails if the group is registered already or the mux is closed.
-func (m *Mux) Transport(group uint32) (*raft.NetworkTransport, error) {
+func (m *Mux) Transport(group uint32) (*GroupTransport, error) {
 	l, err := m.register(group)
 	if err != nil {
 		return nil, err
@@ -213,12 +225,12 @@ func (m *Mux) Transport(group uint32) (*raft.NetworkTransport, error) {
 		name = "raft-net.control"
 	}
 	glog := m.log.With("group", groupLabel(group))
-	t := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	t := &GroupTransport{m: m, group: group, NetworkTransport: raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  l,
 		MaxPool: muxMaxPool,
 		Timeout: muxRPCTimeout,
 		Logger:  logutil.HCLog(name, glog),
-	})
+	})}
 	m.mu.Lock()
 	if m.closed {
 		// Close ran between register and here and closed only the layer;
@@ -240,6 +252,9 @@ func (m *Mux) register(group uint32) (*muxLayer, error) {
 	}
 	if _, ok := m.groups[group]; ok {
 		return nil, fmt.Errorf("cluster: raft mux: group %s is already registered", groupLabel(group))
+	}
+	if group == beatGroup {
+		return nil, fmt.Errorf("cluster: raft mux: group %d is reserved for heartbeat links", group)
 	}
 	ctx, cancel := context.WithCancel(m.ctx)
 	l := &muxLayer{
@@ -336,6 +351,7 @@ func (m *Mux) Close() error {
 				_ = l.Close()
 			}
 		}
+		m.beats.close()
 		m.wg.Wait()
 	})
 	return m.closeErr
@@ -426,6 +442,11 @@ func (m *Mux) handshake(c net.Conn) {
 		return
 	}
 	group := binary.BigEndian.Uint32(hdr[3:])
+	if group == beatGroup {
+		m.beats.serve(c)
+		routed = true
+		return
+	}
 	m.mu.Lock()
 	l := m.groups[group]
 	m.mu.Unlock()
@@ -466,12 +487,12 @@ type muxLayer struct {
 	mu     sync.Mutex
 	closed bool
 	conns  map[*muxConn]struct{}
-	trans  *raft.NetworkTransport // guarded by m.mu
+	trans  *GroupTransport // guarded by m.mu
 }
 
 var _ raft.StreamLayer = (*muxLayer)(nil)
 
-func (l *muxLayer) transport() *raft.NetworkTransport {
+func (l *muxLayer) transport() *GroupTransport {
 	l.m.mu.Lock()
 	defer l.m.mu.Unlock()
 	return l.trans
@@ -532,23 +553,10 @@ func (l *muxLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.
 	if timeout <= 0 {
 		timeout = l.m.hsTimeout
 	}
-	d := net.Dialer{Timeout: timeout}
-	c, err := d.DialContext(l.ctx, "tcp", addr)
+	c, err := dialMux(l.ctx, addr, l.group, timeout)
 	if err != nil {
-		if l.ctx.Err() != nil {
-			return nil, ErrMuxClosed
-		}
 		return nil, err
 	}
-	var hdr [muxHeaderSize]byte
-	hdr[0], hdr[1], hdr[2] = muxMagic0, muxMagic1, muxVersion
-	binary.BigEndian.PutUint32(hdr[3:], l.group)
-	_ = c.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := c.Write(hdr[:]); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("cluster: raft mux: write header to %s: %w", addr, err)
-	}
-	_ = c.SetWriteDeadline(time.Time{})
 	mc := l.track(c, addr, true)
 	if mc == nil {
 		_ = c.Close()
@@ -561,6 +569,28 @@ func (l *muxLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.
 		return nil, err
 	}
 	return mc, nil
+}
+
+// dialMux connects to the mux at addr and names group in the header.
+func dialMux(ctx context.Context, addr string, group uint32, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ErrMuxClosed
+		}
+		return nil, err
+	}
+	var hdr [muxHeaderSize]byte
+	hdr[0], hdr[1], hdr[2] = muxMagic0, muxMagic1, muxVersion
+	binary.BigEndian.PutUint32(hdr[3:], group)
+	_ = c.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(hdr[:]); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("cluster: raft mux: write header to %s: %w", addr, err)
+	}
+	_ = c.SetWriteDeadline(time.Time{})
+	return c, nil
 }
 
 // deliver hands an accepted, handshaken conn to the group's Accept, waiting

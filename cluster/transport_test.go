@@ -730,7 +730,7 @@ func (m *Mux) registeredLayerDial(g uint32, addr raft.ServerAddress) (net.Conn, 
 
 // muxRPC sends a RequestVote from a to b's transport of group g and answers
 // it on b's side; it reports the RPC's error.
-func muxRPC(a, b *raft.NetworkTransport) error {
+func muxRPC(a, b *GroupTransport) error {
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -823,7 +823,7 @@ func TestMuxDialFilterUnit(t *testing.T) {
 	ta2, _ := ma.Transport(2)
 	tb1, _ := mb.Transport(1)
 	tb2, _ := mb.Transport(2)
-	for _, tr := range []*raft.NetworkTransport{ta1, ta2, tb1, tb2} {
+	for _, tr := range []*GroupTransport{ta1, ta2, tb1, tb2} {
 		defer tr.Close()
 	}
 	if err := muxRPC(ta1, tb1); err != nil {

@@ -345,6 +345,11 @@ func (s *Shard) WaitLinearizable(ctx context.Context) error {
 		s.readyTerm.Store(term)
 	}
 	commit := s.raft.CommitIndex()
+	// A transport that holds heartbeats back to send them together lets
+	// this round go at once.
+	if h, ok := s.cfg.Transport.(interface{ Hurry() }); ok {
+		h.Hurry()
+	}
 	if err := s.raft.VerifyLeader().Error(); err != nil {
 		return mapRaftErr(err, false)
 	}

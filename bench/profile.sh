@@ -46,16 +46,23 @@ http1=$(tr '\0' ' ' <"/proc/${RHIZON_CLUSTER_PIDS[0]}/cmdline" | grep -o -- '--h
 
 nats=()
 [[ -n $RHIZON_BENCH_NATS ]] && nats=(--nats "$RHIZON_BENCH_NATS") # for the ingress and saga workloads
+# Progress lines (stderr) tell when the workload's setup is over: w1-occ
+# first creates its 10,000 entities, which must not count as the window's.
 "$bin" bench --addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN" "${nats[@]}" --workload "$workload" \
-	--concurrency "$conc" --warmup 3s --duration "${dur}s" --progress=false \
-	--json "$out/run.json" ${PROF_ARGS:-} >"$out/bench.txt" 2>&1 &
+	--concurrency "$conc" --warmup 3s --duration "${dur}s" \
+	--json "$out/run.json" ${PROF_ARGS:-} >"$out/bench.txt" 2>"$out/progress.txt" &
 bp=$!
 pids=("${RHIZON_CLUSTER_PIDS[@]}" "$bp")
 names=(n1 n2 n3 client)
-sleep 4
+for ((i = 0; i < 600; i++)); do
+	grep -q 'warm-up' "$out/progress.txt" 2>/dev/null && break
+	kill -0 "$bp" 2>/dev/null || break
+	sleep 0.2
+done
+sleep 2 # the first line comes a second in: the window starts with the measuring
 if ! kill -0 "$bp" 2>/dev/null; then
 	echo "rhizon bench ended before the window:" >&2
-	cat "$out/bench.txt" >&2
+	cat "$out/bench.txt" "$out/progress.txt" >&2
 	exit 1
 fi
 before=()

@@ -321,6 +321,18 @@ func (l *beatLink) run() {
 			continue
 		}
 		l.mu.Lock()
+		if l.conn != conn {
+			// It broke before the calls were registered on it.
+			err := fmt.Errorf("cluster: raft mux: heartbeat link to %s broke", l.addr)
+			if time.Now().Before(l.legacyUntil) {
+				err = errBeatRefused
+			}
+			l.mu.Unlock()
+			for _, c := range calls {
+				c.done <- err
+			}
+			continue
+		}
 		frame = frame[:0]
 		frame = append(frame, 0, 0, 0, 0)
 		for _, c := range calls {
@@ -331,13 +343,13 @@ func (l *beatLink) run() {
 		}
 		l.mu.Unlock()
 		binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
+		// Counted before the write: an answer may come before it returns.
+		l.b.frames.Add(1)
+		l.b.carried.Add(int64(len(calls)))
 		_ = conn.SetWriteDeadline(time.Now().Add(muxRPCTimeout))
 		if _, err := conn.Write(frame); err != nil {
 			l.broken(conn, fmt.Errorf("cluster: raft mux: heartbeats to %s: %w", l.addr, err))
-			continue
 		}
-		l.b.frames.Add(1)
-		l.b.carried.Add(int64(len(calls)))
 	}
 }
 

@@ -203,6 +203,7 @@ func (b *beats) link(addr string) *beatLink {
 	return l
 }
 
+// flushAll sends what waits on every link now.
 func (b *beats) flushAll() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -268,7 +269,7 @@ func (l *beatLink) enqueue(c *beatCall) error {
 		return errBeatRefused
 	}
 	l.pending = append(l.pending, c)
-	now := c.t.hurried() || l.b.linger == 0 || len(l.pending) >= beatMaxBatch
+	now := c.t.hurried() || len(l.pending) >= beatMaxBatch
 	if !now && !l.armed {
 		l.armed = true
 		l.timer.Reset(l.b.linger)

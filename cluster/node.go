@@ -219,8 +219,8 @@ func (n *Node) open() error {
 	if n.raftDB, err = storage.OpenRaft(filepath.Join(n.cfg.DataDir, "raft"), storage.Options{Logger: n.log}); err != nil {
 		return err
 	}
-	// Heartbeats go every HeartbeatTimeout/10 to 2/10; lingering 1/50 of it
-	// for company keeps them well inside the leader lease.
+	// Raft heartbeats every tenth to fifth of HeartbeatTimeout; lingering a
+	// fiftieth of it for company keeps them well inside the leader lease.
 	ht := n.cfg.ShardTemplate.HeartbeatTimeout
 	if ht <= 0 {
 		ht = raft.DefaultConfig().HeartbeatTimeout

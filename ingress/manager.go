@@ -246,9 +246,9 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 // per batch): that was 10% of `rhizon dev`'s CPU, and publishing in waves
 // instead made it 8% faster (w1-command C=128, 4 alternating pairs; its
 // authors measure R1 batches ~20% slower than async publish too,
-// nats-server#7298). A
-// replicated stream stages batches in memory and replicates each as one
-// proposal, which is cheaper than one proposal per message.
+// nats-server#7298). A replicated stream stages batches in memory and
+// replicates each as one proposal, which is cheaper than one proposal per
+// message.
 func atomicBatches(cfg jetstream.StreamConfig) bool {
 	return cfg.AllowAtomicPublish && (cfg.Replicas > 1 || cfg.Storage == jetstream.MemoryStorage)
 }

@@ -11,7 +11,8 @@
 #                                 and sets RHIZON_BENCH_ADDR (the three gRPC
 #                                 addresses, comma-separated),
 #                                 RHIZON_BENCH_TOKEN and RHIZON_BENCH_NATS (the
-#                                 three NATS client URLs, comma-separated)
+#                                 three NATS client URLs with the node
+#                                 credentials, comma-separated)
 #   rhizon_cluster_stop           stops the nodes (TERM, then KILL after 15 s)
 #                                 and removes DIR; safe to call twice
 #
@@ -97,8 +98,12 @@ JSON
 	RHIZON_BENCH_TOKEN=$token
 	RHIZON_BENCH_NATS=""
 	if [[ ${BENCH_NATS:-on} != off ]]; then
-		RHIZON_BENCH_NATS=$(printf 'nats://%s,' "${nats[@]}")
-		RHIZON_BENCH_NATS=${RHIZON_BENCH_NATS%,}
+		# With the node credentials: the ingress workload reads the events
+		# stream, which a client without them may not.
+		RHIZON_BENCH_NATS=$("$bin" nats-url --cluster-secret "$secret" "$(
+			IFS=,
+			echo "${nats[*]}"
+		)")
 	fi
 
 	# Ready: every node printed its banner (its replicas have leaders), and

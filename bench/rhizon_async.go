@@ -138,12 +138,16 @@ func (t *Rhizon) closeAsync() {
 
 func (t *Rhizon) setupIngress(ctx context.Context, w Workload) error {
 	if len(t.cfg.NATS) == 0 {
-		return errors.New("bench: the ingress workload publishes to the nodes' NATS servers: give their client URLs (rhizon bench --nats nats://host:port,...; the node's banner prints it)")
+		return errors.New("bench: the ingress workload publishes to the nodes' NATS servers and reads their events stream: give their client URLs with the node credentials (rhizon bench --nats \"$(rhizon nats-url --cluster-secret S host:port,...)\"; rhizon dev's banner prints its URL)")
 	}
 	if t.ing == nil {
 		ing := &rhizonIngress{}
 		for _, u := range t.cfg.NATS {
-			nc, err := nats.Connect(u, nats.Name("rhizon-bench"), nats.Timeout(DefaultPeerDialTimeout), nats.MaxReconnects(-1))
+			// The node inbox prefix: the replies this connection gets
+			// must not reach clients without credentials (see
+			// ingress.NodeInboxPrefix).
+			nc, err := nats.Connect(u, nats.Name("rhizon-bench"), nats.Timeout(DefaultPeerDialTimeout), nats.MaxReconnects(-1),
+				nats.CustomInboxPrefix(ingress.NodeInboxPrefix))
 			if err != nil {
 				for _, c := range ing.conns {
 					c.Close()
@@ -193,6 +197,12 @@ func (t *Rhizon) setupIngress(ctx context.Context, w Workload) error {
 		if err := ing.conns[0].FlushTimeout(DefaultPeerDialTimeout); err != nil {
 			_ = sub.Unsubscribe()
 			return err
+		}
+		// A refused subscription is only reported asynchronously; the
+		// flush's round trip has brought the refusal, if any.
+		if err := ing.conns[0].LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+			_ = sub.Unsubscribe()
+			return fmt.Errorf("bench: subscribe %s: %w (the ingress workload needs the node credentials in the --nats URLs: rhizon nats-url)", subj, err)
 		}
 		ing.sub = sub
 	}

@@ -25,9 +25,13 @@ import (
 	"github.com/rhizon/rhizon/storage"
 )
 
+// testClusterSecret is the secret of startNATSCluster's servers.
+const testClusterSecret = "test"
+
 // startNATSCluster starts three embedded servers clustered over routes, as
 // three nodes run them, waits until JetStream answers and returns them with
-// their client URLs. They are shut down at the end of the test.
+// their client URLs, which carry the node credentials. They are shut down at
+// the end of the test.
 func startNATSCluster(tb testing.TB) ([]*server.Server, []string) {
 	tb.Helper()
 	var servers []*server.Server
@@ -39,13 +43,14 @@ func startNATSCluster(tb testing.TB) ([]*server.Server, []string) {
 	for i := range 3 {
 		s, err := StartEmbedded(EmbeddedConfig{
 			ServerName: "s" + strconv.Itoa(i), Addr: clients[i], StoreDir: tb.TempDir(),
-			ClusterAddr: routes[i], Routes: routes, ClusterSecret: "test",
+			ClusterAddr: routes[i], Routes: routes, ClusterSecret: testClusterSecret,
 		})
 		if err != nil {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(s.Shutdown)
-		servers, urls = append(servers, s), append(urls, "nats://"+clients[i])
+		user, pass := NodeCredentials(testClusterSecret)
+		servers, urls = append(servers, s), append(urls, "nats://"+user+":"+pass+"@"+clients[i])
 	}
 	nc, err := nats.Connect(urls[0])
 	if err != nil {

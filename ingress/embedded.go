@@ -33,6 +33,11 @@ type EmbeddedConfig struct {
 	// learns the rest of the cluster from them.
 	Routes []string
 	// ClusterSecret authenticates routes: only servers that know it join.
+	// With it, clients authenticate too (see NodeCredentials): the nodes
+	// and operators with the credentials derived from it may do anything;
+	// a client without credentials may only publish commands to the ingress
+	// subjects (they carry their own bearer token) and receive the
+	// acknowledgements. Empty: every client may do anything (tests).
 	ClusterSecret string
 	// Logger receives the server's notices, warnings and errors (none when
 	// nil).
@@ -66,6 +71,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		// A command may carry a 1 MiB payload; with its envelope (and an
 		// event with the same payload) it exceeds NATS's 1 MB default.
 		MaxPayload: MaxMessageBytes,
+	}
+	if cfg.ClusterSecret != "" {
+		opts.Users, opts.NoAuthUser = clientUsers(cfg.ClusterSecret)
 	}
 	if cfg.ClusterAddr != "" {
 		chost, cport, err := splitPort(cfg.ClusterAddr, "nats cluster address")
@@ -117,6 +125,50 @@ func routeCredentials(secret string) (user, pass string) {
 	h := hmac.New(sha256.New, []byte("rhizon nats route v1"))
 	h.Write([]byte(secret))
 	return "rhizon", hex.EncodeToString(h.Sum(nil))
+}
+
+// Client users of the embedded server.
+const (
+	// NodeUser is the user the nodes, and operators' tools, connect as.
+	NodeUser = "rhizon"
+	// ProducerUser is who a client without credentials is: it may publish
+	// commands, nothing else.
+	ProducerUser = "producer"
+	// NodeInboxPrefix is the inbox prefix of the nodes' connections. A
+	// producer must subscribe to _INBOX.> to get its publish
+	// acknowledgements; the replies the nodes get (pulled commands with
+	// their tokens, Watch's events) go elsewhere, where it cannot listen.
+	// Operators' tools with the node credentials should use it too (the
+	// nats CLI: --inbox-prefix).
+	NodeInboxPrefix = "_RHIZON_INBOX"
+)
+
+// NodeCredentials derives the embedded servers' node user and password from
+// the cluster secret, so every node, and an operator who has the secret,
+// computes the same ones. They differ from the route credentials.
+func NodeCredentials(secret string) (user, pass string) {
+	h := hmac.New(sha256.New, []byte("rhizon nats client v1"))
+	h.Write([]byte(secret))
+	return NodeUser, hex.EncodeToString(h.Sum(nil))
+}
+
+// clientUsers are the embedded server's users: the node user with every
+// permission, and the producer, which clients without credentials are.
+func clientUsers(secret string) ([]*server.User, string) {
+	user, pass := NodeCredentials(secret)
+	// Nobody logs in as the producer by name; its password only keeps
+	// the entry well-formed.
+	h := hmac.New(sha256.New, []byte("rhizon nats producer v1"))
+	h.Write([]byte(secret))
+	producer := &server.User{
+		Username: ProducerUser,
+		Password: hex.EncodeToString(h.Sum(nil)),
+		Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{ingressPrefix + ">"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		},
+	}
+	return []*server.User{{Username: user, Password: pass}, producer}, ProducerUser
 }
 
 // natsLogger passes the embedded server's log to slog.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -123,6 +124,26 @@ func TestBench_IngressAndSagaAgainstARealDevNode(t *testing.T) {
 	}
 	if total < int64(ingressOps) {
 		t.Errorf("counters add up to %d, fewer than the %d ingress operations of the window", total, ingressOps)
+	}
+
+	// Without the node credentials the workload cannot read the events
+	// stream: its setup fails at once, saying what is missing.
+	anon, err := url.Parse(dev.nats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon.User = nil
+	cmd = benchCmd()
+	stdout.Reset()
+	stderr.Reset()
+	cmd.SetArgs([]string{"--addr", dev.addr, "--token", dev.token, "--nats", anon.String(),
+		"--workload", "ingress", "--concurrency", "1", "--warmup", "0s", "--duration", "1s", "--progress=false"})
+	cmd.SetOut(&stdout)
+	cmd.SetErr(&stderr)
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	err = cmd.Execute()
+	if err == nil || !strings.Contains(err.Error(), "node credentials") {
+		t.Fatalf("ingress workload without the node credentials: %v, want an error naming them", err)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 const (
 	clusterToken = "cluster-e2e-token-0123456789abcdef"
 	opsToken     = "cluster-e2e-ops-token-0123456789ab"
+	e2eSecret    = "e2e-secret"
 )
 
 var (
@@ -120,7 +121,7 @@ func (c *testCluster) add(founder bool, expect int) *nodeProc {
 	p.args = []string{"node", "--node-id", p.id, "--data-dir", p.dir, "--shards", "8",
 		"--grpc-addr", p.grpc, "--http-addr", p.http, "--raft-addr", p.raft, "--gossip-addr", p.goss,
 		"--nats-addr", "off", "--token-file", filepath.Join(c.root, "tokens.json"),
-		"--cluster-secret", "e2e-secret", "--log-level", logLevel(), "--dead-after", c.deadAfter.String(),
+		"--cluster-secret", e2eSecret, "--log-level", logLevel(), "--dead-after", c.deadAfter.String(),
 		"--fast-gossip", "--raft-heartbeat-timeout", "300ms", "--raft-election-timeout", "300ms"}
 	if len(c.nodes) > 0 {
 		p.args = append(p.args, "--join", c.nodes[0].goss)

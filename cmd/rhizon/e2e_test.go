@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -275,6 +276,24 @@ func TestCLI_ExitStatusAndJSONOutput(t *testing.T) {
 	defer cancel()
 	if _, err := js.AccountInfo(jctx); err != nil {
 		t.Fatalf("JetStream on the embedded server: %v", err)
+	}
+	// The banner's URL carries the node credentials; without them a client
+	// may publish commands but not use the JetStream API.
+	anonURL, err := url.Parse(p.nats)
+	if err != nil || anonURL.User == nil {
+		t.Fatalf("the dev banner's NATS URL %q has no credentials (%v)", p.nats, err)
+	}
+	anonURL.User = nil
+	anon, err := nats.Connect(anonURL.String(), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("connect without credentials: %v", err)
+	}
+	defer anon.Close()
+	ajs, _ := jetstream.New(anon)
+	actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer acancel()
+	if _, err := ajs.AccountInfo(actx); err == nil {
+		t.Fatal("the JetStream API answered a client without credentials")
 	}
 	// drain needs a node id (or RHIZON_NODE_ID) and a system principal.
 	if _, code := p.rhizon(t, "drain"); code != exitUsage {

@@ -335,7 +335,20 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	if err != nil {
 		return err
 	}
-	printBanner(out, f, dev, gl.Addr().String(), hl.Addr().String(), natsURL, devToken)
+	natsLine := natsURL
+	if nats != nil {
+		if dev {
+			// dev's secret is new on every start: print the URL an
+			// event reader needs, as the token is printed.
+			natsLine, _ = natsNodeURLs(secret, strings.TrimPrefix(natsURL, "nats://"))
+			natsLine += " (JetStream, node credentials)"
+		} else {
+			natsLine += " (JetStream; without credentials only publishing commands: rhizon nats-url)"
+		}
+	} else if natsURL != "" {
+		natsLine += " (JetStream)"
+	}
+	printBanner(out, f, dev, gl.Addr().String(), hl.Addr().String(), natsLine, devToken)
 	log.Info("node ready", "node", f.nodeID, "grpc", gl.Addr().String(), "http", hl.Addr().String(), "shards", f.shards)
 
 	select {
@@ -347,7 +360,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	}
 }
 
-func printBanner(out io.Writer, f *nodeFlags, dev bool, grpcAddr, httpAddr, natsURL, token string) {
+func printBanner(out io.Writer, f *nodeFlags, dev bool, grpcAddr, httpAddr, natsLine, token string) {
 	mode := "node"
 	if dev {
 		mode = "dev"
@@ -357,8 +370,8 @@ func printBanner(out io.Writer, f *nodeFlags, dev bool, grpcAddr, httpAddr, nats
 	fmt.Fprintf(out, "  data:      %s\n", f.dataDir)
 	fmt.Fprintf(out, "  gRPC:      %s\n", grpcAddr)
 	fmt.Fprintf(out, "  HTTP/JSON: http://%s  (metrics at /metrics, health at /healthz)\n", httpAddr)
-	if natsURL != "" {
-		fmt.Fprintf(out, "  NATS:      %s (JetStream)\n", natsURL)
+	if natsLine != "" {
+		fmt.Fprintf(out, "  NATS:      %s\n", natsLine)
 	}
 	fmt.Fprintf(out, "  tokens:    %s\n", f.tokenFile)
 	if token != "" {
@@ -475,7 +488,12 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 	opts := []natsgo.Option{natsgo.Name("rhizon-" + f.nodeID), natsgo.MaxReconnects(-1)}
 	url := f.natsURL
 	if embedded != nil {
-		opts = append(opts, natsgo.InProcessServer(embedded))
+		// The embedded server lets clients without credentials publish
+		// commands and listen on _INBOX.> for the acknowledgements; the
+		// node's replies (pulled commands with their tokens) use an inbox
+		// prefix only the node user may subscribe to.
+		opts = append(opts, natsgo.InProcessServer(embedded),
+			natsgo.UserInfo(ingress.NodeCredentials(secret)), natsgo.CustomInboxPrefix(ingress.NodeInboxPrefix))
 		url = ""
 	} else if f.natsCreds != "" {
 		opts = append(opts, natsgo.UserCredentials(f.natsCreds))

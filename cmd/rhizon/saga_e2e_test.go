@@ -20,6 +20,17 @@ import (
 	"github.com/rhizon/rhizon/shard"
 )
 
+// natsURL is the node's embedded NATS URL with the node credentials, which
+// reading the streams needs.
+func (p *nodeProc) natsURL(t testing.TB) string {
+	t.Helper()
+	u, err := natsNodeURLs(e2eSecret, p.nats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
 // withNATS gives every node of c an embedded NATS server, clustered with the
 // others' over routes (streams with 3 replicas), in place of --nats-addr off.
 func (c *testCluster) withNATS() {
@@ -46,7 +57,7 @@ func (c *testCluster) waitJetStream(total time.Duration) {
 	c.t.Helper()
 	checkFor(c.t, total, 250*time.Millisecond, func() error {
 		for _, p := range c.nodes {
-			nc, err := nats.Connect("nats://"+p.nats, nats.Timeout(2*time.Second))
+			nc, err := nats.Connect(p.natsURL(c.t), nats.Timeout(2*time.Second))
 			if err != nil {
 				return err
 			}
@@ -424,7 +435,7 @@ func (s *sagaShop) dumpJetStream(t *testing.T, c *testCluster) {
 		if p.cmd == nil || p.cmd.ProcessState != nil {
 			continue
 		}
-		nc, err := nats.Connect("nats://"+p.nats, nats.Timeout(3*time.Second))
+		nc, err := nats.Connect(p.natsURL(t), nats.Timeout(3*time.Second))
 		if err != nil {
 			t.Logf("dump via %s: %v", p.id, err)
 			continue

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rhizon/rhizon/ingress"
+)
+
+// natsURLCmd prints the embedded NATS servers' client URLs with the node
+// credentials, which it derives from the cluster secret as the nodes do:
+// what an operator's tool (or the bench's ingress workload) needs to read
+// the events stream or manage the streams. Without credentials a client may
+// only publish commands.
+func natsURLCmd() *cobra.Command {
+	var secret string
+	c := &cobra.Command{
+		Use:   "nats-url [host:port,...]",
+		Short: "Print the embedded NATS client URLs with the node credentials (derived from the cluster secret)",
+		Long: "Print the embedded NATS servers' client URLs (default 127.0.0.1:4222) with the user and\n" +
+			"password of the nodes, derived from --cluster-secret (RHIZON_CLUSTER_SECRET) as every node\n" +
+			"derives them. A client without them may only publish commands to rhizon.in.<shard> and read\n" +
+			"its acknowledgements on _INBOX.>; so that no such client can read the replies a tool with\n" +
+			"these credentials gets, give the tool the inbox prefix " + ingress.NodeInboxPrefix + "\n" +
+			"(nats CLI: --inbox-prefix " + ingress.NodeInboxPrefix + ").",
+		Example: "  nats --server \"$(rhizon nats-url n1:4222)\" --inbox-prefix " + ingress.NodeInboxPrefix + " stream ls",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := applyConfig(c.Flags()); err != nil {
+				return &exitErr{exitUsage, err}
+			}
+			addrs := "127.0.0.1:4222"
+			if len(args) == 1 {
+				addrs = args[0]
+			}
+			urls, err := natsNodeURLs(secret, addrs)
+			if err != nil {
+				return &exitErr{exitUsage, err}
+			}
+			fmt.Fprintln(c.OutOrStdout(), urls)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&secret, "cluster-secret", "", "the nodes' --cluster-secret (RHIZON_CLUSTER_SECRET)")
+	return c
+}
+
+// natsNodeURLs is addrs (host:port, comma-separated; a nats:// prefix is
+// allowed) as NATS URLs carrying the node credentials.
+func natsNodeURLs(secret, addrs string) (string, error) {
+	if secret == "" {
+		return "", errors.New("--cluster-secret is required (or RHIZON_CLUSTER_SECRET): the credentials are derived from it")
+	}
+	user, pass := ingress.NodeCredentials(secret)
+	var out []string
+	for a := range strings.SplitSeq(addrs, ",") {
+		a = strings.TrimPrefix(strings.TrimSpace(a), "nats://")
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return "", fmt.Errorf("NATS address %q: want host:port", a)
+		}
+		u := url.URL{Scheme: "nats", User: url.UserPassword(user, pass), Host: a}
+		out = append(out, u.String())
+	}
+	return strings.Join(out, ","), nil
+}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -189,12 +191,17 @@ func (s *internalServer) LocalStatus(ctx context.Context, _ *pb.StatusRequest) (
 // peerPool holds one gRPC connection per peer node.
 type peerPool struct {
 	secret string
+	creds  credentials.TransportCredentials
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn // by address
 }
 
-func newPeerPool(secret string) *peerPool {
-	return &peerPool{secret: secret, conns: map[string]*grpc.ClientConn{}}
+func newPeerPool(secret string, tlsConf *tls.Config) *peerPool {
+	creds := insecure.NewCredentials()
+	if tlsConf != nil {
+		creds = credentials.NewTLS(tlsConf)
+	}
+	return &peerPool{secret: secret, creds: creds, conns: map[string]*grpc.ClientConn{}}
 }
 
 type secretCreds string
@@ -210,7 +217,7 @@ func (p *peerPool) client(addr string) (pb.InternalClient, error) {
 	if c, ok := p.conns[addr]; ok {
 		return pb.NewInternalClient(c), nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(p.creds),
 		grpc.WithPerRPCCredentials(secretCreds(p.secret)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -78,6 +79,10 @@ type Config struct {
 	ControlVoters int
 	// ClusterSecret authenticates node-to-node calls.
 	ClusterSecret string
+	// PeerTLS, when set, is how this node verifies the other nodes'
+	// gateways it calls (forwarding, the internal API): their gRPC
+	// listeners serve TLS. Nil: plaintext.
+	PeerTLS *tls.Config
 	// DeadAfter is how long a node may be dead before its replicas are
 	// replaced elsewhere.
 	DeadAfter time.Duration
@@ -199,7 +204,7 @@ func Open(cfg Config) (*Node, error) {
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), replicas: map[uint32]*replica{},
 		stop: make(chan struct{}),
 	}
-	n.peers = newPeerPool(cfg.ClusterSecret)
+	n.peers = newPeerPool(cfg.ClusterSecret, cfg.PeerTLS)
 	var err error
 	if n.forwards, err = n.newForwardStats(); err != nil {
 		return nil, err

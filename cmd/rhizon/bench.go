@@ -23,6 +23,7 @@ import (
 )
 
 type benchFlags struct {
+	tls            tlsClientFlags
 	targets        string
 	peerAddrs      string
 	compare        string
@@ -129,6 +130,7 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 	fs.StringVar(&f.token, "token", "", "bearer token (RHIZON_TOKEN)")
 	fs.StringVar(&f.tenant, "tenant", "", "tenant (default: the token's own)")
 	fs.StringVar(&f.workspace, "workspace", "", "workspace (default: the token's own)")
+	f.tls.register(fs)
 	fs.StringVar(&f.workloads, "workload", "w1-occ", "workloads, comma-separated: "+strings.Join(bench.WorkloadNames, ", "))
 	fs.StringVar(&f.concurrency, "concurrency", "128", "workers (operations in flight), comma-separated list for several runs")
 	fs.StringVar(&f.rates, "rate", "", "open loop at this many operations/s (comma-separated list); empty: closed loop")
@@ -259,10 +261,14 @@ func (f *benchFlags) targetList() ([]string, error) {
 // --peer-addrs. stop undoes both.
 func (f *benchFlags) openTarget(ctx context.Context, stderr io.Writer, name string) (t bench.Target, stop func(), err error) {
 	if name == bench.Baseline {
+		topts, terr := f.tls.options()
+		if terr != nil {
+			return nil, nil, terr
+		}
 		t, err = bench.NewRhizon(bench.RhizonConfig{
 			Addrs: splitList(f.addr), Token: f.token, Tenant: f.tenant, Workspace: f.workspace,
 			Conns: f.conns, CommandActor: f.commandActor, NATS: splitList(f.nats), Route: f.route,
-			ClientOptions: []client.Option{client.WithSubmitBatching(f.batchSubmits)},
+			ClientOptions: append([]client.Option{client.WithSubmitBatching(f.batchSubmits)}, topts...),
 		})
 		if err != nil {
 			return nil, nil, err

@@ -26,6 +26,7 @@ type clientFlags struct {
 	workspace string
 	output    string
 	timeout   time.Duration
+	tls       tlsClientFlags
 }
 
 func (f *clientFlags) register(c *cobra.Command) {
@@ -42,6 +43,7 @@ func (f *clientFlags) registerConn(c *cobra.Command) {
 	fs.StringVar(&f.tenant, "tenant", "", "tenant (default: the token's own)")
 	fs.StringVar(&f.workspace, "workspace", "", "workspace (default: the token's own)")
 	fs.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+	f.tls.register(fs)
 }
 
 func (f *clientFlags) dial(c *cobra.Command) (*client.Client, context.Context, context.CancelFunc, error) {
@@ -51,7 +53,11 @@ func (f *clientFlags) dial(c *cobra.Command) (*client.Client, context.Context, c
 	if f.output != "text" && f.output != "json" {
 		return nil, nil, nil, &exitErr{exitUsage, fmt.Errorf("-o %q: use text or json", f.output)}
 	}
-	cl, err := client.Dial(f.addr, client.WithToken(f.token), client.WithTenant(f.tenant), client.WithWorkspace(f.workspace))
+	topts, err := f.tls.options()
+	if err != nil {
+		return nil, nil, nil, &exitErr{exitUsage, err}
+	}
+	cl, err := client.Dial(f.addr, append([]client.Option{client.WithToken(f.token), client.WithTenant(f.tenant), client.WithWorkspace(f.workspace)}, topts...)...)
 	if err != nil {
 		return nil, nil, nil, &exitErr{exitError, err}
 	}

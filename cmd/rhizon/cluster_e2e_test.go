@@ -79,6 +79,9 @@ type testCluster struct {
 	root      string
 	nodes     []*nodeProc
 	deadAfter time.Duration
+	// clientOpts are added to every client of c (TLS, when the nodes
+	// serve it).
+	clientOpts []client.Option
 }
 
 // newTestCluster prepares n nodes; a node must be dead for deadAfter before
@@ -171,7 +174,7 @@ func (p *nodeProc) kill() {
 }
 
 func (c *testCluster) client(p *nodeProc) *client.Client {
-	cl, err := client.Dial(p.grpc, client.WithToken(clusterToken), client.WithRetries(0))
+	cl, err := client.Dial(p.grpc, append([]client.Option{client.WithToken(clusterToken), client.WithRetries(0)}, c.clientOpts...)...)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -111,7 +111,7 @@ func startDev(t *testing.T, dataDir string, env ...string) *devProcess {
 				t.Fatalf("rhizon dev exited before it was ready:\n%s", stderr.String())
 			}
 			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "gRPC:"); ok {
-				p.addr = strings.TrimSpace(v)
+				p.addr = strings.Fields(v)[0]
 			}
 			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "HTTP/JSON:"); ok {
 				p.http = strings.Fields(v)[0]

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -17,6 +18,7 @@ import (
 func healthCmd() *cobra.Command {
 	var addr, service string
 	var timeout time.Duration
+	var tf tlsClientFlags
 	c := &cobra.Command{
 		Use:   "health",
 		Short: "Check a node through the gRPC health service (exit 0 when SERVING)",
@@ -25,7 +27,15 @@ func healthCmd() *cobra.Command {
 			if err := applyConfig(c.Flags()); err != nil {
 				return &exitErr{exitUsage, err}
 			}
-			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			creds := insecure.NewCredentials()
+			if tf.on || tf.ca != "" {
+				cfg, err := clientTLS(tf.ca)
+				if err != nil {
+					return &exitErr{exitUsage, err}
+				}
+				creds = credentials.NewTLS(cfg)
+			}
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 			if err != nil {
 				return &exitErr{exitError, err}
 			}
@@ -47,5 +57,6 @@ func healthCmd() *cobra.Command {
 	fs.StringVar(&addr, "addr", "127.0.0.1:7400", "node gRPC address (RHIZON_ADDR)")
 	fs.StringVar(&service, "service", "", `health service: "" (liveness) or "rhizon.v1.Gateway" (readiness)`)
 	fs.DurationVar(&timeout, "timeout", 3*time.Second, "deadline for the check")
+	tf.register(fs)
 	return c
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
@@ -65,6 +67,9 @@ type nodeFlags struct {
 	deadAfter    time.Duration
 	fastGossip   bool
 	pprof        bool
+	tlsCert      string
+	tlsKey       string
+	tlsCA        string
 	heartbeat    time.Duration
 	election     time.Duration
 }
@@ -114,6 +119,9 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.DurationVar(&f.election, "raft-election-timeout", time.Second, "Raft election timeout")
 	fs.BoolVar(&f.fastGossip, "fast-gossip", false, "gossip tuned for loopback tests (fast failure detection)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP address")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) the gRPC and HTTP listeners serve TLS with; needs --tls-key")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA certificates this node verifies the other nodes' gateways with (default: the system's roots)")
 	_ = fs.MarkHidden("fast-gossip")
 	if dev {
 		fs.StringVar(&f.devTenant, "tenant", "dev", "tenant of the dev token")
@@ -221,6 +229,19 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		return &exitErr{exitUsage, errors.New("--cluster-secret is required (or RHIZON_CLUSTER_SECRET): nodes authenticate each other with it")}
 	}
 
+	srvTLS, err := serverTLS(f.tlsCert, f.tlsKey, f.tlsCA)
+	if err != nil {
+		return &exitErr{exitUsage, err}
+	}
+	var peerTLS *tls.Config
+	if srvTLS != nil {
+		// Every node of a cluster serves TLS or none does: the peers'
+		// gateways are called the way this one is served.
+		if peerTLS, err = clientTLS(f.tlsCA); err != nil {
+			return &exitErr{exitUsage, err}
+		}
+	}
+
 	var nats *natsserver.Server
 	natsURL := f.natsURL
 	routes := natsRoutes(f)
@@ -256,7 +277,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		RaftAddr: f.raftAddr, RaftAdvertise: withHost(f.advertise, f.raftAddr),
 		GossipAddr: f.gossipAddr, GossipAdvertise: withHost(resolveIP(f.advertise), f.gossipAddr),
 		GRPCAddr: advertised(f.advertise, gl.Addr().String()), HTTPAddr: advertised(f.advertise, hl.Addr().String()),
-		NATSAddr: natsURL, Join: f.join, BootstrapExpect: f.expect, ClusterSecret: secret, DeadAfter: f.deadAfter,
+		NATSAddr: natsURL, Join: f.join, BootstrapExpect: f.expect, ClusterSecret: secret, PeerTLS: peerTLS, DeadAfter: f.deadAfter,
 		ControlVoters: f.controlVote,
 		FastGossip:    f.fastGossip,
 		ShardTemplate: shard.Config{
@@ -292,7 +313,11 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	if err != nil {
 		return err
 	}
-	gs := grpc.NewServer(gateway.ServerOptions()...)
+	sopts := gateway.ServerOptions()
+	if srvTLS != nil {
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(srvTLS)))
+	}
+	gs := grpc.NewServer(sopts...)
 	gw.RegisterGRPC(gs)
 	node.RegisterGRPC(gs)
 	mux := http.NewServeMux()
@@ -306,10 +331,16 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.Handle("/", gw.HTTPHandler())
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: srvTLS}
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(gl) }()
-	go func() { errc <- hs.Serve(hl) }()
+	go func() {
+		if srvTLS != nil {
+			errc <- hs.ServeTLS(hl, "", "")
+			return
+		}
+		errc <- hs.Serve(hl)
+	}()
 	hctx, hcancel := context.WithCancel(ctx)
 	go gw.WatchHealth(hctx, 2*time.Second)
 	defer func() {
@@ -348,7 +379,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	} else if natsURL != "" {
 		natsLine += " (JetStream)"
 	}
-	printBanner(out, f, dev, gl.Addr().String(), hl.Addr().String(), natsLine, devToken)
+	printBanner(out, f, dev, gl.Addr().String(), hl.Addr().String(), natsLine, devToken, srvTLS != nil)
 	log.Info("node ready", "node", f.nodeID, "grpc", gl.Addr().String(), "http", hl.Addr().String(), "shards", f.shards)
 
 	select {
@@ -360,7 +391,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	}
 }
 
-func printBanner(out io.Writer, f *nodeFlags, dev bool, grpcAddr, httpAddr, natsLine, token string) {
+func printBanner(out io.Writer, f *nodeFlags, dev bool, grpcAddr, httpAddr, natsLine, token string, withTLS bool) {
 	mode := "node"
 	if dev {
 		mode = "dev"
@@ -368,8 +399,12 @@ func printBanner(out io.Writer, f *nodeFlags, dev bool, grpcAddr, httpAddr, nats
 	fmt.Fprintf(out, "rhizon %s %s is ready\n", mode, version)
 	fmt.Fprintf(out, "  node:      %s (%d shards)\n", f.nodeID, f.shards)
 	fmt.Fprintf(out, "  data:      %s\n", f.dataDir)
-	fmt.Fprintf(out, "  gRPC:      %s\n", grpcAddr)
-	fmt.Fprintf(out, "  HTTP/JSON: http://%s  (metrics at /metrics, health at /healthz)\n", httpAddr)
+	scheme, tlsNote := "http", ""
+	if withTLS {
+		scheme, tlsNote = "https", " (TLS)"
+	}
+	fmt.Fprintf(out, "  gRPC:      %s%s\n", grpcAddr, tlsNote)
+	fmt.Fprintf(out, "  HTTP/JSON: %s://%s  (metrics at /metrics, health at /healthz)\n", scheme, httpAddr)
 	if natsLine != "" {
 		fmt.Fprintf(out, "  NATS:      %s\n", natsLine)
 	}

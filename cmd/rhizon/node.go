@@ -187,6 +187,18 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		return &exitErr{exitUsage, err}
 	}
 	slog.SetDefault(log)
+	srvTLS, err := serverTLS(f.tlsCert, f.tlsKey, f.tlsCA)
+	if err != nil {
+		return &exitErr{exitUsage, err}
+	}
+	var peerTLS *tls.Config
+	if srvTLS != nil {
+		// Every node of a cluster serves TLS or none does: the peers'
+		// gateways are called the way this one is served.
+		if peerTLS, err = clientTLS(f.tlsCA); err != nil {
+			return &exitErr{exitUsage, err}
+		}
+	}
 	if soft := tuneGC(cgroupMemoryMax); soft > 0 {
 		log.Info("soft memory limit from the container's", "bytes", soft)
 	}
@@ -227,19 +239,6 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	}
 	if secret == "" {
 		return &exitErr{exitUsage, errors.New("--cluster-secret is required (or RHIZON_CLUSTER_SECRET): nodes authenticate each other with it")}
-	}
-
-	srvTLS, err := serverTLS(f.tlsCert, f.tlsKey, f.tlsCA)
-	if err != nil {
-		return &exitErr{exitUsage, err}
-	}
-	var peerTLS *tls.Config
-	if srvTLS != nil {
-		// Every node of a cluster serves TLS or none does: the peers'
-		// gateways are called the way this one is served.
-		if peerTLS, err = clientTLS(f.tlsCA); err != nil {
-			return &exitErr{exitUsage, err}
-		}
 	}
 
 	var nats *natsserver.Server

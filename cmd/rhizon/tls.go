@@ -18,6 +18,8 @@ func serverTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 	switch {
 	case certFile == "" && keyFile == "" && caFile == "":
 		return nil, nil
+	case certFile == "" && keyFile == "":
+		return nil, errors.New("--tls-ca needs --tls-cert and --tls-key: a node calls its peers over TLS only when it serves TLS itself")
 	case certFile == "" || keyFile == "":
 		return nil, errors.New("--tls-cert and --tls-key go together: the node serves TLS with both or neither")
 	}

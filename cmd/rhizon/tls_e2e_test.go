@@ -9,11 +9,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -171,5 +173,31 @@ func TestTLS_ClusterForwardsBetweenNodesOverTLS(t *testing.T) {
 	defer cancel()
 	if _, err := plain.Status(ctx); err == nil {
 		t.Fatal("a plaintext client got an answer from a TLS node")
+	}
+}
+
+// Half a TLS configuration is a usage error that names what is missing,
+// before the node creates anything.
+func TestTLS_IncompleteFlagsAreUsageErrors(t *testing.T) {
+	certs := writeTestCerts(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tls-cert", certs.cert}, "--tls-cert and --tls-key go together"},
+		{[]string{"--tls-ca", certs.ca}, "--tls-ca needs --tls-cert and --tls-key"},
+		{[]string{"--tls-cert", certs.cert, "--tls-key", certs.ca}, "--tls-key"},
+	} {
+		dir := t.TempDir()
+		args := append([]string{"dev", "--data-dir", dir, "--token-file", filepath.Join(dir, "t.json")}, tc.args...)
+		cmd := exec.Command(binary, args...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitUsage || !strings.Contains(string(out), tc.want) {
+			t.Errorf("rhizon %v: %v, %q; want exit %d naming %q", tc.args, err, out, exitUsage, tc.want)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "t.json")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("rhizon %v wrote the token file before refusing its flags (%v)", tc.args, err)
+		}
 	}
 }

@@ -384,7 +384,7 @@ func (l *beatLink) connect() (net.Conn, error) {
 	if conn != nil {
 		return conn, nil
 	}
-	conn, err := dialMux(l.b.m.ctx, l.addr, beatGroup, l.b.m.hsTimeout)
+	conn, err := l.b.m.dialMux(l.b.m.ctx, l.addr, beatGroup, l.b.m.hsTimeout)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,7 @@ import (
 
 func listenBeatMux(t *testing.T, linger time.Duration, lw *muxTestLog) *Mux {
 	t.Helper()
-	m, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", Logger: lw.slog(), HandshakeTimeout: time.Second, HeartbeatLinger: linger})
+	m, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", Secret: testMuxSecret, Logger: lw.slog(), HandshakeTimeout: time.Second, HeartbeatLinger: linger})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,6 +79,10 @@ type Config struct {
 	ControlVoters int
 	// ClusterSecret authenticates node-to-node calls.
 	ClusterSecret string
+	// RaftAcceptUnauthenticated lets the Raft port take connections from
+	// nodes older than the authenticated mux header, and speak their header
+	// to them: for a rolling upgrade from such a version only.
+	RaftAcceptUnauthenticated bool
 	// PeerTLS, when set, is how this node verifies the other nodes'
 	// gateways it calls (forwarding, the internal API): their gRPC
 	// listeners serve TLS. Nil: plaintext.
@@ -230,7 +234,8 @@ func (n *Node) open() error {
 	if ht <= 0 {
 		ht = raft.DefaultConfig().HeartbeatTimeout
 	}
-	if n.mux, err = ListenMux(MuxConfig{BindAddr: n.cfg.RaftAddr, AdvertiseAddr: n.cfg.RaftAdvertise, Logger: n.log, HeartbeatLinger: ht / 50}); err != nil {
+	if n.mux, err = ListenMux(MuxConfig{BindAddr: n.cfg.RaftAddr, AdvertiseAddr: n.cfg.RaftAdvertise, Secret: n.cfg.ClusterSecret,
+		AcceptUnauthenticated: n.cfg.RaftAcceptUnauthenticated, Logger: n.log, HeartbeatLinger: ht / 50}); err != nil {
 		return err
 	}
 	if err := n.openControl(); err != nil {

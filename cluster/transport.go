@@ -11,16 +11,19 @@ package cluster
 // accept loop routes the connection to that group's StreamLayer.
 //
 // Connection header (7 bytes, written once by the dialer before any Raft
-// traffic; the acceptor replies nothing):
+// traffic):
 //
 //	offset 0  2 bytes  magic 'R' 'x'   (rejects strays: health checks, other protocols)
-//	offset 2  1 byte   version 1       (lets a later format coexist during upgrades)
+//	offset 2  1 byte   version 2       (version 1 had no authentication; refused)
 //	offset 3  4 bytes  group id, uint32 big-endian (ControlGroup = 0xFFFFFFFF)
 //
-// There is no acknowledgement: connections are pooled by NetworkTransport, so
-// a round trip per dial would buy little, and a connection to a group the peer
-// does not host is simply closed, which the dialing Raft sees as a failed RPC
-// and retries with its usual backoff.
+// Then both sides prove they know the cluster secret (muxauth.go): the dialer
+// sends a nonce, the acceptor its own nonce and a MAC over both, the dialer
+// its MAC. Without it anyone who reached the port could append entries to
+// any shard's log. Connections are pooled by NetworkTransport, so the round
+// trip is paid once per connection. A connection to a group the peer does
+// not host is simply closed after the handshake, which the dialing Raft sees
+// as a failed RPC and retries with its usual backoff.
 
 import (
 	"context"
@@ -47,11 +50,16 @@ const ControlGroup uint32 = math.MaxUint32
 
 // Wire header constants; see the file comment for the layout.
 const (
-	muxMagic0     byte = 'R'
-	muxMagic1     byte = 'x'
-	muxVersion    byte = 1
-	muxHeaderSize      = 7
+	muxMagic0  byte = 'R'
+	muxMagic1  byte = 'x'
+	muxVersion byte = 2
+	// muxVersionUnauthenticated is the older header without the handshake,
+	// accepted only with MuxConfig.AcceptUnauthenticated.
+	muxVersionUnauthenticated byte = 1
 )
+
+// muxHeaderSize is the header's length in bytes.
+const muxHeaderSize = 7
 
 // Defaults and fixed tuning of the mux and of each group's NetworkTransport.
 const (
@@ -90,6 +98,14 @@ type MuxConfig struct {
 	// dial it.
 	AdvertiseAddr string
 	Logger        *slog.Logger
+	// Secret is the cluster secret: connections are accepted from, and
+	// made to, only muxes that know it. Required.
+	Secret string
+	// AcceptUnauthenticated also accepts the version 1 header of older
+	// nodes, which do not authenticate, and speaks it to a peer that
+	// closes on version 2 (for muxLegacyFor). For a rolling upgrade from
+	// such a version only: it lets anyone who reaches the port speak Raft.
+	AcceptUnauthenticated bool
 	// HandshakeTimeout bounds reading a connection's header and handing the
 	// connection to its group (default 5s).
 	HandshakeTimeout time.Duration
@@ -112,6 +128,9 @@ type Mux struct {
 	log       *slog.Logger
 	hsTimeout time.Duration
 	hsSlots   chan struct{} // semaphore of pending handshakes
+	key       []byte        // derived from the cluster secret (muxauth.go)
+	acceptV1  bool          // MuxConfig.AcceptUnauthenticated
+	legacy    muxLegacy     // peers that closed on version 2, when acceptV1
 
 	ctx    context.Context // canceled by Close: aborts handshakes and dials
 	cancel context.CancelFunc
@@ -136,6 +155,9 @@ type Mux struct {
 func ListenMux(cfg MuxConfig) (*Mux, error) {
 	if cfg.BindAddr == "" {
 		return nil, errors.New("cluster: raft mux: BindAddr is required")
+	}
+	if cfg.Secret == "" {
+		return nil, errors.New("cluster: raft mux: Secret is required: peers authenticate with it")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -172,6 +194,8 @@ func ListenMux(cfg MuxConfig) (*Mux, error) {
 		log:       cfg.Logger.With("component", "raft-mux"),
 		hsTimeout: cfg.HandshakeTimeout,
 		hsSlots:   make(chan struct{}, cfg.MaxPendingHandshakes),
+		key:       muxKey(cfg.Secret),
+		acceptV1:  cfg.AcceptUnauthenticated,
 		ctx:       ctx,
 		cancel:    cancel,
 		groups:    make(map[uint32]*muxLayer),
@@ -434,11 +458,28 @@ func (m *Mux) handshake(c net.Conn) {
 		m.warn("raft mux: bad magic; not a raft mux peer", "remote", remote, "magic", fmt.Sprintf("%x", hdr[:2]))
 		return
 	}
-	if hdr[2] != muxVersion {
-		m.warn("raft mux: unsupported header version", "remote", remote, "version", hdr[2])
+	v1 := hdr[2] == muxVersionUnauthenticated && m.acceptV1
+	if hdr[2] != muxVersion && !v1 {
+		hint := ""
+		if hdr[2] < muxVersion {
+			hint = "a node of an older version, which does not authenticate its Raft connections: upgrade it"
+		}
+		m.warn("raft mux: unsupported header version", "remote", remote, "version", hdr[2], "hint", hint)
+		return
+	}
+	_ = c.SetWriteDeadline(deadline)
+	if v1 {
+		m.warn("raft mux: accepted an unauthenticated connection (--raft-accept-unauthenticated)", "remote", remote)
+	} else if err := m.authenticate(c, hdr[:]); err != nil {
+		if m.ctx.Err() == nil {
+			m.warn("raft mux: connection refused", "remote", remote, "err", err)
+		}
 		return
 	}
 	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		return
+	}
+	if err := c.SetWriteDeadline(time.Time{}); err != nil {
 		return
 	}
 	group := binary.BigEndian.Uint32(hdr[3:])
@@ -553,7 +594,7 @@ func (l *muxLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.
 	if timeout <= 0 {
 		timeout = l.m.hsTimeout
 	}
-	c, err := dialMux(l.ctx, addr, l.group, timeout)
+	c, err := l.m.dialMux(l.ctx, addr, l.group, timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -571,8 +612,9 @@ func (l *muxLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.
 	return mc, nil
 }
 
-// dialMux connects to the mux at addr and names group in the header.
-func dialMux(ctx context.Context, addr string, group uint32, timeout time.Duration) (net.Conn, error) {
+// dialMux connects to the mux at addr, names group in the header and
+// authenticates (muxauth.go).
+func (m *Mux) dialMux(ctx context.Context, addr string, group uint32, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -584,13 +626,53 @@ func dialMux(ctx context.Context, addr string, group uint32, timeout time.Durati
 	var hdr [muxHeaderSize]byte
 	hdr[0], hdr[1], hdr[2] = muxMagic0, muxMagic1, muxVersion
 	binary.BigEndian.PutUint32(hdr[3:], group)
-	_ = c.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := c.Write(hdr[:]); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("cluster: raft mux: write header to %s: %w", addr, err)
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if m.acceptV1 && m.legacy.is(addr, time.Now()) {
+		hdr[2] = muxVersionUnauthenticated
+		_, err = c.Write(hdr[:])
+	} else {
+		err = m.authenticateTo(c, hdr[:])
 	}
-	_ = c.SetWriteDeadline(time.Time{})
+	if err != nil {
+		_ = c.Close()
+		if ctx.Err() != nil {
+			return nil, ErrMuxClosed
+		}
+		if m.acceptV1 && errors.Is(err, errMuxNoChallenge) {
+			// An older node closed on the version: speak its version
+			// for a while.
+			m.legacy.mark(addr, time.Now())
+			m.warn("raft mux: peer closed on the authenticated header; speaking the old one to it", "peer", addr)
+		}
+		return nil, fmt.Errorf("cluster: raft mux: %s: %w", addr, err)
+	}
+	_ = c.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// muxLegacyFor is how long a peer that closed on the version 2 header gets
+// version 1 headers before version 2 is tried again.
+const muxLegacyFor = 30 * time.Second
+
+// muxLegacy remembers peers that closed on version 2.
+type muxLegacy struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+}
+
+func (l *muxLegacy) mark(addr string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.until == nil {
+		l.until = map[string]time.Time{}
+	}
+	l.until[addr] = now.Add(muxLegacyFor)
+}
+
+func (l *muxLegacy) is(addr string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return now.Before(l.until[addr])
 }
 
 // deliver hands an accepted, handshaken conn to the group's Accept, waiting

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -71,13 +73,16 @@ func (w *muxTestLog) slog() *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// testMuxSecret is the cluster secret of the tests' muxes.
+const testMuxSecret = "test-secret"
+
 func listenTestMux(t testing.TB, addr string, lw *muxTestLog) *Mux {
 	t.Helper()
 	var m *Mux
 	// A just-closed listener's port can linger briefly; retry.
 	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
 		var err error
-		m, err = ListenMux(MuxConfig{BindAddr: addr, Logger: lw.slog(), HandshakeTimeout: 500 * time.Millisecond})
+		m, err = ListenMux(MuxConfig{BindAddr: addr, Secret: testMuxSecret, Logger: lw.slog(), HandshakeTimeout: 500 * time.Millisecond})
 		return err
 	})
 	t.Cleanup(func() { _ = m.Close() })
@@ -645,12 +650,57 @@ func TestMuxHandshake(t *testing.T) {
 		expectNothingAccepted(t, in)
 	})
 	t.Run("unknown group is closed", func(t *testing.T) {
+		c, err := out.m.dialMux(context.Background(), string(srv.Addr()), 99, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		expectClosedByPeer(t, c, 2*time.Second)
+		expectNothingAccepted(t, in)
+	})
+	t.Run("an unauthenticated version 1 header is closed", func(t *testing.T) {
 		c := dialRaw(t)
-		if _, err := c.Write(muxHeader(muxMagic0, muxMagic1, muxVersion, 99)); err != nil {
+		if _, err := c.Write(muxHeader(muxMagic0, muxMagic1, 1, g)); err != nil {
 			t.Fatal(err)
 		}
 		expectClosedByPeer(t, c, 2*time.Second)
 		expectNothingAccepted(t, in)
+	})
+	t.Run("a wrong answer to the challenge is closed", func(t *testing.T) {
+		c := dialRaw(t)
+		hdr := muxHeader(muxMagic0, muxMagic1, muxVersion, g)
+		if _, err := c.Write(append(hdr, make([]byte, muxNonceSize)...)); err != nil {
+			t.Fatal(err)
+		}
+		reply := make([]byte, muxNonceSize+muxMACSize)
+		if _, err := io.ReadFull(c, reply); err != nil {
+			t.Fatal(err)
+		}
+		// The answer computed with another secret.
+		bad := muxMAC(muxKey("not-the-secret"), 'D', hdr, make([]byte, muxNonceSize), reply[:muxNonceSize])
+		if _, err := c.Write(append(bad, "raft bytes"...)); err != nil {
+			t.Fatal(err)
+		}
+		expectClosedByPeer(t, c, 2*time.Second)
+		expectNothingAccepted(t, in)
+	})
+	t.Run("a mux with another secret can neither dial nor be dialed", func(t *testing.T) {
+		other, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", Secret: "not-the-secret", HandshakeTimeout: 500 * time.Millisecond, Logger: lw.slog()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		if c, err := other.dialMux(context.Background(), string(srv.Addr()), g, time.Second); err == nil {
+			c.Close()
+			t.Fatal("a mux with another secret connected")
+		} else if !errors.Is(err, errMuxAuth) {
+			t.Fatalf("dial with another secret: %v, want %v", err, errMuxAuth)
+		}
+		expectNothingAccepted(t, in)
+		if c, err := out.m.dialMux(context.Background(), string(other.Addr()), g, time.Second); err == nil {
+			c.Close()
+			t.Fatal("connected to a mux with another secret")
+		}
 	})
 	t.Run("silent conn times out without blocking others", func(t *testing.T) {
 		began := time.Now()
@@ -857,15 +907,18 @@ func TestMuxDialFilterUnit(t *testing.T) {
 
 func TestMuxAdvertise(t *testing.T) {
 	muxLeakCheck(t)
-	if _, err := ListenMux(MuxConfig{BindAddr: "0.0.0.0:0"}); err == nil || !strings.Contains(err.Error(), "advertise") {
+	if _, err := ListenMux(MuxConfig{BindAddr: "0.0.0.0:0", Secret: testMuxSecret}); err == nil || !strings.Contains(err.Error(), "advertise") {
 		t.Fatalf("wildcard bind without advertise: %v", err)
 	}
 	for _, adv := range []string{"0.0.0.0:7000", "[::]:7000", "10.0.0.1:0", "nohostport"} {
-		if _, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", AdvertiseAddr: adv}); err == nil {
+		if _, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", AdvertiseAddr: adv, Secret: testMuxSecret}); err == nil {
 			t.Errorf("advertise %q accepted", adv)
 		}
 	}
-	m, err := ListenMux(MuxConfig{BindAddr: "0.0.0.0:0", AdvertiseAddr: "node1.example:7000"})
+	if _, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "Secret") {
+		t.Fatalf("a mux without the cluster secret: %v", err)
+	}
+	m, err := ListenMux(MuxConfig{BindAddr: "0.0.0.0:0", AdvertiseAddr: "node1.example:7000", Secret: testMuxSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -879,5 +932,87 @@ func TestMuxAdvertise(t *testing.T) {
 	}
 	if tr.LocalAddr() != "node1.example:7000" {
 		t.Fatalf("transport LocalAddr %s", tr.LocalAddr())
+	}
+}
+
+// During a rolling upgrade (AcceptUnauthenticated) a mux takes the version 1
+// header of an older node and, after an older node closed on version 2,
+// dials it with version 1; without the option it does neither.
+func TestMuxUnauthenticatedPeersOnlyWhenAllowed(t *testing.T) {
+	muxLeakCheck(t)
+	lw := newMuxTestLog(t)
+	const g = 5
+	m, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", Secret: testMuxSecret, AcceptUnauthenticated: true,
+		HandshakeTimeout: 500 * time.Millisecond, Logger: lw.slog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	in := muxLayerOf(t, m, g)
+	c, err := net.Dial("tcp", string(m.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(muxHeader(muxMagic0, muxMagic1, muxVersionUnauthenticated, g)); err != nil {
+		t.Fatal(err)
+	}
+	expectAccepted(t, in, 2*time.Second).Close()
+
+	// An older node's acceptor: it reads the header and keeps only
+	// version 1 connections.
+	old, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions := make(chan byte, 4)
+	kept := make(chan net.Conn, 4)
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		_ = old.Close()
+		<-done
+		for len(kept) > 0 {
+			_ = (<-kept).Close()
+		}
+	})
+	go func() {
+		defer close(done)
+		for {
+			oc, err := old.Accept()
+			if err != nil {
+				return
+			}
+			hdr := make([]byte, muxHeaderSize)
+			if _, err := io.ReadFull(oc, hdr); err == nil {
+				versions <- hdr[2]
+			}
+			if hdr[2] != muxVersionUnauthenticated {
+				_ = oc.Close()
+				continue
+			}
+			kept <- oc
+		}
+	}()
+	strict := listenTestMux(t, "127.0.0.1:0", lw)
+	if _, err := strict.dialMux(context.Background(), old.Addr().String(), g, time.Second); err == nil {
+		t.Fatal("a mux without the option connected to an older node")
+	}
+	if _, err := strict.dialMux(context.Background(), old.Addr().String(), g, time.Second); err == nil {
+		t.Fatal("a mux without the option fell back to version 1")
+	}
+	if _, err := m.dialMux(context.Background(), old.Addr().String(), g, time.Second); !errors.Is(err, errMuxNoChallenge) {
+		t.Fatalf("first dial of an older node: %v, want %v", err, errMuxNoChallenge)
+	}
+	oc, err := m.dialMux(context.Background(), old.Addr().String(), g, time.Second)
+	if err != nil {
+		t.Fatalf("second dial, in version 1: %v", err)
+	}
+	defer oc.Close()
+	var got []byte
+	for range 4 {
+		got = append(got, <-versions)
+	}
+	if want := []byte{muxVersion, muxVersion, muxVersion, muxVersionUnauthenticated}; !bytes.Equal(got, want) {
+		t.Fatalf("header versions the older node saw: %v, want %v", got, want)
 	}
 }

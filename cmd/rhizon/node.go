@@ -67,6 +67,7 @@ type nodeFlags struct {
 	deadAfter    time.Duration
 	fastGossip   bool
 	pprof        bool
+	raftV1       bool
 	tlsCert      string
 	tlsKey       string
 	tlsCA        string
@@ -119,6 +120,8 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.DurationVar(&f.election, "raft-election-timeout", time.Second, "Raft election timeout")
 	fs.BoolVar(&f.fastGossip, "fast-gossip", false, "gossip tuned for loopback tests (fast failure detection)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP address")
+	fs.BoolVar(&f.raftV1, "raft-accept-unauthenticated", false,
+		"during a rolling upgrade from a version whose Raft connections were not authenticated: accept them, and speak that version to such nodes; anyone who reaches the Raft port can then speak Raft to this node")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) the gRPC and HTTP listeners serve TLS with; needs --tls-key")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA certificates this node verifies the other nodes' gateways with (default: the system's roots)")
@@ -276,7 +279,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		RaftAddr: f.raftAddr, RaftAdvertise: withHost(f.advertise, f.raftAddr),
 		GossipAddr: f.gossipAddr, GossipAdvertise: withHost(resolveIP(f.advertise), f.gossipAddr),
 		GRPCAddr: advertised(f.advertise, gl.Addr().String()), HTTPAddr: advertised(f.advertise, hl.Addr().String()),
-		NATSAddr: natsURL, Join: f.join, BootstrapExpect: f.expect, ClusterSecret: secret, PeerTLS: peerTLS, DeadAfter: f.deadAfter,
+		NATSAddr: natsURL, Join: f.join, BootstrapExpect: f.expect, ClusterSecret: secret, PeerTLS: peerTLS, RaftAcceptUnauthenticated: f.raftV1, DeadAfter: f.deadAfter,
 		ControlVoters: f.controlVote,
 		FastGossip:    f.fastGossip,
 		ShardTemplate: shard.Config{

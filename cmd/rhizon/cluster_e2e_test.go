@@ -260,24 +260,32 @@ func submitReq(entity, key string) *pb.SubmitRequest {
 	}
 }
 
+// submitThroughEach submits a counter command for each of entities e0..e<n-1>
+// through every node's gateway (keys prefixed by prefix), failing unless each
+// is accepted. A node forwards those whose shard another node leads.
+func (c *testCluster) submitThroughEach(n int, prefix string) {
+	c.t.Helper()
+	for i, p := range c.nodes {
+		cl := c.client(p)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		for j := range n {
+			resp, err := cl.Submit(ctx, submitReq(fmt.Sprintf("e%d", j), fmt.Sprintf("%sn%d-%d", prefix, i, j)))
+			if err != nil || resp.Result.Status != pb.Status_STATUS_ACCEPTED {
+				cancel()
+				c.t.Fatalf("submit through %s: %+v %v", p.id, resp, err)
+			}
+		}
+		cancel()
+	}
+}
+
 func TestCluster_ThreeNodesServeThroughAnyNodeAndAgree(t *testing.T) {
 	c := newTestCluster(t, 3, time.Minute)
 	for _, p := range c.nodes {
 		p.start(t)
 	}
 	c.waitConverged(c.nodes[0], 60*time.Second)
-	for i, p := range c.nodes {
-		cl := c.client(p)
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		for j := range 20 {
-			resp, err := cl.Submit(ctx, submitReq(fmt.Sprintf("e%d", j), fmt.Sprintf("n%d-%d", i, j)))
-			if err != nil || resp.Result.Status != pb.Status_STATUS_ACCEPTED {
-				cancel()
-				t.Fatalf("submit through %s: %+v %v", p.id, resp, err)
-			}
-		}
-		cancel()
-	}
+	c.submitThroughEach(20, "")
 	for _, p := range c.nodes {
 		cl := c.client(p)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -21,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/client"
 )
 
@@ -149,21 +147,9 @@ func TestTLS_ClusterForwardsBetweenNodesOverTLS(t *testing.T) {
 		p.start(t)
 	}
 	c.waitConverged(c.nodes[0], 60*time.Second)
-	// Every node gets commands for all the entities and forwards those
-	// whose shard another node leads: of three nodes, at least two lead
-	// fewer than all 8 shards.
-	for i, p := range c.nodes {
-		cl := c.client(p)
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		for j := range 8 {
-			resp, err := cl.Submit(ctx, submitReq(fmt.Sprintf("e%d", j), fmt.Sprintf("tls-n%d-%d", i, j)))
-			if err != nil || resp.Result.Status != pb.Status_STATUS_ACCEPTED {
-				cancel()
-				t.Fatalf("submit through %s: %+v %v", p.id, resp, err)
-			}
-		}
-		cancel()
-	}
+	// Of three nodes at least two lead fewer than all 8 shards, so some
+	// commands are forwarded.
+	c.submitThroughEach(8, "tls-")
 	plain, err := client.Dial(c.nodes[0].grpc, client.WithToken(clusterToken), client.WithRetries(0))
 	if err != nil {
 		t.Fatal(err)

@@ -83,6 +83,9 @@ type Config struct {
 	// nodes older than the authenticated mux header, and speak their header
 	// to them: for a rolling upgrade from such a version only.
 	RaftAcceptUnauthenticated bool
+	// RaftTLS, when set, wraps the Raft connections in TLS (MuxConfig.TLS):
+	// its Certificates are this node's, its RootCAs verify the peers.
+	RaftTLS *tls.Config
 	// PeerTLS, when set, is how this node verifies the other nodes'
 	// gateways it calls (forwarding, the internal API): their gRPC
 	// listeners serve TLS. Nil: plaintext.
@@ -235,7 +238,7 @@ func (n *Node) open() error {
 		ht = raft.DefaultConfig().HeartbeatTimeout
 	}
 	if n.mux, err = ListenMux(MuxConfig{BindAddr: n.cfg.RaftAddr, AdvertiseAddr: n.cfg.RaftAdvertise, Secret: n.cfg.ClusterSecret,
-		AcceptUnauthenticated: n.cfg.RaftAcceptUnauthenticated, Logger: n.log, HeartbeatLinger: ht / 50}); err != nil {
+		AcceptUnauthenticated: n.cfg.RaftAcceptUnauthenticated, TLS: n.cfg.RaftTLS, Logger: n.log, HeartbeatLinger: ht / 50}); err != nil {
 		return err
 	}
 	if err := n.openControl(); err != nil {

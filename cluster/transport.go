@@ -27,6 +27,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -101,6 +102,12 @@ type MuxConfig struct {
 	// Secret is the cluster secret: connections are accepted from, and
 	// made to, only muxes that know it. Required.
 	Secret string
+	// TLS, when set, wraps every connection in TLS before its header: the
+	// node presents TLS.Certificates and verifies the peer it dials against
+	// TLS.RootCAs (nil: the system's roots) and the address's host. Every
+	// node of a cluster needs it, or none. The cluster secret still
+	// authenticates both ends.
+	TLS *tls.Config
 	// AcceptUnauthenticated also accepts the version 1 header of older
 	// nodes, which do not authenticate, and speaks it to a peer that
 	// closes on version 2 (for muxLegacyFor). For a rolling upgrade from
@@ -130,6 +137,7 @@ type Mux struct {
 	hsSlots   chan struct{} // semaphore of pending handshakes
 	key       []byte        // derived from the cluster secret (muxauth.go)
 	acceptV1  bool          // MuxConfig.AcceptUnauthenticated
+	tls       *tls.Config   // MuxConfig.TLS
 	legacy    muxLegacy     // peers that closed on version 2, when acceptV1
 
 	ctx    context.Context // canceled by Close: aborts handshakes and dials
@@ -196,6 +204,7 @@ func ListenMux(cfg MuxConfig) (*Mux, error) {
 		hsSlots:   make(chan struct{}, cfg.MaxPendingHandshakes),
 		key:       muxKey(cfg.Secret),
 		acceptV1:  cfg.AcceptUnauthenticated,
+		tls:       cfg.TLS,
 		ctx:       ctx,
 		cancel:    cancel,
 		groups:    make(map[uint32]*muxLayer),
@@ -430,13 +439,14 @@ func (m *Mux) acceptLoop() {
 }
 
 // handshake reads c's header and hands c to its group, or closes it.
-func (m *Mux) handshake(c net.Conn) {
+func (m *Mux) handshake(raw net.Conn) {
 	defer m.wg.Done()
 	defer func() { <-m.hsSlots }()
 	routed := false
+	c := raw // what the rest reads and writes: raw, or TLS over it
 	defer func() {
 		m.mu.Lock()
-		delete(m.pending, c)
+		delete(m.pending, raw)
 		m.mu.Unlock()
 		if !routed {
 			_ = c.Close()
@@ -445,6 +455,19 @@ func (m *Mux) handshake(c net.Conn) {
 	remote := c.RemoteAddr().String()
 	deadline := time.Now().Add(m.hsTimeout)
 	_ = c.SetReadDeadline(deadline)
+	if m.tls != nil {
+		// TLS first, so that the challenge below is bound to this
+		// channel: a relay of it could not be used over another one.
+		_ = raw.SetWriteDeadline(deadline)
+		tc := tls.Server(raw, m.tls)
+		c = tc
+		if err := tc.HandshakeContext(m.ctx); err != nil {
+			if m.ctx.Err() == nil {
+				m.warn("raft mux: TLS handshake failed", "remote", remote, "err", err)
+			}
+			return
+		}
+	}
 	var hdr [muxHeaderSize]byte
 	// io.ReadFull straight from the conn, never through a buffered reader:
 	// any byte read past the header belongs to NetworkTransport's decoder.
@@ -627,6 +650,21 @@ func (m *Mux) dialMux(ctx context.Context, addr string, group uint32, timeout ti
 	hdr[0], hdr[1], hdr[2] = muxMagic0, muxMagic1, muxVersion
 	binary.BigEndian.PutUint32(hdr[3:], group)
 	_ = c.SetDeadline(time.Now().Add(timeout))
+	if m.tls != nil {
+		cfg := m.tls.Clone()
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
+		tc := tls.Client(c, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = c.Close()
+			if ctx.Err() != nil {
+				return nil, ErrMuxClosed
+			}
+			return nil, fmt.Errorf("cluster: raft mux: %s: TLS: %w", addr, err)
+		}
+		c = tc
+	}
 	if m.acceptV1 && m.legacy.is(addr, time.Now()) {
 		hdr[2] = muxVersionUnauthenticated
 		_, err = c.Write(hdr[:])

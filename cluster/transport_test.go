@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
+
+	"github.com/rhizon/rhizon/internal/testcerts"
 )
 
 // checkFor polls f every `every` until it returns nil, failing the test with
@@ -1015,4 +1018,68 @@ func TestMuxUnauthenticatedPeersOnlyWhenAllowed(t *testing.T) {
 	if want := []byte{muxVersion, muxVersion, muxVersion, muxVersionUnauthenticated}; !bytes.Equal(got, want) {
 		t.Fatalf("header versions the older node saw: %v, want %v", got, want)
 	}
+}
+
+// With TLS, the mux's connections are TLS from their first byte: Raft bytes
+// pass between two TLS muxes; a plaintext header, a mux without TLS and a
+// mux that does not trust the peer's CA are refused.
+func TestMuxTLS(t *testing.T) {
+	muxLeakCheck(t)
+	lw := newMuxTestLog(t)
+	certs := testcerts.Write(t)
+	listen := func(cfg *tls.Config) *Mux {
+		m, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", Secret: testMuxSecret, TLS: cfg,
+			HandshakeTimeout: 500 * time.Millisecond, Logger: lw.slog()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Close() })
+		return m
+	}
+	const g = 3
+	srv := listen(testcerts.Config(t, certs, certs.CA))
+	in := muxLayerOf(t, srv, g)
+	cli := listen(testcerts.Config(t, certs, certs.CA))
+	out := muxLayerOf(t, cli, g)
+
+	c, err := out.Dial(srv.Addr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc := expectAccepted(t, in, 2*time.Second)
+	defer sc.Close()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(sc, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	if _, ok := sc.(*muxConn).Conn.(*tls.Conn); !ok {
+		t.Fatalf("accepted conn is %T, not TLS", sc.(*muxConn).Conn)
+	}
+
+	raw, err := net.Dial("tcp", string(srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Write(append(muxHeader(muxMagic0, muxMagic1, muxVersion, g), make([]byte, muxNonceSize)...)); err != nil {
+		t.Fatal(err)
+	}
+	expectClosedByPeer(t, raw, 2*time.Second)
+	expectNothingAccepted(t, in)
+
+	plain := listenTestMux(t, "127.0.0.1:0", lw)
+	if pc, err := plain.dialMux(context.Background(), string(srv.Addr()), g, time.Second); err == nil {
+		pc.Close()
+		t.Fatal("a mux without TLS connected to a TLS mux")
+	}
+	untrusting := listen(testcerts.Config(t, certs, certs.OtherCA))
+	if uc, err := untrusting.dialMux(context.Background(), string(srv.Addr()), g, time.Second); err == nil {
+		uc.Close()
+		t.Fatal("a mux connected to a peer whose certificate its CA did not sign")
+	}
+	expectNothingAccepted(t, in)
 }

@@ -194,13 +194,15 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	if err != nil {
 		return &exitErr{exitUsage, err}
 	}
-	var peerTLS *tls.Config
+	var peerTLS, raftTLS *tls.Config
 	if srvTLS != nil {
 		// Every node of a cluster serves TLS or none does: the peers'
-		// gateways are called the way this one is served.
+		// gateways and Raft ports are called the way this one is served.
 		if peerTLS, err = clientTLS(f.tlsCA); err != nil {
 			return &exitErr{exitUsage, err}
 		}
+		raftTLS = srvTLS.Clone()
+		raftTLS.RootCAs = peerTLS.RootCAs
 	}
 	if soft := tuneGC(cgroupMemoryMax); soft > 0 {
 		log.Info("soft memory limit from the container's", "bytes", soft)
@@ -279,7 +281,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		RaftAddr: f.raftAddr, RaftAdvertise: withHost(f.advertise, f.raftAddr),
 		GossipAddr: f.gossipAddr, GossipAdvertise: withHost(resolveIP(f.advertise), f.gossipAddr),
 		GRPCAddr: advertised(f.advertise, gl.Addr().String()), HTTPAddr: advertised(f.advertise, hl.Addr().String()),
-		NATSAddr: natsURL, Join: f.join, BootstrapExpect: f.expect, ClusterSecret: secret, PeerTLS: peerTLS, RaftAcceptUnauthenticated: f.raftV1, DeadAfter: f.deadAfter,
+		NATSAddr: natsURL, Join: f.join, BootstrapExpect: f.expect, ClusterSecret: secret, PeerTLS: peerTLS, RaftTLS: raftTLS, RaftAcceptUnauthenticated: f.raftV1, DeadAfter: f.deadAfter,
 		ControlVoters: f.controlVote,
 		FastGossip:    f.fastGossip,
 		ShardTemplate: shard.Config{

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strconv"
@@ -55,6 +56,9 @@ type RhizonConfig struct {
 	Addrs []string
 	// Route is RouteLeader (default) or RouteAny.
 	Route string
+	// NATSTLS, when set, is how the ingress workload verifies the NATS
+	// servers (tls:// URLs).
+	NATSTLS *tls.Config
 	// Token, Tenant and Workspace as for client.Dial (empty tenant and
 	// workspace: the token's own).
 	Token, Tenant, Workspace string

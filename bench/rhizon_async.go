@@ -146,8 +146,12 @@ func (t *Rhizon) setupIngress(ctx context.Context, w Workload) error {
 			// The node inbox prefix: the replies this connection gets
 			// must not reach clients without credentials (see
 			// ingress.NodeInboxPrefix).
-			nc, err := nats.Connect(u, nats.Name("rhizon-bench"), nats.Timeout(DefaultPeerDialTimeout), nats.MaxReconnects(-1),
-				nats.CustomInboxPrefix(ingress.NodeInboxPrefix))
+			nopts := []nats.Option{nats.Name("rhizon-bench"), nats.Timeout(DefaultPeerDialTimeout), nats.MaxReconnects(-1),
+				nats.CustomInboxPrefix(ingress.NodeInboxPrefix)}
+			if t.cfg.NATSTLS != nil {
+				nopts = append(nopts, nats.Secure(t.cfg.NATSTLS))
+			}
+			nc, err := nats.Connect(u, nopts...)
 			if err != nil {
 				for _, c := range ing.conns {
 					c.Close()

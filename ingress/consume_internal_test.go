@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -34,6 +35,18 @@ const testClusterSecret = "test"
 // the end of the test.
 func startNATSCluster(tb testing.TB) ([]*server.Server, []string) {
 	tb.Helper()
+	return startNATSClusterTLS(tb, nil)
+}
+
+// startNATSClusterTLS is startNATSCluster with the servers' TLS (nil:
+// none); with it the URLs are tls:// and the readiness check trusts
+// tlsCfg's roots.
+func startNATSClusterTLS(tb testing.TB, tlsCfg *tls.Config) ([]*server.Server, []string) {
+	tb.Helper()
+	scheme, copts := "nats://", []nats.Option(nil)
+	if tlsCfg != nil {
+		scheme, copts = "tls://", []nats.Option{nats.Secure(&tls.Config{RootCAs: tlsCfg.RootCAs, MinVersion: tls.VersionTLS12})}
+	}
 	var servers []*server.Server
 	var clients, routes, urls []string
 	for range 3 {
@@ -43,16 +56,16 @@ func startNATSCluster(tb testing.TB) ([]*server.Server, []string) {
 	for i := range 3 {
 		s, err := StartEmbedded(EmbeddedConfig{
 			ServerName: "s" + strconv.Itoa(i), Addr: clients[i], StoreDir: tb.TempDir(),
-			ClusterAddr: routes[i], Routes: routes, ClusterSecret: testClusterSecret,
+			ClusterAddr: routes[i], Routes: routes, ClusterSecret: testClusterSecret, TLS: tlsCfg,
 		})
 		if err != nil {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(s.Shutdown)
 		user, pass := NodeCredentials(testClusterSecret)
-		servers, urls = append(servers, s), append(urls, "nats://"+user+":"+pass+"@"+clients[i])
+		servers, urls = append(servers, s), append(urls, scheme+user+":"+pass+"@"+clients[i])
 	}
-	nc, err := nats.Connect(urls[0])
+	nc, err := nats.Connect(urls[0], copts...)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -8,6 +8,7 @@ package ingress
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -39,10 +40,18 @@ type EmbeddedConfig struct {
 	// subjects (they carry their own bearer token) and receive the
 	// acknowledgements. Empty: every client may do anything (tests).
 	ClusterSecret string
+	// TLS, when set, makes the client port and the routes TLS: the server
+	// presents TLS.Certificates, and verifies the servers it routes to
+	// against TLS.RootCAs (nil: the system's roots). The node's own
+	// in-process connection needs none.
+	TLS *tls.Config
 	// Logger receives the server's notices, warnings and errors (none when
 	// nil).
 	Logger *slog.Logger
 }
+
+// tlsTimeout bounds a TLS handshake on the client port and the routes.
+const tlsTimeout = 2 * time.Second
 
 // MaxMessageBytes is the embedded server's message size limit.
 const MaxMessageBytes = 4 << 20
@@ -75,6 +84,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	if cfg.ClusterSecret != "" {
 		opts.Users, opts.NoAuthUser = clientUsers(cfg.ClusterSecret)
 	}
+	if cfg.TLS != nil {
+		opts.TLSConfig, opts.TLSTimeout = cfg.TLS.Clone(), tlsTimeout.Seconds()
+	}
 	if cfg.ClusterAddr != "" {
 		chost, cport, err := splitPort(cfg.ClusterAddr, "nats cluster address")
 		if err != nil {
@@ -84,6 +96,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		opts.Cluster = server.ClusterOpts{
 			Name: ClusterName, Host: chost, Port: cport,
 			Username: user, Password: pass,
+		}
+		if cfg.TLS != nil {
+			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = cfg.TLS.Clone(), tlsTimeout.Seconds()
 		}
 		for _, r := range cfg.Routes {
 			opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats", User: url.UserPassword(user, pass), Host: r})

@@ -3,7 +3,9 @@ package ingress
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
+	"github.com/rhizon/rhizon/internal/testcerts"
 )
 
 // asyncErrors collects a connection's asynchronous errors, where NATS
@@ -156,5 +159,53 @@ func TestEmbedded_ClientsWithoutCredentialsMayOnlyPublishCommands(t *testing.T) 
 				t.Fatalf("forged event: %v, want none stored", err)
 			}
 		}
+	}
+}
+
+// With TLS, the client port and the routes of three clustered servers are
+// TLS: a client that trusts the CA reaches a 3-replica stream (which needs
+// the routes), a plaintext client or one trusting another CA is refused.
+func TestEmbedded_TLSOnTheClientPortAndRoutes(t *testing.T) {
+	certs := testcerts.Write(t)
+	servers, urls := startNATSClusterTLS(t, testcerts.Config(t, certs, certs.CA))
+	// A route listener speaks TLS from the first byte.
+	rc, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", servers[1].ClusterAddr().String(),
+		&tls.Config{RootCAs: testcerts.Config(t, certs, certs.CA).RootCAs, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatalf("TLS handshake with a route port: %v", err)
+	}
+	rc.Close()
+	ca := testcerts.Config(t, certs, certs.CA).RootCAs
+	nc, err := nats.Connect(urls[0], nats.Secure(&tls.Config{RootCAs: ca, MinVersion: tls.VersionTLS12}))
+	if err != nil {
+		t.Fatalf("TLS client: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TLS", Subjects: []string{"tls.>"}, Replicas: 3})
+	if err != nil {
+		t.Fatalf("3-replica stream over TLS routes: %v", err)
+	}
+	if _, err := js.Publish(ctx, "tls.x", []byte("x")); err != nil {
+		t.Fatalf("publish to the 3-replica stream: %v", err)
+	}
+	if info, err := st.Info(ctx); err != nil || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+		t.Fatalf("stream replicas: %+v %v, want a leader and 2 replicas", info, err)
+	}
+
+	plain := "nats://" + strings.TrimPrefix(urls[0], "tls://")
+	if c, err := nats.Connect(plain, nats.Timeout(2*time.Second)); err == nil {
+		c.Close()
+		t.Fatal("a plaintext client connected to a TLS client port")
+	}
+	other := testcerts.Config(t, certs, certs.OtherCA).RootCAs
+	if c, err := nats.Connect(urls[0], nats.Timeout(2*time.Second), nats.Secure(&tls.Config{RootCAs: other, MinVersion: tls.VersionTLS12})); err == nil {
+		c.Close()
+		t.Fatal("a client trusting another CA connected")
 	}
 }

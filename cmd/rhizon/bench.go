@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -265,9 +266,15 @@ func (f *benchFlags) openTarget(ctx context.Context, stderr io.Writer, name stri
 		if terr != nil {
 			return nil, nil, terr
 		}
+		var natsTLS *tls.Config
+		if f.tls.on || f.tls.ca != "" {
+			if natsTLS, terr = clientTLS(f.tls.ca); terr != nil {
+				return nil, nil, terr
+			}
+		}
 		t, err = bench.NewRhizon(bench.RhizonConfig{
 			Addrs: splitList(f.addr), Token: f.token, Tenant: f.tenant, Workspace: f.workspace,
-			Conns: f.conns, CommandActor: f.commandActor, NATS: splitList(f.nats), Route: f.route,
+			Conns: f.conns, CommandActor: f.commandActor, NATS: splitList(f.nats), NATSTLS: natsTLS, Route: f.route,
 			ClientOptions: append([]client.Option{client.WithSubmitBatching(f.batchSubmits)}, topts...),
 		})
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 // only publish commands.
 func natsURLCmd() *cobra.Command {
 	var secret string
+	var withTLS bool
 	c := &cobra.Command{
 		Use:   "nats-url [host:port,...]",
 		Short: "Print the embedded NATS client URLs with the node credentials (derived from the cluster secret)",
@@ -38,7 +39,7 @@ func natsURLCmd() *cobra.Command {
 			if len(args) == 1 {
 				addrs = args[0]
 			}
-			urls, err := natsNodeURLs(secret, addrs)
+			urls, err := natsNodeURLs(secret, addrs, withTLS)
 			if err != nil {
 				return &exitErr{exitUsage, err}
 			}
@@ -47,23 +48,28 @@ func natsURLCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&secret, "cluster-secret", "", "the nodes' --cluster-secret (RHIZON_CLUSTER_SECRET)")
+	c.Flags().BoolVar(&withTLS, "tls", false, "tls:// URLs, for nodes started with --tls-cert")
 	return c
 }
 
-// natsNodeURLs is addrs (host:port, comma-separated; a nats:// prefix is
-// allowed) as NATS URLs carrying the node credentials.
-func natsNodeURLs(secret, addrs string) (string, error) {
+// natsNodeURLs is addrs (host:port, comma-separated; a nats:// or tls://
+// prefix is allowed) as NATS URLs carrying the node credentials, tls:// ones
+// with withTLS.
+func natsNodeURLs(secret, addrs string, withTLS bool) (string, error) {
 	if secret == "" {
 		return "", errors.New("--cluster-secret is required (or RHIZON_CLUSTER_SECRET): the credentials are derived from it")
 	}
 	user, pass := ingress.NodeCredentials(secret)
 	var out []string
 	for a := range strings.SplitSeq(addrs, ",") {
-		a = strings.TrimPrefix(strings.TrimSpace(a), "nats://")
+		a = strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(a), "nats://"), "tls://")
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return "", fmt.Errorf("NATS address %q: want host:port", a)
 		}
 		u := url.URL{Scheme: "nats", User: url.UserPassword(user, pass), Host: a}
+		if withTLS {
+			u.Scheme = "tls"
+		}
 		out = append(out, u.String())
 	}
 	return strings.Join(out, ","), nil

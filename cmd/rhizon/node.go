@@ -194,15 +194,15 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	if err != nil {
 		return &exitErr{exitUsage, err}
 	}
-	var peerTLS, raftTLS *tls.Config
+	var peerTLS, nodeTLS *tls.Config
 	if srvTLS != nil {
 		// Every node of a cluster serves TLS or none does: the peers'
 		// gateways and Raft ports are called the way this one is served.
 		if peerTLS, err = clientTLS(f.tlsCA); err != nil {
 			return &exitErr{exitUsage, err}
 		}
-		raftTLS = srvTLS.Clone()
-		raftTLS.RootCAs = peerTLS.RootCAs
+		nodeTLS = srvTLS.Clone()
+		nodeTLS.RootCAs = peerTLS.RootCAs
 	}
 	if soft := tuneGC(cgroupMemoryMax); soft > 0 {
 		log.Info("soft memory limit from the container's", "bytes", soft)
@@ -252,7 +252,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	if natsURL == "" && f.natsAddr != "off" {
 		ec := ingress.EmbeddedConfig{
 			ServerName: "rhizon-" + f.nodeID, Addr: f.natsAddr, StoreDir: filepath.Join(f.dataDir, "nats"),
-			ClusterSecret: secret, Logger: log,
+			ClusterSecret: secret, TLS: nodeTLS, Logger: log,
 		}
 		if len(routes) > 0 {
 			ec.ClusterAddr, ec.Routes = f.natsCluster, routes
@@ -281,7 +281,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		RaftAddr: f.raftAddr, RaftAdvertise: withHost(f.advertise, f.raftAddr),
 		GossipAddr: f.gossipAddr, GossipAdvertise: withHost(resolveIP(f.advertise), f.gossipAddr),
 		GRPCAddr: advertised(f.advertise, gl.Addr().String()), HTTPAddr: advertised(f.advertise, hl.Addr().String()),
-		NATSAddr: natsURL, Join: f.join, BootstrapExpect: f.expect, ClusterSecret: secret, PeerTLS: peerTLS, RaftTLS: raftTLS, RaftAcceptUnauthenticated: f.raftV1, DeadAfter: f.deadAfter,
+		NATSAddr: natsURL, Join: f.join, BootstrapExpect: f.expect, ClusterSecret: secret, PeerTLS: peerTLS, RaftTLS: nodeTLS, RaftAcceptUnauthenticated: f.raftV1, DeadAfter: f.deadAfter,
 		ControlVoters: f.controlVote,
 		FastGossip:    f.fastGossip,
 		ShardTemplate: shard.Config{
@@ -372,10 +372,13 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	}
 	natsLine := natsURL
 	if nats != nil {
+		if srvTLS != nil {
+			natsLine = "tls://" + strings.TrimPrefix(strings.TrimPrefix(natsURL, "nats://"), "tls://")
+		}
 		if dev {
 			// dev's secret is new on every start: print the URL an
 			// event reader needs, as the token is printed.
-			natsLine, _ = natsNodeURLs(secret, strings.TrimPrefix(natsURL, "nats://"))
+			natsLine, _ = natsNodeURLs(secret, natsLine, srvTLS != nil)
 			natsLine += " (JetStream, node credentials)"
 		} else {
 			natsLine += " (JetStream; without credentials only publishing commands: rhizon nats-url)"

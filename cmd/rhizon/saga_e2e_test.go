@@ -24,7 +24,7 @@ import (
 // reading the streams needs.
 func (p *nodeProc) natsURL(t testing.TB) string {
 	t.Helper()
-	u, err := natsNodeURLs(e2eSecret, p.nats)
+	u, err := natsNodeURLs(e2eSecret, p.nats, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,6 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rhizon/rhizon/client"
 	"github.com/rhizon/rhizon/internal/testcerts"
@@ -48,6 +52,38 @@ func TestTLS_DevNodeServesTLSAndClientsVerifyIt(t *testing.T) {
 	b, err := os.ReadFile(certs.CA)
 	if err != nil || !pool.AppendCertsFromPEM(b) {
 		t.Fatalf("read CA: %v", err)
+	}
+
+	// The embedded NATS client port is TLS too: the banner says tls://, a
+	// client trusting the CA gets JetStream, a plaintext one is refused.
+	if !strings.HasPrefix(p.nats, "tls://") {
+		t.Fatalf("the banner's NATS URL %q is not tls://", p.nats)
+	}
+	nc, err := nats.Connect(p.nats, nats.Timeout(5*time.Second), nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+	if err != nil {
+		t.Fatalf("NATS over TLS: %v", err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	jctx, jcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer jcancel()
+	if _, err := js.AccountInfo(jctx); err != nil {
+		t.Fatalf("JetStream over TLS: %v", err)
+	}
+	if c, err := nats.Connect("nats://"+strings.TrimPrefix(p.nats, "tls://"), nats.Timeout(2*time.Second)); err == nil {
+		c.Close()
+		t.Fatal("a plaintext NATS client connected to a TLS node")
+	}
+	// The bench's ingress workload: gRPC and NATS over TLS.
+	cmd := benchCmd()
+	var stdout, stderr bytes.Buffer
+	cmd.SetArgs([]string{"--addr", p.addr, "--token", p.token, "--nats", p.nats, "--tls-ca", certs.CA,
+		"--workload", "ingress", "--concurrency", "2", "--warmup", "0s", "--duration", "1s", "--entities", "4", "--progress=false"})
+	cmd.SetOut(&stdout)
+	cmd.SetErr(&stderr)
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("bench ingress over TLS: %v\n%s\n%s", err, stdout.String(), stderr.String())
 	}
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	resp, err := hc.Get(p.http + "/healthz")

@@ -597,6 +597,28 @@ func expectNothingAccepted(t *testing.T, l *muxLayer) {
 	}
 }
 
+// dialAndPing dials srv's group through out, takes the connection from in
+// and checks that bytes written right after the handshake arrive whole (the
+// handshake must not eat them). Both ends are closed at the end of the test.
+func dialAndPing(t *testing.T, out *muxLayer, srv *Mux, in *muxLayer) (client, server net.Conn) {
+	t.Helper()
+	c, err := out.Dial(srv.Addr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	sc := expectAccepted(t, in, 2*time.Second)
+	t.Cleanup(func() { _ = sc.Close() })
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(sc, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	return c, sc
+}
+
 func TestMuxHandshake(t *testing.T) {
 	muxLeakCheck(t)
 	lw := newMuxTestLog(t)
@@ -616,22 +638,7 @@ func TestMuxHandshake(t *testing.T) {
 	}
 
 	t.Run("routes to the group and passes bytes through", func(t *testing.T) {
-		c, err := out.Dial(srv.Addr(), time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		sc := expectAccepted(t, in, 2*time.Second)
-		defer sc.Close()
-		// Bytes sent right behind the header must not be eaten by the
-		// handshake.
-		if _, err := c.Write([]byte("ping")); err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 4)
-		if _, err := io.ReadFull(sc, buf); err != nil || string(buf) != "ping" {
-			t.Fatalf("read %q, %v", buf, err)
-		}
+		c, sc := dialAndPing(t, out, srv, in)
 		if sc.(*muxConn).dialed || !c.(*muxConn).dialed {
 			t.Fatal("conn roles mixed up")
 		}
@@ -1042,20 +1049,7 @@ func TestMuxTLS(t *testing.T) {
 	cli := listen(testcerts.Config(t, certs, certs.CA))
 	out := muxLayerOf(t, cli, g)
 
-	c, err := out.Dial(srv.Addr(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	sc := expectAccepted(t, in, 2*time.Second)
-	defer sc.Close()
-	if _, err := c.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(sc, buf); err != nil || string(buf) != "ping" {
-		t.Fatalf("read %q, %v", buf, err)
-	}
+	_, sc := dialAndPing(t, out, srv, in)
 	if _, ok := sc.(*muxConn).Conn.(*tls.Conn); !ok {
 		t.Fatalf("accepted conn is %T, not TLS", sc.(*muxConn).Conn)
 	}

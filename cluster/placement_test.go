@@ -930,7 +930,13 @@ func TestLeaderTransfers_ConvergesToOptimal(t *testing.T) {
 }
 
 // With the default 64 shards placed by Desired at rf = 3 and every leader
-// known, leadership converges to within one on the non-draining nodes.
+// known, leadership converges to within one on the non-draining nodes, or
+// to a spread no assignment can beat. The latter is rare (a placement where
+// a few nodes share most of their shards): then the nodes a most loaded one
+// can pass leadership to, directly or down a chain, lead exactly the shards
+// whose voters are all among them, so in any assignment one of them leads at
+// least as many; and symmetrically for the nodes that can pass to a least
+// loaded one. A chain the planner missed would break either bound.
 func TestLeaderTransfers_WithinOne(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		nodes := plGenNodes(t, 3, 9, 1)
@@ -950,10 +956,66 @@ func TestLeaderTransfers_WithinOne(t *testing.T) {
 			}
 			lo, hi = min(lo, load[id]), max(hi, load[id])
 		}
-		if hi-lo > 1 {
-			t.Fatalf("loads %v (draining %v) not within one", load, draining)
+		if hi-lo > 1 && !plSpreadForced(state, leaders, draining, load, lo, hi) {
+			t.Fatalf("loads %v (draining %v) not within one, and an assignment within one may exist", load, draining)
 		}
 	})
+}
+
+// plSpreadForced reports whether no assignment of leaders to eligible voters
+// can have a spread below hi-lo: the nodes reachable from a node leading hi
+// shards (passing a shard's leadership to another eligible voter of it) lead
+// more than hi-1 each on average and can only keep or gain shards in any
+// assignment, and the nodes that can reach a node leading lo lead fewer than
+// lo+1 on average and can only keep or lose them.
+func plSpreadForced(state []ShardReplicas, leaders, draining []string, load map[string]int, lo, hi int) bool {
+	edges := map[string][]string{}
+	redges := map[string][]string{}
+	for s, l := range leaders {
+		for _, v := range state[s].Voters {
+			if v != l && !slices.Contains(draining, v) {
+				edges[l] = append(edges[l], v)
+				redges[v] = append(redges[v], l)
+			}
+		}
+	}
+	closure := func(from string, next map[string][]string) []string {
+		seen := map[string]bool{from: true}
+		out, stack := []string{from}, []string{from}
+		for len(stack) > 0 {
+			u := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			for _, v := range next[u] {
+				if !seen[v] {
+					seen[v] = true
+					out = append(out, v)
+					stack = append(stack, v)
+				}
+			}
+		}
+		return out
+	}
+	sum := func(set []string) int {
+		n := 0
+		for _, x := range set {
+			n += load[x]
+		}
+		return n
+	}
+	var maxNode, minNode string
+	for x, n := range load {
+		if slices.Contains(draining, x) {
+			continue
+		}
+		if n == hi && (maxNode == "" || x < maxNode) {
+			maxNode = x
+		}
+		if n == lo && (minNode == "" || x < minNode) {
+			minNode = x
+		}
+	}
+	r, q := closure(maxNode, edges), closure(minNode, redges)
+	return sum(r) > len(r)*(hi-1) && sum(q) < len(q)*(lo+1)
 }
 
 // Leadership after bootstrap typically lands wherever elections put it;

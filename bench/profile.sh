@@ -14,7 +14,7 @@
 #   PROF_ARGS         more `rhizon bench` flags
 #   PROF=1            write n1's CPU profile to PROF_OUT (/tmp/rhizon-n1.pprof)
 #   PROF_KEEP_LOG     a directory to copy the nodes' logs to
-#   BENCH_SHARDS, BENCH_NATS, BENCH_NODE_ARGS: see rhizon-cluster.sh
+#   BENCH_SHARDS, BENCH_NATS, BENCH_NODE_ARGS, BENCH_TLS: see rhizon-cluster.sh
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bin=${1:-bin/rhizon}
@@ -29,7 +29,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # counts: n1's commands proposed, entries proposed and Raft log entries
 # stored, from one scrape of its metrics (sums over shards).
 counts() {
-	curl -s "http://$http1/metrics" | awk '
+	curl -s ${RHIZON_TLS_CA:+--cacert "$RHIZON_TLS_CA"} "$RHIZON_BENCH_HTTP://$http1/metrics" | awk '
 		index($1, "rhizon_batch_size_sum") == 1 { c += $2 }
 		index($1, "rhizon_batch_size_count") == 1 { e += $2 }
 		index($1, "rhizon_raftlog_entries") == 1 { l += $2 }
@@ -70,7 +70,7 @@ t0=$(date +%s.%N)
 for p in "${pids[@]}"; do before+=("$(cpu_ticks "$p")"); done
 read -r cmds0 ents0 log0 <<<"$(counts)"
 if [[ ${PROF:-0} == 1 ]]; then
-	curl -s -o "${PROF_OUT:-/tmp/rhizon-n1.pprof}" "http://$http1/debug/pprof/profile?seconds=$((dur - 6))" &
+	curl -s ${RHIZON_TLS_CA:+--cacert "$RHIZON_TLS_CA"} -o "${PROF_OUT:-/tmp/rhizon-n1.pprof}" "$RHIZON_BENCH_HTTP://$http1/debug/pprof/profile?seconds=$((dur - 6))" &
 fi
 sleep $((dur - 2))
 after=()

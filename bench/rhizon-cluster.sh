@@ -20,6 +20,10 @@
 #   BENCH_SHARDS      shards of the cluster                   (8)
 #   BENCH_NATS        "off" starts the nodes without NATS     (on)
 #   BENCH_NODE_ARGS   more `rhizon node` flags for every node
+#   BENCH_TLS         "on": the nodes serve TLS (gRPC, HTTP, Raft, NATS) with
+#                     a throw-away CA made by openssl; RHIZON_TLS_CA is then
+#                     exported for the CLI and `rhizon bench`, and
+#                     RHIZON_BENCH_HTTP is https                 (off)
 # shellcheck shell=bash
 
 RHIZON_CLUSTER_PIDS=()
@@ -47,6 +51,23 @@ rhizon_free_ports() {
 	echo "${got[@]}"
 }
 
+# rhizon_bench_certs DIR writes a CA (ca.pem) and a certificate for
+# 127.0.0.1 signed by it (node.pem, node-key.pem), valid for a day.
+rhizon_bench_certs() {
+	local dir=$1
+	if ! command -v openssl >/dev/null; then
+		echo "BENCH_TLS=on needs openssl" >&2
+		return 1
+	fi
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+		-keyout "$dir/ca-key.pem" -out "$dir/ca.pem" -subj /CN=rhizon-bench-ca 2>/dev/null &&
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-keyout "$dir/node-key.pem" -out "$dir/node.csr" -subj /CN=rhizon-bench-node 2>/dev/null &&
+		printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' >"$dir/ext.cnf" &&
+		openssl x509 -req -in "$dir/node.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca-key.pem" -CAcreateserial \
+			-days 1 -extfile "$dir/ext.cnf" -out "$dir/node.pem" 2>/dev/null
+}
+
 rhizon_cluster_start() {
 	local bin=$1 dir=$2 shards=${BENCH_SHARDS:-8} token secret i
 	RHIZON_CLUSTER_DIR=$dir
@@ -59,6 +80,17 @@ rhizon_cluster_start() {
 {"tokens":[{"token":"$token","principal":{"id":"bench","type":"service"},
             "scopes":[{"tenant":"bench","workspace":"*"}]}]}
 JSON
+	local tlsargs=() natstls=()
+	RHIZON_BENCH_HTTP=http
+	if [[ ${BENCH_TLS:-off} == on ]]; then
+		rhizon_bench_certs "$dir" || return 1
+		export RHIZON_TLS_CA=$dir/ca.pem
+		tlsargs=(--tls-cert "$dir/node.pem" --tls-key "$dir/node-key.pem")
+		natstls=(--tls)
+		RHIZON_BENCH_HTTP=https
+	else
+		unset RHIZON_TLS_CA # plaintext nodes refuse --tls-ca alone
+	fi
 	# 6 ports per node: gRPC, HTTP, Raft, gossip (TCP and UDP), NATS
 	# clients, NATS routes.
 	local ports grpc=() http=() raft=() gossip=() nats=() route=()
@@ -80,7 +112,7 @@ JSON
 		local args=(node --node-id "n$((i + 1))" --data-dir "$dir/n$((i + 1))" --token-file "$dir/tokens.json"
 			--cluster-secret "$secret" --shards "$shards" --bootstrap-expect 3 --join "${gossip[0]}"
 			--grpc-addr "${grpc[i]}" --http-addr "${http[i]}" --raft-addr "${raft[i]}" --gossip-addr "${gossip[i]}"
-			--log-level warn)
+			--log-level warn "${tlsargs[@]}")
 		if [[ ${BENCH_NATS:-on} == off ]]; then
 			args+=(--nats-addr off)
 		else
@@ -100,7 +132,7 @@ JSON
 	if [[ ${BENCH_NATS:-on} != off ]]; then
 		# With the node credentials: the ingress workload reads the events
 		# stream, which a client without them may not.
-		RHIZON_BENCH_NATS=$("$bin" nats-url --cluster-secret "$secret" "$(
+		RHIZON_BENCH_NATS=$("$bin" nats-url "${natstls[@]}" --cluster-secret "$secret" "$(
 			IFS=,
 			echo "${nats[*]}"
 		)")

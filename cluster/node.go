@@ -83,13 +83,11 @@ type Config struct {
 	// nodes older than the authenticated mux header, and speak their header
 	// to them: for a rolling upgrade from such a version only.
 	RaftAcceptUnauthenticated bool
-	// RaftTLS, when set, wraps the Raft connections in TLS (MuxConfig.TLS):
-	// its Certificates are this node's, its RootCAs verify the peers.
-	RaftTLS *tls.Config
-	// PeerTLS, when set, is how this node verifies the other nodes'
-	// gateways it calls (forwarding, the internal API): their gRPC
-	// listeners serve TLS. Nil: plaintext.
-	PeerTLS *tls.Config
+	// TLS, when set, wraps the Raft connections in TLS (MuxConfig.TLS) and
+	// makes the calls to the other nodes' gateways (forwarding, the internal
+	// API) TLS: its Certificates are this node's, its RootCAs verify the
+	// peers. Nil: plaintext.
+	TLS *tls.Config
 	// DeadAfter is how long a node may be dead before its replicas are
 	// replaced elsewhere.
 	DeadAfter time.Duration
@@ -211,7 +209,7 @@ func Open(cfg Config) (*Node, error) {
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), replicas: map[uint32]*replica{},
 		stop: make(chan struct{}),
 	}
-	n.peers = newPeerPool(cfg.ClusterSecret, cfg.PeerTLS)
+	n.peers = newPeerPool(cfg.ClusterSecret, cfg.TLS)
 	var err error
 	if n.forwards, err = n.newForwardStats(); err != nil {
 		return nil, err
@@ -238,7 +236,7 @@ func (n *Node) open() error {
 		ht = raft.DefaultConfig().HeartbeatTimeout
 	}
 	if n.mux, err = ListenMux(MuxConfig{BindAddr: n.cfg.RaftAddr, AdvertiseAddr: n.cfg.RaftAdvertise, Secret: n.cfg.ClusterSecret,
-		AcceptUnauthenticated: n.cfg.RaftAcceptUnauthenticated, TLS: n.cfg.RaftTLS, Logger: n.log, HeartbeatLinger: ht / 50}); err != nil {
+		AcceptUnauthenticated: n.cfg.RaftAcceptUnauthenticated, TLS: n.cfg.TLS, Logger: n.log, HeartbeatLinger: ht / 50}); err != nil {
 		return err
 	}
 	if err := n.openControl(); err != nil {

@@ -454,11 +454,10 @@ func (m *Mux) handshake(raw net.Conn) {
 	}()
 	remote := c.RemoteAddr().String()
 	deadline := time.Now().Add(m.hsTimeout)
-	_ = c.SetReadDeadline(deadline)
+	_ = raw.SetDeadline(deadline)
 	if m.tls != nil {
 		// TLS first, so that the challenge below is bound to this
 		// channel: a relay of it could not be used over another one.
-		_ = raw.SetWriteDeadline(deadline)
 		tc := tls.Server(raw, m.tls)
 		c = tc
 		if err := tc.HandshakeContext(m.ctx); err != nil {
@@ -490,7 +489,6 @@ func (m *Mux) handshake(raw net.Conn) {
 		m.warn("raft mux: unsupported header version", "remote", remote, "version", hdr[2], "hint", hint)
 		return
 	}
-	_ = c.SetWriteDeadline(deadline)
 	if v1 {
 		m.warn("raft mux: accepted an unauthenticated connection (--raft-accept-unauthenticated)", "remote", remote)
 	} else if err := m.authenticate(c, hdr[:]); err != nil {
@@ -499,10 +497,7 @@ func (m *Mux) handshake(raw net.Conn) {
 		}
 		return
 	}
-	if err := c.SetReadDeadline(time.Time{}); err != nil {
-		return
-	}
-	if err := c.SetWriteDeadline(time.Time{}); err != nil {
+	if err := c.SetDeadline(time.Time{}); err != nil {
 		return
 	}
 	group := binary.BigEndian.Uint32(hdr[3:])

@@ -137,9 +137,16 @@ func splitPort(addr, what string) (string, int, error) {
 // routeCredentials derives the route user and password from the cluster
 // secret, so every node computes the same ones and nothing else joins.
 func routeCredentials(secret string) (user, pass string) {
-	h := hmac.New(sha256.New, []byte("rhizon nats route v1"))
+	return "rhizon", derive("rhizon nats route v1", secret)
+}
+
+// derive is a password for one purpose (label) from the cluster secret:
+// every node computes the same one, and one purpose's password reveals
+// neither the secret nor another purpose's.
+func derive(label, secret string) string {
+	h := hmac.New(sha256.New, []byte(label))
 	h.Write([]byte(secret))
-	return "rhizon", hex.EncodeToString(h.Sum(nil))
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Client users of the embedded server.
@@ -162,9 +169,7 @@ const (
 // the cluster secret, so every node, and an operator who has the secret,
 // computes the same ones. They differ from the route credentials.
 func NodeCredentials(secret string) (user, pass string) {
-	h := hmac.New(sha256.New, []byte("rhizon nats client v1"))
-	h.Write([]byte(secret))
-	return NodeUser, hex.EncodeToString(h.Sum(nil))
+	return NodeUser, derive("rhizon nats client v1", secret)
 }
 
 // clientUsers are the embedded server's users: the node user with every
@@ -173,11 +178,9 @@ func clientUsers(secret string) ([]*server.User, string) {
 	user, pass := NodeCredentials(secret)
 	// Nobody logs in as the producer by name; its password only keeps
 	// the entry well-formed.
-	h := hmac.New(sha256.New, []byte("rhizon nats producer v1"))
-	h.Write([]byte(secret))
 	producer := &server.User{
 		Username: ProducerUser,
-		Password: hex.EncodeToString(h.Sum(nil)),
+		Password: derive("rhizon nats producer v1", secret),
 		Permissions: &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: []string{ingressPrefix + ">"}},
 			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -262,15 +261,13 @@ func (f *benchFlags) targetList() ([]string, error) {
 // --peer-addrs. stop undoes both.
 func (f *benchFlags) openTarget(ctx context.Context, stderr io.Writer, name string) (t bench.Target, stop func(), err error) {
 	if name == bench.Baseline {
-		topts, terr := f.tls.options()
+		natsTLS, terr := f.tls.config()
 		if terr != nil {
 			return nil, nil, terr
 		}
-		var natsTLS *tls.Config
-		if f.tls.on || f.tls.ca != "" {
-			if natsTLS, terr = clientTLS(f.tls.ca); terr != nil {
-				return nil, nil, terr
-			}
+		var topts []client.Option
+		if natsTLS != nil {
+			topts = []client.Option{client.WithTLS(natsTLS)}
 		}
 		t, err = bench.NewRhizon(bench.RhizonConfig{
 			Addrs: splitList(f.addr), Token: f.token, Tenant: f.tenant, Workspace: f.workspace,

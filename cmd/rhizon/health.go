@@ -28,11 +28,11 @@ func healthCmd() *cobra.Command {
 				return &exitErr{exitUsage, err}
 			}
 			creds := insecure.NewCredentials()
-			if tf.on || tf.ca != "" {
-				cfg, err := clientTLS(tf.ca)
-				if err != nil {
-					return &exitErr{exitUsage, err}
-				}
+			cfg, err := tf.config()
+			if err != nil {
+				return &exitErr{exitUsage, err}
+			}
+			if cfg != nil {
 				creds = credentials.NewTLS(cfg)
 			}
 			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))

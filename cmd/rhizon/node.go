@@ -122,9 +122,9 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP address")
 	fs.BoolVar(&f.raftV1, "raft-accept-unauthenticated", false,
 		"during a rolling upgrade from a version whose Raft connections were not authenticated: accept them, and speak that version to such nodes; anyone who reaches the Raft port can then speak Raft to this node")
-	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) the gRPC and HTTP listeners serve TLS with; needs --tls-key")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) the gRPC, HTTP, Raft and embedded NATS listeners serve TLS with; needs --tls-key")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
-	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA certificates this node verifies the other nodes' gateways with (default: the system's roots)")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA certificates this node verifies the other nodes with: gateways, Raft, NATS routes (default: the system's roots)")
 	_ = fs.MarkHidden("fast-gossip")
 	if dev {
 		fs.StringVar(&f.devTenant, "tenant", "dev", "tenant of the dev token")
@@ -194,15 +194,17 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	if err != nil {
 		return &exitErr{exitUsage, err}
 	}
-	var peerTLS, nodeTLS *tls.Config
+	// nodeTLS is the certificate and the peers' CA, for Raft, the calls to
+	// the peers' gateways and NATS: every node of a cluster serves TLS or
+	// none does, so peers are called the way this node is served.
+	var nodeTLS *tls.Config
 	if srvTLS != nil {
-		// Every node of a cluster serves TLS or none does: the peers'
-		// gateways and Raft ports are called the way this one is served.
-		if peerTLS, err = clientTLS(f.tlsCA); err != nil {
+		peers, err := clientTLS(f.tlsCA)
+		if err != nil {
 			return &exitErr{exitUsage, err}
 		}
 		nodeTLS = srvTLS.Clone()
-		nodeTLS.RootCAs = peerTLS.RootCAs
+		nodeTLS.RootCAs = peers.RootCAs
 	}
 	if soft := tuneGC(cgroupMemoryMax); soft > 0 {
 		log.Info("soft memory limit from the container's", "bytes", soft)
@@ -281,7 +283,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		RaftAddr: f.raftAddr, RaftAdvertise: withHost(f.advertise, f.raftAddr),
 		GossipAddr: f.gossipAddr, GossipAdvertise: withHost(resolveIP(f.advertise), f.gossipAddr),
 		GRPCAddr: advertised(f.advertise, gl.Addr().String()), HTTPAddr: advertised(f.advertise, hl.Addr().String()),
-		NATSAddr: natsURL, Join: f.join, BootstrapExpect: f.expect, ClusterSecret: secret, PeerTLS: peerTLS, RaftTLS: nodeTLS, RaftAcceptUnauthenticated: f.raftV1, DeadAfter: f.deadAfter,
+		NATSAddr: natsURL, Join: f.join, BootstrapExpect: f.expect, ClusterSecret: secret, TLS: nodeTLS, RaftAcceptUnauthenticated: f.raftV1, DeadAfter: f.deadAfter,
 		ControlVoters: f.controlVote,
 		FastGossip:    f.fastGossip,
 		ShardTemplate: shard.Config{

@@ -12,8 +12,8 @@ import (
 	"github.com/rhizon/rhizon/client"
 )
 
-// serverTLS loads the node's certificate and key for its gRPC and HTTP
-// listeners; nil without --tls-cert.
+// serverTLS loads the node's certificate and key for its listeners (gRPC,
+// HTTP, Raft, NATS); nil without --tls-cert.
 func serverTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 	switch {
 	case certFile == "" && keyFile == "" && caFile == "":
@@ -59,13 +59,18 @@ func (t *tlsClientFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&t.ca, "tls-ca", "", "connect with TLS, verifying the node's certificate with the CA certificates in this PEM file (RHIZON_TLS_CA)")
 }
 
-// options are the client options the flags ask for: none for plaintext.
-func (t *tlsClientFlags) options() ([]client.Option, error) {
+// config is the TLS configuration the flags ask for: nil for plaintext.
+func (t *tlsClientFlags) config() (*tls.Config, error) {
 	if !t.on && t.ca == "" {
 		return nil, nil
 	}
-	cfg, err := clientTLS(t.ca)
-	if err != nil {
+	return clientTLS(t.ca)
+}
+
+// options are the client options the flags ask for: none for plaintext.
+func (t *tlsClientFlags) options() ([]client.Option, error) {
+	cfg, err := t.config()
+	if cfg == nil || err != nil {
 		return nil, err
 	}
 	return []client.Option{client.WithTLS(cfg)}, nil

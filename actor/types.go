@@ -287,8 +287,11 @@ func (r Reason) String() string {
 	return "none"
 }
 
-// Result is what a command produced. A duplicate submission gets the original
-// Result back unchanged.
+// Result is what a command produced. A command whose idempotency key was
+// already applied gets the original Result back: with Duplicate set when it
+// is another submission (another command id), with Replay set when it is
+// another attempt of the same one (same command id). Both depend only on the
+// log and the stored result, so every replica answers the same.
 type Result struct {
 	CommandID string  `json:"command_id"`
 	Status    Status  `json:"status"`
@@ -299,7 +302,8 @@ type Result struct {
 	Events    []Event `json:"events,omitempty"`
 	Index     uint64  `json:"index"`               // raft index of the entry that decided it
 	Reply     []byte  `json:"reply,omitempty"`     // what Decide passed to Context.Reply
-	Duplicate bool    `json:"duplicate,omitempty"` // true when this is the stored result of an earlier submission
+	Duplicate bool    `json:"duplicate,omitempty"` // true when this is the stored result of another submission (other command id)
+	Replay    bool    `json:"replay,omitempty"`    // true when this is the stored result of an earlier attempt of this command (same command id)
 }
 
 // Rejection is returned by Decide to refuse a command. Use Reject for a

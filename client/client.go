@@ -398,7 +398,11 @@ func NewID() string {
 // (no leader, or an unknown outcome) and on an overloaded shard, up to the
 // configured number of retries, always with the same idempotency key and
 // command id, so the command takes effect at most once and a retry after an
-// unknown outcome returns the original Result (Duplicate set).
+// unknown outcome returns the original Result as a normal answer, with
+// Result.Replay set: the answer is a replay of this submission's own earlier
+// attempt (or of one the cluster made for it), not someone else's.
+// Result.Duplicate means another command id (another submission) used the
+// idempotency key first.
 //
 // When req.IdempotencyKey or req.CommandId is empty, Submit sets a random one
 // on req itself: after a final unknown-outcome error, the caller can retry

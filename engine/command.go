@@ -44,8 +44,15 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 		if err := proto.Unmarshal(stored, &pr); err != nil {
 			return res, fmt.Errorf("%w: decode stored result: %w", ErrStore, err)
 		}
+		// The same command id is another attempt of the same submission
+		// (an internal retry, a redelivery, the caller's own retry): its
+		// answer is the original one. Another id is another submission.
 		dup := pr.ToActor()
-		dup.Duplicate = true
+		if pr.CommandId == cmd.ID {
+			dup.Replay = true
+		} else {
+			dup.Duplicate = true
+		}
 		return dup, nil
 	}
 

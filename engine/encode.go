@@ -137,6 +137,9 @@ func encodeResult(res *actor.Result, events [][]byte) []byte {
 	if res.Duplicate {
 		n += 2
 	}
+	if res.Replay {
+		n += 2
+	}
 	for _, e := range events {
 		n += 1 + protowire.SizeBytes(len(e))
 	}
@@ -154,5 +157,9 @@ func encodeResult(res *actor.Result, events [][]byte) []byte {
 	if res.Duplicate {
 		b = appendVarint(b, 9, 1)
 	}
-	return appendBytes(b, 10, res.Reply)
+	b = appendBytes(b, 10, res.Reply)
+	if res.Replay {
+		b = appendVarint(b, 11, 1)
+	}
+	return b
 }

@@ -73,6 +73,7 @@ func TestEncodeMatchesProtoMarshal(t *testing.T) {
 			Code:      drawString(t, "code"), Message: drawString(t, "msg"),
 			Version: drawU64(t, "rversion"), Index: drawU64(t, "rindex"),
 			Reply: drawBytes(t, "reply"), Duplicate: rapid.Bool().Draw(t, "dup"),
+			Replay: rapid.Bool().Draw(t, "replay"),
 		}
 		for i := range rapid.IntRange(0, 3).Draw(t, "events") {
 			e := ev

@@ -126,11 +126,13 @@ func TestPromise_ExactlyOnce_DuplicateReturnsOriginalResult(t *testing.T) {
 	r := newReplica(t, builtin.Registry())
 	c1 := addr("counter", "c1")
 	first := r.apply(engine.Entry{Index: 1, At: 1000, Commands: []actor.Command{cmd(c1, "add", "k1", map[string]int{"amount": 5})}})
-	// The same key again, in a later entry and within the same entry.
+	// The same key again from another submission (another command id), in
+	// a later entry and within the same entry.
+	other := func(c actor.Command) actor.Command { c.ID += "-other"; return c }
 	again := r.apply(engine.Entry{Index: 2, At: 1001, Commands: []actor.Command{
-		cmd(c1, "add", "k1", map[string]int{"amount": 5}),
+		other(cmd(c1, "add", "k1", map[string]int{"amount": 5})),
 		cmd(c1, "add", "k2", map[string]int{"amount": 1}),
-		cmd(c1, "add", "k2", map[string]int{"amount": 1}),
+		other(cmd(c1, "add", "k2", map[string]int{"amount": 1})),
 	}})
 	if first[0].Status != actor.StatusAccepted || first[0].Version != 1 {
 		t.Fatalf("first: %+v", first[0])
@@ -210,7 +212,7 @@ func TestPromise_OCC_StaleVersionIsConflictAndActorNotCalled(t *testing.T) {
 	again := r.apply(engine.Entry{Index: 3, At: 12, Commands: []actor.Command{
 		withVersion(cmd(c1, "add", "k3", map[string]int{"amount": 1}), 2),
 	}})
-	if !again[0].Duplicate || again[0].Reason != actor.ReasonConflict {
+	if !again[0].Replay || again[0].Reason != actor.ReasonConflict {
 		t.Fatalf("retry of a conflicted key: %+v", again[0])
 	}
 }

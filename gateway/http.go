@@ -92,6 +92,7 @@ type JSONResult struct {
 	Events      []JSONEvent     `json:"events,omitempty"`
 	Index       uint64          `json:"index"`
 	Duplicate   bool            `json:"duplicate,omitempty"`
+	Replay      bool            `json:"replay,omitempty"`
 	Reply       json.RawMessage `json:"reply,omitempty"`
 	ReplyBase64 string          `json:"reply_base64,omitempty"`
 }
@@ -540,7 +541,7 @@ func resultJSON(r *pb.Result) *JSONResult {
 	out := &JSONResult{
 		CommandID: r.GetCommandId(), Status: statusName(r.GetStatus()), Reason: reasonName(r.GetReason()),
 		Code: r.GetCode(), Message: r.GetMessage(), Version: r.GetVersion(), Index: r.GetIndex(),
-		Duplicate: r.GetDuplicate(),
+		Duplicate: r.GetDuplicate(), Replay: r.GetReplay(),
 	}
 	for _, e := range r.GetEvents() {
 		out.Events = append(out.Events, *eventJSON(e))

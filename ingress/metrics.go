@@ -42,7 +42,7 @@ func newMetrics(m *Manager) (*metrics, error) {
 	check(e)
 	mt.deadLetters, e = meter.Int64Counter("rhizon.ingress.dead_letters", metric.WithDescription("Ingress messages moved to the dead-letter subject, by kind: rejected (can never apply) or poison (kept failing)."))
 	check(e)
-	mt.commands, e = meter.Int64Counter("rhizon.ingress.commands", metric.WithDescription("Ingress commands applied, by result (duplicates are redeliveries or republished commands)."))
+	mt.commands, e = meter.Int64Counter("rhizon.ingress.commands", metric.WithDescription("Ingress commands applied, by result (replay: a redelivered or republished command already applied; duplicate: another command under a key already used)."))
 	check(e)
 	mt.publishedC, e = meter.Int64Counter("rhizon.outbox.published", metric.WithDescription("Outbox rows published to JetStream; duplicate=true when JetStream already had the message id."))
 	check(e)
@@ -113,8 +113,11 @@ func (mt *metrics) deadLetter(ctx context.Context, id uint32, kind string) {
 
 func (mt *metrics) applied(ctx context.Context, id uint32, r *actor.Result) {
 	res := string(r.Status)
-	if r.Duplicate {
+	switch {
+	case r.Duplicate:
 		res = "duplicate"
+	case r.Replay:
+		res = "replay"
 	}
 	mt.commands.Add(ctx, 1, metric.WithAttributes(attribute.Int("shard", int(id)), attribute.String("result", res)))
 }

@@ -231,8 +231,8 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	// Overloaded, outcome unknown, halted: the command is tried again here,
 	// after a backoff, while the lane's later messages (this entity's among
 	// them) wait; handed back to JetStream it would let them apply first.
-	// A retry of a command that did apply is a duplicate, not a second
-	// effect. After MaxDeliver tries JetStream redelivers it later.
+	// A retry of a command that did apply is a replay of its result, not
+	// a second effect. After MaxDeliver tries JetStream redelivers it later.
 	for try := 1; ; try++ {
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		res, err := w.sh.Submit(sctx, cmd)

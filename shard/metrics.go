@@ -42,7 +42,7 @@ func newMetrics(id uint32) (*metrics, error) {
 		fail:      metric.WithAttributeSet(attribute.NewSet(shard, attribute.String("status", "error"))),
 		byKind:    map[string]metric.MeasurementOption{},
 	}
-	for _, k := range []string{"accepted", "duplicate", actor.ReasonNone.String(), actor.ReasonConflict.String(),
+	for _, k := range []string{"accepted", "duplicate", "replay", actor.ReasonNone.String(), actor.ReasonConflict.String(),
 		actor.ReasonViolation.String(), actor.ReasonInvalid.String(), actor.ReasonBusiness.String()} {
 		mt.byKind[k] = metric.WithAttributeSet(attribute.NewSet(shard, attribute.String("result", k)))
 	}
@@ -52,7 +52,7 @@ func newMetrics(id uint32) (*metrics, error) {
 		}
 	}
 	var e error
-	mt.commands, e = m.Int64Counter("rhizon.commands", metric.WithDescription("Commands applied, by result: accepted, duplicate, conflict, violation, invalid, business."))
+	mt.commands, e = m.Int64Counter("rhizon.commands", metric.WithDescription("Commands applied, by result: accepted, duplicate, replay, conflict, violation, invalid, business."))
 	check(e)
 	mt.timers, e = m.Int64Counter("rhizon.timers.fired", metric.WithDescription("Timers delivered by the engine."))
 	check(e)
@@ -74,6 +74,8 @@ func resultKind(r *actor.Result) string {
 	switch {
 	case r.Duplicate:
 		return "duplicate"
+	case r.Replay:
+		return "replay"
 	case r.Status == actor.StatusAccepted:
 		return "accepted"
 	}

@@ -153,9 +153,10 @@ func TestShard_SnapshotCompactsLogAndRestartResumes(t *testing.T) {
 	if got := r.s.Meta(); got.Index < meta.Index || (got.Index == meta.Index && got.Hash != meta.Hash) {
 		t.Fatalf("after restart: %+v, before %+v", got, meta)
 	}
-	// Re-sending an early command (whose entry was compacted away) is still a duplicate.
+	// Re-sending an early command (whose entry was compacted away) still
+	// finds it applied: a replay, since it is the same command.
 	res, err := r.s.Submit(ctx(t), add("c0", 0))
-	if err != nil || !res.Duplicate {
+	if err != nil || !res.Replay || res.Duplicate {
 		t.Fatalf("re-send after compaction and restart: %+v %v", res, err)
 	}
 	ent, err := r.s.Store().Entity(add("c0", 0).Address)

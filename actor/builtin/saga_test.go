@@ -409,7 +409,7 @@ func (r *sagaRig) deliver(c actor.Command, twice bool) {
 	}
 	r.delivered = append(r.delivered, c)
 	res := r.apply(c)
-	if res.Status != actor.StatusAccepted || res.Duplicate {
+	if res.Status != actor.StatusAccepted || res.Duplicate || res.Replay {
 		r.t.Fatalf("delivering %s to %s: %+v", c.Type, c.Address, res)
 	}
 	if twice {
@@ -428,7 +428,7 @@ func (r *sagaRig) redeliver(c actor.Command, first actor.Result) {
 	}
 	pending := r.pendingRows(sh)
 	res := r.apply(c)
-	if !res.Duplicate || res.Status != first.Status || res.Version != first.Version || len(res.Events) != len(first.Events) {
+	if !res.Replay || res.Duplicate || res.Status != first.Status || res.Version != first.Version || len(res.Events) != len(first.Events) {
 		r.t.Fatalf("redelivered %s to %s: %+v, first %+v", c.Type, c.Address, res, first)
 	}
 	after, err := sh.store.Entity(c.Address)
@@ -642,7 +642,7 @@ func TestSagaEngine(t *testing.T) {
 }
 
 // redeliverAll delivers every Send of the flow once more, after the flow has
-// finished (a transport redelivering late): each is a duplicate, and no
+// finished (a transport redelivering late): each is a replay, and no
 // entity changes.
 func (r *sagaRig) redeliverAll() {
 	r.t.Helper()
@@ -651,7 +651,7 @@ func (r *sagaRig) redeliverAll() {
 		before, _ := sh.store.Entity(c.Address)
 		res := r.apply(c)
 		after, _ := sh.store.Entity(c.Address)
-		if !res.Duplicate || after.Version != before.Version || !bytes.Equal(after.State, before.State) {
+		if !res.Replay || res.Duplicate || after.Version != before.Version || !bytes.Equal(after.State, before.State) {
 			r.t.Fatalf("late redelivery of %s to %s: %+v", c.Type, c.Address, res)
 		}
 	}

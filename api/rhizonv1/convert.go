@@ -89,7 +89,7 @@ func FromResult(r *actor.Result) *Result {
 	pr := &Result{
 		CommandId: r.CommandID, Status: Status(r.Status), Reason: Reason(r.Reason),
 		Code: r.Code, Message: r.Message, Version: r.Version, Index: r.Index,
-		Duplicate: r.Duplicate, Reply: r.Reply,
+		Duplicate: r.Duplicate, Replay: r.Replay, Reply: r.Reply,
 	}
 	if len(r.Events) > 0 {
 		pr.Events = make([]*Event, len(r.Events))
@@ -105,7 +105,7 @@ func (r *Result) ToActor() actor.Result {
 	ar := actor.Result{
 		CommandID: r.CommandId, Status: actor.Status(r.Status), Reason: actor.Reason(r.Reason),
 		Code: r.Code, Message: r.Message, Version: r.Version, Index: r.Index,
-		Duplicate: r.Duplicate, Reply: r.Reply,
+		Duplicate: r.Duplicate, Replay: r.Replay, Reply: r.Reply,
 	}
 	if len(r.Events) > 0 {
 		ar.Events = make([]actor.Event, len(r.Events))

@@ -981,10 +981,21 @@ type Result struct {
 	Version   uint64                 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
 	Events    []*Event               `protobuf:"bytes,7,rep,name=events,proto3" json:"events,omitempty"`
 	Index     uint64                 `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
-	// true when this is the stored result of an earlier submission with the
-	// same idempotency key.
-	Duplicate     bool   `protobuf:"varint,9,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
-	Reply         []byte `protobuf:"bytes,10,opt,name=reply,proto3" json:"reply,omitempty"`
+	// true when another submission already used this idempotency key: this is
+	// that submission's stored result (status, version and events are the
+	// original's, command_id is the original's), and this command had no
+	// effect. "Another submission" means another command_id: a caller that
+	// sends a new command id under a key it used before, or a different caller.
+	Duplicate bool   `protobuf:"varint,9,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Reply     []byte `protobuf:"bytes,10,opt,name=reply,proto3" json:"reply,omitempty"`
+	// true when this command (same idempotency key AND same command_id) had
+	// already been applied by an earlier attempt, and this is that attempt's
+	// result: a normal answer (duplicate is false), with the version and
+	// events of the one time it took effect. Attempts are retries inside the
+	// cluster (forwarding to the leader, leader changes, ingress redeliveries)
+	// or the caller's own retry with the same command_id (the Go client
+	// reuses it). A caller that sent the command once may ignore it.
+	Replay        bool `protobuf:"varint,11,opt,name=replay,proto3" json:"replay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1087,6 +1098,13 @@ func (x *Result) GetReply() []byte {
 		return x.Reply
 	}
 	return nil
+}
+
+func (x *Result) GetReplay() bool {
+	if x != nil {
+		return x.Replay
+	}
+	return false
 }
 
 // Rejection is the audit record of a command that was refused.
@@ -2956,7 +2974,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\tprincipal\x18\v \x01(\v2\x14.rhizon.v1.PrincipalR\tprincipal\x12\x14\n" +
 	"\x05shard\x18\f \x01(\rR\x05shard\x12\x14\n" +
 	"\x05index\x18\r \x01(\x04R\x05index\x12\x18\n" +
-	"\aordinal\x18\x0e \x01(\rR\aordinal\"\xb9\x02\n" +
+	"\aordinal\x18\x0e \x01(\rR\aordinal\"\xd1\x02\n" +
 	"\x06Result\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12)\n" +
@@ -2969,7 +2987,8 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x05index\x18\b \x01(\x04R\x05index\x12\x1c\n" +
 	"\tduplicate\x18\t \x01(\bR\tduplicate\x12\x14\n" +
 	"\x05reply\x18\n" +
-	" \x01(\fR\x05reply\"\xf3\x04\n" +
+	" \x01(\fR\x05reply\x12\x16\n" +
+	"\x06replay\x18\v \x01(\bR\x06replay\"\xf3\x04\n" +
 	"\tRejection\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1d\n" +
 	"\n" +

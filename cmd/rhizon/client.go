@@ -423,6 +423,8 @@ func printResult(w io.Writer, format string, r *pb.Result) error {
 		dup := ""
 		if r.Duplicate {
 			dup = " (duplicate: the original result)"
+		} else if r.Replay {
+			dup = " (applied by an earlier attempt of this command)"
 		}
 		fmt.Fprintf(w, "accepted%s: version %d, index %d\n", dup, r.Version, r.Index)
 		for _, ev := range r.Events {
@@ -473,7 +475,7 @@ func resultJSON(r *pb.Result) map[string]any {
 	}
 	m := map[string]any{
 		"command_id": r.GetCommandId(), "status": statusName(r.GetStatus()), "accepted": r.GetStatus() == pb.Status_STATUS_ACCEPTED,
-		"duplicate": r.GetDuplicate(), "version": r.GetVersion(), "index": r.GetIndex(), "events": evs,
+		"duplicate": r.GetDuplicate(), "replay": r.GetReplay(), "version": r.GetVersion(), "index": r.GetIndex(), "events": evs,
 	}
 	if r.GetStatus() == pb.Status_STATUS_REJECTED {
 		m["reason"], m["code"], m["message"] = reasonName(r.GetReason()), r.GetCode(), r.GetMessage()

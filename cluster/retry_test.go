@@ -1,0 +1,306 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/actor/builtin"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/cluster"
+	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/gateway"
+)
+
+// cutProxy stands in front of a node's gRPC port: peers reach the node
+// through it (it is the address the node advertises), so the test can lose
+// the node's answers to them and then cut the link.
+type cutProxy struct {
+	l      net.Listener
+	target string
+	mute   atomic.Bool // drop everything the node sends back
+
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{l: l, target: target}
+	go p.serve()
+	t.Cleanup(func() { l.Close(); p.cut() })
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.l.Addr().String() }
+
+func (p *cutProxy) serve() {
+	for {
+		c, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, s)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(s, c); s.Close() }()
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := s.Read(buf)
+				if n > 0 && !p.mute.Load() {
+					if _, werr := c.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
+			c.Close()
+		}()
+	}
+}
+
+// cut closes every connection through the proxy and lets new ones talk.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+	p.mute.Store(false)
+}
+
+type proxiedNode struct {
+	node  *cluster.Node
+	addr  string // the gateway, direct
+	proxy *cutProxy
+}
+
+// startProxiedCluster starts 3 real nodes (Raft over TCP, Badger on disk)
+// whose node-to-node gRPC calls go through a cutProxy each.
+func startProxiedCluster(t *testing.T, shards uint32) []*proxiedNode {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	auth, err := gateway.NewAuth("test", []gateway.TokenEntry{
+		{Token: tokenA, Principal: gateway.TokenPrincipal{ID: "alice", Type: "user"}, Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var nodes []*proxiedNode
+	var join []string
+	for i := range 3 {
+		id := fmt.Sprintf("n%d", i+1)
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		px := newCutProxy(t, l.Addr().String())
+		n, err := cluster.Open(cluster.Config{
+			NodeID: id, DataDir: t.TempDir(), Shards: shards, Registry: builtin.Registry(), Logger: quiet,
+			ShardTemplate: testShardConfig(), Version: "test", GRPCAddr: px.addr(), ClusterSecret: "test-secret",
+			FastGossip: true, BootstrapExpect: 3, Join: join, DeadAfter: time.Hour,
+		})
+		if err != nil {
+			l.Close()
+			t.Fatal(err)
+		}
+		if i == 0 {
+			join = []string{n.GossipAddr()}
+		}
+		gw, err := gateway.New(gateway.Config{Backend: n, Auth: auth, NodeID: id, Version: "test", Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer(gateway.ServerOptions()...)
+		gw.RegisterGRPC(srv)
+		n.RegisterGRPC(srv)
+		go srv.Serve(l)
+		t.Cleanup(func() { srv.Stop(); _ = n.Kill() })
+		nodes = append(nodes, &proxiedNode{node: n, addr: l.Addr().String(), proxy: px})
+	}
+	for _, pn := range nodes {
+		c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		err := pn.node.WaitReady(c)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return nodes
+}
+
+// rawSubmit calls one gateway's Submit once, with no client-side retry.
+func rawSubmit(ctx context.Context, t *testing.T, addr string, req *pb.SubmitRequest) (*pb.SubmitResponse, error) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tokenA)
+	return pb.NewGatewayClient(conn).Submit(ctx, req)
+}
+
+// TestPromise_ExactlyOnce_InternalRetryAnswersTheSingleCallerNormally: a
+// command sent once to a node that forwards it to the shard leader; the
+// leader applies it, and its answer is lost on the link, which is then cut.
+// The forwarding node retries on its own (same command id), the leader finds
+// the command applied: the caller, who sent it once, gets accepted with the
+// command's version, not "duplicate". A later submission with the same key
+// and another command id is a duplicate; the caller's own retry (same
+// command id) is a replay.
+func TestPromise_ExactlyOnce_InternalRetryAnswersTheSingleCallerNormally(t *testing.T) {
+	const shards = 2
+	nodes := startProxiedCluster(t, shards)
+	ctx := ctx(t)
+	addr := actor.Address{Tenant: "a", Workspace: "w", ActorType: "counter", EntityID: "once"}
+	id := actor.ShardOf(addr, shards)
+	req := func(key, cmdID string) *pb.SubmitRequest {
+		return &pb.SubmitRequest{
+			Address: pb.FromAddress(addr), Type: "cmd.counter.add", Payload: []byte(`{"amount":7}`),
+			IdempotencyKey: key, CommandId: cmdID,
+		}
+	}
+
+	// Two commands first, so the one under test has version 3 and the
+	// forwarding node has its connection to the leader.
+	var leader, fwd *proxiedNode
+	for i := range 2 {
+		// The leader may still move while the cluster settles.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			leader, fwd = nil, nil
+			for _, pn := range nodes {
+				for _, s := range pn.node.Shards() {
+					if s.ID() == id && s.IsLeader() {
+						leader = pn
+					}
+				}
+			}
+			for _, pn := range nodes {
+				if pn != leader {
+					fwd = pn
+				}
+			}
+			if leader != nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if leader == nil {
+			t.Fatalf("shard %d has no leader", id)
+		}
+		if _, err := rawSubmit(ctx, t, fwd.addr, req(fmt.Sprintf("warm-%d", i), "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	fwdBefore := fwd.node.Forwarded()
+	leader.proxy.mute.Store(true)
+	type answer struct {
+		resp *pb.SubmitResponse
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		// No command id: the gateway assigns one, and it must survive the
+		// node's internal retries.
+		resp, err := rawSubmit(ctx, t, fwd.addr, req("once-1", ""))
+		done <- answer{resp, err}
+	}()
+	// Cut the link once the command is applied (committed) on any replica:
+	// the forward's answer is lost after the proposal.
+	deadline := time.Now().Add(20 * time.Second)
+	for applied := false; !applied; {
+		for _, pn := range nodes {
+			for _, s := range pn.node.Shards() {
+				if s.ID() != id {
+					continue
+				}
+				if _, ok, err := s.Store().Result(addr, "once-1"); err == nil && ok {
+					applied = true
+				}
+			}
+		}
+		if !applied && time.Now().After(deadline) {
+			t.Fatal("the command was not applied within 20 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	leader.proxy.cut()
+
+	var got answer
+	select {
+	case got = <-done:
+	case <-time.After(40 * time.Second):
+		t.Fatal("no answer 40 s after the cut")
+	}
+	if got.err != nil {
+		t.Fatalf("submit sent once: %v", got.err)
+	}
+	if n := fwd.node.Forwarded() - fwdBefore; n < 2 {
+		t.Fatalf("the forwarding node forwarded %d times; the test needs its internal retry", n)
+	}
+	res := got.resp.GetResult()
+	if res.GetStatus() != pb.Status_STATUS_ACCEPTED || res.GetDuplicate() || res.GetVersion() != 3 ||
+		len(res.GetEvents()) != 1 || res.GetEvents()[0].GetVersion() != 3 || res.GetEvents()[0].GetId() != engine.EventID(addr, 3) {
+		t.Fatalf("a command sent once, retried inside the cluster: %v; want accepted at version 3, not duplicate", res)
+	}
+	if !res.GetReplay() {
+		t.Fatalf("the retried attempt's answer is not marked as a replay of the first: %v", res)
+	}
+
+	// The caller's own retry (same command id) is a replay too.
+	own, err := rawSubmit(ctx, t, fwd.addr, req("once-1", res.GetCommandId()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := own.GetResult(); r.GetDuplicate() || !r.GetReplay() || r.GetStatus() != pb.Status_STATUS_ACCEPTED || r.GetVersion() != 3 {
+		t.Fatalf("the caller's own retry: %v; want accepted at version 3, replay, not duplicate", r)
+	}
+
+	// Another submission under the same key: duplicate, the original result.
+	dup, err := rawSubmit(ctx, t, fwd.addr, req("once-1", "another-submission"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := dup.GetResult(); !r.GetDuplicate() || r.GetReplay() || r.GetStatus() != pb.Status_STATUS_ACCEPTED ||
+		r.GetVersion() != 3 || r.GetCommandId() != res.GetCommandId() {
+		t.Fatalf("same key, another command id: %v; want duplicate with the original result", r)
+	}
+
+	ent, _, err := leader.node.Get(ctx, addr, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ent.Version != 3 {
+		t.Fatalf("entity at version %d, want 3: one effect", ent.Version)
+	}
+}

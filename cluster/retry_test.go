@@ -304,3 +304,35 @@ func TestPromise_ExactlyOnce_InternalRetryAnswersTheSingleCallerNormally(t *test
 		t.Fatalf("entity at version %d, want 3: one effect", ent.Version)
 	}
 }
+
+// TestClient_OwnRetryIsAReplayAnotherSubmissionADuplicate: the Go client
+// keeps the command id it set on the request, so sending the same request
+// again (its own retry after, say, an unknown outcome) is answered as a
+// replay of its earlier attempt; a new request under the same key is a
+// duplicate.
+func TestClient_OwnRetryIsAReplayAnotherSubmissionADuplicate(t *testing.T) {
+	tn := startNode(t, t.TempDir(), 2)
+	c := tn.client(t, tokenA)
+	req := submit("counter", "r1", "add", "k1", `{"amount":2}`)
+	first, err := c.Submit(ctx(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.CommandId == "" || first.Result.CommandId != req.CommandId || first.Result.Replay || first.Result.Duplicate {
+		t.Fatalf("first attempt: %v (request command id %q)", first.Result, req.CommandId)
+	}
+	again, err := c.Submit(ctx(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := again.Result; !r.Replay || r.Duplicate || r.Status != pb.Status_STATUS_ACCEPTED || r.Version != 1 || r.Index != first.Result.Index {
+		t.Fatalf("the client's own retry: %v; want the first result, replay", r)
+	}
+	other, err := c.Submit(ctx(t), submit("counter", "r1", "add", "k1", `{"amount":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := other.Result; !r.Duplicate || r.Replay || r.Version != 1 || r.CommandId != req.CommandId {
+		t.Fatalf("another submission with the same key: %v; want duplicate with the original result", r)
+	}
+}

@@ -1382,7 +1382,10 @@ type SubmitRequest struct {
 	// Retries of the same command must carry the same key. Required.
 	IdempotencyKey  string  `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	ExpectedVersion *uint64 `protobuf:"varint,5,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
-	// Optional; the gateway assigns one when empty.
+	// Optional; the gateway assigns one when empty. It names this submission:
+	// send the same one on every retry, so an attempt that finds the command
+	// applied is answered normally (Result.replay) rather than as another
+	// submission's (Result.duplicate).
 	CommandId     string `protobuf:"bytes,6,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	CausationId   string `protobuf:"bytes,7,opt,name=causation_id,json=causationId,proto3" json:"causation_id,omitempty"`
 	CorrelationId string `protobuf:"bytes,8,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`

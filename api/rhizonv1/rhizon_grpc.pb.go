@@ -40,7 +40,9 @@ type GatewayClient interface {
 	// Submit proposes one command and waits until its log entry is committed on
 	// a quorum and applied. Conflicts and business rejections are Results, not
 	// errors. UNAVAILABLE with "outcome unknown" means the command may or may
-	// not have been applied: retry with the same idempotency key.
+	// not have been applied: retry with the same idempotency key and command_id
+	// (the answer is then the original result, with Result.replay set if the
+	// earlier attempt applied it).
 	Submit(ctx context.Context, in *SubmitRequest, opts ...grpc.CallOption) (*SubmitResponse, error)
 	// SubmitBatch submits several commands in one call, each exactly as Submit
 	// would, each with its own outcome; it answers when all have one. Clients
@@ -177,7 +179,9 @@ type GatewayServer interface {
 	// Submit proposes one command and waits until its log entry is committed on
 	// a quorum and applied. Conflicts and business rejections are Results, not
 	// errors. UNAVAILABLE with "outcome unknown" means the command may or may
-	// not have been applied: retry with the same idempotency key.
+	// not have been applied: retry with the same idempotency key and command_id
+	// (the answer is then the original result, with Result.replay set if the
+	// earlier attempt applied it).
 	Submit(context.Context, *SubmitRequest) (*SubmitResponse, error)
 	// SubmitBatch submits several commands in one call, each exactly as Submit
 	// would, each with its own outcome; it answers when all have one. Clients

@@ -56,7 +56,8 @@ func metricSum(t *testing.T, base, name, labelRe string) float64 {
 
 // The node dies (SIGKILL, test-only failpoint) after the command committed
 // and before JetStream got the ack. After the restart the message is
-// delivered again and applied as a duplicate: one effect, one event.
+// delivered again and found applied under its own command id (a replay of
+// the first result): one effect, one event.
 func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing.T) {
 	dir := t.TempDir()
 	p := startDev(t, dir, "RHIZON_FAILPOINTS=ingress-after-commit")
@@ -91,8 +92,8 @@ func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing
 
 	p = startDev(t, dir)
 	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
-		if n := metricSum(t, p.http, "rhizon_ingress_commands_total", `result="duplicate"`); n != 1 {
-			return fmt.Errorf("duplicate applications from ingress: %v, want 1", n)
+		if n := metricSum(t, p.http, "rhizon_ingress_commands_total", `result="replay"`); n != 1 {
+			return fmt.Errorf("replays from ingress: %v, want 1", n)
 		}
 		return nil
 	})

@@ -18,9 +18,22 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 	res := actor.Result{CommandID: cmd.ID, Index: a.index}
 
 	// Malformed commands leave no trace: there is nothing sound to record.
+	// Validate also refuses what only the engine may make (the timer verb,
+	// its keys), whatever path the command came by.
 	if err := cmd.Validate(); err != nil {
 		return rejected(res, err), nil
 	}
+	return a.validated(cmd, res)
+}
+
+// internal applies a command the engine made itself (a timer firing): it
+// skips Validate, which refuses the engine's own verb and keys to clients.
+func (a *applier) internal(cmd *actor.Command) (actor.Result, error) {
+	a.nthCmd++
+	return a.validated(cmd, actor.Result{CommandID: cmd.ID, Index: a.index})
+}
+
+func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result, error) {
 	if !cmd.Security.Allows(cmd.Address.Tenant, cmd.Address.Workspace) {
 		msg := fmt.Sprintf("principal %s (%s) may not act in tenant %q workspace %q",
 			cmd.Security.Principal.ID, cmd.Security.Principal.Type, cmd.Address.Tenant, cmd.Address.Workspace)
@@ -183,7 +196,7 @@ func (a *applier) outbox(cmd *actor.Command, srcKey []byte, version uint64, n in
 		Payload:        s.Payload,
 		IdempotencyKey: "send/" + id,
 		Security: actor.Security{
-			Principal: actor.Principal{ID: senderID(src), Type: actor.PrincipalService},
+			Principal: actor.SenderPrincipal(src),
 			Scopes:    []actor.Scope{{Tenant: src.Tenant, Workspace: src.Workspace}},
 		},
 		CausationID:   cmd.ID,
@@ -205,18 +218,6 @@ func (a *applier) putOutbox(pos Position, kind byte, data []byte) {
 func (a *applier) putOutboxRow(pos Position, row []byte) {
 	a.b.PutOutbox(pos, row)
 	a.hash('O', u64(pos.Index), u64(uint64(pos.Ordinal)), row)
-}
-
-// senderID names the actor that sent a command as a valid principal id
-// ("actor:<type>:<entity>"); ids are at most actor.MaxIDLen bytes, so a long
-// one is cut and completed with a hash that keeps it unique.
-func senderID(src actor.Address) string {
-	id := "actor:" + src.ActorType + ":" + src.EntityID
-	if len(id) <= actor.MaxIDLen {
-		return id
-	}
-	h := deterministicID("sender", src.Key())
-	return id[:actor.MaxIDLen-len(h)-1] + "~" + h
 }
 
 // violation records evt.security.violation in the target entity's history.

@@ -390,7 +390,7 @@ func (a *applier) fireTimers() (int, error) {
 				Scopes:    []actor.Scope{{Tenant: t.Address.Tenant, Workspace: t.Address.Workspace}},
 			},
 		}
-		if _, err := a.command(&cmd); err != nil {
+		if _, err := a.internal(&cmd); err != nil {
 			return 0, err
 		}
 	}

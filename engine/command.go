@@ -37,7 +37,7 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 	if !cmd.Security.Allows(cmd.Address.Tenant, cmd.Address.Workspace) {
 		msg := fmt.Sprintf("principal %s (%s) may not act in tenant %q workspace %q",
 			cmd.Security.Principal.ID, cmd.Security.Principal.Type, cmd.Address.Tenant, cmd.Address.Workspace)
-		return a.violation(cmd, res, msg), nil
+		return a.violation(cmd, res, msg)
 	}
 	beh, ok := a.e.reg.Lookup(cmd.Address.ActorType)
 	if !ok {
@@ -83,7 +83,7 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 	}
 	if derr != nil {
 		if r, ok := actor.AsRejection(derr); ok && r.Reason == actor.ReasonViolation {
-			return a.violation(cmd, res, r.Message), nil
+			return a.violation(cmd, res, r.Message)
 		}
 		res = rejected(res, derr)
 		if res.Reason == actor.ReasonBusiness {
@@ -220,28 +220,8 @@ func (a *applier) putOutboxRow(pos Position, row []byte) {
 	a.hash('O', u64(pos.Index), u64(uint64(pos.Ordinal)), row)
 }
 
-// violation records evt.security.violation in the target entity's history.
-// It stores no idempotency record: otherwise a caller without rights could
-// poison the key space of the entity it attacked.
-func (a *applier) violation(cmd *actor.Command, res actor.Result, msg string) actor.Result {
-	res.Status, res.Reason, res.Code, res.Message = actor.StatusRejected, actor.ReasonViolation, "violation", msg
-	a.recordRejection(cmd, cmd.Address.Key(), &res, ViolationEventType, 0)
-	return res
-}
-
 func (a *applier) recordRejection(cmd *actor.Command, addrKey []byte, res *actor.Result, typ string, version uint64) {
-	pos := a.nextPos()
-	rj := &pb.Rejection{
-		Type: typ, CommandId: cmd.ID, CommandType: cmd.Type, Address: pb.FromAddress(cmd.Address),
-		Reason: pb.Reason(res.Reason), Code: res.Code, Message: res.Message, At: a.at,
-		Principal: pb.FromPrincipal(cmd.Security.Principal), IdempotencyKey: cmd.IdempotencyKey,
-		ExpectedVersion: cmd.ExpectedVersion, ActualVersion: version,
-		CausationId: cmd.CausationID, CorrelationId: correlation(cmd), Traceparent: cmd.TraceParent,
-		Shard: a.e.shard, Index: pos.Index, Ordinal: pos.Ordinal,
-	}
-	data := mustMarshal(rj)
-	a.b.AppendHistory(cmd.Address, pos, HistoryRejection, data)
-	a.hash('R', addrKey, u64(pos.Index), u64(uint64(pos.Ordinal)), data)
+	a.writeRejection(cmd, cmd.Address, addrKey, a.nextPos(), res, res.Message, typ, version)
 }
 
 func (a *applier) storeResult(cmd *actor.Command, addrKey []byte, res *actor.Result) {

@@ -417,7 +417,7 @@ func (m *Mux) acceptLoop() {
 			}
 		}
 		delay = 0
-		if !m.takeSlot() {
+		if !m.takeSlot(hostOf(c)) {
 			_ = c.Close()
 			return
 		}
@@ -437,21 +437,37 @@ func (m *Mux) acceptLoop() {
 	}
 }
 
-// takeSlot takes a handshake slot. When all are taken, the oldest pending
-// connection is closed to free one: a real peer finishes its handshake within
-// a round trip, so the oldest is the one most likely idle, and connections
-// that send nothing cannot keep peers out. False when the mux closes.
-func (m *Mux) takeSlot() bool {
+// takeSlot takes a handshake slot for a connection from host. When all are
+// taken, or host already holds its share (a quarter of them), the oldest
+// pending connection (of host, when over its share) is closed to free one:
+// a real peer finishes its handshake within a round trip, so the oldest is
+// the one most likely idle, and connections that send nothing cannot keep
+// peers out. False when the mux closes.
+func (m *Mux) takeSlot(host string) bool {
+	perHost := max(cap(m.hsSlots)/4, 1)
 	for {
-		select {
-		case m.hsSlots <- struct{}{}:
-			return true
-		default:
+		m.mu.Lock()
+		fromHost := 0
+		for c := range m.pending {
+			if hostOf(c) == host {
+				fromHost++
+			}
+		}
+		m.mu.Unlock()
+		if fromHost < perHost {
+			select {
+			case m.hsSlots <- struct{}{}:
+				return true
+			default:
+			}
 		}
 		m.mu.Lock()
 		var oldest net.Conn
 		var since time.Time
 		for c, at := range m.pending {
+			if fromHost >= perHost && hostOf(c) != host {
+				continue
+			}
 			if oldest == nil || at.Before(since) {
 				oldest, since = c, at
 			}
@@ -475,6 +491,15 @@ func (m *Mux) takeSlot() bool {
 			return false
 		}
 	}
+}
+
+// hostOf is the IP a connection comes from.
+func hostOf(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	h, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	return h
 }
 
 // handshake reads c's header and hands c to its group, or closes it.

@@ -62,6 +62,23 @@ func (c *Context) Address() Address { return c.addr }
 // Principal is the verified principal that sent the command.
 func (c *Context) Principal() Principal { return c.sec.Principal }
 
+// SentBy reports whether the command was sent by the actor at from (its
+// tenant and workspace default to this entity's): a send's principal is made
+// by the engine and cannot be named by a credential, so an actor can trust a
+// reply that passes this check.
+func (c *Context) SentBy(from Address) bool {
+	if from.Tenant == "" {
+		from.Tenant = c.addr.Tenant
+	}
+	if from.Workspace == "" {
+		from.Workspace = c.addr.Workspace
+	}
+	// Sends never leave their tenant and workspace (the engine's egress
+	// check), so a send from another one cannot reach this entity.
+	return from.Tenant == c.addr.Tenant && from.Workspace == c.addr.Workspace &&
+		c.sec.Principal == SenderPrincipal(from)
+}
+
 // Version is the entity's current version (events applied so far).
 func (c *Context) Version() uint64 { return c.version }
 

@@ -1,9 +1,14 @@
 package actor
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Limits on every input. They are part of the API: the gateway rejects
@@ -105,13 +110,54 @@ type Principal struct {
 	Type PrincipalType `json:"type"`
 }
 
-// Validate checks the id and the type.
+// Validate checks the id and the type of a principal a credential or an
+// on_behalf_of names. Ids starting with SenderPrefix are refused: they name
+// actors, and only the engine may send as one.
 func (p Principal) Validate() error {
+	if strings.HasPrefix(p.ID, SenderPrefix) {
+		return invalidf("principal id %q starts with %q, which is reserved for actor-to-actor sends", p.ID, SenderPrefix)
+	}
+	return p.validate()
+}
+
+func (p Principal) validate() error {
 	if err := ValidateID("principal id", p.ID); err != nil {
 		return err
 	}
 	_, err := ParsePrincipalType(string(p.Type))
 	return err
+}
+
+// SenderPrefix starts the principal id of every actor-to-actor send
+// ("actor:<type>:<entity>", see SenderPrincipal). Credentials and on_behalf_of
+// cannot name such a principal, so a receiving actor can trust it.
+const SenderPrefix = "actor:"
+
+// Idempotency-key namespaces the engine keeps for itself: a timer firing is
+// applied under "timer/<name>/<at>" and an actor's send under "send/<id>". A
+// client key in them could take the engine's key first and make it a
+// duplicate (a timer that never fires), so Validate refuses them.
+const (
+	TimerKeyPrefix = "timer/"
+	SendKeyPrefix  = "send/"
+)
+
+// SenderPrincipal is the principal of the commands the actor at src sends:
+// a service whose id is "actor:<type>:<entity>". Ids are at most MaxIDLen
+// bytes, so a long one is cut and completed with a hash that keeps it unique.
+// The stored sends of existing clusters carry these exact ids: never change
+// the derivation.
+func SenderPrincipal(src Address) Principal {
+	id := SenderPrefix + src.ActorType + ":" + src.EntityID
+	if len(id) > MaxIDLen {
+		// sha256("sender", len32(key), key), first 16 bytes as hex.
+		key := src.Key()
+		b := append([]byte("sender"), binary.BigEndian.AppendUint32(nil, uint32(len(key)))...)
+		sum := sha256.Sum256(append(b, key...))
+		h := hex.EncodeToString(sum[:16])
+		id = id[:MaxIDLen-len(h)-1] + "~" + h
+	}
+	return Principal{ID: id, Type: PrincipalService}
 }
 
 // Scope is one tenant/workspace pair a principal may act in. Workspace "*"
@@ -205,11 +251,17 @@ func (c *Command) Validate() error {
 	if at != c.Address.ActorType {
 		return invalidf("command type %q does not match actor type %q of the address", c.Type, c.Address.ActorType)
 	}
+	if verb == TimerVerb {
+		return invalidf("command type %q: the %q verb is delivered by the engine when a timer fires; it cannot be submitted", c.Type, TimerVerb)
+	}
 	if c.IdempotencyKey == "" {
 		return invalidf("idempotency_key is required")
 	}
 	if len(c.IdempotencyKey) > MaxIdempotencyKeyLen {
 		return invalidf("idempotency_key is %d bytes; the limit is %d", len(c.IdempotencyKey), MaxIdempotencyKeyLen)
+	}
+	if err := printable("idempotency_key", c.IdempotencyKey); err != nil {
+		return err
 	}
 	if len(c.Payload) > MaxPayloadBytes {
 		return invalidf("payload is %d bytes; the limit is %d", len(c.Payload), MaxPayloadBytes)
@@ -221,8 +273,40 @@ func (c *Command) Validate() error {
 		if len(f.v) > MaxTraceLen {
 			return invalidf("%s is %d bytes; the limit is %d", f.name, len(f.v), MaxTraceLen)
 		}
+		if err := printable(f.name, f.v); err != nil {
+			return err
+		}
 	}
-	return c.Security.Principal.Validate()
+	p := c.Security.Principal
+	if !strings.HasPrefix(p.ID, SenderPrefix) {
+		if strings.HasPrefix(c.IdempotencyKey, TimerKeyPrefix) || strings.HasPrefix(c.IdempotencyKey, SendKeyPrefix) {
+			return invalidf("idempotency_key %q starts with %q or %q, which the engine keeps for timers and actor sends; choose another key",
+				c.IdempotencyKey, TimerKeyPrefix, SendKeyPrefix)
+		}
+		return p.Validate()
+	}
+	// An actor's send: only the engine makes these (credentials cannot name
+	// such a principal), always as a service and under a send key.
+	if p.Type != PrincipalService || !strings.HasPrefix(c.IdempotencyKey, SendKeyPrefix) {
+		return invalidf("principal id %q is reserved for actor-to-actor sends (a service principal with a %q idempotency key)", p.ID, SendKeyPrefix)
+	}
+	return p.validate()
+}
+
+// printable refuses control characters and invalid UTF-8 in a free-form
+// field: they end up in logs, audit records and terminals.
+func printable(field, v string) error {
+	for i, r := range v {
+		if r == utf8.RuneError {
+			if _, size := utf8.DecodeRuneInString(v[i:]); size <= 1 {
+				return invalidf("%s has invalid UTF-8 at byte %d; use printable UTF-8 text", field, i)
+			}
+		}
+		if unicode.IsControl(r) {
+			return invalidf("%s has control character %q at byte %d; use printable text", field, r, i)
+		}
+	}
+	return nil
 }
 
 // Event is an immutable fact about one entity. Version is the entity's version

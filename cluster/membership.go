@@ -172,6 +172,7 @@ type MembershipConfig struct {
 // concurrent use.
 type Membership struct {
 	log      *slog.Logger
+	logw     *memberlistLogWriter // memberlist's own log lines
 	id       string
 	ml       *memberlist.Memberlist
 	addr     string
@@ -258,7 +259,8 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 		changes:  make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
-	conf.Logger = log.New(memberlistLogWriter{logger.With("component", "memberlist"), &m.closed}, "", 0)
+	m.logw = &memberlistLogWriter{log: logger.With("component", "memberlist"), closed: &m.closed}
+	conf.Logger = log.New(m.logw, "", 0)
 	d := &membershipDelegate{m}
 	conf.Delegate = d
 	conf.Events = d
@@ -673,12 +675,19 @@ func (d *membershipDelegate) NotifyUpdate(n *memberlist.Node)            { d.m.o
 // drops complaints about closed sockets once Shutdown has begun: memberlist
 // closes its transport before stopping its gossip timers, so a send or two
 // failing that way is part of a normal shutdown.
+//
+// Anyone who can reach the gossip port can make memberlist complain (junk UDP
+// packets each log a decode error), so the lines kept are rate-limited: at
+// most one a second, the next saying how many were suppressed; every one is
+// counted in lines (the rhizon.gossip.log_lines metric).
 type memberlistLogWriter struct {
 	log    *slog.Logger
 	closed *atomic.Bool
+	limit  muxLogLimiter
+	lines  atomic.Uint64
 }
 
-func (w memberlistLogWriter) Write(p []byte) (int, error) {
+func (w *memberlistLogWriter) Write(p []byte) (int, error) {
 	line := strings.TrimRight(string(p), "\r\n")
 	level := slog.LevelWarn
 	switch {
@@ -693,6 +702,15 @@ func (w memberlistLogWriter) Write(p []byte) (int, error) {
 		line = strings.TrimSpace(line[i+1:])
 	}
 	line = strings.TrimPrefix(line, "memberlist: ")
-	w.log.Log(context.Background(), level, line)
+	w.lines.Add(1)
+	n, ok := w.limit.allow(time.Now())
+	if !ok {
+		return len(p), nil
+	}
+	if n > 0 {
+		w.log.Log(context.Background(), level, line, "suppressed", n)
+	} else {
+		w.log.Log(context.Background(), level, line)
+	}
 	return len(p), nil
 }

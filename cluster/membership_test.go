@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -467,5 +469,60 @@ func TestMembership_SecretKeyKeepsOutsidersAway(t *testing.T) {
 		if m.Meta.ID == "x" {
 			t.Fatalf("the outsider is a member: %+v", m)
 		}
+	}
+}
+
+// countingHandler counts the records logged at warning level and above.
+type countingHandler struct {
+	slog.Handler
+	n *atomic.Int64
+}
+
+func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		h.n.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h countingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return countingHandler{h.Handler.WithAttrs(as), h.n}
+}
+
+// Junk UDP packets on the gossip port, which anyone who can reach it can
+// send, are counted but do not flood the node's log.
+func TestMembership_JunkPacketsDoNotFloodTheLog(t *testing.T) {
+	membershipLeakCheck(t)
+	var logged atomic.Int64
+	m, err := NewMembership(MembershipConfig{
+		Meta: testNodeMeta("n1"), BindAddr: "127.0.0.1:0", Fast: true,
+		Logger: slog.New(countingHandler{testSlog(t).Handler(), &logged}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Shutdown() })
+	c, err := net.Dial("udp", m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const junk = 500
+	for i := range junk {
+		if _, err := c.Write([]byte{0xff, byte(i), 'j', 'u', 'n', 'k'}); err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 49 {
+			time.Sleep(time.Millisecond) // let the socket buffer drain
+		}
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := m.logw.lines.Load(); n < junk/2 {
+			return fmt.Errorf("counted %d memberlist complaints, want at least %d", n, junk/2)
+		}
+		return nil
+	})
+	if n := logged.Load(); n > 5 {
+		t.Fatalf("%d warnings logged for %d junk packets; want them rate-limited", n, m.logw.lines.Load())
 	}
 }

@@ -38,10 +38,24 @@ func (n *Node) registerMetrics() (metric.Registration, error) {
 	if err != nil {
 		return nil, err
 	}
+	gossipLog, err := m.Int64ObservableCounter("rhizon.gossip.log_lines",
+		metric.WithDescription("Warnings and errors memberlist logged (junk packets on the gossip port among them), kept or suppressed by the log's rate limit."))
+	if err != nil {
+		return nil, err
+	}
+	evicted, err := m.Int64ObservableCounter("rhizon.raft.handshakes.evicted",
+		metric.WithDescription("Pending Raft handshakes closed to make room for new connections (idle or slow connections)."))
+	if err != nil {
+		return nil, err
+	}
 	attrs := metric.WithAttributes(attribute.String("node", n.cfg.NodeID))
 	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(beats, n.mux.beats.carried.Load(), attrs)
 		o.ObserveInt64(frames, n.mux.beats.frames.Load(), attrs)
+		o.ObserveInt64(evicted, int64(n.mux.evicted.Load()), attrs)
+		if n.ml != nil && n.ml.logw != nil {
+			o.ObserveInt64(gossipLog, int64(n.ml.logw.lines.Load()), attrs)
+		}
 		shards := n.Shards()
 		led := 0
 		for _, s := range shards {
@@ -55,7 +69,7 @@ func (n *Node) registerMetrics() (metric.Registration, error) {
 			o.ObserveInt64(pending, int64(len(n.rebalancing(st, n.ml.Members()))), attrs)
 		}
 		return nil
-	}, replicas, leading, pending, beats, frames)
+	}, replicas, leading, pending, beats, frames, gossipLog, evicted)
 }
 
 // forwardStats counts the requests a node sent on to the shard leader on

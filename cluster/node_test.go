@@ -22,6 +22,7 @@ import (
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/client"
 	"github.com/rhizon/rhizon/cluster"
+	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/gateway"
 	"github.com/rhizon/rhizon/shard"
 )
@@ -30,6 +31,8 @@ const (
 	tokenA   = "token-for-tenant-a-0123456789"
 	tokenB   = "token-for-tenant-b-0123456789"
 	tokenSys = "token-for-system-0123456789"
+	// tokenAudit reads the audit streams (engine.AuditAddress).
+	tokenAudit = "token-for-audit-0123456789"
 )
 
 // testNode is a real node (Raft, Badger on disk) behind a real gRPC server on
@@ -66,6 +69,8 @@ func startNode(t testing.TB, dir string, shards uint32) *testNode {
 		{Token: tokenA, Principal: gateway.TokenPrincipal{ID: "alice", Type: "user"}, Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}}},
 		{Token: tokenB, Principal: gateway.TokenPrincipal{ID: "bob", Type: "service"}, Scopes: []gateway.TokenScope{{Tenant: "b", Workspace: "main"}}},
 		{Token: tokenSys, Principal: gateway.TokenPrincipal{ID: "ops", Type: "system"}, Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}}},
+		{Token: tokenAudit, Principal: gateway.TokenPrincipal{ID: "auditor", Type: "user"},
+			Scopes: []gateway.TokenScope{{Tenant: engine.AuditTenant, Workspace: engine.AuditWorkspace}}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -228,7 +233,9 @@ func TestPromise_Isolation_TokenForTenantACannotTouchTenantB(t *testing.T) {
 			t.Errorf("%s across tenants: %v (want PermissionDenied naming the allowed tenant)", name, err)
 		}
 	}
-	// Tenant B's state is untouched and its audit history shows all three attempts.
+	// Tenant B's state is untouched and its history holds none of the
+	// attempts: they are in alice's audit stream, which the operator reads
+	// on every shard.
 	got, err := b.Get(ctx(t), &pb.GetRequest{Address: &pb.Address{ActorType: "counter", EntityId: "secret"}})
 	if err != nil || got.Version != 1 {
 		t.Fatalf("tenant b entity after attacks: %+v %v", got, err)
@@ -237,14 +244,26 @@ func TestPromise_Isolation_TokenForTenantACannotTouchTenantB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(h.Records) != 1 {
+		t.Fatalf("tenant b's history has %d records, want its one event: %v", len(h.Records), h.Records)
+	}
+	auditor := tn.client(t, tokenAudit)
 	violations := 0
-	for _, r := range h.Records {
-		if rj := r.GetRejection(); rj != nil && rj.Type == "evt.security.violation" && rj.GetPrincipal().GetId() == "alice" {
-			violations++
+	for s := range uint32(4) {
+		a := engine.AuditAddress("alice", s, 4)
+		h, err := auditor.History(ctx(t), &pb.HistoryRequest{Address: pb.FromAddress(a), IncludeRejections: true})
+		if err != nil {
+			t.Fatalf("audit stream %s: %v", a, err)
+		}
+		for _, r := range h.Records {
+			if rj := r.GetRejection(); rj != nil && rj.Type == engine.ViolationEventType && rj.GetPrincipal().GetId() == "alice" &&
+				rj.GetAddress().GetEntityId() == "secret" {
+				violations++
+			}
 		}
 	}
 	if violations != 3 {
-		t.Fatalf("recorded %d violations by alice, want 3 (submit, get, history): %v", violations, h.Records)
+		t.Fatalf("alice's audit streams hold %d violations, want 3 (submit, get, history)", violations)
 	}
 }
 

@@ -119,6 +119,7 @@ func (n *Node) openReplica(id uint32, st *ClusterState) error {
 	}
 	sc := n.cfg.ShardTemplate
 	sc.ID, sc.NodeID, sc.Registry = id, n.cfg.NodeID, n.cfg.Registry
+	sc.ShardCount = st.Shards
 	sc.StateDB, sc.RaftDB, sc.Transport = n.state, n.raftDB, trans
 	sc.Dir = n.shardDir(id)
 	sc.Logger = n.log

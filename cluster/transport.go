@@ -116,9 +116,10 @@ type MuxConfig struct {
 	// HandshakeTimeout bounds reading a connection's header and handing the
 	// connection to its group (default 5s).
 	HandshakeTimeout time.Duration
-	// MaxPendingHandshakes bounds connections accepted but not yet routed;
-	// beyond it new connections are closed at once (default 1024). It caps
-	// the goroutines a connection flood can create.
+	// MaxPendingHandshakes bounds connections accepted but not yet routed
+	// (default 1024). It caps the goroutines a connection flood can create;
+	// beyond it the oldest pending connection is closed to make room, so
+	// idle connections cannot keep peers out.
 	MaxPendingHandshakes int
 	// HeartbeatLinger is how long a heartbeat may wait for others to the
 	// same peer, to travel with them (default DefaultHeartbeatLinger;
@@ -148,13 +149,14 @@ type Mux struct {
 	mu      sync.Mutex
 	closed  bool
 	groups  map[uint32]*muxLayer
-	pending map[net.Conn]struct{} // accepted, header not yet routed
+	pending map[net.Conn]time.Time // accepted, header not yet routed; when accepted
 
 	wg        sync.WaitGroup // accept loop and handshake goroutines
 	closeOnce sync.Once
 	closeErr  error
 
 	warnLimit muxLogLimiter
+	evicted   atomic.Uint64 // pending handshakes closed to make room (takeSlot)
 
 	beats *beats // coalesced heartbeats (beats.go)
 }
@@ -208,7 +210,7 @@ func ListenMux(cfg MuxConfig) (*Mux, error) {
 		ctx:       ctx,
 		cancel:    cancel,
 		groups:    make(map[uint32]*muxLayer),
-		pending:   make(map[net.Conn]struct{}),
+		pending:   make(map[net.Conn]time.Time),
 	}
 	linger := cfg.HeartbeatLinger
 	if linger == 0 {
@@ -415,12 +417,9 @@ func (m *Mux) acceptLoop() {
 			}
 		}
 		delay = 0
-		select {
-		case m.hsSlots <- struct{}{}:
-		default:
-			m.warn("raft mux: too many pending handshakes; dropping connection", "remote", c.RemoteAddr().String())
+		if !m.takeSlot(hostOf(c)) {
 			_ = c.Close()
-			continue
+			return
 		}
 		m.mu.Lock()
 		if m.closed {
@@ -429,13 +428,78 @@ func (m *Mux) acceptLoop() {
 			<-m.hsSlots
 			return
 		}
-		m.pending[c] = struct{}{}
+		m.pending[c] = time.Now()
 		m.wg.Add(1)
 		m.mu.Unlock()
 		// One goroutine per connection: a peer that connects and sends
 		// nothing must not hold up everyone else's handshake.
 		go m.handshake(c)
 	}
+}
+
+// takeSlot takes a handshake slot for a connection from host. When all are
+// taken, or host already holds its share (a quarter of them), the oldest
+// pending connection (of host, when over its share) is closed to free one:
+// a real peer finishes its handshake within a round trip, so the oldest is
+// the one most likely idle, and connections that send nothing cannot keep
+// peers out. False when the mux closes.
+func (m *Mux) takeSlot(host string) bool {
+	perHost := max(cap(m.hsSlots)/4, 1)
+	for {
+		m.mu.Lock()
+		fromHost := 0
+		for c := range m.pending {
+			if hostOf(c) == host {
+				fromHost++
+			}
+		}
+		m.mu.Unlock()
+		if fromHost < perHost {
+			select {
+			case m.hsSlots <- struct{}{}:
+				return true
+			default:
+			}
+		}
+		m.mu.Lock()
+		var oldest net.Conn
+		var since time.Time
+		for c, at := range m.pending {
+			if fromHost >= perHost && hostOf(c) != host {
+				continue
+			}
+			if oldest == nil || at.Before(since) {
+				oldest, since = c, at
+			}
+		}
+		if oldest != nil {
+			// Closing it ends its handshake, which frees the slot; no
+			// longer pending, it is not chosen twice.
+			delete(m.pending, oldest)
+			_ = oldest.Close()
+		}
+		m.mu.Unlock()
+		if oldest != nil {
+			m.evicted.Add(1)
+			m.warn("raft mux: handshake slots full; closing the oldest pending connection",
+				"remote", oldest.RemoteAddr().String(), "pending_for", time.Since(since).Round(time.Millisecond))
+		}
+		select {
+		case m.hsSlots <- struct{}{}:
+			return true
+		case <-m.ctx.Done():
+			return false
+		}
+	}
+}
+
+// hostOf is the IP a connection comes from.
+func hostOf(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	h, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	return h
 }
 
 // handshake reads c's header and hands c to its group, or closes it.

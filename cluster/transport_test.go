@@ -1077,3 +1077,38 @@ func TestMuxTLS(t *testing.T) {
 	}
 	expectNothingAccepted(t, in)
 }
+
+// Idle connections that never send a header cannot keep a peer out: when
+// every handshake slot is taken, the oldest pending one gives way.
+func TestMuxIdleConnectionsDoNotBlockPeers(t *testing.T) {
+	muxLeakCheck(t)
+	lw := newMuxTestLog(t)
+	srv, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", Secret: testMuxSecret, Logger: lw.slog(),
+		HandshakeTimeout: time.Minute, MaxPendingHandshakes: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	cli := listenTestMux(t, "127.0.0.1:0", lw)
+	const g = 7
+	in := muxLayerOf(t, srv, g)
+	out := muxLayerOf(t, cli, g)
+	for range 32 {
+		c, err := net.Dial("tcp", string(srv.Addr()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		// One host holds at most a quarter of the slots: 2 of 8.
+		if n, ev := len(srv.pending), srv.evicted.Load(); n < 2 || ev < 30 {
+			return fmt.Errorf("%d pending handshakes, %d evicted; want 2 pending and 30 evicted", n, ev)
+		}
+		return nil
+	})
+	// Dials with a one-second timeout: it fails if the slots stay taken.
+	dialAndPing(t, out, srv, in)
+}

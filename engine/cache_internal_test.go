@@ -121,6 +121,7 @@ func (b *memBatch) PutEntity(a actor.Address, e Entity) {
 	b.ents[string(a.Key())] = Entity{Version: e.Version, State: cloneState(e.State)}
 }
 func (b *memBatch) AppendHistory(actor.Address, Position, HistoryKind, []byte) {}
+func (b *memBatch) DeleteHistory(actor.Address, Position)                      {}
 func (b *memBatch) PutResult(a actor.Address, key string, data []byte) {
 	if b.results == nil {
 		b.results = map[string][]byte{}

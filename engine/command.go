@@ -18,13 +18,26 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 	res := actor.Result{CommandID: cmd.ID, Index: a.index}
 
 	// Malformed commands leave no trace: there is nothing sound to record.
+	// Validate also refuses what only the engine may make (the timer verb,
+	// its keys), whatever path the command came by.
 	if err := cmd.Validate(); err != nil {
 		return rejected(res, err), nil
 	}
+	return a.validated(cmd, res)
+}
+
+// internal applies a command the engine made itself (a timer firing): it
+// skips Validate, which refuses the engine's own verb and keys to clients.
+func (a *applier) internal(cmd *actor.Command) (actor.Result, error) {
+	a.nthCmd++
+	return a.validated(cmd, actor.Result{CommandID: cmd.ID, Index: a.index})
+}
+
+func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result, error) {
 	if !cmd.Security.Allows(cmd.Address.Tenant, cmd.Address.Workspace) {
 		msg := fmt.Sprintf("principal %s (%s) may not act in tenant %q workspace %q",
 			cmd.Security.Principal.ID, cmd.Security.Principal.Type, cmd.Address.Tenant, cmd.Address.Workspace)
-		return a.violation(cmd, res, msg), nil
+		return a.violation(cmd, res, msg)
 	}
 	beh, ok := a.e.reg.Lookup(cmd.Address.ActorType)
 	if !ok {
@@ -77,7 +90,7 @@ func (a *applier) command(cmd *actor.Command) (actor.Result, error) {
 	}
 	if derr != nil {
 		if r, ok := actor.AsRejection(derr); ok && r.Reason == actor.ReasonViolation {
-			return a.violation(cmd, res, r.Message), nil
+			return a.violation(cmd, res, r.Message)
 		}
 		res = rejected(res, derr)
 		if res.Reason == actor.ReasonBusiness {
@@ -190,7 +203,7 @@ func (a *applier) outbox(cmd *actor.Command, srcKey []byte, version uint64, n in
 		Payload:        s.Payload,
 		IdempotencyKey: "send/" + id,
 		Security: actor.Security{
-			Principal: actor.Principal{ID: senderID(src), Type: actor.PrincipalService},
+			Principal: actor.SenderPrincipal(src),
 			Scopes:    []actor.Scope{{Tenant: src.Tenant, Workspace: src.Workspace}},
 		},
 		CausationID:   cmd.ID,
@@ -214,40 +227,8 @@ func (a *applier) putOutboxRow(pos Position, row []byte) {
 	a.hash('O', u64(pos.Index), u64(uint64(pos.Ordinal)), row)
 }
 
-// senderID names the actor that sent a command as a valid principal id
-// ("actor:<type>:<entity>"); ids are at most actor.MaxIDLen bytes, so a long
-// one is cut and completed with a hash that keeps it unique.
-func senderID(src actor.Address) string {
-	id := "actor:" + src.ActorType + ":" + src.EntityID
-	if len(id) <= actor.MaxIDLen {
-		return id
-	}
-	h := deterministicID("sender", src.Key())
-	return id[:actor.MaxIDLen-len(h)-1] + "~" + h
-}
-
-// violation records evt.security.violation in the target entity's history.
-// It stores no idempotency record: otherwise a caller without rights could
-// poison the key space of the entity it attacked.
-func (a *applier) violation(cmd *actor.Command, res actor.Result, msg string) actor.Result {
-	res.Status, res.Reason, res.Code, res.Message = actor.StatusRejected, actor.ReasonViolation, "violation", msg
-	a.recordRejection(cmd, cmd.Address.Key(), &res, ViolationEventType, 0)
-	return res
-}
-
 func (a *applier) recordRejection(cmd *actor.Command, addrKey []byte, res *actor.Result, typ string, version uint64) {
-	pos := a.nextPos()
-	rj := &pb.Rejection{
-		Type: typ, CommandId: cmd.ID, CommandType: cmd.Type, Address: pb.FromAddress(cmd.Address),
-		Reason: pb.Reason(res.Reason), Code: res.Code, Message: res.Message, At: a.at,
-		Principal: pb.FromPrincipal(cmd.Security.Principal), IdempotencyKey: cmd.IdempotencyKey,
-		ExpectedVersion: cmd.ExpectedVersion, ActualVersion: version,
-		CausationId: cmd.CausationID, CorrelationId: correlation(cmd), Traceparent: cmd.TraceParent,
-		Shard: a.e.shard, Index: pos.Index, Ordinal: pos.Ordinal,
-	}
-	data := mustMarshal(rj)
-	a.b.AppendHistory(cmd.Address, pos, HistoryRejection, data)
-	a.hash('R', addrKey, u64(pos.Index), u64(uint64(pos.Ordinal)), data)
+	a.writeRejection(cmd, cmd.Address, addrKey, a.nextPos(), res, res.Message, typ, version)
 }
 
 func (a *applier) storeResult(cmd *actor.Command, addrKey []byte, res *actor.Result) {

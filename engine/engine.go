@@ -69,6 +69,10 @@ type Applied struct {
 	Results []actor.Result
 	// TimersFired counts timers delivered at the start of the entry.
 	TimersFired int
+	// Violations counts the entry's security violations; of them,
+	// ViolationsCoalesced updated an existing audit record and
+	// ViolationsSuppressed were over the audit's rate limit (counted only).
+	Violations, ViolationsCoalesced, ViolationsSuppressed int
 	// At is the logical time the entry was applied at.
 	At int64
 }
@@ -77,9 +81,11 @@ type Applied struct {
 // the shard's FSM calls it from Raft's apply goroutine.
 type Engine struct {
 	shard uint32
-	reg   *actor.Registry
-	store Store
-	meta  Meta
+	// shardCount places audit streams (AuditAddress); 0 when unknown.
+	shardCount uint32
+	reg        *actor.Registry
+	store      Store
+	meta       Meta
 	// relayed is where the last outbox delete ended (zero after a start or
 	// a restore): only a hint for where the next one's scan begins, so it
 	// does not need to be durable or part of the state hash.
@@ -110,6 +116,14 @@ type Option func(*config)
 
 type config struct {
 	cacheEntries, cacheBytes int
+	shardCount               uint32
+}
+
+// WithShardCount tells the engine the cluster's shard count, so that each
+// audit stream it writes is at an address that maps to its own shard (see
+// AuditAddress) and History on that address finds it.
+func WithShardCount(n uint32) Option {
+	return func(c *config) { c.shardCount = n }
 }
 
 // WithEntityCache bounds the engine's cache of entity records by entries and
@@ -129,7 +143,7 @@ func New(shard uint32, reg *actor.Registry, store Store, opts ...Option) (*Engin
 	if err != nil {
 		return nil, fmt.Errorf("%w: read meta: %w", ErrStore, err)
 	}
-	return &Engine{shard: shard, reg: reg, store: store, meta: m,
+	return &Engine{shard: shard, shardCount: cfg.shardCount, reg: reg, store: store, meta: m,
 		cache: newEntityCache(cfg.cacheEntries, cfg.cacheBytes)}, nil
 }
 
@@ -199,6 +213,7 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 		}
 		out.Results = append(out.Results, r)
 	}
+	out.Violations, out.ViolationsCoalesced, out.ViolationsSuppressed = a.violations, a.violationsCoalesced, a.violationsSuppressed
 	next := Meta{Index: ent.Index, At: at}
 	h := sha256.New()
 	h.Write(e.meta.Hash[:])
@@ -245,6 +260,8 @@ type applier struct {
 	at      int64
 	ordinal uint32
 	nthCmd  uint64
+
+	violations, violationsCoalesced, violationsSuppressed int
 
 	entities map[string]*entitySlot
 	slots    []entitySlot  // backing of entities' values, see entity
@@ -390,7 +407,7 @@ func (a *applier) fireTimers() (int, error) {
 				Scopes:    []actor.Scope{{Tenant: t.Address.Tenant, Workspace: t.Address.Workspace}},
 			},
 		}
-		if _, err := a.command(&cmd); err != nil {
+		if _, err := a.internal(&cmd); err != nil {
 			return 0, err
 		}
 	}

@@ -217,31 +217,72 @@ func TestPromise_OCC_StaleVersionIsConflictAndActorNotCalled(t *testing.T) {
 	}
 }
 
-func TestPromise_Isolation_ViolationRecordedNotDeduplicated(t *testing.T) {
+// Violations go to the offender's bounded audit stream, never into the
+// victim's history: repeats of one key within a window update one record
+// and its count, new records are rate-limited per principal, the stream keeps
+// its latest AuditRecords, and the attacker's key does not poison the
+// owner's use of it.
+func TestPromise_Isolation_ViolationAuditedBoundedCoalesced(t *testing.T) {
 	r := newReplica(t, builtin.Registry())
 	c1 := addr("counter", "c1")
-	evil := cmd(c1, "add", "k1", map[string]int{"amount": 100})
-	evil.Security = userB
-	res := r.apply(engine.Entry{Index: 1, At: 10, Commands: []actor.Command{evil}})
-	if res[0].Reason != actor.ReasonViolation {
-		t.Fatalf("cross-tenant command: %+v", res[0])
+	audit := engine.AuditAddress("bob", 7, 0)
+	evil := func(key string) actor.Command {
+		c := cmd(c1, "add", key, map[string]int{"amount": 100})
+		c.Security = userB
+		return c
 	}
-	recs := r.history(c1, true)
+	idx := uint64(0)
+	apply := func(at int64, cmds ...actor.Command) engine.Applied {
+		idx++
+		out, err := r.eng.Apply(&engine.Entry{Index: idx, At: at, Commands: cmds})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	out := apply(10, evil("k1"), evil("k1"), evil("k1"))
+	if out.Results[0].Reason != actor.ReasonViolation || out.Violations != 3 || out.ViolationsCoalesced != 2 {
+		t.Fatalf("cross-tenant commands: %+v", out)
+	}
+	if recs := r.history(c1, true); len(recs) != 0 {
+		t.Fatalf("violations written into the victim's history: %d records", len(recs))
+	}
+	recs := r.history(audit, true)
 	if len(recs) != 1 || recs[0].Kind != engine.HistoryRejection {
-		t.Fatalf("violation not recorded: %+v", recs)
+		t.Fatalf("audit stream: %+v", recs)
 	}
 	var rj pb.Rejection
 	_ = proto.Unmarshal(recs[0].Data, &rj)
-	if rj.Type != engine.ViolationEventType || rj.GetPrincipal().GetId() != "bob" {
-		t.Fatalf("violation record: %+v", &rj)
+	if rj.Type != engine.ViolationEventType || rj.GetPrincipal().GetId() != "bob" || rj.GetAddress().GetEntityId() != "c1" ||
+		!strings.Contains(rj.Message, "3 attempts") {
+		t.Fatalf("audit record: %+v", &rj)
 	}
 	if ent, _ := r.store.Entity(c1); ent.Version != 0 {
 		t.Fatalf("violation changed state: %+v", ent)
 	}
+	// A flood of distinct keys in one window: rate-limited.
+	var flood []actor.Command
+	for i := range 100 {
+		flood = append(flood, evil(fmt.Sprintf("f%d", i)))
+	}
+	out = apply(20, flood...)
+	if want := 100 - (engine.AuditNewPerWindow - 1); out.ViolationsSuppressed != want {
+		t.Fatalf("suppressed %d of 100, want %d", out.ViolationsSuppressed, want)
+	}
+	if n := len(r.history(audit, true)); n != engine.AuditNewPerWindow {
+		t.Fatalf("audit stream has %d records after the flood, want %d", n, engine.AuditNewPerWindow)
+	}
+	// Many windows: the stream keeps its latest AuditRecords.
+	for w := int64(1); w <= 10; w++ {
+		apply(w*engine.AuditWindowMs, flood[:30]...)
+	}
+	if n := len(r.history(audit, true)); n != engine.AuditRecords {
+		t.Fatalf("audit stream has %d records after many windows, want %d", n, engine.AuditRecords)
+	}
 	// The attacker's key must not poison the owner's use of it.
-	ok := r.apply(engine.Entry{Index: 2, At: 11, Commands: []actor.Command{cmd(c1, "add", "k1", map[string]int{"amount": 1})}})
-	if ok[0].Status != actor.StatusAccepted || ok[0].Duplicate {
-		t.Fatalf("owner's command after a violation with the same key: %+v", ok[0])
+	ok := apply(11*engine.AuditWindowMs, cmd(c1, "add", "k1", map[string]int{"amount": 1}))
+	if ok.Results[0].Status != actor.StatusAccepted || ok.Results[0].Duplicate {
+		t.Fatalf("owner's command after a violation with the same key: %+v", ok.Results[0])
 	}
 }
 

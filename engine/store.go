@@ -32,6 +32,9 @@ type Batch interface {
 	// AppendHistory adds an audit record (an event or a rejection) to the
 	// entity's history at log position (index, ordinal).
 	AppendHistory(addr actor.Address, pos Position, kind HistoryKind, data []byte)
+	// DeleteHistory removes the record at pos (the oldest of an audit
+	// stream, which is bounded).
+	DeleteHistory(addr actor.Address, pos Position)
 	PutResult(addr actor.Address, key string, data []byte)
 	// PutOutbox adds a row for the relay to publish: an event or a command
 	// for another entity, starting with its kind byte (OutboxEvent,

@@ -24,6 +24,7 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/cluster"
+	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/internal/ingresstest"
 )
@@ -219,17 +220,10 @@ func TestSubmitAsync_OutOfScopeIsRefusedBeforeEnqueueingAndRecorded(t *testing.T
 	if m := e.streamMsgs(t, ingress.IngressStream); m != before {
 		t.Fatalf("ingress stream holds %d messages, had %d: the refused command was enqueued", m, before)
 	}
-	// ops may use beta/ops: it reads the violation alice left there.
-	hist, err := e.gw.History(callCtx(t, tokOps), &pb.HistoryRequest{
-		Address: &pb.Address{Tenant: "beta", Workspace: "ops", ActorType: "counter", EntityId: "b1"}, IncludeRejections: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs := hist.GetRecords()
-	if len(recs) != 1 || recs[0].GetRejection().GetReason() != pb.Reason_REASON_VIOLATION ||
-		recs[0].GetRejection().GetPrincipal().GetId() != "alice" {
-		t.Fatalf("history of beta/ops counter/b1: %v, want alice's violation", recs)
+	// The violation is in alice's audit stream, not in beta's history.
+	recs := auditViolations(t, e, "alice", "b1")
+	if len(recs) != 1 || recs[0].GetReason() != pb.Reason_REASON_VIOLATION {
+		t.Fatalf("alice's audit stream: %v, want her violation against counter/b1", recs)
 	}
 	if v, ver := e.counter(t, actor.Address{Tenant: "beta", Workspace: "ops", ActorType: "counter", EntityID: "b1"}); v != 0 || ver != 0 {
 		t.Fatalf("out-of-scope command applied: value %d version %d", v, ver)
@@ -538,16 +532,31 @@ func TestWatch_RefusesOutOfScopeAndBadFilters(t *testing.T) {
 			}
 		})
 	}
-	// The refused watch of one entity is in that entity's history.
-	hist, err := e.gw.History(callCtx(t, tokOps), &pb.HistoryRequest{
-		Address: &pb.Address{Tenant: "beta", Workspace: "ops", ActorType: "counter", EntityId: "x"}, IncludeRejections: true,
-	})
-	if err != nil {
-		t.Fatal(err)
+	// The refused watch of one entity is in the offender's audit stream.
+	if recs := auditViolations(t, e, "alice", "x"); len(recs) != 1 || recs[0].GetReason() != pb.Reason_REASON_VIOLATION {
+		t.Fatalf("alice's audit stream: %v, want her violation against counter/x", recs)
 	}
-	if recs := hist.GetRecords(); len(recs) != 1 || recs[0].GetRejection().GetReason() != pb.Reason_REASON_VIOLATION {
-		t.Fatalf("history of beta/ops counter/x: %v", recs)
+}
+
+// auditViolations reads principal's audit streams on every shard (the
+// ingresstest cluster has 2) and returns its violations against entity.
+func auditViolations(t *testing.T, e *asyncEnv, principal, entity string) []*pb.Rejection {
+	t.Helper()
+	var out []*pb.Rejection
+	for s := range uint32(2) {
+		hist, err := e.gw.History(callCtx(t, tokAudit), &pb.HistoryRequest{
+			Address: pb.FromAddress(engine.AuditAddress(principal, s, 2)), IncludeRejections: true,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range hist.GetRecords() {
+			if rj := r.GetRejection(); rj != nil && rj.GetPrincipal().GetId() == principal && rj.GetAddress().GetEntityId() == entity {
+				out = append(out, rj)
+			}
+		}
 	}
+	return out
 }
 
 // Without NATS (Config.Async nil, or a nil *ingress.Manager as node wiring

@@ -270,6 +270,12 @@ func (s *Server) lookup(actorType string) (actor.Behavior, error) {
 // could forge a timer firing or a read-violation record.
 var reservedVerbs = []string{actor.TimerVerb, engine.ReadVerb}
 
+func reservedVerb(verb, actorType string, verbs []string) error {
+	return status.Errorf(codes.InvalidArgument,
+		"verb %q is reserved for the engine and cannot be submitted; verbs of %q: %s",
+		verb, actorType, strings.Join(verbs, ", "))
+}
+
 // clientVerbs lists the verbs of b a client may submit.
 func clientVerbs(b actor.Behavior) []string {
 	var out []string
@@ -317,6 +323,13 @@ func (s *Server) buildCommand(ctx context.Context, id Identity, req *pb.SubmitRe
 		cmd.Security.Principal = p
 	}
 
+	if verb, at := actor.ParseCommandType(cmd.Type); slices.Contains(reservedVerbs, verb) {
+		// Before Validate (which refuses the timer verb too), to name the
+		// verbs that may be sent instead.
+		if beh, ok := s.backend.Registry().Lookup(at); ok {
+			return cmd, reservedVerb(verb, at, clientVerbs(beh))
+		}
+	}
 	if err := cmd.Validate(); err != nil {
 		return cmd, invalid(err)
 	}
@@ -330,9 +343,7 @@ func (s *Server) buildCommand(ctx context.Context, id Identity, req *pb.SubmitRe
 	verb := cmd.Verb()
 	verbs := clientVerbs(beh)
 	if slices.Contains(reservedVerbs, verb) {
-		return cmd, status.Errorf(codes.InvalidArgument,
-			"verb %q is reserved for the engine and cannot be submitted; verbs of %q: %s",
-			verb, cmd.Address.ActorType, strings.Join(verbs, ", "))
+		return cmd, reservedVerb(verb, cmd.Address.ActorType, verbs)
 	}
 	if !slices.Contains(verbs, verb) {
 		return cmd, status.Errorf(codes.InvalidArgument,
@@ -519,10 +530,19 @@ func (s *Server) readTarget(ctx context.Context, addr *pb.Address) (actor.Addres
 		}, shardID)
 		return a, shardID, scopeDenied(id, a, recorded)
 	}
+	if isAuditStream(a) {
+		// No actor behind it: the engine writes the offenders' audit
+		// streams of violations (engine.AuditAddress).
+		return a, shardID, nil
+	}
 	if _, err := s.lookup(a.ActorType); err != nil {
 		return a, shardID, err
 	}
 	return a, shardID, nil
+}
+
+func isAuditStream(a actor.Address) bool {
+	return a.Tenant == engine.AuditTenant && a.Workspace == engine.AuditWorkspace && a.ActorType == engine.AuditActorType
 }
 
 // Get returns an entity's state and version. Tenant and workspace default to

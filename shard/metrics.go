@@ -26,6 +26,7 @@ type metrics struct {
 	okAttr, fail metric.MeasurementOption            // "status" of rhizon.submit.duration
 	commands     metric.Int64Counter
 	timers       metric.Int64Counter
+	violations   metric.Int64Counter
 	batchSize    metric.Int64Histogram
 	submitDur    metric.Float64Histogram
 	overloaded   metric.Int64Counter
@@ -65,6 +66,9 @@ func newMetrics(id uint32) (*metrics, error) {
 		metric.WithDescription("Time from Submit to the applied result on the leader."),
 		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
 	check(e)
+	mt.violations, e = m.Int64Counter("rhizon.violations", metric.WithDescription(
+		"Security violations applied, by how the offender's audit stream took them: recorded (a new record), coalesced (a repeat within the window, counted on its record) or suppressed (over the rate limit, counted only)."))
+	check(e)
 	mt.overloaded, e = m.Int64Counter("rhizon.submit.overloaded", metric.WithDescription("Submits refused because the proposer queue was full."))
 	check(e)
 	return mt, err
@@ -87,6 +91,17 @@ func (m *metrics) applied(out engine.Applied) {
 	m.entries.Add(ctx, 1, m.shardAttr)
 	if out.TimersFired > 0 {
 		m.timers.Add(ctx, int64(out.TimersFired), m.shardAttr)
+	}
+	if out.Violations > 0 {
+		recorded := out.Violations - out.ViolationsCoalesced - out.ViolationsSuppressed
+		for _, v := range [...]struct {
+			how string
+			n   int
+		}{{"recorded", recorded}, {"coalesced", out.ViolationsCoalesced}, {"suppressed", out.ViolationsSuppressed}} {
+			if v.n > 0 {
+				m.violations.Add(ctx, int64(v.n), m.shardAttr, metric.WithAttributes(attribute.String("audit", v.how)))
+			}
+		}
 	}
 	// Count per kind first: one Add per kind, not per command.
 	var kinds []string

@@ -27,13 +27,16 @@ import (
 
 // Config configures one shard replica.
 type Config struct {
-	ID        uint32
-	NodeID    string // raft server id of this replica
-	Registry  *actor.Registry
-	StateDB   *storage.DB     // node-wide state store; the shard uses its prefix
-	RaftDB    *storage.RaftDB // node-wide raft log and stable store
-	Dir       string          // per-shard directory for raft snapshots
-	Transport raft.Transport
+	ID uint32
+	// ShardCount is the cluster's shard count; the engine places audit
+	// streams with it (engine.AuditAddress). 0 when unknown.
+	ShardCount uint32
+	NodeID     string // raft server id of this replica
+	Registry   *actor.Registry
+	StateDB    *storage.DB     // node-wide state store; the shard uses its prefix
+	RaftDB     *storage.RaftDB // node-wide raft log and stable store
+	Dir        string          // per-shard directory for raft snapshots
+	Transport  raft.Transport
 	// Bootstrap, when the replica has no raft state, creates the group with
 	// Peers as its voters (this node alone when empty).
 	Bootstrap bool
@@ -207,7 +210,7 @@ func Open(cfg Config) (*Shard, error) {
 	if err := s.recoverFromSnapshot(snaps); err != nil {
 		return nil, err
 	}
-	eng, err := engine.New(cfg.ID, cfg.Registry, s.store)
+	eng, err := engine.New(cfg.ID, cfg.Registry, s.store, engine.WithShardCount(cfg.ShardCount))
 	if err != nil {
 		return nil, err
 	}

@@ -408,6 +408,11 @@ func (b *batch) AppendHistory(addr actor.Address, pos engine.Position, kind engi
 	b.put(appendPos(addrPrefix(b.s.id, tagHistory, addr, 12), pos), v)
 }
 
+// DeleteHistory removes the history record at pos.
+func (b *batch) DeleteHistory(addr actor.Address, pos engine.Position) {
+	b.ops = append(b.ops, op{key: appendPos(addrPrefix(b.s.id, tagHistory, addr, 12), pos), del: true})
+}
+
 // PutResult stores the encoded result under (addr, idempotency key).
 // The key enters the shard's result filter now, before the batch commits:
 // see resultFilter.

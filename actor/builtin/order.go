@@ -1,6 +1,7 @@
 package builtin
 
 import (
+	"fmt"
 	"slices"
 
 	"github.com/rhizon/rhizon/actor"
@@ -184,6 +185,19 @@ func (s *OrderState) advance(cmd *actor.Command, from string, after ...string) (
 	return false, actor.Reject("wrong_status", "%s arrived while the order is %s; it is expected only while it is %s", cmd.Type, s.Status, from)
 }
 
+// sentBy checks that a reply was sent by the actor at (typ, id) itself: a
+// client naming that actor in the payload is refused as a violation (the
+// engine records it in the offender's audit), so nobody can complete an
+// order by forging the payment's or the inventory's reply.
+func sentBy(ctx *actor.Context, cmd *actor.Command, typ, id string) error {
+	if ctx.SentBy(actor.Address{ActorType: typ, EntityID: id}) {
+		return nil
+	}
+	p := ctx.Principal()
+	return &actor.Rejection{Reason: actor.ReasonViolation, Code: "forged_reply", Message: fmt.Sprintf(
+		"%s must be sent by %s %q; principal %s (%s) may not send it", cmd.Type, typ, id, p.ID, p.Type)}
+}
+
 // fromInventory checks that a reply comes from the order's own inventory.
 func (s *OrderState) fromInventory(inv string) error {
 	if s.Status != "" && inv != s.Inventory {
@@ -225,6 +239,9 @@ func orderReservedReply(ctx *actor.Context, s *OrderState, cmd *actor.Command) (
 	if err := s.sameHold(r); err != nil {
 		return nil, err
 	}
+	if err := sentBy(ctx, cmd, InventoryType, r.Inventory); err != nil {
+		return nil, err
+	}
 	ok, err := s.advance(cmd, OrderStatusPlaced, OrderStatusReserved, OrderStatusCompleted, OrderStatusPaymentFailed, OrderStatusCancelled)
 	if !ok {
 		return nil, err
@@ -234,12 +251,15 @@ func orderReservedReply(ctx *actor.Context, s *OrderState, cmd *actor.Command) (
 	return []actor.NewEvent{{Name: "reserved", Payload: actor.MustJSON(r)}}, nil
 }
 
-func orderReservationFailedReply(_ *actor.Context, s *OrderState, cmd *actor.Command) ([]actor.NewEvent, error) {
+func orderReservationFailedReply(ctx *actor.Context, s *OrderState, cmd *actor.Command) ([]actor.NewEvent, error) {
 	r, err := parseOrderReservationFailed(cmd)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.fromInventory(r.Inventory); err != nil {
+		return nil, err
+	}
+	if err := sentBy(ctx, cmd, InventoryType, r.Inventory); err != nil {
 		return nil, err
 	}
 	ok, err := s.advance(cmd, OrderStatusPlaced, OrderStatusFailed)
@@ -255,6 +275,9 @@ func orderChargedReply(ctx *actor.Context, s *OrderState, cmd *actor.Command) ([
 		return nil, err
 	}
 	if err := s.fromPayment(r.Payment, r.Amount); err != nil {
+		return nil, err
+	}
+	if err := sentBy(ctx, cmd, PaymentType, r.Payment); err != nil {
 		return nil, err
 	}
 	ok, err := s.advance(cmd, OrderStatusReserved, OrderStatusCompleted)
@@ -275,6 +298,9 @@ func orderChargeDeclinedReply(ctx *actor.Context, s *OrderState, cmd *actor.Comm
 	if err := s.fromPayment(r.Payment, r.Amount); err != nil {
 		return nil, err
 	}
+	if err := sentBy(ctx, cmd, PaymentType, r.Payment); err != nil {
+		return nil, err
+	}
 	ok, err := s.advance(cmd, OrderStatusReserved, OrderStatusPaymentFailed, OrderStatusCancelled)
 	if !ok {
 		return nil, err
@@ -285,12 +311,15 @@ func orderChargeDeclinedReply(ctx *actor.Context, s *OrderState, cmd *actor.Comm
 	return []actor.NewEvent{{Name: "payment_failed", Payload: actor.MustJSON(OrderReason{Reason: r.Reason})}}, nil
 }
 
-func orderReleasedReply(_ *actor.Context, s *OrderState, cmd *actor.Command) ([]actor.NewEvent, error) {
+func orderReleasedReply(ctx *actor.Context, s *OrderState, cmd *actor.Command) ([]actor.NewEvent, error) {
 	r, err := parseOrderReservation(cmd)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.sameHold(r); err != nil {
+		return nil, err
+	}
+	if err := sentBy(ctx, cmd, InventoryType, r.Inventory); err != nil {
 		return nil, err
 	}
 	ok, err := s.advance(cmd, OrderStatusPaymentFailed, OrderStatusCancelled)

@@ -26,10 +26,31 @@ type sagaStep struct {
 	state         string   // if set, the exact state after the step
 }
 
+// replySender is the actor an order's reply comes from: the inventory or
+// payment its payload names, as the saga sends it.
+func replySender(verb, payload string) *actor.Address {
+	var p struct{ Inventory, Payment *string }
+	if json.Unmarshal([]byte(payload), &p) != nil {
+		return nil
+	}
+	switch verb {
+	case "reserved", "reservation_failed", "released":
+		if p.Inventory != nil && actor.ValidateID("id", *p.Inventory) == nil {
+			return &actor.Address{ActorType: InventoryType, EntityID: *p.Inventory}
+		}
+	case "charged", "charge_declined":
+		if p.Payment != nil && actor.ValidateID("id", *p.Payment) == nil {
+			return &actor.Address{ActorType: PaymentType, EntityID: *p.Payment}
+		}
+	}
+	return nil
+}
+
 func runSaga(t *testing.T, mk func() actor.Behavior, id string, steps []sagaStep) {
 	t.Helper()
 	e := newEntity(mk())
 	e.addr.EntityID = id
+	e.sender = replySender
 	for i, st := range steps {
 		where := fmt.Sprintf("step %d (%s %s)", i, st.verb, st.payload)
 		out := e.exec(t, int64(1000+i), st.verb, st.payload)
@@ -659,5 +680,40 @@ func (r *sagaRig) redeliverAll() {
 		if cmds := r.outboxCommands(r.shards[typ]); len(cmds) != 0 {
 			r.t.Fatalf("redeliveries on %s sent %d more commands", typ, len(cmds))
 		}
+	}
+}
+
+// A client that sends the inventory's and the payment's replies itself
+// cannot complete an order nobody paid for: replies must come from the
+// actors the order named, as the engine sends them.
+func TestSagaForgedRepliesRefused(t *testing.T) {
+	r := newSagaRig(t)
+	o, _, pay := r.setup(5000)
+	r.submit(o, "place", "place-o1", "", placeO1)
+	forge := func(verb, key, payload string) actor.Result {
+		return r.apply(actor.Command{ID: "forged-" + key, Type: actor.CommandType(OrderType, verb), Address: o,
+			Payload: []byte(payload), IdempotencyKey: key, Security: sagaUser})
+	}
+	for _, f := range []struct{ verb, payload string }{
+		{"reserved", reservedO1},
+		{"charged", `{"payment":"acct1","amount":1500}`},
+	} {
+		res := forge(f.verb, "forged-"+f.verb, f.payload)
+		if res.Status != actor.StatusRejected || res.Reason != actor.ReasonViolation || !strings.Contains(res.Message, "must be sent by") {
+			t.Fatalf("forged %s: %+v (want a violation)", f.verb, res)
+		}
+	}
+	var os OrderState
+	r.state(o, &os)
+	if os.Status != OrderStatusPlaced {
+		t.Fatalf("order after forged replies: %+v, want still placed", os)
+	}
+	// The genuine flow still completes it, and only then is it paid.
+	r.pump(false)
+	r.state(o, &os)
+	var ps PaymentState
+	r.state(pay, &ps)
+	if os.Status != OrderStatusCompleted || ps.Balance != 3500 {
+		t.Fatalf("after the real replies: order %+v, balance %d", os, ps.Balance)
 	}
 }

@@ -157,6 +157,9 @@ func (t *Rhizon) setupIngress(ctx context.Context, w Workload) error {
 				for _, c := range ing.conns {
 					c.Close()
 				}
+				if errors.Is(err, nats.ErrAuthorization) {
+					return fmt.Errorf("bench: nats connect %s: %w (the ingress workload needs the node credentials in the --nats URLs: rhizon nats-url; rhizon dev's banner prints its URL)", u, err)
+				}
 				return fmt.Errorf("bench: nats connect %s: %w", u, err)
 			}
 			ing.conns = append(ing.conns, nc)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -156,17 +157,36 @@ func (t *Rhizon) setupIngress(ctx context.Context, w Workload) error {
 				for _, c := range ing.conns {
 					c.Close()
 				}
+				if errors.Is(err, nats.ErrAuthorization) {
+					return fmt.Errorf("bench: nats connect %s: %w (the ingress workload needs the node credentials in the --nats URLs: rhizon nats-url; rhizon dev's banner prints its URL)", u, err)
+				}
 				return fmt.Errorf("bench: nats connect %s: %w", u, err)
 			}
-			js, err := jetstream.New(nc)
+			ing.conns = append(ing.conns, nc)
+			// Commands go as a producer's do: on a connection
+			// authenticated by the bearer token, in its own NATS
+			// account (the embedded servers'). A NATS without producer
+			// accounts refuses it; then the node connection publishes,
+			// the token in the Authorization header.
+			pub := nc
+			if pu, ok := producerURL(u); ok {
+				popts := []nats.Option{nats.Name("rhizon-bench-producer"), nats.Timeout(DefaultPeerDialTimeout), nats.MaxReconnects(-1),
+					nats.Token(t.cfg.Token)}
+				if t.cfg.NATSTLS != nil {
+					popts = append(popts, nats.Secure(t.cfg.NATSTLS))
+				}
+				if pc, err := nats.Connect(pu, popts...); err == nil {
+					ing.conns, pub = append(ing.conns, pc), pc
+				}
+			}
+			js, err := jetstream.New(pub)
 			if err != nil {
-				nc.Close()
 				for _, c := range ing.conns {
 					c.Close()
 				}
 				return fmt.Errorf("bench: jetstream on %s: %w", u, err)
 			}
-			ing.conns, ing.js = append(ing.conns, nc), append(ing.js, js)
+			ing.js = append(ing.js, js)
 		}
 		t.ing = ing
 	}
@@ -214,6 +234,17 @@ func (t *Rhizon) setupIngress(ctx context.Context, w Workload) error {
 	// leaders' consumers exist, and the subscription's interest has
 	// reached every server the relays publish on.
 	return probeUntil(ctx, "ingress", func(ctx context.Context) (Outcome, error) { return t.Ingress(ctx, probe) })
+}
+
+// producerURL is a NATS URL without its credentials, for a connection that
+// authenticates with the bearer token instead.
+func producerURL(u string) (string, bool) {
+	pu, err := url.Parse(u)
+	if err != nil || pu.Host == "" {
+		return "", false
+	}
+	pu.User = nil
+	return pu.String(), true
 }
 
 // onEvent hands a counter event to the operation waiting for its command.

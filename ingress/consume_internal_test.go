@@ -115,6 +115,10 @@ func StartNATSCluster(tb testing.TB) []string {
 func startManager(t *testing.T, cfg Config, wait time.Duration) *Manager {
 	t.Helper()
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if cfg.ShardCount == nil {
+		n := max(uint32(len(cfg.Shards())), 1)
+		cfg.ShardCount = func() uint32 { return n }
+	}
 	m, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -144,6 +148,7 @@ type appliedShard struct {
 	id   uint32
 	mu   sync.Mutex
 	keys map[string]bool
+	cmds []actor.Command
 }
 
 func (s *appliedShard) ID() uint32     { return s.id }
@@ -152,7 +157,20 @@ func (s *appliedShard) Submit(_ context.Context, cmd actor.Command) (actor.Resul
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.keys[cmd.IdempotencyKey] = true
+	s.cmds = append(s.cmds, cmd)
 	return actor.Result{CommandID: cmd.ID, Status: actor.StatusAccepted}, nil
+}
+
+// command is the command applied with key, if any.
+func (s *appliedShard) command(key string) (actor.Command, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.cmds {
+		if c.IdempotencyKey == key {
+			return c, true
+		}
+	}
+	return actor.Command{}, false
 }
 
 func (s *appliedShard) applied(key string) bool {

@@ -34,12 +34,18 @@ type EmbeddedConfig struct {
 	// learns the rest of the cluster from them.
 	Routes []string
 	// ClusterSecret authenticates routes: only servers that know it join.
-	// With it, clients authenticate too (see NodeCredentials): the nodes
-	// and operators with the credentials derived from it may do anything;
-	// a client without credentials may only publish commands to the ingress
-	// subjects (they carry their own bearer token) and receive the
-	// acknowledgements. Empty: every client may do anything (tests).
+	// With it, clients authenticate too, and NATS accounts separate them
+	// (see accounts.go): the nodes and operators with the credentials
+	// derived from it (NodeCredentials) may do anything in the node
+	// account; a producer authenticates with one of ProducerTokens and may
+	// only publish commands, in an account of its own. Nobody else may
+	// connect. Empty: no accounts, every client may do anything (tests).
 	ClusterSecret string
+	// ProducerTokens are the bearer tokens that may publish commands (the
+	// token file's); each gets its own account (ProducerAccount).
+	ProducerTokens []string
+	// ProducerLimits bound each producer account.
+	ProducerLimits ProducerLimits
 	// TLS, when set, makes the client port and the routes TLS: the server
 	// presents TLS.Certificates, and verifies the servers it routes to
 	// against TLS.RootCAs (nil: the system's roots). The node's own
@@ -68,22 +74,24 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := &server.Options{
-		ServerName: cfg.ServerName,
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
-		SyncAlways: true,
-		NoSigs:     true,
-		NoLog:      true,
-		// A command may carry a 1 MiB payload; with its envelope (and an
-		// event with the same payload) it exceeds NATS's 1 MB default.
-		MaxPayload: MaxMessageBytes,
-	}
+	opts := &server.Options{}
+	var auth *clientAuth
 	if cfg.ClusterSecret != "" {
-		opts.Users, opts.NoAuthUser = clientUsers(cfg.ClusterSecret)
+		var accounts []string
+		auth, accounts = newClientAuth(cfg.ClusterSecret, cfg.ProducerTokens)
+		cfg.ProducerLimits.setDefaults()
+		if err := opts.ProcessConfigString(accountsConfig(accounts, cfg.ProducerLimits)); err != nil {
+			return nil, fmt.Errorf("ingress: embedded nats accounts: %w", err)
+		}
+		opts.CustomClientAuthentication = auth
 	}
+	opts.ServerName = cfg.ServerName
+	opts.Host, opts.Port = host, port
+	opts.JetStream, opts.StoreDir, opts.SyncAlways = true, cfg.StoreDir, true
+	opts.NoSigs, opts.NoLog = true, true
+	// A command may carry a 1 MiB payload; with its envelope (and an event
+	// with the same payload) it exceeds NATS's 1 MB default.
+	opts.MaxPayload = MaxMessageBytes
 	if cfg.TLS != nil {
 		opts.TLSConfig, opts.TLSTimeout = cfg.TLS.Clone(), tlsTimeout.Seconds()
 	}
@@ -107,6 +115,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("ingress: embedded nats: %w", err)
+	}
+	if auth != nil {
+		auth.srv.Store(s)
 	}
 	if cfg.Logger != nil {
 		s.SetLoggerV2(natsLogger{cfg.Logger.With("component", "nats")}, false, false, false)
@@ -153,13 +164,11 @@ func derive(label, secret string) string {
 const (
 	// NodeUser is the user the nodes, and operators' tools, connect as.
 	NodeUser = "rhizon"
-	// ProducerUser is who a client without credentials is: it may publish
-	// commands, nothing else.
-	ProducerUser = "producer"
-	// NodeInboxPrefix is the inbox prefix of the nodes' connections. A
-	// producer must subscribe to _INBOX.> to get its publish
-	// acknowledgements; the replies the nodes get (pulled commands with
-	// their tokens, Watch's events) go elsewhere, where it cannot listen.
+	// NodeInboxPrefix is the inbox prefix of the nodes' connections. The
+	// node account is the nodes' and operators' alone; the prefix keeps
+	// the replies the nodes get (pulled commands with their tokens,
+	// Watch's events) apart from an operator tool's _INBOX.> and, with an
+	// external NATS where producers may share the account, from theirs.
 	// Operators' tools with the node credentials should use it too (the
 	// nats CLI: --inbox-prefix).
 	NodeInboxPrefix = "_RHIZON_INBOX"
@@ -170,23 +179,6 @@ const (
 // computes the same ones. They differ from the route credentials.
 func NodeCredentials(secret string) (user, pass string) {
 	return NodeUser, derive("rhizon nats client v1", secret)
-}
-
-// clientUsers are the embedded server's users: the node user with every
-// permission, and the producer, which clients without credentials are.
-func clientUsers(secret string) ([]*server.User, string) {
-	user, pass := NodeCredentials(secret)
-	// Nobody logs in as the producer by name; its password only keeps
-	// the entry well-formed.
-	producer := &server.User{
-		Username: ProducerUser,
-		Password: derive("rhizon nats producer v1", secret),
-		Permissions: &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: []string{ingressPrefix + ">"}},
-			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
-		},
-	}
-	return []*server.User{{Username: user, Password: pass}, producer}, ProducerUser
 }
 
 // natsLogger passes the embedded server's log to slog.

@@ -50,13 +50,18 @@ func (a *asyncErrors) violated(t *testing.T, subject string) {
 	t.Fatalf("no permissions violation for %q; errors: %v", subject, a.errs)
 }
 
-// An embedded server with a cluster secret lets a client without credentials
-// publish commands and get their acknowledgements, and nothing else: it
-// cannot read events, see the commands the node pulls (tokens included),
-// forge events or touch the streams. The node credentials can.
-func TestEmbedded_ClientsWithoutCredentialsMayOnlyPublishCommands(t *testing.T) {
+// An embedded server with a cluster secret has NATS accounts (issue 24): a
+// producer connects with its bearer token, lands in an account of its own,
+// and may publish commands and read its own acknowledgements, nothing else.
+// Its commands carry its token's identity; its message ids dedupe only its
+// own messages; it sees nothing of another producer's (no shared _INBOX.>);
+// its connections are limited; a subject no shard consumes is refused.
+// Nobody connects without credentials. The node credentials may do anything.
+func TestEmbedded_ProducersHaveAccountsOfTheirOwn(t *testing.T) {
 	const secret = "s3cret"
-	ns, err := StartEmbedded(EmbeddedConfig{ServerName: "s", Addr: "127.0.0.1:0", StoreDir: t.TempDir(), ClusterSecret: secret})
+	const tokA, tokB = "producer-a-token-0123456789", "producer-b-token-0123456789"
+	ns, err := StartEmbedded(EmbeddedConfig{ServerName: "s", Addr: "127.0.0.1:0", StoreDir: t.TempDir(), ClusterSecret: secret,
+		ProducerTokens: []string{tokA, tokB}, ProducerLimits: ProducerLimits{MaxConnections: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,86 +73,174 @@ func TestEmbedded_ClientsWithoutCredentialsMayOnlyPublishCommands(t *testing.T) 
 	}
 	t.Cleanup(node.Close)
 	sh := &appliedShard{id: 0, keys: map[string]bool{}}
-	sec := actor.Security{Principal: actor.Principal{ID: "p", Type: actor.PrincipalService},
-		Scopes: []actor.Scope{{Tenant: "t", Workspace: "w"}}}
+	secs := map[string]actor.Security{}
+	for tok, p := range map[string]string{tokA: "a", tokB: "b"} {
+		secs[tok] = actor.Security{Principal: actor.Principal{ID: p, Type: actor.PrincipalService},
+			Scopes: []actor.Scope{{Tenant: "t", Workspace: "w"}}}
+	}
 	startManager(t, Config{Conn: node, Replicas: 1, Registry: builtin.Registry(),
 		ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return []Shard{sh} },
-		Authenticate: func(string) (actor.Security, error) { return sec, nil }}, 30*time.Second)
+		ProducerTokens: []string{tokA, tokB},
+		Authenticate: func(tok string) (actor.Security, error) {
+			if s, ok := secs[tok]; ok {
+				return s, nil
+			}
+			return actor.Security{}, errors.New("unknown token")
+		}}, 30*time.Second)
 
-	if _, err := nats.Connect(ns.ClientURL(), nats.UserInfo(user, "wrong")); err == nil {
-		t.Fatal("a wrong node password connected")
+	for name, opt := range map[string]nats.Option{
+		"no credentials":      func(*nats.Options) error { return nil },
+		"an unknown token":    nats.Token("not-a-token-of-this-cluster"),
+		"a wrong node secret": nats.UserInfo(user, "wrong"),
+	} {
+		if nc, err := nats.Connect(ns.ClientURL(), opt); err == nil {
+			nc.Close()
+			t.Errorf("%s: connected", name)
+		}
 	}
 
 	errs := &asyncErrors{}
-	anon, err := nats.Connect(ns.ClientURL(), nats.ErrorHandler(errs.handler))
+	a, err := nats.Connect(ns.ClientURL(), nats.Token(tokA), nats.ErrorHandler(errs.handler))
 	if err != nil {
-		t.Fatalf("a client without credentials: %v", err)
+		t.Fatalf("producer A with its token: %v", err)
 	}
-	t.Cleanup(anon.Close)
-	// Everything that reaches _INBOX.>, which a producer may read.
+	t.Cleanup(a.Close)
+	// The token as the password works too (for tools that only take
+	// user:password URLs).
+	b, err := nats.Connect(strings.Replace(ns.ClientURL(), "nats://", "nats://b:"+tokB+"@", 1))
+	if err != nil {
+		t.Fatalf("producer B with its token as the password: %v", err)
+	}
+	t.Cleanup(b.Close)
+	// Everything that reaches A's _INBOX.>.
 	var seenMu sync.Mutex
 	var seen []*nats.Msg
-	if _, err := anon.Subscribe("_INBOX.>", func(m *nats.Msg) {
+	if _, err := a.Subscribe("_INBOX.>", func(m *nats.Msg) {
 		seenMu.Lock()
 		seen = append(seen, m)
 		seenMu.Unlock()
 	}); err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(anon)
+	jsA, _ := jetstream.New(a)
+	jsB, _ := jetstream.New(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	// A publishes first with the message id B will use: B's is stored all
+	// the same, and each command carries its own producer's identity.
+	cmdA := ingressMsg(t, 0, "ea", "ka")
+	cmdA.Header.Set(HeaderAuthorization, "bearer "+tokA) // its own token may be named, in any case
+	if _, err := jsA.PublishMsg(ctx, cmdA, jetstream.WithMsgID("order-1")); err != nil {
+		t.Fatalf("producer A publishes a command: %v", err)
+	}
+	cmdB := ingressMsg(t, 0, "eb", "kb")
+	cmdB.Header.Del(HeaderAuthorization) // the connection's token is enough
+	ackB, err := jsB.PublishMsg(ctx, cmdB, jetstream.WithMsgID("order-1"))
+	if err != nil {
+		t.Fatalf("producer B publishes a command: %v", err)
+	}
+	if ackB.Duplicate || ackB.Stream != ProducerStream(ProducerAccount(tokB)) {
+		t.Fatalf("B's publish: %+v; want stored on its own stream, not a duplicate of A's", ackB)
+	}
+	for _, want := range []struct{ key, principal string }{{"ka", "a"}, {"kb", "b"}} {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if c, ok := sh.command(want.key); ok {
+				if c.Security.Principal.ID != want.principal {
+					t.Errorf("command %s applied as %q, want %q", want.key, c.Security.Principal.ID, want.principal)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("command %s not applied within 10s", want.key)
+			}
+		}
+	}
+	// A cannot borrow B's token in the header.
+	borrowed := ingressMsg(t, 0, "ea", "borrowed")
+	borrowed.Header.Set(HeaderAuthorization, "Bearer "+tokB)
+	if _, err := jsA.PublishMsg(ctx, borrowed); err != nil {
+		t.Fatal(err)
+	}
+	njs, err := jetstream.New(node)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-
-	// Allowed: publish a command, get its acknowledgement, and the node
-	// consumes it.
-	cmd := ingressMsg(t, 0, "e1", "k1")
-	if _, err := js.PublishMsg(ctx, cmd); err != nil {
-		t.Fatalf("publish a command without credentials: %v", err)
+	deadStream, err := njs.Stream(ctx, DeadStream)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); !sh.applied("k1"); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if dl, err := deadStream.GetLastMsgForSubject(ctx, DeadSubject(0)); err == nil {
+			if r := dl.Header.Get(HeaderReason); !strings.Contains(r, "another token") {
+				t.Fatalf("dead letter reason %q", r)
+			}
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("the node did not consume the command within 10s")
+			t.Fatal("the command with B's token in A's header was not dead-lettered")
 		}
 	}
-	if err := anon.Flush(); err != nil {
+	if sh.applied("borrowed") {
+		t.Fatal("A's command with B's token in the header was applied")
+	}
+	if err := a.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	seenMu.Lock()
 	for _, m := range seen {
-		if bytes.Equal(m.Data, cmd.Data) || m.Header.Get(HeaderAuthorization) != "" {
-			t.Errorf("the pulled command (subject %s) reached a producer's _INBOX.> subscription", m.Subject)
+		if bytes.Equal(m.Data, cmdB.Data) || bytes.Contains(m.Data, []byte(ProducerStream(ProducerAccount(tokB)))) ||
+			m.Header.Get(HeaderAuthorization) != "" {
+			t.Errorf("producer B's command or acknowledgement (subject %s) reached producer A", m.Subject)
 		}
 	}
 	seenMu.Unlock()
 
-	// Denied: reading events (core or JetStream), the nodes' inboxes,
-	// forging events, the JetStream API.
+	// A subject no shard consumes (this node has one shard) is refused.
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelShort()
+	if _, err := jsA.PublishMsg(short, ingressMsg(t, 1, "ea", "k-unconsumed")); err == nil {
+		t.Error("a publish to rhizon.in.1 on a one-shard node was stored")
+	}
+
+	// Denied: reading events, the node's inboxes, the ingress subjects;
+	// forging events; the JetStream API.
 	for _, subj := range []string{"rhizon.evt.>", NodeInboxPrefix + ".>", IngressSubject(0)} {
-		if _, err := anon.Subscribe(subj, func(*nats.Msg) {}); err != nil {
+		if _, err := a.Subscribe(subj, func(*nats.Msg) {}); err != nil {
 			t.Fatal(err)
 		}
 		errs.violated(t, subj)
 	}
 	forged := EventSubject(actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: "e1"})
-	if err := anon.Publish(forged, []byte("forged")); err != nil {
+	if err := a.Publish(forged, []byte("forged")); err != nil {
 		t.Fatal(err)
 	}
 	errs.violated(t, forged)
-	short, cancelShort := context.WithTimeout(ctx, time.Second)
-	defer cancelShort()
-	if err := js.DeleteStream(short, EventsStream); err == nil {
-		t.Fatal("a client without credentials deleted the events stream")
+	short2, cancelShort2 := context.WithTimeout(ctx, time.Second)
+	defer cancelShort2()
+	if err := jsA.DeleteStream(short2, EventsStream); err == nil {
+		t.Fatal("a producer deleted the events stream")
 	}
 	errs.violated(t, "$JS.API.STREAM.DELETE."+EventsStream)
 
-	// The node's view: both streams intact, no forged event stored.
-	njs, err := jetstream.New(node)
-	if err != nil {
-		t.Fatal(err)
+	// Connection limit: A has one connection; two more make three.
+	for i := 0; i < 2; i++ {
+		nc, err := nats.Connect(ns.ClientURL(), nats.Token(tokA))
+		if err != nil {
+			t.Fatalf("producer A's connection %d of 3: %v", i+2, err)
+		}
+		t.Cleanup(nc.Close)
 	}
+	if nc, err := nats.Connect(ns.ClientURL(), nats.Token(tokA), nats.NoReconnect()); err == nil {
+		// The server may close it right after the handshake.
+		perr := nc.FlushTimeout(2 * time.Second)
+		nc.Close()
+		if perr == nil {
+			t.Fatal("producer A's fourth connection was accepted (limit 3)")
+		}
+	}
+
+	// The node's view: the streams intact, no forged event stored.
 	for _, name := range []string{IngressStream, EventsStream} {
 		st, err := njs.Stream(ctx, name)
 		if err != nil {

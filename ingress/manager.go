@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,11 @@ type Config struct {
 	// replicas (the manager runs a consumer and a relay for those it leads).
 	ShardOf func(actor.Address) uint32
 	Shards  func() []Shard
+	// ShardCount is the cluster's shard count, 0 while it is not known yet
+	// (the streams are created once it is): the ingress stream takes only
+	// the subjects of shards that exist, so nothing is stored where no
+	// shard would ever consume it.
+	ShardCount func() uint32
 	// Registry is the node's actor registry: a command for an actor type
 	// this node does not have is retried (another leader may have it, or
 	// this node after an upgrade) and dead-lettered after MaxDeliver tries.
@@ -51,6 +57,16 @@ type Config struct {
 	// Authenticate checks an external producer's bearer token and returns
 	// the security context of its commands. Nil: only signed messages.
 	Authenticate func(token string) (actor.Security, error)
+	// ProducerTokens are the tokens that have producer accounts on the
+	// embedded server (EmbeddedConfig.ProducerTokens): the manager creates
+	// each one's stream and consumes it; its commands carry that token's
+	// security context.
+	ProducerTokens []string
+	// ProducerMaxBytes and ProducerMaxMsgs bound each producer's stream
+	// (default DefaultProducerMaxBytes, DefaultProducerMaxMsgs): one
+	// producer filling its own cannot stop another's or the gateways'.
+	ProducerMaxBytes int64
+	ProducerMaxMsgs  int64
 	// SigningKey authenticates messages that gateways and relays publish;
 	// every node of a cluster derives it from the cluster secret.
 	SigningKey []byte
@@ -73,8 +89,31 @@ type Config struct {
 	// DuplicateWindow is how long JetStream remembers message ids
 	// (default DefaultDuplicateWindow).
 	DuplicateWindow time.Duration
-	Logger          *slog.Logger
+	// IngressMaxBytes and IngressMaxMsgs bound the ingress stream (default
+	// DefaultIngressMaxBytes, DefaultIngressMaxMsgs); when it is full, a
+	// publish is refused rather than an unconsumed command dropped.
+	IngressMaxBytes int64
+	IngressMaxMsgs  int64
+	// DeadMaxBytes and DeadMaxMsgs bound the dead-letter stream (default
+	// DefaultDeadMaxBytes, DefaultDeadMaxMsgs); when it is full, the oldest
+	// dead letters go.
+	DeadMaxBytes int64
+	DeadMaxMsgs  int64
+	Logger       *slog.Logger
 }
+
+// Stream limits by default. A command is at most MaxCommandBytes: a 1 MiB
+// payload as protojson (base64) with its envelope.
+const (
+	MaxCommandBytes        = 2 << 20
+	DefaultIngressMaxBytes = 1 << 30
+	DefaultIngressMaxMsgs  = 1_000_000
+	DefaultDeadMaxBytes    = 256 << 20
+	DefaultDeadMaxMsgs     = 100_000
+
+	DefaultProducerMaxBytes = 256 << 20
+	DefaultProducerMaxMsgs  = 100_000
+)
 
 func (c *Config) setDefaults() {
 	if c.Replicas <= 0 {
@@ -98,8 +137,20 @@ func (c *Config) setDefaults() {
 	if c.DuplicateWindow <= 0 {
 		c.DuplicateWindow = DefaultDuplicateWindow
 	}
+	setDefault(&c.IngressMaxBytes, DefaultIngressMaxBytes)
+	setDefault(&c.IngressMaxMsgs, DefaultIngressMaxMsgs)
+	setDefault(&c.DeadMaxBytes, DefaultDeadMaxBytes)
+	setDefault(&c.DeadMaxMsgs, DefaultDeadMaxMsgs)
+	setDefault(&c.ProducerMaxBytes, DefaultProducerMaxBytes)
+	setDefault(&c.ProducerMaxMsgs, DefaultProducerMaxMsgs)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+}
+
+func setDefault(v *int64, d int64) {
+	if *v <= 0 {
+		*v = d
 	}
 }
 
@@ -125,6 +176,9 @@ type Manager struct {
 	// atomicEvents: the events stream takes atomic batch publishes.
 	atomicEvents atomic.Bool
 
+	// producers maps a producer account to its token.
+	producers map[string]string
+
 	mu      sync.Mutex
 	workers map[uint32]*worker
 }
@@ -133,15 +187,21 @@ type Manager struct {
 // elects its leaders) and starts following leadership.
 func Start(cfg Config) (*Manager, error) {
 	cfg.setDefaults()
-	if cfg.Conn == nil || cfg.ShardOf == nil || cfg.Shards == nil || cfg.Registry == nil {
-		return nil, errors.New("ingress: Conn, ShardOf, Shards and Registry are required")
+	if cfg.Conn == nil || cfg.ShardOf == nil || cfg.Shards == nil || cfg.ShardCount == nil || cfg.Registry == nil {
+		return nil, errors.New("ingress: Conn, ShardOf, Shards, ShardCount and Registry are required")
 	}
 	// Relays of every led shard publish through this one handle.
 	js, err := jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(16384))
 	if err != nil {
 		return nil, fmt.Errorf("ingress: jetstream: %w", err)
 	}
-	m := &Manager{cfg: cfg, js: js, log: cfg.Logger.With("component", "ingress"), ready: make(chan struct{}), workers: map[uint32]*worker{}}
+	m := &Manager{cfg: cfg, js: js, log: cfg.Logger.With("component", "ingress"), ready: make(chan struct{}), workers: map[uint32]*worker{},
+		producers: map[string]string{}}
+	for _, t := range cfg.ProducerTokens {
+		if t != "" {
+			m.producers[ProducerAccount(t)] = t
+		}
+	}
 	if m.metrics, err = newMetrics(m); err != nil {
 		return nil, err
 	}
@@ -195,16 +255,28 @@ func (m *Manager) run(ctx context.Context) {
 }
 
 func (m *Manager) ensureStreams(ctx context.Context) error {
+	shards := m.cfg.ShardCount()
+	if shards == 0 {
+		return errors.New("the shard count is not known yet (no cluster)")
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	subjects := make([]string, shards)
+	for i := range subjects {
+		subjects[i] = IngressSubject(uint32(i))
+	}
 	streams := []jetstream.StreamConfig{{
 		Name:        IngressStream,
 		Description: "Rhizon commands, one subject per shard; consumed by the shard leader",
-		Subjects:    []string{ingressPrefix + "*"},
+		Subjects:    subjects,
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    m.cfg.Replicas,
 		Duplicates:  m.cfg.DuplicateWindow,
+		MaxBytes:    m.cfg.IngressMaxBytes,
+		MaxMsgs:     m.cfg.IngressMaxMsgs,
+		MaxMsgSize:  MaxCommandBytes,
+		Discard:     jetstream.DiscardNew,
 	}, {
 		Name:        EventsStream,
 		Description: "Rhizon committed events, one subject per entity",
@@ -225,7 +297,33 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    m.cfg.Replicas,
 		MaxAge:      30 * 24 * time.Hour,
+		MaxBytes:    m.cfg.DeadMaxBytes,
+		MaxMsgs:     m.cfg.DeadMaxMsgs,
+		// A dead letter keeps a bounded prefix of the body; the rest is
+		// headers (the reason and the producer's own headers).
+		MaxMsgSize: DeadLetterMaxBody + 64<<10,
+		Discard:    jetstream.DiscardOld,
 	}}
+	for _, acct := range m.producerAccounts() {
+		subj := make([]string, shards)
+		for i := range subj {
+			subj[i] = producerSubject(acct, uint32(i))
+		}
+		streams = append(streams, jetstream.StreamConfig{
+			Name:        ProducerStream(acct),
+			Description: "Rhizon commands of one producer account, one subject per shard; consumed by the shard leaders",
+			Subjects:    subj,
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    m.cfg.Replicas,
+			// Message ids the producer sets dedupe its own messages only.
+			Duplicates: m.cfg.DuplicateWindow,
+			MaxBytes:   m.cfg.ProducerMaxBytes,
+			MaxMsgs:    m.cfg.ProducerMaxMsgs,
+			MaxMsgSize: MaxCommandBytes,
+			Discard:    jetstream.DiscardNew,
+		})
+	}
 	for _, sc := range streams {
 		s, err := m.js.CreateOrUpdateStream(ctx, sc)
 		if err != nil {
@@ -236,6 +334,15 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+func (m *Manager) producerAccounts() []string {
+	out := make([]string, 0, len(m.producers))
+	for a := range m.producers {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // atomicBatches reports whether the relay publishes events to a stream of
@@ -338,19 +445,25 @@ func (m *Manager) Enqueue(ctx context.Context, cmd actor.Command) (Enqueued, err
 	msg := nats.NewMsg(IngressSubject(shard))
 	msg.Data = data
 	msg.Header.Set(HeaderSignature, m.sign(data))
-	ack, err := m.js.PublishMsg(ctx, msg, jetstream.WithMsgID(idempotencyMsgID(cmd.Address, cmd.IdempotencyKey)))
+	ack, err := m.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.msgID(cmd.Address, cmd.IdempotencyKey)))
 	if err != nil {
 		return Enqueued{}, fmt.Errorf("ingress: publish: %w", err)
 	}
 	return Enqueued{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate, Shard: shard}, nil
 }
 
-func idempotencyMsgID(addr actor.Address, key string) string {
-	h := sha256.New()
+// msgID is the JetStream message id of a command the nodes publish
+// (SubmitAsync, relayed Sends, forwards): derived from the address and
+// idempotency key, so a retry is dropped as a duplicate, and keyed by the
+// signing key, so nobody without it can compute the id and publish first
+// under it, which would make the nodes' command a "duplicate" never stored.
+func (m *Manager) msgID(addr actor.Address, key string) string {
+	h := hmac.New(sha256.New, m.cfg.SigningKey)
+	h.Write([]byte("rhizon ingress msg id v2\x00"))
 	h.Write(addr.Key())
 	h.Write([]byte{0})
 	h.Write([]byte(key))
-	return "idem-" + hex.EncodeToString(h.Sum(nil)[:16])
+	return "idem2-" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // ShardsOf adapts a node's replica list (cluster.Node.Shards) to

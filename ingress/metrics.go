@@ -24,13 +24,13 @@ type metrics struct {
 	publishedC  metric.Int64Counter
 
 	mu        sync.Mutex
-	consumers map[uint32]jetstream.Consumer
+	consumers map[consumerKey]jetstream.Consumer
 	backlogs  map[uint32]int
 }
 
 func newMetrics(m *Manager) (*metrics, error) {
 	meter := otel.Meter("github.com/rhizon/rhizon/ingress")
-	mt := &metrics{consumers: map[uint32]jetstream.Consumer{}, backlogs: map[uint32]int{}}
+	mt := &metrics{consumers: map[consumerKey]jetstream.Consumer{}, backlogs: map[uint32]int{}}
 	var err error
 	check := func(e error) {
 		if err == nil {
@@ -55,21 +55,27 @@ func newMetrics(m *Manager) (*metrics, error) {
 	}
 	mt.reg, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		mt.mu.Lock()
-		cons := make(map[uint32]jetstream.Consumer, len(mt.consumers))
-		for id, c := range mt.consumers {
-			cons[id] = c
+		cons := make(map[consumerKey]jetstream.Consumer, len(mt.consumers))
+		for k, c := range mt.consumers {
+			cons[k] = c
 		}
 		for id, n := range mt.backlogs {
 			o.ObserveInt64(backlog, int64(n), shardAttr(id))
 		}
 		mt.mu.Unlock()
-		for id, c := range cons {
+		// A shard's lag is the sum over its streams (the nodes' and
+		// each producer's).
+		lags := map[uint32]int64{}
+		for k, c := range cons {
 			ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			info, err := c.Info(ictx)
 			cancel()
 			if err == nil {
-				o.ObserveInt64(lag, int64(info.NumPending)+int64(info.NumAckPending), shardAttr(id))
+				lags[k.shard] += int64(info.NumPending) + int64(info.NumAckPending)
 			}
+		}
+		for id, n := range lags {
+			o.ObserveInt64(lag, n, shardAttr(id))
 		}
 		return nil
 	}, lag, backlog)
@@ -86,15 +92,24 @@ func (mt *metrics) unregister() {
 	}
 }
 
-func (mt *metrics) track(id uint32, c jetstream.Consumer) {
+type consumerKey struct {
+	shard  uint32
+	stream string
+}
+
+func (mt *metrics) track(id uint32, stream string, c jetstream.Consumer) {
 	mt.mu.Lock()
-	mt.consumers[id] = c
+	mt.consumers[consumerKey{id, stream}] = c
 	mt.mu.Unlock()
 }
 
 func (mt *metrics) untrack(id uint32) {
 	mt.mu.Lock()
-	delete(mt.consumers, id)
+	for k := range mt.consumers {
+		if k.shard == id {
+			delete(mt.consumers, k)
+		}
+	}
 	delete(mt.backlogs, id)
 	mt.mu.Unlock()
 }

@@ -298,7 +298,7 @@ func (w *worker) outMsg(r storage.OutboxRow) (outMsg, error) {
 		m := nats.NewMsg(IngressSubject(w.m.cfg.ShardOf(addr)))
 		m.Data = body
 		m.Header.Set(HeaderSignature, w.m.sign(body))
-		return outMsg{key: "c" + string(addr.Key()), msg: m, id: idempotencyMsgID(addr, c.IdempotencyKey)}, nil
+		return outMsg{key: "c" + string(addr.Key()), msg: m, id: w.m.msgID(addr, c.IdempotencyKey)}, nil
 	}
 	return outMsg{}, fmt.Errorf("unknown row kind %q", r.Data[0])
 }

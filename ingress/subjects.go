@@ -16,8 +16,11 @@ const (
 	DeadStream    = "RHIZON_DEAD"
 
 	ingressPrefix = "rhizon.in."
-	eventsPrefix  = "rhizon.evt."
-	deadPrefix    = "rhizon.dead."
+	// producerPrefix: rhizon.ext.<producer account>.<shard>, in the node
+	// account, is where a producer's rhizon.in.<shard> lands.
+	producerPrefix = "rhizon.ext."
+	eventsPrefix   = "rhizon.evt."
+	deadPrefix     = "rhizon.dead."
 )
 
 // Message headers.
@@ -34,7 +37,15 @@ const (
 	HeaderReason = "Rhizon-Reason"
 	HeaderKind   = "Rhizon-Kind"
 	HeaderSource = "Rhizon-Source"
+	// HeaderSize and HeaderDigest give a dead letter's original body size
+	// and its digest ("sha256=<hex>"): the dead letter keeps only the
+	// first DeadLetterMaxBody bytes of the body.
+	HeaderSize   = "Rhizon-Size"
+	HeaderDigest = "Rhizon-Digest"
 )
+
+// DeadLetterMaxBody is how much of a message's body its dead letter keeps.
+const DeadLetterMaxBody = 64 << 10
 
 // IngressSubject is the subject commands for shard are published to.
 func IngressSubject(shard uint32) string {

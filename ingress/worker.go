@@ -2,6 +2,8 @@ package ingress
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -87,12 +89,32 @@ func (w *worker) consume(ctx context.Context) {
 		lw.Wait()
 	}()
 	defer w.m.metrics.untrack(w.sh.ID())
-	for ctx.Err() == nil {
-		if err := w.pull(ctx, &queues); err != nil && ctx.Err() == nil {
-			w.log.Warn("ingress consumer; binding again", "err", err)
-			sleep(ctx, time.Second)
-		}
+	// One pull per stream: the nodes' own, and each producer account's.
+	var pw sync.WaitGroup
+	for _, src := range w.sources() {
+		pw.Go(func() {
+			for ctx.Err() == nil {
+				if err := w.pull(ctx, src, &queues); err != nil && ctx.Err() == nil {
+					w.log.Warn("ingress consumer; binding again", "stream", src.stream, "err", err)
+					sleep(ctx, time.Second)
+				}
+			}
+		})
 	}
+	pw.Wait()
+}
+
+// source is a stream the shard's commands arrive on, and the subject of
+// this shard in it.
+type source struct{ stream, subject string }
+
+func (w *worker) sources() []source {
+	id := w.sh.ID()
+	out := []source{{IngressStream, IngressSubject(id)}}
+	for _, a := range w.m.producerAccounts() {
+		out = append(out, source{ProducerStream(a), producerSubject(a, id)})
+	}
+	return out
 }
 
 // A pull request lives this long on the server, which heartbeats an idle
@@ -104,13 +126,13 @@ const (
 
 // pull binds to the shard's durable consumer and hands its messages to the
 // lanes until the pull fails or ctx ends.
-func (w *worker) pull(ctx context.Context, queues *[lanes]chan jetstream.Msg) error {
+func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan jetstream.Msg) error {
 	id := w.sh.ID()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	cons, err := w.m.js.CreateOrUpdateConsumer(cctx, IngressStream, jetstream.ConsumerConfig{
+	cons, err := w.m.js.CreateOrUpdateConsumer(cctx, src.stream, jetstream.ConsumerConfig{
 		Durable:       "shard-" + strconv.FormatUint(uint64(id), 10),
 		Description:   "Rhizon shard leader's ingress consumer",
-		FilterSubject: IngressSubject(id),
+		FilterSubject: src.subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       w.m.cfg.AckWait,
 		MaxDeliver:    -1, // the worker dead-letters by its own rule
@@ -121,7 +143,7 @@ func (w *worker) pull(ctx context.Context, queues *[lanes]chan jetstream.Msg) er
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
 	}
-	w.m.metrics.track(id, cons)
+	w.m.metrics.track(id, src.stream, cons)
 	for {
 		err := w.pullMessages(ctx, cons, queues)
 		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
@@ -214,10 +236,14 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if to := w.m.cfg.ShardOf(cmd.Address); to != w.sh.ID() {
 		// Published to the wrong shard's subject: pass it on rather than
 		// apply it on a shard that does not own the entity.
-		fwd := nats.NewMsg(IngressSubject(to))
+		subj := IngressSubject(to)
+		if acct := producerOf(msg.Subject()); acct != "" {
+			subj = producerSubject(acct, to) // still that producer's
+		}
+		fwd := nats.NewMsg(subj)
 		fwd.Data, fwd.Header = msg.Data(), msg.Headers()
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := w.m.js.PublishMsg(pctx, fwd, jetstream.WithMsgID(idempotencyMsgID(cmd.Address, cmd.IdempotencyKey)))
+		_, err := w.m.js.PublishMsg(pctx, fwd, jetstream.WithMsgID(w.m.msgID(cmd.Address, cmd.IdempotencyKey)))
 		cancel()
 		if err != nil {
 			_ = msg.NakWithDelay(w.backoff(md.NumDelivered))
@@ -268,31 +294,56 @@ func (w *worker) decode(msg jetstream.Msg, md *jetstream.MsgMetadata) (cmd actor
 		return cmd, "malformed: " + err.Error(), ""
 	}
 	cmd = c.ToActor()
+	acct := producerOf(msg.Subject())
 	switch sig, auth := msg.Headers().Get(HeaderSignature), msg.Headers().Get(HeaderAuthorization); {
+	case acct != "":
+		// A producer account's message: the token it connected with is
+		// its identity; a signature is never trusted from a producer.
+		p, ok := w.m.producers[acct]
+		if !ok || w.m.cfg.Authenticate == nil {
+			return cmd, "unauthenticated: producer account " + acct + " is not known on this node", ""
+		}
+		if auth != "" {
+			if tok, ok := bearer(auth); !ok || tok != p {
+				return cmd, "unauthenticated: " + HeaderAuthorization + " names another token than the NATS connection's; leave it out", ""
+			}
+		}
+		sec, err := w.m.cfg.Authenticate(p)
+		if err != nil {
+			return cmd, "unauthenticated: " + err.Error(), ""
+		}
+		cmd.Security = sec
+		cmd.Address = FillScope(cmd.Address, sec)
 	case sig != "":
 		if !w.m.verify(msg.Data(), sig) {
 			return cmd, "unauthenticated: bad " + HeaderSignature, ""
 		}
 	case auth != "" && w.m.cfg.Authenticate != nil:
-		tok, ok := strings.CutPrefix(auth, "Bearer ")
+		tok, ok := bearer(auth)
 		if !ok {
 			return cmd, "unauthenticated: " + HeaderAuthorization + " must be \"Bearer <token>\"", ""
 		}
-		sec, err := w.m.cfg.Authenticate(strings.TrimSpace(tok))
+		sec, err := w.m.cfg.Authenticate(tok)
 		if err != nil {
 			return cmd, "unauthenticated: " + err.Error(), ""
 		}
 		cmd.Security = sec
+		cmd.Address = FillScope(cmd.Address, sec)
 	default:
 		return cmd, "unauthenticated: set " + HeaderAuthorization + ": Bearer <token>", ""
 	}
 	// A producer that sets no id or key gets ones derived from the stream
-	// sequence, which a redelivery keeps: it still applies once.
+	// sequence, which a redelivery keeps: it still applies once. Each
+	// producer's stream counts its own sequence, so its account is in them.
+	seq := strconv.FormatUint(md.Sequence.Stream, 10)
+	if acct != "" {
+		seq = acct + "-" + seq
+	}
 	if cmd.ID == "" {
-		cmd.ID = "js-" + strconv.FormatUint(md.Sequence.Stream, 10)
+		cmd.ID = "js-" + seq
 	}
 	if cmd.IdempotencyKey == "" {
-		cmd.IdempotencyKey = "js/" + strconv.FormatUint(md.Sequence.Stream, 10)
+		cmd.IdempotencyKey = "js/" + seq
 	}
 	if err := cmd.Validate(); err != nil {
 		return cmd, "invalid: " + err.Error(), ""
@@ -301,6 +352,17 @@ func (w *worker) decode(msg jetstream.Msg, md *jetstream.MsgMetadata) (cmd actor
 		return cmd, "", fmt.Sprintf("actor type %q is not known on this node", cmd.Address.ActorType)
 	}
 	return cmd, "", ""
+}
+
+// bearer is the token of an Authorization value; the scheme is
+// case-insensitive, as in HTTP (RFC 9110, section 11.1).
+func bearer(auth string) (string, bool) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(auth), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
 }
 
 func (w *worker) backoff(delivered uint64) time.Duration {
@@ -317,7 +379,11 @@ func (w *worker) backoff(delivered uint64) time.Duration {
 // cannot be stored, the message is redelivered later instead of lost.
 func (w *worker) dead(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, kind, reason string) {
 	dl := nats.NewMsg(DeadSubject(w.sh.ID()))
-	dl.Data = msg.Data()
+	// Only a prefix of the body: a junk message of several MiB must not be
+	// copied whole and kept for 30 days. Size and digest identify it.
+	body := msg.Data()
+	dl.Data = body[:min(len(body), DeadLetterMaxBody)]
+	sum := sha256.Sum256(body)
 	for k, v := range msg.Headers() {
 		if k != HeaderAuthorization && k != HeaderSignature && !strings.HasPrefix(k, "Nats-") {
 			dl.Header[k] = v
@@ -325,6 +391,8 @@ func (w *worker) dead(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgM
 	}
 	dl.Header.Set(HeaderKind, kind)
 	dl.Header.Set(HeaderReason, reason)
+	dl.Header.Set(HeaderSize, strconv.Itoa(len(body)))
+	dl.Header.Set(HeaderDigest, "sha256="+hex.EncodeToString(sum[:]))
 	dl.Header.Set(HeaderSource, fmt.Sprintf("%s %s seq %d", md.Stream, msg.Subject(), md.Sequence.Stream))
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	_, err := w.m.js.PublishMsg(pctx, dl, jetstream.WithMsgID(fmt.Sprintf("dead-%s-%d", md.Stream, md.Sequence.Stream)))
@@ -357,4 +425,39 @@ func (w *worker) keepAlive(msg jetstream.Msg) (stop func()) {
 		}
 	}()
 	return func() { close(done) }
+}
+
+// DefaultWorkspace is the workspace a command gets when it names none and
+// its token's scope allows every workspace of the tenant (as
+// gateway.DefaultWorkspace).
+const DefaultWorkspace = "default"
+
+// FillScope completes an address that names no tenant or workspace from the
+// token's scopes exactly as the gateway does: the tenant of the first scope;
+// the workspace of the first scope of that tenant, "*" meaning
+// DefaultWorkspace, or else the first scope's.
+func FillScope(a actor.Address, sec actor.Security) actor.Address {
+	if len(sec.Scopes) == 0 {
+		return a
+	}
+	def := sec.Scopes[0]
+	if def.Workspace == "*" {
+		def.Workspace = DefaultWorkspace
+	}
+	if a.Tenant == "" {
+		a.Tenant = def.Tenant
+	}
+	if a.Workspace == "" {
+		a.Workspace = def.Workspace
+		for _, s := range sec.Scopes {
+			if s.Tenant == a.Tenant {
+				a.Workspace = s.Workspace
+				if a.Workspace == "*" {
+					a.Workspace = DefaultWorkspace
+				}
+				break
+			}
+		}
+	}
+	return a
 }

@@ -277,23 +277,28 @@ func TestCLI_ExitStatusAndJSONOutput(t *testing.T) {
 	if _, err := js.AccountInfo(jctx); err != nil {
 		t.Fatalf("JetStream on the embedded server: %v", err)
 	}
-	// The banner's URL carries the node credentials; without them a client
-	// may publish commands but not use the JetStream API.
+	// The banner's URL carries the node credentials. Without credentials
+	// nobody connects; with the bearer token a producer connects, in an
+	// account of its own, without the JetStream API.
 	anonURL, err := url.Parse(p.nats)
 	if err != nil || anonURL.User == nil {
 		t.Fatalf("the dev banner's NATS URL %q has no credentials (%v)", p.nats, err)
 	}
 	anonURL.User = nil
-	anon, err := nats.Connect(anonURL.String(), nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatalf("connect without credentials: %v", err)
+	if anon, err := nats.Connect(anonURL.String(), nats.Timeout(5*time.Second)); err == nil {
+		anon.Close()
+		t.Fatal("a client without credentials connected to the embedded NATS")
 	}
-	defer anon.Close()
-	ajs, _ := jetstream.New(anon)
+	prod, err := nats.Connect(anonURL.String(), nats.Token(p.token), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("connect with the dev token: %v", err)
+	}
+	defer prod.Close()
+	ajs, _ := jetstream.New(prod)
 	actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer acancel()
 	if _, err := ajs.AccountInfo(actx); err == nil {
-		t.Fatal("the JetStream API answered a client without credentials")
+		t.Fatal("the JetStream API answered a producer")
 	}
 	// drain needs a node id (or RHIZON_NODE_ID) and a system principal.
 	if _, code := p.rhizon(t, "drain"); code != exitUsage {

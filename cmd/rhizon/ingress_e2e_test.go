@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"testing"
@@ -24,6 +25,27 @@ func natsJS(t *testing.T, url string) jetstream.JetStream {
 	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
 	if err != nil {
 		t.Fatalf("connect to NATS %q: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// producerJS is a producer's connection to the embedded NATS at the
+// banner's URL: its bearer token as the NATS token, in its own account.
+func producerJS(t *testing.T, bannerURL, token string) jetstream.JetStream {
+	t.Helper()
+	u, err := url.Parse(bannerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = nil
+	nc, err := nats.Connect(u.String(), nats.Token(token), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("connect to NATS %q as a producer: %v", u, err)
 	}
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
@@ -61,7 +83,7 @@ func metricSum(t *testing.T, base, name, labelRe string) float64 {
 func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing.T) {
 	dir := t.TempDir()
 	p := startDev(t, dir, "RHIZON_FAILPOINTS=ingress-after-commit")
-	js := natsJS(t, p.nats)
+	js := producerJS(t, p.nats, p.token) // as an outside producer publishes
 	cmd := &pb.Command{
 		Type: "cmd.counter.add", Address: &pb.Address{Tenant: "dev", Workspace: "default", ActorType: "counter", EntityId: "fp"},
 		Payload: []byte(`{"amount":1}`), IdempotencyKey: "fp-1",
@@ -69,7 +91,6 @@ func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing
 	data, _ := proto.Marshal(cmd)
 	msg := nats.NewMsg(ingress.IngressSubject(shard.Of(cmd.Address.ToActor(), 4)))
 	msg.Data = data
-	msg.Header.Set(ingress.HeaderAuthorization, "Bearer "+p.token)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// The streams appear once the node is ready; retry until the publish lands.
@@ -107,7 +128,7 @@ func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing
 	}
 	js = natsJS(t, p.nats)
 	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		s, err := js.Stream(context.Background(), ingress.IngressStream)
+		s, err := js.Stream(context.Background(), ingress.ProducerStream(ingress.ProducerAccount(p.token)))
 		if err != nil {
 			return err
 		}

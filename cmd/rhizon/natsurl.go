@@ -15,8 +15,8 @@ import (
 // natsURLCmd prints the embedded NATS servers' client URLs with the node
 // credentials, which it derives from the cluster secret as the nodes do:
 // what an operator's tool (or the bench's ingress workload) needs to read
-// the events stream or manage the streams. Without credentials a client may
-// only publish commands.
+// the events stream or manage the streams. Producers connect with their
+// bearer token instead, each in an account of its own.
 func natsURLCmd() *cobra.Command {
 	var secret string
 	var withTLS bool
@@ -25,9 +25,10 @@ func natsURLCmd() *cobra.Command {
 		Short: "Print the embedded NATS client URLs with the node credentials (derived from the cluster secret)",
 		Long: "Print the embedded NATS servers' client URLs (default 127.0.0.1:4222) with the user and\n" +
 			"password of the nodes, derived from --cluster-secret (RHIZON_CLUSTER_SECRET) as every node\n" +
-			"derives them. A client without them may only publish commands to rhizon.in.<shard> and read\n" +
-			"its acknowledgements on _INBOX.>; so that no such client can read the replies a tool with\n" +
-			"these credentials gets, give the tool the inbox prefix " + ingress.NodeInboxPrefix + "\n" +
+			"derives them: the node account, which holds the streams. A producer connects with its\n" +
+			"bearer token as the NATS token instead (nats://<token>@host:4222) and may only publish\n" +
+			"commands to rhizon.in.<shard>, in an account of its own. Give a tool with these\n" +
+			"credentials the nodes' inbox prefix " + ingress.NodeInboxPrefix + "\n" +
 			"(nats CLI: --inbox-prefix " + ingress.NodeInboxPrefix + ").",
 		Example: "  nats --server \"$(rhizon nats-url n1:4222)\" --inbox-prefix " + ingress.NodeInboxPrefix + " stream ls",
 		Args:    cobra.MaximumNArgs(1),

@@ -26,6 +26,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"gopkg.in/yaml.v3"
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
@@ -249,12 +250,16 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	}
 
 	var nats *natsserver.Server
+	var producerTokens []string
 	natsURL := f.natsURL
 	routes := natsRoutes(f)
 	if natsURL == "" && f.natsAddr != "off" {
+		if producerTokens, err = tokenFileTokens(f.tokenFile); err != nil {
+			return &exitErr{exitUsage, err}
+		}
 		ec := ingress.EmbeddedConfig{
 			ServerName: "rhizon-" + f.nodeID, Addr: f.natsAddr, StoreDir: filepath.Join(f.dataDir, "nats"),
-			ClusterSecret: secret, TLS: nodeTLS, Logger: log,
+			ClusterSecret: secret, TLS: nodeTLS, Logger: log, ProducerTokens: producerTokens,
 		}
 		if len(routes) > 0 {
 			ec.ClusterAddr, ec.Routes = f.natsCluster, routes
@@ -305,7 +310,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	var async *ingress.Manager
 	if natsURL != "" {
 		var nc *natsgo.Conn
-		if async, nc, err = startIngress(f, node, nats, auth, secret, len(routes), log); err != nil {
+		if async, nc, err = startIngress(f, node, nats, auth, secret, producerTokens, len(routes), log); err != nil {
 			return err
 		}
 		defer func() { async.Close(); nc.Close() }()
@@ -382,8 +387,18 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 			// event reader needs, as the token is printed.
 			natsLine, _ = natsNodeURLs(secret, natsLine, srvTLS != nil)
 			natsLine += " (JetStream, node credentials)"
+			if devToken != "" {
+				// A producer connects with its bearer token as the NATS
+				// token; it lands in an account of its own.
+				u := natsURL
+				if srvTLS != nil {
+					u = "tls://" + strings.TrimPrefix(natsURL, "nats://")
+				}
+				natsLine += "\n  producer:  " + strings.Replace(u, "://", "://"+devToken+"@", 1) +
+					" (the token; publish commands to rhizon.in.<shard>)"
+			}
 		} else {
-			natsLine += " (JetStream; without credentials only publishing commands: rhizon nats-url)"
+			natsLine += " (JetStream; producers connect with their bearer token as the NATS token, operators with rhizon nats-url)"
 		}
 	} else if natsURL != "" {
 		natsLine += " (JetStream)"
@@ -486,6 +501,29 @@ func randomHex(n int) string {
 }
 
 // firstToken reads the first token of a token file (dev prints it).
+// tokenFileTokens are the tokens of a token file (already validated by
+// gateway.LoadTokenFile): each may publish commands to the embedded NATS
+// server from an account of its own. YAML reads the JSON files too.
+func tokenFileTokens(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var tf struct {
+		Tokens []struct {
+			Token string `yaml:"token"`
+		} `yaml:"tokens"`
+	}
+	if err := yaml.Unmarshal(b, &tf); err != nil {
+		return nil, fmt.Errorf("token file %s: %w", path, err)
+	}
+	out := make([]string, 0, len(tf.Tokens))
+	for _, t := range tf.Tokens {
+		out = append(out, t.Token)
+	}
+	return out, nil
+}
+
 func firstToken(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -528,14 +566,14 @@ func natsRoutes(f *nodeFlags) []string {
 // startIngress connects to NATS (in-process to the embedded server) and
 // starts the ingress consumers and outbox relays of the shards this node
 // leads.
-func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server, auth *gateway.Auth, secret string, routes int, log *slog.Logger) (*ingress.Manager, *natsgo.Conn, error) {
+func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server, auth *gateway.Auth, secret string, producerTokens []string, routes int, log *slog.Logger) (*ingress.Manager, *natsgo.Conn, error) {
 	opts := []natsgo.Option{natsgo.Name("rhizon-" + f.nodeID), natsgo.MaxReconnects(-1)}
 	url := f.natsURL
 	if embedded != nil {
-		// The embedded server lets clients without credentials publish
-		// commands and listen on _INBOX.> for the acknowledgements; the
-		// node's replies (pulled commands with their tokens) use an inbox
-		// prefix only the node user may subscribe to.
+		// The node account is the nodes' and operators'; producers are in
+		// accounts of their own (ingress/accounts.go). The node's replies
+		// (pulled commands with their tokens) use an inbox prefix of its
+		// own all the same.
 		opts = append(opts, natsgo.InProcessServer(embedded),
 			natsgo.UserInfo(ingress.NodeCredentials(secret)), natsgo.CustomInboxPrefix(ingress.NodeInboxPrefix))
 		url = ""
@@ -558,7 +596,8 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 	m, err := ingress.Start(ingress.Config{
 		Conn: nc, Replicas: replicas, DuplicateWindow: f.dupWindow, ShardOf: node.ShardOf, Registry: node.Registry(),
 		SigningKey: ingress.SigningKey(secret), Logger: log,
-		Shards: ingress.ShardsOf(node.Shards),
+		Shards: ingress.ShardsOf(node.Shards), ShardCount: func() uint32 { return node.ClusterState().Shards },
+		ProducerTokens: producerTokens,
 		Authenticate: func(token string) (actor.Security, error) {
 			id, err := auth.Authenticate(token)
 			if err != nil {

@@ -89,7 +89,7 @@ func Start(t testing.TB, o Options) *Env {
 	t.Cleanup(nc.Close)
 	cfg := ingress.Config{
 		Conn: nc, Replicas: replicas, ShardOf: n.ShardOf, Registry: n.Registry(), SigningKey: ingress.SigningKey(Secret),
-		Shards: ingress.ShardsOf(n.Shards), Logger: o.Logger,
+		Shards: ingress.ShardsOf(n.Shards), ShardCount: func() uint32 { return n.ClusterState().Shards }, Logger: o.Logger,
 	}
 	if o.Tune != nil {
 		o.Tune(&cfg)

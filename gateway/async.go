@@ -163,10 +163,15 @@ func enqueueError(ctx context.Context, err error, shardID uint32, meta map[strin
 // so a client can tell a refused watch from a quiet one.
 func (s *Server) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServer[pb.WatchEvent]) error {
 	ctx := stream.Context()
-	f, err := s.watchFilter(ctx, req)
+	f, id, err := s.watchFilter(ctx, req)
 	if err != nil {
 		return err
 	}
+	release, err := s.watches.acquire(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}
@@ -175,11 +180,16 @@ func (s *Server) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServer[p
 
 // watchFilter authenticates a Watch and turns it into a filter, with the
 // status error of the first check that fails.
-func (s *Server) watchFilter(ctx context.Context, req *pb.WatchRequest) (ingress.WatchFilter, error) {
+func (s *Server) watchFilter(ctx context.Context, req *pb.WatchRequest) (ingress.WatchFilter, Identity, error) {
 	id, err := s.authenticate(ctx)
 	if err != nil {
-		return ingress.WatchFilter{}, err
+		return ingress.WatchFilter{}, id, err
 	}
+	f, err := s.watchFilterOf(ctx, id, req)
+	return f, id, err
+}
+
+func (s *Server) watchFilterOf(ctx context.Context, id Identity, req *pb.WatchRequest) (ingress.WatchFilter, error) {
 	if s.async == nil {
 		return ingress.WatchFilter{}, errNoAsync("Watch")
 	}

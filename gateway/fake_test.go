@@ -157,7 +157,8 @@ func testRegistry(t testing.TB) *actor.Registry {
 const (
 	tokAlice  = "alice-token-0123456789" // user, tenant acme, every workspace
 	tokSystem = "system-token-0123456789"
-	tokOps    = "ops-token-0123456789" // service, acme/* and beta/ops
+	tokOps    = "ops-token-0123456789"   // service, acme/* and beta/ops
+	tokAdmin  = "admin-token-0123456789" // role admin, no scopes
 )
 
 func testAuth(t testing.TB) *Auth {
@@ -166,6 +167,7 @@ func testAuth(t testing.TB) *Auth {
 		{Token: tokAlice, Principal: TokenPrincipal{ID: "alice", Type: "user"}, Scopes: []TokenScope{{Tenant: "acme", Workspace: "*"}}},
 		{Token: tokSystem, Principal: TokenPrincipal{ID: "relay", Type: "system"}, Scopes: []TokenScope{{Tenant: "acme", Workspace: "*"}}},
 		{Token: tokOps, Principal: TokenPrincipal{ID: "ops", Type: "service"}, Scopes: []TokenScope{{Tenant: "acme", Workspace: "*"}, {Tenant: "beta", Workspace: "ops"}}},
+		{Token: tokAdmin, Role: "admin", Principal: TokenPrincipal{ID: "root", Type: "user"}},
 	})
 	if err != nil {
 		t.Fatal(err)

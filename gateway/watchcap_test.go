@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -89,5 +90,39 @@ func TestWatch_CapsAndConsumerCleanup(t *testing.T) {
 	// The slots were given back.
 	if err := open(tokAlice); err != nil {
 		t.Fatalf("a watch after the others closed: %v", err)
+	}
+}
+
+// A watch ends with Unauthenticated once its token is removed from the token
+// file (or expires): a long-lived stream must not outlive its credential.
+func TestWatch_EndsWhenTokenGoes(t *testing.T) {
+	old := watchRecheck
+	watchRecheck = 20 * time.Millisecond
+	t.Cleanup(func() { watchRecheck = old })
+	p := filepath.Join(t.TempDir(), "tokens.json")
+	writeTokens(t, p, `{"tokens":[`+
+		`{"token":"watcher-token-0123456789","principal":{"id":"w","type":"user"},"scopes":[{"tenant":"acme","workspace":"*"}]},`+
+		`{"token":"other-token-0123456789","principal":{"id":"o","type":"user"},"scopes":[{"tenant":"acme","workspace":"*"}]}]}`)
+	a, err := LoadTokenFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessWith(t, func(c *Config) { c.Auth, c.Async = a, &scriptedAsync{} })
+	ctx, cancel := context.WithTimeout(withToken(context.Background(), "watcher-token-0123456789"), 20*time.Second)
+	defer cancel()
+	st, err := h.gw.Watch(ctx, &pb.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Header(); err != nil {
+		t.Fatal(err)
+	}
+	writeTokens(t, p, tokenFileOf("other-token-0123456789", "o"))
+	if err := a.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.Recv()
+	if s := status.Convert(err); s.Code() != codes.Unauthenticated || !strings.Contains(s.Message(), "unknown token") {
+		t.Fatalf("watch after its token was removed: %v %q, want Unauthenticated", s.Code(), s.Message())
 	}
 }

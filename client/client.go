@@ -498,7 +498,7 @@ func (c *Client) Status(ctx context.Context, opts ...grpc.CallOption) (*pb.Statu
 }
 
 // Drain starts (undo false) or cancels draining node id. It needs a token
-// of a system principal.
+// with role admin.
 func (c *Client) Drain(ctx context.Context, id string, undo bool, opts ...grpc.CallOption) (*pb.DrainResponse, error) {
 	var resp *pb.DrainResponse
 	err := c.retry(ctx, func() error {

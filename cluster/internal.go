@@ -2,11 +2,9 @@ package cluster
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,13 +38,11 @@ type internalServer struct {
 func (n *Node) RegisterGRPC(gs *grpc.Server) { pb.RegisterInternalServer(gs, &internalServer{n: n}) }
 
 func (s *internalServer) auth(ctx context.Context) error {
-	for _, v := range metadata.ValueFromIncomingContext(ctx, "authorization") {
-		tok, ok := strings.CutPrefix(v, "Bearer ")
-		if ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.n.cfg.ClusterSecret)) == 1 {
-			return nil
-		}
+	if checkPeerAuth(ctx, s.n.peers.key, time.Now()) != nil {
+		return status.Error(codes.Unauthenticated,
+			"internal API: missing or wrong peer MAC (a node without this cluster's secret, a clock more than 30s off, or a node of a version that sent the secret itself)")
 	}
-	return status.Error(codes.Unauthenticated, "internal API: missing or wrong cluster secret")
+	return nil
 }
 
 // notLeader is the status a replica answers when it does not lead the shard,
@@ -190,10 +186,10 @@ func (s *internalServer) LocalStatus(ctx context.Context, _ *pb.StatusRequest) (
 
 // peerPool holds one gRPC connection per peer node.
 type peerPool struct {
-	secret string
-	creds  credentials.TransportCredentials
-	mu     sync.Mutex
-	conns  map[string]*grpc.ClientConn // by address
+	key   []byte // internalKey of the cluster secret
+	creds credentials.TransportCredentials
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // by address
 }
 
 func newPeerPool(secret string, tlsConf *tls.Config) *peerPool {
@@ -201,15 +197,8 @@ func newPeerPool(secret string, tlsConf *tls.Config) *peerPool {
 	if tlsConf != nil {
 		creds = credentials.NewTLS(tlsConf)
 	}
-	return &peerPool{secret: secret, creds: creds, conns: map[string]*grpc.ClientConn{}}
+	return &peerPool{key: internalKey(secret), creds: creds, conns: map[string]*grpc.ClientConn{}}
 }
-
-type secretCreds string
-
-func (s secretCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(s)}, nil
-}
-func (secretCreds) RequireTransportSecurity() bool { return false }
 
 func (p *peerPool) client(addr string) (pb.InternalClient, error) {
 	p.mu.Lock()
@@ -218,7 +207,7 @@ func (p *peerPool) client(addr string) (pb.InternalClient, error) {
 		return pb.NewInternalClient(c), nil
 	}
 	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(p.creds),
-		grpc.WithPerRPCCredentials(secretCreds(p.secret)),
+		grpc.WithPerRPCCredentials(peerCreds{key: p.key}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
 		return nil, err

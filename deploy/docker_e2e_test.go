@@ -130,7 +130,7 @@ func caughtUp(st *pb.StatusResponse) error {
 func TestCompose_KillAndDisconnectLoseNothing(t *testing.T) {
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens.json")
-	body := fmt.Sprintf(`{"tokens":[{"token":%q,"principal":{"id":"e2e","type":"system"},"scopes":[{"tenant":"t","workspace":"*"}]}]}`, e2eToken)
+	body := fmt.Sprintf(`{"tokens":[{"token":%q,"role":"admin","principal":{"id":"e2e","type":"user"},"scopes":[{"tenant":"t","workspace":"*"}]}]}`, e2eToken)
 	if err := os.WriteFile(tokens, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}

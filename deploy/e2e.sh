@@ -20,7 +20,7 @@ if docker compose version >/dev/null 2>&1; then dc=(docker compose); else dc=(do
 work=$(mktemp -d)
 token=e2e-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 cat >"$work/tokens.json" <<JSON
-{"tokens":[{"token":"$token","principal":{"id":"e2e","type":"system"},"scopes":[{"tenant":"acme","workspace":"*"}]}]}
+{"tokens":[{"token":"$token","role":"admin","principal":{"id":"e2e","type":"user"},"scopes":[{"tenant":"acme","workspace":"*"}]}]}
 JSON
 chmod 0644 "$work/tokens.json" # the container runs as uid 65532
 export RHIZON_TOKEN_FILE=$work/tokens.json

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -163,10 +164,15 @@ func enqueueError(ctx context.Context, err error, shardID uint32, meta map[strin
 // so a client can tell a refused watch from a quiet one.
 func (s *Server) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServer[pb.WatchEvent]) error {
 	ctx := stream.Context()
-	f, err := s.watchFilter(ctx, req)
+	f, id, err := s.watchFilter(ctx, req)
 	if err != nil {
 		return err
 	}
+	release, err := s.watches.acquire(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}
@@ -175,11 +181,16 @@ func (s *Server) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServer[p
 
 // watchFilter authenticates a Watch and turns it into a filter, with the
 // status error of the first check that fails.
-func (s *Server) watchFilter(ctx context.Context, req *pb.WatchRequest) (ingress.WatchFilter, error) {
+func (s *Server) watchFilter(ctx context.Context, req *pb.WatchRequest) (ingress.WatchFilter, Identity, error) {
 	id, err := s.authenticate(ctx)
 	if err != nil {
-		return ingress.WatchFilter{}, err
+		return ingress.WatchFilter{}, id, err
 	}
+	f, err := s.watchFilterOf(ctx, id, req)
+	return f, id, err
+}
+
+func (s *Server) watchFilterOf(ctx context.Context, id Identity, req *pb.WatchRequest) (ingress.WatchFilter, error) {
 	if s.async == nil {
 		return ingress.WatchFilter{}, errNoAsync("Watch")
 	}
@@ -270,6 +281,10 @@ func (s *Server) watchDenied(ctx context.Context, id Identity, a actor.Address) 
 		id.Principal.ID, id.Principal.Type, a.Tenant, a.Workspace, allowedScopes(id))
 }
 
+// watchRecheck is how often an open watch checks that its token still
+// authenticates. A variable so tests can shorten it.
+var watchRecheck = 5 * time.Second
+
 // sendError marks an error of the transport's send, so that runWatch passes
 // it on unchanged instead of reporting it as the events stream failing.
 type sendError struct{ err error }
@@ -283,11 +298,28 @@ func (e sendError) Unwrap() error { return e.err }
 func (s *Server) runWatch(ctx context.Context, f ingress.WatchFilter, send func(*pb.WatchEvent) error) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// authErr is set, before cancel, when the token stops authenticating
+	// (removed by a reload, or past its not_after): a stream that lasts
+	// must not outlive its credential.
+	var authErr atomic.Pointer[error]
+	tok, _ := bearerToken(ctx)
 	go func() {
-		select {
-		case <-s.closing:
-			cancel()
-		case <-wctx.Done():
+		t := time.NewTicker(watchRecheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.closing:
+				cancel()
+				return
+			case <-wctx.Done():
+				return
+			case <-t.C:
+				if _, err := s.auth.Authenticate(tok); err != nil {
+					authErr.Store(&err)
+					cancel()
+					return
+				}
+			}
 		}
 	}()
 	err := s.async.Watch(wctx, f, func(ev *pb.Event, seq uint64) error {
@@ -302,6 +334,8 @@ func (s *Server) runWatch(ctx context.Context, f ingress.WatchFilter, send func(
 		return se.err
 	case ctx.Err() != nil:
 		return status.FromContextError(ctx.Err()).Err()
+	case authErr.Load() != nil:
+		return *authErr.Load()
 	case wctx.Err() != nil:
 		return status.Error(codes.Unavailable,
 			"this node is shutting down; resume the watch on another node with after_sequence = the last sequence received")

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -50,6 +51,9 @@ func (s *Server) httpSubmitAsync(ctx context.Context, w http.ResponseWriter, r *
 		Shard: resp.GetShard(), CommandID: resp.GetCommandId(),
 	}, nil
 }
+
+// watchWriteTimeout bounds writing one event of GET /v1/watch to a client.
+const watchWriteTimeout = 30 * time.Second
 
 // watchParams are the query parameters of GET /v1/watch: the WatchRequest
 // fields under their proto names.
@@ -106,18 +110,34 @@ func (s *Server) httpWatch(w http.ResponseWriter, r *http.Request) {
 	ctx := s.tracing.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	ctx, span := tracer.Start(ctx, "GET "+r.URL.Path, trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
-	ctx = context.WithValue(ctx, tokenKey{}, r.Header.Get("Authorization"))
+	ctx, ok := s.httpAuthenticate(ctx, w, r)
+	if !ok {
+		return
+	}
+	ctx = context.WithValue(ctx, connKey{}, r.RemoteAddr)
 	req, err := parseWatchQuery(r.URL.Query())
 	if err != nil {
 		writeHTTPError(w, err)
 		return
 	}
-	f, err := s.watchFilter(ctx, req)
+	f, id, err := s.watchFilter(ctx, req)
 	if err != nil {
 		writeHTTPError(w, err)
 		return
 	}
+	release, err := s.watches.acquire(ctx, id)
+	if err != nil {
+		writeHTTPError(w, err)
+		return
+	}
+	defer release()
 	rc := http.NewResponseController(w)
+	// A watch lasts: the server's read and write timeouts, meant for one
+	// request and its answer, would cut it off (the read one by cancelling
+	// the request once it passes). Each event gets a write deadline instead,
+	// so a client that stops reading is still dropped.
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
@@ -129,6 +149,7 @@ func (s *Server) httpWatch(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	err = s.runWatch(ctx, f, func(ev *pb.WatchEvent) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
 		if err := enc.Encode(JSONWatchEvent{Event: eventJSON(ev.GetEvent()), Sequence: ev.GetSequence()}); err != nil {
 			return err
 		}
@@ -142,6 +163,7 @@ func (s *Server) httpWatch(w http.ResponseWriter, r *http.Request) {
 	if code == "" {
 		code = fmt.Sprint(st.Code())
 	}
+	_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
 	_ = enc.Encode(JSONWatchEvent{Error: &JSONError{Code: code, Message: st.Message()}})
 	_ = rc.Flush()
 }

@@ -43,9 +43,20 @@ type asyncEnv struct {
 
 func startAsyncEnv(t *testing.T) *asyncEnv {
 	t.Helper()
+	return startAsyncEnvWith(t, nil)
+}
+
+// startAsyncEnvWith is startAsyncEnv with the gateway's config adjusted by
+// tune.
+func startAsyncEnvWith(t *testing.T, tune func(*Config)) *asyncEnv {
+	t.Helper()
 	ie := ingresstest.Start(t, ingresstest.Options{})
 	n, mgr, js := ie.Node, ie.Manager, ie.JS
-	srv, err := New(Config{Backend: n, Auth: testAuth(t), Async: mgr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NodeID: "n1", Version: "test"})
+	cfg := Config{Backend: n, Auth: testAuth(t), Async: mgr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NodeID: "n1", Version: "test"}
+	if tune != nil {
+		tune(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -159,6 +159,7 @@ const (
 	tokSystem = "system-token-0123456789"
 	tokOps    = "ops-token-0123456789"   // service, acme/* and beta/ops
 	tokAudit  = "audit-token-0123456789" // user, reads the audit streams
+	tokAdmin  = "admin-token-0123456789" // role admin, no scopes
 )
 
 func testAuth(t testing.TB) *Auth {
@@ -168,6 +169,7 @@ func testAuth(t testing.TB) *Auth {
 		{Token: tokSystem, Principal: TokenPrincipal{ID: "relay", Type: "system"}, Scopes: []TokenScope{{Tenant: "acme", Workspace: "*"}}},
 		{Token: tokOps, Principal: TokenPrincipal{ID: "ops", Type: "service"}, Scopes: []TokenScope{{Tenant: "acme", Workspace: "*"}, {Tenant: "beta", Workspace: "ops"}}},
 		{Token: tokAudit, Principal: TokenPrincipal{ID: "auditor", Type: "user"}, Scopes: []TokenScope{{Tenant: engine.AuditTenant, Workspace: engine.AuditWorkspace}}},
+		{Token: tokAdmin, Role: "admin", Principal: TokenPrincipal{ID: "root", Type: "user"}},
 	})
 	if err != nil {
 		t.Fatal(err)

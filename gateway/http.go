@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
@@ -288,7 +289,10 @@ func (s *Server) httpRoute(method string, call func(ctx context.Context, w http.
 		ctx := s.tracing.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 		ctx, span := tracer.Start(ctx, method+" "+r.URL.Path, trace.WithSpanKind(trace.SpanKindServer))
 		defer span.End()
-		ctx = context.WithValue(ctx, tokenKey{}, r.Header.Get("Authorization"))
+		ctx, ok := s.httpAuthenticate(ctx, w, r)
+		if !ok {
+			return
+		}
 		out, err := call(ctx, w, r)
 		if err != nil {
 			writeHTTPError(w, err)
@@ -298,12 +302,46 @@ func (s *Server) httpRoute(method string, call func(ctx context.Context, w http.
 	}
 }
 
+// identityKey carries the identity the HTTP layer authenticated, so the
+// gRPC methods it calls do not look the token up again.
+type identityKey struct{}
+
+// httpAuthenticate authenticates r before anything reads its body: an
+// unauthenticated client gets its 401 without the server spending a byte of
+// reading or parsing on what it sent, and the connection is closed rather
+// than drained for reuse.
+func (s *Server) httpAuthenticate(ctx context.Context, w http.ResponseWriter, r *http.Request) (context.Context, bool) {
+	ctx = context.WithValue(ctx, tokenKey{}, r.Header.Get("Authorization"))
+	id, err := s.authenticate(ctx)
+	if err != nil {
+		if r.ContentLength != 0 {
+			w.Header().Set("Connection", "close")
+		}
+		writeHTTPError(w, err)
+		return ctx, false
+	}
+	return context.WithValue(ctx, identityKey{}, id), true
+}
+
 // decodeBody reads one JSON object from the body into v, refusing unknown
 // fields (a typo such as "idempotencyKey" would otherwise be silently lost)
 // and bodies over MaxHTTPBodyBytes.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, MaxHTTPBodyBytes)
-	dec := json.NewDecoder(body)
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxHTTPBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errBodyTooLarge
+		}
+		return status.Errorf(codes.InvalidArgument, "request body could not be read: %v", err)
+	}
+	// encoding/json would replace invalid UTF-8 with U+FFFD and keep the
+	// last of duplicate keys, silently; refuse both so that what is stored
+	// is what the client sent.
+	if err := checkJSONText(data); err != nil {
+		return status.Errorf(codes.InvalidArgument, "request body %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
@@ -658,4 +696,61 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// HTTPLimits bounds what one HTTP client may hold of the server, so slow
+// or idle connections (slowloris) cannot pile up.
+type HTTPLimits struct {
+	// ReadHeaderTimeout bounds reading a request's header.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a response. GET /v1/watch replaces it with a
+	// deadline per event written (watchWriteTimeout), as a watch is meant
+	// to last.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection with no request.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's header.
+	MaxHeaderBytes int
+}
+
+// DefaultHTTPLimits returns the limits a node's HTTP port runs with. A
+// request body is bounded separately by MaxHTTPBodyBytes.
+func DefaultHTTPLimits() HTTPLimits {
+	return HTTPLimits{
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// NewHTTPServer returns an http.Server for h with limits (zero fields take
+// DefaultHTTPLimits' values).
+func NewHTTPServer(h http.Handler, l HTTPLimits) *http.Server {
+	d := DefaultHTTPLimits()
+	for _, f := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&l.ReadHeaderTimeout, d.ReadHeaderTimeout}, {&l.ReadTimeout, d.ReadTimeout},
+		{&l.WriteTimeout, d.WriteTimeout}, {&l.IdleTimeout, d.IdleTimeout},
+	} {
+		if *f.v <= 0 {
+			*f.v = f.def
+		}
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -61,6 +62,14 @@ type Config struct {
 	// Async serves SubmitAsync and Watch (the node's JetStream ingress).
 	// Nil when the node runs without NATS: both calls are then Unimplemented.
 	Async AsyncBackend
+	// MaxWatchesPerToken and MaxWatchesPerConn bound the Watch streams one
+	// token, and one client connection, may hold open on this node at once;
+	// 0 means DefaultWatchesPerToken and DefaultWatchesPerConn.
+	MaxWatchesPerToken int
+	MaxWatchesPerConn  int
+	// MaxBatchInFlight bounds the commands of all SubmitBatch calls in
+	// flight at once; 0 means DefaultBatchInFlight.
+	MaxBatchInFlight int
 }
 
 // Server implements pb.GatewayServer over a Backend. It is safe for
@@ -83,7 +92,17 @@ type Server struct {
 	// would otherwise hold a graceful stop until its deadline.
 	closing   chan struct{}
 	closeOnce sync.Once
+
+	// batchSlots holds one token per SubmitBatch command in flight, across
+	// all calls: each batch command takes one before its goroutine starts.
+	batchSlots chan struct{}
+
+	watches watchCounts
 }
+
+// DefaultBatchInFlight is the default bound on SubmitBatch commands in
+// flight at once on a node, over every call: two full batches.
+const DefaultBatchInFlight = 2 * MaxSubmitBatch
 
 var _ pb.GatewayServer = (*Server)(nil)
 
@@ -103,17 +122,23 @@ func New(cfg Config) (*Server, error) {
 		log = slog.Default()
 	}
 	hinter, _ := cfg.Backend.(RouteHinter)
+	inflight := cfg.MaxBatchInFlight
+	if inflight <= 0 {
+		inflight = DefaultBatchInFlight
+	}
 	return &Server{
-		backend: cfg.Backend,
-		hinter:  hinter,
-		auth:    cfg.Auth,
-		log:     log.With("component", "gateway"),
-		nodeID:  cfg.NodeID,
-		version: cfg.Version,
-		health:  health.NewServer(),
-		tracing: propagation.TraceContext{},
-		async:   asyncOrNil(cfg.Async),
-		closing: make(chan struct{}),
+		batchSlots: make(chan struct{}, inflight),
+		watches:    newWatchCounts(cfg.MaxWatchesPerToken, cfg.MaxWatchesPerConn),
+		backend:    cfg.Backend,
+		hinter:     hinter,
+		auth:       cfg.Auth,
+		log:        log.With("component", "gateway"),
+		nodeID:     cfg.NodeID,
+		version:    cfg.Version,
+		health:     health.NewServer(),
+		tracing:    propagation.TraceContext{},
+		async:      asyncOrNil(cfg.Async),
+		closing:    make(chan struct{}),
 	}, nil
 }
 
@@ -155,6 +180,9 @@ func parseBearer(v string) (string, bool) {
 }
 
 func (s *Server) authenticate(ctx context.Context) (Identity, error) {
+	if id, ok := ctx.Value(identityKey{}).(Identity); ok {
+		return id, nil // the HTTP layer authenticated the request already
+	}
 	tok, present := bearerToken(ctx)
 	if tok == "" && present {
 		return Identity{}, status.Error(codes.Unauthenticated, `authorization must be "Bearer <token>"`)
@@ -311,10 +339,10 @@ func (s *Server) buildCommand(ctx context.Context, id Identity, req *pb.SubmitRe
 	cmd.TraceParent, cmd.TraceState = s.traceContext(ctx)
 
 	if obo := req.GetOnBehalfOf(); obo != nil && (obo.GetId() != "" || obo.GetType() != "") {
-		if id.Principal.Type != actor.PrincipalSystem {
+		if id.Role != RoleSystem {
 			return cmd, status.Errorf(codes.PermissionDenied,
-				"on_behalf_of is only for system principals; this token's principal %s is a %s: drop on_behalf_of or use a system token",
-				id.Principal.ID, id.Principal.Type)
+				"on_behalf_of is only for system principals (role system); this token's principal %s is a %s with role %s: drop on_behalf_of or use a system token",
+				id.Principal.ID, id.Principal.Type, id.Role)
 		}
 		p := obo.ToActor()
 		if err := p.Validate(); err != nil {
@@ -333,8 +361,16 @@ func (s *Server) buildCommand(ctx context.Context, id Identity, req *pb.SubmitRe
 	if err := cmd.Validate(); err != nil {
 		return cmd, invalid(err)
 	}
-	if len(cmd.Payload) > 0 && !json.Valid(cmd.Payload) {
-		return cmd, status.Errorf(codes.InvalidArgument, "payload is not valid JSON: %s", jsonSyntaxError(cmd.Payload))
+	if len(cmd.Payload) > 0 {
+		if !utf8.Valid(cmd.Payload) {
+			return cmd, status.Errorf(codes.InvalidArgument, "payload %v", checkJSONText(cmd.Payload))
+		}
+		if !json.Valid(cmd.Payload) {
+			return cmd, status.Errorf(codes.InvalidArgument, "payload is not valid JSON: %s", jsonSyntaxError(cmd.Payload))
+		}
+		if err := checkJSONText(cmd.Payload); err != nil {
+			return cmd, status.Errorf(codes.InvalidArgument, "payload %v", err)
+		}
 	}
 	beh, err := s.lookup(cmd.Address.ActorType)
 	if err != nil {
@@ -461,12 +497,23 @@ func (s *Server) SubmitBatch(ctx context.Context, req *pb.SubmitBatchRequest) (*
 	}
 	// The commands were concurrent at the client, so they wait for their
 	// outcomes concurrently here: they then share the shard's next Raft
-	// entries, as separate calls would.
+	// entries, as separate calls would. Each takes a slot of the node-wide
+	// bound first, so that many large batches at once queue here rather
+	// than start a goroutine per command each.
 	var wg sync.WaitGroup
-	for i := 1; i < len(cmds); i++ {
-		wg.Go(func() { one(i) })
+	for i := range cmds {
+		select {
+		case s.batchSlots <- struct{}{}:
+		case <-ctx.Done():
+			out[i] = &pb.SubmitOutcome{Error: status.FromContextError(ctx.Err()).Proto()}
+			shards[i] = noShard
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-s.batchSlots }()
+			one(i)
+		})
 	}
-	one(0)
 	wg.Wait()
 	for i, shardID := range shards {
 		if shardID != noShard {
@@ -598,28 +645,66 @@ func (s *Server) History(ctx context.Context, req *pb.HistoryRequest) (*pb.Histo
 	return resp, nil
 }
 
-// Status reports the node and its shards to any authenticated caller.
+// Status reports the node and its shards. An admin sees everything; any
+// other token sees what routing needs (tenantStatus), not the indexes and
+// state hashes that move with every tenant's writes.
 func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
-	if _, err := s.authenticate(ctx); err != nil {
+	id, err := s.authenticate(ctx)
+	if err != nil {
 		return nil, err
 	}
 	st, err := s.backend.Status(ctx)
 	if err != nil {
 		return nil, readError(err, "this node", "status")
 	}
-	return s.fillStatus(st), nil
+	out := s.fillStatus(st)
+	if id.Role != RoleAdmin {
+		out = tenantStatus(out)
+	}
+	return out, nil
 }
 
-// Drain starts or cancels draining a node. Only a system principal may: it
-// changes where every tenant's data lives.
+// tenantStatus is the view of Status a non-admin token gets: the shard
+// count, each replica's shard, role, leader, term and node, the nodes' ids,
+// states and gateway addresses (what the Go client's leader routing reads),
+// and the actor types. Applied, commit and last-log indexes, state hashes,
+// placement and rebalancing are left out: they move with other tenants'
+// writes and say how busy they are.
+func tenantStatus(st *pb.StatusResponse) *pb.StatusResponse {
+	out := &pb.StatusResponse{
+		NodeId: st.GetNodeId(), Version: st.GetVersion(), ShardCount: st.GetShardCount(),
+		ActorTypes: st.GetActorTypes(),
+	}
+	for _, sh := range st.GetShards() {
+		out.Shards = append(out.Shards, &pb.ShardStatus{
+			Shard: sh.GetShard(), Role: sh.GetRole(), Leader: sh.GetLeader(), Term: sh.GetTerm(), NodeId: sh.GetNodeId(),
+		})
+	}
+	for _, n := range st.GetNodes() {
+		out.Nodes = append(out.Nodes, &pb.NodeStatus{
+			NodeId: n.GetNodeId(), State: n.GetState(), Draining: n.GetDraining(), GrpcAddr: n.GetGrpcAddr(),
+		})
+	}
+	return out
+}
+
+// roleDenied is the PermissionDenied answer to a call that needs the admin
+// role.
+func roleDenied(id Identity, what string) error {
+	return status.Errorf(codes.PermissionDenied,
+		"%s needs a token with role admin; principal %s (%s) has role %s: use an operator token (\"role\": \"admin\" in the token file)",
+		what, id.Principal.ID, id.Principal.Type, id.Role)
+}
+
+// Drain starts or cancels draining a node. Only an admin may: it changes
+// where every tenant's data lives.
 func (s *Server) Drain(ctx context.Context, req *pb.DrainRequest) (*pb.DrainResponse, error) {
 	id, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if id.Principal.Type != actor.PrincipalSystem {
-		return nil, status.Errorf(codes.PermissionDenied,
-			"draining a node needs a system principal; %s is a %s", id.Principal.ID, id.Principal.Type)
+	if id.Role != RoleAdmin {
+		return nil, roleDenied(id, "draining a node")
 	}
 	if err := actor.ValidateID("node_id", req.NodeId); err != nil {
 		return nil, invalid(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -21,6 +22,10 @@ type WatchFilter struct {
 	FromBeginning bool
 }
 
+// watchInactiveThreshold is how long JetStream keeps the consumer of a watch
+// nobody pulls from (see Watch).
+const watchInactiveThreshold = 30 * time.Second
+
 // Watch calls fn for every event of the filter, in stream order (which is
 // per-entity order: the relay never has two events of an entity in flight),
 // until ctx ends or fn returns an error.
@@ -36,7 +41,14 @@ func (m *Manager) Watch(ctx context.Context, f WatchFilter, fn func(ev *pb.Event
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{EventFilter(f.Tenant, f.Workspace, f.ActorType, f.EntityID)}}
+	// The consumer is deleted when the watch ends (below); the inactivity
+	// threshold is only the fallback for a node that dies with its watches
+	// open on an external NATS. A pull consumer with a waiting request is
+	// active, so an idle but connected watch is not reaped.
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{EventFilter(f.Tenant, f.Workspace, f.ActorType, f.EntityID)},
+		InactiveThreshold: watchInactiveThreshold,
+	}
 	switch {
 	case f.After > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.After+1
@@ -61,6 +73,14 @@ func (m *Manager) Watch(ctx context.Context, f WatchFilter, fn func(ev *pb.Event
 		case <-stopped:
 		}
 		it.Stop()
+		// Stop leaves the consumer on the server until its inactivity
+		// threshold; a client that opens and drops watches in a loop
+		// would pile them up. Delete it now.
+		if info := cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = m.js.DeleteConsumer(dctx, EventsStream, info.Name)
+			cancel()
+		}
 	}()
 	for {
 		msg, err := it.Next()

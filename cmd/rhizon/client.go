@@ -293,7 +293,7 @@ func statusCmd() *cobra.Command {
 	f := &clientFlags{}
 	c := &cobra.Command{
 		Use:   "status",
-		Short: "Print the node's shards: role, leader, indexes and state hash",
+		Short: "Print the node's shards: role, leader; indexes and state hash with an admin token",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cl, ctx, cancel, err := f.dial(c)
@@ -355,8 +355,8 @@ func drainCmd() *cobra.Command {
 	var undo, wait bool
 	c := &cobra.Command{
 		Use:   "drain [node id]",
-		Short: "Move every replica and leadership off a node before stopping it (system token)",
-		Long: "Move every replica and leadership off a node before stopping it (system token).\n" +
+		Short: "Move every replica and leadership off a node before stopping it (token with role admin)",
+		Long: "Move every replica and leadership off a node before stopping it (token with role admin).\n" +
 			"Without a node id it drains $RHIZON_NODE_ID, so a Kubernetes preStop hook needs no shell.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {

@@ -92,7 +92,7 @@ func newTestCluster(t testing.TB, n int, deadAfter time.Duration) *testCluster {
 	tf := filepath.Join(c.root, "tokens.json")
 	tokens := fmt.Sprintf(`{"tokens":[
 		{"token":%q,"principal":{"id":"tester","type":"user"},"scopes":[{"tenant":"t","workspace":"*"}]},
-		{"token":%q,"principal":{"id":"ops","type":"system"},"scopes":[{"tenant":"t","workspace":"*"}]}]}`, clusterToken, opsToken)
+		{"token":%q,"role":"admin","principal":{"id":"ops","type":"user"},"scopes":[{"tenant":"t","workspace":"*"}]}]}`, clusterToken, opsToken)
 	if err := os.WriteFile(tf, []byte(tokens), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,12 @@ func checkFor(t testing.TB, total, every time.Duration, f func() error) {
 }
 
 func (c *testCluster) status(p *nodeProc) (*pb.StatusResponse, error) {
-	cl := c.client(p)
+	// The full Status (indexes, state hashes, placement) is the admin's.
+	cl, err := client.Dial(p.grpc, append([]client.Option{client.WithToken(opsToken), client.WithRetries(0)}, c.clientOpts...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return cl.Status(ctx)

@@ -74,6 +74,11 @@ type nodeFlags struct {
 	tlsCA        string
 	heartbeat    time.Duration
 	election     time.Duration
+	tokenPoll    time.Duration
+	watchToken   int
+	watchConn    int
+	batchFlight  int
+	httpLimits   gateway.HTTPLimits
 }
 
 func (f *nodeFlags) register(c *cobra.Command, dev bool) {
@@ -126,6 +131,16 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) the gRPC, HTTP, Raft and embedded NATS listeners serve TLS with; needs --tls-key")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA certificates this node verifies the other nodes with: gateways, Raft, NATS routes (default: the system's roots)")
+	fs.DurationVar(&f.tokenPoll, "token-poll", gateway.DefaultTokenPoll, "how often the token file is checked for changes and reloaded (0: only on SIGHUP)")
+	fs.IntVar(&f.watchToken, "watch-max-per-token", gateway.DefaultWatchesPerToken, "Watch streams one token may hold open on this node")
+	fs.IntVar(&f.watchConn, "watch-max-per-conn", gateway.DefaultWatchesPerConn, "Watch streams one client connection may hold open")
+	fs.IntVar(&f.batchFlight, "batch-max-inflight", gateway.DefaultBatchInFlight, "SubmitBatch commands in flight at once on this node, over all calls")
+	hl := gateway.DefaultHTTPLimits()
+	fs.DurationVar(&f.httpLimits.ReadHeaderTimeout, "http-read-header-timeout", hl.ReadHeaderTimeout, "HTTP: time to read a request's header")
+	fs.DurationVar(&f.httpLimits.ReadTimeout, "http-read-timeout", hl.ReadTimeout, "HTTP: time to read a whole request, body included")
+	fs.DurationVar(&f.httpLimits.WriteTimeout, "http-write-timeout", hl.WriteTimeout, "HTTP: time to write a response (a watch gets it per event instead)")
+	fs.DurationVar(&f.httpLimits.IdleTimeout, "http-idle-timeout", hl.IdleTimeout, "HTTP: keep-alive connection idle time before it is closed")
+	fs.IntVar(&f.httpLimits.MaxHeaderBytes, "http-max-header-bytes", hl.MaxHeaderBytes, "HTTP: largest request header")
 	_ = fs.MarkHidden("fast-gossip")
 	if dev {
 		fs.StringVar(&f.devTenant, "tenant", "dev", "tenant of the dev token")
@@ -240,6 +255,28 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	if err != nil {
 		return &exitErr{exitUsage, err}
 	}
+	// Tokens are reloaded without a restart: on SIGHUP and when the file
+	// changes. A file that does not load keeps the tokens in use.
+	if f.tokenPoll > 0 {
+		go auth.WatchFile(ctx, f.tokenPoll, log)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := auth.Reload(); err != nil {
+					log.Error("SIGHUP: token file does not load; keeping the previous tokens", "path", f.tokenFile, "err", err)
+					continue
+				}
+				log.Info("SIGHUP: token file reloaded", "path", f.tokenFile)
+			}
+		}
+	}()
 
 	secret := f.secret
 	if secret == "" && dev {
@@ -316,7 +353,8 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		defer func() { async.Close(); nc.Close() }()
 	}
 
-	gcfg := gateway.Config{Backend: node, Auth: auth, Logger: log, NodeID: f.nodeID, Version: version}
+	gcfg := gateway.Config{Backend: node, Auth: auth, Logger: log, NodeID: f.nodeID, Version: version,
+		MaxWatchesPerToken: f.watchToken, MaxWatchesPerConn: f.watchConn, MaxBatchInFlight: f.batchFlight}
 	if async != nil {
 		gcfg.Async = async
 	}
@@ -342,7 +380,8 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.Handle("/", gw.HTTPHandler())
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: srvTLS}
+	hs := gateway.NewHTTPServer(mux, f.httpLimits)
+	hs.TLSConfig = srvTLS
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(gl) }()
 	go func() {

@@ -1,0 +1,128 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/ingress"
+)
+
+// Watch streams are capped per token and per connection, with a clear
+// ResourceExhausted, and the JetStream consumer of a watch goes when its
+// client does, not minutes later (issue 24 item 8). Real embedded NATS.
+func TestWatch_CapsAndConsumerCleanup(t *testing.T) {
+	e := startAsyncEnvWith(t, func(c *Config) { c.MaxWatchesPerToken, c.MaxWatchesPerConn = 2, 3 })
+	consumers := func() int {
+		s, err := e.js.Stream(context.Background(), ingress.EventsStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Consumers
+	}
+	base := consumers()
+
+	var cancels []context.CancelFunc
+	t.Cleanup(func() {
+		for _, c := range cancels {
+			c()
+		}
+	})
+	open := func(tok string) error {
+		ctx, cancel := context.WithCancel(withToken(context.Background(), tok))
+		cancels = append(cancels, cancel)
+		st, err := e.gw.Watch(ctx, &pb.WatchRequest{Workspace: "w"})
+		if err != nil {
+			return err
+		}
+		// A refused watch ends without headers; Recv returns its status.
+		if _, err := st.Header(); err != nil {
+			return err
+		}
+		done := make(chan error, 1)
+		go func() { _, err := st.Recv(); done <- err }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(300 * time.Millisecond):
+			return nil // open and waiting for events
+		}
+	}
+	for i := range 2 {
+		if err := open(tokAlice); err != nil {
+			t.Fatalf("watch %d of the token: %v", i+1, err)
+		}
+	}
+	err := open(tokAlice)
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "2 Watch streams open") || !strings.Contains(st.Message(), "per token") {
+		t.Fatalf("third watch of one token: %v %q, want ResourceExhausted naming the per-token limit", st.Code(), st.Message())
+	}
+	if err := open(tokOps); err != nil {
+		t.Fatalf("another token's watch on the same connection: %v", err)
+	}
+	err = open(tokSystem)
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "per connection") {
+		t.Fatalf("fourth watch on one connection: %v %q, want ResourceExhausted naming the per-connection limit", st.Code(), st.Message())
+	}
+	if n := consumers() - base; n != 3 {
+		t.Fatalf("%d consumers for 3 open watches", n)
+	}
+	for _, c := range cancels {
+		c()
+	}
+	checkFor(t, 5*time.Second, func() error {
+		if n := consumers() - base; n != 0 {
+			return fmt.Errorf("%d consumers of closed watches remain", n)
+		}
+		return nil
+	})
+	// The slots were given back.
+	if err := open(tokAlice); err != nil {
+		t.Fatalf("a watch after the others closed: %v", err)
+	}
+}
+
+// A watch ends with Unauthenticated once its token is removed from the token
+// file (or expires): a long-lived stream must not outlive its credential.
+func TestWatch_EndsWhenTokenGoes(t *testing.T) {
+	old := watchRecheck
+	watchRecheck = 20 * time.Millisecond
+	t.Cleanup(func() { watchRecheck = old })
+	p := filepath.Join(t.TempDir(), "tokens.json")
+	writeTokens(t, p, `{"tokens":[`+
+		`{"token":"watcher-token-0123456789","principal":{"id":"w","type":"user"},"scopes":[{"tenant":"acme","workspace":"*"}]},`+
+		`{"token":"other-token-0123456789","principal":{"id":"o","type":"user"},"scopes":[{"tenant":"acme","workspace":"*"}]}]}`)
+	a, err := LoadTokenFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessWith(t, func(c *Config) { c.Auth, c.Async = a, &scriptedAsync{} })
+	ctx, cancel := context.WithTimeout(withToken(context.Background(), "watcher-token-0123456789"), 20*time.Second)
+	defer cancel()
+	st, err := h.gw.Watch(ctx, &pb.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Header(); err != nil {
+		t.Fatal(err)
+	}
+	writeTokens(t, p, tokenFileOf("other-token-0123456789", "o"))
+	if err := a.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.Recv()
+	if s := status.Convert(err); s.Code() != codes.Unauthenticated || !strings.Contains(s.Message(), "unknown token") {
+		t.Fatalf("watch after its token was removed: %v %q, want Unauthenticated", s.Code(), s.Message())
+	}
+}

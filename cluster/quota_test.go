@@ -146,11 +146,11 @@ func TestStorageQuotaOnBadger(t *testing.T) {
 //	go test -run '^$' -bench BenchmarkTenantFlood -benchtime 1x ./cluster/
 func BenchmarkTenantFlood(b *testing.B) {
 	const (
-		aRate   = 200 // a's quota, requests per second
+		aRate   = 50  // a's quota, requests per second
 		aFlood  = 10 * aRate
-		bPace   = 5 * time.Millisecond // b: 200 per second
-		bCount  = 600
-		workers = 32
+		bPace   = 10 * time.Millisecond // b: 100 per second
+		bCount  = 300
+		workers = 16
 	)
 	_, gw := startQuotaNode(b, fmt.Sprintf(`{"tenants":{"a":{"rate":%d,"burst":%d}}}`, aRate, aRate))
 	ctxA := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tokenA)

@@ -140,6 +140,8 @@ type Quotas struct {
 	mu         sync.Mutex
 	tenants    map[string]*limiter
 	principals map[string]*limiter
+	nodesN     int       // live nodes, as last asked
+	nodesAt    time.Time // when
 
 	usage atomic.Pointer[map[string]int64]
 }
@@ -262,6 +264,16 @@ func (q *Quotas) limiterLocked(m map[string]*limiter, key string, l limits, node
 	return lim.lim
 }
 
+// nodeCountLocked returns the live node count, asking the backend at most
+// once a second (the membership copies its member list on every call).
+// q.mu must be held.
+func (q *Quotas) nodeCountLocked(now time.Time) int {
+	if q.nodesN == 0 || now.Sub(q.nodesAt) >= time.Second || now.Before(q.nodesAt) {
+		q.nodesN, q.nodesAt = max(1, q.nodes()), now
+	}
+	return q.nodesN
+}
+
 // admit takes n requests' worth of tokens from the tenant's and the
 // principal's buckets, or none: it returns how long to wait before n can be
 // admitted when either bucket is short.
@@ -269,10 +281,10 @@ func (q *Quotas) admit(tenant, principal string, n int) (ok bool, wait time.Dura
 	if q == nil {
 		return true, 0
 	}
-	nodes := max(1, q.nodes())
 	now := q.now()
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	nodes := q.nodeCountLocked(now)
 	lims := [2]*rate.Limiter{
 		q.limiterLocked(q.tenants, tenant, q.tenantLimits(tenant), nodes),
 		q.limiterLocked(q.principals, principal, q.principalLimits(principal), nodes),

@@ -174,6 +174,7 @@ type Node struct {
 	raftDB *storage.RaftDB
 	mux    *Mux
 	ml     *Membership
+	usage  usageCache // TenantBytes' per-shard measurements
 
 	control      *raft.Raft
 	controlFSM   *controlFSM

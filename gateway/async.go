@@ -91,6 +91,9 @@ func (s *Server) SubmitAsync(ctx context.Context, req *pb.SubmitRequest) (*pb.Su
 		recorded := s.recordViolation(ctx, cmd, shardID)
 		return nil, scopeDenied(id, cmd.Address, recorded)
 	}
+	if err := s.admitWrite(ctx, id, cmd.Address.Tenant); err != nil {
+		return nil, err
+	}
 	meta := map[string]string{"shard": fmt.Sprint(shardID), "idempotency_key": cmd.IdempotencyKey, "command_id": cmd.ID}
 	if !s.asyncReady(ctx) {
 		return nil, statusWithInfo(codes.Unavailable, ReasonNotApplied, meta,

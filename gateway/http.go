@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -645,7 +647,7 @@ func jsonError(st *status.Status) (body JSONError, unknown bool) {
 		switch info.GetReason() {
 		case ReasonOutcomeUnknown:
 			body.Outcome, unknown = "unknown", true
-		case ReasonNotApplied, ReasonOverloaded:
+		case ReasonNotApplied, ReasonOverloaded, ReasonRateLimited, ReasonQuotaExceeded:
 			body.Outcome = "not_applied"
 		}
 	}
@@ -675,7 +677,14 @@ func writeHTTPError(w http.ResponseWriter, err error) {
 		w.Header().Set(OutcomeTrailer, OutcomeUnknown)
 	}
 	if code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", "1")
+		secs := "1"
+		if d, ok := retryAfter(st); ok {
+			// HTTP has only whole seconds; the exact wait is in the
+			// body's message and in retry-after-ms.
+			secs = strconv.FormatInt(int64(math.Ceil(d.Seconds())), 10)
+			w.Header().Set(RetryAfterMsTrailer, strconv.FormatInt(max(1, d.Milliseconds()), 10))
+		}
+		w.Header().Set("Retry-After", secs)
 	}
 	if code == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rhizon"`)

@@ -70,6 +70,9 @@ type Config struct {
 	// MaxBatchInFlight bounds the commands of all SubmitBatch calls in
 	// flight at once; 0 means DefaultBatchInFlight.
 	MaxBatchInFlight int
+	// Quotas limits request rates and storage per tenant and principal;
+	// nil means no limits. See Quotas for how nodes share them.
+	Quotas *Quotas
 }
 
 // Server implements pb.GatewayServer over a Backend. It is safe for
@@ -87,6 +90,7 @@ type Server struct {
 	async   AsyncBackend
 	// hinter is the backend when it forwards to shard leaders elsewhere.
 	hinter RouteHinter
+	quotas *Quotas
 
 	// closing is closed by Shutdown; it ends open Watch streams, which
 	// would otherwise hold a graceful stop until its deadline.
@@ -126,7 +130,7 @@ func New(cfg Config) (*Server, error) {
 	if inflight <= 0 {
 		inflight = DefaultBatchInFlight
 	}
-	return &Server{
+	s := &Server{
 		batchSlots: make(chan struct{}, inflight),
 		watches:    newWatchCounts(cfg.MaxWatchesPerToken, cfg.MaxWatchesPerConn),
 		backend:    cfg.Backend,
@@ -139,7 +143,10 @@ func New(cfg Config) (*Server, error) {
 		tracing:    propagation.TraceContext{},
 		async:      asyncOrNil(cfg.Async),
 		closing:    make(chan struct{}),
-	}, nil
+		quotas:     cfg.Quotas,
+	}
+	s.startQuotas(cfg.Backend)
+	return s, nil
 }
 
 // tokenKey carries the bearer token of an HTTP request in its context, so
@@ -445,6 +452,11 @@ func (s *Server) submit(ctx context.Context, id Identity, req *pb.SubmitRequest)
 		recorded := s.recordViolation(ctx, cmd, shardID)
 		return nil, cmd.Address, noShard, scopeDenied(id, cmd.Address, recorded)
 	}
+	// Charged only once the scope is known to be the caller's: a request
+	// naming another tenant must not spend that tenant's quota.
+	if err := s.admitWrite(ctx, id, cmd.Address.Tenant); err != nil {
+		return nil, cmd.Address, noShard, err
+	}
 	res, err := s.backend.Submit(ctx, cmd)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "submit failed",
@@ -583,6 +595,9 @@ func (s *Server) readTarget(ctx context.Context, addr *pb.Address) (actor.Addres
 		return a, shardID, nil
 	}
 	if _, err := s.lookup(a.ActorType); err != nil {
+		return a, shardID, err
+	}
+	if err := s.admitRequest(ctx, id, a.Tenant, 1, "the read"); err != nil {
 		return a, shardID, err
 	}
 	return a, shardID, nil

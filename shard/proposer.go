@@ -55,9 +55,7 @@ func (s *Shard) Submit(ctx context.Context, cmd actor.Command) (actor.Result, er
 		return actor.Result{}, ErrHalted
 	}
 	r := &request{cmd: cmd, done: make(chan outcome, 1), span: span.SpanContext()}
-	select {
-	case s.queue <- r:
-	default:
+	if !s.queue.push(r) {
 		s.metrics.overloaded.Add(ctx, 1, s.metrics.shardAttr)
 		return actor.Result{}, ErrOverloaded
 	}
@@ -106,12 +104,13 @@ func (p *pipeline) done(n int) {
 }
 
 // proposeLoop group-commits: it waits for a free in-flight slot first and only
-// then drains the queue, so while entries are in flight the next batch grows;
+// then drains the queue (fairly across tenants, see fairQueue), so while entries are in flight the next batch grows;
 // under load it also waits for the entries in flight (see pipelineBelow).
 func (s *Shard) proposeLoop() {
 	defer s.wg.Done()
 	p := &pipeline{landed: make(chan struct{}, 1)}
 	batch := make([]*request, 0, s.cfg.MaxBatch)
+	popped := make([]*request, 0, s.cfg.MaxBatch)
 	for {
 		select {
 		case s.inflight <- struct{}{}:
@@ -127,25 +126,22 @@ func (s *Shard) proposeLoop() {
 				return
 			}
 		}
+		// The queue hands out commands round-robin by tenant, so an entry
+		// carries every waiting tenant's oldest commands before a second
+		// helping of anyone's.
 		batch = batch[:0]
-		select {
-		case r := <-s.queue:
-			batch = take(batch, r)
-		case <-s.stop:
-			return
-		}
-	drain:
-		for len(batch) < s.cfg.MaxBatch {
-			select {
-			case r := <-s.queue:
+		for len(batch) == 0 {
+			for _, r := range s.queue.pop(popped[:0], s.cfg.MaxBatch) {
 				batch = take(batch, r)
-			default:
-				break drain
 			}
-		}
-		if len(batch) == 0 {
-			<-s.inflight
-			continue
+			if len(batch) > 0 {
+				break
+			}
+			select {
+			case <-s.queue.ready:
+			case <-s.stop:
+				return
+			}
 		}
 		reqs := make([]*request, len(batch))
 		copy(reqs, batch)

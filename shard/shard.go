@@ -43,7 +43,9 @@ type Config struct {
 	Peers     []raft.Server
 
 	// Group commit: at most MaxBatch commands per entry, at most MaxInflight
-	// entries proposed and not yet applied, QueueSize commands waiting.
+	// entries proposed and not yet applied, QueueSize commands waiting (up
+	// to twice that while tenants below their share still queue; see
+	// fairQueue).
 	MaxBatch    int
 	MaxInflight int
 	QueueSize   int
@@ -140,7 +142,7 @@ type Shard struct {
 	tracer  trace.Tracer
 	metrics *metrics
 
-	queue    chan *request
+	queue    *fairQueue
 	inflight chan struct{}
 	stop     chan struct{}
 	raftDown chan struct{} // closed once raft.Shutdown returned
@@ -175,7 +177,7 @@ func Open(cfg Config) (*Shard, error) {
 		store:    cfg.StateDB.Shard(cfg.ID),
 		log:      log,
 		tracer:   otel.Tracer("github.com/rhizon/rhizon/shard"),
-		queue:    make(chan *request, cfg.QueueSize),
+		queue:    newFairQueue(cfg.QueueSize),
 		inflight: make(chan struct{}, cfg.MaxInflight),
 		stop:     make(chan struct{}),
 		raftDown: make(chan struct{}),
@@ -293,13 +295,8 @@ func (s *Shard) Close() error {
 		close(s.raftDown)
 		s.wg.Wait()
 		// Fail whatever is still queued.
-		for {
-			select {
-			case r := <-s.queue:
-				r.finish(outcome{err: ErrClosed})
-			default:
-				return
-			}
+		for _, r := range s.queue.pop(nil, s.queue.len()) {
+			r.finish(outcome{err: ErrClosed})
 		}
 	})
 	return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -41,6 +42,15 @@ func applyConfig(fs *pflag.FlagSet) error {
 			return
 		}
 		if v, ok := file[f.Name]; ok {
+			if m, isMap := v.(map[string]any); isMap {
+				// A nested section (quotas:) reaches its flag as inline JSON.
+				b, e := json.Marshal(m)
+				if e != nil {
+					err = fmt.Errorf("config key %s: %w", f.Name, e)
+					return
+				}
+				v = string(b)
+			}
 			if e := f.Value.Set(fmt.Sprint(v)); e != nil {
 				err = fmt.Errorf("config key %s=%v: %w", f.Name, v, e)
 			}

@@ -44,6 +44,7 @@ type nodeFlags struct {
 	grpcAddr     string
 	httpAddr     string
 	tokenFile    string
+	quotas       string
 	natsAddr     string
 	natsURL      string
 	natsCluster  string
@@ -96,6 +97,7 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.StringVar(&f.grpcAddr, "grpc-addr", grpcAddr, "gRPC gateway listen address (port 0 picks a free port)")
 	fs.StringVar(&f.httpAddr, "http-addr", httpAddr, "HTTP/JSON gateway, /metrics and health listen address")
 	fs.StringVar(&f.tokenFile, "token-file", token, "bearer token file (JSON or YAML); dev creates <data-dir>/dev-token.json when not given")
+	fs.StringVar(&f.quotas, "quotas", "", "per-tenant and per-principal rate and storage quotas: a JSON or YAML file, or inline JSON (a --config file may hold them as a map under quotas:); none by default")
 	fs.StringVar(&f.natsAddr, "nats-addr", natsAddr, `embedded NATS listen address; "off" disables it`)
 	fs.StringVar(&f.natsURL, "nats-url", "", "external NATS URL(s), comma-separated; when set no embedded server runs")
 	fs.StringVar(&f.natsCreds, "nats-creds", "", "credentials file for --nats-url")
@@ -277,6 +279,12 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 			}
 		}
 	}()
+	var quotas *gateway.Quotas
+	if f.quotas != "" {
+		if quotas, err = gateway.LoadQuotas(f.quotas); err != nil {
+			return &exitErr{exitUsage, err}
+		}
+	}
 
 	secret := f.secret
 	if secret == "" && dev {
@@ -354,7 +362,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	}
 
 	gcfg := gateway.Config{Backend: node, Auth: auth, Logger: log, NodeID: f.nodeID, Version: version,
-		MaxWatchesPerToken: f.watchToken, MaxWatchesPerConn: f.watchConn, MaxBatchInFlight: f.batchFlight}
+		MaxWatchesPerToken: f.watchToken, MaxWatchesPerConn: f.watchConn, MaxBatchInFlight: f.batchFlight, Quotas: quotas}
 	if async != nil {
 		gcfg.Async = async
 	}

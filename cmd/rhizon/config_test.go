@@ -1,0 +1,35 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/spf13/pflag"
+
+	"github.com/rhizon/rhizon/gateway"
+)
+
+// A quotas: section of the YAML config reaches --quotas as inline JSON that
+// gateway.LoadQuotas reads; a flag value wins over it.
+func TestConfigQuotasSection(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "node.yaml")
+	if err := os.WriteFile(cfg, []byte("data-dir: /x\nquotas:\n  default: {rate: 5, burst: 7}\n  tenants: {big: {rate: -1}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	var f nodeFlags
+	fs.StringVar(&f.config, "config", cfg, "")
+	fs.StringVar(&f.dataDir, "data-dir", "", "")
+	fs.StringVar(&f.quotas, "quotas", "", "")
+	if err := applyConfig(fs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gateway.LoadQuotas(f.quotas); err != nil {
+		t.Fatalf("quotas from the config %q: %v", f.quotas, err)
+	}
+	if f.dataDir != "/x" {
+		t.Errorf("data-dir %q", f.dataDir)
+	}
+}

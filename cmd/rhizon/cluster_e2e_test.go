@@ -88,6 +88,7 @@ type testCluster struct {
 // its replicas are replaced.
 func newTestCluster(t testing.TB, n int, deadAfter time.Duration) *testCluster {
 	t.Helper()
+	needBinary(t)
 	c := &testCluster{t: t, root: t.TempDir(), deadAfter: deadAfter}
 	tf := filepath.Join(c.root, "tokens.json")
 	tokens := fmt.Sprintf(`{"tokens":[
@@ -280,6 +281,7 @@ func (c *testCluster) submitThroughEach(n int, prefix string) {
 }
 
 func TestCluster_ThreeNodesServeThroughAnyNodeAndAgree(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, time.Minute)
 	for _, p := range c.nodes {
 		p.start(t)
@@ -299,6 +301,7 @@ func TestCluster_ThreeNodesServeThroughAnyNodeAndAgree(t *testing.T) {
 }
 
 func TestCluster_LeaderFailoverUnderLoadLosesNothing(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, time.Minute)
 	for _, p := range c.nodes {
 		p.start(t)
@@ -459,6 +462,7 @@ func (c *testCluster) verifyAcked(acked map[string]string, nodes []*nodeProc) {
 }
 
 func TestCluster_GrowsToFiveNodesAndReplacesADeadOne(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, 3*time.Second)
 	for _, p := range c.nodes {
 		p.start(t)

@@ -58,6 +58,7 @@ func metricSum(t *testing.T, base, name, labelRe string) float64 {
 // and before JetStream got the ack. After the restart the message is
 // delivered again and applied as a duplicate: one effect, one event.
 func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := startDev(t, dir, "RHIZON_FAILPOINTS=ingress-after-commit")
 	js := natsJS(t, p.nats)

@@ -48,6 +48,7 @@ func wantErr(t *testing.T, err error, code int, parts ...string) {
 }
 
 func TestHints_AddrWithoutPortDialsTheGRPCPort(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"localhost": "localhost:7400", "127.0.0.1": "127.0.0.1:7400", "[::1]": "[::1]:7400", "::1": "[::1]:7400",
 		"n1:7500": "n1:7500", "dns:///n1:7400": "dns:///n1:7400",
@@ -59,12 +60,14 @@ func TestHints_AddrWithoutPortDialsTheGRPCPort(t *testing.T) {
 }
 
 func TestHints_RefusedConnectionSaysToStartANode(t *testing.T) {
+	t.Parallel()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens there
 	_, err := runCLIErr(t, statusCmd(), "", "--addr", addr, "--token", "x", "--timeout", "3s")
 	wantErr(t, err, exitError, "no Rhizon node listens at "+addr, "make run", "--addr")
 }
 
 func TestHints_HTTPPortGivenAsGRPCSaysToUseTheGRPCPort(t *testing.T) {
+	t.Parallel()
 	// An HTTP/1 server, as a node's --http-addr is.
 	srv := httptest.NewServer(http.NotFoundHandler())
 	defer srv.Close()
@@ -74,6 +77,7 @@ func TestHints_HTTPPortGivenAsGRPCSaysToUseTheGRPCPort(t *testing.T) {
 }
 
 func TestHints_NoTokenSaysHowToPassOne(t *testing.T) {
+	t.Parallel()
 	addr := startAsyncGateway(t)
 	_, err := runCLIErr(t, getCmd(), "", "counter/c1", "--addr", addr, "--timeout", "5s")
 	wantErr(t, err, exitError, "missing bearer token", "--token", "RHIZON_TOKEN")
@@ -82,6 +86,7 @@ func TestHints_NoTokenSaysHowToPassOne(t *testing.T) {
 // A payload over the kernel's 128 KiB argument limit goes through a file or
 // stdin.
 func TestSend_PayloadFromFileAndStdinOver128KiB(t *testing.T) {
+	t.Parallel()
 	addr := startAsyncGateway(t)
 	doc := map[string]string{"blob": strings.Repeat("x", 200<<10)}
 	payload, _ := json.Marshal(map[string]any{"doc": doc})
@@ -116,6 +121,7 @@ func TestSend_PayloadFromFileAndStdinOver128KiB(t *testing.T) {
 // cli runs the rhizon binary and returns stdout, stderr and the exit code.
 func cli(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
+	needBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
@@ -137,6 +143,8 @@ func cli(t *testing.T, args ...string) (string, string, int) {
 // node is ready. The banner names the binary as it was run, and the embedded
 // NATS server's notices stay out of the log.
 func TestDev_StatusWaitBannerAndQuietNATS(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
 	dir := t.TempDir()
 	grpcAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	tokenFile := filepath.Join(dir, "token.json")
@@ -188,6 +196,7 @@ func TestDev_StatusWaitBannerAndQuietNATS(t *testing.T) {
 // A node alone whose cluster needs two: status says plainly there is no
 // cluster, and status --wait gives up at its --timeout saying why.
 func TestNode_StatusSaysNoClusterYet(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 0, time.Minute)
 	p := c.add(true, 2)
 	p.start(t)
@@ -212,6 +221,8 @@ func TestNode_StatusSaysNoClusterYet(t *testing.T) {
 // A second dev node whose NATS port is taken fails at once, naming the
 // port and the flag that moves it.
 func TestDev_NATSPortInUseFailsFastAndNamesTheFlag(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

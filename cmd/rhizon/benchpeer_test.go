@@ -24,6 +24,8 @@ import (
 // directory is gone once the command returns.
 func TestBench_PeersInChildProcessesAndRatioTable(t *testing.T) {
 	t.Parallel()
+	needBinary(t)
+	clusterSlot(t) // three etcd and three NATS servers
 	if testing.Short() {
 		t.Skip("starts rhizon dev and two 3-server peer clusters")
 	}

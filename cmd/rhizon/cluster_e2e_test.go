@@ -84,11 +84,26 @@ type testCluster struct {
 	clientOpts []client.Option
 }
 
+// clusters admits one multi-node cluster at a time: on two cores, two of
+// them electing with 300 ms timeouts next to each other lose leaders to CPU
+// starvation. Single dev nodes and in-process tests run alongside.
+var clusters = make(chan struct{}, 1)
+
+// clusterSlot waits for the cluster slot and holds it until t ends.
+func clusterSlot(t testing.TB) {
+	t.Helper()
+	clusters <- struct{}{}
+	t.Cleanup(func() { <-clusters })
+}
+
 // newTestCluster prepares n nodes; a node must be dead for deadAfter before
 // its replicas are replaced.
 func newTestCluster(t testing.TB, n int, deadAfter time.Duration) *testCluster {
 	t.Helper()
 	needBinary(t)
+	if n > 1 {
+		clusterSlot(t)
+	}
 	c := &testCluster{t: t, root: t.TempDir(), deadAfter: deadAfter}
 	tf := filepath.Join(c.root, "tokens.json")
 	tokens := fmt.Sprintf(`{"tokens":[

@@ -16,6 +16,16 @@ import (
 	"github.com/rhizon/rhizon/storage"
 )
 
+// testStoreOptions size Badger for a test's few kilobytes: the property
+// tests open hundreds of stores, and at the production defaults (64 MiB
+// memtables, 16 MiB block cache, 64 MiB value-log files) allocating and
+// mapping them was most of their time. The code paths are the production
+// ones.
+var testStoreOptions = storage.Options{
+	MemTableSize: 8 << 20, BlockCacheSize: 1 << 20, IndexCacheSize: 1 << 20,
+	ValueLogFileSize: 4 << 20, GCInterval: -1,
+}
+
 // replica is one engine over a real Badger store in its own directory.
 type replica struct {
 	t     testing.TB
@@ -46,7 +56,7 @@ func (r *replica) close() {
 
 func (r *replica) open() {
 	r.t.Helper()
-	db, err := storage.Open(r.dir, storage.Options{})
+	db, err := storage.Open(r.dir, testStoreOptions)
 	if err != nil {
 		r.t.Fatal(err)
 	}

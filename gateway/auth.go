@@ -411,7 +411,7 @@ func GenerateDevTokenFile(path string, tenant string) (token string, err error) 
 // with code Unauthenticated whose messages say what to do.
 func (a *Auth) Authenticate(token string) (Identity, error) {
 	if token == "" {
-		return Identity{}, status.Error(codes.Unauthenticated, "missing bearer token: pass --token or RHIZON_TOKEN")
+		return Identity{}, status.Error(codes.Unauthenticated, "missing bearer token: send the header Authorization: Bearer <token>")
 	}
 	h := sha256.Sum256([]byte(token))
 	id, ok := (*a.byHash.Load())[h]

@@ -79,7 +79,7 @@ func TestLoadTokenFileAndAuthenticate(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ name, token, msg string }{
-		{"missing", "", "missing bearer token: pass --token or RHIZON_TOKEN"},
+		{"missing", "", "missing bearer token: send the header Authorization: Bearer <token>"},
 		{"unknown", "yaml-token-0123456780", "unknown token"},
 		{"prefix", "yaml-token", "unknown token"},
 	} {

@@ -125,7 +125,7 @@ func badSubmits() []submitCase {
 		},
 		{
 			name: "missing token", token: "", req: counterReq("c1", "k", `{"amount":1}`),
-			code: codes.Unauthenticated, httpCode: 401, msg: []string{"missing bearer token: pass --token or RHIZON_TOKEN"},
+			code: codes.Unauthenticated, httpCode: 401, msg: []string{"missing bearer token: send the header Authorization: Bearer <token>"},
 		},
 		{
 			name: "wrong token", token: "not-a-real-token-at-all", req: counterReq("c1", "k", `{"amount":1}`),

@@ -25,6 +25,7 @@ import (
 // without an error; etcd, asked for the same workloads, is reported as
 // skipped (not applicable) without being started, and the command exits 0.
 func TestBench_IngressAndSagaAgainstARealDevNode(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts rhizon dev")
 	}
@@ -150,6 +151,7 @@ func TestBench_IngressAndSagaAgainstARealDevNode(t *testing.T) {
 // TestBench_IngressWithoutNATSNamesTheFlag: without --nats the ingress
 // setup fails with a message naming the flag.
 func TestBench_IngressWithoutNATSNamesTheFlag(t *testing.T) {
+	t.Parallel()
 	cmd := benchCmd()
 	var stdout, stderr bytes.Buffer
 	cmd.SetArgs([]string{"--addr", "127.0.0.1:1", "--token", "x", "--workload", "ingress", "--duration", "1s", "--progress=false"})

@@ -23,6 +23,9 @@ import (
 // runs, the comparison table, and that every peer process and data
 // directory is gone once the command returns.
 func TestBench_PeersInChildProcessesAndRatioTable(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
+	clusterSlot(t) // three etcd and three NATS servers
 	if testing.Short() {
 		t.Skip("starts rhizon dev and two 3-server peer clusters")
 	}
@@ -94,6 +97,8 @@ func TestBench_PeersInChildProcessesAndRatioTable(t *testing.T) {
 }
 
 func TestBench_PeerFlagsRefused(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
 	for _, args := range [][]string{
 		{"bench", "--target", "redis"},
 		{"bench", "--target", "etcd,jetstream-kv", "--peer-addrs", "http://127.0.0.1:1"},

@@ -38,7 +38,7 @@ func (f *clientFlags) register(c *cobra.Command) {
 // --timeout, whose default depends on the command.
 func (f *clientFlags) registerConn(c *cobra.Command) {
 	fs := c.Flags()
-	fs.StringVar(&f.addr, "addr", "127.0.0.1:7400", "gateway gRPC address (RHIZON_ADDR)")
+	fs.StringVar(&f.addr, "addr", "127.0.0.1:7400", "gateway gRPC address, host[:port] (port 7400 when omitted; RHIZON_ADDR)")
 	fs.StringVar(&f.token, "token", "", "bearer token (RHIZON_TOKEN)")
 	fs.StringVar(&f.tenant, "tenant", "", "tenant (default: the token's own)")
 	fs.StringVar(&f.workspace, "workspace", "", "workspace (default: the token's own)")
@@ -57,6 +57,7 @@ func (f *clientFlags) dial(c *cobra.Command) (*client.Client, context.Context, c
 	if err != nil {
 		return nil, nil, nil, &exitErr{exitUsage, err}
 	}
+	f.addr = withDefaultPort(f.addr)
 	cl, err := client.Dial(f.addr, append([]client.Option{client.WithToken(f.token), client.WithTenant(f.tenant), client.WithWorkspace(f.workspace)}, topts...)...)
 	if err != nil {
 		return nil, nil, nil, &exitErr{exitError, err}
@@ -89,14 +90,16 @@ func sendCmd() *cobra.Command {
 	var expected int64
 	var async bool
 	c := &cobra.Command{
-		Use:   "send <actor_type>/<entity_id> <command type> [json payload]",
+		Use:   "send <actor_type>/<entity_id> <command type> [json payload | @file | -]",
 		Short: "Submit a command and print its result",
 		Long: "Submit a command and wait until it is committed. The command type is cmd.<actor_type>.<verb>\n" +
 			"or just the verb. Exit status: 0 accepted, 3 rejected, 1 error, 2 usage.\n\n" +
 			"With --async the command is enqueued on the node's JetStream ingress and send returns once it\n" +
 			"is stored, printing the stream, sequence and shard: exit 0 then means stored, not applied (the\n" +
 			"result is decided later; follow it with rhizon watch or rhizon get). Retrying with the same\n" +
-			"--idempotency-key applies the command once. The node needs NATS.",
+			"--idempotency-key applies the command once. The node needs NATS.\n\n" +
+			"The payload is the JSON itself, @path to read it from a file, or - to read it from stdin\n" +
+			"(an argument is limited to 128 KiB).",
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(c *cobra.Command, args []string) error {
 			addr, err := parseTarget(args[0])
@@ -109,7 +112,9 @@ func sendCmd() *cobra.Command {
 			}
 			req := &pb.SubmitRequest{Address: f.scope(addr), Type: typ, IdempotencyKey: idem, CommandId: cmdID, CorrelationId: corr}
 			if len(args) == 3 {
-				req.Payload = []byte(args[2])
+				if req.Payload, err = readPayload(args[2], c.InOrStdin()); err != nil {
+					return err
+				}
 			} else {
 				req.Payload = []byte("{}")
 			}
@@ -126,14 +131,14 @@ func sendCmd() *cobra.Command {
 			if async {
 				resp, err := cl.SubmitAsync(ctx, req)
 				if err != nil {
-					return &exitErr{exitError, err}
+					return f.callErr(err)
 				}
 				printEnqueued(c.OutOrStdout(), f.output, resp, req.IdempotencyKey)
 				return nil
 			}
 			resp, err := cl.Submit(ctx, req)
 			if err != nil {
-				return &exitErr{exitError, err}
+				return f.callErr(err)
 			}
 			if err := printResult(c.OutOrStdout(), f.output, resp.GetResult()); err != nil {
 				return err
@@ -198,7 +203,7 @@ func getCmd() *cobra.Command {
 			}
 			resp, err := cl.Get(ctx, req)
 			if err != nil {
-				return &exitErr{exitError, err}
+				return f.callErr(err)
 			}
 			w := c.OutOrStdout()
 			if f.output == "json" {
@@ -246,7 +251,7 @@ func historyCmd() *cobra.Command {
 			for {
 				resp, err := cl.History(ctx, req)
 				if err != nil {
-					return &exitErr{exitError, err}
+					return f.callErr(err)
 				}
 				recs = append(recs, resp.GetRecords()...)
 				next = resp.GetNextPageToken()
@@ -291,10 +296,16 @@ func historyCmd() *cobra.Command {
 
 func statusCmd() *cobra.Command {
 	f := &clientFlags{}
+	var wait bool
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Print the node's shards: role, leader; indexes and state hash with an admin token",
-		Args:  cobra.NoArgs,
+		Long: "Print the cluster map as the node sees it: nodes, shards, roles, leaders, indexes and state hashes (indexes and hashes with an admin token).\n\n" +
+			"With --wait, status first waits (up to --timeout) until the node is ready to serve: a cluster\n" +
+			"exists, every shard has a leader and the node's JetStream ingress is ready (when it has NATS).\n" +
+			"It keeps asking while the node is still starting (connection refused), so scripts can run it\n" +
+			"right after starting the nodes. Exit 0 once ready, 1 when --timeout passes first.",
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cl, ctx, cancel, err := f.dial(c)
 			if err != nil {
@@ -302,52 +313,114 @@ func statusCmd() *cobra.Command {
 			}
 			defer cancel()
 			defer func() { _ = cl.Close() }()
-			st, err := cl.Status(ctx)
-			if err != nil {
-				return &exitErr{exitError, err}
+			var st *pb.StatusResponse
+			if wait {
+				if st, err = waitReady(ctx, cl, f); err != nil {
+					return err
+				}
+			} else if st, err = cl.Status(ctx); err != nil {
+				return f.callErr(err)
 			}
 			w := c.OutOrStdout()
 			if f.output == "json" {
 				return writeProtoJSON(w, st)
 			}
-			fmt.Fprintf(w, "cluster %s  map v%d  control leader %s  (asked %s, version %s)\n", st.ClusterId, st.MapVersion, st.ControlLeader, st.NodeId, st.Version)
-			fmt.Fprintf(w, "shards %d  actors %s\n\n", st.ShardCount, strings.Join(st.ActorTypes, ","))
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tSTATE\tREPLICAS\tLEADING\tCONTROL\tGRPC\tZONE")
-			for _, n := range st.Nodes {
-				state, ctl := n.State, "non-voter"
-				if n.Draining {
-					state += ",draining"
-				}
-				if n.ControlVoter {
-					ctl = "voter"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", n.NodeId, state, n.Replicas, n.Leading, ctl, n.GrpcAddr, n.Zone)
+			if wait {
+				fmt.Fprintf(w, "ready: %d shards have leaders\n", st.ShardCount)
 			}
-			if err := tw.Flush(); err != nil {
-				return err
+			if st.MapVersion == 0 && st.ShardCount == 0 {
+				// An empty map reads as a cluster with nothing in it; say
+				// what it is.
+				fmt.Fprintf(w, "no cluster yet: node %s (version %s) has not formed or joined one (cluster map v0, 0 shards).\n"+
+					"A new cluster forms once --bootstrap-expect nodes are up; a joining node waits for --join to answer.\n"+
+					"Wait for it with: rhizon status --wait --timeout 2m\n", st.NodeId, st.Version)
+				return nil
 			}
-			fmt.Fprintln(w)
-			tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SHARD\tNODE\tROLE\tTERM\tAPPLIED\tCOMMIT\tLAST\tSTATE HASH\tVOTERS\tLEARNERS")
-			for _, s := range st.Shards {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%.16s\t%s\t%s\n", s.Shard, s.NodeId, s.Role, s.Term, s.AppliedIndex,
-					s.CommitIndex, s.LastLogIndex, s.StateHash, strings.Join(s.Voters, ","), strings.Join(s.Learners, ","))
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if len(st.Rebalancing) > 0 {
-				fmt.Fprintln(w, "\nrebalancing:")
-				for _, r := range st.Rebalancing {
-					fmt.Fprintln(w, "  "+r)
-				}
-			}
+			printStatus(w, st)
 			return nil
 		},
 	}
 	f.register(c)
+	c.Flags().BoolVar(&wait, "wait", false, "wait until every shard has a leader and the node's ingress is ready (bounded by --timeout)")
 	return c
+}
+
+// notReady says why st is not a cluster ready to serve, or returns nil.
+func notReady(st *pb.StatusResponse) error {
+	if st.MapVersion == 0 || st.ShardCount == 0 {
+		return errors.New("no cluster yet (cluster map v0, 0 shards)")
+	}
+	led := map[uint32]bool{}
+	for _, s := range st.Shards {
+		if s.Leader != "" {
+			led[s.Shard] = true
+		}
+	}
+	if missing := int(st.ShardCount) - len(led); missing > 0 {
+		return fmt.Errorf("%d of %d shards have no leader yet", missing, st.ShardCount)
+	}
+	return nil
+}
+
+// waitReady polls the node until the cluster exists, every shard has a
+// leader and the node reports itself ready (its readiness includes the
+// JetStream streams), or ctx ends. Errors while polling (the node still
+// starting) are remembered, not returned: the last one explains a timeout.
+func waitReady(ctx context.Context, cl *client.Client, f *clientFlags) (*pb.StatusResponse, error) {
+	const every = 250 * time.Millisecond
+	var last error
+	for {
+		st, err := cl.Status(ctx)
+		if err == nil {
+			err = notReady(st)
+		}
+		if err == nil {
+			err = checkHealth(ctx, f.addr, &f.tls, pb.Gateway_ServiceDesc.ServiceName)
+		}
+		if err == nil {
+			return st, nil
+		}
+		if ctx.Err() == nil || last == nil {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, &exitErr{exitError, fmt.Errorf("not ready after --timeout %v: %w", f.timeout, explain(f.addr, last))}
+		case <-time.After(every):
+		}
+	}
+}
+
+func printStatus(w io.Writer, st *pb.StatusResponse) {
+	fmt.Fprintf(w, "cluster %s  map v%d  control leader %s  (asked %s, version %s)\n", st.ClusterId, st.MapVersion, st.ControlLeader, st.NodeId, st.Version)
+	fmt.Fprintf(w, "shards %d  actors %s\n\n", st.ShardCount, strings.Join(st.ActorTypes, ","))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSTATE\tREPLICAS\tLEADING\tCONTROL\tGRPC\tZONE")
+	for _, n := range st.Nodes {
+		state, ctl := n.State, "non-voter"
+		if n.Draining {
+			state += ",draining"
+		}
+		if n.ControlVoter {
+			ctl = "voter"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", n.NodeId, state, n.Replicas, n.Leading, ctl, n.GrpcAddr, n.Zone)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHARD\tNODE\tROLE\tTERM\tAPPLIED\tCOMMIT\tLAST\tSTATE HASH\tVOTERS\tLEARNERS")
+	for _, s := range st.Shards {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%.16s\t%s\t%s\n", s.Shard, s.NodeId, s.Role, s.Term, s.AppliedIndex,
+			s.CommitIndex, s.LastLogIndex, s.StateHash, strings.Join(s.Voters, ","), strings.Join(s.Learners, ","))
+	}
+	_ = tw.Flush()
+	if len(st.Rebalancing) > 0 {
+		fmt.Fprintln(w, "\nrebalancing:")
+		for _, r := range st.Rebalancing {
+			fmt.Fprintln(w, "  "+r)
+		}
+	}
 }
 
 func drainCmd() *cobra.Command {
@@ -374,7 +447,7 @@ func drainCmd() *cobra.Command {
 			defer cancel()
 			defer func() { _ = cl.Close() }()
 			if _, err := cl.Drain(ctx, args[0], undo); err != nil {
-				return &exitErr{exitError, err}
+				return f.callErr(err)
 			}
 			w := c.OutOrStdout()
 			if undo || !wait {
@@ -384,7 +457,7 @@ func drainCmd() *cobra.Command {
 			for {
 				st, err := cl.Status(ctx)
 				if err != nil {
-					return &exitErr{exitError, err}
+					return f.callErr(err)
 				}
 				for _, n := range st.Nodes {
 					if n.NodeId == args[0] && n.Replicas == 0 && len(st.Rebalancing) == 0 {

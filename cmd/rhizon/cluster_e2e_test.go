@@ -84,10 +84,26 @@ type testCluster struct {
 	clientOpts []client.Option
 }
 
+// clusters admits one multi-node cluster at a time: on two cores, two of
+// them electing with 300 ms timeouts next to each other lose leaders to CPU
+// starvation. Single dev nodes and in-process tests run alongside.
+var clusters = make(chan struct{}, 1)
+
+// clusterSlot waits for the cluster slot and holds it until t ends.
+func clusterSlot(t testing.TB) {
+	t.Helper()
+	clusters <- struct{}{}
+	t.Cleanup(func() { <-clusters })
+}
+
 // newTestCluster prepares n nodes; a node must be dead for deadAfter before
 // its replicas are replaced.
 func newTestCluster(t testing.TB, n int, deadAfter time.Duration) *testCluster {
 	t.Helper()
+	needBinary(t)
+	if n > 1 {
+		clusterSlot(t)
+	}
 	c := &testCluster{t: t, root: t.TempDir(), deadAfter: deadAfter}
 	tf := filepath.Join(c.root, "tokens.json")
 	tokens := fmt.Sprintf(`{"tokens":[
@@ -285,6 +301,7 @@ func (c *testCluster) submitThroughEach(n int, prefix string) {
 }
 
 func TestCluster_ThreeNodesServeThroughAnyNodeAndAgree(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, time.Minute)
 	for _, p := range c.nodes {
 		p.start(t)
@@ -304,6 +321,7 @@ func TestCluster_ThreeNodesServeThroughAnyNodeAndAgree(t *testing.T) {
 }
 
 func TestCluster_LeaderFailoverUnderLoadLosesNothing(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, time.Minute)
 	for _, p := range c.nodes {
 		p.start(t)
@@ -464,6 +482,7 @@ func (c *testCluster) verifyAcked(acked map[string]string, nodes []*nodeProc) {
 }
 
 func TestCluster_GrowsToFiveNodesAndReplacesADeadOne(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, 3*time.Second)
 	for _, p := range c.nodes {
 		p.start(t)

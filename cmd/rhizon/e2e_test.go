@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,10 +24,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// binary is the rhizon binary built once for the process tests.
+// binary is the rhizon binary built once for the process tests. They run in
+// parallel (each on its own free ports and temporary directories: they wait
+// on elections, not CPU), except the few that set environment variables.
 var binary string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		// make test-quick: no processes; the tests that need the binary skip.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "rhizon-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -44,6 +52,14 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// needBinary skips a test that runs rhizon processes in -short mode.
+func needBinary(t testing.TB) {
+	t.Helper()
+	if binary == "" {
+		t.Skip("runs rhizon processes: not in -short mode")
+	}
 }
 
 // syncBuffer is a bytes.Buffer safe for the process's writer and the test.
@@ -78,6 +94,7 @@ type devProcess struct {
 // banner. The process is SIGKILLed at the end of the test if still running.
 func startDev(t *testing.T, dataDir string, env ...string) *devProcess {
 	t.Helper()
+	needBinary(t)
 	cmd := exec.Command(binary, "dev", "--data-dir", dataDir, "--shards", "4",
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
 		"--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0",
@@ -184,6 +201,7 @@ func decode[T any](t *testing.T, s string) T {
 }
 
 func TestPromise_ExactlyOnce_SurvivesKill9OfDevProcess(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := startDev(t, dir)
 	out, code := p.rhizon(t, "send", "counter/c1", "cmd.counter.add", `{"amount":5}`, "--idempotency-key", "k1", "-o", "json")

@@ -27,24 +27,12 @@ func healthCmd() *cobra.Command {
 			if err := applyConfig(c.Flags()); err != nil {
 				return &exitErr{exitUsage, err}
 			}
-			creds := insecure.NewCredentials()
-			cfg, err := tf.config()
-			if err != nil {
-				return &exitErr{exitUsage, err}
-			}
-			if cfg != nil {
-				creds = credentials.NewTLS(cfg)
-			}
-			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
-			if err != nil {
-				return &exitErr{exitError, err}
-			}
-			defer func() { _ = conn.Close() }()
+			addr = withDefaultPort(addr)
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
-			resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+			resp, err := healthStatus(ctx, addr, &tf, service)
 			if err != nil {
-				return &exitErr{exitError, fmt.Errorf("health %s: %w", addr, err)}
+				return &exitErr{exitError, explain(addr, err)}
 			}
 			fmt.Fprintln(c.OutOrStdout(), resp.GetStatus())
 			if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
@@ -59,4 +47,38 @@ func healthCmd() *cobra.Command {
 	fs.DurationVar(&timeout, "timeout", 3*time.Second, "deadline for the check")
 	tf.register(fs)
 	return c
+}
+
+// healthStatus asks the node at addr for the health of service.
+func healthStatus(ctx context.Context, addr string, tf *tlsClientFlags, service string) (*healthpb.HealthCheckResponse, error) {
+	creds := insecure.NewCredentials()
+	cfg, err := tf.config()
+	if err != nil {
+		return nil, &exitErr{exitUsage, err}
+	}
+	if cfg != nil {
+		creds = credentials.NewTLS(cfg)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = conn.Close() }()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		return nil, fmt.Errorf("health %s: %w", addr, err)
+	}
+	return resp, nil
+}
+
+// checkHealth is nil when service is SERVING at addr.
+func checkHealth(ctx context.Context, addr string, tf *tlsClientFlags, service string) error {
+	resp, err := healthStatus(ctx, addr, tf, service)
+	if err != nil {
+		return err
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("node %s is not ready (health %s: %s; its /readyz says why)", addr, service, resp.GetStatus())
+	}
+	return nil
 }

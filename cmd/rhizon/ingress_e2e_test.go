@@ -81,6 +81,7 @@ func metricSum(t *testing.T, base, name, labelRe string) float64 {
 // delivered again and found applied under its own command id (a replay of
 // the first result): one effect, one event.
 func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := startDev(t, dir, "RHIZON_FAILPOINTS=ingress-after-commit")
 	js := producerJS(t, p.nats, p.token) // as an outside producer publishes

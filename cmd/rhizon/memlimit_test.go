@@ -9,6 +9,7 @@ import (
 )
 
 func TestParseMemoryMax(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]int64{"2147483648\n": 2 << 30, "max\n": 0, "": 0, "-1": 0, "junk": 0} {
 		got, ok := parseMemoryMax(in)
 		if got != want || ok != (want > 0) {

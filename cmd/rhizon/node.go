@@ -197,6 +197,34 @@ func newLogger(level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
+// natsLogger is the embedded NATS server's logger: its notices (a 35-line
+// banner at start) only at --log-level debug, its warnings and errors always.
+func natsLogger(log *slog.Logger, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil || l <= slog.LevelDebug {
+		return log
+	}
+	return slog.New(minLevel{log.Handler(), max(l, slog.LevelWarn)})
+}
+
+// minLevel drops the records below level.
+type minLevel struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.level}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.level}
+}
+
 func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err error) {
 	if ctx == nil {
 		ctx = context.Background()
@@ -302,9 +330,15 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		if producerTokens, err = tokenFileTokens(f.tokenFile); err != nil {
 			return &exitErr{exitUsage, err}
 		}
+		// The embedded server would wait 10 s for a port it cannot bind
+		// and then not say why: check first.
+		if portInUse(f.natsAddr) {
+			return &exitErr{exitError, fmt.Errorf("--nats-addr %s: the port is in use (another `rhizon dev` or NATS server?): "+
+				"stop it, or give this node other ports (--nats-addr, --grpc-addr, --http-addr, --raft-addr, --gossip-addr, and its own --data-dir)", f.natsAddr)}
+		}
 		ec := ingress.EmbeddedConfig{
 			ServerName: "rhizon-" + f.nodeID, Addr: f.natsAddr, StoreDir: filepath.Join(f.dataDir, "nats"),
-			ClusterSecret: secret, TLS: nodeTLS, Logger: log, ProducerTokens: producerTokens,
+			ClusterSecret: secret, TLS: nodeTLS, Logger: natsLogger(log, f.logLevel), ProducerTokens: producerTokens,
 		}
 		if len(routes) > 0 {
 			ec.ClusterAddr, ec.Routes = f.natsCluster, routes
@@ -483,7 +517,8 @@ func printBanner(out io.Writer, f *nodeFlags, dev bool, grpcAddr, httpAddr, nats
 	if token != "" {
 		fmt.Fprintf(out, "  token:     %s\n", token)
 		fmt.Fprintf(out, "\ntry:\n  export RHIZON_ADDR=%s RHIZON_TOKEN=%s\n", grpcAddr, token)
-		fmt.Fprintf(out, "  rhizon send counter/c1 cmd.counter.add '{\"amount\":5}'\n  rhizon get counter/c1\n")
+		bin := selfPath()
+		fmt.Fprintf(out, "  %s send counter/c1 cmd.counter.add '{\"amount\":5}'\n  %s get counter/c1\n", bin, bin)
 	}
 }
 

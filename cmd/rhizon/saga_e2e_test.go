@@ -183,6 +183,7 @@ func pickEntity(typ, prefix string, avoid ...uint32) (string, uint32) {
 // account) or cancelled with its reservation released (poor account), and
 // every step is applied exactly once, with the order's correlation id.
 func TestSaga_ExactlyOnceAcrossShardsWhenALeaderIsKilled(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, time.Minute)
 	c.withNATS()
 	for _, p := range c.nodes {

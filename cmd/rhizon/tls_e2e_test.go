@@ -100,6 +100,7 @@ func TestTLS_DevNodeServesTLSAndClientsVerifyIt(t *testing.T) {
 // any node, whichever leads its shard, is applied; a plaintext client is
 // refused.
 func TestTLS_ClusterForwardsBetweenNodesOverTLS(t *testing.T) {
+	t.Parallel()
 	certs := testcerts.Write(t)
 	c := newTestCluster(t, 3, time.Minute)
 	for _, p := range c.nodes {
@@ -132,6 +133,8 @@ func TestTLS_ClusterForwardsBetweenNodesOverTLS(t *testing.T) {
 // Half a TLS configuration is a usage error that names what is missing,
 // before the node creates anything.
 func TestTLS_IncompleteFlagsAreUsageErrors(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
 	certs := testcerts.Write(t)
 	for _, tc := range []struct {
 		args []string

@@ -77,7 +77,7 @@ func watchCmd() *cobra.Command {
 			case errors.Is(err, context.DeadlineExceeded):
 				return &exitErr{exitError, fmt.Errorf("--timeout %v passed after %d of %d events", f.timeout, n, count)}
 			}
-			return &exitErr{exitError, err}
+			return f.callErr(err)
 		},
 	}
 	f.registerConn(c)

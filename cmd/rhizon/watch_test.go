@@ -102,6 +102,7 @@ type watchLine struct {
 }
 
 func TestCLI_SendAsyncAndWatch(t *testing.T) {
+	t.Parallel()
 	addr := startAsyncGateway(t)
 
 	out, code := runCLI(t, sendCmd(), addr, "counter/c1", "add", `{"amount":5}`, "--async", "--idempotency-key", "k1", "-o", "json")

@@ -328,7 +328,7 @@ func statusCmd() *cobra.Command {
 			if wait {
 				fmt.Fprintf(w, "ready: %d shards have leaders\n", st.ShardCount)
 			}
-			if st.MapVersion == 0 && st.ShardCount == 0 {
+			if st.ShardCount == 0 {
 				// An empty map reads as a cluster with nothing in it; say
 				// what it is.
 				fmt.Fprintf(w, "no cluster yet: node %s (version %s) has not formed or joined one (cluster map v0, 0 shards).\n"+
@@ -347,7 +347,9 @@ func statusCmd() *cobra.Command {
 
 // notReady says why st is not a cluster ready to serve, or returns nil.
 func notReady(st *pb.StatusResponse) error {
-	if st.MapVersion == 0 || st.ShardCount == 0 {
+	// The shard count, not the map version: a tenant token's Status view
+	// carries no map version.
+	if st.ShardCount == 0 {
 		return errors.New("no cluster yet (cluster map v0, 0 shards)")
 	}
 	led := map[uint32]bool{}

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,7 +62,7 @@ func TestHints_AddrWithoutPortDialsTheGRPCPort(t *testing.T) {
 
 func TestHints_RefusedConnectionSaysToStartANode(t *testing.T) {
 	t.Parallel()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens there
+	addr := refusingAddr(t)
 	_, err := runCLIErr(t, statusCmd(), "", "--addr", addr, "--token", "x", "--timeout", "3s")
 	wantErr(t, err, exitError, "no Rhizon node listens at "+addr, "make run", "--addr")
 }
@@ -253,4 +254,24 @@ func TestDev_NATSPortInUseFailsFastAndNamesTheFlag(t *testing.T) {
 	if !found {
 		t.Fatalf("stderr does not say the NATS port is in use and which flag moves it:\n%s", errb.String())
 	}
+}
+
+// refusingAddr reserves a loopback port that refuses connections: a socket
+// bound without SO_REUSEADDR and never listening. A port freed by freePort
+// could be taken meanwhile by a process of a parallel test.
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }

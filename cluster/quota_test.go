@@ -146,7 +146,7 @@ func TestStorageQuotaOnBadger(t *testing.T) {
 //	go test -run '^$' -bench BenchmarkTenantFlood -benchtime 1x ./cluster/
 func BenchmarkTenantFlood(b *testing.B) {
 	const (
-		aRate   = 50  // a's quota, requests per second
+		aRate   = 50 // a's quota, requests per second
 		aFlood  = 10 * aRate
 		bPace   = 10 * time.Millisecond // b: 100 per second
 		bCount  = 300

@@ -92,7 +92,7 @@ func newQuotaHarness(t *testing.T, yamlText string, nodes int) (*harness, *Quota
 
 // submitAs submits one counter command with a fresh key and returns the
 // error and the call's header and trailer.
-func submitAs(t *testing.T, h *harness, token, tenant, key string) (error, metadata.MD) {
+func submitAs(t *testing.T, h *harness, token, tenant, key string) (metadata.MD, error) {
 	t.Helper()
 	req := counterReq("c1", key, `{"amount":1}`)
 	req.Address.Tenant = tenant
@@ -101,7 +101,7 @@ func submitAs(t *testing.T, h *harness, token, tenant, key string) (error, metad
 	}
 	var hdr, trl metadata.MD
 	_, err := h.gw.Submit(withToken(context.Background(), token), req, grpc.Header(&hdr), grpc.Trailer(&trl))
-	return err, metadata.Join(hdr, trl)
+	return metadata.Join(hdr, trl), err
 }
 
 func wantRateLimited(t *testing.T, err error, md metadata.MD, wantMs string) {
@@ -126,26 +126,26 @@ func wantRateLimited(t *testing.T, err error, md metadata.MD, wantMs string) {
 func TestQuotaRateLimitsTenantWithRetryAfter(t *testing.T) {
 	h, _, clk := newQuotaHarness(t, "default: {rate: 2, burst: 3}\n", 0)
 	for i := range 3 {
-		if err, _ := submitAs(t, h, tokAlice, "acme", "k"+string(rune('a'+i))); err != nil {
+		if _, err := submitAs(t, h, tokAlice, "acme", "k"+string(rune('a'+i))); err != nil {
 			t.Fatalf("submit %d within the burst: %v", i, err)
 		}
 	}
-	err, md := submitAs(t, h, tokAlice, "acme", "k-over")
+	md, err := submitAs(t, h, tokAlice, "acme", "k-over")
 	// 2 per second: the next token is 500 ms away.
 	wantRateLimited(t, err, md, "500")
 	if got := len(h.be.commands()); got != 3 {
 		t.Fatalf("%d commands reached the backend; the refused one must not", got)
 	}
 	// Another tenant has its own bucket.
-	if err, _ := submitAs(t, h, tokOps, "beta", "b1"); err != nil {
+	if _, err := submitAs(t, h, tokOps, "beta", "b1"); err != nil {
 		t.Fatalf("tenant beta throttled by acme's use: %v", err)
 	}
 	// A refused request costs nothing: after the wait one more fits.
 	clk.advance(500 * time.Millisecond)
-	if err, _ := submitAs(t, h, tokAlice, "acme", "k-later"); err != nil {
+	if _, err := submitAs(t, h, tokAlice, "acme", "k-later"); err != nil {
 		t.Fatalf("after the retry-after: %v", err)
 	}
-	err, md = submitAs(t, h, tokAlice, "acme", "k-over2")
+	md, err = submitAs(t, h, tokAlice, "acme", "k-over2")
 	wantRateLimited(t, err, md, "500")
 }
 
@@ -153,14 +153,14 @@ func TestQuotaRateLimitsPrincipal(t *testing.T) {
 	// acme unlimited, but the principal alice gets 1 per second, burst 2.
 	h, _, _ := newQuotaHarness(t, "principals: {alice: {rate: 1, burst: 2}}\n", 0)
 	for i := range 2 {
-		if err, _ := submitAs(t, h, tokAlice, "acme", "a"+string(rune('0'+i))); err != nil {
+		if _, err := submitAs(t, h, tokAlice, "acme", "a"+string(rune('0'+i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	err, md := submitAs(t, h, tokAlice, "acme", "a-over")
+	md, err := submitAs(t, h, tokAlice, "acme", "a-over")
 	wantRateLimited(t, err, md, "1000")
 	// ops writes to the same tenant under its own principal.
-	if err, _ := submitAs(t, h, tokOps, "acme", "o1"); err != nil {
+	if _, err := submitAs(t, h, tokOps, "acme", "o1"); err != nil {
 		t.Fatalf("principal ops throttled by alice's use: %v", err)
 	}
 }
@@ -169,12 +169,12 @@ func TestQuotaOutOfScopeDoesNotSpendVictimQuota(t *testing.T) {
 	h, _, _ := newQuotaHarness(t, "tenants: {beta: {rate: 1, burst: 1}}\n", 0)
 	// alice may not act in beta: denied, and beta's single token stays.
 	for range 3 {
-		err, _ := submitAs(t, h, tokAlice, "beta", "x")
+		_, err := submitAs(t, h, tokAlice, "beta", "x")
 		if status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("out of scope: %v", err)
 		}
 	}
-	if err, _ := submitAs(t, h, tokOps, "beta", "b1"); err != nil {
+	if _, err := submitAs(t, h, tokOps, "beta", "b1"); err != nil {
 		t.Fatalf("beta's quota was spent by another tenant's denied requests: %v", err)
 	}
 }
@@ -243,7 +243,7 @@ func TestQuotaHTTP429RetryAfter(t *testing.T) {
 func TestQuotaStorageExceeded(t *testing.T) {
 	h, q, _ := newQuotaHarness(t, "default: {storage_bytes: 1000}\ntenants: {beta: {storage_bytes: -1}}\n", 0)
 	q.SetUsage(map[string]int64{"acme": 1500, "beta": 1 << 40})
-	err, _ := submitAs(t, h, tokAlice, "acme", "s1")
+	_, err := submitAs(t, h, tokAlice, "acme", "s1")
 	st := status.Convert(err)
 	if st.Code() != codes.ResourceExhausted || infoReason(st) != ReasonQuotaExceeded || !strings.Contains(st.Message(), "quota_exceeded") {
 		t.Fatalf("over quota: %v (reason %q)", err, infoReason(st))
@@ -255,12 +255,12 @@ func TestQuotaStorageExceeded(t *testing.T) {
 	if _, err := h.gw.Get(withToken(context.Background(), tokAlice), &pb.GetRequest{Address: &pb.Address{ActorType: "counter", EntityId: "c1"}}); err != nil {
 		t.Fatalf("read over quota: %v", err)
 	}
-	if err, _ := submitAs(t, h, tokOps, "beta", "s2"); err != nil {
+	if _, err := submitAs(t, h, tokOps, "beta", "s2"); err != nil {
 		t.Fatalf("unlimited tenant: %v", err)
 	}
 	// Under the quota again (the operator raised it, say): writes pass.
 	q.SetUsage(map[string]int64{"acme": 999})
-	if err, _ := submitAs(t, h, tokAlice, "acme", "s3"); err != nil {
+	if _, err := submitAs(t, h, tokAlice, "acme", "s3"); err != nil {
 		t.Fatalf("under quota: %v", err)
 	}
 }
@@ -269,11 +269,11 @@ func TestQuotaShareAcrossNodes(t *testing.T) {
 	// 4 per second, burst 4, over 2 nodes: this node admits 2 at once.
 	h, _, _ := newQuotaHarness(t, "default: {rate: 4, burst: 4}\n", 2)
 	for i := range 2 {
-		if err, _ := submitAs(t, h, tokAlice, "acme", "n"+string(rune('0'+i))); err != nil {
+		if _, err := submitAs(t, h, tokAlice, "acme", "n"+string(rune('0'+i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	err, md := submitAs(t, h, tokAlice, "acme", "n-over")
+	md, err := submitAs(t, h, tokAlice, "acme", "n-over")
 	wantRateLimited(t, err, md, "500")
 }
 

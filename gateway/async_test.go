@@ -680,6 +680,7 @@ func newHarnessWith(t *testing.T, tune func(*Config)) *harness {
 		hs.Close()
 		conn.Close()
 		gs.Stop()
+		srv.Shutdown() // stops the quota refresher, if any
 	})
 	return &harness{be: be, srv: srv, gw: pb.NewGatewayClient(conn), conn: conn, http: hs}
 }

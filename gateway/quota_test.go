@@ -3,11 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +11,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -59,35 +54,13 @@ func newQuotaHarness(t *testing.T, yamlText string, nodes int) (*harness, *Quota
 	}
 	clk := &quotaClock{t: time.Unix(1_700_000_000, 0)}
 	q.now = clk.now
-	be := newFakeBackend(t)
-	var backend Backend = be
-	if nodes > 0 {
-		backend = &countingBackend{fakeBackend: be, nodes: nodes}
-	}
-	srv, err := New(Config{Backend: backend, Auth: testAuth(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		NodeID: "n1", Version: "test", Quotas: q})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(ServerOptions()...)
-	srv.RegisterGRPC(gs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(lis)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.HTTPHandler())
-	t.Cleanup(func() {
-		hs.Close()
-		conn.Close()
-		gs.Stop()
-		srv.Shutdown()
+	h := newHarnessWith(t, func(c *Config) {
+		c.Quotas = q
+		if nodes > 0 {
+			c.Backend = &countingBackend{fakeBackend: c.Backend.(*fakeBackend), nodes: nodes}
+		}
 	})
-	return &harness{be: be, srv: srv, gw: pb.NewGatewayClient(conn), conn: conn, http: hs}, q, clk
+	return h, q, clk
 }
 
 // submitAs submits one counter command with a fresh key and returns the

@@ -53,6 +53,12 @@ func testShardConfig() shard.Config {
 
 func startNode(t testing.TB, dir string, shards uint32) *testNode {
 	t.Helper()
+	return startNodeWith(t, dir, shards, func(*gateway.Config) {})
+}
+
+// startNodeWith is startNode with the gateway's config adjusted by tune.
+func startNodeWith(t testing.TB, dir string, shards uint32, tune func(*gateway.Config)) *testNode {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +81,9 @@ func startNode(t testing.TB, dir string, shards uint32) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{Backend: n, Auth: auth, NodeID: "n1", Version: "test"})
+	gcfg := gateway.Config{Backend: n, Auth: auth, NodeID: "n1", Version: "test"}
+	tune(&gcfg)
+	gw, err := gateway.New(gcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +96,7 @@ func startNode(t testing.TB, dir string, shards uint32) *testNode {
 	t.Cleanup(func() {
 		hs.Close()
 		srv.Stop()
+		gw.Shutdown()
 		if err := n.Close(); err != nil {
 			t.Errorf("close node: %v", err)
 		}

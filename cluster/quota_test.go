@@ -3,7 +3,6 @@ package cluster_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,7 +15,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
@@ -30,51 +28,13 @@ func startQuotaNode(t testing.TB, quotas string) (*cluster.Node, pb.GatewayClien
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	tn := startNodeWith(t, t.TempDir(), 4, func(c *gateway.Config) { c.Quotas = q })
+	conn, err := grpc.NewClient(tn.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := cluster.Open(cluster.Config{
-		NodeID: "n1", DataDir: t.TempDir(), Shards: 4, Registry: builtin.Registry(),
-		ShardTemplate: testShardConfig(), Version: "test", GRPCAddr: l.Addr().String(),
-		ClusterSecret: "test-secret", FastGossip: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := gateway.NewAuth("test", []gateway.TokenEntry{
-		{Token: tokenA, Principal: gateway.TokenPrincipal{ID: "alice", Type: "user"}, Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}}},
-		{Token: tokenB, Principal: gateway.TokenPrincipal{ID: "bob", Type: "service"}, Scopes: []gateway.TokenScope{{Tenant: "b", Workspace: "main"}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Backend: n, Auth: auth, NodeID: "n1", Version: "test", Quotas: q})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(gateway.ServerOptions()...)
-	gw.RegisterGRPC(srv)
-	n.RegisterGRPC(srv)
-	go srv.Serve(l)
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		gw.Shutdown()
-		if err := n.Close(); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
-	wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.WaitReady(wctx); err != nil {
-		t.Fatal(err)
-	}
-	return n, pb.NewGatewayClient(conn)
+	t.Cleanup(func() { conn.Close() })
+	return tn.node, pb.NewGatewayClient(conn)
 }
 
 func kvCreate(entity string, doc string) *pb.SubmitRequest {

@@ -1,13 +1,16 @@
 package engine_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/engine"
+	"pgregory.net/rapid"
 )
 
 // A client may not submit the engine-only timer verb, whatever path it took:
@@ -105,4 +108,40 @@ func TestSecurity_SenderPrincipalReserved(t *testing.T) {
 	if res[0].Reason != actor.ReasonInvalid {
 		t.Fatalf("actor principal with a client key: %+v", res[0])
 	}
+}
+
+// The violations audit stream is engine state (coalescing, the per-window
+// cap, eviction of old records), so two replicas applying the same entries
+// of out-of-scope commands, mixed with in-scope ones, must give the same
+// results and the same state hash after every entry.
+func TestPromise_Determinism_ViolationAuditOnTwoReplicas(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		a, b := newReplica(t, builtin.Registry()), newReplica(t, builtin.Registry())
+		defer a.close()
+		defer b.close()
+		at := int64(1_000_000)
+		for idx := uint64(1); idx <= uint64(rapid.IntRange(1, 12).Draw(rt, "entries")); idx++ {
+			// Steps of up to two windows: coalescing, new windows and eviction.
+			at += rapid.Int64Range(0, 2*engine.AuditWindowMs).Draw(rt, "dt")
+			ent := engine.Entry{Index: idx, At: at}
+			for range rapid.IntRange(0, 40).Draw(rt, "batch") {
+				c := cmd(addr("counter", fmt.Sprintf("c%d", rapid.IntRange(0, 2).Draw(rt, "entity"))), "add",
+					fmt.Sprintf("k%d", rapid.IntRange(0, 30).Draw(rt, "key")), map[string]int{"amount": 1})
+				if rapid.IntRange(0, 3).Draw(rt, "evil") > 0 {
+					c.Security = userB
+				}
+				ent.Commands = append(ent.Commands, c)
+			}
+			ra, rb := a.apply(ent), b.apply(ent)
+			ea, eb := encodeResults(t, ra), encodeResults(t, rb)
+			for i := range ea {
+				if !bytes.Equal(ea[i], eb[i]) {
+					rt.Fatalf("entry %d command %d: replicas disagree:\n%+v\n%+v", idx, i, ra[i], rb[i])
+				}
+			}
+			if a.eng.Meta() != b.eng.Meta() {
+				rt.Fatalf("entry %d: state hashes differ", idx)
+			}
+		}
+	})
 }

@@ -21,7 +21,9 @@ type Behavior interface {
 	// as a business rejection with code "error".
 	Decide(ctx *Context, state []byte, cmd *Command) ([]NewEvent, error)
 	// Evolve returns the state after ev. It must accept every event Decide
-	// emits; an error halts the shard rather than let replicas diverge.
+	// emits. An error (or a panic, or a state over MaxStateBytes) rejects the
+	// command with code "evolve_failed" and records none of its events; it
+	// is a function of the entry, so every replica rejects it alike.
 	Evolve(state []byte, ev *Event) ([]byte, error)
 }
 

@@ -8,7 +8,7 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
-	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/recordv1"
 	"github.com/rhizon/rhizon/engine"
 )
 
@@ -107,9 +107,9 @@ func TestGolden_StoredBytesAndStateHash(t *testing.T) {
 
 	// The log entry as the shard's proposer builds it.
 	e := goldenEntries()[1]
-	le := &pb.LogEntry{Shard: 7, At: e.At, Relayed: &pb.Position{Index: 1, Ordinal: 2}}
+	le := &recordv1.LogEntry{Shard: 7, At: e.At, Relayed: &recordv1.Position{Index: 1, Ordinal: 2}}
 	for i := range e.Commands {
-		le.Commands = append(le.Commands, pb.FromCommand(&e.Commands[i]))
+		le.Commands = append(le.Commands, recordv1.FromCommand(&e.Commands[i]))
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(le)
 	if err != nil {

@@ -76,6 +76,9 @@ proto:
 		--go_out=api/rhizonv1 --go_opt=paths=source_relative \
 		--go-grpc_out=api/rhizonv1 --go-grpc_opt=paths=source_relative \
 		api/proto/rhizon/v1/rhizon.proto
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api/proto/rhizon/record/v1 \
+		--go_out=api/recordv1 --go_opt=paths=source_relative \
+		api/proto/rhizon/record/v1/record.proto
 
 # The Go benchmarks, then bench-peers: every workload at C = 16 and 128
 # against Rhizon (a 3-node cluster of `rhizon node` processes with clustered

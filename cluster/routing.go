@@ -251,7 +251,7 @@ func (n *Node) localStatus() *pb.StatusResponse {
 	st := n.ClusterState()
 	out := &pb.StatusResponse{NodeId: n.cfg.NodeID, Version: n.cfg.Version, ShardCount: st.Shards, ClusterId: st.ClusterID, MapVersion: st.Version}
 	for _, s := range n.Shards() {
-		ss := s.Status()
+		ss := shardStatus(s.Status())
 		ss.NodeId = n.cfg.NodeID
 		if int(ss.Shard) < len(st.Placement) {
 			ss.Voters, ss.Learners = st.Placement[ss.Shard].Voters, st.Placement[ss.Shard].Learners
@@ -259,6 +259,14 @@ func (n *Node) localStatus() *pb.StatusResponse {
 		out.Shards = append(out.Shards, ss)
 	}
 	return out
+}
+
+// shardStatus is the API's form of a replica's status.
+func shardStatus(s shard.Status) *pb.ShardStatus {
+	return &pb.ShardStatus{
+		Shard: s.Shard, Role: s.Role, Leader: s.Leader, Term: s.Term, AppliedIndex: s.AppliedIndex,
+		CommitIndex: s.CommitIndex, LastLogIndex: s.LastLogIndex, StateHash: s.StateHash,
+	}
 }
 
 // Status implements gateway.Backend: every node's replicas (asked in

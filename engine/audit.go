@@ -7,7 +7,7 @@ import (
 	"strconv"
 
 	"github.com/rhizon/rhizon/actor"
-	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/recordv1"
 )
 
 // Violations are recorded in a bounded audit stream of the offender, not in
@@ -188,10 +188,10 @@ func (a *applier) violation(cmd *actor.Command, res actor.Result, msg string) (a
 // writeRejection writes the audit record of a rejected command at pos in the
 // history of addr (the command's own address, or an audit stream's).
 func (a *applier) writeRejection(cmd *actor.Command, addr actor.Address, addrKey []byte, pos Position, res *actor.Result, msg, typ string, version uint64) {
-	rj := &pb.Rejection{
-		Type: typ, CommandId: cmd.ID, CommandType: cmd.Type, Address: pb.FromAddress(cmd.Address),
-		Reason: pb.Reason(res.Reason), Code: res.Code, Message: msg, At: a.at,
-		Principal: pb.FromPrincipal(cmd.Security.Principal), IdempotencyKey: cmd.IdempotencyKey,
+	rj := &recordv1.Rejection{
+		Type: typ, CommandId: cmd.ID, CommandType: cmd.Type, Address: recordv1.FromAddress(cmd.Address),
+		Reason: recordv1.Reason(res.Reason), Code: res.Code, Message: msg, At: a.at,
+		Principal: recordv1.FromPrincipal(cmd.Security.Principal), IdempotencyKey: cmd.IdempotencyKey,
 		ExpectedVersion: cmd.ExpectedVersion, ActualVersion: version,
 		CausationId: cmd.CausationID, CorrelationId: correlation(cmd), Traceparent: cmd.TraceParent,
 		Shard: a.e.shard, Index: pos.Index, Ordinal: pos.Ordinal,

@@ -6,7 +6,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
-	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/recordv1"
 )
 
 // command applies one command. The order of checks is the contract:
@@ -53,7 +53,7 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 	if stored, ok, err := a.storedResult(cmd.Address, key, cmd.IdempotencyKey); err != nil {
 		return res, err
 	} else if ok {
-		var pr pb.Result
+		var pr recordv1.Result
 		if err := proto.Unmarshal(stored, &pr); err != nil {
 			return res, fmt.Errorf("%w: decode stored result: %w", ErrStore, err)
 		}
@@ -211,7 +211,7 @@ func (a *applier) outbox(cmd *actor.Command, srcKey []byte, version uint64, n in
 		TraceParent:   cmd.TraceParent,
 		TraceState:    cmd.TraceState,
 	}
-	a.putOutbox(a.nextPos(), OutboxCommand, mustMarshal(pb.FromCommand(&out)))
+	a.putOutbox(a.nextPos(), OutboxCommand, mustMarshal(recordv1.FromCommand(&out)))
 }
 
 func (a *applier) putOutbox(pos Position, kind byte, data []byte) {

@@ -6,14 +6,14 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rhizon/rhizon/actor"
-	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/recordv1"
 )
 
 // Hand-written encodings of the two records every accepted command writes,
-// pb.Event and pb.Result, which proto.Marshal spent most of the engine's own
-// time on (reflection over fresh pb copies, and each event marshalled a
+// recordv1.Event and recordv1.Result, which proto.Marshal spent most of the engine's own
+// time on (reflection over fresh message copies, and each event marshalled a
 // second time inside its result). They give exactly the bytes of the
-// deterministic proto.Marshal of pb.FromEvent / pb.FromResult, which are
+// deterministic proto.Marshal of recordv1.FromEvent / recordv1.FromResult, which are
 // stored and hashed: proto3 fields in field-number order, zero scalars and
 // empty strings and bytes left out, the (always present) address and
 // principal messages written even when empty. A string that is not valid
@@ -90,10 +90,10 @@ func sizeEvent(ev *actor.Event) int {
 		sizeVarint(uint64(ev.Shard)) + sizeVarint(ev.Index) + sizeVarint(uint64(ev.Ordinal))
 }
 
-// appendEvent appends the encoding of pb.FromEvent(ev).
+// appendEvent appends the encoding of recordv1.FromEvent(ev).
 func appendEvent(b []byte, ev *actor.Event) []byte {
 	if !eventStringsValid(ev) {
-		return append(b, mustMarshal(pb.FromEvent(ev))...)
+		return append(b, mustMarshal(recordv1.FromEvent(ev))...)
 	}
 	b = appendString(b, 1, ev.ID)
 	b = appendString(b, 2, ev.Type)
@@ -119,11 +119,11 @@ func appendEvent(b []byte, ev *actor.Event) []byte {
 	return appendVarint(b, 14, uint64(ev.Ordinal))
 }
 
-// encodeResult returns the encoding of pb.FromResult(res). events, when not
+// encodeResult returns the encoding of recordv1.FromResult(res). events, when not
 // nil, holds the encoding of each of res.Events (as appendEvent wrote them).
 func encodeResult(res *actor.Result, events [][]byte) []byte {
 	if !utf8.ValidString(res.CommandID) || !utf8.ValidString(res.Code) || !utf8.ValidString(res.Message) {
-		return mustMarshal(pb.FromResult(res))
+		return mustMarshal(recordv1.FromResult(res))
 	}
 	if len(events) != len(res.Events) {
 		events = make([][]byte, len(res.Events))

@@ -8,7 +8,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/rhizon/rhizon/actor"
-	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/recordv1"
 )
 
 func drawString(t *rapid.T, name string) string {
@@ -57,7 +57,7 @@ func marshalOrPanic(f func() []byte) (b []byte, panicked any) {
 func TestEncodeMatchesProtoMarshal(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		ev := drawEvent(t)
-		want, wantPanic := marshalOrPanic(func() []byte { return mustMarshal(pb.FromEvent(&ev)) })
+		want, wantPanic := marshalOrPanic(func() []byte { return mustMarshal(recordv1.FromEvent(&ev)) })
 		got, gotPanic := marshalOrPanic(func() []byte { return appendEvent(nil, &ev) })
 		if (wantPanic != nil) != (gotPanic != nil) || !bytes.Equal(got, want) {
 			t.Fatalf("event %+v:\nappendEvent %x (panic %v)\nproto       %x (panic %v)", ev, got, gotPanic, want, wantPanic)
@@ -80,7 +80,7 @@ func TestEncodeMatchesProtoMarshal(t *testing.T) {
 			e.Version += uint64(i)
 			res.Events = append(res.Events, e)
 		}
-		want, wantPanic = marshalOrPanic(func() []byte { return mustMarshal(pb.FromResult(&res)) })
+		want, wantPanic = marshalOrPanic(func() []byte { return mustMarshal(recordv1.FromResult(&res)) })
 		got, gotPanic = marshalOrPanic(func() []byte { return encodeResult(&res, nil) })
 		if (wantPanic != nil) != (gotPanic != nil) || !bytes.Equal(got, want) {
 			t.Fatalf("result %+v:\nencodeResult %x (panic %v)\nproto        %x (panic %v)", res, got, gotPanic, want, wantPanic)

@@ -54,10 +54,10 @@ type Entry struct {
 
 // Outbox rows start with a kind byte; the rest is the encoded protobuf.
 const (
-	// OutboxEvent: a committed event (pb.Event) to publish to the events
+	// OutboxEvent: a committed event (recordv1.Event) to publish to the events
 	// stream.
 	OutboxEvent byte = 'E'
-	// OutboxCommand: an actor's Send (pb.Command) to deliver to the target
+	// OutboxCommand: an actor's Send (recordv1.Command) to deliver to the target
 	// shard's ingress subject.
 	OutboxCommand byte = 'C'
 )

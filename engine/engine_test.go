@@ -11,7 +11,7 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
-	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/recordv1"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/storage"
 )
@@ -123,7 +123,7 @@ func withVersion(c actor.Command, v uint64) actor.Command { c.ExpectedVersion = 
 func encodeResults(t testing.TB, rs []actor.Result) [][]byte {
 	out := make([][]byte, len(rs))
 	for i := range rs {
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(pb.FromResult(&rs[i]))
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(recordv1.FromResult(&rs[i]))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,11 +208,11 @@ func TestPromise_OCC_StaleVersionIsConflictAndActorNotCalled(t *testing.T) {
 	if last.Kind != engine.HistoryRejection {
 		t.Fatalf("conflict not in audit history: %+v", recs)
 	}
-	var rj pb.Rejection
+	var rj recordv1.Rejection
 	if err := proto.Unmarshal(last.Data, &rj); err != nil {
 		t.Fatal(err)
 	}
-	if rj.Reason != pb.Reason_REASON_CONFLICT || rj.GetExpectedVersion() != 1 || rj.ActualVersion != 2 || rj.GetPrincipal().GetId() != "alice" {
+	if rj.Reason != recordv1.Reason_REASON_CONFLICT || rj.GetExpectedVersion() != 1 || rj.ActualVersion != 2 || rj.GetPrincipal().GetId() != "alice" {
 		t.Fatalf("audit record: %+v", &rj)
 	}
 	if n := len(r.history(c1, false)); n != 2 {
@@ -261,7 +261,7 @@ func TestPromise_Isolation_ViolationAuditedBoundedCoalesced(t *testing.T) {
 	if len(recs) != 1 || recs[0].Kind != engine.HistoryRejection {
 		t.Fatalf("audit stream: %+v", recs)
 	}
-	var rj pb.Rejection
+	var rj recordv1.Rejection
 	_ = proto.Unmarshal(recs[0].Data, &rj)
 	if rj.Type != engine.ViolationEventType || rj.GetPrincipal().GetId() != "bob" || rj.GetAddress().GetEntityId() != "c1" ||
 		!strings.Contains(rj.Message, "3 attempts") {
@@ -334,7 +334,7 @@ func TestPromise_Isolation_ActorCannotSendOutsideItsScope(t *testing.T) {
 	if len(rows) != 2 || rows[0].Data[0] != engine.OutboxEvent || rows[1].Data[0] != engine.OutboxCommand {
 		t.Fatalf("outbox has %d rows, want an event and a command", len(rows))
 	}
-	var out pb.Command
+	var out recordv1.Command
 	if err := proto.Unmarshal(rows[1].Data[1:], &out); err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +426,7 @@ func TestPromise_Determinism_LockLeaseExpiresThroughTicksIdenticallyOnReplay(t *
 		}
 		var ts []string
 		for _, rec := range r.history(l, false) {
-			var ev pb.Event
+			var ev recordv1.Event
 			_ = proto.Unmarshal(rec.Data, &ev)
 			ts = append(ts, fmt.Sprintf("%s@%d", ev.Type, ev.At))
 		}
@@ -509,7 +509,7 @@ func TestEngine_RelayedDeletesPublishedOutboxRowsOnEveryReplica(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("outbox after relayed 1/2 = %v, want %v", got, want)
 	}
-	var ev pb.Event
+	var ev recordv1.Event
 	if err := proto.Unmarshal(rows[1].Data[1:], &ev); err != nil || ev.Address.EntityId != "c2" || ev.Version != 2 {
 		t.Fatalf("outbox event = %v, %v", &ev, err)
 	}
@@ -561,7 +561,7 @@ func TestEngine_SendsCarryAValidSenderPrincipal(t *testing.T) {
 		if row.Data[0] != engine.OutboxCommand {
 			continue
 		}
-		var c pb.Command
+		var c recordv1.Command
 		if err := proto.Unmarshal(row.Data[1:], &c); err != nil {
 			t.Fatal(err)
 		}

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
-	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/recordv1"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/storage"
 )
@@ -55,7 +55,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 	_, span := f.s.tracer.Start(context.Background(), "shard.apply")
 	defer span.End()
 
-	var le pb.LogEntry
+	var le recordv1.LogEntry
 	ent := engine.Entry{Index: l.Index}
 	if err := proto.Unmarshal(l.Data, &le); err != nil {
 		// Every replica sees the same bytes and fails the same way: apply it

@@ -12,7 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rhizon/rhizon/actor"
-	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/recordv1"
 	"github.com/rhizon/rhizon/engine"
 )
 
@@ -159,17 +159,17 @@ func take(batch []*request, r *request) []*request {
 // propose stamps logical time, appends one entry and hands the future to a
 // waiter. It owns one in-flight slot, released by the waiter.
 func (s *Shard) propose(reqs []*request, p *pipeline) {
-	le := &pb.LogEntry{Shard: s.id, At: s.stamp(), Commands: make([]*pb.Command, len(reqs))}
+	le := &recordv1.LogEntry{Shard: s.id, At: s.stamp(), Commands: make([]*recordv1.Command, len(reqs))}
 	links := make([]trace.Link, len(reqs))
 	for i, r := range reqs {
-		le.Commands[i] = pb.FromCommand(&r.cmd)
+		le.Commands[i] = recordv1.FromCommand(&r.cmd)
 		links[i] = trace.Link{SpanContext: r.span}
 	}
 	_, span := s.tracer.Start(context.Background(), "shard.propose", trace.WithLinks(links...),
 		trace.WithAttributes(attribute.Int("commands", len(reqs))))
 	relay := s.carrier.take()
 	if relay != nil {
-		le.Relayed = &pb.Position{Index: relay.pos.Index, Ordinal: relay.pos.Ordinal}
+		le.Relayed = &recordv1.Position{Index: relay.pos.Index, Ordinal: relay.pos.Ordinal}
 	}
 	data, err := marshal.Marshal(le)
 	if err != nil {
@@ -275,7 +275,7 @@ func (s *Shard) tickLoop() {
 		if len(due) == 0 {
 			continue
 		}
-		data, _ := marshal.Marshal(&pb.LogEntry{Shard: s.id, At: s.stamp()})
+		data, _ := marshal.Marshal(&recordv1.LogEntry{Shard: s.id, At: s.stamp()})
 		if err := s.futureError(s.raft.Apply(data, s.cfg.ApplyTimeout)); err != nil && !errors.Is(err, raft.ErrNotLeader) {
 			s.log.Warn("tick entry", "err", err)
 		}
@@ -285,7 +285,7 @@ func (s *Shard) tickLoop() {
 // Tick proposes a tick entry now and waits for it (tests and operators use it
 // to fire due timers without waiting for the tick loop).
 func (s *Shard) Tick(ctx context.Context) (engine.Meta, error) {
-	data, _ := marshal.Marshal(&pb.LogEntry{Shard: s.id, At: s.stamp()})
+	data, _ := marshal.Marshal(&recordv1.LogEntry{Shard: s.id, At: s.stamp()})
 	f := s.raft.Apply(data, s.cfg.ApplyTimeout)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/recordv1"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/storage"
 )
@@ -77,7 +77,7 @@ func (s *Shard) AckRelayed(ctx context.Context, upTo engine.Position) error {
 const relayCarryWait = 2 * time.Second
 
 func (s *Shard) proposeRelayed(ctx context.Context, upTo engine.Position) error {
-	data, err := marshal.Marshal(&pb.LogEntry{Shard: s.id, At: s.stamp(), Relayed: &pb.Position{Index: upTo.Index, Ordinal: upTo.Ordinal}})
+	data, err := marshal.Marshal(&recordv1.LogEntry{Shard: s.id, At: s.stamp(), Relayed: &recordv1.Position{Index: upTo.Index, Ordinal: upTo.Ordinal}})
 	if err != nil {
 		return fmt.Errorf("shard %d: encode relay entry: %w", s.id, err)
 	}

@@ -19,7 +19,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rhizon/rhizon/actor"
-	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/internal/logutil"
 	"github.com/rhizon/rhizon/storage"
@@ -308,15 +307,28 @@ func (s *Shard) Meta() engine.Meta { return *s.fsm.meta.Load() }
 // Store is the shard's keyspace (reads only; the engine is its sole writer).
 func (s *Shard) Store() *storage.ShardStore { return s.store }
 
+// Status is one replica's Raft and apply position. The shard keeps its own
+// type so that it links no API package; the cluster converts it.
+type Status struct {
+	Shard        uint32
+	Role         string // Leader, Follower, Candidate or Shutdown
+	Leader       string
+	Term         uint64
+	AppliedIndex uint64
+	CommitIndex  uint64
+	LastLogIndex uint64
+	StateHash    string // hex, at AppliedIndex
+}
+
 // Status reports this replica.
-func (s *Shard) Status() *pb.ShardStatus {
+func (s *Shard) Status() Status {
 	m := s.Meta()
 	addr, id := s.raft.LeaderWithID()
 	leader := string(id)
 	if leader == "" {
 		leader = string(addr)
 	}
-	return &pb.ShardStatus{
+	return Status{
 		Shard:        s.id,
 		Role:         s.raft.State().String(),
 		Leader:       leader,

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/storage"
 )
@@ -285,7 +286,7 @@ func (w *worker) outMsg(r storage.OutboxRow) (outMsg, error) {
 			return outMsg{}, err
 		}
 		addr := ev.Address.ToActor()
-		m := nats.NewMsg(EventSubject(addr))
+		m := nats.NewMsg(stream.EventSubject(addr))
 		m.Data = body
 		m.Header.Set("Rhizon-Event-Type", ev.Type)
 		return outMsg{key: "e" + string(addr.Key()), msg: m, id: ev.Id, event: true}, nil
@@ -295,9 +296,9 @@ func (w *worker) outMsg(r storage.OutboxRow) (outMsg, error) {
 			return outMsg{}, err
 		}
 		addr := c.Address.ToActor()
-		m := nats.NewMsg(IngressSubject(w.m.cfg.ShardOf(addr)))
+		m := nats.NewMsg(stream.IngressSubject(w.m.cfg.ShardOf(addr)))
 		m.Data = body
-		m.Header.Set(HeaderSignature, w.m.sign(body))
+		m.Header.Set(stream.HeaderSignature, w.m.sign(body))
 		return outMsg{key: "c" + string(addr.Key()), msg: m, id: w.m.msgID(addr, c.IdempotencyKey)}, nil
 	}
 	return outMsg{}, fmt.Errorf("unknown row kind %q", r.Data[0])

@@ -21,7 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -30,10 +29,12 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
 	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/internal/telemetry"
+	"github.com/rhizon/rhizon/natsserver"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -336,14 +337,14 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 			return &exitErr{exitError, fmt.Errorf("--nats-addr %s: the port is in use (another `rhizon dev` or NATS server?): "+
 				"stop it, or give this node other ports (--nats-addr, --grpc-addr, --http-addr, --raft-addr, --gossip-addr, and its own --data-dir)", f.natsAddr)}
 		}
-		ec := ingress.EmbeddedConfig{
+		ec := natsserver.EmbeddedConfig{
 			ServerName: "rhizon-" + f.nodeID, Addr: f.natsAddr, StoreDir: filepath.Join(f.dataDir, "nats"),
 			ClusterSecret: secret, TLS: nodeTLS, Logger: natsLogger(log, f.logLevel), ProducerTokens: producerTokens,
 		}
 		if len(routes) > 0 {
 			ec.ClusterAddr, ec.Routes = f.natsCluster, routes
 		}
-		nats, err = ingress.StartEmbedded(ec)
+		nats, err = natsserver.StartEmbedded(ec)
 		if err != nil {
 			return err
 		}
@@ -657,7 +658,7 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 		// (pulled commands with their tokens) use an inbox prefix of its
 		// own all the same.
 		opts = append(opts, natsgo.InProcessServer(embedded),
-			natsgo.UserInfo(ingress.NodeCredentials(secret)), natsgo.CustomInboxPrefix(ingress.NodeInboxPrefix))
+			natsgo.UserInfo(natsserver.NodeCredentials(secret)), natsgo.CustomInboxPrefix(stream.NodeInboxPrefix))
 		url = ""
 	} else if f.natsCreds != "" {
 		opts = append(opts, natsgo.UserCredentials(f.natsCreds))

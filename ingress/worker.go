@@ -190,8 +190,10 @@ func (w *worker) pullMessages(ctx context.Context, cons jetstream.Consumer, queu
 	}
 }
 
-// laneOf picks the lane from the message's entity, decoding only what it
-// needs; a message that does not decode goes to lane 0 and is rejected there.
+// laneOf picks the lane from the message's entity. It decodes the whole
+// command, and handle decodes it again on the lane: the lanes carry the
+// message itself, which is what they acknowledge. A message that does not
+// decode goes to lane 0 and is rejected there.
 func laneOf(msg jetstream.Msg) int {
 	var c pb.Command
 	if err := decodeCommand(msg, &c); err != nil || c.Address == nil {

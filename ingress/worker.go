@@ -21,6 +21,7 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/api/stream"
+	"github.com/rhizon/rhizon/relay"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -463,4 +464,28 @@ func FillScope(a actor.Address, sec actor.Security) actor.Address {
 		}
 	}
 	return a
+}
+
+// relay publishes the shard's outbox (package relay) with the manager's
+// connection, names and metrics.
+func (w *worker) relay(ctx context.Context) {
+	relay.New(w.sh, relay.Config{
+		Conn:        w.m.cfg.Conn,
+		JS:          w.m.js,
+		AckInterval: w.m.cfg.RelayAckInterval,
+		Atomic:      w.m.atomicEvents.Load,
+		ShardOf:     w.m.cfg.ShardOf,
+		Sign:        w.m.sign,
+		MsgID:       w.m.msgID,
+		Published:   w.m.metrics.published,
+		Backlog:     w.m.metrics.backlog,
+		Log:         w.log,
+	}).Run(ctx)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }

@@ -42,6 +42,10 @@ type Config struct {
 	Conn *nats.Conn
 	// Replicas of the streams: 1 on a single node, 3 in a cluster.
 	Replicas int
+	// EventsReplicas of RHIZON_EVENTS (0: Replicas). The events stream is
+	// a projection of the shards' histories, so fewer replicas cost only
+	// availability of the stream, never an acknowledged command.
+	EventsReplicas int
 	// ShardOf maps an address to its shard; Shards lists this node's
 	// replicas (the manager runs a consumer and a relay for those it leads).
 	ShardOf func(actor.Address) uint32
@@ -117,6 +121,9 @@ const (
 func (c *Config) setDefaults() {
 	if c.Replicas <= 0 {
 		c.Replicas = 1
+	}
+	if c.EventsReplicas <= 0 {
+		c.EventsReplicas = c.Replicas
 	}
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 5
@@ -282,7 +289,7 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 		Subjects:    []string{stream.EventsPrefix + ">"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
-		Replicas:    m.cfg.Replicas,
+		Replicas:    m.cfg.EventsReplicas,
 		Duplicates:  m.cfg.DuplicateWindow,
 		MaxAge:      m.cfg.EventsMaxAge,
 		// The relay publishes events in atomic batches when the server

@@ -52,6 +52,7 @@ type nodeFlags struct {
 	natsRoutes   []string
 	natsCreds    string
 	streamRepl   int
+	eventsRepl   int
 	dupWindow    time.Duration
 	otlpEndpoint string
 	logLevel     string
@@ -109,6 +110,8 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.StringVar(&f.natsCluster, "nats-cluster-addr", natsCluster, "embedded NATS route listener: the nodes' servers form one NATS cluster (used with routes)")
 	fs.StringSliceVar(&f.natsRoutes, "nats-routes", nil, "embedded NATS route addresses of other nodes (host:port,...); default: the --join hosts at this node's route port")
 	fs.IntVar(&f.streamRepl, "stream-replicas", 0, "JetStream stream replicas (0: 3 with a NATS cluster, else 1)")
+	fs.IntVar(&f.eventsRepl, "events-replicas", 0,
+		"replicas of the RHIZON_EVENTS stream (0: as --stream-replicas); it is a projection of the shards' histories")
 	fs.DurationVar(&f.dupWindow, "nats-duplicate-window", ingress.DefaultDuplicateWindow,
 		"how long JetStream remembers message ids (relayed events and commands, SubmitAsync keys); each id held costs memory on every NATS server")
 	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP/gRPC endpoint (host:port) for traces")
@@ -677,7 +680,7 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 		}
 	}
 	m, err := ingress.Start(ingress.Config{
-		Conn: nc, Replicas: replicas, DuplicateWindow: f.dupWindow, ShardOf: node.ShardOf, Registry: node.Registry(),
+		Conn: nc, Replicas: replicas, EventsReplicas: f.eventsRepl, DuplicateWindow: f.dupWindow, ShardOf: node.ShardOf, Registry: node.Registry(),
 		SigningKey: ingress.SigningKey(secret), Logger: log,
 		Shards: ingress.ShardsOf(node.Shards), ShardCount: func() uint32 { return node.ClusterState().Shards },
 		ProducerTokens: producerTokens,

@@ -18,8 +18,8 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/client"
-	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -146,9 +146,9 @@ func (t *Rhizon) setupIngress(ctx context.Context, w Workload) error {
 		for _, u := range t.cfg.NATS {
 			// The node inbox prefix: the replies this connection gets
 			// must not reach clients without credentials (see
-			// ingress.NodeInboxPrefix).
+			// stream.NodeInboxPrefix).
 			nopts := []nats.Option{nats.Name("rhizon-bench"), nats.Timeout(DefaultPeerDialTimeout), nats.MaxReconnects(-1),
-				nats.CustomInboxPrefix(ingress.NodeInboxPrefix)}
+				nats.CustomInboxPrefix(stream.NodeInboxPrefix)}
 			if t.cfg.NATSTLS != nil {
 				nopts = append(nopts, nats.Secure(t.cfg.NATSTLS))
 			}
@@ -207,7 +207,7 @@ func (t *Rhizon) setupIngress(ctx context.Context, w Workload) error {
 	}
 	ing.tenant, ing.workspace, ing.shards = got.GetAddress().GetTenant(), got.GetAddress().GetWorkspace(), st.GetShardCount()
 	if ing.sub == nil {
-		subj := ingress.EventFilter(ing.tenant, ing.workspace, "counter", "")
+		subj := stream.EventFilter(ing.tenant, ing.workspace, "counter", "")
 		sub, err := ing.conns[0].Subscribe(subj, ing.onEvent)
 		if err != nil {
 			return fmt.Errorf("bench: subscribe %s: %w", subj, err)
@@ -284,9 +284,9 @@ func (t *Rhizon) Ingress(ctx context.Context, entity string) (Outcome, error) {
 	if err != nil {
 		return 0, &OpError{Kind: KindOther, Err: err}
 	}
-	m := nats.NewMsg(ingress.IngressSubject(shard.Of(addr.ToActor(), ing.shards)))
+	m := nats.NewMsg(stream.IngressSubject(shard.Of(addr.ToActor(), ing.shards)))
 	m.Data = data
-	m.Header.Set(ingress.HeaderAuthorization, "Bearer "+t.cfg.Token)
+	m.Header.Set(stream.HeaderAuthorization, "Bearer "+t.cfg.Token)
 	f, err := ing.js[ing.next.Add(1)%uint64(len(ing.js))].PublishMsgAsync(m)
 	if err != nil {
 		return 0, classifyNATS(err)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/ingress"
@@ -146,7 +147,7 @@ func TestSubmitAsync_EnqueuesAndTheCommandIsApplied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if first.Stream != ingress.IngressStream || first.Sequence == 0 || first.Duplicate || first.CommandId != "cmd-1" ||
+	if first.Stream != stream.IngressStream || first.Sequence == 0 || first.Duplicate || first.CommandId != "cmd-1" ||
 		first.Shard != e.node.ShardOf(addr) {
 		t.Fatalf("first SubmitAsync: %v", first)
 	}
@@ -177,7 +178,7 @@ func TestSubmitAsync_EnqueuesAndTheCommandIsApplied(t *testing.T) {
 		if err := json.Unmarshal(b, &hr); err != nil {
 			t.Fatal(err)
 		}
-		if hr.Stream != ingress.IngressStream || hr.Sequence == 0 || hr.Duplicate != wantDup || hr.CommandID == "" {
+		if hr.Stream != stream.IngressStream || hr.Sequence == 0 || hr.Duplicate != wantDup || hr.CommandID == "" {
 			t.Fatalf("HTTP submit_async %d: %s", i, b)
 		}
 	}
@@ -188,7 +189,7 @@ func TestSubmitAsync_EnqueuesAndTheCommandIsApplied(t *testing.T) {
 		return nil
 	})
 	checkFor(t, 10*time.Second, func() error {
-		if m := e.streamMsgs(t, ingress.IngressStream); m != 0 {
+		if m := e.streamMsgs(t, stream.IngressStream); m != 0 {
 			return fmt.Errorf("%d ingress messages not consumed", m)
 		}
 		return nil
@@ -211,7 +212,7 @@ func TestSubmitAsync_EnqueuesAndTheCommandIsApplied(t *testing.T) {
 	if _, err := e.gw.SubmitAsync(withToken(context.Background(), "wrong-token-0123456789"), req); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("bad token: %v", err)
 	}
-	if m := e.streamMsgs(t, ingress.IngressStream); m != 0 {
+	if m := e.streamMsgs(t, stream.IngressStream); m != 0 {
 		t.Fatalf("%d messages enqueued by refused calls", m)
 	}
 }
@@ -222,13 +223,13 @@ func TestSubmitAsync_OutOfScopeIsRefusedBeforeEnqueueingAndRecorded(t *testing.T
 	e := startAsyncEnv(t)
 	req := counterReq("b1", "kb", `{"amount":1}`)
 	req.Address.Tenant, req.Address.Workspace = "beta", "ops"
-	before := e.streamMsgs(t, ingress.IngressStream)
+	before := e.streamMsgs(t, stream.IngressStream)
 	_, err := e.gw.SubmitAsync(callCtx(t, tokAlice), req)
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), `may not act in tenant "beta" workspace "ops"`) ||
 		!strings.Contains(err.Error(), "the attempt was recorded") {
 		t.Fatalf("SubmitAsync to another tenant: %v", err)
 	}
-	if m := e.streamMsgs(t, ingress.IngressStream); m != before {
+	if m := e.streamMsgs(t, stream.IngressStream); m != before {
 		t.Fatalf("ingress stream holds %d messages, had %d: the refused command was enqueued", m, before)
 	}
 	// The violation is in alice's audit stream, not in beta's history.
@@ -357,7 +358,7 @@ func TestWatch_FiltersOrderAndResume(t *testing.T) {
 	submit("w", "kv", "d1", "update", `{"doc":{"a":2}}`, 1)
 	const total = 5 + 3 + 3 + 2
 	checkFor(t, 20*time.Second, func() error {
-		if m := e.streamMsgs(t, ingress.EventsStream); m != total {
+		if m := e.streamMsgs(t, stream.EventsStream); m != total {
 			return fmt.Errorf("events stream holds %d events, want %d", m, total)
 		}
 		return nil

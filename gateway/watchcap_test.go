@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
-	"github.com/rhizon/rhizon/ingress"
+	"github.com/rhizon/rhizon/api/stream"
 )
 
 // Watch streams are capped per token and per connection, with a clear
@@ -21,7 +21,7 @@ import (
 func TestWatch_CapsAndConsumerCleanup(t *testing.T) {
 	e := startAsyncEnvWith(t, func(c *Config) { c.MaxWatchesPerToken, c.MaxWatchesPerConn = 2, 3 })
 	consumers := func() int {
-		s, err := e.js.Stream(context.Background(), ingress.EventsStream)
+		s, err := e.js.Stream(context.Background(), stream.EventsStream)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rhizon/rhizon/ingress"
+	"github.com/rhizon/rhizon/api/stream"
 )
 
 // BenchmarkIngressToCommit measures commands through JetStream to committed:
@@ -29,7 +29,7 @@ func BenchmarkIngressToCommit(b *testing.B) {
 	}
 	<-e.js.PublishAsyncComplete()
 	published := time.Since(start)
-	for e.streamMsgs(b, ingress.IngressStream) > 0 {
+	for e.streamMsgs(b, stream.IngressStream) > 0 {
 		if time.Since(start) > 10*time.Minute {
 			b.Fatal("ingress not drained in 10 minutes")
 		}

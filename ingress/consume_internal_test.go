@@ -21,7 +21,9 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/natsserver"
 	"github.com/rhizon/rhizon/shard"
 	"github.com/rhizon/rhizon/storage"
 )
@@ -54,7 +56,7 @@ func startNATSClusterTLS(tb testing.TB, tlsCfg *tls.Config) ([]*server.Server, [
 		routes = append(routes, freeLoopbackAddr(tb))
 	}
 	for i := range 3 {
-		s, err := StartEmbedded(EmbeddedConfig{
+		s, err := natsserver.StartEmbedded(natsserver.EmbeddedConfig{
 			ServerName: "s" + strconv.Itoa(i), Addr: clients[i], StoreDir: tb.TempDir(),
 			ClusterAddr: routes[i], Routes: routes, ClusterSecret: testClusterSecret, TLS: tlsCfg,
 		})
@@ -62,7 +64,7 @@ func startNATSClusterTLS(tb testing.TB, tlsCfg *tls.Config) ([]*server.Server, [
 			tb.Fatal(err)
 		}
 		tb.Cleanup(s.Shutdown)
-		user, pass := NodeCredentials(testClusterSecret)
+		user, pass := natsserver.NodeCredentials(testClusterSecret)
 		servers, urls = append(servers, s), append(urls, scheme+user+":"+pass+"@"+clients[i])
 	}
 	nc, err := nats.Connect(urls[0], copts...)
@@ -90,7 +92,7 @@ func startNATSClusterTLS(tb testing.TB, tlsCfg *tls.Config) ([]*server.Server, [
 // are closed at the end of the test.
 func startNATS(t *testing.T) *nats.Conn {
 	t.Helper()
-	ns, err := StartEmbedded(EmbeddedConfig{ServerName: "s", Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
+	ns, err := natsserver.StartEmbedded(natsserver.EmbeddedConfig{ServerName: "s", Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,9 +213,9 @@ func ingressMsg(t *testing.T, shard uint32, entity, key string) *nats.Msg {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := nats.NewMsg(IngressSubject(shard))
+	msg := nats.NewMsg(stream.IngressSubject(shard))
 	msg.Data = data
-	msg.Header.Set(HeaderAuthorization, "Bearer x")
+	msg.Header.Set(stream.HeaderAuthorization, "Bearer x")
 	return msg
 }
 
@@ -297,7 +299,7 @@ func TestConsume_ResumesWhenTheConsumerLeaderLosesJetStream(t *testing.T) {
 	leader := func() string {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		cons, err := js.Consumer(ctx, IngressStream, "shard-0")
+		cons, err := js.Consumer(ctx, stream.IngressStream, "shard-0")
 		if err != nil {
 			return ""
 		}
@@ -317,7 +319,7 @@ func TestConsume_ResumesWhenTheConsumerLeaderLosesJetStream(t *testing.T) {
 			t.Fatalf("consumer leader still %q after 30 s", l)
 		}
 		if l != "" {
-			if _, err := nc.Request("$JS.API.CONSUMER.LEADER.STEPDOWN."+IngressStream+".shard-0", nil, 2*time.Second); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			if _, err := nc.Request("$JS.API.CONSUMER.LEADER.STEPDOWN."+stream.IngressStream+".shard-0", nil, 2*time.Second); err != nil && !errors.Is(err, nats.ErrTimeout) {
 				t.Fatal(err)
 			}
 		}

@@ -16,7 +16,9 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/internal/testcerts"
+	"github.com/rhizon/rhizon/natsserver"
 )
 
 // asyncErrors collects a connection's asynchronous errors, where NATS
@@ -60,14 +62,14 @@ func (a *asyncErrors) violated(t *testing.T, subject string) {
 func TestEmbedded_ProducersHaveAccountsOfTheirOwn(t *testing.T) {
 	const secret = "s3cret"
 	const tokA, tokB = "producer-a-token-0123456789", "producer-b-token-0123456789"
-	ns, err := StartEmbedded(EmbeddedConfig{ServerName: "s", Addr: "127.0.0.1:0", StoreDir: t.TempDir(), ClusterSecret: secret,
-		ProducerTokens: []string{tokA, tokB}, ProducerLimits: ProducerLimits{MaxConnections: 3}})
+	ns, err := natsserver.StartEmbedded(natsserver.EmbeddedConfig{ServerName: "s", Addr: "127.0.0.1:0", StoreDir: t.TempDir(), ClusterSecret: secret,
+		ProducerTokens: []string{tokA, tokB}, ProducerLimits: natsserver.ProducerLimits{MaxConnections: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
-	user, pass := NodeCredentials(secret)
-	node, err := nats.Connect(ns.ClientURL(), nats.UserInfo(user, pass), nats.CustomInboxPrefix(NodeInboxPrefix))
+	user, pass := natsserver.NodeCredentials(secret)
+	node, err := nats.Connect(ns.ClientURL(), nats.UserInfo(user, pass), nats.CustomInboxPrefix(stream.NodeInboxPrefix))
 	if err != nil {
 		t.Fatalf("node credentials: %v", err)
 	}
@@ -130,17 +132,17 @@ func TestEmbedded_ProducersHaveAccountsOfTheirOwn(t *testing.T) {
 	// A publishes first with the message id B will use: B's is stored all
 	// the same, and each command carries its own producer's identity.
 	cmdA := ingressMsg(t, 0, "ea", "ka")
-	cmdA.Header.Set(HeaderAuthorization, "bearer "+tokA) // its own token may be named, in any case
+	cmdA.Header.Set(stream.HeaderAuthorization, "bearer "+tokA) // its own token may be named, in any case
 	if _, err := jsA.PublishMsg(ctx, cmdA, jetstream.WithMsgID("order-1")); err != nil {
 		t.Fatalf("producer A publishes a command: %v", err)
 	}
 	cmdB := ingressMsg(t, 0, "eb", "kb")
-	cmdB.Header.Del(HeaderAuthorization) // the connection's token is enough
+	cmdB.Header.Del(stream.HeaderAuthorization) // the connection's token is enough
 	ackB, err := jsB.PublishMsg(ctx, cmdB, jetstream.WithMsgID("order-1"))
 	if err != nil {
 		t.Fatalf("producer B publishes a command: %v", err)
 	}
-	if ackB.Duplicate || ackB.Stream != ProducerStream(ProducerAccount(tokB)) {
+	if ackB.Duplicate || ackB.Stream != stream.ProducerStream(stream.ProducerAccount(tokB)) {
 		t.Fatalf("B's publish: %+v; want stored on its own stream, not a duplicate of A's", ackB)
 	}
 	for _, want := range []struct{ key, principal string }{{"ka", "a"}, {"kb", "b"}} {
@@ -158,7 +160,7 @@ func TestEmbedded_ProducersHaveAccountsOfTheirOwn(t *testing.T) {
 	}
 	// A cannot borrow B's token in the header.
 	borrowed := ingressMsg(t, 0, "ea", "borrowed")
-	borrowed.Header.Set(HeaderAuthorization, "Bearer "+tokB)
+	borrowed.Header.Set(stream.HeaderAuthorization, "Bearer "+tokB)
 	if _, err := jsA.PublishMsg(ctx, borrowed); err != nil {
 		t.Fatal(err)
 	}
@@ -166,13 +168,13 @@ func TestEmbedded_ProducersHaveAccountsOfTheirOwn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadStream, err := njs.Stream(ctx, DeadStream)
+	deadStream, err := njs.Stream(ctx, stream.DeadStream)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if dl, err := deadStream.GetLastMsgForSubject(ctx, DeadSubject(0)); err == nil {
-			if r := dl.Header.Get(HeaderReason); !strings.Contains(r, "another token") {
+		if dl, err := deadStream.GetLastMsgForSubject(ctx, stream.DeadSubject(0)); err == nil {
+			if r := dl.Header.Get(stream.HeaderReason); !strings.Contains(r, "another token") {
 				t.Fatalf("dead letter reason %q", r)
 			}
 			break
@@ -189,8 +191,8 @@ func TestEmbedded_ProducersHaveAccountsOfTheirOwn(t *testing.T) {
 	}
 	seenMu.Lock()
 	for _, m := range seen {
-		if bytes.Equal(m.Data, cmdB.Data) || bytes.Contains(m.Data, []byte(ProducerStream(ProducerAccount(tokB)))) ||
-			m.Header.Get(HeaderAuthorization) != "" {
+		if bytes.Equal(m.Data, cmdB.Data) || bytes.Contains(m.Data, []byte(stream.ProducerStream(stream.ProducerAccount(tokB)))) ||
+			m.Header.Get(stream.HeaderAuthorization) != "" {
 			t.Errorf("producer B's command or acknowledgement (subject %s) reached producer A", m.Subject)
 		}
 	}
@@ -205,23 +207,23 @@ func TestEmbedded_ProducersHaveAccountsOfTheirOwn(t *testing.T) {
 
 	// Denied: reading events, the node's inboxes, the ingress subjects;
 	// forging events; the JetStream API.
-	for _, subj := range []string{"rhizon.evt.>", NodeInboxPrefix + ".>", IngressSubject(0)} {
+	for _, subj := range []string{"rhizon.evt.>", stream.NodeInboxPrefix + ".>", stream.IngressSubject(0)} {
 		if _, err := a.Subscribe(subj, func(*nats.Msg) {}); err != nil {
 			t.Fatal(err)
 		}
 		errs.violated(t, subj)
 	}
-	forged := EventSubject(actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: "e1"})
+	forged := stream.EventSubject(actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: "e1"})
 	if err := a.Publish(forged, []byte("forged")); err != nil {
 		t.Fatal(err)
 	}
 	errs.violated(t, forged)
 	short2, cancelShort2 := context.WithTimeout(ctx, time.Second)
 	defer cancelShort2()
-	if err := jsA.DeleteStream(short2, EventsStream); err == nil {
+	if err := jsA.DeleteStream(short2, stream.EventsStream); err == nil {
 		t.Fatal("a producer deleted the events stream")
 	}
-	errs.violated(t, "$JS.API.STREAM.DELETE."+EventsStream)
+	errs.violated(t, "$JS.API.STREAM.DELETE."+stream.EventsStream)
 
 	// Connection limit: A has one connection; two more make three.
 	for i := 0; i < 2; i++ {
@@ -241,12 +243,12 @@ func TestEmbedded_ProducersHaveAccountsOfTheirOwn(t *testing.T) {
 	}
 
 	// The node's view: the streams intact, no forged event stored.
-	for _, name := range []string{IngressStream, EventsStream} {
+	for _, name := range []string{stream.IngressStream, stream.EventsStream} {
 		st, err := njs.Stream(ctx, name)
 		if err != nil {
 			t.Fatalf("stream %s after the attempts: %v", name, err)
 		}
-		if name == EventsStream {
+		if name == stream.EventsStream {
 			_, err := st.GetLastMsgForSubject(ctx, forged)
 			if !errors.Is(err, jetstream.ErrMsgNotFound) {
 				t.Fatalf("forged event: %v, want none stored", err)

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
-	"github.com/rhizon/rhizon/ingress"
+	"github.com/rhizon/rhizon/api/stream"
 )
 
 // What only the engine may make (the timer verb, its idempotency keys, an
@@ -31,10 +31,10 @@ func TestIngress_EngineOnlyCommandsRefused(t *testing.T) {
 		return v == 1, fmt.Sprintf("c1=%d", v)
 	})
 	waitFor(t, 20*time.Second, "three dead letters", func() (bool, string) {
-		m := e.streamMsgs(t, ingress.DeadStream)
+		m := e.streamMsgs(t, stream.DeadStream)
 		return m == 3, fmt.Sprintf("%d dead letters", m)
 	})
-	s, err := e.js.Stream(context.Background(), ingress.DeadStream)
+	s, err := e.js.Stream(context.Background(), stream.DeadStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestIngress_EngineOnlyCommandsRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := m.Header.Get(ingress.HeaderReason)
+		r := m.Header.Get(stream.HeaderReason)
 		if !strings.HasPrefix(r, "invalid: ") || !strings.Contains(r, "timer fires") && !strings.Contains(r, "engine keeps") {
 			t.Errorf("dead letter %d: reason %q, want the engine-only refusal", seq, r)
 		}

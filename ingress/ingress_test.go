@@ -16,6 +16,7 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/ingress"
@@ -70,9 +71,9 @@ func (e *env) publish(t testing.TB, c *pb.Command) jetstream.PubAckFuture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := nats.NewMsg(ingress.IngressSubject(e.node.ShardOf(c.Address.ToActor())))
+	m := nats.NewMsg(stream.IngressSubject(e.node.ShardOf(c.Address.ToActor())))
 	m.Data = data
-	m.Header.Set(ingress.HeaderAuthorization, "Bearer "+producerToken)
+	m.Header.Set(stream.HeaderAuthorization, "Bearer "+producerToken)
 	f, err := e.js.PublishMsgAsync(m)
 	if err != nil {
 		t.Fatal(err)
@@ -175,18 +176,18 @@ func TestIngress_TenThousandCommandsExactlyOnce(t *testing.T) {
 		}
 	}
 	waitFor(t, 30*time.Second, "events published", func() (bool, string) {
-		m := e.streamMsgs(t, ingress.EventsStream)
+		m := e.streamMsgs(t, stream.EventsStream)
 		return m >= n, fmt.Sprintf("%d events", m)
 	})
 	waitFor(t, 30*time.Second, "ingress drained", func() (bool, string) {
-		m := e.streamMsgs(t, ingress.IngressStream)
+		m := e.streamMsgs(t, stream.IngressStream)
 		return m == 0, fmt.Sprintf("%d messages left", m)
 	})
 	time.Sleep(300 * time.Millisecond) // a relay that republished would show now
-	if m := e.streamMsgs(t, ingress.EventsStream); m != n {
+	if m := e.streamMsgs(t, stream.EventsStream); m != n {
 		t.Fatalf("events stream holds %d events, want %d", m, n)
 	}
-	if m := e.streamMsgs(t, ingress.DeadStream); m != 0 {
+	if m := e.streamMsgs(t, stream.DeadStream); m != 0 {
 		t.Fatalf("%d dead letters, want none", m)
 	}
 }
@@ -202,17 +203,17 @@ func TestIngress_PoisonAndMalformedGoToDeadLetters(t *testing.T) {
 	poison := addCmd("p", "poison")
 	poison.Type, poison.Address.ActorType = "cmd.nosuch.add", "nosuch"
 	e.publish(t, poison)
-	bad := nats.NewMsg(ingress.IngressSubject(0))
+	bad := nats.NewMsg(stream.IngressSubject(0))
 	bad.Data = []byte("\xff\xfe not a command")
-	bad.Header.Set(ingress.HeaderAuthorization, "Bearer "+producerToken)
+	bad.Header.Set(stream.HeaderAuthorization, "Bearer "+producerToken)
 	if _, err := e.js.PublishMsg(context.Background(), bad); err != nil {
 		t.Fatal(err)
 	}
 	forged := addCmd("f", "forged") // signed with a key the cluster does not have
 	data, _ := proto.Marshal(forged)
-	fm := nats.NewMsg(ingress.IngressSubject(0))
+	fm := nats.NewMsg(stream.IngressSubject(0))
 	fm.Data = data
-	fm.Header.Set(ingress.HeaderSignature, strings.Repeat("ab", 32))
+	fm.Header.Set(stream.HeaderSignature, strings.Repeat("ab", 32))
 	if _, err := e.js.PublishMsg(context.Background(), fm); err != nil {
 		t.Fatal(err)
 	}
@@ -226,10 +227,10 @@ func TestIngress_PoisonAndMalformedGoToDeadLetters(t *testing.T) {
 		return v == 100, fmt.Sprintf("good=%d", v)
 	})
 	waitFor(t, 20*time.Second, "three dead letters", func() (bool, string) {
-		m := e.streamMsgs(t, ingress.DeadStream)
+		m := e.streamMsgs(t, stream.DeadStream)
 		return m == 3, fmt.Sprintf("%d dead letters", m)
 	})
-	s, err := e.js.Stream(context.Background(), ingress.DeadStream)
+	s, err := e.js.Stream(context.Background(), stream.DeadStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,15 +240,15 @@ func TestIngress_PoisonAndMalformedGoToDeadLetters(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		reasons[m.Header.Get(ingress.HeaderReason)] = m.Header.Get(ingress.HeaderKind)
-		if m.Subject != ingress.DeadSubject(0) || m.Header.Get(ingress.HeaderSource) == "" {
-			t.Fatalf("dead letter %d: subject %s source %q", seq, m.Subject, m.Header.Get(ingress.HeaderSource))
+		reasons[m.Header.Get(stream.HeaderReason)] = m.Header.Get(stream.HeaderKind)
+		if m.Subject != stream.DeadSubject(0) || m.Header.Get(stream.HeaderSource) == "" {
+			t.Fatalf("dead letter %d: subject %s source %q", seq, m.Subject, m.Header.Get(stream.HeaderSource))
 		}
 	}
 	want := map[string]string{ // reason prefix -> kind
 		`actor type "nosuch" is not known on this node (after 3 deliveries)`: "poison",
 		"malformed: ": "rejected",
-		"unauthenticated: bad " + ingress.HeaderSignature: "rejected",
+		"unauthenticated: bad " + stream.HeaderSignature: "rejected",
 	}
 	for prefix, kind := range want {
 		found := false
@@ -264,7 +265,7 @@ func TestIngress_PoisonAndMalformedGoToDeadLetters(t *testing.T) {
 		t.Fatalf("forged command applied: f=%d", v)
 	}
 	waitFor(t, 10*time.Second, "ingress drained", func() (bool, string) {
-		m := e.streamMsgs(t, ingress.IngressStream)
+		m := e.streamMsgs(t, stream.IngressStream)
 		return m == 0, fmt.Sprintf("%d left", m)
 	})
 }
@@ -283,7 +284,7 @@ func TestIngress_StreamsUseTheDuplicateWindow(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := startEnv(t, 1, func(c *ingress.Config) { c.DuplicateWindow = tc.set })
-			for _, name := range []string{ingress.IngressStream, ingress.EventsStream} {
+			for _, name := range []string{stream.IngressStream, stream.EventsStream} {
 				if got := e.streamInfo(t, name).Config.Duplicates; got != tc.want {
 					t.Errorf("stream %s: duplicate window %v, want %v", name, got, tc.want)
 				}
@@ -312,7 +313,7 @@ func testRelayAroundStoredEvent(t *testing.T, e *env) {
 	const n, stored = 6, 3
 	// The stream already holds version 3's event, as if an earlier leader
 	// had published it.
-	pre := nats.NewMsg(ingress.EventSubject(addr))
+	pre := nats.NewMsg(stream.EventSubject(addr))
 	pre.Data = []byte("published before")
 	if _, err := e.js.PublishMsg(ctx, pre, jetstream.WithMsgID(engine.EventID(addr, stored))); err != nil {
 		t.Fatal(err)
@@ -337,15 +338,15 @@ func testRelayAroundStoredEvent(t *testing.T, e *env) {
 	}
 	wg.Wait()
 	waitFor(t, 30*time.Second, "events relayed", func() (bool, string) {
-		m := e.streamMsgs(t, ingress.EventsStream)
+		m := e.streamMsgs(t, stream.EventsStream)
 		return m >= n, fmt.Sprintf("%d of %d messages", m, n)
 	})
 	time.Sleep(300 * time.Millisecond) // a relay that republished would show now
-	s, err := e.js.Stream(ctx, ingress.EventsStream)
+	s, err := e.js.Stream(ctx, stream.EventsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := e.streamMsgs(t, ingress.EventsStream); m != n {
+	if m := e.streamMsgs(t, stream.EventsStream); m != n {
 		t.Fatalf("events stream holds %d messages, want %d (one per version)", m, n)
 	}
 	var versions []uint64

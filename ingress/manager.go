@@ -19,6 +19,7 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/storage"
 )
@@ -41,6 +42,10 @@ type Config struct {
 	Conn *nats.Conn
 	// Replicas of the streams: 1 on a single node, 3 in a cluster.
 	Replicas int
+	// EventsReplicas of RHIZON_EVENTS (0: Replicas). The events stream is
+	// a projection of the shards' histories, so fewer replicas cost only
+	// availability of the stream, never an acknowledged command.
+	EventsReplicas int
 	// ShardOf maps an address to its shard; Shards lists this node's
 	// replicas (the manager runs a consumer and a relay for those it leads).
 	ShardOf func(actor.Address) uint32
@@ -58,7 +63,7 @@ type Config struct {
 	// the security context of its commands. Nil: only signed messages.
 	Authenticate func(token string) (actor.Security, error)
 	// ProducerTokens are the tokens that have producer accounts on the
-	// embedded server (EmbeddedConfig.ProducerTokens): the manager creates
+	// embedded server (natsserver.EmbeddedConfig.ProducerTokens): the manager creates
 	// each one's stream and consumes it; its commands carry that token's
 	// security context.
 	ProducerTokens []string
@@ -102,10 +107,8 @@ type Config struct {
 	Logger       *slog.Logger
 }
 
-// Stream limits by default. A command is at most MaxCommandBytes: a 1 MiB
-// payload as protojson (base64) with its envelope.
+// Stream limits by default. A command is at most stream.MaxCommandBytes.
 const (
-	MaxCommandBytes        = 2 << 20
 	DefaultIngressMaxBytes = 1 << 30
 	DefaultIngressMaxMsgs  = 1_000_000
 	DefaultDeadMaxBytes    = 256 << 20
@@ -118,6 +121,9 @@ const (
 func (c *Config) setDefaults() {
 	if c.Replicas <= 0 {
 		c.Replicas = 1
+	}
+	if c.EventsReplicas <= 0 {
+		c.EventsReplicas = c.Replicas
 	}
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 5
@@ -199,7 +205,7 @@ func Start(cfg Config) (*Manager, error) {
 		producers: map[string]string{}}
 	for _, t := range cfg.ProducerTokens {
 		if t != "" {
-			m.producers[ProducerAccount(t)] = t
+			m.producers[stream.ProducerAccount(t)] = t
 		}
 	}
 	if m.metrics, err = newMetrics(m); err != nil {
@@ -263,10 +269,10 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 	defer cancel()
 	subjects := make([]string, shards)
 	for i := range subjects {
-		subjects[i] = IngressSubject(uint32(i))
+		subjects[i] = stream.IngressSubject(uint32(i))
 	}
 	streams := []jetstream.StreamConfig{{
-		Name:        IngressStream,
+		Name:        stream.IngressStream,
 		Description: "Rhizon commands, one subject per shard; consumed by the shard leader",
 		Subjects:    subjects,
 		Retention:   jetstream.WorkQueuePolicy,
@@ -275,24 +281,24 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 		Duplicates:  m.cfg.DuplicateWindow,
 		MaxBytes:    m.cfg.IngressMaxBytes,
 		MaxMsgs:     m.cfg.IngressMaxMsgs,
-		MaxMsgSize:  MaxCommandBytes,
+		MaxMsgSize:  stream.MaxCommandBytes,
 		Discard:     jetstream.DiscardNew,
 	}, {
-		Name:        EventsStream,
+		Name:        stream.EventsStream,
 		Description: "Rhizon committed events, one subject per entity",
-		Subjects:    []string{eventsPrefix + ">"},
+		Subjects:    []string{stream.EventsPrefix + ">"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
-		Replicas:    m.cfg.Replicas,
+		Replicas:    m.cfg.EventsReplicas,
 		Duplicates:  m.cfg.DuplicateWindow,
 		MaxAge:      m.cfg.EventsMaxAge,
 		// The relay publishes events in atomic batches when the server
 		// supports them (nats-server 2.12 and later).
 		AllowAtomicPublish: true,
 	}, {
-		Name:        DeadStream,
+		Name:        stream.DeadStream,
 		Description: "Rhizon ingress messages that were malformed or kept failing, with the reason",
-		Subjects:    []string{deadPrefix + "*"},
+		Subjects:    []string{stream.DeadPrefix + "*"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    m.cfg.Replicas,
@@ -301,16 +307,16 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 		MaxMsgs:     m.cfg.DeadMaxMsgs,
 		// A dead letter keeps a bounded prefix of the body; the rest is
 		// headers (the reason and the producer's own headers).
-		MaxMsgSize: DeadLetterMaxBody + 64<<10,
+		MaxMsgSize: stream.DeadLetterMaxBody + 64<<10,
 		Discard:    jetstream.DiscardOld,
 	}}
 	for _, acct := range m.producerAccounts() {
 		subj := make([]string, shards)
 		for i := range subj {
-			subj[i] = producerSubject(acct, uint32(i))
+			subj[i] = stream.ProducerSubject(acct, uint32(i))
 		}
 		streams = append(streams, jetstream.StreamConfig{
-			Name:        ProducerStream(acct),
+			Name:        stream.ProducerStream(acct),
 			Description: "Rhizon commands of one producer account, one subject per shard; consumed by the shard leaders",
 			Subjects:    subj,
 			Retention:   jetstream.WorkQueuePolicy,
@@ -320,7 +326,7 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 			Duplicates: m.cfg.DuplicateWindow,
 			MaxBytes:   m.cfg.ProducerMaxBytes,
 			MaxMsgs:    m.cfg.ProducerMaxMsgs,
-			MaxMsgSize: MaxCommandBytes,
+			MaxMsgSize: stream.MaxCommandBytes,
 			Discard:    jetstream.DiscardNew,
 		})
 	}
@@ -329,7 +335,7 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
-		if sc.Name == EventsStream {
+		if sc.Name == stream.EventsStream {
 			m.atomicEvents.Store(atomicBatches(s.CachedInfo().Config))
 		}
 	}
@@ -442,9 +448,9 @@ func (m *Manager) Enqueue(ctx context.Context, cmd actor.Command) (Enqueued, err
 		return Enqueued{}, fmt.Errorf("ingress: encode command: %w", err)
 	}
 	shard := m.cfg.ShardOf(cmd.Address)
-	msg := nats.NewMsg(IngressSubject(shard))
+	msg := nats.NewMsg(stream.IngressSubject(shard))
 	msg.Data = data
-	msg.Header.Set(HeaderSignature, m.sign(data))
+	msg.Header.Set(stream.HeaderSignature, m.sign(data))
 	ack, err := m.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.msgID(cmd.Address, cmd.IdempotencyKey)))
 	if err != nil {
 		return Enqueued{}, fmt.Errorf("ingress: publish: %w", err)

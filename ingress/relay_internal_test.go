@@ -14,6 +14,7 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/storage"
 )
@@ -90,17 +91,32 @@ func TestManager_AtomicBatchesOnlyToAReplicatedEventsStream(t *testing.T) {
 		name     string
 		connect  func(*testing.T) *nats.Conn
 		replicas int
+		events   int // EventsReplicas; 0: as replicas
 		want     bool
 	}{
-		{"one replica", startNATS, 1, false},
-		{"three replicas", clustered, 3, true},
+		{"one replica", startNATS, 1, 0, false},
+		{"three replicas", clustered, 3, 0, true},
+		{"three replicas, events on one", clustered, 3, 1, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			nc := c.connect(t)
-			m := startManager(t, Config{Conn: nc, Replicas: c.replicas, Registry: builtin.Registry(),
+			m := startManager(t, Config{Conn: nc, Replicas: c.replicas, EventsReplicas: c.events, Registry: builtin.Registry(),
 				ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return nil }}, 60*time.Second)
 			if got := m.atomicEvents.Load(); got != c.want {
 				t.Fatalf("atomic batches to the events stream of %d replicas: %v, want %v", c.replicas, got, c.want)
+			}
+			wantEvents := c.events
+			if wantEvents == 0 {
+				wantEvents = c.replicas
+			}
+			for name, want := range map[string]int{stream.EventsStream: wantEvents, stream.IngressStream: c.replicas} {
+				st, err := m.js.Stream(context.Background(), name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := st.CachedInfo().Config.Replicas; got != want {
+					t.Errorf("%s has %d replicas, want %d", name, got, want)
+				}
 			}
 		})
 	}

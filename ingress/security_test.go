@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/internal/ingresstest"
 )
@@ -35,9 +36,9 @@ func TestIngress_AProducerCannotMakeASubmitAsyncVanish(t *testing.T) {
 	computed := "idem-" + hex.EncodeToString(h.Sum(nil)[:16])
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	junk := nats.NewMsg(ingress.IngressSubject(e.Node.ShardOf(addr)))
+	junk := nats.NewMsg(stream.IngressSubject(e.Node.ShardOf(addr)))
 	junk.Data = []byte("junk")
-	junk.Header.Set(ingress.HeaderAuthorization, "Bearer "+producerToken)
+	junk.Header.Set(stream.HeaderAuthorization, "Bearer "+producerToken)
 	if _, err := e.JS.PublishMsg(ctx, junk, jetstream.WithMsgID(computed)); err != nil {
 		t.Fatal(err)
 	}
@@ -61,34 +62,34 @@ func TestIngress_AProducerCannotMakeASubmitAsyncVanish(t *testing.T) {
 // so is the dead-letter stream.
 func TestIngress_StreamsAreBounded(t *testing.T) {
 	e := startEnv(t, 2, nil)
-	in := e.streamInfo(t, ingress.IngressStream).Config
-	if want := []string{ingress.IngressSubject(0), ingress.IngressSubject(1)}; fmt.Sprint(in.Subjects) != fmt.Sprint(want) {
+	in := e.streamInfo(t, stream.IngressStream).Config
+	if want := []string{stream.IngressSubject(0), stream.IngressSubject(1)}; fmt.Sprint(in.Subjects) != fmt.Sprint(want) {
 		t.Errorf("ingress subjects %v, want %v (only the shards' subjects)", in.Subjects, want)
 	}
 	if in.MaxBytes <= 0 || in.MaxMsgs <= 0 || in.MaxMsgSize <= 0 || in.Discard != jetstream.DiscardNew {
 		t.Errorf("ingress stream limits: bytes %d msgs %d msg size %d discard %v; want all set, discard new",
 			in.MaxBytes, in.MaxMsgs, in.MaxMsgSize, in.Discard)
 	}
-	dead := e.streamInfo(t, ingress.DeadStream).Config
+	dead := e.streamInfo(t, stream.DeadStream).Config
 	if dead.MaxBytes <= 0 || dead.MaxMsgs <= 0 || dead.MaxMsgSize <= 0 {
 		t.Errorf("dead-letter stream limits: bytes %d msgs %d msg size %d; want all set", dead.MaxBytes, dead.MaxMsgs, dead.MaxMsgSize)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// A subject no shard consumes: nothing would ever remove the message.
-	m := nats.NewMsg(ingress.IngressSubject(2))
+	m := nats.NewMsg(stream.IngressSubject(2))
 	m.Data = []byte("nobody reads this")
 	if _, err := e.js.PublishMsg(ctx, m); err == nil {
 		t.Error("a publish to rhizon.in.2 on a 2-shard node was stored")
 	}
 	// Larger than any command (1 MiB payload, as protojson) can be, and
 	// smaller than the server's max_payload.
-	big := nats.NewMsg(ingress.IngressSubject(0))
+	big := nats.NewMsg(stream.IngressSubject(0))
 	big.Data = bytes.Repeat([]byte("x"), 3<<20)
 	if _, err := e.js.PublishMsg(ctx, big); err == nil {
 		t.Error("a 3 MiB message was stored on the ingress stream")
 	}
-	if n := e.streamMsgs(t, ingress.IngressStream); n != 0 {
+	if n := e.streamMsgs(t, stream.IngressStream); n != 0 {
 		t.Errorf("ingress stream holds %d messages, want none", n)
 	}
 }
@@ -98,17 +99,17 @@ func TestIngress_StreamsAreBounded(t *testing.T) {
 func TestIngress_DeadLetterKeepsABoundedPrefix(t *testing.T) {
 	e := startEnv(t, 1, nil)
 	junk := bytes.Repeat([]byte{0xff}, 1<<20)
-	m := nats.NewMsg(ingress.IngressSubject(0))
+	m := nats.NewMsg(stream.IngressSubject(0))
 	m.Data = junk
-	m.Header.Set(ingress.HeaderAuthorization, "Bearer "+producerToken)
+	m.Header.Set(stream.HeaderAuthorization, "Bearer "+producerToken)
 	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "dead letter", func() (bool, string) {
-		n := e.streamMsgs(t, ingress.DeadStream)
+		n := e.streamMsgs(t, stream.DeadStream)
 		return n == 1, fmt.Sprintf("%d dead letters", n)
 	})
-	s, err := e.js.Stream(context.Background(), ingress.DeadStream)
+	s, err := e.js.Stream(context.Background(), stream.DeadStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,14 +118,14 @@ func TestIngress_DeadLetterKeepsABoundedPrefix(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(junk)
-	if len(dl.Data) > ingress.DeadLetterMaxBody || !bytes.HasPrefix(junk, dl.Data) || len(dl.Data) == 0 {
-		t.Errorf("dead letter body %d bytes, want a prefix of at most %d", len(dl.Data), ingress.DeadLetterMaxBody)
+	if len(dl.Data) > stream.DeadLetterMaxBody || !bytes.HasPrefix(junk, dl.Data) || len(dl.Data) == 0 {
+		t.Errorf("dead letter body %d bytes, want a prefix of at most %d", len(dl.Data), stream.DeadLetterMaxBody)
 	}
-	if got := dl.Header.Get(ingress.HeaderSize); got != fmt.Sprint(len(junk)) {
-		t.Errorf("%s %q, want %d", ingress.HeaderSize, got, len(junk))
+	if got := dl.Header.Get(stream.HeaderSize); got != fmt.Sprint(len(junk)) {
+		t.Errorf("%s %q, want %d", stream.HeaderSize, got, len(junk))
 	}
-	if got, want := dl.Header.Get(ingress.HeaderDigest), "sha256="+hex.EncodeToString(sum[:]); got != want {
-		t.Errorf("%s %q, want %q", ingress.HeaderDigest, got, want)
+	if got, want := dl.Header.Get(stream.HeaderDigest), "sha256="+hex.EncodeToString(sum[:]); got != want {
+		t.Errorf("%s %q, want %q", stream.HeaderDigest, got, want)
 	}
 }
 
@@ -139,18 +140,18 @@ func TestIngress_BearerAnyCaseAndTheTokensDefaultScope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := nats.NewMsg(ingress.IngressSubject(0))
+	m := nats.NewMsg(stream.IngressSubject(0))
 	m.Data = data
-	m.Header.Set(ingress.HeaderAuthorization, "bearer "+producerToken)
+	m.Header.Set(stream.HeaderAuthorization, "bearer "+producerToken)
 	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "the command applied in t/w", func() (bool, string) {
 		v, _ := e.counter(t, "scoped")
-		if n := e.streamMsgs(t, ingress.DeadStream); n > 0 {
-			s, _ := e.js.Stream(context.Background(), ingress.DeadStream)
+		if n := e.streamMsgs(t, stream.DeadStream); n > 0 {
+			s, _ := e.js.Stream(context.Background(), stream.DeadStream)
 			dl, _ := s.GetMsg(context.Background(), 1)
-			t.Fatalf("dead-lettered: %s", dl.Header.Get(ingress.HeaderReason))
+			t.Fatalf("dead-lettered: %s", dl.Header.Get(stream.HeaderReason))
 		}
 		return v == 1, fmt.Sprintf("value %d", v)
 	})

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/stream"
 )
 
 // WatchFilter selects events: a tenant and workspace (required), optionally
@@ -46,7 +47,7 @@ func (m *Manager) Watch(ctx context.Context, f WatchFilter, fn func(ev *pb.Event
 	// open on an external NATS. A pull consumer with a waiting request is
 	// active, so an idle but connected watch is not reaped.
 	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{EventFilter(f.Tenant, f.Workspace, f.ActorType, f.EntityID)},
+		FilterSubjects:    []string{stream.EventFilter(f.Tenant, f.Workspace, f.ActorType, f.EntityID)},
 		InactiveThreshold: watchInactiveThreshold,
 	}
 	switch {
@@ -57,7 +58,7 @@ func (m *Manager) Watch(ctx context.Context, f WatchFilter, fn func(ev *pb.Event
 	default:
 		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
 	}
-	cons, err := m.js.OrderedConsumer(ctx, EventsStream, cfg)
+	cons, err := m.js.OrderedConsumer(ctx, stream.EventsStream, cfg)
 	if err != nil {
 		return fmt.Errorf("ingress: watch: %w", err)
 	}
@@ -78,7 +79,7 @@ func (m *Manager) Watch(ctx context.Context, f WatchFilter, fn func(ev *pb.Event
 		// would pile them up. Delete it now.
 		if info := cons.CachedInfo(); info != nil {
 			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = m.js.DeleteConsumer(dctx, EventsStream, info.Name)
+			_ = m.js.DeleteConsumer(dctx, stream.EventsStream, info.Name)
 			cancel()
 		}
 	}()

@@ -20,6 +20,8 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/stream"
+	"github.com/rhizon/rhizon/relay"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -110,9 +112,9 @@ type source struct{ stream, subject string }
 
 func (w *worker) sources() []source {
 	id := w.sh.ID()
-	out := []source{{IngressStream, IngressSubject(id)}}
+	out := []source{{stream.IngressStream, stream.IngressSubject(id)}}
 	for _, a := range w.m.producerAccounts() {
-		out = append(out, source{ProducerStream(a), producerSubject(a, id)})
+		out = append(out, source{stream.ProducerStream(a), stream.ProducerSubject(a, id)})
 	}
 	return out
 }
@@ -189,8 +191,10 @@ func (w *worker) pullMessages(ctx context.Context, cons jetstream.Consumer, queu
 	}
 }
 
-// laneOf picks the lane from the message's entity, decoding only what it
-// needs; a message that does not decode goes to lane 0 and is rejected there.
+// laneOf picks the lane from the message's entity. It decodes the whole
+// command, and handle decodes it again on the lane: the lanes carry the
+// message itself, which is what they acknowledge. A message that does not
+// decode goes to lane 0 and is rejected there.
 func laneOf(msg jetstream.Msg) int {
 	var c pb.Command
 	if err := decodeCommand(msg, &c); err != nil || c.Address == nil {
@@ -202,7 +206,7 @@ func laneOf(msg jetstream.Msg) int {
 }
 
 func decodeCommand(msg jetstream.Msg, c *pb.Command) error {
-	if strings.EqualFold(msg.Headers().Get(HeaderEncoding), "json") {
+	if strings.EqualFold(msg.Headers().Get(stream.HeaderEncoding), "json") {
 		return protojson.Unmarshal(msg.Data(), c)
 	}
 	return proto.Unmarshal(msg.Data(), c)
@@ -236,9 +240,9 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if to := w.m.cfg.ShardOf(cmd.Address); to != w.sh.ID() {
 		// Published to the wrong shard's subject: pass it on rather than
 		// apply it on a shard that does not own the entity.
-		subj := IngressSubject(to)
-		if acct := producerOf(msg.Subject()); acct != "" {
-			subj = producerSubject(acct, to) // still that producer's
+		subj := stream.IngressSubject(to)
+		if acct := stream.ProducerOf(msg.Subject()); acct != "" {
+			subj = stream.ProducerSubject(acct, to) // still that producer's
 		}
 		fwd := nats.NewMsg(subj)
 		fwd.Data, fwd.Header = msg.Data(), msg.Headers()
@@ -294,8 +298,8 @@ func (w *worker) decode(msg jetstream.Msg, md *jetstream.MsgMetadata) (cmd actor
 		return cmd, "malformed: " + err.Error(), ""
 	}
 	cmd = c.ToActor()
-	acct := producerOf(msg.Subject())
-	switch sig, auth := msg.Headers().Get(HeaderSignature), msg.Headers().Get(HeaderAuthorization); {
+	acct := stream.ProducerOf(msg.Subject())
+	switch sig, auth := msg.Headers().Get(stream.HeaderSignature), msg.Headers().Get(stream.HeaderAuthorization); {
 	case acct != "":
 		// A producer account's message: the token it connected with is
 		// its identity; a signature is never trusted from a producer.
@@ -305,7 +309,7 @@ func (w *worker) decode(msg jetstream.Msg, md *jetstream.MsgMetadata) (cmd actor
 		}
 		if auth != "" {
 			if tok, ok := bearer(auth); !ok || tok != p {
-				return cmd, "unauthenticated: " + HeaderAuthorization + " names another token than the NATS connection's; leave it out", ""
+				return cmd, "unauthenticated: " + stream.HeaderAuthorization + " names another token than the NATS connection's; leave it out", ""
 			}
 		}
 		sec, err := w.m.cfg.Authenticate(p)
@@ -316,12 +320,12 @@ func (w *worker) decode(msg jetstream.Msg, md *jetstream.MsgMetadata) (cmd actor
 		cmd.Address = FillScope(cmd.Address, sec)
 	case sig != "":
 		if !w.m.verify(msg.Data(), sig) {
-			return cmd, "unauthenticated: bad " + HeaderSignature, ""
+			return cmd, "unauthenticated: bad " + stream.HeaderSignature, ""
 		}
 	case auth != "" && w.m.cfg.Authenticate != nil:
 		tok, ok := bearer(auth)
 		if !ok {
-			return cmd, "unauthenticated: " + HeaderAuthorization + " must be \"Bearer <token>\"", ""
+			return cmd, "unauthenticated: " + stream.HeaderAuthorization + " must be \"Bearer <token>\"", ""
 		}
 		sec, err := w.m.cfg.Authenticate(tok)
 		if err != nil {
@@ -330,7 +334,7 @@ func (w *worker) decode(msg jetstream.Msg, md *jetstream.MsgMetadata) (cmd actor
 		cmd.Security = sec
 		cmd.Address = FillScope(cmd.Address, sec)
 	default:
-		return cmd, "unauthenticated: set " + HeaderAuthorization + ": Bearer <token>", ""
+		return cmd, "unauthenticated: set " + stream.HeaderAuthorization + ": Bearer <token>", ""
 	}
 	// A producer that sets no id or key gets ones derived from the stream
 	// sequence, which a redelivery keeps: it still applies once. Each
@@ -378,22 +382,22 @@ func (w *worker) backoff(delivered uint64) time.Duration {
 // reason, then acks it: it never blocks the shard again. If the dead letter
 // cannot be stored, the message is redelivered later instead of lost.
 func (w *worker) dead(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, kind, reason string) {
-	dl := nats.NewMsg(DeadSubject(w.sh.ID()))
+	dl := nats.NewMsg(stream.DeadSubject(w.sh.ID()))
 	// Only a prefix of the body: a junk message of several MiB must not be
 	// copied whole and kept for 30 days. Size and digest identify it.
 	body := msg.Data()
-	dl.Data = body[:min(len(body), DeadLetterMaxBody)]
+	dl.Data = body[:min(len(body), stream.DeadLetterMaxBody)]
 	sum := sha256.Sum256(body)
 	for k, v := range msg.Headers() {
-		if k != HeaderAuthorization && k != HeaderSignature && !strings.HasPrefix(k, "Nats-") {
+		if k != stream.HeaderAuthorization && k != stream.HeaderSignature && !strings.HasPrefix(k, "Nats-") {
 			dl.Header[k] = v
 		}
 	}
-	dl.Header.Set(HeaderKind, kind)
-	dl.Header.Set(HeaderReason, reason)
-	dl.Header.Set(HeaderSize, strconv.Itoa(len(body)))
-	dl.Header.Set(HeaderDigest, "sha256="+hex.EncodeToString(sum[:]))
-	dl.Header.Set(HeaderSource, fmt.Sprintf("%s %s seq %d", md.Stream, msg.Subject(), md.Sequence.Stream))
+	dl.Header.Set(stream.HeaderKind, kind)
+	dl.Header.Set(stream.HeaderReason, reason)
+	dl.Header.Set(stream.HeaderSize, strconv.Itoa(len(body)))
+	dl.Header.Set(stream.HeaderDigest, "sha256="+hex.EncodeToString(sum[:]))
+	dl.Header.Set(stream.HeaderSource, fmt.Sprintf("%s %s seq %d", md.Stream, msg.Subject(), md.Sequence.Stream))
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	_, err := w.m.js.PublishMsg(pctx, dl, jetstream.WithMsgID(fmt.Sprintf("dead-%s-%d", md.Stream, md.Sequence.Stream)))
 	cancel()
@@ -460,4 +464,28 @@ func FillScope(a actor.Address, sec actor.Security) actor.Address {
 		}
 	}
 	return a
+}
+
+// relay publishes the shard's outbox (package relay) with the manager's
+// connection, names and metrics.
+func (w *worker) relay(ctx context.Context) {
+	relay.New(w.sh, relay.Config{
+		Conn:        w.m.cfg.Conn,
+		JS:          w.m.js,
+		AckInterval: w.m.cfg.RelayAckInterval,
+		Atomic:      w.m.atomicEvents.Load,
+		ShardOf:     w.m.cfg.ShardOf,
+		Sign:        w.m.sign,
+		MsgID:       w.m.msgID,
+		Published:   w.m.metrics.published,
+		Backlog:     w.m.metrics.backlog,
+		Log:         w.log,
+	}).Run(ctx)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }

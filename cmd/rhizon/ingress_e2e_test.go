@@ -16,7 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
-	"github.com/rhizon/rhizon/ingress"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -90,7 +90,7 @@ func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing
 		Payload: []byte(`{"amount":1}`), IdempotencyKey: "fp-1",
 	}
 	data, _ := proto.Marshal(cmd)
-	msg := nats.NewMsg(ingress.IngressSubject(shard.Of(cmd.Address.ToActor(), 4)))
+	msg := nats.NewMsg(stream.IngressSubject(shard.Of(cmd.Address.ToActor(), 4)))
 	msg.Data = data
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -129,7 +129,7 @@ func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing
 	}
 	js = natsJS(t, p.nats)
 	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		s, err := js.Stream(context.Background(), ingress.ProducerStream(ingress.ProducerAccount(p.token)))
+		s, err := js.Stream(context.Background(), stream.ProducerStream(stream.ProducerAccount(p.token)))
 		if err != nil {
 			return err
 		}

@@ -9,7 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/rhizon/rhizon/ingress"
+	"github.com/rhizon/rhizon/api/stream"
+	"github.com/rhizon/rhizon/natsserver"
 )
 
 // natsURLCmd prints the embedded NATS servers' client URLs with the node
@@ -28,9 +29,9 @@ func natsURLCmd() *cobra.Command {
 			"derives them: the node account, which holds the streams. A producer connects with its\n" +
 			"bearer token as the NATS token instead (nats://<token>@host:4222) and may only publish\n" +
 			"commands to rhizon.in.<shard>, in an account of its own. Give a tool with these\n" +
-			"credentials the nodes' inbox prefix " + ingress.NodeInboxPrefix + "\n" +
-			"(nats CLI: --inbox-prefix " + ingress.NodeInboxPrefix + ").",
-		Example: "  nats --server \"$(rhizon nats-url n1:4222)\" --inbox-prefix " + ingress.NodeInboxPrefix + " stream ls",
+			"credentials the nodes' inbox prefix " + stream.NodeInboxPrefix + "\n" +
+			"(nats CLI: --inbox-prefix " + stream.NodeInboxPrefix + ").",
+		Example: "  nats --server \"$(rhizon nats-url n1:4222)\" --inbox-prefix " + stream.NodeInboxPrefix + " stream ls",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := applyConfig(c.Flags()); err != nil {
@@ -60,7 +61,7 @@ func natsNodeURLs(secret, addrs string, withTLS bool) (string, error) {
 	if secret == "" {
 		return "", errors.New("--cluster-secret is required (or RHIZON_CLUSTER_SECRET): the credentials are derived from it")
 	}
-	user, pass := ingress.NodeCredentials(secret)
+	user, pass := natsserver.NodeCredentials(secret)
 	var out []string
 	for a := range strings.SplitSeq(addrs, ",") {
 		a = strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(a), "nats://"), "tls://")

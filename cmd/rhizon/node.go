@@ -21,7 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -30,10 +29,12 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
 	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/internal/telemetry"
+	"github.com/rhizon/rhizon/natsserver"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -51,6 +52,7 @@ type nodeFlags struct {
 	natsRoutes   []string
 	natsCreds    string
 	streamRepl   int
+	eventsRepl   int
 	dupWindow    time.Duration
 	otlpEndpoint string
 	logLevel     string
@@ -108,6 +110,8 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.StringVar(&f.natsCluster, "nats-cluster-addr", natsCluster, "embedded NATS route listener: the nodes' servers form one NATS cluster (used with routes)")
 	fs.StringSliceVar(&f.natsRoutes, "nats-routes", nil, "embedded NATS route addresses of other nodes (host:port,...); default: the --join hosts at this node's route port")
 	fs.IntVar(&f.streamRepl, "stream-replicas", 0, "JetStream stream replicas (0: 3 with a NATS cluster, else 1)")
+	fs.IntVar(&f.eventsRepl, "events-replicas", 0,
+		"replicas of the RHIZON_EVENTS stream (0: as --stream-replicas); it is a projection of the shards' histories")
 	fs.DurationVar(&f.dupWindow, "nats-duplicate-window", ingress.DefaultDuplicateWindow,
 		"how long JetStream remembers message ids (relayed events and commands, SubmitAsync keys); each id held costs memory on every NATS server")
 	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP/gRPC endpoint (host:port) for traces")
@@ -336,14 +340,14 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 			return &exitErr{exitError, fmt.Errorf("--nats-addr %s: the port is in use (another `rhizon dev` or NATS server?): "+
 				"stop it, or give this node other ports (--nats-addr, --grpc-addr, --http-addr, --raft-addr, --gossip-addr, and its own --data-dir)", f.natsAddr)}
 		}
-		ec := ingress.EmbeddedConfig{
+		ec := natsserver.EmbeddedConfig{
 			ServerName: "rhizon-" + f.nodeID, Addr: f.natsAddr, StoreDir: filepath.Join(f.dataDir, "nats"),
 			ClusterSecret: secret, TLS: nodeTLS, Logger: natsLogger(log, f.logLevel), ProducerTokens: producerTokens,
 		}
 		if len(routes) > 0 {
 			ec.ClusterAddr, ec.Routes = f.natsCluster, routes
 		}
-		nats, err = ingress.StartEmbedded(ec)
+		nats, err = natsserver.StartEmbedded(ec)
 		if err != nil {
 			return err
 		}
@@ -657,7 +661,7 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 		// (pulled commands with their tokens) use an inbox prefix of its
 		// own all the same.
 		opts = append(opts, natsgo.InProcessServer(embedded),
-			natsgo.UserInfo(ingress.NodeCredentials(secret)), natsgo.CustomInboxPrefix(ingress.NodeInboxPrefix))
+			natsgo.UserInfo(natsserver.NodeCredentials(secret)), natsgo.CustomInboxPrefix(stream.NodeInboxPrefix))
 		url = ""
 	} else if f.natsCreds != "" {
 		opts = append(opts, natsgo.UserCredentials(f.natsCreds))
@@ -676,7 +680,7 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 		}
 	}
 	m, err := ingress.Start(ingress.Config{
-		Conn: nc, Replicas: replicas, DuplicateWindow: f.dupWindow, ShardOf: node.ShardOf, Registry: node.Registry(),
+		Conn: nc, Replicas: replicas, EventsReplicas: f.eventsRepl, DuplicateWindow: f.dupWindow, ShardOf: node.ShardOf, Registry: node.Registry(),
 		SigningKey: ingress.SigningKey(secret), Logger: log,
 		Shards: ingress.ShardsOf(node.Shards), ShardCount: func() uint32 { return node.ClusterState().Shards },
 		ProducerTokens: producerTokens,

@@ -15,8 +15,8 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/client"
-	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -63,7 +63,7 @@ func (c *testCluster) waitJetStream(total time.Duration) {
 			}
 			js, _ := jetstream.New(nc)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			for _, name := range []string{ingress.IngressStream, ingress.EventsStream, ingress.DeadStream} {
+			for _, name := range []string{stream.IngressStream, stream.EventsStream, stream.DeadStream} {
 				st, err := js.Stream(ctx, name)
 				if err == nil {
 					var info *jetstream.StreamInfo
@@ -445,7 +445,7 @@ func (s *sagaShop) dumpJetStream(t *testing.T, c *testCluster) {
 		js, _ := jetstream.New(nc)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		for _, name := range []string{ingress.IngressStream, ingress.EventsStream, ingress.DeadStream} {
+		for _, name := range []string{stream.IngressStream, stream.EventsStream, stream.DeadStream} {
 			st, err := js.Stream(ctx, name)
 			if err != nil {
 				t.Logf("stream %s: %v", name, err)
@@ -454,7 +454,7 @@ func (s *sagaShop) dumpJetStream(t *testing.T, c *testCluster) {
 			info, _ := st.Info(ctx)
 			t.Logf("stream %s: msgs %d leader %s replicas %v", name, info.State.Msgs, info.Cluster.Leader, info.Cluster.Replicas)
 		}
-		st, err := js.Stream(ctx, ingress.IngressStream)
+		st, err := js.Stream(ctx, stream.IngressStream)
 		if err != nil {
 			return
 		}

@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/gateway"
-	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/internal/ingresstest"
 )
 
@@ -107,7 +107,7 @@ func TestCLI_SendAsyncAndWatch(t *testing.T) {
 
 	out, code := runCLI(t, sendCmd(), addr, "counter/c1", "add", `{"amount":5}`, "--async", "--idempotency-key", "k1", "-o", "json")
 	first := decode[enqueuedJSON](t, out)
-	if code != 0 || first.Stream != ingress.IngressStream || first.Sequence == 0 || first.Duplicate || first.IdempotencyKey != "k1" || first.CommandID == "" {
+	if code != 0 || first.Stream != stream.IngressStream || first.Sequence == 0 || first.Duplicate || first.IdempotencyKey != "k1" || first.CommandID == "" {
 		t.Fatalf("send --async: exit %d %+v", code, first)
 	}
 	out, code = runCLI(t, sendCmd(), addr, "counter/c1", "add", `{"amount":5}`, "--async", "--idempotency-key", "k1", "-o", "json")

@@ -11,13 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/ingress"
+	"github.com/rhizon/rhizon/natsserver"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -27,7 +27,7 @@ const Secret = "ingresstest-secret"
 // Env is one running node with NATS and the ingress manager.
 type Env struct {
 	Node    *cluster.Node
-	NATS    *server.Server // the embedded server; nil with Options.NATSURLs
+	NATS    *natsserver.Server // the embedded server; nil with Options.NATSURLs
 	Conn    *nats.Conn
 	JS      jetstream.JetStream
 	Manager *ingress.Manager
@@ -55,10 +55,10 @@ func Start(t testing.TB, o Options) *Env {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	dir := t.TempDir()
-	var ns *server.Server
+	var ns *natsserver.Server
 	if len(o.NATSURLs) == 0 {
 		var err error
-		ns, err = ingress.StartEmbedded(ingress.EmbeddedConfig{ServerName: "test", Addr: "127.0.0.1:0", StoreDir: dir + "/nats"})
+		ns, err = natsserver.StartEmbedded(natsserver.EmbeddedConfig{ServerName: "test", Addr: "127.0.0.1:0", StoreDir: dir + "/nats"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,15 +1,12 @@
-// Package ingress connects Rhizon to NATS JetStream: the embedded NATS
-// server a node runs when no external NATS URL is configured, the per-shard
-// ingress consumers (commands from decoupled producers, SubmitAsync and
-// actors' Sends), the outbox relay (committed events and Sends) and Watch.
-// The Raft log stays the source of truth: JetStream is the transport.
-package ingress
+// Package natsserver runs the embedded NATS server (JetStream, clustered
+// with the other nodes' embedded servers) a node starts when no external
+// NATS URL is configured, with its accounts and client authentication. It
+// is the only package that links nats-server outside tests: producers,
+// consumers and the bench speak to it through api/stream's names.
+package natsserver
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,7 +15,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/rhizon/rhizon/api/stream"
 )
+
+// Server is the embedded server: callers hold it without importing
+// nats-server themselves.
+type Server = server.Server
 
 // EmbeddedConfig configures the embedded server.
 type EmbeddedConfig struct {
@@ -148,37 +151,20 @@ func splitPort(addr, what string) (string, int, error) {
 // routeCredentials derives the route user and password from the cluster
 // secret, so every node computes the same ones and nothing else joins.
 func routeCredentials(secret string) (user, pass string) {
-	return "rhizon", derive("rhizon nats route v1", secret)
-}
-
-// derive is a password for one purpose (label) from the cluster secret:
-// every node computes the same one, and one purpose's password reveals
-// neither the secret nor another purpose's.
-func derive(label, secret string) string {
-	h := hmac.New(sha256.New, []byte(label))
-	h.Write([]byte(secret))
-	return hex.EncodeToString(h.Sum(nil))
+	return "rhizon", stream.Derive("rhizon nats route v1", secret)
 }
 
 // Client users of the embedded server.
 const (
 	// NodeUser is the user the nodes, and operators' tools, connect as.
 	NodeUser = "rhizon"
-	// NodeInboxPrefix is the inbox prefix of the nodes' connections. The
-	// node account is the nodes' and operators' alone; the prefix keeps
-	// the replies the nodes get (pulled commands with their tokens,
-	// Watch's events) apart from an operator tool's _INBOX.> and, with an
-	// external NATS where producers may share the account, from theirs.
-	// Operators' tools with the node credentials should use it too (the
-	// nats CLI: --inbox-prefix).
-	NodeInboxPrefix = "_RHIZON_INBOX"
 )
 
 // NodeCredentials derives the embedded servers' node user and password from
 // the cluster secret, so every node, and an operator who has the secret,
 // computes the same ones. They differ from the route credentials.
 func NodeCredentials(secret string) (user, pass string) {
-	return NodeUser, derive("rhizon nats client v1", secret)
+	return NodeUser, stream.Derive("rhizon nats client v1", secret)
 }
 
 // natsLogger passes the embedded server's log to slog.

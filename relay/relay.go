@@ -1,9 +1,10 @@
-package ingress
+package relay
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"maps"
 	"strconv"
 	"time"
@@ -13,22 +14,65 @@ import (
 	"github.com/nats-io/nuid"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/storage"
 )
 
+// Source is the shard whose outbox a relay publishes: the leader's replica.
+type Source interface {
+	ID() uint32
+	// Outbox reads committed rows after a position, in order.
+	Outbox(after engine.Position, limit int) ([]storage.OutboxRow, error)
+	// AckRelayed records the relay's progress in the Raft log.
+	AckRelayed(ctx context.Context, upTo engine.Position) error
+	// Outboxed is signalled after entries were applied: new rows may wait.
+	Outboxed() <-chan struct{}
+}
+
+// Config is what a relay needs from the node: the NATS connection and the
+// names, signatures and metrics the ingress manager owns.
+type Config struct {
+	Conn *nats.Conn
+	JS   jetstream.JetStream
+	// AckInterval is how often progress is recorded in the Raft log.
+	AckInterval time.Duration
+	// Atomic reports whether the events stream takes atomic batches.
+	Atomic func() bool
+	// ShardOf maps a Send's target to its shard's ingress subject.
+	ShardOf func(actor.Address) uint32
+	// Sign signs a Send's body with the cluster's key (HeaderSignature).
+	Sign func(body []byte) string
+	// MsgID is the deduplication id of a Send.
+	MsgID func(addr actor.Address, idempotencyKey string) string
+	// Published and Backlog feed the node's metrics.
+	Published func(ctx context.Context, shard uint32, n int, dup bool)
+	Backlog   func(shard uint32, n int)
+	Log       *slog.Logger
+}
+
+// Relay publishes one shard's outbox while its node leads the shard.
+type Relay struct {
+	src Source
+	cfg Config
+}
+
+// New is a relay of src's outbox.
+func New(src Source, cfg Config) *Relay { return &Relay{src: src, cfg: cfg} }
+
 // relayPage is how many outbox rows the relay reads at a time.
 const relayPage = 1024
 
-// relay publishes the shard's committed outbox rows: events to their entity's
+// Run publishes the shard's committed outbox rows: events to their entity's
 // events subject (message id = event id), actors' Sends to the target shard's
 // ingress subject (message id = the command's deterministic id). It records
 // its progress in the Raft log (AckRelayed), so a new leader starts where the
 // old one was known to have got; what was published in between is published
 // again and dropped by JetStream's duplicate detection (or, for commands, by
 // the engine's idempotency).
-func (w *worker) relay(ctx context.Context) {
+func (r *Relay) Run(ctx context.Context) {
 	var published, recorded engine.Position
 	lastRecord := time.Now()
 	// Recording runs beside publishing, one record at a time: the shard
@@ -44,7 +88,7 @@ func (w *worker) relay(ctx context.Context) {
 		if d.err != nil {
 			// Not leading any more, or the outcome is unknown: either
 			// way the next attempt (here or on the next leader) covers it.
-			w.log.Debug("outbox relay: record progress", "err", d.err)
+			r.cfg.Log.Debug("outbox relay: record progress", "err", d.err)
 			return
 		}
 		recorded = d.pos
@@ -55,27 +99,27 @@ func (w *worker) relay(ctx context.Context) {
 			settle(d)
 		default:
 		}
-		rows, err := w.sh.Outbox(published, relayPage)
+		rows, err := r.src.Outbox(published, relayPage)
 		if err == nil && len(rows) > 0 {
-			err = w.publish(ctx, rows)
+			err = r.publish(ctx, rows)
 			if err == nil {
 				published = rows[len(rows)-1].Pos
 			}
 		}
-		w.m.metrics.backlog(w.sh.ID(), len(rows))
+		r.cfg.Backlog(r.src.ID(), len(rows))
 		if err != nil {
 			if ctx.Err() == nil {
-				w.log.Warn("outbox relay: will retry", "err", err)
+				r.cfg.Log.Warn("outbox relay: will retry", "err", err)
 			}
 			sleep(ctx, time.Second)
 			continue
 		}
-		if recording == nil && published != recorded && time.Since(lastRecord) >= w.m.cfg.RelayAckInterval {
+		if recording == nil && published != recorded && time.Since(lastRecord) >= r.cfg.AckInterval {
 			recording = make(chan recordDone, 1)
 			go func(done chan<- recordDone, pos engine.Position) {
 				actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
-				done <- recordDone{pos: pos, err: w.sh.AckRelayed(actx, pos)}
+				done <- recordDone{pos: pos, err: r.src.AckRelayed(actx, pos)}
 			}(recording, published)
 		}
 		if len(rows) == relayPage {
@@ -85,10 +129,10 @@ func (w *worker) relay(ctx context.Context) {
 		// (and covers a signal taken before the rows were read).
 		select {
 		case <-ctx.Done():
-		case <-w.sh.Outboxed():
+		case <-r.src.Outboxed():
 		case d := <-recording:
 			settle(d)
-		case <-time.After(w.m.cfg.RelayAckInterval):
+		case <-time.After(r.cfg.AckInterval):
 		}
 	}
 }
@@ -129,19 +173,19 @@ const (
 // after a leader change) is published message by message, where duplicates
 // are dropped one by one. Commands, and every row without atomic batches,
 // go in waves (see publishWaves).
-func (w *worker) publish(ctx context.Context, rows []storage.OutboxRow) error {
+func (r *Relay) publish(ctx context.Context, rows []storage.OutboxRow) error {
 	pending := make([]outMsg, 0, len(rows))
-	for _, r := range rows {
-		om, err := w.outMsg(r)
+	for _, row := range rows {
+		om, err := r.outMsg(row)
 		if err != nil {
 			// Rows are written by the engine; one that does not decode is a
 			// bug, and skipping it silently would lose an event.
-			return fmt.Errorf("outbox row %v: %w", r.Pos, err)
+			return fmt.Errorf("outbox row %v: %w", row.Pos, err)
 		}
 		pending = append(pending, om)
 	}
-	if !w.m.atomicEvents.Load() {
-		return w.publishWaves(ctx, pending)
+	if !r.cfg.Atomic() {
+		return r.publishWaves(ctx, pending)
 	}
 	var events, commands []outMsg
 	for _, om := range pending {
@@ -159,18 +203,18 @@ func (w *worker) publish(ctx context.Context, rows []storage.OutboxRow) error {
 		}
 		chunk := events[:n]
 		events = events[n:]
-		refused, err := w.publishAtomic(ctx, chunk)
+		refused, err := r.publishAtomic(ctx, chunk)
 		if err != nil {
 			return err
 		}
 		if refused != nil {
-			w.log.Debug("outbox relay: atomic batch refused; publishing its events one by one", "events", len(chunk), "reason", refused)
-			if err := w.publishWaves(ctx, chunk); err != nil {
+			r.cfg.Log.Debug("outbox relay: atomic batch refused; publishing its events one by one", "events", len(chunk), "reason", refused)
+			if err := r.publishWaves(ctx, chunk); err != nil {
 				return err
 			}
 		}
 	}
-	return w.publishWaves(ctx, commands)
+	return r.publishWaves(ctx, commands)
 }
 
 // batchAck is JetStream's answer to the commit of an atomic batch.
@@ -187,8 +231,8 @@ type batchAck struct {
 // publishAtomic publishes msgs as one atomic batch. It returns refused when
 // the stream answered and stored nothing (the caller may publish the
 // messages another way), and err when the outcome is unknown.
-func (w *worker) publishAtomic(ctx context.Context, msgs []outMsg) (refused error, err error) {
-	nc := w.m.cfg.Conn
+func (r *Relay) publishAtomic(ctx context.Context, msgs []outMsg) (refused error, err error) {
+	nc := r.cfg.Conn
 	id := nuid.Next()
 	for i, om := range msgs {
 		m := &nats.Msg{Subject: om.msg.Subject, Data: om.msg.Data, Header: maps.Clone(om.msg.Header)}
@@ -219,7 +263,7 @@ func (w *worker) publishAtomic(ctx context.Context, msgs []outMsg) (refused erro
 			return nil, fmt.Errorf("commit batch of %d events: the stream acknowledged %d", len(msgs), ack.Count)
 		}
 	}
-	w.m.metrics.published(ctx, w.sh.ID(), len(msgs), false)
+	r.cfg.Published(ctx, r.src.ID(), len(msgs), false)
 	return nil, nil
 }
 
@@ -235,7 +279,7 @@ const (
 // message of this one is stored. So a failure can never leave a later event
 // of an entity stored before an earlier one, and the common case (many
 // entities) is one pipelined wave.
-func (w *worker) publishWaves(ctx context.Context, pending []outMsg) error {
+func (r *Relay) publishWaves(ctx context.Context, pending []outMsg) error {
 	for len(pending) > 0 {
 		seen := make(map[string]bool, len(pending))
 		var wave, rest []outMsg
@@ -249,7 +293,7 @@ func (w *worker) publishWaves(ctx context.Context, pending []outMsg) error {
 		}
 		futures := make([]jetstream.PubAckFuture, 0, len(wave))
 		for _, om := range wave {
-			f, err := w.m.js.PublishMsgAsync(om.msg, jetstream.WithMsgID(om.id))
+			f, err := r.cfg.JS.PublishMsgAsync(om.msg, jetstream.WithMsgID(om.id))
 			if err != nil {
 				return fmt.Errorf("publish %s: %w", om.msg.Subject, err)
 			}
@@ -259,7 +303,7 @@ func (w *worker) publishWaves(ctx context.Context, pending []outMsg) error {
 		for i, f := range futures {
 			select {
 			case ack := <-f.Ok():
-				w.m.metrics.published(ctx, w.sh.ID(), 1, ack.Duplicate)
+				r.cfg.Published(ctx, r.src.ID(), 1, ack.Duplicate)
 			case err := <-f.Err():
 				return fmt.Errorf("publish %s: %w", wave[i].msg.Subject, err)
 			case <-timeout:
@@ -273,19 +317,19 @@ func (w *worker) publishWaves(ctx context.Context, pending []outMsg) error {
 	return nil
 }
 
-func (w *worker) outMsg(r storage.OutboxRow) (outMsg, error) {
-	if len(r.Data) == 0 {
+func (r *Relay) outMsg(row storage.OutboxRow) (outMsg, error) {
+	if len(row.Data) == 0 {
 		return outMsg{}, fmt.Errorf("empty row")
 	}
-	body := r.Data[1:]
-	switch r.Data[0] {
+	body := row.Data[1:]
+	switch row.Data[0] {
 	case engine.OutboxEvent:
 		var ev pb.Event
 		if err := proto.Unmarshal(body, &ev); err != nil {
 			return outMsg{}, err
 		}
 		addr := ev.Address.ToActor()
-		m := nats.NewMsg(EventSubject(addr))
+		m := nats.NewMsg(stream.EventSubject(addr))
 		m.Data = body
 		m.Header.Set("Rhizon-Event-Type", ev.Type)
 		return outMsg{key: "e" + string(addr.Key()), msg: m, id: ev.Id, event: true}, nil
@@ -295,10 +339,10 @@ func (w *worker) outMsg(r storage.OutboxRow) (outMsg, error) {
 			return outMsg{}, err
 		}
 		addr := c.Address.ToActor()
-		m := nats.NewMsg(IngressSubject(w.m.cfg.ShardOf(addr)))
+		m := nats.NewMsg(stream.IngressSubject(r.cfg.ShardOf(addr)))
 		m.Data = body
-		m.Header.Set(HeaderSignature, w.m.sign(body))
-		return outMsg{key: "c" + string(addr.Key()), msg: m, id: w.m.msgID(addr, c.IdempotencyKey)}, nil
+		m.Header.Set(stream.HeaderSignature, r.cfg.Sign(body))
+		return outMsg{key: "c" + string(addr.Key()), msg: m, id: r.cfg.MsgID(addr, c.IdempotencyKey)}, nil
 	}
-	return outMsg{}, fmt.Errorf("unknown row kind %q", r.Data[0])
+	return outMsg{}, fmt.Errorf("unknown row kind %q", row.Data[0])
 }

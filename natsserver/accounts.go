@@ -1,4 +1,4 @@
-package ingress
+package natsserver
 
 import (
 	"crypto/sha256"
@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/rhizon/rhizon/api/stream"
 )
 
 // NATS accounts of the embedded servers (with a cluster secret). The nodes
@@ -42,34 +44,6 @@ func (l *ProducerLimits) setDefaults() {
 	}
 }
 
-// ProducerAccount is the NATS account of the producer with this bearer
-// token: derived from it, so every node names it alike, and revealing
-// nothing of it.
-func ProducerAccount(token string) string {
-	return "P" + strings.ToUpper(derive("rhizon nats producer account v1", token)[:20])
-}
-
-// ProducerStream is the stream in the node account that holds the commands
-// a producer account published.
-func ProducerStream(account string) string { return "RHIZON_IN_" + account }
-
-// producerSubject is where a producer's command for shard lands in the node
-// account: it published it on IngressSubject(shard) in its own account.
-func producerSubject(account string, shard uint32) string {
-	return producerPrefix + account + "." + strings.TrimPrefix(IngressSubject(shard), ingressPrefix)
-}
-
-// producerOf is the producer account of a subject in the node account, ""
-// for the nodes' own subjects.
-func producerOf(subject string) string {
-	rest, ok := strings.CutPrefix(subject, producerPrefix)
-	if !ok {
-		return ""
-	}
-	acct, _, _ := strings.Cut(rest, ".")
-	return acct
-}
-
 // accountsConfig is the NATS configuration of the accounts, as an operator
 // would write it: the node account with JetStream, exporting to each
 // producer account the subjects of its own commands; each producer account
@@ -78,15 +52,15 @@ func accountsConfig(accounts []string, l ProducerLimits) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "system_account: %s\naccounts: {\n  %s: {}\n  %s: {\n    jetstream: enabled\n    exports: [\n", SystemAccount, SystemAccount, NodeAccount)
 	for _, a := range accounts {
-		fmt.Fprintf(&b, "      {service: %q, accounts: [%s]}\n", producerPrefix+a+".*", a)
+		fmt.Fprintf(&b, "      {service: %q, accounts: [%s]}\n", stream.ProducerPrefix+a+".*", a)
 	}
 	b.WriteString("    ]\n  }\n")
 	for _, a := range accounts {
 		fmt.Fprintf(&b, "  %s: {\n", a)
 		fmt.Fprintf(&b, "    limits: {max_connections: %d, max_subscriptions: %d, max_payload: %d}\n",
-			l.MaxConnections, l.MaxSubscriptions, MaxCommandBytes)
-		fmt.Fprintf(&b, "    mappings: {%q: %q}\n", ingressPrefix+"*", producerPrefix+a+".{{wildcard(1)}}")
-		fmt.Fprintf(&b, "    imports: [{service: {account: %s, subject: %q}}]\n", NodeAccount, producerPrefix+a+".*")
+			l.MaxConnections, l.MaxSubscriptions, stream.MaxCommandBytes)
+		fmt.Fprintf(&b, "    mappings: {%q: %q}\n", stream.IngressPrefix+"*", stream.ProducerPrefix+a+".{{wildcard(1)}}")
+		fmt.Fprintf(&b, "    imports: [{service: {account: %s, subject: %q}}]\n", NodeAccount, stream.ProducerPrefix+a+".*")
 		b.WriteString("  }\n")
 	}
 	b.WriteString("}\n")
@@ -112,7 +86,7 @@ func newClientAuth(secret string, tokens []string) (*clientAuth, []string) {
 		if _, dup := a.producers[h]; dup || t == "" {
 			continue
 		}
-		name := ProducerAccount(t)
+		name := stream.ProducerAccount(t)
 		a.producers[h] = name
 		names = append(names, name)
 	}
@@ -156,7 +130,7 @@ func (a *clientAuth) Check(c server.ClientAuthentication) bool {
 	}
 	c.RegisterUser(&server.User{Username: name, Account: acc, Permissions: &server.Permissions{
 		// NATS checks the subject after the account's mapping too.
-		Publish:   &server.SubjectPermission{Allow: []string{ingressPrefix + "*", producerPrefix + name + ".*"}},
+		Publish:   &server.SubjectPermission{Allow: []string{stream.IngressPrefix + "*", stream.ProducerPrefix + name + ".*"}},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 	}})
 	return true

@@ -1,0 +1,38 @@
+// Package relay publishes a shard's outbox to JetStream. This is the one
+// place the outbox path is described.
+//
+// Writers. The engine, applying a command entry, writes one outbox row per
+// committed event (engine.OutboxEvent + pb.Event) and per actor Send
+// (engine.OutboxCommand + pb.Command), keyed by the entry's log position and
+// an ordinal (engine.Store.PutOutbox; storage packs one entry's rows into one
+// Badger value, storage/outbox.go). Every replica writes the same rows: they
+// are part of the deterministic apply.
+//
+// Reader. Only the shard leader's relay reads them (shard.Shard.Outbox,
+// woken by shard.Shard.Outboxed after each applied entry) and publishes
+// them: events to their entity's subject on RHIZON_EVENTS, Sends to the
+// target shard's ingress subject (api/stream names both). The ingress
+// manager (package ingress) starts a relay beside each shard consumer it
+// runs, that is for each shard this node leads.
+//
+// Ids. Each message carries a JetStream message id: an event's id (part of the
+// committed event, the same on every replica), or for a Send the id derived from its
+// target and idempotency key (ingress.Manager's msgID). JetStream's duplicate
+// window drops a message published again with the same id.
+//
+// Cursor. The relay keeps its published position in memory and, every
+// AckInterval, records it in the Raft log (shard.Shard.AckRelayed, usually
+// carried by the next command entry). Applying that record, every replica
+// deletes the rows at or before it (engine.Store.DeleteOutbox).
+//
+// Leader change. The new leader's relay starts after the last recorded
+// position, so rows published but not yet recorded are published again:
+// same ids, dropped as duplicates by JetStream (events) or replayed as
+// results by the engine's idempotency (Sends). Nothing acknowledged is lost,
+// since the rows stay until a record says they were published.
+//
+// Critical path. A command's answer never waits for a publish: the shard
+// answers once the entry is applied, and the relay reads the committed rows
+// afterwards, in pages of relayPage, publishing events in atomic batches
+// where the events stream allows it (see Relay.publish).
+package relay

@@ -10,12 +10,13 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rhizon/rhizon/cluster/membership"
+	"github.com/rhizon/rhizon/cluster/raftmux"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -163,7 +164,7 @@ type identity struct {
 // replica is a local shard replica and its Raft transport.
 type replica struct {
 	s     *shard.Shard
-	trans *GroupTransport
+	trans *raftmux.GroupTransport
 }
 
 // Node hosts shard replicas and routes requests to them.
@@ -172,13 +173,13 @@ type Node struct {
 	log    *slog.Logger
 	state  *storage.DB
 	raftDB *storage.RaftDB
-	mux    *Mux
-	ml     *Membership
+	mux    *raftmux.Mux
+	ml     *membership.Membership
 	usage  usageCache // TenantBytes' per-shard measurements
 
 	control      *raft.Raft
 	controlFSM   *controlFSM
-	controlTrans *GroupTransport
+	controlTrans *raftmux.GroupTransport
 
 	mu       sync.RWMutex
 	replicas map[uint32]*replica
@@ -236,16 +237,16 @@ func (n *Node) open() error {
 	if ht <= 0 {
 		ht = raft.DefaultConfig().HeartbeatTimeout
 	}
-	if n.mux, err = ListenMux(MuxConfig{BindAddr: n.cfg.RaftAddr, AdvertiseAddr: n.cfg.RaftAdvertise, Secret: n.cfg.ClusterSecret,
+	if n.mux, err = raftmux.Listen(raftmux.Config{BindAddr: n.cfg.RaftAddr, AdvertiseAddr: n.cfg.RaftAdvertise, Secret: n.cfg.ClusterSecret,
 		AcceptUnauthenticated: n.cfg.RaftAcceptUnauthenticated, TLS: n.cfg.TLS, Logger: n.log, HeartbeatLinger: ht / 50}); err != nil {
 		return err
 	}
 	if err := n.openControl(); err != nil {
 		return err
 	}
-	n.ml, err = NewMembership(MembershipConfig{
+	n.ml, err = membership.New(membership.Config{
 		Meta: n.meta(), BindAddr: n.cfg.GossipAddr, AdvertiseAddr: n.cfg.GossipAdvertise,
-		Logger: n.log, Fast: n.cfg.FastGossip, SecretKey: gossipKey(n.cfg.ClusterSecret),
+		Logger: n.log, Fast: n.cfg.FastGossip, SecretKey: membership.Key(n.cfg.ClusterSecret),
 	})
 	if err != nil {
 		return err
@@ -274,7 +275,7 @@ func (n *Node) joinLoop() {
 	for {
 		alive := map[string]bool{}
 		for _, m := range n.ml.Members() {
-			alive[m.Meta.ID] = m.State == MemberAlive
+			alive[m.Meta.ID] = m.State == membership.MemberAlive
 		}
 		var targets []string
 		if !joined {
@@ -302,7 +303,7 @@ func (n *Node) joinLoop() {
 	}
 }
 
-func (n *Node) meta() NodeMeta {
+func (n *Node) meta() membership.NodeMeta {
 	actors := map[string]string{}
 	for _, t := range n.cfg.Registry.Types() {
 		b, _ := n.cfg.Registry.Lookup(t)
@@ -312,7 +313,7 @@ func (n *Node) meta() NodeMeta {
 		}
 		actors[t] = v
 	}
-	return NodeMeta{
+	return membership.NodeMeta{
 		ID: n.cfg.NodeID, RaftAddr: string(n.mux.Addr()), GRPCAddr: n.cfg.GRPCAddr, HTTPAddr: n.cfg.HTTPAddr,
 		NATSAddr: n.cfg.NATSAddr, Zone: n.cfg.Zone, Actors: actors, Draining: n.draining.Load(),
 	}
@@ -352,7 +353,7 @@ func (n *Node) raftConfig(name string) *raft.Config {
 
 func (n *Node) openControl() error {
 	var err error
-	if n.controlTrans, err = n.mux.Transport(ControlGroup); err != nil {
+	if n.controlTrans, err = n.mux.Transport(raftmux.ControlGroup); err != nil {
 		return err
 	}
 	rc := n.raftConfig("raft.control")
@@ -362,7 +363,7 @@ func (n *Node) openControl() error {
 	if err != nil {
 		return err
 	}
-	ls := n.raftDB.Shard(ControlGroup)
+	ls := n.raftDB.Shard(raftmux.ControlGroup)
 	n.controlFSM = newControlFSM()
 	n.control, err = raft.NewRaft(rc, n.controlFSM, ls, ls, snaps, n.controlTrans)
 	return err
@@ -528,16 +529,6 @@ func (n *Node) ShardOf(addr actor.Address) uint32 {
 		s = n.cfg.Shards
 	}
 	return shard.Of(addr, s)
-}
-
-// gossipKey derives memberlist's 32-byte key from the cluster secret, so
-// gossip is encrypted and only nodes holding the secret can join.
-func gossipKey(secret string) []byte {
-	if secret == "" {
-		return nil
-	}
-	k := sha256.Sum256([]byte("rhizon gossip key\x00" + secret))
-	return k[:]
 }
 
 // newClusterID returns a random cluster id.

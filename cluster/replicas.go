@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"github.com/rhizon/rhizon/cluster/membership"
 	"os"
 	"path/filepath"
 	"slices"
@@ -52,17 +53,17 @@ func (n *Node) bootstrapLoop() {
 
 // bootstrapSet is the BootstrapExpect alive members with the lowest ids, or
 // nil while fewer are alive.
-func (n *Node) bootstrapSet() []Member {
-	var alive []Member
+func (n *Node) bootstrapSet() []membership.Member {
+	var alive []membership.Member
 	for _, m := range n.ml.Members() {
-		if m.State == MemberAlive {
+		if m.State == membership.MemberAlive {
 			alive = append(alive, m)
 		}
 	}
 	if len(alive) < n.cfg.BootstrapExpect {
 		return nil
 	}
-	slices.SortFunc(alive, func(a, b Member) int { return cmpString(a.Meta.ID, b.Meta.ID) })
+	slices.SortFunc(alive, func(a, b membership.Member) int { return cmpString(a.Meta.ID, b.Meta.ID) })
 	return alive[:n.cfg.BootstrapExpect]
 }
 

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"github.com/rhizon/rhizon/cluster/membership"
 	"sync"
 )
 
@@ -62,7 +63,7 @@ func (n *Node) LiveNodes() int {
 	}
 	live := 0
 	for _, m := range n.ml.Members() {
-		if m.State == MemberAlive {
+		if m.State == membership.MemberAlive {
 			live++
 		}
 	}

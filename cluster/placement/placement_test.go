@@ -1,4 +1,4 @@
-package cluster
+package placement
 
 import (
 	"fmt"
@@ -13,8 +13,12 @@ import (
 
 // plNodes returns nodes node-1..node-n; with zones > 0, node i is in zone
 // "z<i mod zones>".
-func plNodes(n, zones int) []PlacementNode {
-	out := make([]PlacementNode, n)
+// defaultShards mirrors cluster.DefaultShards: the figures below are for the
+// shard count a cluster gets by default.
+const defaultShards = 64
+
+func plNodes(n, zones int) []Node {
+	out := make([]Node, n)
 	for i := range out {
 		out[i].ID = fmt.Sprintf("node-%d", i+1)
 		if zones > 0 {
@@ -24,7 +28,7 @@ func plNodes(n, zones int) []PlacementNode {
 	return out
 }
 
-func plIDs(nodes []PlacementNode) []string {
+func plIDs(nodes []Node) []string {
 	var ids []string
 	for _, n := range nodes {
 		ids = append(ids, n.ID)
@@ -61,17 +65,17 @@ func plMaxDeviation(d [][]string, ids []string) float64 {
 
 // plGenNodes draws 1..maxNodes nodes with distinct random ids spread over
 // 1..maxZones zones.
-func plGenNodes(t *rapid.T, minNodes, maxNodes, maxZones int) []PlacementNode {
+func plGenNodes(t *rapid.T, minNodes, maxNodes, maxZones int) []Node {
 	ids := rapid.SliceOfNDistinct(rapid.StringMatching(`[a-z][a-z0-9.-]{0,11}`), minNodes, maxNodes, rapid.ID[string]).Draw(t, "ids")
 	zones := rapid.IntRange(1, maxZones).Draw(t, "zones")
-	out := make([]PlacementNode, len(ids))
+	out := make([]Node, len(ids))
 	for i, id := range ids {
-		out[i] = PlacementNode{ID: id, Zone: fmt.Sprintf("z%d", rapid.IntRange(0, zones-1).Draw(t, "zone"))}
+		out[i] = Node{ID: id, Zone: fmt.Sprintf("z%d", rapid.IntRange(0, zones-1).Draw(t, "zone"))}
 	}
 	return out
 }
 
-func plZones(nodes []PlacementNode) map[string]string {
+func plZones(nodes []Node) map[string]string {
 	m := map[string]string{}
 	for _, n := range nodes {
 		m[n.ID] = n.Zone
@@ -79,7 +83,7 @@ func plZones(nodes []PlacementNode) map[string]string {
 	return m
 }
 
-func plDistinctZones(nodes []PlacementNode) int {
+func plDistinctZones(nodes []Node) int {
 	z := map[string]bool{}
 	for _, n := range nodes {
 		z[n.Zone] = true
@@ -113,7 +117,7 @@ func TestPlacement_HashIsPinned(t *testing.T) {
 			t.Errorf("weight(%d, %q) = %#x, pinned %#x", c.shard, c.id, got, c.w)
 		}
 	}
-	zoned := []PlacementNode{{"node-1", "a"}, {"node-2", "a"}, {"node-3", "b"}, {"node-4", "b"}, {"node-5", "c"}}
+	zoned := []Node{{"node-1", "a"}, {"node-2", "a"}, {"node-3", "b"}, {"node-4", "b"}, {"node-5", "c"}}
 	wantZoned := [][]string{
 		{"node-1", "node-4", "node-5"}, {"node-1", "node-3", "node-5"}, {"node-1", "node-3", "node-5"}, {"node-2", "node-3", "node-5"},
 		{"node-1", "node-3", "node-5"}, {"node-2", "node-4", "node-5"}, {"node-1", "node-3", "node-5"}, {"node-1", "node-4", "node-5"},
@@ -134,7 +138,7 @@ func TestDesired_Table(t *testing.T) {
 	cases := []struct {
 		name   string
 		shards uint32
-		nodes  []PlacementNode
+		nodes  []Node
 		rf     int
 		check  func(t *testing.T, d [][]string)
 	}{
@@ -180,7 +184,7 @@ func TestDesired_Table(t *testing.T) {
 			}
 		}},
 		{"2 zones, rf 3: both zones in every shard", 64,
-			[]PlacementNode{{"a1", "a"}, {"b1", "b"}, {"b2", "b"}, {"b3", "b"}, {"b4", "b"}}, 3,
+			[]Node{{"a1", "a"}, {"b1", "b"}, {"b2", "b"}, {"b3", "b"}, {"b4", "b"}}, 3,
 			func(t *testing.T, d [][]string) {
 				for _, s := range d {
 					if !slices.Contains(s, "a1") || len(s) != 3 {
@@ -188,7 +192,7 @@ func TestDesired_Table(t *testing.T) {
 					}
 				}
 			}},
-		{"duplicate ids count once", 32, []PlacementNode{{"x", "2"}, {"y", ""}, {"x", "1"}}, 3, func(t *testing.T, d [][]string) {
+		{"duplicate ids count once", 32, []Node{{"x", "2"}, {"y", ""}, {"x", "1"}}, 3, func(t *testing.T, d [][]string) {
 			for _, s := range d {
 				if !slices.Equal(s, []string{"x", "y"}) {
 					t.Fatalf("got %v", s)
@@ -278,7 +282,7 @@ func TestDesired_JoinMovesOnlyToTheNewNode(t *testing.T) {
 		}
 		rf := rapid.IntRange(1, 5).Draw(t, "rf")
 		const shards = 256
-		added := PlacementNode{ID: "new-node", Zone: ""}
+		added := Node{ID: "new-node", Zone: ""}
 		if zoned {
 			added.Zone = fmt.Sprintf("z%d", rapid.IntRange(0, 5).Draw(t, "new zone"))
 		}
@@ -331,7 +335,7 @@ func TestDesired_LeaveMovesOnlyTheLeaversReplicas(t *testing.T) {
 // no zones: joining moves exactly the new node's replicas, close to the
 // ideal S*rf/(n+1); leaving moves exactly the leaver's.
 func TestPlacement_MovementFigures(t *testing.T) {
-	const shards, rf = DefaultShards, 3
+	const shards, rf = defaultShards, 3
 	for n := 3; n <= 8; n++ {
 		before := Desired(shards, plNodes(n, 0), rf)
 		after := Desired(shards, plNodes(n+1, 0), rf)
@@ -358,18 +362,18 @@ func TestPlacement_Balance(t *testing.T) {
 	const rf = 3
 	for n := 3; n <= 7; n++ {
 		nodes := plNodes(n, 0)
-		dev := plMaxDeviation(Desired(DefaultShards, nodes, rf), plIDs(nodes))
+		dev := plMaxDeviation(Desired(defaultShards, nodes, rf), plIDs(nodes))
 		t.Logf("node-1..node-%d: max deviation from mean %.1f%%", n, 100*dev)
 		if dev > 0.35 {
 			t.Errorf("node-1..node-%d: max deviation %.1f%% > 35%%", n, 100*dev)
 		}
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, shards := range []uint32{DefaultShards, 256, 1024} {
+	for _, shards := range []uint32{defaultShards, 256, 1024} {
 		for _, n := range []int{5, 7} {
 			var devs []float64
 			for range 300 {
-				nodes := make([]PlacementNode, n)
+				nodes := make([]Node, n)
 				for i := range nodes {
 					nodes[i].ID = fmt.Sprintf("%08x-%04x", rng.Uint32(), rng.Uint32()&0xffff)
 				}
@@ -378,7 +382,7 @@ func TestPlacement_Balance(t *testing.T) {
 			slices.Sort(devs)
 			p50, p90, worst := devs[len(devs)/2], devs[len(devs)*9/10], devs[len(devs)-1]
 			t.Logf("S=%d n=%d random ids: max deviation p50 %.1f%% p90 %.1f%% worst %.1f%%", shards, n, 100*p50, 100*p90, 100*worst)
-			if shards == DefaultShards && p90 > 0.40 {
+			if shards == defaultShards && p90 > 0.40 {
 				t.Errorf("S=%d n=%d: p90 max deviation %.1f%%", shards, n, 100*p90)
 			}
 		}
@@ -387,8 +391,8 @@ func TestPlacement_Balance(t *testing.T) {
 
 func TestInitialPlacement_IsDesiredAsVoters(t *testing.T) {
 	nodes := plNodes(5, 3)
-	d := Desired(DefaultShards, nodes, 3)
-	p := InitialPlacement(DefaultShards, nodes, 3)
+	d := Desired(defaultShards, nodes, 3)
+	p := InitialPlacement(defaultShards, nodes, 3)
 	if len(p) != len(d) {
 		t.Fatalf("%d shards, want %d", len(p), len(d))
 	}
@@ -448,14 +452,14 @@ func plClone(in []ShardReplicas) []ShardReplicas {
 func plAlways(uint32, string) bool { return true }
 
 func TestNextMoves_Table(t *testing.T) {
-	abc := []PlacementNode{{"a", ""}, {"b", ""}, {"c", ""}}
-	abcd := append(slices.Clone(abc), PlacementNode{"d", ""})
+	abc := []Node{{"a", ""}, {"b", ""}, {"c", ""}}
+	abcd := append(slices.Clone(abc), Node{"d", ""})
 	ab := abc[:2]
 	vs := func(v ...string) ShardReplicas { return ShardReplicas{Voters: v} }
 	cases := []struct {
 		name     string
 		current  []ShardReplicas
-		live     []PlacementNode
+		live     []Node
 		draining []string
 		rf       int
 		caughtUp func(uint32, string) bool
@@ -533,26 +537,26 @@ func TestNextMoves_SimulationConverges(t *testing.T) {
 		shards := rapid.IntRange(1, 48).Draw(t, "shards")
 		zones := rapid.IntRange(1, 4).Draw(t, "zones")
 		n0 := rapid.IntRange(1, 8).Draw(t, "initial nodes")
-		var nodes0 []PlacementNode
+		var nodes0 []Node
 		for i := range n0 {
-			nodes0 = append(nodes0, PlacementNode{fmt.Sprintf("n%d", i), fmt.Sprintf("z%d", rapid.IntRange(0, zones-1).Draw(t, "zone"))})
+			nodes0 = append(nodes0, Node{fmt.Sprintf("n%d", i), fmt.Sprintf("z%d", rapid.IntRange(0, zones-1).Draw(t, "zone"))})
 		}
 		state := InitialPlacement(uint32(shards), nodes0, rf)
 
-		var live []PlacementNode
+		var live []Node
 		for _, n := range nodes0 {
 			if !rapid.Bool().Draw(t, "dies "+n.ID) {
 				live = append(live, n)
 			}
 		}
 		for i := range rapid.IntRange(0, 3).Draw(t, "joins") {
-			live = append(live, PlacementNode{fmt.Sprintf("j%d", i), fmt.Sprintf("z%d", rapid.IntRange(0, zones).Draw(t, "zone"))})
+			live = append(live, Node{fmt.Sprintf("j%d", i), fmt.Sprintf("z%d", rapid.IntRange(0, zones).Draw(t, "zone"))})
 		}
 		if len(live) == 0 {
-			live = append(live, PlacementNode{"j9", "z0"})
+			live = append(live, Node{"j9", "z0"})
 		}
 		var draining []string
-		var placeable []PlacementNode
+		var placeable []Node
 		for _, n := range live {
 			if rapid.IntRange(0, 3).Draw(t, "drain "+n.ID) == 0 {
 				draining = append(draining, n.ID)
@@ -708,7 +712,7 @@ func TestNextMoves_SimulationConverges(t *testing.T) {
 // nodes, whatever their shard ids.
 func TestNextMoves_DeadBeforeRebalance(t *testing.T) {
 	nodes := plNodes(6, 0)
-	state := InitialPlacement(DefaultShards, nodes[:5], 3)
+	state := InitialPlacement(defaultShards, nodes[:5], 3)
 	// node-6 joins (rebalancing everywhere it is desired) and node-2 dies.
 	live := append(slices.Clone(nodes[:1]), nodes[2:]...)
 	var dead []uint32
@@ -726,7 +730,7 @@ func TestNextMoves_DeadBeforeRebalance(t *testing.T) {
 			t.Fatalf("move %d is %v, want shard %d first (dead replicas: %v)", i, m, dead[i], dead)
 		}
 	}
-	all := NextMoves(state, live, nil, 3, plAlways, DefaultShards)
+	all := NextMoves(state, live, nil, 3, plAlways, defaultShards)
 	if len(all) <= len(dead) {
 		t.Fatalf("expected rebalancing moves after the %d dead ones, got %v", len(dead), all)
 	}
@@ -736,7 +740,7 @@ func TestNextMoves_DeadBeforeRebalance(t *testing.T) {
 // replacement is promoted.
 func TestNextMoves_DrainEmptiesTheNode(t *testing.T) {
 	nodes := plNodes(5, 0)
-	state := InitialPlacement(DefaultShards, nodes, 3)
+	state := InitialPlacement(defaultShards, nodes, 3)
 	draining := []string{"node-3"}
 	had := 0
 	for _, p := range state {
@@ -772,7 +776,7 @@ func TestNextMoves_Deterministic(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		nodes := plGenNodes(t, 1, 8, 3)
 		state := InitialPlacement(32, nodes, 3)
-		live := rapid.SliceOfDistinct(rapid.SampledFrom(append(nodes, PlacementNode{"extra", "z0"})), func(n PlacementNode) string { return n.ID }).Draw(t, "live")
+		live := rapid.SliceOfDistinct(rapid.SampledFrom(append(nodes, Node{"extra", "z0"})), func(n Node) string { return n.ID }).Draw(t, "live")
 		draining := rapid.SliceOfDistinct(rapid.SampledFrom(plIDs(nodes)), rapid.ID[string]).Draw(t, "draining")
 		a := NextMoves(state, live, draining, 3, plAlways, 100)
 		b := NextMoves(state, rapid.Permutation(live).Draw(t, "perm"), rapid.Permutation(draining).Draw(t, "dperm"), 3, plAlways, 100)
@@ -940,7 +944,7 @@ func TestLeaderTransfers_ConvergesToOptimal(t *testing.T) {
 func TestLeaderTransfers_WithinOne(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		nodes := plGenNodes(t, 3, 9, 1)
-		state := InitialPlacement(DefaultShards, nodes, 3)
+		state := InitialPlacement(defaultShards, nodes, 3)
 		ids := plIDs(nodes)
 		draining := rapid.SliceOfNDistinct(rapid.SampledFrom(ids), 0, min(2, len(ids)-3), rapid.ID[string]).Draw(t, "draining")
 		leaders := make([]string, len(state))
@@ -1022,12 +1026,12 @@ func plSpreadForced(state []ShardReplicas, leaders, draining []string, load map[
 // with the default shards on 5 nodes one call of max 64 balances it.
 func TestLeaderTransfers_FromSkew(t *testing.T) {
 	nodes := plNodes(5, 0)
-	state := InitialPlacement(DefaultShards, nodes, 3)
+	state := InitialPlacement(defaultShards, nodes, 3)
 	leaders := make([]string, len(state))
 	for s, p := range state {
 		leaders[s] = p.Voters[0] // node-1 wherever it is a voter
 	}
-	ts := LeaderTransfers(state, leaders, nil, DefaultShards)
+	ts := LeaderTransfers(state, leaders, nil, defaultShards)
 	for _, tr := range ts {
 		leaders[tr.Shard] = tr.To
 	}
@@ -1042,7 +1046,7 @@ func TestLeaderTransfers_FromSkew(t *testing.T) {
 	if slices.Max(counts)-slices.Min(counts) > 1 {
 		t.Fatalf("loads %v after %d transfers", counts, len(ts))
 	}
-	if again := LeaderTransfers(state, leaders, nil, DefaultShards); len(again) != 0 {
+	if again := LeaderTransfers(state, leaders, nil, defaultShards); len(again) != 0 {
 		t.Fatalf("balanced state still plans %v", again)
 	}
 	t.Logf("%d transfers balance leaders to %v", len(ts), counts)

@@ -1,4 +1,4 @@
-package cluster
+package raftmux
 
 import (
 	"bytes"
@@ -85,7 +85,7 @@ func listenTestMux(t testing.TB, addr string, lw *muxTestLog) *Mux {
 	// A just-closed listener's port can linger briefly; retry.
 	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
 		var err error
-		m, err = ListenMux(MuxConfig{BindAddr: addr, Secret: testMuxSecret, Logger: lw.slog(), HandshakeTimeout: 500 * time.Millisecond})
+		m, err = Listen(Config{BindAddr: addr, Secret: testMuxSecret, Logger: lw.slog(), HandshakeTimeout: 500 * time.Millisecond})
 		return err
 	})
 	t.Cleanup(func() { _ = m.Close() })
@@ -695,7 +695,7 @@ func TestMuxHandshake(t *testing.T) {
 		expectNothingAccepted(t, in)
 	})
 	t.Run("a mux with another secret can neither dial nor be dialed", func(t *testing.T) {
-		other, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", Secret: "not-the-secret", HandshakeTimeout: 500 * time.Millisecond, Logger: lw.slog()})
+		other, err := Listen(Config{BindAddr: "127.0.0.1:0", Secret: "not-the-secret", HandshakeTimeout: 500 * time.Millisecond, Logger: lw.slog()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -866,7 +866,7 @@ func TestMuxTransportLifecycle(t *testing.T) {
 	if !tb2.IsShutdown() || !tc.IsShutdown() {
 		t.Fatal("mux Close left a group transport open")
 	}
-	if _, err := mb.Transport(1); !errors.Is(err, ErrMuxClosed) {
+	if _, err := mb.Transport(1); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Transport after Close: %v", err)
 	}
 	if err := mb.Close(); err != nil {
@@ -917,18 +917,18 @@ func TestMuxDialFilterUnit(t *testing.T) {
 
 func TestMuxAdvertise(t *testing.T) {
 	muxLeakCheck(t)
-	if _, err := ListenMux(MuxConfig{BindAddr: "0.0.0.0:0", Secret: testMuxSecret}); err == nil || !strings.Contains(err.Error(), "advertise") {
+	if _, err := Listen(Config{BindAddr: "0.0.0.0:0", Secret: testMuxSecret}); err == nil || !strings.Contains(err.Error(), "advertise") {
 		t.Fatalf("wildcard bind without advertise: %v", err)
 	}
 	for _, adv := range []string{"0.0.0.0:7000", "[::]:7000", "10.0.0.1:0", "nohostport"} {
-		if _, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", AdvertiseAddr: adv, Secret: testMuxSecret}); err == nil {
+		if _, err := Listen(Config{BindAddr: "127.0.0.1:0", AdvertiseAddr: adv, Secret: testMuxSecret}); err == nil {
 			t.Errorf("advertise %q accepted", adv)
 		}
 	}
-	if _, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "Secret") {
+	if _, err := Listen(Config{BindAddr: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "Secret") {
 		t.Fatalf("a mux without the cluster secret: %v", err)
 	}
-	m, err := ListenMux(MuxConfig{BindAddr: "0.0.0.0:0", AdvertiseAddr: "node1.example:7000", Secret: testMuxSecret})
+	m, err := Listen(Config{BindAddr: "0.0.0.0:0", AdvertiseAddr: "node1.example:7000", Secret: testMuxSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -952,7 +952,7 @@ func TestMuxUnauthenticatedPeersOnlyWhenAllowed(t *testing.T) {
 	muxLeakCheck(t)
 	lw := newMuxTestLog(t)
 	const g = 5
-	m, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", Secret: testMuxSecret, AcceptUnauthenticated: true,
+	m, err := Listen(Config{BindAddr: "127.0.0.1:0", Secret: testMuxSecret, AcceptUnauthenticated: true,
 		HandshakeTimeout: 500 * time.Millisecond, Logger: lw.slog()})
 	if err != nil {
 		t.Fatal(err)
@@ -1035,7 +1035,7 @@ func TestMuxTLS(t *testing.T) {
 	lw := newMuxTestLog(t)
 	certs := testcerts.Write(t)
 	listen := func(cfg *tls.Config) *Mux {
-		m, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", Secret: testMuxSecret, TLS: cfg,
+		m, err := Listen(Config{BindAddr: "127.0.0.1:0", Secret: testMuxSecret, TLS: cfg,
 			HandshakeTimeout: 500 * time.Millisecond, Logger: lw.slog()})
 		if err != nil {
 			t.Fatal(err)
@@ -1083,7 +1083,7 @@ func TestMuxTLS(t *testing.T) {
 func TestMuxIdleConnectionsDoNotBlockPeers(t *testing.T) {
 	muxLeakCheck(t)
 	lw := newMuxTestLog(t)
-	srv, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", Secret: testMuxSecret, Logger: lw.slog(),
+	srv, err := Listen(Config{BindAddr: "127.0.0.1:0", Secret: testMuxSecret, Logger: lw.slog(),
 		HandshakeTimeout: time.Minute, MaxPendingHandshakes: 8})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package cluster
+package raftmux
 
 // Multiplexed Raft transport.
 //
@@ -55,7 +55,7 @@ const (
 	muxMagic1  byte = 'x'
 	muxVersion byte = 2
 	// muxVersionUnauthenticated is the older header without the handshake,
-	// accepted only with MuxConfig.AcceptUnauthenticated.
+	// accepted only with Config.AcceptUnauthenticated.
 	muxVersionUnauthenticated byte = 1
 )
 
@@ -79,17 +79,13 @@ const (
 	// muxRPCTimeout is NetworkTransport's I/O deadline per RPC (scaled up for
 	// snapshots) and its dial timeout.
 	muxRPCTimeout = 10 * time.Second
-	// muxLogEvery is the minimum spacing of warnings about bad inbound
-	// connections, so a port scanner or a misconfigured peer cannot flood
-	// the log.
-	muxLogEvery = time.Second
 )
 
-// ErrMuxClosed is returned by a closed Mux and by its groups' stream layers.
-var ErrMuxClosed = errors.New("cluster: raft mux closed")
+// ErrClosed is returned by a closed Mux and by its groups' stream layers.
+var ErrClosed = errors.New("cluster: raft mux closed")
 
-// MuxConfig configures ListenMux.
-type MuxConfig struct {
+// Config configures Listen.
+type Config struct {
 	// BindAddr is the host:port to listen on (port 0 picks a free port).
 	BindAddr string
 	// AdvertiseAddr is the address peers dial and the address every group's
@@ -137,8 +133,8 @@ type Mux struct {
 	hsTimeout time.Duration
 	hsSlots   chan struct{} // semaphore of pending handshakes
 	key       []byte        // derived from the cluster secret (muxauth.go)
-	acceptV1  bool          // MuxConfig.AcceptUnauthenticated
-	tls       *tls.Config   // MuxConfig.TLS
+	acceptV1  bool          // Config.AcceptUnauthenticated
+	tls       *tls.Config   // Config.TLS
 	legacy    muxLegacy     // peers that closed on version 2, when acceptV1
 
 	ctx    context.Context // canceled by Close: aborts handshakes and dials
@@ -155,14 +151,14 @@ type Mux struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	warnLimit muxLogLimiter
+	warnLimit logutil.Limiter
 	evicted   atomic.Uint64 // pending handshakes closed to make room (takeSlot)
 
 	beats *beats // coalesced heartbeats (beats.go)
 }
 
-// ListenMux opens the node's Raft listener and starts routing connections.
-func ListenMux(cfg MuxConfig) (*Mux, error) {
+// Listen opens the node's Raft listener and starts routing connections.
+func Listen(cfg Config) (*Mux, error) {
 	if cfg.BindAddr == "" {
 		return nil, errors.New("cluster: raft mux: BindAddr is required")
 	}
@@ -272,7 +268,7 @@ func (m *Mux) Transport(group uint32) (*GroupTransport, error) {
 		// the transport's listen goroutine must be stopped too.
 		m.mu.Unlock()
 		_ = t.Close()
-		return nil, ErrMuxClosed
+		return nil, ErrClosed
 	}
 	l.trans = t
 	m.mu.Unlock()
@@ -283,7 +279,7 @@ func (m *Mux) register(group uint32) (*muxLayer, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return nil, ErrMuxClosed
+		return nil, ErrClosed
 	}
 	if _, ok := m.groups[group]; ok {
 		return nil, fmt.Errorf("cluster: raft mux: group %s is already registered", groupLabel(group))
@@ -583,9 +579,9 @@ func (m *Mux) handshake(raw net.Conn) {
 	routed = l.deliver(c, deadline)
 }
 
-// warn logs at most once per muxLogEvery, counting what it suppressed.
+// warn logs at most once per logutil.LimitEvery, counting what it suppressed.
 func (m *Mux) warn(msg string, args ...any) {
-	if n, ok := m.warnLimit.allow(time.Now()); ok {
+	if n, ok := m.warnLimit.Allow(time.Now()); ok {
 		if n > 0 {
 			args = append(args, "suppressed", n)
 		}
@@ -627,14 +623,14 @@ func (l *muxLayer) Accept() (net.Conn, error) {
 	// has already shut.
 	select {
 	case <-l.done:
-		return nil, ErrMuxClosed
+		return nil, ErrClosed
 	default:
 	}
 	select {
 	case c := <-l.acceptCh:
 		return c, nil
 	case <-l.done:
-		return nil, ErrMuxClosed
+		return nil, ErrClosed
 	}
 }
 
@@ -683,7 +679,7 @@ func (l *muxLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.
 	mc := l.track(c, addr, true)
 	if mc == nil {
 		_ = c.Close()
-		return nil, ErrMuxClosed
+		return nil, ErrClosed
 	}
 	// Check again now that the conn is tracked: a filter installed while we
 	// were dialing may have swept before the conn was visible.
@@ -701,7 +697,7 @@ func (m *Mux) dialMux(ctx context.Context, addr string, group uint32, timeout ti
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ErrMuxClosed
+			return nil, ErrClosed
 		}
 		return nil, err
 	}
@@ -718,7 +714,7 @@ func (m *Mux) dialMux(ctx context.Context, addr string, group uint32, timeout ti
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = c.Close()
 			if ctx.Err() != nil {
-				return nil, ErrMuxClosed
+				return nil, ErrClosed
 			}
 			return nil, fmt.Errorf("cluster: raft mux: %s: TLS: %w", addr, err)
 		}
@@ -733,7 +729,7 @@ func (m *Mux) dialMux(ctx context.Context, addr string, group uint32, timeout ti
 	if err != nil {
 		_ = c.Close()
 		if ctx.Err() != nil {
-			return nil, ErrMuxClosed
+			return nil, ErrClosed
 		}
 		if m.acceptV1 && errors.Is(err, errMuxNoChallenge) {
 			// An older node closed on the version: speak its version
@@ -901,20 +897,18 @@ func groupLabel(group uint32) string {
 	return fmt.Sprint(group)
 }
 
-// muxLogLimiter lets one message through per muxLogEvery.
-type muxLogLimiter struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
+// Stats are a mux's counters, for the node's metrics.
+type Stats struct {
+	HeartbeatsCarried int64  // heartbeats sent coalesced
+	HeartbeatFrames   int64  // frames that carried them
+	HandshakesEvicted uint64 // pending handshakes closed to make room
 }
 
-func (r *muxLogLimiter) allow(now time.Time) (suppressed int, ok bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.last.IsZero() && now.Sub(r.last) < muxLogEvery {
-		r.suppressed++
-		return 0, false
+// Stats returns the mux's counters so far.
+func (m *Mux) Stats() Stats {
+	return Stats{
+		HeartbeatsCarried: m.beats.carried.Load(),
+		HeartbeatFrames:   m.beats.frames.Load(),
+		HandshakesEvicted: m.evicted.Load(),
 	}
-	r.last, suppressed, r.suppressed = now, r.suppressed, 0
-	return suppressed, true
 }

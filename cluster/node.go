@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -161,12 +160,6 @@ type identity struct {
 	NodeID string `json:"node_id"`
 }
 
-// replica is a local shard replica and its Raft transport.
-type replica struct {
-	s     *shard.Shard
-	trans *raftmux.GroupTransport
-}
-
 // Node hosts shard replicas and routes requests to them.
 type Node struct {
 	cfg    Config
@@ -181,8 +174,7 @@ type Node struct {
 	controlFSM   *controlFSM
 	controlTrans *raftmux.GroupTransport
 
-	mu       sync.RWMutex
-	replicas map[uint32]*replica
+	replicas *replicaSet
 
 	metrics  metric.Registration
 	forwards *forwardStats
@@ -208,7 +200,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), replicas: map[uint32]*replica{},
+		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID),
 		stop: make(chan struct{}),
 	}
 	n.peers = newPeerPool(cfg.ClusterSecret, cfg.TLS)
@@ -241,6 +233,7 @@ func (n *Node) open() error {
 		AcceptUnauthenticated: n.cfg.RaftAcceptUnauthenticated, TLS: n.cfg.TLS, Logger: n.log, HeartbeatLinger: ht / 50}); err != nil {
 		return err
 	}
+	n.replicas = newReplicaSet(&n.cfg, n.log, n.state, n.raftDB, n.mux)
 	if err := n.openControl(); err != nil {
 		return err
 	}
@@ -422,12 +415,9 @@ func (n *Node) Close() error {
 			_ = n.ml.Leave(time.Second)
 			errs = append(errs, n.ml.Shutdown())
 		}
-		n.mu.Lock()
-		for id, r := range n.replicas {
-			errs = append(errs, r.s.Close(), r.trans.Close())
-			delete(n.replicas, id)
+		if n.replicas != nil {
+			errs = append(errs, n.replicas.closeAll()...)
 		}
-		n.mu.Unlock()
 		if n.control != nil {
 			errs = append(errs, n.control.Shutdown().Error())
 		}
@@ -467,25 +457,10 @@ func (n *Node) RaftAddr() string { return string(n.mux.Addr()) }
 func (n *Node) GossipAddr() string { return n.ml.Addr() }
 
 // Shards returns the local replicas, sorted by shard id.
-func (n *Node) Shards() []*shard.Shard {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	out := make([]*shard.Shard, 0, len(n.replicas))
-	for _, r := range n.replicas { //rhizon:deterministic sorted below
-		out = append(out, r.s)
-	}
-	slices.SortFunc(out, func(a, b *shard.Shard) int { return int(a.ID()) - int(b.ID()) })
-	return out
-}
+func (n *Node) Shards() []*shard.Shard { return n.replicas.all() }
 
-func (n *Node) local(id uint32) *shard.Shard {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	if r, ok := n.replicas[id]; ok {
-		return r.s
-	}
-	return nil
-}
+// local is this node's replica of shard id, or nil.
+func (n *Node) local(id uint32) *shard.Shard { return n.replicas.get(id) }
 
 // WaitReady waits until the cluster exists and every shard has a leader this
 // node can see (its own replica's, or one reported by the shard's nodes).
@@ -536,4 +511,21 @@ func newClusterID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// replicaLoop keeps the local replicas equal to what the cluster map places
+// on this node: it opens the missing ones and removes those moved away.
+func (n *Node) replicaLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.controlFSM.changed:
+		case <-t.C:
+		}
+		n.replicas.reconcile(n.ClusterState())
+	}
 }

@@ -3,12 +3,12 @@ package cluster
 // Forming the cluster: which node bootstraps the control group, and when.
 
 import (
-	"github.com/rhizon/rhizon/cluster/membership"
 	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/rhizon/rhizon/cluster/membership"
 )
 
 // bootstrapLoop creates the cluster when this node is the one to: once

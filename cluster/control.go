@@ -4,12 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/rhizon/rhizon/cluster/placement"
 	"io"
 	"slices"
 	"sync"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/rhizon/rhizon/cluster/placement"
 )
 
 // ClusterState is what the control group decides: which nodes belong to the

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"github.com/rhizon/rhizon/cluster/placement"
 	"io"
 	"testing"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/rhizon/rhizon/cluster/placement"
 )
 
 func applyOp(t *testing.T, f *controlFSM, op controlOp) error {

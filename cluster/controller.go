@@ -5,14 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/rhizon/rhizon/cluster/membership"
-	"github.com/rhizon/rhizon/cluster/placement"
 	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/cluster/membership"
+	"github.com/rhizon/rhizon/cluster/placement"
 )
 
 // controllerLoop runs the control leader's duties every RebalanceInterval

@@ -15,8 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/rhizon/rhizon/cluster/membership"
-	"github.com/rhizon/rhizon/cluster/raftmux"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -31,6 +29,8 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/cluster/membership"
+	"github.com/rhizon/rhizon/cluster/raftmux"
 	"github.com/rhizon/rhizon/internal/logutil"
 	"github.com/rhizon/rhizon/shard"
 	"github.com/rhizon/rhizon/storage"

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/rhizon/rhizon/cluster/membership"
-	"github.com/rhizon/rhizon/cluster/placement"
 	"slices"
 	"sync"
 	"time"
@@ -17,6 +15,8 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/cluster/membership"
+	"github.com/rhizon/rhizon/cluster/placement"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/shard"
 )

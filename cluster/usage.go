@@ -2,8 +2,9 @@ package cluster
 
 import (
 	"fmt"
-	"github.com/rhizon/rhizon/cluster/membership"
 	"sync"
+
+	"github.com/rhizon/rhizon/cluster/membership"
 )
 
 // usageCache remembers each local shard's bytes per tenant at the applied

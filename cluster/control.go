@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/rhizon/rhizon/cluster/placement"
 )
 
 // ClusterState is what the control group decides: which nodes belong to the
@@ -24,13 +26,13 @@ type ClusterState struct {
 	// Nodes are the members the control group knows, sorted by id.
 	Nodes []NodeRecord `json:"nodes"`
 	// Placement holds each shard's replicas, indexed by shard id.
-	Placement []ShardReplicas `json:"placement"`
+	Placement []placement.ShardReplicas `json:"placement"`
 	// Leaders is a hint of each shard's leader, as the control leader last saw
 	// it (every few seconds); routing tries it before guessing.
 	Leaders []string `json:"leaders,omitempty"`
 	// Initial is the placement the cluster was created with: those replicas
 	// bootstrap their shard's Raft group; every later replica joins one.
-	Initial []ShardReplicas `json:"initial"`
+	Initial []placement.ShardReplicas `json:"initial"`
 }
 
 // Bootstraps reports whether node creates shard's Raft group (it is one of
@@ -120,7 +122,7 @@ type controlOp struct {
 	// Node adds or updates a node record.
 	Node *NodeRecord `json:"node,omitempty"`
 	// Move applies one placement step.
-	Move *Move `json:"move,omitempty"`
+	Move *placement.Move `json:"move,omitempty"`
 	// Leaders replaces the leader hints.
 	Leaders []string `json:"leaders,omitempty"`
 }
@@ -212,19 +214,19 @@ func applyControlOp(s *ClusterState, op *controlOp) (*ClusterState, error) {
 		next := s.clone()
 		p := &next.Placement[m.Shard]
 		switch m.Kind {
-		case AddLearner:
+		case placement.AddLearner:
 			if slices.Contains(p.Voters, m.Node) || slices.Contains(p.Learners, m.Node) {
 				return nil, fmt.Errorf("%w: node %s already holds shard %d", errControl, m.Node, m.Shard)
 			}
 			p.Learners = sortedInsert(p.Learners, m.Node)
-		case Promote:
+		case placement.Promote:
 			i := slices.Index(p.Learners, m.Node)
 			if i < 0 {
 				return nil, fmt.Errorf("%w: node %s is no learner of shard %d", errControl, m.Node, m.Shard)
 			}
 			p.Learners = slices.Delete(p.Learners, i, i+1)
 			p.Voters = sortedInsert(p.Voters, m.Node)
-		case RemoveVoter:
+		case placement.RemoveVoter:
 			if i := slices.Index(p.Voters, m.Node); i >= 0 {
 				if len(p.Voters) == 1 {
 					return nil, fmt.Errorf("%w: node %s is the last voter of shard %d", errControl, m.Node, m.Shard)
@@ -243,10 +245,10 @@ func applyControlOp(s *ClusterState, op *controlOp) (*ClusterState, error) {
 	return nil, fmt.Errorf("%w: empty op", errControl)
 }
 
-func cloneReplicas(in []ShardReplicas) []ShardReplicas {
-	out := make([]ShardReplicas, len(in))
+func cloneReplicas(in []placement.ShardReplicas) []placement.ShardReplicas {
+	out := make([]placement.ShardReplicas, len(in))
 	for i, p := range in {
-		out[i] = ShardReplicas{Voters: slices.Clone(p.Voters), Learners: slices.Clone(p.Learners)}
+		out[i] = placement.ShardReplicas{Voters: slices.Clone(p.Voters), Learners: slices.Clone(p.Learners)}
 	}
 	return out
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/rhizon/rhizon/cluster/placement"
 )
 
 func applyOp(t *testing.T, f *controlFSM, op controlOp) error {
@@ -30,7 +32,7 @@ func TestControlFSM_InitMovesAndRefusals(t *testing.T) {
 	}
 	init := &ClusterState{ClusterID: "c1", Shards: 2, RF: 2,
 		Nodes:     []NodeRecord{{ID: "n2"}, {ID: "n1"}},
-		Placement: []ShardReplicas{{Voters: []string{"n1", "n2"}}, {Voters: []string{"n1", "n2"}}}}
+		Placement: []placement.ShardReplicas{{Voters: []string{"n1", "n2"}}, {Voters: []string{"n1", "n2"}}}}
 	init.Initial = cloneReplicas(init.Placement)
 	if err := applyOp(t, f, controlOp{Init: init}); err != nil {
 		t.Fatal(err)
@@ -45,7 +47,7 @@ func TestControlFSM_InitMovesAndRefusals(t *testing.T) {
 	if voters, ok := st.Bootstraps(0, "n1"); !ok || len(voters) != 2 {
 		t.Fatalf("n1 should bootstrap shard 0: %v %v", voters, ok)
 	}
-	steps := []Move{{Shard: 0, Kind: AddLearner, Node: "n3"}, {Shard: 0, Kind: Promote, Node: "n3"}, {Shard: 0, Kind: RemoveVoter, Node: "n1"}}
+	steps := []placement.Move{{Shard: 0, Kind: placement.AddLearner, Node: "n3"}, {Shard: 0, Kind: placement.Promote, Node: "n3"}, {Shard: 0, Kind: placement.RemoveVoter, Node: "n1"}}
 	for _, m := range steps {
 		if err := applyOp(t, f, controlOp{Move: &m}); err != nil {
 			t.Fatalf("%+v: %v", m, err)
@@ -61,20 +63,20 @@ func TestControlFSM_InitMovesAndRefusals(t *testing.T) {
 	if st.Hosts(0, "n1") || !st.Hosts(1, "n1") {
 		t.Fatal("hosts after the move")
 	}
-	for _, bad := range []Move{
-		{Shard: 0, Kind: AddLearner, Node: "n2"},  // already a voter
-		{Shard: 0, Kind: Promote, Node: "n9"},     // not a learner
-		{Shard: 0, Kind: RemoveVoter, Node: "n9"}, // holds nothing
-		{Shard: 7, Kind: AddLearner, Node: "n1"},  // no such shard
+	for _, bad := range []placement.Move{
+		{Shard: 0, Kind: placement.AddLearner, Node: "n2"},  // already a voter
+		{Shard: 0, Kind: placement.Promote, Node: "n9"},     // not a learner
+		{Shard: 0, Kind: placement.RemoveVoter, Node: "n9"}, // holds nothing
+		{Shard: 7, Kind: placement.AddLearner, Node: "n1"},  // no such shard
 	} {
 		if err := applyOp(t, f, controlOp{Move: &bad}); !errors.Is(err, errControl) {
 			t.Errorf("%+v accepted: %v", bad, err)
 		}
 	}
-	one := &ClusterState{ClusterID: "c", Shards: 1, RF: 1, Placement: []ShardReplicas{{Voters: []string{"n1"}}}}
+	one := &ClusterState{ClusterID: "c", Shards: 1, RF: 1, Placement: []placement.ShardReplicas{{Voters: []string{"n1"}}}}
 	g := newControlFSM()
 	_ = applyOp(t, g, controlOp{Init: one})
-	if err := applyOp(t, g, controlOp{Move: &Move{Shard: 0, Kind: RemoveVoter, Node: "n1"}}); !errors.Is(err, errControl) {
+	if err := applyOp(t, g, controlOp{Move: &placement.Move{Shard: 0, Kind: placement.RemoveVoter, Node: "n1"}}); !errors.Is(err, errControl) {
 		t.Fatalf("removing the last voter: %v", err)
 	}
 	// Snapshot and restore round-trip.
@@ -94,7 +96,7 @@ func TestControlFSM_InitMovesAndRefusals(t *testing.T) {
 
 func TestControlFSM_LeaderHints(t *testing.T) {
 	f := newControlFSM()
-	init := &ClusterState{ClusterID: "c", Shards: 2, RF: 1, Placement: []ShardReplicas{{Voters: []string{"n1"}}, {Voters: []string{"n2"}}}}
+	init := &ClusterState{ClusterID: "c", Shards: 2, RF: 1, Placement: []placement.ShardReplicas{{Voters: []string{"n1"}}, {Voters: []string{"n2"}}}}
 	if err := applyOp(t, f, controlOp{Init: init}); err != nil {
 		t.Fatal(err)
 	}

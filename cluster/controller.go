@@ -11,6 +11,8 @@ import (
 	"github.com/hashicorp/raft"
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/cluster/membership"
+	"github.com/rhizon/rhizon/cluster/placement"
 )
 
 // controllerLoop runs the control leader's duties every RebalanceInterval
@@ -90,18 +92,18 @@ func (n *Node) initCluster() error {
 		return nil
 	}
 	init := &ClusterState{ClusterID: newClusterID(), Shards: n.cfg.Shards, RF: n.cfg.RF}
-	var nodes []PlacementNode
+	var nodes []placement.Node
 	for _, m := range set {
 		init.Nodes = append(init.Nodes, recordOf(m))
-		nodes = append(nodes, PlacementNode{ID: m.Meta.ID, Zone: m.Meta.Zone})
+		nodes = append(nodes, placement.Node{ID: m.Meta.ID, Zone: m.Meta.Zone})
 	}
-	init.Placement = InitialPlacement(n.cfg.Shards, nodes, n.cfg.RF)
+	init.Placement = placement.InitialPlacement(n.cfg.Shards, nodes, n.cfg.RF)
 	init.Initial = cloneReplicas(init.Placement)
 	n.log.Info("creating the cluster", "cluster", init.ClusterID, "nodes", len(nodes), "shards", init.Shards, "rf", init.RF)
 	return n.propose(controlOp{Init: init})
 }
 
-func recordOf(m Member) NodeRecord {
+func recordOf(m membership.Member) NodeRecord {
 	return NodeRecord{
 		ID: m.Meta.ID, RaftAddr: m.Meta.RaftAddr, GRPCAddr: m.Meta.GRPCAddr, HTTPAddr: m.Meta.HTTPAddr,
 		GossipAddr: m.Addr, Zone: m.Meta.Zone, Draining: m.Meta.Draining,
@@ -109,14 +111,14 @@ func recordOf(m Member) NodeRecord {
 }
 
 // gone reports whether a member has left, or been dead longer than DeadAfter.
-func (n *Node) gone(m Member) bool {
-	return m.State == MemberLeft || (m.State == MemberDead && time.Since(m.Since) > n.cfg.DeadAfter)
+func (n *Node) gone(m membership.Member) bool {
+	return m.State == membership.MemberLeft || (m.State == membership.MemberDead && time.Since(m.Since) > n.cfg.DeadAfter)
 }
 
 // reconcileControlMembers makes every live node a member of the control group
 // (a non-voter, so it has the map locally), keeps up to three voters on live
 // nodes, and removes nodes that are gone.
-func (n *Node) reconcileControlMembers(members []Member) error {
+func (n *Node) reconcileControlMembers(members []membership.Member) error {
 	f := n.control.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return err
@@ -126,20 +128,20 @@ func (n *Node) reconcileControlMembers(members []Member) error {
 	for _, s := range servers {
 		in[string(s.ID)] = s.Suffrage
 	}
-	byID := map[string]Member{}
+	byID := map[string]membership.Member{}
 	for _, m := range members {
 		byID[m.Meta.ID] = m
 	}
 	const timeout = 5 * time.Second
 	aliveVoters := 0
 	for _, s := range servers {
-		if m, ok := byID[string(s.ID)]; s.Suffrage == raft.Voter && (!ok || m.State == MemberAlive || m.State == MemberSuspect) {
+		if m, ok := byID[string(s.ID)]; s.Suffrage == raft.Voter && (!ok || m.State == membership.MemberAlive || m.State == membership.MemberSuspect) {
 			aliveVoters++
 		}
 	}
 	alive := 0
 	for _, m := range members {
-		if m.State != MemberAlive {
+		if m.State != membership.MemberAlive {
 			continue
 		}
 		alive++
@@ -153,7 +155,7 @@ func (n *Node) reconcileControlMembers(members []Member) error {
 	}
 	if want := min(n.cfg.ControlVoters, alive); aliveVoters < want {
 		for _, m := range members {
-			if m.State == MemberAlive && in[m.Meta.ID] == raft.Nonvoter {
+			if m.State == membership.MemberAlive && in[m.Meta.ID] == raft.Nonvoter {
 				n.log.Info("promoting node to control voter", "id", m.Meta.ID)
 				return n.control.AddVoter(raft.ServerID(m.Meta.ID), raft.ServerAddress(m.Meta.RaftAddr), 0, timeout).Error()
 			}
@@ -173,9 +175,9 @@ func (n *Node) reconcileControlMembers(members []Member) error {
 	return nil
 }
 
-func (n *Node) reconcileNodeRecords(st *ClusterState, members []Member) error {
+func (n *Node) reconcileNodeRecords(st *ClusterState, members []membership.Member) error {
 	for _, m := range members {
-		if m.State != MemberAlive {
+		if m.State != membership.MemberAlive {
 			continue
 		}
 		want := recordOf(m)
@@ -252,8 +254,8 @@ func (n *Node) ensureLearners(st *ClusterState) error {
 
 // liveNodes are the nodes of the map that placement may use, and those of
 // them that are draining.
-func (n *Node) liveNodes(st *ClusterState, members []Member) (live []PlacementNode, draining []string) {
-	byID := map[string]Member{}
+func (n *Node) liveNodes(st *ClusterState, members []membership.Member) (live []placement.Node, draining []string) {
+	byID := map[string]membership.Member{}
 	for _, m := range members {
 		byID[m.Meta.ID] = m
 	}
@@ -264,7 +266,7 @@ func (n *Node) liveNodes(st *ClusterState, members []Member) (live []PlacementNo
 		if seen && n.gone(m) {
 			continue
 		}
-		live = append(live, PlacementNode{ID: rec.ID, Zone: rec.Zone})
+		live = append(live, placement.Node{ID: rec.ID, Zone: rec.Zone})
 		if rec.Draining {
 			draining = append(draining, rec.ID)
 		}
@@ -274,7 +276,7 @@ func (n *Node) liveNodes(st *ClusterState, members []Member) (live []PlacementNo
 
 // rebalance takes one placement step toward the rendezvous placement of the
 // live nodes.
-func (n *Node) rebalance(st *ClusterState, members []Member) error {
+func (n *Node) rebalance(st *ClusterState, members []membership.Member) error {
 	live, draining := n.liveNodes(st, members)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -289,7 +291,7 @@ func (n *Node) rebalance(st *ClusterState, members []Member) error {
 		}
 		return slices.Contains(leader.Nonvoters, node) && mine.AppliedIndex+64 >= leader.CommitIndex
 	}
-	moves := NextMoves(st.Placement, live, draining, st.RF, caughtUp, 1)
+	moves := placement.NextMoves(st.Placement, live, draining, st.RF, caughtUp, 1)
 	if len(moves) == 0 {
 		return nil
 	}
@@ -297,14 +299,14 @@ func (n *Node) rebalance(st *ClusterState, members []Member) error {
 	rec, _ := st.Node(m.Node)
 	n.log.Info("placement step", "shard", m.Shard, "kind", m.Kind, "node", m.Node)
 	switch m.Kind {
-	case AddLearner:
+	case placement.AddLearner:
 		return n.propose(controlOp{Move: &m})
-	case Promote:
+	case placement.Promote:
 		if _, err := n.shardAdmin(ctx, m.Shard, "add_voter", m.Node, rec.RaftAddr); err != nil {
 			return err
 		}
 		return n.propose(controlOp{Move: &m})
-	case RemoveVoter:
+	case placement.RemoveVoter:
 		info, err := n.shardAdmin(ctx, m.Shard, "info", "", "")
 		if err != nil {
 			return err
@@ -354,7 +356,7 @@ func (n *Node) spreadLeaders(st *ClusterState) error {
 	// draining ones.
 	alive := map[string]bool{}
 	for _, m := range n.ml.Members() {
-		alive[m.Meta.ID] = m.State == MemberAlive
+		alive[m.Meta.ID] = m.State == membership.MemberAlive
 	}
 	var avoid []string
 	for _, rec := range st.Nodes {
@@ -362,7 +364,7 @@ func (n *Node) spreadLeaders(st *ClusterState) error {
 			avoid = append(avoid, rec.ID)
 		}
 	}
-	for _, t := range LeaderTransfers(st.Placement, leaders, avoid, 1) {
+	for _, t := range placement.LeaderTransfers(st.Placement, leaders, avoid, 1) {
 		to, ok := st.Node(t.To)
 		if !ok {
 			continue

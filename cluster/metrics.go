@@ -50,11 +50,12 @@ func (n *Node) registerMetrics() (metric.Registration, error) {
 	}
 	attrs := metric.WithAttributes(attribute.String("node", n.cfg.NodeID))
 	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		o.ObserveInt64(beats, n.mux.beats.carried.Load(), attrs)
-		o.ObserveInt64(frames, n.mux.beats.frames.Load(), attrs)
-		o.ObserveInt64(evicted, int64(n.mux.evicted.Load()), attrs)
-		if n.ml != nil && n.ml.logw != nil {
-			o.ObserveInt64(gossipLog, int64(n.ml.logw.lines.Load()), attrs)
+		ms := n.mux.Stats()
+		o.ObserveInt64(beats, ms.HeartbeatsCarried, attrs)
+		o.ObserveInt64(frames, ms.HeartbeatFrames, attrs)
+		o.ObserveInt64(evicted, int64(ms.HandshakesEvicted), attrs)
+		if n.ml != nil {
+			o.ObserveInt64(gossipLog, int64(n.ml.LogLines()), attrs)
 		}
 		shards := n.Shards()
 		led := 0

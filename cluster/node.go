@@ -10,7 +10,6 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
@@ -19,7 +18,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +29,8 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/cluster/membership"
+	"github.com/rhizon/rhizon/cluster/raftmux"
 	"github.com/rhizon/rhizon/internal/logutil"
 	"github.com/rhizon/rhizon/shard"
 	"github.com/rhizon/rhizon/storage"
@@ -160,28 +160,21 @@ type identity struct {
 	NodeID string `json:"node_id"`
 }
 
-// replica is a local shard replica and its Raft transport.
-type replica struct {
-	s     *shard.Shard
-	trans *GroupTransport
-}
-
 // Node hosts shard replicas and routes requests to them.
 type Node struct {
 	cfg    Config
 	log    *slog.Logger
 	state  *storage.DB
 	raftDB *storage.RaftDB
-	mux    *Mux
-	ml     *Membership
+	mux    *raftmux.Mux
+	ml     *membership.Membership
 	usage  usageCache // TenantBytes' per-shard measurements
 
 	control      *raft.Raft
 	controlFSM   *controlFSM
-	controlTrans *GroupTransport
+	controlTrans *raftmux.GroupTransport
 
-	mu       sync.RWMutex
-	replicas map[uint32]*replica
+	replicas *replicaSet
 
 	metrics  metric.Registration
 	forwards *forwardStats
@@ -207,7 +200,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), replicas: map[uint32]*replica{},
+		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID),
 		stop: make(chan struct{}),
 	}
 	n.peers = newPeerPool(cfg.ClusterSecret, cfg.TLS)
@@ -236,16 +229,17 @@ func (n *Node) open() error {
 	if ht <= 0 {
 		ht = raft.DefaultConfig().HeartbeatTimeout
 	}
-	if n.mux, err = ListenMux(MuxConfig{BindAddr: n.cfg.RaftAddr, AdvertiseAddr: n.cfg.RaftAdvertise, Secret: n.cfg.ClusterSecret,
+	if n.mux, err = raftmux.Listen(raftmux.Config{BindAddr: n.cfg.RaftAddr, AdvertiseAddr: n.cfg.RaftAdvertise, Secret: n.cfg.ClusterSecret,
 		AcceptUnauthenticated: n.cfg.RaftAcceptUnauthenticated, TLS: n.cfg.TLS, Logger: n.log, HeartbeatLinger: ht / 50}); err != nil {
 		return err
 	}
+	n.replicas = newReplicaSet(&n.cfg, n.log, n.state, n.raftDB, n.mux)
 	if err := n.openControl(); err != nil {
 		return err
 	}
-	n.ml, err = NewMembership(MembershipConfig{
+	n.ml, err = membership.New(membership.Config{
 		Meta: n.meta(), BindAddr: n.cfg.GossipAddr, AdvertiseAddr: n.cfg.GossipAdvertise,
-		Logger: n.log, Fast: n.cfg.FastGossip, SecretKey: gossipKey(n.cfg.ClusterSecret),
+		Logger: n.log, Fast: n.cfg.FastGossip, SecretKey: membership.Key(n.cfg.ClusterSecret),
 	})
 	if err != nil {
 		return err
@@ -274,7 +268,7 @@ func (n *Node) joinLoop() {
 	for {
 		alive := map[string]bool{}
 		for _, m := range n.ml.Members() {
-			alive[m.Meta.ID] = m.State == MemberAlive
+			alive[m.Meta.ID] = m.State == membership.MemberAlive
 		}
 		var targets []string
 		if !joined {
@@ -302,7 +296,7 @@ func (n *Node) joinLoop() {
 	}
 }
 
-func (n *Node) meta() NodeMeta {
+func (n *Node) meta() membership.NodeMeta {
 	actors := map[string]string{}
 	for _, t := range n.cfg.Registry.Types() {
 		b, _ := n.cfg.Registry.Lookup(t)
@@ -312,7 +306,7 @@ func (n *Node) meta() NodeMeta {
 		}
 		actors[t] = v
 	}
-	return NodeMeta{
+	return membership.NodeMeta{
 		ID: n.cfg.NodeID, RaftAddr: string(n.mux.Addr()), GRPCAddr: n.cfg.GRPCAddr, HTTPAddr: n.cfg.HTTPAddr,
 		NATSAddr: n.cfg.NATSAddr, Zone: n.cfg.Zone, Actors: actors, Draining: n.draining.Load(),
 	}
@@ -352,7 +346,7 @@ func (n *Node) raftConfig(name string) *raft.Config {
 
 func (n *Node) openControl() error {
 	var err error
-	if n.controlTrans, err = n.mux.Transport(ControlGroup); err != nil {
+	if n.controlTrans, err = n.mux.Transport(raftmux.ControlGroup); err != nil {
 		return err
 	}
 	rc := n.raftConfig("raft.control")
@@ -362,7 +356,7 @@ func (n *Node) openControl() error {
 	if err != nil {
 		return err
 	}
-	ls := n.raftDB.Shard(ControlGroup)
+	ls := n.raftDB.Shard(raftmux.ControlGroup)
 	n.controlFSM = newControlFSM()
 	n.control, err = raft.NewRaft(rc, n.controlFSM, ls, ls, snaps, n.controlTrans)
 	return err
@@ -421,12 +415,9 @@ func (n *Node) Close() error {
 			_ = n.ml.Leave(time.Second)
 			errs = append(errs, n.ml.Shutdown())
 		}
-		n.mu.Lock()
-		for id, r := range n.replicas {
-			errs = append(errs, r.s.Close(), r.trans.Close())
-			delete(n.replicas, id)
+		if n.replicas != nil {
+			errs = append(errs, n.replicas.closeAll()...)
 		}
-		n.mu.Unlock()
 		if n.control != nil {
 			errs = append(errs, n.control.Shutdown().Error())
 		}
@@ -466,25 +457,10 @@ func (n *Node) RaftAddr() string { return string(n.mux.Addr()) }
 func (n *Node) GossipAddr() string { return n.ml.Addr() }
 
 // Shards returns the local replicas, sorted by shard id.
-func (n *Node) Shards() []*shard.Shard {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	out := make([]*shard.Shard, 0, len(n.replicas))
-	for _, r := range n.replicas { //rhizon:deterministic sorted below
-		out = append(out, r.s)
-	}
-	slices.SortFunc(out, func(a, b *shard.Shard) int { return int(a.ID()) - int(b.ID()) })
-	return out
-}
+func (n *Node) Shards() []*shard.Shard { return n.replicas.all() }
 
-func (n *Node) local(id uint32) *shard.Shard {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	if r, ok := n.replicas[id]; ok {
-		return r.s
-	}
-	return nil
-}
+// local is this node's replica of shard id, or nil.
+func (n *Node) local(id uint32) *shard.Shard { return n.replicas.get(id) }
 
 // WaitReady waits until the cluster exists and every shard has a leader this
 // node can see (its own replica's, or one reported by the shard's nodes).
@@ -530,19 +506,26 @@ func (n *Node) ShardOf(addr actor.Address) uint32 {
 	return shard.Of(addr, s)
 }
 
-// gossipKey derives memberlist's 32-byte key from the cluster secret, so
-// gossip is encrypted and only nodes holding the secret can join.
-func gossipKey(secret string) []byte {
-	if secret == "" {
-		return nil
-	}
-	k := sha256.Sum256([]byte("rhizon gossip key\x00" + secret))
-	return k[:]
-}
-
 // newClusterID returns a random cluster id.
 func newClusterID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// replicaLoop keeps the local replicas equal to what the cluster map places
+// on this node: it opens the missing ones and removes those moved away.
+func (n *Node) replicaLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.controlFSM.changed:
+		case <-t.C:
+		}
+		n.replicas.reconcile(n.ClusterState())
+	}
 }

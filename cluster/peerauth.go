@@ -33,7 +33,7 @@ const (
 var errPeerAuth = errors.New("missing, malformed, stale or wrong peer MAC")
 
 // internalKey derives the internal API's key from the cluster secret, like
-// muxKey and gossipKey do for theirs: knowing it reveals neither the secret
+// the Raft mux and gossip keys are (raftmux, membership.Key): knowing it reveals neither the secret
 // nor another purpose's key.
 func internalKey(secret string) []byte {
 	h := hmac.New(sha256.New, []byte("rhizon internal grpc v1"))

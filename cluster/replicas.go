@@ -2,128 +2,116 @@ package cluster
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
-	"time"
+	"sync"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/rhizon/rhizon/cluster/raftmux"
 	"github.com/rhizon/rhizon/shard"
+	"github.com/rhizon/rhizon/storage"
 )
 
-// bootstrapLoop creates the cluster when this node is the one to: once
-// BootstrapExpect members are alive, the one with the lowest id bootstraps the
-// control group with the first (up to three) of them as voters. The others
-// wait to be added. A node whose control group has any state never
-// bootstraps, so restarts and late joiners cannot create a second cluster.
-func (n *Node) bootstrapLoop() {
-	defer n.wg.Done()
-	if n.cfg.BootstrapExpect == 0 {
-		return
-	}
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-		}
-		if n.ClusterState().Initialized() || n.controlHasState() {
-			return
-		}
-		chosen := n.bootstrapSet()
-		if chosen == nil || chosen[0].Meta.ID != n.cfg.NodeID {
-			continue
-		}
-		var servers []raft.Server
-		for _, m := range chosen[:min(n.cfg.ControlVoters, len(chosen))] {
-			servers = append(servers, raft.Server{ID: raft.ServerID(m.Meta.ID), Address: raft.ServerAddress(m.Meta.RaftAddr)})
-		}
-		if err := n.control.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
-			n.log.Error("bootstrap control group", "err", err)
-			continue
-		}
-		n.log.Info("bootstrapped the control group", "voters", len(servers), "expect", n.cfg.BootstrapExpect)
-		return
-	}
+// replica is a local shard replica and its Raft transport.
+type replica struct {
+	s     *shard.Shard
+	trans *raftmux.GroupTransport
 }
 
-// bootstrapSet is the BootstrapExpect alive members with the lowest ids, or
-// nil while fewer are alive.
-func (n *Node) bootstrapSet() []Member {
-	var alive []Member
-	for _, m := range n.ml.Members() {
-		if m.State == MemberAlive {
-			alive = append(alive, m)
-		}
-	}
-	if len(alive) < n.cfg.BootstrapExpect {
-		return nil
-	}
-	slices.SortFunc(alive, func(a, b Member) int { return cmpString(a.Meta.ID, b.Meta.ID) })
-	return alive[:n.cfg.BootstrapExpect]
+// replicaSet is the shard replicas this node hosts. It opens the ones the
+// cluster map places here and removes those moved away; the stores and the
+// mux are the node's, shared by every replica.
+type replicaSet struct {
+	cfg    *Config
+	log    *slog.Logger
+	state  *storage.DB
+	raftDB *storage.RaftDB
+	mux    *raftmux.Mux
+
+	mu       sync.RWMutex
+	replicas map[uint32]*replica
 }
 
-func (n *Node) controlHasState() bool {
-	f := n.control.GetConfiguration()
-	return f.Error() == nil && len(f.Configuration().Servers) > 0
+func newReplicaSet(cfg *Config, log *slog.Logger, state *storage.DB, raftDB *storage.RaftDB, mux *raftmux.Mux) *replicaSet {
+	return &replicaSet{cfg: cfg, log: log, state: state, raftDB: raftDB, mux: mux, replicas: map[uint32]*replica{}}
 }
 
-// replicaLoop keeps the local replicas equal to what the cluster map places
-// on this node: it opens the missing ones and removes those moved away.
-func (n *Node) replicaLoop() {
-	defer n.wg.Done()
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-n.controlFSM.changed:
-		case <-t.C:
-		}
-		n.reconcileReplicas()
+// get is the local replica of shard id, or nil.
+func (rs *replicaSet) get(id uint32) *shard.Shard {
+	rs.mu.RLock()
+	defer rs.mu.RUnlock()
+	if r, ok := rs.replicas[id]; ok {
+		return r.s
 	}
+	return nil
 }
 
-func (n *Node) reconcileReplicas() {
-	st := n.ClusterState()
+// all is the local replicas, sorted by shard id.
+func (rs *replicaSet) all() []*shard.Shard {
+	rs.mu.RLock()
+	defer rs.mu.RUnlock()
+	out := make([]*shard.Shard, 0, len(rs.replicas))
+	for _, r := range rs.replicas { //rhizon:deterministic sorted below
+		out = append(out, r.s)
+	}
+	slices.SortFunc(out, func(a, b *shard.Shard) int { return int(a.ID()) - int(b.ID()) })
+	return out
+}
+
+// closeAll stops every replica, keeping their data (the node is closing).
+func (rs *replicaSet) closeAll() []error {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var errs []error
+	for id, r := range rs.replicas {
+		errs = append(errs, r.s.Close(), r.trans.Close())
+		delete(rs.replicas, id)
+	}
+	return errs
+}
+
+// reconcile opens the replicas st places on this node that are missing and
+// removes those st moved away.
+func (rs *replicaSet) reconcile(st *ClusterState) {
 	if !st.Initialized() {
 		return
 	}
 	for id := range st.Shards {
-		hosts, have := st.Hosts(id, n.cfg.NodeID), n.local(id) != nil
+		hosts, have := st.Hosts(id, rs.cfg.NodeID), rs.get(id) != nil
 		switch {
 		case hosts && !have:
-			if err := n.openReplica(id, st); err != nil {
-				n.log.Error("open replica", "shard", id, "err", err)
+			if err := rs.open(id, st); err != nil {
+				rs.log.Error("open replica", "shard", id, "err", err)
 			}
 		case !hosts && have:
-			if err := n.removeReplica(id); err != nil {
-				n.log.Error("remove replica", "shard", id, "err", err)
+			if err := rs.remove(id); err != nil {
+				rs.log.Error("remove replica", "shard", id, "err", err)
 			}
 		}
 	}
 }
 
-func (n *Node) shardDir(id uint32) string {
-	return filepath.Join(n.cfg.DataDir, "shards", fmt.Sprint(id))
+func (rs *replicaSet) dir(id uint32) string {
+	return filepath.Join(rs.cfg.DataDir, "shards", fmt.Sprint(id))
 }
 
-func (n *Node) openReplica(id uint32, st *ClusterState) error {
-	trans, err := n.mux.Transport(id)
+// open opens the replica of shard id, bootstrapping its Raft group when st
+// names this node among its initial voters.
+func (rs *replicaSet) open(id uint32, st *ClusterState) error {
+	trans, err := rs.mux.Transport(id)
 	if err != nil {
 		return err
 	}
-	sc := n.cfg.ShardTemplate
-	sc.ID, sc.NodeID, sc.Registry = id, n.cfg.NodeID, n.cfg.Registry
+	sc := rs.cfg.ShardTemplate
+	sc.ID, sc.NodeID, sc.Registry = id, rs.cfg.NodeID, rs.cfg.Registry
 	sc.ShardCount = st.Shards
-	sc.StateDB, sc.RaftDB, sc.Transport = n.state, n.raftDB, trans
-	sc.Dir = n.shardDir(id)
-	sc.Logger = n.log
-	if voters, ok := st.Bootstraps(id, n.cfg.NodeID); ok {
+	sc.StateDB, sc.RaftDB, sc.Transport = rs.state, rs.raftDB, trans
+	sc.Dir = rs.dir(id)
+	sc.Logger = rs.log
+	if voters, ok := st.Bootstraps(id, rs.cfg.NodeID); ok {
 		sc.Bootstrap = true
 		for _, v := range voters {
 			rec, ok := st.Node(v)
@@ -139,20 +127,20 @@ func (n *Node) openReplica(id uint32, st *ClusterState) error {
 		_ = trans.Close()
 		return err
 	}
-	n.mu.Lock()
-	n.replicas[id] = &replica{s: s, trans: trans}
-	n.mu.Unlock()
-	n.log.Info("opened replica", "shard", id, "bootstrap", sc.Bootstrap)
+	rs.mu.Lock()
+	rs.replicas[id] = &replica{s: s, trans: trans}
+	rs.mu.Unlock()
+	rs.log.Info("opened replica", "shard", id, "bootstrap", sc.Bootstrap)
 	return nil
 }
 
-// removeReplica stops a replica the map moved away and deletes its data, so
+// remove stops a replica the map moved away and deletes its data, so
 // a later placement here starts clean (from a snapshot of the leader).
-func (n *Node) removeReplica(id uint32) error {
-	n.mu.Lock()
-	r := n.replicas[id]
-	delete(n.replicas, id)
-	n.mu.Unlock()
+func (rs *replicaSet) remove(id uint32) error {
+	rs.mu.Lock()
+	r := rs.replicas[id]
+	delete(rs.replicas, id)
+	rs.mu.Unlock()
 	if r == nil {
 		return nil
 	}
@@ -164,7 +152,7 @@ func (n *Node) removeReplica(id uint32) error {
 	if err := r.s.Store().Clear(); err != nil {
 		return err
 	}
-	ls := n.raftDB.Shard(id)
+	ls := rs.raftDB.Shard(id)
 	first, err1 := ls.FirstIndex()
 	last, err2 := ls.LastIndex()
 	if err1 == nil && err2 == nil && last > 0 {
@@ -172,6 +160,6 @@ func (n *Node) removeReplica(id uint32) error {
 			return err
 		}
 	}
-	n.log.Info("removed replica", "shard", id)
-	return os.RemoveAll(n.shardDir(id))
+	rs.log.Info("removed replica", "shard", id)
+	return os.RemoveAll(rs.dir(id))
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/cluster/membership"
+	"github.com/rhizon/rhizon/cluster/placement"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/shard"
 )
@@ -289,7 +291,7 @@ func (n *Node) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	var wg sync.WaitGroup
 	reports := map[string]*pb.StatusResponse{n.cfg.NodeID: out}
 	for _, m := range members {
-		if m.Meta.ID == n.cfg.NodeID || (m.State != MemberAlive && m.State != MemberSuspect) {
+		if m.Meta.ID == n.cfg.NodeID || (m.State != membership.MemberAlive && m.State != membership.MemberSuspect) {
 			continue
 		}
 		wg.Add(1)
@@ -342,10 +344,10 @@ func (n *Node) Status(ctx context.Context) (*pb.StatusResponse, error) {
 
 // rebalancing describes every shard whose replicas are not yet where the
 // placement of the live nodes wants them: the moves in progress or pending.
-func (n *Node) rebalancing(st *ClusterState, members []Member) []string {
+func (n *Node) rebalancing(st *ClusterState, members []membership.Member) []string {
 	live, draining := n.liveNodes(st, members)
-	live = slices.DeleteFunc(live, func(p PlacementNode) bool { return slices.Contains(draining, p.ID) })
-	want := Desired(st.Shards, live, st.RF)
+	live = slices.DeleteFunc(live, func(p placement.Node) bool { return slices.Contains(draining, p.ID) })
+	want := placement.Desired(st.Shards, live, st.RF)
 	var out []string
 	for id, p := range st.Placement {
 		if id >= len(want) {

@@ -3,6 +3,8 @@ package cluster
 import (
 	"fmt"
 	"sync"
+
+	"github.com/rhizon/rhizon/cluster/membership"
 )
 
 // usageCache remembers each local shard's bytes per tenant at the applied
@@ -62,7 +64,7 @@ func (n *Node) LiveNodes() int {
 	}
 	live := 0
 	for _, m := range n.ml.Members() {
-		if m.State == MemberAlive {
+		if m.State == membership.MemberAlive {
 			live++
 		}
 	}

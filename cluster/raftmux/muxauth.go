@@ -1,4 +1,4 @@
-package cluster
+package raftmux
 
 import (
 	"crypto/hmac"

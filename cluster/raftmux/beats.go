@@ -1,4 +1,4 @@
-package cluster
+package raftmux
 
 // Coalesced Raft heartbeats.
 //
@@ -44,7 +44,7 @@ const (
 	// beatGroup is the pseudo group id of heartbeat links; shard ids stay far
 	// below it and ControlGroup is the one above.
 	beatGroup uint32 = math.MaxUint32 - 1
-	// DefaultHeartbeatLinger is MuxConfig.HeartbeatLinger's default: 1/50 of
+	// DefaultHeartbeatLinger is Config.HeartbeatLinger's default: 1/50 of
 	// Raft's default HeartbeatTimeout, whose heartbeats go every 100-200 ms.
 	DefaultHeartbeatLinger = 20 * time.Millisecond
 	// beatMaxFrame bounds a frame either way (thousands of heartbeats).
@@ -160,7 +160,7 @@ func (b *beats) send(t *GroupTransport, addr string, req *raft.AppendEntriesRequ
 	}
 	l := b.link(addr)
 	if l == nil {
-		return ErrMuxClosed
+		return ErrClosed
 	}
 	c := &beatCall{t: t, req: req, resp: resp, done: make(chan error, 1)}
 	if err := l.enqueue(c); err != nil {
@@ -262,7 +262,7 @@ func (l *beatLink) enqueue(c *beatCall) error {
 	l.mu.Lock()
 	if l.dead {
 		l.mu.Unlock()
-		return ErrMuxClosed
+		return ErrClosed
 	}
 	if time.Now().Before(l.legacyUntil) {
 		l.mu.Unlock()
@@ -372,7 +372,7 @@ func (l *beatLink) shutdown() {
 		_ = conn.Close()
 	}
 	for _, c := range calls {
-		c.done <- ErrMuxClosed
+		c.done <- ErrClosed
 	}
 }
 
@@ -392,7 +392,7 @@ func (l *beatLink) connect() (net.Conn, error) {
 	if l.b.closed {
 		l.b.mu.Unlock()
 		_ = conn.Close()
-		return nil, ErrMuxClosed
+		return nil, ErrClosed
 	}
 	l.b.wg.Add(1)
 	l.b.mu.Unlock()

@@ -1,4 +1,4 @@
-package cluster
+package membership
 
 // Membership: who is in the cluster, where they listen and what they run.
 //
@@ -23,6 +23,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,11 +40,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/rhizon/rhizon/internal/logutil"
 )
 
 // NodeMeta is what a node tells the others about itself. It is gossiped with
 // every alive message, so it must encode to at most memberlist.MetaMaxSize
-// (512) bytes; NewMembership and UpdateMeta reject anything larger.
+// (512) bytes; New and UpdateMeta reject anything larger.
 type NodeMeta struct {
 	ID       string            // node id; also the memberlist node name, so it is not repeated in the encoding
 	RaftAddr string            // multiplexed raft listener
@@ -72,8 +75,8 @@ type metaWire struct {
 // not fit memberlist's per-node metadata limit.
 var ErrMetaTooLarge = errors.New("cluster: node meta too large for gossip")
 
-// ErrMembershipClosed is returned by calls made after Shutdown.
-var ErrMembershipClosed = errors.New("cluster: membership is shut down")
+// ErrClosed is returned by calls made after Shutdown.
+var ErrClosed = errors.New("cluster: membership is shut down")
 
 func encodeNodeMeta(meta NodeMeta) ([]byte, error) {
 	b, err := json.Marshal(metaWire{
@@ -154,8 +157,8 @@ type Member struct {
 	Since time.Time // when it entered State, as observed locally
 }
 
-// MembershipConfig configures NewMembership.
-type MembershipConfig struct {
+// Config configures New.
+type Config struct {
 	Meta          NodeMeta
 	BindAddr      string // host:port for gossip (TCP+UDP same port); host must be an IP or empty (all interfaces); port 0 picks a free port
 	AdvertiseAddr string // optional ip:port others should dial (NAT, containers); port 0 means the bound port
@@ -202,9 +205,9 @@ type memberEntry struct {
 // leaveIntentMsg prefixes the user message a leaving node sends its peers.
 const leaveIntentMsg byte = 1
 
-// NewMembership starts gossiping as cfg.Meta.ID on cfg.BindAddr. The node is
+// New starts gossiping as cfg.Meta.ID on cfg.BindAddr. The node is
 // alone until Join.
-func NewMembership(cfg MembershipConfig) (*Membership, error) {
+func New(cfg Config) (*Membership, error) {
 	if cfg.Meta.ID == "" {
 		return nil, errors.New("cluster: membership needs Meta.ID (the node name)")
 	}
@@ -326,7 +329,7 @@ func (m *Membership) Addr() string { return m.addr }
 // returns how many answered. One is enough: gossip finds the rest.
 func (m *Membership) Join(addrs []string) (int, error) {
 	if m.closed.Load() {
-		return 0, ErrMembershipClosed
+		return 0, ErrClosed
 	}
 	n, err := m.ml.Join(addrs)
 	if err != nil {
@@ -376,7 +379,7 @@ func (m *Membership) UpdateMeta(meta NodeMeta) error {
 		return fmt.Errorf("cluster: UpdateMeta cannot change the node id from %q to %q", m.id, meta.ID)
 	}
 	if m.closed.Load() {
-		return ErrMembershipClosed
+		return ErrClosed
 	}
 	meta = normalizeNodeMeta(meta)
 	enc, err := encodeNodeMeta(meta)
@@ -427,7 +430,7 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	m.lifeMu.Lock()
 	defer m.lifeMu.Unlock()
 	if m.closed.Load() {
-		return ErrMembershipClosed
+		return ErrClosed
 	}
 	start := time.Now()
 
@@ -683,7 +686,7 @@ func (d *membershipDelegate) NotifyUpdate(n *memberlist.Node)            { d.m.o
 type memberlistLogWriter struct {
 	log    *slog.Logger
 	closed *atomic.Bool
-	limit  muxLogLimiter
+	limit  logutil.Limiter
 	lines  atomic.Uint64
 }
 
@@ -703,7 +706,7 @@ func (w *memberlistLogWriter) Write(p []byte) (int, error) {
 	}
 	line = strings.TrimPrefix(line, "memberlist: ")
 	w.lines.Add(1)
-	n, ok := w.limit.allow(time.Now())
+	n, ok := w.limit.Allow(time.Now())
 	if !ok {
 		return len(p), nil
 	}
@@ -713,4 +716,23 @@ func (w *memberlistLogWriter) Write(p []byte) (int, error) {
 		w.log.Log(context.Background(), level, line)
 	}
 	return len(p), nil
+}
+
+// Key derives memberlist's 32-byte key from the cluster secret, so
+// gossip is encrypted and only nodes holding the secret can join.
+func Key(secret string) []byte {
+	if secret == "" {
+		return nil
+	}
+	k := sha256.Sum256([]byte("rhizon gossip key\x00" + secret))
+	return k[:]
+}
+
+// LogLines is how many warnings and errors memberlist logged, kept or
+// suppressed by the log's rate limit.
+func (m *Membership) LogLines() uint64 {
+	if m.logw == nil {
+		return 0
+	}
+	return m.logw.lines.Load()
 }

@@ -1,4 +1,4 @@
-package cluster
+package raftmux
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 
 func listenBeatMux(t *testing.T, linger time.Duration, lw *muxTestLog) *Mux {
 	t.Helper()
-	m, err := ListenMux(MuxConfig{BindAddr: "127.0.0.1:0", Secret: testMuxSecret, Logger: lw.slog(), HandshakeTimeout: time.Second, HeartbeatLinger: linger})
+	m, err := Listen(Config{BindAddr: "127.0.0.1:0", Secret: testMuxSecret, Logger: lw.slog(), HandshakeTimeout: time.Second, HeartbeatLinger: linger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,8 +201,8 @@ func TestHeartbeatsWaitingWhenTheMuxClosesFail(t *testing.T) {
 	_ = a.Close()
 	select {
 	case err := <-done:
-		if !errors.Is(err, ErrMuxClosed) {
-			t.Errorf("got %v, want ErrMuxClosed", err)
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("got %v, want ErrClosed", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the heartbeat still waits after the mux closed")

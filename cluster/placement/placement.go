@@ -1,4 +1,4 @@
-package cluster
+package placement
 
 // Placement: where each shard's replicas live, how the control group leader
 // moves them when nodes join, die or drain, and which replica leads.
@@ -14,8 +14,8 @@ import (
 	"slices"
 )
 
-// PlacementNode is a node as placement sees it.
-type PlacementNode struct {
+// Node is a node as placement sees it.
+type Node struct {
 	ID string
 	// Zone is the failure domain (rack, availability zone). Replicas of a
 	// shard are spread over distinct zones when possible. Nodes without a
@@ -123,12 +123,12 @@ func placementWeight(shard uint32, idHash uint64) uint64 {
 
 // normalizeNodes returns nodes sorted by id with duplicate ids dropped (the
 // smallest zone wins), so results never depend on the caller's order.
-func normalizeNodes(nodes []PlacementNode) []PlacementNode {
+func normalizeNodes(nodes []Node) []Node {
 	ns := slices.Clone(nodes)
-	slices.SortFunc(ns, func(a, b PlacementNode) int {
+	slices.SortFunc(ns, func(a, b Node) int {
 		return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Zone, b.Zone))
 	})
-	return slices.CompactFunc(ns, func(a, b PlacementNode) bool { return a.ID == b.ID })
+	return slices.CompactFunc(ns, func(a, b Node) bool { return a.ID == b.ID })
 }
 
 // Desired returns, for every shard, the sorted ids of the min(rf, n) nodes it
@@ -150,7 +150,7 @@ func normalizeNodes(nodes []PlacementNode) []PlacementNode {
 // zones) of the replicas whatever its size, so small zones' nodes carry more.
 //
 // rf < 1 or no nodes gives every shard an empty set.
-func Desired(shards uint32, nodes []PlacementNode, rf int) [][]string {
+func Desired(shards uint32, nodes []Node, rf int) [][]string {
 	out := make([][]string, shards)
 	ns := normalizeNodes(nodes)
 	if rf < 1 || len(ns) == 0 {
@@ -215,7 +215,7 @@ func Desired(shards uint32, nodes []PlacementNode, rf int) [][]string {
 
 // InitialPlacement is Desired as replica sets of voters only, for
 // bootstrapping a new cluster: those voters create each shard's Raft group.
-func InitialPlacement(shards uint32, nodes []PlacementNode, rf int) []ShardReplicas {
+func InitialPlacement(shards uint32, nodes []Node, rf int) []ShardReplicas {
 	d := Desired(shards, nodes, rf)
 	out := make([]ShardReplicas, len(d))
 	for i, v := range d {
@@ -272,7 +272,7 @@ const (
 // Learners that are catching up do not count against max: a caller that
 // wants to bound concurrent snapshot transfers passes max minus the number
 // of learners in flight.
-func NextMoves(current []ShardReplicas, live []PlacementNode, draining []string, rf int, caughtUp func(shard uint32, node string) bool, max int) []Move {
+func NextMoves(current []ShardReplicas, live []Node, draining []string, rf int, caughtUp func(shard uint32, node string) bool, max int) []Move {
 	if max <= 0 || rf < 1 || len(current) == 0 {
 		return nil
 	}
@@ -286,7 +286,7 @@ func NextMoves(current []ShardReplicas, live []PlacementNode, draining []string,
 		zoneOf:   make(map[string]string, len(liveNodes)),
 		draining: make(map[string]bool, len(drain)),
 	}
-	var placeable []PlacementNode
+	var placeable []Node
 	for _, n := range liveNodes {
 		p.zoneOf[n.ID] = n.Zone
 		if _, found := slices.BinarySearch(drain, n.ID); found {

@@ -1,4 +1,4 @@
-package cluster
+package membership
 
 import (
 	"context"
@@ -16,8 +16,22 @@ import (
 	"go.uber.org/goleak"
 )
 
-// checkFor (poll until nil or fail) is shared with the other tests of the
-// package and lives in transport_test.go.
+// checkFor polls f every `every` until it returns nil, failing the test with
+// f's last error once total has passed.
+func checkFor(t testing.TB, total, every time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", total, err)
+		}
+		time.Sleep(every)
+	}
+}
 
 // membershipLeakCheck fails the test if goroutines started during it are
 // still running after its cleanups (registered later, so run earlier) have
@@ -67,12 +81,12 @@ func testNodeMeta(id string) NodeMeta {
 
 func startMembership(t *testing.T, meta NodeMeta) *Membership {
 	t.Helper()
-	m, err := NewMembership(MembershipConfig{
+	m, err := New(Config{
 		Meta: meta, BindAddr: "127.0.0.1:0", Fast: true,
 		Logger: testSlog(t).With("node", meta.ID),
 	})
 	if err != nil {
-		t.Fatalf("NewMembership(%s): %v", meta.ID, err)
+		t.Fatalf("New(%s): %v", meta.ID, err)
 	}
 	t.Cleanup(func() {
 		if err := m.Shutdown(); err != nil {
@@ -324,7 +338,7 @@ func TestMembership_MetaSizeLimit(t *testing.T) {
 	membershipLeakCheck(t)
 	// Grow Zone until the encoding is exactly memberlist's limit: that must
 	// be accepted (and gossip without memberlist panicking); one more byte
-	// must be rejected by NewMembership and UpdateMeta with a clear error.
+	// must be rejected by New and UpdateMeta with a clear error.
 	meta := testNodeMeta("a")
 	enc, err := encodeNodeMeta(meta)
 	if err != nil {
@@ -337,9 +351,9 @@ func TestMembership_MetaSizeLimit(t *testing.T) {
 	over := meta
 	over.Zone += "z"
 
-	_, err = NewMembership(MembershipConfig{Meta: over, BindAddr: "127.0.0.1:0", Fast: true, Logger: testSlog(t)})
+	_, err = New(Config{Meta: over, BindAddr: "127.0.0.1:0", Fast: true, Logger: testSlog(t)})
 	if !errors.Is(err, ErrMetaTooLarge) || !strings.Contains(err.Error(), "513 bytes") || !strings.Contains(err.Error(), "512") {
-		t.Fatalf("NewMembership with 513-byte meta: %v", err)
+		t.Fatalf("New with 513-byte meta: %v", err)
 	}
 
 	a := startMembership(t, meta)
@@ -401,7 +415,7 @@ func TestMembership_NodeMetaRoundTrip(t *testing.T) {
 
 func TestMembership_ConfigErrorsAndClosedCalls(t *testing.T) {
 	membershipLeakCheck(t)
-	for _, cfg := range []MembershipConfig{
+	for _, cfg := range []Config{
 		{BindAddr: "127.0.0.1:0"},                                                   // no ID
 		{Meta: NodeMeta{ID: "x"}, BindAddr: "localhost:0"},                          // host name
 		{Meta: NodeMeta{ID: "x"}, BindAddr: "127.0.0.1"},                            // no port
@@ -409,9 +423,9 @@ func TestMembership_ConfigErrorsAndClosedCalls(t *testing.T) {
 		{Meta: NodeMeta{ID: "x"}, BindAddr: "127.0.0.1:0", AdvertiseAddr: "host:1"}, // advertise needs an IP
 	} {
 		cfg.Logger = testSlog(t)
-		if m, err := NewMembership(cfg); err == nil {
+		if m, err := New(cfg); err == nil {
 			_ = m.Shutdown()
-			t.Errorf("NewMembership(%+v) succeeded", cfg)
+			t.Errorf("New(%+v) succeeded", cfg)
 		}
 	}
 
@@ -422,13 +436,13 @@ func TestMembership_ConfigErrorsAndClosedCalls(t *testing.T) {
 	if err := m.Shutdown(); err != nil {
 		t.Fatalf("second Shutdown: %v", err)
 	}
-	if _, err := m.Join([]string{"127.0.0.1:1"}); !errors.Is(err, ErrMembershipClosed) {
+	if _, err := m.Join([]string{"127.0.0.1:1"}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Join after Shutdown: %v", err)
 	}
-	if err := m.UpdateMeta(testNodeMeta("a")); !errors.Is(err, ErrMembershipClosed) {
+	if err := m.UpdateMeta(testNodeMeta("a")); !errors.Is(err, ErrClosed) {
 		t.Errorf("UpdateMeta after Shutdown: %v", err)
 	}
-	if err := m.Leave(time.Second); !errors.Is(err, ErrMembershipClosed) {
+	if err := m.Leave(time.Second); !errors.Is(err, ErrClosed) {
 		t.Errorf("Leave after Shutdown: %v", err) // memberlist itself would panic
 	}
 }
@@ -446,7 +460,7 @@ func TestMembership_MemberStateString(t *testing.T) {
 
 func TestMembership_SecretKeyKeepsOutsidersAway(t *testing.T) {
 	start := func(id string, key []byte) *Membership {
-		m, err := NewMembership(MembershipConfig{
+		m, err := New(Config{
 			Meta: NodeMeta{ID: id, RaftAddr: "127.0.0.1:1"}, BindAddr: "127.0.0.1:0", Fast: true,
 			Logger: testSlog(t).With("node", id), SecretKey: key,
 		})
@@ -456,12 +470,12 @@ func TestMembership_SecretKeyKeepsOutsidersAway(t *testing.T) {
 		t.Cleanup(func() { _ = m.Shutdown() })
 		return m
 	}
-	key := gossipKey("the cluster secret")
+	key := Key("the cluster secret")
 	a, b := start("a", key), start("b", key)
 	if _, err := b.Join([]string{a.Addr()}); err != nil {
 		t.Fatalf("same secret: %v", err)
 	}
-	outsider := start("x", gossipKey("another secret"))
+	outsider := start("x", Key("another secret"))
 	if n, err := outsider.Join([]string{a.Addr()}); err == nil && n > 0 {
 		t.Fatalf("a node with another secret joined (%d)", n)
 	}
@@ -494,7 +508,7 @@ func (h countingHandler) WithAttrs(as []slog.Attr) slog.Handler {
 func TestMembership_JunkPacketsDoNotFloodTheLog(t *testing.T) {
 	membershipLeakCheck(t)
 	var logged atomic.Int64
-	m, err := NewMembership(MembershipConfig{
+	m, err := New(Config{
 		Meta: testNodeMeta("n1"), BindAddr: "127.0.0.1:0", Fast: true,
 		Logger: slog.New(countingHandler{testSlog(t).Handler(), &logged}),
 	})

@@ -1,6 +1,7 @@
 package shard
 
-import "github.com/rhizon/rhizon/api/outcome"
+// The shard has its own type named outcome (a proposal's), hence the name.
+import wo "github.com/rhizon/rhizon/api/outcome"
 
 // Every write returns one of three outcomes: a committed Result, an error that
 // says the command was definitely not applied, or ErrUnknownOutcome. Callers
@@ -10,17 +11,17 @@ import "github.com/rhizon/rhizon/api/outcome"
 var (
 	// ErrNotLeader is returned before proposing when this replica is not the
 	// shard's leader. The command was not applied.
-	ErrNotLeader = outcome.ErrNotLeader
+	ErrNotLeader = wo.ErrNotLeader
 	// ErrUnknownOutcome is returned when a proposal may or may not have been
 	// committed: leadership was lost after proposing, or the wait timed out.
-	ErrUnknownOutcome = outcome.ErrUnknownOutcome
+	ErrUnknownOutcome = wo.ErrUnknownOutcome
 	// ErrOverloaded is returned before proposing when the proposer queue is
 	// full. The command was not applied.
-	ErrOverloaded = outcome.ErrOverloaded
+	ErrOverloaded = wo.ErrOverloaded
 	// ErrClosed is returned when the shard is shutting down. A command that
 	// was already proposed gets ErrUnknownOutcome instead.
-	ErrClosed = outcome.ErrClosed
+	ErrClosed = wo.ErrClosed
 	// ErrHalted is returned after the state store failed; the replica stops
 	// applying rather than diverge.
-	ErrHalted = outcome.ErrHalted
+	ErrHalted = wo.ErrHalted
 )

@@ -34,7 +34,6 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
-	"github.com/rhizon/rhizon/engine"
 )
 
 // History page sizes.
@@ -141,7 +140,7 @@ func New(cfg Config) (*Server, error) {
 		version:    cfg.Version,
 		health:     health.NewServer(),
 		tracing:    propagation.TraceContext{},
-		async:      asyncOrNil(cfg.Async),
+		async:      cfg.Async,
 		closing:    make(chan struct{}),
 		quotas:     cfg.Quotas,
 	}
@@ -303,7 +302,7 @@ func (s *Server) lookup(actorType string) (actor.Behavior, error) {
 
 // reservedVerbs are delivered by the engine itself; a client submitting one
 // could forge a timer firing or a read-violation record.
-var reservedVerbs = []string{actor.TimerVerb, engine.ReadVerb}
+var reservedVerbs = []string{actor.TimerVerb, actor.ReadVerb}
 
 func reservedVerb(verb, actorType string, verbs []string) error {
 	return status.Errorf(codes.InvalidArgument,
@@ -580,7 +579,7 @@ func (s *Server) readTarget(ctx context.Context, addr *pb.Address) (actor.Addres
 		cmdID := randomID()
 		recorded := s.recordViolation(ctx, actor.Command{
 			ID:             cmdID,
-			Type:           actor.CommandType(a.ActorType, engine.ReadVerb),
+			Type:           actor.CommandType(a.ActorType, actor.ReadVerb),
 			Address:        a,
 			IdempotencyKey: "read-violation/" + cmdID,
 			Security:       sec,
@@ -604,7 +603,7 @@ func (s *Server) readTarget(ctx context.Context, addr *pb.Address) (actor.Addres
 }
 
 func isAuditStream(a actor.Address) bool {
-	return a.Tenant == engine.AuditTenant && a.Workspace == engine.AuditWorkspace && a.ActorType == engine.AuditActorType
+	return a.Tenant == actor.AuditTenant && a.Workspace == actor.AuditWorkspace && a.ActorType == actor.AuditActorType
 }
 
 // Get returns an entity's state and version. Tenant and workspace default to

@@ -83,6 +83,8 @@ const (
 	ReasonOutcomeUnknown = "OUTCOME_UNKNOWN"
 	ReasonNotApplied     = "NOT_APPLIED"
 	ReasonOverloaded     = "OVERLOADED"
+	ReasonRateLimited    = "RATE_LIMITED"
+	ReasonQuotaExceeded  = "QUOTA_EXCEEDED"
 	ReasonHalted         = "HALTED"
 	ReasonViolation      = "VIOLATION"
 	ReasonInvalid        = "INVALID"
@@ -97,6 +99,8 @@ const (
 	CodeClosed         = "closed"
 	CodeHalted         = "halted"
 	CodeCanceled       = "canceled"
+	CodeRateLimited    = "rate_limited"
+	CodeQuotaExceeded  = "quota_exceeded"
 )
 
 // Entry is one row of the table.
@@ -116,6 +120,8 @@ var Table = []Entry{
 	{CodeClosed, codes.Unavailable, ReasonNotApplied, NotApplied, "the shard is shutting down on this node"},
 	{CodeCanceled, codes.Unavailable, ReasonNotApplied, NotApplied, "the caller gave up before the command was proposed"},
 	{CodeOverloaded, codes.ResourceExhausted, ReasonOverloaded, NotApplied, "the proposer queue was full; retry after a backoff"},
+	{CodeRateLimited, codes.ResourceExhausted, ReasonRateLimited, NotApplied, "the tenant or principal is over its request rate; retry after rhizon-retry-after"},
+	{CodeQuotaExceeded, codes.ResourceExhausted, ReasonQuotaExceeded, NotApplied, "the tenant is over its storage quota"},
 	{CodeHalted, codes.Internal, ReasonHalted, NotApplied, "the shard halted after a store failure; an operator must act"},
 	{CodeOutcomeUnknown, codes.Unavailable, ReasonOutcomeUnknown, Unknown, "proposed, then leadership changed or the wait ended; retry with the same idempotency key"},
 	{actor.CodeViolation, codes.PermissionDenied, ReasonViolation, AppliedYes, "scope or principal check failed; the attempt is audited"},
@@ -142,6 +148,26 @@ func Lookup(code string) Entry {
 		}
 	}
 	return Entry{Code: code, GRPC: codes.OK, Reason: ReasonRejected, Applied: AppliedYes, Doc: "an actor's business rejection"}
+}
+
+// OfReason is what an ErrorInfo reason says about the command: NotApplied
+// only when every code with that reason is NotApplied. known is false for a
+// reason this version does not declare (callers should then assume Unknown).
+func OfReason(reason string) (a Applied, known bool) {
+	a = NotApplied
+	for _, e := range Table {
+		if e.Reason != reason {
+			continue
+		}
+		known = true
+		if e.Applied != NotApplied {
+			a = e.Applied
+		}
+	}
+	if !known {
+		return Unknown, false
+	}
+	return a, true
 }
 
 // Of returns the entry of a write error: a sentinel (possibly wrapped), or

@@ -86,9 +86,6 @@ const (
 	ReasonRateLimited    = "RATE_LIMITED"
 	ReasonQuotaExceeded  = "QUOTA_EXCEEDED"
 	ReasonHalted         = "HALTED"
-	ReasonViolation      = "VIOLATION"
-	ReasonInvalid        = "INVALID"
-	ReasonRejected       = "REJECTED"
 )
 
 // Codes of write errors (the sentinels), beside the result codes of actor.
@@ -107,7 +104,7 @@ const (
 type Entry struct {
 	Code    string     // a sentinel's code or a Result.code
 	GRPC    codes.Code // how the gateway answers it (OK: in the Result)
-	Reason  string     // the ErrorInfo reason
+	Reason  string     // the ErrorInfo reason; none for a decided command
 	Applied Applied
 	Doc     string // one line for the README and the proto
 }
@@ -124,19 +121,19 @@ var Table = []Entry{
 	{CodeQuotaExceeded, codes.ResourceExhausted, ReasonQuotaExceeded, NotApplied, "the tenant is over its storage quota"},
 	{CodeHalted, codes.Internal, ReasonHalted, NotApplied, "the shard halted after a store failure; an operator must act"},
 	{CodeOutcomeUnknown, codes.Unavailable, ReasonOutcomeUnknown, Unknown, "proposed, then leadership changed or the wait ended; retry with the same idempotency key"},
-	{actor.CodeViolation, codes.PermissionDenied, ReasonViolation, AppliedYes, "scope or principal check failed; the attempt is audited"},
-	{actor.CodeInvalid, codes.InvalidArgument, ReasonInvalid, AppliedYes, "malformed for this actor"},
-	{actor.CodeVersionConflict, codes.OK, ReasonRejected, AppliedYes, "expected_version did not match"},
-	{actor.CodeError, codes.OK, ReasonRejected, AppliedYes, "Decide returned a plain error"},
-	{actor.CodeActorPanic, codes.OK, ReasonRejected, AppliedYes, "Decide panicked"},
-	{actor.CodeEvolveFailed, codes.OK, ReasonRejected, AppliedYes, "Evolve refused an event Decide produced"},
-	{actor.CodeStateDecode, codes.OK, ReasonRejected, AppliedYes, "the stored state does not decode"},
-	{actor.CodeTooManyEvents, codes.OK, ReasonRejected, AppliedYes, "Decide emitted more events than allowed"},
-	{actor.CodeBadEvent, codes.OK, ReasonRejected, AppliedYes, "an event name is not a valid id"},
-	{actor.CodeTooManySends, codes.OK, ReasonRejected, AppliedYes, "Decide sent more commands than allowed"},
-	{actor.CodeBadSend, codes.OK, ReasonRejected, AppliedYes, "a send's target, type or payload is wrong"},
-	{actor.CodeTooManyTimers, codes.OK, ReasonRejected, AppliedYes, "Decide set more timers than allowed"},
-	{actor.CodeBadTimer, codes.OK, ReasonRejected, AppliedYes, "a timer name is not a valid id"},
+	{actor.CodeViolation, codes.PermissionDenied, "", AppliedYes, "scope or principal check failed; the attempt is audited"},
+	{actor.CodeInvalid, codes.InvalidArgument, "", AppliedYes, "malformed for this actor"},
+	{actor.CodeVersionConflict, codes.OK, "", AppliedYes, "expected_version did not match"},
+	{actor.CodeError, codes.OK, "", AppliedYes, "Decide returned a plain error"},
+	{actor.CodeActorPanic, codes.OK, "", AppliedYes, "Decide panicked"},
+	{actor.CodeEvolveFailed, codes.OK, "", AppliedYes, "Evolve refused an event Decide produced"},
+	{actor.CodeStateDecode, codes.OK, "", AppliedYes, "the stored state does not decode"},
+	{actor.CodeTooManyEvents, codes.OK, "", AppliedYes, "Decide emitted more events than allowed"},
+	{actor.CodeBadEvent, codes.OK, "", AppliedYes, "an event name is not a valid id"},
+	{actor.CodeTooManySends, codes.OK, "", AppliedYes, "Decide sent more commands than allowed"},
+	{actor.CodeBadSend, codes.OK, "", AppliedYes, "a send's target, type or payload is wrong"},
+	{actor.CodeTooManyTimers, codes.OK, "", AppliedYes, "Decide set more timers than allowed"},
+	{actor.CodeBadTimer, codes.OK, "", AppliedYes, "a timer name is not a valid id"},
 }
 
 // Lookup returns code's entry. A code not in the table is an actor's own
@@ -147,13 +144,16 @@ func Lookup(code string) Entry {
 			return e
 		}
 	}
-	return Entry{Code: code, GRPC: codes.OK, Reason: ReasonRejected, Applied: AppliedYes, Doc: "an actor's business rejection"}
+	return Entry{Code: code, GRPC: codes.OK, Applied: AppliedYes, Doc: "an actor's business rejection"}
 }
 
 // OfReason is what an ErrorInfo reason says about the command: NotApplied
 // only when every code with that reason is NotApplied. known is false for a
 // reason this version does not declare (callers should then assume Unknown).
 func OfReason(reason string) (a Applied, known bool) {
+	if reason == "" {
+		return Unknown, false
+	}
 	a = NotApplied
 	for _, e := range Table {
 		if e.Reason != reason {

@@ -76,8 +76,8 @@ func (s *internalServer) Forward(ctx context.Context, req *pb.ForwardRequest) (*
 
 // submitStatus encodes a shard error in the dialect of api/outcome, the same
 // as the public gateway's: the table's gRPC code, an ErrorInfo whose metadata
-// names the code, and the outcome trailer ("not_applied" or "unknown"), so the
-// forwarding node can tell "definitely not applied" from "unknown".
+// names the code, and the outcome trailer "not_applied" when it was not, so
+// the forwarding node can tell "definitely not applied" from "unknown".
 func (s *internalServer) submitStatus(ctx context.Context, id uint32, err error) error {
 	e := outcome.Of(err)
 	switch {
@@ -88,7 +88,12 @@ func (s *internalServer) submitStatus(ctx context.Context, id uint32, err error)
 	case errors.Is(err, context.Canceled) && ctx.Err() == nil:
 		e = outcome.Lookup(outcome.CodeCanceled)
 	}
-	_ = grpc.SetTrailer(ctx, metadata.Pairs(outcome.Trailer, e.Applied.String()))
+	if e.Applied == outcome.NotApplied {
+		// An unknown outcome goes without the trailer, which means the same:
+		// nodes before this version read any outcome trailer on Unavailable
+		// as "not applied", and must not during a rolling upgrade.
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(outcome.Trailer, e.Applied.String()))
+	}
 	st := status.New(e.GRPC, err.Error())
 	if withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: e.Reason, Domain: outcome.Domain,
 		Metadata: map[string]string{"code": e.Code}}); derr == nil {

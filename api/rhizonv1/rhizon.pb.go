@@ -981,8 +981,8 @@ type Result struct {
 	// shows it with meanings). Values never change: they are hashed into state.
 	// A Result carries only the rows answered OK, violation and invalid; the
 	// others are write errors, with the gRPC code and google.rpc.ErrorInfo
-	// reason shown (domain "rhizon.v1"), and trailer rhizon-outcome set to
-	// "unknown" or "not_applied" as the last column says.
+	// reason shown (domain "rhizon.v1"); the last column is what the trailer
+	// rhizon-outcome and the HTTP error's outcome field say, when present.
 	//
 	//	code               gRPC              ErrorInfo       applied
 	//	not_leader         Unavailable       NOT_APPLIED     not_applied

@@ -20,13 +20,13 @@ import (
 // been applied would turn an unknown outcome into a plain no-leader error.
 func TestInternalOutcomeDialect(t *testing.T) {
 	srv := &internalServer{}
-	answer := func(err error) (error, metadata.MD) {
+	answer := func(err error) (metadata.MD, error) {
 		// The trailer submitStatus sets (SetTrailer needs a real stream).
 		tr := metadata.MD{}
 		if a := outcome.Of(err).Applied; a == outcome.NotApplied {
 			tr = metadata.Pairs(outcome.Trailer, a.String())
 		}
-		return srv.submitStatus(context.Background(), 1, err), tr
+		return tr, srv.submitStatus(context.Background(), 1, err)
 	}
 	for _, tc := range []struct {
 		name     string
@@ -49,7 +49,7 @@ func TestInternalOutcomeDialect(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			err, tr := tc.err, tc.tr
 			if tr == nil {
-				err, tr = answer(tc.err)
+				tr, err = answer(tc.err)
 			}
 			fe := classify(err, tr)
 			if fe.applied != tc.applied {

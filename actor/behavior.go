@@ -98,7 +98,7 @@ func (t *typed[S]) Decide(ctx *Context, state []byte, cmd *Command) ([]NewEvent,
 	if err != nil {
 		// Every replica holds the same bytes, so refusing is consistent; the
 		// code tells operators the stored state, not the command, is at fault.
-		return nil, Reject("state_decode", "stored %s state does not decode: %v", t.d.Name, err)
+		return nil, Reject(CodeStateDecode, "stored %s state does not decode: %v", t.d.Name, err)
 	}
 	return h(ctx, s, cmd)
 }

@@ -406,7 +406,7 @@ func (r *Rejection) Error() string {
 }
 
 // Reject returns a business rejection with an actor-defined code, for example
-// Reject("insufficient_funds", "balance 10 is less than 25").
+// Reject(CodeInsufficientFunds, "balance 10 is less than 25").
 func Reject(code, format string, args ...any) error {
 	return &Rejection{Reason: ReasonBusiness, Code: code, Message: fmt.Sprintf(format, args...)}
 }
@@ -414,11 +414,11 @@ func Reject(code, format string, args ...any) error {
 // Invalid returns a rejection for a command whose payload this actor cannot
 // accept. Nothing but the audit of the attempt is recorded.
 func Invalid(format string, args ...any) error {
-	return &Rejection{Reason: ReasonInvalid, Code: "invalid", Message: fmt.Sprintf(format, args...)}
+	return &Rejection{Reason: ReasonInvalid, Code: CodeInvalid, Message: fmt.Sprintf(format, args...)}
 }
 
 func invalidf(format string, args ...any) error {
-	return &Rejection{Reason: ReasonInvalid, Code: "invalid", Message: fmt.Sprintf(format, args...)}
+	return &Rejection{Reason: ReasonInvalid, Code: CodeInvalid, Message: fmt.Sprintf(format, args...)}
 }
 
 // AsRejection extracts a *Rejection from err.

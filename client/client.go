@@ -35,18 +35,16 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	wo "github.com/rhizon/rhizon/api/outcome" // wo: write outcome (batch.go has a type named outcome)
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 )
 
-// These mirror the gateway package's error contract (gateway.ErrorDomain and
-// the Reason* constants). They are repeated here so that the client does not
-// import the server side; a test checks that the two agree.
+// The gateway's error contract, from api/outcome (a leaf package: the client
+// links no server side by using it).
 const (
-	errorDomain          = "rhizon.v1"
-	reasonOutcomeUnknown = "OUTCOME_UNKNOWN"
-	reasonNotApplied     = "NOT_APPLIED"
-	reasonOverloaded     = "OVERLOADED"
-	outcomeUnknownPrefix = "outcome unknown:"
+	errorDomain          = wo.Domain
+	reasonOutcomeUnknown = wo.ReasonOutcomeUnknown
+	outcomeUnknownPrefix = wo.UnknownPrefix
 )
 
 // MaxRecvMsgSize is the largest response the client accepts. An entity's
@@ -545,7 +543,7 @@ func retryable(err error) bool {
 	case codes.Unavailable:
 		return true
 	case codes.ResourceExhausted:
-		return errorReason(st) == reasonOverloaded
+		return errorReason(st) == wo.ReasonOverloaded
 	}
 	return false
 }
@@ -575,7 +573,7 @@ func IsUnknownOutcome(err error) bool {
 	case codes.Unavailable:
 		// Only the gateway's "not applied" is certain; a transport failure
 		// may have cut the call after the command was sent.
-		return errorReason(st) != reasonNotApplied
+		return !notApplied(errorReason(st))
 	case codes.DeadlineExceeded, codes.Canceled:
 		return true
 	}
@@ -602,6 +600,12 @@ func IsNotApplied(err error) bool {
 	if !ok {
 		return false
 	}
-	r := errorReason(st)
-	return r == reasonNotApplied || r == reasonOverloaded
+	return notApplied(errorReason(st))
+}
+
+// notApplied reports whether the gateway's reason says "not applied"
+// (api/outcome's table); a reason this version does not know is not.
+func notApplied(reason string) bool {
+	a, known := wo.OfReason(reason)
+	return known && a == wo.NotApplied
 }

@@ -270,8 +270,6 @@ func TestErrorContractMatchesGateway(t *testing.T) {
 	for _, p := range [][2]string{
 		{errorDomain, gateway.ErrorDomain},
 		{reasonOutcomeUnknown, gateway.ReasonOutcomeUnknown},
-		{reasonNotApplied, gateway.ReasonNotApplied},
-		{reasonOverloaded, gateway.ReasonOverloaded},
 		{outcomeUnknownPrefix, gateway.OutcomeUnknownPrefix},
 		{trailerLeader, gateway.LeaderTrailer},
 		{trailerLeaderAddr, gateway.LeaderAddrTrailer},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -17,14 +18,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/shard"
 )
 
-// Trailers of the internal API.
+// Trailers of the internal API (the outcome trailer is outcome.Trailer).
 const (
-	leaderTrailer  = "rhizon-leader"
-	outcomeTrailer = "rhizon-outcome"
+	leaderTrailer = "rhizon-leader"
 )
 
 // internalServer serves pb.InternalServer for one node.
@@ -73,23 +74,32 @@ func (s *internalServer) Forward(ctx context.Context, req *pb.ForwardRequest) (*
 	return &pb.ForwardResponse{Result: pb.FromResult(&res)}, nil
 }
 
-// submitStatus encodes a shard error so the forwarding node can tell
-// "definitely not applied" from "unknown".
+// submitStatus encodes a shard error in the dialect of api/outcome, the same
+// as the public gateway's: the table's gRPC code, an ErrorInfo whose metadata
+// names the code, and the outcome trailer "not_applied" when it was not, so
+// the forwarding node can tell "definitely not applied" from "unknown".
 func (s *internalServer) submitStatus(ctx context.Context, id uint32, err error) error {
+	e := outcome.Of(err)
 	switch {
 	case errors.Is(err, shard.ErrNotLeader):
+		// FailedPrecondition, not the table's Unavailable: a hop answers
+		// with its leader hint, and it is what every released node reads.
 		return s.notLeader(ctx, id)
-	case errors.Is(err, shard.ErrOverloaded):
-		return status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, shard.ErrClosed), errors.Is(err, context.Canceled) && ctx.Err() == nil:
-		_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, "not_applied"))
-		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, shard.ErrHalted):
-		return status.Error(codes.Internal, err.Error())
+	case errors.Is(err, context.Canceled) && ctx.Err() == nil:
+		e = outcome.Lookup(outcome.CodeCanceled)
 	}
-	// ErrUnknownOutcome, deadlines: Aborted marks "maybe applied", which a
-	// transport failure (Unavailable) cannot be confused with.
-	return status.Error(codes.Aborted, err.Error())
+	if e.Applied == outcome.NotApplied {
+		// An unknown outcome goes without the trailer, which means the same:
+		// nodes before this version read any outcome trailer on Unavailable
+		// as "not applied", and must not during a rolling upgrade.
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(outcome.Trailer, e.Applied.String()))
+	}
+	st := status.New(e.GRPC, err.Error())
+	if withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: e.Reason, Domain: outcome.Domain,
+		Metadata: map[string]string{"code": e.Code}}); derr == nil {
+		st = withInfo
+	}
+	return st.Err()
 }
 
 func (s *internalServer) Read(ctx context.Context, req *pb.ReadRequest) (*pb.ReadResponse, error) {
@@ -257,27 +267,48 @@ type forwardErr struct {
 func (e *forwardErr) Error() string { return e.err.Error() }
 func (e *forwardErr) Unwrap() error { return e.err }
 
+// classify reads a peer's answer in the dialect of api/outcome. The trailer
+// says whether the command may have been applied; a failure without it is a
+// transport failure, and the request may have been delivered. Peers of
+// earlier versions answered an unknown outcome with Aborted and no trailer,
+// which reads the same way.
 func classify(err error, tr metadata.MD) *forwardErr {
 	st := status.Convert(err)
-	fe := &forwardErr{err: err}
+	fe := &forwardErr{err: err, applied: true}
 	if v := tr.Get(leaderTrailer); len(v) > 0 {
 		fe.leader = v[0]
 	}
+	if v := tr.Get(outcome.Trailer); len(v) > 0 {
+		fe.applied = v[0] != outcome.NotApplied.String()
+	}
+	var sentinel error
 	switch st.Code() {
 	case codes.FailedPrecondition:
-		fe.err = fmt.Errorf("%w: %s", shard.ErrNotLeader, st.Message())
+		sentinel, fe.applied = shard.ErrNotLeader, false
 	case codes.ResourceExhausted:
-		fe.err = fmt.Errorf("%w: %s", shard.ErrOverloaded, st.Message())
+		sentinel, fe.applied = shard.ErrOverloaded, false
 	case codes.Internal:
-		fe.err = fmt.Errorf("%w: %s", shard.ErrHalted, st.Message())
-	case codes.Unavailable:
-		// Either the peer said "not applied", or the transport failed and
-		// the request may have been delivered.
-		fe.applied = len(tr.Get(outcomeTrailer)) == 0
-	default:
-		fe.applied = true
+		sentinel, fe.applied = shard.ErrHalted, false
+	}
+	if code := infoCode(st); code != "" {
+		if s := outcome.Lookup(code).Sentinel(); s != nil && s != context.Canceled {
+			sentinel = s
+		}
+	}
+	if sentinel != nil {
+		fe.err = fmt.Errorf("%w: %s", sentinel, st.Message())
 	}
 	return fe
+}
+
+// infoCode is the outcome code a peer put in its ErrorInfo, if any.
+func infoCode(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == outcome.Domain {
+			return info.GetMetadata()["code"]
+		}
+	}
+	return ""
 }
 
 func (n *Node) forward(ctx context.Context, to string, cmd *actor.Command, hops uint32) (actor.Result, *forwardErr) {

@@ -20,9 +20,9 @@ const (
 	// AuditTenant and AuditWorkspace hold the audit streams. An operator
 	// reads one with History (include_rejections) on AuditAddress, with a
 	// token scoped to this tenant and workspace.
-	AuditTenant    = "_rhizon"
-	AuditWorkspace = "audit"
-	AuditActorType = "violations"
+	AuditTenant    = actor.AuditTenant
+	AuditWorkspace = actor.AuditWorkspace
+	AuditActorType = actor.AuditActorType
 
 	// AuditWindowMs: repeats of one (principal, target, idempotency key)
 	// within a window of logical time update one record and its count.
@@ -124,7 +124,7 @@ func decodeAuditState(b []byte) (auditState, error) {
 // offender's audit stream. It stores no idempotency record: otherwise a
 // caller without rights could poison the key space of the entity it attacked.
 func (a *applier) violation(cmd *actor.Command, res actor.Result, msg string) (actor.Result, error) {
-	res.Status, res.Reason, res.Code, res.Message = actor.StatusRejected, actor.ReasonViolation, "violation", msg
+	res.Status, res.Reason, res.Code, res.Message = actor.StatusRejected, actor.ReasonViolation, actor.CodeViolation, msg
 	a.violations++
 	addr := AuditAddress(cmd.Security.Principal.ID, a.e.shard, a.e.shardCount)
 	key := addr.Key()

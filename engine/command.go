@@ -75,7 +75,7 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 	}
 	res.Version = ent.Version
 	if cmd.ExpectedVersion != nil && *cmd.ExpectedVersion != ent.Version {
-		res.Status, res.Reason, res.Code = actor.StatusRejected, actor.ReasonConflict, "version_conflict"
+		res.Status, res.Reason, res.Code = actor.StatusRejected, actor.ReasonConflict, actor.CodeVersionConflict
 		res.Message = fmt.Sprintf("expected version %d, entity is at version %d", *cmd.ExpectedVersion, ent.Version)
 		a.recordRejection(cmd, key, &res, actor.EventType(cmd.Address.ActorType, "rejected"), ent.Version)
 		a.storeResult(cmd, key, &res)
@@ -127,7 +127,7 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 			err = fmt.Errorf("state would be %d bytes; the limit is %d", len(next), actor.MaxStateBytes)
 		}
 		if err != nil {
-			res = rejected(res, actor.Reject("evolve_failed", "event %s: %v", ev.Type, err))
+			res = rejected(res, actor.Reject(actor.CodeEvolveFailed, "event %s: %v", ev.Type, err))
 			a.recordRejection(cmd, key, &res, actor.EventType(cmd.Address.ActorType, "rejected"), ent.Version)
 			a.storeResult(cmd, key, &res)
 			return res, nil
@@ -249,7 +249,7 @@ func rejected(res actor.Result, err error) actor.Result {
 		res.Reason, res.Code, res.Message = r.Reason, r.Code, r.Message
 		return res
 	}
-	res.Reason, res.Code, res.Message = actor.ReasonBusiness, "error", err.Error()
+	res.Reason, res.Code, res.Message = actor.ReasonBusiness, actor.CodeError, err.Error()
 	return res
 }
 
@@ -257,38 +257,38 @@ func rejected(res actor.Result, err error) actor.Result {
 // may only send within its own tenant and workspace.
 func checkEffects(cmd *actor.Command, news []actor.NewEvent, sends []actor.Send, timers []actor.TimerOp) error {
 	if len(news) > actor.MaxEventsPerCommand {
-		return actor.Reject("too_many_events", "Decide emitted %d events; the limit is %d", len(news), actor.MaxEventsPerCommand)
+		return actor.Reject(actor.CodeTooManyEvents, "Decide emitted %d events; the limit is %d", len(news), actor.MaxEventsPerCommand)
 	}
 	for _, ne := range news {
 		if err := actor.ValidateID("event name", ne.Name); err != nil {
-			return actor.Reject("bad_event", "%v", err)
+			return actor.Reject(actor.CodeBadEvent, "%v", err)
 		}
 	}
 	if len(sends) > actor.MaxSendsPerCommand {
-		return actor.Reject("too_many_sends", "Decide sent %d commands; the limit is %d", len(sends), actor.MaxSendsPerCommand)
+		return actor.Reject(actor.CodeTooManySends, "Decide sent %d commands; the limit is %d", len(sends), actor.MaxSendsPerCommand)
 	}
 	for _, s := range sends {
 		if s.To.Tenant != cmd.Address.Tenant || s.To.Workspace != cmd.Address.Workspace {
-			return &actor.Rejection{Reason: actor.ReasonViolation, Code: "violation", Message: fmt.Sprintf(
+			return &actor.Rejection{Reason: actor.ReasonViolation, Code: actor.CodeViolation, Message: fmt.Sprintf(
 				"actor %s tried to send %s into tenant %q workspace %q outside its own scope",
 				cmd.Address, s.Type, s.To.Tenant, s.To.Workspace)}
 		}
 		if err := s.To.Validate(); err != nil {
-			return actor.Reject("bad_send", "send target: %v", err)
+			return actor.Reject(actor.CodeBadSend, "send target: %v", err)
 		}
 		if verb, at := actor.ParseCommandType(s.Type); verb == "" || at != s.To.ActorType {
-			return actor.Reject("bad_send", "send type %q must be cmd.%s.<verb>", s.Type, s.To.ActorType)
+			return actor.Reject(actor.CodeBadSend, "send type %q must be cmd.%s.<verb>", s.Type, s.To.ActorType)
 		}
 		if len(s.Payload) > actor.MaxPayloadBytes {
-			return actor.Reject("bad_send", "send payload is %d bytes; the limit is %d", len(s.Payload), actor.MaxPayloadBytes)
+			return actor.Reject(actor.CodeBadSend, "send payload is %d bytes; the limit is %d", len(s.Payload), actor.MaxPayloadBytes)
 		}
 	}
 	if len(timers) > actor.MaxTimersPerCommand {
-		return actor.Reject("too_many_timers", "Decide set %d timers; the limit is %d", len(timers), actor.MaxTimersPerCommand)
+		return actor.Reject(actor.CodeTooManyTimers, "Decide set %d timers; the limit is %d", len(timers), actor.MaxTimersPerCommand)
 	}
 	for _, t := range timers {
 		if err := actor.ValidateID("timer name", t.Name); err != nil {
-			return actor.Reject("bad_timer", "%v", err)
+			return actor.Reject(actor.CodeBadTimer, "%v", err)
 		}
 	}
 	return nil
@@ -300,7 +300,7 @@ func checkEffects(cmd *actor.Command, news []actor.NewEvent, sends []actor.Send,
 func decide(b actor.Behavior, ctx *actor.Context, state []byte, cmd *actor.Command) (evs []actor.NewEvent, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			evs, err = nil, actor.Reject("actor_panic", "actor %s panicked in Decide: %v", b.Type(), p)
+			evs, err = nil, actor.Reject(actor.CodeActorPanic, "actor %s panicked in Decide: %v", b.Type(), p)
 		}
 	}()
 	return b.Decide(ctx, state, cmd)

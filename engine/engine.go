@@ -34,7 +34,7 @@ const ViolationEventType = "evt.security.violation"
 // ReadVerb is the verb under which a gateway records a read attempt outside
 // the caller's scope: it proposes the attempt, the engine's scope check fails,
 // and the violation lands in the entity's audit history.
-const ReadVerb = "read"
+const ReadVerb = actor.ReadVerb
 
 // ErrStore wraps a storage failure. The shard must halt: the engine cannot
 // know what was written.

@@ -64,11 +64,9 @@ type BatchReader interface {
 	DueTimers(upTo int64, limit int) ([]Timer, error)
 }
 
-// Entity is one entity's stored record.
-type Entity struct {
-	Version uint64
-	State   []byte
-}
+// Entity is one entity's stored record (declared in actor so that the
+// gateway need not link the engine).
+type Entity = actor.Entity
 
 // Timer is a durable timer of one entity.
 type Timer struct {
@@ -86,16 +84,8 @@ type Meta struct {
 }
 
 // Position is a place in a shard's log: the raft index of the entry and the
-// ordinal of the record within it.
-type Position struct {
-	Index   uint64
-	Ordinal uint32
-}
-
-// After reports whether p comes later in the log than q.
-func (p Position) After(q Position) bool {
-	return p.Index > q.Index || p.Index == q.Index && p.Ordinal > q.Ordinal
-}
+// ordinal of the record within it (declared in actor, like Entity).
+type Position = actor.Position
 
 // HistoryKind tells an event record from a rejection record.
 type HistoryKind byte

@@ -18,20 +18,20 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
-	"github.com/rhizon/rhizon/engine"
-	"github.com/rhizon/rhizon/ingress"
+	"github.com/rhizon/rhizon/api/stream"
 )
 
 // AsyncBackend is what SubmitAsync and Watch need from a node: its JetStream
 // ingress. *ingress.Manager implements it. Methods are safe for concurrent
-// use.
+// use. A node without NATS leaves Config.Async nil (a nil interface, not a
+// nil *ingress.Manager in one), and the calls answer Unimplemented.
 type AsyncBackend interface {
 	// Enqueue publishes an authorized command (security context set) to its
 	// shard's ingress subject and returns once JetStream stored it.
-	Enqueue(ctx context.Context, cmd actor.Command) (ingress.Enqueued, error)
+	Enqueue(ctx context.Context, cmd actor.Command) (stream.Enqueued, error)
 	// Watch calls fn for every committed event of the filter, in per-entity
 	// order, until ctx ends or fn returns an error (which it returns).
-	Watch(ctx context.Context, f ingress.WatchFilter, fn func(ev *pb.Event, seq uint64) error) error
+	Watch(ctx context.Context, f stream.WatchFilter, fn func(ev *pb.Event, seq uint64) error) error
 }
 
 // asyncReadier is the optional capability of an AsyncBackend that can tell
@@ -45,16 +45,6 @@ type asyncReadier interface {
 // that has just started, so a caller without a deadline is not held while
 // NATS elects its stream leaders. A variable so tests can shorten it.
 var asyncReadyWait = 5 * time.Second
-
-// asyncOrNil turns a typed nil (a nil *ingress.Manager in a non-nil
-// interface, as `Async: mgr` produces when NATS is off) into a nil
-// interface, so the calls answer Unimplemented instead of panicking.
-func asyncOrNil(a AsyncBackend) AsyncBackend {
-	if m, ok := a.(*ingress.Manager); ok && m == nil {
-		return nil
-	}
-	return a
-}
 
 // errNoAsync is the answer of SubmitAsync and Watch on a node without NATS.
 func errNoAsync(call string) error {
@@ -184,57 +174,57 @@ func (s *Server) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServer[p
 
 // watchFilter authenticates a Watch and turns it into a filter, with the
 // status error of the first check that fails.
-func (s *Server) watchFilter(ctx context.Context, req *pb.WatchRequest) (ingress.WatchFilter, Identity, error) {
+func (s *Server) watchFilter(ctx context.Context, req *pb.WatchRequest) (stream.WatchFilter, Identity, error) {
 	id, err := s.authenticate(ctx)
 	if err != nil {
-		return ingress.WatchFilter{}, id, err
+		return stream.WatchFilter{}, id, err
 	}
 	f, err := s.watchFilterOf(ctx, id, req)
 	return f, id, err
 }
 
-func (s *Server) watchFilterOf(ctx context.Context, id Identity, req *pb.WatchRequest) (ingress.WatchFilter, error) {
+func (s *Server) watchFilterOf(ctx context.Context, id Identity, req *pb.WatchRequest) (stream.WatchFilter, error) {
 	if s.async == nil {
-		return ingress.WatchFilter{}, errNoAsync("Watch")
+		return stream.WatchFilter{}, errNoAsync("Watch")
 	}
 	a := fillScope(&pb.Address{Tenant: req.GetTenant(), Workspace: req.GetWorkspace(), ActorType: req.GetActorType(), EntityId: req.GetEntityId()}, id)
 	for _, c := range [...]struct{ field, v string }{{"tenant", a.Tenant}, {"workspace", a.Workspace}} {
 		if err := actor.ValidateID(c.field, c.v); err != nil {
-			return ingress.WatchFilter{}, invalid(err)
+			return stream.WatchFilter{}, invalid(err)
 		}
 	}
 	if a.EntityID != "" && a.ActorType == "" {
-		return ingress.WatchFilter{}, status.Errorf(codes.InvalidArgument,
+		return stream.WatchFilter{}, status.Errorf(codes.InvalidArgument,
 			"entity_id %q needs actor_type: an entity id is only unique within its actor type", a.EntityID)
 	}
 	if a.ActorType != "" {
 		if err := actor.ValidateID("actor_type", a.ActorType); err != nil {
-			return ingress.WatchFilter{}, invalid(err)
+			return stream.WatchFilter{}, invalid(err)
 		}
 	}
 	if a.EntityID != "" {
 		if err := actor.ValidateID("entity_id", a.EntityID); err != nil {
-			return ingress.WatchFilter{}, invalid(err)
+			return stream.WatchFilter{}, invalid(err)
 		}
 	}
 	if req.GetAfterSequence() > 0 && req.GetFromBeginning() {
-		return ingress.WatchFilter{}, status.Errorf(codes.InvalidArgument,
+		return stream.WatchFilter{}, status.Errorf(codes.InvalidArgument,
 			"after_sequence %d and from_beginning contradict each other: resume after a sequence, or start with the oldest event kept, not both", req.GetAfterSequence())
 	}
 	if sec := id.Security(); !sec.Allows(a.Tenant, a.Workspace) {
-		return ingress.WatchFilter{}, s.watchDenied(ctx, id, a)
+		return stream.WatchFilter{}, s.watchDenied(ctx, id, a)
 	}
 	if a.ActorType != "" {
 		if _, err := s.lookup(a.ActorType); err != nil {
-			return ingress.WatchFilter{}, err
+			return stream.WatchFilter{}, err
 		}
 	}
 	if et := req.GetEventType(); et != "" {
 		if err := checkEventType(et, a.ActorType); err != nil {
-			return ingress.WatchFilter{}, err
+			return stream.WatchFilter{}, err
 		}
 	}
-	return ingress.WatchFilter{
+	return stream.WatchFilter{
 		Tenant: a.Tenant, Workspace: a.Workspace, ActorType: a.ActorType, EntityID: a.EntityID,
 		EventType: req.GetEventType(), After: req.GetAfterSequence(), FromBeginning: req.GetFromBeginning(),
 	}, nil
@@ -266,7 +256,7 @@ func (s *Server) watchDenied(ctx context.Context, id Identity, a actor.Address) 
 			cmdID := randomID()
 			recorded := s.recordViolation(ctx, actor.Command{
 				ID:             cmdID,
-				Type:           actor.CommandType(a.ActorType, engine.ReadVerb),
+				Type:           actor.CommandType(a.ActorType, actor.ReadVerb),
 				Address:        a,
 				IdempotencyKey: "read-violation/" + cmdID,
 				Security:       id.Security(),
@@ -298,7 +288,7 @@ func (e sendError) Unwrap() error { return e.err }
 // runWatch feeds the events of f to send until the caller goes, send fails,
 // the node shuts down or the events stream fails. Every error but a send
 // error is a status that tells the client how to resume.
-func (s *Server) runWatch(ctx context.Context, f ingress.WatchFilter, send func(*pb.WatchEvent) error) error {
+func (s *Server) runWatch(ctx context.Context, f stream.WatchFilter, send func(*pb.WatchEvent) error) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// authErr is set, before cancel, when the token stops authenticating

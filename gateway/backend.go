@@ -5,16 +5,15 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
-	"github.com/rhizon/rhizon/engine"
 )
 
 // Backend is what the gateway needs from a node: routing to the shard that
 // owns an address and the shard operations. The node (package cluster)
 // implements it. All methods are safe for concurrent use.
 //
-// Errors are the shard package's sentinels (shard.ErrNotLeader,
-// shard.ErrUnknownOutcome, shard.ErrOverloaded, shard.ErrClosed,
-// shard.ErrHalted), possibly wrapped, or the context's error.
+// Errors are the write-outcome sentinels of api/outcome (ErrNotLeader,
+// ErrUnknownOutcome, ErrOverloaded, ErrClosed, ErrHalted; shard's names
+// alias them), possibly wrapped, or the context's error.
 type Backend interface {
 	// Registry is the node's actor registry (read-only).
 	Registry() *actor.Registry
@@ -25,10 +24,10 @@ type Backend interface {
 	Submit(ctx context.Context, cmd actor.Command) (actor.Result, error)
 	// Get reads an entity. Linearizable reads confirm leadership and wait for
 	// the applied index to reach the commit index; stale reads do not.
-	Get(ctx context.Context, addr actor.Address, stale bool) (ent engine.Entity, appliedIndex uint64, err error)
+	Get(ctx context.Context, addr actor.Address, stale bool) (ent actor.Entity, appliedIndex uint64, err error)
 	// History reads an entity's audit records after pos (exclusive), at most
 	// limit of them; more reports whether further records exist.
-	History(ctx context.Context, addr actor.Address, after engine.Position, limit int, includeRejections, stale bool) (recs []*pb.HistoryRecord, next engine.Position, more bool, err error)
+	History(ctx context.Context, addr actor.Address, after actor.Position, limit int, includeRejections, stale bool) (recs []*pb.HistoryRecord, next actor.Position, more bool, err error)
 	// Status reports the node and its shards.
 	Status(ctx context.Context) (*pb.StatusResponse, error)
 	// Drain starts (on) or cancels (off) moving every replica and leadership

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/rhizon/rhizon/shard"
+	"github.com/rhizon/rhizon/api/outcome"
 )
 
 // The machine-readable side of the gateway's errors. A retrying client must
@@ -19,26 +19,29 @@ import (
 // message is no contract; so every write error that matters for retries
 // carries an errdetails.ErrorInfo with ErrorDomain and one of these reasons,
 // and an unknown outcome also sets the trailer OutcomeTrailer: OutcomeUnknown.
+//
+// The values are api/outcome's, whose Table says which gRPC code and reason
+// each write error gets; these names keep the gateway's API.
 const (
-	ErrorDomain = "rhizon.v1"
+	ErrorDomain = outcome.Domain
 
 	// ReasonOutcomeUnknown: the command was proposed and may or may not have
 	// been applied. Retry with the same idempotency key and command id.
-	ReasonOutcomeUnknown = "OUTCOME_UNKNOWN"
+	ReasonOutcomeUnknown = outcome.ReasonOutcomeUnknown
 	// ReasonNotApplied: the command was definitely not applied (no leader,
 	// shard closing). Retrying is safe.
-	ReasonNotApplied = "NOT_APPLIED"
+	ReasonNotApplied = outcome.ReasonNotApplied
 	// ReasonOverloaded: the shard's proposer queue was full; the command was
 	// not applied. Retry after a backoff.
-	ReasonOverloaded = "OVERLOADED"
+	ReasonOverloaded = outcome.ReasonOverloaded
 
 	// OutcomeTrailer is the gRPC trailer (and HTTP header) that marks an
 	// unknown outcome, for clients that read metadata rather than details.
-	OutcomeTrailer = "rhizon-outcome"
+	OutcomeTrailer = outcome.Trailer
 	// OutcomeUnknown is the value of OutcomeTrailer.
 	OutcomeUnknown = "unknown"
 	// OutcomeUnknownPrefix starts the message of every unknown-outcome error.
-	OutcomeUnknownPrefix = "outcome unknown:"
+	OutcomeUnknownPrefix = outcome.UnknownPrefix
 )
 
 // statusWithInfo returns a status carrying an ErrorInfo detail.
@@ -57,23 +60,30 @@ func statusWithInfo(code codes.Code, reason string, meta map[string]string, msg 
 // invite a retry without the idempotency key.
 func submitError(ctx context.Context, err error, shardID uint32, key, cmdID string) error {
 	meta := map[string]string{"shard": fmt.Sprint(shardID), "idempotency_key": key, "command_id": cmdID}
-	switch {
-	case errors.Is(err, shard.ErrHalted):
-		return status.Errorf(codes.Internal, "shard %d has halted after a store failure and needs an operator; the command was not applied", shardID)
-	case errors.Is(err, shard.ErrUnknownOutcome):
-		return unknownOutcome(ctx, meta, fmt.Sprintf("%s the command reached shard %d but leadership changed or the wait timed out before its result; retry with the same idempotency_key %q to get the result", OutcomeUnknownPrefix, shardID, key))
-	case errors.Is(err, shard.ErrOverloaded):
-		return statusWithInfo(codes.ResourceExhausted, ReasonOverloaded, meta, fmt.Sprintf("shard %d is overloaded (proposer queue full); the command was NOT applied and may be retried after a backoff", shardID))
-	case errors.Is(err, shard.ErrNotLeader):
-		return statusWithInfo(codes.Unavailable, ReasonNotApplied, meta, fmt.Sprintf("shard %d has no leader this node can reach right now; the command was NOT applied and may be retried", shardID))
-	case errors.Is(err, shard.ErrClosed):
-		return statusWithInfo(codes.Unavailable, ReasonNotApplied, meta, fmt.Sprintf("shard %d is shutting down on this node; the command was NOT applied and may be retried", shardID))
+	e := outcome.Of(err)
+	if msg, ok := notAppliedMessages[e.Code]; ok {
+		return statusWithInfo(e.GRPC, e.Reason, meta, fmt.Sprintf(msg, shardID))
 	}
-	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown && !errors.Is(err, outcome.ErrUnknownOutcome) {
 		// A status from a forwarding hop already says what happened.
 		return st.Err()
 	}
-	return unknownOutcome(ctx, meta, fmt.Sprintf("%s %v; retry with the same idempotency_key %q to get the result", OutcomeUnknownPrefix, err, key))
+	return unknownOutcome(ctx, meta, unknownMessage(err, shardID, key))
+}
+
+// notAppliedMessages say, per outcome code, why shard %d did not apply it.
+var notAppliedMessages = map[string]string{
+	outcome.CodeHalted:     "shard %d has halted after a store failure and needs an operator; the command was not applied",
+	outcome.CodeOverloaded: "shard %d is overloaded (proposer queue full); the command was NOT applied and may be retried after a backoff",
+	outcome.CodeNotLeader:  "shard %d has no leader this node can reach right now; the command was NOT applied and may be retried",
+	outcome.CodeClosed:     "shard %d is shutting down on this node; the command was NOT applied and may be retried",
+}
+
+func unknownMessage(err error, shardID uint32, key string) string {
+	if errors.Is(err, outcome.ErrUnknownOutcome) {
+		return fmt.Sprintf("%s the command reached shard %d but leadership changed or the wait timed out before its result; retry with the same idempotency_key %q to get the result", OutcomeUnknownPrefix, shardID, key)
+	}
+	return fmt.Sprintf("%s %v; retry with the same idempotency_key %q to get the result", OutcomeUnknownPrefix, err, key)
 }
 
 func unknownOutcome(ctx context.Context, meta map[string]string, msg string) error {
@@ -88,13 +98,13 @@ func unknownOutcome(ctx context.Context, meta map[string]string, msg string) err
 // where names what was read ("shard 3", "this node") and what the call.
 func readError(err error, where, what string) error {
 	switch {
-	case errors.Is(err, shard.ErrHalted):
+	case errors.Is(err, outcome.ErrHalted):
 		return status.Errorf(codes.Internal, "%s has halted after a store failure and needs an operator", where)
-	case errors.Is(err, shard.ErrOverloaded):
+	case errors.Is(err, outcome.ErrOverloaded):
 		return statusWithInfo(codes.ResourceExhausted, ReasonOverloaded, nil, fmt.Sprintf("%s is overloaded; retry %s after a backoff", where, what))
-	case errors.Is(err, shard.ErrNotLeader), errors.Is(err, shard.ErrUnknownOutcome):
+	case errors.Is(err, outcome.ErrNotLeader), errors.Is(err, outcome.ErrUnknownOutcome):
 		return status.Errorf(codes.Unavailable, "%s has no leader this node can reach right now; retry %s, or ask for stale consistency", where, what)
-	case errors.Is(err, shard.ErrClosed):
+	case errors.Is(err, outcome.ErrClosed):
 		return status.Errorf(codes.Unavailable, "%s is shutting down on this node; retry %s", where, what)
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Errorf(codes.DeadlineExceeded, "%s of %s did not finish before the deadline", what, where)

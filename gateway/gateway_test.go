@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/shard"
@@ -358,7 +359,7 @@ func TestSubmitOutcomes(t *testing.T) {
 		{name: "overloaded", err: shard.ErrOverloaded, code: codes.ResourceExhausted, msg: "NOT applied", reason: ReasonOverloaded},
 		{name: "unknown outcome", err: shard.ErrUnknownOutcome, code: codes.Unavailable, msg: OutcomeUnknownPrefix, reason: ReasonOutcomeUnknown, trailer: true},
 		{name: "deadline after proposing", err: context.DeadlineExceeded, code: codes.Unavailable, msg: OutcomeUnknownPrefix, reason: ReasonOutcomeUnknown, trailer: true},
-		{name: "halted", err: shard.ErrHalted, code: codes.Internal, msg: "halted"},
+		{name: "halted", err: shard.ErrHalted, code: codes.Internal, msg: "halted", reason: outcome.ReasonHalted},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 )
 
@@ -644,11 +645,9 @@ func jsonError(st *status.Status) (body JSONError, unknown bool) {
 		if !ok || info.GetDomain() != ErrorDomain {
 			continue
 		}
-		switch info.GetReason() {
-		case ReasonOutcomeUnknown:
-			body.Outcome, unknown = "unknown", true
-		case ReasonNotApplied, ReasonOverloaded, ReasonRateLimited, ReasonQuotaExceeded:
-			body.Outcome = "not_applied"
+		// The outcome field speaks api/outcome's dialect, like the trailer.
+		if a, known := outcome.OfReason(info.GetReason()); known && a != outcome.AppliedYes {
+			body.Outcome, unknown = a.String(), a == outcome.Unknown
 		}
 	}
 	return body, unknown

@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 
-	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/actor"
 )
 
 // pageTokenVersion leads every page token, so the encoding can change later
@@ -19,7 +19,7 @@ var errBadPageToken = errors.New("page_token is malformed: pass the next_page_to
 // EncodePageToken returns the opaque token for the history position pos:
 // base64url (no padding) of a version byte, the raft index and the ordinal.
 // Clients must treat it as opaque.
-func EncodePageToken(pos engine.Position) string {
+func EncodePageToken(pos actor.Position) string {
 	var b [pageTokenLen]byte
 	b[0] = pageTokenVersion
 	binary.BigEndian.PutUint64(b[1:9], pos.Index)
@@ -29,13 +29,13 @@ func EncodePageToken(pos engine.Position) string {
 
 // DecodePageToken parses a token from EncodePageToken; the empty token is the
 // start of the history (the zero Position).
-func DecodePageToken(tok string) (engine.Position, error) {
+func DecodePageToken(tok string) (actor.Position, error) {
 	if tok == "" {
-		return engine.Position{}, nil
+		return actor.Position{}, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(tok)
 	if err != nil || len(b) != pageTokenLen || b[0] != pageTokenVersion {
-		return engine.Position{}, errBadPageToken
+		return actor.Position{}, errBadPageToken
 	}
-	return engine.Position{Index: binary.BigEndian.Uint64(b[1:9]), Ordinal: binary.BigEndian.Uint32(b[9:])}, nil
+	return actor.Position{Index: binary.BigEndian.Uint64(b[1:9]), Ordinal: binary.BigEndian.Uint32(b[9:])}, nil
 }

@@ -26,6 +26,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/api/outcome"
 )
 
 // Reasons of the quota refusals (ErrorInfo.Reason, domain ErrorDomain).
@@ -33,11 +34,11 @@ const (
 	// ReasonRateLimited: the tenant or the token's principal sent more
 	// requests than its rate and burst allow. Nothing was applied; retry
 	// after RetryAfterTrailer.
-	ReasonRateLimited = "RATE_LIMITED"
+	ReasonRateLimited = outcome.ReasonRateLimited
 	// ReasonQuotaExceeded: the tenant stores more bytes than its storage
 	// quota. Nothing was applied; writes stay refused until the quota is
 	// raised (history is immutable, so writing less does not free space).
-	ReasonQuotaExceeded = "QUOTA_EXCEEDED"
+	ReasonQuotaExceeded = outcome.ReasonQuotaExceeded
 
 	// RetryAfterTrailer is the gRPC header and trailer of a rate-limited
 	// call: whole seconds to wait, rounded up (as HTTP's Retry-After).

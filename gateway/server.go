@@ -33,8 +33,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
-	"github.com/rhizon/rhizon/engine"
 )
 
 // History page sizes.
@@ -141,7 +141,7 @@ func New(cfg Config) (*Server, error) {
 		version:    cfg.Version,
 		health:     health.NewServer(),
 		tracing:    propagation.TraceContext{},
-		async:      asyncOrNil(cfg.Async),
+		async:      cfg.Async,
 		closing:    make(chan struct{}),
 		quotas:     cfg.Quotas,
 	}
@@ -303,7 +303,7 @@ func (s *Server) lookup(actorType string) (actor.Behavior, error) {
 
 // reservedVerbs are delivered by the engine itself; a client submitting one
 // could forge a timer firing or a read-violation record.
-var reservedVerbs = []string{actor.TimerVerb, engine.ReadVerb}
+var reservedVerbs = []string{actor.TimerVerb, actor.ReadVerb}
 
 func reservedVerb(verb, actorType string, verbs []string) error {
 	return status.Errorf(codes.InvalidArgument,
@@ -466,9 +466,9 @@ func (s *Server) submit(ctx context.Context, id Identity, req *pb.SubmitRequest)
 	}
 	switch res.Reason {
 	case actor.ReasonViolation:
-		return nil, cmd.Address, shardID, status.Errorf(codes.PermissionDenied, "%s (the attempt was recorded)", res.Message)
+		return nil, cmd.Address, shardID, status.Errorf(outcome.Lookup(actor.CodeViolation).GRPC, "%s (the attempt was recorded)", res.Message)
 	case actor.ReasonInvalid:
-		return nil, cmd.Address, shardID, status.Error(codes.InvalidArgument, res.Message)
+		return nil, cmd.Address, shardID, status.Error(outcome.Lookup(actor.CodeInvalid).GRPC, res.Message)
 	}
 	return &pb.SubmitResponse{Result: pb.FromResult(&res), Shard: shardID}, cmd.Address, shardID, nil
 }
@@ -580,7 +580,7 @@ func (s *Server) readTarget(ctx context.Context, addr *pb.Address) (actor.Addres
 		cmdID := randomID()
 		recorded := s.recordViolation(ctx, actor.Command{
 			ID:             cmdID,
-			Type:           actor.CommandType(a.ActorType, engine.ReadVerb),
+			Type:           actor.CommandType(a.ActorType, actor.ReadVerb),
 			Address:        a,
 			IdempotencyKey: "read-violation/" + cmdID,
 			Security:       sec,
@@ -604,7 +604,7 @@ func (s *Server) readTarget(ctx context.Context, addr *pb.Address) (actor.Addres
 }
 
 func isAuditStream(a actor.Address) bool {
-	return a.Tenant == engine.AuditTenant && a.Workspace == engine.AuditWorkspace && a.ActorType == engine.AuditActorType
+	return a.Tenant == actor.AuditTenant && a.Workspace == actor.AuditWorkspace && a.ActorType == actor.AuditActorType
 }
 
 // Get returns an entity's state and version. Tenant and workspace default to

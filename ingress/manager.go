@@ -424,13 +424,8 @@ func SigningKey(clusterSecret string) []byte {
 	return h.Sum(nil)
 }
 
-// Enqueued is where SubmitAsync stored a command.
-type Enqueued struct {
-	Stream    string
-	Sequence  uint64
-	Duplicate bool
-	Shard     uint32
-}
+// Enqueued is where SubmitAsync stored a command (declared in api/stream).
+type Enqueued = stream.Enqueued
 
 // Enqueue publishes an authorized command (security context set by the
 // gateway) to its shard's ingress subject and returns once JetStream stored

@@ -13,15 +13,9 @@ import (
 	"github.com/rhizon/rhizon/api/stream"
 )
 
-// WatchFilter selects events: a tenant and workspace (required), optionally
-// an actor type and with it an entity, optionally an event type.
-type WatchFilter struct {
-	Tenant, Workspace, ActorType, EntityID, EventType string
-	// After resumes after this events-stream sequence; 0 starts with events
-	// published from now on, or with the oldest kept when FromBeginning.
-	After         uint64
-	FromBeginning bool
-}
+// WatchFilter selects events; it is declared in api/stream so that the
+// gateway need not link NATS.
+type WatchFilter = stream.WatchFilter
 
 // watchInactiveThreshold is how long JetStream keeps the consumer of a watch
 // nobody pulls from (see Watch).

@@ -126,7 +126,7 @@ func accountOpen(_ *actor.Context, s *AccountState, cmd *actor.Command) ([]actor
 		return nil, err
 	}
 	if s.Open {
-		return nil, actor.Reject("already_open", "account is already open (currency %s, balance %d)", s.Currency, s.Balance)
+		return nil, actor.Reject(actor.CodeAlreadyOpen, "account is already open (currency %s, balance %d)", s.Currency, s.Balance)
 	}
 	return []actor.NewEvent{{
 		Name:    "opened",
@@ -140,10 +140,10 @@ func accountDeposit(_ *actor.Context, s *AccountState, cmd *actor.Command) ([]ac
 		return nil, err
 	}
 	if !s.Open {
-		return nil, actor.Reject("not_open", "account is not open; send cmd.account.open first")
+		return nil, actor.Reject(actor.CodeNotOpen, "account is not open; send cmd.account.open first")
 	}
 	if s.Balance > math.MaxInt64-n {
-		return nil, actor.Reject("overflow", "depositing %d onto balance %d exceeds the maximum balance %d", n, s.Balance, int64(math.MaxInt64))
+		return nil, actor.Reject(actor.CodeOverflow, "depositing %d onto balance %d exceeds the maximum balance %d", n, s.Balance, int64(math.MaxInt64))
 	}
 	return []actor.NewEvent{{
 		Name:    "deposited",
@@ -157,10 +157,10 @@ func accountWithdraw(_ *actor.Context, s *AccountState, cmd *actor.Command) ([]a
 		return nil, err
 	}
 	if !s.Open {
-		return nil, actor.Reject("not_open", "account is not open; send cmd.account.open first")
+		return nil, actor.Reject(actor.CodeNotOpen, "account is not open; send cmd.account.open first")
 	}
 	if n > s.Balance {
-		return nil, actor.Reject("insufficient_funds", "balance %d %s is less than the amount %d", s.Balance, s.Currency, n)
+		return nil, actor.Reject(actor.CodeInsufficientFunds, "balance %d %s is less than the amount %d", s.Balance, s.Currency, n)
 	}
 	return []actor.NewEvent{{
 		Name:    "withdrew",

@@ -147,7 +147,7 @@ func counterAdd(_ *actor.Context, s *CounterState, cmd *actor.Command) ([]actor.
 		return nil, err
 	}
 	if (n > 0 && s.Value > math.MaxInt64-n) || (n < 0 && s.Value < math.MinInt64-n) {
-		return nil, actor.Reject("overflow", "adding %d to %d leaves the int64 range [%d, %d]", n, s.Value, int64(math.MinInt64), int64(math.MaxInt64))
+		return nil, actor.Reject(actor.CodeOverflow, "adding %d to %d leaves the int64 range [%d, %d]", n, s.Value, int64(math.MinInt64), int64(math.MaxInt64))
 	}
 	return []actor.NewEvent{{
 		Name:    "added",

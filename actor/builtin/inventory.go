@@ -151,7 +151,7 @@ func inventoryStock(_ *actor.Context, s *InventoryState, cmd *actor.Command) ([]
 	cur := s.SKUs[p.SKU]
 	// Held units come back on release, so bound the total, not just available.
 	if cur.Available > math.MaxInt64-cur.Held-p.Qty {
-		return nil, actor.Reject("overflow", "adding %d to %s (%d available, %d held) exceeds the maximum %d", p.Qty, p.SKU, cur.Available, cur.Held, int64(math.MaxInt64))
+		return nil, actor.Reject(actor.CodeOverflow, "adding %d to %s (%d available, %d held) exceeds the maximum %d", p.Qty, p.SKU, cur.Available, cur.Held, int64(math.MaxInt64))
 	}
 	return []actor.NewEvent{{
 		Name:    "stocked",
@@ -173,7 +173,7 @@ func inventoryReserve(ctx *actor.Context, s *InventoryState, cmd *actor.Command)
 	self := ctx.Address().EntityID
 	if h, ok := s.Holds[p.Order]; ok {
 		if h.SKU != p.SKU || h.Qty != p.Qty {
-			return nil, actor.Reject("hold_mismatch", "order %q already holds %d x %s, not %d x %s", p.Order, h.Qty, h.SKU, p.Qty, p.SKU)
+			return nil, actor.Reject(actor.CodeHoldMismatch, "order %q already holds %d x %s, not %d x %s", p.Order, h.Qty, h.SKU, p.Qty, p.SKU)
 		}
 		// Asked again for what it holds: confirm again, hold nothing more.
 		replyToOrder(ctx, p.Order, cmdOrderReserved, OrderReservation{Inventory: self, SKU: p.SKU, Qty: p.Qty})
@@ -199,7 +199,7 @@ func inventoryReserve(ctx *actor.Context, s *InventoryState, cmd *actor.Command)
 func (s *InventoryState) hold(order string) (InventoryHold, error) {
 	h, ok := s.Holds[order]
 	if !ok {
-		return h, actor.Reject("no_hold", "no reservation is held for order %q", order)
+		return h, actor.Reject(actor.CodeNoHold, "no reservation is held for order %q", order)
 	}
 	return h, nil
 }

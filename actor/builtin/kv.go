@@ -148,7 +148,7 @@ func canonicalObject(field string, raw json.RawMessage, example string) ([]byte,
 }
 
 func kvNotFound() error {
-	return actor.Reject("not_found", "document does not exist; send cmd.kv.create first")
+	return actor.Reject(actor.CodeNotFound, "document does not exist; send cmd.kv.create first")
 }
 
 func kvCreate(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
@@ -157,7 +157,7 @@ func kvCreate(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEven
 		return nil, err
 	}
 	if s.Exists {
-		return nil, actor.Reject("exists", "document already exists; use update or patch, or delete it first")
+		return nil, actor.Reject(actor.CodeExists, "document already exists; use update or patch, or delete it first")
 	}
 	return []actor.NewEvent{{Name: "created", Payload: kvFieldJSON("doc", doc)}}, nil
 }
@@ -187,7 +187,7 @@ func kvPatch(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent
 		return nil, err
 	}
 	if len(doc) > MaxDocBytes {
-		return nil, actor.Reject("too_large", "the patched document would be %d bytes; the limit is %d", len(doc), MaxDocBytes)
+		return nil, actor.Reject(actor.CodeTooLarge, "the patched document would be %d bytes; the limit is %d", len(doc), MaxDocBytes)
 	}
 	return []actor.NewEvent{{Name: "patched", Payload: kvFieldJSON("patch", patch)}}, nil
 }

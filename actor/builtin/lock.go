@@ -168,11 +168,11 @@ func deadline(now, ttl int64) int64 {
 func notHolder(s *LockState, owner string, now int64) error {
 	switch {
 	case s.held(now):
-		return actor.Reject("not_holder", "lock is held by %q, not %q", s.Owner, owner)
+		return actor.Reject(actor.CodeNotHolder, "lock is held by %q, not %q", s.Owner, owner)
 	case s.Owner == owner:
-		return actor.Reject("not_holder", "lease %d of %q expired at %d (now %d); acquire the lock again", s.Lease, owner, s.ExpiresAt, now)
+		return actor.Reject(actor.CodeNotHolder, "lease %d of %q expired at %d (now %d); acquire the lock again", s.Lease, owner, s.ExpiresAt, now)
 	}
-	return actor.Reject("not_holder", "lock is free, not held by %q", owner)
+	return actor.Reject(actor.CodeNotHolder, "lock is free, not held by %q", owner)
 }
 
 func lockAcquire(ctx *actor.Context, s *LockState, cmd *actor.Command) ([]actor.NewEvent, error) {
@@ -184,7 +184,7 @@ func lockAcquire(ctx *actor.Context, s *LockState, cmd *actor.Command) ([]actor.
 	exp := deadline(now, ttl)
 	if s.held(now) {
 		if s.Owner != owner {
-			return nil, actor.Reject("held", "lock held by %q until %d", s.Owner, s.ExpiresAt)
+			return nil, actor.Reject(actor.CodeHeld, "lock held by %q until %d", s.Owner, s.ExpiresAt)
 		}
 		ctx.SetTimer(LockTimer, exp, nil)
 		return []actor.NewEvent{{

@@ -162,7 +162,7 @@ func orderPlace(ctx *actor.Context, s *OrderState, cmd *actor.Command) ([]actor.
 		return nil, err
 	}
 	if s.Status != "" {
-		return nil, actor.Reject("already_placed", "order is already %s (%d x %s for %d)", s.Status, s.Qty, s.SKU, s.Amount)
+		return nil, actor.Reject(actor.CodeAlreadyPlaced, "order is already %s (%d x %s for %d)", s.Status, s.Qty, s.SKU, s.Amount)
 	}
 	ctx.Send(actor.Address{ActorType: InventoryType, EntityID: p.Inventory}, cmdInventoryReserve,
 		actor.MustJSON(InventoryReserve{Order: ctx.Address().EntityID, SKU: p.SKU, Qty: p.Qty}))
@@ -178,11 +178,11 @@ func (s *OrderState) advance(cmd *actor.Command, from string, after ...string) (
 	case s.Status == from:
 		return true, nil
 	case s.Status == "":
-		return false, actor.Reject("not_placed", "%s for an order that was never placed", cmd.Type)
+		return false, actor.Reject(actor.CodeNotPlaced, "%s for an order that was never placed", cmd.Type)
 	case slices.Contains(after, s.Status):
 		return false, nil
 	}
-	return false, actor.Reject("wrong_status", "%s arrived while the order is %s; it is expected only while it is %s", cmd.Type, s.Status, from)
+	return false, actor.Reject(actor.CodeWrongStatus, "%s arrived while the order is %s; it is expected only while it is %s", cmd.Type, s.Status, from)
 }
 
 // sentBy checks that a reply was sent by the actor at (typ, id) itself: a
@@ -194,14 +194,14 @@ func sentBy(ctx *actor.Context, cmd *actor.Command, typ, id string) error {
 		return nil
 	}
 	p := ctx.Principal()
-	return &actor.Rejection{Reason: actor.ReasonViolation, Code: "forged_reply", Message: fmt.Sprintf(
+	return &actor.Rejection{Reason: actor.ReasonViolation, Code: actor.CodeForgedReply, Message: fmt.Sprintf(
 		"%s must be sent by %s %q; principal %s (%s) may not send it", cmd.Type, typ, id, p.ID, p.Type)}
 }
 
 // fromInventory checks that a reply comes from the order's own inventory.
 func (s *OrderState) fromInventory(inv string) error {
 	if s.Status != "" && inv != s.Inventory {
-		return actor.Reject("unexpected_reply", "reply from inventory %q, but the order reserves at %q", inv, s.Inventory)
+		return actor.Reject(actor.CodeUnexpectedReply, "reply from inventory %q, but the order reserves at %q", inv, s.Inventory)
 	}
 	return nil
 }
@@ -212,7 +212,7 @@ func (s *OrderState) sameHold(r OrderReservation) error {
 		return err
 	}
 	if s.Status != "" && (r.SKU != s.SKU || r.Qty != s.Qty) {
-		return actor.Reject("unexpected_reply", "reply is about %d x %s, but the order is for %d x %s", r.Qty, r.SKU, s.Qty, s.SKU)
+		return actor.Reject(actor.CodeUnexpectedReply, "reply is about %d x %s, but the order is for %d x %s", r.Qty, r.SKU, s.Qty, s.SKU)
 	}
 	return nil
 }
@@ -223,10 +223,10 @@ func (s *OrderState) fromPayment(pay string, amount int64) error {
 		return nil
 	}
 	if pay != s.Payment {
-		return actor.Reject("unexpected_reply", "reply from payment %q, but the order is charged at %q", pay, s.Payment)
+		return actor.Reject(actor.CodeUnexpectedReply, "reply from payment %q, but the order is charged at %q", pay, s.Payment)
 	}
 	if amount != s.Amount {
-		return actor.Reject("unexpected_reply", "reply is about amount %d, but the order's amount is %d", amount, s.Amount)
+		return actor.Reject(actor.CodeUnexpectedReply, "reply is about amount %d, but the order's amount is %d", amount, s.Amount)
 	}
 	return nil
 }

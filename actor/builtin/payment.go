@@ -87,7 +87,7 @@ func paymentDeposit(_ *actor.Context, s *PaymentState, cmd *actor.Command) ([]ac
 		return nil, err
 	}
 	if s.Balance > math.MaxInt64-n {
-		return nil, actor.Reject("overflow", "depositing %d onto balance %d exceeds the maximum balance %d", n, s.Balance, int64(math.MaxInt64))
+		return nil, actor.Reject(actor.CodeOverflow, "depositing %d onto balance %d exceeds the maximum balance %d", n, s.Balance, int64(math.MaxInt64))
 	}
 	return []actor.NewEvent{{
 		Name:    "deposited",

@@ -976,11 +976,41 @@ type Result struct {
 	CommandId string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	Status    Status                 `protobuf:"varint,2,opt,name=status,proto3,enum=rhizon.v1.Status" json:"status,omitempty"`
 	Reason    Reason                 `protobuf:"varint,3,opt,name=reason,proto3,enum=rhizon.v1.Reason" json:"reason,omitempty"`
-	Code      string                 `protobuf:"bytes,4,opt,name=code,proto3" json:"code,omitempty"`
-	Message   string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
-	Version   uint64                 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
-	Events    []*Event               `protobuf:"bytes,7,rep,name=events,proto3" json:"events,omitempty"`
-	Index     uint64                 `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
+	// code says why a command was rejected: an actor's business code, or one
+	// of the codes below (api/outcome's Table, checked by a test; the README
+	// shows it with meanings). Values never change: they are hashed into state.
+	// A Result carries only the rows answered OK, violation and invalid; the
+	// others are write errors, with the gRPC code and google.rpc.ErrorInfo
+	// reason shown (domain "rhizon.v1"); the last column is what the trailer
+	// rhizon-outcome and the HTTP error's outcome field say, when present.
+	//
+	//	code               gRPC              ErrorInfo       applied
+	//	not_leader         Unavailable       NOT_APPLIED     not_applied
+	//	closed             Unavailable       NOT_APPLIED     not_applied
+	//	canceled           Unavailable       NOT_APPLIED     not_applied
+	//	overloaded         ResourceExhausted OVERLOADED      not_applied
+	//	rate_limited       ResourceExhausted RATE_LIMITED    not_applied
+	//	quota_exceeded     ResourceExhausted QUOTA_EXCEEDED  not_applied
+	//	halted             Internal          HALTED          not_applied
+	//	outcome_unknown    Unavailable       OUTCOME_UNKNOWN unknown
+	//	violation          PermissionDenied  -               applied
+	//	invalid            InvalidArgument   -               applied
+	//	version_conflict   OK (a Result)     -               applied
+	//	error              OK (a Result)     -               applied
+	//	actor_panic        OK (a Result)     -               applied
+	//	evolve_failed      OK (a Result)     -               applied
+	//	state_decode       OK (a Result)     -               applied
+	//	too_many_events    OK (a Result)     -               applied
+	//	bad_event          OK (a Result)     -               applied
+	//	too_many_sends     OK (a Result)     -               applied
+	//	bad_send           OK (a Result)     -               applied
+	//	too_many_timers    OK (a Result)     -               applied
+	//	bad_timer          OK (a Result)     -               applied
+	Code    string   `protobuf:"bytes,4,opt,name=code,proto3" json:"code,omitempty"`
+	Message string   `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	Version uint64   `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
+	Events  []*Event `protobuf:"bytes,7,rep,name=events,proto3" json:"events,omitempty"`
+	Index   uint64   `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
 	// true when another submission already used this idempotency key: this is
 	// that submission's stored result (status, version and events are the
 	// original's, command_id is the original's), and this command had no

@@ -1,5 +1,7 @@
 // Package stream names the JetStream wire of Rhizon: stream names, subjects,
-// headers and the accounts' derived names. It is a leaf (standard library and
+// headers and the accounts' derived names, and the vocabulary of the
+// asynchronous path (what a Watch selects, where an enqueued command went)
+// shared by the gateway, the ingress and clients. It is a leaf (standard library and
 // actor only) so that producers, consumers and the bench speak the wire
 // without linking the embedded NATS server or a shard.
 package stream

@@ -76,8 +76,10 @@ proto:
 		--go_out=api/rhizonv1 --go_opt=paths=source_relative \
 		--go-grpc_out=api/rhizonv1 --go-grpc_opt=paths=source_relative \
 		api/proto/rhizon/v1/rhizon.proto
-	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api/proto/rhizon/record/v1 \
-		--go_out=api/recordv1 --go_opt=paths=source_relative \
+	# Registered as rhizon/record/v1/record.proto: a bare "record.proto"
+	# collides with etcd's walpb in any binary that links both (the bench).
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api/proto \
+		--go_out=. --go_opt=module=github.com/rhizon/rhizon \
 		api/proto/rhizon/record/v1/record.proto
 
 # The Go benchmarks, then bench-peers: every workload at C = 16 and 128

@@ -20,7 +20,6 @@ import (
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/client"
-	"github.com/rhizon/rhizon/shard"
 )
 
 // The asynchronous workloads on Rhizon: ingress (commands published to
@@ -284,7 +283,7 @@ func (t *Rhizon) Ingress(ctx context.Context, entity string) (Outcome, error) {
 	if err != nil {
 		return 0, &OpError{Kind: KindOther, Err: err}
 	}
-	m := nats.NewMsg(stream.IngressSubject(shard.Of(addr.ToActor(), ing.shards)))
+	m := nats.NewMsg(stream.IngressSubject(actor.ShardOf(addr.ToActor(), ing.shards)))
 	m.Data = data
 	m.Header.Set(stream.HeaderAuthorization, "Bearer "+t.cfg.Token)
 	f, err := ing.js[ing.next.Add(1)%uint64(len(ing.js))].PublishMsgAsync(m)

@@ -19,7 +19,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: record.proto
+// source: rhizon/record/v1/record.proto
 
 package recordv1
 
@@ -71,11 +71,11 @@ func (x Status) String() string {
 }
 
 func (Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_record_proto_enumTypes[0].Descriptor()
+	return file_rhizon_record_v1_record_proto_enumTypes[0].Descriptor()
 }
 
 func (Status) Type() protoreflect.EnumType {
-	return &file_record_proto_enumTypes[0]
+	return &file_rhizon_record_v1_record_proto_enumTypes[0]
 }
 
 func (x Status) Number() protoreflect.EnumNumber {
@@ -84,7 +84,7 @@ func (x Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Status.Descriptor instead.
 func (Status) EnumDescriptor() ([]byte, []int) {
-	return file_record_proto_rawDescGZIP(), []int{0}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{0}
 }
 
 type Reason int32
@@ -126,11 +126,11 @@ func (x Reason) String() string {
 }
 
 func (Reason) Descriptor() protoreflect.EnumDescriptor {
-	return file_record_proto_enumTypes[1].Descriptor()
+	return file_rhizon_record_v1_record_proto_enumTypes[1].Descriptor()
 }
 
 func (Reason) Type() protoreflect.EnumType {
-	return &file_record_proto_enumTypes[1]
+	return &file_rhizon_record_v1_record_proto_enumTypes[1]
 }
 
 func (x Reason) Number() protoreflect.EnumNumber {
@@ -139,7 +139,7 @@ func (x Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Reason.Descriptor instead.
 func (Reason) EnumDescriptor() ([]byte, []int) {
-	return file_record_proto_rawDescGZIP(), []int{1}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{1}
 }
 
 type Address struct {
@@ -154,7 +154,7 @@ type Address struct {
 
 func (x *Address) Reset() {
 	*x = Address{}
-	mi := &file_record_proto_msgTypes[0]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -166,7 +166,7 @@ func (x *Address) String() string {
 func (*Address) ProtoMessage() {}
 
 func (x *Address) ProtoReflect() protoreflect.Message {
-	mi := &file_record_proto_msgTypes[0]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -179,7 +179,7 @@ func (x *Address) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Address.ProtoReflect.Descriptor instead.
 func (*Address) Descriptor() ([]byte, []int) {
-	return file_record_proto_rawDescGZIP(), []int{0}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *Address) GetTenant() string {
@@ -221,7 +221,7 @@ type Principal struct {
 
 func (x *Principal) Reset() {
 	*x = Principal{}
-	mi := &file_record_proto_msgTypes[1]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +233,7 @@ func (x *Principal) String() string {
 func (*Principal) ProtoMessage() {}
 
 func (x *Principal) ProtoReflect() protoreflect.Message {
-	mi := &file_record_proto_msgTypes[1]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +246,7 @@ func (x *Principal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Principal.ProtoReflect.Descriptor instead.
 func (*Principal) Descriptor() ([]byte, []int) {
-	return file_record_proto_rawDescGZIP(), []int{1}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Principal) GetId() string {
@@ -274,7 +274,7 @@ type Scope struct {
 
 func (x *Scope) Reset() {
 	*x = Scope{}
-	mi := &file_record_proto_msgTypes[2]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +286,7 @@ func (x *Scope) String() string {
 func (*Scope) ProtoMessage() {}
 
 func (x *Scope) ProtoReflect() protoreflect.Message {
-	mi := &file_record_proto_msgTypes[2]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +299,7 @@ func (x *Scope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scope.ProtoReflect.Descriptor instead.
 func (*Scope) Descriptor() ([]byte, []int) {
-	return file_record_proto_rawDescGZIP(), []int{2}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Scope) GetTenant() string {
@@ -338,7 +338,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_record_proto_msgTypes[3]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -350,7 +350,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_record_proto_msgTypes[3]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -363,7 +363,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_record_proto_rawDescGZIP(), []int{3}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Command) GetId() string {
@@ -473,7 +473,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_record_proto_msgTypes[4]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +485,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_record_proto_msgTypes[4]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +498,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_record_proto_rawDescGZIP(), []int{4}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Event) GetId() string {
@@ -619,7 +619,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_record_proto_msgTypes[5]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +631,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_record_proto_msgTypes[5]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +644,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_record_proto_rawDescGZIP(), []int{5}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Result) GetCommandId() string {
@@ -752,7 +752,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_record_proto_msgTypes[6]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +764,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_record_proto_msgTypes[6]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +777,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_record_proto_rawDescGZIP(), []int{6}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Rejection) GetType() string {
@@ -922,7 +922,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_record_proto_msgTypes[7]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +934,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_record_proto_msgTypes[7]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +947,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_record_proto_rawDescGZIP(), []int{7}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LogEntry) GetShard() uint32 {
@@ -988,7 +988,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_record_proto_msgTypes[8]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1000,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_record_proto_msgTypes[8]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1013,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_record_proto_rawDescGZIP(), []int{8}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Position) GetIndex() uint64 {
@@ -1030,11 +1030,11 @@ func (x *Position) GetOrdinal() uint32 {
 	return 0
 }
 
-var File_record_proto protoreflect.FileDescriptor
+var File_rhizon_record_v1_record_proto protoreflect.FileDescriptor
 
-const file_record_proto_rawDesc = "" +
+const file_rhizon_record_v1_record_proto_rawDesc = "" +
 	"\n" +
-	"\frecord.proto\x12\x10rhizon.record.v1\"{\n" +
+	"\x1drhizon/record/v1/record.proto\x12\x10rhizon.record.v1\"{\n" +
 	"\aAddress\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1c\n" +
 	"\tworkspace\x18\x02 \x01(\tR\tworkspace\x12\x1d\n" +
@@ -1137,20 +1137,20 @@ const file_record_proto_rawDesc = "" +
 	"\x0fREASON_BUSINESS\x10\x04B0Z.github.com/rhizon/rhizon/api/recordv1;recordv1b\x06proto3"
 
 var (
-	file_record_proto_rawDescOnce sync.Once
-	file_record_proto_rawDescData []byte
+	file_rhizon_record_v1_record_proto_rawDescOnce sync.Once
+	file_rhizon_record_v1_record_proto_rawDescData []byte
 )
 
-func file_record_proto_rawDescGZIP() []byte {
-	file_record_proto_rawDescOnce.Do(func() {
-		file_record_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_record_proto_rawDesc), len(file_record_proto_rawDesc)))
+func file_rhizon_record_v1_record_proto_rawDescGZIP() []byte {
+	file_rhizon_record_v1_record_proto_rawDescOnce.Do(func() {
+		file_rhizon_record_v1_record_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_rhizon_record_v1_record_proto_rawDesc), len(file_rhizon_record_v1_record_proto_rawDesc)))
 	})
-	return file_record_proto_rawDescData
+	return file_rhizon_record_v1_record_proto_rawDescData
 }
 
-var file_record_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_record_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
-var file_record_proto_goTypes = []any{
+var file_rhizon_record_v1_record_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_rhizon_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_rhizon_record_v1_record_proto_goTypes = []any{
 	(Status)(0),       // 0: rhizon.record.v1.Status
 	(Reason)(0),       // 1: rhizon.record.v1.Reason
 	(*Address)(nil),   // 2: rhizon.record.v1.Address
@@ -1163,7 +1163,7 @@ var file_record_proto_goTypes = []any{
 	(*LogEntry)(nil),  // 9: rhizon.record.v1.LogEntry
 	(*Position)(nil),  // 10: rhizon.record.v1.Position
 }
-var file_record_proto_depIdxs = []int32{
+var file_rhizon_record_v1_record_proto_depIdxs = []int32{
 	2,  // 0: rhizon.record.v1.Command.address:type_name -> rhizon.record.v1.Address
 	3,  // 1: rhizon.record.v1.Command.principal:type_name -> rhizon.record.v1.Principal
 	4,  // 2: rhizon.record.v1.Command.scopes:type_name -> rhizon.record.v1.Scope
@@ -1184,29 +1184,29 @@ var file_record_proto_depIdxs = []int32{
 	0,  // [0:13] is the sub-list for field type_name
 }
 
-func init() { file_record_proto_init() }
-func file_record_proto_init() {
-	if File_record_proto != nil {
+func init() { file_rhizon_record_v1_record_proto_init() }
+func file_rhizon_record_v1_record_proto_init() {
+	if File_rhizon_record_v1_record_proto != nil {
 		return
 	}
-	file_record_proto_msgTypes[3].OneofWrappers = []any{}
-	file_record_proto_msgTypes[6].OneofWrappers = []any{}
+	file_rhizon_record_v1_record_proto_msgTypes[3].OneofWrappers = []any{}
+	file_rhizon_record_v1_record_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_record_proto_rawDesc), len(file_record_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_record_v1_record_proto_rawDesc), len(file_rhizon_record_v1_record_proto_rawDesc)),
 			NumEnums:      2,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
-		GoTypes:           file_record_proto_goTypes,
-		DependencyIndexes: file_record_proto_depIdxs,
-		EnumInfos:         file_record_proto_enumTypes,
-		MessageInfos:      file_record_proto_msgTypes,
+		GoTypes:           file_rhizon_record_v1_record_proto_goTypes,
+		DependencyIndexes: file_rhizon_record_v1_record_proto_depIdxs,
+		EnumInfos:         file_rhizon_record_v1_record_proto_enumTypes,
+		MessageInfos:      file_rhizon_record_v1_record_proto_msgTypes,
 	}.Build()
-	File_record_proto = out.File
-	file_record_proto_goTypes = nil
-	file_record_proto_depIdxs = nil
+	File_rhizon_record_v1_record_proto = out.File
+	file_rhizon_record_v1_record_proto_goTypes = nil
+	file_rhizon_record_v1_record_proto_depIdxs = nil
 }

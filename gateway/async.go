@@ -274,9 +274,9 @@ func (s *Server) watchDenied(ctx context.Context, id Identity, a actor.Address) 
 		id.Principal.ID, id.Principal.Type, a.Tenant, a.Workspace, allowedScopes(id))
 }
 
-// watchRecheck is how often an open watch checks that its token still
-// authenticates. A variable so tests can shorten it.
-var watchRecheck = 5 * time.Second
+// DefaultWatchRecheck is how often an open watch checks that its token still
+// authenticates (Config.WatchRecheck overrides it).
+const DefaultWatchRecheck = 5 * time.Second
 
 // sendError marks an error of the transport's send, so that runWatch passes
 // it on unchanged instead of reporting it as the events stream failing.
@@ -297,7 +297,7 @@ func (s *Server) runWatch(ctx context.Context, f stream.WatchFilter, send func(*
 	var authErr atomic.Pointer[error]
 	tok, _ := bearerToken(ctx)
 	go func() {
-		t := time.NewTicker(watchRecheck)
+		t := time.NewTicker(s.watchRecheck)
 		defer t.Stop()
 		for {
 			select {

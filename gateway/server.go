@@ -73,6 +73,9 @@ type Config struct {
 	// Quotas limits request rates and storage per tenant and principal;
 	// nil means no limits. See Quotas for how nodes share them.
 	Quotas *Quotas
+	// WatchRecheck is how often an open Watch checks that its token still
+	// authenticates; 0 means DefaultWatchRecheck.
+	WatchRecheck time.Duration
 }
 
 // Server implements pb.GatewayServer over a Backend. It is safe for
@@ -82,12 +85,14 @@ type Server struct {
 
 	backend Backend
 	auth    *Auth
-	log     *slog.Logger
-	nodeID  string
-	version string
-	health  *health.Server
-	tracing propagation.TextMapPropagator
-	async   AsyncBackend
+	// watchRecheck: Config.WatchRecheck.
+	watchRecheck time.Duration
+	log          *slog.Logger
+	nodeID       string
+	version      string
+	health       *health.Server
+	tracing      propagation.TextMapPropagator
+	async        AsyncBackend
 	// hinter is the backend when it forwards to shard leaders elsewhere.
 	hinter RouteHinter
 	quotas *Quotas
@@ -130,20 +135,25 @@ func New(cfg Config) (*Server, error) {
 	if inflight <= 0 {
 		inflight = DefaultBatchInFlight
 	}
+	recheck := cfg.WatchRecheck
+	if recheck <= 0 {
+		recheck = DefaultWatchRecheck
+	}
 	s := &Server{
-		batchSlots: make(chan struct{}, inflight),
-		watches:    newWatchCounts(cfg.MaxWatchesPerToken, cfg.MaxWatchesPerConn),
-		backend:    cfg.Backend,
-		hinter:     hinter,
-		auth:       cfg.Auth,
-		log:        log.With("component", "gateway"),
-		nodeID:     cfg.NodeID,
-		version:    cfg.Version,
-		health:     health.NewServer(),
-		tracing:    propagation.TraceContext{},
-		async:      cfg.Async,
-		closing:    make(chan struct{}),
-		quotas:     cfg.Quotas,
+		watchRecheck: recheck,
+		batchSlots:   make(chan struct{}, inflight),
+		watches:      newWatchCounts(cfg.MaxWatchesPerToken, cfg.MaxWatchesPerConn),
+		backend:      cfg.Backend,
+		hinter:       hinter,
+		auth:         cfg.Auth,
+		log:          log.With("component", "gateway"),
+		nodeID:       cfg.NodeID,
+		version:      cfg.Version,
+		health:       health.NewServer(),
+		tracing:      propagation.TraceContext{},
+		async:        cfg.Async,
+		closing:      make(chan struct{}),
+		quotas:       cfg.Quotas,
 	}
 	s.startQuotas(cfg.Backend)
 	return s, nil

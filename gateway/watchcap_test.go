@@ -96,9 +96,6 @@ func TestWatch_CapsAndConsumerCleanup(t *testing.T) {
 // A watch ends with Unauthenticated once its token is removed from the token
 // file (or expires): a long-lived stream must not outlive its credential.
 func TestWatch_EndsWhenTokenGoes(t *testing.T) {
-	old := watchRecheck
-	watchRecheck = 20 * time.Millisecond
-	t.Cleanup(func() { watchRecheck = old })
 	p := filepath.Join(t.TempDir(), "tokens.json")
 	writeTokens(t, p, `{"tokens":[`+
 		`{"token":"watcher-token-0123456789","principal":{"id":"w","type":"user"},"scopes":[{"tenant":"acme","workspace":"*"}]},`+
@@ -107,7 +104,7 @@ func TestWatch_EndsWhenTokenGoes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarnessWith(t, func(c *Config) { c.Auth, c.Async = a, &scriptedAsync{} })
+	h := newHarnessWith(t, func(c *Config) { c.Auth, c.Async, c.WatchRecheck = a, &scriptedAsync{}, 20*time.Millisecond })
 	ctx, cancel := context.WithTimeout(withToken(context.Background(), "watcher-token-0123456789"), 20*time.Second)
 	defer cancel()
 	st, err := h.gw.Watch(ctx, &pb.WatchRequest{})

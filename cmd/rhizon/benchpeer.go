@@ -20,9 +20,9 @@ import (
 
 // benchPeerFlags are `rhizon bench-peer`'s flags.
 type benchPeerFlags struct {
-	kind, dir, layout string
-	server            int
-	stdinEOF, rmDir   bool
+	kind, dir, layout, rmDir string
+	server                   int
+	stdinEOF                 bool
 }
 
 // benchPeerCmd runs a peer server (or a whole peer cluster) for `rhizon
@@ -44,8 +44,9 @@ bench chooses them); the other two run in processes of their own.
 Either way, print one JSON line {"kind":...,"urls":[...],"pid":...} on
 stdout once the servers take writes, and run until SIGINT/SIGTERM (or,
 with --stop-on-stdin-eof, until stdin closes).
-Without --dir the data lives in a temporary directory removed on exit;
---remove-dir removes --dir on exit too.`,
+Without --dir the data lives in a temporary directory removed on exit.
+--remove-on-exit DIR removes DIR (which may hold --dir and the log) on
+exit once the servers have started: the parent that made it may be gone.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return runBenchPeer(c, f)
@@ -57,7 +58,7 @@ Without --dir the data lives in a temporary directory removed on exit;
 	fs.IntVar(&f.server, "server", -1, "run only this server (0-2) of the cluster --layout describes")
 	fs.StringVar(&f.layout, "layout", "", "the cluster's kind and ports as JSON, for --server")
 	fs.BoolVar(&f.stdinEOF, "stop-on-stdin-eof", false, "stop when stdin closes (the parent's end of a pipe: it stops with the parent)")
-	fs.BoolVar(&f.rmDir, "remove-dir", false, "remove --dir on exit")
+	fs.StringVar(&f.rmDir, "remove-on-exit", "", "directory to remove on exit once started (a failed start leaves it to the parent, which reads the log in it)")
 	return c
 }
 
@@ -84,12 +85,10 @@ func runBenchPeer(c *cobra.Command, f benchPeerFlags) error {
 		if err != nil {
 			return &exitErr{exitError, err}
 		}
-		dir, f.rmDir = d, true
+		defer func() { _ = os.RemoveAll(d) }()
+		dir = d
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return &exitErr{exitError, err}
-	}
-	if f.rmDir {
-		defer func() { _ = os.RemoveAll(dir) }()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -125,6 +124,9 @@ func runBenchPeer(c *cobra.Command, f benchPeerFlags) error {
 	}
 	if err != nil {
 		return &exitErr{exitError, err}
+	}
+	if f.rmDir != "" {
+		defer func() { _ = os.RemoveAll(f.rmDir) }()
 	}
 	line, err := json.Marshal(bench.PeerInfo{Kind: f.kind, URLs: urls, PID: os.Getpid()})
 	if err == nil {

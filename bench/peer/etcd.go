@@ -3,8 +3,10 @@ package peer
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -55,9 +57,53 @@ func startEtcdMember(ctx context.Context, l Layout, i int, cfg Config) (*Server,
 		m.Close()
 		return nil, fmt.Errorf("etcd member %s not ready: %w", name, ctx.Err())
 	}
+	isLeader := func() bool { return m.Server.Leader() == m.Server.MemberID() }
 	return &Server{
 		URL:      clientURL.String(),
-		isLeader: func() bool { return m.Server.Leader() == m.Server.MemberID() },
-		close:    func() error { m.Close(); return nil },
+		isLeader: isLeader,
+		close: func() error {
+			// A leader stopping while its peers are up hands its leadership
+			// to one of them, which then waits out the same handover as it
+			// stops too (7 s in all); once its peers are gone, the leader
+			// has no one to hand over to and stops at once. The peers of a
+			// benchmark's cluster stop at the same time (in other processes,
+			// or first, in Cluster.Close): wait a little for them.
+			if isLeader() {
+				waitPortsClosed(peerPortsBut(l, i), etcdPeersStopWait)
+			}
+			m.Close()
+			return nil
+		},
 	}, nil
+}
+
+// etcdPeersStopWait bounds a stopping leader's wait for its peers: they
+// stop in about a second.
+const etcdPeersStopWait = 3 * time.Second
+
+// peerPortsBut returns the peer ports of every server but i.
+func peerPortsBut(l Layout, i int) []int {
+	var ports []int
+	for j, p := range l.PeerPorts {
+		if j != i {
+			ports = append(ports, p)
+		}
+	}
+	return ports
+}
+
+// waitPortsClosed waits until no loopback port of ports accepts
+// connections, or at most within.
+func waitPortsClosed(ports []int, within time.Duration) {
+	deadline := time.Now().Add(within)
+	for _, p := range ports {
+		for time.Now().Before(deadline) {
+			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), 100*time.Millisecond)
+			if err != nil {
+				break
+			}
+			_ = c.Close()
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }

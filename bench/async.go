@@ -36,11 +36,14 @@ func Unsupported(t Target, w Workload) string {
 }
 
 // PeerUnsupported is Unsupported for the peer target named kind, without
-// starting its servers: no peer runs ingress or saga.
+// starting its servers: no peer runs ingress or saga, and the no-direct
+// variant runs only w1-occ, the one workload that reads.
 func PeerUnsupported(kind string, w Workload) string { return notApplicable(kind, w, false, false) }
 
 func notApplicable(name string, w Workload, queue, actors bool) string {
 	switch {
+	case name == JetStreamKVSyncNoDirect && w.Op != OpOCC:
+		return "not run: the same as jetstream-kv-sync (only w1-occ reads, and reads are all that differ)"
 	case w.Op == OpIngress && !queue:
 		return fmt.Sprintf("not applicable: %s has no command queue of its own to consume (ingress runs on rhizon only)", name)
 	case w.Op == OpSaga && !actors:

@@ -67,6 +67,9 @@ func CheckGoals(results []*Result, setup string) ([]Goal, error) {
 		occ, cmd := closed("w1-occ", Baseline), closed("w1-command", Baseline)
 		goals := []Goal{
 			ratio("w1-occ", "jetstream-kv-sync", 2),
+			// The same bar against the peer whose read is not a direct get
+			// that any replica may answer: Rhizon's read is linearizable.
+			ratio("w1-occ", JetStreamKVSyncNoDirect, 2),
 			ratio("w1-occ", "etcd", 4),
 			p99Below(fmt.Sprintf("w1-occ C=%d", GoalConcurrency), occ, 40),
 			atLeast(fmt.Sprintf("w1-command C=%d", GoalConcurrency), cmd, 15000),

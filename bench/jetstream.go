@@ -12,15 +12,20 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// JetStreamBucket is the KV bucket the jetstream-kv targets use.
-const JetStreamBucket = "rhizon_bench"
+// The KV buckets the jetstream-kv targets use.
+const (
+	JetStreamBucket         = "rhizon_bench"
+	JetStreamBucketNoDirect = "rhizon_bench_nodirect" // jetstream-kv-sync-nodirect's
+)
 
 // JetStreamKV is the target for a NATS JetStream key-value bucket with 3
 // replicas. w1-occ is Get then Update(key, value, revision): the update is
 // a publish that the stream accepts only if the key's last revision is
 // still the one read, otherwise a Conflict. A command is an unconditional
 // Put. Reads use the bucket's defaults (direct get, which any replica may
-// answer), as a user of the KV API gets them.
+// answer, so a read can miss the last update), as a user of the KV API
+// gets them; jetstream-kv-sync-nodirect's bucket has direct gets off, so
+// its reads go to the stream's leader.
 type JetStreamKV struct {
 	name  string
 	cfg   PeerConfig
@@ -35,7 +40,8 @@ var _ Target = (*JetStreamKV)(nil)
 
 // NewJetStreamKV connects cfg.Conns clients; name labels the target in
 // reports (jetstream-kv or jetstream-kv-sync: the client does the same
-// either way, the servers' fsync setting differs).
+// either way, the servers' fsync setting differs; jetstream-kv-sync-nodirect:
+// the bucket has no direct gets).
 func NewJetStreamKV(name string, cfg PeerConfig) (*JetStreamKV, error) {
 	if err := cfg.normalize(name); err != nil {
 		return nil, err
@@ -89,7 +95,8 @@ func (t *JetStreamKV) openBucket(ctx context.Context) error {
 	if len(t.kvs) == len(t.conns) {
 		return nil
 	}
-	cfg := jetstream.KeyValueConfig{Bucket: JetStreamBucket, Replicas: 3, History: 1, Storage: jetstream.FileStorage}
+	bucket := t.bucket()
+	cfg := jetstream.KeyValueConfig{Bucket: bucket, Replicas: 3, History: 1, Storage: jetstream.FileStorage}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	var kvs []jetstream.KeyValue
@@ -100,10 +107,13 @@ func (t *JetStreamKV) openBucket(ctx context.Context) error {
 		}
 		for {
 			var kv jetstream.KeyValue
-			if i == 0 {
+			switch {
+			case i == 0 && t.name == JetStreamKVSyncNoDirect:
+				kv, err = createNoDirectBucket(ctx, js, cfg)
+			case i == 0:
 				kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
-			} else {
-				kv, err = js.KeyValue(ctx, JetStreamBucket)
+			default:
+				kv, err = js.KeyValue(ctx, bucket)
 			}
 			if err == nil {
 				kvs = append(kvs, kv)
@@ -111,13 +121,52 @@ func (t *JetStreamKV) openBucket(ctx context.Context) error {
 			}
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("bench: kv bucket %s: %w", JetStreamBucket, err)
+				return fmt.Errorf("bench: kv bucket %s: %w", bucket, err)
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
 	}
 	t.kvs = kvs
 	return nil
+}
+
+// bucket is the target's bucket: the no-direct variant's has a name of its
+// own, so that on servers shared with another target (--peer-addrs) the
+// two never reconfigure each other's.
+func (t *JetStreamKV) bucket() string {
+	if t.name == JetStreamKVSyncNoDirect {
+		return JetStreamBucketNoDirect
+	}
+	return JetStreamBucket
+}
+
+// createNoDirectBucket creates cfg's bucket as nats.go would but with
+// AllowDirect off, which nats.go always turns on: the KV handle then reads
+// through the stream's leader (a JetStream "get message" request) instead
+// of a direct get that any replica may answer. The stream is the one
+// nats.go's CreateKeyValue makes for cfg (jetstream/kv.go,
+// prepareKeyValueConfig, v1.55.0), with the KV handle bound to it by name.
+func createNoDirectBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              "KV_" + cfg.Bucket,
+		Subjects:          []string{"$KV." + cfg.Bucket + ".>"},
+		MaxMsgsPerSubject: int64(cfg.History),
+		MaxBytes:          -1,
+		MaxMsgSize:        -1,
+		MaxMsgs:           -1,
+		MaxConsumers:      -1,
+		Storage:           cfg.Storage,
+		Replicas:          cfg.Replicas,
+		AllowRollup:       true,
+		DenyDelete:        true,
+		Duplicates:        2 * time.Minute,
+		AllowDirect:       false,
+		Discard:           jetstream.DiscardNew,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return js.KeyValue(ctx, cfg.Bucket)
 }
 
 func (t *JetStreamKV) kv() jetstream.KeyValue {

@@ -10,49 +10,31 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/rhizon/rhizon/bench/peer"
 )
 
-// PeerKinds are the targets that run on a peer cluster, in the order a
-// comparison lists them.
-var PeerKinds = []string{"etcd", "jetstream-kv", "jetstream-kv-sync"}
-
-// IsPeer tells whether a target name is a peer kind.
-func IsPeer(target string) bool {
-	for _, k := range PeerKinds {
-		if k == target {
-			return true
-		}
-	}
-	return false
-}
-
-// NewPeerTarget returns the target of a peer kind on the servers at cfg.URLs.
-func NewPeerTarget(kind string, cfg PeerConfig) (Target, error) {
-	switch kind {
-	case "etcd":
-		return NewEtcd(cfg)
-	case "jetstream-kv", "jetstream-kv-sync":
-		return NewJetStreamKV(kind, cfg)
-	}
-	return nil, fmt.Errorf("bench: unknown peer %q (known: %s)", kind, strings.Join(PeerKinds, ", "))
-}
-
 // PeerInfo is the line `rhizon bench-peer` prints on stdout once its
-// cluster takes writes.
+// server (or cluster) takes writes.
 type PeerInfo struct {
 	Kind string   `json:"kind"`
 	URLs []string `json:"urls"`
 	PID  int      `json:"pid"`
 }
 
-// DefaultPeerStartTimeout bounds a peer process's start: three servers'
-// disk setup and first election on a loaded 2-core machine.
+// DefaultPeerStartTimeout bounds a peer's start: three servers' disk
+// setup and first election on a loaded 2-core machine.
 const DefaultPeerStartTimeout = 90 * time.Second
 
-// PeerProcess is a peer cluster running in a child process
-// (`rhizon bench-peer`), with a temporary data directory that Stop removes.
+// peerStopTimeout bounds a peer process's graceful stop before it is killed.
+const peerStopTimeout = 30 * time.Second
+
+// PeerProcess is one `rhizon bench-peer` child process, with a temporary
+// directory of its own that holds its data and its log.
 type PeerProcess struct {
 	Info PeerInfo
 
@@ -63,39 +45,39 @@ type PeerProcess struct {
 	err   error // the process's exit, once done is closed
 }
 
-// StartPeerProcess runs `exe bench-peer --kind kind` with a fresh data
-// directory and returns once the process has printed its PeerInfo. The
-// child also stops when its stdin closes, so a load generator that dies
-// without calling Stop does not leave servers behind.
-func StartPeerProcess(ctx context.Context, exe, kind string) (*PeerProcess, error) {
-	if !IsPeer(kind) {
-		return nil, fmt.Errorf("bench: unknown peer %q (known: %s)", kind, strings.Join(PeerKinds, ", "))
-	}
-	dir, err := os.MkdirTemp("", "rhizon-peer-"+kind+"-")
+// startPeerChild runs `exe bench-peer args... --dir D/data` with its
+// stderr in D/peer.log, for a fresh temporary D named after name, and
+// returns at once; ready then waits for its PeerInfo line. Once started,
+// the child removes D itself when it exits, and it exits when its stdin
+// closes: a load generator that dies, even by SIGKILL, leaves neither
+// servers nor data behind.
+func startPeerChild(exe, name string, args []string) (*PeerProcess, <-chan string, error) {
+	dir, err := os.MkdirTemp("", "rhizon-peer-"+name+"-")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	p := &PeerProcess{dir: dir, done: make(chan struct{})}
+	fail := func(err error) (*PeerProcess, <-chan string, error) {
+		_ = os.RemoveAll(dir)
+		return nil, nil, err
 	}
 	logf, err := os.Create(filepath.Join(dir, "peer.log"))
 	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, err
+		return fail(err)
 	}
 	defer logf.Close() // the child holds its own descriptor
-	p := &PeerProcess{dir: dir, done: make(chan struct{})}
-	p.cmd = exec.Command(exe, "bench-peer", "--kind", kind, "--dir", filepath.Join(dir, "data"), "--stop-on-stdin-eof")
+	args = append([]string{"bench-peer", "--stop-on-stdin-eof", "--dir", filepath.Join(dir, "data"), "--remove-on-exit", dir}, args...)
+	p.cmd = exec.Command(exe, args...)
 	p.cmd.Stderr = logf
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, err
+		return fail(err)
 	}
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, err
+		return fail(err)
 	}
 	if err := p.cmd.Start(); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("bench: start %s bench-peer: %w", exe, err)
+		return fail(fmt.Errorf("bench: start %s bench-peer: %w", exe, err))
 	}
 	lines := make(chan string, 1)
 	go func() {
@@ -110,25 +92,24 @@ func StartPeerProcess(ctx context.Context, exe, kind string) (*PeerProcess, erro
 		p.err = p.cmd.Wait()
 		close(p.done)
 	}()
-	ctx, cancel := context.WithTimeout(ctx, DefaultPeerStartTimeout)
-	defer cancel()
+	return p, lines, nil
+}
+
+// ready waits for the child's PeerInfo line.
+func (p *PeerProcess) ready(ctx context.Context, lines <-chan string) error {
 	select {
 	case line, ok := <-lines:
-		if ok {
-			if err = json.Unmarshal([]byte(line), &p.Info); err == nil && len(p.Info.URLs) > 0 {
-				return p, nil
-			}
-			err = fmt.Errorf("bad bench-peer line %q: %v", line, err)
-		} else {
+		if !ok {
 			<-p.done
-			err = fmt.Errorf("bench-peer exited: %v", p.err)
+			return fmt.Errorf("bench-peer exited: %v", p.err)
 		}
+		if err := json.Unmarshal([]byte(line), &p.Info); err != nil || len(p.Info.URLs) == 0 {
+			return fmt.Errorf("bad bench-peer line %q: %v", line, err)
+		}
+		return nil
 	case <-ctx.Done():
-		err = fmt.Errorf("bench-peer not ready: %w", ctx.Err())
+		return fmt.Errorf("bench-peer not ready: %w", ctx.Err())
 	}
-	log := p.logTail()
-	_ = p.Stop()
-	return nil, fmt.Errorf("bench: %s: %w\n%s", kind, err, log)
 }
 
 // logTail returns the end of the child's log, for an error message.
@@ -141,22 +122,153 @@ func (p *PeerProcess) logTail() string {
 	return strings.TrimSpace(string(b))
 }
 
-// Stop asks the child to stop (stdin closed, then SIGTERM), kills it if it
-// has not exited within 30 s, and removes its data directory.
-func (p *PeerProcess) Stop() error {
-	if p.cmd == nil {
-		return nil
-	}
+// stop asks the child to stop (stdin closed, then SIGINT), kills it if it
+// has not exited within peerStopTimeout, and removes its directory (which
+// a child that started removes itself, and one that failed leaves for the
+// parent to read its log).
+func (p *PeerProcess) stop() error {
 	_ = p.stdin.Close()
 	_ = p.cmd.Process.Signal(os.Interrupt)
 	var err error
 	select {
 	case <-p.done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(peerStopTimeout):
 		_ = p.cmd.Process.Kill()
 		<-p.done
-		err = errors.New("bench: peer process did not stop in 30 s; killed")
+		err = fmt.Errorf("bench: peer process %d did not stop in %v; killed", p.cmd.Process.Pid, peerStopTimeout)
 	}
-	p.cmd = nil
 	return errors.Join(err, os.RemoveAll(p.dir))
+}
+
+// Peers is a peer cluster run by `rhizon bench-peer` children: one per
+// server by default, or one for all three.
+type Peers struct {
+	// Kind is the servers' kind (one of peer.Kinds).
+	Kind string
+	// URLs are the servers' client URLs.
+	URLs []string
+	// Dirs are the children's temporary directories, all gone after Stop.
+	Dirs []string
+
+	procs    []*PeerProcess
+	pids     []int
+	stopOnce sync.Once
+	stopErr  error
+	unhook   func() bool // unregisters the stop when ctx ends
+}
+
+// StartPeers starts the servers of the peer target named target (its
+// servers' kind, see PeerServerKind) as children running exe, each server
+// in a process of its own, or all three in one with oneProcess, and
+// returns once every server takes writes. The children stop when ctx
+// ends, when Stop is called, or when this process dies. Ports are picked
+// free just before the servers bind them, so another process can take one
+// in between: a bind failure is retried with new ports a few times.
+func StartPeers(ctx context.Context, exe, target string, oneProcess bool) (*Peers, error) {
+	kind := PeerServerKind(target)
+	if kind == "" {
+		return nil, fmt.Errorf("bench: unknown peer %q (known: %s)", target, strings.Join(PeerKinds, ", "))
+	}
+	startCtx, cancel := context.WithTimeout(ctx, DefaultPeerStartTimeout)
+	defer cancel()
+	var err error
+	for range 3 {
+		ps := &Peers{Kind: kind}
+		if oneProcess {
+			err = ps.startOne(startCtx, exe)
+		} else {
+			err = ps.startEach(startCtx, exe)
+		}
+		if err == nil {
+			ps.unhook = context.AfterFunc(ctx, func() { _ = ps.Stop() })
+			return ps, nil
+		}
+		if !peer.AddrInUse(err) || startCtx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("bench: %s: %w", target, err)
+}
+
+// startOne starts the whole cluster in one child.
+func (ps *Peers) startOne(ctx context.Context, exe string) error {
+	p, lines, err := startPeerChild(exe, ps.Kind, []string{"--kind", ps.Kind})
+	if err != nil {
+		return err
+	}
+	ps.add(p)
+	return ps.await(ctx, lines)
+}
+
+// startEach starts one child per server of a fresh layout, all at once:
+// each server waits for a quorum of the others before it is ready.
+func (ps *Peers) startEach(ctx context.Context, exe string) error {
+	layout, err := peer.NewLayout(ps.Kind)
+	if err != nil {
+		return err
+	}
+	lj, err := json.Marshal(layout)
+	if err != nil {
+		return err
+	}
+	lines := make([]<-chan string, 0, peer.Replicas)
+	for i := range peer.Replicas {
+		p, l, err := startPeerChild(exe, ps.Kind+"-"+peer.ServerName(ps.Kind, i),
+			[]string{"--server", fmt.Sprint(i), "--layout", string(lj)})
+		if err != nil {
+			return errors.Join(err, ps.Stop())
+		}
+		ps.add(p)
+		lines = append(lines, l)
+	}
+	return ps.await(ctx, lines...)
+}
+
+func (ps *Peers) add(p *PeerProcess) {
+	ps.procs = append(ps.procs, p)
+	ps.pids = append(ps.pids, p.cmd.Process.Pid)
+	ps.Dirs = append(ps.Dirs, p.dir)
+}
+
+// await waits for every child's PeerInfo line and collects their URLs;
+// on a failure it stops them all and returns the failed children's logs.
+func (ps *Peers) await(ctx context.Context, lines ...<-chan string) error {
+	errs := make([]error, len(ps.procs))
+	var wg sync.WaitGroup
+	for i, p := range ps.procs {
+		wg.Go(func() {
+			if err := p.ready(ctx, lines[i]); err != nil {
+				errs[i] = fmt.Errorf("pid %d: %w\n%s", p.cmd.Process.Pid, err, p.logTail())
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return errors.Join(err, ps.Stop())
+	}
+	for _, p := range ps.procs {
+		ps.URLs = append(ps.URLs, p.Info.URLs...)
+	}
+	return nil
+}
+
+// PIDs are the children's process ids, in server order.
+func (ps *Peers) PIDs() []int { return slices.Clone(ps.pids) }
+
+// Stop stops every child at once and removes their directories. It may
+// be called more than once, and concurrently.
+func (ps *Peers) Stop() error {
+	ps.stopOnce.Do(func() {
+		if ps.unhook != nil {
+			ps.unhook()
+		}
+		errs := make([]error, len(ps.procs))
+		var wg sync.WaitGroup
+		for i, p := range ps.procs {
+			wg.Go(func() { errs[i] = p.stop() })
+		}
+		wg.Wait()
+		ps.stopErr = errors.Join(errs...)
+	})
+	return ps.stopErr
 }

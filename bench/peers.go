@@ -3,9 +3,47 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/rhizon/rhizon/bench/peer"
 )
+
+// PeerKinds are the targets that run on a peer cluster, in the order a
+// comparison lists them.
+var PeerKinds = []string{"etcd", "jetstream-kv", "jetstream-kv-sync", JetStreamKVSyncNoDirect}
+
+// JetStreamKVSyncNoDirect is jetstream-kv-sync with a bucket that does not
+// allow direct gets: w1-occ's read is then answered by the stream's
+// leader instead of by any replica (which may not have the last update).
+const JetStreamKVSyncNoDirect = "jetstream-kv-sync-nodirect"
+
+// IsPeer tells whether a target name is a peer kind.
+func IsPeer(target string) bool { return PeerServerKind(target) != "" }
+
+// PeerServerKind is the kind of servers (one of peer.Kinds) the peer
+// target runs on, or "" when target is not a peer.
+func PeerServerKind(target string) string {
+	switch target {
+	case peer.KindEtcd, peer.KindJetStreamKV, peer.KindJetStreamKVSync:
+		return target
+	case JetStreamKVSyncNoDirect:
+		return peer.KindJetStreamKVSync
+	}
+	return ""
+}
+
+// NewPeerTarget returns the target of a peer kind on the servers at cfg.URLs.
+func NewPeerTarget(kind string, cfg PeerConfig) (Target, error) {
+	switch kind {
+	case "etcd":
+		return NewEtcd(cfg)
+	case "jetstream-kv", "jetstream-kv-sync", JetStreamKVSyncNoDirect:
+		return NewJetStreamKV(kind, cfg)
+	}
+	return nil, fmt.Errorf("bench: unknown peer %q (known: %s)", kind, strings.Join(PeerKinds, ", "))
+}
 
 // Defaults of PeerConfig.
 const (

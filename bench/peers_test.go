@@ -3,9 +3,12 @@ package bench
 import (
 	"bytes"
 	"context"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rhizon/rhizon/bench/peer"
 )
@@ -41,7 +44,7 @@ func startPeerTarget(t *testing.T, kind string) Target {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	began := time.Now()
-	c, err := peer.Start(ctx, kind, peer.Config{Dir: t.TempDir(), Log: logs})
+	c, err := peer.Start(ctx, PeerServerKind(kind), peer.Config{Dir: t.TempDir(), Log: logs})
 	if err != nil {
 		t.Fatalf("start %s: %v\n%s", kind, err, logs)
 	}
@@ -161,6 +164,65 @@ func TestPeer_JetStreamKVSyncOCCAgainstThreeRealServers(t *testing.T) {
 	testPeerOCC(t, "jetstream-kv-sync")
 }
 
+// TestPeer_JetStreamKVSyncNoDirectReadsThroughTheLeader checks that the
+// no-direct variant's bucket is a stream with direct gets off (nats.go
+// would turn them on) and that its OCC is the same as the others'.
+func TestPeer_JetStreamKVSyncNoDirectReadsThroughTheLeader(t *testing.T) {
+	testPeerOCC(t, JetStreamKVSyncNoDirect)
+}
+
+func TestPeer_NoDirectBucketHasDirectGetsOff(t *testing.T) {
+	target := startPeerTarget(t, JetStreamKVSyncNoDirect).(*JetStreamKV)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := NewWorkload("w1-occ", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := target.Setup(ctx, w); err != nil {
+		t.Fatalf("setup: %v", err)
+	}
+	js, err := jetstream.New(target.conns[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The default bucket beside it, as jetstream-kv-sync makes it, to see
+	// that the difference is the one intended.
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: JetStreamBucket, Replicas: 3, History: 1, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	cfgOf := func(bucket string) jetstream.StreamConfig {
+		s, err := js.Stream(ctx, "KV_"+bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().Config
+	}
+	nodirect, direct := cfgOf(JetStreamBucketNoDirect), cfgOf(JetStreamBucket)
+	if nodirect.AllowDirect || !direct.AllowDirect {
+		t.Fatalf("AllowDirect: no-direct bucket %v, default bucket %v", nodirect.AllowDirect, direct.AllowDirect)
+	}
+	// Apart from the name, subjects and direct gets, the stream is the
+	// one nats.go makes for a bucket.
+	nodirect.Name, nodirect.Subjects, nodirect.AllowDirect = direct.Name, direct.Subjects, direct.AllowDirect
+	nodirect.Metadata, direct.Metadata = nil, nil // the server's own keys (created_at and the like)
+	if !reflect.DeepEqual(nodirect, direct) {
+		t.Errorf("no-direct stream\n%+v\nbucket stream\n%+v", nodirect, direct)
+	}
+	for _, name := range []string{"w1-command", "hot"} {
+		w, err := NewWorkload(name, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if why := Unsupported(target, w); why == "" || why != PeerUnsupported(JetStreamKVSyncNoDirect, w) {
+			t.Errorf("%s on the no-direct variant: %q, want it skipped", name, why)
+		}
+	}
+	if why := Unsupported(target, w); why != "" {
+		t.Errorf("w1-occ on the no-direct variant skipped: %s", why)
+	}
+}
+
 func TestPeer_StartRefusesUnknownKindAndMissingDir(t *testing.T) {
 	ctx := context.Background()
 	if _, err := peer.Start(ctx, "redis", peer.Config{Dir: t.TempDir()}); err == nil {
@@ -174,5 +236,23 @@ func TestPeer_StartRefusesUnknownKindAndMissingDir(t *testing.T) {
 	}
 	if _, err := NewPeerTarget("redis", PeerConfig{URLs: []string{"x"}}); err == nil {
 		t.Error("unknown peer target")
+	}
+	if _, err := peer.NewLayout("redis"); err == nil {
+		t.Error("layout of an unknown kind")
+	}
+	l, err := peer.NewLayout(peer.KindEtcd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{-1, peer.Replicas} {
+		if _, err := peer.StartServer(ctx, l, i, peer.Config{Dir: t.TempDir()}); err == nil {
+			t.Errorf("server %d of %d started", i, peer.Replicas)
+		}
+	}
+	if _, err := peer.StartServer(ctx, peer.Layout{Kind: peer.KindEtcd}, 0, peer.Config{Dir: t.TempDir()}); err == nil {
+		t.Error("started from a layout without ports")
+	}
+	if _, err := StartPeers(ctx, "/nonexistent/rhizon", "redis", false); err == nil {
+		t.Error("StartPeers of an unknown peer")
 	}
 }

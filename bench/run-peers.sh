@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every workload against Rhizon and then against each peer (etcd,
-# JetStream KV with default fsync, JetStream KV with sync always), one
+# JetStream KV with default fsync, JetStream KV with sync always, and the
+# last with direct gets off, for w1-occ only), one
 # system at a time so that none of them shares the machine with another,
 # and prints one table of all runs, the comparison with Rhizon's ratio
 # to each peer, and whether the benchmark issue's goals are met. Rhizon
@@ -12,15 +13,16 @@
 # before its runs and stopped and removed after them; BENCH_RHIZON=dev
 # uses one `rhizon dev` node instead (rhizon-dev.sh). `rhizon bench` gets
 # every node's gRPC address (used round-robin) and NATS URL (for ingress).
-# `rhizon bench` starts each peer itself: three servers in a
-# `rhizon bench-peer` child process, on free loopback ports with a fresh
-# data directory, stopped and removed after its runs. ingress and saga do
+# `rhizon bench` starts each peer itself: three servers, each in a
+# `rhizon bench-peer` child process of its own (as Rhizon's nodes are), on
+# free loopback ports with fresh data directories, stopped and removed
+# after its runs. ingress and saga do
 # not apply to the peers: their rows say "skipped".
 #
 # Environment (all optional):
 #   BIN                rhizon binary                  (bin/rhizon)
 #   BENCH_RHIZON       cluster (3 nodes) or dev       (cluster)
-#   BENCH_TARGETS      rhizon and peers, in order     (rhizon,etcd,jetstream-kv,jetstream-kv-sync)
+#   BENCH_TARGETS      rhizon and peers, in order     (rhizon,etcd,jetstream-kv,jetstream-kv-sync,jetstream-kv-sync-nodirect)
 #   BENCH_WORKLOADS    comma-separated workloads      (w1-occ,w1-command,hot,ingress,saga)
 #   BENCH_CONCURRENCY  comma-separated concurrencies  (16,128)
 #   BENCH_WARMUP       warm-up per run                (3s)
@@ -34,7 +36,7 @@ set -euo pipefail
 
 BIN=${BIN:-bin/rhizon}
 RHIZON_KIND=${BENCH_RHIZON:-cluster}
-TARGETS=${BENCH_TARGETS:-rhizon,etcd,jetstream-kv,jetstream-kv-sync}
+TARGETS=${BENCH_TARGETS:-rhizon,etcd,jetstream-kv,jetstream-kv-sync,jetstream-kv-sync-nodirect}
 WORKLOADS=${BENCH_WORKLOADS:-w1-occ,w1-command,hot,ingress,saga}
 CONCURRENCY=${BENCH_CONCURRENCY:-16,128}
 WARMUP=${BENCH_WARMUP:-3s}

@@ -26,6 +26,7 @@ type benchFlags struct {
 	tls            tlsClientFlags
 	targets        string
 	peerAddrs      string
+	peerOneProcess bool
 	compare        string
 	goals          string
 	addr           string
@@ -93,10 +94,13 @@ SVG latency-over-time plot per run and one percentile plot.
 --target takes a list too: rhizon (the gateway at --addr) and the peers
 etcd (3 members, Get + Txn on ModRevision), jetstream-kv (3 clustered NATS
 servers, KV bucket with 3 replicas, Get + Update on the revision, default
-fsync) and jetstream-kv-sync (the same with sync always). A peer's servers
-are started in a child process (rhizon bench-peer) on free loopback ports
-with a fresh data directory, and stopped and removed after its runs; with
---peer-addrs the runs use servers already running instead. On a peer,
+fsync), jetstream-kv-sync (the same with sync always) and
+jetstream-kv-sync-nodirect (the same with direct gets off, so that w1-occ's
+read is answered by the stream's leader, not any replica; it runs w1-occ
+only). A peer's servers are started each in a child process of its own
+(rhizon bench-peer; --peer-one-process: all three in one) on free loopback
+ports with fresh data directories, and stopped and removed after its runs;
+with --peer-addrs the runs use servers already running instead. On a peer,
 w1-command and hot are unconditional puts of the ~200-byte document; ingress
 and saga do not apply to a peer and are listed as skipped. With
 more than one target, a comparison table follows: per load, each target's
@@ -123,6 +127,7 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 	fs := c.Flags()
 	fs.StringVar(&f.targets, "target", "rhizon", "systems under test, comma-separated, run one after another: rhizon, "+strings.Join(bench.PeerKinds, ", "))
 	fs.StringVar(&f.peerAddrs, "peer-addrs", "", "client URLs of an already running peer cluster (one peer target); empty: start one")
+	fs.BoolVar(&f.peerOneProcess, "peer-one-process", false, "run a started peer's 3 servers in one process instead of one process each (Rhizon's nodes are one process each)")
 	fs.StringVar(&f.compare, "compare", "", "run nothing: print the table and comparison of these --json files, comma-separated")
 	fs.StringVar(&f.goals, "goals", "", "also print whether the runs meet the performance goals of a 3-node cluster (cluster) or of one node (dev)")
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:7400", "gateway gRPC addresses, comma-separated, used round-robin (RHIZON_ADDR)")
@@ -280,36 +285,49 @@ func (f *benchFlags) openTarget(ctx context.Context, stderr io.Writer, name stri
 		return t, func() { _ = t.Close() }, nil
 	}
 	urls := splitList(f.peerAddrs)
-	var proc *bench.PeerProcess
+	var peers *bench.Peers
 	if len(urls) == 0 {
 		exe, err := os.Executable()
 		if err != nil {
 			return nil, nil, err
 		}
-		fmt.Fprintf(stderr, "starting %s (3 servers, rhizon bench-peer)\n", name)
+		how := "3 rhizon bench-peer processes"
+		if f.peerOneProcess {
+			how = "3 servers in one rhizon bench-peer process"
+		}
+		fmt.Fprintf(stderr, "starting %s (%s)\n", name, how)
 		began := time.Now()
-		if proc, err = bench.StartPeerProcess(ctx, exe, name); err != nil {
+		if peers, err = bench.StartPeers(ctx, exe, name, f.peerOneProcess); err != nil {
 			return nil, nil, err
 		}
-		urls = proc.Info.URLs
-		fmt.Fprintf(stderr, "%s ready in %v: %s (pid %d)\n", name, time.Since(began).Round(time.Millisecond),
-			strings.Join(urls, ","), proc.Info.PID)
+		urls = peers.URLs
+		fmt.Fprintf(stderr, "%s ready in %v: %s (%s)\n", name, time.Since(began).Round(time.Millisecond),
+			strings.Join(urls, ","), pidList(peers.PIDs()))
 	}
 	t, err = bench.NewPeerTarget(name, bench.PeerConfig{URLs: urls, Conns: f.conns})
 	if err != nil {
-		if proc != nil {
-			_ = proc.Stop()
+		if peers != nil {
+			_ = peers.Stop()
 		}
 		return nil, nil, err
 	}
 	return t, func() {
 		_ = t.Close()
-		if proc != nil {
-			if err := proc.Stop(); err != nil {
+		if peers != nil {
+			if err := peers.Stop(); err != nil {
 				fmt.Fprintf(stderr, "stop %s: %v\n", name, err)
 			}
 		}
 	}, nil
+}
+
+// pidList prints process ids as "pid 1, pid 2", the form tests look for.
+func pidList(pids []int) string {
+	s := make([]string, len(pids))
+	for i, p := range pids {
+		s[i] = fmt.Sprintf("pid %d", p)
+	}
+	return strings.Join(s, ", ")
 }
 
 // runCompare prints the tables of earlier --json files.

@@ -76,7 +76,7 @@ func TestBench_PeersInChildProcessesAndRatioTable(t *testing.T) {
 	}
 
 	// The peers are stopped and their directories removed.
-	for _, m := range regexp.MustCompile(`\(pid (\d+)\)`).FindAllStringSubmatch(stderr.String(), -1) {
+	for _, m := range regexp.MustCompile(`pid (\d+)`).FindAllStringSubmatch(stderr.String(), -1) {
 		pid, _ := strconv.Atoi(m[1])
 		if err := syscall.Kill(pid, 0); err == nil {
 			t.Errorf("peer process %d still running", pid)

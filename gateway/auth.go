@@ -424,6 +424,21 @@ func (a *Auth) Authenticate(token string) (Identity, error) {
 	return id, nil
 }
 
+// recheck returns the current identity of the token id was authenticated
+// from, as Authenticate would now: a reload may have removed or changed the
+// token, and it may have expired since. It costs one map lookup, so a
+// long-lived stream can call it per message.
+func (a *Auth) recheck(id Identity) (Identity, error) {
+	cur, ok := (*a.byHash.Load())[id.tokenHash]
+	if !ok {
+		return Identity{}, status.Error(codes.Unauthenticated, "unknown token (it was removed since the stream opened)")
+	}
+	if !cur.NotAfter.IsZero() && a.now().After(cur.NotAfter) {
+		return Identity{}, status.Errorf(codes.Unauthenticated, "token expired at %s", cur.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return cur, nil
+}
+
 // rejectionText returns the message of an actor.Rejection without its
 // "invalid: " prefix, or err's text.
 func rejectionText(err error) string {

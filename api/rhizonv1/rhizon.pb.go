@@ -1659,6 +1659,131 @@ func (x *SubmitBatchResponse) GetOutcomes() []*SubmitOutcome {
 	return nil
 }
 
+type SubmitStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the client; unique among the stream's commands in flight.
+	Id            uint64         `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Command       *SubmitRequest `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitStreamRequest) Reset() {
+	*x = SubmitStreamRequest{}
+	mi := &file_rhizon_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitStreamRequest) ProtoMessage() {}
+
+func (x *SubmitStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitStreamRequest.ProtoReflect.Descriptor instead.
+func (*SubmitStreamRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SubmitStreamRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SubmitStreamRequest) GetCommand() *SubmitRequest {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+type SubmitStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the request this answers.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Exactly one of response and error is set, as in SubmitOutcome.
+	Response *SubmitResponse `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	Error    *status.Status  `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// The gRPC trailers the unary Submit would have set (rhizon-leader,
+	// rhizon-leader-addr, rhizon-scope, rhizon-outcome), by name.
+	Trailers      map[string]string `protobuf:"bytes,4,rep,name=trailers,proto3" json:"trailers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitStreamResponse) Reset() {
+	*x = SubmitStreamResponse{}
+	mi := &file_rhizon_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitStreamResponse) ProtoMessage() {}
+
+func (x *SubmitStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitStreamResponse.ProtoReflect.Descriptor instead.
+func (*SubmitStreamResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SubmitStreamResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SubmitStreamResponse) GetResponse() *SubmitResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *SubmitStreamResponse) GetError() *status.Status {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *SubmitStreamResponse) GetTrailers() map[string]string {
+	if x != nil {
+		return x.Trailers
+	}
+	return nil
+}
+
 // SubmitOutcome is what Submit would have answered for one command: a
 // response, or the error status (with the same codes, messages and details).
 type SubmitOutcome struct {
@@ -1671,7 +1796,7 @@ type SubmitOutcome struct {
 
 func (x *SubmitOutcome) Reset() {
 	*x = SubmitOutcome{}
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +1808,7 @@ func (x *SubmitOutcome) String() string {
 func (*SubmitOutcome) ProtoMessage() {}
 
 func (x *SubmitOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +1821,7 @@ func (x *SubmitOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitOutcome.ProtoReflect.Descriptor instead.
 func (*SubmitOutcome) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{17}
+	return file_rhizon_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SubmitOutcome) GetResponse() *SubmitResponse {
@@ -1723,7 +1848,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_rhizon_proto_msgTypes[18]
+	mi := &file_rhizon_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +1860,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[18]
+	mi := &file_rhizon_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +1873,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{18}
+	return file_rhizon_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetRequest) GetAddress() *Address {
@@ -1780,7 +1905,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_rhizon_proto_msgTypes[19]
+	mi := &file_rhizon_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1917,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[19]
+	mi := &file_rhizon_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +1930,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{19}
+	return file_rhizon_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetResponse) GetAddress() *Address {
@@ -1865,7 +1990,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_rhizon_proto_msgTypes[20]
+	mi := &file_rhizon_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +2002,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[20]
+	mi := &file_rhizon_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2015,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{20}
+	return file_rhizon_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HistoryRequest) GetAddress() *Address {
@@ -1938,7 +2063,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_rhizon_proto_msgTypes[21]
+	mi := &file_rhizon_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2075,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[21]
+	mi := &file_rhizon_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2088,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{21}
+	return file_rhizon_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HistoryResponse) GetRecords() []*HistoryRecord {
@@ -1988,7 +2113,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_rhizon_proto_msgTypes[22]
+	mi := &file_rhizon_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2125,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[22]
+	mi := &file_rhizon_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2138,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{22}
+	return file_rhizon_proto_rawDescGZIP(), []int{24}
 }
 
 type ShardStatus struct {
@@ -2039,7 +2164,7 @@ type ShardStatus struct {
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_rhizon_proto_msgTypes[23]
+	mi := &file_rhizon_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2176,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[23]
+	mi := &file_rhizon_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2189,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{23}
+	return file_rhizon_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ShardStatus) GetShard() uint32 {
@@ -2163,7 +2288,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2175,7 +2300,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2188,7 +2313,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{24}
+	return file_rhizon_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -2273,7 +2398,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_rhizon_proto_msgTypes[25]
+	mi := &file_rhizon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2410,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[25]
+	mi := &file_rhizon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2423,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{25}
+	return file_rhizon_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -2388,7 +2513,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2400,7 +2525,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2413,7 +2538,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{26}
+	return file_rhizon_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LogEntry) GetShard() uint32 {
@@ -2454,7 +2579,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_rhizon_proto_msgTypes[27]
+	mi := &file_rhizon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2466,7 +2591,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[27]
+	mi := &file_rhizon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2479,7 +2604,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{27}
+	return file_rhizon_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Position) GetIndex() uint64 {
@@ -2507,7 +2632,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2644,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2657,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{28}
+	return file_rhizon_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ForwardRequest) GetCommand() *Command {
@@ -2558,7 +2683,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2570,7 +2695,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2583,7 +2708,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{29}
+	return file_rhizon_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ForwardResponse) GetResult() *Result {
@@ -2609,7 +2734,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2621,7 +2746,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2634,7 +2759,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{30}
+	return file_rhizon_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReadRequest) GetAddress() *Address {
@@ -2708,7 +2833,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_rhizon_proto_msgTypes[31]
+	mi := &file_rhizon_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2720,7 +2845,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[31]
+	mi := &file_rhizon_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2733,7 +2858,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{31}
+	return file_rhizon_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReadResponse) GetState() []byte {
@@ -2798,7 +2923,7 @@ type ShardAdminRequest struct {
 
 func (x *ShardAdminRequest) Reset() {
 	*x = ShardAdminRequest{}
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2810,7 +2935,7 @@ func (x *ShardAdminRequest) String() string {
 func (*ShardAdminRequest) ProtoMessage() {}
 
 func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2823,7 +2948,7 @@ func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminRequest.ProtoReflect.Descriptor instead.
 func (*ShardAdminRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{32}
+	return file_rhizon_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ShardAdminRequest) GetShard() uint32 {
@@ -2867,7 +2992,7 @@ type ShardAdminResponse struct {
 
 func (x *ShardAdminResponse) Reset() {
 	*x = ShardAdminResponse{}
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2879,7 +3004,7 @@ func (x *ShardAdminResponse) String() string {
 func (*ShardAdminResponse) ProtoMessage() {}
 
 func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2892,7 +3017,7 @@ func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminResponse.ProtoReflect.Descriptor instead.
 func (*ShardAdminResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{33}
+	return file_rhizon_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ShardAdminResponse) GetLeader() string {
@@ -3067,7 +3192,18 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x12SubmitBatchRequest\x124\n" +
 	"\bcommands\x18\x01 \x03(\v2\x18.rhizon.v1.SubmitRequestR\bcommands\"K\n" +
 	"\x13SubmitBatchResponse\x124\n" +
-	"\boutcomes\x18\x01 \x03(\v2\x18.rhizon.v1.SubmitOutcomeR\boutcomes\"p\n" +
+	"\boutcomes\x18\x01 \x03(\v2\x18.rhizon.v1.SubmitOutcomeR\boutcomes\"Y\n" +
+	"\x13SubmitStreamRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x122\n" +
+	"\acommand\x18\x02 \x01(\v2\x18.rhizon.v1.SubmitRequestR\acommand\"\x8f\x02\n" +
+	"\x14SubmitStreamResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
+	"\bresponse\x18\x02 \x01(\v2\x19.rhizon.v1.SubmitResponseR\bresponse\x12(\n" +
+	"\x05error\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x05error\x12I\n" +
+	"\btrailers\x18\x04 \x03(\v2-.rhizon.v1.SubmitStreamResponse.TrailersEntryR\btrailers\x1a;\n" +
+	"\rTrailersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"p\n" +
 	"\rSubmitOutcome\x125\n" +
 	"\bresponse\x18\x01 \x01(\v2\x19.rhizon.v1.SubmitResponseR\bresponse\x12(\n" +
 	"\x05error\x18\x02 \x01(\v2\x12.google.rpc.StatusR\x05error\"t\n" +
@@ -3189,10 +3325,11 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x0fREASON_BUSINESS\x10\x04*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x012\x8d\x04\n" +
+	"\x11CONSISTENCY_STALE\x10\x012\xe2\x04\n" +
 	"\aGateway\x12=\n" +
 	"\x06Submit\x12\x18.rhizon.v1.SubmitRequest\x1a\x19.rhizon.v1.SubmitResponse\x12L\n" +
-	"\vSubmitBatch\x12\x1d.rhizon.v1.SubmitBatchRequest\x1a\x1e.rhizon.v1.SubmitBatchResponse\x124\n" +
+	"\vSubmitBatch\x12\x1d.rhizon.v1.SubmitBatchRequest\x1a\x1e.rhizon.v1.SubmitBatchResponse\x12S\n" +
+	"\fSubmitStream\x12\x1e.rhizon.v1.SubmitStreamRequest\x1a\x1f.rhizon.v1.SubmitStreamResponse(\x010\x01\x124\n" +
 	"\x03Get\x12\x15.rhizon.v1.GetRequest\x1a\x16.rhizon.v1.GetResponse\x12@\n" +
 	"\aHistory\x12\x19.rhizon.v1.HistoryRequest\x1a\x1a.rhizon.v1.HistoryResponse\x12=\n" +
 	"\x06Status\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponse\x12:\n" +
@@ -3220,46 +3357,49 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_rhizon_proto_goTypes = []any{
-	(Status)(0),                 // 0: rhizon.v1.Status
-	(Reason)(0),                 // 1: rhizon.v1.Reason
-	(Consistency)(0),            // 2: rhizon.v1.Consistency
-	(*SubmitAsyncResponse)(nil), // 3: rhizon.v1.SubmitAsyncResponse
-	(*WatchRequest)(nil),        // 4: rhizon.v1.WatchRequest
-	(*WatchEvent)(nil),          // 5: rhizon.v1.WatchEvent
-	(*DrainRequest)(nil),        // 6: rhizon.v1.DrainRequest
-	(*DrainResponse)(nil),       // 7: rhizon.v1.DrainResponse
-	(*Address)(nil),             // 8: rhizon.v1.Address
-	(*Principal)(nil),           // 9: rhizon.v1.Principal
-	(*Scope)(nil),               // 10: rhizon.v1.Scope
-	(*Command)(nil),             // 11: rhizon.v1.Command
-	(*Event)(nil),               // 12: rhizon.v1.Event
-	(*Result)(nil),              // 13: rhizon.v1.Result
-	(*Rejection)(nil),           // 14: rhizon.v1.Rejection
-	(*HistoryRecord)(nil),       // 15: rhizon.v1.HistoryRecord
-	(*SubmitRequest)(nil),       // 16: rhizon.v1.SubmitRequest
-	(*SubmitResponse)(nil),      // 17: rhizon.v1.SubmitResponse
-	(*SubmitBatchRequest)(nil),  // 18: rhizon.v1.SubmitBatchRequest
-	(*SubmitBatchResponse)(nil), // 19: rhizon.v1.SubmitBatchResponse
-	(*SubmitOutcome)(nil),       // 20: rhizon.v1.SubmitOutcome
-	(*GetRequest)(nil),          // 21: rhizon.v1.GetRequest
-	(*GetResponse)(nil),         // 22: rhizon.v1.GetResponse
-	(*HistoryRequest)(nil),      // 23: rhizon.v1.HistoryRequest
-	(*HistoryResponse)(nil),     // 24: rhizon.v1.HistoryResponse
-	(*StatusRequest)(nil),       // 25: rhizon.v1.StatusRequest
-	(*ShardStatus)(nil),         // 26: rhizon.v1.ShardStatus
-	(*NodeStatus)(nil),          // 27: rhizon.v1.NodeStatus
-	(*StatusResponse)(nil),      // 28: rhizon.v1.StatusResponse
-	(*LogEntry)(nil),            // 29: rhizon.v1.LogEntry
-	(*Position)(nil),            // 30: rhizon.v1.Position
-	(*ForwardRequest)(nil),      // 31: rhizon.v1.ForwardRequest
-	(*ForwardResponse)(nil),     // 32: rhizon.v1.ForwardResponse
-	(*ReadRequest)(nil),         // 33: rhizon.v1.ReadRequest
-	(*ReadResponse)(nil),        // 34: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),   // 35: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil),  // 36: rhizon.v1.ShardAdminResponse
-	(*status.Status)(nil),       // 37: google.rpc.Status
+	(Status)(0),                  // 0: rhizon.v1.Status
+	(Reason)(0),                  // 1: rhizon.v1.Reason
+	(Consistency)(0),             // 2: rhizon.v1.Consistency
+	(*SubmitAsyncResponse)(nil),  // 3: rhizon.v1.SubmitAsyncResponse
+	(*WatchRequest)(nil),         // 4: rhizon.v1.WatchRequest
+	(*WatchEvent)(nil),           // 5: rhizon.v1.WatchEvent
+	(*DrainRequest)(nil),         // 6: rhizon.v1.DrainRequest
+	(*DrainResponse)(nil),        // 7: rhizon.v1.DrainResponse
+	(*Address)(nil),              // 8: rhizon.v1.Address
+	(*Principal)(nil),            // 9: rhizon.v1.Principal
+	(*Scope)(nil),                // 10: rhizon.v1.Scope
+	(*Command)(nil),              // 11: rhizon.v1.Command
+	(*Event)(nil),                // 12: rhizon.v1.Event
+	(*Result)(nil),               // 13: rhizon.v1.Result
+	(*Rejection)(nil),            // 14: rhizon.v1.Rejection
+	(*HistoryRecord)(nil),        // 15: rhizon.v1.HistoryRecord
+	(*SubmitRequest)(nil),        // 16: rhizon.v1.SubmitRequest
+	(*SubmitResponse)(nil),       // 17: rhizon.v1.SubmitResponse
+	(*SubmitBatchRequest)(nil),   // 18: rhizon.v1.SubmitBatchRequest
+	(*SubmitBatchResponse)(nil),  // 19: rhizon.v1.SubmitBatchResponse
+	(*SubmitStreamRequest)(nil),  // 20: rhizon.v1.SubmitStreamRequest
+	(*SubmitStreamResponse)(nil), // 21: rhizon.v1.SubmitStreamResponse
+	(*SubmitOutcome)(nil),        // 22: rhizon.v1.SubmitOutcome
+	(*GetRequest)(nil),           // 23: rhizon.v1.GetRequest
+	(*GetResponse)(nil),          // 24: rhizon.v1.GetResponse
+	(*HistoryRequest)(nil),       // 25: rhizon.v1.HistoryRequest
+	(*HistoryResponse)(nil),      // 26: rhizon.v1.HistoryResponse
+	(*StatusRequest)(nil),        // 27: rhizon.v1.StatusRequest
+	(*ShardStatus)(nil),          // 28: rhizon.v1.ShardStatus
+	(*NodeStatus)(nil),           // 29: rhizon.v1.NodeStatus
+	(*StatusResponse)(nil),       // 30: rhizon.v1.StatusResponse
+	(*LogEntry)(nil),             // 31: rhizon.v1.LogEntry
+	(*Position)(nil),             // 32: rhizon.v1.Position
+	(*ForwardRequest)(nil),       // 33: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),      // 34: rhizon.v1.ForwardResponse
+	(*ReadRequest)(nil),          // 35: rhizon.v1.ReadRequest
+	(*ReadResponse)(nil),         // 36: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),    // 37: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),   // 38: rhizon.v1.ShardAdminResponse
+	nil,                          // 39: rhizon.v1.SubmitStreamResponse.TrailersEntry
+	(*status.Status)(nil),        // 40: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
 	12, // 0: rhizon.v1.WatchEvent.event:type_name -> rhizon.v1.Event
@@ -3280,54 +3420,60 @@ var file_rhizon_proto_depIdxs = []int32{
 	9,  // 15: rhizon.v1.SubmitRequest.on_behalf_of:type_name -> rhizon.v1.Principal
 	13, // 16: rhizon.v1.SubmitResponse.result:type_name -> rhizon.v1.Result
 	16, // 17: rhizon.v1.SubmitBatchRequest.commands:type_name -> rhizon.v1.SubmitRequest
-	20, // 18: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
-	17, // 19: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	37, // 20: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
-	8,  // 21: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
-	2,  // 22: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
-	8,  // 23: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
-	8,  // 24: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
-	2,  // 25: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
-	15, // 26: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
-	26, // 27: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
-	27, // 28: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
-	11, // 29: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
-	30, // 30: rhizon.v1.LogEntry.relayed:type_name -> rhizon.v1.Position
-	11, // 31: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	13, // 32: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	8,  // 33: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	15, // 34: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	16, // 35: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	18, // 36: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	21, // 37: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	23, // 38: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	25, // 39: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	6,  // 40: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	16, // 41: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	4,  // 42: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	31, // 43: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	33, // 44: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	35, // 45: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	25, // 46: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	6,  // 47: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	17, // 48: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	19, // 49: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	22, // 50: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	24, // 51: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	28, // 52: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	7,  // 53: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	3,  // 54: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	5,  // 55: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	32, // 56: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	34, // 57: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	36, // 58: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	28, // 59: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	7,  // 60: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	48, // [48:61] is the sub-list for method output_type
-	35, // [35:48] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	22, // 18: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
+	16, // 19: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
+	17, // 20: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
+	40, // 21: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	39, // 22: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
+	17, // 23: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
+	40, // 24: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	8,  // 25: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
+	2,  // 26: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
+	8,  // 27: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
+	8,  // 28: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
+	2,  // 29: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
+	15, // 30: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
+	28, // 31: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
+	29, // 32: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
+	11, // 33: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
+	32, // 34: rhizon.v1.LogEntry.relayed:type_name -> rhizon.v1.Position
+	11, // 35: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	13, // 36: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	8,  // 37: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	15, // 38: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	16, // 39: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	18, // 40: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	20, // 41: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	23, // 42: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	25, // 43: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	27, // 44: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	6,  // 45: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	16, // 46: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	4,  // 47: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	33, // 48: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	35, // 49: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	37, // 50: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	27, // 51: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	6,  // 52: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	17, // 53: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	19, // 54: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	21, // 55: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	24, // 56: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	26, // 57: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	30, // 58: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	7,  // 59: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	3,  // 60: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	5,  // 61: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	34, // 62: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	36, // 63: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	38, // 64: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	30, // 65: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	7,  // 66: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	53, // [53:67] is the sub-list for method output_type
+	39, // [39:53] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -3348,7 +3494,7 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   34,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

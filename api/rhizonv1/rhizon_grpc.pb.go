@@ -21,14 +21,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Gateway_Submit_FullMethodName      = "/rhizon.v1.Gateway/Submit"
-	Gateway_SubmitBatch_FullMethodName = "/rhizon.v1.Gateway/SubmitBatch"
-	Gateway_Get_FullMethodName         = "/rhizon.v1.Gateway/Get"
-	Gateway_History_FullMethodName     = "/rhizon.v1.Gateway/History"
-	Gateway_Status_FullMethodName      = "/rhizon.v1.Gateway/Status"
-	Gateway_Drain_FullMethodName       = "/rhizon.v1.Gateway/Drain"
-	Gateway_SubmitAsync_FullMethodName = "/rhizon.v1.Gateway/SubmitAsync"
-	Gateway_Watch_FullMethodName       = "/rhizon.v1.Gateway/Watch"
+	Gateway_Submit_FullMethodName       = "/rhizon.v1.Gateway/Submit"
+	Gateway_SubmitBatch_FullMethodName  = "/rhizon.v1.Gateway/SubmitBatch"
+	Gateway_SubmitStream_FullMethodName = "/rhizon.v1.Gateway/SubmitStream"
+	Gateway_Get_FullMethodName          = "/rhizon.v1.Gateway/Get"
+	Gateway_History_FullMethodName      = "/rhizon.v1.Gateway/History"
+	Gateway_Status_FullMethodName       = "/rhizon.v1.Gateway/Status"
+	Gateway_Drain_FullMethodName        = "/rhizon.v1.Gateway/Drain"
+	Gateway_SubmitAsync_FullMethodName  = "/rhizon.v1.Gateway/SubmitAsync"
+	Gateway_Watch_FullMethodName        = "/rhizon.v1.Gateway/Watch"
 )
 
 // GatewayClient is the client API for Gateway service.
@@ -53,6 +54,18 @@ type GatewayClient interface {
 	// authenticated or the batch is empty or too large; the trailer
 	// rhizon-outcome: unknown means that at least one outcome is unknown.
 	SubmitBatch(ctx context.Context, in *SubmitBatchRequest, opts ...grpc.CallOption) (*SubmitBatchResponse, error)
+	// SubmitStream carries many Submits over one call: each request is one
+	// command tagged with a client-chosen id, and each is answered, as soon as
+	// it completes (so out of order), with that id and what Submit would have
+	// answered, its routing trailers included. The bearer token of the call
+	// authenticates every message; it is re-checked per message, so a token
+	// removed or expired meanwhile answers Unauthenticated. A server reads no
+	// more while 256 commands of the stream are in flight. A bad command gets
+	// its own error; reusing the id of a command still in flight ends the
+	// stream with INVALID_ARGUMENT. A broken stream leaves the outcome of its
+	// commands in flight unknown: retry them (by Submit or another stream)
+	// with the same idempotency key and command_id.
+	SubmitStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubmitStreamRequest, SubmitStreamResponse], error)
 	// Get returns an entity's state and version.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
 	// History pages through an entity's events (and, on request, rejections).
@@ -100,6 +113,19 @@ func (c *gatewayClient) SubmitBatch(ctx context.Context, in *SubmitBatchRequest,
 	}
 	return out, nil
 }
+
+func (c *gatewayClient) SubmitStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubmitStreamRequest, SubmitStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Gateway_ServiceDesc.Streams[0], Gateway_SubmitStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubmitStreamRequest, SubmitStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Gateway_SubmitStreamClient = grpc.BidiStreamingClient[SubmitStreamRequest, SubmitStreamResponse]
 
 func (c *gatewayClient) Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -153,7 +179,7 @@ func (c *gatewayClient) SubmitAsync(ctx context.Context, in *SubmitRequest, opts
 
 func (c *gatewayClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Gateway_ServiceDesc.Streams[0], Gateway_Watch_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Gateway_ServiceDesc.Streams[1], Gateway_Watch_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +218,18 @@ type GatewayServer interface {
 	// authenticated or the batch is empty or too large; the trailer
 	// rhizon-outcome: unknown means that at least one outcome is unknown.
 	SubmitBatch(context.Context, *SubmitBatchRequest) (*SubmitBatchResponse, error)
+	// SubmitStream carries many Submits over one call: each request is one
+	// command tagged with a client-chosen id, and each is answered, as soon as
+	// it completes (so out of order), with that id and what Submit would have
+	// answered, its routing trailers included. The bearer token of the call
+	// authenticates every message; it is re-checked per message, so a token
+	// removed or expired meanwhile answers Unauthenticated. A server reads no
+	// more while 256 commands of the stream are in flight. A bad command gets
+	// its own error; reusing the id of a command still in flight ends the
+	// stream with INVALID_ARGUMENT. A broken stream leaves the outcome of its
+	// commands in flight unknown: retry them (by Submit or another stream)
+	// with the same idempotency key and command_id.
+	SubmitStream(grpc.BidiStreamingServer[SubmitStreamRequest, SubmitStreamResponse]) error
 	// Get returns an entity's state and version.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	// History pages through an entity's events (and, on request, rejections).
@@ -225,6 +263,9 @@ func (UnimplementedGatewayServer) Submit(context.Context, *SubmitRequest) (*Subm
 }
 func (UnimplementedGatewayServer) SubmitBatch(context.Context, *SubmitBatchRequest) (*SubmitBatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SubmitBatch not implemented")
+}
+func (UnimplementedGatewayServer) SubmitStream(grpc.BidiStreamingServer[SubmitStreamRequest, SubmitStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method SubmitStream not implemented")
 }
 func (UnimplementedGatewayServer) Get(context.Context, *GetRequest) (*GetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
@@ -300,6 +341,13 @@ func _Gateway_SubmitBatch_Handler(srv interface{}, ctx context.Context, dec func
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _Gateway_SubmitStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(GatewayServer).SubmitStream(&grpc.GenericServerStream[SubmitStreamRequest, SubmitStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Gateway_SubmitStreamServer = grpc.BidiStreamingServer[SubmitStreamRequest, SubmitStreamResponse]
 
 func _Gateway_Get_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetRequest)
@@ -439,6 +487,12 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SubmitStream",
+			Handler:       _Gateway_SubmitStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "Watch",
 			Handler:       _Gateway_Watch_Handler,

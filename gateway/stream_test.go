@@ -1,0 +1,258 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rhizon/rhizon/actor"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/shard"
+)
+
+func openStream(t *testing.T, h *harness, token string) pb.Gateway_SubmitStreamClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	st, err := h.gw.SubmitStream(withToken(ctx, token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// sameAsUnary checks that a stream answer is what the unary call gave:
+// status (code, message, details), response and trailers.
+func sameAsUnary(t *testing.T, name string, got *pb.SubmitStreamResponse, resp *pb.SubmitResponse, err error, tr metadata.MD) {
+	t.Helper()
+	want := status.Convert(err).Proto()
+	if err == nil {
+		want = nil
+	}
+	if !proto.Equal(got.GetError(), want) {
+		t.Errorf("%s: stream error %v, unary %v", name, got.GetError(), want)
+	}
+	if !proto.Equal(got.GetResponse(), resp) {
+		t.Errorf("%s: stream response %v, unary %v", name, got.GetResponse(), resp)
+	}
+	for _, k := range []string{OutcomeTrailer, LeaderTrailer, LeaderAddrTrailer, ScopeTrailer} {
+		u := ""
+		if v := tr.Get(k); len(v) > 0 {
+			u = v[0]
+		}
+		if got.GetTrailers()[k] != u {
+			t.Errorf("%s: trailer %s %q on the stream, %q unary", name, k, got.GetTrailers()[k], u)
+		}
+	}
+}
+
+// Each message of one stream gets exactly what a unary Submit answers, for
+// the bad inputs of the Submit table (refused before the backend) and the
+// backend's outcomes; a bad message does not end the stream.
+func TestSubmitStreamAnswersAsSubmit(t *testing.T) {
+	h := newHarness(t)
+	ctx := withToken(context.Background(), tokAlice)
+	type call struct {
+		name string
+		req  *pb.SubmitRequest
+		res  actor.Result
+		err  error
+	}
+	var calls []call
+	for _, tc := range badSubmits() {
+		if tc.token == tokAlice {
+			calls = append(calls, call{name: tc.name, req: tc.req})
+		}
+	}
+	good := func(k string) *pb.SubmitRequest {
+		r := counterReq("c1", k, `{"amount":1}`)
+		r.CommandId = "cmd-" + k // the same on both calls: errors name it
+		return r
+	}
+	noScope := good("noscope")
+	noScope.Address.Tenant, noScope.Address.Workspace = "", ""
+	calls = append(calls,
+		call{name: "accepted", req: good("a"), res: actor.Result{Status: actor.StatusAccepted, Version: 1, Index: 7, Reply: []byte(`{"ok":true}`)}},
+		call{name: "accepted, scope defaulted", req: noScope, res: actor.Result{Status: actor.StatusAccepted, Version: 1, Index: 8}},
+		call{name: "conflict", req: good("b"), res: actor.Result{Status: actor.StatusRejected, Reason: actor.ReasonConflict, Code: "version_conflict", Message: "at 4", Version: 4}},
+		call{name: "engine violation", req: good("c"), res: actor.Result{Status: actor.StatusRejected, Reason: actor.ReasonViolation, Message: "may not"}},
+		call{name: "engine invalid", req: good("d"), res: actor.Result{Status: actor.StatusRejected, Reason: actor.ReasonInvalid, Message: "bad field"}},
+		call{name: "not leader", req: good("e"), err: fmt.Errorf("forward: %w", shard.ErrNotLeader)},
+		call{name: "unknown outcome", req: good("f"), err: shard.ErrUnknownOutcome},
+		call{name: "overloaded", req: good("g"), err: shard.ErrOverloaded},
+	)
+	st := openStream(t, h, tokAlice)
+	for i, c := range calls {
+		h.be.submit = nil
+		if c.res.Status != 0 || c.err != nil {
+			h.be.submit = func(int, actor.Command) (actor.Result, error) { return c.res, c.err }
+		}
+		var tr metadata.MD
+		resp, err := h.gw.Submit(ctx, c.req, grpc.Trailer(&tr))
+		if err := st.Send(&pb.SubmitStreamRequest{Id: uint64(i), Command: c.req}); err != nil {
+			t.Fatal(err)
+		}
+		got, rerr := st.Recv()
+		if rerr != nil {
+			t.Fatalf("%s: the stream ended: %v", c.name, rerr)
+		}
+		if got.GetId() != uint64(i) {
+			t.Fatalf("%s: answer for id %d, want %d", c.name, got.GetId(), i)
+		}
+		sameAsUnary(t, c.name, got, resp, err, tr)
+	}
+	h.be.submit = nil
+	if len(calls) < 15 {
+		t.Fatalf("only %d cases", len(calls))
+	}
+}
+
+// Answers come back as they complete: a slow command does not hold up a
+// later fast one.
+func TestSubmitStreamOutOfOrder(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	h.be.submit = func(_ int, cmd actor.Command) (actor.Result, error) {
+		if cmd.IdempotencyKey == "slow" {
+			<-release
+		}
+		return actor.Result{CommandID: cmd.ID, Status: actor.StatusAccepted, Version: 1}, nil
+	}
+	st := openStream(t, h, tokAlice)
+	for id, k := range []string{"slow", "fast"} {
+		if err := st.Send(&pb.SubmitStreamRequest{Id: uint64(id + 1), Command: counterReq("c1", k, `{"amount":1}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := st.Recv()
+	if err != nil || first.GetId() != 2 {
+		t.Fatalf("first answer %v %v, want id 2 (fast)", first, err)
+	}
+	close(release)
+	second, err := st.Recv()
+	if err != nil || second.GetId() != 1 || second.GetResponse().GetResult().GetStatus() != pb.Status_STATUS_ACCEPTED {
+		t.Fatalf("second answer %v %v, want id 1 accepted", second, err)
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err == nil {
+		t.Fatal("the stream goes on after the client closed and every answer came")
+	}
+}
+
+// With StreamInFlight commands waiting, the server reads no more; each
+// completion lets one more in.
+func TestSubmitStreamBackPressure(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	var reached atomic.Int64
+	h.be.submit = func(_ int, cmd actor.Command) (actor.Result, error) {
+		reached.Add(1)
+		<-release
+		return actor.Result{CommandID: cmd.ID, Status: actor.StatusAccepted, Version: 1}, nil
+	}
+	st := openStream(t, h, tokAlice)
+	const extra = 20
+	go func() {
+		for i := range StreamInFlight + extra {
+			if st.Send(&pb.SubmitStreamRequest{Id: uint64(i), Command: counterReq("c1", fmt.Sprint("k", i), `{"amount":1}`)}) != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for reached.Load() < StreamInFlight && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // room for a read past the bound
+	if n := reached.Load(); n != StreamInFlight {
+		t.Fatalf("%d commands in flight, want the bound %d", n, StreamInFlight)
+	}
+	close(release)
+	seen := map[uint64]bool{}
+	for len(seen) < StreamInFlight+extra {
+		r, err := st.Recv()
+		if err != nil {
+			t.Fatalf("after %d answers: %v", len(seen), err)
+		}
+		seen[r.GetId()] = true
+	}
+	h.be.submit = nil
+}
+
+// Reusing the id of a command in flight ends the stream with
+// InvalidArgument, after the command in flight has its answer.
+func TestSubmitStreamDuplicateIDEndsStream(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	h.be.submit = func(_ int, cmd actor.Command) (actor.Result, error) {
+		<-release
+		return actor.Result{CommandID: cmd.ID, Status: actor.StatusAccepted, Version: 1}, nil
+	}
+	st := openStream(t, h, tokAlice)
+	for _, k := range []string{"a", "b"} {
+		if err := st.Send(&pb.SubmitStreamRequest{Id: 7, Command: counterReq("c1", k, `{"amount":1}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	r, err := st.Recv()
+	if err != nil || r.GetId() != 7 || r.GetResponse() == nil {
+		t.Fatalf("answer %v %v, want the first id 7 answered", r, err)
+	}
+	if _, err := st.Recv(); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("stream ended with %v, want InvalidArgument", err)
+	}
+	h.be.submit = nil
+}
+
+// No token: the stream is refused. A token removed while the stream is open
+// (a reload) answers the next message Unauthenticated, as a unary call.
+func TestSubmitStreamAuthentication(t *testing.T) {
+	h := newHarness(t)
+	st := openStream(t, h, "")
+	if _, err := st.Recv(); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("no token: %v, want Unauthenticated", err)
+	}
+	st = openStream(t, h, tokAlice)
+	send := func(id uint64) *pb.SubmitStreamResponse {
+		t.Helper()
+		if err := st.Send(&pb.SubmitStreamRequest{Id: id, Command: counterReq("c1", fmt.Sprint("k", id), `{"amount":1}`)}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := send(1); r.GetError() != nil {
+		t.Fatalf("before the reload: %v", r.GetError())
+	}
+	old := h.srv.auth.byHash.Load()
+	without := map[[sha256.Size]byte]Identity{}
+	for k, v := range *old {
+		if k != sha256.Sum256([]byte(tokAlice)) {
+			without[k] = v
+		}
+	}
+	h.srv.auth.byHash.Store(&without)
+	if r := send(2); codes.Code(r.GetError().GetCode()) != codes.Unauthenticated {
+		t.Fatalf("after the token was removed: %v, want Unauthenticated", r)
+	}
+	h.srv.auth.byHash.Store(old)
+	if r := send(3); r.GetError() != nil {
+		t.Fatalf("after the token came back: %v", r.GetError())
+	}
+}

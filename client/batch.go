@@ -92,18 +92,7 @@ func newBatcher() *batcher { return &batcher{lanes: map[batchKey]*lane{}} }
 // known shard's leader, and the caller set nothing a batch could not carry
 // for it (call options, outgoing metadata, a trace to continue).
 func (b *batcher) batchable(ctx context.Context, rc *routeCall, opts []grpc.CallOption) bool {
-	if b == nil || b.off.Load() {
-		return false
-	}
-	return carriable(ctx, rc, opts)
-}
-
-// carriable reports whether a submit may share a call with others (a batch
-// or a stream): it was routed to a known shard's leader, and the caller set
-// nothing that call could not carry for it (call options, outgoing
-// metadata, a trace to continue).
-func carriable(ctx context.Context, rc *routeCall, opts []grpc.CallOption) bool {
-	if rc == nil || rc.routed == nil || !rc.known || len(opts) > 0 {
+	if b == nil || b.off.Load() || rc == nil || rc.routed == nil || !rc.known || len(opts) > 0 {
 		return false
 	}
 	if _, ok := metadata.FromOutgoingContext(ctx); ok {

@@ -79,7 +79,6 @@ type options struct {
 	refreshEvery time.Duration
 	refreshGap   time.Duration
 	batching     bool
-	noStream     bool
 }
 
 // Option configures a Client. Options are applied in order after the
@@ -218,18 +217,6 @@ func WithSubmitBatching(on bool) Option {
 	return func(o *options) error { o.batching = on; return nil }
 }
 
-// WithSubmitStream turns streamed submits on (the default) or off. It
-// applies to routed submits only (WithLeaderRouting), and not when
-// WithSubmitBatching is on: the client keeps one SubmitStream call open to
-// each shard leader and sends each submit as a message of it, which saves
-// both sides the per-call work of a unary call (a micro-benchmark's Submit
-// cost dropped from about 75 to 22 µs of CPU). A node that does not serve
-// SubmitStream gets unary calls from then on. A submit with call options,
-// outgoing metadata or a trace span of its own is always a unary call.
-func WithSubmitStream(on bool) Option {
-	return func(o *options) error { o.noStream = !on; return nil }
-}
-
 // Client is a connection to a gateway, or to the gateways of a cluster. It
 // is safe for concurrent use.
 type Client struct {
@@ -237,9 +224,8 @@ type Client struct {
 	dopts []grpc.DialOption
 	seeds []*endpoint // the given addresses, in order (repeats share one)
 	next  atomic.Uint32
-	r     *router   // nil unless leader routing is on
-	batch *batcher  // nil unless routing and batching are on
-	strm  *streamer // nil unless routing is on and streaming not off
+	r     *router  // nil unless leader routing is on
+	batch *batcher // nil unless routing and batching are on
 
 	mu     sync.Mutex
 	eps    map[string]*endpoint // every endpoint, by address
@@ -309,8 +295,6 @@ func DialCluster(addrs []string, opts ...Option) (*Client, error) {
 		c.r = newRouter(c)
 		if o.batching {
 			c.batch = newBatcher()
-		} else if !o.noStream {
-			c.strm = newStreamer()
 		}
 	}
 	return c, nil
@@ -366,7 +350,6 @@ func (c *Client) Close() error {
 		if c.r != nil {
 			c.r.stop()
 		}
-		c.strm.stop()
 		c.mu.Lock()
 		c.closed = true
 		eps := c.eps
@@ -428,12 +411,9 @@ func (c *Client) Submit(ctx context.Context, req *pb.SubmitRequest, opts ...grpc
 	err := c.retry(ctx, func() error {
 		gw, rc := c.target(send.GetAddress(), true)
 		var err error
-		switch {
-		case c.batch.batchable(ctx, rc, opts):
+		if c.batch.batchable(ctx, rc, opts) {
 			resp, rc.tr, err = c.batch.submit(ctx, rc, gw, send)
-		case c.strm.streamable(ctx, rc, opts):
-			resp, rc.tr, err = c.strm.submit(ctx, rc, gw, send)
-		default:
+		} else {
 			resp, err = gw.Submit(ctx, send, rc.callOptions(opts)...)
 		}
 		rc.finish(err)

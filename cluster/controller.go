@@ -195,11 +195,11 @@ func (n *Node) reconcileNodeRecords(st *ClusterState, members []membership.Membe
 func (n *Node) shardAdmin(ctx context.Context, id uint32, op, node, addr string) (*pb.ShardAdminResponse, error) {
 	var last error
 	for attempt := range 6 {
-		to := n.leaderGuess(id, attempt)
+		to := n.router.leaderGuess(id, attempt)
 		if to == "" {
 			break
 		}
-		c, err := n.peer(to)
+		c, err := n.router.peer(to)
 		if err != nil {
 			last = err
 			continue
@@ -207,7 +207,7 @@ func (n *Node) shardAdmin(ctx context.Context, id uint32, op, node, addr string)
 		resp, err := c.ShardAdmin(ctx, &pb.ShardAdminRequest{Shard: id, Op: op, NodeId: node, Address: addr})
 		if err == nil {
 			if resp.Leader != "" {
-				n.hints.Store(id, resp.Leader)
+				n.router.hints.Store(id, resp.Leader)
 			}
 			return resp, nil
 		}
@@ -218,7 +218,7 @@ func (n *Node) shardAdmin(ctx context.Context, id uint32, op, node, addr string)
 
 // replicaInfo asks node's own replica of shard for its indexes.
 func (n *Node) replicaInfo(ctx context.Context, id uint32, node string) (*pb.ShardAdminResponse, error) {
-	c, err := n.peer(node)
+	c, err := n.router.peer(node)
 	if err != nil {
 		return nil, err
 	}

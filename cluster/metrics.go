@@ -67,7 +67,7 @@ func (n *Node) registerMetrics() (metric.Registration, error) {
 		o.ObserveInt64(replicas, int64(len(shards)), attrs)
 		o.ObserveInt64(leading, int64(led), attrs)
 		if st := n.ClusterState(); st.Initialized() {
-			o.ObserveInt64(pending, int64(len(n.rebalancing(st, n.ml.Members()))), attrs)
+			o.ObserveInt64(pending, int64(len(n.rebalancer.rebalancing(st, n.ml.Members()))), attrs)
 		}
 		return nil
 	}, replicas, leading, pending, beats, frames, gossipLog, evicted)

@@ -177,13 +177,14 @@ type Node struct {
 
 	replicas *replicaSet
 
-	router   *router
-	metrics  metric.Registration
-	peers    *peerPool
-	draining atomic.Bool
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	closeMu  sync.Once
+	router     *router
+	rebalancer *rebalancer
+	metrics    metric.Registration
+	peers      *peerPool
+	draining   atomic.Bool
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	closeMu    sync.Once
 }
 
 // Open opens (or creates) the node's data directory, starts the Raft
@@ -211,6 +212,10 @@ func Open(cfg Config) (*Node, error) {
 	n.router = &router{
 		nodeID: cfg.NodeID, grpcAddr: cfg.GRPCAddr, shards: cfg.Shards,
 		state: n.ClusterState, members: n.members, peers: n.peers, forwards: forwards,
+	}
+	n.rebalancer = &rebalancer{
+		log: n.log, deadAfter: cfg.DeadAfter, router: n.router,
+		propose: n.propose, status: n.Status, members: n.members,
 	}
 	if err := n.open(); err != nil {
 		_ = n.Close()

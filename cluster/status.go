@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -11,7 +10,6 @@ import (
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/cluster/membership"
-	"github.com/rhizon/rhizon/cluster/placement"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -105,27 +103,6 @@ func (n *Node) Status(ctx context.Context) (*pb.StatusResponse, error) {
 		}
 		return cmpString(a.NodeId, b.NodeId)
 	})
-	out.Rebalancing = n.rebalancing(st, members)
+	out.Rebalancing = n.rebalancer.rebalancing(st, members)
 	return out, nil
-}
-
-// rebalancing describes every shard whose replicas are not yet where the
-// placement of the live nodes wants them: the moves in progress or pending.
-func (n *Node) rebalancing(st *ClusterState, members []membership.Member) []string {
-	live, draining := n.liveNodes(st, members)
-	live = slices.DeleteFunc(live, func(p placement.Node) bool { return slices.Contains(draining, p.ID) })
-	want := placement.Desired(st.Shards, live, st.RF)
-	var out []string
-	for id, p := range st.Placement {
-		if id >= len(want) {
-			break
-		}
-		for _, l := range p.Learners {
-			out = append(out, fmt.Sprintf("shard %d: %s catching up as a learner", id, l))
-		}
-		if len(p.Learners) == 0 && !slices.Equal(p.Voters, want[id]) {
-			out = append(out, fmt.Sprintf("shard %d: voters %v, moving to %v", id, p.Voters, want[id]))
-		}
-	}
-	return out
 }

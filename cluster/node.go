@@ -2,6 +2,9 @@
 // listener, memberlist membership, the control group that owns the shard map,
 // the shard replicas the map places on this node, routing and forwarding to
 // shard leaders, and (on the control leader) placement and rebalancing.
+// Node keeps the lifecycle and composes the parts: a replicaSet (the local
+// replicas), a router (routing and forwarding) and a rebalancer (moves of
+// replicas and leaderships).
 //
 // A single node is the same code with one member: it bootstraps a control
 // group of one and places every shard on itself.

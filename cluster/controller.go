@@ -1,16 +1,12 @@
 package cluster
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
 
-	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/cluster/membership"
 	"github.com/rhizon/rhizon/cluster/placement"
 )
@@ -69,14 +65,14 @@ func (n *Node) controlRound(round int) error {
 		return err
 	}
 	st = n.ClusterState()
-	if err := n.ensureLearners(st); err != nil {
+	if err := n.rebalancer.ensureLearners(st); err != nil {
 		return err
 	}
-	if err := n.rebalance(st, members); err != nil {
+	if err := n.rebalancer.rebalance(st, members); err != nil {
 		return err
 	}
 	if round%4 == 0 {
-		return n.spreadLeaders(st)
+		return n.rebalancer.spreadLeaders(st)
 	}
 	return nil
 }
@@ -108,11 +104,6 @@ func recordOf(m membership.Member) NodeRecord {
 		ID: m.Meta.ID, RaftAddr: m.Meta.RaftAddr, GRPCAddr: m.Meta.GRPCAddr, HTTPAddr: m.Meta.HTTPAddr,
 		GossipAddr: m.Addr, Zone: m.Meta.Zone, Draining: m.Meta.Draining,
 	}
-}
-
-// gone reports whether a member has left, or been dead longer than DeadAfter.
-func (n *Node) gone(m membership.Member) bool {
-	return m.State == membership.MemberLeft || (m.State == membership.MemberDead && time.Since(m.Since) > n.cfg.DeadAfter)
 }
 
 // reconcileControlMembers makes every live node a member of the control group
@@ -163,7 +154,7 @@ func (n *Node) reconcileControlMembers(members []membership.Member) error {
 	}
 	for _, s := range servers {
 		m, ok := byID[string(s.ID)]
-		if !ok || !n.gone(m) || string(s.ID) == n.cfg.NodeID {
+		if !ok || !n.rebalancer.gone(m) || string(s.ID) == n.cfg.NodeID {
 			continue
 		}
 		if s.Suffrage == raft.Voter && aliveVoters < min(n.cfg.ControlVoters, alive) {
@@ -185,192 +176,6 @@ func (n *Node) reconcileNodeRecords(st *ClusterState, members []membership.Membe
 			continue
 		}
 		if err := n.propose(controlOp{Node: &want}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// shardAdmin sends a shard administration call to the shard's leader.
-func (n *Node) shardAdmin(ctx context.Context, id uint32, op, node, addr string) (*pb.ShardAdminResponse, error) {
-	var last error
-	for attempt := range 6 {
-		to := n.leaderGuess(id, attempt)
-		if to == "" {
-			break
-		}
-		c, err := n.peer(to)
-		if err != nil {
-			last = err
-			continue
-		}
-		resp, err := c.ShardAdmin(ctx, &pb.ShardAdminRequest{Shard: id, Op: op, NodeId: node, Address: addr})
-		if err == nil {
-			if resp.Leader != "" {
-				n.hints.Store(id, resp.Leader)
-			}
-			return resp, nil
-		}
-		last = err
-	}
-	return nil, fmt.Errorf("shard %d %s %s: %w", id, op, node, last)
-}
-
-// replicaInfo asks node's own replica of shard for its indexes.
-func (n *Node) replicaInfo(ctx context.Context, id uint32, node string) (*pb.ShardAdminResponse, error) {
-	c, err := n.peer(node)
-	if err != nil {
-		return nil, err
-	}
-	return c.ShardAdmin(ctx, &pb.ShardAdminRequest{Shard: id, Op: "info"})
-}
-
-// ensureLearners adds every learner of the map to its shard's Raft
-// configuration as a non-voter (idempotent: the map changes first, so a
-// controller that fails between the two steps repeats this one).
-func (n *Node) ensureLearners(st *ClusterState) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for id, p := range st.Placement {
-		for _, l := range p.Learners {
-			rec, ok := st.Node(l)
-			if !ok {
-				continue
-			}
-			leader, err := n.shardAdmin(ctx, uint32(id), "info", "", "")
-			if err != nil {
-				return err
-			}
-			if slices.Contains(leader.Nonvoters, l) || slices.Contains(leader.Voters, l) {
-				continue
-			}
-			if _, err := n.shardAdmin(ctx, uint32(id), "add_nonvoter", l, rec.RaftAddr); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// liveNodes are the nodes of the map that placement may use, and those of
-// them that are draining.
-func (n *Node) liveNodes(st *ClusterState, members []membership.Member) (live []placement.Node, draining []string) {
-	byID := map[string]membership.Member{}
-	for _, m := range members {
-		byID[m.Meta.ID] = m
-	}
-	for _, rec := range st.Nodes {
-		m, seen := byID[rec.ID]
-		// A node gossip has not heard of yet counts as live: moving data
-		// because membership has not converged would be worse.
-		if seen && n.gone(m) {
-			continue
-		}
-		live = append(live, placement.Node{ID: rec.ID, Zone: rec.Zone})
-		if rec.Draining {
-			draining = append(draining, rec.ID)
-		}
-	}
-	return live, draining
-}
-
-// rebalance takes one placement step toward the rendezvous placement of the
-// live nodes.
-func (n *Node) rebalance(st *ClusterState, members []membership.Member) error {
-	live, draining := n.liveNodes(st, members)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	caughtUp := func(id uint32, node string) bool {
-		leader, err := n.shardAdmin(ctx, id, "info", "", "")
-		if err != nil {
-			return false
-		}
-		mine, err := n.replicaInfo(ctx, id, node)
-		if err != nil {
-			return false
-		}
-		return slices.Contains(leader.Nonvoters, node) && mine.AppliedIndex+64 >= leader.CommitIndex
-	}
-	moves := placement.NextMoves(st.Placement, live, draining, st.RF, caughtUp, 1)
-	if len(moves) == 0 {
-		return nil
-	}
-	m := moves[0]
-	rec, _ := st.Node(m.Node)
-	n.log.Info("placement step", "shard", m.Shard, "kind", m.Kind, "node", m.Node)
-	switch m.Kind {
-	case placement.AddLearner:
-		return n.propose(controlOp{Move: &m})
-	case placement.Promote:
-		if _, err := n.shardAdmin(ctx, m.Shard, "add_voter", m.Node, rec.RaftAddr); err != nil {
-			return err
-		}
-		return n.propose(controlOp{Move: &m})
-	case placement.RemoveVoter:
-		info, err := n.shardAdmin(ctx, m.Shard, "info", "", "")
-		if err != nil {
-			return err
-		}
-		if info.Leader == m.Node {
-			// A leader cannot remove itself cleanly: hand leadership to
-			// another voter first; the next round removes it.
-			for _, v := range st.Placement[m.Shard].Voters {
-				if v != m.Node {
-					to, _ := st.Node(v)
-					_, err := n.shardAdmin(ctx, m.Shard, "transfer", v, to.RaftAddr)
-					return err
-				}
-			}
-		}
-		if slices.Contains(info.Voters, m.Node) || slices.Contains(info.Nonvoters, m.Node) {
-			if _, err := n.shardAdmin(ctx, m.Shard, "remove", m.Node, ""); err != nil {
-				return err
-			}
-		}
-		return n.propose(controlOp{Move: &m})
-	}
-	return nil
-}
-
-// spreadLeaders moves one shard leadership from the busiest node toward the
-// least busy one.
-func (n *Node) spreadLeaders(st *ClusterState) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	status, err := n.Status(ctx)
-	if err != nil {
-		return err
-	}
-	leaders := make([]string, st.Shards)
-	for _, s := range status.Shards {
-		if s.Role == "Leader" && int(s.Shard) < len(leaders) {
-			leaders[s.Shard] = s.NodeId
-		}
-	}
-	if !slices.Equal(leaders, st.Leaders) {
-		if err := n.propose(controlOp{Leaders: leaders}); err != nil {
-			return err
-		}
-	}
-	// Nodes not alive take no leadership: LeaderTransfers treats them like
-	// draining ones.
-	alive := map[string]bool{}
-	for _, m := range n.ml.Members() {
-		alive[m.Meta.ID] = m.State == membership.MemberAlive
-	}
-	var avoid []string
-	for _, rec := range st.Nodes {
-		if rec.Draining || !alive[rec.ID] {
-			avoid = append(avoid, rec.ID)
-		}
-	}
-	for _, t := range placement.LeaderTransfers(st.Placement, leaders, avoid, 1) {
-		to, ok := st.Node(t.To)
-		if !ok {
-			continue
-		}
-		n.log.Info("moving shard leadership", "shard", t.Shard, "from", t.From, "to", t.To)
-		if _, err := n.shardAdmin(ctx, t.Shard, "transfer", t.To, to.RaftAddr); err != nil {
 			return err
 		}
 	}

@@ -67,7 +67,7 @@ func (n *Node) registerMetrics() (metric.Registration, error) {
 		o.ObserveInt64(replicas, int64(len(shards)), attrs)
 		o.ObserveInt64(leading, int64(led), attrs)
 		if st := n.ClusterState(); st.Initialized() {
-			o.ObserveInt64(pending, int64(len(n.rebalancing(st, n.ml.Members()))), attrs)
+			o.ObserveInt64(pending, int64(len(n.rebalancer.rebalancing(st, n.ml.Members()))), attrs)
 		}
 		return nil
 	}, replicas, leading, pending, beats, frames, gossipLog, evicted)
@@ -98,13 +98,13 @@ func (n *Node) newForwardStats() (*forwardStats, error) {
 	return fs, nil
 }
 
-// countForward records one forwarded request of op ("submit" or "read").
-func (n *Node) countForward(ctx context.Context, op string) {
-	n.forwards.total.Add(1)
-	n.forwards.counter.Add(ctx, 1, n.forwards.attrs[op])
+// count records one forwarded request of op ("submit" or "read").
+func (fs *forwardStats) count(ctx context.Context, op string) {
+	fs.total.Add(1)
+	fs.counter.Add(ctx, 1, fs.attrs[op])
 }
 
 // Forwarded reports how many requests this node has forwarded to a shard
 // leader on another node since it opened (rhizon_forwarded_total summed over
 // ops).
-func (n *Node) Forwarded() uint64 { return n.forwards.total.Load() }
+func (n *Node) Forwarded() uint64 { return n.router.forwards.total.Load() }

@@ -2,6 +2,9 @@
 // listener, memberlist membership, the control group that owns the shard map,
 // the shard replicas the map places on this node, routing and forwarding to
 // shard leaders, and (on the control leader) placement and rebalancing.
+// Node keeps the lifecycle and composes the parts: a replicaSet (the local
+// replicas), a router (routing and forwarding) and a rebalancer (moves of
+// replicas and leaderships).
 //
 // A single node is the same code with one member: it bootstraps a control
 // group of one and places every shard on itself.
@@ -31,6 +34,7 @@ import (
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/cluster/membership"
 	"github.com/rhizon/rhizon/cluster/raftmux"
+	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/internal/logutil"
 	"github.com/rhizon/rhizon/shard"
 	"github.com/rhizon/rhizon/storage"
@@ -176,14 +180,14 @@ type Node struct {
 
 	replicas *replicaSet
 
-	metrics  metric.Registration
-	forwards *forwardStats
-	peers    *peerPool
-	hints    sync.Map // shard id -> leader node id
-	draining atomic.Bool
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	closeMu  sync.Once
+	router     *router
+	rebalancer *rebalancer
+	metrics    metric.Registration
+	peers      *peerPool
+	draining   atomic.Bool
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	closeMu    sync.Once
 }
 
 // Open opens (or creates) the node's data directory, starts the Raft
@@ -204,9 +208,17 @@ func Open(cfg Config) (*Node, error) {
 		stop: make(chan struct{}),
 	}
 	n.peers = newPeerPool(cfg.ClusterSecret, cfg.TLS)
-	var err error
-	if n.forwards, err = n.newForwardStats(); err != nil {
+	forwards, err := n.newForwardStats()
+	if err != nil {
 		return nil, err
+	}
+	n.router = &router{
+		nodeID: cfg.NodeID, grpcAddr: cfg.GRPCAddr, shards: cfg.Shards,
+		state: n.ClusterState, members: n.members, peers: n.peers, forwards: forwards,
+	}
+	n.rebalancer = &rebalancer{
+		log: n.log, deadAfter: cfg.DeadAfter, router: n.router,
+		propose: n.propose, status: n.Status, members: n.members,
 	}
 	if err := n.open(); err != nil {
 		_ = n.Close()
@@ -234,6 +246,7 @@ func (n *Node) open() error {
 		return err
 	}
 	n.replicas = newReplicaSet(&n.cfg, n.log, n.state, n.raftDB, n.mux)
+	n.router.replicas = n.replicas
 	if err := n.openControl(); err != nil {
 		return err
 	}
@@ -324,7 +337,7 @@ func (n *Node) Drain(ctx context.Context, id string, on bool) error {
 	if _, ok := n.ClusterState().Node(id); !ok {
 		return status.Errorf(codes.NotFound, "no node %q in this cluster", id)
 	}
-	c, err := n.peer(id)
+	c, err := n.router.peer(id)
 	if err != nil {
 		return err
 	}
@@ -498,12 +511,34 @@ func (n *Node) allShardsLed(st *ClusterState) bool {
 func (n *Node) Registry() *actor.Registry { return n.cfg.Registry }
 
 // ShardOf implements gateway.Backend.
-func (n *Node) ShardOf(addr actor.Address) uint32 {
-	s := n.ClusterState().Shards
-	if s == 0 {
-		s = n.cfg.Shards
+func (n *Node) ShardOf(addr actor.Address) uint32 { return n.router.shardOf(addr) }
+
+// Submit implements gateway.Backend (router.Submit).
+func (n *Node) Submit(ctx context.Context, cmd actor.Command) (actor.Result, error) {
+	return n.router.Submit(ctx, cmd)
+}
+
+// Get implements gateway.Backend (router.Get).
+func (n *Node) Get(ctx context.Context, addr actor.Address, stale bool) (engine.Entity, uint64, error) {
+	return n.router.Get(ctx, addr, stale)
+}
+
+// History implements gateway.Backend (router.History).
+func (n *Node) History(ctx context.Context, addr actor.Address, after engine.Position, limit int, includeRejections, stale bool) ([]*pb.HistoryRecord, engine.Position, bool, error) {
+	return n.router.History(ctx, addr, after, limit, includeRejections, stale)
+}
+
+// LeaderHint implements gateway.RouteHinter (router.LeaderHint).
+func (n *Node) LeaderHint(id uint32) (node, grpcAddr string, remote bool) {
+	return n.router.LeaderHint(id)
+}
+
+// members is gossip's member list (nil before membership starts).
+func (n *Node) members() []membership.Member {
+	if n.ml == nil {
+		return nil
 	}
-	return shard.Of(addr, s)
+	return n.ml.Members()
 }
 
 // newClusterID returns a random cluster id.

@@ -1,0 +1,151 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"sync"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/api/outcome"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/shard"
+)
+
+// peerPool holds one gRPC connection per peer node.
+type peerPool struct {
+	key   []byte // internalKey of the cluster secret
+	creds credentials.TransportCredentials
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // by address
+}
+
+func newPeerPool(secret string, tlsConf *tls.Config) *peerPool {
+	creds := insecure.NewCredentials()
+	if tlsConf != nil {
+		creds = credentials.NewTLS(tlsConf)
+	}
+	return &peerPool{key: internalKey(secret), creds: creds, conns: map[string]*grpc.ClientConn{}}
+}
+
+func (p *peerPool) client(addr string) (pb.InternalClient, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return pb.NewInternalClient(c), nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(p.creds),
+		grpc.WithPerRPCCredentials(peerCreds{key: p.key}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return nil, err
+	}
+	p.conns[addr] = c
+	return pb.NewInternalClient(c), nil
+}
+
+func (p *peerPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a, c := range p.conns { //rhizon:deterministic closing all
+		_ = c.Close()
+		delete(p.conns, a)
+	}
+}
+
+// peerAddr is the gRPC address of node id: from gossip (freshest), else the
+// cluster map.
+func (rt *router) peerAddr(id string) string {
+	for _, m := range rt.members() {
+		if m.Meta.ID == id && m.Meta.GRPCAddr != "" {
+			return m.Meta.GRPCAddr
+		}
+	}
+	if rec, ok := rt.state().Node(id); ok {
+		return rec.GRPCAddr
+	}
+	return ""
+}
+
+func (rt *router) peer(id string) (pb.InternalClient, error) {
+	addr := rt.peerAddr(id)
+	if addr == "" {
+		return nil, fmt.Errorf("cluster: no gRPC address for node %s", id)
+	}
+	return rt.peers.client(addr)
+}
+
+// forwardErr classifies an error from a peer.
+type forwardErr struct {
+	leader  string // hint, when the peer named one
+	applied bool   // the command may have been applied
+	err     error
+}
+
+func (e *forwardErr) Error() string { return e.err.Error() }
+func (e *forwardErr) Unwrap() error { return e.err }
+
+// classify reads a peer's answer in the dialect of api/outcome. The trailer
+// says whether the command may have been applied; a failure without it is a
+// transport failure, and the request may have been delivered. Peers of
+// earlier versions answered an unknown outcome with Aborted and no trailer,
+// which reads the same way.
+func classify(err error, tr metadata.MD) *forwardErr {
+	st := status.Convert(err)
+	fe := &forwardErr{err: err, applied: true}
+	if v := tr.Get(leaderTrailer); len(v) > 0 {
+		fe.leader = v[0]
+	}
+	if v := tr.Get(outcome.Trailer); len(v) > 0 {
+		fe.applied = v[0] != outcome.NotApplied.String()
+	}
+	var sentinel error
+	switch st.Code() {
+	case codes.FailedPrecondition:
+		sentinel, fe.applied = shard.ErrNotLeader, false
+	case codes.ResourceExhausted:
+		sentinel, fe.applied = shard.ErrOverloaded, false
+	case codes.Internal:
+		sentinel, fe.applied = shard.ErrHalted, false
+	}
+	if code := infoCode(st); code != "" {
+		if s := outcome.Lookup(code).Sentinel(); s != nil && s != context.Canceled {
+			sentinel = s
+		}
+	}
+	if sentinel != nil {
+		fe.err = fmt.Errorf("%w: %s", sentinel, st.Message())
+	}
+	return fe
+}
+
+// infoCode is the outcome code a peer put in its ErrorInfo, if any.
+func infoCode(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == outcome.Domain {
+			return info.GetMetadata()["code"]
+		}
+	}
+	return ""
+}
+
+func (rt *router) forward(ctx context.Context, to string, cmd *actor.Command, hops uint32) (actor.Result, *forwardErr) {
+	c, err := rt.peer(to)
+	if err != nil {
+		return actor.Result{}, &forwardErr{err: fmt.Errorf("%w: %v", shard.ErrNotLeader, err)}
+	}
+	var tr metadata.MD
+	resp, err := c.Forward(ctx, &pb.ForwardRequest{Command: pb.FromCommand(cmd), Hops: hops}, grpc.Trailer(&tr))
+	if err != nil {
+		return actor.Result{}, classify(err, tr)
+	}
+	return resp.GetResult().ToActor(), nil
+}

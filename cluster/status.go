@@ -1,0 +1,108 @@
+package cluster
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/cluster/membership"
+	"github.com/rhizon/rhizon/shard"
+)
+
+// localStatus reports this node's replicas.
+func (n *Node) localStatus() *pb.StatusResponse {
+	st := n.ClusterState()
+	out := &pb.StatusResponse{NodeId: n.cfg.NodeID, Version: n.cfg.Version, ShardCount: st.Shards, ClusterId: st.ClusterID, MapVersion: st.Version}
+	for _, s := range n.Shards() {
+		ss := shardStatus(s.Status())
+		ss.NodeId = n.cfg.NodeID
+		if int(ss.Shard) < len(st.Placement) {
+			ss.Voters, ss.Learners = st.Placement[ss.Shard].Voters, st.Placement[ss.Shard].Learners
+		}
+		out.Shards = append(out.Shards, ss)
+	}
+	return out
+}
+
+// shardStatus is the API's form of a replica's status.
+func shardStatus(s shard.Status) *pb.ShardStatus {
+	return &pb.ShardStatus{
+		Shard: s.Shard, Role: s.Role, Leader: s.Leader, Term: s.Term, AppliedIndex: s.AppliedIndex,
+		CommitIndex: s.CommitIndex, LastLogIndex: s.LastLogIndex, StateHash: s.StateHash,
+	}
+}
+
+// Status implements gateway.Backend: every node's replicas (asked in
+// parallel, one second each), the members and the rebalancing in flight.
+func (n *Node) Status(ctx context.Context) (*pb.StatusResponse, error) {
+	st := n.ClusterState()
+	out := n.localStatus()
+	out.ActorTypes = n.cfg.Registry.Types()
+	if _, leader := n.control.LeaderWithID(); leader != "" {
+		out.ControlLeader = string(leader)
+	}
+	voters := map[string]bool{}
+	if f := n.control.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			voters[string(s.ID)] = s.Suffrage == raft.Voter
+		}
+	}
+	members := n.ml.Members()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	reports := map[string]*pb.StatusResponse{n.cfg.NodeID: out}
+	for _, m := range members {
+		if m.Meta.ID == n.cfg.NodeID || (m.State != membership.MemberAlive && m.State != membership.MemberSuspect) {
+			continue
+		}
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			c, err := n.router.peer(id)
+			if err != nil {
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			r, err := c.LocalStatus(cctx, &pb.StatusRequest{})
+			if err == nil {
+				mu.Lock()
+				reports[id] = r
+				mu.Unlock()
+			}
+		}(m.Meta.ID)
+	}
+	wg.Wait()
+	var shards []*pb.ShardStatus
+	for _, m := range members {
+		ns := &pb.NodeStatus{
+			NodeId: m.Meta.ID, State: m.State.String(), Draining: m.Meta.Draining, GrpcAddr: m.Meta.GRPCAddr,
+			RaftAddr: m.Meta.RaftAddr, Zone: m.Meta.Zone, ControlVoter: voters[m.Meta.ID],
+		}
+		if r := reports[m.Meta.ID]; r != nil {
+			ns.Replicas = uint32(len(r.Shards))
+			for _, s := range r.Shards {
+				if s.Role == "Leader" {
+					ns.Leading++
+				}
+			}
+			if m.Meta.ID != n.cfg.NodeID {
+				shards = append(shards, r.Shards...)
+			}
+		}
+		out.Nodes = append(out.Nodes, ns)
+	}
+	out.Shards = append(out.Shards, shards...)
+	slices.SortStableFunc(out.Shards, func(a, b *pb.ShardStatus) int {
+		if a.Shard != b.Shard {
+			return int(a.Shard) - int(b.Shard)
+		}
+		return cmpString(a.NodeId, b.NodeId)
+	})
+	out.Rebalancing = n.rebalancer.rebalancing(st, members)
+	return out, nil
+}

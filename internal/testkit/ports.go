@@ -54,11 +54,12 @@ func bindable(port int) bool {
 	if err != nil {
 		return false
 	}
-	l.Close()
+	if l.Close() != nil {
+		return false
+	}
 	u, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		return false
 	}
-	u.Close()
-	return true
+	return u.Close() == nil
 }

@@ -13,7 +13,7 @@ TESTFLAGS ?= -count=1 -vet=off -timeout 20m
 # channels of its own: the shard's Raft loop, the cluster's gossip, routing
 # and rebalancing, the gateway's streams and batching, the ingress
 # consumers and relays, the client's routing and batching, Badger's writers.
-RACE_PKGS  := ./client/... ./cluster/... ./gateway/... ./ingress/... ./shard/... ./storage/...
+RACE_PKGS  := ./client/... ./cluster/... ./gateway/... ./ingress/... ./natsserver/... ./relay/... ./shard/... ./storage/...
 # Without it: actor and engine are single-goroutine by design (the engine
 # imports no goroutines; DESIGN.md), api is generated code, internal holds
 # test helpers and telemetry set-up, bench is the load harness (its runner's

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // batchServer is a gateway whose backend holds every command until the
@@ -72,13 +73,9 @@ func routedClient(t *testing.T, bs *batchServer, opts ...Option) *Client {
 	t.Helper()
 	c := dial(t, bs.addr, append([]Option{WithTenant("dev"), WithWorkspace("w1"), WithLeaderRouting(true), WithSubmitBatching(true)}, opts...)...)
 	c.r.run()
-	deadline := time.Now().Add(5 * time.Second)
-	for c.r.table.Load() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the client never installed a route table")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, "a route table installed", func() (bool, string) {
+		return c.r.table.Load() != nil, "no route table"
+	})
 	return c
 }
 
@@ -93,14 +90,19 @@ func queued(c *Client) int {
 	return n
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
+// backendHas is a condition: n commands have reached bs's backend.
+func backendHas(bs *batchServer, n int) func() (bool, string) {
+	return func() (bool, string) {
+		got := len(bs.be.commands())
+		return got == n, fmt.Sprintf("%d commands at the backend, want %d", got, n)
+	}
+}
+
+// queuedIs is a condition: n submits wait in c's lanes.
+func queuedIs(c *Client, n int) func() (bool, string) {
+	return func() (bool, string) {
+		got := queued(c)
+		return got == n, fmt.Sprintf("%d submits queued, want %d", got, n)
 	}
 }
 
@@ -130,9 +132,9 @@ func submitAll(c *Client, n int, key func(int) string) chan map[string]error {
 func busyThenQueue(t *testing.T, bs *batchServer, c *Client, n int, key func(int) string) {
 	t.Helper()
 	first := submitAll(c, batchInflight, key)
-	waitFor(t, "the first calls to reach the backend", func() bool { return len(bs.be.commands()) == batchInflight })
+	testkit.Eventually(t, 10*time.Second, "the first calls to reach the backend", backendHas(bs, batchInflight))
 	rest := submitAll(c, n, func(i int) string { return key(batchInflight + i) })
-	waitFor(t, fmt.Sprint(n, " submits to queue"), func() bool { return queued(c) == n })
+	testkit.Eventually(t, 10*time.Second, fmt.Sprint(n, " submits to queue"), queuedIs(c, n))
 	close(bs.gate)
 	for _, errs := range []map[string]error{<-first, <-rest} {
 		for k, err := range errs {
@@ -173,7 +175,7 @@ func TestSubmitBatchingDropsAnAbandonedSubmit(t *testing.T) {
 	bs := serveBatches(t, false)
 	c := routedClient(t, bs)
 	first := submitAll(c, batchInflight, func(i int) string { return fmt.Sprint("busy", i) })
-	waitFor(t, "the first calls to reach the backend", func() bool { return len(bs.be.commands()) == batchInflight })
+	testkit.Eventually(t, 10*time.Second, "the first calls to reach the backend", backendHas(bs, batchInflight))
 	ctx, cancel := context.WithCancel(context.Background())
 	gone := make(chan error, 1)
 	go func() {
@@ -182,7 +184,7 @@ func TestSubmitBatchingDropsAnAbandonedSubmit(t *testing.T) {
 		_, err := c.Submit(ctx, req)
 		gone <- err
 	}()
-	waitFor(t, "the submit to queue", func() bool { return queued(c) == 1 })
+	testkit.Eventually(t, 10*time.Second, "the submit to queue", queuedIs(c, 1))
 	cancel()
 	if err := <-gone; status.Code(err) != codes.Canceled {
 		t.Fatalf("abandoned submit: %v, want Canceled", err)
@@ -222,7 +224,7 @@ func TestSubmitBatchingOff(t *testing.T) {
 	bs := serveBatches(t, false)
 	c := routedClient(t, bs, WithSubmitBatching(false))
 	done := submitAll(c, 20, func(i int) string { return fmt.Sprint("k", i) })
-	waitFor(t, "20 commands at the backend", func() bool { return len(bs.be.commands()) == 20 })
+	testkit.Eventually(t, 10*time.Second, "20 commands at the backend", backendHas(bs, 20))
 	close(bs.gate)
 	for k, err := range <-done {
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
+	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -193,19 +194,10 @@ func (tc *testCluster) node(id string) *clusterNode {
 // failure).
 func (tc *testCluster) waitSettled(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var last []string
-	since := time.Now()
-	for time.Now().Before(deadline) {
+	testkit.Settles(t, 60*time.Second, 2*time.Second, "leadership settled", func() (string, bool) {
 		cur := tc.leaders()
-		if !slices.Equal(cur, last) || slices.Contains(cur, "") {
-			last, since = cur, time.Now()
-		} else if time.Since(since) >= 2*time.Second {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("leadership did not settle in 60 s: %v", tc.leaders())
+		return fmt.Sprint(cur), !slices.Contains(cur, "")
+	})
 }
 
 func (tc *testCluster) dial(t *testing.T, opts ...Option) *Client {
@@ -252,6 +244,22 @@ func (tl *tally) add(e string) {
 		tl.n = map[string]int64{}
 	}
 	tl.n[e]++
+}
+
+// of is how many adds to counter/e were acknowledged.
+func (tl *tally) of(e string) int64 {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	return tl.n[e]
+}
+
+// grew is a condition: counter/e has had n more adds acknowledged than now.
+func (tl *tally) grew(e string, n int64) func() (bool, string) {
+	want := tl.of(e) + n
+	return func() (bool, string) {
+		got := tl.of(e)
+		return got >= want, fmt.Sprintf("%d adds to counter/%s acknowledged, want %d", got, e, want)
+	}
 }
 
 // add submits cmd.counter.add {"amount":1} to counter/e with the token's
@@ -341,23 +349,16 @@ func tableMatches(c *Client, leaders []string) error {
 // it knows the token's default scope.
 func warmUp(t *testing.T, tc *testCluster, c *Client, tl *tally, ents []string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testkit.Poll{Timeout: 20 * time.Second, Every: 50 * time.Millisecond}.EventuallyNil(t, "routing table learned", func() error {
 		addAll(t, c, tl, ents, 4, 1)
-		err := tableMatches(c, tc.leaders())
-		if err == nil {
-			if _, ok := c.r.resolve(&pb.Address{ActorType: "counter", EntityId: "x"}); !ok {
-				err = fmt.Errorf("default scope not learned")
-			}
+		if err := tableMatches(c, tc.leaders()); err != nil {
+			return err
 		}
-		if err == nil {
-			return
+		if _, ok := c.r.resolve(&pb.Address{ActorType: "counter", EntityId: "x"}); !ok {
+			return fmt.Errorf("default scope not learned")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("routing table not learned in 20 s: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // quietWindow runs load and returns the forwards it caused: the fewest of
@@ -466,12 +467,8 @@ func TestRouting_FollowsLeadershipTransferAndLeaderKill(t *testing.T) {
 	}
 	relearned := func(e string, within time.Duration) {
 		t.Helper()
-		deadline := time.Now().Add(within)
 		clean := 0
-		for clean < 5 {
-			if time.Now().After(deadline) {
-				t.Fatalf("submits to counter/%s still forwarded %v after the leadership change (leaders %v)", e, within, tc.leaders())
-			}
+		testkit.Eventually(t, within, "submits to counter/"+e+" no longer forwarded", func() (bool, string) {
 			f0 := tc.forwarded()
 			add(t, c, &tl, e)
 			if tc.forwarded() == f0 {
@@ -479,7 +476,8 @@ func TestRouting_FollowsLeadershipTransferAndLeaderKill(t *testing.T) {
 			} else {
 				clean = 0
 			}
-		}
+			return clean >= 5, fmt.Sprintf("%d unforwarded in a row, want 5 (leaders %v)", clean, tc.leaders())
+		})
 	}
 	relearned(e, 10*time.Second)
 	if now := tc.leaders()[s]; now == old {
@@ -493,6 +491,9 @@ func TestRouting_FollowsLeadershipTransferAndLeaderKill(t *testing.T) {
 	victim := tc.node(tc.leaders()[shardOfEntity(e)])
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	// Deferred too, so that a failed wait below stops the writers.
+	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopLoad()
 	for w := range 4 {
 		wg.Go(func() {
 			for i := w; ; i += 4 {
@@ -505,11 +506,16 @@ func TestRouting_FollowsLeadershipTransferAndLeaderKill(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond)
+	testkit.Eventually(t, 10*time.Second, "load under way", tl.grew(e, 5))
 	victim.kill(t)
-	time.Sleep(2 * time.Second)
-	close(stop)
-	wg.Wait()
+	// The load runs on through the failover: until the survivors lead every
+	// shard and then acknowledge more adds to the dead leader's shard.
+	testkit.Eventually(t, 30*time.Second, "survivors lead every shard", func() (bool, string) {
+		ls := tc.leaders()
+		return !slices.Contains(ls, ""), fmt.Sprint("leaders ", ls)
+	})
+	testkit.Eventually(t, 30*time.Second, "load through the new leader", tl.grew(e, 5))
+	stopLoad()
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -551,17 +557,10 @@ func TestRouting_StaleTableNeverBreaksCorrectness(t *testing.T) {
 	}
 	healed := func() {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		testkit.EventuallyNil(t, 10*time.Second, "table repaired", func() error {
 			addAll(t, c, &tl, ents, 4, 1)
-			err := tableMatches(c, tc.leaders())
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("table not repaired in 10 s: %v", err)
-			}
-		}
+			return tableMatches(c, tc.leaders())
+		})
 	}
 
 	// Every shard pointed at a node that does not lead it.

@@ -28,6 +28,7 @@ import (
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/internal/ingresstest"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // asyncEnv is a real node (Raft, Badger on disk) with a real embedded NATS
@@ -84,22 +85,6 @@ func startAsyncEnvWith(t *testing.T, tune func(*Config)) *asyncEnv {
 	return &asyncEnv{node: n, mgr: mgr, js: js, srv: srv, gw: pb.NewGatewayClient(conn), http: hs}
 }
 
-// checkFor polls f every 20 ms until it returns nil or total has passed.
-func checkFor(t *testing.T, total time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", total, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func (e *asyncEnv) counter(t *testing.T, addr actor.Address) (value int64, version uint64) {
 	t.Helper()
 	ent, _, err := e.node.Get(context.Background(), addr, true)
@@ -151,7 +136,7 @@ func TestSubmitAsync_EnqueuesAndTheCommandIsApplied(t *testing.T) {
 		first.Shard != e.node.ShardOf(addr) {
 		t.Fatalf("first SubmitAsync: %v", first)
 	}
-	checkFor(t, 20*time.Second, func() error {
+	testkit.EventuallyNil(t, 20*time.Second, "first command applied", func() error {
 		if v, ver := e.counter(t, addr); v != 5 || ver != 1 {
 			return fmt.Errorf("counter at value %d version %d, want 5 at version 1", v, ver)
 		}
@@ -182,22 +167,24 @@ func TestSubmitAsync_EnqueuesAndTheCommandIsApplied(t *testing.T) {
 			t.Fatalf("HTTP submit_async %d: %s", i, b)
 		}
 	}
-	checkFor(t, 20*time.Second, func() error {
+	testkit.EventuallyNil(t, 20*time.Second, "both commands applied once", func() error {
 		if v, ver := e.counter(t, addr); v != 7 || ver != 2 {
 			return fmt.Errorf("counter at value %d version %d, want 7 at version 2", v, ver)
 		}
 		return nil
 	})
-	checkFor(t, 10*time.Second, func() error {
+	testkit.EventuallyNil(t, 10*time.Second, "ingress consumed", func() error {
 		if m := e.streamMsgs(t, stream.IngressStream); m != 0 {
 			return fmt.Errorf("%d ingress messages not consumed", m)
 		}
 		return nil
 	})
-	time.Sleep(200 * time.Millisecond) // a second application would show by now
-	if v, ver := e.counter(t, addr); v != 7 || ver != 2 {
-		t.Fatalf("after the retries: value %d version %d, want 7 at version 2 (each command once)", v, ver)
-	}
+	// Every message is consumed; a second application of one would show in
+	// the counter soon after. Watch it for that long (the bound this sets).
+	testkit.Consistently(t, 200*time.Millisecond, "each command applied once", func() (bool, string) {
+		v, ver := e.counter(t, addr)
+		return v == 7 && ver == 2, fmt.Sprintf("value %d version %d, want 7 at version 2", v, ver)
+	})
 
 	// What Submit refuses, SubmitAsync refuses the same way, before enqueueing.
 	bad := counterReq("a1", "", `{"amount":1}`)
@@ -357,7 +344,7 @@ func TestWatch_FiltersOrderAndResume(t *testing.T) {
 	submit("w", "kv", "d1", "create", `{"doc":{"a":1}}`, 0) // another actor type
 	submit("w", "kv", "d1", "update", `{"doc":{"a":2}}`, 1)
 	const total = 5 + 3 + 3 + 2
-	checkFor(t, 20*time.Second, func() error {
+	testkit.EventuallyNil(t, 20*time.Second, "events published", func() error {
 		if m := e.streamMsgs(t, stream.EventsStream); m != total {
 			return fmt.Errorf("events stream holds %d events, want %d", m, total)
 		}

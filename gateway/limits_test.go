@@ -21,6 +21,7 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // serveHTTP runs the gateway's handler in a server built by NewHTTPServer
@@ -185,6 +186,9 @@ func TestSubmitBatch_GlobalInFlightCap(t *testing.T) {
 	h := newHarnessWith(t, func(c *Config) { c.MaxBatchInFlight = limit })
 	var cur, peak atomic.Int64
 	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // a failed wait must not leave the submits blocked
 	h.be.submit = func(_ int, cmd actor.Command) (actor.Result, error) {
 		n := cur.Add(1)
 		for {
@@ -217,13 +221,17 @@ func TestSubmitBatch_GlobalInFlightCap(t *testing.T) {
 			errs <- err
 		})
 	}
-	// Wait until the cap is reached (or passed), then let everything go.
-	deadline := time.Now().Add(10 * time.Second)
-	for cur.Load() < limit && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(100 * time.Millisecond) // room for an overshoot to show
-	close(release)
+	// Wait until the cap is reached (or passed), leave an overshoot 100 ms
+	// to show (the bound of this check), then let everything go.
+	testkit.Eventually(t, 10*time.Second, "the cap reached", func() (bool, string) {
+		n := cur.Load()
+		return n >= limit, fmt.Sprintf("%d in flight", n)
+	})
+	testkit.Consistently(t, 100*time.Millisecond, "no overshoot", func() (bool, string) {
+		p := peak.Load()
+		return p <= limit, fmt.Sprintf("%d in flight at once; the cap is %d", p, limit)
+	})
+	free()
 	wg.Wait()
 	close(errs)
 	for err := range errs {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // A system token scoped to one tenant may impersonate within it but not
@@ -153,25 +154,19 @@ func TestTokenFileWatch(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 
 	writeTokens(t, p, `{"tokens":[]}`)
-	waitFor(t, func() bool { return strings.Contains(logBuf.String(), "keeping the previous tokens") })
+	testkit.Eventually(t, 10*time.Second, "a broken token file logged", func() (bool, string) {
+		return strings.Contains(logBuf.String(), "keeping the previous tokens"), logBuf.String()
+	})
 	if _, err := a.Authenticate("first-token-0123456789"); err != nil {
 		t.Fatalf("a broken file dropped the old tokens: %v", err)
 	}
 	writeTokens(t, p, tokenFileOf("second-token-0123456789", "two"))
-	waitFor(t, func() bool { _, err := a.Authenticate("second-token-0123456789"); return err == nil })
+	testkit.EventuallyNil(t, 10*time.Second, "the new token loaded", func() error {
+		_, err := a.Authenticate("second-token-0123456789")
+		return err
+	})
 	if _, err := a.Authenticate("first-token-0123456789"); err == nil {
 		t.Fatal("a removed token still works")
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/api/stream"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // Watch streams are capped per token and per connection, with a clear
@@ -81,7 +82,7 @@ func TestWatch_CapsAndConsumerCleanup(t *testing.T) {
 	for _, c := range cancels {
 		c()
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testkit.EventuallyNil(t, 5*time.Second, "closed watches' consumers gone", func() error {
 		if n := consumers() - base; n != 0 {
 			return fmt.Errorf("%d consumers of closed watches remain", n)
 		}

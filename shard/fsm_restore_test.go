@@ -15,6 +15,7 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
+	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/storage"
 )
 
@@ -44,13 +45,9 @@ func openTestShard(t *testing.T, dir string) *Shard {
 		logs.Close()
 		state.Close()
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !s.IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader after 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, "a leader", func() (bool, string) {
+		return s.IsLeader(), "not the leader"
+	})
 	return s
 }
 

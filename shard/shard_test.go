@@ -17,6 +17,7 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/shard"
 	"github.com/rhizon/rhizon/storage"
 )
@@ -54,13 +55,9 @@ func openReplica(t *testing.T, dir string, tune func(*shard.Config)) *replica {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.close)
-	deadline := time.Now().Add(10 * time.Second)
-	for !r.s.IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader after 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, "a leader", func() (bool, string) {
+		return r.s.IsLeader(), "not the leader"
+	})
 	return r
 }
 
@@ -222,10 +219,10 @@ func TestShard_LostStateStoreIsRebuiltFromSnapshotAndLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = openReplica(t, dir, tune)
-	deadline := time.Now().Add(10 * time.Second)
-	for r.s.Meta().Index < want.Index && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, "the log replayed", func() (bool, string) {
+		got := r.s.Meta().Index
+		return got >= want.Index, fmt.Sprintf("applied index %d, want %d", got, want.Index)
+	})
 	if got := r.s.Meta(); got.Index != want.Index || got.Hash != want.Hash {
 		t.Fatalf("rebuilt state %d %x, want %d %x", got.Index, got.Hash, want.Index, want.Hash)
 	}

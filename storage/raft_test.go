@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 func mkLog(i uint64, term uint64) *raft.Log {
@@ -332,22 +334,6 @@ func (c countSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (countSnapshot) Release() {}
 
-// checkFor polls fn until it returns nil or total elapses.
-func checkFor(t testing.TB, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
-
 // TestRealRaftOnLogStore runs a single-node hashicorp/raft cluster on the
 // stores, applies 200 entries with a snapshot and log compaction midway,
 // restarts it from the same directories and checks that term, log and state
@@ -389,7 +375,7 @@ func TestRealRaftOnLogStore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		testkit.EventuallyNil(t, 10*time.Second, "single node leads", func() error {
 			if r.State() != raft.Leader {
 				return fmt.Errorf("state %v", r.State())
 			}
@@ -456,7 +442,7 @@ func TestRealRaftOnLogStore(t *testing.T) {
 		t.Fatalf("term after restart = %d, want > %d", r.CurrentTerm(), term)
 	}
 	// Snapshot restore plus replay of the log after it gives all 200.
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testkit.EventuallyNil(t, 10*time.Second, "FSM restored to 200", func() error {
 		if n := fsm.count(); n != 200 {
 			return fmt.Errorf("FSM has %d of 200 after restart", n)
 		}
@@ -474,7 +460,7 @@ func TestRealRaftOnLogStore(t *testing.T) {
 	if fsm.count() != 500 {
 		t.Fatalf("FSM after user restore = %d", fsm.count())
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testkit.EventuallyNil(t, 5*time.Second, "log compacted after the restore", func() error {
 		f, err := ls.FirstIndex()
 		if err != nil {
 			return err

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 func openRaftDBSeg(t testing.TB, dir string, segSize int64) *RaftDB {
@@ -377,11 +379,19 @@ func TestWALSpareSegments(t *testing.T) {
 	dir := t.TempDir()
 	db := openRaftDBSeg(t, dir, segSize)
 	s := db.Shard(1)
-	for i := uint64(1); i <= 1500; i++ {
-		storeRange(t, s, i, i, 1)
-		if i%100 == 0 {
-			time.Sleep(20 * time.Millisecond) // let the spare be made
+	// Write until the background maker has a spare ready (it is asked for
+	// once a segment is half full), then on across segment ends, where it
+	// is adopted.
+	next := uint64(1)
+	testkit.Eventually(t, 10*time.Second, "a spare made", func() (bool, string) {
+		for range 10 {
+			storeRange(t, s, next, next, 1)
+			next++
 		}
+		return db.spareReady.Load(), fmt.Sprintf("%d entries written", next-1)
+	})
+	for ; next <= 1500; next++ {
+		storeRange(t, s, next, next, 1)
 	}
 	closeDB(t, db)
 	if db.sparesUsed == 0 {

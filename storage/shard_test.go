@@ -662,6 +662,9 @@ func TestValueLogGCRuns(t *testing.T) {
 	for i := range 20 {
 		commit(t, s, func(b engine.Batch) { b.PutEntity(addr("t", "e"), engine.Entity{Version: uint64(i), State: big}) })
 	}
+	// No signal says a GC pass ran (it usually finds nothing to collect):
+	// this leaves the 5 ms loop about ten passes beside the writes before
+	// the read and the Close that must not be upset by it.
 	time.Sleep(50 * time.Millisecond)
 	if e, err := s.Entity(addr("t", "e")); err != nil || e.Version != 19 || len(e.State) != len(big) {
 		t.Fatalf("Entity = %d bytes v%d, %v", len(e.State), e.Version, err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rhizon/rhizon/client"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // startedCluster starts n nodes (the first three bootstrap) and waits until
@@ -101,7 +102,7 @@ func BenchmarkShardMove100k(b *testing.B) {
 	n4 := c.add(false, 3)
 	n4.args = append(n4.args, "--shards", "1")
 	n4.start(t)
-	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 30 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "n4 alive", func() error {
 		st, err := c.status(c.nodes[0])
 		if err != nil {
 			return err
@@ -119,7 +120,7 @@ func BenchmarkShardMove100k(b *testing.B) {
 	if out, err := drain.CombinedOutput(); err != nil {
 		b.Fatalf("drain: %v %s", err, out)
 	}
-	checkFor(t, 10*time.Minute, 100*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 10 * time.Minute, Every: 100 * time.Millisecond}.EventuallyNil(t, "drain of n1 done", func() error {
 		st, err := c.status(c.nodes[1])
 		if err != nil {
 			return err

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	mathrand "math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +15,7 @@ import (
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/client"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 const (
@@ -24,41 +23,6 @@ const (
 	opsToken     = "cluster-e2e-ops-token-0123456789ab"
 	e2eSecret    = "e2e-secret"
 )
-
-var (
-	portsMu sync.Mutex
-	used    = map[int]bool{}
-)
-
-// freePort returns a port free on 127.0.0.1 for TCP and UDP (gossip uses
-// both), never the same one twice in this process. It picks below Linux's
-// ephemeral range (32768+), so an outgoing connection cannot take the port
-// between this check and the node binding it, as it could with port 0.
-func freePort(t testing.TB) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 200 {
-		port := 20000 + mathrand.IntN(12000)
-		if used[port] {
-			continue
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		u.Close()
-		used[port] = true
-		return port
-	}
-	t.Fatal("no free port")
-	return 0
-}
 
 // nodeProc is one `rhizon node` process with fixed ports, so it can be
 // killed and restarted as the same member.
@@ -134,8 +98,8 @@ func (c *testCluster) add(founder bool, expect int) *nodeProc {
 	i := len(c.nodes)
 	p := &nodeProc{
 		id: fmt.Sprintf("n%d", i+1), dir: filepath.Join(c.root, fmt.Sprintf("n%d", i+1)),
-		grpc: fmt.Sprintf("127.0.0.1:%d", freePort(c.t)), http: fmt.Sprintf("127.0.0.1:%d", freePort(c.t)),
-		raft: fmt.Sprintf("127.0.0.1:%d", freePort(c.t)), goss: fmt.Sprintf("127.0.0.1:%d", freePort(c.t)),
+		grpc: testkit.FreeAddr(c.t), http: testkit.FreeAddr(c.t),
+		raft: testkit.FreeAddr(c.t), goss: testkit.FreeAddr(c.t),
 	}
 	p.args = []string{"node", "--node-id", p.id, "--data-dir", p.dir, "--shards", "8",
 		"--grpc-addr", p.grpc, "--http-addr", p.http, "--raft-addr", p.raft, "--gossip-addr", p.goss,
@@ -198,20 +162,6 @@ func (c *testCluster) client(p *nodeProc) *client.Client {
 	return cl
 }
 
-// checkFor polls f until it returns nil or total passes.
-func checkFor(t testing.TB, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(every)
-	}
-	t.Fatalf("condition not met after %v: %v", total, err)
-}
-
 func (c *testCluster) status(p *nodeProc) (*pb.StatusResponse, error) {
 	// The full Status (indexes, state hashes, placement) is the admin's.
 	cl, err := client.Dial(p.grpc, append([]client.Option{client.WithToken(opsToken), client.WithRetries(0)}, c.clientOpts...)...)
@@ -228,7 +178,7 @@ func (c *testCluster) status(p *nodeProc) (*pb.StatusResponse, error) {
 // one leader and equal state on every replica.
 func (c *testCluster) waitConverged(p *nodeProc, total time.Duration) {
 	c.t.Helper()
-	checkFor(c.t, total, 200*time.Millisecond, func() error {
+	testkit.Poll{Timeout: total, Every: 200 * time.Millisecond}.EventuallyNil(c.t, "cluster converged", func() error {
 		st, err := c.status(p)
 		if err != nil {
 			return err
@@ -342,10 +292,15 @@ func TestCluster_LeaderFailoverUnderLoadLosesNothing(t *testing.T) {
 	}
 
 	load := c.startLoad(8, c.nodes)
-	time.Sleep(3 * time.Second)
+	// Warm up: every shard takes writes before the gaps count.
+	testkit.Eventually(t, 30*time.Second, "load warmed up", load.atLeast(200))
 	load.resetGaps()
+	before := load.count()
 	victim.kill()
-	time.Sleep(8 * time.Second)
+	// The measured window: it ends once writes flow again for a while after
+	// the failover, so the gap across it is in maxGap. stop waits for each
+	// writer's command in flight, so a slow one still counts in maxWait.
+	testkit.Eventually(t, 60*time.Second, "load flowing after the failover", load.atLeast(before+400))
 	acked := load.stop()
 	t.Logf("killed %s (leading %d shards); max gap between acknowledgements %v; longest wait for one acknowledgement %v; %d commands acknowledged",
 		victim.id, leads[victim.id], time.Duration(load.maxGap.Load()), time.Duration(load.maxWait.Load()), len(acked))
@@ -429,6 +384,21 @@ func (l *load) resetGaps() {
 	l.lastAck.Store(time.Now().UnixNano())
 }
 
+// count is how many commands have been acknowledged.
+func (l *load) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
+}
+
+// atLeast is a condition: n commands have been acknowledged.
+func (l *load) atLeast(n int) func() (bool, string) {
+	return func() (bool, string) {
+		got := l.count()
+		return got >= n, fmt.Sprintf("%d of %d acknowledged", got, n)
+	}
+}
+
 // stop ends the writers and returns what was acknowledged.
 func (l *load) stop() map[string]string {
 	close(l.quit)
@@ -500,7 +470,7 @@ func TestCluster_GrowsToFiveNodesAndReplacesADeadOne(t *testing.T) {
 		}
 		return m
 	}
-	checkFor(t, 90*time.Second, 250*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 90 * time.Second, Every: 250 * time.Millisecond}.EventuallyNil(t, "n4 and n5 take replicas and leaders", func() error {
 		st, err := c.status(c.nodes[0])
 		if err != nil {
 			return err
@@ -541,7 +511,7 @@ func TestCluster_GrowsToFiveNodesAndReplacesADeadOne(t *testing.T) {
 
 	// n5 dies for good: after dead-after its replicas move to the others.
 	n5.kill()
-	checkFor(t, 90*time.Second, 250*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 90 * time.Second, Every: 250 * time.Millisecond}.EventuallyNil(t, "n5's replicas moved to the others", func() error {
 		st, err := c.status(c.nodes[0])
 		if err != nil {
 			return err
@@ -565,7 +535,7 @@ func TestCluster_GrowsToFiveNodesAndReplacesADeadOne(t *testing.T) {
 	if out, err := drain.CombinedOutput(); err != nil {
 		t.Fatalf("rhizon drain n4: %v\n%s", err, out)
 	}
-	checkFor(t, 30*time.Second, 250*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 30 * time.Second, Every: 250 * time.Millisecond}.EventuallyNil(t, "n4 drained", func() error {
 		st, err := c.status(c.nodes[0])
 		if err != nil {
 			return err

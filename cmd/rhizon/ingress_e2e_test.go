@@ -17,6 +17,7 @@ import (
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/api/stream"
+	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -92,17 +93,13 @@ func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing
 	data, _ := proto.Marshal(cmd)
 	msg := nats.NewMsg(stream.IngressSubject(shard.Of(cmd.Address.ToActor(), 4)))
 	msg.Data = data
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	// The streams appear once the node is ready; retry until the publish lands.
-	for {
-		if _, err := js.PublishMsg(ctx, msg); err == nil {
-			break
-		} else if ctx.Err() != nil {
-			t.Fatalf("publish: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.Poll{Timeout: 10 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "publish to ingress", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := js.PublishMsg(ctx, msg)
+		return err
+	})
 	select {
 	case <-p.done:
 	case <-time.After(30 * time.Second):
@@ -113,7 +110,7 @@ func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing
 	}
 
 	p = startDev(t, dir)
-	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 30 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "the crashed command replayed from ingress", func() error {
 		if n := metricSum(t, p.http, "rhizon_ingress_commands_total", `result="replay"`); n != 1 {
 			return fmt.Errorf("replays from ingress: %v, want 1", n)
 		}
@@ -128,7 +125,7 @@ func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing
 		t.Fatalf("counter after crash and redelivery: exit %d %+v, want version 1 value 1", code, got)
 	}
 	js = natsJS(t, p.nats)
-	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 10 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "producer stream drained", func() error {
 		s, err := js.Stream(context.Background(), stream.ProducerStream(stream.ProducerAccount(p.token)))
 		if err != nil {
 			return err

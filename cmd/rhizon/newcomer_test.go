@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // runCLIErr runs one client command in this process and returns its stdout
@@ -147,7 +149,7 @@ func TestDev_StatusWaitBannerAndQuietNATS(t *testing.T) {
 	t.Parallel()
 	needBinary(t)
 	dir := t.TempDir()
-	grpcAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	grpcAddr := testkit.FreeAddr(t)
 	tokenFile := filepath.Join(dir, "token.json")
 	cmd := exec.Command(binary, "dev", "--data-dir", dir, "--shards", "4",
 		"--grpc-addr", grpcAddr, "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
@@ -161,7 +163,7 @@ func TestDev_StatusWaitBannerAndQuietNATS(t *testing.T) {
 
 	// The token file appears before the node listens; status needs it.
 	var token string
-	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 30 * time.Second, Every: 50 * time.Millisecond}.EventuallyNil(t, "token file written", func() error {
 		var err error
 		token, err = firstToken(tokenFile)
 		return err
@@ -174,7 +176,7 @@ func TestDev_StatusWaitBannerAndQuietNATS(t *testing.T) {
 	if out, errOut, code := cli(t, "send", "counter/c1", "add", `{"amount":1}`, "--async", "--addr", grpcAddr, "--token", token); code != 0 {
 		t.Fatalf("send --async right after status --wait: exit %d\n%s%s", code, out, errOut)
 	}
-	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 30 * time.Second, Every: 50 * time.Millisecond}.EventuallyNil(t, "banner printed", func() error {
 		if !strings.Contains(stdout.String(), "try:") {
 			return errors.New("no banner yet")
 		}
@@ -202,7 +204,7 @@ func TestNode_StatusSaysNoClusterYet(t *testing.T) {
 	p := c.add(true, 2)
 	p.start(t)
 	var out string
-	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 30 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "status answers", func() error {
 		o, e, code := cli(t, "status", "--addr", p.grpc, "--token", clusterToken, "--timeout", "5s")
 		if code != 0 {
 			return fmt.Errorf("status: exit %d: %s", code, e)
@@ -257,7 +259,7 @@ func TestDev_NATSPortInUseFailsFastAndNamesTheFlag(t *testing.T) {
 }
 
 // refusingAddr reserves a loopback port that refuses connections: a socket
-// bound without SO_REUSEADDR and never listening. A port freed by freePort
+// bound without SO_REUSEADDR and never listening. A port freed by testkit.FreePort
 // could be taken meanwhile by a process of a parallel test.
 func refusingAddr(t *testing.T) string {
 	t.Helper()

@@ -17,6 +17,7 @@ import (
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/client"
+	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -36,10 +37,10 @@ func (p *nodeProc) natsURL(t testing.TB) string {
 func (c *testCluster) withNATS() {
 	routes := make([]string, len(c.nodes))
 	for i := range c.nodes {
-		routes[i] = fmt.Sprintf("127.0.0.1:%d", freePort(c.t))
+		routes[i] = testkit.FreeAddr(c.t)
 	}
 	for i, p := range c.nodes {
-		p.nats = fmt.Sprintf("127.0.0.1:%d", freePort(c.t))
+		p.nats = testkit.FreeAddr(c.t)
 		for j, a := range p.args {
 			if a == "--nats-addr" {
 				p.args[j+1] = p.nats
@@ -55,7 +56,7 @@ func (c *testCluster) withNATS() {
 // without one (seen with nats-server 2.15.2), so the kill must come after.
 func (c *testCluster) waitJetStream(total time.Duration) {
 	c.t.Helper()
-	checkFor(c.t, total, 250*time.Millisecond, func() error {
+	testkit.Poll{Timeout: total, Every: 250 * time.Millisecond}.EventuallyNil(c.t, "JetStream ready", func() error {
 		for _, p := range c.nodes {
 			nc, err := nats.Connect(p.natsURL(c.t), nats.Timeout(2*time.Second))
 			if err != nil {
@@ -104,7 +105,7 @@ func (s *sagaShop) submit(typ, id, verb, key, corr string, payload any) *pb.Resu
 	req := &pb.SubmitRequest{Address: s.addr(typ, id), Type: actor.CommandType(typ, verb), Payload: data,
 		IdempotencyKey: key, CommandId: "cmd-" + key, CorrelationId: corr}
 	var res *pb.Result
-	checkFor(s.t, 30*time.Second, 200*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 30 * time.Second, Every: 200 * time.Millisecond}.EventuallyNil(s.t, "submit accepted", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		r, err := s.cl.Submit(ctx, req)
@@ -122,7 +123,7 @@ func (s *sagaShop) submit(typ, id, verb, key, corr string, payload any) *pb.Resu
 
 func (s *sagaShop) state(typ, id string, into any) {
 	s.t.Helper()
-	checkFor(s.t, 20*time.Second, 200*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 20 * time.Second, Every: 200 * time.Millisecond}.EventuallyNil(s.t, "state readable", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		r, err := s.cl.Get(ctx, &pb.GetRequest{Address: s.addr(typ, id)})
@@ -139,7 +140,7 @@ func (s *sagaShop) state(typ, id string, into any) {
 func (s *sagaShop) history(cl *client.Client, typ, id string) []*pb.Event {
 	s.t.Helper()
 	var out []*pb.Event
-	checkFor(s.t, 20*time.Second, 200*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 20 * time.Second, Every: 200 * time.Millisecond}.EventuallyNil(s.t, "history readable", func() error {
 		out = out[:0]
 		token := ""
 		for {
@@ -259,7 +260,12 @@ func TestSaga_ExactlyOnceAcrossShardsWhenALeaderIsKilled(t *testing.T) {
 		wg.Add(1)
 		go place(i)
 	}
-	time.Sleep(150 * time.Millisecond) // the first flows are under way
+	// Kill once the first flows are under way: an order has an event.
+	testkit.Eventually(t, 30*time.Second, "a first order event watched", func() (bool, string) {
+		ordW.mu.Lock()
+		defer ordW.mu.Unlock()
+		return len(ordW.byEnt) > 0, "no order event yet"
+	})
 	victim.kill()
 	t.Logf("killed %s, leader of the inventory's shard %d", victim.id, whShard)
 	for i := orders / 2; i < orders; i++ {
@@ -274,7 +280,7 @@ func TestSaga_ExactlyOnceAcrossShardsWhenALeaderIsKilled(t *testing.T) {
 		}
 	})
 	final := map[string]bool{builtin.OrderStatusCompleted: true, builtin.OrderStatusCancelled: true}
-	checkFor(t, 90*time.Second, 500*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 90 * time.Second, Every: 500 * time.Millisecond}.EventuallyNil(t, "every order final", func() error {
 		for i := range orders {
 			var o builtin.OrderState
 			s.state("order", fmt.Sprintf("o%d", i), &o)
@@ -399,7 +405,7 @@ func (s *sagaShop) watch(ctx context.Context, p *nodeProc, typ, entity string) *
 // checks they are versions 1..n in order, each once.
 func (w *watcher) expect(t *testing.T, want map[string]int) {
 	t.Helper()
-	checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 30 * time.Second, Every: 200 * time.Millisecond}.EventuallyNil(t, "watched versions", func() error {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if w.err != nil && w.err != context.Canceled {
@@ -412,7 +418,21 @@ func (w *watcher) expect(t *testing.T, want map[string]int) {
 		}
 		return nil
 	})
-	time.Sleep(500 * time.Millisecond) // a duplicate would arrive now
+	// A repeated delivery would come after the originals just seen: watch
+	// for one (or an extra event) for half a second, the window this bounds.
+	testkit.Consistently(t, 500*time.Millisecond, "no repeated or extra events", func() (bool, string) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.dupSeq != 0 {
+			return false, fmt.Sprintf("%d repeated sequences", w.dupSeq)
+		}
+		for ent, evs := range w.byEnt {
+			if len(evs) > want[ent] {
+				return false, fmt.Sprintf("%d events of %s, want %d", len(evs), ent, want[ent])
+			}
+		}
+		return true, ""
+	})
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.byEnt) != len(want) || w.dupSeq != 0 {

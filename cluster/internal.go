@@ -88,7 +88,7 @@ func (s *internalServer) submitStatus(ctx context.Context, id uint32, err error)
 		// as "not applied", and must not during a rolling upgrade.
 		_ = grpc.SetTrailer(ctx, metadata.Pairs(outcome.Trailer, e.Applied.String()))
 	}
-	st := status.New(e.GRPC, err.Error())
+	st := status.New(codes.Code(e.GRPC), err.Error())
 	if withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: e.Reason, Domain: outcome.Domain,
 		Metadata: map[string]string{"code": e.Code}}); derr == nil {
 		st = withInfo

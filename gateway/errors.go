@@ -62,7 +62,7 @@ func submitError(ctx context.Context, err error, shardID uint32, key, cmdID stri
 	meta := map[string]string{"shard": fmt.Sprint(shardID), "idempotency_key": key, "command_id": cmdID}
 	e := outcome.Of(err)
 	if msg, ok := notAppliedMessages[e.Code]; ok {
-		return statusWithInfo(e.GRPC, e.Reason, meta, fmt.Sprintf(msg, shardID))
+		return statusWithInfo(codes.Code(e.GRPC), e.Reason, meta, fmt.Sprintf(msg, shardID))
 	}
 	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown && !errors.Is(err, outcome.ErrUnknownOutcome) {
 		// A status from a forwarding hop already says what happened.

@@ -476,9 +476,9 @@ func (s *Server) submit(ctx context.Context, id Identity, req *pb.SubmitRequest)
 	}
 	switch res.Reason {
 	case actor.ReasonViolation:
-		return nil, cmd.Address, shardID, status.Errorf(outcome.Lookup(actor.CodeViolation).GRPC, "%s (the attempt was recorded)", res.Message)
+		return nil, cmd.Address, shardID, status.Errorf(codes.Code(outcome.Lookup(actor.CodeViolation).GRPC), "%s (the attempt was recorded)", res.Message)
 	case actor.ReasonInvalid:
-		return nil, cmd.Address, shardID, status.Error(outcome.Lookup(actor.CodeInvalid).GRPC, res.Message)
+		return nil, cmd.Address, shardID, status.Error(codes.Code(outcome.Lookup(actor.CodeInvalid).GRPC), res.Message)
 	}
 	return &pb.SubmitResponse{Result: pb.FromResult(&res), Shard: shardID}, cmd.Address, shardID, nil
 }

@@ -30,7 +30,7 @@ func markdown() string {
 	var b strings.Builder
 	b.WriteString("| code | gRPC | ErrorInfo reason | applied | meaning |\n|---|---|---|---|---|\n")
 	for _, e := range Table {
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", e.Code, grpcName(e.GRPC), reasonName(e.Reason), e.Applied, e.Doc)
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", e.Code, grpcName(codes.Code(e.GRPC)), reasonName(e.Reason), e.Applied, e.Doc)
 	}
 	return b.String()
 }
@@ -39,7 +39,7 @@ func markdown() string {
 func protoComment() string {
 	var b strings.Builder
 	for _, e := range Table {
-		fmt.Fprintf(&b, "  //   %-18s %-17s %-15s %s\n", e.Code, grpcName(e.GRPC), reasonName(e.Reason), e.Applied)
+		fmt.Fprintf(&b, "  //   %-18s %-17s %-15s %s\n", e.Code, grpcName(codes.Code(e.GRPC)), reasonName(e.Reason), e.Applied)
 	}
 	return b.String()
 }
@@ -71,8 +71,8 @@ func TestTable(t *testing.T) {
 			t.Errorf("code %q twice", e.Code)
 		}
 		seen[e.Code] = true
-		if (e.GRPC == codes.OK) != (e.Applied == AppliedYes) && e.Code != "violation" && e.Code != "invalid" {
-			t.Errorf("%s: gRPC %s with applied %s", e.Code, e.GRPC, e.Applied)
+		if (e.GRPC == GRPCOK) != (e.Applied == AppliedYes) && e.Code != "violation" && e.Code != "invalid" {
+			t.Errorf("%s: gRPC %s with applied %s", e.Code, codes.Code(e.GRPC), e.Applied)
 		}
 	}
 	for _, err := range []error{ErrNotLeader, ErrUnknownOutcome, ErrOverloaded, ErrClosed, ErrHalted} {
@@ -89,5 +89,17 @@ func TestTable(t *testing.T) {
 	}
 	if a, known := OfReason("FROM_THE_FUTURE"); known || a != Unknown {
 		t.Errorf("an undeclared reason reads as %s, %v", a, known)
+	}
+}
+
+// TestGRPCCodesAreGRPCs: the table's own code numbers are gRPC's.
+func TestGRPCCodesAreGRPCs(t *testing.T) {
+	for own, grpc := range map[GRPCCode]codes.Code{
+		GRPCOK: codes.OK, GRPCInvalidArgument: codes.InvalidArgument, GRPCPermissionDenied: codes.PermissionDenied,
+		GRPCResourceExhausted: codes.ResourceExhausted, GRPCInternal: codes.Internal, GRPCUnavailable: codes.Unavailable,
+	} {
+		if codes.Code(own) != grpc {
+			t.Errorf("%d is not %s (%d)", own, grpc, grpc)
+		}
 	}
 }

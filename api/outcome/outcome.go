@@ -2,8 +2,7 @@
 // the public gateway, the node-to-node service and the Go client: the
 // sentinel errors a write can end with, and one table that says, for every
 // code, which gRPC code carries it, which ErrorInfo reason, and whether the
-// command was applied. It imports only the standard library, actor and the
-// gRPC status types, so anything that speaks to a node can use it without
+// command was applied. It imports only the standard library and actor, so anything that speaks to a node can use it without
 // linking a store, Raft or NATS.
 package outcome
 
@@ -11,9 +10,22 @@ import (
 	"context"
 	"errors"
 
-	"google.golang.org/grpc/codes"
-
 	"github.com/rhizon/rhizon/actor"
+)
+
+// GRPCCode is a gRPC status code by its number (google.golang.org/grpc/codes;
+// convert with codes.Code(c)). It is declared here so that the shard, which
+// shares the sentinels, links no gRPC.
+type GRPCCode uint32
+
+// The gRPC codes the table uses (outcome_test checks them against grpc's).
+const (
+	GRPCOK                GRPCCode = 0
+	GRPCInvalidArgument   GRPCCode = 3
+	GRPCPermissionDenied  GRPCCode = 7
+	GRPCResourceExhausted GRPCCode = 8
+	GRPCInternal          GRPCCode = 13
+	GRPCUnavailable       GRPCCode = 14
 )
 
 // Every write returns one of three outcomes: a committed Result, an error that
@@ -103,7 +115,7 @@ const (
 // Entry is one row of the table.
 type Entry struct {
 	Code    string     // a sentinel's code or a Result.code
-	GRPC    codes.Code // how the gateway answers it (OK: in the Result)
+	GRPC    GRPCCode // how the gateway answers it (OK: in the Result)
 	Reason  string     // the ErrorInfo reason; none for a decided command
 	Applied Applied
 	Doc     string // one line for the README and the proto
@@ -113,27 +125,27 @@ type Entry struct {
 // the node-to-node service answer from it; the README's table is checked
 // against it by a test.
 var Table = []Entry{
-	{CodeNotLeader, codes.Unavailable, ReasonNotApplied, NotApplied, "no reachable leader for the shard"},
-	{CodeClosed, codes.Unavailable, ReasonNotApplied, NotApplied, "the shard is shutting down on this node"},
-	{CodeCanceled, codes.Unavailable, ReasonNotApplied, NotApplied, "the caller gave up before the command was proposed"},
-	{CodeOverloaded, codes.ResourceExhausted, ReasonOverloaded, NotApplied, "the proposer queue was full; retry after a backoff"},
-	{CodeRateLimited, codes.ResourceExhausted, ReasonRateLimited, NotApplied, "the tenant or principal is over its request rate; retry after rhizon-retry-after"},
-	{CodeQuotaExceeded, codes.ResourceExhausted, ReasonQuotaExceeded, NotApplied, "the tenant is over its storage quota"},
-	{CodeHalted, codes.Internal, ReasonHalted, NotApplied, "the shard halted after a store failure; an operator must act"},
-	{CodeOutcomeUnknown, codes.Unavailable, ReasonOutcomeUnknown, Unknown, "proposed, then leadership changed or the wait ended; retry with the same idempotency key"},
-	{actor.CodeViolation, codes.PermissionDenied, "", AppliedYes, "scope or principal check failed; the attempt is audited"},
-	{actor.CodeInvalid, codes.InvalidArgument, "", AppliedYes, "malformed for this actor"},
-	{actor.CodeVersionConflict, codes.OK, "", AppliedYes, "expected_version did not match"},
-	{actor.CodeError, codes.OK, "", AppliedYes, "Decide returned a plain error"},
-	{actor.CodeActorPanic, codes.OK, "", AppliedYes, "Decide panicked"},
-	{actor.CodeEvolveFailed, codes.OK, "", AppliedYes, "Evolve refused an event Decide produced"},
-	{actor.CodeStateDecode, codes.OK, "", AppliedYes, "the stored state does not decode"},
-	{actor.CodeTooManyEvents, codes.OK, "", AppliedYes, "Decide emitted more events than allowed"},
-	{actor.CodeBadEvent, codes.OK, "", AppliedYes, "an event name is not a valid id"},
-	{actor.CodeTooManySends, codes.OK, "", AppliedYes, "Decide sent more commands than allowed"},
-	{actor.CodeBadSend, codes.OK, "", AppliedYes, "a send's target, type or payload is wrong"},
-	{actor.CodeTooManyTimers, codes.OK, "", AppliedYes, "Decide set more timers than allowed"},
-	{actor.CodeBadTimer, codes.OK, "", AppliedYes, "a timer name is not a valid id"},
+	{CodeNotLeader, GRPCUnavailable, ReasonNotApplied, NotApplied, "no reachable leader for the shard"},
+	{CodeClosed, GRPCUnavailable, ReasonNotApplied, NotApplied, "the shard is shutting down on this node"},
+	{CodeCanceled, GRPCUnavailable, ReasonNotApplied, NotApplied, "the caller gave up before the command was proposed"},
+	{CodeOverloaded, GRPCResourceExhausted, ReasonOverloaded, NotApplied, "the proposer queue was full; retry after a backoff"},
+	{CodeRateLimited, GRPCResourceExhausted, ReasonRateLimited, NotApplied, "the tenant or principal is over its request rate; retry after rhizon-retry-after"},
+	{CodeQuotaExceeded, GRPCResourceExhausted, ReasonQuotaExceeded, NotApplied, "the tenant is over its storage quota"},
+	{CodeHalted, GRPCInternal, ReasonHalted, NotApplied, "the shard halted after a store failure; an operator must act"},
+	{CodeOutcomeUnknown, GRPCUnavailable, ReasonOutcomeUnknown, Unknown, "proposed, then leadership changed or the wait ended; retry with the same idempotency key"},
+	{actor.CodeViolation, GRPCPermissionDenied, "", AppliedYes, "scope or principal check failed; the attempt is audited"},
+	{actor.CodeInvalid, GRPCInvalidArgument, "", AppliedYes, "malformed for this actor"},
+	{actor.CodeVersionConflict, GRPCOK, "", AppliedYes, "expected_version did not match"},
+	{actor.CodeError, GRPCOK, "", AppliedYes, "Decide returned a plain error"},
+	{actor.CodeActorPanic, GRPCOK, "", AppliedYes, "Decide panicked"},
+	{actor.CodeEvolveFailed, GRPCOK, "", AppliedYes, "Evolve refused an event Decide produced"},
+	{actor.CodeStateDecode, GRPCOK, "", AppliedYes, "the stored state does not decode"},
+	{actor.CodeTooManyEvents, GRPCOK, "", AppliedYes, "Decide emitted more events than allowed"},
+	{actor.CodeBadEvent, GRPCOK, "", AppliedYes, "an event name is not a valid id"},
+	{actor.CodeTooManySends, GRPCOK, "", AppliedYes, "Decide sent more commands than allowed"},
+	{actor.CodeBadSend, GRPCOK, "", AppliedYes, "a send's target, type or payload is wrong"},
+	{actor.CodeTooManyTimers, GRPCOK, "", AppliedYes, "Decide set more timers than allowed"},
+	{actor.CodeBadTimer, GRPCOK, "", AppliedYes, "a timer name is not a valid id"},
 }
 
 // Lookup returns code's entry. A code not in the table is an actor's own
@@ -144,7 +156,7 @@ func Lookup(code string) Entry {
 			return e
 		}
 	}
-	return Entry{Code: code, GRPC: codes.OK, Applied: AppliedYes, Doc: "an actor's business rejection"}
+	return Entry{Code: code, GRPC: GRPCOK, Applied: AppliedYes, Doc: "an actor's business rejection"}
 }
 
 // OfReason is what an ErrorInfo reason says about the command: NotApplied

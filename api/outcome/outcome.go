@@ -114,9 +114,9 @@ const (
 
 // Entry is one row of the table.
 type Entry struct {
-	Code    string     // a sentinel's code or a Result.code
+	Code    string   // a sentinel's code or a Result.code
 	GRPC    GRPCCode // how the gateway answers it (OK: in the Result)
-	Reason  string     // the ErrorInfo reason; none for a decided command
+	Reason  string   // the ErrorInfo reason; none for a decided command
 	Applied Applied
 	Doc     string // one line for the README and the proto
 }

@@ -469,18 +469,26 @@ func FillScope(a actor.Address, sec actor.Security) actor.Address {
 // relay publishes the shard's outbox (package relay) with the manager's
 // connection, names and metrics.
 func (w *worker) relay(ctx context.Context) {
-	relay.New(w.sh, relay.Config{
-		Conn:        w.m.cfg.Conn,
-		JS:          w.m.js,
-		AckInterval: w.m.cfg.RelayAckInterval,
-		Atomic:      w.m.atomicEvents.Load,
-		ShardOf:     w.m.cfg.ShardOf,
-		Sign:        w.m.sign,
-		MsgID:       w.m.msgID,
-		Published:   w.m.metrics.published,
-		Backlog:     w.m.metrics.backlog,
-		Log:         w.log,
-	}).Run(ctx)
+	cfg := w.m.relayConfig()
+	cfg.Log = w.log
+	relay.New(w.sh, cfg).Run(ctx)
+}
+
+// relayConfig is the configuration of this node's relays (and of Republish,
+// which must publish exactly as they do).
+func (m *Manager) relayConfig() relay.Config {
+	return relay.Config{
+		Conn:        m.cfg.Conn,
+		JS:          m.js,
+		AckInterval: m.cfg.RelayAckInterval,
+		Atomic:      m.atomicEvents.Load,
+		ShardOf:     m.cfg.ShardOf,
+		Sign:        m.sign,
+		MsgID:       m.msgID,
+		Published:   m.metrics.published,
+		Backlog:     m.metrics.backlog,
+		Log:         m.log,
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {

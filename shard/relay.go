@@ -140,3 +140,10 @@ func (c *relayCarrier) withdraw(t *relayTicket) bool {
 	c.t = nil
 	return true
 }
+
+// Events returns the shard's committed events from position from
+// (inclusive), in position order, read from this replica's history (see
+// storage.ShardStore.Events): for rebuilding the events stream.
+func (s *Shard) Events(from engine.Position, limit int) ([]storage.HistoryRecord, engine.Position, bool, error) {
+	return s.store.Events(from, limit)
+}

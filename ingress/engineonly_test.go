@@ -9,6 +9,7 @@ import (
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/api/stream"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // What only the engine may make (the timer verb, its idempotency keys, an
@@ -26,11 +27,11 @@ func TestIngress_EngineOnlyCommandsRefused(t *testing.T) {
 	e.publish(t, addCmd("c1", "timer/expiry/1"))
 	e.publish(t, addCmd("c1", "send/0123"))
 	e.publish(t, addCmd("c1", "ok"))
-	waitFor(t, 20*time.Second, "the allowed command applied", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "the allowed command applied", func() (bool, string) {
 		v, _ := e.counter(t, "c1")
 		return v == 1, fmt.Sprintf("c1=%d", v)
 	})
-	waitFor(t, 20*time.Second, "three dead letters", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "three dead letters", func() (bool, string) {
 		m := e.streamMsgs(t, stream.DeadStream)
 		return m == 3, fmt.Sprintf("%d dead letters", m)
 	})

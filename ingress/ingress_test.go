@@ -21,6 +21,7 @@ import (
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/internal/ingresstest"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 const producerToken = "producer-token"
@@ -79,21 +80,6 @@ func (e *env) publish(t testing.TB, c *pb.Command) jetstream.PubAckFuture {
 		t.Fatal(err)
 	}
 	return f
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v; last: %s", what, d, state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func (e *env) counter(t *testing.T, entity string) (value int64, version uint64) {
@@ -159,7 +145,7 @@ func TestIngress_TenThousandCommandsExactlyOnce(t *testing.T) {
 		}
 	}
 	published := time.Since(start)
-	waitFor(t, 90*time.Second, "all commands applied", func() (bool, string) {
+	testkit.Eventually(t, 90*time.Second, "all commands applied", func() (bool, string) {
 		var sum int64
 		for i := range entities {
 			v, _ := e.counter(t, fmt.Sprintf("e%d", i))
@@ -175,11 +161,11 @@ func TestIngress_TenThousandCommandsExactlyOnce(t *testing.T) {
 			t.Fatalf("entity e%d: value %d version %d, want %d", i, v, ver, n/entities)
 		}
 	}
-	waitFor(t, 30*time.Second, "events published", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "events published", func() (bool, string) {
 		m := e.streamMsgs(t, stream.EventsStream)
 		return m >= n, fmt.Sprintf("%d events", m)
 	})
-	waitFor(t, 30*time.Second, "ingress drained", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "ingress drained", func() (bool, string) {
 		m := e.streamMsgs(t, stream.IngressStream)
 		return m == 0, fmt.Sprintf("%d messages left", m)
 	})
@@ -221,12 +207,12 @@ func TestIngress_PoisonAndMalformedGoToDeadLetters(t *testing.T) {
 		e.publish(t, addCmd("good", fmt.Sprintf("g%d", i)))
 	}
 	var goodDone atomic.Int64
-	waitFor(t, 20*time.Second, "commands behind the poison applied", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "commands behind the poison applied", func() (bool, string) {
 		v, _ := e.counter(t, "good")
 		goodDone.Store(v)
 		return v == 100, fmt.Sprintf("good=%d", v)
 	})
-	waitFor(t, 20*time.Second, "three dead letters", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "three dead letters", func() (bool, string) {
 		m := e.streamMsgs(t, stream.DeadStream)
 		return m == 3, fmt.Sprintf("%d dead letters", m)
 	})
@@ -264,7 +250,7 @@ func TestIngress_PoisonAndMalformedGoToDeadLetters(t *testing.T) {
 	if v, _ := e.counter(t, "f"); v != 0 {
 		t.Fatalf("forged command applied: f=%d", v)
 	}
-	waitFor(t, 10*time.Second, "ingress drained", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "ingress drained", func() (bool, string) {
 		m := e.streamMsgs(t, stream.IngressStream)
 		return m == 0, fmt.Sprintf("%d left", m)
 	})
@@ -337,7 +323,7 @@ func testRelayAroundStoredEvent(t *testing.T, e *env) {
 		wg.Go(func() { submit(i) })
 	}
 	wg.Wait()
-	waitFor(t, 30*time.Second, "events relayed", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "events relayed", func() (bool, string) {
 		m := e.streamMsgs(t, stream.EventsStream)
 		return m >= n, fmt.Sprintf("%d of %d messages", m, n)
 	})

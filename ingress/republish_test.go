@@ -15,6 +15,7 @@ import (
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/internal/ingresstest"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 type streamed struct {
@@ -75,7 +76,7 @@ func TestManager_RepublishRebuildsTheEventsStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "events relayed", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "events relayed", func() (bool, string) {
 		info, err := st.Info(ctx)
 		if err != nil {
 			return false, err.Error()

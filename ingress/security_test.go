@@ -18,6 +18,7 @@ import (
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/internal/ingresstest"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // Issue 24 item 1: a SubmitAsync's message id was idem- + sha256(address,
@@ -51,7 +52,7 @@ func TestIngress_AProducerCannotMakeASubmitAsyncVanish(t *testing.T) {
 		t.Fatal("the victim's SubmitAsync was answered duplicate: a producer took its message id")
 	}
 	en := &env{node: e.Node, js: e.JS}
-	waitFor(t, 20*time.Second, "the victim's command applied", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "the victim's command applied", func() (bool, string) {
 		v, _ := en.counter(t, "victim")
 		return v == 1, fmt.Sprintf("value %d", v)
 	})
@@ -105,7 +106,7 @@ func TestIngress_DeadLetterKeepsABoundedPrefix(t *testing.T) {
 	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "dead letter", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "dead letter", func() (bool, string) {
 		n := e.streamMsgs(t, stream.DeadStream)
 		return n == 1, fmt.Sprintf("%d dead letters", n)
 	})
@@ -146,7 +147,7 @@ func TestIngress_BearerAnyCaseAndTheTokensDefaultScope(t *testing.T) {
 	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the command applied in t/w", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "the command applied in t/w", func() (bool, string) {
 		v, _ := e.counter(t, "scoped")
 		if n := e.streamMsgs(t, stream.DeadStream); n > 0 {
 			s, _ := e.js.Stream(context.Background(), stream.DeadStream)

@@ -14,24 +14,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-)
 
-// checkFor polls f every `every` until it returns nil, failing the test with
-// f's last error once total has passed.
-func checkFor(t testing.TB, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
+	"github.com/rhizon/rhizon/internal/testkit"
+)
 
 // membershipLeakCheck fails the test if goroutines started during it are
 // still running after its cleanups (registered later, so run earlier) have
@@ -40,7 +25,7 @@ func checkFor(t testing.TB, total, every time.Duration, f func() error) {
 func membershipLeakCheck(t *testing.T) {
 	opt := goleak.IgnoreCurrent()
 	t.Cleanup(func() {
-		checkFor(t, 5*time.Second, 50*time.Millisecond, func() error { return goleak.Find(opt) })
+		testkit.Poll{Timeout: 5 * time.Second, Every: 50 * time.Millisecond}.EventuallyNil(t, "condition", func() error { return goleak.Find(opt) })
 	})
 }
 
@@ -110,7 +95,7 @@ func startMembers(t *testing.T, ids ...string) []*Membership {
 			}
 		}
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 5 * time.Second, Every: 10 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 		for _, m := range ms {
 			if err := checkAllAlive(m, ms); err != nil {
 				return err
@@ -195,7 +180,7 @@ func TestMembership_ThreeNodesJoinSeeMetaAndUpdates(t *testing.T) {
 		t.Fatal(err) // ...then a: gossip must spread a to c and c to a
 	}
 	all := []*Membership{a, ms[0], ms[1]}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 5 * time.Second, Every: 10 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 		for _, m := range all {
 			if err := checkAllAlive(m, all); err != nil {
 				return err
@@ -216,7 +201,7 @@ func TestMembership_ThreeNodesJoinSeeMetaAndUpdates(t *testing.T) {
 	if err := c.UpdateMeta(meta); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 5 * time.Second, Every: 10 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 		for _, m := range all {
 			got, _ := findMember(m.Members(), "c")
 			if !reflect.DeepEqual(got.Meta, meta) || got.State != MemberAlive {
@@ -253,7 +238,7 @@ func TestMembership_LeaveIsSeenAsLeftNotDead(t *testing.T) {
 	}
 
 	sawDead := map[string]bool{}
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 5 * time.Second, Every: 5 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 		for _, m := range []*Membership{a, b} {
 			switch st := stateOf(m, "c"); st {
 			case MemberLeft:
@@ -288,7 +273,7 @@ func TestMembership_ShutdownWithoutLeaveGoesSuspectThenDead(t *testing.T) {
 		t.Fatal(err)
 	}
 	var suspectAt, deadAt time.Duration
-	checkFor(t, 15*time.Second, 5*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 15 * time.Second, Every: 5 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 		switch st := stateOf(a, "c"); st {
 		case MemberSuspect:
 			if suspectAt == 0 {
@@ -306,7 +291,7 @@ func TestMembership_ShutdownWithoutLeaveGoesSuspectThenDead(t *testing.T) {
 	if suspectAt == 0 {
 		t.Errorf("c went dead without a first seeing it suspect")
 	}
-	checkFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 15 * time.Second, Every: 10 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 		if st := stateOf(b, "c"); st != MemberDead {
 			return fmt.Errorf("b sees c %s", st)
 		}
@@ -361,7 +346,7 @@ func TestMembership_MetaSizeLimit(t *testing.T) {
 	if _, err := b.Join([]string{a.Addr()}); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 5 * time.Second, Every: 10 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 		return checkAllAlive(b, []*Membership{a, b})
 	})
 
@@ -530,7 +515,7 @@ func TestMembership_JunkPacketsDoNotFloodTheLog(t *testing.T) {
 			time.Sleep(time.Millisecond) // let the socket buffer drain
 		}
 	}
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 10 * time.Second, Every: 20 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 		if n := m.logw.lines.Load(); n < junk/2 {
 			return fmt.Errorf("counted %d memberlist complaints, want at least %d", n, junk/2)
 		}

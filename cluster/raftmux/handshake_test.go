@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/rhizon/rhizon/internal/testcerts"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // muxLayerOf registers a bare layer (no NetworkTransport) so a test can see
@@ -223,7 +224,7 @@ func TestMuxHandshake(t *testing.T) {
 		}
 		// One of them cannot be delivered and is closed after the
 		// handshake timeout; the backlog holds the rest.
-		checkFor(t, 3*time.Second, 10*time.Millisecond, func() error {
+		testkit.Poll{Timeout: 3 * time.Second, Every: 10 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 			if n := len(slow.acceptCh); n != muxAcceptBacklog {
 				return fmt.Errorf("backlog %d", n)
 			}
@@ -232,7 +233,7 @@ func TestMuxHandshake(t *testing.T) {
 		// Past the handshake timeout exactly one conn is closed by the
 		// server; a short read deadline tells open (timeout) from closed.
 		closed := 0
-		checkFor(t, 3*time.Second, 50*time.Millisecond, func() error {
+		testkit.Poll{Timeout: 3 * time.Second, Every: 50 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 			closed = 0
 			for _, c := range conns {
 				_ = c.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
@@ -439,7 +440,7 @@ func TestMuxIdleConnectionsDoNotBlockPeers(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = c.Close() })
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 5 * time.Second, Every: 10 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 		srv.mu.Lock()
 		defer srv.mu.Unlock()
 		// One host holds at most a quarter of the slots: 2 of 8.

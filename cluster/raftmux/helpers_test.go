@@ -14,24 +14,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
-)
 
-// checkFor polls f every `every` until it returns nil, failing the test with
-// f's last error once total has passed.
-func checkFor(t testing.TB, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
+	"github.com/rhizon/rhizon/internal/testkit"
+)
 
 // muxLeakCheck verifies, after every other cleanup of the test has run, that
 // no goroutine the test started is still alive.
@@ -74,7 +59,7 @@ func listenTestMux(t testing.TB, addr string, lw *muxTestLog) *Mux {
 	t.Helper()
 	var m *Mux
 	// A just-closed listener's port can linger briefly; retry.
-	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 5 * time.Second, Every: 50 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 		var err error
 		m, err = Listen(Config{BindAddr: addr, Secret: testMuxSecret, Logger: lw.slog(), HandshakeTimeout: 500 * time.Millisecond})
 		return err
@@ -262,7 +247,7 @@ func (c *muxTestCluster) live() []*muxTestNode {
 func (c *muxTestCluster) leader(g uint32) *muxTestNode {
 	c.t.Helper()
 	var l *muxTestNode
-	checkFor(c.t, 10*time.Second, 20*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 10 * time.Second, Every: 20 * time.Millisecond}.EventuallyNil(c.t, "condition", func() error {
 		var best uint64
 		l = nil
 		for _, n := range c.live() {
@@ -316,7 +301,7 @@ func muxVals(g uint32, from, to int) []string {
 // and it holds every value of want.
 func (c *muxTestCluster) converged(g uint32, want []string, nodes []*muxTestNode) {
 	c.t.Helper()
-	checkFor(c.t, 15*time.Second, 25*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 15 * time.Second, Every: 25 * time.Millisecond}.EventuallyNil(c.t, "condition", func() error {
 		ref := nodes[0].replicas[g].fsm.snapshot()
 		for _, n := range nodes[1:] {
 			if got := n.replicas[g].fsm.snapshot(); !slices.Equal(got, ref) {

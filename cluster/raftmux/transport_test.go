@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // TestMuxRaftClusters runs 5 Raft groups (4 shards and the control group) of
@@ -133,7 +135,7 @@ func TestMuxDialFilterPartition(t *testing.T) {
 	// Make the victim lead every group so the partition must take
 	// leadership away from it.
 	c.forGroups(func(g uint32) {
-		checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		testkit.Poll{Timeout: 10 * time.Second, Every: 20 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 			l := c.leader(g)
 			if l == victim {
 				return nil
@@ -151,7 +153,7 @@ func TestMuxDialFilterPartition(t *testing.T) {
 		return errPartition
 	})
 	phase := time.Now()
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 10 * time.Second, Every: 20 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 		for _, g := range groups {
 			if victim.replicas[g].r.State() == raft.Leader {
 				return fmt.Errorf("group %d: %s still leads", g, victim.id)
@@ -182,7 +184,7 @@ func TestMuxDialFilterPartition(t *testing.T) {
 	victim.mux.SetDialFilter(nil)
 	phase = time.Now()
 	c.forGroups(func(g uint32) {
-		checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		testkit.Poll{Timeout: 10 * time.Second, Every: 20 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 			l := c.leader(g)
 			if l == victim {
 				return nil
@@ -237,7 +239,7 @@ func TestMuxTransportLifecycle(t *testing.T) {
 	if err := tb.Close(); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	testkit.Poll{Timeout: 5 * time.Second, Every: 20 * time.Millisecond}.EventuallyNil(t, "condition", func() error {
 		if err := muxRPC(ta, tb); err == nil {
 			return errors.New("rpc to a closed group succeeded")
 		}
@@ -250,7 +252,7 @@ func TestMuxTransportLifecycle(t *testing.T) {
 	}
 	defer tb2.Close()
 	// The pooled conn from before may be dead; raft would just retry.
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error { return muxRPC(ta, tb2) })
+	testkit.Poll{Timeout: 5 * time.Second, Every: 20 * time.Millisecond}.EventuallyNil(t, "condition", func() error { return muxRPC(ta, tb2) })
 
 	if err := mb.Close(); err != nil {
 		t.Fatal(err)

@@ -1,9 +1,9 @@
 package bench
 
 import (
-	"os/exec"
-	"strings"
 	"testing"
+
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // TestLinksNoServer: the load generator speaks to Rhizon through the client
@@ -11,18 +11,8 @@ import (
 // server packages. (It does link the peers' own servers, etcd and
 // nats-server, through bench/peer: those run in `rhizon bench-peer` children.)
 func TestLinksNoServer(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Fatalf("go list -deps: %v", err)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		for _, banned := range []string{"github.com/dgraph-io/badger", "github.com/hashicorp/raft",
-			"github.com/rhizon/rhizon/natsserver", "github.com/rhizon/rhizon/shard", "github.com/rhizon/rhizon/storage",
-			"github.com/rhizon/rhizon/engine", "github.com/rhizon/rhizon/cluster", "github.com/rhizon/rhizon/ingress",
-			"github.com/rhizon/rhizon/relay", "github.com/rhizon/rhizon/gateway"} {
-			if strings.HasPrefix(dep, banned) {
-				t.Errorf("bench links %s; find who imports it with: go list -deps -f '{{.ImportPath}}: {{.Imports}}' ./bench", dep)
-			}
-		}
-	}
+	testkit.NotLinked(t, ".", "github.com/dgraph-io/badger", "github.com/hashicorp/raft",
+		"github.com/rhizon/rhizon/natsserver", "github.com/rhizon/rhizon/shard", "github.com/rhizon/rhizon/storage",
+		"github.com/rhizon/rhizon/engine", "github.com/rhizon/rhizon/cluster", "github.com/rhizon/rhizon/ingress",
+		"github.com/rhizon/rhizon/relay", "github.com/rhizon/rhizon/gateway")
 }

@@ -32,9 +32,8 @@ import (
 // batch is only a way of carrying them. The commands of a batch were
 // concurrent at the caller, so they have no order among themselves.
 
-// Batching limits. Calls in flight per shard: with 2, each Raft entry held
-// about one client batch and the entries got smaller; 4 measured better
-// (3-node w1-command C=128), 8 no better than 4.
+// Batching limits. Calls in flight per shard: 4, the best measured
+// (bench/MEASUREMENTS.md, "Figures once kept in code").
 const (
 	batchInflight     = 4
 	maxBatchItems     = 256

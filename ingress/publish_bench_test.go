@@ -23,12 +23,7 @@ import (
 // relays of the shards one node leads) each committing atomic batches of
 // the given size one after another. cpu-us/msg is the CPU of the whole
 // process (the 3 servers and the publishers) per stored message.
-//
-// Measured 2026-11-26 (slow machine): 201 us per message in batches of 1
-// (3 publishers), 83 in batches of 4, 54 of 16, 35 of 64. Under load the
-// relay's batches already hold about 33 events (w1-command C=128, 8 shards:
-// each shard's relay collects what commits during one round trip), so
-// merging the relays' batches of a node measured no gain and was not kept.
+// Its figures are in bench/MEASUREMENTS.md ("Figures once kept in code").
 //
 //	go test -run '^$' -bench EventsR3AtomicBatch -benchtime 20000x ./ingress/
 func BenchmarkEventsR3AtomicBatch(b *testing.B) {

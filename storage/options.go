@@ -22,11 +22,9 @@ type Options struct {
 	// MemTableSize is the size of one memtable (default 64 MiB). It also
 	// bounds one atomic write: Badger refuses a transaction above 15% of it
 	// (see DB.BatchLimits). Every flushed memtable is an L0 table, and every
-	// few of them an L0->L1 compaction rewrites the overlapping L1 data: at
-	// 16 MiB a node under load (about 14 MB/s of state writes) compacted
-	// every 9 s, and those bursts took the CPU the apply loop needed (3-node
-	// hot C=128 for 60 s: 6,279 ops/s, p99 137 ms, seconds at 800 ops/s; at
-	// 64 MiB 8,138 ops/s, p99 68 ms).
+	// few of them an L0->L1 compaction rewrites the overlapping L1 data:
+	// smaller memtables compact often enough under load to take the CPU the
+	// apply loop needs (bench/MEASUREMENTS.md, "Figures once kept in code").
 	MemTableSize int64
 	// NumMemtables is how many memtables may exist before writes stall
 	// (default 3).

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
-	"github.com/rhizon/rhizon/shard"
 )
 
 // Every command of a batch gets exactly the answer Submit gives it alone:
@@ -120,7 +120,7 @@ func TestSubmitBatchRecordsAViolation(t *testing.T) {
 func TestSubmitBatchCarriesBackendErrors(t *testing.T) {
 	h := newHarness(t)
 	ctx := withToken(context.Background(), tokAlice)
-	errs := map[string]error{"over": shard.ErrOverloaded, "lost": shard.ErrUnknownOutcome, "moved": fmt.Errorf("forward: %w", shard.ErrNotLeader)}
+	errs := map[string]error{"over": outcome.ErrOverloaded, "lost": outcome.ErrUnknownOutcome, "moved": fmt.Errorf("forward: %w", outcome.ErrNotLeader)}
 	h.be.submit = func(n int, cmd actor.Command) (actor.Result, error) {
 		if err := errs[cmd.IdempotencyKey]; err != nil {
 			return actor.Result{}, err

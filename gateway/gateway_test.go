@@ -23,7 +23,6 @@ import (
 	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/engine"
-	"github.com/rhizon/rhizon/shard"
 )
 
 func counterReq(entity, key string, payload string) *pb.SubmitRequest {
@@ -354,12 +353,12 @@ func TestSubmitOutcomes(t *testing.T) {
 		{name: "business rejection is a result", res: business, code: codes.OK},
 		{name: "engine violation", res: actor.Result{Status: actor.StatusRejected, Reason: actor.ReasonViolation, Message: "principal x may not"}, code: codes.PermissionDenied, msg: "principal x may not"},
 		{name: "engine invalid", res: actor.Result{Status: actor.StatusRejected, Reason: actor.ReasonInvalid, Message: "bad field"}, code: codes.InvalidArgument, msg: "bad field"},
-		{name: "not leader", err: fmt.Errorf("forward: %w", shard.ErrNotLeader), code: codes.Unavailable, msg: "NOT applied", reason: ReasonNotApplied},
-		{name: "closed", err: shard.ErrClosed, code: codes.Unavailable, msg: "NOT applied", reason: ReasonNotApplied},
-		{name: "overloaded", err: shard.ErrOverloaded, code: codes.ResourceExhausted, msg: "NOT applied", reason: ReasonOverloaded},
-		{name: "unknown outcome", err: shard.ErrUnknownOutcome, code: codes.Unavailable, msg: OutcomeUnknownPrefix, reason: ReasonOutcomeUnknown, trailer: true},
+		{name: "not leader", err: fmt.Errorf("forward: %w", outcome.ErrNotLeader), code: codes.Unavailable, msg: "NOT applied", reason: ReasonNotApplied},
+		{name: "closed", err: outcome.ErrClosed, code: codes.Unavailable, msg: "NOT applied", reason: ReasonNotApplied},
+		{name: "overloaded", err: outcome.ErrOverloaded, code: codes.ResourceExhausted, msg: "NOT applied", reason: ReasonOverloaded},
+		{name: "unknown outcome", err: outcome.ErrUnknownOutcome, code: codes.Unavailable, msg: OutcomeUnknownPrefix, reason: ReasonOutcomeUnknown, trailer: true},
 		{name: "deadline after proposing", err: context.DeadlineExceeded, code: codes.Unavailable, msg: OutcomeUnknownPrefix, reason: ReasonOutcomeUnknown, trailer: true},
-		{name: "halted", err: shard.ErrHalted, code: codes.Internal, msg: "halted", reason: outcome.ReasonHalted},
+		{name: "halted", err: outcome.ErrHalted, code: codes.Internal, msg: "halted", reason: outcome.ReasonHalted},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -628,14 +627,14 @@ func TestHTTPErrors(t *testing.T) {
 	h := newHarness(t)
 	const body = `{"address":{"actor_type":"counter","entity_id":"c1"},"type":"cmd.counter.add","payload":{"amount":5},"idempotency_key":"k1"}`
 
-	h.be.submit = func(int, actor.Command) (actor.Result, error) { return actor.Result{}, shard.ErrUnknownOutcome }
+	h.be.submit = func(int, actor.Command) (actor.Result, error) { return actor.Result{}, outcome.ErrUnknownOutcome }
 	code, hdr, resp := httpCallHeaders(t, h, "POST", "/v1/submit", tokAlice, body, nil)
 	var e JSONError
 	if code != 503 || json.Unmarshal(resp, &e) != nil || e.Code != "unavailable" || e.Outcome != "unknown" ||
 		!strings.HasPrefix(e.Message, OutcomeUnknownPrefix) || hdr.Get(OutcomeTrailer) != OutcomeUnknown {
 		t.Fatalf("unknown outcome: %d %v %s", code, hdr, resp)
 	}
-	h.be.submit = func(int, actor.Command) (actor.Result, error) { return actor.Result{}, shard.ErrOverloaded }
+	h.be.submit = func(int, actor.Command) (actor.Result, error) { return actor.Result{}, outcome.ErrOverloaded }
 	if code, resp = httpCall(t, h, "POST", "/v1/submit", tokAlice, body); code != 429 || !bytes.Contains(resp, []byte(`"outcome":"not_applied"`)) {
 		t.Fatalf("overloaded: %d %s", code, resp)
 	}
@@ -698,8 +697,8 @@ func TestReadBackendErrors(t *testing.T) {
 		err  error
 		code codes.Code
 	}{
-		{shard.ErrNotLeader, codes.Unavailable},
-		{shard.ErrHalted, codes.Internal},
+		{outcome.ErrNotLeader, codes.Unavailable},
+		{outcome.ErrHalted, codes.Internal},
 		{context.DeadlineExceeded, codes.DeadlineExceeded},
 		{errors.New("disk on fire"), codes.Internal},
 	} {
@@ -718,7 +717,7 @@ func TestHTTPSubmitBatch(t *testing.T) {
 	h := newHarness(t)
 	h.be.submit = func(_ int, cmd actor.Command) (actor.Result, error) {
 		if cmd.IdempotencyKey == "k-unknown" {
-			return actor.Result{}, shard.ErrUnknownOutcome
+			return actor.Result{}, outcome.ErrUnknownOutcome
 		}
 		return actor.Result{CommandID: cmd.ID, Status: actor.StatusAccepted, Version: 1}, nil
 	}

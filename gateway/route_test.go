@@ -9,8 +9,8 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
-	"github.com/rhizon/rhizon/shard"
 )
 
 // hintBackend is a fakeBackend that leads shards 0 and 1 itself and knows n2
@@ -64,7 +64,7 @@ func TestRouteTrailers(t *testing.T) {
 
 	// Errors carry the hint too: a client retries them.
 	be.mu.Lock()
-	be.submit = func(int, actor.Command) (actor.Result, error) { return actor.Result{}, shard.ErrNotLeader }
+	be.submit = func(int, actor.Command) (actor.Result, error) { return actor.Result{}, outcome.ErrNotLeader }
 	be.mu.Unlock()
 	tr = nil
 	if _, err := h.gw.Submit(ctx, counterReq("c1", "k3", `{"amount":1}`), grpc.Trailer(&tr)); err == nil {

@@ -15,8 +15,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
-	"github.com/rhizon/rhizon/shard"
 )
 
 func openStream(t *testing.T, h *harness, token string) pb.Gateway_SubmitStreamClient {
@@ -88,9 +88,9 @@ func TestSubmitStreamAnswersAsSubmit(t *testing.T) {
 		call{name: "conflict", req: good("b"), res: actor.Result{Status: actor.StatusRejected, Reason: actor.ReasonConflict, Code: "version_conflict", Message: "at 4", Version: 4}},
 		call{name: "engine violation", req: good("c"), res: actor.Result{Status: actor.StatusRejected, Reason: actor.ReasonViolation, Message: "may not"}},
 		call{name: "engine invalid", req: good("d"), res: actor.Result{Status: actor.StatusRejected, Reason: actor.ReasonInvalid, Message: "bad field"}},
-		call{name: "not leader", req: good("e"), err: fmt.Errorf("forward: %w", shard.ErrNotLeader)},
-		call{name: "unknown outcome", req: good("f"), err: shard.ErrUnknownOutcome},
-		call{name: "overloaded", req: good("g"), err: shard.ErrOverloaded},
+		call{name: "not leader", req: good("e"), err: fmt.Errorf("forward: %w", outcome.ErrNotLeader)},
+		call{name: "unknown outcome", req: good("f"), err: outcome.ErrUnknownOutcome},
+		call{name: "overloaded", req: good("g"), err: outcome.ErrOverloaded},
 	)
 	st := openStream(t, h, tokAlice)
 	for i, c := range calls {

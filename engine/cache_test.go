@@ -14,14 +14,14 @@ import (
 
 // TestCache_WarmColdAndTinyCacheReplicasAgree applies random command
 // sequences over every built-in actor to three replicas: the default cache,
-// no cache, and a cache of two entries (constant eviction) that also restarts
+// no cache (over memstore), and a cache of two entries (constant eviction) that also restarts
 // (so goes cold) at random entries. Results and state hashes must be
 // byte-identical after every entry: the cache may change only speed.
 func TestCache_WarmColdAndTinyCacheReplicasAgree(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		reps := []*replica{
 			newReplica(t, builtin.Registry()),
-			newReplica(t, builtin.Registry(), engine.WithEntityCache(0, 0)),
+			newMemReplica(t, builtin.Registry(), engine.WithEntityCache(0, 0)),
 			newReplica(t, builtin.Registry(), engine.WithEntityCache(2, 1<<20)),
 		}
 		for _, r := range reps {

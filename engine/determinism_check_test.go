@@ -29,12 +29,13 @@ func TestPromise_Determinism_CodeHasNoNondeterminism(t *testing.T) {
 	pkgs, err := packages.Load(cfg,
 		"github.com/rhizon/rhizon/engine",
 		"github.com/rhizon/rhizon/actor",
-		"github.com/rhizon/rhizon/actor/builtin")
+		"github.com/rhizon/rhizon/actor/builtin",
+		"github.com/rhizon/rhizon/engine/memstore")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pkgs) != 3 {
-		t.Fatalf("loaded %d packages, want 3", len(pkgs))
+	if len(pkgs) != 4 {
+		t.Fatalf("loaded %d packages, want 4", len(pkgs))
 	}
 	for _, p := range pkgs {
 		for _, e := range p.Errors {

@@ -13,6 +13,7 @@ import (
 	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/api/recordv1"
 	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/engine/memstore"
 	"github.com/rhizon/rhizon/storage"
 )
 
@@ -26,12 +27,14 @@ var testStoreOptions = storage.Options{
 	ValueLogFileSize: 4 << 20, GCInterval: -1,
 }
 
-// replica is one engine over a real Badger store in its own directory.
+// replica is one engine over a real Badger store in its own directory, or
+// over an in-memory store (newMemReplica).
 type replica struct {
 	t     testing.TB
 	dir   string
 	db    *storage.DB
 	store *storage.ShardStore
+	mem   *memstore.Store
 	eng   *engine.Engine
 	reg   *actor.Registry
 	opts  []engine.Option
@@ -46,16 +49,35 @@ func newReplica(t testing.TB, reg *actor.Registry, opts ...engine.Option) *repli
 	return r
 }
 
+// newMemReplica is a replica over memstore: property tests compare it with
+// the Badger ones, which checks memstore (replay's scratch store) against the
+// production store, and opens half as many databases.
+func newMemReplica(t testing.TB, reg *actor.Registry, opts ...engine.Option) *replica {
+	t.Helper()
+	r := &replica{t: t, reg: reg, opts: opts, mem: memstore.New()}
+	r.open()
+	return r
+}
+
 // close closes the store now (property tests open many replicas).
 func (r *replica) close() {
 	if !r.done {
 		r.done = true
-		r.db.Close()
+		if r.db != nil {
+			r.db.Close()
+		}
 	}
 }
 
 func (r *replica) open() {
 	r.t.Helper()
+	if r.mem != nil {
+		var err error
+		if r.eng, err = engine.New(7, r.reg, r.mem, r.opts...); err != nil {
+			r.t.Fatal(err)
+		}
+		return
+	}
 	db, err := storage.Open(r.dir, testStoreOptions)
 	if err != nil {
 		r.t.Fatal(err)
@@ -66,9 +88,14 @@ func (r *replica) open() {
 	}
 }
 
-// restart closes and reopens the store, as a process restart would.
+// restart closes and reopens the store, as a process restart would (a
+// memory replica keeps its store and starts a new engine over it).
 func (r *replica) restart() {
 	r.t.Helper()
+	if r.mem != nil {
+		r.open()
+		return
+	}
 	if err := r.db.Close(); err != nil {
 		r.t.Fatal(err)
 	}
@@ -86,6 +113,13 @@ func (r *replica) apply(ent engine.Entry) []actor.Result {
 
 func (r *replica) history(addr actor.Address, rejections bool) []storage.HistoryRecord {
 	r.t.Helper()
+	if r.mem != nil {
+		var out []storage.HistoryRecord
+		for _, h := range r.mem.History(addr, engine.Position{}, 1000, rejections) {
+			out = append(out, storage.HistoryRecord(h))
+		}
+		return out
+	}
 	recs, _, _, err := r.store.History(addr, engine.Position{}, 1000, rejections)
 	if err != nil {
 		r.t.Fatal(err)

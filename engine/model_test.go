@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -10,6 +11,7 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/storage"
 )
 
 // model is a plain-Go description of what the built-in actors and the
@@ -210,15 +212,14 @@ func genCommand(t *rapid.T, n int, sent []modelCmd) modelCmd {
 }
 
 // TestPromise_Determinism_EngineMatchesModelOnTwoReplicas applies random
-// command sequences over every built-in actor to two engines in different
-// directories and checks (1) every result against the model and (2) that both
-// replicas return byte-identical results and reach the same state hash after
-// every entry.
+// command sequences over every built-in actor to two engines, one over Badger
+// and one over memstore, and checks (1) every result against the model, (2)
+// that both replicas return byte-identical results and reach the same state
+// hash after every entry and (3) that they hold the same history.
 func TestPromise_Determinism_EngineMatchesModelOnTwoReplicas(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
-		a, b := newReplica(t, builtin.Registry()), newReplica(t, builtin.Registry())
+		a, b := newReplica(t, builtin.Registry()), newMemReplica(t, builtin.Registry())
 		defer a.close()
-		defer b.close()
 		m := &model{ents: map[string]*modelEntity{}, results: map[string]outcome{}}
 		var locks []actor.Address
 		for i := range 3 {
@@ -249,6 +250,14 @@ func TestPromise_Determinism_EngineMatchesModelOnTwoReplicas(t *testing.T) {
 			}
 			if a.eng.Meta() != b.eng.Meta() {
 				rt.Fatalf("entry %d: state hashes differ", idx)
+			}
+			for _, c := range cmds {
+				ha, hb := a.history(c.cmd.Address, true), b.history(c.cmd.Address, true)
+				if !slices.EqualFunc(ha, hb, func(x, y storage.HistoryRecord) bool {
+					return x.Pos == y.Pos && x.Kind == y.Kind && bytes.Equal(x.Data, y.Data)
+				}) {
+					rt.Fatalf("entry %d: history of %s differs:\nbadger %v\nmemory %v", idx, c.cmd.Address, ha, hb)
+				}
 			}
 			m.fireTimers(at, locks)
 			for i, c := range cmds {

@@ -1,0 +1,233 @@
+// Package memstore is an engine.Store held in memory: the scratch store of a
+// replay (re-execute recorded entries and compare what they produce, without
+// a data directory) and of tests that need an engine and not Badger.
+//
+// It keeps the Store contract the Badger store keeps: a batch's writes land
+// all together at Commit, in the order they were made, and reads see only
+// committed batches. The engine computes the state hash over its writes, not
+// the store, so an engine over a Store and one over the Badger store reach
+// the same hash from the same entries; engine's tests check that they do.
+package memstore
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"strings"
+
+	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/engine"
+)
+
+// Record is one history record of an entity.
+type Record struct {
+	Pos  engine.Position
+	Kind engine.HistoryKind
+	Data []byte
+}
+
+// OutboxRow is one row the relay has not yet been told to delete.
+type OutboxRow struct {
+	Pos  engine.Position
+	Data []byte
+}
+
+// Store is an in-memory engine.Store. Like the engine, it is not safe for
+// concurrent use.
+type Store struct {
+	ents    map[string]engine.Entity
+	results map[string][]byte
+	timers  map[string]engine.Timer // by address key + name
+	history map[string][]Record     // by address key, in position order
+	outbox  []OutboxRow             // in position order
+	meta    engine.Meta
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{
+		ents: map[string]engine.Entity{}, results: map[string][]byte{},
+		timers: map[string]engine.Timer{}, history: map[string][]Record{},
+	}
+}
+
+var _ engine.Store = (*Store)(nil)
+
+func resultKey(a actor.Address, key string) string { return string(a.Key()) + "\x00" + key }
+func timerKey(a actor.Address, name string) string { return string(a.Key()) + name }
+
+// Entity returns a copy of the entity's record.
+func (s *Store) Entity(a actor.Address) (engine.Entity, error) {
+	e := s.ents[string(a.Key())]
+	return engine.Entity{Version: e.Version, State: bytes.Clone(e.State)}, nil
+}
+
+// Result returns the stored result of (a, key).
+func (s *Store) Result(a actor.Address, key string) ([]byte, bool, error) {
+	r, ok := s.results[resultKey(a, key)]
+	return bytes.Clone(r), ok, nil
+}
+
+// Timer returns the entity's timer name.
+func (s *Store) Timer(a actor.Address, name string) (engine.Timer, bool, error) {
+	t, ok := s.timers[timerKey(a, name)]
+	return t, ok, nil
+}
+
+// DueTimers returns up to limit timers due at or before upTo in the Badger
+// store's order: due time, then the address key and name bytes.
+func (s *Store) DueTimers(upTo int64, limit int) ([]engine.Timer, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var due []engine.Timer
+	for _, t := range s.timers { //rhizon:deterministic sorted below
+		if t.At <= upTo {
+			due = append(due, t)
+		}
+	}
+	slices.SortFunc(due, func(a, b engine.Timer) int {
+		if a.At != b.At {
+			if a.At < b.At {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(timerKey(a.Address, a.Name), timerKey(b.Address, b.Name))
+	})
+	if len(due) > limit {
+		due = due[:limit]
+	}
+	return due, nil
+}
+
+// Meta returns the applied position and state hash.
+func (s *Store) Meta() (engine.Meta, error) { return s.meta, nil }
+
+// NewBatch starts an atomic write.
+func (s *Store) NewBatch() engine.Batch { return &batch{s: s} }
+
+// History returns the entity's records after the position, oldest first, at
+// most limit of them (all when limit <= 0); rejections only when asked.
+func (s *Store) History(a actor.Address, after engine.Position, limit int, rejections bool) []Record {
+	var out []Record
+	for _, r := range s.history[string(a.Key())] {
+		if !r.Pos.After(after) || (!rejections && r.Kind == engine.HistoryRejection) {
+			continue
+		}
+		out = append(out, Record{Pos: r.Pos, Kind: r.Kind, Data: bytes.Clone(r.Data)})
+		if limit > 0 && len(out) == limit {
+			break
+		}
+	}
+	return out
+}
+
+// Outbox returns the rows not yet deleted, in position order.
+func (s *Store) Outbox() []OutboxRow { return slices.Clone(s.outbox) }
+
+// batch records the writes as operations, applied in order at Commit.
+type batch struct {
+	s    *Store
+	ops  []func(*Store)
+	done bool
+}
+
+func (b *batch) add(op func(*Store)) { b.ops = append(b.ops, op) }
+
+func (b *batch) PutEntity(a actor.Address, e engine.Entity) {
+	k, e := string(a.Key()), engine.Entity{Version: e.Version, State: bytes.Clone(e.State)}
+	b.add(func(s *Store) { s.ents[k] = e })
+}
+
+func (b *batch) AppendHistory(a actor.Address, pos engine.Position, kind engine.HistoryKind, data []byte) {
+	k := string(a.Key())
+	b.add(func(s *Store) {
+		h := s.history[k]
+		i, found := slices.BinarySearchFunc(h, pos, cmpPos)
+		if found {
+			h[i] = Record{Pos: pos, Kind: kind, Data: data}
+			return
+		}
+		s.history[k] = slices.Insert(h, i, Record{Pos: pos, Kind: kind, Data: data})
+	})
+}
+
+func (b *batch) DeleteHistory(a actor.Address, pos engine.Position) {
+	k := string(a.Key())
+	b.add(func(s *Store) {
+		h := s.history[k]
+		if i, found := slices.BinarySearchFunc(h, pos, cmpPos); found {
+			s.history[k] = slices.Delete(h, i, i+1)
+		}
+	})
+}
+
+func (b *batch) PutResult(a actor.Address, key string, data []byte) {
+	k := resultKey(a, key)
+	b.add(func(s *Store) { s.results[k] = data })
+}
+
+func (b *batch) PutOutbox(pos engine.Position, data []byte) {
+	b.add(func(s *Store) {
+		i, found := slices.BinarySearchFunc(s.outbox, pos, cmpRow)
+		if found {
+			s.outbox[i].Data = data
+			return
+		}
+		s.outbox = slices.Insert(s.outbox, i, OutboxRow{Pos: pos, Data: data})
+	})
+}
+
+func (b *batch) DeleteOutbox(_, upTo engine.Position) {
+	b.add(func(s *Store) {
+		i, found := slices.BinarySearchFunc(s.outbox, upTo, cmpRow)
+		if found {
+			i++
+		}
+		s.outbox = slices.Delete(s.outbox, 0, i)
+	})
+}
+
+func (b *batch) PutTimer(t engine.Timer) {
+	k := timerKey(t.Address, t.Name)
+	t.Payload = bytes.Clone(t.Payload)
+	b.add(func(s *Store) { s.timers[k] = t })
+}
+
+func (b *batch) DeleteTimer(t engine.Timer) {
+	k := timerKey(t.Address, t.Name)
+	b.add(func(s *Store) { delete(s.timers, k) })
+}
+
+func (b *batch) SetMeta(m engine.Meta) { b.add(func(s *Store) { s.meta = m }) }
+
+// errDone: a batch is committed or discarded once.
+var errDone = errors.New("memstore: batch already committed or discarded")
+
+func (b *batch) Commit() error {
+	if b.done {
+		return errDone
+	}
+	b.done = true
+	for _, op := range b.ops {
+		op(b.s)
+	}
+	b.ops = nil
+	return nil
+}
+
+func (b *batch) Discard() { b.done, b.ops = true, nil }
+
+func cmpPos(r Record, p engine.Position) int    { return comparePos(r.Pos, p) }
+func cmpRow(r OutboxRow, p engine.Position) int { return comparePos(r.Pos, p) }
+
+func comparePos(a, b engine.Position) int {
+	switch {
+	case b.After(a):
+		return -1
+	case a.After(b):
+		return 1
+	}
+	return 0
+}

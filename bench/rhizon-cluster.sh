@@ -75,9 +75,14 @@ rhizon_cluster_start() {
 	mkdir -p "$dir"
 	token=bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 	secret=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-	# One token, a service of the bench tenant (any workspace).
+	RHIZON_CLUSTER_OPS_TOKEN=ops-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+	# The load's token, a service of the bench tenant (any workspace), and
+	# an operator's: a tenant's status hides voters and indexes, which the
+	# readiness check below reads.
 	cat >"$dir/tokens.json" <<JSON
 {"tokens":[{"token":"$token","principal":{"id":"bench","type":"service"},
+            "scopes":[{"tenant":"bench","workspace":"*"}]},
+           {"token":"$RHIZON_CLUSTER_OPS_TOKEN","role":"admin","principal":{"id":"ops","type":"user"},
             "scopes":[{"tenant":"bench","workspace":"*"}]}]}
 JSON
 	local tlsargs=() natstls=()
@@ -151,7 +156,7 @@ JSON
 			fi
 		done
 		if [[ $(grep -l 'is ready' "$dir"/n?.log 2>/dev/null | wc -l) -eq 3 ]]; then
-			status=$("$bin" status --addr "${grpc[0]}" --token "$token" 2>&1 || true)
+			status=$("$bin" status --addr "${grpc[0]}" --token "$RHIZON_CLUSTER_OPS_TOKEN" 2>&1 || true)
 			if rhizon_cluster_status_ok "$shards" <<<"$status"; then
 				break
 			fi

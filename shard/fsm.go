@@ -55,21 +55,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 	_, span := f.s.tracer.Start(context.Background(), "shard.apply")
 	defer span.End()
 
-	var le recordv1.LogEntry
-	ent := engine.Entry{Index: l.Index}
-	if err := proto.Unmarshal(l.Data, &le); err != nil {
-		// Every replica sees the same bytes and fails the same way: apply it
-		// as an empty entry so the index still advances in step.
+	ent, err := DecodeEntry(l.Index, l.Data)
+	if err != nil {
 		f.log.Error("undecodable log entry; applying it as empty", "index", l.Index, "err", err)
-	} else {
-		ent.At = le.At
-		if r := le.Relayed; r != nil {
-			ent.Relayed = engine.Position{Index: r.Index, Ordinal: r.Ordinal}
-		}
-		ent.Commands = make([]actor.Command, len(le.Commands))
-		for i, c := range le.Commands {
-			ent.Commands[i] = c.ToActor()
-		}
 	}
 	out, err := f.eng.Apply(&ent)
 	if err != nil {
@@ -137,3 +125,24 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *fsmSnapshot) Release() { s.snap.Release() }
+
+// DecodeEntry decodes the command log entry at index as every replica (and a
+// replay) applies it. Undecodable bytes give an empty entry and the error:
+// every replica sees the same bytes and fails the same way, so applying it as
+// empty keeps the index advancing in step.
+func DecodeEntry(index uint64, data []byte) (engine.Entry, error) {
+	var le recordv1.LogEntry
+	ent := engine.Entry{Index: index}
+	if err := proto.Unmarshal(data, &le); err != nil {
+		return ent, err
+	}
+	ent.At = le.At
+	if r := le.Relayed; r != nil {
+		ent.Relayed = engine.Position{Index: r.Index, Ordinal: r.Ordinal}
+	}
+	ent.Commands = make([]actor.Command, len(le.Commands))
+	for i, c := range le.Commands {
+		ent.Commands[i] = c.ToActor()
+	}
+	return ent, nil
+}

@@ -35,6 +35,7 @@ type replica struct {
 	db    *storage.DB
 	store *storage.ShardStore
 	mem   *memstore.Store
+	fired int // timers the last entry fired
 	eng   *engine.Engine
 	reg   *actor.Registry
 	opts  []engine.Option
@@ -108,6 +109,7 @@ func (r *replica) apply(ent engine.Entry) []actor.Result {
 	if err != nil {
 		r.t.Fatalf("apply %d: %v", ent.Index, err)
 	}
+	r.fired = out.TimersFired
 	return out.Results
 }
 

@@ -217,3 +217,15 @@ func TestUnknownProtocolIsAClearError(t *testing.T) {
 		t.Fatalf("err = %v, want one naming the bad protocol and the supported ones", err)
 	}
 }
+
+// An endpoint variable without a scheme would be dropped by the exporter
+// (which then sends to localhost): refuse it, saying what to write.
+func TestSchemelessEnvEndpointIsAClearError(t *testing.T) {
+	keepGlobals(t)
+	clearOTELEnv(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317")
+	_, err := Setup(context.Background(), Config{ServiceName: "rhizon", NodeID: "n1"})
+	if err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_ENDPOINT") || !strings.Contains(err.Error(), "http://host:port") {
+		t.Fatalf("err = %v, want one naming the variable and the URL form", err)
+	}
+}

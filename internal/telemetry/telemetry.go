@@ -78,7 +78,12 @@ func resolve(name, flag string) (signal, bool, error) {
 	s := signal{name: name, endpoint: flag, from: "--otlp-endpoint"}
 	if flag == "" {
 		for _, k := range []string{"OTEL_EXPORTER_OTLP_" + up + "_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
-			if os.Getenv(k) != "" {
+			if v := os.Getenv(k); v != "" {
+				// The exporters silently fall back to localhost for a
+				// value that does not parse as a URL (127.0.0.1:4317).
+				if !isURL(v) {
+					return signal{}, false, fmt.Errorf("telemetry: %s=%q: give a URL: http://host:port (plaintext) or https://host:port (TLS)", k, v)
+				}
 				s.from = k
 				break
 			}

@@ -38,7 +38,7 @@ func TestResultAttributes(t *testing.T) {
 	get := func(r actor.Result) map[string]string {
 		m := map[string]string{}
 		for _, kv := range Result(&r) {
-			m[string(kv.Key)] = kv.Value.Emit()
+			m[string(kv.Key)] = kv.Value.String()
 		}
 		return m
 	}

@@ -97,7 +97,8 @@ func (f *fsm) Apply(l *raft.Log) any {
 // command carries in the log entry (the submitting gateway's or ingress
 // consumer's span), linked to the entry's "shard.apply" span, which links
 // back to it. Every replica records its own. A command without a
-// traceparent (or a replay after restart, which has no results) gets none.
+// sampled traceparent (or a replay after restart, which has no results)
+// gets none.
 func (f *fsm) traceCommands(entry trace.Span, start time.Time, ent *engine.Entry, results []actor.Result) {
 	if len(results) != len(ent.Commands) {
 		return
@@ -107,7 +108,9 @@ func (f *fsm) traceCommands(entry trace.Span, start time.Time, ent *engine.Entry
 	for i := range ent.Commands {
 		c := &ent.Commands[i]
 		parent := tracectx.Parse(c.TraceParent)
-		if !parent.IsValid() {
+		if !parent.IsSampled() {
+			// The default samplers (parent-based) would record nothing
+			// under it: skip the span's cost on every command.
 			continue
 		}
 		entry.AddLink(trace.Link{SpanContext: parent})

@@ -31,7 +31,8 @@ func Parse(tp string) trace.SpanContext {
 	if len(tp) == 55 && tp[:3] == "00-" && tp[35] == '-' && tp[52] == '-' {
 		tid, err1 := trace.TraceIDFromHex(tp[3:35])
 		sid, err2 := trace.SpanIDFromHex(tp[36:52])
-		flags, err3 := hex.DecodeString(tp[53:])
+		var flags [1]byte
+		_, err3 := hex.Decode(flags[:], []byte(tp[53:]))
 		if err1 == nil && err2 == nil && err3 == nil {
 			return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid,
 				TraceFlags: trace.TraceFlags(flags[0]) & trace.FlagsSampled, Remote: true})

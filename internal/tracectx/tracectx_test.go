@@ -59,3 +59,12 @@ func TestResultAttributes(t *testing.T) {
 		}
 	}
 }
+
+// Parse runs for every command on every replica: the common shape must not
+// allocate.
+func TestParseDoesNotAllocate(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	if n := testing.AllocsPerRun(100, func() { _ = Parse(tp) }); n != 0 {
+		t.Fatalf("Parse allocates %v times per call", n)
+	}
+}

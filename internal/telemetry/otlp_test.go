@@ -229,3 +229,33 @@ func TestSchemelessEnvEndpointIsAClearError(t *testing.T) {
 		t.Fatalf("err = %v, want one naming the variable and the URL form", err)
 	}
 }
+
+// A flag given as an https:// URL is TLS (trusting OTEL_EXPORTER_OTLP_
+// CERTIFICATE); with http/protobuf the signal paths are added to it.
+func TestFlagURLFollowsSchemeAndProtocol(t *testing.T) {
+	for _, proto := range []string{ProtocolGRPC, ProtocolHTTP} {
+		t.Run(strings.ReplaceAll(proto, "/", "-"), func(t *testing.T) {
+			keepGlobals(t)
+			clearOTELEnv(t)
+			certs := testcerts.Write(t)
+			r := otlptest.Start(t, testcerts.Config(t, certs, certs.CA))
+			t.Setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", certs.CA)
+			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", proto)
+			flag := "https://" + r.GRPCAddr
+			if proto == ProtocolHTTP {
+				flag = r.HTTPURL
+			}
+			tel, err := Setup(context.Background(), Config{ServiceName: "rhizon", NodeID: "n1", OTLPEndpoint: flag})
+			if err != nil {
+				t.Fatal(err)
+			}
+			emit(t, tel)
+			if _, ok := spanNamed(r, "test.span"); !ok {
+				t.Errorf("no span reached the TLS receiver at %s", flag)
+			}
+			if !slices.Contains(r.Metrics(), "test.counter") {
+				t.Errorf("no metric reached the TLS receiver at %s", flag)
+			}
+		})
+	}
+}

@@ -15,15 +15,22 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/api/stream"
+	"github.com/rhizon/rhizon/internal/tracectx"
 	"github.com/rhizon/rhizon/relay"
 	"github.com/rhizon/rhizon/shard"
 )
+
+var tracer = otel.Tracer("github.com/rhizon/rhizon/ingress")
 
 // lanes is how many messages of one shard are in flight at once. Messages
 // of one entity share a lane, so they are proposed in the order they were
@@ -225,11 +232,32 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		w.m.metrics.redelivered(ctx, w.sh.ID())
 	}
 	cmd, perm, retry := w.decode(msg, md)
+	// The consumer span continues the producer's trace: the message's
+	// traceparent header, else the command's own field. The command then
+	// carries this span's context into the log, so its apply is a child.
+	parent := tracectx.Parse(tracectx.FromNATS(msg.Headers()))
+	if !parent.IsValid() {
+		parent = tracectx.Parse(cmd.TraceParent)
+	}
+	ctx, span := tracer.Start(trace.ContextWithRemoteSpanContext(ctx, parent), "ingress.consume",
+		trace.WithSpanKind(trace.SpanKindConsumer))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", msg.Subject()),
+			attribute.Int64("messaging.nats.stream_sequence", int64(md.Sequence.Stream)), attribute.Int64("messaging.nats.delivered", int64(md.NumDelivered)),
+			tracectx.KeyShard.Int64(int64(w.sh.ID())))
+		span.SetAttributes(tracectx.Command(&cmd)...)
+	}
+	if tp := tracectx.Format(span.SpanContext()); tp != "" {
+		cmd.TraceParent = tp
+	}
 	if perm != "" {
+		span.SetStatus(codes.Error, perm)
 		w.dead(ctx, msg, md, "rejected", perm)
 		return
 	}
 	if retry != "" {
+		span.SetStatus(codes.Error, retry)
 		if int(md.NumDelivered) >= w.m.cfg.MaxDeliver {
 			w.dead(ctx, msg, md, "poison", fmt.Sprintf("%s (after %d deliveries)", retry, md.NumDelivered))
 			return
@@ -271,6 +299,9 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		case err == nil:
 			failpoint("ingress-after-commit")
 			w.m.metrics.applied(ctx, w.sh.ID(), &res)
+			if span.IsRecording() {
+				span.SetAttributes(tracectx.Result(&res)...)
+			}
 			_ = msg.Ack()
 			return
 		case errors.Is(err, shard.ErrNotLeader), errors.Is(err, shard.ErrClosed), ctx.Err() != nil:

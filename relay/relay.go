@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
@@ -155,6 +156,7 @@ type outMsg struct {
 	msg   *nats.Msg
 	id    string
 	event bool
+	span  trace.Span // the publication's span, when its trace is sampled
 }
 
 // Atomic batches of events are cut at this many messages or bytes, well
@@ -173,8 +175,9 @@ const (
 // after a leader change) is published message by message, where duplicates
 // are dropped one by one. Commands, and every row without atomic batches,
 // go in waves (see publishWaves).
-func (r *Relay) publish(ctx context.Context, rows []storage.OutboxRow) error {
+func (r *Relay) publish(ctx context.Context, rows []storage.OutboxRow) (err error) {
 	pending := make([]outMsg, 0, len(rows))
+	defer func() { endSpans(pending, err) }()
 	for _, row := range rows {
 		om, err := r.outMsg(row)
 		if err != nil {
@@ -332,7 +335,9 @@ func (r *Relay) outMsg(row storage.OutboxRow) (outMsg, error) {
 		m := nats.NewMsg(stream.EventSubject(addr))
 		m.Data = body
 		m.Header.Set("Rhizon-Event-Type", ev.Type)
-		return outMsg{key: "e" + string(addr.Key()), msg: m, id: ev.Id, event: true}, nil
+		om := outMsg{key: "e" + string(addr.Key()), msg: m, id: ev.Id, event: true}
+		r.trace(&om, ev.Traceparent, "event")
+		return om, nil
 	case engine.OutboxCommand:
 		var c pb.Command
 		if err := proto.Unmarshal(body, &c); err != nil {
@@ -342,7 +347,9 @@ func (r *Relay) outMsg(row storage.OutboxRow) (outMsg, error) {
 		m := nats.NewMsg(stream.IngressSubject(r.cfg.ShardOf(addr)))
 		m.Data = body
 		m.Header.Set(stream.HeaderSignature, r.cfg.Sign(body))
-		return outMsg{key: "c" + string(addr.Key()), msg: m, id: r.cfg.MsgID(addr, c.IdempotencyKey)}, nil
+		om := outMsg{key: "c" + string(addr.Key()), msg: m, id: r.cfg.MsgID(addr, c.IdempotencyKey)}
+		r.trace(&om, c.Traceparent, "command")
+		return om, nil
 	}
 	return outMsg{}, fmt.Errorf("unknown row kind %q", row.Data[0])
 }

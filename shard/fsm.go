@@ -7,14 +7,17 @@ import (
 	"io"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/api/recordv1"
 	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/internal/tracectx"
 	"github.com/rhizon/rhizon/storage"
 )
 
@@ -52,6 +55,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if f.halted.Load() {
 		return &applyResponse{err: ErrHalted}
 	}
+	start := time.Now()
 	_, span := f.s.tracer.Start(context.Background(), "shard.apply")
 	defer span.End()
 
@@ -71,8 +75,42 @@ func (f *fsm) Apply(l *raft.Log) any {
 	f.s.notifyApplied()
 	f.s.wakeRelay()
 	span.SetAttributes(attribute.Int64("raft.index", int64(l.Index)), attribute.Int("commands", len(ent.Commands)))
+	f.traceCommands(span, start, &ent, out.Results)
 	f.s.metrics.applied(out)
 	return &applyResponse{results: out.Results}
+}
+
+// traceCommands puts each command's decision into the trace of the request
+// that submitted it: an "engine.apply" span, child of the traceparent the
+// command carries in the log entry (the submitting gateway's or ingress
+// consumer's span), linked to the entry's "shard.apply" span, which links
+// back to it. Every replica records its own. A command without a
+// sampled traceparent (or a replay after restart, which has no results)
+// gets none.
+func (f *fsm) traceCommands(entry trace.Span, start time.Time, ent *engine.Entry, results []actor.Result) {
+	if len(results) != len(ent.Commands) {
+		return
+	}
+	entryLink := trace.Link{SpanContext: entry.SpanContext()}
+	shardAttr := tracectx.KeyShard.Int64(int64(f.s.id))
+	for i := range ent.Commands {
+		c := &ent.Commands[i]
+		parent := tracectx.Parse(c.TraceParent)
+		if !parent.IsSampled() {
+			// The default samplers (parent-based) would record nothing
+			// under it: skip the span's cost on every command.
+			continue
+		}
+		entry.AddLink(trace.Link{SpanContext: parent})
+		_, sp := f.s.tracer.Start(trace.ContextWithRemoteSpanContext(context.Background(), parent), "engine.apply",
+			trace.WithTimestamp(start), trace.WithLinks(entryLink))
+		if sp.IsRecording() {
+			sp.SetAttributes(tracectx.Command(c)...)
+			sp.SetAttributes(tracectx.Result(&results[i])...)
+			sp.SetAttributes(shardAttr, attribute.Int64("raft.index", int64(ent.Index)))
+		}
+		sp.End()
+	}
 }
 
 // Snapshot makes the store durable up to the applied index (so Raft may

@@ -14,6 +14,7 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/api/recordv1"
 	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/internal/tracectx"
 )
 
 // request states: a request is taken by the proposer or cancelled by its
@@ -47,6 +48,10 @@ func (r *request) finish(o outcome) { r.done <- o }
 func (s *Shard) Submit(ctx context.Context, cmd actor.Command) (actor.Result, error) {
 	ctx, span := s.tracer.Start(ctx, "shard.submit")
 	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(tracectx.Command(&cmd)...)
+		span.SetAttributes(tracectx.KeyShard.Int64(int64(s.id)))
+	}
 	start := time.Now()
 	if s.raft.State() != raft.Leader {
 		return actor.Result{}, ErrNotLeader
@@ -62,6 +67,9 @@ func (s *Shard) Submit(ctx context.Context, cmd actor.Command) (actor.Result, er
 	select {
 	case o := <-r.done:
 		s.metrics.submitted(ctx, time.Since(start), o.err)
+		if o.err == nil && span.IsRecording() {
+			span.SetAttributes(tracectx.Result(&o.res)...)
+		}
 		return o.res, o.err
 	case <-ctx.Done():
 		if r.state.CompareAndSwap(reqQueued, reqCancelled) {

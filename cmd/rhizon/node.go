@@ -114,7 +114,7 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 		"replicas of the RHIZON_EVENTS stream (0: as --stream-replicas); it is a projection of the shards' histories")
 	fs.DurationVar(&f.dupWindow, "nats-duplicate-window", ingress.DefaultDuplicateWindow,
 		"how long JetStream remembers message ids (relayed events and commands, SubmitAsync keys); each id held costs memory on every NATS server")
-	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP/gRPC endpoint (host:port) for traces")
+	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP endpoint for traces and metrics: host:port (plaintext gRPC) or a URL (https:// for TLS); overrides OTEL_EXPORTER_OTLP_*ENDPOINT (see README Operations)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.config, "config", "", "YAML file with flag values (flags and RHIZON_* variables win)")
 	fs.Uint64Var(&f.snapshotAt, "snapshot-threshold", 8192, "raft entries between snapshots of a shard")
@@ -268,6 +268,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		return err
 	}
 	defer func() { _ = tel.Shutdown(context.Background()) }()
+	log.Info("telemetry", "export", tel.Summary)
 
 	var devToken string
 	if dev && f.tokenFile == "" {

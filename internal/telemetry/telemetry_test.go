@@ -12,12 +12,8 @@ import (
 // span context valid (commands carry it as their traceparent) and honours a
 // caller that sampled.
 func TestWithoutExporterOnlyCallerSampledSpansRecord(t *testing.T) {
-	prevTP, prevMP, prevProp := otel.GetTracerProvider(), otel.GetMeterProvider(), otel.GetTextMapPropagator()
-	t.Cleanup(func() {
-		otel.SetTracerProvider(prevTP)
-		otel.SetMeterProvider(prevMP)
-		otel.SetTextMapPropagator(prevProp)
-	})
+	keepGlobals(t)
+	clearOTELEnv(t) // a host's OTEL_* variables would configure an exporter
 	tel, err := Setup(context.Background(), Config{ServiceName: "rhizon-test", NodeID: "n1"})
 	if err != nil {
 		t.Fatal(err)

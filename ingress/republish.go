@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/relay"
@@ -109,5 +110,8 @@ func (m *Manager) RepublishRange(ctx context.Context, shard uint32, from, to eng
 
 // successorOf is the smallest position after p.
 func successorOf(p engine.Position) engine.Position {
+	if p.Ordinal == math.MaxUint32 {
+		return engine.Position{Index: p.Index + 1}
+	}
 	return engine.Position{Index: p.Index, Ordinal: p.Ordinal + 1}
 }

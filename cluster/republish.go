@@ -32,7 +32,9 @@ var ErrNotLeading = errors.New("cluster: this node does not lead the shard")
 
 // republisherBox holds the node's EventsRepublisher: it starts after the
 // node (it needs the node's shards), so it is set later, once.
-type republisherBox struct{ v atomic.Pointer[EventsRepublisher] }
+type republisherBox struct {
+	v atomic.Pointer[EventsRepublisher]
+}
 
 // SetRepublisher makes r serve the RepublishEvents calls that reach this
 // node as the shard's leader. Without one (a node without NATS), they
@@ -56,9 +58,11 @@ func (n *Node) RepublishEvents(ctx context.Context, req *pb.RepublishEventsReque
 			to.GetIndex(), to.GetOrdinal(), req.GetFrom().GetIndex(), req.GetFrom().GetOrdinal())
 	}
 	rt := n.router
-	ctx, cancel := context.WithTimeout(ctx, routeTimeout)
-	defer cancel()
-	var last error = shard.ErrNotLeader
+	// routeTimeout bounds the search for the leader, not the republish
+	// itself (a scan of the shard's history): the caller's deadline does.
+	deadline := time.Now().Add(routeTimeout)
+	last := shard.ErrNotLeader
+	var leaderErr error // the leader's last Unavailable answer, if any
 	backoff := 5 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		if l := rt.replicas.get(id); l != nil && l.IsLeader() {
@@ -81,8 +85,12 @@ func (n *Node) RepublishEvents(ctx context.Context, req *pb.RepublishEventsReque
 				// A routing miss or the transport (retried, like a leader's
 				// transient JetStream failure: republishing is idempotent),
 				// else the leader's own answer (bad input, no NATS).
-				if st := status.Convert(err); !isNotLeading(st) && st.Code() != codes.Unavailable {
+				st := status.Convert(err)
+				if !isNotLeading(st) && st.Code() != codes.Unavailable {
 					return nil, err
+				}
+				if st.Code() == codes.Unavailable && strings.HasPrefix(st.Message(), republishFailedMsg) {
+					leaderErr = err
 				}
 				fe := classify(err, tr)
 				if fe.leader != "" {
@@ -91,9 +99,17 @@ func (n *Node) RepublishEvents(ctx context.Context, req *pb.RepublishEventsReque
 				last = fe.err
 			}
 		}
+		if time.Now().After(deadline) && leaderErr != nil {
+			return nil, leaderErr
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("republish shard %d: %w (last: %v)", id, err, last)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: republish shard %d: %v", shard.ErrNotLeader, id, last)
+		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: republish shard %d: %v", shard.ErrNotLeader, id, last)
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 200*time.Millisecond)
@@ -103,6 +119,10 @@ func (n *Node) RepublishEvents(ctx context.Context, req *pb.RepublishEventsReque
 // notLeadingMsg marks the FailedPrecondition a node answers when it does not
 // lead the shard, as against one for a node without NATS.
 const notLeadingMsg = "does not lead shard"
+
+// republishFailedMsg starts the Unavailable a leader answers when the
+// republish itself failed (JetStream unreachable, say).
+const republishFailedMsg = "republishing events of shard"
 
 func isNotLeading(st *status.Status) bool {
 	return st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), notLeadingMsg)
@@ -124,7 +144,7 @@ func (n *Node) republishLocal(ctx context.Context, req *pb.RepublishEventsReques
 		if errors.Is(err, ErrNotLeading) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, err
 		}
-		return nil, status.Errorf(codes.Unavailable, "republish shard %d on node %s: %v", req.GetShard(), n.cfg.NodeID, err)
+		return nil, status.Errorf(codes.Unavailable, "%s %d on node %s: %v", republishFailedMsg, req.GetShard(), n.cfg.NodeID, err)
 	}
 	out := &pb.RepublishEventsResponse{
 		Shard: req.GetShard(), Republished: uint64(k), Done: done, NodeId: n.cfg.NodeID,

@@ -243,6 +243,9 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		return &exitErr{exitUsage, err}
 	}
 	slog.SetDefault(log)
+	if f.eventsFsync != ingress.EventsSyncAsync && f.eventsFsync != ingress.EventsSyncAlways {
+		return &exitErr{exitUsage, fmt.Errorf("--events-fsync %q: use %s or %s", f.eventsFsync, ingress.EventsSyncAsync, ingress.EventsSyncAlways)}
+	}
 	srvTLS, err := serverTLS(f.tlsCert, f.tlsKey, f.tlsCA)
 	if err != nil {
 		return &exitErr{exitUsage, err}
@@ -702,4 +705,3 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 	}
 	return m, nc, nil
 }
-

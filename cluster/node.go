@@ -185,9 +185,11 @@ type Node struct {
 	metrics    metric.Registration
 	peers      *peerPool
 	draining   atomic.Bool
-	stop       chan struct{}
-	wg         sync.WaitGroup
-	closeMu    sync.Once
+	// republisher serves RepublishEvents once the ingress runs (SetRepublisher).
+	republisher republisherBox
+	stop        chan struct{}
+	wg          sync.WaitGroup
+	closeMu     sync.Once
 }
 
 // Open opens (or creates) the node's data directory, starts the Raft

@@ -47,7 +47,7 @@ func ServerOptions() []grpc.ServerOption {
 	}
 }
 
-// RegisterGRPC registers the Gateway service, the standard health service
+// RegisterGRPC registers the Gateway and Admin services, the standard health service
 // and server reflection on gs. Health and reflection need no token (the
 // Gateway methods authenticate themselves; there is no interceptor).
 //
@@ -56,6 +56,7 @@ func ServerOptions() []grpc.ServerOption {
 // taken now; call WatchHealth to keep it current, and Shutdown to drain.
 func (s *Server) RegisterGRPC(gs *grpc.Server) {
 	pb.RegisterGatewayServer(gs, s)
+	pb.RegisterAdminServer(gs, adminServer{s: s})
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -46,6 +46,9 @@ type Config struct {
 	// a projection of the shards' histories, so fewer replicas cost only
 	// availability of the stream, never an acknowledged command.
 	EventsReplicas int
+	// EventsSync is how RHIZON_EVENTS persists events: EventsSyncAsync
+	// (the default, "") or EventsSyncAlways. See EventsSyncAsync.
+	EventsSync string
 	// ShardOf maps an address to its shard; Shards lists this node's
 	// replicas (the manager runs a consumer and a relay for those it leads).
 	ShardOf func(actor.Address) uint32
@@ -107,6 +110,21 @@ type Config struct {
 	Logger       *slog.Logger
 }
 
+// The values of Config.EventsSync.
+const (
+	// EventsSyncAsync asks no fsync per event where nats-server lets a
+	// stream choose: a one-replica RHIZON_EVENTS gets JetStream's async
+	// persist mode (events are acknowledged before they are written out;
+	// the server flushes them in the background and syncs them on its
+	// sync interval). A replicated stream cannot choose: its Raft log
+	// syncs as the server-wide setting says (the embedded servers sync
+	// every write, for RHIZON_INGRESS's sake). Events lost with a crashed
+	// server are rebuilt from the shards' histories (RepublishRange).
+	EventsSyncAsync = "async"
+	// EventsSyncAlways persists RHIZON_EVENTS as every other stream.
+	EventsSyncAlways = "always"
+)
+
 // Stream limits by default. A command is at most stream.MaxCommandBytes.
 const (
 	DefaultIngressMaxBytes = 1 << 30
@@ -124,6 +142,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.EventsReplicas <= 0 {
 		c.EventsReplicas = c.Replicas
+	}
+	if c.EventsSync == "" {
+		c.EventsSync = EventsSyncAsync
 	}
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 5
@@ -193,6 +214,9 @@ type Manager struct {
 // elects its leaders) and starts following leadership.
 func Start(cfg Config) (*Manager, error) {
 	cfg.setDefaults()
+	if cfg.EventsSync != EventsSyncAsync && cfg.EventsSync != EventsSyncAlways {
+		return nil, fmt.Errorf("ingress: events sync %q is not one of %s, %s", cfg.EventsSync, EventsSyncAsync, EventsSyncAlways)
+	}
 	if cfg.Conn == nil || cfg.ShardOf == nil || cfg.Shards == nil || cfg.ShardCount == nil || cfg.Registry == nil {
 		return nil, errors.New("ingress: Conn, ShardOf, Shards, ShardCount and Registry are required")
 	}
@@ -283,19 +307,7 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 		MaxMsgs:     m.cfg.IngressMaxMsgs,
 		MaxMsgSize:  stream.MaxCommandBytes,
 		Discard:     jetstream.DiscardNew,
-	}, {
-		Name:        stream.EventsStream,
-		Description: "Rhizon committed events, one subject per entity",
-		Subjects:    []string{stream.EventsPrefix + ">"},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    m.cfg.EventsReplicas,
-		Duplicates:  m.cfg.DuplicateWindow,
-		MaxAge:      m.cfg.EventsMaxAge,
-		// The relay publishes events in atomic batches when the server
-		// supports them (nats-server 2.12 and later).
-		AllowAtomicPublish: true,
-	}, {
+	}, m.eventsStreamConfig(), {
 		Name:        stream.DeadStream,
 		Description: "Rhizon ingress messages that were malformed or kept failing, with the reason",
 		Subjects:    []string{stream.DeadPrefix + "*"},
@@ -331,6 +343,9 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 		})
 	}
 	for _, sc := range streams {
+		if sc.Name == stream.EventsStream {
+			sc = m.keepPersistMode(ctx, sc)
+		}
 		s, err := m.js.CreateOrUpdateStream(ctx, sc)
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
@@ -338,6 +353,72 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 		if sc.Name == stream.EventsStream {
 			m.atomicEvents.Store(atomicBatches(s.CachedInfo().Config))
 		}
+	}
+	return nil
+}
+
+// eventsStreamConfig is RHIZON_EVENTS as this node's settings want it.
+func (m *Manager) eventsStreamConfig() jetstream.StreamConfig {
+	sc := jetstream.StreamConfig{
+		Name:        stream.EventsStream,
+		Description: "Rhizon committed events, one subject per entity",
+		Subjects:    []string{stream.EventsPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    m.cfg.EventsReplicas,
+		Duplicates:  m.cfg.DuplicateWindow,
+		MaxAge:      m.cfg.EventsMaxAge,
+		// The relay publishes events in atomic batches when the server
+		// supports them (nats-server 2.12 and later).
+		AllowAtomicPublish: true,
+	}
+	if m.cfg.EventsSync == EventsSyncAsync && sc.Replicas == 1 {
+		// The only per-stream fsync choice nats-server offers, and only
+		// for one replica without atomic batches (which the relay does
+		// not use on one file-stored replica anyway: atomicBatches).
+		sc.PersistMode = jetstream.AsyncPersistMode
+		sc.AllowAtomicPublish = false
+	}
+	return sc
+}
+
+// keepPersistMode returns sc with the persist mode of the existing stream,
+// if it differs: nats-server refuses to change it on an update, and a node
+// that failed to update its streams would never be ready.
+func (m *Manager) keepPersistMode(ctx context.Context, sc jetstream.StreamConfig) jetstream.StreamConfig {
+	s, err := m.js.Stream(ctx, sc.Name)
+	if err != nil {
+		return sc // missing (created as sc) or unreachable (the update reports it)
+	}
+	have := s.CachedInfo().Config.PersistMode
+	if have == sc.PersistMode {
+		return sc
+	}
+	m.log.Warn("RHIZON_EVENTS keeps its persist mode: nats-server cannot change it on an existing stream; "+
+		"to apply --events-fsync, delete the stream and rebuild it with `rhizon events republish`",
+		"have", have.String(), "want", sc.PersistMode.String())
+	sc.PersistMode = have
+	sc.AllowAtomicPublish = have != jetstream.AsyncPersistMode
+	return sc
+}
+
+// ensureEventsStream creates RHIZON_EVENTS when it is missing (deleted, or
+// lost with its servers), so a republish can rebuild it at once.
+func (m *Manager) ensureEventsStream(ctx context.Context) error {
+	_, err := m.js.Stream(ctx, stream.EventsStream)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("stream %s: %w", stream.EventsStream, err)
+	}
+	s, err := m.js.CreateStream(ctx, m.eventsStreamConfig())
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("create stream %s: %w", stream.EventsStream, err)
+	}
+	if err == nil {
+		m.atomicEvents.Store(atomicBatches(s.CachedInfo().Config))
+		m.log.Info("created the missing events stream", "stream", stream.EventsStream)
 	}
 	return nil
 }

@@ -109,6 +109,16 @@ func TestManager_AtomicBatchesOnlyToAReplicatedEventsStream(t *testing.T) {
 			if wantEvents == 0 {
 				wantEvents = c.replicas
 			}
+			// The default --events-fsync async: JetStream's async persist
+			// mode where a stream may have it (one replica), else the
+			// server's own (a replicated stream cannot choose).
+			wantMode := jetstream.DefaultPersistMode
+			if wantEvents == 1 {
+				wantMode = jetstream.AsyncPersistMode
+			}
+			if st, err := m.js.Stream(context.Background(), stream.EventsStream); err != nil || st.CachedInfo().Config.PersistMode != wantMode {
+				t.Errorf("events stream of %d replicas: persist mode %v (%v), want %v", wantEvents, st.CachedInfo().Config.PersistMode, err, wantMode)
+			}
 			for name, want := range map[string]int{stream.EventsStream: wantEvents, stream.IngressStream: c.replicas} {
 				st, err := m.js.Stream(context.Background(), name)
 				if err != nil {

@@ -137,3 +137,59 @@ func TestManager_RepublishRebuildsTheEventsStream(t *testing.T) {
 		t.Fatalf("republish of a shard not on this node: %v, want ErrShardNotHere", err)
 	}
 }
+
+// RepublishRange stops at to (inclusive) and recreates a missing events
+// stream first: after a deletion, a bounded republish stores exactly the
+// events up to to, and the next call from Next the rest, each once.
+func TestManager_RepublishRangeBoundedOnAMissingStream(t *testing.T) {
+	e := ingresstest.Start(t, ingresstest.Options{Shards: 1})
+	ctx := context.Background()
+	const n = 12
+	var positions []engine.Position
+	for i := range n {
+		addr := actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: fmt.Sprint("c", i%3)}
+		res, err := e.Node.Submit(ctx, actor.Command{
+			ID: fmt.Sprintf("c%d", i), Type: "cmd.counter.add", Address: addr, Payload: []byte(`{"amount":1}`),
+			IdempotencyKey: fmt.Sprintf("k%d", i), Security: producer,
+		})
+		if err != nil || res.Status != actor.StatusAccepted || len(res.Events) != 1 {
+			t.Fatalf("submit %d: %+v %v", i, res, err)
+		}
+		positions = append(positions, engine.Position{Index: res.Events[0].Index, Ordinal: res.Events[0].Ordinal})
+	}
+	st, err := e.JS.Stream(ctx, stream.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 30*time.Second, "events relayed", func() (bool, string) {
+		info, err := st.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return info.State.Msgs >= n, fmt.Sprintf("%d of %d", info.State.Msgs, n)
+	})
+	if err := e.JS.DeleteStream(ctx, stream.EventsStream); err != nil {
+		t.Fatal(err)
+	}
+	to := positions[4]
+	r, err := e.Manager.RepublishRange(ctx, 0, engine.Position{}, to, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Count != 5 || !r.Done || r.Last != to {
+		t.Fatalf("republish up to %v: %+v, want 5 events, done, the last at %v", to, r, to)
+	}
+	if got := eventsByID(t, e.JS, 5); len(got) != 5 {
+		t.Fatalf("%d events on the recreated stream, want 5", len(got))
+	}
+	r, err = e.Manager.RepublishRange(ctx, 0, r.Next, engine.Position{}, 0)
+	if err != nil || r.Count != n-5 || !r.Done || r.Last != positions[n-1] {
+		t.Fatalf("republish of the rest from %v: %+v %v, want %d events ending at %v", to, r, err, n-5, positions[n-1])
+	}
+	eventsByID(t, e.JS, n)
+	// A range that holds nothing: 0 events, done.
+	r, err = e.Manager.RepublishRange(ctx, 0, engine.Position{Index: positions[n-1].Index + 1000}, engine.Position{}, 0)
+	if err != nil || r.Count != 0 || !r.Done {
+		t.Fatalf("republish past the end: %+v %v, want 0 events, done", r, err)
+	}
+}

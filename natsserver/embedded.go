@@ -71,7 +71,10 @@ const ClusterName = "rhizon"
 // StartEmbedded starts a NATS server with JetStream on file storage. Every
 // JetStream write is synced to disk before it is acknowledged (SyncAlways):
 // NATS's default syncs only every two minutes, so an acknowledged message
-// could be lost on power failure (Jepsen, NATS 2.12.1).
+// could be lost on power failure (Jepsen, NATS 2.12.1). The setting is
+// server-wide; a one-replica stream may opt out with JetStream's async
+// persist mode (the ingress does so for RHIZON_EVENTS, a projection:
+// ingress.EventsSyncAsync).
 func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	host, port, err := splitPort(cfg.Addr, "nats address")
 	if err != nil {

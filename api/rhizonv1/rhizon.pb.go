@@ -3055,6 +3055,167 @@ func (x *ShardAdminResponse) GetNonvoters() []string {
 	return nil
 }
 
+type RepublishEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// First position republished, inclusive: Event.index (the Raft index)
+	// and Event.ordinal. Unset: the start of the shard's history.
+	From *Position `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	// Last position republished, inclusive. Unset: the end of the history.
+	To *Position `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	// At most this many events in this call; 0 or more than 10000 means 10000.
+	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepublishEventsRequest) Reset() {
+	*x = RepublishEventsRequest{}
+	mi := &file_rhizon_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepublishEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepublishEventsRequest) ProtoMessage() {}
+
+func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepublishEventsRequest.ProtoReflect.Descriptor instead.
+func (*RepublishEventsRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RepublishEventsRequest) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *RepublishEventsRequest) GetFrom() *Position {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *RepublishEventsRequest) GetTo() *Position {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *RepublishEventsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type RepublishEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// Events the stream acknowledged in this call (duplicates included).
+	Republished uint64 `protobuf:"varint,2,opt,name=republished,proto3" json:"republished,omitempty"`
+	// Position of the last event republished; unset when none was.
+	Last *Position `protobuf:"bytes,3,opt,name=last,proto3" json:"last,omitempty"`
+	// Where the next call starts when done is false.
+	Next *Position `protobuf:"bytes,4,opt,name=next,proto3" json:"next,omitempty"`
+	// True when no event remains in the range.
+	Done bool `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
+	// The node that republished (the shard's leader).
+	NodeId        string `protobuf:"bytes,6,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepublishEventsResponse) Reset() {
+	*x = RepublishEventsResponse{}
+	mi := &file_rhizon_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepublishEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepublishEventsResponse) ProtoMessage() {}
+
+func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepublishEventsResponse.ProtoReflect.Descriptor instead.
+func (*RepublishEventsResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RepublishEventsResponse) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *RepublishEventsResponse) GetRepublished() uint64 {
+	if x != nil {
+		return x.Republished
+	}
+	return 0
+}
+
+func (x *RepublishEventsResponse) GetLast() *Position {
+	if x != nil {
+		return x.Last
+	}
+	return nil
+}
+
+func (x *RepublishEventsResponse) GetNext() *Position {
+	if x != nil {
+		return x.Next
+	}
+	return nil
+}
+
+func (x *RepublishEventsResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *RepublishEventsResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
 var File_rhizon_proto protoreflect.FileDescriptor
 
 const file_rhizon_proto_rawDesc = "" +
@@ -3312,7 +3473,19 @@ const file_rhizon_proto_rawDesc = "" +
 	"\fcommit_index\x18\x02 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x16\n" +
 	"\x06voters\x18\x04 \x03(\tR\x06voters\x12\x1c\n" +
-	"\tnonvoters\x18\x05 \x03(\tR\tnonvoters*J\n" +
+	"\tnonvoters\x18\x05 \x03(\tR\tnonvoters\"\x92\x01\n" +
+	"\x16RepublishEventsRequest\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12'\n" +
+	"\x04from\x18\x02 \x01(\v2\x13.rhizon.v1.PositionR\x04from\x12#\n" +
+	"\x02to\x18\x03 \x01(\v2\x13.rhizon.v1.PositionR\x02to\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"\xd0\x01\n" +
+	"\x17RepublishEventsResponse\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12 \n" +
+	"\vrepublished\x18\x02 \x01(\x04R\vrepublished\x12'\n" +
+	"\x04last\x18\x03 \x01(\v2\x13.rhizon.v1.PositionR\x04last\x12'\n" +
+	"\x04next\x18\x04 \x01(\v2\x13.rhizon.v1.PositionR\x04next\x12\x12\n" +
+	"\x04done\x18\x05 \x01(\bR\x04done\x12\x17\n" +
+	"\anode_id\x18\x06 \x01(\tR\x06nodeId*J\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_ACCEPTED\x10\x01\x12\x13\n" +
@@ -3335,14 +3508,17 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x06Status\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponse\x12:\n" +
 	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponse\x12G\n" +
 	"\vSubmitAsync\x12\x18.rhizon.v1.SubmitRequest\x1a\x1e.rhizon.v1.SubmitAsyncResponse\x129\n" +
-	"\x05Watch\x12\x17.rhizon.v1.WatchRequest\x1a\x15.rhizon.v1.WatchEvent0\x012\xd0\x02\n" +
+	"\x05Watch\x12\x17.rhizon.v1.WatchRequest\x1a\x15.rhizon.v1.WatchEvent0\x012\xaa\x03\n" +
 	"\bInternal\x12@\n" +
 	"\aForward\x12\x19.rhizon.v1.ForwardRequest\x1a\x1a.rhizon.v1.ForwardResponse\x127\n" +
 	"\x04Read\x12\x16.rhizon.v1.ReadRequest\x1a\x17.rhizon.v1.ReadResponse\x12I\n" +
 	"\n" +
 	"ShardAdmin\x12\x1c.rhizon.v1.ShardAdminRequest\x1a\x1d.rhizon.v1.ShardAdminResponse\x12B\n" +
 	"\vLocalStatus\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponse\x12:\n" +
-	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponseB0Z.github.com/rhizon/rhizon/api/rhizonv1;rhizonv1b\x06proto3"
+	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponse\x12X\n" +
+	"\x0fRepublishEvents\x12!.rhizon.v1.RepublishEventsRequest\x1a\".rhizon.v1.RepublishEventsResponse2a\n" +
+	"\x05Admin\x12X\n" +
+	"\x0fRepublishEvents\x12!.rhizon.v1.RepublishEventsRequest\x1a\".rhizon.v1.RepublishEventsResponseB0Z.github.com/rhizon/rhizon/api/rhizonv1;rhizonv1b\x06proto3"
 
 var (
 	file_rhizon_proto_rawDescOnce sync.Once
@@ -3357,49 +3533,51 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_rhizon_proto_goTypes = []any{
-	(Status)(0),                  // 0: rhizon.v1.Status
-	(Reason)(0),                  // 1: rhizon.v1.Reason
-	(Consistency)(0),             // 2: rhizon.v1.Consistency
-	(*SubmitAsyncResponse)(nil),  // 3: rhizon.v1.SubmitAsyncResponse
-	(*WatchRequest)(nil),         // 4: rhizon.v1.WatchRequest
-	(*WatchEvent)(nil),           // 5: rhizon.v1.WatchEvent
-	(*DrainRequest)(nil),         // 6: rhizon.v1.DrainRequest
-	(*DrainResponse)(nil),        // 7: rhizon.v1.DrainResponse
-	(*Address)(nil),              // 8: rhizon.v1.Address
-	(*Principal)(nil),            // 9: rhizon.v1.Principal
-	(*Scope)(nil),                // 10: rhizon.v1.Scope
-	(*Command)(nil),              // 11: rhizon.v1.Command
-	(*Event)(nil),                // 12: rhizon.v1.Event
-	(*Result)(nil),               // 13: rhizon.v1.Result
-	(*Rejection)(nil),            // 14: rhizon.v1.Rejection
-	(*HistoryRecord)(nil),        // 15: rhizon.v1.HistoryRecord
-	(*SubmitRequest)(nil),        // 16: rhizon.v1.SubmitRequest
-	(*SubmitResponse)(nil),       // 17: rhizon.v1.SubmitResponse
-	(*SubmitBatchRequest)(nil),   // 18: rhizon.v1.SubmitBatchRequest
-	(*SubmitBatchResponse)(nil),  // 19: rhizon.v1.SubmitBatchResponse
-	(*SubmitStreamRequest)(nil),  // 20: rhizon.v1.SubmitStreamRequest
-	(*SubmitStreamResponse)(nil), // 21: rhizon.v1.SubmitStreamResponse
-	(*SubmitOutcome)(nil),        // 22: rhizon.v1.SubmitOutcome
-	(*GetRequest)(nil),           // 23: rhizon.v1.GetRequest
-	(*GetResponse)(nil),          // 24: rhizon.v1.GetResponse
-	(*HistoryRequest)(nil),       // 25: rhizon.v1.HistoryRequest
-	(*HistoryResponse)(nil),      // 26: rhizon.v1.HistoryResponse
-	(*StatusRequest)(nil),        // 27: rhizon.v1.StatusRequest
-	(*ShardStatus)(nil),          // 28: rhizon.v1.ShardStatus
-	(*NodeStatus)(nil),           // 29: rhizon.v1.NodeStatus
-	(*StatusResponse)(nil),       // 30: rhizon.v1.StatusResponse
-	(*LogEntry)(nil),             // 31: rhizon.v1.LogEntry
-	(*Position)(nil),             // 32: rhizon.v1.Position
-	(*ForwardRequest)(nil),       // 33: rhizon.v1.ForwardRequest
-	(*ForwardResponse)(nil),      // 34: rhizon.v1.ForwardResponse
-	(*ReadRequest)(nil),          // 35: rhizon.v1.ReadRequest
-	(*ReadResponse)(nil),         // 36: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),    // 37: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil),   // 38: rhizon.v1.ShardAdminResponse
-	nil,                          // 39: rhizon.v1.SubmitStreamResponse.TrailersEntry
-	(*status.Status)(nil),        // 40: google.rpc.Status
+	(Status)(0),                     // 0: rhizon.v1.Status
+	(Reason)(0),                     // 1: rhizon.v1.Reason
+	(Consistency)(0),                // 2: rhizon.v1.Consistency
+	(*SubmitAsyncResponse)(nil),     // 3: rhizon.v1.SubmitAsyncResponse
+	(*WatchRequest)(nil),            // 4: rhizon.v1.WatchRequest
+	(*WatchEvent)(nil),              // 5: rhizon.v1.WatchEvent
+	(*DrainRequest)(nil),            // 6: rhizon.v1.DrainRequest
+	(*DrainResponse)(nil),           // 7: rhizon.v1.DrainResponse
+	(*Address)(nil),                 // 8: rhizon.v1.Address
+	(*Principal)(nil),               // 9: rhizon.v1.Principal
+	(*Scope)(nil),                   // 10: rhizon.v1.Scope
+	(*Command)(nil),                 // 11: rhizon.v1.Command
+	(*Event)(nil),                   // 12: rhizon.v1.Event
+	(*Result)(nil),                  // 13: rhizon.v1.Result
+	(*Rejection)(nil),               // 14: rhizon.v1.Rejection
+	(*HistoryRecord)(nil),           // 15: rhizon.v1.HistoryRecord
+	(*SubmitRequest)(nil),           // 16: rhizon.v1.SubmitRequest
+	(*SubmitResponse)(nil),          // 17: rhizon.v1.SubmitResponse
+	(*SubmitBatchRequest)(nil),      // 18: rhizon.v1.SubmitBatchRequest
+	(*SubmitBatchResponse)(nil),     // 19: rhizon.v1.SubmitBatchResponse
+	(*SubmitStreamRequest)(nil),     // 20: rhizon.v1.SubmitStreamRequest
+	(*SubmitStreamResponse)(nil),    // 21: rhizon.v1.SubmitStreamResponse
+	(*SubmitOutcome)(nil),           // 22: rhizon.v1.SubmitOutcome
+	(*GetRequest)(nil),              // 23: rhizon.v1.GetRequest
+	(*GetResponse)(nil),             // 24: rhizon.v1.GetResponse
+	(*HistoryRequest)(nil),          // 25: rhizon.v1.HistoryRequest
+	(*HistoryResponse)(nil),         // 26: rhizon.v1.HistoryResponse
+	(*StatusRequest)(nil),           // 27: rhizon.v1.StatusRequest
+	(*ShardStatus)(nil),             // 28: rhizon.v1.ShardStatus
+	(*NodeStatus)(nil),              // 29: rhizon.v1.NodeStatus
+	(*StatusResponse)(nil),          // 30: rhizon.v1.StatusResponse
+	(*LogEntry)(nil),                // 31: rhizon.v1.LogEntry
+	(*Position)(nil),                // 32: rhizon.v1.Position
+	(*ForwardRequest)(nil),          // 33: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),         // 34: rhizon.v1.ForwardResponse
+	(*ReadRequest)(nil),             // 35: rhizon.v1.ReadRequest
+	(*ReadResponse)(nil),            // 36: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),       // 37: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),      // 38: rhizon.v1.ShardAdminResponse
+	(*RepublishEventsRequest)(nil),  // 39: rhizon.v1.RepublishEventsRequest
+	(*RepublishEventsResponse)(nil), // 40: rhizon.v1.RepublishEventsResponse
+	nil,                             // 41: rhizon.v1.SubmitStreamResponse.TrailersEntry
+	(*status.Status)(nil),           // 42: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
 	12, // 0: rhizon.v1.WatchEvent.event:type_name -> rhizon.v1.Event
@@ -3423,10 +3601,10 @@ var file_rhizon_proto_depIdxs = []int32{
 	22, // 18: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
 	16, // 19: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
 	17, // 20: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
-	40, // 21: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
-	39, // 22: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
+	42, // 21: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	41, // 22: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
 	17, // 23: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	40, // 24: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	42, // 24: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
 	8,  // 25: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
 	2,  // 26: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
 	8,  // 27: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
@@ -3441,39 +3619,47 @@ var file_rhizon_proto_depIdxs = []int32{
 	13, // 36: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
 	8,  // 37: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
 	15, // 38: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	16, // 39: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	18, // 40: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	20, // 41: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	23, // 42: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	25, // 43: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	27, // 44: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	6,  // 45: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	16, // 46: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	4,  // 47: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	33, // 48: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	35, // 49: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	37, // 50: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	27, // 51: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	6,  // 52: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	17, // 53: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	19, // 54: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	21, // 55: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	24, // 56: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	26, // 57: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	30, // 58: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	7,  // 59: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	3,  // 60: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	5,  // 61: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	34, // 62: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	36, // 63: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	38, // 64: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	30, // 65: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	7,  // 66: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	53, // [53:67] is the sub-list for method output_type
-	39, // [39:53] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	32, // 39: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
+	32, // 40: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
+	32, // 41: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
+	32, // 42: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
+	16, // 43: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	18, // 44: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	20, // 45: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	23, // 46: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	25, // 47: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	27, // 48: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	6,  // 49: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	16, // 50: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	4,  // 51: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	33, // 52: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	35, // 53: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	37, // 54: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	27, // 55: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	6,  // 56: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	39, // 57: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	39, // 58: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	17, // 59: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	19, // 60: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	21, // 61: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	24, // 62: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	26, // 63: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	30, // 64: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	7,  // 65: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	3,  // 66: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	5,  // 67: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	34, // 68: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	36, // 69: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	38, // 70: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	30, // 71: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	7,  // 72: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	40, // 73: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	40, // 74: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	59, // [59:75] is the sub-list for method output_type
+	43, // [43:59] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -3494,9 +3680,9 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_rhizon_proto_goTypes,
 		DependencyIndexes: file_rhizon_proto_depIdxs,

@@ -503,11 +503,12 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Internal_Forward_FullMethodName     = "/rhizon.v1.Internal/Forward"
-	Internal_Read_FullMethodName        = "/rhizon.v1.Internal/Read"
-	Internal_ShardAdmin_FullMethodName  = "/rhizon.v1.Internal/ShardAdmin"
-	Internal_LocalStatus_FullMethodName = "/rhizon.v1.Internal/LocalStatus"
-	Internal_Drain_FullMethodName       = "/rhizon.v1.Internal/Drain"
+	Internal_Forward_FullMethodName         = "/rhizon.v1.Internal/Forward"
+	Internal_Read_FullMethodName            = "/rhizon.v1.Internal/Read"
+	Internal_ShardAdmin_FullMethodName      = "/rhizon.v1.Internal/ShardAdmin"
+	Internal_LocalStatus_FullMethodName     = "/rhizon.v1.Internal/LocalStatus"
+	Internal_Drain_FullMethodName           = "/rhizon.v1.Internal/Drain"
+	Internal_RepublishEvents_FullMethodName = "/rhizon.v1.Internal/RepublishEvents"
 )
 
 // InternalClient is the client API for Internal service.
@@ -524,6 +525,8 @@ type InternalClient interface {
 	ShardAdmin(ctx context.Context, in *ShardAdminRequest, opts ...grpc.CallOption) (*ShardAdminResponse, error)
 	LocalStatus(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
+	// RepublishEvents runs Admin.RepublishEvents on the shard's leader.
+	RepublishEvents(ctx context.Context, in *RepublishEventsRequest, opts ...grpc.CallOption) (*RepublishEventsResponse, error)
 }
 
 type internalClient struct {
@@ -584,6 +587,16 @@ func (c *internalClient) Drain(ctx context.Context, in *DrainRequest, opts ...gr
 	return out, nil
 }
 
+func (c *internalClient) RepublishEvents(ctx context.Context, in *RepublishEventsRequest, opts ...grpc.CallOption) (*RepublishEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RepublishEventsResponse)
+	err := c.cc.Invoke(ctx, Internal_RepublishEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -598,6 +611,8 @@ type InternalServer interface {
 	ShardAdmin(context.Context, *ShardAdminRequest) (*ShardAdminResponse, error)
 	LocalStatus(context.Context, *StatusRequest) (*StatusResponse, error)
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
+	// RepublishEvents runs Admin.RepublishEvents on the shard's leader.
+	RepublishEvents(context.Context, *RepublishEventsRequest) (*RepublishEventsResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -622,6 +637,9 @@ func (UnimplementedInternalServer) LocalStatus(context.Context, *StatusRequest) 
 }
 func (UnimplementedInternalServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
+}
+func (UnimplementedInternalServer) RepublishEvents(context.Context, *RepublishEventsRequest) (*RepublishEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RepublishEvents not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -734,6 +752,24 @@ func _Internal_Drain_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_RepublishEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RepublishEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).RepublishEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_RepublishEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).RepublishEvents(ctx, req.(*RepublishEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -760,6 +796,142 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Drain",
 			Handler:    _Internal_Drain_Handler,
+		},
+		{
+			MethodName: "RepublishEvents",
+			Handler:    _Internal_RepublishEvents_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "rhizon.proto",
+}
+
+const (
+	Admin_RepublishEvents_FullMethodName = "/rhizon.v1.Admin/RepublishEvents"
+)
+
+// AdminClient is the client API for Admin service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Admin is the operators' API, served on the same port as Gateway. Every
+// call needs a bearer token with role admin: any other answers
+// PERMISSION_DENIED.
+type AdminClient interface {
+	// RepublishEvents publishes one shard's committed events again to the
+	// RHIZON_EVENTS stream, read from the shard leader's history, each with the
+	// subject, body and message id (the event id) the outbox relay used the
+	// first time. The events stream is a projection of the shards' histories:
+	// this rebuilds it after a purge or loss, creating RHIZON_EVENTS again when
+	// it is missing. One call publishes at most `limit` events; call again
+	// from `next` until `done`. JetStream drops, as duplicates, ids it still
+	// remembers (its duplicate window): they are counted, not stored twice.
+	// INVALID_ARGUMENT: no such shard, or `to` before `from`.
+	// FAILED_PRECONDITION: the shard's leader runs without NATS.
+	// A range past the end of the history answers 0 events and done.
+	RepublishEvents(ctx context.Context, in *RepublishEventsRequest, opts ...grpc.CallOption) (*RepublishEventsResponse, error)
+}
+
+type adminClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAdminClient(cc grpc.ClientConnInterface) AdminClient {
+	return &adminClient{cc}
+}
+
+func (c *adminClient) RepublishEvents(ctx context.Context, in *RepublishEventsRequest, opts ...grpc.CallOption) (*RepublishEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RepublishEventsResponse)
+	err := c.cc.Invoke(ctx, Admin_RepublishEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AdminServer is the server API for Admin service.
+// All implementations must embed UnimplementedAdminServer
+// for forward compatibility.
+//
+// Admin is the operators' API, served on the same port as Gateway. Every
+// call needs a bearer token with role admin: any other answers
+// PERMISSION_DENIED.
+type AdminServer interface {
+	// RepublishEvents publishes one shard's committed events again to the
+	// RHIZON_EVENTS stream, read from the shard leader's history, each with the
+	// subject, body and message id (the event id) the outbox relay used the
+	// first time. The events stream is a projection of the shards' histories:
+	// this rebuilds it after a purge or loss, creating RHIZON_EVENTS again when
+	// it is missing. One call publishes at most `limit` events; call again
+	// from `next` until `done`. JetStream drops, as duplicates, ids it still
+	// remembers (its duplicate window): they are counted, not stored twice.
+	// INVALID_ARGUMENT: no such shard, or `to` before `from`.
+	// FAILED_PRECONDITION: the shard's leader runs without NATS.
+	// A range past the end of the history answers 0 events and done.
+	RepublishEvents(context.Context, *RepublishEventsRequest) (*RepublishEventsResponse, error)
+	mustEmbedUnimplementedAdminServer()
+}
+
+// UnimplementedAdminServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAdminServer struct{}
+
+func (UnimplementedAdminServer) RepublishEvents(context.Context, *RepublishEventsRequest) (*RepublishEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RepublishEvents not implemented")
+}
+func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
+func (UnimplementedAdminServer) testEmbeddedByValue()               {}
+
+// UnsafeAdminServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AdminServer will
+// result in compilation errors.
+type UnsafeAdminServer interface {
+	mustEmbedUnimplementedAdminServer()
+}
+
+func RegisterAdminServer(s grpc.ServiceRegistrar, srv AdminServer) {
+	// If the following call panics, it indicates UnimplementedAdminServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Admin_ServiceDesc, srv)
+}
+
+func _Admin_RepublishEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RepublishEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RepublishEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RepublishEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RepublishEvents(ctx, req.(*RepublishEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Admin_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "rhizon.v1.Admin",
+	HandlerType: (*AdminServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "RepublishEvents",
+			Handler:    _Admin_RepublishEvents_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

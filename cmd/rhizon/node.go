@@ -53,6 +53,7 @@ type nodeFlags struct {
 	natsCreds    string
 	streamRepl   int
 	eventsRepl   int
+	eventsFsync  string
 	dupWindow    time.Duration
 	otlpEndpoint string
 	logLevel     string
@@ -112,6 +113,8 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.IntVar(&f.streamRepl, "stream-replicas", 0, "JetStream stream replicas (0: 3 with a NATS cluster, else 1)")
 	fs.IntVar(&f.eventsRepl, "events-replicas", 0,
 		"replicas of the RHIZON_EVENTS stream (0: as --stream-replicas); it is a projection of the shards' histories")
+	fs.StringVar(&f.eventsFsync, "events-fsync", ingress.EventsSyncAsync,
+		"async or always: async gives a one-replica RHIZON_EVENTS JetStream's async persist mode (no fsync per event; a replicated stream syncs as its servers do); always syncs it like every stream")
 	fs.DurationVar(&f.dupWindow, "nats-duplicate-window", ingress.DefaultDuplicateWindow,
 		"how long JetStream remembers message ids (relayed events and commands, SubmitAsync keys); each id held costs memory on every NATS server")
 	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP endpoint for traces and metrics: host:port (plaintext gRPC) or a URL (https:// for TLS); overrides OTEL_EXPORTER_OTLP_*ENDPOINT (see README Operations)")
@@ -240,6 +243,9 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		return &exitErr{exitUsage, err}
 	}
 	slog.SetDefault(log)
+	if f.eventsFsync != ingress.EventsSyncAsync && f.eventsFsync != ingress.EventsSyncAlways {
+		return &exitErr{exitUsage, fmt.Errorf("--events-fsync %q: use %s or %s", f.eventsFsync, ingress.EventsSyncAsync, ingress.EventsSyncAlways)}
+	}
 	srvTLS, err := serverTLS(f.tlsCert, f.tlsKey, f.tlsCA)
 	if err != nil {
 		return &exitErr{exitUsage, err}
@@ -398,6 +404,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 			return err
 		}
 		defer func() { async.Close(); nc.Close() }()
+		node.SetRepublisher(republisher{async})
 	}
 
 	gcfg := gateway.Config{Backend: node, Auth: auth, Logger: log, NodeID: f.nodeID, Version: version,
@@ -681,7 +688,7 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 		}
 	}
 	m, err := ingress.Start(ingress.Config{
-		Conn: nc, Replicas: replicas, EventsReplicas: f.eventsRepl, DuplicateWindow: f.dupWindow, ShardOf: node.ShardOf, Registry: node.Registry(),
+		Conn: nc, Replicas: replicas, EventsReplicas: f.eventsRepl, EventsSync: f.eventsFsync, DuplicateWindow: f.dupWindow, ShardOf: node.ShardOf, Registry: node.Registry(),
 		SigningKey: ingress.SigningKey(secret), Logger: log,
 		Shards: ingress.ShardsOf(node.Shards), ShardCount: func() uint32 { return node.ClusterState().Shards },
 		ProducerTokens: producerTokens,

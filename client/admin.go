@@ -1,0 +1,38 @@
+package client
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+)
+
+// RepublishEvents asks any gateway to publish one shard's committed events
+// again to the events stream (rhizon.v1.Admin; a token with role admin).
+// The gateway routes it to the shard's leader. Unavailable answers are
+// retried like Drain's: republishing is idempotent (same message ids).
+func (c *Client) RepublishEvents(ctx context.Context, req *pb.RepublishEventsRequest, opts ...grpc.CallOption) (*pb.RepublishEventsResponse, error) {
+	var resp *pb.RepublishEventsResponse
+	err := c.retry(ctx, func() error {
+		var err error
+		resp, err = pb.NewAdminClient(c.anySeed().conns[0]).RepublishEvents(ctx, req, opts...)
+		return err
+	})
+	return resp, err
+}
+
+// anySeed is the endpoint anyGateway would pick.
+func (c *Client) anySeed() *endpoint {
+	if len(c.seeds) == 1 {
+		return c.seeds[0]
+	}
+	n := uint32(len(c.seeds))
+	start := c.next.Add(1)
+	for i := range n {
+		if ep := c.seeds[(start+i)%n]; !ep.failing() {
+			return ep
+		}
+	}
+	return c.seeds[start%n]
+}

@@ -4,71 +4,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/client"
-	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
-	"github.com/rhizon/rhizon/shard"
+	"github.com/rhizon/rhizon/internal/testkit/clustertest"
 )
 
 const testToken = "bench-test-token-0123456789"
 
 // startNode runs a real single node (Raft, Badger on disk, 4 shards) behind
-// a real gRPC gateway on 127.0.0.1, as cluster's own tests do (the helper is
-// repeated because test files cannot be imported), and returns its address.
+// a real gRPC gateway on 127.0.0.1 and returns its address.
 func startNode(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := cluster.Open(cluster.Config{
-		NodeID: "n1", DataDir: t.TempDir(), Shards: 4, Registry: builtin.Registry(),
-		ShardTemplate: shard.Config{
-			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-			LeaderLeaseTimeout: 100 * time.Millisecond, TickInterval: 20 * time.Millisecond,
-		},
-		Version: "test", GRPCAddr: l.Addr().String(), ClusterSecret: "test-secret", FastGossip: true,
+	c := clustertest.Start(t, clustertest.Options{
+		Nodes: 1, Shards: 4, Graceful: true,
+		Tokens: []gateway.TokenEntry{{
+			Token: testToken, Principal: gateway.TokenPrincipal{ID: "bench", Type: "service"},
+			Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}},
+		}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := gateway.NewAuth("test", []gateway.TokenEntry{{
-		Token: testToken, Principal: gateway.TokenPrincipal{ID: "bench", Type: "service"},
-		Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Backend: n, Auth: auth, NodeID: "n1", Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(gateway.ServerOptions()...)
-	gw.RegisterGRPC(srv)
-	n.RegisterGRPC(srv)
-	go srv.Serve(l)
-	t.Cleanup(func() {
-		srv.Stop()
-		if err := n.Close(); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return l.Addr().String()
+	return c.Nodes[0].Addr
 }
 
 func TestRhizon_EndToEndAgainstARealNode(t *testing.T) {

@@ -181,6 +181,8 @@ func TestRun_OpenLoopMeasuresFromIntendedTime(t *testing.T) {
 func TestRun_OpenLoopDropsOverTheBound(t *testing.T) {
 	release := make(chan struct{})
 	ft := &fakeTarget{fn: func(uint64) (Outcome, error) { <-release; return OK, nil }}
+	// The ops hang past the 100 ms run, so the bound has to drop: a
+	// duration, not a wait for a state.
 	go func() { time.Sleep(400 * time.Millisecond); close(release) }()
 	res, err := Run(context.Background(), ft, Config{
 		Workload: testWorkload(t, "w1-command", 10), Concurrency: 2, Rate: 1000, MaxOutstanding: 5,

@@ -4,23 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/rhizon/rhizon/actor"
-	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
 	"github.com/rhizon/rhizon/internal/testkit"
-	"github.com/rhizon/rhizon/shard"
+	"github.com/rhizon/rhizon/internal/testkit/clustertest"
 )
 
 // The cluster node is the gateway's route hinter.
@@ -31,20 +25,8 @@ const (
 	clusterShards = 8
 )
 
-// clusterNode is a real node (Raft over TCP, Badger on disk) behind a real
-// gRPC gateway on 127.0.0.1.
-type clusterNode struct {
-	id   string
-	node *cluster.Node
-	srv  *grpc.Server
-	addr string
-
-	mu   sync.Mutex
-	dead bool
-}
-
 type testCluster struct {
-	nodes []*clusterNode
+	*clustertest.Cluster
 }
 
 // startCluster starts 3 nodes of clusterShards shards with 3 replicas each
@@ -52,157 +34,29 @@ type testCluster struct {
 // token is a service principal of tenant bench, as the benchmark's is.
 func startCluster(t *testing.T) *testCluster {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts a 3-node cluster")
-	}
-	auth, err := gateway.NewAuth("test", []gateway.TokenEntry{{
-		Token: clusterToken, Principal: gateway.TokenPrincipal{ID: "bench", Type: "service"},
-		Scopes: []gateway.TokenScope{{Tenant: "bench", Workspace: "*"}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	tc := &testCluster{}
-	var join []string
-	for i := range 3 {
-		id := fmt.Sprintf("n%d", i+1)
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := cluster.Open(cluster.Config{
-			NodeID: id, DataDir: t.TempDir(), Shards: clusterShards, Registry: builtin.Registry(), Logger: quiet,
-			ShardTemplate: shard.Config{
-				HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-				LeaderLeaseTimeout: 100 * time.Millisecond, TickInterval: 20 * time.Millisecond,
-			},
-			Version: "test", GRPCAddr: l.Addr().String(), ClusterSecret: "test-secret", FastGossip: true,
-			BootstrapExpect: 3, Join: join, DeadAfter: time.Hour,
-		})
-		if err != nil {
-			l.Close()
-			t.Fatal(err)
-		}
-		if i == 0 {
-			join = []string{n.GossipAddr()}
-		}
-		gw, err := gateway.New(gateway.Config{Backend: n, Auth: auth, NodeID: id, Version: "test", Logger: quiet})
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := grpc.NewServer(gateway.ServerOptions()...)
-		gw.RegisterGRPC(srv)
-		n.RegisterGRPC(srv)
-		go srv.Serve(l)
-		cn := &clusterNode{id: id, node: n, srv: srv, addr: l.Addr().String()}
-		tc.nodes = append(tc.nodes, cn)
-		t.Cleanup(func() { cn.kill(t) })
-	}
-	for _, cn := range tc.nodes {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		err := cn.node.WaitReady(ctx)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	tc.waitSettled(t)
+	tc := &testCluster{clustertest.Start(t, clustertest.Options{
+		Nodes: 3, Shards: clusterShards,
+		Tokens: []gateway.TokenEntry{{
+			Token: clusterToken, Principal: gateway.TokenPrincipal{ID: "bench", Type: "service"},
+			Scopes: []gateway.TokenScope{{Tenant: "bench", Workspace: "*"}},
+		}},
+	})}
+	tc.WaitSettled(t)
 	return tc
-}
-
-// kill stops the node's gateway and the node, as a crash would (no
-// graceful leave). Safe to call twice.
-func (cn *clusterNode) kill(t *testing.T) {
-	cn.mu.Lock()
-	defer cn.mu.Unlock()
-	if cn.dead {
-		return
-	}
-	cn.dead = true
-	cn.srv.Stop()
-	if err := cn.node.Kill(); err != nil {
-		t.Errorf("kill %s: %v", cn.id, err)
-	}
-}
-
-func (cn *clusterNode) alive() bool {
-	cn.mu.Lock()
-	defer cn.mu.Unlock()
-	return !cn.dead
-}
-
-func (tc *testCluster) live() []*clusterNode {
-	var out []*clusterNode
-	for _, cn := range tc.nodes {
-		if cn.alive() {
-			out = append(out, cn)
-		}
-	}
-	return out
-}
-
-func (tc *testCluster) addrs() []string {
-	var out []string
-	for _, cn := range tc.nodes {
-		out = append(out, cn.addr)
-	}
-	return out
-}
-
-// leaders returns, by shard, the live node whose replica leads it ("" if
-// none does, or several think they do).
-func (tc *testCluster) leaders() []string {
-	out := make([]string, clusterShards)
-	n := make([]int, clusterShards)
-	for _, cn := range tc.live() {
-		for _, s := range cn.node.Shards() {
-			if s.IsLeader() && s.ID() < clusterShards {
-				out[s.ID()] = cn.id
-				n[s.ID()]++
-			}
-		}
-	}
-	for i := range out {
-		if n[i] != 1 {
-			out[i] = ""
-		}
-	}
-	return out
 }
 
 // forwarded sums the forwards of the live nodes.
 func (tc *testCluster) forwarded() uint64 {
 	var sum uint64
-	for _, cn := range tc.live() {
-		sum += cn.node.Forwarded()
+	for _, cn := range tc.Live() {
+		sum += cn.Node.Forwarded()
 	}
 	return sum
 }
 
-func (tc *testCluster) node(id string) *clusterNode {
-	for _, cn := range tc.nodes {
-		if cn.id == id {
-			return cn
-		}
-	}
-	return nil
-}
-
-// waitSettled waits until every shard has one leader and no leadership has
-// moved for two seconds (the controller spreads leaders after a start or a
-// failure).
-func (tc *testCluster) waitSettled(t *testing.T) {
-	t.Helper()
-	testkit.Settles(t, 60*time.Second, 2*time.Second, "leadership settled", func() (string, bool) {
-		cur := tc.leaders()
-		return fmt.Sprint(cur), !slices.Contains(cur, "")
-	})
-}
-
 func (tc *testCluster) dial(t *testing.T, opts ...Option) *Client {
 	t.Helper()
-	c, err := DialCluster(tc.addrs(), append([]Option{
+	c, err := DialCluster(tc.Addrs(), append([]Option{
 		WithToken(clusterToken), WithRetries(10), WithRetryBackoff(10*time.Millisecond, 300*time.Millisecond),
 		WithRouteRefresh(2*time.Second, 50*time.Millisecond),
 	}, opts...)...)
@@ -351,7 +205,7 @@ func warmUp(t *testing.T, tc *testCluster, c *Client, tl *tally, ents []string) 
 	t.Helper()
 	testkit.Poll{Timeout: 20 * time.Second, Every: 50 * time.Millisecond}.EventuallyNil(t, "routing table learned", func() error {
 		addAll(t, c, tl, ents, 4, 1)
-		if err := tableMatches(c, tc.leaders()); err != nil {
+		if err := tableMatches(c, tc.Leaders()); err != nil {
 			return err
 		}
 		if _, ok := c.r.resolve(&pb.Address{ActorType: "counter", EntityId: "x"}); !ok {
@@ -370,12 +224,12 @@ func quietWindow(t *testing.T, tc *testCluster, tries int, load func()) uint64 {
 	t.Helper()
 	best, counted := uint64(0), false
 	for try := 1; try <= tries; try++ {
-		before, f0 := tc.leaders(), tc.forwarded()
+		before, f0 := tc.Leaders(), tc.forwarded()
 		load()
 		f := tc.forwarded() - f0
-		if !slices.Equal(before, tc.leaders()) || slices.Contains(before, "") {
-			t.Logf("window %d: leadership moved (%v -> %v)", try, before, tc.leaders())
-			tc.waitSettled(t)
+		if !slices.Equal(before, tc.Leaders()) || slices.Contains(before, "") {
+			t.Logf("window %d: leadership moved (%v -> %v)", try, before, tc.Leaders())
+			tc.WaitSettled(t)
 			continue
 		}
 		if !counted || f < best {
@@ -387,7 +241,7 @@ func quietWindow(t *testing.T, tc *testCluster, tries int, load func()) uint64 {
 		t.Logf("window %d: %d forwards", try, f)
 	}
 	if !counted {
-		t.Fatalf("leadership kept moving: %v", tc.leaders())
+		t.Fatalf("leadership kept moving: %v", tc.Leaders())
 	}
 	return best
 }
@@ -457,8 +311,8 @@ func TestRouting_FollowsLeadershipTransferAndLeaderKill(t *testing.T) {
 	// the new one; from then on submits go straight there.
 	e := ents[0]
 	s := shardOfEntity(e)
-	old := tc.leaders()[s]
-	for _, r := range tc.node(old).node.Shards() {
+	old := tc.Leaders()[s]
+	for _, r := range tc.Node(old).Node.Shards() {
 		if r.ID() == s {
 			if err := r.Raft().LeadershipTransfer().Error(); err != nil {
 				t.Fatalf("transfer shard %d from %s: %v", s, old, err)
@@ -476,11 +330,11 @@ func TestRouting_FollowsLeadershipTransferAndLeaderKill(t *testing.T) {
 			} else {
 				clean = 0
 			}
-			return clean >= 5, fmt.Sprintf("%d unforwarded in a row, want 5 (leaders %v)", clean, tc.leaders())
+			return clean >= 5, fmt.Sprintf("%d unforwarded in a row, want 5 (leaders %v)", clean, tc.Leaders())
 		})
 	}
 	relearned(e, 10*time.Second)
-	if now := tc.leaders()[s]; now == old {
+	if now := tc.Leaders()[s]; now == old {
 		t.Logf("shard %d is led by %s again (the controller spreads leaders)", s, now)
 	}
 
@@ -488,7 +342,7 @@ func TestRouting_FollowsLeadershipTransferAndLeaderKill(t *testing.T) {
 	// must succeed (retries keep their idempotency key), and once the
 	// survivors have elected new leaders the client routes to them.
 	e = ents[1]
-	victim := tc.node(tc.leaders()[shardOfEntity(e)])
+	victim := tc.Node(tc.Leaders()[shardOfEntity(e)])
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	// Deferred too, so that a failed wait below stops the writers.
@@ -507,11 +361,13 @@ func TestRouting_FollowsLeadershipTransferAndLeaderKill(t *testing.T) {
 		})
 	}
 	testkit.Eventually(t, 10*time.Second, "load under way", tl.grew(e, 5))
-	victim.kill(t)
+	if err := victim.Kill(); err != nil {
+		t.Errorf("kill %s: %v", victim.ID, err)
+	}
 	// The load runs on through the failover: until the survivors lead every
 	// shard and then acknowledge more adds to the dead leader's shard.
 	testkit.Eventually(t, 30*time.Second, "survivors lead every shard", func() (bool, string) {
-		ls := tc.leaders()
+		ls := tc.Leaders()
 		return !slices.Contains(ls, ""), fmt.Sprint("leaders ", ls)
 	})
 	testkit.Eventually(t, 30*time.Second, "load through the new leader", tl.grew(e, 5))
@@ -519,7 +375,7 @@ func TestRouting_FollowsLeadershipTransferAndLeaderKill(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	tc.waitSettled(t)
+	tc.WaitSettled(t)
 	relearned(e, 15*time.Second)
 	f := quietWindow(t, tc, 5, func() { addAll(t, c, &tl, ents, 8, 3) })
 	if f != 0 {
@@ -559,7 +415,7 @@ func TestRouting_StaleTableNeverBreaksCorrectness(t *testing.T) {
 		t.Helper()
 		testkit.EventuallyNil(t, 10*time.Second, "table repaired", func() error {
 			addAll(t, c, &tl, ents, 4, 1)
-			return tableMatches(c, tc.leaders())
+			return tableMatches(c, tc.Leaders())
 		})
 	}
 

@@ -146,7 +146,7 @@ func TestRefreshBacksOffWhileStatusIsUseless(t *testing.T) {
 	c.r.run()
 	for end := time.Now().Add(time.Second); time.Now().Before(end); {
 		c.r.refreshSoon()
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // a hint a millisecond: the load the backoff must absorb
 	}
 	// 10, 20, 40, ... 400 ms: about 8 in a second, not 100.
 	if n := be.status.Load(); n < 2 || n > 20 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,12 +17,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rhizon/rhizon/actor"
-	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/client"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/gateway"
+	"github.com/rhizon/rhizon/internal/testkit"
+	"github.com/rhizon/rhizon/internal/testkit/clustertest"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -38,9 +38,9 @@ const (
 // testNode is a real node (Raft, Badger on disk) behind a real gRPC server on
 // 127.0.0.1.
 type testNode struct {
+	*clustertest.Node
 	node *cluster.Node
 	addr string
-	srv  *grpc.Server
 	http string // base URL of the HTTP/JSON gateway
 }
 
@@ -59,54 +59,23 @@ func startNode(t testing.TB, dir string, shards uint32) *testNode {
 // startNodeWith is startNode with the gateway's config adjusted by tune.
 func startNodeWith(t testing.TB, dir string, shards uint32, tune func(*gateway.Config)) *testNode {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := cluster.Open(cluster.Config{
-		NodeID: "n1", DataDir: dir, Shards: shards, Registry: builtin.Registry(),
-		ShardTemplate: testShardConfig(), Version: "test", GRPCAddr: l.Addr().String(),
-		ClusterSecret: "test-secret", FastGossip: true,
+	c := clustertest.Start(t, clustertest.Options{
+		Nodes: 1, Shards: shards, ShardTemplate: testShardConfig(), Gateway: tune, Graceful: true,
+		DataDir: func(int) string { return dir },
+		Tokens: []gateway.TokenEntry{
+			{Token: tokenA, Principal: gateway.TokenPrincipal{ID: "alice", Type: "user"}, Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}}},
+			{Token: tokenB, Principal: gateway.TokenPrincipal{ID: "bob", Type: "service"}, Scopes: []gateway.TokenScope{{Tenant: "b", Workspace: "main"}}},
+			{Token: tokenSys, Principal: gateway.TokenPrincipal{ID: "ops", Type: "system"}, Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}}},
+			{Token: tokenAudit, Principal: gateway.TokenPrincipal{ID: "auditor", Type: "user"},
+				Scopes: []gateway.TokenScope{{Tenant: engine.AuditTenant, Workspace: engine.AuditWorkspace}}},
+		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := gateway.NewAuth("test", []gateway.TokenEntry{
-		{Token: tokenA, Principal: gateway.TokenPrincipal{ID: "alice", Type: "user"}, Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}}},
-		{Token: tokenB, Principal: gateway.TokenPrincipal{ID: "bob", Type: "service"}, Scopes: []gateway.TokenScope{{Tenant: "b", Workspace: "main"}}},
-		{Token: tokenSys, Principal: gateway.TokenPrincipal{ID: "ops", Type: "system"}, Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}}},
-		{Token: tokenAudit, Principal: gateway.TokenPrincipal{ID: "auditor", Type: "user"},
-			Scopes: []gateway.TokenScope{{Tenant: engine.AuditTenant, Workspace: engine.AuditWorkspace}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gcfg := gateway.Config{Backend: n, Auth: auth, NodeID: "n1", Version: "test"}
-	tune(&gcfg)
-	gw, err := gateway.New(gcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(gateway.ServerOptions()...)
-	gw.RegisterGRPC(srv)
-	n.RegisterGRPC(srv)
-	go srv.Serve(l)
-	hs := httptest.NewServer(gw.HTTPHandler())
-	tn := &testNode{node: n, addr: l.Addr().String(), srv: srv, http: hs.URL}
-	t.Cleanup(func() {
-		hs.Close()
-		srv.Stop()
-		gw.Shutdown()
-		if err := n.Close(); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return tn
+	n := c.Nodes[0]
+	// Registered after the harness's cleanup, so it runs before the node
+	// stops.
+	hs := httptest.NewServer(n.Gateway.HTTPHandler())
+	t.Cleanup(hs.Close)
+	return &testNode{Node: n, node: n.Node, addr: n.Addr, http: hs.URL}
 }
 
 func (tn *testNode) client(t testing.TB, token string, opts ...client.Option) *client.Client {
@@ -360,8 +329,7 @@ func TestNode_RestartKeepsStateAndDeduplication(t *testing.T) {
 		t.Fatal(err)
 	}
 	hash := tn.node.Shards()[tn.node.ShardOf(actor.Address{Tenant: "a", Workspace: "default", ActorType: "counter", EntityID: "c1"})].Meta()
-	tn.srv.Stop()
-	if err := tn.node.Close(); err != nil {
+	if err := tn.Close(); err != nil {
 		t.Fatal(err)
 	}
 	tn2 := startNode(t, dir, 2)
@@ -384,20 +352,16 @@ func TestPromise_Determinism_LockLeaseExpiresOnIdleShard(t *testing.T) {
 	if _, err := c.Submit(ctx(t), submit("lock", "L", "acquire", "a1", `{"owner":"w1","ttl_ms":100}`)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.EventuallyNil(t, 10*time.Second, "lease expired through tick entries", func() error {
 		h, err := c.History(ctx(t), &pb.HistoryRequest{Address: &pb.Address{ActorType: "lock", EntityId: "L"}})
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if n := len(h.Records); n == 2 && h.Records[1].GetEvent().GetType() == "evt.lock.expired" {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lease did not expire through tick entries: %v", h.Records)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("history %v", h.Records)
+	})
 	resp, err := c.Submit(ctx(t), submit("lock", "L", "acquire", "a2", `{"owner":"w2","ttl_ms":1000}`))
 	if err != nil || resp.Result.Status != pb.Status_STATUS_ACCEPTED {
 		t.Fatalf("acquire after expiry: %+v %v", resp, err)

@@ -38,13 +38,13 @@ func (r *recordingRepublisher) count() int {
 // over the internal API, real Raft and gRPC) and only there; bad shards are
 // InvalidArgument, and a leader without NATS says so.
 func TestNode_RepublishEventsRunsOnTheShardLeader(t *testing.T) {
-	nodes := startProxiedCluster(t, 2)
+	_, nodes := startProxiedCluster(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const shardID = 1
 	leader := -1
 	for i, pn := range nodes {
-		for _, sh := range pn.node.Shards() {
+		for _, sh := range pn.Node.Node.Shards() {
 			if sh.ID() == shardID && sh.IsLeader() {
 				leader = i
 			}
@@ -58,7 +58,7 @@ func TestNode_RepublishEventsRunsOnTheShardLeader(t *testing.T) {
 	// The leader has no republisher yet: it answers FailedPrecondition,
 	// naming NATS, through the follower.
 	req := &pb.RepublishEventsRequest{Shard: shardID, From: &pb.Position{Index: 7, Ordinal: 2}, To: &pb.Position{Index: 9}}
-	_, err := nodes[follower].node.RepublishEvents(ctx, req)
+	_, err := nodes[follower].Node.Node.RepublishEvents(ctx, req)
 	if st := status.Convert(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "NATS") {
 		t.Fatalf("republish on a leader without NATS: %v, want FailedPrecondition naming NATS", err)
 	}
@@ -66,15 +66,15 @@ func TestNode_RepublishEventsRunsOnTheShardLeader(t *testing.T) {
 	recs := make([]*recordingRepublisher, len(nodes))
 	for i, pn := range nodes {
 		recs[i] = &recordingRepublisher{}
-		pn.node.SetRepublisher(recs[i])
+		pn.Node.Node.SetRepublisher(recs[i])
 	}
-	resp, err := nodes[follower].node.RepublishEvents(ctx, req)
+	resp, err := nodes[follower].Node.Node.RepublishEvents(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.GetNodeId() != nodes[leader].node.ID() || resp.GetRepublished() != 1 || !resp.GetDone() ||
+	if resp.GetNodeId() != nodes[leader].Node.Node.ID() || resp.GetRepublished() != 1 || !resp.GetDone() ||
 		resp.GetLast().GetIndex() != 7 || resp.GetNext().GetIndex() != 8 {
-		t.Fatalf("republish through %s: %v, want it answered by the leader %s", nodes[follower].node.ID(), resp, nodes[leader].node.ID())
+		t.Fatalf("republish through %s: %v, want it answered by the leader %s", nodes[follower].Node.Node.ID(), resp, nodes[leader].Node.Node.ID())
 	}
 	for i, r := range recs {
 		want := 0
@@ -82,7 +82,7 @@ func TestNode_RepublishEventsRunsOnTheShardLeader(t *testing.T) {
 			want = 1
 		}
 		if r.count() != want {
-			t.Fatalf("node %s republished %d times, want %d", nodes[i].node.ID(), r.count(), want)
+			t.Fatalf("node %s republished %d times, want %d", nodes[i].Node.Node.ID(), r.count(), want)
 		}
 	}
 	recs[leader].mu.Lock()
@@ -96,7 +96,7 @@ func TestNode_RepublishEventsRunsOnTheShardLeader(t *testing.T) {
 		{Shard: 2},
 		{Shard: shardID, From: &pb.Position{Index: 9}, To: &pb.Position{Index: 8}},
 	} {
-		if _, err := nodes[follower].node.RepublishEvents(ctx, bad); status.Code(err) != codes.InvalidArgument {
+		if _, err := nodes[follower].Node.Node.RepublishEvents(ctx, bad); status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("republish %v: %v, want InvalidArgument", bad, err)
 		}
 	}

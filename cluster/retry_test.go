@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -16,11 +15,11 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/rhizon/rhizon/actor"
-	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
-	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/gateway"
+	"github.com/rhizon/rhizon/internal/testkit"
+	"github.com/rhizon/rhizon/internal/testkit/clustertest"
 )
 
 // cutProxy stands in front of a node's gRPC port: peers reach the node
@@ -35,7 +34,7 @@ type cutProxy struct {
 	conns []net.Conn
 }
 
-func newCutProxy(t *testing.T, target string) *cutProxy {
+func newCutProxy(t testing.TB, target string) *cutProxy {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -94,66 +93,31 @@ func (p *cutProxy) cut() {
 }
 
 type proxiedNode struct {
-	node  *cluster.Node
-	addr  string // the gateway, direct
+	*clustertest.Node
 	proxy *cutProxy
 }
 
 // startProxiedCluster starts 3 real nodes (Raft over TCP, Badger on disk)
 // whose node-to-node gRPC calls go through a cutProxy each.
-func startProxiedCluster(t *testing.T, shards uint32) []*proxiedNode {
+func startProxiedCluster(t *testing.T, shards uint32) (*clustertest.Cluster, []*proxiedNode) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts a 3-node cluster")
-	}
-	auth, err := gateway.NewAuth("test", []gateway.TokenEntry{
-		{Token: tokenA, Principal: gateway.TokenPrincipal{ID: "alice", Type: "user"}, Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}}},
+	var proxies []*cutProxy
+	c := clustertest.Start(t, clustertest.Options{
+		Nodes: 3, Shards: shards, ShardTemplate: testShardConfig(),
+		Tokens: []gateway.TokenEntry{
+			{Token: tokenA, Principal: gateway.TokenPrincipal{ID: "alice", Type: "user"}, Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}}},
+		},
+		AdvertiseAddr: func(t testing.TB, listen string) string {
+			px := newCutProxy(t, listen)
+			proxies = append(proxies, px)
+			return px.addr()
+		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var nodes []*proxiedNode
-	var join []string
-	for i := range 3 {
-		id := fmt.Sprintf("n%d", i+1)
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		px := newCutProxy(t, l.Addr().String())
-		n, err := cluster.Open(cluster.Config{
-			NodeID: id, DataDir: t.TempDir(), Shards: shards, Registry: builtin.Registry(), Logger: quiet,
-			ShardTemplate: testShardConfig(), Version: "test", GRPCAddr: px.addr(), ClusterSecret: "test-secret",
-			FastGossip: true, BootstrapExpect: 3, Join: join, DeadAfter: time.Hour,
-		})
-		if err != nil {
-			l.Close()
-			t.Fatal(err)
-		}
-		if i == 0 {
-			join = []string{n.GossipAddr()}
-		}
-		gw, err := gateway.New(gateway.Config{Backend: n, Auth: auth, NodeID: id, Version: "test", Logger: quiet})
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := grpc.NewServer(gateway.ServerOptions()...)
-		gw.RegisterGRPC(srv)
-		n.RegisterGRPC(srv)
-		go srv.Serve(l)
-		t.Cleanup(func() { srv.Stop(); _ = n.Kill() })
-		nodes = append(nodes, &proxiedNode{node: n, addr: l.Addr().String(), proxy: px})
+	for i, n := range c.Nodes {
+		nodes = append(nodes, &proxiedNode{Node: n, proxy: proxies[i]})
 	}
-	for _, pn := range nodes {
-		c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		err := pn.node.WaitReady(c)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return nodes
+	return c, nodes
 }
 
 // rawSubmit calls one gateway's Submit once, with no client-side retry.
@@ -178,7 +142,7 @@ func rawSubmit(ctx context.Context, t *testing.T, addr string, req *pb.SubmitReq
 // command id) is a replay.
 func TestPromise_ExactlyOnce_InternalRetryAnswersTheSingleCallerNormally(t *testing.T) {
 	const shards = 2
-	nodes := startProxiedCluster(t, shards)
+	c, nodes := startProxiedCluster(t, shards)
 	ctx := ctx(t)
 	addr := actor.Address{Tenant: "a", Workspace: "w", ActorType: "counter", EntityID: "once"}
 	id := actor.ShardOf(addr, shards)
@@ -194,35 +158,26 @@ func TestPromise_ExactlyOnce_InternalRetryAnswersTheSingleCallerNormally(t *test
 	var leader, fwd *proxiedNode
 	for i := range 2 {
 		// The leader may still move while the cluster settles.
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			leader, fwd = nil, nil
-			for _, pn := range nodes {
-				for _, s := range pn.node.Shards() {
-					if s.ID() == id && s.IsLeader() {
-						leader = pn
-					}
-				}
+		testkit.EventuallyNil(t, 30*time.Second, "shard leader", func() error {
+			ln, err := c.Leader(id)
+			if err != nil {
+				return err
 			}
 			for _, pn := range nodes {
-				if pn != leader {
+				if pn.Node == ln {
+					leader = pn
+				} else {
 					fwd = pn
 				}
 			}
-			if leader != nil || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if leader == nil {
-			t.Fatalf("shard %d has no leader", id)
-		}
-		if _, err := rawSubmit(ctx, t, fwd.addr, req(fmt.Sprintf("warm-%d", i), "")); err != nil {
+			return nil
+		})
+		if _, err := rawSubmit(ctx, t, fwd.Addr, req(fmt.Sprintf("warm-%d", i), "")); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	fwdBefore := fwd.node.Forwarded()
+	fwdBefore := fwd.Node.Node.Forwarded()
 	leader.proxy.mute.Store(true)
 	type answer struct {
 		resp *pb.SubmitResponse
@@ -232,28 +187,24 @@ func TestPromise_ExactlyOnce_InternalRetryAnswersTheSingleCallerNormally(t *test
 	go func() {
 		// No command id: the gateway assigns one, and it must survive the
 		// node's internal retries.
-		resp, err := rawSubmit(ctx, t, fwd.addr, req("once-1", ""))
+		resp, err := rawSubmit(ctx, t, fwd.Addr, req("once-1", ""))
 		done <- answer{resp, err}
 	}()
 	// Cut the link once the command is applied (committed) on any replica:
 	// the forward's answer is lost after the proposal.
-	deadline := time.Now().Add(20 * time.Second)
-	for applied := false; !applied; {
+	testkit.Poll{Timeout: 20 * time.Second, Every: 10 * time.Millisecond}.Eventually(t, "the command applied", func() (bool, string) {
 		for _, pn := range nodes {
-			for _, s := range pn.node.Shards() {
+			for _, s := range pn.Node.Node.Shards() {
 				if s.ID() != id {
 					continue
 				}
 				if _, ok, err := s.Store().Result(addr, "once-1"); err == nil && ok {
-					applied = true
+					return true, ""
 				}
 			}
 		}
-		if !applied && time.Now().After(deadline) {
-			t.Fatal("the command was not applied within 20 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false, "no replica has its result"
+	})
 	leader.proxy.cut()
 
 	var got answer
@@ -265,7 +216,7 @@ func TestPromise_ExactlyOnce_InternalRetryAnswersTheSingleCallerNormally(t *test
 	if got.err != nil {
 		t.Fatalf("submit sent once: %v", got.err)
 	}
-	if n := fwd.node.Forwarded() - fwdBefore; n < 2 {
+	if n := fwd.Node.Node.Forwarded() - fwdBefore; n < 2 {
 		t.Fatalf("the forwarding node forwarded %d times; the test needs its internal retry", n)
 	}
 	res := got.resp.GetResult()
@@ -278,7 +229,7 @@ func TestPromise_ExactlyOnce_InternalRetryAnswersTheSingleCallerNormally(t *test
 	}
 
 	// The caller's own retry (same command id) is a replay too.
-	own, err := rawSubmit(ctx, t, fwd.addr, req("once-1", res.GetCommandId()))
+	own, err := rawSubmit(ctx, t, fwd.Addr, req("once-1", res.GetCommandId()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +238,7 @@ func TestPromise_ExactlyOnce_InternalRetryAnswersTheSingleCallerNormally(t *test
 	}
 
 	// Another submission under the same key: duplicate, the original result.
-	dup, err := rawSubmit(ctx, t, fwd.addr, req("once-1", "another-submission"))
+	dup, err := rawSubmit(ctx, t, fwd.Addr, req("once-1", "another-submission"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +247,7 @@ func TestPromise_ExactlyOnce_InternalRetryAnswersTheSingleCallerNormally(t *test
 		t.Fatalf("same key, another command id: %v; want duplicate with the original result", r)
 	}
 
-	ent, _, err := leader.node.Get(ctx, addr, false)
+	ent, _, err := leader.Node.Node.Get(ctx, addr, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 func openStream(t *testing.T, h *harness, token string) pb.Gateway_SubmitStreamClient {
@@ -172,14 +173,13 @@ func TestSubmitStreamBackPressure(t *testing.T) {
 			}
 		}
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for reached.Load() < StreamInFlight && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	inFlight := func() (bool, string) {
+		n := reached.Load()
+		return n == StreamInFlight, fmt.Sprintf("%d commands in flight, want the bound %d", n, StreamInFlight)
 	}
-	time.Sleep(200 * time.Millisecond) // room for a read past the bound
-	if n := reached.Load(); n != StreamInFlight {
-		t.Fatalf("%d commands in flight, want the bound %d", n, StreamInFlight)
-	}
+	testkit.Eventually(t, 10*time.Second, "the bound reached", inFlight)
+	// Room for a read past the bound, which would show as one more.
+	testkit.Consistently(t, 200*time.Millisecond, "no read past the bound", inFlight)
 	close(release)
 	seen := map[uint64]bool{}
 	for len(seen) < StreamInFlight+extra {
@@ -207,6 +207,8 @@ func TestSubmitStreamDuplicateIDEndsStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// No signal says the server has read the second request; released
+	// before, the first would be answered and id 7 be free again.
 	time.Sleep(100 * time.Millisecond)
 	close(release)
 	r, err := st.Recv()

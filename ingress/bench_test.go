@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rhizon/rhizon/api/stream"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // BenchmarkIngressToCommit measures commands through JetStream to committed:
@@ -29,12 +30,10 @@ func BenchmarkIngressToCommit(b *testing.B) {
 	}
 	<-e.js.PublishAsyncComplete()
 	published := time.Since(start)
-	for e.streamMsgs(b, stream.IngressStream) > 0 {
-		if time.Since(start) > 10*time.Minute {
-			b.Fatal("ingress not drained in 10 minutes")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Poll{Timeout: 10*time.Minute - time.Since(start), Every: 5 * time.Millisecond}.Eventually(b, "ingress drained", func() (bool, string) {
+		m := e.streamMsgs(b, stream.IngressStream)
+		return m == 0, fmt.Sprintf("%d messages left", m)
+	})
 	el := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/el.Seconds(), "commands/s")

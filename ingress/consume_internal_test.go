@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -23,6 +24,7 @@ import (
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/natsserver"
 	"github.com/rhizon/rhizon/shard"
 	"github.com/rhizon/rhizon/storage"
@@ -73,19 +75,13 @@ func startNATSClusterTLS(tb testing.TB, tlsCfg *tls.Config) ([]*server.Server, [
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testkit.Poll{Timeout: 60 * time.Second, Every: 200 * time.Millisecond}.EventuallyNil(tb, "jetstream ready", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
 		_, err := js.AccountInfo(ctx)
-		cancel()
-		if err == nil {
-			return servers, urls
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("jetstream not ready: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err
+	})
+	return servers, urls
 }
 
 // startNATS starts one embedded server and returns a connection to it; both
@@ -249,14 +245,16 @@ func TestConsume_EveryShardConsumesSoonAfterTheClusterStarts(t *testing.T) {
 		}
 	}
 	const within = 10 * time.Second
-	for _, sh := range all {
-		for !sh.applied("k") {
-			if time.Since(start) > within {
-				t.Fatalf("shard %d: command not applied within %v of the streams being ready", sh.id, within)
+	testkit.Poll{Timeout: within - time.Since(start), Every: 20 * time.Millisecond}.Eventually(t,
+		fmt.Sprintf("every shard applied its command within %v of the streams being ready", within), func() (bool, string) {
+			var late []uint32
+			for _, sh := range all {
+				if !sh.applied("k") {
+					late = append(late, sh.id)
+				}
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+			return len(late) == 0, fmt.Sprint("not applied on shards ", late)
+		})
 	t.Logf("all %d shards applied their command %v after the streams were ready", shards, time.Since(start).Round(time.Millisecond))
 }
 
@@ -272,29 +270,19 @@ func TestConsume_ResumesWhenTheConsumerLeaderLosesJetStream(t *testing.T) {
 	send := func(key string) {
 		t.Helper()
 		msg := ingressMsg(t, 0, "c", key)
-		deadline := time.Now().Add(60 * time.Second)
-		for { // the stream may be without a leader for a while too
+		// The stream may be without a leader for a while too.
+		testkit.Poll{Timeout: 60 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "publish "+key, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
 			_, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(key))
-			cancel()
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("publish %s: %v", key, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return err
+		})
 	}
 	appliedWithin := func(key string, d time.Duration) {
 		t.Helper()
-		start := time.Now()
-		for !sh.applied(key) {
-			if time.Since(start) > d {
-				t.Fatalf("command %s not applied within %v", key, d)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testkit.Poll{Timeout: d, Every: 20 * time.Millisecond}.Eventually(t, "command "+key+" applied", func() (bool, string) {
+			return sh.applied(key), "not yet"
+		})
 	}
 	leader := func() string {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -312,19 +300,16 @@ func TestConsume_ResumesWhenTheConsumerLeaderLosesJetStream(t *testing.T) {
 	send("k1")
 	appliedWithin("k1", 30*time.Second)
 	// The worker's connection is to s0: the consumer must be led elsewhere.
-	deadline := time.Now().Add(30 * time.Second)
-	l := leader()
-	for ; l == "" || l == servers[0].Name(); l = leader() {
-		if time.Now().After(deadline) {
-			t.Fatalf("consumer leader still %q after 30 s", l)
-		}
-		if l != "" {
+	var l string
+	testkit.Poll{Timeout: 30 * time.Second, Every: 500 * time.Millisecond}.Eventually(t, "consumer led off "+servers[0].Name(), func() (bool, string) {
+		l = leader()
+		if l == servers[0].Name() {
 			if _, err := nc.Request("$JS.API.CONSUMER.LEADER.STEPDOWN."+stream.IngressStream+".shard-0", nil, 2*time.Second); err != nil && !errors.Is(err, nats.ErrTimeout) {
 				t.Fatal(err)
 			}
 		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return l != "" && l != servers[0].Name(), fmt.Sprintf("consumer leader %q", l)
+	})
 	send("k2") // the pull waits on the leader now
 	appliedWithin("k2", 30*time.Second)
 	for _, s := range servers {
@@ -334,13 +319,10 @@ func TestConsume_ResumesWhenTheConsumerLeaderLosesJetStream(t *testing.T) {
 			}
 		}
 	}
-	deadline = time.Now().Add(60 * time.Second)
-	for nl := leader(); nl == "" || nl == l; nl = leader() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no new consumer leader 60 s after %s lost JetStream", l)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.Poll{Timeout: 60 * time.Second, Every: 100 * time.Millisecond}.Eventually(t, "a new consumer leader after "+l+" lost JetStream", func() (bool, string) {
+		nl := leader()
+		return nl != "" && nl != l, fmt.Sprintf("consumer leader %q", nl)
+	})
 	start := time.Now()
 	send("k3")
 	appliedWithin("k3", 8*time.Second)
@@ -394,10 +376,10 @@ func TestConsume_AFailedCommandKeepsItsEntitysOrder(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for len(sh.appliedOrder()) < 3 && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
+			testkit.Eventually(t, 10*time.Second, "three commands applied", func() (bool, string) {
+				got := sh.appliedOrder()
+				return len(got) >= 3, fmt.Sprint("applied ", got)
+			})
 			if got := sh.appliedOrder(); !slices.Equal(got, []string{"k1", "k2", "k3"}) {
 				t.Fatalf("applied %v, want [k1 k2 k3]: the order they were published in", got)
 			}

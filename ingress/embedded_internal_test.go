@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/internal/testcerts"
+	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/natsserver"
 )
 
@@ -37,19 +39,16 @@ func (a *asyncErrors) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
 // violated waits up to 5 s for a permissions violation naming subject.
 func (a *asyncErrors) violated(t *testing.T, subject string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	testkit.Poll{Timeout: 5 * time.Second, Every: 20 * time.Millisecond}.Eventually(t, "permissions violation for "+subject, func() (bool, string) {
 		a.mu.Lock()
+		defer a.mu.Unlock()
 		for _, e := range a.errs {
 			if strings.Contains(e, "Permissions Violation") && strings.Contains(e, subject) {
-				a.mu.Unlock()
-				return
+				return true, ""
 			}
 		}
-		a.mu.Unlock()
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no permissions violation for %q; errors: %v", subject, a.errs)
+		return false, fmt.Sprint("errors ", a.errs)
+	})
 }
 
 // An embedded server with a cluster secret has NATS accounts (issue 24): a
@@ -146,16 +145,12 @@ func TestEmbedded_ProducersHaveAccountsOfTheirOwn(t *testing.T) {
 		t.Fatalf("B's publish: %+v; want stored on its own stream, not a duplicate of A's", ackB)
 	}
 	for _, want := range []struct{ key, principal string }{{"ka", "a"}, {"kb", "b"}} {
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if c, ok := sh.command(want.key); ok {
-				if c.Security.Principal.ID != want.principal {
-					t.Errorf("command %s applied as %q, want %q", want.key, c.Security.Principal.ID, want.principal)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("command %s not applied within 10s", want.key)
-			}
+		testkit.Poll{Timeout: 10 * time.Second, Every: 20 * time.Millisecond}.Eventually(t, "command "+want.key+" applied", func() (bool, string) {
+			_, ok := sh.command(want.key)
+			return ok, "not yet"
+		})
+		if c, _ := sh.command(want.key); c.Security.Principal.ID != want.principal {
+			t.Errorf("command %s applied as %q, want %q", want.key, c.Security.Principal.ID, want.principal)
 		}
 	}
 	// A cannot borrow B's token in the header.
@@ -172,16 +167,14 @@ func TestEmbedded_ProducersHaveAccountsOfTheirOwn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if dl, err := deadStream.GetLastMsgForSubject(ctx, stream.DeadSubject(0)); err == nil {
-			if r := dl.Header.Get(stream.HeaderReason); !strings.Contains(r, "another token") {
-				t.Fatalf("dead letter reason %q", r)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the command with B's token in A's header was not dead-lettered")
-		}
+	var dl *jetstream.RawStreamMsg
+	testkit.Poll{Timeout: 10 * time.Second, Every: 20 * time.Millisecond}.EventuallyNil(t, "the command with B's token in A's header dead-lettered", func() error {
+		var err error
+		dl, err = deadStream.GetLastMsgForSubject(ctx, stream.DeadSubject(0))
+		return err
+	})
+	if r := dl.Header.Get(stream.HeaderReason); !strings.Contains(r, "another token") {
+		t.Fatalf("dead letter reason %q", r)
 	}
 	if sh.applied("borrowed") {
 		t.Fatal("A's command with B's token in the header was applied")

@@ -169,10 +169,11 @@ func TestIngress_TenThousandCommandsExactlyOnce(t *testing.T) {
 		m := e.streamMsgs(t, stream.IngressStream)
 		return m == 0, fmt.Sprintf("%d messages left", m)
 	})
-	time.Sleep(300 * time.Millisecond) // a relay that republished would show now
-	if m := e.streamMsgs(t, stream.EventsStream); m != n {
-		t.Fatalf("events stream holds %d events, want %d", m, n)
-	}
+	// A relay that republished would show within this window.
+	testkit.Consistently(t, 300*time.Millisecond, "no event republished", func() (bool, string) {
+		m := e.streamMsgs(t, stream.EventsStream)
+		return m == n, fmt.Sprintf("events stream holds %d events, want %d", m, n)
+	})
 	if m := e.streamMsgs(t, stream.DeadStream); m != 0 {
 		t.Fatalf("%d dead letters, want none", m)
 	}
@@ -327,13 +328,14 @@ func testRelayAroundStoredEvent(t *testing.T, e *env) {
 		m := e.streamMsgs(t, stream.EventsStream)
 		return m >= n, fmt.Sprintf("%d of %d messages", m, n)
 	})
-	time.Sleep(300 * time.Millisecond) // a relay that republished would show now
+	// A relay that republished would show within this window.
+	testkit.Consistently(t, 300*time.Millisecond, "one message per version", func() (bool, string) {
+		m := e.streamMsgs(t, stream.EventsStream)
+		return m == n, fmt.Sprintf("events stream holds %d messages, want %d", m, n)
+	})
 	s, err := e.js.Stream(ctx, stream.EventsStream)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if m := e.streamMsgs(t, stream.EventsStream); m != n {
-		t.Fatalf("events stream holds %d messages, want %d (one per version)", m, n)
 	}
 	var versions []uint64
 	for seq := uint64(1); seq <= n; seq++ {

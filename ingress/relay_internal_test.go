@@ -65,7 +65,7 @@ func TestRelay_AFailedRecordIsRetriedAfterTheInterval(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); w.relay(ctx) }()
 	const window = 600 * time.Millisecond
-	time.Sleep(window)
+	time.Sleep(window) // attempts are counted over a duration: not a wait for a state
 	cancel()
 	<-done
 	// One attempt per interval, plus slack for the first one.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 func listenBeatMux(t *testing.T, linger time.Duration, lw *muxTestLog) *Mux {
@@ -197,7 +199,17 @@ func TestHeartbeatsWaitingWhenTheMuxClosesFail(t *testing.T) {
 		var resp raft.AppendEntriesResponse
 		done <- from[0].AppendEntries("b", b.Addr(), heartbeatReq(a, 1), &resp)
 	}()
-	time.Sleep(100 * time.Millisecond) // queued, lingering
+	testkit.Eventually(t, 5*time.Second, "the heartbeat queued, lingering", func() (bool, string) {
+		a.beats.mu.Lock()
+		l := a.beats.links[string(b.Addr())]
+		a.beats.mu.Unlock()
+		if l == nil {
+			return false, "no link to b"
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.pending) == 1, fmt.Sprintf("%d queued", len(l.pending))
+	})
 	_ = a.Close()
 	select {
 	case err := <-done:
@@ -231,7 +243,7 @@ func TestRaftGroupsStayStableOnCoalescedHeartbeats(t *testing.T) {
 			f0 += n.mux.beats.frames.Load()
 			c0 += n.mux.beats.carried.Load()
 		}
-		time.Sleep(2 * time.Second)
+		time.Sleep(2 * time.Second) // the window watched: a duration, not a wait for a state
 		var f1, c1 int64
 		for _, n := range c.nodes {
 			f1 += n.mux.beats.frames.Load()

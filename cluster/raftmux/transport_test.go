@@ -165,15 +165,14 @@ func TestMuxDialFilterPartition(t *testing.T) {
 	c.forGroups(func(g uint32) { c.apply(g, muxVals(g, 10, 20)) })
 	// For several election timeouts the victim never leads (it cannot send
 	// a vote request), while the others keep a leader.
-	until := time.Now().Add(time.Second)
-	for time.Now().Before(until) {
+	testkit.Consistently(t, time.Second, fmt.Sprintf("partitioned %s never leads", victim.id), func() (bool, string) {
 		for _, g := range groups {
 			if victim.replicas[g].r.State() == raft.Leader {
-				t.Fatalf("group %d: partitioned %s became leader", g, victim.id)
+				return false, fmt.Sprintf("group %d: it became leader", g)
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return true, ""
+	})
 	for _, g := range groups {
 		if _, ok := rejected.Load(g); !ok {
 			t.Errorf("group %d: the dial filter was never consulted", g)

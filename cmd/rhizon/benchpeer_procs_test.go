@@ -16,6 +16,7 @@ import (
 
 	"github.com/rhizon/rhizon/bench"
 	"github.com/rhizon/rhizon/bench/peer"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // alive tells whether process pid runs. A zombie does not: an orphan
@@ -37,8 +38,7 @@ func alive(pid int) bool {
 // waitGone waits until none of pids runs and none of dirs exists.
 func waitGone(t *testing.T, within time.Duration, pids []int, dirs []string) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	testkit.Poll{Timeout: within, Every: 100 * time.Millisecond}.Eventually(t, "peers gone after the parent stopped", func() (bool, string) {
 		var left []string
 		for _, pid := range pids {
 			if alive(pid) {
@@ -50,14 +50,8 @@ func waitGone(t *testing.T, within time.Duration, pids []int, dirs []string) {
 				left = append(left, d)
 			}
 		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still there %v after the parent stopped: %v", within, left)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return len(left) == 0, fmt.Sprint("still there: ", left)
+	})
 }
 
 // TestPeer_OneProcessPerServerServesAndStopsWithTheContext starts each
@@ -160,7 +154,7 @@ func TestPeer_ProcessesDieWithAKilledLoadGenerator(t *testing.T) {
 		t.Fatalf("no line naming %d peer pids on rhizon bench's stderr (got %v)", peer.Replicas, pids)
 	}
 	go func() { _, _ = bufio.NewReader(stderr).WriteTo(devNull{}) }()
-	time.Sleep(time.Second) // the workload runs
+	time.Sleep(time.Second) // the workload runs a while before the kill: not a wait for a state
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}

@@ -374,7 +374,7 @@ func (c *testCluster) startLoad(workers int, nodes []*nodeProc) *load {
 						l.mu.Unlock()
 						break
 					}
-					time.Sleep(20 * time.Millisecond)
+					time.Sleep(20 * time.Millisecond) // back off before the retry: not a wait for a state
 				}
 			}
 		}()

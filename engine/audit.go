@@ -41,6 +41,17 @@ const (
 // the shard that wrote it. Streams of one principal on every shard are
 // AuditAddress(p, s, count) for s in [0, count).
 func AuditAddress(principal string, shard, count uint32) actor.Address {
+	return AuditAddressOf(principal, shard, func(a actor.Address) uint32 {
+		if count == 0 {
+			return shard
+		}
+		return actor.ShardOf(a, count)
+	})
+}
+
+// AuditAddressOf is AuditAddress for a caller that knows the mapping of
+// addresses to shards rather than the count (the relay).
+func AuditAddressOf(principal string, shard uint32, shardOf func(actor.Address) uint32) actor.Address {
 	base := principal
 	if len(base) > actor.MaxIDLen-12 {
 		sum := sha256.Sum256([]byte(principal))
@@ -49,7 +60,7 @@ func AuditAddress(principal string, shard, count uint32) actor.Address {
 	a := actor.Address{Tenant: AuditTenant, Workspace: AuditWorkspace, ActorType: AuditActorType}
 	for n := uint64(0); ; n++ {
 		a.EntityID = base + "." + strconv.FormatUint(n, 10)
-		if count == 0 || actor.ShardOf(a, count) == shard {
+		if shardOf(a) == shard {
 			return a
 		}
 	}

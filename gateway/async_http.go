@@ -35,7 +35,7 @@ type JSONWatchEvent struct {
 	Event     *JSONEvent     `json:"event,omitempty"`
 	Rejection *JSONRejection `json:"rejection,omitempty"`
 	Sequence  uint64         `json:"sequence,omitempty"`
-	Error    *JSONError `json:"error,omitempty"`
+	Error     *JSONError     `json:"error,omitempty"`
 }
 
 func (s *Server) httpSubmitAsync(ctx context.Context, w http.ResponseWriter, r *http.Request) (any, error) {

@@ -68,6 +68,14 @@ func TestCLI_SendAsyncWaitAndResult(t *testing.T) {
 		}
 	}
 
+	// The rejections are on the events stream too, after the event.
+	out, code = p.rhizon(t, "watch", "--entity", "counter/r1", "--rejections", "--from-beginning", "--count", "2", "--timeout", "20s", "-o", "json")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 || !strings.Contains(lines[0], `"evt.counter.added"`) ||
+		!strings.Contains(lines[1], `"rejection"`) || !strings.Contains(lines[1], `"version_conflict"`) || !strings.Contains(lines[1], `"a2"`) {
+		t.Fatalf("watch --rejections: exit %d %q", code, out)
+	}
+
 	// HTTP: POST /v1/result.
 	post := func(body string) (int, map[string]any) {
 		t.Helper()

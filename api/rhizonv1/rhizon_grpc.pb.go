@@ -79,7 +79,8 @@ type GatewayClient interface {
 	// SubmitAsync enqueues the command durably on the shard's JetStream ingress
 	// subject and returns once JetStream has stored it (replicated and synced),
 	// before it is applied. Retries with the same idempotency key are applied
-	// once.
+	// once. Its outcome: GetResult with the address and key, or Watch with
+	// include_rejections (events and rejections of the entity).
 	SubmitAsync(ctx context.Context, in *SubmitRequest, opts ...grpc.CallOption) (*SubmitAsyncResponse, error)
 	// Watch streams the committed events of a tenant/workspace, optionally of
 	// one actor type and entity, in per-entity order, from the events stream.
@@ -260,7 +261,8 @@ type GatewayServer interface {
 	// SubmitAsync enqueues the command durably on the shard's JetStream ingress
 	// subject and returns once JetStream has stored it (replicated and synced),
 	// before it is applied. Retries with the same idempotency key are applied
-	// once.
+	// once. Its outcome: GetResult with the address and key, or Watch with
+	// include_rejections (events and rejections of the entity).
 	SubmitAsync(context.Context, *SubmitRequest) (*SubmitAsyncResponse, error)
 	// Watch streams the committed events of a tenant/workspace, optionally of
 	// one actor type and entity, in per-entity order, from the events stream.

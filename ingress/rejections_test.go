@@ -14,6 +14,7 @@ import (
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/internal/ingresstest"
 	"github.com/rhizon/rhizon/internal/testkit"
 )
@@ -43,8 +44,16 @@ func (w *watched) list() []*pb.WatchEvent {
 // entity goes to the offender's audit stream's subject (tenant _rhizon),
 // neither to t's nor to b's; repeats of it within the window are not
 // published again.
+// With three NATS replicas the relay publishes in atomic batches, with one
+// in waves: both carry rejections.
 func TestRelay_RejectionsArePublished(t *testing.T) {
-	e := ingresstest.Start(t, ingresstest.Options{Shards: 2})
+	t.Run("one replica", func(t *testing.T) { testRejectionsPublished(t, ingresstest.Start(t, ingresstest.Options{Shards: 2})) })
+	t.Run("three replicas", func(t *testing.T) {
+		testRejectionsPublished(t, ingresstest.Start(t, ingresstest.Options{Shards: 2, NATSURLs: ingress.StartNATSCluster(t)}))
+	})
+}
+
+func testRejectionsPublished(t *testing.T, e *ingresstest.Env) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	watch := func(f stream.WatchFilter) *watched {

@@ -39,12 +39,14 @@ func (s *scriptedAsync) Enqueue(_ context.Context, cmd actor.Command) (ingress.E
 	return s.enqueue(n, cmd)
 }
 
-func (s *scriptedAsync) Watch(ctx context.Context, f ingress.WatchFilter, fn func(*pb.Event, uint64) error) error {
+func (s *scriptedAsync) Watch(ctx context.Context, f ingress.WatchFilter, fn func(*pb.WatchEvent) error) error {
 	s.mu.Lock()
 	s.filters = append(s.filters, f)
 	n := len(s.filters)
 	s.mu.Unlock()
-	return s.watch(n, ctx, f, fn)
+	return s.watch(n, ctx, f, func(ev *pb.Event, seq uint64) error {
+		return fn(&pb.WatchEvent{Event: ev, Sequence: seq})
+	})
 }
 
 func (s *scriptedAsync) calls() ([]actor.Command, []ingress.WatchFilter) {

@@ -530,6 +530,11 @@ func (n *Node) History(ctx context.Context, addr actor.Address, after engine.Pos
 	return n.router.History(ctx, addr, after, limit, includeRejections, stale)
 }
 
+// Result implements gateway.ResultBackend (router.Result).
+func (n *Node) Result(ctx context.Context, addr actor.Address, key string, stale bool) (*pb.Result, bool, uint64, error) {
+	return n.router.Result(ctx, addr, key, stale)
+}
+
 // LeaderHint implements gateway.RouteHinter (router.LeaderHint).
 func (n *Node) LeaderHint(id uint32) (node, grpcAddr string, remote bool) {
 	return n.router.LeaderHint(id)

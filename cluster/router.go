@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
@@ -208,6 +209,14 @@ func (rt *router) readLocal(ctx context.Context, l *shard.Shard, addr actor.Addr
 		}
 	}
 	out := &pb.ReadResponse{AppliedIndex: l.Meta().Index}
+	if req.Result {
+		res, ok, err := l.Store().Result(addr, req.IdempotencyKey)
+		if err != nil {
+			return nil, err
+		}
+		out.Result, out.ResultFound = res, ok
+		return out, nil
+	}
 	if !req.History {
 		ent, err := l.Store().Entity(addr)
 		if err != nil {
@@ -231,6 +240,23 @@ func (rt *router) Get(ctx context.Context, addr actor.Address, stale bool) (engi
 		return engine.Entity{}, 0, err
 	}
 	return engine.Entity{Version: resp.Version, State: resp.State}, resp.AppliedIndex, nil
+}
+
+// Result reads the result stored for idempotency key at addr through read.
+// The stored bytes are a recordv1.Result, which pb.Result reads as it is.
+func (rt *router) Result(ctx context.Context, addr actor.Address, key string, stale bool) (*pb.Result, bool, uint64, error) {
+	resp, err := rt.read(ctx, addr, &pb.ReadRequest{Stale: stale, Result: true, IdempotencyKey: key})
+	if err != nil {
+		return nil, false, 0, err
+	}
+	if !resp.ResultFound {
+		return nil, false, resp.AppliedIndex, nil
+	}
+	var res pb.Result
+	if err := proto.Unmarshal(resp.Result, &res); err != nil {
+		return nil, false, resp.AppliedIndex, fmt.Errorf("decode stored result of %s %q: %w", addr, key, err)
+	}
+	return &res, true, resp.AppliedIndex, nil
 }
 
 // History reads addr's history through read.

@@ -41,6 +41,17 @@ const (
 // the shard that wrote it. Streams of one principal on every shard are
 // AuditAddress(p, s, count) for s in [0, count).
 func AuditAddress(principal string, shard, count uint32) actor.Address {
+	return AuditAddressOf(principal, shard, func(a actor.Address) uint32 {
+		if count == 0 {
+			return shard
+		}
+		return actor.ShardOf(a, count)
+	})
+}
+
+// AuditAddressOf is AuditAddress for a caller that knows the mapping of
+// addresses to shards rather than the count (the relay).
+func AuditAddressOf(principal string, shard uint32, shardOf func(actor.Address) uint32) actor.Address {
 	base := principal
 	if len(base) > actor.MaxIDLen-12 {
 		sum := sha256.Sum256([]byte(principal))
@@ -49,7 +60,7 @@ func AuditAddress(principal string, shard, count uint32) actor.Address {
 	a := actor.Address{Tenant: AuditTenant, Workspace: AuditWorkspace, ActorType: AuditActorType}
 	for n := uint64(0); ; n++ {
 		a.EntityID = base + "." + strconv.FormatUint(n, 10)
-		if count == 0 || actor.ShardOf(a, count) == shard {
+		if shardOf(a) == shard {
 			return a
 		}
 	}
@@ -179,15 +190,21 @@ func (a *applier) violation(cmd *actor.Command, res actor.Result, msg string) (a
 		if rec.count > 1 {
 			text = fmt.Sprintf("%s (%d attempts with this key since %d)", msg, rec.count, rec.firstAt)
 		}
-		a.writeRejection(cmd, addr, key, rec.pos, &res, text, ViolationEventType, 0)
+		data := a.writeRejection(cmd, addr, key, rec.pos, &res, text, ViolationEventType, 0)
+		if rec.count == 1 {
+			// Only a new record is published: repeats only update its
+			// count, so the stream gets no more than the audit keeps.
+			a.publishRejection(rec.pos, data)
+		}
 	}
 	a.putEntity(slot, addr, key, Entity{Version: slot.Version + 1, State: st.encode()})
 	return res, nil
 }
 
 // writeRejection writes the audit record of a rejected command at pos in the
-// history of addr (the command's own address, or an audit stream's).
-func (a *applier) writeRejection(cmd *actor.Command, addr actor.Address, addrKey []byte, pos Position, res *actor.Result, msg, typ string, version uint64) {
+// history of addr (the command's own address, or an audit stream's), and
+// returns its bytes.
+func (a *applier) writeRejection(cmd *actor.Command, addr actor.Address, addrKey []byte, pos Position, res *actor.Result, msg, typ string, version uint64) []byte {
 	rj := &recordv1.Rejection{
 		Type: typ, CommandId: cmd.ID, CommandType: cmd.Type, Address: recordv1.FromAddress(cmd.Address),
 		Reason: recordv1.Reason(res.Reason), Code: res.Code, Message: msg, At: a.at,
@@ -199,4 +216,14 @@ func (a *applier) writeRejection(cmd *actor.Command, addr actor.Address, addrKey
 	data := mustMarshal(rj)
 	a.b.AppendHistory(addr, pos, HistoryRejection, data)
 	a.hash('R', addrKey, u64(pos.Index), u64(uint64(pos.Ordinal)), data)
+	return data
+}
+
+// publishRejection puts the rejection record written at pos into the outbox
+// for the relay (OutboxRejection; not hashed, see there).
+func (a *applier) publishRejection(pos Position, data []byte) {
+	row := make([]byte, 1+len(data))
+	row[0] = OutboxRejection
+	copy(row[1:], data)
+	a.b.PutOutbox(pos, row)
 }

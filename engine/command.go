@@ -228,7 +228,8 @@ func (a *applier) putOutboxRow(pos Position, row []byte) {
 }
 
 func (a *applier) recordRejection(cmd *actor.Command, addrKey []byte, res *actor.Result, typ string, version uint64) {
-	a.writeRejection(cmd, cmd.Address, addrKey, a.nextPos(), res, res.Message, typ, version)
+	pos := a.nextPos()
+	a.publishRejection(pos, a.writeRejection(cmd, cmd.Address, addrKey, pos, res, res.Message, typ, version))
 }
 
 func (a *applier) storeResult(cmd *actor.Command, addrKey []byte, res *actor.Result) {

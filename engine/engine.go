@@ -60,6 +60,14 @@ const (
 	// OutboxCommand: an actor's Send (recordv1.Command) to deliver to the target
 	// shard's ingress subject.
 	OutboxCommand byte = 'C'
+	// OutboxRejection: the audit record (recordv1.Rejection) of a rejected
+	// command, at the position of its history record, to publish so that an
+	// asynchronous producer learns of it. Unlike the other kinds it is not
+	// fed to the state hash: it is a copy of the history record hashed at
+	// the same position, and leaving it out keeps the state hash of logs
+	// written before rejections were published (and of mixed-version
+	// replicas during an upgrade) unchanged.
+	OutboxRejection byte = 'R'
 )
 
 // Applied is what one entry produced.

@@ -366,12 +366,13 @@ func TestPromise_Isolation_ActorCannotSendOutsideItsScope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One event of the accepted command, then its one Send.
-	if len(rows) != 2 || rows[0].Data[0] != engine.OutboxEvent || rows[1].Data[0] != engine.OutboxCommand {
-		t.Fatalf("outbox has %d rows, want an event and a command", len(rows))
+	// The violation's audit record (published, not delivered), then one
+	// event of the accepted command and its one Send.
+	if len(rows) != 3 || rows[0].Data[0] != engine.OutboxRejection || rows[1].Data[0] != engine.OutboxEvent || rows[2].Data[0] != engine.OutboxCommand {
+		t.Fatalf("outbox has %d rows, want a violation, an event and a command", len(rows))
 	}
 	var out recordv1.Command
-	if err := proto.Unmarshal(rows[1].Data[1:], &out); err != nil {
+	if err := proto.Unmarshal(rows[2].Data[1:], &out); err != nil {
 		t.Fatal(err)
 	}
 	if out.Address.Tenant != "a" || out.Address.Workspace != "w" || out.IdempotencyKey == "" || out.CausationId != "c-k2" {

@@ -31,7 +31,8 @@ type AsyncBackend interface {
 	Enqueue(ctx context.Context, cmd actor.Command) (stream.Enqueued, error)
 	// Watch calls fn for every committed event of the filter, in per-entity
 	// order, until ctx ends or fn returns an error (which it returns).
-	Watch(ctx context.Context, f stream.WatchFilter, fn func(ev *pb.Event, seq uint64) error) error
+	// With f.Rejections it also passes the recorded rejections.
+	Watch(ctx context.Context, f stream.WatchFilter, fn func(*pb.WatchEvent) error) error
 }
 
 // asyncReadier is the optional capability of an AsyncBackend that can tell
@@ -214,12 +215,14 @@ func (s *Server) watchFilterOf(ctx context.Context, id Identity, req *pb.WatchRe
 	if sec := id.Security(); !sec.Allows(a.Tenant, a.Workspace) {
 		return stream.WatchFilter{}, s.watchDenied(ctx, id, a)
 	}
-	if a.ActorType != "" {
+	// The offenders' audit streams have no actor behind them (engine
+	// AuditAddress); their violations are published like rejections.
+	if a.ActorType != "" && !isAuditStream(a) {
 		if _, err := s.lookup(a.ActorType); err != nil {
 			return stream.WatchFilter{}, err
 		}
 	}
-	if et := req.GetEventType(); et != "" {
+	if et := req.GetEventType(); et != "" && !isAuditStream(a) {
 		if err := checkEventType(et, a.ActorType); err != nil {
 			return stream.WatchFilter{}, err
 		}
@@ -227,6 +230,7 @@ func (s *Server) watchFilterOf(ctx context.Context, id Identity, req *pb.WatchRe
 	return stream.WatchFilter{
 		Tenant: a.Tenant, Workspace: a.Workspace, ActorType: a.ActorType, EntityID: a.EntityID,
 		EventType: req.GetEventType(), After: req.GetAfterSequence(), FromBeginning: req.GetFromBeginning(),
+		Rejections: req.GetIncludeRejections(),
 	}, nil
 }
 
@@ -315,8 +319,8 @@ func (s *Server) runWatch(ctx context.Context, f stream.WatchFilter, send func(*
 			}
 		}
 	}()
-	err := s.async.Watch(wctx, f, func(ev *pb.Event, seq uint64) error {
-		if err := send(&pb.WatchEvent{Event: ev, Sequence: seq}); err != nil {
+	err := s.async.Watch(wctx, f, func(ev *pb.WatchEvent) error {
+		if err := send(ev); err != nil {
 			return sendError{err}
 		}
 		return nil

@@ -32,9 +32,10 @@ type JSONSubmitAsyncResponse struct {
 // (pass it as after_sequence to resume), or, as the last line of a stream
 // that failed after it started, the error.
 type JSONWatchEvent struct {
-	Event    *JSONEvent `json:"event,omitempty"`
-	Sequence uint64     `json:"sequence,omitempty"`
-	Error    *JSONError `json:"error,omitempty"`
+	Event     *JSONEvent     `json:"event,omitempty"`
+	Rejection *JSONRejection `json:"rejection,omitempty"`
+	Sequence  uint64         `json:"sequence,omitempty"`
+	Error     *JSONError     `json:"error,omitempty"`
 }
 
 func (s *Server) httpSubmitAsync(ctx context.Context, w http.ResponseWriter, r *http.Request) (any, error) {
@@ -57,7 +58,7 @@ const watchWriteTimeout = 30 * time.Second
 
 // watchParams are the query parameters of GET /v1/watch: the WatchRequest
 // fields under their proto names.
-var watchParams = []string{"tenant", "workspace", "actor_type", "entity_id", "event_type", "after_sequence", "from_beginning"}
+var watchParams = []string{"tenant", "workspace", "actor_type", "entity_id", "event_type", "after_sequence", "from_beginning", "include_rejections"}
 
 // parseWatchQuery reads a WatchRequest from the query string. Unknown
 // parameters are refused, as unknown JSON fields are elsewhere: a misspelt
@@ -82,17 +83,24 @@ func parseWatchQuery(q url.Values) (*pb.WatchRequest, error) {
 		}
 		req.AfterSequence = n
 	}
-	if v, ok := q["from_beginning"]; ok {
+	for _, b := range []struct {
+		name string
+		to   *bool
+	}{{"from_beginning", &req.FromBeginning}, {"include_rejections", &req.IncludeRejections}} {
+		v, ok := q[b.name]
+		if !ok {
+			continue
+		}
 		// A bare ?from_beginning means true.
 		if v[0] == "" {
-			req.FromBeginning = true
-		} else {
-			b, err := strconv.ParseBool(v[0])
-			if err != nil {
-				return nil, status.Errorf(codes.InvalidArgument, "from_beginning %q is not true or false", v[0])
-			}
-			req.FromBeginning = b
+			*b.to = true
+			continue
 		}
+		val, err := strconv.ParseBool(v[0])
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "%s %q is not true or false", b.name, v[0])
+		}
+		*b.to = val
 	}
 	return req, nil
 }
@@ -150,7 +158,13 @@ func (s *Server) httpWatch(w http.ResponseWriter, r *http.Request) {
 	enc.SetEscapeHTML(false)
 	err = s.runWatch(ctx, f, func(ev *pb.WatchEvent) error {
 		_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
-		if err := enc.Encode(JSONWatchEvent{Event: eventJSON(ev.GetEvent()), Sequence: ev.GetSequence()}); err != nil {
+		line := JSONWatchEvent{Sequence: ev.GetSequence()}
+		if rj := ev.GetRejection(); rj != nil {
+			line.Rejection = rejectionJSON(rj)
+		} else {
+			line.Event = eventJSON(ev.GetEvent())
+		}
+		if err := enc.Encode(line); err != nil {
 			return err
 		}
 		return rc.Flush()

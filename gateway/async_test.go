@@ -598,7 +598,7 @@ type scriptedAsync struct {
 func (s *scriptedAsync) Enqueue(context.Context, actor.Command) (ingress.Enqueued, error) {
 	return ingress.Enqueued{}, s.err
 }
-func (s *scriptedAsync) Watch(ctx context.Context, _ ingress.WatchFilter, _ func(*pb.Event, uint64) error) error {
+func (s *scriptedAsync) Watch(ctx context.Context, _ ingress.WatchFilter, _ func(*pb.WatchEvent) error) error {
 	<-ctx.Done()
 	return ctx.Err()
 }

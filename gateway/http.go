@@ -241,6 +241,7 @@ func (s *Server) HTTPHandler() http.Handler {
 	mux.HandleFunc("/v1/watch", s.httpWatch)
 	mux.HandleFunc("/v1/get", s.httpRoute(http.MethodPost, s.httpGet))
 	mux.HandleFunc("/v1/history", s.httpRoute(http.MethodPost, s.httpHistory))
+	mux.HandleFunc("/v1/result", s.httpRoute(http.MethodPost, s.httpGetResult))
 	mux.HandleFunc("/v1/status", s.httpRoute(http.MethodGet, s.httpStatus))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !allowGet(w, r) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,10 +22,11 @@ type WatchFilter = stream.WatchFilter
 // nobody pulls from (see Watch).
 const watchInactiveThreshold = 30 * time.Second
 
-// Watch calls fn for every event of the filter, in stream order (which is
-// per-entity order: the relay never has two events of an entity in flight),
-// until ctx ends or fn returns an error.
-func (m *Manager) Watch(ctx context.Context, f WatchFilter, fn func(ev *pb.Event, seq uint64) error) error {
+// Watch calls fn for every event of the filter (and with f.Rejections every
+// rejection), in stream order (which is per-entity order: the relay never
+// has two records of an entity in flight), until ctx ends or fn returns an
+// error.
+func (m *Manager) Watch(ctx context.Context, f WatchFilter, fn func(*pb.WatchEvent) error) error {
 	if f.Tenant == "" || f.Workspace == "" {
 		return errors.New("ingress: watch needs a tenant and a workspace")
 	}
@@ -43,6 +45,9 @@ func (m *Manager) Watch(ctx context.Context, f WatchFilter, fn func(ev *pb.Event
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{stream.EventFilter(f.Tenant, f.Workspace, f.ActorType, f.EntityID)},
 		InactiveThreshold: watchInactiveThreshold,
+	}
+	if f.Rejections {
+		cfg.FilterSubjects = append(cfg.FilterSubjects, stream.RejectionFilter(f.Tenant, f.Workspace, f.ActorType, f.EntityID))
 	}
 	switch {
 	case f.After > 0:
@@ -89,14 +94,25 @@ func (m *Manager) Watch(ctx context.Context, f WatchFilter, fn func(ev *pb.Event
 		if err != nil {
 			return fmt.Errorf("ingress: watch: %w", err)
 		}
-		var ev pb.Event
-		if err := proto.Unmarshal(msg.Data(), &ev); err != nil {
-			return fmt.Errorf("ingress: watch: event at %d: %w", md.Sequence.Stream, err)
+		out := &pb.WatchEvent{Sequence: md.Sequence.Stream}
+		typ := ""
+		if strings.HasSuffix(msg.Subject(), "."+stream.RejectionSuffix) {
+			out.Rejection = &pb.Rejection{}
+			if err := proto.Unmarshal(msg.Data(), out.Rejection); err != nil {
+				return fmt.Errorf("ingress: watch: rejection at %d: %w", md.Sequence.Stream, err)
+			}
+			typ = out.Rejection.Type
+		} else {
+			out.Event = &pb.Event{}
+			if err := proto.Unmarshal(msg.Data(), out.Event); err != nil {
+				return fmt.Errorf("ingress: watch: event at %d: %w", md.Sequence.Stream, err)
+			}
+			typ = out.Event.Type
 		}
-		if f.EventType != "" && ev.Type != f.EventType {
+		if f.EventType != "" && typ != f.EventType {
 			continue
 		}
-		if err := fn(&ev, md.Sequence.Stream); err != nil {
+		if err := fn(out); err != nil {
 			return err
 		}
 	}

@@ -2,21 +2,26 @@
 // place the outbox path is described.
 //
 // Writers. The engine, applying a command entry, writes one outbox row per
-// committed event (engine.OutboxEvent + pb.Event) and per actor Send
-// (engine.OutboxCommand + pb.Command), keyed by the entry's log position and
+// committed event (engine.OutboxEvent + pb.Event), per actor Send
+// (engine.OutboxCommand + pb.Command) and per recorded rejection
+// (engine.OutboxRejection + pb.Rejection, at its history record's position;
+// not in the state hash), keyed by the entry's log position and
 // an ordinal (engine.Store.PutOutbox; storage packs one entry's rows into one
 // Badger value, storage/outbox.go). Every replica writes the same rows: they
 // are part of the deterministic apply.
 //
 // Reader. Only the shard leader's relay reads them (shard.Shard.Outbox,
 // woken by shard.Shard.Outboxed after each applied entry) and publishes
-// them: events to their entity's subject on RHIZON_EVENTS, Sends to the
-// target shard's ingress subject (api/stream names both). The ingress
+// them: events to their entity's subject on RHIZON_EVENTS, rejections to
+// that subject plus ".rejected" (a violation: its offender's audit stream's,
+// so it is never visible under the targeted tenant), Sends to the target
+// shard's ingress subject (api/stream names them all). The ingress
 // manager (package ingress) starts a relay beside each shard consumer it
 // runs, that is for each shard this node leads.
 //
 // Ids. Each message carries a JetStream message id: an event's id (part of the
-// committed event, the same on every replica), or for a Send the id derived from its
+// committed event, the same on every replica), a rejection's log position
+// (stream.RejectionMsgID), or for a Send the id derived from its
 // target and idempotency key (ingress.Manager's msgID). JetStream's duplicate
 // window drops a message published again with the same id.
 //

@@ -350,6 +350,24 @@ func (r *Relay) outMsg(row storage.OutboxRow) (outMsg, error) {
 		om := outMsg{key: "c" + string(addr.Key()), msg: m, id: r.cfg.MsgID(addr, c.IdempotencyKey)}
 		r.trace(&om, c.Traceparent, "command")
 		return om, nil
+	case engine.OutboxRejection:
+		var rj pb.Rejection
+		if err := proto.Unmarshal(body, &rj); err != nil {
+			return outMsg{}, err
+		}
+		// Published where it is recorded: a violation in its offender's
+		// audit stream, anything else in the entity's history.
+		addr := rj.Address.ToActor()
+		if rj.Type == engine.ViolationEventType {
+			addr = engine.AuditAddressOf(rj.GetPrincipal().GetId(), rj.Shard, r.cfg.ShardOf)
+		}
+		m := nats.NewMsg(stream.RejectionSubject(addr))
+		m.Data = body
+		m.Header.Set("Rhizon-Event-Type", rj.Type)
+		// Keyed with the entity's events: per-entity order holds across both.
+		om := outMsg{key: "e" + string(addr.Key()), msg: m, id: stream.RejectionMsgID(rj.Shard, rj.Index, rj.Ordinal), event: true}
+		r.trace(&om, rj.Traceparent, "rejection")
+		return om, nil
 	}
 	return outMsg{}, fmt.Errorf("unknown row kind %q", row.Data[0])
 }

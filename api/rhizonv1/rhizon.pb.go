@@ -182,6 +182,128 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_rhizon_proto_rawDescGZIP(), []int{2}
 }
 
+type GetResultRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tenant and workspace default to the token's own when empty.
+	Address        *Address    `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	IdempotencyKey string      `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	Consistency    Consistency `protobuf:"varint,3,opt,name=consistency,proto3,enum=rhizon.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetResultRequest) Reset() {
+	*x = GetResultRequest{}
+	mi := &file_rhizon_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetResultRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetResultRequest) ProtoMessage() {}
+
+func (x *GetResultRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetResultRequest.ProtoReflect.Descriptor instead.
+func (*GetResultRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetResultRequest) GetAddress() *Address {
+	if x != nil {
+		return x.Address
+	}
+	return nil
+}
+
+func (x *GetResultRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *GetResultRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+type GetResultResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The result as the command's submitter got (or would have got) it.
+	Result        *Result `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	Shard         uint32  `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
+	AppliedIndex  uint64  `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetResultResponse) Reset() {
+	*x = GetResultResponse{}
+	mi := &file_rhizon_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetResultResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetResultResponse) ProtoMessage() {}
+
+func (x *GetResultResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetResultResponse.ProtoReflect.Descriptor instead.
+func (*GetResultResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetResultResponse) GetResult() *Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *GetResultResponse) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *GetResultResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
 type SubmitAsyncResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The JetStream stream and sequence the command was stored at.
@@ -198,7 +320,7 @@ type SubmitAsyncResponse struct {
 
 func (x *SubmitAsyncResponse) Reset() {
 	*x = SubmitAsyncResponse{}
-	mi := &file_rhizon_proto_msgTypes[0]
+	mi := &file_rhizon_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -210,7 +332,7 @@ func (x *SubmitAsyncResponse) String() string {
 func (*SubmitAsyncResponse) ProtoMessage() {}
 
 func (x *SubmitAsyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[0]
+	mi := &file_rhizon_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -223,7 +345,7 @@ func (x *SubmitAsyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitAsyncResponse.ProtoReflect.Descriptor instead.
 func (*SubmitAsyncResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{0}
+	return file_rhizon_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SubmitAsyncResponse) GetStream() string {
@@ -275,13 +397,17 @@ type WatchRequest struct {
 	// now on, unless from_beginning.
 	AfterSequence uint64 `protobuf:"varint,6,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
 	FromBeginning bool   `protobuf:"varint,7,opt,name=from_beginning,json=fromBeginning,proto3" json:"from_beginning,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Also stream the rejections recorded for the selected entities
+	// (evt.<actor_type>.rejected, published on <event subject>.rejected);
+	// event_type then also filters them by their type.
+	IncludeRejections bool `protobuf:"varint,40,opt,name=include_rejections,json=includeRejections,proto3" json:"include_rejections,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_rhizon_proto_msgTypes[1]
+	mi := &file_rhizon_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -293,7 +419,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[1]
+	mi := &file_rhizon_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -306,7 +432,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{1}
+	return file_rhizon_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *WatchRequest) GetTenant() string {
@@ -358,9 +484,19 @@ func (x *WatchRequest) GetFromBeginning() bool {
 	return false
 }
 
+func (x *WatchRequest) GetIncludeRejections() bool {
+	if x != nil {
+		return x.IncludeRejections
+	}
+	return false
+}
+
 type WatchEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Event *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// One of event and rejection is set (rejection only with
+	// include_rejections).
+	Event     *Event     `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	Rejection *Rejection `protobuf:"bytes,40,opt,name=rejection,proto3" json:"rejection,omitempty"`
 	// Position in the events stream; pass it as after_sequence to resume.
 	Sequence      uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -369,7 +505,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_rhizon_proto_msgTypes[2]
+	mi := &file_rhizon_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +517,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[2]
+	mi := &file_rhizon_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,12 +530,19 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{2}
+	return file_rhizon_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *WatchEvent) GetEvent() *Event {
 	if x != nil {
 		return x.Event
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetRejection() *Rejection {
+	if x != nil {
+		return x.Rejection
 	}
 	return nil
 }
@@ -421,7 +564,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_rhizon_proto_msgTypes[3]
+	mi := &file_rhizon_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +576,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[3]
+	mi := &file_rhizon_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +589,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{3}
+	return file_rhizon_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DrainRequest) GetNodeId() string {
@@ -473,7 +616,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_rhizon_proto_msgTypes[4]
+	mi := &file_rhizon_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +628,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[4]
+	mi := &file_rhizon_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +641,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{4}
+	return file_rhizon_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DrainResponse) GetNodeId() string {
@@ -527,7 +670,7 @@ type Address struct {
 
 func (x *Address) Reset() {
 	*x = Address{}
-	mi := &file_rhizon_proto_msgTypes[5]
+	mi := &file_rhizon_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +682,7 @@ func (x *Address) String() string {
 func (*Address) ProtoMessage() {}
 
 func (x *Address) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[5]
+	mi := &file_rhizon_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +695,7 @@ func (x *Address) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Address.ProtoReflect.Descriptor instead.
 func (*Address) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{5}
+	return file_rhizon_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Address) GetTenant() string {
@@ -594,7 +737,7 @@ type Principal struct {
 
 func (x *Principal) Reset() {
 	*x = Principal{}
-	mi := &file_rhizon_proto_msgTypes[6]
+	mi := &file_rhizon_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -606,7 +749,7 @@ func (x *Principal) String() string {
 func (*Principal) ProtoMessage() {}
 
 func (x *Principal) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[6]
+	mi := &file_rhizon_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -619,7 +762,7 @@ func (x *Principal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Principal.ProtoReflect.Descriptor instead.
 func (*Principal) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{6}
+	return file_rhizon_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Principal) GetId() string {
@@ -647,7 +790,7 @@ type Scope struct {
 
 func (x *Scope) Reset() {
 	*x = Scope{}
-	mi := &file_rhizon_proto_msgTypes[7]
+	mi := &file_rhizon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +802,7 @@ func (x *Scope) String() string {
 func (*Scope) ProtoMessage() {}
 
 func (x *Scope) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[7]
+	mi := &file_rhizon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +815,7 @@ func (x *Scope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scope.ProtoReflect.Descriptor instead.
 func (*Scope) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{7}
+	return file_rhizon_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Scope) GetTenant() string {
@@ -710,7 +853,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_rhizon_proto_msgTypes[8]
+	mi := &file_rhizon_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +865,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[8]
+	mi := &file_rhizon_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +878,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{8}
+	return file_rhizon_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Command) GetId() string {
@@ -845,7 +988,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_rhizon_proto_msgTypes[9]
+	mi := &file_rhizon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +1000,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[9]
+	mi := &file_rhizon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +1013,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{9}
+	return file_rhizon_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Event) GetId() string {
@@ -1032,7 +1175,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_rhizon_proto_msgTypes[10]
+	mi := &file_rhizon_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1187,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[10]
+	mi := &file_rhizon_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1200,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{10}
+	return file_rhizon_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Result) GetCommandId() string {
@@ -1165,7 +1308,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_rhizon_proto_msgTypes[11]
+	mi := &file_rhizon_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1320,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[11]
+	mi := &file_rhizon_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1333,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{11}
+	return file_rhizon_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Rejection) GetType() string {
@@ -1332,7 +1475,7 @@ type HistoryRecord struct {
 
 func (x *HistoryRecord) Reset() {
 	*x = HistoryRecord{}
-	mi := &file_rhizon_proto_msgTypes[12]
+	mi := &file_rhizon_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1487,7 @@ func (x *HistoryRecord) String() string {
 func (*HistoryRecord) ProtoMessage() {}
 
 func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[12]
+	mi := &file_rhizon_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1500,7 @@ func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRecord.ProtoReflect.Descriptor instead.
 func (*HistoryRecord) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{12}
+	return file_rhizon_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HistoryRecord) GetRecord() isHistoryRecord_Record {
@@ -1427,7 +1570,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_rhizon_proto_msgTypes[13]
+	mi := &file_rhizon_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1582,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[13]
+	mi := &file_rhizon_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1595,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{13}
+	return file_rhizon_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SubmitRequest) GetAddress() *Address {
@@ -1528,7 +1671,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_rhizon_proto_msgTypes[14]
+	mi := &file_rhizon_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1683,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[14]
+	mi := &file_rhizon_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1696,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{14}
+	return file_rhizon_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SubmitResponse) GetResult() *Result {
@@ -1579,7 +1722,7 @@ type SubmitBatchRequest struct {
 
 func (x *SubmitBatchRequest) Reset() {
 	*x = SubmitBatchRequest{}
-	mi := &file_rhizon_proto_msgTypes[15]
+	mi := &file_rhizon_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1734,7 @@ func (x *SubmitBatchRequest) String() string {
 func (*SubmitBatchRequest) ProtoMessage() {}
 
 func (x *SubmitBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[15]
+	mi := &file_rhizon_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1747,7 @@ func (x *SubmitBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBatchRequest.ProtoReflect.Descriptor instead.
 func (*SubmitBatchRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{15}
+	return file_rhizon_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SubmitBatchRequest) GetCommands() []*SubmitRequest {
@@ -1624,7 +1767,7 @@ type SubmitBatchResponse struct {
 
 func (x *SubmitBatchResponse) Reset() {
 	*x = SubmitBatchResponse{}
-	mi := &file_rhizon_proto_msgTypes[16]
+	mi := &file_rhizon_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1779,7 @@ func (x *SubmitBatchResponse) String() string {
 func (*SubmitBatchResponse) ProtoMessage() {}
 
 func (x *SubmitBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[16]
+	mi := &file_rhizon_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1792,7 @@ func (x *SubmitBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBatchResponse.ProtoReflect.Descriptor instead.
 func (*SubmitBatchResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{16}
+	return file_rhizon_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SubmitBatchResponse) GetOutcomes() []*SubmitOutcome {
@@ -1670,7 +1813,7 @@ type SubmitStreamRequest struct {
 
 func (x *SubmitStreamRequest) Reset() {
 	*x = SubmitStreamRequest{}
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1825,7 @@ func (x *SubmitStreamRequest) String() string {
 func (*SubmitStreamRequest) ProtoMessage() {}
 
 func (x *SubmitStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1838,7 @@ func (x *SubmitStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitStreamRequest.ProtoReflect.Descriptor instead.
 func (*SubmitStreamRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{17}
+	return file_rhizon_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SubmitStreamRequest) GetId() uint64 {
@@ -1728,7 +1871,7 @@ type SubmitStreamResponse struct {
 
 func (x *SubmitStreamResponse) Reset() {
 	*x = SubmitStreamResponse{}
-	mi := &file_rhizon_proto_msgTypes[18]
+	mi := &file_rhizon_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +1883,7 @@ func (x *SubmitStreamResponse) String() string {
 func (*SubmitStreamResponse) ProtoMessage() {}
 
 func (x *SubmitStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[18]
+	mi := &file_rhizon_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +1896,7 @@ func (x *SubmitStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitStreamResponse.ProtoReflect.Descriptor instead.
 func (*SubmitStreamResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{18}
+	return file_rhizon_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubmitStreamResponse) GetId() uint64 {
@@ -1796,7 +1939,7 @@ type SubmitOutcome struct {
 
 func (x *SubmitOutcome) Reset() {
 	*x = SubmitOutcome{}
-	mi := &file_rhizon_proto_msgTypes[19]
+	mi := &file_rhizon_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +1951,7 @@ func (x *SubmitOutcome) String() string {
 func (*SubmitOutcome) ProtoMessage() {}
 
 func (x *SubmitOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[19]
+	mi := &file_rhizon_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +1964,7 @@ func (x *SubmitOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitOutcome.ProtoReflect.Descriptor instead.
 func (*SubmitOutcome) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{19}
+	return file_rhizon_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SubmitOutcome) GetResponse() *SubmitResponse {
@@ -1848,7 +1991,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_rhizon_proto_msgTypes[20]
+	mi := &file_rhizon_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1860,7 +2003,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[20]
+	mi := &file_rhizon_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1873,7 +2016,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{20}
+	return file_rhizon_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetRequest) GetAddress() *Address {
@@ -1905,7 +2048,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_rhizon_proto_msgTypes[21]
+	mi := &file_rhizon_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +2060,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[21]
+	mi := &file_rhizon_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +2073,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{21}
+	return file_rhizon_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetResponse) GetAddress() *Address {
@@ -1990,7 +2133,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_rhizon_proto_msgTypes[22]
+	mi := &file_rhizon_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +2145,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[22]
+	mi := &file_rhizon_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +2158,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{22}
+	return file_rhizon_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HistoryRequest) GetAddress() *Address {
@@ -2063,7 +2206,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_rhizon_proto_msgTypes[23]
+	mi := &file_rhizon_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2218,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[23]
+	mi := &file_rhizon_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2231,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{23}
+	return file_rhizon_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HistoryResponse) GetRecords() []*HistoryRecord {
@@ -2113,7 +2256,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2268,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2281,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{24}
+	return file_rhizon_proto_rawDescGZIP(), []int{26}
 }
 
 type ShardStatus struct {
@@ -2164,7 +2307,7 @@ type ShardStatus struct {
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_rhizon_proto_msgTypes[25]
+	mi := &file_rhizon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2319,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[25]
+	mi := &file_rhizon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2332,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{25}
+	return file_rhizon_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ShardStatus) GetShard() uint32 {
@@ -2288,7 +2431,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2443,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2456,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{26}
+	return file_rhizon_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -2398,7 +2541,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_rhizon_proto_msgTypes[27]
+	mi := &file_rhizon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2410,7 +2553,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[27]
+	mi := &file_rhizon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2423,7 +2566,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{27}
+	return file_rhizon_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -2513,7 +2656,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2668,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2681,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{28}
+	return file_rhizon_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LogEntry) GetShard() uint32 {
@@ -2579,7 +2722,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2734,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2747,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{29}
+	return file_rhizon_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Position) GetIndex() uint64 {
@@ -2632,7 +2775,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2644,7 +2787,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2657,7 +2800,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{30}
+	return file_rhizon_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ForwardRequest) GetCommand() *Command {
@@ -2683,7 +2826,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_rhizon_proto_msgTypes[31]
+	mi := &file_rhizon_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2695,7 +2838,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[31]
+	mi := &file_rhizon_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2708,7 +2851,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{31}
+	return file_rhizon_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ForwardResponse) GetResult() *Result {
@@ -2728,13 +2871,16 @@ type ReadRequest struct {
 	Limit             uint32                 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
 	IncludeRejections bool                   `protobuf:"varint,7,opt,name=include_rejections,json=includeRejections,proto3" json:"include_rejections,omitempty"`
 	Hops              uint32                 `protobuf:"varint,8,opt,name=hops,proto3" json:"hops,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// result: read the stored result of idempotency_key instead.
+	Result         bool   `protobuf:"varint,40,opt,name=result,proto3" json:"result,omitempty"`
+	IdempotencyKey string `protobuf:"bytes,41,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2746,7 +2892,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2759,7 +2905,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{32}
+	return file_rhizon_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReadRequest) GetAddress() *Address {
@@ -2818,22 +2964,39 @@ func (x *ReadRequest) GetHops() uint32 {
 	return 0
 }
 
+func (x *ReadRequest) GetResult() bool {
+	if x != nil {
+		return x.Result
+	}
+	return false
+}
+
+func (x *ReadRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type ReadResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         []byte                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
-	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	Records       []*HistoryRecord       `protobuf:"bytes,4,rep,name=records,proto3" json:"records,omitempty"`
-	NextIndex     uint64                 `protobuf:"varint,5,opt,name=next_index,json=nextIndex,proto3" json:"next_index,omitempty"`
-	NextOrdinal   uint32                 `protobuf:"varint,6,opt,name=next_ordinal,json=nextOrdinal,proto3" json:"next_ordinal,omitempty"`
-	More          bool                   `protobuf:"varint,7,opt,name=more,proto3" json:"more,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	State        []byte                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	Version      uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Records      []*HistoryRecord       `protobuf:"bytes,4,rep,name=records,proto3" json:"records,omitempty"`
+	NextIndex    uint64                 `protobuf:"varint,5,opt,name=next_index,json=nextIndex,proto3" json:"next_index,omitempty"`
+	NextOrdinal  uint32                 `protobuf:"varint,6,opt,name=next_ordinal,json=nextOrdinal,proto3" json:"next_ordinal,omitempty"`
+	More         bool                   `protobuf:"varint,7,opt,name=more,proto3" json:"more,omitempty"`
+	// With ReadRequest.result: the stored result (a Result), if found.
+	Result        []byte `protobuf:"bytes,40,opt,name=result,proto3" json:"result,omitempty"`
+	ResultFound   bool   `protobuf:"varint,41,opt,name=result_found,json=resultFound,proto3" json:"result_found,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +3008,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +3021,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{33}
+	return file_rhizon_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadResponse) GetState() []byte {
@@ -2910,6 +3073,20 @@ func (x *ReadResponse) GetMore() bool {
 	return false
 }
 
+func (x *ReadResponse) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ReadResponse) GetResultFound() bool {
+	if x != nil {
+		return x.ResultFound
+	}
+	return false
+}
+
 type ShardAdminRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
@@ -2923,7 +3100,7 @@ type ShardAdminRequest struct {
 
 func (x *ShardAdminRequest) Reset() {
 	*x = ShardAdminRequest{}
-	mi := &file_rhizon_proto_msgTypes[34]
+	mi := &file_rhizon_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2935,7 +3112,7 @@ func (x *ShardAdminRequest) String() string {
 func (*ShardAdminRequest) ProtoMessage() {}
 
 func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[34]
+	mi := &file_rhizon_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2948,7 +3125,7 @@ func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminRequest.ProtoReflect.Descriptor instead.
 func (*ShardAdminRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{34}
+	return file_rhizon_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ShardAdminRequest) GetShard() uint32 {
@@ -2992,7 +3169,7 @@ type ShardAdminResponse struct {
 
 func (x *ShardAdminResponse) Reset() {
 	*x = ShardAdminResponse{}
-	mi := &file_rhizon_proto_msgTypes[35]
+	mi := &file_rhizon_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3004,7 +3181,7 @@ func (x *ShardAdminResponse) String() string {
 func (*ShardAdminResponse) ProtoMessage() {}
 
 func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[35]
+	mi := &file_rhizon_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3017,7 +3194,7 @@ func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminResponse.ProtoReflect.Descriptor instead.
 func (*ShardAdminResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{35}
+	return file_rhizon_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ShardAdminResponse) GetLeader() string {
@@ -3071,7 +3248,7 @@ type RepublishEventsRequest struct {
 
 func (x *RepublishEventsRequest) Reset() {
 	*x = RepublishEventsRequest{}
-	mi := &file_rhizon_proto_msgTypes[36]
+	mi := &file_rhizon_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3083,7 +3260,7 @@ func (x *RepublishEventsRequest) String() string {
 func (*RepublishEventsRequest) ProtoMessage() {}
 
 func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[36]
+	mi := &file_rhizon_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3096,7 +3273,7 @@ func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsRequest.ProtoReflect.Descriptor instead.
 func (*RepublishEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{36}
+	return file_rhizon_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RepublishEventsRequest) GetShard() uint32 {
@@ -3146,7 +3323,7 @@ type RepublishEventsResponse struct {
 
 func (x *RepublishEventsResponse) Reset() {
 	*x = RepublishEventsResponse{}
-	mi := &file_rhizon_proto_msgTypes[37]
+	mi := &file_rhizon_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3158,7 +3335,7 @@ func (x *RepublishEventsResponse) String() string {
 func (*RepublishEventsResponse) ProtoMessage() {}
 
 func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[37]
+	mi := &file_rhizon_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3171,7 +3348,7 @@ func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsResponse.ProtoReflect.Descriptor instead.
 func (*RepublishEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{37}
+	return file_rhizon_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RepublishEventsResponse) GetShard() uint32 {
@@ -3220,14 +3397,22 @@ var File_rhizon_proto protoreflect.FileDescriptor
 
 const file_rhizon_proto_rawDesc = "" +
 	"\n" +
-	"\frhizon.proto\x12\trhizon.v1\x1a\x17google/rpc/status.proto\"\x9c\x01\n" +
+	"\frhizon.proto\x12\trhizon.v1\x1a\x17google/rpc/status.proto\"\xa3\x01\n" +
+	"\x10GetResultRequest\x12,\n" +
+	"\aaddress\x18\x01 \x01(\v2\x12.rhizon.v1.AddressR\aaddress\x12'\n" +
+	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x128\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x16.rhizon.v1.ConsistencyR\vconsistency\"y\n" +
+	"\x11GetResultResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.rhizon.v1.ResultR\x06result\x12\x14\n" +
+	"\x05shard\x18\x02 \x01(\rR\x05shard\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"\x9c\x01\n" +
 	"\x13SubmitAsyncResponse\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x1c\n" +
 	"\tduplicate\x18\x03 \x01(\bR\tduplicate\x12\x14\n" +
 	"\x05shard\x18\x04 \x01(\rR\x05shard\x12\x1d\n" +
 	"\n" +
-	"command_id\x18\x05 \x01(\tR\tcommandId\"\xed\x01\n" +
+	"command_id\x18\x05 \x01(\tR\tcommandId\"\x9c\x02\n" +
 	"\fWatchRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1c\n" +
 	"\tworkspace\x18\x02 \x01(\tR\tworkspace\x12\x1d\n" +
@@ -3237,10 +3422,12 @@ const file_rhizon_proto_rawDesc = "" +
 	"\n" +
 	"event_type\x18\x05 \x01(\tR\teventType\x12%\n" +
 	"\x0eafter_sequence\x18\x06 \x01(\x04R\rafterSequence\x12%\n" +
-	"\x0efrom_beginning\x18\a \x01(\bR\rfromBeginning\"P\n" +
+	"\x0efrom_beginning\x18\a \x01(\bR\rfromBeginning\x12-\n" +
+	"\x12include_rejections\x18( \x01(\bR\x11includeRejections\"\x84\x01\n" +
 	"\n" +
 	"WatchEvent\x12&\n" +
-	"\x05event\x18\x01 \x01(\v2\x10.rhizon.v1.EventR\x05event\x12\x1a\n" +
+	"\x05event\x18\x01 \x01(\v2\x10.rhizon.v1.EventR\x05event\x122\n" +
+	"\trejection\x18( \x01(\v2\x14.rhizon.v1.RejectionR\trejection\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\";\n" +
 	"\fDrainRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
@@ -3443,7 +3630,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\acommand\x18\x01 \x01(\v2\x12.rhizon.v1.CommandR\acommand\x12\x12\n" +
 	"\x04hops\x18\x02 \x01(\rR\x04hops\"<\n" +
 	"\x0fForwardResponse\x12)\n" +
-	"\x06result\x18\x01 \x01(\v2\x11.rhizon.v1.ResultR\x06result\"\x8a\x02\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.rhizon.v1.ResultR\x06result\"\xcb\x02\n" +
 	"\vReadRequest\x12,\n" +
 	"\aaddress\x18\x01 \x01(\v2\x12.rhizon.v1.AddressR\aaddress\x12\x14\n" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x18\n" +
@@ -3453,7 +3640,9 @@ const file_rhizon_proto_rawDesc = "" +
 	"\rafter_ordinal\x18\x05 \x01(\rR\fafterOrdinal\x12\x14\n" +
 	"\x05limit\x18\x06 \x01(\rR\x05limit\x12-\n" +
 	"\x12include_rejections\x18\a \x01(\bR\x11includeRejections\x12\x12\n" +
-	"\x04hops\x18\b \x01(\rR\x04hops\"\xed\x01\n" +
+	"\x04hops\x18\b \x01(\rR\x04hops\x12\x16\n" +
+	"\x06result\x18( \x01(\bR\x06result\x12'\n" +
+	"\x0fidempotency_key\x18) \x01(\tR\x0eidempotencyKey\"\xa8\x02\n" +
 	"\fReadResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\fR\x05state\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12#\n" +
@@ -3462,7 +3651,9 @@ const file_rhizon_proto_rawDesc = "" +
 	"\n" +
 	"next_index\x18\x05 \x01(\x04R\tnextIndex\x12!\n" +
 	"\fnext_ordinal\x18\x06 \x01(\rR\vnextOrdinal\x12\x12\n" +
-	"\x04more\x18\a \x01(\bR\x04more\"l\n" +
+	"\x04more\x18\a \x01(\bR\x04more\x12\x16\n" +
+	"\x06result\x18( \x01(\fR\x06result\x12!\n" +
+	"\fresult_found\x18) \x01(\bR\vresultFound\"l\n" +
 	"\x11ShardAdminRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x0e\n" +
 	"\x02op\x18\x02 \x01(\tR\x02op\x12\x17\n" +
@@ -3498,7 +3689,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x0fREASON_BUSINESS\x10\x04*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x012\xe2\x04\n" +
+	"\x11CONSISTENCY_STALE\x10\x012\xaa\x05\n" +
 	"\aGateway\x12=\n" +
 	"\x06Submit\x12\x18.rhizon.v1.SubmitRequest\x1a\x19.rhizon.v1.SubmitResponse\x12L\n" +
 	"\vSubmitBatch\x12\x1d.rhizon.v1.SubmitBatchRequest\x1a\x1e.rhizon.v1.SubmitBatchResponse\x12S\n" +
@@ -3508,7 +3699,8 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x06Status\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponse\x12:\n" +
 	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponse\x12G\n" +
 	"\vSubmitAsync\x12\x18.rhizon.v1.SubmitRequest\x1a\x1e.rhizon.v1.SubmitAsyncResponse\x129\n" +
-	"\x05Watch\x12\x17.rhizon.v1.WatchRequest\x1a\x15.rhizon.v1.WatchEvent0\x012\xaa\x03\n" +
+	"\x05Watch\x12\x17.rhizon.v1.WatchRequest\x1a\x15.rhizon.v1.WatchEvent0\x01\x12F\n" +
+	"\tGetResult\x12\x1b.rhizon.v1.GetResultRequest\x1a\x1c.rhizon.v1.GetResultResponse2\xaa\x03\n" +
 	"\bInternal\x12@\n" +
 	"\aForward\x12\x19.rhizon.v1.ForwardRequest\x1a\x1a.rhizon.v1.ForwardResponse\x127\n" +
 	"\x04Read\x12\x16.rhizon.v1.ReadRequest\x1a\x17.rhizon.v1.ReadResponse\x12I\n" +
@@ -3533,133 +3725,141 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_rhizon_proto_goTypes = []any{
 	(Status)(0),                     // 0: rhizon.v1.Status
 	(Reason)(0),                     // 1: rhizon.v1.Reason
 	(Consistency)(0),                // 2: rhizon.v1.Consistency
-	(*SubmitAsyncResponse)(nil),     // 3: rhizon.v1.SubmitAsyncResponse
-	(*WatchRequest)(nil),            // 4: rhizon.v1.WatchRequest
-	(*WatchEvent)(nil),              // 5: rhizon.v1.WatchEvent
-	(*DrainRequest)(nil),            // 6: rhizon.v1.DrainRequest
-	(*DrainResponse)(nil),           // 7: rhizon.v1.DrainResponse
-	(*Address)(nil),                 // 8: rhizon.v1.Address
-	(*Principal)(nil),               // 9: rhizon.v1.Principal
-	(*Scope)(nil),                   // 10: rhizon.v1.Scope
-	(*Command)(nil),                 // 11: rhizon.v1.Command
-	(*Event)(nil),                   // 12: rhizon.v1.Event
-	(*Result)(nil),                  // 13: rhizon.v1.Result
-	(*Rejection)(nil),               // 14: rhizon.v1.Rejection
-	(*HistoryRecord)(nil),           // 15: rhizon.v1.HistoryRecord
-	(*SubmitRequest)(nil),           // 16: rhizon.v1.SubmitRequest
-	(*SubmitResponse)(nil),          // 17: rhizon.v1.SubmitResponse
-	(*SubmitBatchRequest)(nil),      // 18: rhizon.v1.SubmitBatchRequest
-	(*SubmitBatchResponse)(nil),     // 19: rhizon.v1.SubmitBatchResponse
-	(*SubmitStreamRequest)(nil),     // 20: rhizon.v1.SubmitStreamRequest
-	(*SubmitStreamResponse)(nil),    // 21: rhizon.v1.SubmitStreamResponse
-	(*SubmitOutcome)(nil),           // 22: rhizon.v1.SubmitOutcome
-	(*GetRequest)(nil),              // 23: rhizon.v1.GetRequest
-	(*GetResponse)(nil),             // 24: rhizon.v1.GetResponse
-	(*HistoryRequest)(nil),          // 25: rhizon.v1.HistoryRequest
-	(*HistoryResponse)(nil),         // 26: rhizon.v1.HistoryResponse
-	(*StatusRequest)(nil),           // 27: rhizon.v1.StatusRequest
-	(*ShardStatus)(nil),             // 28: rhizon.v1.ShardStatus
-	(*NodeStatus)(nil),              // 29: rhizon.v1.NodeStatus
-	(*StatusResponse)(nil),          // 30: rhizon.v1.StatusResponse
-	(*LogEntry)(nil),                // 31: rhizon.v1.LogEntry
-	(*Position)(nil),                // 32: rhizon.v1.Position
-	(*ForwardRequest)(nil),          // 33: rhizon.v1.ForwardRequest
-	(*ForwardResponse)(nil),         // 34: rhizon.v1.ForwardResponse
-	(*ReadRequest)(nil),             // 35: rhizon.v1.ReadRequest
-	(*ReadResponse)(nil),            // 36: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),       // 37: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil),      // 38: rhizon.v1.ShardAdminResponse
-	(*RepublishEventsRequest)(nil),  // 39: rhizon.v1.RepublishEventsRequest
-	(*RepublishEventsResponse)(nil), // 40: rhizon.v1.RepublishEventsResponse
-	nil,                             // 41: rhizon.v1.SubmitStreamResponse.TrailersEntry
-	(*status.Status)(nil),           // 42: google.rpc.Status
+	(*GetResultRequest)(nil),        // 3: rhizon.v1.GetResultRequest
+	(*GetResultResponse)(nil),       // 4: rhizon.v1.GetResultResponse
+	(*SubmitAsyncResponse)(nil),     // 5: rhizon.v1.SubmitAsyncResponse
+	(*WatchRequest)(nil),            // 6: rhizon.v1.WatchRequest
+	(*WatchEvent)(nil),              // 7: rhizon.v1.WatchEvent
+	(*DrainRequest)(nil),            // 8: rhizon.v1.DrainRequest
+	(*DrainResponse)(nil),           // 9: rhizon.v1.DrainResponse
+	(*Address)(nil),                 // 10: rhizon.v1.Address
+	(*Principal)(nil),               // 11: rhizon.v1.Principal
+	(*Scope)(nil),                   // 12: rhizon.v1.Scope
+	(*Command)(nil),                 // 13: rhizon.v1.Command
+	(*Event)(nil),                   // 14: rhizon.v1.Event
+	(*Result)(nil),                  // 15: rhizon.v1.Result
+	(*Rejection)(nil),               // 16: rhizon.v1.Rejection
+	(*HistoryRecord)(nil),           // 17: rhizon.v1.HistoryRecord
+	(*SubmitRequest)(nil),           // 18: rhizon.v1.SubmitRequest
+	(*SubmitResponse)(nil),          // 19: rhizon.v1.SubmitResponse
+	(*SubmitBatchRequest)(nil),      // 20: rhizon.v1.SubmitBatchRequest
+	(*SubmitBatchResponse)(nil),     // 21: rhizon.v1.SubmitBatchResponse
+	(*SubmitStreamRequest)(nil),     // 22: rhizon.v1.SubmitStreamRequest
+	(*SubmitStreamResponse)(nil),    // 23: rhizon.v1.SubmitStreamResponse
+	(*SubmitOutcome)(nil),           // 24: rhizon.v1.SubmitOutcome
+	(*GetRequest)(nil),              // 25: rhizon.v1.GetRequest
+	(*GetResponse)(nil),             // 26: rhizon.v1.GetResponse
+	(*HistoryRequest)(nil),          // 27: rhizon.v1.HistoryRequest
+	(*HistoryResponse)(nil),         // 28: rhizon.v1.HistoryResponse
+	(*StatusRequest)(nil),           // 29: rhizon.v1.StatusRequest
+	(*ShardStatus)(nil),             // 30: rhizon.v1.ShardStatus
+	(*NodeStatus)(nil),              // 31: rhizon.v1.NodeStatus
+	(*StatusResponse)(nil),          // 32: rhizon.v1.StatusResponse
+	(*LogEntry)(nil),                // 33: rhizon.v1.LogEntry
+	(*Position)(nil),                // 34: rhizon.v1.Position
+	(*ForwardRequest)(nil),          // 35: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),         // 36: rhizon.v1.ForwardResponse
+	(*ReadRequest)(nil),             // 37: rhizon.v1.ReadRequest
+	(*ReadResponse)(nil),            // 38: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),       // 39: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),      // 40: rhizon.v1.ShardAdminResponse
+	(*RepublishEventsRequest)(nil),  // 41: rhizon.v1.RepublishEventsRequest
+	(*RepublishEventsResponse)(nil), // 42: rhizon.v1.RepublishEventsResponse
+	nil,                             // 43: rhizon.v1.SubmitStreamResponse.TrailersEntry
+	(*status.Status)(nil),           // 44: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
-	12, // 0: rhizon.v1.WatchEvent.event:type_name -> rhizon.v1.Event
-	8,  // 1: rhizon.v1.Command.address:type_name -> rhizon.v1.Address
-	9,  // 2: rhizon.v1.Command.principal:type_name -> rhizon.v1.Principal
-	10, // 3: rhizon.v1.Command.scopes:type_name -> rhizon.v1.Scope
-	8,  // 4: rhizon.v1.Event.address:type_name -> rhizon.v1.Address
-	9,  // 5: rhizon.v1.Event.principal:type_name -> rhizon.v1.Principal
-	0,  // 6: rhizon.v1.Result.status:type_name -> rhizon.v1.Status
-	1,  // 7: rhizon.v1.Result.reason:type_name -> rhizon.v1.Reason
-	12, // 8: rhizon.v1.Result.events:type_name -> rhizon.v1.Event
-	8,  // 9: rhizon.v1.Rejection.address:type_name -> rhizon.v1.Address
-	1,  // 10: rhizon.v1.Rejection.reason:type_name -> rhizon.v1.Reason
-	9,  // 11: rhizon.v1.Rejection.principal:type_name -> rhizon.v1.Principal
-	12, // 12: rhizon.v1.HistoryRecord.event:type_name -> rhizon.v1.Event
-	14, // 13: rhizon.v1.HistoryRecord.rejection:type_name -> rhizon.v1.Rejection
-	8,  // 14: rhizon.v1.SubmitRequest.address:type_name -> rhizon.v1.Address
-	9,  // 15: rhizon.v1.SubmitRequest.on_behalf_of:type_name -> rhizon.v1.Principal
-	13, // 16: rhizon.v1.SubmitResponse.result:type_name -> rhizon.v1.Result
-	16, // 17: rhizon.v1.SubmitBatchRequest.commands:type_name -> rhizon.v1.SubmitRequest
-	22, // 18: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
-	16, // 19: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
-	17, // 20: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
-	42, // 21: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
-	41, // 22: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
-	17, // 23: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	42, // 24: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
-	8,  // 25: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
-	2,  // 26: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
-	8,  // 27: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
-	8,  // 28: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
-	2,  // 29: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
-	15, // 30: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
-	28, // 31: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
-	29, // 32: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
-	11, // 33: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
-	32, // 34: rhizon.v1.LogEntry.relayed:type_name -> rhizon.v1.Position
-	11, // 35: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	13, // 36: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	8,  // 37: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	15, // 38: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	32, // 39: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
-	32, // 40: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
-	32, // 41: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
-	32, // 42: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
-	16, // 43: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	18, // 44: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	20, // 45: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	23, // 46: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	25, // 47: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	27, // 48: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	6,  // 49: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	16, // 50: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	4,  // 51: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	33, // 52: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	35, // 53: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	37, // 54: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	27, // 55: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	6,  // 56: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	39, // 57: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	39, // 58: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	17, // 59: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	19, // 60: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	21, // 61: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	24, // 62: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	26, // 63: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	30, // 64: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	7,  // 65: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	3,  // 66: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	5,  // 67: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	34, // 68: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	36, // 69: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	38, // 70: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	30, // 71: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	7,  // 72: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	40, // 73: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	40, // 74: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	59, // [59:75] is the sub-list for method output_type
-	43, // [43:59] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	10, // 0: rhizon.v1.GetResultRequest.address:type_name -> rhizon.v1.Address
+	2,  // 1: rhizon.v1.GetResultRequest.consistency:type_name -> rhizon.v1.Consistency
+	15, // 2: rhizon.v1.GetResultResponse.result:type_name -> rhizon.v1.Result
+	14, // 3: rhizon.v1.WatchEvent.event:type_name -> rhizon.v1.Event
+	16, // 4: rhizon.v1.WatchEvent.rejection:type_name -> rhizon.v1.Rejection
+	10, // 5: rhizon.v1.Command.address:type_name -> rhizon.v1.Address
+	11, // 6: rhizon.v1.Command.principal:type_name -> rhizon.v1.Principal
+	12, // 7: rhizon.v1.Command.scopes:type_name -> rhizon.v1.Scope
+	10, // 8: rhizon.v1.Event.address:type_name -> rhizon.v1.Address
+	11, // 9: rhizon.v1.Event.principal:type_name -> rhizon.v1.Principal
+	0,  // 10: rhizon.v1.Result.status:type_name -> rhizon.v1.Status
+	1,  // 11: rhizon.v1.Result.reason:type_name -> rhizon.v1.Reason
+	14, // 12: rhizon.v1.Result.events:type_name -> rhizon.v1.Event
+	10, // 13: rhizon.v1.Rejection.address:type_name -> rhizon.v1.Address
+	1,  // 14: rhizon.v1.Rejection.reason:type_name -> rhizon.v1.Reason
+	11, // 15: rhizon.v1.Rejection.principal:type_name -> rhizon.v1.Principal
+	14, // 16: rhizon.v1.HistoryRecord.event:type_name -> rhizon.v1.Event
+	16, // 17: rhizon.v1.HistoryRecord.rejection:type_name -> rhizon.v1.Rejection
+	10, // 18: rhizon.v1.SubmitRequest.address:type_name -> rhizon.v1.Address
+	11, // 19: rhizon.v1.SubmitRequest.on_behalf_of:type_name -> rhizon.v1.Principal
+	15, // 20: rhizon.v1.SubmitResponse.result:type_name -> rhizon.v1.Result
+	18, // 21: rhizon.v1.SubmitBatchRequest.commands:type_name -> rhizon.v1.SubmitRequest
+	24, // 22: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
+	18, // 23: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
+	19, // 24: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
+	44, // 25: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	43, // 26: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
+	19, // 27: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
+	44, // 28: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	10, // 29: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
+	2,  // 30: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
+	10, // 31: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
+	10, // 32: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
+	2,  // 33: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
+	17, // 34: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
+	30, // 35: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
+	31, // 36: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
+	13, // 37: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
+	34, // 38: rhizon.v1.LogEntry.relayed:type_name -> rhizon.v1.Position
+	13, // 39: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	15, // 40: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	10, // 41: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	17, // 42: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	34, // 43: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
+	34, // 44: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
+	34, // 45: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
+	34, // 46: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
+	18, // 47: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	20, // 48: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	22, // 49: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	25, // 50: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	27, // 51: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	29, // 52: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	8,  // 53: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	18, // 54: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	6,  // 55: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	3,  // 56: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
+	35, // 57: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	37, // 58: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	39, // 59: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	29, // 60: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	8,  // 61: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	41, // 62: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	41, // 63: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	19, // 64: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	21, // 65: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	23, // 66: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	26, // 67: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	28, // 68: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	32, // 69: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	9,  // 70: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	5,  // 71: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	7,  // 72: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	4,  // 73: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
+	36, // 74: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	38, // 75: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	40, // 76: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	32, // 77: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	9,  // 78: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	42, // 79: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	42, // 80: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	64, // [64:81] is the sub-list for method output_type
+	47, // [47:64] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -3667,20 +3867,20 @@ func file_rhizon_proto_init() {
 	if File_rhizon_proto != nil {
 		return
 	}
-	file_rhizon_proto_msgTypes[8].OneofWrappers = []any{}
-	file_rhizon_proto_msgTypes[11].OneofWrappers = []any{}
-	file_rhizon_proto_msgTypes[12].OneofWrappers = []any{
+	file_rhizon_proto_msgTypes[10].OneofWrappers = []any{}
+	file_rhizon_proto_msgTypes[13].OneofWrappers = []any{}
+	file_rhizon_proto_msgTypes[14].OneofWrappers = []any{
 		(*HistoryRecord_Event)(nil),
 		(*HistoryRecord_Rejection)(nil),
 	}
-	file_rhizon_proto_msgTypes[13].OneofWrappers = []any{}
+	file_rhizon_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   39,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

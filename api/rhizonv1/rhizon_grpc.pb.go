@@ -30,6 +30,7 @@ const (
 	Gateway_Drain_FullMethodName        = "/rhizon.v1.Gateway/Drain"
 	Gateway_SubmitAsync_FullMethodName  = "/rhizon.v1.Gateway/SubmitAsync"
 	Gateway_Watch_FullMethodName        = "/rhizon.v1.Gateway/Watch"
+	Gateway_GetResult_FullMethodName    = "/rhizon.v1.Gateway/GetResult"
 )
 
 // GatewayClient is the client API for Gateway service.
@@ -78,12 +79,20 @@ type GatewayClient interface {
 	// SubmitAsync enqueues the command durably on the shard's JetStream ingress
 	// subject and returns once JetStream has stored it (replicated and synced),
 	// before it is applied. Retries with the same idempotency key are applied
-	// once.
+	// once. Its outcome: GetResult with the address and key, or Watch with
+	// include_rejections (events and rejections of the entity).
 	SubmitAsync(ctx context.Context, in *SubmitRequest, opts ...grpc.CallOption) (*SubmitAsyncResponse, error)
 	// Watch streams the committed events of a tenant/workspace, optionally of
 	// one actor type and entity, in per-entity order, from the events stream.
 	// Resume after a disconnect with after_sequence = the last sequence seen.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
+	// GetResult returns the stored result of a command, found by its entity's
+	// address and its idempotency key (results are kept per entity), read
+	// like Get: scoped by the token, through the shard leader unless stale.
+	// NOT_FOUND when no command with that key was applied to that entity (yet:
+	// an asynchronous one may still be waiting; or never: a violation stores
+	// no result, and neither do commands refused as invalid).
+	GetResult(ctx context.Context, in *GetResultRequest, opts ...grpc.CallOption) (*GetResultResponse, error)
 }
 
 type gatewayClient struct {
@@ -196,6 +205,16 @@ func (c *gatewayClient) Watch(ctx context.Context, in *WatchRequest, opts ...grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Gateway_WatchClient = grpc.ServerStreamingClient[WatchEvent]
 
+func (c *gatewayClient) GetResult(ctx context.Context, in *GetResultRequest, opts ...grpc.CallOption) (*GetResultResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetResultResponse)
+	err := c.cc.Invoke(ctx, Gateway_GetResult_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatewayServer is the server API for Gateway service.
 // All implementations must embed UnimplementedGatewayServer
 // for forward compatibility.
@@ -242,12 +261,20 @@ type GatewayServer interface {
 	// SubmitAsync enqueues the command durably on the shard's JetStream ingress
 	// subject and returns once JetStream has stored it (replicated and synced),
 	// before it is applied. Retries with the same idempotency key are applied
-	// once.
+	// once. Its outcome: GetResult with the address and key, or Watch with
+	// include_rejections (events and rejections of the entity).
 	SubmitAsync(context.Context, *SubmitRequest) (*SubmitAsyncResponse, error)
 	// Watch streams the committed events of a tenant/workspace, optionally of
 	// one actor type and entity, in per-entity order, from the events stream.
 	// Resume after a disconnect with after_sequence = the last sequence seen.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
+	// GetResult returns the stored result of a command, found by its entity's
+	// address and its idempotency key (results are kept per entity), read
+	// like Get: scoped by the token, through the shard leader unless stale.
+	// NOT_FOUND when no command with that key was applied to that entity (yet:
+	// an asynchronous one may still be waiting; or never: a violation stores
+	// no result, and neither do commands refused as invalid).
+	GetResult(context.Context, *GetResultRequest) (*GetResultResponse, error)
 	mustEmbedUnimplementedGatewayServer()
 }
 
@@ -284,6 +311,9 @@ func (UnimplementedGatewayServer) SubmitAsync(context.Context, *SubmitRequest) (
 }
 func (UnimplementedGatewayServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedGatewayServer) GetResult(context.Context, *GetResultRequest) (*GetResultResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetResult not implemented")
 }
 func (UnimplementedGatewayServer) mustEmbedUnimplementedGatewayServer() {}
 func (UnimplementedGatewayServer) testEmbeddedByValue()                 {}
@@ -450,6 +480,24 @@ func _Gateway_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Gateway_WatchServer = grpc.ServerStreamingServer[WatchEvent]
 
+func _Gateway_GetResult_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetResultRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).GetResult(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_GetResult_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).GetResult(ctx, req.(*GetResultRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Gateway_ServiceDesc is the grpc.ServiceDesc for Gateway service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -484,6 +532,10 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SubmitAsync",
 			Handler:    _Gateway_SubmitAsync_Handler,
+		},
+		{
+			MethodName: "GetResult",
+			Handler:    _Gateway_GetResult_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

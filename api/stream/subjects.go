@@ -123,6 +123,33 @@ func EventSubject(addr actor.Address) string {
 	return EventsPrefix + Token(addr.Tenant) + "." + Token(addr.Workspace) + "." + Token(addr.ActorType) + "." + Token(addr.EntityID)
 }
 
+// RejectionSuffix is the last token of a rejection's subject: a rejection
+// is published on the subject of the entity whose history records it, plus
+// this token. Event filters (EventFilter: exactly four tokens after the
+// prefix) never match it, so consumers of events see no rejections unless
+// they ask (RejectionFilter, or rhizon.evt.<tenant>.> for both).
+const RejectionSuffix = "rejected"
+
+// RejectionSubject is the subject of the rejections recorded in addr's
+// history: rhizon.evt.<tenant>.<workspace>.<actor_type>.<entity>.rejected.
+// A violation is recorded in its offender's audit stream, so it is
+// published under that stream's address (tenant _rhizon, workspace audit),
+// never under the tenant it targeted.
+func RejectionSubject(addr actor.Address) string {
+	return EventSubject(addr) + "." + RejectionSuffix
+}
+
+// RejectionFilter is EventFilter for rejections.
+func RejectionFilter(tenant, workspace, actorType, entity string) string {
+	return EventFilter(tenant, workspace, actorType, entity) + "." + RejectionSuffix
+}
+
+// RejectionMsgID is the JetStream message id of the rejection recorded at
+// (shard, index, ordinal): the same on every replica and every attempt.
+func RejectionMsgID(shard uint32, index uint64, ordinal uint32) string {
+	return "rejection/" + strconv.FormatUint(uint64(shard), 10) + "/" + strconv.FormatUint(index, 10) + "/" + strconv.FormatUint(uint64(ordinal), 10)
+}
+
 // EventFilter is the subject filter for the events of a tenant and
 // workspace, optionally of one actor type and, with it, one entity.
 func EventFilter(tenant, workspace, actorType, entity string) string {

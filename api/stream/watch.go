@@ -8,6 +8,9 @@ type WatchFilter struct {
 	// published from now on, or with the oldest kept when FromBeginning.
 	After         uint64
 	FromBeginning bool
+	// Rejections also selects the rejections recorded for the entities
+	// (RejectionFilter); EventType then filters them by their type too.
+	Rejections bool
 }
 
 // Enqueued is where SubmitAsync stored a command.

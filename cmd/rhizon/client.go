@@ -88,7 +88,7 @@ func sendCmd() *cobra.Command {
 	f := &clientFlags{}
 	var idem, cmdID, corr string
 	var expected int64
-	var async bool
+	var async, wait bool
 	c := &cobra.Command{
 		Use:   "send <actor_type>/<entity_id> <command type> [json payload | @file | -]",
 		Short: "Submit a command and print its result",
@@ -97,7 +97,8 @@ func sendCmd() *cobra.Command {
 			"With --async the command is enqueued on the node's JetStream ingress and send returns once it\n" +
 			"is stored, printing the stream, sequence and shard: exit 0 then means stored, not applied (the\n" +
 			"result is decided later; follow it with rhizon watch or rhizon get). Retrying with the same\n" +
-			"--idempotency-key applies the command once. The node needs NATS.\n\n" +
+			"--idempotency-key applies the command once. The node needs NATS. --async --wait then waits\n" +
+			"(up to --timeout) for the command's result and prints and exits as send without --async does.\n\n" +
 			"The payload is the JSON itself, @path to read it from a file, or - to read it from stdin\n" +
 			"(an argument is limited to 128 KiB).",
 		Args: cobra.RangeArgs(2, 3),
@@ -122,6 +123,9 @@ func sendCmd() *cobra.Command {
 				v := uint64(expected)
 				req.ExpectedVersion = &v
 			}
+			if wait && !async {
+				return &exitErr{exitUsage, errors.New("--wait waits for an --async command's result; send without --async waits anyway")}
+			}
 			cl, ctx, cancel, err := f.dial(c)
 			if err != nil {
 				return err
@@ -133,8 +137,18 @@ func sendCmd() *cobra.Command {
 				if err != nil {
 					return f.callErr(err)
 				}
-				printEnqueued(c.OutOrStdout(), f.output, resp, req.IdempotencyKey)
-				return nil
+				if !wait {
+					printEnqueued(c.OutOrStdout(), f.output, resp, req.IdempotencyKey)
+					return nil
+				}
+				if f.output != "json" {
+					printEnqueued(c.ErrOrStderr(), f.output, resp, req.IdempotencyKey)
+				}
+				res, err := awaitResult(ctx, cl, req)
+				if err != nil {
+					return f.callErr(err)
+				}
+				return f.printOutcome(c, res)
 			}
 			resp, err := cl.Submit(ctx, req)
 			if err != nil {
@@ -155,6 +169,7 @@ func sendCmd() *cobra.Command {
 	c.Flags().StringVar(&cmdID, "command-id", "", "command id (default: assigned by the gateway)")
 	c.Flags().StringVar(&corr, "correlation-id", "", "correlation id linking related commands")
 	c.Flags().BoolVar(&async, "async", false, "enqueue through JetStream and return once stored, before the command is applied")
+	c.Flags().BoolVar(&wait, "wait", false, "with --async: wait (up to --timeout) for the result and print it as send does")
 	return c
 }
 

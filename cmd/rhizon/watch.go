@@ -24,7 +24,7 @@ func watchCmd() *cobra.Command {
 	f := &clientFlags{}
 	var actorType, entity, eventType string
 	var after uint64
-	var fromBeginning bool
+	var fromBeginning, rejections bool
 	var count int
 	c := &cobra.Command{
 		Use:   "watch",
@@ -32,7 +32,8 @@ func watchCmd() *cobra.Command {
 		Long: "Print the committed events of a tenant/workspace (default: the token's own), optionally of one\n" +
 			"actor type, entity and event type, one line per event, each entity's in version order\n" +
 			"(-o json: one JSON object per line). Only new events unless --after or --from-beginning.\n" +
-			"A broken stream is resumed after the last sequence printed.\n" +
+			"A broken stream is resumed after the last sequence printed. --rejections also prints the\n" +
+			"rejections recorded for those entities (conflicts, business rules, ...), one line each.\n" +
 			"Runs until Ctrl-C, --count events or --timeout. Exit status: 0 on Ctrl-C, after --count\n" +
 			"events or at --timeout without --count; 1 error (or --timeout before --count events); 2 usage.",
 		Example: "  rhizon watch --actor-type counter --from-beginning\n" +
@@ -44,6 +45,7 @@ func watchCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			req.IncludeRejections = rejections
 			if count < 0 {
 				return &exitErr{exitUsage, fmt.Errorf("--count %d: give a positive number of events, or 0 for no limit", count)}
 			}
@@ -89,6 +91,7 @@ func watchCmd() *cobra.Command {
 	fs.Uint64Var(&after, "after", 0, "start after this events-stream sequence (the first column of the output)")
 	fs.BoolVar(&fromBeginning, "from-beginning", false, "start with the oldest event the stream keeps")
 	fs.IntVar(&count, "count", 0, "exit 0 after this many events (0: no limit)")
+	fs.BoolVar(&rejections, "rejections", false, "also print rejections (they count for --count)")
 	// --type reads naturally next to --entity and --event-type.
 	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 		if name == "type" {
@@ -133,6 +136,17 @@ func watchRequest(f *clientFlags, actorType, entity, eventType string, after uin
 // "<sequence> <actor_type>/<entity_id> v<version> <type> <payload>", json one
 // compact object.
 func printWatchEvent(w io.Writer, format string, m *pb.WatchEvent) error {
+	if rj := m.GetRejection(); rj != nil {
+		// "<sequence> <actor_type>/<entity_id> rejected <type> <code> <message>"
+		if format == "json" {
+			enc := json.NewEncoder(w)
+			enc.SetEscapeHTML(false)
+			return enc.Encode(map[string]any{"sequence": m.GetSequence(), "rejection": recordJSON(&pb.HistoryRecord{Record: &pb.HistoryRecord_Rejection{Rejection: rj}})["rejection"]})
+		}
+		a := rj.GetAddress()
+		_, err := fmt.Fprintf(w, "%d %s/%s rejected %s %s %s\n", m.GetSequence(), a.GetActorType(), a.GetEntityId(), rj.GetType(), rj.GetCode(), rj.GetMessage())
+		return err
+	}
 	ev := m.GetEvent()
 	if format == "json" {
 		enc := json.NewEncoder(w)

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/shard"
 )
 
 // metrics: consumer lag per shard (read from JetStream at scrape time),
@@ -127,14 +128,7 @@ func (mt *metrics) deadLetter(ctx context.Context, id uint32, kind string) {
 }
 
 func (mt *metrics) applied(ctx context.Context, id uint32, r *actor.Result) {
-	res := string(r.Status)
-	switch {
-	case r.Duplicate:
-		res = "duplicate"
-	case r.Replay:
-		res = "replay"
-	}
-	mt.commands.Add(ctx, 1, metric.WithAttributes(attribute.Int("shard", int(id)), attribute.String("result", res)))
+	mt.commands.Add(ctx, 1, metric.WithAttributes(attribute.Int("shard", int(id)), attribute.String("result", shard.ResultKind(r))))
 }
 
 func (mt *metrics) published(ctx context.Context, id uint32, n int, dup bool) {

@@ -131,14 +131,14 @@ func sendCmd() *cobra.Command {
 			if async {
 				resp, err := cl.SubmitAsync(ctx, req)
 				if err != nil {
-					return f.callErr(err)
+					return f.sendErr(err)
 				}
 				printEnqueued(c.OutOrStdout(), f.output, resp, req.IdempotencyKey)
 				return nil
 			}
 			resp, err := cl.Submit(ctx, req)
 			if err != nil {
-				return f.callErr(err)
+				return f.sendErr(err)
 			}
 			if err := printResult(c.OutOrStdout(), f.output, resp.GetResult()); err != nil {
 				return err

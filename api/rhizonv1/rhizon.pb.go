@@ -2156,8 +2156,20 @@ type ShardStatus struct {
 	// The node this replica runs on.
 	NodeId string `protobuf:"bytes,9,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// The shard's placement in the cluster map.
-	Voters        []string `protobuf:"bytes,10,rep,name=voters,proto3" json:"voters,omitempty"`
-	Learners      []string `protobuf:"bytes,11,rep,name=learners,proto3" json:"learners,omitempty"`
+	Voters   []string `protobuf:"bytes,10,rep,name=voters,proto3" json:"voters,omitempty"`
+	Learners []string `protobuf:"bytes,11,rep,name=learners,proto3" json:"learners,omitempty"`
+	// The replica stopped applying after a store failure (halt_error says
+	// which); it serves neither reads nor writes until a restart.
+	Halted    bool   `protobuf:"varint,12,opt,name=halted,proto3" json:"halted,omitempty"`
+	HaltError string `protobuf:"bytes,13,opt,name=halt_error,json=haltError,proto3" json:"halt_error,omitempty"`
+	// On the leader's replica of a node with JetStream: "running", or why its
+	// ingress consumer is not; empty elsewhere.
+	Ingress string `protobuf:"bytes,14,opt,name=ingress,proto3" json:"ingress,omitempty"`
+	// On the leader's replica of a node with JetStream: how long its outbox
+	// relay has not been caught up (0 when it is), and the rows it found
+	// unpublished at its last read (at most 1024).
+	RelayLagMs    uint64 `protobuf:"varint,15,opt,name=relay_lag_ms,json=relayLagMs,proto3" json:"relay_lag_ms,omitempty"`
+	RelayBacklog  uint32 `protobuf:"varint,16,opt,name=relay_backlog,json=relayBacklog,proto3" json:"relay_backlog,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2269,6 +2281,104 @@ func (x *ShardStatus) GetLearners() []string {
 	return nil
 }
 
+func (x *ShardStatus) GetHalted() bool {
+	if x != nil {
+		return x.Halted
+	}
+	return false
+}
+
+func (x *ShardStatus) GetHaltError() string {
+	if x != nil {
+		return x.HaltError
+	}
+	return ""
+}
+
+func (x *ShardStatus) GetIngress() string {
+	if x != nil {
+		return x.Ingress
+	}
+	return ""
+}
+
+func (x *ShardStatus) GetRelayLagMs() uint64 {
+	if x != nil {
+		return x.RelayLagMs
+	}
+	return 0
+}
+
+func (x *ShardStatus) GetRelayBacklog() uint32 {
+	if x != nil {
+		return x.RelayBacklog
+	}
+	return 0
+}
+
+// ShardHealth is one shard's health as the answering node sees it.
+type ShardHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// READY, DEGRADED or FAILED.
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// Why it is not READY, e.g. "shard 3: voter n2 unreachable".
+	Reasons       []string `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardHealth) Reset() {
+	*x = ShardHealth{}
+	mi := &file_rhizon_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardHealth) ProtoMessage() {}
+
+func (x *ShardHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardHealth.ProtoReflect.Descriptor instead.
+func (*ShardHealth) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ShardHealth) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *ShardHealth) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ShardHealth) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
 type NodeStatus struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -2288,7 +2398,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2410,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2423,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{26}
+	return file_rhizon_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -2392,13 +2502,18 @@ type StatusResponse struct {
 	// Placement steps in flight, e.g. "shard 12: learner n4 catching up".
 	Rebalancing   []string `protobuf:"bytes,9,rep,name=rebalancing,proto3" json:"rebalancing,omitempty"`
 	ControlLeader string   `protobuf:"bytes,10,opt,name=control_leader,json=controlLeader,proto3" json:"control_leader,omitempty"`
+	// The answering node's health: READY, DEGRADED (serving, something needs
+	// attention) or FAILED (cannot serve), and why it is not READY.
+	Health        string         `protobuf:"bytes,11,opt,name=health,proto3" json:"health,omitempty"`
+	HealthReasons []string       `protobuf:"bytes,12,rep,name=health_reasons,json=healthReasons,proto3" json:"health_reasons,omitempty"`
+	ShardHealth   []*ShardHealth `protobuf:"bytes,13,rep,name=shard_health,json=shardHealth,proto3" json:"shard_health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_rhizon_proto_msgTypes[27]
+	mi := &file_rhizon_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2410,7 +2525,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[27]
+	mi := &file_rhizon_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2423,7 +2538,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{27}
+	return file_rhizon_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -2496,6 +2611,27 @@ func (x *StatusResponse) GetControlLeader() string {
 	return ""
 }
 
+func (x *StatusResponse) GetHealth() string {
+	if x != nil {
+		return x.Health
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetHealthReasons() []string {
+	if x != nil {
+		return x.HealthReasons
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetShardHealth() []*ShardHealth {
+	if x != nil {
+		return x.ShardHealth
+	}
+	return nil
+}
+
 // LogEntry is the payload of one Raft log entry (internal, not part of the
 // client API): a batch of commands stamped with logical time, or a tick when
 // commands is empty.
@@ -2513,7 +2649,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2661,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2674,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{28}
+	return file_rhizon_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LogEntry) GetShard() uint32 {
@@ -2579,7 +2715,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2727,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2740,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{29}
+	return file_rhizon_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Position) GetIndex() uint64 {
@@ -2632,7 +2768,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2644,7 +2780,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2657,7 +2793,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{30}
+	return file_rhizon_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ForwardRequest) GetCommand() *Command {
@@ -2683,7 +2819,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_rhizon_proto_msgTypes[31]
+	mi := &file_rhizon_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2695,7 +2831,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[31]
+	mi := &file_rhizon_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2708,7 +2844,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{31}
+	return file_rhizon_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ForwardResponse) GetResult() *Result {
@@ -2734,7 +2870,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2746,7 +2882,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2759,7 +2895,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{32}
+	return file_rhizon_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReadRequest) GetAddress() *Address {
@@ -2833,7 +2969,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +2981,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +2994,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{33}
+	return file_rhizon_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReadResponse) GetState() []byte {
@@ -2923,7 +3059,7 @@ type ShardAdminRequest struct {
 
 func (x *ShardAdminRequest) Reset() {
 	*x = ShardAdminRequest{}
-	mi := &file_rhizon_proto_msgTypes[34]
+	mi := &file_rhizon_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2935,7 +3071,7 @@ func (x *ShardAdminRequest) String() string {
 func (*ShardAdminRequest) ProtoMessage() {}
 
 func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[34]
+	mi := &file_rhizon_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2948,7 +3084,7 @@ func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminRequest.ProtoReflect.Descriptor instead.
 func (*ShardAdminRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{34}
+	return file_rhizon_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ShardAdminRequest) GetShard() uint32 {
@@ -2992,7 +3128,7 @@ type ShardAdminResponse struct {
 
 func (x *ShardAdminResponse) Reset() {
 	*x = ShardAdminResponse{}
-	mi := &file_rhizon_proto_msgTypes[35]
+	mi := &file_rhizon_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3004,7 +3140,7 @@ func (x *ShardAdminResponse) String() string {
 func (*ShardAdminResponse) ProtoMessage() {}
 
 func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[35]
+	mi := &file_rhizon_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3017,7 +3153,7 @@ func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminResponse.ProtoReflect.Descriptor instead.
 func (*ShardAdminResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{35}
+	return file_rhizon_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ShardAdminResponse) GetLeader() string {
@@ -3228,7 +3364,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x0fHistoryResponse\x122\n" +
 	"\arecords\x18\x01 \x03(\v2\x18.rhizon.v1.HistoryRecordR\arecords\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x0f\n" +
-	"\rStatusRequest\"\xbd\x02\n" +
+	"\rStatusRequest\"\xd5\x03\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n" +
@@ -3242,7 +3378,18 @@ const file_rhizon_proto_rawDesc = "" +
 	"\anode_id\x18\t \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06voters\x18\n" +
 	" \x03(\tR\x06voters\x12\x1a\n" +
-	"\blearners\x18\v \x03(\tR\blearners\"\x80\x02\n" +
+	"\blearners\x18\v \x03(\tR\blearners\x12\x16\n" +
+	"\x06halted\x18\f \x01(\bR\x06halted\x12\x1d\n" +
+	"\n" +
+	"halt_error\x18\r \x01(\tR\thaltError\x12\x18\n" +
+	"\aingress\x18\x0e \x01(\tR\aingress\x12 \n" +
+	"\frelay_lag_ms\x18\x0f \x01(\x04R\n" +
+	"relayLagMs\x12#\n" +
+	"\rrelay_backlog\x18\x10 \x01(\rR\frelayBacklog\"S\n" +
+	"\vShardHealth\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\"\x80\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
@@ -3253,7 +3400,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x04zone\x18\x06 \x01(\tR\x04zone\x12\x18\n" +
 	"\aleading\x18\a \x01(\rR\aleading\x12\x1a\n" +
 	"\breplicas\x18\b \x01(\rR\breplicas\x12#\n" +
-	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\"\xeb\x02\n" +
+	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\"\xe5\x03\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1f\n" +
@@ -3269,7 +3416,10 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x05nodes\x18\b \x03(\v2\x15.rhizon.v1.NodeStatusR\x05nodes\x12 \n" +
 	"\vrebalancing\x18\t \x03(\tR\vrebalancing\x12%\n" +
 	"\x0econtrol_leader\x18\n" +
-	" \x01(\tR\rcontrolLeader\"\x8f\x01\n" +
+	" \x01(\tR\rcontrolLeader\x12\x16\n" +
+	"\x06health\x18\v \x01(\tR\x06health\x12%\n" +
+	"\x0ehealth_reasons\x18\f \x03(\tR\rhealthReasons\x129\n" +
+	"\fshard_health\x18\r \x03(\v2\x16.rhizon.v1.ShardHealthR\vshardHealth\"\x8f\x01\n" +
 	"\bLogEntry\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x0e\n" +
 	"\x02at\x18\x02 \x01(\x03R\x02at\x12.\n" +
@@ -3357,7 +3507,7 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_rhizon_proto_goTypes = []any{
 	(Status)(0),                  // 0: rhizon.v1.Status
 	(Reason)(0),                  // 1: rhizon.v1.Reason
@@ -3388,18 +3538,19 @@ var file_rhizon_proto_goTypes = []any{
 	(*HistoryResponse)(nil),      // 26: rhizon.v1.HistoryResponse
 	(*StatusRequest)(nil),        // 27: rhizon.v1.StatusRequest
 	(*ShardStatus)(nil),          // 28: rhizon.v1.ShardStatus
-	(*NodeStatus)(nil),           // 29: rhizon.v1.NodeStatus
-	(*StatusResponse)(nil),       // 30: rhizon.v1.StatusResponse
-	(*LogEntry)(nil),             // 31: rhizon.v1.LogEntry
-	(*Position)(nil),             // 32: rhizon.v1.Position
-	(*ForwardRequest)(nil),       // 33: rhizon.v1.ForwardRequest
-	(*ForwardResponse)(nil),      // 34: rhizon.v1.ForwardResponse
-	(*ReadRequest)(nil),          // 35: rhizon.v1.ReadRequest
-	(*ReadResponse)(nil),         // 36: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),    // 37: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil),   // 38: rhizon.v1.ShardAdminResponse
-	nil,                          // 39: rhizon.v1.SubmitStreamResponse.TrailersEntry
-	(*status.Status)(nil),        // 40: google.rpc.Status
+	(*ShardHealth)(nil),          // 29: rhizon.v1.ShardHealth
+	(*NodeStatus)(nil),           // 30: rhizon.v1.NodeStatus
+	(*StatusResponse)(nil),       // 31: rhizon.v1.StatusResponse
+	(*LogEntry)(nil),             // 32: rhizon.v1.LogEntry
+	(*Position)(nil),             // 33: rhizon.v1.Position
+	(*ForwardRequest)(nil),       // 34: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),      // 35: rhizon.v1.ForwardResponse
+	(*ReadRequest)(nil),          // 36: rhizon.v1.ReadRequest
+	(*ReadResponse)(nil),         // 37: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),    // 38: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),   // 39: rhizon.v1.ShardAdminResponse
+	nil,                          // 40: rhizon.v1.SubmitStreamResponse.TrailersEntry
+	(*status.Status)(nil),        // 41: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
 	12, // 0: rhizon.v1.WatchEvent.event:type_name -> rhizon.v1.Event
@@ -3423,10 +3574,10 @@ var file_rhizon_proto_depIdxs = []int32{
 	22, // 18: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
 	16, // 19: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
 	17, // 20: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
-	40, // 21: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
-	39, // 22: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
+	41, // 21: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	40, // 22: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
 	17, // 23: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	40, // 24: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	41, // 24: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
 	8,  // 25: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
 	2,  // 26: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
 	8,  // 27: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
@@ -3434,46 +3585,47 @@ var file_rhizon_proto_depIdxs = []int32{
 	2,  // 29: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
 	15, // 30: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
 	28, // 31: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
-	29, // 32: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
-	11, // 33: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
-	32, // 34: rhizon.v1.LogEntry.relayed:type_name -> rhizon.v1.Position
-	11, // 35: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	13, // 36: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	8,  // 37: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	15, // 38: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	16, // 39: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	18, // 40: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	20, // 41: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	23, // 42: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	25, // 43: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	27, // 44: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	6,  // 45: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	16, // 46: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	4,  // 47: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	33, // 48: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	35, // 49: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	37, // 50: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	27, // 51: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	6,  // 52: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	17, // 53: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	19, // 54: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	21, // 55: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	24, // 56: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	26, // 57: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	30, // 58: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	7,  // 59: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	3,  // 60: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	5,  // 61: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	34, // 62: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	36, // 63: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	38, // 64: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	30, // 65: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	7,  // 66: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	53, // [53:67] is the sub-list for method output_type
-	39, // [39:53] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	30, // 32: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
+	29, // 33: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
+	11, // 34: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
+	33, // 35: rhizon.v1.LogEntry.relayed:type_name -> rhizon.v1.Position
+	11, // 36: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	13, // 37: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	8,  // 38: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	15, // 39: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	16, // 40: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	18, // 41: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	20, // 42: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	23, // 43: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	25, // 44: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	27, // 45: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	6,  // 46: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	16, // 47: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	4,  // 48: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	34, // 49: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	36, // 50: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	38, // 51: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	27, // 52: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	6,  // 53: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	17, // 54: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	19, // 55: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	21, // 56: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	24, // 57: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	26, // 58: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	31, // 59: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	7,  // 60: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	3,  // 61: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	5,  // 62: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	35, // 63: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	37, // 64: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	39, // 65: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	31, // 66: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	7,  // 67: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	54, // [54:68] is the sub-list for method output_type
+	40, // [40:54] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -3494,7 +3646,7 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -395,7 +395,12 @@ func waitReady(ctx context.Context, cl *client.Client, f *clientFlags) (*pb.Stat
 
 func printStatus(w io.Writer, st *pb.StatusResponse) {
 	fmt.Fprintf(w, "cluster %s  map v%d  control leader %s  (asked %s, version %s)\n", st.ClusterId, st.MapVersion, st.ControlLeader, st.NodeId, st.Version)
-	fmt.Fprintf(w, "shards %d  actors %s\n\n", st.ShardCount, strings.Join(st.ActorTypes, ","))
+	fmt.Fprintf(w, "shards %d  actors %s\n", st.ShardCount, strings.Join(st.ActorTypes, ","))
+	fmt.Fprintf(w, "health %s (node %s)\n", st.Health, st.NodeId)
+	for _, r := range st.HealthReasons {
+		fmt.Fprintln(w, "  "+r)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tREPLICAS\tLEADING\tCONTROL\tGRPC\tZONE")
 	for _, n := range st.Nodes {
@@ -411,9 +416,17 @@ func printStatus(w io.Writer, st *pb.StatusResponse) {
 	_ = tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SHARD\tNODE\tROLE\tTERM\tAPPLIED\tCOMMIT\tLAST\tSTATE HASH\tVOTERS\tLEARNERS")
+	health := map[uint32]string{}
+	for _, h := range st.ShardHealth {
+		health[h.Shard] = h.State
+	}
+	fmt.Fprintln(tw, "SHARD\tHEALTH\tNODE\tROLE\tTERM\tAPPLIED\tCOMMIT\tLAST\tSTATE HASH\tVOTERS\tLEARNERS")
 	for _, s := range st.Shards {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%.16s\t%s\t%s\n", s.Shard, s.NodeId, s.Role, s.Term, s.AppliedIndex,
+		role := s.Role
+		if s.Halted {
+			role += ",halted"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.16s\t%s\t%s\n", s.Shard, health[s.Shard], s.NodeId, role, s.Term, s.AppliedIndex,
 			s.CommitIndex, s.LastLogIndex, s.StateHash, strings.Join(s.Voters, ","), strings.Join(s.Learners, ","))
 	}
 	_ = tw.Flush()

@@ -397,6 +397,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 			return err
 		}
 		defer func() { async.Close(); nc.Close() }()
+		node.SetReplicaProbe(async.ProbeShard)
 	}
 
 	gcfg := gateway.Config{Backend: node, Auth: auth, Logger: log, NodeID: f.nodeID, Version: version,

@@ -32,6 +32,7 @@ type nodeProc struct {
 	grpc, http, raft, goss string
 	nats                   string // client address of the embedded NATS, when enabled
 	args                   []string
+	env                    []string // added to the test's environment
 	cmd                    *exec.Cmd
 	done                   chan struct{}
 	stderr                 *syncBuffer
@@ -128,6 +129,7 @@ func (p *nodeProc) start(t testing.TB) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	cmd := exec.Command(binary, p.args...)
+	cmd.Env = append(os.Environ(), p.env...)
 	p.stderr = &syncBuffer{}
 	cmd.Stderr = p.stderr
 	out, _ := cmd.StdoutPipe()

@@ -82,21 +82,30 @@ func (s *Server) UpdateHealth(ctx context.Context) bool {
 	return h.Serving()
 }
 
-// WatchHealth probes readiness every interval until ctx ends, so that gRPC
-// health watchers (load balancers, Kubernetes gRPC probes) see shards losing
-// and regaining leaders. Run it in its own goroutine.
+// WatchHealth assesses the node every interval until ctx ends, so that gRPC
+// health watchers (load balancers, Kubernetes gRPC probes) and the health
+// metrics follow it. While the node is FAILED (starting, most often) it
+// looks every quarter second, so that it enters service as soon as it can.
+// Run it in its own goroutine.
 func (s *Server) WatchHealth(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.UpdateHealth(ctx)
+			next := interval
+			if !s.UpdateHealth(ctx) {
+				next = min(interval, failedRecheck)
+			}
+			t.Reset(next)
 		}
 	}
 }
+
+// failedRecheck is how often WatchHealth looks at a FAILED node.
+const failedRecheck = 250 * time.Millisecond
 
 // Shutdown marks every service NOT_SERVING so that balancers stop sending
 // new calls before the gRPC server drains, and ends open Watch streams with

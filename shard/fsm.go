@@ -39,6 +39,18 @@ func (f *fsm) halt(err error) {
 	msg := err.Error()
 	f.haltErr.Store(&msg)
 	f.halted.Store(true)
+	// A halted leader would keep its shard from taking writes or reads
+	// while the other replicas are fine: hand leadership to one of them.
+	// (Not from this goroutine: the transfer waits on Raft, which waits
+	// on Apply.) A follower that halted hears the new leader's heartbeats
+	// and does not campaign.
+	if f.s.raft != nil && f.s.raft.State() == raft.Leader {
+		go func() {
+			if err := f.s.raft.LeadershipTransfer().Error(); err != nil {
+				f.log.Warn("halted leader could not hand leadership over", "err", err)
+			}
+		}()
+	}
 }
 
 // applyResponse is what Apply hands back to the proposer through the future.

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/internal/testkit"
+	"github.com/rhizon/rhizon/shard"
 )
 
 // readyz is a node's GET /readyz: the HTTP status and the body.
@@ -135,7 +137,7 @@ func TestCluster_HealthDegradesWhenANodeDiesAndRecovers(t *testing.T) {
 // A replica that halts (its store failed: here the failpoint apply-error
 // on n3) fails its node, which leaves service (/readyz 503, gRPC health
 // NOT_SERVING) and serves no read from it, while the others stay in service,
-// degraded.
+// degraded; when it led its shard, it hands leadership over.
 func TestCluster_HaltedReplicaFailsItsNode(t *testing.T) {
 	t.Parallel()
 	c := newTestCluster(t, 3, time.Minute)
@@ -145,13 +147,34 @@ func TestCluster_HaltedReplicaFailsItsNode(t *testing.T) {
 	}
 	c.waitConverged(c.nodes[0], 60*time.Second)
 	n1, n3 := c.nodes[0], c.nodes[2]
-	addr := &pb.Address{ActorType: "counter", EntityId: "failpoint-halt-1"}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	// An entity of a shard n3 leads: the harder case, where the shard must
+	// find another leader to serve again.
+	st, err := c.status(n1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := map[uint32]string{}
+	for _, r := range st.Shards {
+		if r.Role == "Leader" {
+			leader[r.Shard] = r.NodeId
+		}
+	}
+	var addr *pb.Address
+	for k := 0; addr == nil && k < 1000; k++ {
+		a := actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: fmt.Sprint("failpoint-halt-", k)}
+		if leader[shard.Of(a, st.ShardCount)] == "n3" {
+			addr = pb.FromAddress(a)
+		}
+	}
+	if addr == nil {
+		t.Fatalf("n3 leads no shard: %v", leader)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	// Accepted when n3 only follows the shard; when n3 leads it, its halt
-	// fails the command (the others applied it).
+	// n3 fails the apply and halts, so the command is refused (n1 and n2
+	// applied it).
 	resp, err := c.client(n1).Submit(ctx, &pb.SubmitRequest{Address: addr, Type: "cmd.counter.add", Payload: []byte(`{"amount":1}`), IdempotencyKey: "halt-1"})
-	t.Logf("the command that halts n3's replica: %v %v", resp.GetResult().GetStatus(), err)
+	t.Logf("the command that halts n3's replica of shard %d: %v %v", shard.Of(addr.ToActor(), st.ShardCount), resp.GetResult().GetStatus(), err)
 
 	_, r := waitHealth(t, n3, "FAILED", 20*time.Second)
 	if r.Code != http.StatusServiceUnavailable || r.Ready || !strings.Contains(strings.Join(r.Reasons, "\n"), "halted: failpoint apply-error") {
@@ -179,6 +202,14 @@ func TestCluster_HaltedReplicaFailsItsNode(t *testing.T) {
 		t.Errorf("stale read through n3 = version %d, want the leader's 1 or an error", got.Version)
 	}
 	t.Logf("stale read through n3: version %d, %v", got.GetVersion(), err)
+	// A halted leader hands leadership over: the shard takes writes again.
+	testkit.Poll{Timeout: 20 * time.Second, Every: 250 * time.Millisecond}.EventuallyNil(t, "the halted shard takes writes through another leader", func() error {
+		resp, err := c.client(n1).Submit(ctx, &pb.SubmitRequest{Address: addr, Type: "cmd.counter.add", Payload: []byte(`{"amount":1}`), IdempotencyKey: "halt-2"})
+		if err == nil && resp.GetResult().GetStatus() != pb.Status_STATUS_ACCEPTED {
+			err = fmt.Errorf("result %v", resp.GetResult())
+		}
+		return err
+	})
 	if n := sumSeries(scrape(t, "http://"+n3.http+"/metrics"), "rhizon_node_health", `state="FAILED"`); n != 1 {
 		t.Errorf("n3 rhizon_node_health{state=\"FAILED\"} = %v, want 1", n)
 	}

@@ -300,7 +300,8 @@ func statusCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Print the node's shards: role, leader; indexes and state hash with an admin token",
-		Long: "Print the cluster map as the node sees it: nodes, shards, roles, leaders, indexes and state hashes (indexes and hashes with an admin token).\n\n" +
+		Long: "Print the cluster map as the node sees it: nodes, shards, roles, leaders, indexes and state hashes (indexes and hashes with an admin token),\n" +
+			"and the node's and each shard's health: READY, DEGRADED or FAILED, with the reasons (with an admin token).\n\n" +
 			"With --wait, status first waits (up to --timeout) until the node is ready to serve: a cluster\n" +
 			"exists, every shard has a leader and the node's JetStream ingress is ready (when it has NATS).\n" +
 			"It keeps asking while the node is still starting (connection refused), so scripts can run it\n" +

@@ -43,7 +43,7 @@ func newMetrics(m *Manager) (*metrics, error) {
 	check(e)
 	mt.deadLetters, e = meter.Int64Counter("rhizon.ingress.dead_letters", metric.WithDescription("Ingress messages moved to the dead-letter subject, by kind: rejected (can never apply) or poison (kept failing)."))
 	check(e)
-	mt.commands, e = meter.Int64Counter("rhizon.ingress.commands", metric.WithDescription("Ingress commands applied, by result (replay: a redelivered or republished command already applied; duplicate: another command under a key already used)."))
+	mt.commands, e = meter.Int64Counter("rhizon.ingress.commands", metric.WithDescription("Ingress commands applied, by result as in rhizon.commands: accepted, conflict, violation, invalid, business, replay (a redelivered or republished command already applied) or duplicate (another command under a key already used)."))
 	check(e)
 	mt.publishedC, e = meter.Int64Counter("rhizon.outbox.published", metric.WithDescription("Outbox rows published to JetStream; duplicate=true when JetStream already had the message id."))
 	check(e)

@@ -198,15 +198,15 @@ JSON
 rhizon_cluster_status_ok() {
 	awk -v want="$1" '
 		/^NODE +STATE/ { sect = "nodes"; next }
-		/^SHARD +NODE/ { sect = "shards"; next }
+		/^SHARD +HEALTH +NODE/ { sect = "shards"; next }
 		/^rebalancing:/ { busy = 1 }
 		NF == 0 { sect = ""; next }
 		sect == "nodes" && $2 == "alive" { alive++ }
 		sect == "shards" {
 			seen[$1] = 1
-			if ($3 == "Leader") leaders[$1]++
-			# VOTERS is the 9th column; LEARNERS, when any, the 10th.
-			if (split($9, v, ",") != 3 || NF > 9) bad = 1
+			if ($4 == "Leader") leaders[$1]++
+			# VOTERS is the 10th column; LEARNERS, when any, the 11th.
+			if (split($10, v, ",") != 3 || NF > 10) bad = 1
 		}
 		END {
 			if (busy || bad || alive != 3) exit 1

@@ -103,7 +103,7 @@ func (s *internalServer) Read(ctx context.Context, req *pb.ReadRequest) (*pb.Rea
 	addr := req.GetAddress().ToActor()
 	id := s.n.ShardOf(addr)
 	l := s.n.local(id)
-	if l == nil || (!req.Stale && !l.IsLeader()) {
+	if l == nil || (!l.IsLeader() && (!req.Stale || l.Halted() != nil)) {
 		return nil, s.notLeader(ctx, id)
 	}
 	out, err := s.n.router.readLocal(ctx, l, addr, req)

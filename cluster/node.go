@@ -187,9 +187,12 @@ type Node struct {
 	draining   atomic.Bool
 	// republisher serves RepublishEvents once the ingress runs (SetRepublisher).
 	republisher republisherBox
-	stop        chan struct{}
-	wg          sync.WaitGroup
-	closeMu     sync.Once
+	// probe adds what other components know of a local replica to its
+	// status (the ingress consumer and relay of the shards it leads).
+	probe   atomic.Pointer[func(*pb.ShardStatus)]
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	closeMu sync.Once
 }
 
 // Open opens (or creates) the node's data directory, starts the Raft

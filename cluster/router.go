@@ -169,7 +169,12 @@ func (rt *router) read(ctx context.Context, addr actor.Address, req *pb.ReadRequ
 	last := shard.ErrNotLeader
 	backoff := 5 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		if l := rt.replicas.get(id); l != nil && (req.Stale || l.IsLeader()) {
+		l := rt.replicas.get(id)
+		if l != nil && l.Halted() != nil && l.IsLeader() {
+			// No replica serves the shard until another one leads.
+			return nil, l.Halted()
+		}
+		if l != nil && l.Halted() == nil && (req.Stale || l.IsLeader()) {
 			resp, err := rt.readLocal(ctx, l, addr, req)
 			if err == nil || !errors.Is(err, shard.ErrNotLeader) {
 				return resp, err
@@ -203,6 +208,10 @@ func (rt *router) read(ctx context.Context, addr actor.Address, req *pb.ReadRequ
 }
 
 func (rt *router) readLocal(ctx context.Context, l *shard.Shard, addr actor.Address, req *pb.ReadRequest) (*pb.ReadResponse, error) {
+	// A halted replica's state is unknown: not even a stale read of it.
+	if err := l.Halted(); err != nil {
+		return nil, err
+	}
 	if !req.Stale {
 		if err := l.WaitLinearizable(ctx); err != nil {
 			return nil, err

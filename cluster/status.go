@@ -23,6 +23,9 @@ func (n *Node) localStatus() *pb.StatusResponse {
 		if int(ss.Shard) < len(st.Placement) {
 			ss.Voters, ss.Learners = st.Placement[ss.Shard].Voters, st.Placement[ss.Shard].Learners
 		}
+		if p := n.probe.Load(); p != nil {
+			(*p)(ss)
+		}
 		out.Shards = append(out.Shards, ss)
 	}
 	return out
@@ -33,7 +36,20 @@ func shardStatus(s shard.Status) *pb.ShardStatus {
 	return &pb.ShardStatus{
 		Shard: s.Shard, Role: s.Role, Leader: s.Leader, Term: s.Term, AppliedIndex: s.AppliedIndex,
 		CommitIndex: s.CommitIndex, LastLogIndex: s.LastLogIndex, StateHash: s.StateHash,
+		Halted: s.Halted, HaltError: s.HaltError,
 	}
+}
+
+// SetReplicaProbe installs f, which completes each local replica's status
+// with what the node's other components know of it (the ingress manager:
+// its consumer and relay on the shards this node leads). Status and
+// LocalStatus call it on every report, so it must be quick.
+func (n *Node) SetReplicaProbe(f func(*pb.ShardStatus)) {
+	if f == nil {
+		n.probe.Store(nil)
+		return
+	}
+	n.probe.Store(&f)
 }
 
 // Status implements gateway.Backend: every node's replicas (asked in

@@ -379,9 +379,10 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 	}
 
-	// Probes: readiness on the gRPC health service, liveness on /healthz.
-	if r := c.ReadinessProbe; r == nil || r.GRPC == nil || r.GRPC.Port != want["grpc"] || r.GRPC.Service == nil || *r.GRPC.Service != "rhizon.v1.Gateway" {
-		t.Errorf("readinessProbe: want grpc on port %d, service rhizon.v1.Gateway", want["grpc"])
+	// Probes: readiness on /readyz (503 only when the node FAILED, so a
+	// degraded node stays in service), liveness on /healthz.
+	if r := c.ReadinessProbe; r == nil || r.HTTPGet == nil || r.HTTPGet.Path != "/readyz" || resolve(r.HTTPGet.Port) != want["http"] {
+		t.Errorf("readinessProbe: want GET /readyz on the HTTP port %d", want["http"])
 	}
 	for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "startup": c.StartupProbe} {
 		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || resolve(p.HTTPGet.Port) != want["http"] {

@@ -527,15 +527,29 @@ func TestStatusHealthReflection(t *testing.T) {
 			t.Fatalf("health %q: %v %v", svc, r, err)
 		}
 	}
-	h.be.status = &pb.StatusResponse{Shards: []*pb.ShardStatus{{Shard: 0, Leader: "n1"}, {Shard: 1}}}
-	if h.srv.UpdateHealth(context.Background()) {
-		t.Fatal("ready with a leaderless shard")
+	// A leaderless shard degrades the node, which stays in service; a
+	// halted replica of its own fails it, and every service says so.
+	for _, c := range []struct {
+		name   string
+		status *pb.StatusResponse
+		want   healthpb.HealthCheckResponse_ServingStatus
+	}{
+		{"a leaderless shard", &pb.StatusResponse{NodeId: "n1", Shards: []*pb.ShardStatus{{Shard: 0, Leader: "n1"}, {Shard: 1}}}, healthpb.HealthCheckResponse_SERVING},
+		{"a halted replica", &pb.StatusResponse{NodeId: "n1", Shards: []*pb.ShardStatus{
+			{Shard: 0, Leader: "n1", NodeId: "n1", Role: "Leader"}, {Shard: 1, Leader: "n2", NodeId: "n1", Halted: true, HaltError: "disk"}}}, healthpb.HealthCheckResponse_NOT_SERVING},
+		{"the status restored", nil, healthpb.HealthCheckResponse_SERVING},
+	} {
+		h.be.status = c.status
+		if got := h.srv.UpdateHealth(context.Background()); got != (c.want == healthpb.HealthCheckResponse_SERVING) {
+			t.Fatalf("%s: UpdateHealth = %v", c.name, got)
+		}
+		for _, svc := range []string{"", pb.Gateway_ServiceDesc.ServiceName} {
+			r, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+			if err != nil || r.Status != c.want {
+				t.Fatalf("%s: health %q = %v %v, want %v", c.name, svc, r, err, c.want)
+			}
+		}
 	}
-	r, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: pb.Gateway_ServiceDesc.ServiceName})
-	if err != nil || r.Status != healthpb.HealthCheckResponse_NOT_SERVING {
-		t.Fatalf("gateway health with a leaderless shard: %v %v", r, err)
-	}
-	h.be.status = nil
 
 	rc, err := rpb.NewServerReflectionClient(h.conn).ServerReflectionInfo(context.Background())
 	if err != nil {
@@ -613,9 +627,15 @@ func TestHTTPRoundTrip(t *testing.T) {
 	if code, resp = httpCall(t, h, "GET", "/readyz", "", ""); code != 200 {
 		t.Fatalf("readyz %d %s", code, resp)
 	}
-	h.be.status = &pb.StatusResponse{Shards: []*pb.ShardStatus{{Shard: 7}}}
-	if code, resp = httpCall(t, h, "GET", "/readyz", "", ""); code != 503 || !bytes.Contains(resp, []byte("shards without a leader: 7")) {
+	h.be.status = &pb.StatusResponse{Shards: []*pb.ShardStatus{{Shard: 7, Leader: "n1"}, {Shard: 8}}}
+	if code, resp = httpCall(t, h, "GET", "/readyz", "", ""); code != 200 || !bytes.Contains(resp, []byte(`"state":"DEGRADED"`)) ||
+		!bytes.Contains(resp, []byte("shard 8: no leader")) {
 		t.Fatalf("readyz with a leaderless shard: %d %s", code, resp)
+	}
+	h.be.status = &pb.StatusResponse{Shards: []*pb.ShardStatus{{Shard: 7}}}
+	if code, resp = httpCall(t, h, "GET", "/readyz", "", ""); code != 503 || !bytes.Contains(resp, []byte(`"state":"FAILED"`)) ||
+		!bytes.Contains(resp, []byte("no shard has a leader")) {
+		t.Fatalf("readyz without any shard leader: %d %s", code, resp)
 	}
 	h.be.statusErr = errors.New("boom")
 	if code, _ = httpCall(t, h, "GET", "/readyz", "", ""); code != 503 {

@@ -51,47 +51,62 @@ func ServerOptions() []grpc.ServerOption {
 // and server reflection on gs. Health and reflection need no token (the
 // Gateway methods authenticate themselves; there is no interceptor).
 //
-// Health reports per service: "" (the whole server) is SERVING while the
-// process is up, and "rhizon.v1.Gateway" follows Ready. Its first value is
-// taken now; call WatchHealth to keep it current, and Shutdown to drain.
+// Health: "" (the whole server) and "rhizon.v1.Gateway" are SERVING while
+// the node is READY or DEGRADED and NOT_SERVING when it is FAILED (Health).
+// Its first value is taken now; call WatchHealth to keep it current, and
+// Shutdown to drain. Liveness is HTTP /healthz, which only says the process
+// answers: a degraded or failed node is not to be restarted for it.
 func (s *Server) RegisterGRPC(gs *grpc.Server) {
 	pb.RegisterGatewayServer(gs, s)
 	pb.RegisterAdminServer(gs, adminServer{s: s})
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.UpdateHealth(context.Background())
 }
 
-// UpdateHealth runs one readiness probe and sets the Gateway service's
-// health status from it. It reports whether the node is ready.
+// healthServices are the gRPC health service names that follow Health.
+var healthServices = []string{"", pb.Gateway_ServiceDesc.ServiceName}
+
+// UpdateHealth assesses the node once and sets the gRPC health services
+// from it. It reports whether the node serves (READY or DEGRADED).
 func (s *Server) UpdateHealth(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, readyCheckTimeout)
 	defer cancel()
+	h := s.Health(ctx)
 	st := healthpb.HealthCheckResponse_SERVING
-	err := s.Ready(ctx)
-	if err != nil {
+	if !h.Serving() {
 		st = healthpb.HealthCheckResponse_NOT_SERVING
 	}
-	s.health.SetServingStatus(pb.Gateway_ServiceDesc.ServiceName, st)
-	return err == nil
+	for _, svc := range healthServices {
+		s.health.SetServingStatus(svc, st)
+	}
+	return h.Serving()
 }
 
-// WatchHealth probes readiness every interval until ctx ends, so that gRPC
-// health watchers (load balancers, Kubernetes gRPC probes) see shards losing
-// and regaining leaders. Run it in its own goroutine.
+// WatchHealth assesses the node every interval until ctx ends, so that gRPC
+// health watchers (load balancers, Kubernetes gRPC probes) and the health
+// metrics follow it. While the node is FAILED (starting, most often) it
+// looks every quarter second, so that it enters service as soon as it can.
+// Run it in its own goroutine.
 func (s *Server) WatchHealth(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.UpdateHealth(ctx)
+			next := interval
+			if !s.UpdateHealth(ctx) {
+				next = min(interval, failedRecheck)
+			}
+			t.Reset(next)
 		}
 	}
 }
+
+// failedRecheck is how often WatchHealth looks at a FAILED node.
+const failedRecheck = 250 * time.Millisecond
 
 // Shutdown marks every service NOT_SERVING so that balancers stop sending
 // new calls before the gRPC server drains, and ends open Watch streams with
@@ -99,5 +114,8 @@ func (s *Server) WatchHealth(ctx context.Context, interval time.Duration) {
 // UpdateHealth calls do not undo it.
 func (s *Server) Shutdown() {
 	s.health.Shutdown()
+	if s.healthMetrics != nil {
+		_ = s.healthMetrics.Unregister()
+	}
 	s.closeOnce.Do(func() { close(s.closing) })
 }

@@ -229,7 +229,7 @@ type JSONError struct {
 //	POST /v1/history  JSONHistoryRequest -> JSONHistoryResponse
 //	GET  /v1/status                      -> JSONStatusResponse
 //	GET  /healthz     liveness, no token
-//	GET  /readyz      readiness (Ready), no token
+//	GET  /readyz      health, no token: 200 READY or DEGRADED, 503 FAILED (JSONHealth)
 //
 // The /v1 routes need "Authorization: Bearer <token>". Errors carry the HTTP
 // status derived from the gRPC code and a JSONError body.
@@ -255,11 +255,12 @@ func (s *Server) HTTPHandler() http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), readyCheckTimeout)
 		defer cancel()
-		if err := s.Ready(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": err.Error()})
-			return
+		h := s.Health(ctx)
+		code := http.StatusOK
+		if !h.Serving() {
+			code = http.StatusServiceUnavailable
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+		writeJSON(w, code, JSONHealth{Ready: h.Serving(), State: h.State, Reasons: h.Reasons, Shards: jsonShardHealth(h.Shards)})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, JSONError{Code: "not_found", Message: fmt.Sprintf(

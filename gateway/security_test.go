@@ -215,7 +215,8 @@ func TestStatus_TenantViewHidesActivity(t *testing.T) {
 				{Shard: 0, Role: "Leader", Leader: "n1", Term: 3, NodeId: "n1"},
 				{Shard: 1, Role: "Follower", Leader: "n2", Term: 2, NodeId: "n1"},
 			},
-			Nodes: []*pb.NodeStatus{{NodeId: "n1", State: "alive", GrpcAddr: "127.0.0.1:1"}},
+			Nodes:  []*pb.NodeStatus{{NodeId: "n1", State: "alive", GrpcAddr: "127.0.0.1:1"}},
+			Health: HealthReady, ShardHealth: []*pb.ShardHealth{{Shard: 0, State: HealthReady}, {Shard: 1, State: HealthReady}},
 		}
 		if !protoEqual(st, want) {
 			t.Fatalf("tenant view:\n%v\nwant\n%v", st, want)

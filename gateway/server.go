@@ -24,6 +24,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
@@ -107,6 +108,10 @@ type Server struct {
 	batchSlots chan struct{}
 
 	watches watchCounts
+
+	// lastHealth is the last assessment (Health), for the metrics.
+	lastHealth    healthCache
+	healthMetrics metric.Registration
 }
 
 // DefaultBatchInFlight is the default bound on SubmitBatch commands in
@@ -154,6 +159,9 @@ func New(cfg Config) (*Server, error) {
 		async:        cfg.Async,
 		closing:      make(chan struct{}),
 		quotas:       cfg.Quotas,
+	}
+	if err := s.registerHealthMetrics(); err != nil {
+		return nil, fmt.Errorf("gateway: health metrics: %w", err)
 	}
 	s.startQuotas(cfg.Backend)
 	return s, nil
@@ -683,6 +691,9 @@ func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 		return nil, readError(err, "this node", "status")
 	}
 	out := s.fillStatus(st)
+	h := s.healthOf(out)
+	s.lastHealth.Store(&h)
+	out.Health, out.HealthReasons, out.ShardHealth = h.State, h.Reasons, h.Shards
 	if id.Role != RoleAdmin {
 		out = tenantStatus(out)
 	}
@@ -692,13 +703,17 @@ func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 // tenantStatus is the view of Status a non-admin token gets: the shard
 // count, each replica's shard, role, leader, term and node, the nodes' ids,
 // states and gateway addresses (what the Go client's leader routing reads),
-// and the actor types. Applied, commit and last-log indexes, state hashes,
+// the actor types and the health states. Health reasons (which may quote
+// lags), applied, commit and last-log indexes, state hashes,
 // placement and rebalancing are left out: they move with other tenants'
 // writes and say how busy they are.
 func tenantStatus(st *pb.StatusResponse) *pb.StatusResponse {
 	out := &pb.StatusResponse{
 		NodeId: st.GetNodeId(), Version: st.GetVersion(), ShardCount: st.GetShardCount(),
-		ActorTypes: st.GetActorTypes(),
+		ActorTypes: st.GetActorTypes(), Health: st.GetHealth(),
+	}
+	for _, sh := range st.GetShardHealth() {
+		out.ShardHealth = append(out.ShardHealth, &pb.ShardHealth{Shard: sh.GetShard(), State: sh.GetState()})
 	}
 	for _, sh := range st.GetShards() {
 		out.Shards = append(out.Shards, &pb.ShardStatus{
@@ -757,32 +772,4 @@ func (s *Server) fillStatus(st *pb.StatusResponse) *pb.StatusResponse {
 		out.ActorTypes = slices.Clone(s.backend.Registry().Types())
 	}
 	return out
-}
-
-// Ready reports whether this node can serve: the backend answers Status,
-// every shard it reports has a leader and, with NATS, the JetStream streams
-// exist (once created they stay: SubmitAsync reports later NATS trouble
-// itself, and Submit does not need NATS). The error says what is missing.
-func (s *Server) Ready(ctx context.Context) error {
-	if r, ok := s.async.(asyncReadier); ok {
-		select {
-		case <-r.Ready():
-		default:
-			return errors.New("JetStream streams not created yet (NATS starting or unreachable)")
-		}
-	}
-	st, err := s.backend.Status(ctx)
-	if err != nil {
-		return fmt.Errorf("status: %w", err)
-	}
-	var leaderless []string
-	for _, sh := range st.GetShards() {
-		if sh.GetLeader() == "" {
-			leaderless = append(leaderless, fmt.Sprint(sh.GetShard()))
-		}
-	}
-	if len(leaderless) > 0 {
-		return fmt.Errorf("shards without a leader: %s", strings.Join(leaderless, ", "))
-	}
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/shard"
 )
 
 // metrics: consumer lag per shard (read from JetStream at scrape time),
@@ -42,7 +43,7 @@ func newMetrics(m *Manager) (*metrics, error) {
 	check(e)
 	mt.deadLetters, e = meter.Int64Counter("rhizon.ingress.dead_letters", metric.WithDescription("Ingress messages moved to the dead-letter subject, by kind: rejected (can never apply) or poison (kept failing)."))
 	check(e)
-	mt.commands, e = meter.Int64Counter("rhizon.ingress.commands", metric.WithDescription("Ingress commands applied, by result (replay: a redelivered or republished command already applied; duplicate: another command under a key already used)."))
+	mt.commands, e = meter.Int64Counter("rhizon.ingress.commands", metric.WithDescription("Ingress commands applied, by result as in rhizon.commands: accepted, conflict, violation, invalid, business, replay (a redelivered or republished command already applied) or duplicate (another command under a key already used)."))
 	check(e)
 	mt.publishedC, e = meter.Int64Counter("rhizon.outbox.published", metric.WithDescription("Outbox rows published to JetStream; duplicate=true when JetStream already had the message id."))
 	check(e)
@@ -127,14 +128,7 @@ func (mt *metrics) deadLetter(ctx context.Context, id uint32, kind string) {
 }
 
 func (mt *metrics) applied(ctx context.Context, id uint32, r *actor.Result) {
-	res := string(r.Status)
-	switch {
-	case r.Duplicate:
-		res = "duplicate"
-	case r.Replay:
-		res = "replay"
-	}
-	mt.commands.Add(ctx, 1, metric.WithAttributes(attribute.Int("shard", int(id)), attribute.String("result", res)))
+	mt.commands.Add(ctx, 1, metric.WithAttributes(attribute.Int("shard", int(id)), attribute.String("result", shard.ResultKind(r))))
 }
 
 func (mt *metrics) published(ctx context.Context, id uint32, n int, dup bool) {

@@ -46,11 +46,13 @@ type worker struct {
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
+	health workerHealth
 }
 
 func (m *Manager) startWorker(parent context.Context, s Shard) *worker {
 	ctx, cancel := context.WithCancel(parent)
 	w := &worker{m: m, sh: s, log: m.log.With("shard", s.ID()), cancel: cancel, done: make(chan struct{})}
+	w.health.start(time.Now())
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); w.consume(ctx) }()
@@ -104,6 +106,7 @@ func (w *worker) consume(ctx context.Context) {
 		pw.Go(func() {
 			for ctx.Err() == nil {
 				if err := w.pull(ctx, src, &queues); err != nil && ctx.Err() == nil {
+					w.health.failing(src.stream, err, time.Now())
 					w.log.Warn("ingress consumer; binding again", "stream", src.stream, "err", err)
 					sleep(ctx, time.Second)
 				}
@@ -153,6 +156,7 @@ func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan jetst
 		return fmt.Errorf("create consumer: %w", err)
 	}
 	w.m.metrics.track(id, src.stream, cons)
+	w.health.bound(src.stream)
 	for {
 		err := w.pullMessages(ctx, cons, queues)
 		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
@@ -502,6 +506,7 @@ func FillScope(a actor.Address, sec actor.Security) actor.Address {
 func (w *worker) relay(ctx context.Context) {
 	cfg := w.m.relayConfig()
 	cfg.Log = w.log
+	cfg.CaughtUp = func(uint32) { w.health.caughtUp(time.Now()) }
 	relay.New(w.sh, cfg).Run(ctx)
 }
 

@@ -51,7 +51,11 @@ type Config struct {
 	// Published and Backlog feed the node's metrics.
 	Published func(ctx context.Context, shard uint32, n int, dup bool)
 	Backlog   func(shard uint32, n int)
-	Log       *slog.Logger
+	// CaughtUp, when set, is called whenever the relay has published every
+	// row committed when it last read (the node's health measures how long
+	// a relay goes without).
+	CaughtUp func(shard uint32)
+	Log      *slog.Logger
 }
 
 // Relay publishes one shard's outbox while its node leads the shard.
@@ -108,6 +112,9 @@ func (r *Relay) Run(ctx context.Context) {
 			}
 		}
 		r.cfg.Backlog(r.src.ID(), len(rows))
+		if err == nil && len(rows) < relayPage && r.cfg.CaughtUp != nil {
+			r.cfg.CaughtUp(r.src.ID())
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				r.cfg.Log.Warn("outbox relay: will retry", "err", err)

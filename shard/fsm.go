@@ -33,6 +33,27 @@ type fsm struct {
 
 	meta   atomic.Pointer[engine.Meta] // last applied, for readers on other goroutines
 	halted atomic.Bool
+	// haltErr says why it halted, for Status (health reports it).
+	haltErr atomic.Pointer[string]
+}
+
+// halt stops applying: what the store holds is unknown after err.
+func (f *fsm) halt(err error) {
+	msg := err.Error()
+	f.haltErr.Store(&msg)
+	f.halted.Store(true)
+	// A halted leader would keep its shard from taking writes or reads
+	// while the other replicas are fine: hand leadership to one of them.
+	// (Not from this goroutine: the transfer waits on Raft, which waits
+	// on Apply.) A follower that halted hears the new leader's heartbeats
+	// and does not campaign.
+	if f.s.raft != nil && f.s.raft.State() == raft.Leader {
+		go func() {
+			if err := f.s.raft.LeadershipTransfer().Error(); err != nil {
+				f.log.Warn("halted leader could not hand leadership over", "err", err)
+			}
+		}()
+	}
 }
 
 // applyResponse is what Apply hands back to the proposer through the future.
@@ -63,11 +84,14 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if err != nil {
 		f.log.Error("undecodable log entry; applying it as empty", "index", l.Index, "err", err)
 	}
-	out, err := f.eng.Apply(&ent)
+	out, err := engine.Applied{}, applyFailpoint(&ent)
+	if err == nil {
+		out, err = f.eng.Apply(&ent)
+	}
 	if err != nil {
 		// The store failed: we cannot know what it holds, so stop applying.
 		// A restart re-applies everything after the durable applied index.
-		f.halted.Store(true)
+		f.halt(err)
 		f.log.Error("store failure; shard halted", "index", l.Index, "err", err)
 		return &applyResponse{err: fmt.Errorf("%w: %v", ErrHalted, err)}
 	}
@@ -136,7 +160,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		// store failure, until a restore succeeds. A stream refused before
 		// it touched anything (ErrBadSnapshot) leaves the state as it was.
 		if _, merr := f.store.Meta(); merr != nil {
-			f.halted.Store(true)
+			f.halt(fmt.Errorf("snapshot restore failed part way: %w", err))
 			f.log.Error("snapshot restore failed part way; shard halted until a restore succeeds", "err", err, "state", merr)
 		}
 		return fmt.Errorf("shard %d: restore: %w", f.s.id, err)

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,6 +113,14 @@ func TestRestoreThatFailsPartWayHaltsUntilARestoreSucceeds(t *testing.T) {
 	if _, err := b.Submit(ctx, counterAdd("after-bad-restore")); !errors.Is(err, ErrHalted) {
 		t.Fatalf("submit after a restore that failed part way: %v, want ErrHalted", err)
 	}
+	// Health reads the halt from Status; reads refuse it (the state is
+	// unknown), linearizable ones too although b still leads.
+	if st := b.Status(); !st.Halted || !strings.Contains(st.HaltError, "restore") || st.Role != "Leader" {
+		t.Fatalf("status of the halted replica: %+v, want Halted with the restore's error", st)
+	}
+	if err := b.WaitLinearizable(ctx); !errors.Is(err, ErrHalted) {
+		t.Fatalf("linearizable read on the halted replica: %v, want ErrHalted", err)
+	}
 
 	// A stream refused before it touched anything leaves the shard running.
 	c := openTestShard(t, t.TempDir())
@@ -130,7 +139,7 @@ func TestRestoreThatFailsPartWayHaltsUntilARestoreSucceeds(t *testing.T) {
 	}
 	// (Raft's own indexes did not move, as the FSM was called directly, so
 	// a Submit here would prove nothing; the halt is what must be lifted.)
-	if b.fsm.halted.Load() {
+	if b.fsm.halted.Load() || b.Status().Halted || b.Halted() != nil {
 		t.Fatal("still halted after a restore that succeeded")
 	}
 }

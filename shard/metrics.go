@@ -74,7 +74,9 @@ func newMetrics(id uint32) (*metrics, error) {
 	return mt, err
 }
 
-func resultKind(r *actor.Result) string {
+// ResultKind is the "result" label of a command's outcome in the command
+// counters (the shard's and the ingress's use the same names).
+func ResultKind(r *actor.Result) string {
 	switch {
 	case r.Duplicate:
 		return "duplicate"
@@ -107,7 +109,7 @@ func (m *metrics) applied(out engine.Applied) {
 	var kinds []string
 	var counts []int64
 	for i := range out.Results {
-		k := resultKind(&out.Results[i])
+		k := ResultKind(&out.Results[i])
 		j := 0
 		for j < len(kinds) && kinds[j] != k {
 			j++

@@ -318,6 +318,10 @@ type Status struct {
 	CommitIndex  uint64
 	LastLogIndex uint64
 	StateHash    string // hex, at AppliedIndex
+	// Halted: the replica stopped applying after a store failure
+	// (HaltError says which) and serves nothing until restarted.
+	Halted    bool
+	HaltError string
 }
 
 // Status reports this replica.
@@ -337,7 +341,30 @@ func (s *Shard) Status() Status {
 		CommitIndex:  s.raft.CommitIndex(),
 		LastLogIndex: s.raft.LastIndex(),
 		StateHash:    m.HashHex(),
+		Halted:       s.fsm.halted.Load(),
+		HaltError:    s.haltError(),
 	}
+}
+
+// haltError is why the replica halted, "" while it runs.
+func (s *Shard) haltError() string {
+	if !s.fsm.halted.Load() {
+		return ""
+	}
+	if e := s.fsm.haltErr.Load(); e != nil {
+		return *e
+	}
+	return ErrHalted.Error()
+}
+
+// Halted is ErrHalted, wrapped with the cause, once the replica stopped
+// applying after a store failure; nil while it runs. Its state is then
+// unknown, so it must serve no read either.
+func (s *Shard) Halted() error {
+	if !s.fsm.halted.Load() {
+		return nil
+	}
+	return fmt.Errorf("%w: shard %d: %s", ErrHalted, s.id, s.haltError())
 }
 
 // WaitLinearizable returns once this replica may serve a linearizable read:
@@ -346,6 +373,9 @@ func (s *Shard) Status() Status {
 // its heartbeat), then waits until the state store has applied every command
 // committed before the read began.
 func (s *Shard) WaitLinearizable(ctx context.Context) error {
+	if err := s.Halted(); err != nil {
+		return err
+	}
 	if s.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}

@@ -2299,8 +2299,20 @@ type ShardStatus struct {
 	// The node this replica runs on.
 	NodeId string `protobuf:"bytes,9,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// The shard's placement in the cluster map.
-	Voters        []string `protobuf:"bytes,10,rep,name=voters,proto3" json:"voters,omitempty"`
-	Learners      []string `protobuf:"bytes,11,rep,name=learners,proto3" json:"learners,omitempty"`
+	Voters   []string `protobuf:"bytes,10,rep,name=voters,proto3" json:"voters,omitempty"`
+	Learners []string `protobuf:"bytes,11,rep,name=learners,proto3" json:"learners,omitempty"`
+	// The replica stopped applying after a store failure (halt_error says
+	// which); it serves neither reads nor writes until a restart.
+	Halted    bool   `protobuf:"varint,12,opt,name=halted,proto3" json:"halted,omitempty"`
+	HaltError string `protobuf:"bytes,13,opt,name=halt_error,json=haltError,proto3" json:"halt_error,omitempty"`
+	// On the leader's replica of a node with JetStream: "running", or why its
+	// ingress consumer is not; empty elsewhere.
+	Ingress string `protobuf:"bytes,14,opt,name=ingress,proto3" json:"ingress,omitempty"`
+	// On the leader's replica of a node with JetStream: how long its outbox
+	// relay has not been caught up (0 when it is), and the rows it found
+	// unpublished at its last read (at most 1024).
+	RelayLagMs    uint64 `protobuf:"varint,15,opt,name=relay_lag_ms,json=relayLagMs,proto3" json:"relay_lag_ms,omitempty"`
+	RelayBacklog  uint32 `protobuf:"varint,16,opt,name=relay_backlog,json=relayBacklog,proto3" json:"relay_backlog,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2412,6 +2424,104 @@ func (x *ShardStatus) GetLearners() []string {
 	return nil
 }
 
+func (x *ShardStatus) GetHalted() bool {
+	if x != nil {
+		return x.Halted
+	}
+	return false
+}
+
+func (x *ShardStatus) GetHaltError() string {
+	if x != nil {
+		return x.HaltError
+	}
+	return ""
+}
+
+func (x *ShardStatus) GetIngress() string {
+	if x != nil {
+		return x.Ingress
+	}
+	return ""
+}
+
+func (x *ShardStatus) GetRelayLagMs() uint64 {
+	if x != nil {
+		return x.RelayLagMs
+	}
+	return 0
+}
+
+func (x *ShardStatus) GetRelayBacklog() uint32 {
+	if x != nil {
+		return x.RelayBacklog
+	}
+	return 0
+}
+
+// ShardHealth is one shard's health as the answering node sees it.
+type ShardHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// READY, DEGRADED or FAILED.
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// Why it is not READY, e.g. "shard 3: voter n2 unreachable".
+	Reasons       []string `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardHealth) Reset() {
+	*x = ShardHealth{}
+	mi := &file_rhizon_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardHealth) ProtoMessage() {}
+
+func (x *ShardHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardHealth.ProtoReflect.Descriptor instead.
+func (*ShardHealth) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ShardHealth) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *ShardHealth) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ShardHealth) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
 type NodeStatus struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -2431,7 +2541,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2443,7 +2553,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2456,7 +2566,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{28}
+	return file_rhizon_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -2535,13 +2645,18 @@ type StatusResponse struct {
 	// Placement steps in flight, e.g. "shard 12: learner n4 catching up".
 	Rebalancing   []string `protobuf:"bytes,9,rep,name=rebalancing,proto3" json:"rebalancing,omitempty"`
 	ControlLeader string   `protobuf:"bytes,10,opt,name=control_leader,json=controlLeader,proto3" json:"control_leader,omitempty"`
+	// The answering node's health: READY, DEGRADED (serving, something needs
+	// attention) or FAILED (cannot serve), and why it is not READY.
+	Health        string         `protobuf:"bytes,11,opt,name=health,proto3" json:"health,omitempty"`
+	HealthReasons []string       `protobuf:"bytes,12,rep,name=health_reasons,json=healthReasons,proto3" json:"health_reasons,omitempty"`
+	ShardHealth   []*ShardHealth `protobuf:"bytes,13,rep,name=shard_health,json=shardHealth,proto3" json:"shard_health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2668,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2681,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{29}
+	return file_rhizon_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -2639,6 +2754,27 @@ func (x *StatusResponse) GetControlLeader() string {
 	return ""
 }
 
+func (x *StatusResponse) GetHealth() string {
+	if x != nil {
+		return x.Health
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetHealthReasons() []string {
+	if x != nil {
+		return x.HealthReasons
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetShardHealth() []*ShardHealth {
+	if x != nil {
+		return x.ShardHealth
+	}
+	return nil
+}
+
 // LogEntry is the payload of one Raft log entry (internal, not part of the
 // client API): a batch of commands stamped with logical time, or a tick when
 // commands is empty.
@@ -2656,7 +2792,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2668,7 +2804,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2681,7 +2817,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{30}
+	return file_rhizon_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LogEntry) GetShard() uint32 {
@@ -2722,7 +2858,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_rhizon_proto_msgTypes[31]
+	mi := &file_rhizon_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2734,7 +2870,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[31]
+	mi := &file_rhizon_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2747,7 +2883,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{31}
+	return file_rhizon_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Position) GetIndex() uint64 {
@@ -2775,7 +2911,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2787,7 +2923,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2800,7 +2936,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{32}
+	return file_rhizon_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ForwardRequest) GetCommand() *Command {
@@ -2826,7 +2962,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2838,7 +2974,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2851,7 +2987,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{33}
+	return file_rhizon_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ForwardResponse) GetResult() *Result {
@@ -2880,7 +3016,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_rhizon_proto_msgTypes[34]
+	mi := &file_rhizon_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2892,7 +3028,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[34]
+	mi := &file_rhizon_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2905,7 +3041,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{34}
+	return file_rhizon_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadRequest) GetAddress() *Address {
@@ -2996,7 +3132,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_rhizon_proto_msgTypes[35]
+	mi := &file_rhizon_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3008,7 +3144,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[35]
+	mi := &file_rhizon_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3021,7 +3157,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{35}
+	return file_rhizon_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadResponse) GetState() []byte {
@@ -3100,7 +3236,7 @@ type ShardAdminRequest struct {
 
 func (x *ShardAdminRequest) Reset() {
 	*x = ShardAdminRequest{}
-	mi := &file_rhizon_proto_msgTypes[36]
+	mi := &file_rhizon_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3112,7 +3248,7 @@ func (x *ShardAdminRequest) String() string {
 func (*ShardAdminRequest) ProtoMessage() {}
 
 func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[36]
+	mi := &file_rhizon_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3125,7 +3261,7 @@ func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminRequest.ProtoReflect.Descriptor instead.
 func (*ShardAdminRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{36}
+	return file_rhizon_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ShardAdminRequest) GetShard() uint32 {
@@ -3169,7 +3305,7 @@ type ShardAdminResponse struct {
 
 func (x *ShardAdminResponse) Reset() {
 	*x = ShardAdminResponse{}
-	mi := &file_rhizon_proto_msgTypes[37]
+	mi := &file_rhizon_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3181,7 +3317,7 @@ func (x *ShardAdminResponse) String() string {
 func (*ShardAdminResponse) ProtoMessage() {}
 
 func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[37]
+	mi := &file_rhizon_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3194,7 +3330,7 @@ func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminResponse.ProtoReflect.Descriptor instead.
 func (*ShardAdminResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{37}
+	return file_rhizon_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ShardAdminResponse) GetLeader() string {
@@ -3248,7 +3384,7 @@ type RepublishEventsRequest struct {
 
 func (x *RepublishEventsRequest) Reset() {
 	*x = RepublishEventsRequest{}
-	mi := &file_rhizon_proto_msgTypes[38]
+	mi := &file_rhizon_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3260,7 +3396,7 @@ func (x *RepublishEventsRequest) String() string {
 func (*RepublishEventsRequest) ProtoMessage() {}
 
 func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[38]
+	mi := &file_rhizon_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3273,7 +3409,7 @@ func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsRequest.ProtoReflect.Descriptor instead.
 func (*RepublishEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{38}
+	return file_rhizon_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RepublishEventsRequest) GetShard() uint32 {
@@ -3323,7 +3459,7 @@ type RepublishEventsResponse struct {
 
 func (x *RepublishEventsResponse) Reset() {
 	*x = RepublishEventsResponse{}
-	mi := &file_rhizon_proto_msgTypes[39]
+	mi := &file_rhizon_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3335,7 +3471,7 @@ func (x *RepublishEventsResponse) String() string {
 func (*RepublishEventsResponse) ProtoMessage() {}
 
 func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[39]
+	mi := &file_rhizon_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3348,7 +3484,7 @@ func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsResponse.ProtoReflect.Descriptor instead.
 func (*RepublishEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{39}
+	return file_rhizon_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RepublishEventsResponse) GetShard() uint32 {
@@ -3576,7 +3712,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x0fHistoryResponse\x122\n" +
 	"\arecords\x18\x01 \x03(\v2\x18.rhizon.v1.HistoryRecordR\arecords\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x0f\n" +
-	"\rStatusRequest\"\xbd\x02\n" +
+	"\rStatusRequest\"\xd5\x03\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n" +
@@ -3590,7 +3726,18 @@ const file_rhizon_proto_rawDesc = "" +
 	"\anode_id\x18\t \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06voters\x18\n" +
 	" \x03(\tR\x06voters\x12\x1a\n" +
-	"\blearners\x18\v \x03(\tR\blearners\"\x80\x02\n" +
+	"\blearners\x18\v \x03(\tR\blearners\x12\x16\n" +
+	"\x06halted\x18\f \x01(\bR\x06halted\x12\x1d\n" +
+	"\n" +
+	"halt_error\x18\r \x01(\tR\thaltError\x12\x18\n" +
+	"\aingress\x18\x0e \x01(\tR\aingress\x12 \n" +
+	"\frelay_lag_ms\x18\x0f \x01(\x04R\n" +
+	"relayLagMs\x12#\n" +
+	"\rrelay_backlog\x18\x10 \x01(\rR\frelayBacklog\"S\n" +
+	"\vShardHealth\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\"\x80\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
@@ -3601,7 +3748,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x04zone\x18\x06 \x01(\tR\x04zone\x12\x18\n" +
 	"\aleading\x18\a \x01(\rR\aleading\x12\x1a\n" +
 	"\breplicas\x18\b \x01(\rR\breplicas\x12#\n" +
-	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\"\xeb\x02\n" +
+	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\"\xe5\x03\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1f\n" +
@@ -3617,7 +3764,10 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x05nodes\x18\b \x03(\v2\x15.rhizon.v1.NodeStatusR\x05nodes\x12 \n" +
 	"\vrebalancing\x18\t \x03(\tR\vrebalancing\x12%\n" +
 	"\x0econtrol_leader\x18\n" +
-	" \x01(\tR\rcontrolLeader\"\x8f\x01\n" +
+	" \x01(\tR\rcontrolLeader\x12\x16\n" +
+	"\x06health\x18\v \x01(\tR\x06health\x12%\n" +
+	"\x0ehealth_reasons\x18\f \x03(\tR\rhealthReasons\x129\n" +
+	"\fshard_health\x18\r \x03(\v2\x16.rhizon.v1.ShardHealthR\vshardHealth\"\x8f\x01\n" +
 	"\bLogEntry\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x0e\n" +
 	"\x02at\x18\x02 \x01(\x03R\x02at\x12.\n" +
@@ -3725,7 +3875,7 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_rhizon_proto_goTypes = []any{
 	(Status)(0),                     // 0: rhizon.v1.Status
 	(Reason)(0),                     // 1: rhizon.v1.Reason
@@ -3758,20 +3908,21 @@ var file_rhizon_proto_goTypes = []any{
 	(*HistoryResponse)(nil),         // 28: rhizon.v1.HistoryResponse
 	(*StatusRequest)(nil),           // 29: rhizon.v1.StatusRequest
 	(*ShardStatus)(nil),             // 30: rhizon.v1.ShardStatus
-	(*NodeStatus)(nil),              // 31: rhizon.v1.NodeStatus
-	(*StatusResponse)(nil),          // 32: rhizon.v1.StatusResponse
-	(*LogEntry)(nil),                // 33: rhizon.v1.LogEntry
-	(*Position)(nil),                // 34: rhizon.v1.Position
-	(*ForwardRequest)(nil),          // 35: rhizon.v1.ForwardRequest
-	(*ForwardResponse)(nil),         // 36: rhizon.v1.ForwardResponse
-	(*ReadRequest)(nil),             // 37: rhizon.v1.ReadRequest
-	(*ReadResponse)(nil),            // 38: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),       // 39: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil),      // 40: rhizon.v1.ShardAdminResponse
-	(*RepublishEventsRequest)(nil),  // 41: rhizon.v1.RepublishEventsRequest
-	(*RepublishEventsResponse)(nil), // 42: rhizon.v1.RepublishEventsResponse
-	nil,                             // 43: rhizon.v1.SubmitStreamResponse.TrailersEntry
-	(*status.Status)(nil),           // 44: google.rpc.Status
+	(*ShardHealth)(nil),             // 31: rhizon.v1.ShardHealth
+	(*NodeStatus)(nil),              // 32: rhizon.v1.NodeStatus
+	(*StatusResponse)(nil),          // 33: rhizon.v1.StatusResponse
+	(*LogEntry)(nil),                // 34: rhizon.v1.LogEntry
+	(*Position)(nil),                // 35: rhizon.v1.Position
+	(*ForwardRequest)(nil),          // 36: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),         // 37: rhizon.v1.ForwardResponse
+	(*ReadRequest)(nil),             // 38: rhizon.v1.ReadRequest
+	(*ReadResponse)(nil),            // 39: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),       // 40: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),      // 41: rhizon.v1.ShardAdminResponse
+	(*RepublishEventsRequest)(nil),  // 42: rhizon.v1.RepublishEventsRequest
+	(*RepublishEventsResponse)(nil), // 43: rhizon.v1.RepublishEventsResponse
+	nil,                             // 44: rhizon.v1.SubmitStreamResponse.TrailersEntry
+	(*status.Status)(nil),           // 45: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
 	10, // 0: rhizon.v1.GetResultRequest.address:type_name -> rhizon.v1.Address
@@ -3799,10 +3950,10 @@ var file_rhizon_proto_depIdxs = []int32{
 	24, // 22: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
 	18, // 23: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
 	19, // 24: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
-	44, // 25: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
-	43, // 26: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
+	45, // 25: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	44, // 26: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
 	19, // 27: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	44, // 28: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	45, // 28: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
 	10, // 29: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
 	2,  // 30: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
 	10, // 31: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
@@ -3810,56 +3961,57 @@ var file_rhizon_proto_depIdxs = []int32{
 	2,  // 33: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
 	17, // 34: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
 	30, // 35: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
-	31, // 36: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
-	13, // 37: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
-	34, // 38: rhizon.v1.LogEntry.relayed:type_name -> rhizon.v1.Position
-	13, // 39: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	15, // 40: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	10, // 41: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	17, // 42: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	34, // 43: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
-	34, // 44: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
-	34, // 45: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
-	34, // 46: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
-	18, // 47: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	20, // 48: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	22, // 49: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	25, // 50: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	27, // 51: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	29, // 52: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	8,  // 53: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	18, // 54: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	6,  // 55: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	3,  // 56: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
-	35, // 57: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	37, // 58: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	39, // 59: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	29, // 60: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	8,  // 61: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	41, // 62: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	41, // 63: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	19, // 64: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	21, // 65: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	23, // 66: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	26, // 67: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	28, // 68: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	32, // 69: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	9,  // 70: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	5,  // 71: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	7,  // 72: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	4,  // 73: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
-	36, // 74: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	38, // 75: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	40, // 76: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	32, // 77: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	9,  // 78: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	42, // 79: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	42, // 80: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	64, // [64:81] is the sub-list for method output_type
-	47, // [47:64] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	32, // 36: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
+	31, // 37: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
+	13, // 38: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
+	35, // 39: rhizon.v1.LogEntry.relayed:type_name -> rhizon.v1.Position
+	13, // 40: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	15, // 41: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	10, // 42: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	17, // 43: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	35, // 44: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
+	35, // 45: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
+	35, // 46: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
+	35, // 47: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
+	18, // 48: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	20, // 49: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	22, // 50: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	25, // 51: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	27, // 52: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	29, // 53: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	8,  // 54: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	18, // 55: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	6,  // 56: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	3,  // 57: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
+	36, // 58: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	38, // 59: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	40, // 60: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	29, // 61: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	8,  // 62: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	42, // 63: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	42, // 64: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	19, // 65: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	21, // 66: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	23, // 67: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	26, // 68: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	28, // 69: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	33, // 70: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	9,  // 71: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	5,  // 72: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	7,  // 73: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	4,  // 74: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
+	37, // 75: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	39, // 76: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	41, // 77: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	33, // 78: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	9,  // 79: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	43, // 80: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	43, // 81: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	65, // [65:82] is the sub-list for method output_type
+	48, // [48:65] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -3880,7 +4032,7 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   41,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

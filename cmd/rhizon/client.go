@@ -135,7 +135,7 @@ func sendCmd() *cobra.Command {
 			if async {
 				resp, err := cl.SubmitAsync(ctx, req)
 				if err != nil {
-					return f.callErr(err)
+					return f.sendErr(err)
 				}
 				if !wait {
 					printEnqueued(c.OutOrStdout(), f.output, resp, req.IdempotencyKey)
@@ -152,7 +152,7 @@ func sendCmd() *cobra.Command {
 			}
 			resp, err := cl.Submit(ctx, req)
 			if err != nil {
-				return f.callErr(err)
+				return f.sendErr(err)
 			}
 			if err := printResult(c.OutOrStdout(), f.output, resp.GetResult()); err != nil {
 				return err
@@ -315,7 +315,8 @@ func statusCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Print the node's shards: role, leader; indexes and state hash with an admin token",
-		Long: "Print the cluster map as the node sees it: nodes, shards, roles, leaders, indexes and state hashes (indexes and hashes with an admin token).\n\n" +
+		Long: "Print the cluster map as the node sees it: nodes, shards, roles, leaders, indexes and state hashes (indexes and hashes with an admin token),\n" +
+			"and the node's and each shard's health: READY, DEGRADED or FAILED, with the reasons (with an admin token).\n\n" +
 			"With --wait, status first waits (up to --timeout) until the node is ready to serve: a cluster\n" +
 			"exists, every shard has a leader and the node's JetStream ingress is ready (when it has NATS).\n" +
 			"It keeps asking while the node is still starting (connection refused), so scripts can run it\n" +
@@ -410,7 +411,12 @@ func waitReady(ctx context.Context, cl *client.Client, f *clientFlags) (*pb.Stat
 
 func printStatus(w io.Writer, st *pb.StatusResponse) {
 	fmt.Fprintf(w, "cluster %s  map v%d  control leader %s  (asked %s, version %s)\n", st.ClusterId, st.MapVersion, st.ControlLeader, st.NodeId, st.Version)
-	fmt.Fprintf(w, "shards %d  actors %s\n\n", st.ShardCount, strings.Join(st.ActorTypes, ","))
+	fmt.Fprintf(w, "shards %d  actors %s\n", st.ShardCount, strings.Join(st.ActorTypes, ","))
+	fmt.Fprintf(w, "health %s (node %s)\n", st.Health, st.NodeId)
+	for _, r := range st.HealthReasons {
+		fmt.Fprintln(w, "  "+r)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tREPLICAS\tLEADING\tCONTROL\tGRPC\tZONE")
 	for _, n := range st.Nodes {
@@ -426,9 +432,17 @@ func printStatus(w io.Writer, st *pb.StatusResponse) {
 	_ = tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SHARD\tNODE\tROLE\tTERM\tAPPLIED\tCOMMIT\tLAST\tSTATE HASH\tVOTERS\tLEARNERS")
+	health := map[uint32]string{}
+	for _, h := range st.ShardHealth {
+		health[h.Shard] = h.State
+	}
+	fmt.Fprintln(tw, "SHARD\tHEALTH\tNODE\tROLE\tTERM\tAPPLIED\tCOMMIT\tLAST\tSTATE HASH\tVOTERS\tLEARNERS")
 	for _, s := range st.Shards {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%.16s\t%s\t%s\n", s.Shard, s.NodeId, s.Role, s.Term, s.AppliedIndex,
+		role := s.Role
+		if s.Halted {
+			role += ",halted"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.16s\t%s\t%s\n", s.Shard, health[s.Shard], s.NodeId, role, s.Term, s.AppliedIndex,
 			s.CommitIndex, s.LastLogIndex, s.StateHash, strings.Join(s.Voters, ","), strings.Join(s.Learners, ","))
 	}
 	_ = tw.Flush()

@@ -129,9 +129,7 @@ func (p *nodeProc) start(t testing.TB) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	cmd := exec.Command(binary, p.args...)
-	if len(p.env) > 0 {
-		cmd.Env = append(os.Environ(), p.env...)
-	}
+	cmd.Env = append(os.Environ(), p.env...)
 	p.stderr = &syncBuffer{}
 	cmd.Stderr = p.stderr
 	out, _ := cmd.StdoutPipe()

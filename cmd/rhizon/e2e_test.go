@@ -239,6 +239,11 @@ func TestCLI_ExitStatusAndJSONOutput(t *testing.T) {
 	if code != exitRejected || r.Accepted || r.Reason != "business" || r.Code != "not_open" {
 		t.Fatalf("withdraw from an unopened account: exit %d %+v", code, r)
 	}
+	// A violation (a tenant the token may not use) is refused and audited:
+	// it exits like a rejection, as the README's exit statuses say.
+	if out, code := p.rhizon(t, "send", "counter/c1", "add", `{"amount":1}`, "--tenant", "other"); code != exitRejected {
+		t.Fatalf("send into another tenant (a violation): exit %d, want %d; output %s", code, exitRejected, out)
+	}
 	if _, code := p.rhizon(t, "send", "counter/c1", "add", `{"amount":`); code != exitError {
 		t.Fatalf("malformed payload: exit %d, want %d", code, exitError)
 	}

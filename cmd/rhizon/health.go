@@ -13,15 +13,16 @@ import (
 )
 
 // healthCmd queries the standard gRPC health service of a node. It needs no
-// token, so container health checks and probes can run it. Service "" is
-// liveness; "rhizon.v1.Gateway" is readiness (the node can serve requests).
+// token, so container health checks and probes can run it. Both "" and
+// "rhizon.v1.Gateway" are SERVING while the node is READY or DEGRADED and
+// NOT_SERVING when it is FAILED; /readyz says why, /healthz is liveness.
 func healthCmd() *cobra.Command {
 	var addr, service string
 	var timeout time.Duration
 	var tf tlsClientFlags
 	c := &cobra.Command{
 		Use:   "health",
-		Short: "Check a node through the gRPC health service (exit 0 when SERVING)",
+		Short: "Check a node through the gRPC health service (exit 0 when SERVING: READY or DEGRADED)",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := applyConfig(c.Flags()); err != nil {
@@ -43,7 +44,7 @@ func healthCmd() *cobra.Command {
 	}
 	fs := c.Flags()
 	fs.StringVar(&addr, "addr", "127.0.0.1:7400", "node gRPC address (RHIZON_ADDR)")
-	fs.StringVar(&service, "service", "", `health service: "" (liveness) or "rhizon.v1.Gateway" (readiness)`)
+	fs.StringVar(&service, "service", "", `health service: "" (the server) or "rhizon.v1.Gateway"; both SERVING unless the node is FAILED`)
 	fs.DurationVar(&timeout, "timeout", 3*time.Second, "deadline for the check")
 	tf.register(fs)
 	return c

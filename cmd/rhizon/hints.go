@@ -57,6 +57,16 @@ func (f *clientFlags) callErr(err error) error {
 	return &exitErr{exitError, explain(f.addr, err)}
 }
 
+// sendErr is callErr for a submitted command: a violation (PermissionDenied:
+// the token may not act on that address, and the attempt was audited) exits
+// like a rejection, since retrying cannot change the answer.
+func (f *clientFlags) sendErr(err error) error {
+	if status.Code(err) == codes.PermissionDenied {
+		return &exitErr{exitRejected, explain(f.addr, err)}
+	}
+	return f.callErr(err)
+}
+
 // maxPayload bounds a payload read from a file or stdin; the gateway refuses
 // larger commands anyway, and this keeps a wrong file from filling memory.
 const maxPayload = 64 << 20

@@ -405,6 +405,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		}
 		defer func() { async.Close(); nc.Close() }()
 		node.SetRepublisher(republisher{async})
+		node.SetReplicaProbe(async.ProbeShard)
 	}
 
 	gcfg := gateway.Config{Backend: node, Auth: auth, Logger: log, NodeID: f.nodeID, Version: version,

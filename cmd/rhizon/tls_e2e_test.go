@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/rhizon/rhizon/client"
 	"github.com/rhizon/rhizon/internal/testcerts"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // A dev node with --tls-cert serves gRPC and HTTP over TLS: the CLI and the
@@ -35,10 +37,14 @@ func TestTLS_DevNodeServesTLSAndClientsVerifyIt(t *testing.T) {
 	if out, code := p.rhizon(t, "send", "counter/tls", "add", `{"amount":2}`, "-o", "json"); code != 0 || !strings.Contains(out, `"accepted": true`) {
 		t.Fatalf("send with --tls-ca: exit %d, %s", code, out)
 	}
-	// Liveness: readiness waits for the JetStream streams, beside the point.
-	if out, code := p.rhizon(t, "health", "--addr", p.addr); code != 0 || strings.TrimSpace(out) != "SERVING" {
-		t.Fatalf("health with --tls-ca: exit %d, %q", code, out)
-	}
+	// The health check verifies the node's certificate too; the node is
+	// SERVING once its JetStream streams exist (FAILED before).
+	testkit.Poll{Timeout: 30 * time.Second, Every: 250 * time.Millisecond}.EventuallyNil(t, "health with --tls-ca SERVING", func() error {
+		if out, code := p.rhizon(t, "health", "--addr", p.addr); code != 0 || strings.TrimSpace(out) != "SERVING" {
+			return fmt.Errorf("exit %d, %q", code, out)
+		}
+		return nil
+	})
 	t.Setenv("RHIZON_TLS_CA", certs.OtherCA)
 	if _, code := p.rhizon(t, "get", "counter/tls"); code != exitError {
 		t.Fatalf("get verifying with another CA: exit %d, want %d", code, exitError)

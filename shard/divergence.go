@@ -1,0 +1,112 @@
+package shard
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+
+	"github.com/rhizon/rhizon/api/recordv1"
+	"github.com/rhizon/rhizon/engine"
+)
+
+// Divergence detection. Every replica re-executes every command, so replicas
+// that run the same code over the same log reach the same state hash at the
+// same index; one that does not has run different or nondeterministic code,
+// or its store was corrupted, and must stop before it serves what it holds.
+// The leader puts its own hash (at its applied index) into a command entry
+// every DefaultCheckEvery applied indexes; each replica, applying that entry,
+// compares the hash it had at that index and halts on a difference. A
+// replica that has not got the index any more (restarted since, or restored
+// from a snapshot) skips the check: the next one covers it.
+
+// DefaultCheckEvery is how many applied command entries pass between two
+// hash checks the leader proposes.
+const DefaultCheckEvery = 64
+
+// ringSize bounds the hashes a replica remembers: a check names an index the
+// leader had applied when it proposed, a few entries behind the log's end.
+const ringSize = 1024
+
+// ErrDiverged halts a replica whose state hash differs from the leader's.
+type ErrDiverged struct {
+	Index        uint64
+	Leader, Mine []byte
+	EntryIndex   uint64 // the entry that carried the check
+}
+
+func (e *ErrDiverged) Error() string {
+	return fmt.Sprintf("diverged from the leader: state hash at index %d is %x here, %x on the leader (check in entry %d); rebuild this replica from a healthy one",
+		e.Index, e.Mine, e.Leader, e.EntryIndex)
+}
+
+// hashRing remembers the state hash after each recent command entry. Apply
+// writes it; nothing else reads it, so it needs no lock.
+type hashRing struct {
+	idx  [ringSize]uint64
+	hash [ringSize][32]byte
+}
+
+func (r *hashRing) record(m engine.Meta) {
+	i := m.Index % ringSize
+	r.idx[i], r.hash[i] = m.Index, m.Hash
+}
+
+func (r *hashRing) lookup(index uint64) ([32]byte, bool) {
+	i := index % ringSize
+	if index == 0 || r.idx[i] != index {
+		return [32]byte{}, false
+	}
+	return r.hash[i], true
+}
+
+// reset forgets every hash (after a snapshot restore).
+func (r *hashRing) reset() { *r = hashRing{} }
+
+// verify compares a check against this replica's own hash at its index.
+func (r *hashRing) verify(c *recordv1.StateCheck, entry uint64) error {
+	mine, ok := r.lookup(c.GetIndex())
+	if !ok || bytes.Equal(mine[:], c.GetHash()) {
+		return nil
+	}
+	return &ErrDiverged{Index: c.GetIndex(), Leader: c.GetHash(), Mine: mine[:], EntryIndex: entry}
+}
+
+// checker decides which proposed entries carry the leader's hash.
+type checker struct {
+	mu    sync.Mutex
+	every uint64
+	last  uint64 // applied index of the last check proposed
+}
+
+// next returns the check to put in the entry being proposed, or nil.
+func (c *checker) next(m engine.Meta) *recordv1.StateCheck {
+	if c.every == 0 || m.Index == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m.Index < c.last+c.every && c.last != 0 {
+		return nil
+	}
+	c.last = m.Index
+	return &recordv1.StateCheck{Index: m.Index, Hash: m.Hash[:]}
+}
+
+// Halted is ErrHalted, wrapped with the cause, once the replica stopped
+// applying; nil while it runs.
+func (s *Shard) Halted() error {
+	if !s.fsm.halted.Load() {
+		return nil
+	}
+	if e := s.fsm.haltErr.Load(); e != nil {
+		return fmt.Errorf("%w: shard %d: %s", ErrHalted, s.id, *e)
+	}
+	return fmt.Errorf("%w: shard %d", ErrHalted, s.id)
+}
+
+// halt stops applying: what the store holds is unknown or wrong after err.
+func (f *fsm) halt(err error) {
+	msg := err.Error()
+	f.haltErr.Store(&msg)
+	f.halted.Store(true)
+}

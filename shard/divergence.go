@@ -3,10 +3,13 @@ package shard
 import (
 	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/rhizon/rhizon/api/recordv1"
 	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/storage"
 )
 
 // Divergence detection. Every replica re-executes every command, so replicas
@@ -109,4 +112,37 @@ func (f *fsm) halt(err error) {
 	msg := err.Error()
 	f.haltErr.Store(&msg)
 	f.halted.Store(true)
+}
+
+// Reset deletes this node's replica of shard id, with the node stopped: its
+// state, its Raft log entries and its snapshots, keeping Raft's term and vote
+// (which a voter must never forget). Started again, the replica holds no
+// log: the leader sends it the log or a snapshot and it rebuilds from the
+// healthy replicas. dir is the replica's directory (Config.Dir).
+//
+// Reset a diverged or damaged replica only while the shard's other replicas
+// are healthy and caught up: an entry that only this replica and the leader
+// held would be on the leader alone until it replicates again.
+func Reset(state *storage.DB, logs *storage.RaftDB, dir string, id uint32) error {
+	if err := state.Shard(id).Clear(); err != nil {
+		return fmt.Errorf("shard %d: clear state: %w", id, err)
+	}
+	ls := logs.Shard(id)
+	first, err := ls.FirstIndex()
+	if err != nil {
+		return err
+	}
+	last, err := ls.LastIndex()
+	if err != nil {
+		return err
+	}
+	if last > 0 {
+		if err := ls.DeleteRange(first, last); err != nil {
+			return fmt.Errorf("shard %d: delete log: %w", id, err)
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "snapshots")); err != nil {
+		return fmt.Errorf("shard %d: remove snapshots: %w", id, err)
+	}
+	return nil
 }

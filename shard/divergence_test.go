@@ -51,6 +51,7 @@ func plantedRegistry(t *testing.T) *actor.Registry {
 // tcpReplica is one replica of a 3-voter shard over Raft on TCP.
 type tcpReplica struct {
 	id    string
+	cfg   shard.Config
 	s     *shard.Shard
 	state *storage.DB
 	logs  *storage.RaftDB
@@ -61,7 +62,8 @@ type tcpReplica struct {
 // Raft (TCP) and Badger, one of them running an actor whose Decide differs.
 // The leader's state hash rides in the log; the planted replica finds its
 // hash differs at the same index, halts (applies nothing more, says why)
-// and counts it; the other two agree and keep serving.
+// and counts it; the other two agree and keep serving. Reset and started
+// again with the fixed build, it rebuilds from them.
 func TestPromise_Determinism_DivergentReplicaHalts(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var reps []*tcpReplica
@@ -108,6 +110,7 @@ func TestPromise_Determinism_DivergentReplicaHalts(t *testing.T) {
 			// is safe but not what this test looks at).
 			cfg.HeartbeatTimeout, cfg.ElectionTimeout = 5*time.Second, 5*time.Second
 		}
+		r.cfg = cfg
 		var err error
 		if r.s, err = shard.Open(cfg); err != nil {
 			t.Fatal(err)
@@ -172,4 +175,32 @@ func TestPromise_Determinism_DivergentReplicaHalts(t *testing.T) {
 	if stuck.Index >= reps[0].s.Meta().Index {
 		t.Fatalf("n3 at %d is not behind the healthy replicas at %d", stuck.Index, reps[0].s.Meta().Index)
 	}
+
+	// Rebuild n3: stop it, reset its replica, start it with the fixed build
+	// on the same address.
+	if err := n3.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n3.s = nil
+	addr := n3.trans.LocalAddr()
+	_ = n3.trans.Close()
+	if err := shard.Reset(n3.state, n3.logs, n3.cfg.Dir, n3.cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if n3.trans, err = raft.NewTCPTransport(string(addr), nil, 3, 5*time.Second, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	n3.cfg.Transport, n3.cfg.Registry, n3.cfg.Bootstrap = n3.trans, builtin.Registry(), false
+	if n3.s, err = shard.Open(n3.cfg); err != nil {
+		t.Fatal(err)
+	}
+	submit(17)
+	testkit.EventuallyNil(t, 30*time.Second, "n3 rebuilt to the healthy state", func() error {
+		want, got := reps[0].s.Meta(), n3.s.Meta()
+		if got != want {
+			return fmt.Errorf("n3 at %d %s, n1 at %d %s", got.Index, got.HashHex(), want.Index, want.HashHex())
+		}
+		return n3.s.Halted()
+	})
 }

@@ -36,7 +36,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(devCmd(), nodeCmd(), sendCmd(), getCmd(), historyCmd(), statusCmd(), drainCmd(), versionCmd(), benchCmd(), benchPeerCmd(), healthCmd(), watchCmd(), natsURLCmd(), replayCmd())
+	root.AddCommand(devCmd(), nodeCmd(), sendCmd(), getCmd(), historyCmd(), statusCmd(), drainCmd(), versionCmd(), benchCmd(), benchPeerCmd(), healthCmd(), watchCmd(), natsURLCmd(), replayCmd(), replicaCmd())
 	if err := root.Execute(); err != nil {
 		code := exitUsage
 		var ee *exitErr

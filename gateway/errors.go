@@ -73,7 +73,7 @@ func submitError(ctx context.Context, err error, shardID uint32, key, cmdID stri
 
 // notAppliedMessages say, per outcome code, why shard %d did not apply it.
 var notAppliedMessages = map[string]string{
-	outcome.CodeHalted:     "shard %d has halted after a store failure and needs an operator; the command was not applied",
+	outcome.CodeHalted:     "shard %d has halted (a store failure, or its state diverged from the leader's) and needs an operator; the command was not applied",
 	outcome.CodeOverloaded: "shard %d is overloaded (proposer queue full); the command was NOT applied and may be retried after a backoff",
 	outcome.CodeNotLeader:  "shard %d has no leader this node can reach right now; the command was NOT applied and may be retried",
 	outcome.CodeClosed:     "shard %d is shutting down on this node; the command was NOT applied and may be retried",
@@ -99,7 +99,7 @@ func unknownOutcome(ctx context.Context, meta map[string]string, msg string) err
 func readError(err error, where, what string) error {
 	switch {
 	case errors.Is(err, outcome.ErrHalted):
-		return status.Errorf(codes.Internal, "%s has halted after a store failure and needs an operator", where)
+		return status.Errorf(codes.Internal, "%s has halted (a store failure, or its state diverged from the leader's) and needs an operator", where)
 	case errors.Is(err, outcome.ErrOverloaded):
 		return statusWithInfo(codes.ResourceExhausted, ReasonOverloaded, nil, fmt.Sprintf("%s is overloaded; retry %s after a backoff", where, what))
 	case errors.Is(err, outcome.ErrNotLeader), errors.Is(err, outcome.ErrUnknownOutcome):

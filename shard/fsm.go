@@ -35,6 +35,7 @@ type fsm struct {
 	halted atomic.Bool
 	// haltErr says why it halted, for Status (health reports it).
 	haltErr atomic.Pointer[string]
+	hashes  hashRing // state hash after each recent command entry (divergence.go)
 }
 
 // halt stops applying: what the store holds is unknown after err.
@@ -80,9 +81,16 @@ func (f *fsm) Apply(l *raft.Log) any {
 	_, span := f.s.tracer.Start(context.Background(), "shard.apply")
 	defer span.End()
 
-	ent, err := DecodeEntry(l.Index, l.Data)
+	ent, check, err := decodeEntry(l.Index, l.Data)
 	if err != nil {
 		f.log.Error("undecodable log entry; applying it as empty", "index", l.Index, "err", err)
+	}
+	if err := f.hashes.verify(check, l.Index); err != nil {
+		// Fail-stop: apply nothing more, serve nothing more.
+		f.halt(err)
+		f.s.metrics.diverged.Add(context.Background(), 1, f.s.metrics.shardAttr)
+		f.log.Error("replica diverged from the leader; shard halted", "index", check.GetIndex(), "err", err)
+		return &applyResponse{err: fmt.Errorf("%w: %v", ErrHalted, err)}
 	}
 	out, err := engine.Applied{}, applyFailpoint(&ent)
 	if err == nil {
@@ -96,6 +104,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return &applyResponse{err: fmt.Errorf("%w: %v", ErrHalted, err)}
 	}
 	f.publishMeta()
+	if out.Results != nil {
+		f.hashes.record(f.eng.Meta())
+	}
 	f.s.notifyApplied()
 	f.s.wakeRelay()
 	span.SetAttributes(attribute.Int64("raft.index", int64(l.Index)), attribute.Int("commands", len(ent.Commands)))
@@ -171,6 +182,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := f.eng.Reload(); err != nil {
 		return err
 	}
+	f.hashes.reset() // the hashes before the snapshot are not this state's history
 	f.halted.Store(false)
 	f.publishMeta()
 	f.s.notifyApplied()
@@ -193,10 +205,17 @@ func (s *fsmSnapshot) Release() { s.snap.Release() }
 // every replica sees the same bytes and fails the same way, so applying it as
 // empty keeps the index advancing in step.
 func DecodeEntry(index uint64, data []byte) (engine.Entry, error) {
+	ent, _, err := decodeEntry(index, data)
+	return ent, err
+}
+
+// decodeEntry is DecodeEntry with the leader's state check, if the entry
+// carries one.
+func decodeEntry(index uint64, data []byte) (engine.Entry, *recordv1.StateCheck, error) {
 	var le recordv1.LogEntry
 	ent := engine.Entry{Index: index}
 	if err := proto.Unmarshal(data, &le); err != nil {
-		return ent, err
+		return ent, nil, err
 	}
 	ent.At = le.At
 	if r := le.Relayed; r != nil {
@@ -206,5 +225,5 @@ func DecodeEntry(index uint64, data []byte) (engine.Entry, error) {
 	for i, c := range le.Commands {
 		ent.Commands[i] = c.ToActor()
 	}
-	return ent, nil
+	return ent, le.Check, nil
 }

@@ -31,6 +31,7 @@ type metrics struct {
 	submitDur    metric.Float64Histogram
 	overloaded   metric.Int64Counter
 	entries      metric.Int64Counter
+	diverged     metric.Int64Counter
 }
 
 func newMetrics(id uint32) (*metrics, error) {
@@ -68,6 +69,9 @@ func newMetrics(id uint32) (*metrics, error) {
 	check(e)
 	mt.violations, e = m.Int64Counter("rhizon.violations", metric.WithDescription(
 		"Security violations applied, by how the offender's audit stream took them: recorded (a new record), coalesced (a repeat within the window, counted on its record) or suppressed (over the rate limit, counted only)."))
+	check(e)
+	mt.diverged, e = m.Int64Counter("rhizon.shard.diverged", metric.WithDescription(
+		"Replicas halted because their state hash differed from the leader's at the same index (divergence.go)."))
 	check(e)
 	mt.overloaded, e = m.Int64Counter("rhizon.submit.overloaded", metric.WithDescription("Submits refused because the proposer queue was full."))
 	check(e)

@@ -179,6 +179,7 @@ func (s *Shard) propose(reqs []*request, p *pipeline) {
 	if relay != nil {
 		le.Relayed = &recordv1.Position{Index: relay.pos.Index, Ordinal: relay.pos.Ordinal}
 	}
+	le.Check = s.checks.next(s.Meta())
 	data, err := marshal.Marshal(le)
 	if err != nil {
 		span.End()

@@ -53,6 +53,10 @@ type Config struct {
 	// ApplyTimeout bounds the wait for a proposal to be applied; past it the
 	// outcome is unknown.
 	ApplyTimeout time.Duration
+	// HashCheckEvery is how many applied command entries pass between the
+	// state hashes the leader proposes for every replica to compare
+	// (divergence.go): 0 means DefaultCheckEvery, negative turns it off.
+	HashCheckEvery int
 
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
@@ -152,6 +156,7 @@ type Shard struct {
 
 	outboxWake chan struct{} // signalled after each applied entry (see Outboxed)
 	carrier    relayCarrier  // the relay's position, for the next command entry
+	checks     checker       // which entries carry the leader's state hash
 	// appliedCh is closed and replaced after each applied entry: readers
 	// waiting for an index wait on it instead of polling.
 	appliedCh atomic.Pointer[chan struct{}]
@@ -182,6 +187,12 @@ func Open(cfg Config) (*Shard, error) {
 		raftDown: make(chan struct{}),
 
 		outboxWake: make(chan struct{}, 1),
+	}
+	switch {
+	case cfg.HashCheckEvery == 0:
+		s.checks.every = DefaultCheckEvery
+	case cfg.HashCheckEvery > 0:
+		s.checks.every = uint64(cfg.HashCheckEvery)
 	}
 	first := make(chan struct{})
 	s.appliedCh.Store(&first)

@@ -47,7 +47,7 @@ var (
 	ErrClosed = errors.New("shard: closed")
 	// ErrHalted is returned after the state store failed; the replica stops
 	// applying rather than diverge.
-	ErrHalted = errors.New("shard: halted after a store failure")
+	ErrHalted = errors.New("shard: halted (store failure or divergence)")
 )
 
 // Applied says what a caller may assume about a command after a code.
@@ -131,7 +131,7 @@ var Table = []Entry{
 	{CodeOverloaded, GRPCResourceExhausted, ReasonOverloaded, NotApplied, "the proposer queue was full; retry after a backoff"},
 	{CodeRateLimited, GRPCResourceExhausted, ReasonRateLimited, NotApplied, "the tenant or principal is over its request rate; retry after rhizon-retry-after"},
 	{CodeQuotaExceeded, GRPCResourceExhausted, ReasonQuotaExceeded, NotApplied, "the tenant is over its storage quota"},
-	{CodeHalted, GRPCInternal, ReasonHalted, NotApplied, "the shard halted after a store failure; an operator must act"},
+	{CodeHalted, GRPCInternal, ReasonHalted, NotApplied, "the shard halted after a store failure or a divergence; an operator must act"},
 	{CodeOutcomeUnknown, GRPCUnavailable, ReasonOutcomeUnknown, Unknown, "proposed, then leadership changed or the wait ended; retry with the same idempotency key"},
 	{actor.CodeViolation, GRPCPermissionDenied, "", AppliedYes, "scope or principal check failed; the attempt is audited"},
 	{actor.CodeInvalid, GRPCInvalidArgument, "", AppliedYes, "malformed for this actor"},

@@ -915,7 +915,12 @@ type LogEntry struct {
 	Commands []*Command             `protobuf:"bytes,3,rep,name=commands,proto3" json:"commands,omitempty"`
 	// Set by the outbox relay: every outbox row at or before this position was
 	// published, so every replica deletes them.
-	Relayed       *Position `protobuf:"bytes,4,opt,name=relayed,proto3" json:"relayed,omitempty"`
+	Relayed *Position `protobuf:"bytes,4,opt,name=relayed,proto3" json:"relayed,omitempty"`
+	// Set by the leader now and then: its state hash after applying the
+	// command entry at check.index. Every replica compares its own hash at that
+	// index and halts on a difference (shard/divergence.go). Not applied by
+	// the engine: no replica's state depends on it.
+	Check         *StateCheck `protobuf:"bytes,20,opt,name=check,proto3" json:"check,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -978,6 +983,67 @@ func (x *LogEntry) GetRelayed() *Position {
 	return nil
 }
 
+func (x *LogEntry) GetCheck() *StateCheck {
+	if x != nil {
+		return x.Check
+	}
+	return nil
+}
+
+// StateCheck is a replica's state hash chain value after the command entry
+// at index.
+type StateCheck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Hash          []byte                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateCheck) Reset() {
+	*x = StateCheck{}
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateCheck) ProtoMessage() {}
+
+func (x *StateCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateCheck.ProtoReflect.Descriptor instead.
+func (*StateCheck) Descriptor() ([]byte, []int) {
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *StateCheck) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *StateCheck) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
 type Position struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -988,7 +1054,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1066,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1079,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{8}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Position) GetIndex() uint64 {
@@ -1116,12 +1182,17 @@ const file_rhizon_record_v1_record_proto_rawDesc = "" +
 	"\x05shard\x18\x10 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05index\x18\x11 \x01(\x04R\x05index\x12\x18\n" +
 	"\aordinal\x18\x12 \x01(\rR\aordinalB\x13\n" +
-	"\x11_expected_version\"\x9d\x01\n" +
+	"\x11_expected_version\"\xd1\x01\n" +
 	"\bLogEntry\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x0e\n" +
 	"\x02at\x18\x02 \x01(\x03R\x02at\x125\n" +
 	"\bcommands\x18\x03 \x03(\v2\x19.rhizon.record.v1.CommandR\bcommands\x124\n" +
-	"\arelayed\x18\x04 \x01(\v2\x1a.rhizon.record.v1.PositionR\arelayed\":\n" +
+	"\arelayed\x18\x04 \x01(\v2\x1a.rhizon.record.v1.PositionR\arelayed\x122\n" +
+	"\x05check\x18\x14 \x01(\v2\x1c.rhizon.record.v1.StateCheckR\x05check\"6\n" +
+	"\n" +
+	"StateCheck\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\":\n" +
 	"\bPosition\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x18\n" +
 	"\aordinal\x18\x02 \x01(\rR\aordinal*J\n" +
@@ -1149,19 +1220,20 @@ func file_rhizon_record_v1_record_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_record_v1_record_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rhizon_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_rhizon_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_rhizon_record_v1_record_proto_goTypes = []any{
-	(Status)(0),       // 0: rhizon.record.v1.Status
-	(Reason)(0),       // 1: rhizon.record.v1.Reason
-	(*Address)(nil),   // 2: rhizon.record.v1.Address
-	(*Principal)(nil), // 3: rhizon.record.v1.Principal
-	(*Scope)(nil),     // 4: rhizon.record.v1.Scope
-	(*Command)(nil),   // 5: rhizon.record.v1.Command
-	(*Event)(nil),     // 6: rhizon.record.v1.Event
-	(*Result)(nil),    // 7: rhizon.record.v1.Result
-	(*Rejection)(nil), // 8: rhizon.record.v1.Rejection
-	(*LogEntry)(nil),  // 9: rhizon.record.v1.LogEntry
-	(*Position)(nil),  // 10: rhizon.record.v1.Position
+	(Status)(0),        // 0: rhizon.record.v1.Status
+	(Reason)(0),        // 1: rhizon.record.v1.Reason
+	(*Address)(nil),    // 2: rhizon.record.v1.Address
+	(*Principal)(nil),  // 3: rhizon.record.v1.Principal
+	(*Scope)(nil),      // 4: rhizon.record.v1.Scope
+	(*Command)(nil),    // 5: rhizon.record.v1.Command
+	(*Event)(nil),      // 6: rhizon.record.v1.Event
+	(*Result)(nil),     // 7: rhizon.record.v1.Result
+	(*Rejection)(nil),  // 8: rhizon.record.v1.Rejection
+	(*LogEntry)(nil),   // 9: rhizon.record.v1.LogEntry
+	(*StateCheck)(nil), // 10: rhizon.record.v1.StateCheck
+	(*Position)(nil),   // 11: rhizon.record.v1.Position
 }
 var file_rhizon_record_v1_record_proto_depIdxs = []int32{
 	2,  // 0: rhizon.record.v1.Command.address:type_name -> rhizon.record.v1.Address
@@ -1176,12 +1248,13 @@ var file_rhizon_record_v1_record_proto_depIdxs = []int32{
 	1,  // 9: rhizon.record.v1.Rejection.reason:type_name -> rhizon.record.v1.Reason
 	3,  // 10: rhizon.record.v1.Rejection.principal:type_name -> rhizon.record.v1.Principal
 	5,  // 11: rhizon.record.v1.LogEntry.commands:type_name -> rhizon.record.v1.Command
-	10, // 12: rhizon.record.v1.LogEntry.relayed:type_name -> rhizon.record.v1.Position
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	11, // 12: rhizon.record.v1.LogEntry.relayed:type_name -> rhizon.record.v1.Position
+	10, // 13: rhizon.record.v1.LogEntry.check:type_name -> rhizon.record.v1.StateCheck
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_record_v1_record_proto_init() }
@@ -1197,7 +1270,7 @@ func file_rhizon_record_v1_record_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_record_v1_record_proto_rawDesc), len(file_rhizon_record_v1_record_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -2775,79 +2775,6 @@ func (x *StatusResponse) GetShardHealth() []*ShardHealth {
 	return nil
 }
 
-// LogEntry is the payload of one Raft log entry (internal, not part of the
-// client API): a batch of commands stamped with logical time, or a tick when
-// commands is empty.
-type LogEntry struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Shard    uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
-	At       int64                  `protobuf:"varint,2,opt,name=at,proto3" json:"at,omitempty"`
-	Commands []*Command             `protobuf:"bytes,3,rep,name=commands,proto3" json:"commands,omitempty"`
-	// Set by the outbox relay: every outbox row at or before this position was
-	// published, so every replica deletes them.
-	Relayed       *Position `protobuf:"bytes,4,opt,name=relayed,proto3" json:"relayed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *LogEntry) Reset() {
-	*x = LogEntry{}
-	mi := &file_rhizon_proto_msgTypes[31]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *LogEntry) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*LogEntry) ProtoMessage() {}
-
-func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[31]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
-func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{31}
-}
-
-func (x *LogEntry) GetShard() uint32 {
-	if x != nil {
-		return x.Shard
-	}
-	return 0
-}
-
-func (x *LogEntry) GetAt() int64 {
-	if x != nil {
-		return x.At
-	}
-	return 0
-}
-
-func (x *LogEntry) GetCommands() []*Command {
-	if x != nil {
-		return x.Commands
-	}
-	return nil
-}
-
-func (x *LogEntry) GetRelayed() *Position {
-	if x != nil {
-		return x.Relayed
-	}
-	return nil
-}
-
 type Position struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -2858,7 +2785,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2870,7 +2797,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2883,7 +2810,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{32}
+	return file_rhizon_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Position) GetIndex() uint64 {
@@ -2911,7 +2838,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2923,7 +2850,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2936,7 +2863,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{33}
+	return file_rhizon_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ForwardRequest) GetCommand() *Command {
@@ -2962,7 +2889,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_rhizon_proto_msgTypes[34]
+	mi := &file_rhizon_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2974,7 +2901,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[34]
+	mi := &file_rhizon_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2987,7 +2914,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{34}
+	return file_rhizon_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ForwardResponse) GetResult() *Result {
@@ -3016,7 +2943,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_rhizon_proto_msgTypes[35]
+	mi := &file_rhizon_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3028,7 +2955,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[35]
+	mi := &file_rhizon_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3041,7 +2968,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{35}
+	return file_rhizon_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReadRequest) GetAddress() *Address {
@@ -3132,7 +3059,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_rhizon_proto_msgTypes[36]
+	mi := &file_rhizon_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3144,7 +3071,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[36]
+	mi := &file_rhizon_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3157,7 +3084,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{36}
+	return file_rhizon_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadResponse) GetState() []byte {
@@ -3236,7 +3163,7 @@ type ShardAdminRequest struct {
 
 func (x *ShardAdminRequest) Reset() {
 	*x = ShardAdminRequest{}
-	mi := &file_rhizon_proto_msgTypes[37]
+	mi := &file_rhizon_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3248,7 +3175,7 @@ func (x *ShardAdminRequest) String() string {
 func (*ShardAdminRequest) ProtoMessage() {}
 
 func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[37]
+	mi := &file_rhizon_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3261,7 +3188,7 @@ func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminRequest.ProtoReflect.Descriptor instead.
 func (*ShardAdminRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{37}
+	return file_rhizon_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ShardAdminRequest) GetShard() uint32 {
@@ -3305,7 +3232,7 @@ type ShardAdminResponse struct {
 
 func (x *ShardAdminResponse) Reset() {
 	*x = ShardAdminResponse{}
-	mi := &file_rhizon_proto_msgTypes[38]
+	mi := &file_rhizon_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3317,7 +3244,7 @@ func (x *ShardAdminResponse) String() string {
 func (*ShardAdminResponse) ProtoMessage() {}
 
 func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[38]
+	mi := &file_rhizon_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3330,7 +3257,7 @@ func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminResponse.ProtoReflect.Descriptor instead.
 func (*ShardAdminResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{38}
+	return file_rhizon_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ShardAdminResponse) GetLeader() string {
@@ -3384,7 +3311,7 @@ type RepublishEventsRequest struct {
 
 func (x *RepublishEventsRequest) Reset() {
 	*x = RepublishEventsRequest{}
-	mi := &file_rhizon_proto_msgTypes[39]
+	mi := &file_rhizon_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3396,7 +3323,7 @@ func (x *RepublishEventsRequest) String() string {
 func (*RepublishEventsRequest) ProtoMessage() {}
 
 func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[39]
+	mi := &file_rhizon_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3409,7 +3336,7 @@ func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsRequest.ProtoReflect.Descriptor instead.
 func (*RepublishEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{39}
+	return file_rhizon_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RepublishEventsRequest) GetShard() uint32 {
@@ -3459,7 +3386,7 @@ type RepublishEventsResponse struct {
 
 func (x *RepublishEventsResponse) Reset() {
 	*x = RepublishEventsResponse{}
-	mi := &file_rhizon_proto_msgTypes[40]
+	mi := &file_rhizon_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3471,7 +3398,7 @@ func (x *RepublishEventsResponse) String() string {
 func (*RepublishEventsResponse) ProtoMessage() {}
 
 func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[40]
+	mi := &file_rhizon_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3484,7 +3411,7 @@ func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsResponse.ProtoReflect.Descriptor instead.
 func (*RepublishEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{40}
+	return file_rhizon_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RepublishEventsResponse) GetShard() uint32 {
@@ -3767,12 +3694,7 @@ const file_rhizon_proto_rawDesc = "" +
 	" \x01(\tR\rcontrolLeader\x12\x16\n" +
 	"\x06health\x18\v \x01(\tR\x06health\x12%\n" +
 	"\x0ehealth_reasons\x18\f \x03(\tR\rhealthReasons\x129\n" +
-	"\fshard_health\x18\r \x03(\v2\x16.rhizon.v1.ShardHealthR\vshardHealth\"\x8f\x01\n" +
-	"\bLogEntry\x12\x14\n" +
-	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x0e\n" +
-	"\x02at\x18\x02 \x01(\x03R\x02at\x12.\n" +
-	"\bcommands\x18\x03 \x03(\v2\x12.rhizon.v1.CommandR\bcommands\x12-\n" +
-	"\arelayed\x18\x04 \x01(\v2\x13.rhizon.v1.PositionR\arelayed\":\n" +
+	"\fshard_health\x18\r \x03(\v2\x16.rhizon.v1.ShardHealthR\vshardHealth\":\n" +
 	"\bPosition\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x18\n" +
 	"\aordinal\x18\x02 \x01(\rR\aordinal\"R\n" +
@@ -3875,7 +3797,7 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_rhizon_proto_goTypes = []any{
 	(Status)(0),                     // 0: rhizon.v1.Status
 	(Reason)(0),                     // 1: rhizon.v1.Reason
@@ -3911,18 +3833,17 @@ var file_rhizon_proto_goTypes = []any{
 	(*ShardHealth)(nil),             // 31: rhizon.v1.ShardHealth
 	(*NodeStatus)(nil),              // 32: rhizon.v1.NodeStatus
 	(*StatusResponse)(nil),          // 33: rhizon.v1.StatusResponse
-	(*LogEntry)(nil),                // 34: rhizon.v1.LogEntry
-	(*Position)(nil),                // 35: rhizon.v1.Position
-	(*ForwardRequest)(nil),          // 36: rhizon.v1.ForwardRequest
-	(*ForwardResponse)(nil),         // 37: rhizon.v1.ForwardResponse
-	(*ReadRequest)(nil),             // 38: rhizon.v1.ReadRequest
-	(*ReadResponse)(nil),            // 39: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),       // 40: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil),      // 41: rhizon.v1.ShardAdminResponse
-	(*RepublishEventsRequest)(nil),  // 42: rhizon.v1.RepublishEventsRequest
-	(*RepublishEventsResponse)(nil), // 43: rhizon.v1.RepublishEventsResponse
-	nil,                             // 44: rhizon.v1.SubmitStreamResponse.TrailersEntry
-	(*status.Status)(nil),           // 45: google.rpc.Status
+	(*Position)(nil),                // 34: rhizon.v1.Position
+	(*ForwardRequest)(nil),          // 35: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),         // 36: rhizon.v1.ForwardResponse
+	(*ReadRequest)(nil),             // 37: rhizon.v1.ReadRequest
+	(*ReadResponse)(nil),            // 38: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),       // 39: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),      // 40: rhizon.v1.ShardAdminResponse
+	(*RepublishEventsRequest)(nil),  // 41: rhizon.v1.RepublishEventsRequest
+	(*RepublishEventsResponse)(nil), // 42: rhizon.v1.RepublishEventsResponse
+	nil,                             // 43: rhizon.v1.SubmitStreamResponse.TrailersEntry
+	(*status.Status)(nil),           // 44: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
 	10, // 0: rhizon.v1.GetResultRequest.address:type_name -> rhizon.v1.Address
@@ -3950,10 +3871,10 @@ var file_rhizon_proto_depIdxs = []int32{
 	24, // 22: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
 	18, // 23: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
 	19, // 24: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
-	45, // 25: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
-	44, // 26: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
+	44, // 25: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	43, // 26: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
 	19, // 27: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	45, // 28: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	44, // 28: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
 	10, // 29: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
 	2,  // 30: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
 	10, // 31: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
@@ -3963,55 +3884,53 @@ var file_rhizon_proto_depIdxs = []int32{
 	30, // 35: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
 	32, // 36: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
 	31, // 37: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
-	13, // 38: rhizon.v1.LogEntry.commands:type_name -> rhizon.v1.Command
-	35, // 39: rhizon.v1.LogEntry.relayed:type_name -> rhizon.v1.Position
-	13, // 40: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	15, // 41: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	10, // 42: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	17, // 43: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	35, // 44: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
-	35, // 45: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
-	35, // 46: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
-	35, // 47: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
-	18, // 48: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	20, // 49: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	22, // 50: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	25, // 51: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	27, // 52: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	29, // 53: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	8,  // 54: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	18, // 55: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	6,  // 56: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	3,  // 57: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
-	36, // 58: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	38, // 59: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	40, // 60: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	29, // 61: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	8,  // 62: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	42, // 63: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	42, // 64: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	19, // 65: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	21, // 66: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	23, // 67: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	26, // 68: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	28, // 69: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	33, // 70: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	9,  // 71: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	5,  // 72: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	7,  // 73: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	4,  // 74: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
-	37, // 75: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	39, // 76: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	41, // 77: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	33, // 78: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	9,  // 79: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	43, // 80: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	43, // 81: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	65, // [65:82] is the sub-list for method output_type
-	48, // [48:65] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	13, // 38: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	15, // 39: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	10, // 40: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	17, // 41: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	34, // 42: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
+	34, // 43: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
+	34, // 44: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
+	34, // 45: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
+	18, // 46: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	20, // 47: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	22, // 48: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	25, // 49: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	27, // 50: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	29, // 51: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	8,  // 52: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	18, // 53: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	6,  // 54: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	3,  // 55: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
+	35, // 56: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	37, // 57: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	39, // 58: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	29, // 59: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	8,  // 60: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	41, // 61: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	41, // 62: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	19, // 63: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	21, // 64: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	23, // 65: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	26, // 66: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	28, // 67: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	33, // 68: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	9,  // 69: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	5,  // 70: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	7,  // 71: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	4,  // 72: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
+	36, // 73: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	38, // 74: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	40, // 75: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	33, // 76: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	9,  // 77: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	42, // 78: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	42, // 79: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	63, // [63:80] is the sub-list for method output_type
+	46, // [46:63] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -4032,7 +3951,7 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   42,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

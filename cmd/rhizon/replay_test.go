@@ -7,8 +7,9 @@ import (
 
 // A `rhizon dev` node runs commands (a conflict among them) and is killed;
 // `rhizon replay` over its data directory re-executes every shard's log
-// with this binary and finds it identical; a replay of a directory that is
-// not a node's is a usage error.
+// with this binary and finds it identical; `replica reset` refuses a shard
+// with no other replica; a replay of a directory that is not a node's is a
+// usage error.
 func TestCLI_ReplayOfADevNodeIsIdentical(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -37,6 +38,13 @@ func TestCLI_ReplayOfADevNodeIsIdentical(t *testing.T) {
 	out, code = p.rhizon(t, "replay", "--data-dir", dir, "--tenant", a.Tenant, "--workspace", a.Workspace, "--entity", "counter/c1", "-o", "json")
 	if code != 0 || !strings.Contains(out, `"identical": true`) {
 		t.Fatalf("replay of one entity: exit %d\n%s", code, out)
+	}
+	// A dev node's shards have one replica: resetting it would lose them.
+	if _, code := p.rhizon(t, "replica", "reset", "--data-dir", dir, "--shard", "0"); code != exitError {
+		t.Fatalf("reset of a single-replica shard: exit %d, want %d", code, exitError)
+	}
+	if out, code := p.rhizon(t, "replay", "--data-dir", dir, "--shard", "0"); code != 0 || !strings.Contains(out, "identical") {
+		t.Fatalf("replay after a refused reset: exit %d\n%s", code, out)
 	}
 	if _, code := p.rhizon(t, "replay", "--data-dir", t.TempDir()); code != exitUsage {
 		t.Fatalf("replay of an empty directory: exit %d, want %d", code, exitUsage)

@@ -106,44 +106,45 @@ func decodeShardHeader(b []byte) (shardHeader, error) {
 // log was compacted), its Raft log up to the applied index, and its
 // recorded state. With no shards given it writes every shard that applied
 // something. spool is a directory for temporary files (each section is
-// written there first to learn its length); "" is the system's.
-func Export(dir string, shards []uint32, w io.Writer, spool string) error {
+// written there first to learn its length); "" is the system's. It returns
+// the shards written.
+func Export(dir string, shards []uint32, w io.Writer, spool string) ([]uint32, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	state, err := storage.Open(filepath.Join(dir, "state"), storage.Options{Logger: quiet})
 	if err != nil {
-		return fmt.Errorf("export: open state (is the node stopped?): %w", err)
+		return nil, fmt.Errorf("export: open state (is the node stopped?): %w", err)
 	}
 	defer func() { _ = state.Close() }()
 	raftDB, err := storage.OpenRaft(filepath.Join(dir, "raft"), storage.Options{Logger: quiet})
 	if err != nil {
-		return fmt.Errorf("export: open raft log: %w", err)
+		return nil, fmt.Errorf("export: open raft log: %w", err)
 	}
 	defer func() { _ = raftDB.Close() }()
 	all := len(shards) == 0
 	if all {
 		if shards, err = ShardDirs(dir); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	ew := &exportWriter{w: w, spool: spool}
 	if err := ew.raw(append([]byte(exportMagic), exportVersion)); err != nil {
-		return err
+		return nil, err
 	}
-	written := 0
+	var written []uint32
 	for _, id := range shards {
 		err := exportShard(ew, id, state.Shard(id), raftDB.Shard(id), filepath.Join(dir, "shards", fmt.Sprint(id)))
 		if errors.Is(err, ErrNoData) && all {
 			continue // a shard directory whose replica never applied anything
 		}
 		if err != nil {
-			return fmt.Errorf("export: shard %d: %w", id, err)
+			return nil, fmt.Errorf("export: shard %d: %w", id, err)
 		}
-		written++
+		written = append(written, id)
 	}
-	if written == 0 {
-		return fmt.Errorf("export: %w", ErrNoData)
+	if len(written) == 0 {
+		return nil, fmt.Errorf("export: %w", ErrNoData)
 	}
-	return ew.section(kindEnd, 0, func(w io.Writer) error {
+	return written, ew.section(kindEnd, 0, func(w io.Writer) error {
 		_, err := w.Write(binary.BigEndian.AppendUint64(nil, uint64(ew.sections)))
 		return err
 	})

@@ -21,7 +21,7 @@ func exportOf(t *testing.T, compact bool) (dir string, file []byte) {
 	dir = t.TempDir()
 	record(t, dir, compact)
 	var buf bytes.Buffer
-	if err := replay.Export(dir, nil, &buf, t.TempDir()); err != nil {
+	if _, err := replay.Export(dir, nil, &buf, t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
 	return dir, buf.Bytes()

@@ -2,8 +2,10 @@ package replay_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -148,5 +150,63 @@ func TestExport_ImportRefusesANonEmptyDirectory(t *testing.T) {
 	}
 	if _, err := replay.DataDir(dest, replay.Options{Shard: shardID, Registry: builtin.Registry()}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// sections splits an export into its sections (header, payload and CRC
+// each), after the 9 bytes of magic and version.
+func sections(t *testing.T, file []byte) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for b := file[9:]; len(b) > 0; {
+		n := 13 + int(binary.BigEndian.Uint64(b[5:13])) + 4
+		out = append(out, b[:n])
+		b = b[n:]
+	}
+	return out
+}
+
+// reseal rebuilds a file from sections, with a new end section and every
+// CRC recomputed: a well-formed file whose content is wrong.
+func reseal(secs [][]byte) []byte {
+	file := []byte("RHZNEXPT\x01")
+	castagnoli := crc32.MakeTable(crc32.Castagnoli)
+	end := binary.BigEndian.AppendUint64([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8}, uint64(len(secs)))
+	for _, s := range append(secs, end) {
+		body := s[:13+int(binary.BigEndian.Uint64(s[5:13]))] // without a CRC
+		file = append(file, body...)
+		file = binary.BigEndian.AppendUint32(file, crc32.Checksum(body, castagnoli))
+	}
+	return file
+}
+
+// A file whose checksums are right but whose sections are missing or out
+// of order is refused too, naming what was expected.
+func TestExport_ImportRefusesSectionsOutOfOrder(t *testing.T) {
+	_, file := exportOf(t, true)
+	secs := sections(t, file)
+	if len(secs) != 5 || secs[4][0] != 0 { // header, base, log, recorded, end
+		t.Fatalf("%d sections in a one-shard compacted export", len(secs))
+	}
+	if _, err := replay.Import(bytes.NewReader(reseal(secs[:4])), filepath.Join(t.TempDir(), "ok")); err != nil {
+		t.Fatalf("a resealed intact file: %v", err)
+	}
+	for name, c := range map[string]struct {
+		secs [][]byte
+		want string
+	}{
+		"no log":          {[][]byte{secs[0], secs[1], secs[3]}, "expected the log section"},
+		"log before base": {[][]byte{secs[0], secs[2], secs[1], secs[3]}, "expected the base snapshot section"},
+		"no recorded":     {[][]byte{secs[0], secs[1], secs[2]}, "before its recorded state section"},
+		"no shards":       {nil, "no shards"},
+	} {
+		parent := t.TempDir()
+		_, err := replay.Import(bytes.NewReader(reseal(c.secs)), filepath.Join(parent, "x"))
+		if !errors.Is(err, replay.ErrBadExport) || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: %v, want %q", name, err, c.want)
+		}
+		if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+			t.Fatalf("%s: the refused import left %v", name, ents)
+		}
 	}
 }

@@ -130,8 +130,8 @@ func (m *model) decide(at int64, c modelCmd, e *modelEntity, rej func(string) ou
 		}
 		return ok()
 	case "kv.delete":
-		if !e.exists {
-			return rej("not_found")
+		if !e.exists { // idempotent: accepted, nothing changes
+			return outcome{status: actor.StatusAccepted, version: e.version}
 		}
 		e.exists = false
 		return ok()
@@ -151,7 +151,10 @@ func (m *model) decide(at int64, c modelCmd, e *modelEntity, rej func(string) ou
 		e.owner, e.expires, e.timerAt, e.hasTimer = c.owner, at+c.ttl, at+c.ttl, true
 		return ok()
 	case "lock.release":
-		if e.owner != c.owner || at >= e.expires {
+		if e.owner == "" || at >= e.expires { // free: idempotent, nothing changes
+			return outcome{status: actor.StatusAccepted, version: e.version}
+		}
+		if e.owner != c.owner {
 			return rej("not_holder")
 		}
 		e.owner, e.hasTimer = "", false
@@ -200,6 +203,9 @@ func genCommand(t *rapid.T, n int, sent []modelCmd) modelCmd {
 		mc.owner = rapid.SampledFrom([]string{"w1", "w2"}).Draw(t, "owner")
 		mc.ttl = rapid.Int64Range(1, 400).Draw(t, "ttl")
 		payload = map[string]any{"owner": mc.owner, "ttl_ms": mc.ttl}
+		if rapid.IntRange(0, 3).Draw(t, "default ttl") == 0 {
+			mc.ttl, payload = builtin.DefaultLockTTL, map[string]any{"owner": mc.owner}
+		}
 		if verb == "release" {
 			payload = map[string]any{"owner": mc.owner}
 		}

@@ -21,7 +21,11 @@ package builtin
 import "github.com/rhizon/rhizon/actor"
 
 // Revision is the code version of every built-in type (actor.Versioned).
-const Revision = "1"
+// Revision 2: a delete of a missing kv document and a release of a free lock
+// are accepted with no event (1 rejected them), and a lock's ttl_ms defaults
+// to DefaultLockTTL. Replicas running different revisions decide such
+// commands differently, so a cluster must not mix them.
+const Revision = "2"
 
 // All returns the built-in behaviours, sorted by type name.
 func All() []actor.Behavior {

@@ -27,7 +27,7 @@ func TestAllAndRegistry(t *testing.T) {
 		if _, ok := b.(actor.Validator); !ok {
 			t.Errorf("%s is not an actor.Validator", b.Type())
 		}
-		if v, ok := b.(actor.Versioned); !ok || v.Version() != "1" {
+		if v, ok := b.(actor.Versioned); !ok || v.Version() != "2" {
 			t.Errorf("%s: version %v", b.Type(), b)
 		}
 	}
@@ -100,10 +100,11 @@ var scripts = map[string][]struct {
 		{4, "withdraw", `{"amount":120}`}, {5, "withdraw", `{"amount":1000}`}, {6, "open", ``}},
 	KVType: {{1, "create", `{"doc":{"b":{"c":[1,2.50,"x"]},"a":null,"z":1e3}}`}, {2, "patch", `{"patch":{"b":{"d":true,"c":null},"q":"<&>"}}`},
 		{3, "get", ``}, {4, "update", `{"doc":{"y":{"x":1}}}`}, {5, "patch", `{"patch":{"y":{"w":[{}]},"v":-0.0}}`},
-		{6, "delete", `{}`}, {7, "get", `{}`}, {8, "create", `{"doc":{}}`}},
+		{6, "delete", `{}`}, {7, "get", `{}`}, {8, "delete", ``}, {9, "create", `{"doc":{}}`}},
 	LockType: {{1000, "acquire", `{"owner":"a","ttl_ms":100}`}, {1050, "refresh", `{"owner":"a","ttl_ms":100}`},
 		{1150, "timer", `{"name":"expiry","at":1100}`}, {1150, "acquire", `{"owner":"b","ttl_ms":100}`},
-		{1300, "acquire", `{"owner":"a","ttl_ms":5}`}, {1301, "release", `{"owner":"a"}`}, {1400, "timer", `{"name":"expiry","at":1305}`}},
+		{1300, "acquire", `{"owner":"a","ttl_ms":5}`}, {1301, "release", `{"owner":"a"}`}, {1400, "timer", `{"name":"expiry","at":1305}`},
+		{1401, "release", `{"owner":"a"}`}, {1402, "acquire", `{"owner_id":"c","resource_id":"e1"}`}, {6402, "timer", `{"name":"expiry","at":6402}`}},
 }
 
 // run drives a script and records everything observable.

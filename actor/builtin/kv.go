@@ -44,6 +44,10 @@ type kvPatchPayload struct {
 
 type kvEmptyPayload struct{}
 
+// KVDeletedAbsent is the reply of a delete that found no document (never
+// created, or deleted already): accepted, with no event.
+const KVDeletedAbsent = `{"status":"deleted","existed":false}`
+
 var (
 	kvVerbs      = []string{"create", "delete", "get", "patch", "update"}
 	evtKVCreated = actor.EventType(KVType, "created")
@@ -63,7 +67,7 @@ var (
 //	cmd.kv.patch  {"patch": {...}}  -> evt.kv.patched {"patch": {...}}  (RFC 7396)
 //	  rejects "not_found", "too_large" if the result exceeds MaxDocBytes
 //	cmd.kv.delete {} or empty       -> evt.kv.deleted {}
-//	  rejects "not_found"
+//	  no document: no event, reply KVDeletedAbsent (deleting is idempotent)
 //	cmd.kv.get    {} or empty       -> no event; the reply is the document
 //	  rejects "not_found"
 func KV() actor.Behavior {
@@ -192,12 +196,15 @@ func kvPatch(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent
 	return []actor.NewEvent{{Name: "patched", Payload: kvFieldJSON("patch", patch)}}, nil
 }
 
-func kvDelete(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
+func kvDelete(ctx *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
 	if err := parseKVEmpty(cmd); err != nil {
 		return nil, err
 	}
 	if !s.Exists {
-		return nil, kvNotFound()
+		// Deleting is idempotent: the caller's goal holds, so accept with no
+		// event (the version stays) and say so in the reply.
+		ctx.Reply([]byte(KVDeletedAbsent))
+		return nil, nil
 	}
 	return []actor.NewEvent{{Name: "deleted", Payload: []byte("{}")}}, nil
 }

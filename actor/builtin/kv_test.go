@@ -27,7 +27,8 @@ func TestKV(t *testing.T) {
 			{verb: "get", payload: `{}`, reply: `{"born":1906}`},
 			{verb: "delete", payload: ``, events: []string{`deleted {}`}, state: `{"exists":false}`},
 			{verb: "get", payload: `{}`, code: "not_found", msg: "does not exist"},
-			{verb: "delete", payload: `{}`, code: "not_found", msg: "does not exist"},
+			// Deleting again is idempotent: accepted, no event, the reply says so.
+			{verb: "delete", payload: `{}`, reply: `{"status":"deleted","existed":false}`, state: `{"exists":false}`},
 			{verb: "update", payload: `{"doc":{}}`, code: "not_found", msg: "does not exist"},
 			{verb: "patch", payload: `{"patch":{}}`, code: "not_found", msg: "does not exist"},
 			{verb: "create", payload: `{"doc":{"v":2}}`,
@@ -37,7 +38,7 @@ func TestKV(t *testing.T) {
 		{"never created", []step{
 			{verb: "update", payload: `{"doc":{"a":1}}`, code: "not_found", msg: "does not exist"},
 			{verb: "patch", payload: `{"patch":{"a":1}}`, code: "not_found", msg: "does not exist"},
-			{verb: "delete", payload: ``, code: "not_found", msg: "does not exist"},
+			{verb: "delete", payload: ``, reply: `{"status":"deleted","existed":false}`},
 		}},
 		{"canonical form", []step{
 			// Keys sorted, whitespace dropped, duplicates last-wins, numbers
@@ -81,6 +82,22 @@ func TestKV(t *testing.T) {
 				events: []string{`patched {"patch":{"a":{"x":3}}}`}, state: `{"exists":true,"doc":{"a":{"x":3,"y":2}}}`},
 		}},
 	})
+}
+
+// A second delete answers like the first as far as the caller's goal goes
+// (accepted, the document is gone) but records nothing: no event, the same
+// version and state.
+func TestKVDeleteIdempotent(t *testing.T) {
+	e := newEntity(KV())
+	e.check(t, 0, step{verb: "create", payload: `{"doc":{"a":1}}`, events: []string{`created {"doc":{"a":1}}`}})
+	e.check(t, 1, step{verb: "delete", payload: `{}`, events: []string{`deleted {}`}, state: `{"exists":false}`})
+	for i := 2; i < 5; i++ {
+		e.check(t, i, step{verb: "delete", payload: `{}`, reply: `{"status":"deleted","existed":false}`, state: `{"exists":false}`})
+		if e.version != 2 || len(e.log) != 2 {
+			t.Fatalf("delete %d: version %d with %d events, want 2 and 2", i, e.version, len(e.log))
+		}
+	}
+	e.check(t, 5, step{verb: "create", payload: `{"doc":{"b":2}}`, events: []string{`created {"doc":{"b":2}}`}})
 }
 
 func TestKVInvalid(t *testing.T) {

@@ -15,6 +15,13 @@ const LockTimer = "expiry"
 // MaxLockTTL is the longest lease, in milliseconds (24 hours).
 const MaxLockTTL = 86_400_000
 
+// DefaultLockTTL is the lease length, in milliseconds, of an acquire or
+// refresh without ttl_ms (the original runtime's default). It is a constant of
+// the code, not a node setting: every replica decides with it, so a per-node
+// value could make replicas of one shard disagree. Changing it is a new
+// Revision.
+const DefaultLockTTL = 5_000
+
 // LockState is the state of a lock. The lock is held iff Owner != "" and the
 // command's logical time (Context.Now) is before ExpiresAt. Lease is the
 // fencing token of the latest acquisition: it grows by one each time the lock
@@ -38,14 +45,24 @@ type LockEnded struct {
 	Lease uint64 `json:"lease"`
 }
 
+// The payloads also take the original runtime's names: owner_id for owner,
+// and resource_id, which names the lock and must be its entity id.
 type lockLeasePayload struct {
-	Owner *string `json:"owner"`
-	TTLMs *int64  `json:"ttl_ms"`
+	Owner      *string `json:"owner"`
+	TTLMs      *int64  `json:"ttl_ms"`
+	OwnerID    *string `json:"owner_id"`
+	ResourceID *string `json:"resource_id"`
 }
 
 type lockOwnerPayload struct {
-	Owner *string `json:"owner"`
+	Owner      *string `json:"owner"`
+	OwnerID    *string `json:"owner_id"`
+	ResourceID *string `json:"resource_id"`
 }
+
+// LockReleasedFree is the reply of a release that found the lock free (never
+// acquired, released, or its lease ended): accepted, with no event.
+const LockReleasedFree = `{"status":"released","held":false}`
 
 var (
 	lockVerbs        = []string{"acquire", "refresh", "release", actor.TimerVerb}
@@ -58,7 +75,8 @@ var (
 // Lock returns the lease lock behaviour. Times are Unix ms of the command's
 // logical time (Context.Now).
 //
-//	cmd.lock.acquire {"owner": "w1", "ttl_ms": 30000}   ttl_ms an integer in [1, 86400000]
+//	cmd.lock.acquire {"owner": "w1", "ttl_ms": 30000}   ttl_ms an integer in [1, 86400000],
+//	                                                     DefaultLockTTL when absent
 //	  free:                   -> evt.lock.acquired {"owner", "lease": lease+1, "expires_at": now+ttl_ms}
 //	  lease ended, no timer yet: evt.lock.expired {"owner": old, "lease": old}, then acquired as above
 //	  held by the same owner: -> evt.lock.acquired {"owner", "lease": same, "expires_at": now+ttl_ms}
@@ -69,10 +87,15 @@ var (
 //	  rejects "not_holder" unless owner holds the lock now
 //	cmd.lock.release {"owner": "w1"}
 //	  -> evt.lock.released {"owner", "lease"}, and cancels the timer
-//	  rejects "not_holder" unless owner holds the lock now
+//	  free now: no event, reply LockReleasedFree (releasing is idempotent)
+//	  rejects "not_holder" if another owner holds the lock now
 //	cmd.lock.timer   actor.TimerFired, sent by the engine
 //	  -> evt.lock.expired {"owner", "lease"} if the lease has ended (expires_at <= now);
 //	     otherwise no event (refreshed, released or re-acquired since)
+//
+// Every verb but timer also takes the original runtime's names: "owner_id"
+// for "owner" (one of the two) and "resource_id", which must equal the
+// entity id.
 func Lock() actor.Behavior {
 	return actor.Define(actor.Definition[LockState]{
 		Name:     LockType,
@@ -103,15 +126,27 @@ func validateLock(cmd *actor.Command) error {
 	return err
 }
 
-func checkOwner(owner *string, example string) (string, error) {
+// checkOwner returns the holder named by owner or its alias owner_id, and
+// checks resource_id against the lock's entity id.
+func checkOwner(cmd *actor.Command, owner, ownerID, resourceID *string, example string) (string, error) {
+	if resourceID != nil && *resourceID != cmd.Address.EntityID {
+		return "", actor.Invalid("resource_id %q is not this lock's id %q: resource_id is optional and must equal the entity id the command is sent to", *resourceID, cmd.Address.EntityID)
+	}
+	field := "owner"
+	if ownerID != nil {
+		if owner != nil {
+			return "", actor.Invalid("owner and owner_id name the same holder; send only one of them")
+		}
+		field, owner = "owner_id", ownerID
+	}
 	if owner == nil {
-		return "", actor.Invalid("owner is required: a non-empty string naming the holder, e.g. %s", example)
+		return "", actor.Invalid("owner is required: a non-empty string naming the holder, e.g. %s (owner_id is accepted too)", example)
 	}
 	if *owner == "" {
-		return "", actor.Invalid("owner must be a non-empty string, got \"\"")
+		return "", actor.Invalid("%s must be a non-empty string, got \"\"", field)
 	}
 	if len(*owner) > actor.MaxIDLen {
-		return "", actor.Invalid("owner is %d bytes; the limit is %d", len(*owner), actor.MaxIDLen)
+		return "", actor.Invalid("%s is %d bytes; the limit is %d", field, len(*owner), actor.MaxIDLen)
 	}
 	return *owner, nil
 }
@@ -122,11 +157,11 @@ func parseLockLease(cmd *actor.Command) (owner string, ttl int64, err error) {
 	if err := decodePayload(cmd, &p, example, false, false); err != nil {
 		return "", 0, err
 	}
-	if owner, err = checkOwner(p.Owner, example); err != nil {
+	if owner, err = checkOwner(cmd, p.Owner, p.OwnerID, p.ResourceID, example); err != nil {
 		return "", 0, err
 	}
 	if p.TTLMs == nil {
-		return "", 0, actor.Invalid("ttl_ms is required: the lease length in milliseconds, an integer from 1 to %d, e.g. %s", MaxLockTTL, example)
+		return owner, DefaultLockTTL, nil
 	}
 	if *p.TTLMs < 1 || *p.TTLMs > MaxLockTTL {
 		return "", 0, actor.Invalid("ttl_ms must be an integer from 1 to %d (24h), got %d", MaxLockTTL, *p.TTLMs)
@@ -140,7 +175,7 @@ func parseLockOwner(cmd *actor.Command) (string, error) {
 	if err := decodePayload(cmd, &p, example, false, false); err != nil {
 		return "", err
 	}
-	return checkOwner(p.Owner, example)
+	return checkOwner(cmd, p.Owner, p.OwnerID, p.ResourceID, example)
 }
 
 // parseTimer decodes the engine's timer payload. Unknown fields are allowed so
@@ -229,7 +264,13 @@ func lockRelease(ctx *actor.Context, s *LockState, cmd *actor.Command) ([]actor.
 		return nil, err
 	}
 	now := ctx.Now()
-	if !s.held(now) || s.Owner != owner {
+	if !s.held(now) {
+		// Already free: the caller's goal holds. A lapsed lease keeps its
+		// timer, whose firing records the expiry.
+		ctx.Reply([]byte(LockReleasedFree))
+		return nil, nil
+	}
+	if s.Owner != owner {
 		return nil, notHolder(s, owner, now)
 	}
 	ctx.CancelTimer(LockTimer)

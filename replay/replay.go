@@ -388,7 +388,7 @@ func restoreLatest(dir string, ss *storage.ShardStore, first, to uint64) (uint64
 	if err != nil {
 		return 0, fmt.Errorf("replay: snapshots: %w", err)
 	}
-	newer := false // a snapshot past to was skipped
+	newer := false           // a snapshot past to was skipped
 	for _, m := range list { // newest first
 		if m.Index+1 < first {
 			break

@@ -156,7 +156,12 @@ func (n *Node) replayLocal(ctx context.Context, l *shard.Shard, req *pb.ReplayRe
 	defer cancel()
 	// One atomic load: the applied index and the state hash there agree.
 	at := l.Meta()
-	opts := replay.Options{Shard: id, Registry: n.cfg.Registry, At: &at, Tenant: req.GetTenant(), Workspace: req.GetWorkspace()}
+	count := n.ClusterState().Shards
+	if count == 0 {
+		count = n.router.shards
+	}
+	opts := replay.Options{Shard: id, Registry: n.cfg.Registry, At: &at, ShardCount: count,
+		Tenant: req.GetTenant(), Workspace: req.GetWorkspace()}
 	if a := req.GetAddress(); a != nil {
 		e := a.ToActor()
 		opts.Entity = &e

@@ -53,6 +53,13 @@ type Options struct {
 	// atomic load), since its store goes on applying while the replay runs.
 	// Nil: the recorded store's own applied position (a stopped node).
 	At *engine.Meta
+	// ShardCount is the cluster's shard count, which the engine needs to
+	// place violations' audit streams (engine.WithShardCount) and the
+	// shard's log does not hold. DataDir reads it from the node's control
+	// group when 0; Shard and ShardContext replay with 0 (the engine's
+	// single-shard placement), which differs from the record once a
+	// violation was recorded in a cluster of more than one shard.
+	ShardCount uint32
 }
 
 // Report is the verdict of a replay.
@@ -118,6 +125,9 @@ func DataDir(dir string, opts Options) (*Report, error) {
 		return nil, fmt.Errorf("replay: open raft log: %w", err)
 	}
 	defer func() { _ = raftDB.Close() }()
+	if err := shardCountFor(dir, raftDB, &opts); err != nil {
+		return nil, err
+	}
 	snapDir := filepath.Join(dir, "shards", fmt.Sprint(opts.Shard))
 	return Shard(state.Shard(opts.Shard), raftDB.Shard(opts.Shard), snapDir, opts)
 }
@@ -190,7 +200,7 @@ func ShardContext(ctx context.Context, rec *storage.ShardStore, log *storage.Log
 		store = ss
 		history = storeHistory(ss)
 	}
-	eng, err := engine.New(opts.Shard, opts.Registry, store)
+	eng, err := engine.New(opts.Shard, opts.Registry, store, engine.WithShardCount(opts.ShardCount))
 	if err != nil {
 		return nil, err
 	}

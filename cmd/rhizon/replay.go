@@ -29,6 +29,7 @@ func replayCmd() *cobra.Command {
 	f := &clientFlags{}
 	var dataDir, entity string
 	var shardFlag int64
+	var shardCount uint32
 	c := &cobra.Command{
 		Use:   "replay",
 		Short: "Re-execute a shard's recorded log with this binary's actors (or a live node's) and compare",
@@ -58,7 +59,7 @@ func replayCmd() *cobra.Command {
 			case !fs.Changed("data-dir") && (fs.Changed("addr") || os.Getenv("RHIZON_ADDR") != ""):
 				return replayLive(c, f, entity, shardFlag)
 			}
-			opts := replay.Options{Registry: builtin.Registry(), Tenant: f.tenant, Workspace: f.workspace}
+			opts := replay.Options{Registry: builtin.Registry(), Tenant: f.tenant, Workspace: f.workspace, ShardCount: shardCount}
 			if entity != "" {
 				at, id, ok := strings.Cut(entity, "/")
 				if !ok || at == "" || id == "" || f.tenant == "" || f.workspace == "" {
@@ -103,6 +104,7 @@ func replayCmd() *cobra.Command {
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "live: deadline for the whole replay (each shard re-executes its log)")
 	fs.StringVar(&dataDir, "data-dir", "./data", "the stopped node's data directory")
 	fs.Int64Var(&shardFlag, "shard", -1, "the shard to replay (default: every shard; live: role admin)")
+	fs.Uint32Var(&shardCount, "shard-count", 0, "offline: the cluster's shard count (default: read from the node's control group)")
 	fs.StringVar(&entity, "entity", "", "compare only commands of this entity: <actor_type>/<entity_id>")
 	return c
 }

@@ -95,7 +95,7 @@ func (n *Node) Replay(ctx context.Context, req *pb.ReplayRequest) (*pb.ReplayRep
 	defer cancel()
 	rt := n.router
 	deadline := time.Now().Add(routeTimeout) // for finding a replica, not for the replay
-	var last error = fmt.Errorf("no replica of shard %d found", id)
+	last := fmt.Errorf("no replica of shard %d found", id)
 	backoff := 5 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		l := rt.replicas.get(id)
@@ -122,7 +122,8 @@ func (n *Node) Replay(ctx context.Context, req *pb.ReplayRequest) (*pb.ReplayRep
 				// failed: try the next guess. Anything else (the replay's
 				// verdict on bad input, a limit, a deadline) is the answer.
 				st := status.Convert(err)
-				if !(st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), noReplicaMsg)) && st.Code() != codes.Unavailable {
+				noReplica := st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), noReplicaMsg)
+				if !noReplica && st.Code() != codes.Unavailable {
 					return nil, err
 				}
 				if fe := classify(err, tr); fe.leader != "" {

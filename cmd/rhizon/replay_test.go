@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -15,6 +18,15 @@ import (
 func TestCLI_ReplayOfADevNodeIsIdentical(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
+	// The dev tenant's token first (the one the CLI gets), and an admin's.
+	const adminToken = "replay-admin-token-0123456789"
+	tokens := `{"tokens": [
+	  {"token": "replay-dev-token-0123456789", "principal": {"id": "dev", "type": "user"}, "scopes": [{"tenant": "dev", "workspace": "*"}]},
+	  {"token": "` + adminToken + `", "role": "admin", "principal": {"id": "ops", "type": "user"}, "scopes": []}
+	]}`
+	if err := os.WriteFile(filepath.Join(dir, "token.json"), []byte(tokens), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p := startDev(t, dir)
 	for i, args := range [][]string{
 		{"send", "counter/c1", "add", `{"amount":5}`},
@@ -62,6 +74,15 @@ func TestCLI_ReplayOfADevNodeIsIdentical(t *testing.T) {
 	}
 	if _, code := p.rhizon(t, "replay", "--entity", "counter/c1", "--tenant", "someone-else"); code != exitError {
 		t.Fatalf("live replay of another tenant's entity: exit %d, want %d", code, exitError)
+	}
+	// An admin replays every shard, or one narrowed to a tenant.
+	out, code = p.rhizon(t, "replay", "--token", adminToken, "-o", "json")
+	if all := decode[shardReports](t, out).Shards; code != 0 || len(all) < 2 {
+		t.Fatalf("live replay of every shard by an admin: exit %d\n%s", code, out)
+	}
+	if out, code := p.rhizon(t, "replay", "--token", adminToken, "--shard", fmt.Sprint(live[0].Shard), "--tenant", a.Tenant); code != 0 ||
+		!strings.Contains(out, "identical") {
+		t.Fatalf("live replay of shard %d by an admin: exit %d\n%s", live[0].Shard, code, out)
 	}
 	if _, code := p.rhizon(t, "replay", "--addr", p.addr, "--data-dir", dir); code != exitUsage {
 		t.Fatalf("replay --addr --data-dir: exit %d, want %d", code, exitUsage)

@@ -17,3 +17,12 @@ func PeerAuthHeader(secret, method string, at time.Time) string {
 func PeerCredentials(secret string) credentials.PerRPCCredentials {
 	return peerCreds{key: internalKey(secret)}
 }
+
+// HoldReplay takes shard id's replay slot on n, as a running replay does,
+// until release is called.
+func (n *Node) HoldReplay(id uint32) (release func(), err error) {
+	if err := n.replays.enter(n.cfg.NodeID, id); err != nil {
+		return nil, err
+	}
+	return func() { n.replays.leave(id) }, nil
+}

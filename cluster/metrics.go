@@ -88,17 +88,19 @@ func (n *Node) newForwardStats() (*forwardStats, error) {
 	fs := &forwardStats{attrs: map[string]metric.AddOption{}}
 	var err error
 	fs.counter, err = otel.Meter("github.com/rhizon/rhizon/cluster").Int64Counter("rhizon.forwarded",
-		metric.WithDescription("Requests this node's gateway forwarded to the shard leader on another node, by op (submit, read)."))
+		metric.WithDescription("Requests this node's gateway forwarded to the shard leader on another node, by op (submit, read, republish, replay)."))
 	if err != nil {
 		return nil, err
 	}
-	for _, op := range []string{"submit", "read"} {
+	// Every op count is called with must be here: a nil option panics in
+	// the SDK's Add.
+	for _, op := range []string{"submit", "read", "republish", "replay"} {
 		fs.attrs[op] = metric.WithAttributes(attribute.String("node", n.cfg.NodeID), attribute.String("op", op))
 	}
 	return fs, nil
 }
 
-// count records one forwarded request of op ("submit" or "read").
+// count records one forwarded request of op (one of newForwardStats' ops).
 func (fs *forwardStats) count(ctx context.Context, op string) {
 	fs.total.Add(1)
 	fs.counter.Add(ctx, 1, fs.attrs[op])

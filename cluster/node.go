@@ -187,6 +187,8 @@ type Node struct {
 	draining   atomic.Bool
 	// republisher serves RepublishEvents once the ingress runs (SetRepublisher).
 	republisher republisherBox
+	// replays admits the replays running on this node (replay.go).
+	replays replayGate
 	// probe adds what other components know of a local replica to its
 	// status (the ingress consumer and relay of the shards it leads).
 	probe   atomic.Pointer[func(*pb.ShardStatus)]

@@ -3,7 +3,9 @@
 // the shard recorded: each command's result, each entry's events, and the
 // state hash at the end. It reads a stopped node's data directory; nothing
 // in it is written except what opening the stores writes on any start
-// (Badger's manifest, the Raft log's recovery of a torn tail).
+// (Badger's manifest, the Raft log's recovery of a torn tail). ShardContext
+// also replays a live replica's stores, up to a position taken at the start
+// (Options.At).
 //
 // Where the log starts at 1 the replay starts from an empty store in memory
 // (engine/memstore). Where Raft compacted the log behind a snapshot, it
@@ -13,6 +15,7 @@ package replay
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +48,18 @@ type Options struct {
 	// Tenant and Workspace, when set, limit the per-command comparison to
 	// that scope ("" = any).
 	Tenant, Workspace string
+	// At, when set, is where the replay stops and the recorded state hash
+	// there: a live replica's Meta taken at the start (shard.Meta, one
+	// atomic load), since its store goes on applying while the replay runs.
+	// Nil: the recorded store's own applied position (a stopped node).
+	At *engine.Meta
+	// ShardCount is the cluster's shard count, which the engine needs to
+	// place violations' audit streams (engine.WithShardCount) and the
+	// shard's log does not hold. DataDir reads it from the node's control
+	// group when 0; Shard and ShardContext replay with 0 (the engine's
+	// single-shard placement), which differs from the record once a
+	// violation was recorded in a cluster of more than one shard.
+	ShardCount uint32
 }
 
 // Report is the verdict of a replay.
@@ -84,6 +99,15 @@ type Divergence struct {
 // ErrNoData is returned for a directory that holds no state of the shard.
 var ErrNoData = errors.New("replay: no recorded state for this shard in the data directory")
 
+// ErrLogCompacted is returned when Raft deleted log entries the replay still
+// had to read (a live replica took a snapshot meanwhile): run it again, it
+// then starts from that snapshot.
+var ErrLogCompacted = errors.New("replay: the log was compacted under the replay (a snapshot was taken meanwhile); run it again")
+
+// ctxCheckEvery is how many entries the replay applies between looks at
+// its context: often enough to stop within milliseconds.
+const ctxCheckEvery = 64
+
 // DataDir replays one shard of the node whose data directory is dir. The
 // node must be stopped (Badger locks its directory).
 func DataDir(dir string, opts Options) (*Report, error) {
@@ -101,6 +125,9 @@ func DataDir(dir string, opts Options) (*Report, error) {
 		return nil, fmt.Errorf("replay: open raft log: %w", err)
 	}
 	defer func() { _ = raftDB.Close() }()
+	if err := shardCountFor(dir, raftDB, &opts); err != nil {
+		return nil, err
+	}
 	snapDir := filepath.Join(dir, "shards", fmt.Sprint(opts.Shard))
 	return Shard(state.Shard(opts.Shard), raftDB.Shard(opts.Shard), snapDir, opts)
 }
@@ -109,9 +136,30 @@ func DataDir(dir string, opts Options) (*Report, error) {
 // log; snapDir holds its Raft snapshots (used only when the log was
 // compacted).
 func Shard(rec *storage.ShardStore, log *storage.LogStore, snapDir string, opts Options) (*Report, error) {
-	recMeta, err := rec.Meta()
-	if err != nil {
-		return nil, err
+	return ShardContext(context.Background(), rec, log, snapDir, opts)
+}
+
+// ShardContext is Shard stopped when ctx ends (its error is returned).
+//
+// On a live replica (opts.At set) rec keeps changing while the replay
+// reads it, which is sound because it only reads what entries up to At
+// wrote, and those records never change afterwards: events are written once
+// at their position and never rewritten or deleted (DeleteHistory only
+// rotates audit records of rejections, which are not compared); a result is
+// stored once per entity and idempotency key (a later command with that key
+// is a duplicate answered from it), and is compared only when it names this
+// very command and index. The log entries up to At are committed, so they
+// stay as they are until Raft compacts them (ErrLogCompacted).
+func ShardContext(ctx context.Context, rec *storage.ShardStore, log *storage.LogStore, snapDir string, opts Options) (*Report, error) {
+	var recMeta engine.Meta
+	if opts.At != nil {
+		recMeta = *opts.At
+	} else {
+		m, err := rec.Meta()
+		if err != nil {
+			return nil, err
+		}
+		recMeta = m
 	}
 	if recMeta.Index == 0 {
 		return nil, ErrNoData
@@ -146,13 +194,13 @@ func Shard(rec *storage.ShardStore, log *storage.LogStore, snapDir string, opts 
 		}
 		defer func() { _ = sdb.Close() }()
 		ss := sdb.Shard(opts.Shard)
-		if rep.Snapshot, err = restoreLatest(snapDir, ss, first); err != nil {
+		if rep.Snapshot, err = restoreLatest(snapDir, ss, first, recMeta.Index); err != nil {
 			return nil, err
 		}
 		store = ss
 		history = storeHistory(ss)
 	}
-	eng, err := engine.New(opts.Shard, opts.Registry, store)
+	eng, err := engine.New(opts.Shard, opts.Registry, store, engine.WithShardCount(opts.ShardCount))
 	if err != nil {
 		return nil, err
 	}
@@ -160,8 +208,16 @@ func Shard(rec *storage.ShardStore, log *storage.LogStore, snapDir string, opts 
 	start := max(first, rep.Snapshot+1)
 	rep.From = start
 	for idx := start; idx <= recMeta.Index; idx++ {
+		if (idx-start)%ctxCheckEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("replay: stopped at log entry %d of %d: %w", idx, recMeta.Index, err)
+			}
+		}
 		var l raft.Log
 		if err := log.GetLog(idx, &l); err != nil {
+			if f, ferr := log.FirstIndex(); ferr == nil && f > idx {
+				return nil, fmt.Errorf("%w (entry %d is gone, the log starts at %d)", ErrLogCompacted, idx, f)
+			}
 			return nil, fmt.Errorf("replay: log entry %d: %w", idx, err)
 		}
 		if l.Type != raft.LogCommand {
@@ -329,8 +385,10 @@ func describeEvents(rs []record) string {
 }
 
 // restoreLatest restores the newest snapshot of the shard that covers the
-// log's gap (its index at least first-1) into ss and returns its index.
-func restoreLatest(dir string, ss *storage.ShardStore, first uint64) (uint64, error) {
+// log's gap (its index at least first-1) and is not past to (a live
+// replica may have snapshotted beyond where the replay stops) into ss and
+// returns its index.
+func restoreLatest(dir string, ss *storage.ShardStore, first, to uint64) (uint64, error) {
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(dir, "snapshots"), 2,
 		hclog.NewNullLogger())
 	if err != nil {
@@ -340,9 +398,14 @@ func restoreLatest(dir string, ss *storage.ShardStore, first uint64) (uint64, er
 	if err != nil {
 		return 0, fmt.Errorf("replay: snapshots: %w", err)
 	}
+	newer := false           // a snapshot past to was skipped
 	for _, m := range list { // newest first
 		if m.Index+1 < first {
 			break
+		}
+		if m.Index > to {
+			newer = true
+			continue
 		}
 		_, rc, err := snaps.Open(m.ID)
 		if err != nil {
@@ -354,6 +417,9 @@ func restoreLatest(dir string, ss *storage.ShardStore, first uint64) (uint64, er
 			return 0, fmt.Errorf("replay: restore snapshot %s: %w", m.ID, err)
 		}
 		return m.Index, nil
+	}
+	if newer {
+		return 0, fmt.Errorf("%w (the log starts at %d; the only snapshots that reach it are past %d)", ErrLogCompacted, first, to)
 	}
 	return 0, fmt.Errorf("replay: the log starts at %d and no snapshot reaches it", first)
 }

@@ -182,6 +182,333 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_rhizon_proto_rawDescGZIP(), []int{2}
 }
 
+type ReplayRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Scope:
+	//
+	//	*ReplayRequest_Address
+	//	*ReplayRequest_Shard
+	Scope isReplayRequest_Scope `protobuf_oneof:"scope"`
+	// With shard only: compare only the commands of this tenant and workspace
+	// ("" = any).
+	Tenant        string `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Workspace     string `protobuf:"bytes,4,opt,name=workspace,proto3" json:"workspace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayRequest) Reset() {
+	*x = ReplayRequest{}
+	mi := &file_rhizon_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayRequest) ProtoMessage() {}
+
+func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayRequest.ProtoReflect.Descriptor instead.
+func (*ReplayRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReplayRequest) GetScope() isReplayRequest_Scope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *ReplayRequest) GetAddress() *Address {
+	if x != nil {
+		if x, ok := x.Scope.(*ReplayRequest_Address); ok {
+			return x.Address
+		}
+	}
+	return nil
+}
+
+func (x *ReplayRequest) GetShard() uint32 {
+	if x != nil {
+		if x, ok := x.Scope.(*ReplayRequest_Shard); ok {
+			return x.Shard
+		}
+	}
+	return 0
+}
+
+func (x *ReplayRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ReplayRequest) GetWorkspace() string {
+	if x != nil {
+		return x.Workspace
+	}
+	return ""
+}
+
+type isReplayRequest_Scope interface {
+	isReplayRequest_Scope()
+}
+
+type ReplayRequest_Address struct {
+	// One entity: commands to it are compared.
+	Address *Address `protobuf:"bytes,1,opt,name=address,proto3,oneof"`
+}
+
+type ReplayRequest_Shard struct {
+	// A whole shard: every command (or the tenant's, workspace's) is compared.
+	Shard uint32 `protobuf:"varint,2,opt,name=shard,proto3,oneof"`
+}
+
+func (*ReplayRequest_Address) isReplayRequest_Scope() {}
+
+func (*ReplayRequest_Shard) isReplayRequest_Scope() {}
+
+// ReplayReport is the verdict of a replay (replay.Report).
+type ReplayReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// First and last log index replayed; snapshot is the index of the snapshot
+	// it started from (0: the empty store).
+	From     uint64 `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`
+	To       uint64 `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`
+	Snapshot uint64 `protobuf:"varint,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Entries  uint64 `protobuf:"varint,5,opt,name=entries,proto3" json:"entries,omitempty"`
+	Commands uint64 `protobuf:"varint,6,opt,name=commands,proto3" json:"commands,omitempty"`
+	// Commands whose result and events were compared (those in scope).
+	Compared uint64 `protobuf:"varint,7,opt,name=compared,proto3" json:"compared,omitempty"`
+	// Every comparison matched and the state hashes at `to` are equal.
+	Identical bool `protobuf:"varint,8,opt,name=identical,proto3" json:"identical,omitempty"`
+	// State hashes at `to`, hex.
+	RecordedHash string `protobuf:"bytes,9,opt,name=recorded_hash,json=recordedHash,proto3" json:"recorded_hash,omitempty"`
+	ReplayedHash string `protobuf:"bytes,10,opt,name=replayed_hash,json=replayedHash,proto3" json:"replayed_hash,omitempty"`
+	// The first difference, when not identical.
+	Divergence *ReplayDivergence `protobuf:"bytes,11,opt,name=divergence,proto3" json:"divergence,omitempty"`
+	// The node that ran the replay.
+	NodeId        string `protobuf:"bytes,12,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayReport) Reset() {
+	*x = ReplayReport{}
+	mi := &file_rhizon_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayReport) ProtoMessage() {}
+
+func (x *ReplayReport) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayReport.ProtoReflect.Descriptor instead.
+func (*ReplayReport) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReplayReport) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *ReplayReport) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *ReplayReport) GetTo() uint64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+func (x *ReplayReport) GetSnapshot() uint64 {
+	if x != nil {
+		return x.Snapshot
+	}
+	return 0
+}
+
+func (x *ReplayReport) GetEntries() uint64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *ReplayReport) GetCommands() uint64 {
+	if x != nil {
+		return x.Commands
+	}
+	return 0
+}
+
+func (x *ReplayReport) GetCompared() uint64 {
+	if x != nil {
+		return x.Compared
+	}
+	return 0
+}
+
+func (x *ReplayReport) GetIdentical() bool {
+	if x != nil {
+		return x.Identical
+	}
+	return false
+}
+
+func (x *ReplayReport) GetRecordedHash() string {
+	if x != nil {
+		return x.RecordedHash
+	}
+	return ""
+}
+
+func (x *ReplayReport) GetReplayedHash() string {
+	if x != nil {
+		return x.ReplayedHash
+	}
+	return ""
+}
+
+func (x *ReplayReport) GetDivergence() *ReplayDivergence {
+	if x != nil {
+		return x.Divergence
+	}
+	return nil
+}
+
+func (x *ReplayReport) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type ReplayDivergence struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Index     uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	CommandId string                 `protobuf:"bytes,2,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	Address   string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// "result", "events" or "state hash".
+	What          string `protobuf:"bytes,4,opt,name=what,proto3" json:"what,omitempty"`
+	Recorded      string `protobuf:"bytes,5,opt,name=recorded,proto3" json:"recorded,omitempty"`
+	Replayed      string `protobuf:"bytes,6,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDivergence) Reset() {
+	*x = ReplayDivergence{}
+	mi := &file_rhizon_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDivergence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDivergence) ProtoMessage() {}
+
+func (x *ReplayDivergence) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDivergence.ProtoReflect.Descriptor instead.
+func (*ReplayDivergence) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReplayDivergence) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ReplayDivergence) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *ReplayDivergence) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ReplayDivergence) GetWhat() string {
+	if x != nil {
+		return x.What
+	}
+	return ""
+}
+
+func (x *ReplayDivergence) GetRecorded() string {
+	if x != nil {
+		return x.Recorded
+	}
+	return ""
+}
+
+func (x *ReplayDivergence) GetReplayed() string {
+	if x != nil {
+		return x.Replayed
+	}
+	return ""
+}
+
 type GetResultRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// tenant and workspace default to the token's own when empty.
@@ -194,7 +521,7 @@ type GetResultRequest struct {
 
 func (x *GetResultRequest) Reset() {
 	*x = GetResultRequest{}
-	mi := &file_rhizon_proto_msgTypes[0]
+	mi := &file_rhizon_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -206,7 +533,7 @@ func (x *GetResultRequest) String() string {
 func (*GetResultRequest) ProtoMessage() {}
 
 func (x *GetResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[0]
+	mi := &file_rhizon_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -219,7 +546,7 @@ func (x *GetResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultRequest.ProtoReflect.Descriptor instead.
 func (*GetResultRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{0}
+	return file_rhizon_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetResultRequest) GetAddress() *Address {
@@ -255,7 +582,7 @@ type GetResultResponse struct {
 
 func (x *GetResultResponse) Reset() {
 	*x = GetResultResponse{}
-	mi := &file_rhizon_proto_msgTypes[1]
+	mi := &file_rhizon_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +594,7 @@ func (x *GetResultResponse) String() string {
 func (*GetResultResponse) ProtoMessage() {}
 
 func (x *GetResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[1]
+	mi := &file_rhizon_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +607,7 @@ func (x *GetResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultResponse.ProtoReflect.Descriptor instead.
 func (*GetResultResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{1}
+	return file_rhizon_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetResultResponse) GetResult() *Result {
@@ -320,7 +647,7 @@ type SubmitAsyncResponse struct {
 
 func (x *SubmitAsyncResponse) Reset() {
 	*x = SubmitAsyncResponse{}
-	mi := &file_rhizon_proto_msgTypes[2]
+	mi := &file_rhizon_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +659,7 @@ func (x *SubmitAsyncResponse) String() string {
 func (*SubmitAsyncResponse) ProtoMessage() {}
 
 func (x *SubmitAsyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[2]
+	mi := &file_rhizon_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +672,7 @@ func (x *SubmitAsyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitAsyncResponse.ProtoReflect.Descriptor instead.
 func (*SubmitAsyncResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{2}
+	return file_rhizon_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubmitAsyncResponse) GetStream() string {
@@ -407,7 +734,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_rhizon_proto_msgTypes[3]
+	mi := &file_rhizon_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -419,7 +746,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[3]
+	mi := &file_rhizon_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -432,7 +759,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{3}
+	return file_rhizon_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WatchRequest) GetTenant() string {
@@ -505,7 +832,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_rhizon_proto_msgTypes[4]
+	mi := &file_rhizon_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +844,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[4]
+	mi := &file_rhizon_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +857,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{4}
+	return file_rhizon_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WatchEvent) GetEvent() *Event {
@@ -564,7 +891,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_rhizon_proto_msgTypes[5]
+	mi := &file_rhizon_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +903,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[5]
+	mi := &file_rhizon_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +916,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{5}
+	return file_rhizon_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DrainRequest) GetNodeId() string {
@@ -616,7 +943,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_rhizon_proto_msgTypes[6]
+	mi := &file_rhizon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +955,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[6]
+	mi := &file_rhizon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +968,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{6}
+	return file_rhizon_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DrainResponse) GetNodeId() string {
@@ -670,7 +997,7 @@ type Address struct {
 
 func (x *Address) Reset() {
 	*x = Address{}
-	mi := &file_rhizon_proto_msgTypes[7]
+	mi := &file_rhizon_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +1009,7 @@ func (x *Address) String() string {
 func (*Address) ProtoMessage() {}
 
 func (x *Address) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[7]
+	mi := &file_rhizon_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +1022,7 @@ func (x *Address) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Address.ProtoReflect.Descriptor instead.
 func (*Address) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{7}
+	return file_rhizon_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Address) GetTenant() string {
@@ -737,7 +1064,7 @@ type Principal struct {
 
 func (x *Principal) Reset() {
 	*x = Principal{}
-	mi := &file_rhizon_proto_msgTypes[8]
+	mi := &file_rhizon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +1076,7 @@ func (x *Principal) String() string {
 func (*Principal) ProtoMessage() {}
 
 func (x *Principal) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[8]
+	mi := &file_rhizon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +1089,7 @@ func (x *Principal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Principal.ProtoReflect.Descriptor instead.
 func (*Principal) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{8}
+	return file_rhizon_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Principal) GetId() string {
@@ -790,7 +1117,7 @@ type Scope struct {
 
 func (x *Scope) Reset() {
 	*x = Scope{}
-	mi := &file_rhizon_proto_msgTypes[9]
+	mi := &file_rhizon_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +1129,7 @@ func (x *Scope) String() string {
 func (*Scope) ProtoMessage() {}
 
 func (x *Scope) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[9]
+	mi := &file_rhizon_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +1142,7 @@ func (x *Scope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scope.ProtoReflect.Descriptor instead.
 func (*Scope) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{9}
+	return file_rhizon_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Scope) GetTenant() string {
@@ -853,7 +1180,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_rhizon_proto_msgTypes[10]
+	mi := &file_rhizon_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +1192,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[10]
+	mi := &file_rhizon_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +1205,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{10}
+	return file_rhizon_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Command) GetId() string {
@@ -988,7 +1315,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_rhizon_proto_msgTypes[11]
+	mi := &file_rhizon_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1327,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[11]
+	mi := &file_rhizon_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1340,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{11}
+	return file_rhizon_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Event) GetId() string {
@@ -1175,7 +1502,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_rhizon_proto_msgTypes[12]
+	mi := &file_rhizon_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1514,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[12]
+	mi := &file_rhizon_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1527,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{12}
+	return file_rhizon_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Result) GetCommandId() string {
@@ -1308,7 +1635,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_rhizon_proto_msgTypes[13]
+	mi := &file_rhizon_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1647,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[13]
+	mi := &file_rhizon_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1660,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{13}
+	return file_rhizon_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Rejection) GetType() string {
@@ -1475,7 +1802,7 @@ type HistoryRecord struct {
 
 func (x *HistoryRecord) Reset() {
 	*x = HistoryRecord{}
-	mi := &file_rhizon_proto_msgTypes[14]
+	mi := &file_rhizon_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1814,7 @@ func (x *HistoryRecord) String() string {
 func (*HistoryRecord) ProtoMessage() {}
 
 func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[14]
+	mi := &file_rhizon_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1827,7 @@ func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRecord.ProtoReflect.Descriptor instead.
 func (*HistoryRecord) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{14}
+	return file_rhizon_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HistoryRecord) GetRecord() isHistoryRecord_Record {
@@ -1570,7 +1897,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_rhizon_proto_msgTypes[15]
+	mi := &file_rhizon_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1909,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[15]
+	mi := &file_rhizon_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1922,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{15}
+	return file_rhizon_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SubmitRequest) GetAddress() *Address {
@@ -1671,7 +1998,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_rhizon_proto_msgTypes[16]
+	mi := &file_rhizon_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +2010,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[16]
+	mi := &file_rhizon_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +2023,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{16}
+	return file_rhizon_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SubmitResponse) GetResult() *Result {
@@ -1722,7 +2049,7 @@ type SubmitBatchRequest struct {
 
 func (x *SubmitBatchRequest) Reset() {
 	*x = SubmitBatchRequest{}
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +2061,7 @@ func (x *SubmitBatchRequest) String() string {
 func (*SubmitBatchRequest) ProtoMessage() {}
 
 func (x *SubmitBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[17]
+	mi := &file_rhizon_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +2074,7 @@ func (x *SubmitBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBatchRequest.ProtoReflect.Descriptor instead.
 func (*SubmitBatchRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{17}
+	return file_rhizon_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubmitBatchRequest) GetCommands() []*SubmitRequest {
@@ -1767,7 +2094,7 @@ type SubmitBatchResponse struct {
 
 func (x *SubmitBatchResponse) Reset() {
 	*x = SubmitBatchResponse{}
-	mi := &file_rhizon_proto_msgTypes[18]
+	mi := &file_rhizon_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +2106,7 @@ func (x *SubmitBatchResponse) String() string {
 func (*SubmitBatchResponse) ProtoMessage() {}
 
 func (x *SubmitBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[18]
+	mi := &file_rhizon_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +2119,7 @@ func (x *SubmitBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBatchResponse.ProtoReflect.Descriptor instead.
 func (*SubmitBatchResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{18}
+	return file_rhizon_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SubmitBatchResponse) GetOutcomes() []*SubmitOutcome {
@@ -1813,7 +2140,7 @@ type SubmitStreamRequest struct {
 
 func (x *SubmitStreamRequest) Reset() {
 	*x = SubmitStreamRequest{}
-	mi := &file_rhizon_proto_msgTypes[19]
+	mi := &file_rhizon_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +2152,7 @@ func (x *SubmitStreamRequest) String() string {
 func (*SubmitStreamRequest) ProtoMessage() {}
 
 func (x *SubmitStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[19]
+	mi := &file_rhizon_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +2165,7 @@ func (x *SubmitStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitStreamRequest.ProtoReflect.Descriptor instead.
 func (*SubmitStreamRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{19}
+	return file_rhizon_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SubmitStreamRequest) GetId() uint64 {
@@ -1871,7 +2198,7 @@ type SubmitStreamResponse struct {
 
 func (x *SubmitStreamResponse) Reset() {
 	*x = SubmitStreamResponse{}
-	mi := &file_rhizon_proto_msgTypes[20]
+	mi := &file_rhizon_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +2210,7 @@ func (x *SubmitStreamResponse) String() string {
 func (*SubmitStreamResponse) ProtoMessage() {}
 
 func (x *SubmitStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[20]
+	mi := &file_rhizon_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +2223,7 @@ func (x *SubmitStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitStreamResponse.ProtoReflect.Descriptor instead.
 func (*SubmitStreamResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{20}
+	return file_rhizon_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SubmitStreamResponse) GetId() uint64 {
@@ -1939,7 +2266,7 @@ type SubmitOutcome struct {
 
 func (x *SubmitOutcome) Reset() {
 	*x = SubmitOutcome{}
-	mi := &file_rhizon_proto_msgTypes[21]
+	mi := &file_rhizon_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1951,7 +2278,7 @@ func (x *SubmitOutcome) String() string {
 func (*SubmitOutcome) ProtoMessage() {}
 
 func (x *SubmitOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[21]
+	mi := &file_rhizon_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1964,7 +2291,7 @@ func (x *SubmitOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitOutcome.ProtoReflect.Descriptor instead.
 func (*SubmitOutcome) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{21}
+	return file_rhizon_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SubmitOutcome) GetResponse() *SubmitResponse {
@@ -1991,7 +2318,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_rhizon_proto_msgTypes[22]
+	mi := &file_rhizon_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2330,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[22]
+	mi := &file_rhizon_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2343,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{22}
+	return file_rhizon_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetRequest) GetAddress() *Address {
@@ -2048,7 +2375,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_rhizon_proto_msgTypes[23]
+	mi := &file_rhizon_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2387,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[23]
+	mi := &file_rhizon_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2400,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{23}
+	return file_rhizon_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetResponse) GetAddress() *Address {
@@ -2133,7 +2460,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2145,7 +2472,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2158,7 +2485,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{24}
+	return file_rhizon_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HistoryRequest) GetAddress() *Address {
@@ -2206,7 +2533,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_rhizon_proto_msgTypes[25]
+	mi := &file_rhizon_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2545,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[25]
+	mi := &file_rhizon_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2558,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{25}
+	return file_rhizon_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *HistoryResponse) GetRecords() []*HistoryRecord {
@@ -2256,7 +2583,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2268,7 +2595,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2281,7 +2608,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{26}
+	return file_rhizon_proto_rawDescGZIP(), []int{29}
 }
 
 type ShardStatus struct {
@@ -2319,7 +2646,7 @@ type ShardStatus struct {
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_rhizon_proto_msgTypes[27]
+	mi := &file_rhizon_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2331,7 +2658,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[27]
+	mi := &file_rhizon_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2344,7 +2671,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{27}
+	return file_rhizon_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ShardStatus) GetShard() uint32 {
@@ -2473,7 +2800,7 @@ type ShardHealth struct {
 
 func (x *ShardHealth) Reset() {
 	*x = ShardHealth{}
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2485,7 +2812,7 @@ func (x *ShardHealth) String() string {
 func (*ShardHealth) ProtoMessage() {}
 
 func (x *ShardHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2498,7 +2825,7 @@ func (x *ShardHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardHealth.ProtoReflect.Descriptor instead.
 func (*ShardHealth) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{28}
+	return file_rhizon_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ShardHealth) GetShard() uint32 {
@@ -2541,7 +2868,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2880,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2893,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{29}
+	return file_rhizon_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -2656,7 +2983,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2668,7 +2995,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2681,7 +3008,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{30}
+	return file_rhizon_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -2785,7 +3112,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_rhizon_proto_msgTypes[31]
+	mi := &file_rhizon_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2797,7 +3124,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[31]
+	mi := &file_rhizon_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2810,7 +3137,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{31}
+	return file_rhizon_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Position) GetIndex() uint64 {
@@ -2838,7 +3165,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2850,7 +3177,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2863,7 +3190,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{32}
+	return file_rhizon_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ForwardRequest) GetCommand() *Command {
@@ -2889,7 +3216,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2901,7 +3228,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2914,7 +3241,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{33}
+	return file_rhizon_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ForwardResponse) GetResult() *Result {
@@ -2943,7 +3270,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_rhizon_proto_msgTypes[34]
+	mi := &file_rhizon_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2955,7 +3282,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[34]
+	mi := &file_rhizon_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2968,7 +3295,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{34}
+	return file_rhizon_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReadRequest) GetAddress() *Address {
@@ -3059,7 +3386,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_rhizon_proto_msgTypes[35]
+	mi := &file_rhizon_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3071,7 +3398,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[35]
+	mi := &file_rhizon_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3084,7 +3411,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{35}
+	return file_rhizon_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReadResponse) GetState() []byte {
@@ -3163,7 +3490,7 @@ type ShardAdminRequest struct {
 
 func (x *ShardAdminRequest) Reset() {
 	*x = ShardAdminRequest{}
-	mi := &file_rhizon_proto_msgTypes[36]
+	mi := &file_rhizon_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3175,7 +3502,7 @@ func (x *ShardAdminRequest) String() string {
 func (*ShardAdminRequest) ProtoMessage() {}
 
 func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[36]
+	mi := &file_rhizon_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3188,7 +3515,7 @@ func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminRequest.ProtoReflect.Descriptor instead.
 func (*ShardAdminRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{36}
+	return file_rhizon_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ShardAdminRequest) GetShard() uint32 {
@@ -3232,7 +3559,7 @@ type ShardAdminResponse struct {
 
 func (x *ShardAdminResponse) Reset() {
 	*x = ShardAdminResponse{}
-	mi := &file_rhizon_proto_msgTypes[37]
+	mi := &file_rhizon_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3244,7 +3571,7 @@ func (x *ShardAdminResponse) String() string {
 func (*ShardAdminResponse) ProtoMessage() {}
 
 func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[37]
+	mi := &file_rhizon_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3257,7 +3584,7 @@ func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminResponse.ProtoReflect.Descriptor instead.
 func (*ShardAdminResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{37}
+	return file_rhizon_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ShardAdminResponse) GetLeader() string {
@@ -3311,7 +3638,7 @@ type RepublishEventsRequest struct {
 
 func (x *RepublishEventsRequest) Reset() {
 	*x = RepublishEventsRequest{}
-	mi := &file_rhizon_proto_msgTypes[38]
+	mi := &file_rhizon_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3323,7 +3650,7 @@ func (x *RepublishEventsRequest) String() string {
 func (*RepublishEventsRequest) ProtoMessage() {}
 
 func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[38]
+	mi := &file_rhizon_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3336,7 +3663,7 @@ func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsRequest.ProtoReflect.Descriptor instead.
 func (*RepublishEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{38}
+	return file_rhizon_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RepublishEventsRequest) GetShard() uint32 {
@@ -3386,7 +3713,7 @@ type RepublishEventsResponse struct {
 
 func (x *RepublishEventsResponse) Reset() {
 	*x = RepublishEventsResponse{}
-	mi := &file_rhizon_proto_msgTypes[39]
+	mi := &file_rhizon_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3398,7 +3725,7 @@ func (x *RepublishEventsResponse) String() string {
 func (*RepublishEventsResponse) ProtoMessage() {}
 
 func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[39]
+	mi := &file_rhizon_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3411,7 +3738,7 @@ func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsResponse.ProtoReflect.Descriptor instead.
 func (*RepublishEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{39}
+	return file_rhizon_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RepublishEventsResponse) GetShard() uint32 {
@@ -3460,7 +3787,37 @@ var File_rhizon_proto protoreflect.FileDescriptor
 
 const file_rhizon_proto_rawDesc = "" +
 	"\n" +
-	"\frhizon.proto\x12\trhizon.v1\x1a\x17google/rpc/status.proto\"\xa3\x01\n" +
+	"\frhizon.proto\x12\trhizon.v1\x1a\x17google/rpc/status.proto\"\x96\x01\n" +
+	"\rReplayRequest\x12.\n" +
+	"\aaddress\x18\x01 \x01(\v2\x12.rhizon.v1.AddressH\x00R\aaddress\x12\x16\n" +
+	"\x05shard\x18\x02 \x01(\rH\x00R\x05shard\x12\x16\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x1c\n" +
+	"\tworkspace\x18\x04 \x01(\tR\tworkspaceB\a\n" +
+	"\x05scope\"\xf4\x02\n" +
+	"\fReplayReport\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\x04R\x02to\x12\x1a\n" +
+	"\bsnapshot\x18\x04 \x01(\x04R\bsnapshot\x12\x18\n" +
+	"\aentries\x18\x05 \x01(\x04R\aentries\x12\x1a\n" +
+	"\bcommands\x18\x06 \x01(\x04R\bcommands\x12\x1a\n" +
+	"\bcompared\x18\a \x01(\x04R\bcompared\x12\x1c\n" +
+	"\tidentical\x18\b \x01(\bR\tidentical\x12#\n" +
+	"\rrecorded_hash\x18\t \x01(\tR\frecordedHash\x12#\n" +
+	"\rreplayed_hash\x18\n" +
+	" \x01(\tR\freplayedHash\x12;\n" +
+	"\n" +
+	"divergence\x18\v \x01(\v2\x1b.rhizon.v1.ReplayDivergenceR\n" +
+	"divergence\x12\x17\n" +
+	"\anode_id\x18\f \x01(\tR\x06nodeId\"\xad\x01\n" +
+	"\x10ReplayDivergence\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x02 \x01(\tR\tcommandId\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04what\x18\x04 \x01(\tR\x04what\x12\x1a\n" +
+	"\brecorded\x18\x05 \x01(\tR\brecorded\x12\x1a\n" +
+	"\breplayed\x18\x06 \x01(\tR\breplayed\"\xa3\x01\n" +
 	"\x10GetResultRequest\x12,\n" +
 	"\aaddress\x18\x01 \x01(\v2\x12.rhizon.v1.AddressR\aaddress\x12'\n" +
 	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x128\n" +
@@ -3761,7 +4118,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x0fREASON_BUSINESS\x10\x04*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x012\xaa\x05\n" +
+	"\x11CONSISTENCY_STALE\x10\x012\xe7\x05\n" +
 	"\aGateway\x12=\n" +
 	"\x06Submit\x12\x18.rhizon.v1.SubmitRequest\x1a\x19.rhizon.v1.SubmitResponse\x12L\n" +
 	"\vSubmitBatch\x12\x1d.rhizon.v1.SubmitBatchRequest\x1a\x1e.rhizon.v1.SubmitBatchResponse\x12S\n" +
@@ -3772,7 +4129,8 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponse\x12G\n" +
 	"\vSubmitAsync\x12\x18.rhizon.v1.SubmitRequest\x1a\x1e.rhizon.v1.SubmitAsyncResponse\x129\n" +
 	"\x05Watch\x12\x17.rhizon.v1.WatchRequest\x1a\x15.rhizon.v1.WatchEvent0\x01\x12F\n" +
-	"\tGetResult\x12\x1b.rhizon.v1.GetResultRequest\x1a\x1c.rhizon.v1.GetResultResponse2\xaa\x03\n" +
+	"\tGetResult\x12\x1b.rhizon.v1.GetResultRequest\x1a\x1c.rhizon.v1.GetResultResponse\x12;\n" +
+	"\x06Replay\x12\x18.rhizon.v1.ReplayRequest\x1a\x17.rhizon.v1.ReplayReport2\xe7\x03\n" +
 	"\bInternal\x12@\n" +
 	"\aForward\x12\x19.rhizon.v1.ForwardRequest\x1a\x1a.rhizon.v1.ForwardResponse\x127\n" +
 	"\x04Read\x12\x16.rhizon.v1.ReadRequest\x1a\x17.rhizon.v1.ReadResponse\x12I\n" +
@@ -3780,7 +4138,8 @@ const file_rhizon_proto_rawDesc = "" +
 	"ShardAdmin\x12\x1c.rhizon.v1.ShardAdminRequest\x1a\x1d.rhizon.v1.ShardAdminResponse\x12B\n" +
 	"\vLocalStatus\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponse\x12:\n" +
 	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponse\x12X\n" +
-	"\x0fRepublishEvents\x12!.rhizon.v1.RepublishEventsRequest\x1a\".rhizon.v1.RepublishEventsResponse2a\n" +
+	"\x0fRepublishEvents\x12!.rhizon.v1.RepublishEventsRequest\x1a\".rhizon.v1.RepublishEventsResponse\x12;\n" +
+	"\x06Replay\x12\x18.rhizon.v1.ReplayRequest\x1a\x17.rhizon.v1.ReplayReport2a\n" +
 	"\x05Admin\x12X\n" +
 	"\x0fRepublishEvents\x12!.rhizon.v1.RepublishEventsRequest\x1a\".rhizon.v1.RepublishEventsResponseB0Z.github.com/rhizon/rhizon/api/rhizonv1;rhizonv1b\x06proto3"
 
@@ -3797,140 +4156,149 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_rhizon_proto_goTypes = []any{
 	(Status)(0),                     // 0: rhizon.v1.Status
 	(Reason)(0),                     // 1: rhizon.v1.Reason
 	(Consistency)(0),                // 2: rhizon.v1.Consistency
-	(*GetResultRequest)(nil),        // 3: rhizon.v1.GetResultRequest
-	(*GetResultResponse)(nil),       // 4: rhizon.v1.GetResultResponse
-	(*SubmitAsyncResponse)(nil),     // 5: rhizon.v1.SubmitAsyncResponse
-	(*WatchRequest)(nil),            // 6: rhizon.v1.WatchRequest
-	(*WatchEvent)(nil),              // 7: rhizon.v1.WatchEvent
-	(*DrainRequest)(nil),            // 8: rhizon.v1.DrainRequest
-	(*DrainResponse)(nil),           // 9: rhizon.v1.DrainResponse
-	(*Address)(nil),                 // 10: rhizon.v1.Address
-	(*Principal)(nil),               // 11: rhizon.v1.Principal
-	(*Scope)(nil),                   // 12: rhizon.v1.Scope
-	(*Command)(nil),                 // 13: rhizon.v1.Command
-	(*Event)(nil),                   // 14: rhizon.v1.Event
-	(*Result)(nil),                  // 15: rhizon.v1.Result
-	(*Rejection)(nil),               // 16: rhizon.v1.Rejection
-	(*HistoryRecord)(nil),           // 17: rhizon.v1.HistoryRecord
-	(*SubmitRequest)(nil),           // 18: rhizon.v1.SubmitRequest
-	(*SubmitResponse)(nil),          // 19: rhizon.v1.SubmitResponse
-	(*SubmitBatchRequest)(nil),      // 20: rhizon.v1.SubmitBatchRequest
-	(*SubmitBatchResponse)(nil),     // 21: rhizon.v1.SubmitBatchResponse
-	(*SubmitStreamRequest)(nil),     // 22: rhizon.v1.SubmitStreamRequest
-	(*SubmitStreamResponse)(nil),    // 23: rhizon.v1.SubmitStreamResponse
-	(*SubmitOutcome)(nil),           // 24: rhizon.v1.SubmitOutcome
-	(*GetRequest)(nil),              // 25: rhizon.v1.GetRequest
-	(*GetResponse)(nil),             // 26: rhizon.v1.GetResponse
-	(*HistoryRequest)(nil),          // 27: rhizon.v1.HistoryRequest
-	(*HistoryResponse)(nil),         // 28: rhizon.v1.HistoryResponse
-	(*StatusRequest)(nil),           // 29: rhizon.v1.StatusRequest
-	(*ShardStatus)(nil),             // 30: rhizon.v1.ShardStatus
-	(*ShardHealth)(nil),             // 31: rhizon.v1.ShardHealth
-	(*NodeStatus)(nil),              // 32: rhizon.v1.NodeStatus
-	(*StatusResponse)(nil),          // 33: rhizon.v1.StatusResponse
-	(*Position)(nil),                // 34: rhizon.v1.Position
-	(*ForwardRequest)(nil),          // 35: rhizon.v1.ForwardRequest
-	(*ForwardResponse)(nil),         // 36: rhizon.v1.ForwardResponse
-	(*ReadRequest)(nil),             // 37: rhizon.v1.ReadRequest
-	(*ReadResponse)(nil),            // 38: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),       // 39: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil),      // 40: rhizon.v1.ShardAdminResponse
-	(*RepublishEventsRequest)(nil),  // 41: rhizon.v1.RepublishEventsRequest
-	(*RepublishEventsResponse)(nil), // 42: rhizon.v1.RepublishEventsResponse
-	nil,                             // 43: rhizon.v1.SubmitStreamResponse.TrailersEntry
-	(*status.Status)(nil),           // 44: google.rpc.Status
+	(*ReplayRequest)(nil),           // 3: rhizon.v1.ReplayRequest
+	(*ReplayReport)(nil),            // 4: rhizon.v1.ReplayReport
+	(*ReplayDivergence)(nil),        // 5: rhizon.v1.ReplayDivergence
+	(*GetResultRequest)(nil),        // 6: rhizon.v1.GetResultRequest
+	(*GetResultResponse)(nil),       // 7: rhizon.v1.GetResultResponse
+	(*SubmitAsyncResponse)(nil),     // 8: rhizon.v1.SubmitAsyncResponse
+	(*WatchRequest)(nil),            // 9: rhizon.v1.WatchRequest
+	(*WatchEvent)(nil),              // 10: rhizon.v1.WatchEvent
+	(*DrainRequest)(nil),            // 11: rhizon.v1.DrainRequest
+	(*DrainResponse)(nil),           // 12: rhizon.v1.DrainResponse
+	(*Address)(nil),                 // 13: rhizon.v1.Address
+	(*Principal)(nil),               // 14: rhizon.v1.Principal
+	(*Scope)(nil),                   // 15: rhizon.v1.Scope
+	(*Command)(nil),                 // 16: rhizon.v1.Command
+	(*Event)(nil),                   // 17: rhizon.v1.Event
+	(*Result)(nil),                  // 18: rhizon.v1.Result
+	(*Rejection)(nil),               // 19: rhizon.v1.Rejection
+	(*HistoryRecord)(nil),           // 20: rhizon.v1.HistoryRecord
+	(*SubmitRequest)(nil),           // 21: rhizon.v1.SubmitRequest
+	(*SubmitResponse)(nil),          // 22: rhizon.v1.SubmitResponse
+	(*SubmitBatchRequest)(nil),      // 23: rhizon.v1.SubmitBatchRequest
+	(*SubmitBatchResponse)(nil),     // 24: rhizon.v1.SubmitBatchResponse
+	(*SubmitStreamRequest)(nil),     // 25: rhizon.v1.SubmitStreamRequest
+	(*SubmitStreamResponse)(nil),    // 26: rhizon.v1.SubmitStreamResponse
+	(*SubmitOutcome)(nil),           // 27: rhizon.v1.SubmitOutcome
+	(*GetRequest)(nil),              // 28: rhizon.v1.GetRequest
+	(*GetResponse)(nil),             // 29: rhizon.v1.GetResponse
+	(*HistoryRequest)(nil),          // 30: rhizon.v1.HistoryRequest
+	(*HistoryResponse)(nil),         // 31: rhizon.v1.HistoryResponse
+	(*StatusRequest)(nil),           // 32: rhizon.v1.StatusRequest
+	(*ShardStatus)(nil),             // 33: rhizon.v1.ShardStatus
+	(*ShardHealth)(nil),             // 34: rhizon.v1.ShardHealth
+	(*NodeStatus)(nil),              // 35: rhizon.v1.NodeStatus
+	(*StatusResponse)(nil),          // 36: rhizon.v1.StatusResponse
+	(*Position)(nil),                // 37: rhizon.v1.Position
+	(*ForwardRequest)(nil),          // 38: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),         // 39: rhizon.v1.ForwardResponse
+	(*ReadRequest)(nil),             // 40: rhizon.v1.ReadRequest
+	(*ReadResponse)(nil),            // 41: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),       // 42: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),      // 43: rhizon.v1.ShardAdminResponse
+	(*RepublishEventsRequest)(nil),  // 44: rhizon.v1.RepublishEventsRequest
+	(*RepublishEventsResponse)(nil), // 45: rhizon.v1.RepublishEventsResponse
+	nil,                             // 46: rhizon.v1.SubmitStreamResponse.TrailersEntry
+	(*status.Status)(nil),           // 47: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
-	10, // 0: rhizon.v1.GetResultRequest.address:type_name -> rhizon.v1.Address
-	2,  // 1: rhizon.v1.GetResultRequest.consistency:type_name -> rhizon.v1.Consistency
-	15, // 2: rhizon.v1.GetResultResponse.result:type_name -> rhizon.v1.Result
-	14, // 3: rhizon.v1.WatchEvent.event:type_name -> rhizon.v1.Event
-	16, // 4: rhizon.v1.WatchEvent.rejection:type_name -> rhizon.v1.Rejection
-	10, // 5: rhizon.v1.Command.address:type_name -> rhizon.v1.Address
-	11, // 6: rhizon.v1.Command.principal:type_name -> rhizon.v1.Principal
-	12, // 7: rhizon.v1.Command.scopes:type_name -> rhizon.v1.Scope
-	10, // 8: rhizon.v1.Event.address:type_name -> rhizon.v1.Address
-	11, // 9: rhizon.v1.Event.principal:type_name -> rhizon.v1.Principal
-	0,  // 10: rhizon.v1.Result.status:type_name -> rhizon.v1.Status
-	1,  // 11: rhizon.v1.Result.reason:type_name -> rhizon.v1.Reason
-	14, // 12: rhizon.v1.Result.events:type_name -> rhizon.v1.Event
-	10, // 13: rhizon.v1.Rejection.address:type_name -> rhizon.v1.Address
-	1,  // 14: rhizon.v1.Rejection.reason:type_name -> rhizon.v1.Reason
-	11, // 15: rhizon.v1.Rejection.principal:type_name -> rhizon.v1.Principal
-	14, // 16: rhizon.v1.HistoryRecord.event:type_name -> rhizon.v1.Event
-	16, // 17: rhizon.v1.HistoryRecord.rejection:type_name -> rhizon.v1.Rejection
-	10, // 18: rhizon.v1.SubmitRequest.address:type_name -> rhizon.v1.Address
-	11, // 19: rhizon.v1.SubmitRequest.on_behalf_of:type_name -> rhizon.v1.Principal
-	15, // 20: rhizon.v1.SubmitResponse.result:type_name -> rhizon.v1.Result
-	18, // 21: rhizon.v1.SubmitBatchRequest.commands:type_name -> rhizon.v1.SubmitRequest
-	24, // 22: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
-	18, // 23: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
-	19, // 24: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
-	44, // 25: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
-	43, // 26: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
-	19, // 27: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	44, // 28: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
-	10, // 29: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
-	2,  // 30: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
-	10, // 31: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
-	10, // 32: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
-	2,  // 33: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
-	17, // 34: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
-	30, // 35: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
-	32, // 36: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
-	31, // 37: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
-	13, // 38: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	15, // 39: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	10, // 40: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	17, // 41: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	34, // 42: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
-	34, // 43: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
-	34, // 44: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
-	34, // 45: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
-	18, // 46: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	20, // 47: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	22, // 48: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	25, // 49: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	27, // 50: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	29, // 51: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	8,  // 52: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	18, // 53: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	6,  // 54: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	3,  // 55: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
-	35, // 56: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	37, // 57: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	39, // 58: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	29, // 59: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	8,  // 60: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	41, // 61: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	41, // 62: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	19, // 63: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	21, // 64: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	23, // 65: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	26, // 66: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	28, // 67: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	33, // 68: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	9,  // 69: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	5,  // 70: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	7,  // 71: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	4,  // 72: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
-	36, // 73: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	38, // 74: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	40, // 75: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	33, // 76: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	9,  // 77: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	42, // 78: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	42, // 79: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	63, // [63:80] is the sub-list for method output_type
-	46, // [46:63] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	13, // 0: rhizon.v1.ReplayRequest.address:type_name -> rhizon.v1.Address
+	5,  // 1: rhizon.v1.ReplayReport.divergence:type_name -> rhizon.v1.ReplayDivergence
+	13, // 2: rhizon.v1.GetResultRequest.address:type_name -> rhizon.v1.Address
+	2,  // 3: rhizon.v1.GetResultRequest.consistency:type_name -> rhizon.v1.Consistency
+	18, // 4: rhizon.v1.GetResultResponse.result:type_name -> rhizon.v1.Result
+	17, // 5: rhizon.v1.WatchEvent.event:type_name -> rhizon.v1.Event
+	19, // 6: rhizon.v1.WatchEvent.rejection:type_name -> rhizon.v1.Rejection
+	13, // 7: rhizon.v1.Command.address:type_name -> rhizon.v1.Address
+	14, // 8: rhizon.v1.Command.principal:type_name -> rhizon.v1.Principal
+	15, // 9: rhizon.v1.Command.scopes:type_name -> rhizon.v1.Scope
+	13, // 10: rhizon.v1.Event.address:type_name -> rhizon.v1.Address
+	14, // 11: rhizon.v1.Event.principal:type_name -> rhizon.v1.Principal
+	0,  // 12: rhizon.v1.Result.status:type_name -> rhizon.v1.Status
+	1,  // 13: rhizon.v1.Result.reason:type_name -> rhizon.v1.Reason
+	17, // 14: rhizon.v1.Result.events:type_name -> rhizon.v1.Event
+	13, // 15: rhizon.v1.Rejection.address:type_name -> rhizon.v1.Address
+	1,  // 16: rhizon.v1.Rejection.reason:type_name -> rhizon.v1.Reason
+	14, // 17: rhizon.v1.Rejection.principal:type_name -> rhizon.v1.Principal
+	17, // 18: rhizon.v1.HistoryRecord.event:type_name -> rhizon.v1.Event
+	19, // 19: rhizon.v1.HistoryRecord.rejection:type_name -> rhizon.v1.Rejection
+	13, // 20: rhizon.v1.SubmitRequest.address:type_name -> rhizon.v1.Address
+	14, // 21: rhizon.v1.SubmitRequest.on_behalf_of:type_name -> rhizon.v1.Principal
+	18, // 22: rhizon.v1.SubmitResponse.result:type_name -> rhizon.v1.Result
+	21, // 23: rhizon.v1.SubmitBatchRequest.commands:type_name -> rhizon.v1.SubmitRequest
+	27, // 24: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
+	21, // 25: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
+	22, // 26: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
+	47, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	46, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
+	22, // 29: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
+	47, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	13, // 31: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
+	2,  // 32: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
+	13, // 33: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
+	13, // 34: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
+	2,  // 35: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
+	20, // 36: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
+	33, // 37: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
+	35, // 38: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
+	34, // 39: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
+	16, // 40: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	18, // 41: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	13, // 42: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	20, // 43: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	37, // 44: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
+	37, // 45: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
+	37, // 46: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
+	37, // 47: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
+	21, // 48: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	23, // 49: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	25, // 50: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	28, // 51: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	30, // 52: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	32, // 53: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	11, // 54: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	21, // 55: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	9,  // 56: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	6,  // 57: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
+	3,  // 58: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
+	38, // 59: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	40, // 60: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	42, // 61: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	32, // 62: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	11, // 63: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	44, // 64: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	3,  // 65: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
+	44, // 66: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	22, // 67: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	24, // 68: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	26, // 69: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	29, // 70: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	31, // 71: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	36, // 72: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	12, // 73: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	8,  // 74: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	10, // 75: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	7,  // 76: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
+	4,  // 77: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
+	39, // 78: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	41, // 79: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	43, // 80: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	36, // 81: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	12, // 82: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	45, // 83: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	4,  // 84: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
+	45, // 85: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	67, // [67:86] is the sub-list for method output_type
+	48, // [48:67] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -3938,20 +4306,24 @@ func file_rhizon_proto_init() {
 	if File_rhizon_proto != nil {
 		return
 	}
-	file_rhizon_proto_msgTypes[10].OneofWrappers = []any{}
+	file_rhizon_proto_msgTypes[0].OneofWrappers = []any{
+		(*ReplayRequest_Address)(nil),
+		(*ReplayRequest_Shard)(nil),
+	}
 	file_rhizon_proto_msgTypes[13].OneofWrappers = []any{}
-	file_rhizon_proto_msgTypes[14].OneofWrappers = []any{
+	file_rhizon_proto_msgTypes[16].OneofWrappers = []any{}
+	file_rhizon_proto_msgTypes[17].OneofWrappers = []any{
 		(*HistoryRecord_Event)(nil),
 		(*HistoryRecord_Rejection)(nil),
 	}
-	file_rhizon_proto_msgTypes[15].OneofWrappers = []any{}
+	file_rhizon_proto_msgTypes[18].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   41,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -31,6 +31,7 @@ const (
 	Gateway_SubmitAsync_FullMethodName  = "/rhizon.v1.Gateway/SubmitAsync"
 	Gateway_Watch_FullMethodName        = "/rhizon.v1.Gateway/Watch"
 	Gateway_GetResult_FullMethodName    = "/rhizon.v1.Gateway/GetResult"
+	Gateway_Replay_FullMethodName       = "/rhizon.v1.Gateway/Replay"
 )
 
 // GatewayClient is the client API for Gateway service.
@@ -93,6 +94,21 @@ type GatewayClient interface {
 	// an asynchronous one may still be waiting; or never: a violation stores
 	// no result, and neither do commands refused as invalid).
 	GetResult(ctx context.Context, in *GetResultRequest, opts ...grpc.CallOption) (*GetResultResponse, error)
+	// Replay re-executes a shard's recorded Raft log, up to the applied index
+	// of the replica that runs it (taken with its state hash at the start),
+	// with the actor code of that node's binary, and compares every compared
+	// command's result and events and the final state hash with the record.
+	// It runs on a node holding a replica of the shard, the leader preferred.
+	// Scope: one entity (any token that may read it; tenant and workspace
+	// default to the token's; another tenant's entity is PERMISSION_DENIED and
+	// audited like a read) or a whole shard (role admin), the shard's commands
+	// optionally narrowed to a tenant and workspace. Either way the whole log
+	// is re-executed (the state hash is the shard's): it costs about what
+	// applying the log cost, and a node stops it after 10 minutes
+	// (DEADLINE_EXCEEDED). RESOURCE_EXHAUSTED: a replay of that shard is
+	// already running on the node. NOT_FOUND: the shard applied nothing yet.
+	// ABORTED: Raft compacted the log under the replay; call again.
+	Replay(ctx context.Context, in *ReplayRequest, opts ...grpc.CallOption) (*ReplayReport, error)
 }
 
 type gatewayClient struct {
@@ -215,6 +231,16 @@ func (c *gatewayClient) GetResult(ctx context.Context, in *GetResultRequest, opt
 	return out, nil
 }
 
+func (c *gatewayClient) Replay(ctx context.Context, in *ReplayRequest, opts ...grpc.CallOption) (*ReplayReport, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplayReport)
+	err := c.cc.Invoke(ctx, Gateway_Replay_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatewayServer is the server API for Gateway service.
 // All implementations must embed UnimplementedGatewayServer
 // for forward compatibility.
@@ -275,6 +301,21 @@ type GatewayServer interface {
 	// an asynchronous one may still be waiting; or never: a violation stores
 	// no result, and neither do commands refused as invalid).
 	GetResult(context.Context, *GetResultRequest) (*GetResultResponse, error)
+	// Replay re-executes a shard's recorded Raft log, up to the applied index
+	// of the replica that runs it (taken with its state hash at the start),
+	// with the actor code of that node's binary, and compares every compared
+	// command's result and events and the final state hash with the record.
+	// It runs on a node holding a replica of the shard, the leader preferred.
+	// Scope: one entity (any token that may read it; tenant and workspace
+	// default to the token's; another tenant's entity is PERMISSION_DENIED and
+	// audited like a read) or a whole shard (role admin), the shard's commands
+	// optionally narrowed to a tenant and workspace. Either way the whole log
+	// is re-executed (the state hash is the shard's): it costs about what
+	// applying the log cost, and a node stops it after 10 minutes
+	// (DEADLINE_EXCEEDED). RESOURCE_EXHAUSTED: a replay of that shard is
+	// already running on the node. NOT_FOUND: the shard applied nothing yet.
+	// ABORTED: Raft compacted the log under the replay; call again.
+	Replay(context.Context, *ReplayRequest) (*ReplayReport, error)
 	mustEmbedUnimplementedGatewayServer()
 }
 
@@ -314,6 +355,9 @@ func (UnimplementedGatewayServer) Watch(*WatchRequest, grpc.ServerStreamingServe
 }
 func (UnimplementedGatewayServer) GetResult(context.Context, *GetResultRequest) (*GetResultResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetResult not implemented")
+}
+func (UnimplementedGatewayServer) Replay(context.Context, *ReplayRequest) (*ReplayReport, error) {
+	return nil, status.Error(codes.Unimplemented, "method Replay not implemented")
 }
 func (UnimplementedGatewayServer) mustEmbedUnimplementedGatewayServer() {}
 func (UnimplementedGatewayServer) testEmbeddedByValue()                 {}
@@ -498,6 +542,24 @@ func _Gateway_GetResult_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Gateway_Replay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).Replay(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_Replay_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).Replay(ctx, req.(*ReplayRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Gateway_ServiceDesc is the grpc.ServiceDesc for Gateway service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -537,6 +599,10 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetResult",
 			Handler:    _Gateway_GetResult_Handler,
 		},
+		{
+			MethodName: "Replay",
+			Handler:    _Gateway_Replay_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -561,6 +627,7 @@ const (
 	Internal_LocalStatus_FullMethodName     = "/rhizon.v1.Internal/LocalStatus"
 	Internal_Drain_FullMethodName           = "/rhizon.v1.Internal/Drain"
 	Internal_RepublishEvents_FullMethodName = "/rhizon.v1.Internal/RepublishEvents"
+	Internal_Replay_FullMethodName          = "/rhizon.v1.Internal/Replay"
 )
 
 // InternalClient is the client API for Internal service.
@@ -579,6 +646,9 @@ type InternalClient interface {
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 	// RepublishEvents runs Admin.RepublishEvents on the shard's leader.
 	RepublishEvents(ctx context.Context, in *RepublishEventsRequest, opts ...grpc.CallOption) (*RepublishEventsResponse, error)
+	// Replay runs Gateway.Replay (authorized by the gateway that received it)
+	// on this node's replica of the shard, leader or not.
+	Replay(ctx context.Context, in *ReplayRequest, opts ...grpc.CallOption) (*ReplayReport, error)
 }
 
 type internalClient struct {
@@ -649,6 +719,16 @@ func (c *internalClient) RepublishEvents(ctx context.Context, in *RepublishEvent
 	return out, nil
 }
 
+func (c *internalClient) Replay(ctx context.Context, in *ReplayRequest, opts ...grpc.CallOption) (*ReplayReport, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplayReport)
+	err := c.cc.Invoke(ctx, Internal_Replay_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -665,6 +745,9 @@ type InternalServer interface {
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	// RepublishEvents runs Admin.RepublishEvents on the shard's leader.
 	RepublishEvents(context.Context, *RepublishEventsRequest) (*RepublishEventsResponse, error)
+	// Replay runs Gateway.Replay (authorized by the gateway that received it)
+	// on this node's replica of the shard, leader or not.
+	Replay(context.Context, *ReplayRequest) (*ReplayReport, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -692,6 +775,9 @@ func (UnimplementedInternalServer) Drain(context.Context, *DrainRequest) (*Drain
 }
 func (UnimplementedInternalServer) RepublishEvents(context.Context, *RepublishEventsRequest) (*RepublishEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RepublishEvents not implemented")
+}
+func (UnimplementedInternalServer) Replay(context.Context, *ReplayRequest) (*ReplayReport, error) {
+	return nil, status.Error(codes.Unimplemented, "method Replay not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -822,6 +908,24 @@ func _Internal_RepublishEvents_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_Replay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).Replay(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_Replay_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).Replay(ctx, req.(*ReplayRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -852,6 +956,10 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RepublishEvents",
 			Handler:    _Internal_RepublishEvents_Handler,
+		},
+		{
+			MethodName: "Replay",
+			Handler:    _Internal_Replay_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

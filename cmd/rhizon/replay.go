@@ -4,16 +4,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/replay"
 )
 
@@ -21,30 +26,46 @@ import (
 const exitDiverged = 4
 
 func replayCmd() *cobra.Command {
-	var dataDir, tenant, workspace, entity, output string
+	f := &clientFlags{}
+	var dataDir, entity string
 	var shardFlag int64
+	var shardCount uint32
 	c := &cobra.Command{
 		Use:   "replay",
-		Short: "Re-execute a stopped node's recorded log with this binary's actors and compare",
-		Long: "Replay re-executes each shard's recorded Raft log from a stopped node's data directory with\n" +
-			"the actor code of this binary and compares, bit for bit, every command's result, every entry's\n" +
-			"events and the state hash at the end with what the node recorded. It starts from an empty\n" +
-			"store, or from the shard's newest snapshot where Raft compacted the log.\n\n" +
-			"--tenant, --workspace and --entity (<actor_type>/<entity_id>, with --tenant and --workspace)\n" +
-			"limit the per-command comparison; the state hash is always the whole shard's.\n\n" +
+		Short: "Re-execute a shard's recorded log with this binary's actors (or a live node's) and compare",
+		Long: "Replay re-executes each shard's recorded Raft log with the actor code of a binary and compares,\n" +
+			"bit for bit, every command's result, every entry's events and the state hash at the end with\n" +
+			"what the node recorded. It starts from an empty store, or from the shard's newest snapshot\n" +
+			"where Raft compacted the log.\n\n" +
+			"Offline (--data-dir, the default ./data): a STOPPED node's data directory (or a copy), with this\n" +
+			"binary's actors. --tenant, --workspace and --entity (<actor_type>/<entity_id>, with --tenant and\n" +
+			"--workspace) limit the per-command comparison; the state hash is always the whole shard's.\n\n" +
+			"Live (--addr or RHIZON_ADDR, without --data-dir): a running cluster replays on a node holding a\n" +
+			"replica of the shard (the leader preferred), with that node's actors, up to the applied index it\n" +
+			"had when the call arrived. --entity <actor_type>/<entity_id> (tenant and workspace default to\n" +
+			"the token's) needs a token that may read the entity; --shard N (optionally narrowed by --tenant\n" +
+			"and --workspace), or no scope at all (every shard), needs role admin. Either way the node\n" +
+			"re-executes the shard's whole log: about the time the log took to apply, at most 10 minutes.\n\n" +
 			"Exit status: 0 identical, 4 diverged (the first divergence is printed), 1 error, 2 usage.",
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			opts := replay.Options{Registry: builtin.Registry(), Tenant: tenant, Workspace: workspace}
+			if f.output != "text" && f.output != "json" {
+				return &exitErr{exitUsage, fmt.Errorf("-o %q: text or json", f.output)}
+			}
+			fs := c.Flags()
+			switch {
+			case fs.Changed("data-dir") && fs.Changed("addr"):
+				return &exitErr{exitUsage, errors.New("--data-dir replays a stopped node's directory, --addr a running node: give one")}
+			case !fs.Changed("data-dir") && (fs.Changed("addr") || os.Getenv("RHIZON_ADDR") != ""):
+				return replayLive(c, f, entity, shardFlag)
+			}
+			opts := replay.Options{Registry: builtin.Registry(), Tenant: f.tenant, Workspace: f.workspace, ShardCount: shardCount}
 			if entity != "" {
 				at, id, ok := strings.Cut(entity, "/")
-				if !ok || at == "" || id == "" || tenant == "" || workspace == "" {
-					return &exitErr{exitUsage, fmt.Errorf("--entity is <actor_type>/<entity_id> and needs --tenant and --workspace")}
+				if !ok || at == "" || id == "" || f.tenant == "" || f.workspace == "" {
+					return &exitErr{exitUsage, fmt.Errorf("--entity is <actor_type>/<entity_id> and, with --data-dir, needs --tenant and --workspace")}
 				}
-				opts.Entity = &actor.Address{Tenant: tenant, Workspace: workspace, ActorType: at, EntityID: id}
-			}
-			if output != "text" && output != "json" {
-				return &exitErr{exitUsage, fmt.Errorf("-o %q: text or json", output)}
+				opts.Entity = &actor.Address{Tenant: f.tenant, Workspace: f.workspace, ActorType: at, EntityID: id}
 			}
 			shards, err := replayShards(dataDir, shardFlag)
 			if err != nil {
@@ -63,11 +84,11 @@ func replayCmd() *cobra.Command {
 				}
 				reps = append(reps, rep)
 				diverged = diverged || !rep.Identical
-				if output == "text" {
+				if f.output == "text" {
 					printReplay(c.OutOrStdout(), rep)
 				}
 			}
-			if output == "json" {
+			if f.output == "json" {
 				if err := writeJSON(c.OutOrStdout(), map[string]any{"shards": reps}); err != nil {
 					return err
 				}
@@ -78,14 +99,95 @@ func replayCmd() *cobra.Command {
 			return nil
 		},
 	}
+	f.registerConn(c)
 	fs := c.Flags()
+	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "live: deadline for the whole replay (each shard re-executes its log)")
 	fs.StringVar(&dataDir, "data-dir", "./data", "the stopped node's data directory")
-	fs.Int64Var(&shardFlag, "shard", -1, "the shard to replay (default: every shard in the data directory)")
-	fs.StringVar(&tenant, "tenant", "", "compare only commands of this tenant")
-	fs.StringVar(&workspace, "workspace", "", "compare only commands of this workspace")
+	fs.Int64Var(&shardFlag, "shard", -1, "the shard to replay (default: every shard; live: role admin)")
+	fs.Uint32Var(&shardCount, "shard-count", 0, "offline: the cluster's shard count (default: read from the node's control group)")
 	fs.StringVar(&entity, "entity", "", "compare only commands of this entity: <actor_type>/<entity_id>")
-	fs.StringVarP(&output, "output", "o", "text", "text or json")
 	return c
+}
+
+// liveReport is a live replay's report: the node that ran it added.
+type liveReport struct {
+	*replay.Report
+	NodeID string `json:"node_id"`
+}
+
+// replayLive asks a running cluster for the replay of one entity, one
+// shard or every shard.
+func replayLive(c *cobra.Command, f *clientFlags, entity string, shardFlag int64) error {
+	var reqs []*pb.ReplayRequest
+	switch {
+	case entity != "" && shardFlag >= 0:
+		return &exitErr{exitUsage, errors.New("--entity already names its shard: give --entity or --shard, not both")}
+	case entity != "":
+		addr, err := parseTarget(entity)
+		if err != nil {
+			return err
+		}
+		reqs = append(reqs, &pb.ReplayRequest{Scope: &pb.ReplayRequest_Address{Address: f.scope(addr)}})
+	case shardFlag > math.MaxUint32:
+		return &exitErr{exitUsage, fmt.Errorf("--shard %d: out of range", shardFlag)}
+	case shardFlag >= 0:
+		reqs = append(reqs, &pb.ReplayRequest{Scope: &pb.ReplayRequest_Shard{Shard: uint32(shardFlag)}, Tenant: f.tenant, Workspace: f.workspace})
+	}
+	cl, ctx, cancel, err := f.dial(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer func() { _ = cl.Close() }()
+	every := reqs == nil
+	if every {
+		st, err := cl.Status(ctx)
+		if err != nil {
+			return f.callErr(err)
+		}
+		for id := range st.GetShardCount() {
+			reqs = append(reqs, &pb.ReplayRequest{Scope: &pb.ReplayRequest_Shard{Shard: id}, Tenant: f.tenant, Workspace: f.workspace})
+		}
+	}
+	var reps []liveReport
+	diverged := false
+	for _, req := range reqs {
+		resp, err := cl.Replay(ctx, req)
+		if status.Code(err) == codes.NotFound && every {
+			continue // a shard that applied nothing yet
+		}
+		if err != nil {
+			return f.callErr(err)
+		}
+		rep := reportOf(resp)
+		reps = append(reps, liveReport{rep, resp.GetNodeId()})
+		diverged = diverged || !rep.Identical
+		if f.output == "text" {
+			printReplay(c.OutOrStdout(), rep)
+		}
+	}
+	if f.output == "json" {
+		if err := writeJSON(c.OutOrStdout(), map[string]any{"shards": reps}); err != nil {
+			return err
+		}
+	}
+	if diverged {
+		return &exitErr{exitDiverged, errors.New("replay diverged from the record")}
+	}
+	return nil
+}
+
+func reportOf(r *pb.ReplayReport) *replay.Report {
+	out := &replay.Report{
+		Shard: r.GetShard(), From: r.GetFrom(), To: r.GetTo(), Snapshot: r.GetSnapshot(),
+		Entries: int(r.GetEntries()), Commands: int(r.GetCommands()), Compared: int(r.GetCompared()),
+		Identical: r.GetIdentical(), RecordedHash: r.GetRecordedHash(), ReplayedHash: r.GetReplayedHash(),
+	}
+	if d := r.GetDivergence(); d != nil {
+		out.Divergence = &replay.Divergence{Index: d.GetIndex(), CommandID: d.GetCommandId(), Address: d.GetAddress(),
+			What: d.GetWhat(), Recorded: d.GetRecorded(), Replayed: d.GetReplayed()}
+	}
+	return out
 }
 
 // replayShards is the shard asked for, or every shard with a directory.

@@ -22,6 +22,12 @@ package replay
 //	    uint64 | type byte | appended-at int64 (Unix ns, 0 = unset) |
 //	    data length uint32 | data | extensions length uint32 | extensions
 //	kind 4 recorded: the recorded state at applied, a storage snapshot stream
+//
+// Before the shards, once, when the node's control group names it:
+//
+//	kind 5 cluster (shard 0): the cluster's shard count, uint32. The engine
+//	    needs it to place violations' audit streams; without it a replay of
+//	    a shard that recorded a violation differs.
 
 import (
 	"encoding/binary"
@@ -49,6 +55,7 @@ const (
 	kindBase     byte = 2
 	kindLog      byte = 3
 	kindRecorded byte = 4
+	kindCluster  byte = 5
 
 	sectionHeaderLen = 1 + 4 + 8
 )
@@ -67,6 +74,8 @@ func kindName(k byte) string {
 		return "log"
 	case kindRecorded:
 		return "recorded state"
+	case kindCluster:
+		return "cluster"
 	}
 	return fmt.Sprintf("unknown kind %d", k)
 }
@@ -129,6 +138,18 @@ func Export(dir string, shards []uint32, w io.Writer, spool string) ([]uint32, e
 	ew := &exportWriter{w: w, spool: spool}
 	if err := ew.raw(append([]byte(exportMagic), exportVersion)); err != nil {
 		return nil, err
+	}
+	count, err := recordedShardCount(dir, raftDB)
+	if err != nil {
+		return nil, fmt.Errorf("export: shard count: %w", err)
+	}
+	if count > 0 {
+		if err := ew.section(kindCluster, 0, func(w io.Writer) error {
+			_, err := w.Write(binary.BigEndian.AppendUint32(nil, count))
+			return err
+		}); err != nil {
+			return nil, err
+		}
 	}
 	var written []uint32
 	for _, id := range shards {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -16,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/rhizon/rhizon/cluster/raftmux"
 	"github.com/rhizon/rhizon/storage"
 )
 
@@ -169,10 +171,24 @@ func (im *importer) apply(kind byte, shard uint32, length uint64, body io.Reader
 		if len(b) != 8 || binary.BigEndian.Uint64(b) != uint64(n) {
 			return fmt.Errorf("%w: the end section counts other sections than the file holds", ErrBadExport)
 		}
-		if n == 0 {
+		if len(im.shards) == 0 {
 			return fmt.Errorf("%w: no shards in the file", ErrBadExport)
 		}
 		return nil
+	}
+	if kind == kindCluster {
+		if im.expect != 0 || shard != 0 {
+			return fmt.Errorf("%w: a cluster section after the first shard's", ErrBadExport)
+		}
+		b, err := readAll(body, length, 4)
+		if err != nil {
+			return err
+		}
+		if len(b) != 4 || binary.BigEndian.Uint32(b) == 0 {
+			return fmt.Errorf("%w: a cluster section of %d bytes, want a shard count > 0", ErrBadExport, len(b))
+		}
+		im.expect = kindHeader
+		return im.cluster(binary.BigEndian.Uint32(b))
 	}
 	if kind == kindHeader {
 		if im.expect != kindHeader && im.expect != 0 {
@@ -343,4 +359,16 @@ func (c *countReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += uint64(n)
 	return n, err
+}
+
+// cluster records the cluster's shard count where a node's data directory
+// holds it, the control group's first entry (the one that initialized the
+// cluster: recordedShardCount reads it), so that replay finds it as it does
+// in a node's directory.
+func (im *importer) cluster(shards uint32) error {
+	data, err := json.Marshal(map[string]any{"init": map[string]uint32{"shards": shards}})
+	if err != nil {
+		return err
+	}
+	return im.raftDB.Shard(raftmux.ControlGroup).StoreLogs([]*raft.Log{{Index: 1, Term: 1, Type: raft.LogCommand, Data: data}})
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 )
 
@@ -116,6 +118,12 @@ func (m *Manager) ProbeShard(ss *pb.ShardStatus) {
 	}
 	now := time.Now()
 	ss.Ingress = w.health.consumer(now)
+	if st, d, down := m.connDown(now); down && d > consumerGrace && ss.Ingress == "running" {
+		// While the client reconnects, a pull neither fails nor misses
+		// heartbeats (nats.go pauses them): the consumer looks bound but
+		// hears nothing.
+		ss.Ingress = fmt.Sprintf("not running: NATS connection %s for %s", st, d.Round(time.Second))
+	}
 	if lag := w.health.relayLag(now); lag > time.Second {
 		// A relay at work catches up every few milliseconds, an idle one
 		// every AckInterval: below a second it is keeping up.
@@ -124,4 +132,16 @@ func (m *Manager) ProbeShard(ss *pb.ShardStatus) {
 	m.metrics.mu.Lock()
 	ss.RelayBacklog = uint32(m.metrics.backlogs[ss.GetShard()])
 	m.metrics.mu.Unlock()
+}
+
+// connDown reports whether the node's NATS connection is down, and since
+// when health first saw it so (each status report looks).
+func (m *Manager) connDown(now time.Time) (nats.Status, time.Duration, bool) {
+	st := m.cfg.Conn.Status()
+	if st == nats.CONNECTED {
+		m.downSince.Store(0)
+		return st, 0, false
+	}
+	m.downSince.CompareAndSwap(0, now.UnixNano())
+	return st, now.Sub(time.Unix(0, m.downSince.Load())), true
 }

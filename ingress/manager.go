@@ -202,6 +202,9 @@ type Manager struct {
 
 	// atomicEvents: the events stream takes atomic batch publishes.
 	atomicEvents atomic.Bool
+	// downSince: when health first saw the NATS connection down (Unix ns;
+	// 0 while connected). See connDown.
+	downSince atomic.Int64
 
 	// producers maps a producer account to its token.
 	producers map[string]string

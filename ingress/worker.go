@@ -162,6 +162,13 @@ func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan jetst
 		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 			return err
 		}
+		if st := w.m.cfg.Conn.Status(); st != nats.CONNECTED {
+			// Not a lost pull but a lost server: a new subscription would
+			// only wait in the client's reconnect buffer while health said
+			// the consumer runs. Fail, so health says it does not, and bind
+			// again once the connection is back.
+			return fmt.Errorf("next message: %w (connection %s)", err, st)
+		}
 		w.log.Warn("ingress pull heard nothing; pulling on a new subscription", "err", err)
 	}
 }

@@ -148,27 +148,31 @@ func TestCluster_HaltedReplicaFailsItsNode(t *testing.T) {
 	c.waitConverged(c.nodes[0], 60*time.Second)
 	n1, n3 := c.nodes[0], c.nodes[2]
 	// An entity of a shard n3 leads: the harder case, where the shard must
-	// find another leader to serve again.
-	st, err := c.status(n1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leader := map[uint32]string{}
-	for _, r := range st.Shards {
-		if r.Role == "Leader" {
-			leader[r.Shard] = r.NodeId
-		}
-	}
+	// find another leader to serve again. Convergence does not wait for
+	// the controller to spread leaderships (CI once saw n1 lead 7 of 8
+	// shards), so wait until n3 leads one.
+	var st *pb.StatusResponse
 	var addr *pb.Address
-	for k := 0; addr == nil && k < 1000; k++ {
-		a := actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: fmt.Sprint("failpoint-halt-", k)}
-		if leader[shard.Of(a, st.ShardCount)] == "n3" {
-			addr = pb.FromAddress(a)
+	testkit.Poll{Timeout: 60 * time.Second, Every: 250 * time.Millisecond}.EventuallyNil(t, "n3 leads a shard", func() error {
+		var err error
+		if st, err = c.status(n1); err != nil {
+			return err
 		}
-	}
-	if addr == nil {
-		t.Fatalf("n3 leads no shard: %v", leader)
-	}
+		leader := map[uint32]string{}
+		for _, r := range st.Shards {
+			if r.Role == "Leader" {
+				leader[r.Shard] = r.NodeId
+			}
+		}
+		for k := 0; k < 1000; k++ {
+			a := actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: fmt.Sprint("failpoint-halt-", k)}
+			if leader[shard.Of(a, st.ShardCount)] == "n3" {
+				addr = pb.FromAddress(a)
+				return nil
+			}
+		}
+		return fmt.Errorf("n3 leads no shard: %v", leader)
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	// n3 fails the apply and halts, so the command is refused (n1 and n2

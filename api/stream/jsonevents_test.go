@@ -34,7 +34,7 @@ func TestEventEnvelope_CarriesTheEventAndRoundTrips(t *testing.T) {
 		ID: "e1", Type: "evt.kv.created", Address: actor.Address{Tenant: "t", Workspace: "w", ActorType: "kv", EntityID: "d"},
 		Version: 3, Payload: []byte(`{"doc":{"a":1}}`), At: 1_700_000_000_000, CommandID: "c1", CausationID: "ca", CorrelationID: "co",
 		TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-		Principal: actor.Principal{ID: "alice", Type: actor.PrincipalUser}, Shard: 2, Index: 40, Ordinal: 1,
+		Principal:   actor.Principal{ID: "alice", Type: actor.PrincipalUser}, Shard: 2, Index: 40, Ordinal: 1,
 	}
 	body, err := json.Marshal(NewEnvelope(&ev))
 	if err != nil {

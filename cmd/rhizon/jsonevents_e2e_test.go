@@ -140,8 +140,9 @@ func checkSeedEvents(t *testing.T, cl *client.Client, got []seedMsg, tenant, ws 
 func TestJSONEvents_SeedConsumerReadsDev(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	const tok = "user-token-jsonevents-0123456789"
-	tokens := fmt.Sprintf(`{"tokens":[{"token":%q,"principal":{"id":"dev","type":"user"},"scopes":[{"tenant":"dev","workspace":"*"}]}]}`, tok)
+	const tok, admin = "user-token-jsonevents-0123456789", "admin-token-jsonevents-0123456789"
+	tokens := fmt.Sprintf(`{"tokens":[{"token":%q,"principal":{"id":"dev","type":"user"},"scopes":[{"tenant":"dev","workspace":"*"}]},
+		{"token":%q,"role":"admin","principal":{"id":"ops","type":"user"}}]}`, tok, admin)
 	if err := os.WriteFile(filepath.Join(dir, "token.json"), []byte(tokens), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -190,6 +191,27 @@ func TestJSONEvents_SeedConsumerReadsDev(t *testing.T) {
 	out, code = p.rhizon(t, "history", "counter/c1", "--tenant", "dev", "--workspace", "default")
 	if code != 0 || !strings.Contains(out, "SCHEMA") || strings.Count(out, " v1 ") != 2 {
 		t.Errorf("history: exit %d:\n%s", code, out)
+	}
+	// Republishing every shard's history publishes the JSON events again
+	// under the same message ids: JetStream drops them all as duplicates.
+	for sh := range 4 {
+		if out, code := p.rhizon(t, "events", "republish", "--token", admin, "--shard", fmt.Sprint(sh)); code != 0 {
+			t.Fatalf("republish shard %d: exit %d: %s", sh, code, out)
+		}
+	}
+	js := natsJS(t, p.nats)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, "RHIZON_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 3 {
+		t.Errorf("after republish the events stream holds %d messages, want the 3 JSON events once each", info.State.Msgs)
 	}
 }
 

@@ -119,6 +119,7 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 			Principal:     cmd.Security.Principal,
 			Shard:         a.e.shard,
 			Index:         a.index,
+			SchemaVersion: actor.StoredSchemaVersion(ne.SchemaVersion),
 		})
 		// Evolve the element in place: a local Event would escape to the heap.
 		ev := &events[len(events)-1]

@@ -671,6 +671,11 @@ func (s *Server) History(ctx context.Context, req *pb.HistoryRequest) (*pb.Histo
 	if err != nil {
 		return nil, readError(err, fmt.Sprintf("shard %d", shardID), "history")
 	}
+	for _, r := range recs {
+		if err := s.upcast(r.GetEvent()); err != nil {
+			return nil, err
+		}
+	}
 	resp := &pb.HistoryResponse{Records: recs}
 	if more {
 		resp.NextPageToken = EncodePageToken(next)

@@ -467,6 +467,10 @@ type Event struct {
 	Shard         uint32     `protobuf:"varint,12,opt,name=shard,proto3" json:"shard,omitempty"`
 	Index         uint64     `protobuf:"varint,13,opt,name=index,proto3" json:"index,omitempty"`
 	Ordinal       uint32     `protobuf:"varint,14,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
+	// Version of the payload's schema, declared by the actor that emitted the
+	// event. 0 (absent) means 1: events recorded before the field existed, and
+	// every version-1 event, keep their bytes (and the state hash) unchanged.
+	SchemaVersion uint32 `protobuf:"varint,15,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -595,6 +599,13 @@ func (x *Event) GetIndex() uint64 {
 func (x *Event) GetOrdinal() uint32 {
 	if x != nil {
 		return x.Ordinal
+	}
+	return 0
+}
+
+func (x *Event) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
 	}
 	return 0
 }
@@ -1129,7 +1140,7 @@ const file_rhizon_record_v1_record_proto_rawDesc = "" +
 	"\n" +
 	"tracestate\x18\f \x01(\tR\n" +
 	"tracestateB\x13\n" +
-	"\x11_expected_version\"\xb0\x03\n" +
+	"\x11_expected_version\"\xd7\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x123\n" +
@@ -1146,7 +1157,8 @@ const file_rhizon_record_v1_record_proto_rawDesc = "" +
 	"\tprincipal\x18\v \x01(\v2\x1b.rhizon.record.v1.PrincipalR\tprincipal\x12\x14\n" +
 	"\x05shard\x18\f \x01(\rR\x05shard\x12\x14\n" +
 	"\x05index\x18\r \x01(\x04R\x05index\x12\x18\n" +
-	"\aordinal\x18\x0e \x01(\rR\aordinal\"\xe6\x02\n" +
+	"\aordinal\x18\x0e \x01(\rR\aordinal\x12%\n" +
+	"\x0eschema_version\x18\x0f \x01(\rR\rschemaVersion\"\xe6\x02\n" +
 	"\x06Result\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x120\n" +

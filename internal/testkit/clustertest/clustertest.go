@@ -22,6 +22,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
@@ -52,6 +53,8 @@ type Options struct {
 	DataDir func(i int) string
 	// Gateway, if set, adjusts each gateway's config before it is built.
 	Gateway func(*gateway.Config)
+	// Registry is the nodes' actor code; nil means builtin.Registry().
+	Registry *actor.Registry
 	// Graceful makes the cleanup close the nodes (leaving the cluster)
 	// rather than kill them as a crash would.
 	Graceful bool
@@ -99,6 +102,9 @@ func Start(t testing.TB, o Options) *Cluster {
 	if reflect.ValueOf(o.ShardTemplate).IsZero() { // shard.Config has a slice: not comparable
 		o.ShardTemplate = FastRaft()
 	}
+	if o.Registry == nil {
+		o.Registry = builtin.Registry()
+	}
 	if o.Nodes > 1 && testing.Short() {
 		t.Skipf("starts a %d-node cluster", o.Nodes)
 	}
@@ -130,7 +136,7 @@ func Start(t testing.TB, o Options) *Cluster {
 			dir = t.TempDir()
 		}
 		n, err := cluster.Open(cluster.Config{
-			NodeID: id, DataDir: dir, Shards: o.Shards, Registry: builtin.Registry(), Logger: quiet,
+			NodeID: id, DataDir: dir, Shards: o.Shards, Registry: o.Registry, Logger: quiet,
 			ShardTemplate: o.ShardTemplate, Version: "test", GRPCAddr: advertise, ClusterSecret: "test-secret",
 			FastGossip: true, BootstrapExpect: expect, Join: join,
 			// A killed node stays a replica: tests restart or inspect it,

@@ -132,8 +132,42 @@ func (n *Node) activateLocal(req *pb.ActivateRevisionRequest) (*pb.ActivateRevis
 		}
 		return nil, status.Errorf(codes.Internal, "activate: %v", err)
 	}
-	n.log.Info("actor revision activated", "actor_type", t, "revision", rev, "previous", prev)
-	return &pb.ActivateRevisionResponse{ActorType: t, Revision: rev, Previous: prev, MapVersion: n.ClusterState().Version}, nil
+	v := n.ClusterState().Version
+	// Each shard leader stamps what its own node's control state says: wait
+	// (briefly) until every live node applied the switch, so commands sent
+	// after activate returns are decided by the new revision.
+	lagging := n.awaitMapVersion(v, 5*time.Second)
+	n.log.Info("actor revision activated", "actor_type", t, "revision", rev, "previous", prev, "not_yet_applied_on", lagging)
+	return &pb.ActivateRevisionResponse{ActorType: t, Revision: rev, Previous: prev, MapVersion: v}, nil
+}
+
+// awaitMapVersion polls the live members until each reports control state
+// version v or later, for at most d; it returns those that had not.
+func (n *Node) awaitMapVersion(v uint64, d time.Duration) []string {
+	deadline := time.Now().Add(d)
+	for {
+		var lagging []string
+		for _, m := range n.members() {
+			if m.State != membership.MemberAlive || m.Meta.ID == n.cfg.NodeID {
+				continue
+			}
+			c, err := n.router.peer(m.Meta.ID)
+			if err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				var r *pb.StatusResponse
+				r, err = c.LocalStatus(ctx, &pb.StatusRequest{})
+				cancel()
+				if err == nil && r.GetMapVersion() >= v {
+					continue
+				}
+			}
+			lagging = append(lagging, m.Meta.ID)
+		}
+		if len(lagging) == 0 || time.Now().After(deadline) {
+			return lagging
+		}
+		time.Sleep(20 * time.Millisecond) // between polls of the peers' status, not a wait for a fixed time
+	}
 }
 
 // ActivateRevision serves a peer's forwarded Admin.ActivateRevision.

@@ -47,7 +47,7 @@ func activateCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if typ == "" || rev == "" {
-				return &exitErr{exitUsage, fmt.Errorf("give --type and --revision (`rhizon status -o json` lists the revisions each node has)")}
+				return &exitErr{exitUsage, fmt.Errorf("give --type and --revision (`rhizon status -o json` lists the revisions each node has and the active ones)")}
 			}
 			cl, ctx, cancel, err := f.dial(c)
 			if err != nil {

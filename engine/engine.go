@@ -86,7 +86,7 @@ func CheckRevisions(shard uint32, reg *actor.Registry, ent *Entry) error {
 		return nil
 	}
 	types := make([]string, 0, len(ent.Revisions))
-	for t := range ent.Revisions {
+	for t := range ent.Revisions { //rhizon:deterministic keys are sorted below
 		types = append(types, t)
 	}
 	slices.Sort(types)

@@ -39,7 +39,9 @@ func addedBy(t testing.TB, r actor.Result) upgradetest.Added {
 // revision 2.
 func mixedLog() []engine.Entry {
 	a := addr(upgradetest.Type, "e1")
-	add := func(key string) []actor.Command { return []actor.Command{cmd(a, "add", key, map[string]int{"amount": 5})} }
+	add := func(key string) []actor.Command {
+		return []actor.Command{cmd(a, "add", key, map[string]int{"amount": 5})}
+	}
 	r1, r2 := map[string]string{"upgrade": "1"}, map[string]string{"upgrade": "2"}
 	return []engine.Entry{
 		{Index: 1, At: 100, Commands: add("k1")},

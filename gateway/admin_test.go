@@ -80,3 +80,40 @@ func adminCtx(token string) context.Context {
 	}
 	return metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+token))
 }
+
+type activatingBackend struct {
+	*fakeBackend
+	got []*pb.ActivateRevisionRequest
+}
+
+func (b *activatingBackend) ActivateRevision(_ context.Context, req *pb.ActivateRevisionRequest) (*pb.ActivateRevisionResponse, error) {
+	b.got = append(b.got, req)
+	return &pb.ActivateRevisionResponse{ActorType: req.GetActorType(), Revision: req.GetRevision()}, nil
+}
+
+// Switching an actor revision changes how every tenant's commands are
+// decided: admin only; other roles never reach the backend.
+func TestRoles_ActivateRevisionNeedsAdmin(t *testing.T) {
+	be := &activatingBackend{fakeBackend: newFakeBackend(t)}
+	srv, err := New(Config{Backend: be, Auth: testAuth(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := adminServer{s: srv}
+	req := &pb.ActivateRevisionRequest{ActorType: "counter", Revision: "3"}
+	for _, tok := range []string{tokSystem, tokAlice, tokOps} {
+		if _, err := admin.ActivateRevision(adminCtx(tok), req); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("activate with token %s: %v, want PermissionDenied", tok, err)
+		}
+	}
+	if len(be.got) != 0 {
+		t.Fatalf("denied calls reached the backend: %v", be.got)
+	}
+	if resp, err := admin.ActivateRevision(adminCtx(tokAdmin), req); err != nil || resp.GetRevision() != "3" || len(be.got) != 1 {
+		t.Fatalf("activate as admin: %v %v", resp, err)
+	}
+	h := newHarness(t)
+	if _, err := pb.NewAdminClient(h.conn).ActivateRevision(withToken(context.Background(), tokAdmin), req); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("activate on a backend that cannot: %v, want Unimplemented", err)
+	}
+}

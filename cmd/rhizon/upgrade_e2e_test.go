@@ -1,17 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/rhizon/rhizon/actor/upgradetest"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
@@ -111,13 +111,28 @@ func (c *testCluster) waitServing(p *nodeProc, total time.Duration) {
 	})
 }
 
-func (c *testCluster) admin(p *nodeProc) *client.Client {
-	cl, err := client.Dial(p.grpc, append([]client.Option{client.WithToken(opsToken), client.WithRetries(0)}, c.clientOpts...)...)
+// activateCLI runs `rhizon actor activate --type upgrade --revision rev -o
+// json` against p with the admin token, in this process: its stdout, the
+// exit status main would give it, and the error (a gRPC status) it failed
+// with.
+func activateCLI(t *testing.T, p *nodeProc, rev string) (string, int, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := actorCmd()
+	cmd.SetArgs([]string{"activate", "--type", upgradetest.Type, "--revision", rev, "-o", "json", "--addr", p.grpc, "--token", opsToken, "--timeout", "30s"})
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	err := cmd.Execute()
+	code := 0
 	if err != nil {
-		c.t.Fatal(err)
+		code = exitError
+		var ee *exitErr
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
 	}
-	c.t.Cleanup(func() { cl.Close() })
-	return cl
+	return out.String(), code, err
 }
 
 // A rolling upgrade from revision 1 to 2 of an actor whose Decide changed,
@@ -139,11 +154,9 @@ func TestCluster_RollingUpgradeSwitchesRevisionWithoutDivergenceOrLoss(t *testin
 
 	for i, p := range c.nodes {
 		if i == len(c.nodes)-1 {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			_, err := c.admin(c.nodes[0]).ActivateRevision(ctx, &pb.ActivateRevisionRequest{ActorType: upgradetest.Type, Revision: "2"})
-			cancel()
-			if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), p.id+" (has 1)") {
-				t.Fatalf("switch-over while %s runs the old binary: %v, want FailedPrecondition naming it", p.id, err)
+			out, code, err := activateCLI(t, c.nodes[0], "2")
+			if code != exitError || err == nil || !strings.Contains(err.Error(), "revision 2 of actor upgrade is missing on node(s) "+p.id+" (has 1)") {
+				t.Fatalf("switch-over while %s runs the old binary: exit %d %v %s, want FailedPrecondition naming it", p.id, code, err, out)
 			}
 		}
 		p.kill()
@@ -153,11 +166,10 @@ func TestCluster_RollingUpgradeSwitchesRevisionWithoutDivergenceOrLoss(t *testin
 		testkit.Eventually(t, 60*time.Second, "load flowing after restarting "+p.id, load.atLeast(load.count()+100))
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	resp, err := c.admin(c.nodes[1]).ActivateRevision(ctx, &pb.ActivateRevisionRequest{ActorType: upgradetest.Type, Revision: "2"})
-	cancel()
-	if err != nil || resp.GetPrevious() != "" || resp.GetRevision() != "2" {
-		t.Fatalf("switch-over: %+v %v", resp, err)
+	out, code, err := activateCLI(t, c.nodes[1], "2")
+	var resp struct{ Revision, Previous string }
+	if code != 0 || json.Unmarshal([]byte(out), &resp) != nil || resp.Revision != "2" || resp.Previous != "" {
+		t.Fatalf("switch-over: exit %d %v %s", code, err, out)
 	}
 	load.switched.Store(true)
 	testkit.Eventually(t, 60*time.Second, "load flowing after the switch-over", load.atLeast(load.count()+200))
@@ -238,4 +250,58 @@ func TestCluster_RollingUpgradeSwitchesRevisionWithoutDivergenceOrLoss(t *testin
 		t.Fatalf("events by revision %v: want both revisions", byRev)
 	}
 	t.Logf("%d commands acknowledged; events by revision %v", len(load.acked), byRev)
+
+	// A node brought back with the old binary after the switch-over: its
+	// replicas wait at the first entry of revision 2 (halted, with the
+	// reason in status and health, leading nothing), and restarted with
+	// the new binary they catch up to the same state.
+	victim := c.nodes[2]
+	victim.kill()
+	victim.env = []string{oldBinary}
+	victim.start(t)
+	writer := c.client(c.nodes[0])
+	for i := range 32 {
+		key := fmt.Sprintf("rollback-%d", i)
+		req := &pb.SubmitRequest{Address: &pb.Address{ActorType: upgradetest.Type, EntityId: fmt.Sprintf("u%d", i%16)}, Type: "cmd.upgrade.add",
+			Payload: []byte(`{"amount":1}`), IdempotencyKey: key, CommandId: "cmd-" + key}
+		testkit.Poll{Timeout: 30 * time.Second, Every: 50 * time.Millisecond}.EventuallyNil(t, "submit "+key, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, err := writer.Submit(ctx, req)
+			return err
+		})
+	}
+	testkit.Poll{Timeout: 60 * time.Second, Every: 200 * time.Millisecond}.EventuallyNil(t, victim.id+" waiting for revision 2", func() error {
+		st, err := c.status(victim)
+		if err != nil {
+			return err
+		}
+		waiting := 0
+		for _, s := range st.Shards {
+			if s.NodeId != victim.id || !s.Halted {
+				continue
+			}
+			if !strings.Contains(s.HaltError, fmt.Sprintf("shard %d needs revision 2 of actor upgrade", s.Shard)) {
+				return fmt.Errorf("shard %d halted for another reason: %s", s.Shard, s.HaltError)
+			}
+			if s.Role == "Leader" {
+				return fmt.Errorf("waiting replica of shard %d still leads", s.Shard)
+			}
+			waiting++
+		}
+		if waiting == 0 {
+			return errors.New("no waiting replica yet")
+		}
+		if !strings.Contains(strings.Join(st.HealthReasons, "; "), "needs revision 2 of actor upgrade") {
+			return fmt.Errorf("health %s %v does not name the revision", st.Health, st.HealthReasons)
+		}
+		return nil
+	})
+	victim.kill()
+	victim.env = []string{newBinary}
+	victim.start(t)
+	c.waitConverged(c.nodes[0], 60*time.Second)
+	if st, err := c.status(victim); err != nil || st.Health != "READY" {
+		t.Fatalf("after the restart with the new binary: %v %v", st.GetHealthReasons(), err)
+	}
 }

@@ -33,6 +33,10 @@ func (n *Node) activeRevisions() map[string]string {
 	return n.ClusterState().Revisions
 }
 
+// ActiveRevisions implements gateway.RevisionSource: actor type -> the
+// revision the cluster switched it to. Callers must not modify the map.
+func (n *Node) ActiveRevisions() map[string]string { return n.activeRevisions() }
+
 // hasRevision reports whether a node's gossiped metadata lists rev of
 // actorType.
 func hasRevision(meta membership.NodeMeta, actorType, rev string) bool {

@@ -56,6 +56,13 @@ type RevisionActivator interface {
 	ActivateRevision(ctx context.Context, req *pb.ActivateRevisionRequest) (*pb.ActivateRevisionResponse, error)
 }
 
+// RevisionSource is the optional capability of a Backend that knows the
+// revision each actor type runs at (cluster.Node): the gateway checks verbs
+// and payloads against that revision instead of the base one.
+type RevisionSource interface {
+	ActiveRevisions() map[string]string
+}
+
 // ActivateRevision switches an actor type to a code revision (see the
 // proto). Only an admin may: it changes how every tenant's commands of the
 // type are decided.

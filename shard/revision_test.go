@@ -1,11 +1,16 @@
 package shard_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/upgradetest"
@@ -27,6 +32,11 @@ func upgradeAdd(id string) actor.Command {
 // restarted with a binary that has the revision it applies the entry, decided
 // by that revision.
 func TestShard_EntryOfAMissingRevisionWaitsUntilRestartedWithIt(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	prev := otel.GetMeterProvider()
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	t.Cleanup(func() { otel.SetMeterProvider(prev) })
+
 	dir := t.TempDir()
 	tune := func(spec string) func(*shard.Config) {
 		return func(c *shard.Config) {
@@ -53,6 +63,23 @@ func TestShard_EntryOfAMissingRevisionWaitsUntilRestartedWithIt(t *testing.T) {
 	}
 	if m := old.s.Meta(); m.Index != before.Index {
 		t.Fatalf("applied index moved from %d to %d past the refused entry", before.Index, m.Index)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	missing := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if d, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "rhizon.shard.revision_missing" {
+				for _, dp := range d.DataPoints {
+					missing[attrs(dp.Attributes)] += dp.Value
+				}
+			}
+		}
+	}
+	if got := missing["actor_type=upgrade,revision=2,shard=3"]; got != 1 {
+		t.Fatalf("rhizon.shard.revision_missing %v, want 1 for upgrade revision 2 on shard 3", missing)
 	}
 	if err := old.s.Raft().Snapshot().Error(); err == nil {
 		t.Fatal("a waiting replica took a snapshot (a restart would skip the entry)")

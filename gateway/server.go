@@ -310,9 +310,18 @@ func allowedScopes(id Identity) string {
 	return strings.Join(allowed, ", ")
 }
 
-// lookup returns the behaviour of actorType or NotFound listing the types.
+// lookup returns the behaviour of actorType or NotFound listing the types:
+// the revision the cluster runs it at (RevisionSource), so the verbs and
+// payloads checked here are those the engine will decide with.
 func (s *Server) lookup(actorType string) (actor.Behavior, error) {
 	reg := s.backend.Registry()
+	if rs, ok := s.backend.(RevisionSource); ok {
+		if rev := rs.ActiveRevisions()[actorType]; rev != "" {
+			if b, ok := reg.LookupRevision(actorType, rev); ok {
+				return b, nil
+			}
+		}
+	}
 	if b, ok := reg.Lookup(actorType); ok {
 		return b, nil
 	}

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -412,6 +414,14 @@ func waitReady(ctx context.Context, cl *client.Client, f *clientFlags) (*pb.Stat
 func printStatus(w io.Writer, st *pb.StatusResponse) {
 	fmt.Fprintf(w, "cluster %s  map v%d  control leader %s  (asked %s, version %s)\n", st.ClusterId, st.MapVersion, st.ControlLeader, st.NodeId, st.Version)
 	fmt.Fprintf(w, "shards %d  actors %s\n", st.ShardCount, strings.Join(st.ActorTypes, ","))
+	if len(st.ActiveRevisions) > 0 {
+		// Only the switched types: the others run their base revision.
+		var revs []string
+		for _, t := range slices.Sorted(maps.Keys(st.ActiveRevisions)) {
+			revs = append(revs, t+"="+st.ActiveRevisions[t])
+		}
+		fmt.Fprintf(w, "active actor revisions %s\n", strings.Join(revs, ","))
+	}
 	fmt.Fprintf(w, "health %s (node %s)\n", st.Health, st.NodeId)
 	for _, r := range st.HealthReasons {
 		fmt.Fprintln(w, "  "+r)

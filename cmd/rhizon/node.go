@@ -28,7 +28,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/rhizon/rhizon/actor"
-	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
@@ -380,8 +379,14 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		gl.Close()
 		return fmt.Errorf("--http-addr %s: %w", f.httpAddr, err)
 	}
+	reg, err := registry()
+	if err != nil {
+		gl.Close()
+		hl.Close()
+		return err
+	}
 	node, err := cluster.Open(cluster.Config{
-		NodeID: f.nodeID, DataDir: f.dataDir, Shards: f.shards, RF: f.rf, Registry: builtin.Registry(),
+		NodeID: f.nodeID, DataDir: f.dataDir, Shards: f.shards, RF: f.rf, Registry: reg,
 		Logger: log, Version: version, Zone: f.zone,
 		RaftAddr: f.raftAddr, RaftAdvertise: withHost(f.advertise, f.raftAddr),
 		GossipAddr: f.gossipAddr, GossipAdvertise: withHost(resolveIP(f.advertise), f.gossipAddr),

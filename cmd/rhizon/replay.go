@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rhizon/rhizon/actor"
-	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/replay"
 )
@@ -59,7 +58,11 @@ func replayCmd() *cobra.Command {
 			case !fs.Changed("data-dir") && (fs.Changed("addr") || os.Getenv("RHIZON_ADDR") != ""):
 				return replayLive(c, f, entity, shardFlag)
 			}
-			opts := replay.Options{Registry: builtin.Registry(), Tenant: f.tenant, Workspace: f.workspace, ShardCount: shardCount}
+			reg, err := registry()
+			if err != nil {
+				return err
+			}
+			opts := replay.Options{Registry: reg, Tenant: f.tenant, Workspace: f.workspace, ShardCount: shardCount}
 			if entity != "" {
 				at, id, ok := strings.Cut(entity, "/")
 				if !ok || at == "" || id == "" || f.tenant == "" || f.workspace == "" {

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/rhizon/rhizon/internal/testcerts"
+)
+
+// The web console (package console) in a real headless Chromium, against a
+// real `rhizon dev` process and a real 3-node cluster.
+
+type css = chromedp.CSS
+
+// postJSON sends body to a node's HTTP API with token and fails t unless it
+// answers 200.
+func postJSON(t *testing.T, hc *http.Client, base, path, token, body string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST %s %s: %d %s", path, body, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// login types the token and presses Enter: no mouse.
+func (p *page) login(base, token, who string) {
+	p.t.Helper()
+	start := time.Now()
+	p.do("open the console", chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(css("#token")))
+	p.t.Logf("console loaded in %v", time.Since(start))
+	p.do("type the token", chromedp.SendKeys(css("#token"), token+"\r"))
+	p.until("logged in as "+who, 10*time.Second, `document.getElementById("whoami").textContent.startsWith(`+js(who)+`)`)
+	if eval[string](p, `sessionStorage.getItem("rhizon.token")`) != token {
+		p.t.Fatal("the token is not in session storage")
+	}
+}
+
+// shardsWithLeader is the JS count of shard rows that show a leader.
+const shardsWithLeader = `[...document.querySelectorAll("#shards-table tr[data-shard]")].filter(r => r.dataset.leader).length`
+
+func (p *page) sendForm(fields map[string]string) {
+	p.t.Helper()
+	p.do("wait for the form", chromedp.WaitVisible(css("#send-form")))
+	var set strings.Builder
+	for _, k := range []string{"actor_type", "entity_id", "type", "payload", "expected_version", "correlation_id"} {
+		fmt.Fprintf(&set, "document.getElementById(%s).value = %s;\n", js("send-"+k), js(fields[k]))
+	}
+	eval[bool](p, "(() => {"+set.String()+"return true; })()")
+	p.do("send the form", chromedp.Click(css("#send-submit")))
+}
+
+func TestConsole_DevNode(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, t.TempDir())
+	p := newPage(t, 4*time.Minute, false)
+
+	// First paint of the page, as the browser measured it.
+	p.do("open the console", chromedp.Navigate(d.http+"/ui/"), chromedp.WaitVisible(css("#token")))
+	fp := eval[float64](p, `(() => { const e = performance.getEntriesByName("first-contentful-paint")[0] || performance.getEntriesByName("first-paint")[0];
+		return e ? e.startTime : performance.getEntriesByType("navigation")[0].domContentLoadedEventEnd; })()`)
+	t.Logf("first paint %.0f ms", fp)
+	if fp <= 0 || fp > 1000 {
+		t.Fatalf("first paint took %.0f ms, want under 1000", fp)
+	}
+	external := eval[[]string](p, `performance.getEntriesByType("resource").map(r => r.name).filter(n => !n.startsWith(location.origin))`)
+	if len(external) > 0 {
+		t.Fatalf("the console loaded from elsewhere: %v", external)
+	}
+
+	// A refused token says so and keeps the login form.
+	p.do("type a wrong token", chromedp.SendKeys(css("#token"), "not-the-token-0123456789\r"))
+	p.until("refusal shown", 10*time.Second, `!document.getElementById("flash").hidden && document.getElementById("flash").textContent.includes("refused")`)
+
+	p.login(d.http, d.token, "dev")
+	p.until("every shard with a leader", 30*time.Second, shardsWithLeader+` === 4`)
+	p.until("node dev alive", 10*time.Second, `document.querySelector('#nodes-table tr[data-node="dev"]')?.dataset.state === "alive"`)
+	p.screenshot("cluster")
+
+	// Keyboard: Enter on the Send link opens the page and moves focus to its heading.
+	p.do("focus Send", chromedp.Focus(css(`nav a[data-page="send"]`)), chromedp.KeyEvent("\r"))
+	p.until("send page with focus on its heading", 10*time.Second,
+		`location.hash === "#/send" && document.activeElement && document.activeElement.tagName === "H1"`)
+	if n := eval[int](p, `[...document.querySelectorAll("#send-form input, #send-form textarea")].filter(e => !e.labels || e.labels.length === 0).length`); n != 0 {
+		t.Fatalf("%d form fields have no label", n)
+	}
+
+	// Send a command through the form.
+	p.sendForm(map[string]string{"actor_type": "counter", "entity_id": "ui1", "type": "add", "payload": `{"amount":5}`})
+	p.until("accepted", 20*time.Second, `document.querySelector("#send-status")?.dataset.status === "accepted"`)
+	curl := eval[string](p, `document.getElementById("send-curl").textContent`)
+	cli := eval[string](p, `document.getElementById("send-cli").textContent`)
+	if !strings.Contains(curl, d.http+"/v1/submit") || !strings.Contains(curl, `"type":"cmd.counter.add"`) ||
+		!strings.HasPrefix(cli, "rhizon send counter/ui1 cmd.counter.add '{\"amount\":5}' --idempotency-key 'ui-") {
+		t.Fatalf("equivalents:\n%s\n%s", curl, cli)
+	}
+	p.screenshot("send")
+
+	// Its event in the entity's history.
+	p.do("open the entity", chromedp.Click(css("#send-entity-link")))
+	p.until("event in the history", 20*time.Second, `document.querySelector('#history-table tr[data-event-type="evt.counter.added"]') !== null`)
+	if st := eval[string](p, `document.getElementById("entity-state").textContent`); !strings.Contains(st, `"value": 5`) {
+		t.Fatalf("state %q", st)
+	}
+	if v := eval[string](p, `document.getElementById("entity-version").textContent`); v != "1" {
+		t.Fatalf("version %q, want 1", v)
+	}
+
+	// And in the live tail: the form's event from the oldest kept, then a
+	// new one as it commits.
+	p.do("tail the entity", chromedp.Click(css("#tail-from-beginning")), chromedp.Click(css("#tail-entity")))
+	p.until("the form's event in the tail", 20*time.Second, `document.querySelectorAll('#tail li[data-event-type="evt.counter.added"]').length === 1`)
+	postJSON(t, http.DefaultClient, d.http, "/v1/submit", d.token,
+		`{"address":{"actor_type":"counter","entity_id":"ui1"},"type":"cmd.counter.add","payload":{"amount":2},"idempotency_key":"tail-2"}`)
+	p.until("the new event in the tail", 20*time.Second, `document.querySelectorAll('#tail li[data-event-type="evt.counter.added"]').length === 2 &&
+		document.querySelector('#tail li:last-child').textContent.includes('"value":7')`)
+	p.screenshot("entities")
+
+	// A saga: its place command through the form, then its correlation link
+	// leads to the other entities it touched.
+	postJSON(t, http.DefaultClient, d.http, "/v1/submit", d.token,
+		`{"address":{"actor_type":"inventory","entity_id":"wh1"},"type":"cmd.inventory.stock","payload":{"sku":"apple","qty":10},"idempotency_key":"stock-1"}`)
+	postJSON(t, http.DefaultClient, d.http, "/v1/submit", d.token,
+		`{"address":{"actor_type":"payment","entity_id":"acct1"},"type":"cmd.payment.deposit","payload":{"amount":1000},"idempotency_key":"dep-1"}`)
+	p.do("open Send", chromedp.Click(css(`nav a[data-page="send"]`)), chromedp.WaitVisible(css("#send-form")))
+	p.sendForm(map[string]string{"actor_type": "order", "entity_id": "o1", "type": "place", "correlation_id": "saga-ui-1",
+		"payload": `{"sku":"apple","qty":2,"amount":1500,"inventory":"wh1","payment":"acct1"}`})
+	p.until("place accepted", 20*time.Second, `document.querySelector("#send-status")?.dataset.status === "accepted"`)
+	p.do("open the order", chromedp.Click(css("#send-entity-link")))
+	// The order ends cancelled (1000 < 1500) once the Sends went round.
+	p.until("order cancelled", 60*time.Second, `(() => {
+		if (!document.querySelector('#history-table tr[data-event-type="evt.order.cancelled"]')) { document.getElementById("entity-lookup")?.click(); return false; }
+		return true; })()`)
+	p.do("follow the correlation link", chromedp.Click(css(`#history-table a.correlation[data-correlation="saga-ui-1"]`)))
+	p.until("the saga across three entities", 30*time.Second, `(() => {
+		const es = [...document.querySelectorAll("#saga-entities a")].map(a => a.dataset.entity).sort().join(",");
+		return es === "inventory/wh1,order/o1,payment/acct1" && document.querySelector('#saga-table tr[data-event-type="evt.order.cancelled"]') !== null; })()`)
+	p.screenshot("saga")
+	p.do("to the inventory", chromedp.Click(css(`#saga-entities a[data-entity="inventory/wh1"]`)))
+	p.until("the inventory's history has the saga's events", 20*time.Second,
+		`[...document.querySelectorAll("#history-table a.correlation")].some(a => a.dataset.correlation === "saga-ui-1")`)
+
+	// Metrics: the charts fill from the node's /metrics.
+	p.do("open Metrics", chromedp.Click(css(`nav a[data-page="metrics"]`)))
+	p.until("commands/s computed", 15*time.Second, `/^[0-9.]+\/s$/.test(document.getElementById("metric-commands").textContent) &&
+		document.querySelectorAll("svg.chart polyline").length >= 5`)
+	p.screenshot("metrics")
+
+	// Dead letters are for admins; the dev token is not one.
+	p.do("open Dead letters", chromedp.Click(css(`nav a[data-page="dead-letters"]`)))
+	p.until("refused for a tenant token", 10*time.Second, `document.getElementById("dead-letters-denied") !== null`)
+	p.screenshot("dead-letters")
+
+	p.do("log out", chromedp.Click(css("#logout-btn")))
+	if tok := eval[string](p, `sessionStorage.getItem("rhizon.token") || ""`); tok != "" {
+		t.Fatal("the token outlived the log-out")
+	}
+}
+
+// TestConsole_DevNodeOverTLS: the same page over HTTPS: every URL the
+// console fetches is relative, so nothing goes to plain HTTP.
+func TestConsole_DevNodeOverTLS(t *testing.T) {
+	t.Parallel()
+	certs := testcerts.Write(t)
+	d := startDev(t, t.TempDir(), "RHIZON_TLS_CERT="+certs.Cert, "RHIZON_TLS_KEY="+certs.Key)
+	if !strings.HasPrefix(d.http, "https://") {
+		t.Fatalf("the banner's HTTP address %q is not https", d.http)
+	}
+	p := newPage(t, 2*time.Minute, true)
+	p.login(d.http, d.token, "dev")
+	p.until("every shard with a leader", 30*time.Second, shardsWithLeader+` === 4`)
+	p.do("open Send", chromedp.Click(css(`nav a[data-page="send"]`)), chromedp.WaitVisible(css("#send-form")))
+	p.sendForm(map[string]string{"actor_type": "counter", "entity_id": "tls1", "type": "add", "payload": `{"amount":3}`})
+	p.until("accepted over TLS", 20*time.Second, `document.querySelector("#send-status")?.dataset.status === "accepted"`)
+	if insecure := eval[[]string](p, `performance.getEntriesByType("resource").map(r => r.name).filter(n => !n.startsWith("https://"))`); len(insecure) > 0 {
+		t.Fatalf("fetched without TLS: %v", insecure)
+	}
+	p.screenshot("send-tls")
+}
+
+// TestConsole_ClusterShowsShardsAndADeadNode: three real node processes; the
+// cluster page of n1 shows all 8 shards with a leader and 3 replicas each,
+// then n3 turn dead after it is killed.
+func TestConsole_ClusterShowsShardsAndADeadNode(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, time.Minute)
+	for _, n := range c.nodes {
+		n.start(t)
+	}
+	c.waitConverged(c.nodes[0], 60*time.Second)
+	p := newPage(t, 3*time.Minute, false)
+	base := "http://" + c.nodes[0].http
+	p.login(base, opsToken, "ops")
+	p.until("8 shards with a leader, 3 replicas each", 30*time.Second, shardsWithLeader+` === 8 &&
+		[...document.querySelectorAll("#shards-table tr[data-shard]")].every(r => r.querySelectorAll(".replica").length === 3)`)
+	p.until("3 nodes alive", 10*time.Second, `["n1","n2","n3"].every(n => document.querySelector('#nodes-table tr[data-node="'+n+'"]')?.dataset.state === "alive")`)
+	p.screenshot("cluster")
+
+	c.nodes[2].kill()
+	p.until("n3 dead", 60*time.Second, `document.querySelector('#nodes-table tr[data-node="n3"]')?.dataset.state === "dead"`)
+	p.until("every shard still has a leader", 60*time.Second, shardsWithLeader+` === 8`)
+	p.screenshot("cluster-n3-dead")
+}

@@ -196,7 +196,7 @@ func TestConsole_DevNodeOverTLS(t *testing.T) {
 
 // TestConsole_ClusterShowsShardsAndADeadNode: three real node processes; the
 // cluster page of n1 shows all 8 shards with a leader and 3 replicas each,
-// then n3 turn dead after it is killed.
+// the form sends through n1, and n3 turns dead on the page once killed.
 func TestConsole_ClusterShowsShardsAndADeadNode(t *testing.T) {
 	t.Parallel()
 	c := newTestCluster(t, 3, time.Minute)
@@ -204,13 +204,23 @@ func TestConsole_ClusterShowsShardsAndADeadNode(t *testing.T) {
 		n.start(t)
 	}
 	c.waitConverged(c.nodes[0], 60*time.Second)
+	c.submitThroughEach(4, "ui-")
 	p := newPage(t, 3*time.Minute, false)
 	base := "http://" + c.nodes[0].http
 	p.login(base, opsToken, "ops")
-	p.until("8 shards with a leader, 3 replicas each", 30*time.Second, shardsWithLeader+` === 8 &&
-		[...document.querySelectorAll("#shards-table tr[data-shard]")].every(r => r.querySelectorAll(".replica").length === 3)`)
+	// An admin sees every replica's applied index.
+	p.until("8 shards with a leader, 3 replicas each with its applied index", 30*time.Second, shardsWithLeader+` === 8 &&
+		[...document.querySelectorAll("#shards-table tr[data-shard]")].every(r => r.querySelectorAll(".replica").length === 3) &&
+		[...document.querySelectorAll(".replica")].some(r => / [1-9][0-9]*$/.test(r.textContent))`)
 	p.until("3 nodes alive", 10*time.Second, `["n1","n2","n3"].every(n => document.querySelector('#nodes-table tr[data-node="'+n+'"]')?.dataset.state === "alive")`)
 	p.screenshot("cluster")
+
+	// A command through n1's form, whichever node leads its shard.
+	p.do("open Send", chromedp.Click(css(`nav a[data-page="send"]`)))
+	p.sendForm(map[string]string{"actor_type": "counter", "entity_id": "ui-cluster", "type": "add", "payload": `{"amount":4}`})
+	p.until("accepted", 20*time.Second, `document.querySelector("#send-status")?.dataset.status === "accepted"`)
+	p.do("back to the cluster", chromedp.Click(css(`nav a[data-page="cluster"]`)))
+	p.until("3 nodes listed", 10*time.Second, `document.querySelectorAll("#nodes-table tr[data-node]").length === 3`)
 
 	c.nodes[2].kill()
 	p.until("n3 dead", 60*time.Second, `document.querySelector('#nodes-table tr[data-node="n3"]')?.dataset.state === "dead"`)

@@ -23,7 +23,7 @@ export async function render(main, _params, ctx) {
     if (!paused) {
       try {
         const st = await call('GET', 'v1/cluster', undefined, ctx.signal);
-        draw(st, summary, nodes, shards);
+        draw(st, summary, nodes, shards, ctx.me.role === 'admin');
         updated.textContent = `Updated ${new Date().toLocaleTimeString()} from node ${st.node_id}.`;
         ctx.flash('');
       } catch (e) {
@@ -37,7 +37,9 @@ export async function render(main, _params, ctx) {
   await tick();
 }
 
-function draw(st, summary, nodesDiv, shardsDiv) {
+// indexes: the token is an admin's, so the replicas' applied indexes are
+// real (a tenant's view carries zeros there).
+function draw(st, summary, nodesDiv, shardsDiv, indexes) {
   const reasons = st.health_reasons || [];
   summary.replaceChildren(el('p', {},
     'Health of node ', el('strong', {}, st.node_id), ': ',
@@ -76,7 +78,8 @@ function draw(st, summary, nodesDiv, shardsDiv) {
     const lead = reps.find((r) => r.role === 'Leader');
     const leader = lead ? lead.node_id : (reps.find((r) => r.leader) || {}).leader || '';
     const term = Math.max(0, ...reps.map((r) => Number(r.term || 0)));
-    const commit = Math.max(0, ...reps.map((r) => Number(r.commit_index || 0)));
+    // Lag: entries a replica has yet to apply that the furthest one applied.
+    const top = Math.max(0, ...reps.map((r) => Number(r.applied_index || 0)));
     const h = health.get(s);
     const mv = moves.filter((m) => m.startsWith(`shard ${s}:`));
     rows.push(el('tr', { dataset: { shard: String(s), leader } },
@@ -85,7 +88,7 @@ function draw(st, summary, nodesDiv, shardsDiv) {
       el('td', {}, String(term)),
       el('td', {}, h ? el('span', { class: 'h-' + h.state, title: (h.reasons || []).join('; ') }, h.state) : '—',
         h && h.reasons && h.reasons.length ? el('div', { class: 'muted' }, h.reasons.join('; ')) : ''),
-      el('td', {}, reps.map((r) => replica(r, commit))),
+      el('td', {}, reps.map((r) => replica(r, top, indexes))),
       el('td', {}, mv.length ? mv.join('; ') : '')));
   }
   shardsDiv.replaceChildren(el('table', { id: 'shards-table' },
@@ -94,10 +97,13 @@ function draw(st, summary, nodesDiv, shardsDiv) {
     el('tbody', {}, rows)));
 }
 
-function replica(r, commit) {
-  const applied = r.applied_index !== undefined && r.applied_index !== '0' ? Number(r.applied_index) : null;
+function replica(r, top, indexes) {
   const parts = [r.node_id, ' ', el('span', { class: 'role-' + r.role }, r.role)];
-  if (applied !== null) parts.push(` ${applied}`, commit - applied > 0 ? ` (lag ${commit - applied})` : '');
+  if (indexes) {
+    const applied = Number(r.applied_index || 0);
+    parts.push(` ${applied}`, top - applied > 0 ? ` (lag ${top - applied})` : '');
+  }
+  if ((r.voters || []).length && !(r.voters || []).includes(r.node_id)) parts.push(' learner');
   if (r.halted) parts.push(' ', el('span', { class: 'halted' }, 'halted: ' + r.halt_error));
   if (r.ingress && r.ingress !== 'running') parts.push(' ingress: ' + r.ingress);
   if (r.relay_backlog) parts.push(` relay backlog ${r.relay_backlog}`);

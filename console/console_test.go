@@ -10,19 +10,28 @@ import (
 	"testing"
 )
 
-func get(t *testing.T, h http.Handler, method, path string) *http.Response {
+// reply is a response read whole.
+type reply struct {
+	StatusCode int
+	Header     http.Header
+	Body       string
+}
+
+func get(t *testing.T, h http.Handler, method, path string) reply {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
-	return rec.Result()
+	resp := rec.Result()
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return reply{resp.StatusCode, resp.Header, string(b)}
 }
 
 func TestHandlerServesTheAssets(t *testing.T) {
 	h := Handler()
 	resp := get(t, h, http.MethodGet, "/ui/")
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `<script type="module" src="js/app.js">`) {
-		t.Fatalf("GET /ui/: %d %s", resp.StatusCode, body)
+	if resp.StatusCode != 200 || !strings.Contains(resp.Body, `<script type="module" src="js/app.js">`) {
+		t.Fatalf("GET /ui/: %d %s", resp.StatusCode, resp.Body)
 	}
 	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "connect-src 'self'") {
 		t.Fatalf("CSP %q", csp)

@@ -52,12 +52,18 @@ type page struct {
 	shots int
 }
 
+// browsers admits one Chromium at a time: each takes hundreds of MiB and a
+// core while it lays out, next to the node processes of the other tests.
+var browsers = make(chan struct{}, 1)
+
 // newPage starts a headless Chromium for t (closed at its end).
 // tlsInsecure accepts the test CA's certificates.
 func newPage(t *testing.T, total time.Duration, tlsInsecure bool) *page {
 	t.Helper()
 	needBinary(t)
 	bin := findBrowser(t)
+	browsers <- struct{}{}
+	t.Cleanup(func() { <-browsers })
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin),
 		chromedp.NoSandbox, // CI runs as root, where Chromium's sandbox refuses to start
@@ -161,4 +167,20 @@ func (p *page) screenshot(name string) {
 // js quotes s as a JavaScript string literal.
 func js(s string) string {
 	return fmt.Sprintf("%q", s)
+}
+
+// The banner of `rhizon dev` / `make run` names the console's URL, https
+// with TLS on.
+func TestBannerPrintsTheConsoleURL(t *testing.T) {
+	for _, tc := range []struct {
+		tls  bool
+		want string
+	}{{false, "  console:   http://127.0.0.1:7401/ui/"}, {true, "  console:   https://127.0.0.1:7401/ui/"}} {
+		var b strings.Builder
+		printBanner(&b, &nodeFlags{nodeID: "dev", shards: 8, dataDir: "./data", tokenFile: "./data/dev-token.json"}, true,
+			"127.0.0.1:7400", "127.0.0.1:7401", "", "tok", tc.tls)
+		if !strings.Contains(b.String(), tc.want+"  (log in with a token)\n") {
+			t.Errorf("banner (TLS %v) lacks %q:\n%s", tc.tls, tc.want, b.String())
+		}
+	}
 }

@@ -164,10 +164,33 @@ func TestConsole_DevNode(t *testing.T) {
 	p.until("the inventory's history has the saga's events", 20*time.Second,
 		`[...document.querySelectorAll("#history-table a.correlation")].some(a => a.dataset.correlation === "saga-ui-1")`)
 
-	// Metrics: the charts fill from the node's /metrics.
+	// Metrics: the charts fill from the node's /metrics; with commands
+	// arriving, the rate is above zero and the latency quantiles computed.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(150 * time.Millisecond):
+			}
+			body := fmt.Sprintf(`{"address":{"actor_type":"counter","entity_id":"load"},"type":"cmd.counter.add","payload":{"amount":1},"idempotency_key":"load-%d"}`, i)
+			req, _ := http.NewRequest(http.MethodPost, d.http+"/v1/submit", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+d.token)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}()
 	p.do("open Metrics", chromedp.Click(css(`nav a[data-page="metrics"]`)))
-	p.until("commands/s computed", 15*time.Second, `/^[0-9.]+\/s$/.test(document.getElementById("metric-commands").textContent) &&
+	p.until("commands/s and p50/p99 computed", 20*time.Second, `/^[0-9.]+\/s$/.test(document.getElementById("metric-commands").textContent) &&
+		Number(document.getElementById("metric-commands").textContent.replace("/s", "")) > 0 &&
+		/^[0-9.]+ \/ [0-9.]+ ms$/.test(document.getElementById("metric-latency").textContent) &&
 		document.querySelectorAll("svg.chart polyline").length >= 5`)
+	close(stop)
+	<-done
 	p.screenshot("metrics")
 
 	// Dead letters are for admins; the dev token is not one.

@@ -120,6 +120,7 @@ export async function render(main, _params, ctx) {
 
 function fmt(v) {
   if (v === null || v === undefined) return '—';
+  if (Number.isInteger(v)) return String(v);
   return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
 }
 

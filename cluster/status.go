@@ -100,6 +100,7 @@ func (n *Node) Status(ctx context.Context) (*pb.StatusResponse, error) {
 			RaftAddr: m.Meta.RaftAddr, Zone: m.Meta.Zone, ControlVoter: voters[m.Meta.ID],
 		}
 		if r := reports[m.Meta.ID]; r != nil {
+			ns.Version = r.Version
 			ns.Replicas = uint32(len(r.Shards))
 			for _, s := range r.Shards {
 				if s.Role == "Leader" {

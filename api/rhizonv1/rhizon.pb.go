@@ -2859,9 +2859,12 @@ type NodeStatus struct {
 	RaftAddr string `protobuf:"bytes,5,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	Zone     string `protobuf:"bytes,6,opt,name=zone,proto3" json:"zone,omitempty"`
 	// Shards this node leads and holds replicas of, from its own report.
-	Leading       uint32 `protobuf:"varint,7,opt,name=leading,proto3" json:"leading,omitempty"`
-	Replicas      uint32 `protobuf:"varint,8,opt,name=replicas,proto3" json:"replicas,omitempty"`
-	ControlVoter  bool   `protobuf:"varint,9,opt,name=control_voter,json=controlVoter,proto3" json:"control_voter,omitempty"`
+	Leading      uint32 `protobuf:"varint,7,opt,name=leading,proto3" json:"leading,omitempty"`
+	Replicas     uint32 `protobuf:"varint,8,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	ControlVoter bool   `protobuf:"varint,9,opt,name=control_voter,json=controlVoter,proto3" json:"control_voter,omitempty"`
+	// The node's binary version, from its own report (empty when it did not
+	// answer); shown to admin tokens.
+	Version       string `protobuf:"bytes,10,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2957,6 +2960,13 @@ func (x *NodeStatus) GetControlVoter() bool {
 		return x.ControlVoter
 	}
 	return false
+}
+
+func (x *NodeStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
 }
 
 type StatusResponse struct {
@@ -4021,7 +4031,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\vShardHealth\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
-	"\areasons\x18\x03 \x03(\tR\areasons\"\x80\x02\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\"\x9a\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
@@ -4032,7 +4042,9 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x04zone\x18\x06 \x01(\tR\x04zone\x12\x18\n" +
 	"\aleading\x18\a \x01(\rR\aleading\x12\x1a\n" +
 	"\breplicas\x18\b \x01(\rR\breplicas\x12#\n" +
-	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\"\xe5\x03\n" +
+	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\x12\x18\n" +
+	"\aversion\x18\n" +
+	" \x01(\tR\aversion\"\xe5\x03\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1f\n" +

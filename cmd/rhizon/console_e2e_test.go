@@ -243,7 +243,9 @@ func TestConsole_ClusterShowsShardsAndADeadNode(t *testing.T) {
 	p.until("8 shards with a leader, 3 replicas each with its applied index", 30*time.Second, shardsWithLeader+` === 8 &&
 		[...document.querySelectorAll("#shards-table tr[data-shard]")].every(r => r.querySelectorAll(".replica").length === 3) &&
 		[...document.querySelectorAll(".replica")].some(r => / [1-9][0-9]*$/.test(r.textContent))`)
-	p.until("3 nodes alive", 10*time.Second, `["n1","n2","n3"].every(n => document.querySelector('#nodes-table tr[data-node="'+n+'"]')?.dataset.state === "alive")`)
+	p.until("3 nodes alive, each with its version", 10*time.Second, `["n1","n2","n3"].every(n => {
+		const r = document.querySelector('#nodes-table tr[data-node="'+n+'"]');
+		return r.dataset.state === "alive" && r.dataset.version !== "" && r.children[4].textContent === r.dataset.version; })`)
 	p.screenshot("cluster")
 
 	// A command through n1's form, whichever node leads its shard.

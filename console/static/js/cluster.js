@@ -51,12 +51,12 @@ function draw(st, summary, nodesDiv, shardsDiv, indexes) {
 
   const nrows = (st.nodes || []).map((n) => {
     const state = n.draining ? `${n.state}, draining` : n.state;
-    return el('tr', { dataset: { node: n.node_id, state: n.state, draining: String(!!n.draining) } },
+    return el('tr', { dataset: { node: n.node_id, state: n.state, draining: String(!!n.draining), version: n.version || '' } },
       el('th', { scope: 'row' }, n.node_id),
       el('td', { class: 'state-' + (n.draining && n.state === 'alive' ? 'draining' : n.state) }, state),
       el('td', {}, n.zone || '—'),
       el('td', {}, n.grpc_addr || ''),
-      el('td', {}, n.node_id === st.node_id ? st.version : '—'),
+      el('td', {}, n.version || (n.node_id === st.node_id ? st.version : '—')),
       el('td', {}, n.leading !== undefined ? `${n.leading} / ${n.replicas}` : ''),
       el('td', {}, n.control_voter ? 'yes' : ''));
   });

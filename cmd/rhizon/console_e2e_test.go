@@ -101,7 +101,28 @@ func TestConsole_DevNode(t *testing.T) {
 	p.until("node dev alive", 10*time.Second, `document.querySelector('#nodes-table tr[data-node="dev"]')?.dataset.state === "alive"`)
 	p.screenshot("cluster")
 
-	// Keyboard: Enter on the Send link opens the page and moves focus to its heading.
+	// Keyboard: after logging in the focus is on the page's heading, and Tab
+	// goes on from there; the focus order is the document's (no positive
+	// tabindex), which starts with the skip link and the pages.
+	if got := eval[string](p, `document.activeElement.tagName + ":" + document.activeElement.textContent`); got != "H1:Cluster" {
+		t.Fatalf("after logging in the focus is on %q, want the page's heading", got)
+	}
+	p.do("tab", chromedp.KeyEvent("\t"))
+	if got := eval[string](p, `document.activeElement.id`); got != "cluster-pause" {
+		t.Fatalf("Tab from the heading reached #%s, want the Pause button", got)
+	}
+	order := eval[[]string](p, `[...document.querySelectorAll("a[href], button, input, textarea, select, [tabindex]")]
+		.filter(e => e.tabIndex >= 0 && !e.closest("[hidden]")).slice(0, 7).map(e => e.textContent.trim() || e.id)`)
+	if want := []string{"Skip to content", "Cluster", "Metrics", "Entities", "Send", "Dead letters", "Log out"}; fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Fatalf("focus order %q, want %q", order, want)
+	}
+	if n := eval[int](p, `[...document.querySelectorAll("[tabindex]")].filter(e => e.tabIndex > 0).length`); n != 0 {
+		t.Fatalf("%d elements with a positive tabindex", n)
+	}
+	// A reload logs in again from session storage.
+	p.do("reload", chromedp.Reload())
+	p.until("logged in again", 10*time.Second, `document.getElementById("whoami").textContent.startsWith("dev")`)
+	// Enter on the Send link opens the page and moves focus to its heading.
 	p.do("focus Send", chromedp.Focus(css(`nav a[data-page="send"]`)), chromedp.KeyEvent("\r"))
 	p.until("send page with focus on its heading", 10*time.Second,
 		`location.hash === "#/send" && document.activeElement && document.activeElement.tagName === "H1"`)
@@ -139,6 +160,12 @@ func TestConsole_DevNode(t *testing.T) {
 	p.until("the new event in the tail", 20*time.Second, `document.querySelectorAll('#tail li[data-event-type="evt.counter.added"]').length === 2 &&
 		document.querySelector('#tail li:last-child').textContent.includes('"value":7')`)
 	p.screenshot("entities")
+	// The whole workspace: another entity's event shows up too.
+	p.do("tail the workspace", chromedp.Click(css("#tail-from-beginning")), chromedp.Click(css("#tail-workspace")))
+	p.until("tailing the workspace", 10*time.Second, `document.getElementById("tail-state").textContent.startsWith("Tailing workspace")`)
+	postJSON(t, http.DefaultClient, d.http, "/v1/submit", d.token,
+		`{"address":{"actor_type":"counter","entity_id":"ws2"},"type":"cmd.counter.add","payload":{"amount":1},"idempotency_key":"ws2-1"}`)
+	p.until("the other entity's event in the workspace tail", 20*time.Second, `[...document.querySelectorAll("#tail li a")].some(a => a.textContent === "counter/ws2")`)
 
 	// A saga: its place command through the form, then its correlation link
 	// leads to the other entities it touched.

@@ -81,6 +81,11 @@ async function login(t) {
   }
   showSession();
   await route();
+  // The login form is gone: put focus on the page rather than nowhere.
+  if (!document.activeElement || document.activeElement === document.body || document.activeElement.closest('#login')) {
+    const h1 = main.querySelector('h1');
+    if (h1) { h1.setAttribute('tabindex', '-1'); h1.focus(); }
+  }
 }
 
 document.getElementById('login').addEventListener('submit', (ev) => {

@@ -27,6 +27,8 @@ const consoleAdminToken = "console-admin-token-0123456789abcdef"
 // the node lacks) and redrives it; the rejected one cannot be redriven.
 func TestConsole_DeadLettersAsAdmin(t *testing.T) {
 	t.Parallel()
+	needBinary(t)
+	findBrowser(t) // skip or fail before starting any process
 	dir := t.TempDir()
 	d := startDev(t, dir)
 	// An operator token, added to the dev node's token file (reloaded on change).

@@ -68,6 +68,8 @@ func (p *page) sendForm(fields map[string]string) {
 
 func TestConsole_DevNode(t *testing.T) {
 	t.Parallel()
+	needBinary(t)
+	findBrowser(t) // skip or fail before starting any process
 	d := startDev(t, t.TempDir())
 	p := newPage(t, 4*time.Minute, false)
 
@@ -235,6 +237,8 @@ func TestConsole_DevNode(t *testing.T) {
 // console fetches is relative, so nothing goes to plain HTTP.
 func TestConsole_DevNodeOverTLS(t *testing.T) {
 	t.Parallel()
+	needBinary(t)
+	findBrowser(t) // skip or fail before starting any process
 	certs := testcerts.Write(t)
 	d := startDev(t, t.TempDir(), "RHIZON_TLS_CERT="+certs.Cert, "RHIZON_TLS_KEY="+certs.Key)
 	if !strings.HasPrefix(d.http, "https://") {
@@ -257,6 +261,8 @@ func TestConsole_DevNodeOverTLS(t *testing.T) {
 // the form sends through n1, and n3 turns dead on the page once killed.
 func TestConsole_ClusterShowsShardsAndADeadNode(t *testing.T) {
 	t.Parallel()
+	needBinary(t)
+	findBrowser(t) // skip or fail before starting any process
 	c := newTestCluster(t, 3, time.Minute)
 	for _, n := range c.nodes {
 		n.start(t)

@@ -202,7 +202,9 @@ func TestConsole_DevNode(t *testing.T) {
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
-				return
+				if i > 25 { // enough for two history pages below
+					return
+				}
 			case <-time.After(150 * time.Millisecond):
 			}
 			body := fmt.Sprintf(`{"address":{"actor_type":"counter","entity_id":"load"},"type":"cmd.counter.add","payload":{"amount":1},"idempotency_key":"load-%d"}`, i)
@@ -221,6 +223,16 @@ func TestConsole_DevNode(t *testing.T) {
 	close(stop)
 	<-done
 	p.screenshot("metrics")
+
+	// History page by page: 20 records, then the rest.
+	p.do("open the loaded entity", chromedp.Navigate(d.http+"/ui/#/entities?actor_type=counter&entity_id=load"))
+	p.until("a full first page", 20*time.Second, `document.querySelectorAll("#history-table tr[data-event-id]").length === 20 && !document.getElementById("history-next").disabled`)
+	first := eval[string](p, `document.querySelector("#history-table tr[data-event-id]").dataset.eventId`)
+	p.do("next page", chromedp.Click(css("#history-next")))
+	p.until("the second page", 10*time.Second, `document.querySelector("#history-table caption").textContent.startsWith("Page 2") &&
+		document.querySelectorAll("#history-table tr[data-event-id]").length > 0 && document.querySelector("#history-table tr td").textContent === "21"`)
+	p.do("previous page", chromedp.Click(css("#history-prev")))
+	p.until("the first page again", 10*time.Second, `document.querySelector("#history-table tr[data-event-id]").dataset.eventId === `+js(first))
 
 	// Dead letters are for admins; the dev token is not one.
 	p.do("open Dead letters", chromedp.Click(css(`nav a[data-page="dead-letters"]`)))

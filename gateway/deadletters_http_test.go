@@ -11,7 +11,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/internal/testkit"
 )
@@ -89,6 +92,40 @@ func TestDeadLetterRoutes(t *testing.T) {
 	if code, body := call(t, base, "GET", fmt.Sprintf("/v1/admin/dead_letters?after=%d", d.Sequence), tokAdmin, ""); code != 200 || !strings.Contains(body, `"dead_letters":[]`) {
 		t.Errorf("past the last: %d %s", code, body)
 	}
+
+	// The gRPC twins answer alike.
+	admin := adminServer{s: e.srv}
+	list, err := admin.ListDeadLetters(adminCtx(tokAdmin), &pb.ListDeadLettersRequest{})
+	if err != nil || len(list.GetDeadLetters()) != 1 || string(list.GetDeadLetters()[0].GetBody()) != "not a command" || list.GetDeadLetters()[0].GetRedrivable() {
+		t.Fatalf("ListDeadLetters: %v %v", list, err)
+	}
+	for _, tc := range []struct {
+		tok  string
+		req  *pb.ListDeadLettersRequest
+		code codes.Code
+	}{
+		{"", &pb.ListDeadLettersRequest{}, codes.Unauthenticated},
+		{tokAlice, &pb.ListDeadLettersRequest{}, codes.PermissionDenied},
+		{tokAdmin, &pb.ListDeadLettersRequest{Limit: 501}, codes.InvalidArgument},
+	} {
+		if _, err := admin.ListDeadLetters(adminCtx(tc.tok), tc.req); status.Code(err) != tc.code {
+			t.Errorf("ListDeadLetters(%q, %v): %v, want %v", tc.tok, tc.req, err, tc.code)
+		}
+	}
+	for _, tc := range []struct {
+		tok  string
+		seq  uint64
+		code codes.Code
+	}{
+		{tokOps, d.Sequence, codes.PermissionDenied},
+		{tokAdmin, 0, codes.InvalidArgument},
+		{tokAdmin, 999, codes.NotFound},
+		{tokAdmin, d.Sequence, codes.FailedPrecondition},
+	} {
+		if _, err := admin.RedriveDeadLetter(adminCtx(tc.tok), &pb.RedriveDeadLetterRequest{Sequence: tc.seq}); status.Code(err) != tc.code {
+			t.Errorf("RedriveDeadLetter(%q, %d): %v, want %v", tc.tok, tc.seq, err, tc.code)
+		}
+	}
 }
 
 // A node without JetStream says so.
@@ -97,5 +134,8 @@ func TestDeadLetterRoutesWithoutNATS(t *testing.T) {
 	code, body := httpCall(t, h, "GET", "/v1/admin/dead_letters", tokAdmin, "")
 	if code != 501 || !strings.Contains(string(body), "no JetStream") {
 		t.Fatalf("got %d %s", code, body)
+	}
+	if _, err := pb.NewAdminClient(h.conn).RedriveDeadLetter(withToken(context.Background(), tokAdmin), &pb.RedriveDeadLetterRequest{Sequence: 1}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("RedriveDeadLetter over gRPC: %v, want Unimplemented", err)
 	}
 }

@@ -967,7 +967,9 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Admin_RepublishEvents_FullMethodName = "/rhizon.v1.Admin/RepublishEvents"
+	Admin_RepublishEvents_FullMethodName   = "/rhizon.v1.Admin/RepublishEvents"
+	Admin_ListDeadLetters_FullMethodName   = "/rhizon.v1.Admin/ListDeadLetters"
+	Admin_RedriveDeadLetter_FullMethodName = "/rhizon.v1.Admin/RedriveDeadLetter"
 )
 
 // AdminClient is the client API for Admin service.
@@ -990,6 +992,17 @@ type AdminClient interface {
 	// FAILED_PRECONDITION: the shard's leader runs without NATS.
 	// A range past the end of the history answers 0 events and done.
 	RepublishEvents(ctx context.Context, in *RepublishEventsRequest, opts ...grpc.CallOption) (*RepublishEventsResponse, error)
+	// ListDeadLetters lists the dead-letter stream (RHIZON_DEAD: ingress
+	// messages that could not apply), oldest first, after sequence `after`.
+	// UNIMPLEMENTED on a node without JetStream.
+	ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error)
+	// RedriveDeadLetter publishes a "poison" dead letter's command again to
+	// its shard's ingress subject, signed by the node, with the security
+	// context the ingress had authenticated (kept, signed, in the dead
+	// letter). The command keeps its id and idempotency key.
+	// NOT_FOUND: no such dead letter. FAILED_PRECONDITION: it cannot be
+	// redriven (a rejected one, or one without a redrive record), and why.
+	RedriveDeadLetter(ctx context.Context, in *RedriveDeadLetterRequest, opts ...grpc.CallOption) (*RedriveDeadLetterResponse, error)
 }
 
 type adminClient struct {
@@ -1004,6 +1017,26 @@ func (c *adminClient) RepublishEvents(ctx context.Context, in *RepublishEventsRe
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RepublishEventsResponse)
 	err := c.cc.Invoke(ctx, Admin_RepublishEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeadLettersResponse)
+	err := c.cc.Invoke(ctx, Admin_ListDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RedriveDeadLetter(ctx context.Context, in *RedriveDeadLetterRequest, opts ...grpc.CallOption) (*RedriveDeadLetterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RedriveDeadLetterResponse)
+	err := c.cc.Invoke(ctx, Admin_RedriveDeadLetter_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -1030,6 +1063,17 @@ type AdminServer interface {
 	// FAILED_PRECONDITION: the shard's leader runs without NATS.
 	// A range past the end of the history answers 0 events and done.
 	RepublishEvents(context.Context, *RepublishEventsRequest) (*RepublishEventsResponse, error)
+	// ListDeadLetters lists the dead-letter stream (RHIZON_DEAD: ingress
+	// messages that could not apply), oldest first, after sequence `after`.
+	// UNIMPLEMENTED on a node without JetStream.
+	ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error)
+	// RedriveDeadLetter publishes a "poison" dead letter's command again to
+	// its shard's ingress subject, signed by the node, with the security
+	// context the ingress had authenticated (kept, signed, in the dead
+	// letter). The command keeps its id and idempotency key.
+	// NOT_FOUND: no such dead letter. FAILED_PRECONDITION: it cannot be
+	// redriven (a rejected one, or one without a redrive record), and why.
+	RedriveDeadLetter(context.Context, *RedriveDeadLetterRequest) (*RedriveDeadLetterResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -1042,6 +1086,12 @@ type UnimplementedAdminServer struct{}
 
 func (UnimplementedAdminServer) RepublishEvents(context.Context, *RepublishEventsRequest) (*RepublishEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RepublishEvents not implemented")
+}
+func (UnimplementedAdminServer) ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeadLetters not implemented")
+}
+func (UnimplementedAdminServer) RedriveDeadLetter(context.Context, *RedriveDeadLetterRequest) (*RedriveDeadLetterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RedriveDeadLetter not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1082,6 +1132,42 @@ func _Admin_RepublishEvents_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListDeadLetters(ctx, req.(*ListDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RedriveDeadLetter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RedriveDeadLetterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RedriveDeadLetter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RedriveDeadLetter_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RedriveDeadLetter(ctx, req.(*RedriveDeadLetterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1092,6 +1178,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RepublishEvents",
 			Handler:    _Admin_RepublishEvents_Handler,
+		},
+		{
+			MethodName: "ListDeadLetters",
+			Handler:    _Admin_ListDeadLetters_Handler,
+		},
+		{
+			MethodName: "RedriveDeadLetter",
+			Handler:    _Admin_RedriveDeadLetter_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -137,6 +137,9 @@ type docBehavior struct {
 
 func (d *docBehavior) Version() string { return d.version }
 
+// IndexedFields returns the type's indexed fields, sorted.
+func (d *docBehavior) IndexedFields() []string { return d.indexes }
+
 func (d *docBehavior) Validate(cmd *actor.Command) error {
 	return d.Behavior.(actor.Validator).Validate(cmd)
 }

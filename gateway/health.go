@@ -100,7 +100,8 @@ func (s *Server) withIngress(h *Health) {
 // replica halted, DEGRADED when a voter is unreachable, halted or more than
 // VoterLagBound entries behind, or its leader's ingress consumer is not
 // running or its relay has not caught up for RelayLagBound. The node is
-// FAILED when a replica of its own halted or no shard has a leader,
+// FAILED when a replica of its own halted, no shard has a leader or a peer
+// declares other document types,
 // DEGRADED when a shard is not READY or a member is suspect or dead.
 func AssessHealth(st *pb.StatusResponse) Health {
 	h := Health{State: HealthReady}
@@ -125,6 +126,9 @@ func AssessHealth(st *pb.StatusResponse) Health {
 	if len(ids) == 0 {
 		own = append(own, "no shard replicas yet (the cluster is forming or this node holds none)")
 	}
+	// A peer that declares other document types decides their commands
+	// differently: the replicas would diverge.
+	own = append(own, st.GetDocumentTypeMismatches()...)
 	members := map[string]string{}
 	var memberReasons []string
 	for _, n := range st.GetNodes() {

@@ -2977,8 +2977,12 @@ type StatusResponse struct {
 	Health        string         `protobuf:"bytes,11,opt,name=health,proto3" json:"health,omitempty"`
 	HealthReasons []string       `protobuf:"bytes,12,rep,name=health_reasons,json=healthReasons,proto3" json:"health_reasons,omitempty"`
 	ShardHealth   []*ShardHealth `protobuf:"bytes,13,rep,name=shard_health,json=shardHealth,proto3" json:"shard_health,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Members whose declared document types (or their indexes) differ from
+	// this node's: they decide commands of those types differently. Each one
+	// makes the node FAILED until the operator aligns --document-types.
+	DocumentTypeMismatches []string `protobuf:"bytes,60,rep,name=document_type_mismatches,json=documentTypeMismatches,proto3" json:"document_type_mismatches,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -3098,6 +3102,13 @@ func (x *StatusResponse) GetHealthReasons() []string {
 func (x *StatusResponse) GetShardHealth() []*ShardHealth {
 	if x != nil {
 		return x.ShardHealth
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetDocumentTypeMismatches() []string {
+	if x != nil {
+		return x.DocumentTypeMismatches
 	}
 	return nil
 }
@@ -4484,7 +4495,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x04zone\x18\x06 \x01(\tR\x04zone\x12\x18\n" +
 	"\aleading\x18\a \x01(\rR\aleading\x12\x1a\n" +
 	"\breplicas\x18\b \x01(\rR\breplicas\x12#\n" +
-	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\"\xe5\x03\n" +
+	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\"\x9f\x04\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1f\n" +
@@ -4503,7 +4514,8 @@ const file_rhizon_proto_rawDesc = "" +
 	" \x01(\tR\rcontrolLeader\x12\x16\n" +
 	"\x06health\x18\v \x01(\tR\x06health\x12%\n" +
 	"\x0ehealth_reasons\x18\f \x03(\tR\rhealthReasons\x129\n" +
-	"\fshard_health\x18\r \x03(\v2\x16.rhizon.v1.ShardHealthR\vshardHealth\":\n" +
+	"\fshard_health\x18\r \x03(\v2\x16.rhizon.v1.ShardHealthR\vshardHealth\x128\n" +
+	"\x18document_type_mismatches\x18< \x03(\tR\x16documentTypeMismatches\":\n" +
 	"\bPosition\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x18\n" +
 	"\aordinal\x18\x02 \x01(\rR\aordinal\"R\n" +

@@ -28,7 +28,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/rhizon/rhizon/actor"
-	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
@@ -83,6 +82,7 @@ type nodeFlags struct {
 	watchConn    int
 	batchFlight  int
 	httpLimits   gateway.HTTPLimits
+	docTypes     docTypesFlag
 }
 
 func (f *nodeFlags) register(c *cobra.Command, dev bool) {
@@ -150,6 +150,7 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.DurationVar(&f.httpLimits.WriteTimeout, "http-write-timeout", hl.WriteTimeout, "HTTP: time to write a response (a watch gets it per event instead)")
 	fs.DurationVar(&f.httpLimits.IdleTimeout, "http-idle-timeout", hl.IdleTimeout, "HTTP: keep-alive connection idle time before it is closed")
 	fs.IntVar(&f.httpLimits.MaxHeaderBytes, "http-max-header-bytes", hl.MaxHeaderBytes, "HTTP: largest request header")
+	fs.Var(&f.docTypes, "document-types", `document actor types besides kv, each behaving as kv: "user,invoice", or one type with indexed top-level fields "user:email,age" (repeat the flag, or join with ';'); every node of a cluster must declare the same set`)
 	_ = fs.MarkHidden("fast-gossip")
 	if dev {
 		fs.StringVar(&f.devTenant, "tenant", "dev", "tenant of the dev token")
@@ -372,8 +373,14 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		gl.Close()
 		return fmt.Errorf("--http-addr %s: %w", f.httpAddr, err)
 	}
+	reg, err := f.docTypes.registry()
+	if err != nil {
+		gl.Close()
+		hl.Close()
+		return err
+	}
 	node, err := cluster.Open(cluster.Config{
-		NodeID: f.nodeID, DataDir: f.dataDir, Shards: f.shards, RF: f.rf, Registry: builtin.Registry(),
+		NodeID: f.nodeID, DataDir: f.dataDir, Shards: f.shards, RF: f.rf, Registry: reg,
 		Logger: log, Version: version, Zone: f.zone,
 		RaftAddr: f.raftAddr, RaftAdvertise: withHost(f.advertise, f.raftAddr),
 		GossipAddr: f.gossipAddr, GossipAdvertise: withHost(resolveIP(f.advertise), f.gossipAddr),

@@ -40,7 +40,7 @@ func docTypeMismatches(self string, own map[string]string, members []membership.
 			case !ok:
 				diffs = append(diffs, fmt.Sprintf("%s is not declared there", t))
 			case v != mine[t]:
-				diffs = append(diffs, fmt.Sprintf("%s is %s there, %s here", t, strings.TrimPrefix(v, builtin.DocMarker), strings.TrimPrefix(mine[t], builtin.DocMarker)))
+				diffs = append(diffs, fmt.Sprintf("%s is %s there, %s here", t, describeDoc(v), describeDoc(mine[t])))
 			}
 		}
 		for _, t := range sortedKeys(theirs) {
@@ -53,6 +53,15 @@ func docTypeMismatches(self string, own map[string]string, members []membership.
 		}
 	}
 	return out
+}
+
+// describeDoc says what a document type's declaration holds.
+func describeDoc(v string) string {
+	idx := strings.TrimPrefix(strings.TrimPrefix(v, builtin.DocMarker), ":")
+	if idx == "" {
+		return "without indexes"
+	}
+	return "indexed on " + idx
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -160,3 +160,47 @@ func TestEngine_IndexesDoNotChangeTheStateHash(t *testing.T) {
 		t.Fatal("state hash differs")
 	}
 }
+
+// TestStore_EnsureIndexesRebuildsForANewDeclaration: documents written
+// while user had no index get one when the node starts declaring age (the
+// store rebuilds its indexes from the states), and a second start with the
+// same declaration rebuilds nothing.
+func TestStore_EnsureIndexesRebuildsForANewDeclaration(t *testing.T) {
+	plain, err := builtin.RegistryWith([]builtin.DocumentSpec{{Name: "user"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReplica(t, plain)
+	for i, age := range []int{40, 30, 35} {
+		c := cmd(addr("user", fmt.Sprint("u", i)), "create", fmt.Sprint("k", i), map[string]any{"doc": map[string]int{"age": age}})
+		r.apply(engine.Entry{Index: uint64(i + 1), At: int64(i+1) * 1000, Commands: []actor.Command{c}})
+	}
+	if rebuilt, err := r.store.EnsureIndexes(plain); err != nil || !rebuilt {
+		t.Fatalf("first declaration: rebuilt %v, %v", rebuilt, err)
+	}
+	byAge := actor.IndexQuery{Tenant: "a", Workspace: "w", ActorType: "user", Field: "age"}
+	if got, _ := r.scan(byAge); len(got) != 0 {
+		t.Fatalf("age index without a declaration: %v", got)
+	}
+	r.reg = userRegistry(t)
+	r.restart()
+	if rebuilt, err := r.store.EnsureIndexes(r.reg); err != nil || !rebuilt {
+		t.Fatalf("new declaration: rebuilt %v, %v", rebuilt, err)
+	}
+	if got, _ := r.scan(byAge); !slices.Equal(got, []string{"u1=30", "u2=35", "u0=40"}) {
+		t.Fatalf("age index after rebuild: %v", got)
+	}
+	list := byAge
+	list.Field = actor.ListField
+	if got, n := r.scan(list); !slices.Equal(got, []string{"u0", "u1", "u2"}) || n != 3 {
+		t.Fatalf("list after rebuild: %v", got)
+	}
+	if rebuilt, err := r.store.EnsureIndexes(r.reg); err != nil || rebuilt {
+		t.Fatalf("same declaration again: rebuilt %v, %v", rebuilt, err)
+	}
+	// Writes after the rebuild keep the rebuilt index right.
+	r.apply(engine.Entry{Index: 4, At: 4000, Commands: []actor.Command{cmd(addr("user", "u1"), "delete", "k9", nil)}})
+	if got, _ := r.scan(byAge); !slices.Equal(got, []string{"u2=35", "u0=40"}) {
+		t.Fatalf("age index after a delete: %v", got)
+	}
+}

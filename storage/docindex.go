@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"fmt"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -74,4 +75,109 @@ func (s *ShardStore) ScanIndex(q actor.IndexQuery) (items []IndexItem, count uin
 		return nil
 	})
 	return items, count, more, err
+}
+
+// indexDeclKey holds the declaration the shard's index keyspace was built
+// for (see IndexDeclaration). Its empty tenant is no valid address's, so no
+// scan meets it; it lives in the index keyspace so a snapshot carries it
+// with the entries it describes.
+func indexDeclKey(shard uint32) []byte { return append(tagPrefix(shard, tagIndex), 0, 0) }
+
+// IndexDeclaration names the document types of reg and their indexed fields,
+// sorted: the index keyspace of a store is right for reg only if it was
+// built under the same declaration.
+func IndexDeclaration(reg *actor.Registry) string {
+	var b strings.Builder
+	for _, t := range reg.Types() {
+		beh, _ := reg.Lookup(t)
+		if _, ok := beh.(actor.Indexer); !ok {
+			continue
+		}
+		b.WriteString(t)
+		b.WriteByte('=')
+		if f, ok := beh.(interface{ IndexedFields() []string }); ok {
+			b.WriteString(strings.Join(f.IndexedFields(), ","))
+		}
+		b.WriteByte(';')
+	}
+	return b.String()
+}
+
+// EnsureIndexes rebuilds the shard's index keyspace from the entity states
+// when it was built under another declaration than reg's (a document type or
+// an index added or removed, or a store written before indexes existed).
+// The indexes are a pure function of the states, so every replica rebuilds
+// the same entries; the declaration is written last, so a crash midway
+// rebuilds again at the next start. It runs before the engine applies
+// anything, and after a snapshot is restored.
+func (s *ShardStore) EnsureIndexes(reg *actor.Registry) (rebuilt bool, err error) {
+	want := IndexDeclaration(reg)
+	have, _, err := s.copyIn(nil, indexDeclKey(s.id))
+	if err != nil {
+		return false, err
+	}
+	if string(have) == want {
+		return false, nil
+	}
+	if err := s.d.kv.deleteKeys(tagPrefix(s.id, tagIndex), nil, nil); err != nil {
+		return false, fmt.Errorf("storage: shard %d: clear indexes: %w", s.id, err)
+	}
+	const chunk = 1024
+	ops := make([]op, 0, chunk)
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		err := s.d.kv.writeChunked(ops)
+		ops = ops[:0]
+		return err
+	}
+	p := tagPrefix(s.id, tagEntity)
+	err = s.db().View(func(txn *badger.Txn) error {
+		iopt := badger.DefaultIteratorOptions
+		iopt.Prefix = p
+		it := txn.NewIterator(iopt)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			addr, rest, ok := parseAddress(item.Key()[len(p):])
+			if !ok || len(rest) != 0 {
+				return fmt.Errorf("%w: entity %x", errCorruptKey, item.Key())
+			}
+			beh, ok := reg.Lookup(addr.ActorType)
+			if !ok {
+				continue
+			}
+			ix, ok := beh.(actor.Indexer)
+			if !ok {
+				continue
+			}
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(v) < 8 {
+				return fmt.Errorf("%w: entity record of %s is %d bytes", errCorruptKey, addr, len(v))
+			}
+			for _, e := range ix.IndexEntries(v[8:]) {
+				ops = append(ops, op{key: actor.AppendIndexKey(keyBuf(s.id, tagIndex, 64), addr, e)})
+			}
+			if len(ops) >= chunk {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err == nil {
+		err = s.d.kv.writeChunked([]op{{key: indexDeclKey(s.id), val: []byte(want)}})
+	}
+	if err != nil {
+		return false, fmt.Errorf("storage: shard %d: rebuild indexes: %w", s.id, err)
+	}
+	return true, nil
 }

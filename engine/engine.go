@@ -356,7 +356,7 @@ func (a *applier) entity(addr actor.Address, key []byte) (*entitySlot, error) {
 // putEntity writes the entity's new record.
 func (a *applier) putEntity(s *entitySlot, addr actor.Address, key []byte, ent Entity) {
 	if ib, ok := a.b.(IndexBatch); ok {
-		old := s.Entity.State
+		old := s.State
 		if s.written {
 			old = s.committed.State // what the batch holds, whatever actors did to s.State
 		}

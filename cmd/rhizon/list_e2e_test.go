@@ -115,4 +115,14 @@ func TestList_DocumentTypesOnDev(t *testing.T) {
 	if got := p.list(t, "user", "--where", "age>=30"); !slices.Equal(got.ids(), []string{"u1", "u4", "u2", "u5"}) {
 		t.Fatalf("after kill -9: where age>=30 = %v", got.ids())
 	}
+
+	// Offline replay needs the node's declaration: with it the log replays
+	// identically; without it the user commands are decided otherwise.
+	p.kill()
+	if out, code := p.rhizon(t, "replay", "--data-dir", dir, "--document-types", "user:email,age;invoice"); code != 0 || !strings.Contains(out, "identical") {
+		t.Fatalf("replay with the declaration: exit %d %s", code, out)
+	}
+	if out, code := p.rhizon(t, "replay", "--data-dir", dir); code != exitDiverged {
+		t.Fatalf("replay without the declaration: exit %d %s, want %d", code, out, exitDiverged)
+	}
 }

@@ -207,6 +207,9 @@ type IndexQuery struct {
 	// previous page: the page starts after it. Nil starts at the beginning.
 	After []byte
 	Limit int
+	// MaxBytes, if positive, ends the page after the item whose state
+	// reaches it (a page always holds one item, so it makes progress).
+	MaxBytes int
 }
 
 // Match reports whether an entry (encoded value, id) is selected by q's

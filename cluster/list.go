@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/rhizon/rhizon/actor"
@@ -25,6 +26,7 @@ func listLocal(l *shard.Shard, addr actor.Address, sc *pb.ListScan, out *pb.Read
 			q.After = []byte{}
 		}
 	}
+	q.MaxBytes = ListShardBytes
 	items, count, more, err := l.Store().ScanIndex(q)
 	if err != nil {
 		return nil, err
@@ -65,22 +67,44 @@ func (n *Node) List(ctx context.Context, scope actor.Address, sc *pb.ListScan) (
 	wg.Wait()
 	var all []*pb.ListItem
 	more := false
+	// frontier is the smallest last item of a shard that has more: items
+	// past it could precede that shard's next ones, so the page stops there.
+	var frontier *pb.ListItem
 	for id, r := range parts {
 		if errs[id] != nil {
 			return nil, false, fmt.Errorf("list shard %d: %w", id, errs[id])
 		}
 		resp.AppliedIndexes[uint32(id)] = r.AppliedIndex
 		resp.Count += r.Count
-		more = more || r.More
 		all = append(all, r.Items...)
+		if r.More && len(r.Items) > 0 {
+			more = true
+			if last := r.Items[len(r.Items)-1]; frontier == nil || compareItems(last, frontier) < 0 {
+				frontier = last
+			}
+		}
 	}
-	sortItems(all)
-	if len(all) > int(sc.Limit) {
-		all, more = all[:sc.Limit], true
+	slices.SortFunc(all, compareItems)
+	size := 0
+	for i, it := range all {
+		if i == int(sc.Limit) || (frontier != nil && compareItems(it, frontier) > 0) || (i > 0 && size >= ListPageBytes) {
+			all, more = all[:i], true
+			break
+		}
+		size += len(it.State)
 	}
 	resp.Items = all
 	return resp, more, nil
 }
+
+// ListShardBytes bounds the states one shard returns for a List page, and
+// ListPageBytes the page (each ends after the item that reaches it): a page
+// of 1,000 documents of up to 4 MiB must not outgrow the 64 MiB messages
+// nodes and clients accept.
+const (
+	ListShardBytes = 4 << 20
+	ListPageBytes  = 16 << 20
+)
 
 func cloneScan(sc *pb.ListScan, shard uint32) *pb.ListScan {
 	c := &pb.ListScan{
@@ -90,19 +114,11 @@ func cloneScan(sc *pb.ListScan, shard uint32) *pb.ListScan {
 	return c
 }
 
-// sortItems orders items by their key tail (index value, then id): the
-// k-way merge of the shards' sorted pages.
-func sortItems(items []*pb.ListItem) {
-	slices.SortFunc(items, func(a, b *pb.ListItem) int {
-		if c := bytes.Compare(a.IndexValue, b.IndexValue); c != 0 {
-			return c
-		}
-		switch {
-		case a.Id < b.Id:
-			return -1
-		case a.Id > b.Id:
-			return 1
-		}
-		return 0
-	})
+// compareItems orders items by their key tail (index value, then id), the
+// order of every shard's index.
+func compareItems(a, b *pb.ListItem) int {
+	if c := bytes.Compare(a.IndexValue, b.IndexValue); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Id, b.Id)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/client"
+	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
 	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/internal/testkit/clustertest"
@@ -217,4 +219,52 @@ func TestList_DocumentTypeMismatchIsReported(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Pages of large documents end at the byte bounds (each shard's, then the
+// page's) and still return every id once, in order: a page stops at the
+// smallest last id of the shards that had more.
+func TestList_LargeDocumentsPageByBytes(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{
+		Nodes: 1, Shards: 4, ShardTemplate: testShardConfig(), Tokens: listTokens,
+		Registry: func(int) *actor.Registry { return userRegistry(t, "user") },
+	})
+	a := dialList(t, c.Nodes[0].Addr, tokenA, client.WithTenant("a"), client.WithWorkspace("w"))
+	big := strings.Repeat("x", 900<<10)
+	var want []string
+	for i := range 40 {
+		id := fmt.Sprintf("d%02d", i)
+		if _, err := a.Submit(ctx(t), &pb.SubmitRequest{
+			Address: &pb.Address{ActorType: "user", EntityId: id}, Type: "cmd.user.create",
+			Payload: fmt.Appendf(nil, `{"doc":{"blob":%q}}`, big), IdempotencyKey: "c-" + id,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	req := &pb.ListRequest{ActorType: "user", Limit: 1000}
+	var got []string
+	pages := 0
+	for {
+		resp, err := a.List(ctx(t), req, grpc.MaxCallRecvMsgSize(64<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		size := 0
+		for _, it := range resp.GetItems() {
+			got = append(got, it.GetId())
+			size += len(it.GetState())
+		}
+		if size > cluster.ListPageBytes+len(big)+64 || resp.GetCount() != 40 {
+			t.Fatalf("page %d: %d bytes, count %d", pages, size, resp.GetCount())
+		}
+		if resp.GetNextPageToken() == "" {
+			break
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+	if !slices.Equal(got, want) || pages < 3 {
+		t.Fatalf("%d pages: %v", pages, got)
+	}
 }

@@ -44,6 +44,7 @@ func (s *ShardStore) ScanIndex(q actor.IndexQuery) (items []IndexItem, count uin
 		iopt.PrefetchValues = false // index values are empty
 		it := txn.NewIterator(iopt)
 		defer it.Close()
+		size, full := 0, false
 		for it.Seek(start); it.Valid(); it.Next() {
 			tail := it.Item().Key()[len(base):]
 			value, id, ok := actor.SplitIndexTail(q.Field, tail)
@@ -61,7 +62,7 @@ func (s *ShardStore) ScanIndex(q actor.IndexQuery) (items []IndexItem, count uin
 			if q.After != nil && bytes.Compare(tail, q.After) <= 0 {
 				continue
 			}
-			if len(items) == q.Limit {
+			if full || len(items) == q.Limit {
 				more = true
 				continue // keep counting
 			}
@@ -71,6 +72,8 @@ func (s *ShardStore) ScanIndex(q actor.IndexQuery) (items []IndexItem, count uin
 				return err
 			}
 			items = append(items, IndexItem{ID: id, Value: bytes.Clone(value), Entity: ent})
+			size += len(ent.State)
+			full = q.MaxBytes > 0 && size >= q.MaxBytes
 		}
 		return nil
 	})

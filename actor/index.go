@@ -26,7 +26,8 @@ type IndexEntry struct {
 // the entries of the old and new state in the same store batch as the state,
 // so the indexes are a pure function of the states (which the state hash
 // covers). IndexEntries must be deterministic, return entries sorted by
-// field, and return none for a state that is not a listed document.
+// field, and return none for a state that is not a listed document. Callers
+// must not modify the entries it returns.
 type Indexer interface {
 	IndexEntries(state []byte) []IndexEntry
 }

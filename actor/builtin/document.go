@@ -127,6 +127,10 @@ func RegistryWith(specs []DocumentSpec) (*actor.Registry, error) {
 	return actor.NewRegistry(bs...)
 }
 
+// listedOnly is the entries of a listed document of a type without indexes,
+// shared: callers do not modify what IndexEntries returns.
+var listedOnly = []actor.IndexEntry{{Field: actor.ListField}}
+
 // docBehavior adds the Indexer capability (and a version naming the
 // indexes) to a document type.
 type docBehavior struct {
@@ -155,7 +159,7 @@ func (d *docBehavior) IndexEntries(state []byte) []actor.IndexEntry {
 		// Spare kv's hot path a decode: both encodings of KVState (see
 		// encodeKVState) start with the exists field.
 		if bytes.HasPrefix(state, []byte(`{"exists":true`)) {
-			return []actor.IndexEntry{{Field: actor.ListField}}
+			return listedOnly
 		}
 		return nil
 	}

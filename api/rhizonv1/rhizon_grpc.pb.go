@@ -115,10 +115,11 @@ type GatewayClient interface {
 	// with a where clause on an indexed field, by (field value, id). Scoped by
 	// the token like Get (tenant and workspace default to the token's). Read
 	// level: every shard is read through its leader after a read barrier, as
-	// a linearizable Get is; the shards are read one after another, each at
-	// its own applied index (applied_indexes), and merged by id: the page is
-	// not one cross-shard snapshot. Pages never repeat or skip an id that
-	// exists throughout the paging: the page token holds the last key.
+	// a linearizable Get is; the shards are read concurrently, each at its
+	// own applied index (applied_indexes), and merged by (value, id): the page
+	// is not one cross-shard snapshot. Pages never repeat an id nor skip one
+	// that exists throughout the paging: the page token holds the last key.
+	// A page holds at most limit documents and about 16 MiB of states.
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 }
 
@@ -342,10 +343,11 @@ type GatewayServer interface {
 	// with a where clause on an indexed field, by (field value, id). Scoped by
 	// the token like Get (tenant and workspace default to the token's). Read
 	// level: every shard is read through its leader after a read barrier, as
-	// a linearizable Get is; the shards are read one after another, each at
-	// its own applied index (applied_indexes), and merged by id: the page is
-	// not one cross-shard snapshot. Pages never repeat or skip an id that
-	// exists throughout the paging: the page token holds the last key.
+	// a linearizable Get is; the shards are read concurrently, each at its
+	// own applied index (applied_indexes), and merged by (value, id): the page
+	// is not one cross-shard snapshot. Pages never repeat an id nor skip one
+	// that exists throughout the paging: the page token holds the last key.
+	// A page holds at most limit documents and about 16 MiB of states.
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	mustEmbedUnimplementedGatewayServer()
 }

@@ -194,7 +194,8 @@ func TestList_ScopedAndPagedAcrossShardsWhileWriting(t *testing.T) {
 }
 
 // A node that declares other document types is reported: its peers' status
-// names it and says what differs, and their health is FAILED.
+// names it and says what differs; it is FAILED (it differs from both peers),
+// they are DEGRADED (each differs from one of two).
 func TestList_DocumentTypeMismatchIsReported(t *testing.T) {
 	c := clustertest.Start(t, clustertest.Options{
 		Nodes: 3, Shards: 2, ShardTemplate: testShardConfig(), Tokens: listTokens,
@@ -214,8 +215,15 @@ func TestList_DocumentTypeMismatchIsReported(t *testing.T) {
 		if !strings.Contains(m, "node n3") || !strings.Contains(m, "user is indexed on age,email there, indexed on age here") || !strings.Contains(m, "invoice is declared there, not here") {
 			return fmt.Errorf("mismatches %q", m)
 		}
-		if h := gateway.AssessHealth(st); h.State != gateway.HealthFailed {
-			return fmt.Errorf("health %s %v", h.State, h.Reasons)
+		if h := gateway.AssessHealth(st); h.State != gateway.HealthDegraded {
+			return fmt.Errorf("n1 health %s %v", h.State, h.Reasons)
+		}
+		st3, err := c.Nodes[2].Node.Status(ctx(t))
+		if err != nil {
+			return err
+		}
+		if h := gateway.AssessHealth(st3); h.State != gateway.HealthFailed || !strings.Contains(strings.Join(h.Reasons, " "), "node n1 declares other document types") {
+			return fmt.Errorf("n3 health %s %v", h.State, h.Reasons)
 		}
 		return nil
 	})

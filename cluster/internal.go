@@ -102,6 +102,9 @@ func (s *internalServer) Read(ctx context.Context, req *pb.ReadRequest) (*pb.Rea
 	}
 	addr := req.GetAddress().ToActor()
 	id := s.n.ShardOf(addr)
+	if req.List != nil {
+		id = req.List.Shard
+	}
 	l := s.n.local(id)
 	if l == nil || (!l.IsLeader() && (!req.Stale || l.Halted() != nil)) {
 		return nil, s.notLeader(ctx, id)

@@ -186,6 +186,8 @@ type Node struct {
 	metrics    metric.Registration
 	peers      *peerPool
 	draining   atomic.Bool
+	// docMismatch holds the members whose document types differ (docTypesLoop).
+	docMismatch atomic.Pointer[[]string]
 	// republisher serves RepublishEvents once the ingress runs (SetRepublisher).
 	republisher republisherBox
 	// replays admits the replays running on this node (replay.go).
@@ -270,7 +272,8 @@ func (n *Node) open() error {
 		return err
 	}
 
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go n.docTypesLoop()
 	go n.joinLoop()
 	go n.bootstrapLoop()
 	go n.replicaLoop()

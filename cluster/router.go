@@ -162,7 +162,12 @@ func (rt *router) LeaderHint(id uint32) (node, grpcAddr string, remote bool) {
 // read runs fn against the replica that may serve it: the leader for
 // linearizable reads (locally or through a peer), any replica for stale ones.
 func (rt *router) read(ctx context.Context, addr actor.Address, req *pb.ReadRequest) (*pb.ReadResponse, error) {
-	id := rt.shardOf(addr)
+	return rt.readShard(ctx, rt.shardOf(addr), addr, req)
+}
+
+// readShard is read on shard id, which need not be addr's (a List reads
+// every shard of one scope).
+func (rt *router) readShard(ctx context.Context, id uint32, addr actor.Address, req *pb.ReadRequest) (*pb.ReadResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, routeTimeout)
 	defer cancel()
 	req.Address = pb.FromAddress(addr)
@@ -218,6 +223,9 @@ func (rt *router) readLocal(ctx context.Context, l *shard.Shard, addr actor.Addr
 		}
 	}
 	out := &pb.ReadResponse{AppliedIndex: l.Meta().Index}
+	if req.List != nil {
+		return listLocal(l, addr, req.List, out)
+	}
 	if req.Result {
 		res, ok, err := l.Store().Result(addr, req.IdempotencyKey)
 		if err != nil {

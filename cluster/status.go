@@ -60,6 +60,9 @@ func (n *Node) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	st := n.ClusterState()
 	out := n.localStatus()
 	out.ActorTypes = n.cfg.Registry.Types()
+	if m := n.docMismatch.Load(); m != nil {
+		out.DocumentTypeMismatches = *m
+	}
 	if _, leader := n.control.LeaderWithID(); leader != "" {
 		out.ControlLeader = string(leader)
 	}

@@ -111,7 +111,7 @@ func TestUpcast_HistoryShowsCurrentSchemaAndReplayStaysIdentical(t *testing.T) {
 	dir := t.TempDir()
 	reg := profileRegistry(t)
 	c := clustertest.Start(t, clustertest.Options{
-		Nodes: 1, Shards: 2, ShardTemplate: testShardConfig(), Graceful: true, Registry: reg,
+		Nodes: 1, Shards: 2, ShardTemplate: testShardConfig(), Graceful: true, Registry: func(int) *actor.Registry { return reg },
 		DataDir: func(int) string { return dir },
 		Tokens: []gateway.TokenEntry{
 			{Token: tokenA, Principal: gateway.TokenPrincipal{ID: "alice", Type: "user"}, Scopes: []gateway.TokenScope{{Tenant: "a", Workspace: "*"}}},

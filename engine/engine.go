@@ -7,6 +7,7 @@
 package engine
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -405,6 +406,13 @@ func (a *applier) entity(addr actor.Address, key []byte) (*entitySlot, error) {
 
 // putEntity writes the entity's new record.
 func (a *applier) putEntity(s *entitySlot, addr actor.Address, key []byte, ent Entity) {
+	if ib, ok := a.b.(IndexBatch); ok {
+		old := s.State
+		if s.written {
+			old = s.committed.State // what the batch holds, whatever actors did to s.State
+		}
+		a.reindex(ib, addr, old, ent.State)
+	}
 	s.Entity = ent
 	s.committed = Entity{Version: ent.Version, State: cloneState(ent.State)}
 	if !s.written {
@@ -413,6 +421,37 @@ func (a *applier) putEntity(s *entitySlot, addr actor.Address, key []byte, ent E
 	}
 	a.b.PutEntity(addr, ent)
 	a.hash('E', key, u64(ent.Version), ent.State)
+}
+
+// reindex writes the difference between the index entries of the old and
+// new state of a document entity (see actor.Indexer).
+func (a *applier) reindex(ib IndexBatch, addr actor.Address, old, next []byte) {
+	beh, ok := a.e.reg.Lookup(addr.ActorType)
+	if !ok {
+		return
+	}
+	ix, ok := beh.(actor.Indexer)
+	if !ok {
+		return
+	}
+	before, after := ix.IndexEntries(old), ix.IndexEntries(next)
+	i, j := 0, 0
+	for i < len(before) || j < len(after) {
+		switch {
+		case j == len(after) || (i < len(before) && before[i].Field < after[j].Field):
+			ib.DeleteIndex(addr, before[i])
+			i++
+		case i == len(before) || after[j].Field < before[i].Field:
+			ib.PutIndex(addr, after[j])
+			j++
+		default: // the same field
+			if !bytes.Equal(before[i].Value, after[j].Value) {
+				ib.DeleteIndex(addr, before[i])
+				ib.PutIndex(addr, after[j])
+			}
+			i, j = i+1, j+1
+		}
+	}
 }
 
 func (a *applier) storedResult(addr actor.Address, addrKey []byte, key string) ([]byte, bool, error) {

@@ -64,6 +64,16 @@ type BatchReader interface {
 	DueTimers(upTo int64, limit int) ([]Timer, error)
 }
 
+// IndexBatch is an optional Batch capability: the document indexes (see
+// actor.Indexer). The engine writes an entity's index changes in the batch
+// that writes its state, so the indexes always match the states. They are
+// not fed to the state hash: they are a pure function of the states, which
+// are.
+type IndexBatch interface {
+	PutIndex(addr actor.Address, e actor.IndexEntry)
+	DeleteIndex(addr actor.Address, e actor.IndexEntry)
+}
+
 // Entity is one entity's stored record (declared in actor so that the
 // gateway need not link the engine).
 type Entity = actor.Entity

@@ -100,7 +100,9 @@ func (s *Server) withIngress(h *Health) {
 // replica halted, DEGRADED when a voter is unreachable, halted or more than
 // VoterLagBound entries behind, or its leader's ingress consumer is not
 // running or its relay has not caught up for RelayLagBound. The node is
-// FAILED when a replica of its own halted or no shard has a leader,
+// FAILED when a replica of its own halted, no shard has a leader or most
+// live peers declare other document types than it does (DEGRADED when some
+// do),
 // DEGRADED when a shard is not READY or a member is suspect or dead.
 func AssessHealth(st *pb.StatusResponse) Health {
 	h := Health{State: HealthReady}
@@ -125,6 +127,25 @@ func AssessHealth(st *pb.StatusResponse) Health {
 	if len(ids) == 0 {
 		own = append(own, "no shard replicas yet (the cluster is forming or this node holds none)")
 	}
+	// A peer that declares other document types decides their commands
+	// differently: the replicas would diverge. The node that differs from
+	// most of its peers is the one to fix: it is FAILED; the others are
+	// DEGRADED (they keep serving), so one misconfigured node does not take
+	// the whole cluster out of its load balancer.
+	var docReasons []string
+	if mm := st.GetDocumentTypeMismatches(); len(mm) > 0 {
+		peers := 0
+		for _, n := range st.GetNodes() {
+			if s := n.GetState(); n.GetNodeId() != st.GetNodeId() && (s == "alive" || s == "suspect") {
+				peers++
+			}
+		}
+		if 2*len(mm) > peers {
+			own = append(own, mm...)
+		} else {
+			docReasons = mm
+		}
+	}
 	members := map[string]string{}
 	var memberReasons []string
 	for _, n := range st.GetNodes() {
@@ -146,7 +167,7 @@ func AssessHealth(st *pb.StatusResponse) Health {
 	if len(ids) > 0 && led == 0 {
 		own = append(own, "no shard has a leader")
 	}
-	h.Reasons = append(append(own, memberReasons...), shardReasons...)
+	h.Reasons = append(append(append(own, docReasons...), memberReasons...), shardReasons...)
 	switch {
 	case len(own) > 0:
 		h.State = HealthFailed

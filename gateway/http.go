@@ -227,6 +227,7 @@ type JSONError struct {
 //	                                          -> JSONWatchEvent per line (NDJSON)
 //	POST /v1/get      JSONGetRequest     -> JSONGetResponse
 //	POST /v1/history  JSONHistoryRequest -> JSONHistoryResponse
+//	POST /v1/list     JSONListRequest    -> JSONListResponse
 //	GET  /v1/status                      -> JSONStatusResponse
 //	GET  /healthz     liveness, no token
 //	GET  /readyz      health, no token: 200 READY or DEGRADED, 503 FAILED (JSONHealth)
@@ -242,6 +243,7 @@ func (s *Server) HTTPHandler() http.Handler {
 	mux.HandleFunc("/v1/get", s.httpRoute(http.MethodPost, s.httpGet))
 	mux.HandleFunc("/v1/history", s.httpRoute(http.MethodPost, s.httpHistory))
 	mux.HandleFunc("/v1/result", s.httpRoute(http.MethodPost, s.httpGetResult))
+	mux.HandleFunc("/v1/list", s.httpRoute(http.MethodPost, s.httpList))
 	mux.HandleFunc("/v1/status", s.httpRoute(http.MethodGet, s.httpStatus))
 	// The web console's routes (console_http.go).
 	s.consoleRoutes(mux)
@@ -266,7 +268,7 @@ func (s *Server) HTTPHandler() http.Handler {
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, JSONError{Code: "not_found", Message: fmt.Sprintf(
-			"no route %s %s; routes: POST /v1/submit, POST /v1/submit_batch, POST /v1/submit_async, GET /v1/watch, POST /v1/get, POST /v1/history, GET /v1/status, GET /healthz, GET /readyz",
+			"no route %s %s; routes: POST /v1/submit, POST /v1/submit_batch, POST /v1/submit_async, GET /v1/watch, POST /v1/get, POST /v1/history, POST /v1/list, GET /v1/status, GET /healthz, GET /readyz",
 			r.Method, r.URL.Path)})
 	})
 	return mux

@@ -193,6 +193,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		}
 		return fmt.Errorf("shard %d: restore: %w", f.s.id, err)
 	}
+	// A snapshot of a leader declared otherwise (or older) carries other
+	// indexes: rebuild them from the states for this node's declaration.
+	if _, err := f.store.EnsureIndexes(f.s.cfg.Registry); err != nil {
+		f.halt(err)
+		return fmt.Errorf("shard %d: restore: %w", f.s.id, err)
+	}
 	if err := f.db.Sync(); err != nil {
 		return fmt.Errorf("shard %d: sync after restore: %w", f.s.id, err)
 	}

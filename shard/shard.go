@@ -227,6 +227,11 @@ func Open(cfg Config) (*Shard, error) {
 	if err := s.recoverFromSnapshot(snaps); err != nil {
 		return nil, err
 	}
+	if rebuilt, err := s.store.EnsureIndexes(cfg.Registry); err != nil {
+		return nil, err
+	} else if rebuilt {
+		log.Info("document indexes rebuilt from the states for this node's declaration", "declaration", storage.IndexDeclaration(cfg.Registry))
+	}
 	eng, err := engine.New(cfg.ID, cfg.Registry, s.store, engine.WithShardCount(cfg.ShardCount))
 	if err != nil {
 		return nil, err

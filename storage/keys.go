@@ -18,6 +18,7 @@ const (
 	tagTimerDue byte = 0x05 // shard | tag | flip(at) u64 | addrKey | name -> payload
 	tagTimerEnt byte = 0x06 // shard | tag | addrKey | name -> at i64 | payload
 	tagOutbox   byte = 0x07 // shard | tag | index u64 | ordinal u32 -> row, or rows packed up to it (outbox.go)
+	tagIndex    byte = 0x08 // shard | tag | actor.AppendIndexKey -> empty (docindex.go)
 
 	// Internal keyspaces: never part of a snapshot.
 	tagJournal       byte = 0xF0 // shard | tag | seq u32 -> one op of a large batch
@@ -26,7 +27,7 @@ const (
 )
 
 // dataTag reports whether tag is a keyspace that snapshots carry.
-func dataTag(tag byte) bool { return tag >= tagMeta && tag <= tagOutbox }
+func dataTag(tag byte) bool { return tag >= tagMeta && tag <= tagIndex }
 
 // Keyspace tags of the Raft DB.
 const (

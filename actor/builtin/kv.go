@@ -52,9 +52,24 @@ var (
 	kvVerbs      = []string{"create", "delete", "get", "patch", "update"}
 	evtKVCreated = actor.EventType(KVType, "created")
 	evtKVUpdated = actor.EventType(KVType, "updated")
-	evtKVPatched = actor.EventType(KVType, "patched")
-	evtKVDeleted = actor.EventType(KVType, "deleted")
 )
+
+// docType is one document actor type: kv, or a type declared by
+// configuration (see Document). Its event names are built once.
+type docType struct {
+	name                                           string
+	evtCreated, evtUpdated, evtPatched, evtDeleted string
+}
+
+func newDocType(name string) *docType {
+	return &docType{
+		name:       name,
+		evtCreated: actor.EventType(name, "created"),
+		evtUpdated: actor.EventType(name, "updated"),
+		evtPatched: actor.EventType(name, "patched"),
+		evtDeleted: actor.EventType(name, "deleted"),
+	}
+}
 
 // KV returns the JSON document behaviour. Documents are JSON objects of at
 // most MaxDocBytes in canonical form (see MergePatch), which is also the form
@@ -71,24 +86,28 @@ var (
 //	cmd.kv.get    {} or empty       -> no event; the reply is the document
 //	  rejects "not_found"
 func KV() actor.Behavior {
+	return &docBehavior{Behavior: newDocType(KVType).define(), version: Revision}
+}
+
+func (d *docType) define() actor.Behavior {
 	return actor.Define(actor.Definition[KVState]{
-		Name:     KVType,
+		Name:     d.name,
 		Revision: Revision,
 		Commands: map[string]actor.Handler[KVState]{
-			"create": kvCreate,
-			"update": kvUpdate,
-			"patch":  kvPatch,
+			"create": d.create,
+			"update": d.update,
+			"patch":  d.patch,
 			"delete": kvDelete,
-			"get":    kvGet,
+			"get":    d.get,
 		},
-		Validate:    validateKV,
-		Apply:       applyKV,
+		Validate:    d.validate,
+		Apply:       d.apply,
 		EncodeState: encodeKVState,
 		DecodeState: decodeKVState,
 	})
 }
 
-func validateKV(cmd *actor.Command) error {
+func (d *docType) validate(cmd *actor.Command) error {
 	var err error
 	switch cmd.Verb() {
 	case "create", "update":
@@ -98,7 +117,7 @@ func validateKV(cmd *actor.Command) error {
 	case "delete", "get":
 		err = parseKVEmpty(cmd)
 	default:
-		err = unknownVerb(KVType, cmd, kvVerbs)
+		err = unknownVerb(d.name, cmd, kvVerbs)
 	}
 	return err
 }
@@ -151,11 +170,11 @@ func canonicalObject(field string, raw json.RawMessage, example string) ([]byte,
 	return canon, nil
 }
 
-func kvNotFound() error {
-	return actor.Reject(actor.CodeNotFound, "document does not exist; send cmd.kv.create first")
+func (d *docType) notFound() error {
+	return actor.Reject(actor.CodeNotFound, "document does not exist; send %s first", actor.CommandType(d.name, "create"))
 }
 
-func kvCreate(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
+func (d *docType) create(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
 	doc, err := parseKVDoc(cmd)
 	if err != nil {
 		return nil, err
@@ -166,24 +185,24 @@ func kvCreate(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEven
 	return []actor.NewEvent{{Name: "created", Payload: kvFieldJSON("doc", doc)}}, nil
 }
 
-func kvUpdate(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
+func (d *docType) update(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
 	doc, err := parseKVDoc(cmd)
 	if err != nil {
 		return nil, err
 	}
 	if !s.Exists {
-		return nil, kvNotFound()
+		return nil, d.notFound()
 	}
 	return []actor.NewEvent{{Name: "updated", Payload: kvFieldJSON("doc", doc)}}, nil
 }
 
-func kvPatch(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
+func (d *docType) patch(_ *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
 	patch, err := parseKVPatch(cmd)
 	if err != nil {
 		return nil, err
 	}
 	if !s.Exists {
-		return nil, kvNotFound()
+		return nil, d.notFound()
 	}
 	// Apply the canonical patch, exactly as Evolve will.
 	doc, err := MergePatch(s.Doc, patch)
@@ -209,20 +228,20 @@ func kvDelete(ctx *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEv
 	return []actor.NewEvent{{Name: "deleted", Payload: []byte("{}")}}, nil
 }
 
-func kvGet(ctx *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
+func (d *docType) get(ctx *actor.Context, s *KVState, cmd *actor.Command) ([]actor.NewEvent, error) {
 	if err := parseKVEmpty(cmd); err != nil {
 		return nil, err
 	}
 	if !s.Exists {
-		return nil, kvNotFound()
+		return nil, d.notFound()
 	}
 	ctx.Reply(s.Doc)
 	return nil, nil
 }
 
-func applyKV(s *KVState, ev *actor.Event) error {
+func (d *docType) apply(s *KVState, ev *actor.Event) error {
 	switch ev.Type {
-	case evtKVCreated, evtKVUpdated:
+	case d.evtCreated, d.evtUpdated:
 		var e KVDoc
 		if doc, ok := fastKVEventField(ev.Payload, "doc"); ok {
 			e.Doc = doc
@@ -231,7 +250,7 @@ func applyKV(s *KVState, ev *actor.Event) error {
 		}
 		s.Exists, s.Doc = true, e.Doc
 		return nil
-	case evtKVPatched:
+	case d.evtPatched:
 		var e KVPatched
 		if patch, ok := fastKVEventField(ev.Payload, "patch"); ok {
 			e.Patch = patch
@@ -244,7 +263,7 @@ func applyKV(s *KVState, ev *actor.Event) error {
 		}
 		s.Doc = doc
 		return nil
-	case evtKVDeleted:
+	case d.evtDeleted:
 		s.Exists, s.Doc = false, nil
 		return nil
 	}

@@ -3011,8 +3011,12 @@ type StatusResponse struct {
 	// Actor type -> the revision the cluster switched it to (rhizon actor
 	// activate); a type not listed runs its base revision.
 	ActiveRevisions map[string]string `protobuf:"bytes,14,rep,name=active_revisions,json=activeRevisions,proto3" json:"active_revisions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Members whose declared document types (or their indexes) differ from
+	// this node's: they decide commands of those types differently. Each one
+	// makes the node FAILED until the operator aligns --document-types.
+	DocumentTypeMismatches []string `protobuf:"bytes,60,rep,name=document_type_mismatches,json=documentTypeMismatches,proto3" json:"document_type_mismatches,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -3139,6 +3143,13 @@ func (x *StatusResponse) GetShardHealth() []*ShardHealth {
 func (x *StatusResponse) GetActiveRevisions() map[string]string {
 	if x != nil {
 		return x.ActiveRevisions
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetDocumentTypeMismatches() []string {
+	if x != nil {
+		return x.DocumentTypeMismatches
 	}
 	return nil
 }
@@ -3305,8 +3316,11 @@ type ReadRequest struct {
 	// result: read the stored result of idempotency_key instead.
 	Result         bool   `protobuf:"varint,40,opt,name=result,proto3" json:"result,omitempty"`
 	IdempotencyKey string `protobuf:"bytes,41,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// list: scan a shard's document index instead (address names the
+	// tenant, workspace and type; its entity id is empty).
+	List          *ListScan `protobuf:"bytes,50,opt,name=list,proto3" json:"list,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadRequest) Reset() {
@@ -3409,6 +3423,131 @@ func (x *ReadRequest) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *ReadRequest) GetList() *ListScan {
+	if x != nil {
+		return x.List
+	}
+	return nil
+}
+
+// ListScan is one shard's part of a List: see actor.IndexQuery.
+type ListScan struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Field    string                 `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	Lo       []byte                 `protobuf:"bytes,2,opt,name=lo,proto3" json:"lo,omitempty"`
+	Hi       []byte                 `protobuf:"bytes,3,opt,name=hi,proto3" json:"hi,omitempty"`
+	LoExcl   bool                   `protobuf:"varint,4,opt,name=lo_excl,json=loExcl,proto3" json:"lo_excl,omitempty"`
+	HiExcl   bool                   `protobuf:"varint,5,opt,name=hi_excl,json=hiExcl,proto3" json:"hi_excl,omitempty"`
+	Prefix   string                 `protobuf:"bytes,6,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	After    []byte                 `protobuf:"bytes,7,opt,name=after,proto3" json:"after,omitempty"`
+	HasAfter bool                   `protobuf:"varint,8,opt,name=has_after,json=hasAfter,proto3" json:"has_after,omitempty"`
+	Limit    uint32                 `protobuf:"varint,9,opt,name=limit,proto3" json:"limit,omitempty"`
+	// The shard to scan (the address has no entity id to route by).
+	Shard         uint32 `protobuf:"varint,10,opt,name=shard,proto3" json:"shard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListScan) Reset() {
+	*x = ListScan{}
+	mi := &file_rhizon_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListScan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListScan) ProtoMessage() {}
+
+func (x *ListScan) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListScan.ProtoReflect.Descriptor instead.
+func (*ListScan) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListScan) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *ListScan) GetLo() []byte {
+	if x != nil {
+		return x.Lo
+	}
+	return nil
+}
+
+func (x *ListScan) GetHi() []byte {
+	if x != nil {
+		return x.Hi
+	}
+	return nil
+}
+
+func (x *ListScan) GetLoExcl() bool {
+	if x != nil {
+		return x.LoExcl
+	}
+	return false
+}
+
+func (x *ListScan) GetHiExcl() bool {
+	if x != nil {
+		return x.HiExcl
+	}
+	return false
+}
+
+func (x *ListScan) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ListScan) GetAfter() []byte {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *ListScan) GetHasAfter() bool {
+	if x != nil {
+		return x.HasAfter
+	}
+	return false
+}
+
+func (x *ListScan) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListScan) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
 type ReadResponse struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	State        []byte                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
@@ -3419,15 +3558,18 @@ type ReadResponse struct {
 	NextOrdinal  uint32                 `protobuf:"varint,6,opt,name=next_ordinal,json=nextOrdinal,proto3" json:"next_ordinal,omitempty"`
 	More         bool                   `protobuf:"varint,7,opt,name=more,proto3" json:"more,omitempty"`
 	// With ReadRequest.result: the stored result (a Result), if found.
-	Result        []byte `protobuf:"bytes,40,opt,name=result,proto3" json:"result,omitempty"`
-	ResultFound   bool   `protobuf:"varint,41,opt,name=result_found,json=resultFound,proto3" json:"result_found,omitempty"`
+	Result      []byte `protobuf:"bytes,40,opt,name=result,proto3" json:"result,omitempty"`
+	ResultFound bool   `protobuf:"varint,41,opt,name=result_found,json=resultFound,proto3" json:"result_found,omitempty"`
+	// With ReadRequest.list: the page, the count of all matches, and more.
+	Items         []*ListItem `protobuf:"bytes,50,rep,name=items,proto3" json:"items,omitempty"`
+	Count         uint64      `protobuf:"varint,51,opt,name=count,proto3" json:"count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_rhizon_proto_msgTypes[38]
+	mi := &file_rhizon_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3439,7 +3581,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[38]
+	mi := &file_rhizon_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3452,7 +3594,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{38}
+	return file_rhizon_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReadResponse) GetState() []byte {
@@ -3518,6 +3660,20 @@ func (x *ReadResponse) GetResultFound() bool {
 	return false
 }
 
+func (x *ReadResponse) GetItems() []*ListItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *ReadResponse) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 type ShardAdminRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
@@ -3531,7 +3687,7 @@ type ShardAdminRequest struct {
 
 func (x *ShardAdminRequest) Reset() {
 	*x = ShardAdminRequest{}
-	mi := &file_rhizon_proto_msgTypes[39]
+	mi := &file_rhizon_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3543,7 +3699,7 @@ func (x *ShardAdminRequest) String() string {
 func (*ShardAdminRequest) ProtoMessage() {}
 
 func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[39]
+	mi := &file_rhizon_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3556,7 +3712,7 @@ func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminRequest.ProtoReflect.Descriptor instead.
 func (*ShardAdminRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{39}
+	return file_rhizon_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ShardAdminRequest) GetShard() uint32 {
@@ -3600,7 +3756,7 @@ type ShardAdminResponse struct {
 
 func (x *ShardAdminResponse) Reset() {
 	*x = ShardAdminResponse{}
-	mi := &file_rhizon_proto_msgTypes[40]
+	mi := &file_rhizon_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3612,7 +3768,7 @@ func (x *ShardAdminResponse) String() string {
 func (*ShardAdminResponse) ProtoMessage() {}
 
 func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[40]
+	mi := &file_rhizon_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3625,7 +3781,7 @@ func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminResponse.ProtoReflect.Descriptor instead.
 func (*ShardAdminResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{40}
+	return file_rhizon_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ShardAdminResponse) GetLeader() string {
@@ -3673,7 +3829,7 @@ type ActivateRevisionRequest struct {
 
 func (x *ActivateRevisionRequest) Reset() {
 	*x = ActivateRevisionRequest{}
-	mi := &file_rhizon_proto_msgTypes[41]
+	mi := &file_rhizon_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3685,7 +3841,7 @@ func (x *ActivateRevisionRequest) String() string {
 func (*ActivateRevisionRequest) ProtoMessage() {}
 
 func (x *ActivateRevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[41]
+	mi := &file_rhizon_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3698,7 +3854,7 @@ func (x *ActivateRevisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateRevisionRequest.ProtoReflect.Descriptor instead.
 func (*ActivateRevisionRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{41}
+	return file_rhizon_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ActivateRevisionRequest) GetActorType() string {
@@ -3729,7 +3885,7 @@ type ActivateRevisionResponse struct {
 
 func (x *ActivateRevisionResponse) Reset() {
 	*x = ActivateRevisionResponse{}
-	mi := &file_rhizon_proto_msgTypes[42]
+	mi := &file_rhizon_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3741,7 +3897,7 @@ func (x *ActivateRevisionResponse) String() string {
 func (*ActivateRevisionResponse) ProtoMessage() {}
 
 func (x *ActivateRevisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[42]
+	mi := &file_rhizon_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3754,7 +3910,7 @@ func (x *ActivateRevisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateRevisionResponse.ProtoReflect.Descriptor instead.
 func (*ActivateRevisionResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{42}
+	return file_rhizon_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ActivateRevisionResponse) GetActorType() string {
@@ -3797,7 +3953,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_rhizon_proto_msgTypes[43]
+	mi := &file_rhizon_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3809,7 +3965,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[43]
+	mi := &file_rhizon_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3822,7 +3978,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{43}
+	return file_rhizon_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListDeadLettersRequest) GetAfter() uint64 {
@@ -3868,7 +4024,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_rhizon_proto_msgTypes[44]
+	mi := &file_rhizon_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3880,7 +4036,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[44]
+	mi := &file_rhizon_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3893,7 +4049,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{44}
+	return file_rhizon_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DeadLetter) GetSequence() uint64 {
@@ -4005,7 +4161,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_rhizon_proto_msgTypes[45]
+	mi := &file_rhizon_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4017,7 +4173,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[45]
+	mi := &file_rhizon_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4030,7 +4186,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{45}
+	return file_rhizon_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -4056,7 +4212,7 @@ type RedriveDeadLetterRequest struct {
 
 func (x *RedriveDeadLetterRequest) Reset() {
 	*x = RedriveDeadLetterRequest{}
-	mi := &file_rhizon_proto_msgTypes[46]
+	mi := &file_rhizon_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4068,7 +4224,7 @@ func (x *RedriveDeadLetterRequest) String() string {
 func (*RedriveDeadLetterRequest) ProtoMessage() {}
 
 func (x *RedriveDeadLetterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[46]
+	mi := &file_rhizon_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4081,7 +4237,7 @@ func (x *RedriveDeadLetterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLetterRequest.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLetterRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{46}
+	return file_rhizon_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RedriveDeadLetterRequest) GetSequence() uint64 {
@@ -4105,7 +4261,7 @@ type RedriveDeadLetterResponse struct {
 
 func (x *RedriveDeadLetterResponse) Reset() {
 	*x = RedriveDeadLetterResponse{}
-	mi := &file_rhizon_proto_msgTypes[47]
+	mi := &file_rhizon_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4117,7 +4273,7 @@ func (x *RedriveDeadLetterResponse) String() string {
 func (*RedriveDeadLetterResponse) ProtoMessage() {}
 
 func (x *RedriveDeadLetterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[47]
+	mi := &file_rhizon_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4130,7 +4286,7 @@ func (x *RedriveDeadLetterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLetterResponse.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLetterResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{47}
+	return file_rhizon_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RedriveDeadLetterResponse) GetStream() string {
@@ -4177,7 +4333,7 @@ type RepublishEventsRequest struct {
 
 func (x *RepublishEventsRequest) Reset() {
 	*x = RepublishEventsRequest{}
-	mi := &file_rhizon_proto_msgTypes[48]
+	mi := &file_rhizon_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4189,7 +4345,7 @@ func (x *RepublishEventsRequest) String() string {
 func (*RepublishEventsRequest) ProtoMessage() {}
 
 func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[48]
+	mi := &file_rhizon_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4202,7 +4358,7 @@ func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsRequest.ProtoReflect.Descriptor instead.
 func (*RepublishEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{48}
+	return file_rhizon_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RepublishEventsRequest) GetShard() uint32 {
@@ -4252,7 +4408,7 @@ type RepublishEventsResponse struct {
 
 func (x *RepublishEventsResponse) Reset() {
 	*x = RepublishEventsResponse{}
-	mi := &file_rhizon_proto_msgTypes[49]
+	mi := &file_rhizon_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4264,7 +4420,7 @@ func (x *RepublishEventsResponse) String() string {
 func (*RepublishEventsResponse) ProtoMessage() {}
 
 func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[49]
+	mi := &file_rhizon_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4277,7 +4433,7 @@ func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsResponse.ProtoReflect.Descriptor instead.
 func (*RepublishEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{49}
+	return file_rhizon_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RepublishEventsResponse) GetShard() uint32 {
@@ -4320,6 +4476,313 @@ func (x *RepublishEventsResponse) GetNodeId() string {
 		return x.NodeId
 	}
 	return ""
+}
+
+// ListWhere is a condition on an indexed top-level field: op is one of
+// = < <= > >=, value a JSON scalar (a string, a number, true, false, null).
+type ListWhere struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Field         string                 `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	Op            string                 `protobuf:"bytes,2,opt,name=op,proto3" json:"op,omitempty"`
+	Value         string                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWhere) Reset() {
+	*x = ListWhere{}
+	mi := &file_rhizon_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWhere) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWhere) ProtoMessage() {}
+
+func (x *ListWhere) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWhere.ProtoReflect.Descriptor instead.
+func (*ListWhere) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ListWhere) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *ListWhere) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *ListWhere) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type ListRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Workspace string                 `protobuf:"bytes,2,opt,name=workspace,proto3" json:"workspace,omitempty"`
+	ActorType string                 `protobuf:"bytes,3,opt,name=actor_type,json=actorType,proto3" json:"actor_type,omitempty"`
+	// Only ids starting with prefix.
+	Prefix    string `protobuf:"bytes,4,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// At most limit documents (0 means 100; the limit is 1000).
+	Limit uint32 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Conditions on one indexed field (several bound a range).
+	Where         []*ListWhere `protobuf:"bytes,7,rep,name=where,proto3" json:"where,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRequest) Reset() {
+	*x = ListRequest{}
+	mi := &file_rhizon_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRequest) ProtoMessage() {}
+
+func (x *ListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
+func (*ListRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ListRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ListRequest) GetWorkspace() string {
+	if x != nil {
+		return x.Workspace
+	}
+	return ""
+}
+
+func (x *ListRequest) GetActorType() string {
+	if x != nil {
+		return x.ActorType
+	}
+	return ""
+}
+
+func (x *ListRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ListRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListRequest) GetWhere() []*ListWhere {
+	if x != nil {
+		return x.Where
+	}
+	return nil
+}
+
+type ListItem struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Version uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The entity state, as Get returns it.
+	State []byte `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Shard uint32 `protobuf:"varint,4,opt,name=shard,proto3" json:"shard,omitempty"`
+	// With a where clause: the encoded index value (for the merge).
+	IndexValue    []byte `protobuf:"bytes,5,opt,name=index_value,json=indexValue,proto3" json:"index_value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListItem) Reset() {
+	*x = ListItem{}
+	mi := &file_rhizon_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListItem) ProtoMessage() {}
+
+func (x *ListItem) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListItem.ProtoReflect.Descriptor instead.
+func (*ListItem) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListItem) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ListItem) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ListItem) GetState() []byte {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *ListItem) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *ListItem) GetIndexValue() []byte {
+	if x != nil {
+		return x.IndexValue
+	}
+	return nil
+}
+
+type ListResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Items []*ListItem            `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// How many documents match (prefix and where) across every shard, each
+	// counted at its applied index.
+	Count uint64 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	// The applied index each shard was read at.
+	AppliedIndexes map[uint32]uint64 `protobuf:"bytes,4,rep,name=applied_indexes,json=appliedIndexes,proto3" json:"applied_indexes,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ListResponse) Reset() {
+	*x = ListResponse{}
+	mi := &file_rhizon_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListResponse) ProtoMessage() {}
+
+func (x *ListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
+func (*ListResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ListResponse) GetItems() []*ListItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *ListResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListResponse) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ListResponse) GetAppliedIndexes() map[uint32]uint64 {
+	if x != nil {
+		return x.AppliedIndexes
+	}
+	return nil
 }
 
 var File_rhizon_proto protoreflect.FileDescriptor
@@ -4578,7 +5041,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\aversion\x18\v \x01(\tR\aversion\x1aA\n" +
 	"\x13ActorRevisionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbe\x05\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1f\n" +
@@ -4598,7 +5061,8 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x06health\x18\v \x01(\tR\x06health\x12%\n" +
 	"\x0ehealth_reasons\x18\f \x03(\tR\rhealthReasons\x129\n" +
 	"\fshard_health\x18\r \x03(\v2\x16.rhizon.v1.ShardHealthR\vshardHealth\x12Y\n" +
-	"\x10active_revisions\x18\x0e \x03(\v2..rhizon.v1.StatusResponse.ActiveRevisionsEntryR\x0factiveRevisions\x1aB\n" +
+	"\x10active_revisions\x18\x0e \x03(\v2..rhizon.v1.StatusResponse.ActiveRevisionsEntryR\x0factiveRevisions\x128\n" +
+	"\x18document_type_mismatches\x18< \x03(\tR\x16documentTypeMismatches\x1aB\n" +
 	"\x14ActiveRevisionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\":\n" +
@@ -4609,7 +5073,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\acommand\x18\x01 \x01(\v2\x12.rhizon.v1.CommandR\acommand\x12\x12\n" +
 	"\x04hops\x18\x02 \x01(\rR\x04hops\"<\n" +
 	"\x0fForwardResponse\x12)\n" +
-	"\x06result\x18\x01 \x01(\v2\x11.rhizon.v1.ResultR\x06result\"\xcb\x02\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.rhizon.v1.ResultR\x06result\"\xf4\x02\n" +
 	"\vReadRequest\x12,\n" +
 	"\aaddress\x18\x01 \x01(\v2\x12.rhizon.v1.AddressR\aaddress\x12\x14\n" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x18\n" +
@@ -4621,7 +5085,20 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x12include_rejections\x18\a \x01(\bR\x11includeRejections\x12\x12\n" +
 	"\x04hops\x18\b \x01(\rR\x04hops\x12\x16\n" +
 	"\x06result\x18( \x01(\bR\x06result\x12'\n" +
-	"\x0fidempotency_key\x18) \x01(\tR\x0eidempotencyKey\"\xa8\x02\n" +
+	"\x0fidempotency_key\x18) \x01(\tR\x0eidempotencyKey\x12'\n" +
+	"\x04list\x182 \x01(\v2\x13.rhizon.v1.ListScanR\x04list\"\xe9\x01\n" +
+	"\bListScan\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12\x0e\n" +
+	"\x02lo\x18\x02 \x01(\fR\x02lo\x12\x0e\n" +
+	"\x02hi\x18\x03 \x01(\fR\x02hi\x12\x17\n" +
+	"\alo_excl\x18\x04 \x01(\bR\x06loExcl\x12\x17\n" +
+	"\ahi_excl\x18\x05 \x01(\bR\x06hiExcl\x12\x16\n" +
+	"\x06prefix\x18\x06 \x01(\tR\x06prefix\x12\x14\n" +
+	"\x05after\x18\a \x01(\fR\x05after\x12\x1b\n" +
+	"\thas_after\x18\b \x01(\bR\bhasAfter\x12\x14\n" +
+	"\x05limit\x18\t \x01(\rR\x05limit\x12\x14\n" +
+	"\x05shard\x18\n" +
+	" \x01(\rR\x05shard\"\xe9\x02\n" +
 	"\fReadResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\fR\x05state\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12#\n" +
@@ -4632,7 +5109,9 @@ const file_rhizon_proto_rawDesc = "" +
 	"\fnext_ordinal\x18\x06 \x01(\rR\vnextOrdinal\x12\x12\n" +
 	"\x04more\x18\a \x01(\bR\x04more\x12\x16\n" +
 	"\x06result\x18( \x01(\fR\x06result\x12!\n" +
-	"\fresult_found\x18) \x01(\bR\vresultFound\"l\n" +
+	"\fresult_found\x18) \x01(\bR\vresultFound\x12)\n" +
+	"\x05items\x182 \x03(\v2\x13.rhizon.v1.ListItemR\x05items\x12\x14\n" +
+	"\x05count\x183 \x01(\x04R\x05count\"l\n" +
 	"\x11ShardAdminRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x0e\n" +
 	"\x02op\x18\x02 \x01(\tR\x02op\x12\x17\n" +
@@ -4701,7 +5180,36 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x04last\x18\x03 \x01(\v2\x13.rhizon.v1.PositionR\x04last\x12'\n" +
 	"\x04next\x18\x04 \x01(\v2\x13.rhizon.v1.PositionR\x04next\x12\x12\n" +
 	"\x04done\x18\x05 \x01(\bR\x04done\x12\x17\n" +
-	"\anode_id\x18\x06 \x01(\tR\x06nodeId*J\n" +
+	"\anode_id\x18\x06 \x01(\tR\x06nodeId\"G\n" +
+	"\tListWhere\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12\x0e\n" +
+	"\x02op\x18\x02 \x01(\tR\x02op\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\"\xdb\x01\n" +
+	"\vListRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1c\n" +
+	"\tworkspace\x18\x02 \x01(\tR\tworkspace\x12\x1d\n" +
+	"\n" +
+	"actor_type\x18\x03 \x01(\tR\tactorType\x12\x16\n" +
+	"\x06prefix\x18\x04 \x01(\tR\x06prefix\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12\x14\n" +
+	"\x05limit\x18\x06 \x01(\rR\x05limit\x12*\n" +
+	"\x05where\x18\a \x03(\v2\x14.rhizon.v1.ListWhereR\x05where\"\x81\x01\n" +
+	"\bListItem\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\fR\x05state\x12\x14\n" +
+	"\x05shard\x18\x04 \x01(\rR\x05shard\x12\x1f\n" +
+	"\vindex_value\x18\x05 \x01(\fR\n" +
+	"indexValue\"\x90\x02\n" +
+	"\fListResponse\x12)\n" +
+	"\x05items\x18\x01 \x03(\v2\x13.rhizon.v1.ListItemR\x05items\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\x12T\n" +
+	"\x0fapplied_indexes\x18\x04 \x03(\v2+.rhizon.v1.ListResponse.AppliedIndexesEntryR\x0eappliedIndexes\x1aA\n" +
+	"\x13AppliedIndexesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01*J\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_ACCEPTED\x10\x01\x12\x13\n" +
@@ -4714,7 +5222,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x0fREASON_BUSINESS\x10\x04*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x012\xe7\x05\n" +
+	"\x11CONSISTENCY_STALE\x10\x012\xa0\x06\n" +
 	"\aGateway\x12=\n" +
 	"\x06Submit\x12\x18.rhizon.v1.SubmitRequest\x1a\x19.rhizon.v1.SubmitResponse\x12L\n" +
 	"\vSubmitBatch\x12\x1d.rhizon.v1.SubmitBatchRequest\x1a\x1e.rhizon.v1.SubmitBatchResponse\x12S\n" +
@@ -4726,7 +5234,8 @@ const file_rhizon_proto_rawDesc = "" +
 	"\vSubmitAsync\x12\x18.rhizon.v1.SubmitRequest\x1a\x1e.rhizon.v1.SubmitAsyncResponse\x129\n" +
 	"\x05Watch\x12\x17.rhizon.v1.WatchRequest\x1a\x15.rhizon.v1.WatchEvent0\x01\x12F\n" +
 	"\tGetResult\x12\x1b.rhizon.v1.GetResultRequest\x1a\x1c.rhizon.v1.GetResultResponse\x12;\n" +
-	"\x06Replay\x12\x18.rhizon.v1.ReplayRequest\x1a\x17.rhizon.v1.ReplayReport2\xc4\x04\n" +
+	"\x06Replay\x12\x18.rhizon.v1.ReplayRequest\x1a\x17.rhizon.v1.ReplayReport\x127\n" +
+	"\x04List\x12\x16.rhizon.v1.ListRequest\x1a\x17.rhizon.v1.ListResponse2\xc4\x04\n" +
 	"\bInternal\x12@\n" +
 	"\aForward\x12\x19.rhizon.v1.ForwardRequest\x1a\x1a.rhizon.v1.ForwardResponse\x127\n" +
 	"\x04Read\x12\x16.rhizon.v1.ReadRequest\x1a\x17.rhizon.v1.ReadResponse\x12I\n" +
@@ -4756,7 +5265,7 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_rhizon_proto_goTypes = []any{
 	(Status)(0),                       // 0: rhizon.v1.Status
 	(Reason)(0),                       // 1: rhizon.v1.Reason
@@ -4799,23 +5308,29 @@ var file_rhizon_proto_goTypes = []any{
 	(*ForwardRequest)(nil),            // 38: rhizon.v1.ForwardRequest
 	(*ForwardResponse)(nil),           // 39: rhizon.v1.ForwardResponse
 	(*ReadRequest)(nil),               // 40: rhizon.v1.ReadRequest
-	(*ReadResponse)(nil),              // 41: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),         // 42: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil),        // 43: rhizon.v1.ShardAdminResponse
-	(*ActivateRevisionRequest)(nil),   // 44: rhizon.v1.ActivateRevisionRequest
-	(*ActivateRevisionResponse)(nil),  // 45: rhizon.v1.ActivateRevisionResponse
-	(*ListDeadLettersRequest)(nil),    // 46: rhizon.v1.ListDeadLettersRequest
-	(*DeadLetter)(nil),                // 47: rhizon.v1.DeadLetter
-	(*ListDeadLettersResponse)(nil),   // 48: rhizon.v1.ListDeadLettersResponse
-	(*RedriveDeadLetterRequest)(nil),  // 49: rhizon.v1.RedriveDeadLetterRequest
-	(*RedriveDeadLetterResponse)(nil), // 50: rhizon.v1.RedriveDeadLetterResponse
-	(*RepublishEventsRequest)(nil),    // 51: rhizon.v1.RepublishEventsRequest
-	(*RepublishEventsResponse)(nil),   // 52: rhizon.v1.RepublishEventsResponse
-	nil,                               // 53: rhizon.v1.SubmitStreamResponse.TrailersEntry
-	nil,                               // 54: rhizon.v1.NodeStatus.ActorRevisionsEntry
-	nil,                               // 55: rhizon.v1.StatusResponse.ActiveRevisionsEntry
-	nil,                               // 56: rhizon.v1.DeadLetter.HeadersEntry
-	(*status.Status)(nil),             // 57: google.rpc.Status
+	(*ListScan)(nil),                  // 41: rhizon.v1.ListScan
+	(*ReadResponse)(nil),              // 42: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),         // 43: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),        // 44: rhizon.v1.ShardAdminResponse
+	(*ActivateRevisionRequest)(nil),   // 45: rhizon.v1.ActivateRevisionRequest
+	(*ActivateRevisionResponse)(nil),  // 46: rhizon.v1.ActivateRevisionResponse
+	(*ListDeadLettersRequest)(nil),    // 47: rhizon.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                // 48: rhizon.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),   // 49: rhizon.v1.ListDeadLettersResponse
+	(*RedriveDeadLetterRequest)(nil),  // 50: rhizon.v1.RedriveDeadLetterRequest
+	(*RedriveDeadLetterResponse)(nil), // 51: rhizon.v1.RedriveDeadLetterResponse
+	(*RepublishEventsRequest)(nil),    // 52: rhizon.v1.RepublishEventsRequest
+	(*RepublishEventsResponse)(nil),   // 53: rhizon.v1.RepublishEventsResponse
+	(*ListWhere)(nil),                 // 54: rhizon.v1.ListWhere
+	(*ListRequest)(nil),               // 55: rhizon.v1.ListRequest
+	(*ListItem)(nil),                  // 56: rhizon.v1.ListItem
+	(*ListResponse)(nil),              // 57: rhizon.v1.ListResponse
+	nil,                               // 58: rhizon.v1.SubmitStreamResponse.TrailersEntry
+	nil,                               // 59: rhizon.v1.NodeStatus.ActorRevisionsEntry
+	nil,                               // 60: rhizon.v1.StatusResponse.ActiveRevisionsEntry
+	nil,                               // 61: rhizon.v1.DeadLetter.HeadersEntry
+	nil,                               // 62: rhizon.v1.ListResponse.AppliedIndexesEntry
+	(*status.Status)(nil),             // 63: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
 	13, // 0: rhizon.v1.ReplayRequest.address:type_name -> rhizon.v1.Address
@@ -4845,83 +5360,90 @@ var file_rhizon_proto_depIdxs = []int32{
 	27, // 24: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
 	21, // 25: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
 	22, // 26: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
-	57, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
-	53, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
+	63, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	58, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
 	22, // 29: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	57, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	63, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
 	13, // 31: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
 	2,  // 32: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
 	13, // 33: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
 	13, // 34: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
 	2,  // 35: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
 	20, // 36: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
-	54, // 37: rhizon.v1.NodeStatus.actor_revisions:type_name -> rhizon.v1.NodeStatus.ActorRevisionsEntry
+	59, // 37: rhizon.v1.NodeStatus.actor_revisions:type_name -> rhizon.v1.NodeStatus.ActorRevisionsEntry
 	33, // 38: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
 	35, // 39: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
 	34, // 40: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
-	55, // 41: rhizon.v1.StatusResponse.active_revisions:type_name -> rhizon.v1.StatusResponse.ActiveRevisionsEntry
+	60, // 41: rhizon.v1.StatusResponse.active_revisions:type_name -> rhizon.v1.StatusResponse.ActiveRevisionsEntry
 	16, // 42: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
 	18, // 43: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
 	13, // 44: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	20, // 45: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	56, // 46: rhizon.v1.DeadLetter.headers:type_name -> rhizon.v1.DeadLetter.HeadersEntry
-	16, // 47: rhizon.v1.DeadLetter.command:type_name -> rhizon.v1.Command
-	47, // 48: rhizon.v1.ListDeadLettersResponse.dead_letters:type_name -> rhizon.v1.DeadLetter
-	37, // 49: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
-	37, // 50: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
-	37, // 51: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
-	37, // 52: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
-	21, // 53: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	23, // 54: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	25, // 55: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	28, // 56: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	30, // 57: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	32, // 58: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	11, // 59: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	21, // 60: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	9,  // 61: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	6,  // 62: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
-	3,  // 63: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
-	38, // 64: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	40, // 65: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	42, // 66: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	32, // 67: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	11, // 68: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	51, // 69: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	3,  // 70: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
-	44, // 71: rhizon.v1.Internal.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
-	51, // 72: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	44, // 73: rhizon.v1.Admin.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
-	46, // 74: rhizon.v1.Admin.ListDeadLetters:input_type -> rhizon.v1.ListDeadLettersRequest
-	49, // 75: rhizon.v1.Admin.RedriveDeadLetter:input_type -> rhizon.v1.RedriveDeadLetterRequest
-	22, // 76: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	24, // 77: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	26, // 78: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	29, // 79: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	31, // 80: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	36, // 81: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	12, // 82: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	8,  // 83: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	10, // 84: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	7,  // 85: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
-	4,  // 86: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
-	39, // 87: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	41, // 88: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	43, // 89: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	36, // 90: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	12, // 91: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	52, // 92: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	4,  // 93: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
-	45, // 94: rhizon.v1.Internal.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
-	52, // 95: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	45, // 96: rhizon.v1.Admin.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
-	48, // 97: rhizon.v1.Admin.ListDeadLetters:output_type -> rhizon.v1.ListDeadLettersResponse
-	50, // 98: rhizon.v1.Admin.RedriveDeadLetter:output_type -> rhizon.v1.RedriveDeadLetterResponse
-	76, // [76:99] is the sub-list for method output_type
-	53, // [53:76] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	41, // 45: rhizon.v1.ReadRequest.list:type_name -> rhizon.v1.ListScan
+	20, // 46: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	56, // 47: rhizon.v1.ReadResponse.items:type_name -> rhizon.v1.ListItem
+	61, // 48: rhizon.v1.DeadLetter.headers:type_name -> rhizon.v1.DeadLetter.HeadersEntry
+	16, // 49: rhizon.v1.DeadLetter.command:type_name -> rhizon.v1.Command
+	48, // 50: rhizon.v1.ListDeadLettersResponse.dead_letters:type_name -> rhizon.v1.DeadLetter
+	37, // 51: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
+	37, // 52: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
+	37, // 53: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
+	37, // 54: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
+	54, // 55: rhizon.v1.ListRequest.where:type_name -> rhizon.v1.ListWhere
+	56, // 56: rhizon.v1.ListResponse.items:type_name -> rhizon.v1.ListItem
+	62, // 57: rhizon.v1.ListResponse.applied_indexes:type_name -> rhizon.v1.ListResponse.AppliedIndexesEntry
+	21, // 58: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	23, // 59: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	25, // 60: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	28, // 61: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	30, // 62: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	32, // 63: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	11, // 64: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	21, // 65: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	9,  // 66: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	6,  // 67: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
+	3,  // 68: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
+	55, // 69: rhizon.v1.Gateway.List:input_type -> rhizon.v1.ListRequest
+	38, // 70: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	40, // 71: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	43, // 72: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	32, // 73: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	11, // 74: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	52, // 75: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	3,  // 76: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
+	45, // 77: rhizon.v1.Internal.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	52, // 78: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	45, // 79: rhizon.v1.Admin.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	47, // 80: rhizon.v1.Admin.ListDeadLetters:input_type -> rhizon.v1.ListDeadLettersRequest
+	50, // 81: rhizon.v1.Admin.RedriveDeadLetter:input_type -> rhizon.v1.RedriveDeadLetterRequest
+	22, // 82: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	24, // 83: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	26, // 84: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	29, // 85: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	31, // 86: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	36, // 87: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	12, // 88: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	8,  // 89: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	10, // 90: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	7,  // 91: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
+	4,  // 92: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
+	57, // 93: rhizon.v1.Gateway.List:output_type -> rhizon.v1.ListResponse
+	39, // 94: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	42, // 95: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	44, // 96: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	36, // 97: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	12, // 98: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	53, // 99: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	4,  // 100: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
+	46, // 101: rhizon.v1.Internal.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	53, // 102: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	46, // 103: rhizon.v1.Admin.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	49, // 104: rhizon.v1.Admin.ListDeadLetters:output_type -> rhizon.v1.ListDeadLettersResponse
+	51, // 105: rhizon.v1.Admin.RedriveDeadLetter:output_type -> rhizon.v1.RedriveDeadLetterResponse
+	82, // [82:106] is the sub-list for method output_type
+	58, // [58:82] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -4946,7 +5468,7 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   54,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

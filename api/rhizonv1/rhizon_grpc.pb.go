@@ -32,6 +32,7 @@ const (
 	Gateway_Watch_FullMethodName        = "/rhizon.v1.Gateway/Watch"
 	Gateway_GetResult_FullMethodName    = "/rhizon.v1.Gateway/GetResult"
 	Gateway_Replay_FullMethodName       = "/rhizon.v1.Gateway/Replay"
+	Gateway_List_FullMethodName         = "/rhizon.v1.Gateway/List"
 )
 
 // GatewayClient is the client API for Gateway service.
@@ -109,6 +110,17 @@ type GatewayClient interface {
 	// already running on the node. NOT_FOUND: the shard applied nothing yet.
 	// ABORTED: Raft compacted the log under the replay; call again.
 	Replay(ctx context.Context, in *ReplayRequest, opts ...grpc.CallOption) (*ReplayReport, error)
+	// List returns one page of the documents of a document type (kv or one
+	// declared with --document-types) in a workspace, sorted by entity id, or,
+	// with a where clause on an indexed field, by (field value, id). Scoped by
+	// the token like Get (tenant and workspace default to the token's). Read
+	// level: every shard is read through its leader after a read barrier, as
+	// a linearizable Get is; the shards are read concurrently, each at its
+	// own applied index (applied_indexes), and merged by (value, id): the page
+	// is not one cross-shard snapshot. Pages never repeat an id nor skip one
+	// that exists throughout the paging: the page token holds the last key.
+	// A page holds at most limit documents and about 16 MiB of states.
+	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 }
 
 type gatewayClient struct {
@@ -241,6 +253,16 @@ func (c *gatewayClient) Replay(ctx context.Context, in *ReplayRequest, opts ...g
 	return out, nil
 }
 
+func (c *gatewayClient) List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListResponse)
+	err := c.cc.Invoke(ctx, Gateway_List_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatewayServer is the server API for Gateway service.
 // All implementations must embed UnimplementedGatewayServer
 // for forward compatibility.
@@ -316,6 +338,17 @@ type GatewayServer interface {
 	// already running on the node. NOT_FOUND: the shard applied nothing yet.
 	// ABORTED: Raft compacted the log under the replay; call again.
 	Replay(context.Context, *ReplayRequest) (*ReplayReport, error)
+	// List returns one page of the documents of a document type (kv or one
+	// declared with --document-types) in a workspace, sorted by entity id, or,
+	// with a where clause on an indexed field, by (field value, id). Scoped by
+	// the token like Get (tenant and workspace default to the token's). Read
+	// level: every shard is read through its leader after a read barrier, as
+	// a linearizable Get is; the shards are read concurrently, each at its
+	// own applied index (applied_indexes), and merged by (value, id): the page
+	// is not one cross-shard snapshot. Pages never repeat an id nor skip one
+	// that exists throughout the paging: the page token holds the last key.
+	// A page holds at most limit documents and about 16 MiB of states.
+	List(context.Context, *ListRequest) (*ListResponse, error)
 	mustEmbedUnimplementedGatewayServer()
 }
 
@@ -358,6 +391,9 @@ func (UnimplementedGatewayServer) GetResult(context.Context, *GetResultRequest) 
 }
 func (UnimplementedGatewayServer) Replay(context.Context, *ReplayRequest) (*ReplayReport, error) {
 	return nil, status.Error(codes.Unimplemented, "method Replay not implemented")
+}
+func (UnimplementedGatewayServer) List(context.Context, *ListRequest) (*ListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method List not implemented")
 }
 func (UnimplementedGatewayServer) mustEmbedUnimplementedGatewayServer() {}
 func (UnimplementedGatewayServer) testEmbeddedByValue()                 {}
@@ -560,6 +596,24 @@ func _Gateway_Replay_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Gateway_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).List(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_List_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).List(ctx, req.(*ListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Gateway_ServiceDesc is the grpc.ServiceDesc for Gateway service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -602,6 +656,10 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Replay",
 			Handler:    _Gateway_Replay_Handler,
+		},
+		{
+			MethodName: "List",
+			Handler:    _Gateway_List_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rhizon/rhizon/actor"
-	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/actor/upgradetest"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 )
@@ -16,8 +15,11 @@ import (
 // registry is the node's (and an offline replay's) actor registry: the
 // built-in types and, only when RHIZON_TEST_ACTORS is set (a test hook, see
 // README "Upgrading actor code"), the test actor's revisions it names.
-func registry() (*actor.Registry, error) {
-	reg := builtin.Registry()
+func registry(docs *docTypesFlag) (*actor.Registry, error) {
+	reg, err := docs.registry()
+	if err != nil {
+		return nil, &exitErr{exitUsage, err}
+	}
 	if err := upgradetest.Register(reg, os.Getenv(upgradetest.EnvVar)); err != nil {
 		return nil, &exitErr{exitUsage, err}
 	}

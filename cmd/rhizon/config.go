@@ -51,6 +51,16 @@ func applyConfig(fs *pflag.FlagSet) error {
 				}
 				v = string(b)
 			}
+			if list, isList := v.([]any); isList {
+				// A YAML list sets the flag once per element.
+				for _, el := range list {
+					if e := f.Value.Set(fmt.Sprint(el)); e != nil {
+						err = fmt.Errorf("config key %s item %v: %w", f.Name, el, e)
+						return
+					}
+				}
+				return
+			}
 			if e := f.Value.Set(fmt.Sprint(v)); e != nil {
 				err = fmt.Errorf("config key %s=%v: %w", f.Name, v, e)
 			}

@@ -84,6 +84,7 @@ type nodeFlags struct {
 	watchConn    int
 	batchFlight  int
 	httpLimits   gateway.HTTPLimits
+	docTypes     docTypesFlag
 }
 
 func (f *nodeFlags) register(c *cobra.Command, dev bool) {
@@ -153,6 +154,7 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.DurationVar(&f.httpLimits.WriteTimeout, "http-write-timeout", hl.WriteTimeout, "HTTP: time to write a response (a watch gets it per event instead)")
 	fs.DurationVar(&f.httpLimits.IdleTimeout, "http-idle-timeout", hl.IdleTimeout, "HTTP: keep-alive connection idle time before it is closed")
 	fs.IntVar(&f.httpLimits.MaxHeaderBytes, "http-max-header-bytes", hl.MaxHeaderBytes, "HTTP: largest request header")
+	fs.Var(&f.docTypes, "document-types", `document actor types besides kv, each behaving as kv: "user,invoice", or one type with indexed top-level fields "user:email,age" (repeat the flag, or join with ';'); every node of a cluster must declare the same set`)
 	_ = fs.MarkHidden("fast-gossip")
 	if dev {
 		fs.StringVar(&f.devTenant, "tenant", "dev", "tenant of the dev token")
@@ -380,7 +382,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		gl.Close()
 		return fmt.Errorf("--http-addr %s: %w", f.httpAddr, err)
 	}
-	reg, err := registry()
+	reg, err := registry(&f.docTypes)
 	if err != nil {
 		gl.Close()
 		hl.Close()

@@ -40,6 +40,7 @@ type Store struct {
 	timers  map[string]engine.Timer // by address key + name
 	history map[string][]Record     // by address key, in position order
 	outbox  []OutboxRow             // in position order
+	index   []string                // actor.AppendIndexKey of every index entry, sorted
 	meta    engine.Meta
 }
 
@@ -198,6 +199,67 @@ func (b *batch) PutTimer(t engine.Timer) {
 func (b *batch) DeleteTimer(t engine.Timer) {
 	k := timerKey(t.Address, t.Name)
 	b.add(func(s *Store) { delete(s.timers, k) })
+}
+
+// PutIndex implements engine.IndexBatch.
+func (b *batch) PutIndex(a actor.Address, e actor.IndexEntry) {
+	k := string(actor.AppendIndexKey(nil, a, e))
+	b.add(func(s *Store) {
+		if i, found := slices.BinarySearch(s.index, k); !found {
+			s.index = slices.Insert(s.index, i, k)
+		}
+	})
+}
+
+// DeleteIndex implements engine.IndexBatch.
+func (b *batch) DeleteIndex(a actor.Address, e actor.IndexEntry) {
+	k := string(actor.AppendIndexKey(nil, a, e))
+	b.add(func(s *Store) {
+		if i, found := slices.BinarySearch(s.index, k); found {
+			s.index = slices.Delete(s.index, i, i+1)
+		}
+	})
+}
+
+// IndexItem is one entry ScanIndex found.
+type IndexItem struct {
+	ID    string
+	Value []byte
+}
+
+// ScanIndex selects index entries as the Badger store's ScanIndex does (the
+// records aside): a page after q.After, the count of all matches, and more.
+func (s *Store) ScanIndex(q actor.IndexQuery) (items []IndexItem, count uint64, more bool, err error) {
+	base := string(actor.AppendIndexScope(nil, q.Tenant, q.Workspace, q.ActorType, q.Field))
+	start := base + string(q.Lo)
+	if q.Field == actor.ListField {
+		start += q.Prefix
+	}
+	i, _ := slices.BinarySearch(s.index, start)
+	for ; i < len(s.index) && strings.HasPrefix(s.index[i], base); i++ {
+		tail := []byte(s.index[i][len(base):])
+		value, id, ok := actor.SplitIndexTail(q.Field, tail)
+		if !ok {
+			return nil, 0, false, errors.New("memstore: corrupt index key")
+		}
+		in, stop := q.Match(value, id)
+		if stop {
+			break
+		}
+		if !in {
+			continue
+		}
+		count++
+		if q.After != nil && bytes.Compare(tail, q.After) <= 0 {
+			continue
+		}
+		if len(items) == q.Limit {
+			more = true
+			continue
+		}
+		items = append(items, IndexItem{ID: id, Value: value})
+	}
+	return items, count, more, nil
 }
 
 func (b *batch) SetMeta(m engine.Meta) { b.add(func(s *Store) { s.meta = m }) }

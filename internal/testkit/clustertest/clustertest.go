@@ -53,8 +53,9 @@ type Options struct {
 	DataDir func(i int) string
 	// Gateway, if set, adjusts each gateway's config before it is built.
 	Gateway func(*gateway.Config)
-	// Registry is the nodes' actor code; nil means builtin.Registry().
-	Registry *actor.Registry
+	// Registry, if set, returns node i's actor registry (builtin.Registry()
+	// otherwise): document types, or a node that disagrees with the others.
+	Registry func(i int) *actor.Registry
 	// Graceful makes the cleanup close the nodes (leaving the cluster)
 	// rather than kill them as a crash would.
 	Graceful bool
@@ -102,9 +103,6 @@ func Start(t testing.TB, o Options) *Cluster {
 	if reflect.ValueOf(o.ShardTemplate).IsZero() { // shard.Config has a slice: not comparable
 		o.ShardTemplate = FastRaft()
 	}
-	if o.Registry == nil {
-		o.Registry = builtin.Registry()
-	}
 	if o.Nodes > 1 && testing.Short() {
 		t.Skipf("starts a %d-node cluster", o.Nodes)
 	}
@@ -135,8 +133,12 @@ func Start(t testing.TB, o Options) *Cluster {
 		} else {
 			dir = t.TempDir()
 		}
+		reg := builtin.Registry()
+		if o.Registry != nil {
+			reg = o.Registry(i)
+		}
 		n, err := cluster.Open(cluster.Config{
-			NodeID: id, DataDir: dir, Shards: o.Shards, Registry: o.Registry, Logger: quiet,
+			NodeID: id, DataDir: dir, Shards: o.Shards, Registry: reg, Logger: quiet,
 			ShardTemplate: o.ShardTemplate, Version: "test", GRPCAddr: advertise, ClusterSecret: "test-secret",
 			FastGossip: true, BootstrapExpect: expect, Join: join,
 			// A killed node stays a replica: tests restart or inspect it,

@@ -93,6 +93,8 @@ func (b *Behavior) instantiate(ctx context.Context) (*instance, error) {
 
 func (in *instance) close() { _ = in.mod.Close(context.Background()) }
 
+const pageSize = 64 << 10
+
 // take snapshots the instance.
 func (in *instance) take() *snapshot {
 	view, _ := in.mem.Read(0, in.mem.Size())
@@ -107,10 +109,17 @@ func (in *instance) take() *snapshot {
 // Go runtime would grow a larger one further than a fresh instance would, so
 // an instance whose memory grew is replaced by a fresh one.
 func (in *instance) restore(s *snapshot) error {
-	if in.mem.Size() != uint32(len(s.mem)) {
+	if in.mem.Size() > uint32(len(s.mem)) {
 		in.close()
 		if err := in.reinstantiate(); err != nil {
 			return err
+		}
+	}
+	// A fresh instance's memory is smaller when the snapshot's grew after
+	// the start functions (the first input buffer).
+	if size := in.mem.Size(); size < uint32(len(s.mem)) {
+		if _, ok := in.mem.Grow((uint32(len(s.mem)) - size) / pageSize); !ok {
+			return fmt.Errorf("wasm: cannot grow the instance's memory to its snapshot's %d bytes", len(s.mem))
 		}
 	}
 	if !in.mem.Write(0, s.mem) || len(in.globals) != len(s.globals) {

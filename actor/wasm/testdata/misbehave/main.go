@@ -12,7 +12,7 @@ import (
 
 func init() {
 	sdk.Register(sdk.Actor{
-		Verbs:  []string{"alloc", "effects", "now", "panic", "spin"},
+		Verbs:  []string{"alloc", "count", "effects", "now", "panic", "spin"},
 		Decide: decide,
 		Evolve: func(state []byte, _ string, payload []byte) ([]byte, error) { return append(state, payload...), nil },
 	})
@@ -23,6 +23,8 @@ func main() {}
 var sink int64
 
 var hold [][]byte
+
+var calls int64
 
 func decide(ctx *sdk.Context, _ []byte, cmdType string, payload []byte) ([]sdk.Event, error) {
 	switch cmdType[len("cmd.probe."):] {
@@ -42,6 +44,11 @@ func decide(ctx *sdk.Context, _ []byte, cmdType string, payload []byte) ([]sdk.E
 		// time.Now reads the host's clock stub: the entry's logical time.
 		return []sdk.Event{{Name: "now", Payload: []byte(strconv.FormatInt(ctx.Now(), 10) + " " +
 			strconv.FormatInt(time.Now().UnixMilli(), 10) + " " + strconv.FormatUint(ctx.Rand(), 10))}}, nil
+	case "count":
+		// Module state that lives across calls: the runtime restores the
+		// instance per log entry, so this counts the calls of one entry.
+		calls++
+		return []sdk.Event{{Name: "count", Payload: []byte(strconv.FormatInt(calls, 10))}}, nil
 	case "effects":
 		ctx.Send("probe", "other", "cmd.probe.now", []byte(`{}`))
 		ctx.SetTimer("t1", ctx.Now()+1000, []byte(`{"x":1}`))

@@ -28,7 +28,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/rhizon/rhizon/actor"
-	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
@@ -83,6 +82,7 @@ type nodeFlags struct {
 	watchConn    int
 	batchFlight  int
 	httpLimits   gateway.HTTPLimits
+	wasmActors   []string
 }
 
 func (f *nodeFlags) register(c *cobra.Command, dev bool) {
@@ -95,6 +95,7 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 		raftAddr, gossipAddr = "127.0.0.1:7402", "127.0.0.1:7403"
 	}
 	fs.StringVar(&f.nodeID, "node-id", nodeID, "this node's id (stable across restarts)")
+	addWasmActorFlag(fs, &f.wasmActors)
 	fs.StringVar(&f.dataDir, "data-dir", dataDir, "directory for all of the node's data")
 	fs.Uint32Var(&f.shards, "shards", uint32(shards), "shard count, fixed when the data directory is created")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", grpcAddr, "gRPC gateway listen address (port 0 picks a free port)")
@@ -372,8 +373,14 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		gl.Close()
 		return fmt.Errorf("--http-addr %s: %w", f.httpAddr, err)
 	}
+	reg, err := actorRegistry(f.wasmActors)
+	if err != nil {
+		gl.Close()
+		hl.Close()
+		return err
+	}
 	node, err := cluster.Open(cluster.Config{
-		NodeID: f.nodeID, DataDir: f.dataDir, Shards: f.shards, RF: f.rf, Registry: builtin.Registry(),
+		NodeID: f.nodeID, DataDir: f.dataDir, Shards: f.shards, RF: f.rf, Registry: reg,
 		Logger: log, Version: version, Zone: f.zone,
 		RaftAddr: f.raftAddr, RaftAdvertise: withHost(f.advertise, f.raftAddr),
 		GossipAddr: f.gossipAddr, GossipAdvertise: withHost(resolveIP(f.advertise), f.gossipAddr),

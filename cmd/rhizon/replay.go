@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rhizon/rhizon/actor"
-	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/replay"
 )
@@ -30,6 +29,7 @@ func replayCmd() *cobra.Command {
 	var dataDir, entity string
 	var shardFlag int64
 	var shardCount uint32
+	var wasmActors []string
 	c := &cobra.Command{
 		Use:   "replay",
 		Short: "Re-execute a shard's recorded log with this binary's actors (or a live node's) and compare",
@@ -59,7 +59,11 @@ func replayCmd() *cobra.Command {
 			case !fs.Changed("data-dir") && (fs.Changed("addr") || os.Getenv("RHIZON_ADDR") != ""):
 				return replayLive(c, f, entity, shardFlag)
 			}
-			opts := replay.Options{Registry: builtin.Registry(), Tenant: f.tenant, Workspace: f.workspace, ShardCount: shardCount}
+			reg, err := actorRegistry(wasmActors)
+			if err != nil {
+				return &exitErr{exitUsage, err}
+			}
+			opts := replay.Options{Registry: reg, Tenant: f.tenant, Workspace: f.workspace, ShardCount: shardCount}
 			if entity != "" {
 				at, id, ok := strings.Cut(entity, "/")
 				if !ok || at == "" || id == "" || f.tenant == "" || f.workspace == "" {
@@ -105,6 +109,7 @@ func replayCmd() *cobra.Command {
 	fs.StringVar(&dataDir, "data-dir", "./data", "the stopped node's data directory")
 	fs.Int64Var(&shardFlag, "shard", -1, "the shard to replay (default: every shard; live: role admin)")
 	fs.Uint32Var(&shardCount, "shard-count", 0, "offline: the cluster's shard count (default: read from the node's control group)")
+	addWasmActorFlag(fs, &wasmActors)
 	fs.StringVar(&entity, "entity", "", "compare only commands of this entity: <actor_type>/<entity_id>")
 	return c
 }

@@ -100,7 +100,11 @@ func counterEntries() []engine.Entry {
 		e := engine.Entry{Index: uint64(i + 1), At: int64(1_700_000_000_000 + i*10)}
 		for j := range 20 {
 			n++
-			e.Commands = append(e.Commands, cmd("counter", fmt.Sprint("c", j%5), "add", payloads[(i+j)%len(payloads)], n))
+			verb := "add"
+			if j == 19 {
+				verb = "sub" // no such verb
+			}
+			e.Commands = append(e.Commands, cmd("counter", fmt.Sprint("c", j%5), verb, payloads[(i+j)%len(payloads)], n))
 		}
 		out = append(out, e)
 	}

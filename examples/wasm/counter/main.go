@@ -24,18 +24,19 @@ func init() {
 // main is empty: a c-shared (reactor) module only serves its exports.
 func main() {}
 
-const evtAdded = "evt.counter.added"
-
 func decide(_ *sdk.Context, state []byte, cmdType string, payload []byte) ([]sdk.Event, error) {
-	if cmdType != "cmd.counter.add" {
-		verb := cmdType[bytes.LastIndexByte([]byte(cmdType), '.')+1:]
-		return nil, sdk.Invalid(`actor type "counter" has no verb ` + strconv.Quote(verb) + "; verbs: [add]")
+	// The type is whatever the node loaded the module as (--wasm-actor
+	// TYPE=...): "cmd.<type>.add".
+	dot := strings.LastIndexByte(cmdType, '.')
+	if verb := cmdType[dot+1:]; verb != "add" {
+		typ := strings.TrimPrefix(cmdType[:dot], "cmd.")
+		return nil, sdk.Invalid("actor type " + strconv.Quote(typ) + " has no verb " + strconv.Quote(verb) + "; verbs: [add]")
 	}
 	v, err := stateValue(state)
 	if err != nil {
 		return nil, sdk.Reject("state_decode", "stored counter state does not decode: "+err.Error())
 	}
-	n, err := amount(payload)
+	n, err := amount(cmdType, payload)
 	if err != nil {
 		return nil, err
 	}
@@ -49,7 +50,7 @@ func decide(_ *sdk.Context, state []byte, cmdType string, payload []byte) ([]sdk
 }
 
 func evolve(_ []byte, eventType string, payload []byte) ([]byte, error) {
-	if eventType != evtAdded {
+	if !strings.HasPrefix(eventType, "evt.") || !strings.HasSuffix(eventType, ".added") {
 		return nil, errors.New("builtin: unknown event type " + eventType)
 	}
 	var e struct {
@@ -103,7 +104,7 @@ func field(b []byte, pre, skip string) (int64, bool) {
 	return v, err == nil
 }
 
-func amount(payload []byte) (int64, error) {
+func amount(cmdType string, payload []byte) (int64, error) {
 	if n, ok := field(payload, `{"amount":`, ""); ok && n != 0 {
 		return n, nil
 	}
@@ -111,10 +112,10 @@ func amount(payload []byte) (int64, error) {
 	const example = `{"amount": 1}`
 	p := bytes.Trim(payload, " \t\r\n")
 	if len(p) == 0 {
-		return 0, sdk.Invalid("cmd.counter.add needs a JSON object payload like " + example)
+		return 0, sdk.Invalid(cmdType + " needs a JSON object payload like " + example)
 	}
 	if p[0] != '{' {
-		return 0, sdk.Invalid("cmd.counter.add payload must be a JSON object like " + example + ", got " + jsonKind(p))
+		return 0, sdk.Invalid(cmdType + " payload must be a JSON object like " + example + ", got " + jsonKind(p))
 	}
 	var body struct {
 		Amount *int64 `json:"amount"`
@@ -128,17 +129,17 @@ func amount(payload []byte) (int64, error) {
 		case errors.As(err, &te):
 			return 0, sdk.Invalid("amount must be an integer (no fraction, no quotes) within the signed 64-bit range, got " + te.Value)
 		case errors.As(err, &se):
-			return 0, sdk.Invalid("cmd.counter.add payload is not valid JSON: " + se.Error() + " (at byte " + strconv.FormatInt(se.Offset, 10) + ")")
+			return 0, sdk.Invalid(cmdType + " payload is not valid JSON: " + se.Error() + " (at byte " + strconv.FormatInt(se.Offset, 10) + ")")
 		case errors.Is(err, io.ErrUnexpectedEOF):
-			return 0, sdk.Invalid("cmd.counter.add payload is not valid JSON: it ends before the object is closed")
+			return 0, sdk.Invalid(cmdType + " payload is not valid JSON: it ends before the object is closed")
 		}
 		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			return 0, sdk.Invalid("unknown field " + name + `; cmd.counter.add accepts only "amount" (like ` + example + ")")
+			return 0, sdk.Invalid("unknown field " + name + "; " + cmdType + ` accepts only "amount" (like ` + example + ")")
 		}
-		return 0, sdk.Invalid("cmd.counter.add payload: " + err.Error())
+		return 0, sdk.Invalid(cmdType + " payload: " + err.Error())
 	}
 	if off := dec.InputOffset(); len(bytes.Trim(p[off:], " \t\r\n")) != 0 {
-		return 0, sdk.Invalid("cmd.counter.add payload has data after the JSON object (at byte " + strconv.FormatInt(off, 10) + "); send exactly one object like " + example)
+		return 0, sdk.Invalid(cmdType + " payload has data after the JSON object (at byte " + strconv.FormatInt(off, 10) + "); send exactly one object like " + example)
 	}
 	if body.Amount == nil {
 		return 0, sdk.Invalid(`amount is required: a non-zero integer, e.g. {"amount": 1} or {"amount": -1}`)

@@ -325,8 +325,6 @@ func (b *Behavior) Close() {
 	b.byShard = map[uint32][]*instance{}
 }
 
-var errTrapped = errors.New("trapped")
-
 // classify turns a failed call into the deterministic rejection.
 func (in *instance) classify(err error) error {
 	in.dirty = true

@@ -44,6 +44,11 @@ func Register(a Actor) {
 	registered = &a
 }
 
+// Registered returns the actor Register installed, or nil: a native test of
+// the module's package can call its Decide and Evolve directly (without a
+// Context: the Context's methods need the host).
+func Registered() *Actor { return registered }
+
 // Rejection refuses a command. Invalid rejections are for malformed payloads
 // (gRPC InvalidArgument, nothing recorded but the audit); the others are
 // business rejections, recorded with their code.

@@ -22,6 +22,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/gateway"
@@ -52,6 +53,10 @@ type Options struct {
 	DataDir func(i int) string
 	// Gateway, if set, adjusts each gateway's config before it is built.
 	Gateway func(*gateway.Config)
+	// Registry, if set, returns node i's actor registry (each node needs
+	// its own: a WebAssembly actor keeps instances per shard); otherwise
+	// the built-in actors.
+	Registry func(i int) *actor.Registry
 	// Graceful makes the cleanup close the nodes (leaving the cluster)
 	// rather than kill them as a crash would.
 	Graceful bool
@@ -129,8 +134,12 @@ func Start(t testing.TB, o Options) *Cluster {
 		} else {
 			dir = t.TempDir()
 		}
+		reg := builtin.Registry()
+		if o.Registry != nil {
+			reg = o.Registry(i)
+		}
 		n, err := cluster.Open(cluster.Config{
-			NodeID: id, DataDir: dir, Shards: o.Shards, Registry: builtin.Registry(), Logger: quiet,
+			NodeID: id, DataDir: dir, Shards: o.Shards, Registry: reg, Logger: quiet,
 			ShardTemplate: o.ShardTemplate, Version: "test", GRPCAddr: advertise, ClusterSecret: "test-secret",
 			FastGossip: true, BootstrapExpect: expect, Join: join,
 			// A killed node stays a replica: tests restart or inspect it,

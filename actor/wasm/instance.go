@@ -15,10 +15,11 @@ import (
 // instance is one instantiation of a module. Its mutex is held for a call;
 // index is the log entry it serves (see Behavior.acquire).
 type instance struct {
-	mu    sync.Mutex
-	owner *Behavior
-	index uint64
-	dirty bool // a call trapped: restore before the next one
+	mu     sync.Mutex
+	owner  *Behavior
+	index  uint64
+	dirty  bool // a call trapped: restore before the next one
+	closed bool // dropped by its Behavior
 
 	ctx     context.Context // carries the instance to the host calls
 	mod     api.Module

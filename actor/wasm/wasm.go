@@ -254,7 +254,32 @@ func (b *Behavior) Evolve(state []byte, ev *actor.Event) ([]byte, error) {
 // over: a shard applies entries in order) and otherwise adds one, so that a
 // replay of the shard beside the live replica keeps its own.
 func (b *Behavior) acquire(shard uint32, index uint64) (*instance, error) {
+	for {
+		in, restore, retry, err := b.tryAcquire(shard, index)
+		if err != nil || retry {
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		// Restore outside the Behavior's lock: other shards go on meanwhile.
+		if restore {
+			if err := in.restore(b.c.snap); err != nil {
+				in.dirty = true
+				in.mu.Unlock()
+				return nil, err
+			}
+		}
+		return in, nil
+	}
+}
+
+// tryAcquire is one attempt of acquire: the instance, locked and claimed
+// for the entry, and whether it must be restored first; retry is true when
+// the instance it waited for was closed meanwhile.
+func (b *Behavior) tryAcquire(shard uint32, index uint64) (in *instance, restore, retry bool, err error) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	list := b.byShard[shard]
 	var take *instance
 	for _, in := range list {
@@ -266,39 +291,43 @@ func (b *Behavior) acquire(shard uint32, index uint64) (*instance, error) {
 			take = in
 		}
 	}
-	if take == nil || (take.index != index && !take.mu.TryLock()) {
+	switch {
+	case take != nil && take.index == index:
+		// This entry's instance: wait for the call holding it (another
+		// applier of the same entry is not expected; this only orders).
+		if !take.mu.TryLock() {
+			b.mu.Unlock()
+			take.mu.Lock()
+			b.mu.Lock()
+		}
+		if take.closed {
+			take.mu.Unlock()
+			return nil, false, true, nil
+		}
+	case take != nil && take.mu.TryLock():
+	default:
 		in, err := b.instantiate(context.Background())
 		if err != nil {
-			b.mu.Unlock()
-			return nil, err
+			return nil, false, false, err
 		}
 		in.mu.Lock()
+		in.index = ^uint64(0) // force the restore below
 		list = append(list, in)
-		if len(list) > 4 { // drop the oldest idle one
+		if len(list) > 4 { // drop the oldest idle one (a replay's, say)
 			slices.SortFunc(list, func(x, y *instance) int { return cmpU64(x.index, y.index) })
-			if list[0].mu.TryLock() {
-				list[0].close()
+			if old := list[0]; old.mu.TryLock() {
+				old.close()
+				old.closed = true
+				old.mu.Unlock()
 				list = list[1:]
 			}
 		}
+		b.byShard[shard] = list
 		take = in
-		take.index = ^uint64(0) // force the restore below
-	} else if take.index == index {
-		b.mu.Unlock()
-		take.mu.Lock()
-		b.mu.Lock()
 	}
-	if take.index != index || take.dirty {
-		if err := take.restore(b.c.snap); err != nil {
-			take.mu.Unlock()
-			b.mu.Unlock()
-			return nil, err
-		}
-		take.index = index
-	}
-	b.byShard[shard] = list
-	b.mu.Unlock()
-	return take, nil
+	restore = take.index != index || take.dirty
+	take.index = index // index is read and written under b.mu only
+	return take, restore, false, nil
 }
 
 func cmpU64(a, b uint64) int {
@@ -314,15 +343,18 @@ func cmpU64(a, b uint64) int {
 // Close releases the behaviour's instances (the compiled module stays cached).
 func (b *Behavior) Close() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	var all []*instance
 	for _, list := range b.byShard {
-		for _, in := range list {
-			in.mu.Lock()
-			in.close()
-			in.mu.Unlock()
-		}
+		all = append(all, list...)
 	}
 	b.byShard = map[uint32][]*instance{}
+	b.mu.Unlock()
+	for _, in := range all {
+		in.mu.Lock()
+		in.close()
+		in.closed = true
+		in.mu.Unlock()
+	}
 }
 
 // classify turns a failed call into the deterministic rejection.

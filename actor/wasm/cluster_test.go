@@ -27,7 +27,7 @@ func TestClusterReplicasAgree(t *testing.T) {
 		Tokens: []gateway.TokenEntry{{Token: token, Principal: gateway.TokenPrincipal{ID: "u", Type: "user"},
 			Scopes: []gateway.TokenScope{{Tenant: "acme", Workspace: "*"}}}},
 		Registry: func(int) *actor.Registry {
-			return registry(t, load(t, "wcounter", counter, wasm.Config{}), load(t, "probe", probe, wasm.Config{Fuel: 2_000_000}))
+			return registry(t, load(t, "wcounter", counter, wasm.Config{}), load(t, "probe", probe, wasm.Config{Fuel: 50_000_000}))
 		},
 	})
 	c.WaitSettled(t)

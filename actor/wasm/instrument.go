@@ -10,10 +10,9 @@ import (
 // Fuel metering by instrumentation. A wall-clock timeout would reject a
 // command on a slow replica and accept it on a fast one; counting instead
 // gives every replica the same verdict. instrument rewrites a module so that
-// a new mutable i64 global (exported as fuelExport) is decremented at every
-// function entry and every loop header, and traps with unreachable when it
-// falls below zero. Every other execution path is straight-line code bounded
-// by the function's size, so the count bounds the work of a call. It also
+// a new mutable i64 global (exported as fuelExport) is charged at every
+// function entry and every loop header (see meterFunc for how much), and
+// traps with unreachable when it falls below zero. It also
 // exports each module-defined mutable global (globalExportPrefix+index) so
 // the host can snapshot and restore the instance's whole state.
 
@@ -152,7 +151,6 @@ func instrument(src []byte) (out []byte, globals []string, err error) {
 	for i := range mutable {
 		mutable[i] += importedGlobals
 	}
-	check := fuelCheck(fuel)
 
 	out = append([]byte(nil), src[:8]...)
 	wroteGlobal, wroteExport := false, false
@@ -180,7 +178,7 @@ func instrument(src []byte) (out []byte, globals []string, err error) {
 			out = appendSection(out, secExport, addExports(s.body[er.off:], n, fuel, mutable))
 			wroteExport = true
 		case secCode:
-			body, err := meterCode(s.body, check)
+			body, err := meterCode(s.body, fuel)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -368,21 +366,24 @@ func addExports(entries []byte, count, fuel uint64, mutable []uint64) []byte {
 	return b
 }
 
-// fuelCheck is the code inserted at function entries and loop headers:
+// fuelCheck is the code inserted at function entries and loop headers,
+// charging cost units:
 //
-//	global.get F; i64.const 1; i64.sub; global.tee-like set; global.get F
+//	global.get F; i64.const cost; i64.sub; global.set F; global.get F
 //	i64.const 0; i64.lt_s; if; unreachable; end
-func fuelCheck(f uint64) []byte {
-	idx := appendLEB(nil, f)
-	b := append([]byte{0x23}, idx...)
-	b = append(b, 0x42, 0x01, 0x7d, 0x24)
-	b = append(b, idx...)
-	b = append(b, 0x23)
-	b = append(b, idx...)
-	return append(b, 0x42, 0x00, 0x53, 0x04, 0x40, 0x00, 0x0b)
+func fuelCheck(out []byte, f uint64, cost int64) []byte {
+	out = append(out, 0x23)
+	out = appendLEB(out, f)
+	out = append(out, 0x42)
+	out = appendSLEB(out, cost)
+	out = append(out, 0x7d, 0x24)
+	out = appendLEB(out, f)
+	out = append(out, 0x23)
+	out = appendLEB(out, f)
+	return append(out, 0x42, 0x00, 0x53, 0x04, 0x40, 0x00, 0x0b)
 }
 
-func meterCode(body, check []byte) ([]byte, error) {
+func meterCode(body []byte, fuel uint64) ([]byte, error) {
 	r := &reader{b: body}
 	n, err := r.leb()
 	if err != nil {
@@ -390,6 +391,7 @@ func meterCode(body, check []byte) ([]byte, error) {
 	}
 	out := appendLEB(make([]byte, 0, len(body)+len(body)/8), n)
 	var fn []byte
+	var costs []int64
 	for i := range n {
 		size, err := r.leb()
 		if err != nil {
@@ -399,7 +401,7 @@ func meterCode(body, check []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		fn, err = meterFunc(fn[:0], code, check)
+		fn, costs, err = meterFunc(fn[:0], costs[:0], code, fuel)
 		if err != nil {
 			return nil, fmt.Errorf("function body %d: %w", i, err)
 		}
@@ -409,34 +411,82 @@ func meterCode(body, check []byte) ([]byte, error) {
 	return out, nil
 }
 
-func meterFunc(out, code, check []byte) ([]byte, error) {
+// meterFunc charges, at the function's entry, the number of instructions of
+// its body outside any loop, and at each loop header the number inside that
+// loop outside nested loops: one pass through a function or one iteration
+// of a loop executes at most what it was charged (calls and nested loops
+// charge for themselves), so fuel bounds the instructions a call executes.
+func meterFunc(out []byte, costs []int64, code []byte, fuel uint64) ([]byte, []int64, error) {
 	r := &reader{b: code}
 	groups, err := r.leb()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for range groups {
 		if err := r.lebs(1); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := r.skip(1); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	out = append(out, code[:r.off]...)
-	out = append(out, check...)
+	body := r.off
+	// First pass: the cost of the function (costs[0]) and of each loop, in
+	// the order the loops start.
+	costs = append(costs, 0)
+	type frame struct {
+		loop bool
+		cost int // index into costs
+	}
+	stack := []frame{{cost: 0}}
+	cur := 0
 	for r.off < len(code) {
 		start := r.off
 		op, _ := r.byte()
 		if err := skipImmediates(op, r); err != nil {
-			return nil, fmt.Errorf("at byte %d: %w", start, err)
+			return nil, nil, fmt.Errorf("at byte %d: %w", start, err)
 		}
-		out = append(out, code[start:r.off]...)
-		if op == 0x03 { // loop: meter every iteration
-			out = append(out, check...)
+		costs[cur]++
+		switch op {
+		case 0x02, 0x04: // block, if
+			stack = append(stack, frame{cost: cur})
+		case 0x03: // loop
+			costs = append(costs, 0)
+			cur = len(costs) - 1
+			stack = append(stack, frame{loop: true, cost: cur})
+		case 0x0b: // end
+			if len(stack) == 0 {
+				return nil, nil, fmt.Errorf("at byte %d: unbalanced end", start)
+			}
+			stack = stack[:len(stack)-1]
+			if len(stack) > 0 {
+				// Back in the enclosing frame's cost (a loop's, or the
+				// function's).
+				for i := len(stack) - 1; i >= 0; i-- {
+					if stack[i].loop || i == 0 {
+						cur = stack[i].cost
+						break
+					}
+				}
+			}
 		}
 	}
-	return out, nil
+	// Second pass: copy, inserting the checks.
+	out = append(out, code[:body]...)
+	out = fuelCheck(out, fuel, costs[0])
+	r.off = body
+	next := 1
+	for r.off < len(code) {
+		start := r.off
+		op, _ := r.byte()
+		_ = skipImmediates(op, r)
+		out = append(out, code[start:r.off]...)
+		if op == 0x03 {
+			out = fuelCheck(out, fuel, costs[next])
+			next++
+		}
+	}
+	return out, costs, nil
 }
 
 // skipImmediates consumes the immediates of opcode op.

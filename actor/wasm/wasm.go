@@ -36,8 +36,10 @@ import (
 
 // Config bounds every call into a module.
 type Config struct {
-	// Fuel is the budget of one Decide or Evolve call, in units of one
-	// function call or one loop iteration. Default DefaultFuel.
+	// Fuel is the budget of one Decide or Evolve call, in instructions:
+	// each function entry is charged the instructions of its body outside
+	// loops, each loop iteration those of the loop outside nested loops (an
+	// upper bound of what runs until the next charge). Default DefaultFuel.
 	Fuel int64
 	// MemoryPages caps the module's linear memory, in 64 KiB pages.
 	// Default DefaultMemoryPages.
@@ -46,7 +48,7 @@ type Config struct {
 
 // Defaults of Config.
 const (
-	DefaultFuel        = 20_000_000
+	DefaultFuel        = 500_000_000
 	DefaultMemoryPages = 1024 // 64 MiB
 )
 

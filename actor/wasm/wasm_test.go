@@ -162,7 +162,7 @@ func resultOf(tb testing.TB, res []actor.Result, i int) actor.Result {
 // TestBudgetExceeded: an endless loop is rejected with actor_budget_exceeded
 // and the shard goes on applying.
 func TestBudgetExceeded(t *testing.T) {
-	r := newReplica(t, registry(t, load(t, "probe", probeModule(t), wasm.Config{Fuel: 2_000_000})), true)
+	r := newReplica(t, registry(t, load(t, "probe", probeModule(t), wasm.Config{Fuel: 50_000_000})), true)
 	res := r.apply(t, engine.Entry{Index: 1, At: 1000, Commands: []actor.Command{
 		cmd("probe", "p1", "spin", "", 1), cmd("probe", "p1", "now", "", 2),
 	}})
@@ -266,7 +266,7 @@ func TestDeterminism(t *testing.T) {
 	counter, probe := counterModule(t), probeModule(t)
 	newR := func() *replica {
 		return newReplica(t, registry(t, load(t, "counter", counter, wasm.Config{}),
-			load(t, "probe", probe, wasm.Config{Fuel: 3_000_000})), true)
+			load(t, "probe", probe, wasm.Config{Fuel: 50_000_000})), true)
 	}
 	rs := []*replica{newR(), newR(), newR()}
 	entries := counterEntries()
@@ -283,7 +283,7 @@ func TestDeterminism(t *testing.T) {
 			// A replica that restarts: a fresh Behavior over the same store.
 			late = &replica{db: rs[2].db}
 			eng, err := engine.New(3, registry(t, load(t, "counter", counter, wasm.Config{}),
-				load(t, "probe", probe, wasm.Config{Fuel: 3_000_000})), rs[2].db.Shard(3))
+				load(t, "probe", probe, wasm.Config{Fuel: 50_000_000})), rs[2].db.Shard(3))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -101,7 +101,7 @@ BENCH_OUT  ?= bin/bench/peers
 bench: bench-go bench-peers
 
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./engine/ ./cluster/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./engine/ ./cluster/ ./actor/wasm/
 
 bench-peers: build
 	BIN=$(BIN) BENCH_OUT=$(BENCH_OUT) bash bench/run-peers.sh

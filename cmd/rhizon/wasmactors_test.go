@@ -1,0 +1,38 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// --wasm-actor specs: TYPE=FILE.wasm@REVISION; anything else, a missing
+// file or a file that is not a module is refused
+// with a message saying what to fix.
+func TestWasmActorSpecs(t *testing.T) {
+	typ, path, rev, err := parseWasmActor("wcounter=dir/a@b/counter.wasm@12")
+	if err != nil || typ != "wcounter" || path != "dir/a@b/counter.wasm" || rev != "12" {
+		t.Fatalf("parse: %q %q %q %v", typ, path, rev, err)
+	}
+	junk := filepath.Join(t.TempDir(), "junk.wasm")
+	if err := os.WriteFile(junk, []byte("nope"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for spec, want := range map[string]string{
+		"counter.wasm":             "TYPE=FILE.wasm@REVISION",
+		"w=counter.wasm":           "TYPE=FILE.wasm@REVISION",
+		"w=counter.wasm@":          "TYPE=FILE.wasm@REVISION",
+		"=counter.wasm@1":          "TYPE=FILE.wasm@REVISION",
+		"a/b=counter.wasm@1":       "actor type",
+		"w=/does/not/exist.wasm@1": "no such file",
+		"w=" + junk + "@1":         "not a WebAssembly",
+	} {
+		if _, err := actorRegistry([]string{spec}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", spec, err, want)
+		}
+	}
+	if reg, err := actorRegistry(nil); err != nil || len(reg.Types()) == 0 {
+		t.Fatalf("no specs: %v", err)
+	}
+}

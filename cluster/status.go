@@ -97,7 +97,7 @@ func (n *Node) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	for _, m := range members {
 		ns := &pb.NodeStatus{
 			NodeId: m.Meta.ID, State: m.State.String(), Draining: m.Meta.Draining, GrpcAddr: m.Meta.GRPCAddr,
-			RaftAddr: m.Meta.RaftAddr, Zone: m.Meta.Zone, ControlVoter: voters[m.Meta.ID],
+			RaftAddr: m.Meta.RaftAddr, Zone: m.Meta.Zone, ControlVoter: voters[m.Meta.ID], Actors: m.Meta.Actors,
 		}
 		if r := reports[m.Meta.ID]; r != nil {
 			ns.Replicas = uint32(len(r.Shards))

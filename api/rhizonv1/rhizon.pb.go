@@ -2861,9 +2861,12 @@ type NodeStatus struct {
 	RaftAddr string `protobuf:"bytes,5,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	Zone     string `protobuf:"bytes,6,opt,name=zone,proto3" json:"zone,omitempty"`
 	// Shards this node leads and holds replicas of, from its own report.
-	Leading       uint32 `protobuf:"varint,7,opt,name=leading,proto3" json:"leading,omitempty"`
-	Replicas      uint32 `protobuf:"varint,8,opt,name=replicas,proto3" json:"replicas,omitempty"`
-	ControlVoter  bool   `protobuf:"varint,9,opt,name=control_voter,json=controlVoter,proto3" json:"control_voter,omitempty"`
+	Leading      uint32 `protobuf:"varint,7,opt,name=leading,proto3" json:"leading,omitempty"`
+	Replicas     uint32 `protobuf:"varint,8,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	ControlVoter bool   `protobuf:"varint,9,opt,name=control_voter,json=controlVoter,proto3" json:"control_voter,omitempty"`
+	// Actor type -> the revision (code version) this node runs it at, as the
+	// node gossips it; built-in and WebAssembly types alike (rhizon actor list).
+	Actors        map[string]string `protobuf:"bytes,10,rep,name=actors,proto3" json:"actors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2959,6 +2962,13 @@ func (x *NodeStatus) GetControlVoter() bool {
 		return x.ControlVoter
 	}
 	return false
+}
+
+func (x *NodeStatus) GetActors() map[string]string {
+	if x != nil {
+		return x.Actors
+	}
+	return nil
 }
 
 type StatusResponse struct {
@@ -4023,7 +4033,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\vShardHealth\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
-	"\areasons\x18\x03 \x03(\tR\areasons\"\x80\x02\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\"\xf6\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
@@ -4034,7 +4044,12 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x04zone\x18\x06 \x01(\tR\x04zone\x12\x18\n" +
 	"\aleading\x18\a \x01(\rR\aleading\x12\x1a\n" +
 	"\breplicas\x18\b \x01(\rR\breplicas\x12#\n" +
-	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\"\xe5\x03\n" +
+	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\x129\n" +
+	"\x06actors\x18\n" +
+	" \x03(\v2!.rhizon.v1.NodeStatus.ActorsEntryR\x06actors\x1a9\n" +
+	"\vActorsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\x03\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1f\n" +
@@ -4158,7 +4173,7 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_rhizon_proto_goTypes = []any{
 	(Status)(0),                     // 0: rhizon.v1.Status
 	(Reason)(0),                     // 1: rhizon.v1.Reason
@@ -4207,7 +4222,8 @@ var file_rhizon_proto_goTypes = []any{
 	(*RepublishEventsRequest)(nil),  // 44: rhizon.v1.RepublishEventsRequest
 	(*RepublishEventsResponse)(nil), // 45: rhizon.v1.RepublishEventsResponse
 	nil,                             // 46: rhizon.v1.SubmitStreamResponse.TrailersEntry
-	(*status.Status)(nil),           // 47: google.rpc.Status
+	nil,                             // 47: rhizon.v1.NodeStatus.ActorsEntry
+	(*status.Status)(nil),           // 48: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
 	13, // 0: rhizon.v1.ReplayRequest.address:type_name -> rhizon.v1.Address
@@ -4237,70 +4253,71 @@ var file_rhizon_proto_depIdxs = []int32{
 	27, // 24: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
 	21, // 25: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
 	22, // 26: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
-	47, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	48, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
 	46, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
 	22, // 29: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	47, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	48, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
 	13, // 31: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
 	2,  // 32: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
 	13, // 33: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
 	13, // 34: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
 	2,  // 35: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
 	20, // 36: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
-	33, // 37: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
-	35, // 38: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
-	34, // 39: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
-	16, // 40: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	18, // 41: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	13, // 42: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	20, // 43: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	37, // 44: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
-	37, // 45: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
-	37, // 46: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
-	37, // 47: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
-	21, // 48: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	23, // 49: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	25, // 50: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	28, // 51: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	30, // 52: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	32, // 53: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	11, // 54: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	21, // 55: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	9,  // 56: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	6,  // 57: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
-	3,  // 58: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
-	38, // 59: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	40, // 60: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	42, // 61: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	32, // 62: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	11, // 63: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	44, // 64: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	3,  // 65: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
-	44, // 66: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	22, // 67: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	24, // 68: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	26, // 69: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	29, // 70: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	31, // 71: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	36, // 72: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	12, // 73: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	8,  // 74: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	10, // 75: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	7,  // 76: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
-	4,  // 77: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
-	39, // 78: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	41, // 79: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	43, // 80: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	36, // 81: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	12, // 82: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	45, // 83: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	4,  // 84: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
-	45, // 85: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	67, // [67:86] is the sub-list for method output_type
-	48, // [48:67] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	47, // 37: rhizon.v1.NodeStatus.actors:type_name -> rhizon.v1.NodeStatus.ActorsEntry
+	33, // 38: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
+	35, // 39: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
+	34, // 40: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
+	16, // 41: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	18, // 42: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	13, // 43: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	20, // 44: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	37, // 45: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
+	37, // 46: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
+	37, // 47: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
+	37, // 48: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
+	21, // 49: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	23, // 50: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	25, // 51: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	28, // 52: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	30, // 53: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	32, // 54: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	11, // 55: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	21, // 56: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	9,  // 57: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	6,  // 58: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
+	3,  // 59: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
+	38, // 60: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	40, // 61: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	42, // 62: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	32, // 63: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	11, // 64: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	44, // 65: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	3,  // 66: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
+	44, // 67: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	22, // 68: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	24, // 69: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	26, // 70: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	29, // 71: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	31, // 72: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	36, // 73: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	12, // 74: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	8,  // 75: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	10, // 76: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	7,  // 77: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
+	4,  // 78: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
+	39, // 79: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	41, // 80: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	43, // 81: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	36, // 82: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	12, // 83: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	45, // 84: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	4,  // 85: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
+	45, // 86: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	68, // [68:87] is the sub-list for method output_type
+	49, // [49:68] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -4325,7 +4342,7 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   44,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -36,7 +36,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(devCmd(), nodeCmd(), sendCmd(), getCmd(), historyCmd(), resultCmd(), statusCmd(), drainCmd(), versionCmd(), benchCmd(), benchPeerCmd(), healthCmd(), watchCmd(), natsURLCmd(), eventsCmd(), replayCmd(), replicaCmd(), exportCmd(), importCmd())
+	root.AddCommand(devCmd(), nodeCmd(), sendCmd(), getCmd(), historyCmd(), resultCmd(), statusCmd(), drainCmd(), versionCmd(), benchCmd(), benchPeerCmd(), healthCmd(), watchCmd(), natsURLCmd(), eventsCmd(), replayCmd(), replicaCmd(), exportCmd(), importCmd(), actorCmd())
 	if err := root.Execute(); err != nil {
 		code := exitUsage
 		var ee *exitErr

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -11,7 +12,7 @@ import (
 // A user's WebAssembly actor (examples/wasm/counter, built with the one
 // documented command) is loaded by `rhizon dev --wasm-actor` (here through
 // RHIZON_WASM_ACTOR), takes commands, answers get, history and a live
-// replay; killed, the node's data directory replays identically offline
+// replay, and `actor list` shows it with its revision; killed, the node's data directory replays identically offline
 // with the same module and does not without it.
 func TestCLI_WasmActorOnADevNode(t *testing.T) {
 	needBinary(t)
@@ -45,6 +46,10 @@ func TestCLI_WasmActorOnADevNode(t *testing.T) {
 	if out, code := p.rhizon(t, "history", "wcounter/c1", "--rejections"); code != 0 ||
 		strings.Count(out, "evt.wcounter.added") != 2 || !strings.Contains(out, "leaves the int64 range") {
 		t.Fatalf("history: exit %d: %s", code, out)
+	}
+	out, code = p.rhizon(t, "actor", "list")
+	if code != 0 || !regexp.MustCompile(`(?m)^wcounter +1 +dev$`).MatchString(out) || !regexp.MustCompile(`(?m)^counter +2 +dev$`).MatchString(out) {
+		t.Fatalf("actor list: exit %d:\n%s", code, out)
 	}
 	if out, code := p.rhizon(t, "replay", "--entity", "wcounter/c1"); code != 0 || !strings.Contains(out, "identical") {
 		t.Fatalf("live replay: exit %d: %s", code, out)

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
 )
 
 // --wasm-actor specs: TYPE=FILE.wasm@REVISION; anything else, a missing
@@ -34,5 +37,21 @@ func TestWasmActorSpecs(t *testing.T) {
 	}
 	if reg, err := actorRegistry(nil); err != nil || len(reg.Types()) == 0 {
 		t.Fatalf("no specs: %v", err)
+	}
+}
+
+// actor list groups the nodes by type and revision and names the live nodes
+// that lack a type; dead nodes do not count.
+func TestActorRows(t *testing.T) {
+	st := &pb.StatusResponse{Nodes: []*pb.NodeStatus{
+		{NodeId: "n2", State: "alive", Actors: map[string]string{"counter": "2", "w": "1"}},
+		{NodeId: "n1", State: "alive", Actors: map[string]string{"counter": "2", "w": "2"}},
+		{NodeId: "n3", State: "alive", Actors: map[string]string{"counter": "2"}},
+		{NodeId: "n4", State: "dead", Actors: map[string]string{"old": "1"}},
+	}}
+	got := fmt.Sprintf("%v", actorRows(st))
+	want := "[{counter map[2:[n1 n2 n3]] []} {w map[1:[n2] 2:[n1]] [n3]}]"
+	if got != want {
+		t.Fatalf("rows %s, want %s", got, want)
 	}
 }

@@ -34,6 +34,50 @@ type Validator interface {
 	Validate(cmd *Command) error
 }
 
+// Upcaster is an optional Behavior capability: it turns an event recorded
+// with an older payload schema into the current one. History, Watch and the
+// JSON events apply it to what they show, over and over until it answers
+// the version it was given; the stored event is never rewritten, so replicas,
+// replays and state hashes do not depend on it. It must be deterministic
+// and pure (the same input always gives the same output), and should leave
+// events it does not know unchanged: return eventType, schemaVersion and
+// payload as given. schemaVersion is at least 1.
+type Upcaster interface {
+	Upcast(eventType string, schemaVersion uint32, payload []byte) (string, uint32, []byte, error)
+}
+
+// MaxUpcastSteps bounds the chain of upcasts applied to one event: an
+// upcaster that keeps answering a new version is a bug, not a long chain.
+const MaxUpcastSteps = 32
+
+// UpcastEvent applies b's Upcaster, if it has one, to ev until the schema
+// version stops changing, and returns the upcast copy (ev itself is not
+// modified). The result's SchemaVersion is always set (at least 1), since it
+// is shown, not stored.
+func UpcastEvent(b Behavior, ev Event) (Event, error) {
+	ev.SchemaVersion = ev.Schema()
+	u, ok := b.(Upcaster)
+	if !ok {
+		return ev, nil
+	}
+	for range MaxUpcastSteps {
+		typ, v, payload, err := u.Upcast(ev.Type, ev.SchemaVersion, ev.Payload)
+		if err != nil {
+			return ev, fmt.Errorf("upcast %s v%d of %s: %w", ev.Type, ev.SchemaVersion, ev.Address, err)
+		}
+		v = max(v, 1)
+		if v == ev.SchemaVersion && typ == ev.Type {
+			ev.Payload = payload
+			return ev, nil
+		}
+		if v < ev.SchemaVersion {
+			return ev, fmt.Errorf("upcast %s v%d of %s answered v%d: an upcaster may only raise the version", ev.Type, ev.SchemaVersion, ev.Address, v)
+		}
+		ev.Type, ev.SchemaVersion, ev.Payload = typ, v, payload
+	}
+	return ev, fmt.Errorf("upcast %s of %s: still changing after %d steps", ev.Type, ev.Address, MaxUpcastSteps)
+}
+
 // Versioned is an optional Behavior capability naming the code version of the
 // actor type (reported in node metadata).
 type Versioned interface {
@@ -61,6 +105,9 @@ type Definition[S any] struct {
 	// depend on them.
 	EncodeState func(s *S) ([]byte, error)
 	DecodeState func(state []byte, s *S) error
+	// Upcast optionally turns older event schemas into current ones (see
+	// Upcaster).
+	Upcast func(eventType string, schemaVersion uint32, payload []byte) (string, uint32, []byte, error)
 }
 
 // Define turns d into a Behavior.
@@ -81,6 +128,14 @@ type typed[S any] struct {
 func (t *typed[S]) Type() string    { return t.d.Name }
 func (t *typed[S]) Verbs() []string { return t.verbs }
 func (t *typed[S]) Version() string { return t.d.Revision }
+
+// Upcast implements Upcaster; without Definition.Upcast it changes nothing.
+func (t *typed[S]) Upcast(eventType string, v uint32, payload []byte) (string, uint32, []byte, error) {
+	if t.d.Upcast == nil {
+		return eventType, v, payload, nil
+	}
+	return t.d.Upcast(eventType, v, payload)
+}
 
 func (t *typed[S]) Validate(cmd *Command) error {
 	if t.d.Validate == nil {

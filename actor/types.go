@@ -326,6 +326,22 @@ type Event struct {
 	Shard         uint32    `json:"shard"`
 	Index         uint64    `json:"index"`
 	Ordinal       uint32    `json:"ordinal"`
+	// SchemaVersion is the payload's schema version as stored: 0 stands for
+	// 1 (see Schema), so version-1 events keep the bytes they always had.
+	SchemaVersion uint32 `json:"schema_version,omitempty"`
+}
+
+// Schema is the event's payload schema version: SchemaVersion, or 1 when it
+// is 0 (every event recorded before schema versions existed).
+func (e *Event) Schema() uint32 { return max(e.SchemaVersion, 1) }
+
+// StoredSchemaVersion is how schema version v is stored: 0 for 1 (and for 0,
+// "not declared"), v otherwise.
+func StoredSchemaVersion(v uint32) uint32 {
+	if v <= 1 {
+		return 0
+	}
+	return v
 }
 
 // NewEvent is what Decide returns: a name ("evt.<actor_type>.<name>" is built
@@ -333,6 +349,10 @@ type Event struct {
 type NewEvent struct {
 	Name    string
 	Payload []byte
+	// SchemaVersion declares the version of the payload's schema (0 means
+	// 1). Bump it when the payload's shape changes, and give the actor an
+	// Upcaster that turns the older versions into the new one.
+	SchemaVersion uint32
 }
 
 // Status is the outcome of a command.

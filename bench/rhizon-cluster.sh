@@ -194,24 +194,36 @@ JSON
 
 # rhizon_cluster_status_ok SHARDS reads `rhizon status` on stdin and
 # succeeds when it lists SHARDS shards, each with 3 voters, one leader, and
-# no learner, with 3 nodes alive and nothing rebalancing.
+# no learner, with 3 nodes alive, nothing rebalancing, and the leaderships
+# spread (no node leads more than one shard above another): a run that
+# starts with one node leading most shards measures that node, not the
+# build (two A/B pairs of the same code once differed by 40% from that).
+# Columns are found by their header, so older builds' status reads too.
 rhizon_cluster_status_ok() {
 	awk -v want="$1" '
 		/^NODE +STATE/ { sect = "nodes"; next }
-		/^SHARD +HEALTH +NODE/ { sect = "shards"; next }
+		/^SHARD +(HEALTH +)?NODE/ {
+			sect = "shards"
+			sub(/STATE HASH/, "STATE_HASH") # one column in the rows
+			for (i = 1; i <= NF; i++) col[$i] = i
+			next
+		}
 		/^rebalancing:/ { busy = 1 }
 		NF == 0 { sect = ""; next }
-		sect == "nodes" && $2 == "alive" { alive++ }
+		sect == "nodes" && $2 == "alive" { alive++; led[$1] += 0 }
 		sect == "shards" {
 			seen[$1] = 1
-			if ($4 == "Leader") leaders[$1]++
-			# VOTERS is the 10th column; LEARNERS, when any, the 11th.
-			if (split($10, v, ",") != 3 || NF > 10) bad = 1
+			if ($col["ROLE"] == "Leader") { leaders[$1]++; led[$col["NODE"]]++ }
+			# VOTERS is the last column unless LEARNERS follows it.
+			if (split($col["VOTERS"], v, ",") != 3 || NF > col["VOTERS"]) bad = 1
 		}
 		END {
 			if (busy || bad || alive != 3) exit 1
 			n = 0
 			for (s in seen) { n++; if (leaders[s] != 1) exit 1 }
+			lo = -1; hi = 0
+			for (m in led) { if (lo < 0 || led[m] < lo) lo = led[m]; if (led[m] > hi) hi = led[m] }
+			if (hi - lo > 1) exit 1
 			exit (n == want ? 0 : 1)
 		}'
 }

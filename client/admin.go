@@ -36,3 +36,16 @@ func (c *Client) anySeed() *endpoint {
 	}
 	return c.seeds[start%n]
 }
+
+// ActivateRevision switches an actor type to a code revision
+// (rhizon.v1.Admin; a token with role admin). Unavailable answers are
+// retried: activating the revision already active changes nothing.
+func (c *Client) ActivateRevision(ctx context.Context, req *pb.ActivateRevisionRequest, opts ...grpc.CallOption) (*pb.ActivateRevisionResponse, error) {
+	var resp *pb.ActivateRevisionResponse
+	err := c.retry(ctx, func() error {
+		var err error
+		resp, err = pb.NewAdminClient(c.anySeed().conns[0]).ActivateRevision(ctx, req, opts...)
+		return err
+	})
+	return resp, err
+}

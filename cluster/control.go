@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 
@@ -33,6 +34,11 @@ type ClusterState struct {
 	// Initial is the placement the cluster was created with: those replicas
 	// bootstrap their shard's Raft group; every later replica joins one.
 	Initial []placement.ShardReplicas `json:"initial"`
+	// Revisions maps an actor type to the code revision its commands are
+	// decided with, set only by an Activate op (rhizon actor activate). A
+	// type not in it runs its base revision. Shard leaders record it in
+	// every entry they propose.
+	Revisions map[string]string `json:"revisions,omitempty"`
 }
 
 // Bootstraps reports whether node creates shard's Raft group (it is one of
@@ -112,6 +118,7 @@ func (s *ClusterState) clone() *ClusterState {
 	c.Placement = cloneReplicas(s.Placement)
 	c.Initial = cloneReplicas(s.Initial)
 	c.Leaders = slices.Clone(s.Leaders)
+	c.Revisions = maps.Clone(s.Revisions)
 	return &c
 }
 
@@ -125,6 +132,14 @@ type controlOp struct {
 	Move *placement.Move `json:"move,omitempty"`
 	// Leaders replaces the leader hints.
 	Leaders []string `json:"leaders,omitempty"`
+	// Activate switches an actor type to a code revision.
+	Activate *Activation `json:"activate,omitempty"`
+}
+
+// Activation is the switch-over of ActorType to Revision.
+type Activation struct {
+	ActorType string `json:"actor_type"`
+	Revision  string `json:"revision"`
 }
 
 // errControl is returned (as the apply response) for an op the state refuses.
@@ -205,6 +220,16 @@ func applyControlOp(s *ClusterState, op *controlOp) (*ClusterState, error) {
 		}
 		next := s.clone()
 		next.Leaders = slices.Clone(op.Leaders)
+		return next, nil
+	case op.Activate != nil:
+		if op.Activate.ActorType == "" || op.Activate.Revision == "" {
+			return nil, fmt.Errorf("%w: activate needs an actor type and a revision", errControl)
+		}
+		next := s.clone()
+		if next.Revisions == nil {
+			next.Revisions = map[string]string{}
+		}
+		next.Revisions[op.Activate.ActorType] = op.Activate.Revision
 		return next, nil
 	case op.Move != nil:
 		m := op.Move

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -253,6 +254,7 @@ func (n *Node) open() error {
 		return err
 	}
 	n.replicas = newReplicaSet(&n.cfg, n.log, n.state, n.raftDB, n.mux)
+	n.replicas.revisions = n.activeRevisions
 	n.router.replicas = n.replicas
 	if err := n.openControl(); err != nil {
 		return err
@@ -319,12 +321,9 @@ func (n *Node) joinLoop() {
 func (n *Node) meta() membership.NodeMeta {
 	actors := map[string]string{}
 	for _, t := range n.cfg.Registry.Types() {
-		b, _ := n.cfg.Registry.Lookup(t)
-		v := ""
-		if vb, ok := b.(actor.Versioned); ok {
-			v = vb.Version()
-		}
-		actors[t] = v
+		// Every revision the node can decide with, base first: the
+		// control leader compares them before a switch-over.
+		actors[t] = strings.Join(n.cfg.Registry.Revisions(t), ",")
 	}
 	return membership.NodeMeta{
 		ID: n.cfg.NodeID, RaftAddr: string(n.mux.Addr()), GRPCAddr: n.cfg.GRPCAddr, HTTPAddr: n.cfg.HTTPAddr,

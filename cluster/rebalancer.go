@@ -194,9 +194,11 @@ func (rb *rebalancer) spreadLeaders(st *ClusterState) error {
 	}
 	// Nodes not alive take no leadership: LeaderTransfers treats them like
 	// draining ones.
+	// Nodes without an active actor revision take none either: their
+	// replicas wait at the first entry that names it.
 	alive := map[string]bool{}
 	for _, m := range rb.members() {
-		alive[m.Meta.ID] = m.State == membership.MemberAlive
+		alive[m.Meta.ID] = m.State == membership.MemberAlive && !lacksActive(st, m.Meta)
 	}
 	var avoid []string
 	for _, rec := range st.Nodes {

@@ -30,6 +30,9 @@ type replicaSet struct {
 	state  *storage.DB
 	raftDB *storage.RaftDB
 	mux    *raftmux.Mux
+	// revisions gives the cluster's active actor revisions (ClusterState
+	// .Revisions) to the shards' leaders, which record them in each entry.
+	revisions func() map[string]string
 
 	mu       sync.RWMutex
 	replicas map[uint32]*replica
@@ -111,6 +114,7 @@ func (rs *replicaSet) open(id uint32, st *ClusterState) error {
 	sc.StateDB, sc.RaftDB, sc.Transport = rs.state, rs.raftDB, trans
 	sc.Dir = rs.dir(id)
 	sc.Logger = rs.log
+	sc.Revisions = rs.revisions
 	if voters, ok := st.Bootstraps(id, rs.cfg.NodeID); ok {
 		sc.Bootstrap = true
 		for _, v := range voters {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -16,7 +17,8 @@ import (
 // localStatus reports this node's replicas.
 func (n *Node) localStatus() *pb.StatusResponse {
 	st := n.ClusterState()
-	out := &pb.StatusResponse{NodeId: n.cfg.NodeID, Version: n.cfg.Version, ShardCount: st.Shards, ClusterId: st.ClusterID, MapVersion: st.Version}
+	out := &pb.StatusResponse{NodeId: n.cfg.NodeID, Version: n.cfg.Version, ShardCount: st.Shards, ClusterId: st.ClusterID, MapVersion: st.Version,
+		ActiveRevisions: maps.Clone(st.Revisions)}
 	for _, s := range n.Shards() {
 		ss := shardStatus(s.Status())
 		ss.NodeId = n.cfg.NodeID
@@ -97,7 +99,8 @@ func (n *Node) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	for _, m := range members {
 		ns := &pb.NodeStatus{
 			NodeId: m.Meta.ID, State: m.State.String(), Draining: m.Meta.Draining, GrpcAddr: m.Meta.GRPCAddr,
-			RaftAddr: m.Meta.RaftAddr, Zone: m.Meta.Zone, ControlVoter: voters[m.Meta.ID], Actors: m.Meta.Actors,
+			RaftAddr: m.Meta.RaftAddr, Zone: m.Meta.Zone, ControlVoter: voters[m.Meta.ID],
+			ActorRevisions: maps.Clone(m.Meta.Actors),
 		}
 		if r := reports[m.Meta.ID]; r != nil {
 			ns.Replicas = uint32(len(r.Shards))

@@ -39,7 +39,7 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 			cmd.Security.Principal.ID, cmd.Security.Principal.Type, cmd.Address.Tenant, cmd.Address.Workspace)
 		return a.violation(cmd, res, msg)
 	}
-	beh, ok := a.e.reg.Lookup(cmd.Address.ActorType)
+	beh, ok := a.e.reg.LookupRevision(cmd.Address.ActorType, a.revs[cmd.Address.ActorType])
 	if !ok {
 		return rejected(res, actor.Invalid("unknown actor type %q", cmd.Address.ActorType)), nil
 	}
@@ -119,6 +119,7 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 			Principal:     cmd.Security.Principal,
 			Shard:         a.e.shard,
 			Index:         a.index,
+			SchemaVersion: actor.StoredSchemaVersion(ne.SchemaVersion),
 		})
 		// Evolve the element in place: a local Event would escape to the heap.
 		ev := &events[len(events)-1]

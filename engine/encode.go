@@ -87,7 +87,8 @@ func sizeEvent(ev *actor.Event) int {
 		sizeVarint(ev.Version) + sizeBytes(ev.Payload) + sizeVarint(uint64(ev.At)) +
 		sizeString(ev.CommandID) + sizeString(ev.CausationID) + sizeString(ev.CorrelationID) +
 		sizeString(ev.TraceParent) + 1 + protowire.SizeBytes(sizePrincipal(&ev.Principal)) +
-		sizeVarint(uint64(ev.Shard)) + sizeVarint(ev.Index) + sizeVarint(uint64(ev.Ordinal))
+		sizeVarint(uint64(ev.Shard)) + sizeVarint(ev.Index) + sizeVarint(uint64(ev.Ordinal)) +
+		sizeVarint(uint64(ev.SchemaVersion))
 }
 
 // appendEvent appends the encoding of recordv1.FromEvent(ev).
@@ -116,7 +117,10 @@ func appendEvent(b []byte, ev *actor.Event) []byte {
 	b = appendString(b, 2, string(ev.Principal.Type))
 	b = appendVarint(b, 12, uint64(ev.Shard))
 	b = appendVarint(b, 13, ev.Index)
-	return appendVarint(b, 14, uint64(ev.Ordinal))
+	b = appendVarint(b, 14, uint64(ev.Ordinal))
+	// 0 (version 1) is left out like every zero field: the bytes of events
+	// recorded before schema versions existed are unchanged.
+	return appendVarint(b, 15, uint64(ev.SchemaVersion))
 }
 
 // encodeResult returns the encoding of recordv1.FromResult(res). events, when not

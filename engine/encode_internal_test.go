@@ -43,6 +43,7 @@ func drawEvent(t *rapid.T) actor.Event {
 		TraceParent: drawString(t, "tp"),
 		Principal:   actor.Principal{ID: drawString(t, "pid"), Type: actor.PrincipalType(drawString(t, "ptype"))},
 		Shard:       uint32(drawU64(t, "shard")), Index: drawU64(t, "index"), Ordinal: uint32(drawU64(t, "ordinal")),
+		SchemaVersion: uint32(drawU64(t, "schema")),
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
@@ -50,6 +51,51 @@ type Entry struct {
 	// or before it; the entry deletes them on every replica, so replicas'
 	// outboxes (and state hashes) stay identical.
 	Relayed Position
+	// Revisions maps an actor type to the code revision its commands in
+	// this entry are decided with (recorded in the log by the leader). A
+	// type not in it runs its base revision (actor.Registry).
+	Revisions map[string]string
+}
+
+// ErrMissingRevision is wrapped by the error Apply returns, before it writes
+// anything, for an entry that names an actor revision this node's registry
+// does not have: the replica must wait (not apply, not skip) until it runs a
+// binary that has it.
+var ErrMissingRevision = errors.New("engine: actor revision missing")
+
+// MissingRevisionError says which revision an entry needs.
+type MissingRevisionError struct {
+	Shard     uint32
+	Index     uint64
+	ActorType string
+	Revision  string
+	Have      []string // the revisions this node has
+}
+
+func (e *MissingRevisionError) Error() string {
+	return fmt.Sprintf("shard %d needs revision %s of actor %s (entry %d; this node has %v): restart it with a binary that has it",
+		e.Shard, e.Revision, e.ActorType, e.Index, e.Have)
+}
+
+func (e *MissingRevisionError) Unwrap() error { return ErrMissingRevision }
+
+// CheckRevisions returns a *MissingRevisionError for the first revision of
+// ent (by actor type) that reg lacks, or nil.
+func CheckRevisions(shard uint32, reg *actor.Registry, ent *Entry) error {
+	if len(ent.Revisions) == 0 {
+		return nil
+	}
+	types := make([]string, 0, len(ent.Revisions))
+	for t := range ent.Revisions { //rhizon:deterministic keys are sorted below
+		types = append(types, t)
+	}
+	slices.Sort(types)
+	for _, t := range types {
+		if _, ok := reg.LookupRevision(t, ent.Revisions[t]); !ok {
+			return &MissingRevisionError{Shard: shard, Index: ent.Index, ActorType: t, Revision: ent.Revisions[t], Have: reg.Revisions(t)}
+		}
+	}
+	return nil
 }
 
 // Outbox rows start with a kind byte; the rest is the encoded protobuf.
@@ -180,6 +226,9 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 	if ent.Index <= e.meta.Index {
 		return Applied{}, nil
 	}
+	if err := CheckRevisions(e.shard, e.reg, ent); err != nil {
+		return Applied{}, err
+	}
 	at := max(ent.At, e.meta.At) // logical time never goes back
 	b := e.store.NewBatch()
 	var rd BatchReader = e.store
@@ -191,6 +240,7 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 		b:        b,
 		rd:       rd,
 		index:    ent.Index,
+		revs:     ent.Revisions,
 		at:       at,
 		entities: make(map[string]*entitySlot, len(ent.Commands)),
 		cmds:     len(ent.Commands),
@@ -265,6 +315,7 @@ type applier struct {
 	b       Batch
 	rd      BatchReader // the batch's snapshot when it has one, else the store
 	index   uint64
+	revs    map[string]string // Entry.Revisions
 	at      int64
 	ordinal uint32
 	nthCmd  uint64

@@ -47,3 +47,37 @@ func (a adminServer) RepublishEvents(ctx context.Context, req *pb.RepublishEvent
 	}
 	return resp, nil
 }
+
+// RevisionActivator is the optional capability of a Backend that serves
+// Admin.ActivateRevision (cluster.Node): the switch-over of an actor type to
+// a code revision, a control log entry, refused with FailedPrecondition
+// while a node lacks the revision.
+type RevisionActivator interface {
+	ActivateRevision(ctx context.Context, req *pb.ActivateRevisionRequest) (*pb.ActivateRevisionResponse, error)
+}
+
+// RevisionSource is the optional capability of a Backend that knows the
+// revision each actor type runs at (cluster.Node): the gateway checks verbs
+// and payloads against that revision instead of the base one.
+type RevisionSource interface {
+	ActiveRevisions() map[string]string
+}
+
+// ActivateRevision switches an actor type to a code revision (see the
+// proto). Only an admin may: it changes how every tenant's commands of the
+// type are decided.
+func (a adminServer) ActivateRevision(ctx context.Context, req *pb.ActivateRevisionRequest) (*pb.ActivateRevisionResponse, error) {
+	s := a.s
+	id, err := s.authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if id.Role != RoleAdmin {
+		return nil, roleDenied(id, "activating an actor revision")
+	}
+	ra, ok := s.backend.(RevisionActivator)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "ActivateRevision: this node's backend cannot switch actor revisions")
+	}
+	return ra.ActivateRevision(ctx, req)
+}

@@ -320,6 +320,9 @@ func (s *Server) runWatch(ctx context.Context, f stream.WatchFilter, send func(*
 		}
 	}()
 	err := s.async.Watch(wctx, f, func(ev *pb.WatchEvent) error {
+		if err := s.upcast(ev.GetEvent()); err != nil {
+			return sendError{err}
+		}
 		if err := send(ev); err != nil {
 			return sendError{err}
 		}

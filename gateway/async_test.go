@@ -52,7 +52,14 @@ func startAsyncEnv(t *testing.T) *asyncEnv {
 // tune.
 func startAsyncEnvWith(t *testing.T, tune func(*Config)) *asyncEnv {
 	t.Helper()
-	ie := ingresstest.Start(t, ingresstest.Options{})
+	return startAsyncEnvOpts(t, ingresstest.Options{}, tune)
+}
+
+// startAsyncEnvOpts is startAsyncEnvWith over a node and manager started
+// with o (its actor code, its ingress settings).
+func startAsyncEnvOpts(t *testing.T, o ingresstest.Options, tune func(*Config)) *asyncEnv {
+	t.Helper()
+	ie := ingresstest.Start(t, o)
 	n, mgr, js := ie.Node, ie.Manager, ie.JS
 	cfg := Config{Backend: n, Auth: testAuth(t), Async: mgr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NodeID: "n1", Version: "test"}
 	if tune != nil {

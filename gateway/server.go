@@ -310,9 +310,18 @@ func allowedScopes(id Identity) string {
 	return strings.Join(allowed, ", ")
 }
 
-// lookup returns the behaviour of actorType or NotFound listing the types.
+// lookup returns the behaviour of actorType or NotFound listing the types:
+// the revision the cluster runs it at (RevisionSource), so the verbs and
+// payloads checked here are those the engine will decide with.
 func (s *Server) lookup(actorType string) (actor.Behavior, error) {
 	reg := s.backend.Registry()
+	if rs, ok := s.backend.(RevisionSource); ok {
+		if rev := rs.ActiveRevisions()[actorType]; rev != "" {
+			if b, ok := reg.LookupRevision(actorType, rev); ok {
+				return b, nil
+			}
+		}
+	}
 	if b, ok := reg.Lookup(actorType); ok {
 		return b, nil
 	}
@@ -671,6 +680,11 @@ func (s *Server) History(ctx context.Context, req *pb.HistoryRequest) (*pb.Histo
 	if err != nil {
 		return nil, readError(err, fmt.Sprintf("shard %d", shardID), "history")
 	}
+	for _, r := range recs {
+		if err := s.upcast(r.GetEvent()); err != nil {
+			return nil, err
+		}
+	}
 	resp := &pb.HistoryResponse{Records: recs}
 	if more {
 		resp.NextPageToken = EncodePageToken(next)
@@ -723,7 +737,7 @@ func tenantStatus(st *pb.StatusResponse) *pb.StatusResponse {
 	for _, n := range st.GetNodes() {
 		out.Nodes = append(out.Nodes, &pb.NodeStatus{
 			NodeId: n.GetNodeId(), State: n.GetState(), Draining: n.GetDraining(), GrpcAddr: n.GetGrpcAddr(),
-			Actors: n.GetActors(),
+			ActorRevisions: n.GetActorRevisions(),
 		})
 	}
 	return out

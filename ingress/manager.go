@@ -46,6 +46,11 @@ type Config struct {
 	// a projection of the shards' histories, so fewer replicas cost only
 	// availability of the stream, never an acknowledged command.
 	EventsReplicas int
+	// EventsFormat is what the relay publishes each event as:
+	// stream.FormatProtobuf (the default, ""), stream.FormatJSON or
+	// stream.FormatBoth. Every node of a cluster should give the same one:
+	// a shard's relay runs on its leader, which may be any node.
+	EventsFormat string
 	// EventsSync is how RHIZON_EVENTS persists events: EventsSyncAsync
 	// (the default, "") or EventsSyncAlways. See EventsSyncAsync.
 	EventsSync string
@@ -142,6 +147,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.EventsReplicas <= 0 {
 		c.EventsReplicas = c.Replicas
+	}
+	if c.EventsFormat == "" {
+		c.EventsFormat = stream.FormatProtobuf
 	}
 	if c.EventsSync == "" {
 		c.EventsSync = EventsSyncAsync
@@ -365,12 +373,16 @@ func (m *Manager) eventsStreamConfig() jetstream.StreamConfig {
 	sc := jetstream.StreamConfig{
 		Name:        stream.EventsStream,
 		Description: "Rhizon committed events, one subject per entity",
-		Subjects:    []string{stream.EventsPrefix + ">"},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    m.cfg.EventsReplicas,
-		Duplicates:  m.cfg.DuplicateWindow,
-		MaxAge:      m.cfg.EventsMaxAge,
+		// The JSON subjects are in the stream whatever this node's format:
+		// nodes of one cluster that disagree, or a format changed on a
+		// rolling restart, must not flip the stream's subjects back and
+		// forth, and a subject nobody publishes to costs nothing.
+		Subjects:   []string{stream.EventsPrefix + ">", stream.JSONEventsPrefix + ">"},
+		Retention:  jetstream.LimitsPolicy,
+		Storage:    jetstream.FileStorage,
+		Replicas:   m.cfg.EventsReplicas,
+		Duplicates: m.cfg.DuplicateWindow,
+		MaxAge:     m.cfg.EventsMaxAge,
 		// The relay publishes events in atomic batches when the server
 		// supports them (nats-server 2.12 and later).
 		AllowAtomicPublish: true,

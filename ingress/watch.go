@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -45,6 +46,12 @@ func (m *Manager) Watch(ctx context.Context, f WatchFilter, fn func(*pb.WatchEve
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{stream.EventFilter(f.Tenant, f.Workspace, f.ActorType, f.EntityID)},
 		InactiveThreshold: watchInactiveThreshold,
+	}
+	// With JSON events only, the events are read from their JSON subjects,
+	// which do not name the entity: it is filtered below.
+	jsonOnly := m.cfg.EventsFormat == stream.FormatJSON
+	if jsonOnly {
+		cfg.FilterSubjects = []string{stream.JSONEventFilter(f.Tenant, f.Workspace, f.ActorType)}
 	}
 	if f.Rejections {
 		cfg.FilterSubjects = append(cfg.FilterSubjects, stream.RejectionFilter(f.Tenant, f.Workspace, f.ActorType, f.EntityID))
@@ -102,6 +109,17 @@ func (m *Manager) Watch(ctx context.Context, f WatchFilter, fn func(*pb.WatchEve
 				return fmt.Errorf("ingress: watch: rejection at %d: %w", md.Sequence.Stream, err)
 			}
 			typ = out.Rejection.Type
+		} else if jsonOnly {
+			var env stream.EventEnvelope
+			if err := json.Unmarshal(msg.Data(), &env); err != nil {
+				return fmt.Errorf("ingress: watch: JSON event at %d: %w", md.Sequence.Stream, err)
+			}
+			if f.EntityID != "" && env.EntityID != f.EntityID {
+				continue
+			}
+			ev := env.ToActor()
+			out.Event = pb.FromEvent(&ev)
+			typ = out.Event.Type
 		} else {
 			out.Event = &pb.Event{}
 			if err := proto.Unmarshal(msg.Data(), out.Event); err != nil {

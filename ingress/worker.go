@@ -521,16 +521,17 @@ func (w *worker) relay(ctx context.Context) {
 // which must publish exactly as they do).
 func (m *Manager) relayConfig() relay.Config {
 	return relay.Config{
-		Conn:        m.cfg.Conn,
-		JS:          m.js,
-		AckInterval: m.cfg.RelayAckInterval,
-		Atomic:      m.atomicEvents.Load,
-		ShardOf:     m.cfg.ShardOf,
-		Sign:        m.sign,
-		MsgID:       m.msgID,
-		Published:   m.metrics.published,
-		Backlog:     m.metrics.backlog,
-		Log:         m.log,
+		Conn:         m.cfg.Conn,
+		JS:           m.js,
+		AckInterval:  m.cfg.RelayAckInterval,
+		Atomic:       m.atomicEvents.Load,
+		ShardOf:      m.cfg.ShardOf,
+		Sign:         m.sign,
+		MsgID:        m.msgID,
+		EventsFormat: m.cfg.EventsFormat,
+		Published:    m.metrics.published,
+		Backlog:      m.metrics.backlog,
+		Log:          m.log,
 	}
 }
 

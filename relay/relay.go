@@ -19,6 +19,7 @@ import (
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/internal/tracectx"
 	"github.com/rhizon/rhizon/storage"
 )
 
@@ -48,6 +49,9 @@ type Config struct {
 	Sign func(body []byte) string
 	// MsgID is the deduplication id of a Send.
 	MsgID func(addr actor.Address, idempotencyKey string) string
+	// EventsFormat is what events are published as: stream.FormatProtobuf
+	// ("" too), stream.FormatJSON or stream.FormatBoth.
+	EventsFormat string
 	// Published and Backlog feed the node's metrics.
 	Published func(ctx context.Context, shard uint32, n int, dup bool)
 	Backlog   func(shard uint32, n int)
@@ -164,6 +168,8 @@ type outMsg struct {
 	id    string
 	event bool
 	span  trace.Span // the publication's span, when its trace is sampled
+	// json is the event's JSON copy, when the events format asks for one.
+	json *outMsg
 }
 
 // Atomic batches of events are cut at this many messages or bytes, well
@@ -191,6 +197,15 @@ func (r *Relay) publish(ctx context.Context, rows []storage.OutboxRow) (err erro
 			// Rows are written by the engine; one that does not decode is a
 			// bug, and skipping it silently would lose an event.
 			return fmt.Errorf("outbox row %v: %w", row.Pos, err)
+		}
+		if om.json != nil {
+			if r.cfg.EventsFormat == stream.FormatJSON {
+				om.json.span, om.span = om.span, nil
+				pending = append(pending, *om.json)
+				continue
+			}
+			pending = append(pending, om, *om.json)
+			continue
 		}
 		pending = append(pending, om)
 	}
@@ -344,6 +359,17 @@ func (r *Relay) outMsg(row storage.OutboxRow) (outMsg, error) {
 		m.Header.Set("Rhizon-Event-Type", ev.Type)
 		om := outMsg{key: "e" + string(addr.Key()), msg: m, id: ev.Id, event: true}
 		r.trace(&om, ev.Traceparent, "event")
+		if f := r.cfg.EventsFormat; f == stream.FormatJSON || f == stream.FormatBoth {
+			jm, err := jsonMsg(&ev, f)
+			if err != nil {
+				return outMsg{}, err
+			}
+			jm.key = om.key // one entity's events keep their order across both formats
+			if tp := m.Header.Get(tracectx.Header); tp != "" {
+				jm.msg.Header.Set(tracectx.Header, tp)
+			}
+			om.json = &jm
+		}
 		return om, nil
 	case engine.OutboxCommand:
 		var c pb.Command
@@ -377,4 +403,25 @@ func (r *Relay) outMsg(row storage.OutboxRow) (outMsg, error) {
 		return om, nil
 	}
 	return outMsg{}, fmt.Errorf("unknown row kind %q", row.Data[0])
+}
+
+// jsonMsg is the JSON copy of ev (stream.EventEnvelope) on its
+// JSONEventSubject. Its message id is the event id, or in FormatBoth the
+// event id after stream.JSONMsgIDPrefix: the same on every publication, so
+// a republish is deduplicated like the protobuf copy.
+func jsonMsg(ev *pb.Event, format string) (outMsg, error) {
+	a := ev.ToActor()
+	body, err := json.Marshal(stream.NewEnvelope(&a))
+	if err != nil {
+		return outMsg{}, fmt.Errorf("event %s as JSON: %w", ev.Id, err)
+	}
+	m := nats.NewMsg(stream.JSONEventSubject(a.Address, a.Type))
+	m.Data = body
+	m.Header.Set("Rhizon-Event-Type", ev.Type)
+	m.Header.Set(stream.HeaderEncoding, "json")
+	id := ev.Id
+	if format == stream.FormatBoth {
+		id = stream.JSONMsgIDPrefix + id
+	}
+	return outMsg{msg: m, id: id, event: true}, nil
 }

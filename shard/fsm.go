@@ -96,6 +96,18 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if err == nil {
 		out, err = f.eng.Apply(&ent)
 	}
+	if errors.Is(err, engine.ErrMissingRevision) {
+		// Nothing was written: stop applying here (skipping the entry
+		// would diverge) until a restart with a binary that has the
+		// revision re-applies from this entry.
+		f.halt(err)
+		var mr *engine.MissingRevisionError
+		if errors.As(err, &mr) {
+			f.s.metrics.missingRevision(mr.ActorType, mr.Revision)
+		}
+		f.log.Error("shard waiting for an actor revision this binary lacks; not applying", "index", l.Index, "err", err)
+		return &applyResponse{err: fmt.Errorf("%w: %v", ErrHalted, err)}
+	}
 	if err != nil {
 		// The store failed: we cannot know what it holds, so stop applying.
 		// A restart re-applies everything after the durable applied index.
@@ -151,6 +163,11 @@ func (f *fsm) traceCommands(entry trace.Span, start time.Time, ent *engine.Entry
 // Snapshot makes the store durable up to the applied index (so Raft may
 // compact the log behind it) and pins a read transaction for Persist.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if f.halted.Load() {
+		// Raft would record the snapshot as covering the entries this
+		// replica did not apply; a restart would then skip them.
+		return nil, fmt.Errorf("shard %d: no snapshot while halted: %s", f.s.id, f.s.haltError())
+	}
 	if err := f.db.Sync(); err != nil {
 		return nil, fmt.Errorf("shard %d: sync before snapshot: %w", f.s.id, err)
 	}
@@ -220,6 +237,12 @@ func decodeEntry(index uint64, data []byte) (engine.Entry, *recordv1.StateCheck,
 	ent.At = le.At
 	if r := le.Relayed; r != nil {
 		ent.Relayed = engine.Position{Index: r.Index, Ordinal: r.Ordinal}
+	}
+	if len(le.Revisions) > 0 {
+		ent.Revisions = make(map[string]string, len(le.Revisions))
+		for _, r := range le.Revisions {
+			ent.Revisions[r.ActorType] = r.Revision
+		}
 	}
 	ent.Commands = make([]actor.Command, len(le.Commands))
 	for i, c := range le.Commands {

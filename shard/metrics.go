@@ -22,16 +22,17 @@ type metrics struct {
 	// Attribute sets built once: merging {shard} with another attribute on
 	// every measurement sorted and hashed a new set each time, a few µs per
 	// applied entry and per submit.
-	byKind       map[string]metric.MeasurementOption // "result" of rhizon.commands
-	okAttr, fail metric.MeasurementOption            // "status" of rhizon.submit.duration
-	commands     metric.Int64Counter
-	timers       metric.Int64Counter
-	violations   metric.Int64Counter
-	batchSize    metric.Int64Histogram
-	submitDur    metric.Float64Histogram
-	overloaded   metric.Int64Counter
-	entries      metric.Int64Counter
-	diverged     metric.Int64Counter
+	byKind          map[string]metric.MeasurementOption // "result" of rhizon.commands
+	okAttr, fail    metric.MeasurementOption            // "status" of rhizon.submit.duration
+	commands        metric.Int64Counter
+	timers          metric.Int64Counter
+	violations      metric.Int64Counter
+	batchSize       metric.Int64Histogram
+	submitDur       metric.Float64Histogram
+	overloaded      metric.Int64Counter
+	entries         metric.Int64Counter
+	diverged        metric.Int64Counter
+	revisionMissing metric.Int64Counter
 }
 
 func newMetrics(id uint32) (*metrics, error) {
@@ -72,6 +73,9 @@ func newMetrics(id uint32) (*metrics, error) {
 	check(e)
 	mt.diverged, e = m.Int64Counter("rhizon.shard.diverged", metric.WithDescription(
 		"Replicas halted because their state hash differed from the leader's at the same index (divergence.go)."))
+	check(e)
+	mt.revisionMissing, e = m.Int64Counter("rhizon.shard.revision_missing", metric.WithDescription(
+		"Replicas that stopped applying at an entry naming an actor revision this binary lacks, by actor_type and revision; they wait until restarted with one that has it."))
 	check(e)
 	mt.overloaded, e = m.Int64Counter("rhizon.submit.overloaded", metric.WithDescription("Submits refused because the proposer queue was full."))
 	check(e)
@@ -131,6 +135,11 @@ func (m *metrics) applied(out engine.Applied) {
 		// A reason added later and not listed in newMetrics.
 		m.commands.Add(ctx, counts[j], m.shardAttr, metric.WithAttributes(attribute.String("result", k)))
 	}
+}
+
+func (m *metrics) missingRevision(actorType, rev string) {
+	m.revisionMissing.Add(context.Background(), 1, m.shardAttr,
+		metric.WithAttributes(attribute.String("actor_type", actorType), attribute.String("revision", rev)))
 }
 
 func (m *metrics) batch(n int) { m.batchSize.Record(context.Background(), int64(n), m.shardAttr) }

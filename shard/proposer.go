@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -167,7 +168,8 @@ func take(batch []*request, r *request) []*request {
 // propose stamps logical time, appends one entry and hands the future to a
 // waiter. It owns one in-flight slot, released by the waiter.
 func (s *Shard) propose(reqs []*request, p *pipeline) {
-	le := &recordv1.LogEntry{Shard: s.id, At: s.stamp(), Commands: make([]*recordv1.Command, len(reqs))}
+	le := s.newEntry()
+	le.Commands = make([]*recordv1.Command, len(reqs))
 	links := make([]trace.Link, len(reqs))
 	for i, r := range reqs {
 		le.Commands[i] = recordv1.FromCommand(&r.cmd)
@@ -253,6 +255,26 @@ func (s *Shard) futureError(f raft.ApplyFuture) error {
 // allowed (positions are unique by index and ordinal); adding 1 ms per entry
 // would run logical time ahead of the wall clock at thousands of entries per
 // second.
+// newEntry starts a log entry: logical time, and the actor revisions the
+// cluster has switched to, so every replica decides its commands (and the
+// timers it fires) with the same code.
+func (s *Shard) newEntry() *recordv1.LogEntry {
+	le := &recordv1.LogEntry{Shard: s.id, At: s.stamp()}
+	if s.cfg.Revisions == nil {
+		return le
+	}
+	revs := s.cfg.Revisions()
+	types := make([]string, 0, len(revs))
+	for t := range revs {
+		types = append(types, t)
+	}
+	slices.Sort(types)
+	for _, t := range types {
+		le.Revisions = append(le.Revisions, &recordv1.ActorRevision{ActorType: t, Revision: revs[t]})
+	}
+	return le
+}
+
 func (s *Shard) stamp() int64 {
 	s.stampMu.Lock()
 	defer s.stampMu.Unlock()
@@ -284,7 +306,7 @@ func (s *Shard) tickLoop() {
 		if len(due) == 0 {
 			continue
 		}
-		data, _ := marshal.Marshal(&recordv1.LogEntry{Shard: s.id, At: s.stamp()})
+		data, _ := marshal.Marshal(s.newEntry())
 		if err := s.futureError(s.raft.Apply(data, s.cfg.ApplyTimeout)); err != nil && !errors.Is(err, raft.ErrNotLeader) {
 			s.log.Warn("tick entry", "err", err)
 		}
@@ -294,7 +316,7 @@ func (s *Shard) tickLoop() {
 // Tick proposes a tick entry now and waits for it (tests and operators use it
 // to fire due timers without waiting for the tick loop).
 func (s *Shard) Tick(ctx context.Context) (engine.Meta, error) {
-	data, _ := marshal.Marshal(&recordv1.LogEntry{Shard: s.id, At: s.stamp()})
+	data, _ := marshal.Marshal(s.newEntry())
 	f := s.raft.Apply(data, s.cfg.ApplyTimeout)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()

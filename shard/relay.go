@@ -77,7 +77,9 @@ func (s *Shard) AckRelayed(ctx context.Context, upTo engine.Position) error {
 const relayCarryWait = 2 * time.Second
 
 func (s *Shard) proposeRelayed(ctx context.Context, upTo engine.Position) error {
-	data, err := marshal.Marshal(&recordv1.LogEntry{Shard: s.id, At: s.stamp(), Relayed: &recordv1.Position{Index: upTo.Index, Ordinal: upTo.Ordinal}})
+	le := s.newEntry()
+	le.Relayed = &recordv1.Position{Index: upTo.Index, Ordinal: upTo.Ordinal}
+	data, err := marshal.Marshal(le)
 	if err != nil {
 		return fmt.Errorf("shard %d: encode relay entry: %w", s.id, err)
 	}

@@ -66,6 +66,11 @@ type Config struct {
 	SnapshotInterval   time.Duration
 	TrailingLogs       uint64
 
+	// Revisions, when set, returns the actor revisions the cluster has
+	// switched to (actor type -> revision); the leader records them in
+	// every entry it proposes (engine.Entry.Revisions).
+	Revisions func() map[string]string
+
 	// Now is the wall clock the leader stamps entries from (injected so tests
 	// can move it).
 	Now    func() time.Time

@@ -26,7 +26,7 @@ func TestClusterReplicasAgree(t *testing.T) {
 		Nodes: 3, Shards: 2,
 		Tokens: []gateway.TokenEntry{{Token: token, Principal: gateway.TokenPrincipal{ID: "u", Type: "user"},
 			Scopes: []gateway.TokenScope{{Tenant: "acme", Workspace: "*"}}}},
-		Registry: func(int) *actor.Registry {
+		Registries: func(int) *actor.Registry {
 			return registry(t, load(t, "wcounter", counter, wasm.Config{}), load(t, "probe", probe, wasm.Config{Fuel: 50_000_000}))
 		},
 	})

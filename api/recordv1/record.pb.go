@@ -467,6 +467,10 @@ type Event struct {
 	Shard         uint32     `protobuf:"varint,12,opt,name=shard,proto3" json:"shard,omitempty"`
 	Index         uint64     `protobuf:"varint,13,opt,name=index,proto3" json:"index,omitempty"`
 	Ordinal       uint32     `protobuf:"varint,14,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
+	// Version of the payload's schema, declared by the actor that emitted the
+	// event. 0 (absent) means 1: events recorded before the field existed, and
+	// every version-1 event, keep their bytes (and the state hash) unchanged.
+	SchemaVersion uint32 `protobuf:"varint,15,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -595,6 +599,13 @@ func (x *Event) GetIndex() uint64 {
 func (x *Event) GetOrdinal() uint32 {
 	if x != nil {
 		return x.Ordinal
+	}
+	return 0
+}
+
+func (x *Event) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
 	}
 	return 0
 }
@@ -920,7 +931,14 @@ type LogEntry struct {
 	// command entry at check.index. Every replica compares its own hash at that
 	// index and halts on a difference (shard/divergence.go). Not applied by
 	// the engine: no replica's state depends on it.
-	Check         *StateCheck `protobuf:"bytes,20,opt,name=check,proto3" json:"check,omitempty"`
+	Check *StateCheck `protobuf:"bytes,20,opt,name=check,proto3" json:"check,omitempty"`
+	// The actor code revision each switched-over actor type is decided with
+	// in this entry, sorted by actor type, stamped by the leader from the
+	// cluster's active revisions (rhizon actor activate). A type not listed
+	// runs its base revision (the one registered before versions existed), so
+	// entries written before revisions were recorded replay as they ran. A
+	// replica without one of these revisions waits instead of applying.
+	Revisions     []*ActorRevision `protobuf:"bytes,21,rep,name=revisions,proto3" json:"revisions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -990,6 +1008,66 @@ func (x *LogEntry) GetCheck() *StateCheck {
 	return nil
 }
 
+func (x *LogEntry) GetRevisions() []*ActorRevision {
+	if x != nil {
+		return x.Revisions
+	}
+	return nil
+}
+
+// ActorRevision names the code revision of one actor type.
+type ActorRevision struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ActorType     string                 `protobuf:"bytes,1,opt,name=actor_type,json=actorType,proto3" json:"actor_type,omitempty"`
+	Revision      string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActorRevision) Reset() {
+	*x = ActorRevision{}
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActorRevision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActorRevision) ProtoMessage() {}
+
+func (x *ActorRevision) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActorRevision.ProtoReflect.Descriptor instead.
+func (*ActorRevision) Descriptor() ([]byte, []int) {
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ActorRevision) GetActorType() string {
+	if x != nil {
+		return x.ActorType
+	}
+	return ""
+}
+
+func (x *ActorRevision) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
 // StateCheck is a replica's state hash chain value after the command entry
 // at index.
 type StateCheck struct {
@@ -1002,7 +1080,7 @@ type StateCheck struct {
 
 func (x *StateCheck) Reset() {
 	*x = StateCheck{}
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1092,7 @@ func (x *StateCheck) String() string {
 func (*StateCheck) ProtoMessage() {}
 
 func (x *StateCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1105,7 @@ func (x *StateCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateCheck.ProtoReflect.Descriptor instead.
 func (*StateCheck) Descriptor() ([]byte, []int) {
-	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{8}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StateCheck) GetIndex() uint64 {
@@ -1054,7 +1132,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1144,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1157,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{9}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Position) GetIndex() uint64 {
@@ -1129,7 +1207,7 @@ const file_rhizon_record_v1_record_proto_rawDesc = "" +
 	"\n" +
 	"tracestate\x18\f \x01(\tR\n" +
 	"tracestateB\x13\n" +
-	"\x11_expected_version\"\xb0\x03\n" +
+	"\x11_expected_version\"\xd7\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x123\n" +
@@ -1146,7 +1224,8 @@ const file_rhizon_record_v1_record_proto_rawDesc = "" +
 	"\tprincipal\x18\v \x01(\v2\x1b.rhizon.record.v1.PrincipalR\tprincipal\x12\x14\n" +
 	"\x05shard\x18\f \x01(\rR\x05shard\x12\x14\n" +
 	"\x05index\x18\r \x01(\x04R\x05index\x12\x18\n" +
-	"\aordinal\x18\x0e \x01(\rR\aordinal\"\xe6\x02\n" +
+	"\aordinal\x18\x0e \x01(\rR\aordinal\x12%\n" +
+	"\x0eschema_version\x18\x0f \x01(\rR\rschemaVersion\"\xe6\x02\n" +
 	"\x06Result\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x120\n" +
@@ -1182,13 +1261,18 @@ const file_rhizon_record_v1_record_proto_rawDesc = "" +
 	"\x05shard\x18\x10 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05index\x18\x11 \x01(\x04R\x05index\x12\x18\n" +
 	"\aordinal\x18\x12 \x01(\rR\aordinalB\x13\n" +
-	"\x11_expected_version\"\xd1\x01\n" +
+	"\x11_expected_version\"\x90\x02\n" +
 	"\bLogEntry\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x0e\n" +
 	"\x02at\x18\x02 \x01(\x03R\x02at\x125\n" +
 	"\bcommands\x18\x03 \x03(\v2\x19.rhizon.record.v1.CommandR\bcommands\x124\n" +
 	"\arelayed\x18\x04 \x01(\v2\x1a.rhizon.record.v1.PositionR\arelayed\x122\n" +
-	"\x05check\x18\x14 \x01(\v2\x1c.rhizon.record.v1.StateCheckR\x05check\"6\n" +
+	"\x05check\x18\x14 \x01(\v2\x1c.rhizon.record.v1.StateCheckR\x05check\x12=\n" +
+	"\trevisions\x18\x15 \x03(\v2\x1f.rhizon.record.v1.ActorRevisionR\trevisions\"J\n" +
+	"\rActorRevision\x12\x1d\n" +
+	"\n" +
+	"actor_type\x18\x01 \x01(\tR\tactorType\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\"6\n" +
 	"\n" +
 	"StateCheck\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
@@ -1220,20 +1304,21 @@ func file_rhizon_record_v1_record_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_record_v1_record_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rhizon_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_rhizon_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_rhizon_record_v1_record_proto_goTypes = []any{
-	(Status)(0),        // 0: rhizon.record.v1.Status
-	(Reason)(0),        // 1: rhizon.record.v1.Reason
-	(*Address)(nil),    // 2: rhizon.record.v1.Address
-	(*Principal)(nil),  // 3: rhizon.record.v1.Principal
-	(*Scope)(nil),      // 4: rhizon.record.v1.Scope
-	(*Command)(nil),    // 5: rhizon.record.v1.Command
-	(*Event)(nil),      // 6: rhizon.record.v1.Event
-	(*Result)(nil),     // 7: rhizon.record.v1.Result
-	(*Rejection)(nil),  // 8: rhizon.record.v1.Rejection
-	(*LogEntry)(nil),   // 9: rhizon.record.v1.LogEntry
-	(*StateCheck)(nil), // 10: rhizon.record.v1.StateCheck
-	(*Position)(nil),   // 11: rhizon.record.v1.Position
+	(Status)(0),           // 0: rhizon.record.v1.Status
+	(Reason)(0),           // 1: rhizon.record.v1.Reason
+	(*Address)(nil),       // 2: rhizon.record.v1.Address
+	(*Principal)(nil),     // 3: rhizon.record.v1.Principal
+	(*Scope)(nil),         // 4: rhizon.record.v1.Scope
+	(*Command)(nil),       // 5: rhizon.record.v1.Command
+	(*Event)(nil),         // 6: rhizon.record.v1.Event
+	(*Result)(nil),        // 7: rhizon.record.v1.Result
+	(*Rejection)(nil),     // 8: rhizon.record.v1.Rejection
+	(*LogEntry)(nil),      // 9: rhizon.record.v1.LogEntry
+	(*ActorRevision)(nil), // 10: rhizon.record.v1.ActorRevision
+	(*StateCheck)(nil),    // 11: rhizon.record.v1.StateCheck
+	(*Position)(nil),      // 12: rhizon.record.v1.Position
 }
 var file_rhizon_record_v1_record_proto_depIdxs = []int32{
 	2,  // 0: rhizon.record.v1.Command.address:type_name -> rhizon.record.v1.Address
@@ -1248,13 +1333,14 @@ var file_rhizon_record_v1_record_proto_depIdxs = []int32{
 	1,  // 9: rhizon.record.v1.Rejection.reason:type_name -> rhizon.record.v1.Reason
 	3,  // 10: rhizon.record.v1.Rejection.principal:type_name -> rhizon.record.v1.Principal
 	5,  // 11: rhizon.record.v1.LogEntry.commands:type_name -> rhizon.record.v1.Command
-	11, // 12: rhizon.record.v1.LogEntry.relayed:type_name -> rhizon.record.v1.Position
-	10, // 13: rhizon.record.v1.LogEntry.check:type_name -> rhizon.record.v1.StateCheck
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	12, // 12: rhizon.record.v1.LogEntry.relayed:type_name -> rhizon.record.v1.Position
+	11, // 13: rhizon.record.v1.LogEntry.check:type_name -> rhizon.record.v1.StateCheck
+	10, // 14: rhizon.record.v1.LogEntry.revisions:type_name -> rhizon.record.v1.ActorRevision
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_record_v1_record_proto_init() }
@@ -1270,7 +1356,7 @@ func file_rhizon_record_v1_record_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_record_v1_record_proto_rawDesc), len(file_rhizon_record_v1_record_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

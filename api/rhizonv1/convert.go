@@ -71,6 +71,7 @@ func FromEvent(e *actor.Event) *Event {
 		Payload: e.Payload, At: e.At, CommandId: e.CommandID, CausationId: e.CausationID,
 		CorrelationId: e.CorrelationID, Traceparent: e.TraceParent,
 		Principal: FromPrincipal(e.Principal), Shard: e.Shard, Index: e.Index, Ordinal: e.Ordinal,
+		SchemaVersion: e.SchemaVersion,
 	}
 }
 
@@ -81,6 +82,7 @@ func (e *Event) ToActor() actor.Event {
 		Payload: e.Payload, At: e.At, CommandID: e.CommandId, CausationID: e.CausationId,
 		CorrelationID: e.CorrelationId, TraceParent: e.Traceparent,
 		Principal: e.Principal.ToActor(), Shard: e.Shard, Index: e.Index, Ordinal: e.Ordinal,
+		SchemaVersion: e.SchemaVersion,
 	}
 }
 

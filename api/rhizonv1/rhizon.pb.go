@@ -1309,6 +1309,10 @@ type Event struct {
 	Shard         uint32     `protobuf:"varint,12,opt,name=shard,proto3" json:"shard,omitempty"`
 	Index         uint64     `protobuf:"varint,13,opt,name=index,proto3" json:"index,omitempty"`
 	Ordinal       uint32     `protobuf:"varint,14,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
+	// Version of the payload's schema, declared by the actor that emitted the
+	// event. 0 (absent) means 1: events recorded before the field existed, and
+	// every version-1 event, keep their bytes (and the state hash) unchanged.
+	SchemaVersion uint32 `protobuf:"varint,15,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1437,6 +1441,13 @@ func (x *Event) GetIndex() uint64 {
 func (x *Event) GetOrdinal() uint32 {
 	if x != nil {
 		return x.Ordinal
+	}
+	return 0
+}
+
+func (x *Event) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
 	}
 	return 0
 }
@@ -2864,11 +2875,11 @@ type NodeStatus struct {
 	Leading      uint32 `protobuf:"varint,7,opt,name=leading,proto3" json:"leading,omitempty"`
 	Replicas     uint32 `protobuf:"varint,8,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	ControlVoter bool   `protobuf:"varint,9,opt,name=control_voter,json=controlVoter,proto3" json:"control_voter,omitempty"`
-	// Actor type -> the revision (code version) this node runs it at, as the
-	// node gossips it; built-in and WebAssembly types alike (rhizon actor list).
-	Actors        map[string]string `protobuf:"bytes,10,rep,name=actors,proto3" json:"actors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Actor type -> the code revisions this node has, comma-separated, base
+	// first (from its gossiped metadata).
+	ActorRevisions map[string]string `protobuf:"bytes,10,rep,name=actor_revisions,json=actorRevisions,proto3" json:"actor_revisions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -2964,9 +2975,9 @@ func (x *NodeStatus) GetControlVoter() bool {
 	return false
 }
 
-func (x *NodeStatus) GetActors() map[string]string {
+func (x *NodeStatus) GetActorRevisions() map[string]string {
 	if x != nil {
-		return x.Actors
+		return x.ActorRevisions
 	}
 	return nil
 }
@@ -2989,8 +3000,11 @@ type StatusResponse struct {
 	Health        string         `protobuf:"bytes,11,opt,name=health,proto3" json:"health,omitempty"`
 	HealthReasons []string       `protobuf:"bytes,12,rep,name=health_reasons,json=healthReasons,proto3" json:"health_reasons,omitempty"`
 	ShardHealth   []*ShardHealth `protobuf:"bytes,13,rep,name=shard_health,json=shardHealth,proto3" json:"shard_health,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Actor type -> the revision the cluster switched it to (rhizon actor
+	// activate); a type not listed runs its base revision.
+	ActiveRevisions map[string]string `protobuf:"bytes,14,rep,name=active_revisions,json=activeRevisions,proto3" json:"active_revisions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -3110,6 +3124,13 @@ func (x *StatusResponse) GetHealthReasons() []string {
 func (x *StatusResponse) GetShardHealth() []*ShardHealth {
 	if x != nil {
 		return x.ShardHealth
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetActiveRevisions() map[string]string {
+	if x != nil {
+		return x.ActiveRevisions
 	}
 	return nil
 }
@@ -3634,6 +3655,128 @@ func (x *ShardAdminResponse) GetNonvoters() []string {
 	return nil
 }
 
+type ActivateRevisionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ActorType     string                 `protobuf:"bytes,1,opt,name=actor_type,json=actorType,proto3" json:"actor_type,omitempty"`
+	Revision      string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivateRevisionRequest) Reset() {
+	*x = ActivateRevisionRequest{}
+	mi := &file_rhizon_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivateRevisionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivateRevisionRequest) ProtoMessage() {}
+
+func (x *ActivateRevisionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivateRevisionRequest.ProtoReflect.Descriptor instead.
+func (*ActivateRevisionRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ActivateRevisionRequest) GetActorType() string {
+	if x != nil {
+		return x.ActorType
+	}
+	return ""
+}
+
+func (x *ActivateRevisionRequest) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+type ActivateRevisionResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ActorType string                 `protobuf:"bytes,1,opt,name=actor_type,json=actorType,proto3" json:"actor_type,omitempty"`
+	Revision  string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The revision active before (empty: the base revision).
+	Previous string `protobuf:"bytes,3,opt,name=previous,proto3" json:"previous,omitempty"`
+	// The control state version that holds the switch.
+	MapVersion    uint64 `protobuf:"varint,4,opt,name=map_version,json=mapVersion,proto3" json:"map_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivateRevisionResponse) Reset() {
+	*x = ActivateRevisionResponse{}
+	mi := &file_rhizon_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivateRevisionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivateRevisionResponse) ProtoMessage() {}
+
+func (x *ActivateRevisionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivateRevisionResponse.ProtoReflect.Descriptor instead.
+func (*ActivateRevisionResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ActivateRevisionResponse) GetActorType() string {
+	if x != nil {
+		return x.ActorType
+	}
+	return ""
+}
+
+func (x *ActivateRevisionResponse) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *ActivateRevisionResponse) GetPrevious() string {
+	if x != nil {
+		return x.Previous
+	}
+	return ""
+}
+
+func (x *ActivateRevisionResponse) GetMapVersion() uint64 {
+	if x != nil {
+		return x.MapVersion
+	}
+	return 0
+}
+
 type RepublishEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
@@ -3650,7 +3793,7 @@ type RepublishEventsRequest struct {
 
 func (x *RepublishEventsRequest) Reset() {
 	*x = RepublishEventsRequest{}
-	mi := &file_rhizon_proto_msgTypes[41]
+	mi := &file_rhizon_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3662,7 +3805,7 @@ func (x *RepublishEventsRequest) String() string {
 func (*RepublishEventsRequest) ProtoMessage() {}
 
 func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[41]
+	mi := &file_rhizon_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3675,7 +3818,7 @@ func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsRequest.ProtoReflect.Descriptor instead.
 func (*RepublishEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{41}
+	return file_rhizon_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RepublishEventsRequest) GetShard() uint32 {
@@ -3725,7 +3868,7 @@ type RepublishEventsResponse struct {
 
 func (x *RepublishEventsResponse) Reset() {
 	*x = RepublishEventsResponse{}
-	mi := &file_rhizon_proto_msgTypes[42]
+	mi := &file_rhizon_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3737,7 +3880,7 @@ func (x *RepublishEventsResponse) String() string {
 func (*RepublishEventsResponse) ProtoMessage() {}
 
 func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[42]
+	mi := &file_rhizon_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3750,7 +3893,7 @@ func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsResponse.ProtoReflect.Descriptor instead.
 func (*RepublishEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{42}
+	return file_rhizon_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RepublishEventsResponse) GetShard() uint32 {
@@ -3895,7 +4038,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\n" +
 	"tracestate\x18\f \x01(\tR\n" +
 	"tracestateB\x13\n" +
-	"\x11_expected_version\"\xa2\x03\n" +
+	"\x11_expected_version\"\xc9\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12,\n" +
@@ -3912,7 +4055,8 @@ const file_rhizon_proto_rawDesc = "" +
 	"\tprincipal\x18\v \x01(\v2\x14.rhizon.v1.PrincipalR\tprincipal\x12\x14\n" +
 	"\x05shard\x18\f \x01(\rR\x05shard\x12\x14\n" +
 	"\x05index\x18\r \x01(\x04R\x05index\x12\x18\n" +
-	"\aordinal\x18\x0e \x01(\rR\aordinal\"\xd1\x02\n" +
+	"\aordinal\x18\x0e \x01(\rR\aordinal\x12%\n" +
+	"\x0eschema_version\x18\x0f \x01(\rR\rschemaVersion\"\xd1\x02\n" +
 	"\x06Result\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12)\n" +
@@ -4033,7 +4177,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\vShardHealth\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
-	"\areasons\x18\x03 \x03(\tR\areasons\"\xf6\x02\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\"\x97\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
@@ -4044,12 +4188,12 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x04zone\x18\x06 \x01(\tR\x04zone\x12\x18\n" +
 	"\aleading\x18\a \x01(\rR\aleading\x12\x1a\n" +
 	"\breplicas\x18\b \x01(\rR\breplicas\x12#\n" +
-	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\x129\n" +
-	"\x06actors\x18\n" +
-	" \x03(\v2!.rhizon.v1.NodeStatus.ActorsEntryR\x06actors\x1a9\n" +
-	"\vActorsEntry\x12\x10\n" +
+	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\x12R\n" +
+	"\x0factor_revisions\x18\n" +
+	" \x03(\v2).rhizon.v1.NodeStatus.ActorRevisionsEntryR\x0eactorRevisions\x1aA\n" +
+	"\x13ActorRevisionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x05\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1f\n" +
@@ -4068,7 +4212,11 @@ const file_rhizon_proto_rawDesc = "" +
 	" \x01(\tR\rcontrolLeader\x12\x16\n" +
 	"\x06health\x18\v \x01(\tR\x06health\x12%\n" +
 	"\x0ehealth_reasons\x18\f \x03(\tR\rhealthReasons\x129\n" +
-	"\fshard_health\x18\r \x03(\v2\x16.rhizon.v1.ShardHealthR\vshardHealth\":\n" +
+	"\fshard_health\x18\r \x03(\v2\x16.rhizon.v1.ShardHealthR\vshardHealth\x12Y\n" +
+	"\x10active_revisions\x18\x0e \x03(\v2..rhizon.v1.StatusResponse.ActiveRevisionsEntryR\x0factiveRevisions\x1aB\n" +
+	"\x14ActiveRevisionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\":\n" +
 	"\bPosition\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x18\n" +
 	"\aordinal\x18\x02 \x01(\rR\aordinal\"R\n" +
@@ -4110,7 +4258,18 @@ const file_rhizon_proto_rawDesc = "" +
 	"\fcommit_index\x18\x02 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x16\n" +
 	"\x06voters\x18\x04 \x03(\tR\x06voters\x12\x1c\n" +
-	"\tnonvoters\x18\x05 \x03(\tR\tnonvoters\"\x92\x01\n" +
+	"\tnonvoters\x18\x05 \x03(\tR\tnonvoters\"T\n" +
+	"\x17ActivateRevisionRequest\x12\x1d\n" +
+	"\n" +
+	"actor_type\x18\x01 \x01(\tR\tactorType\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\"\x92\x01\n" +
+	"\x18ActivateRevisionResponse\x12\x1d\n" +
+	"\n" +
+	"actor_type\x18\x01 \x01(\tR\tactorType\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\x12\x1a\n" +
+	"\bprevious\x18\x03 \x01(\tR\bprevious\x12\x1f\n" +
+	"\vmap_version\x18\x04 \x01(\x04R\n" +
+	"mapVersion\"\x92\x01\n" +
 	"\x16RepublishEventsRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12'\n" +
 	"\x04from\x18\x02 \x01(\v2\x13.rhizon.v1.PositionR\x04from\x12#\n" +
@@ -4147,7 +4306,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\vSubmitAsync\x12\x18.rhizon.v1.SubmitRequest\x1a\x1e.rhizon.v1.SubmitAsyncResponse\x129\n" +
 	"\x05Watch\x12\x17.rhizon.v1.WatchRequest\x1a\x15.rhizon.v1.WatchEvent0\x01\x12F\n" +
 	"\tGetResult\x12\x1b.rhizon.v1.GetResultRequest\x1a\x1c.rhizon.v1.GetResultResponse\x12;\n" +
-	"\x06Replay\x12\x18.rhizon.v1.ReplayRequest\x1a\x17.rhizon.v1.ReplayReport2\xe7\x03\n" +
+	"\x06Replay\x12\x18.rhizon.v1.ReplayRequest\x1a\x17.rhizon.v1.ReplayReport2\xc4\x04\n" +
 	"\bInternal\x12@\n" +
 	"\aForward\x12\x19.rhizon.v1.ForwardRequest\x1a\x1a.rhizon.v1.ForwardResponse\x127\n" +
 	"\x04Read\x12\x16.rhizon.v1.ReadRequest\x1a\x17.rhizon.v1.ReadResponse\x12I\n" +
@@ -4156,9 +4315,11 @@ const file_rhizon_proto_rawDesc = "" +
 	"\vLocalStatus\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponse\x12:\n" +
 	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponse\x12X\n" +
 	"\x0fRepublishEvents\x12!.rhizon.v1.RepublishEventsRequest\x1a\".rhizon.v1.RepublishEventsResponse\x12;\n" +
-	"\x06Replay\x12\x18.rhizon.v1.ReplayRequest\x1a\x17.rhizon.v1.ReplayReport2a\n" +
+	"\x06Replay\x12\x18.rhizon.v1.ReplayRequest\x1a\x17.rhizon.v1.ReplayReport\x12[\n" +
+	"\x10ActivateRevision\x12\".rhizon.v1.ActivateRevisionRequest\x1a#.rhizon.v1.ActivateRevisionResponse2\xbe\x01\n" +
 	"\x05Admin\x12X\n" +
-	"\x0fRepublishEvents\x12!.rhizon.v1.RepublishEventsRequest\x1a\".rhizon.v1.RepublishEventsResponseB0Z.github.com/rhizon/rhizon/api/rhizonv1;rhizonv1b\x06proto3"
+	"\x0fRepublishEvents\x12!.rhizon.v1.RepublishEventsRequest\x1a\".rhizon.v1.RepublishEventsResponse\x12[\n" +
+	"\x10ActivateRevision\x12\".rhizon.v1.ActivateRevisionRequest\x1a#.rhizon.v1.ActivateRevisionResponseB0Z.github.com/rhizon/rhizon/api/rhizonv1;rhizonv1b\x06proto3"
 
 var (
 	file_rhizon_proto_rawDescOnce sync.Once
@@ -4173,57 +4334,60 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_rhizon_proto_goTypes = []any{
-	(Status)(0),                     // 0: rhizon.v1.Status
-	(Reason)(0),                     // 1: rhizon.v1.Reason
-	(Consistency)(0),                // 2: rhizon.v1.Consistency
-	(*ReplayRequest)(nil),           // 3: rhizon.v1.ReplayRequest
-	(*ReplayReport)(nil),            // 4: rhizon.v1.ReplayReport
-	(*ReplayDivergence)(nil),        // 5: rhizon.v1.ReplayDivergence
-	(*GetResultRequest)(nil),        // 6: rhizon.v1.GetResultRequest
-	(*GetResultResponse)(nil),       // 7: rhizon.v1.GetResultResponse
-	(*SubmitAsyncResponse)(nil),     // 8: rhizon.v1.SubmitAsyncResponse
-	(*WatchRequest)(nil),            // 9: rhizon.v1.WatchRequest
-	(*WatchEvent)(nil),              // 10: rhizon.v1.WatchEvent
-	(*DrainRequest)(nil),            // 11: rhizon.v1.DrainRequest
-	(*DrainResponse)(nil),           // 12: rhizon.v1.DrainResponse
-	(*Address)(nil),                 // 13: rhizon.v1.Address
-	(*Principal)(nil),               // 14: rhizon.v1.Principal
-	(*Scope)(nil),                   // 15: rhizon.v1.Scope
-	(*Command)(nil),                 // 16: rhizon.v1.Command
-	(*Event)(nil),                   // 17: rhizon.v1.Event
-	(*Result)(nil),                  // 18: rhizon.v1.Result
-	(*Rejection)(nil),               // 19: rhizon.v1.Rejection
-	(*HistoryRecord)(nil),           // 20: rhizon.v1.HistoryRecord
-	(*SubmitRequest)(nil),           // 21: rhizon.v1.SubmitRequest
-	(*SubmitResponse)(nil),          // 22: rhizon.v1.SubmitResponse
-	(*SubmitBatchRequest)(nil),      // 23: rhizon.v1.SubmitBatchRequest
-	(*SubmitBatchResponse)(nil),     // 24: rhizon.v1.SubmitBatchResponse
-	(*SubmitStreamRequest)(nil),     // 25: rhizon.v1.SubmitStreamRequest
-	(*SubmitStreamResponse)(nil),    // 26: rhizon.v1.SubmitStreamResponse
-	(*SubmitOutcome)(nil),           // 27: rhizon.v1.SubmitOutcome
-	(*GetRequest)(nil),              // 28: rhizon.v1.GetRequest
-	(*GetResponse)(nil),             // 29: rhizon.v1.GetResponse
-	(*HistoryRequest)(nil),          // 30: rhizon.v1.HistoryRequest
-	(*HistoryResponse)(nil),         // 31: rhizon.v1.HistoryResponse
-	(*StatusRequest)(nil),           // 32: rhizon.v1.StatusRequest
-	(*ShardStatus)(nil),             // 33: rhizon.v1.ShardStatus
-	(*ShardHealth)(nil),             // 34: rhizon.v1.ShardHealth
-	(*NodeStatus)(nil),              // 35: rhizon.v1.NodeStatus
-	(*StatusResponse)(nil),          // 36: rhizon.v1.StatusResponse
-	(*Position)(nil),                // 37: rhizon.v1.Position
-	(*ForwardRequest)(nil),          // 38: rhizon.v1.ForwardRequest
-	(*ForwardResponse)(nil),         // 39: rhizon.v1.ForwardResponse
-	(*ReadRequest)(nil),             // 40: rhizon.v1.ReadRequest
-	(*ReadResponse)(nil),            // 41: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),       // 42: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil),      // 43: rhizon.v1.ShardAdminResponse
-	(*RepublishEventsRequest)(nil),  // 44: rhizon.v1.RepublishEventsRequest
-	(*RepublishEventsResponse)(nil), // 45: rhizon.v1.RepublishEventsResponse
-	nil,                             // 46: rhizon.v1.SubmitStreamResponse.TrailersEntry
-	nil,                             // 47: rhizon.v1.NodeStatus.ActorsEntry
-	(*status.Status)(nil),           // 48: google.rpc.Status
+	(Status)(0),                      // 0: rhizon.v1.Status
+	(Reason)(0),                      // 1: rhizon.v1.Reason
+	(Consistency)(0),                 // 2: rhizon.v1.Consistency
+	(*ReplayRequest)(nil),            // 3: rhizon.v1.ReplayRequest
+	(*ReplayReport)(nil),             // 4: rhizon.v1.ReplayReport
+	(*ReplayDivergence)(nil),         // 5: rhizon.v1.ReplayDivergence
+	(*GetResultRequest)(nil),         // 6: rhizon.v1.GetResultRequest
+	(*GetResultResponse)(nil),        // 7: rhizon.v1.GetResultResponse
+	(*SubmitAsyncResponse)(nil),      // 8: rhizon.v1.SubmitAsyncResponse
+	(*WatchRequest)(nil),             // 9: rhizon.v1.WatchRequest
+	(*WatchEvent)(nil),               // 10: rhizon.v1.WatchEvent
+	(*DrainRequest)(nil),             // 11: rhizon.v1.DrainRequest
+	(*DrainResponse)(nil),            // 12: rhizon.v1.DrainResponse
+	(*Address)(nil),                  // 13: rhizon.v1.Address
+	(*Principal)(nil),                // 14: rhizon.v1.Principal
+	(*Scope)(nil),                    // 15: rhizon.v1.Scope
+	(*Command)(nil),                  // 16: rhizon.v1.Command
+	(*Event)(nil),                    // 17: rhizon.v1.Event
+	(*Result)(nil),                   // 18: rhizon.v1.Result
+	(*Rejection)(nil),                // 19: rhizon.v1.Rejection
+	(*HistoryRecord)(nil),            // 20: rhizon.v1.HistoryRecord
+	(*SubmitRequest)(nil),            // 21: rhizon.v1.SubmitRequest
+	(*SubmitResponse)(nil),           // 22: rhizon.v1.SubmitResponse
+	(*SubmitBatchRequest)(nil),       // 23: rhizon.v1.SubmitBatchRequest
+	(*SubmitBatchResponse)(nil),      // 24: rhizon.v1.SubmitBatchResponse
+	(*SubmitStreamRequest)(nil),      // 25: rhizon.v1.SubmitStreamRequest
+	(*SubmitStreamResponse)(nil),     // 26: rhizon.v1.SubmitStreamResponse
+	(*SubmitOutcome)(nil),            // 27: rhizon.v1.SubmitOutcome
+	(*GetRequest)(nil),               // 28: rhizon.v1.GetRequest
+	(*GetResponse)(nil),              // 29: rhizon.v1.GetResponse
+	(*HistoryRequest)(nil),           // 30: rhizon.v1.HistoryRequest
+	(*HistoryResponse)(nil),          // 31: rhizon.v1.HistoryResponse
+	(*StatusRequest)(nil),            // 32: rhizon.v1.StatusRequest
+	(*ShardStatus)(nil),              // 33: rhizon.v1.ShardStatus
+	(*ShardHealth)(nil),              // 34: rhizon.v1.ShardHealth
+	(*NodeStatus)(nil),               // 35: rhizon.v1.NodeStatus
+	(*StatusResponse)(nil),           // 36: rhizon.v1.StatusResponse
+	(*Position)(nil),                 // 37: rhizon.v1.Position
+	(*ForwardRequest)(nil),           // 38: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),          // 39: rhizon.v1.ForwardResponse
+	(*ReadRequest)(nil),              // 40: rhizon.v1.ReadRequest
+	(*ReadResponse)(nil),             // 41: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),        // 42: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),       // 43: rhizon.v1.ShardAdminResponse
+	(*ActivateRevisionRequest)(nil),  // 44: rhizon.v1.ActivateRevisionRequest
+	(*ActivateRevisionResponse)(nil), // 45: rhizon.v1.ActivateRevisionResponse
+	(*RepublishEventsRequest)(nil),   // 46: rhizon.v1.RepublishEventsRequest
+	(*RepublishEventsResponse)(nil),  // 47: rhizon.v1.RepublishEventsResponse
+	nil,                              // 48: rhizon.v1.SubmitStreamResponse.TrailersEntry
+	nil,                              // 49: rhizon.v1.NodeStatus.ActorRevisionsEntry
+	nil,                              // 50: rhizon.v1.StatusResponse.ActiveRevisionsEntry
+	(*status.Status)(nil),            // 51: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
 	13, // 0: rhizon.v1.ReplayRequest.address:type_name -> rhizon.v1.Address
@@ -4253,71 +4417,76 @@ var file_rhizon_proto_depIdxs = []int32{
 	27, // 24: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
 	21, // 25: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
 	22, // 26: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
-	48, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
-	46, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
+	51, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	48, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
 	22, // 29: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	48, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	51, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
 	13, // 31: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
 	2,  // 32: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
 	13, // 33: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
 	13, // 34: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
 	2,  // 35: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
 	20, // 36: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
-	47, // 37: rhizon.v1.NodeStatus.actors:type_name -> rhizon.v1.NodeStatus.ActorsEntry
+	49, // 37: rhizon.v1.NodeStatus.actor_revisions:type_name -> rhizon.v1.NodeStatus.ActorRevisionsEntry
 	33, // 38: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
 	35, // 39: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
 	34, // 40: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
-	16, // 41: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	18, // 42: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	13, // 43: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	20, // 44: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	37, // 45: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
-	37, // 46: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
-	37, // 47: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
-	37, // 48: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
-	21, // 49: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	23, // 50: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	25, // 51: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	28, // 52: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	30, // 53: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	32, // 54: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	11, // 55: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	21, // 56: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	9,  // 57: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	6,  // 58: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
-	3,  // 59: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
-	38, // 60: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	40, // 61: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	42, // 62: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	32, // 63: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	11, // 64: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	44, // 65: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	3,  // 66: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
-	44, // 67: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	22, // 68: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	24, // 69: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	26, // 70: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	29, // 71: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	31, // 72: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	36, // 73: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	12, // 74: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	8,  // 75: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	10, // 76: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	7,  // 77: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
-	4,  // 78: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
-	39, // 79: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	41, // 80: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	43, // 81: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	36, // 82: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	12, // 83: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	45, // 84: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	4,  // 85: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
-	45, // 86: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	68, // [68:87] is the sub-list for method output_type
-	49, // [49:68] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	50, // 41: rhizon.v1.StatusResponse.active_revisions:type_name -> rhizon.v1.StatusResponse.ActiveRevisionsEntry
+	16, // 42: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	18, // 43: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	13, // 44: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	20, // 45: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	37, // 46: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
+	37, // 47: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
+	37, // 48: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
+	37, // 49: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
+	21, // 50: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	23, // 51: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	25, // 52: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	28, // 53: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	30, // 54: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	32, // 55: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	11, // 56: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	21, // 57: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	9,  // 58: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	6,  // 59: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
+	3,  // 60: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
+	38, // 61: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	40, // 62: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	42, // 63: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	32, // 64: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	11, // 65: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	46, // 66: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	3,  // 67: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
+	44, // 68: rhizon.v1.Internal.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	46, // 69: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	44, // 70: rhizon.v1.Admin.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	22, // 71: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	24, // 72: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	26, // 73: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	29, // 74: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	31, // 75: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	36, // 76: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	12, // 77: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	8,  // 78: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	10, // 79: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	7,  // 80: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
+	4,  // 81: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
+	39, // 82: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	41, // 83: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	43, // 84: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	36, // 85: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	12, // 86: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	47, // 87: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	4,  // 88: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
+	45, // 89: rhizon.v1.Internal.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	47, // 90: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	45, // 91: rhizon.v1.Admin.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	71, // [71:92] is the sub-list for method output_type
+	50, // [50:71] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -4342,7 +4511,7 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   45,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -621,13 +621,14 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Internal_Forward_FullMethodName         = "/rhizon.v1.Internal/Forward"
-	Internal_Read_FullMethodName            = "/rhizon.v1.Internal/Read"
-	Internal_ShardAdmin_FullMethodName      = "/rhizon.v1.Internal/ShardAdmin"
-	Internal_LocalStatus_FullMethodName     = "/rhizon.v1.Internal/LocalStatus"
-	Internal_Drain_FullMethodName           = "/rhizon.v1.Internal/Drain"
-	Internal_RepublishEvents_FullMethodName = "/rhizon.v1.Internal/RepublishEvents"
-	Internal_Replay_FullMethodName          = "/rhizon.v1.Internal/Replay"
+	Internal_Forward_FullMethodName          = "/rhizon.v1.Internal/Forward"
+	Internal_Read_FullMethodName             = "/rhizon.v1.Internal/Read"
+	Internal_ShardAdmin_FullMethodName       = "/rhizon.v1.Internal/ShardAdmin"
+	Internal_LocalStatus_FullMethodName      = "/rhizon.v1.Internal/LocalStatus"
+	Internal_Drain_FullMethodName            = "/rhizon.v1.Internal/Drain"
+	Internal_RepublishEvents_FullMethodName  = "/rhizon.v1.Internal/RepublishEvents"
+	Internal_Replay_FullMethodName           = "/rhizon.v1.Internal/Replay"
+	Internal_ActivateRevision_FullMethodName = "/rhizon.v1.Internal/ActivateRevision"
 )
 
 // InternalClient is the client API for Internal service.
@@ -649,6 +650,9 @@ type InternalClient interface {
 	// Replay runs Gateway.Replay (authorized by the gateway that received it)
 	// on this node's replica of the shard, leader or not.
 	Replay(ctx context.Context, in *ReplayRequest, opts ...grpc.CallOption) (*ReplayReport, error)
+	// ActivateRevision runs Admin.ActivateRevision on the control group's
+	// leader.
+	ActivateRevision(ctx context.Context, in *ActivateRevisionRequest, opts ...grpc.CallOption) (*ActivateRevisionResponse, error)
 }
 
 type internalClient struct {
@@ -729,6 +733,16 @@ func (c *internalClient) Replay(ctx context.Context, in *ReplayRequest, opts ...
 	return out, nil
 }
 
+func (c *internalClient) ActivateRevision(ctx context.Context, in *ActivateRevisionRequest, opts ...grpc.CallOption) (*ActivateRevisionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ActivateRevisionResponse)
+	err := c.cc.Invoke(ctx, Internal_ActivateRevision_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -748,6 +762,9 @@ type InternalServer interface {
 	// Replay runs Gateway.Replay (authorized by the gateway that received it)
 	// on this node's replica of the shard, leader or not.
 	Replay(context.Context, *ReplayRequest) (*ReplayReport, error)
+	// ActivateRevision runs Admin.ActivateRevision on the control group's
+	// leader.
+	ActivateRevision(context.Context, *ActivateRevisionRequest) (*ActivateRevisionResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -778,6 +795,9 @@ func (UnimplementedInternalServer) RepublishEvents(context.Context, *RepublishEv
 }
 func (UnimplementedInternalServer) Replay(context.Context, *ReplayRequest) (*ReplayReport, error) {
 	return nil, status.Error(codes.Unimplemented, "method Replay not implemented")
+}
+func (UnimplementedInternalServer) ActivateRevision(context.Context, *ActivateRevisionRequest) (*ActivateRevisionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ActivateRevision not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -926,6 +946,24 @@ func _Internal_Replay_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_ActivateRevision_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ActivateRevisionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).ActivateRevision(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_ActivateRevision_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).ActivateRevision(ctx, req.(*ActivateRevisionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -961,13 +999,18 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Replay",
 			Handler:    _Internal_Replay_Handler,
 		},
+		{
+			MethodName: "ActivateRevision",
+			Handler:    _Internal_ActivateRevision_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "rhizon.proto",
 }
 
 const (
-	Admin_RepublishEvents_FullMethodName = "/rhizon.v1.Admin/RepublishEvents"
+	Admin_RepublishEvents_FullMethodName  = "/rhizon.v1.Admin/RepublishEvents"
+	Admin_ActivateRevision_FullMethodName = "/rhizon.v1.Admin/ActivateRevision"
 )
 
 // AdminClient is the client API for Admin service.
@@ -990,6 +1033,14 @@ type AdminClient interface {
 	// FAILED_PRECONDITION: the shard's leader runs without NATS.
 	// A range past the end of the history answers 0 events and done.
 	RepublishEvents(ctx context.Context, in *RepublishEventsRequest, opts ...grpc.CallOption) (*RepublishEventsResponse, error)
+	// ActivateRevision switches the cluster's actor type to a code revision:
+	// a control log entry, after which every shard leader stamps the revision
+	// on the entries it proposes, so every replica (and every later replay)
+	// decides those commands with it. Entries before the switch keep theirs.
+	// NOT_FOUND: no such actor type on this node.
+	// FAILED_PRECONDITION: a node of the cluster does not have the revision
+	// (the message names them): upgrade them first.
+	ActivateRevision(ctx context.Context, in *ActivateRevisionRequest, opts ...grpc.CallOption) (*ActivateRevisionResponse, error)
 }
 
 type adminClient struct {
@@ -1004,6 +1055,16 @@ func (c *adminClient) RepublishEvents(ctx context.Context, in *RepublishEventsRe
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RepublishEventsResponse)
 	err := c.cc.Invoke(ctx, Admin_RepublishEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ActivateRevision(ctx context.Context, in *ActivateRevisionRequest, opts ...grpc.CallOption) (*ActivateRevisionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ActivateRevisionResponse)
+	err := c.cc.Invoke(ctx, Admin_ActivateRevision_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -1030,6 +1091,14 @@ type AdminServer interface {
 	// FAILED_PRECONDITION: the shard's leader runs without NATS.
 	// A range past the end of the history answers 0 events and done.
 	RepublishEvents(context.Context, *RepublishEventsRequest) (*RepublishEventsResponse, error)
+	// ActivateRevision switches the cluster's actor type to a code revision:
+	// a control log entry, after which every shard leader stamps the revision
+	// on the entries it proposes, so every replica (and every later replay)
+	// decides those commands with it. Entries before the switch keep theirs.
+	// NOT_FOUND: no such actor type on this node.
+	// FAILED_PRECONDITION: a node of the cluster does not have the revision
+	// (the message names them): upgrade them first.
+	ActivateRevision(context.Context, *ActivateRevisionRequest) (*ActivateRevisionResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -1042,6 +1111,9 @@ type UnimplementedAdminServer struct{}
 
 func (UnimplementedAdminServer) RepublishEvents(context.Context, *RepublishEventsRequest) (*RepublishEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RepublishEvents not implemented")
+}
+func (UnimplementedAdminServer) ActivateRevision(context.Context, *ActivateRevisionRequest) (*ActivateRevisionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ActivateRevision not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1082,6 +1154,24 @@ func _Admin_RepublishEvents_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ActivateRevision_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ActivateRevisionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ActivateRevision(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ActivateRevision_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ActivateRevision(ctx, req.(*ActivateRevisionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1092,6 +1182,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RepublishEvents",
 			Handler:    _Admin_RepublishEvents_Handler,
+		},
+		{
+			MethodName: "ActivateRevision",
+			Handler:    _Admin_ActivateRevision_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -11,22 +11,14 @@ import (
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 )
 
-func actorCmd() *cobra.Command {
-	c := &cobra.Command{
-		Use:   "actor",
-		Short: "The actor types the cluster's nodes run",
-		Args:  cobra.NoArgs,
-	}
-	c.AddCommand(actorListCmd())
-	return c
-}
-
-// actorRow is one actor type: the nodes running it at each revision, and
-// the live nodes that do not run it at all.
+// actorRow is one actor type: the nodes that have each revision, the live
+// nodes that do not have the type at all, and the revision the cluster
+// switched it to (rhizon actor activate; empty: its base revision).
 type actorRow struct {
 	Type      string              `json:"type"`
 	Revisions map[string][]string `json:"revisions"`
 	Missing   []string            `json:"missing,omitempty"`
+	Active    string              `json:"active,omitempty"`
 }
 
 func actorRows(st *pb.StatusResponse) []actorRow {
@@ -37,13 +29,15 @@ func actorRows(st *pb.StatusResponse) []actorRow {
 			continue
 		}
 		alive = append(alive, n.GetNodeId())
-		for t, rev := range n.GetActors() {
+		for t, revs := range n.GetActorRevisions() { // comma-separated, base first
 			r := byType[t]
 			if r == nil {
-				r = &actorRow{Type: t, Revisions: map[string][]string{}}
+				r = &actorRow{Type: t, Revisions: map[string][]string{}, Active: st.GetActiveRevisions()[t]}
 				byType[t] = r
 			}
-			r.Revisions[rev] = append(r.Revisions[rev], n.GetNodeId())
+			for _, rev := range strings.Split(revs, ",") {
+				r.Revisions[rev] = append(r.Revisions[rev], n.GetNodeId())
+			}
 		}
 	}
 	rows := make([]actorRow, 0, len(byType))
@@ -76,11 +70,11 @@ func actorListCmd() *cobra.Command {
 	f := &clientFlags{}
 	c := &cobra.Command{
 		Use:   "list",
-		Short: "List the actor types, their revisions and the nodes that run them",
-		Long: "List every actor type the live nodes run (built-in and WebAssembly, see --wasm-actor), the\n" +
-			"revision each node runs it at, and the live nodes that do not have it. Every node must run the\n" +
-			"same types at the same revisions: a type with two revisions or missing nodes is a deployment\n" +
-			"to finish before sending it commands.",
+		Short: "List the actor types, their revisions and the nodes that have them",
+		Long: "List every actor type the live nodes have (built-in and WebAssembly, see --wasm-actor), each\n" +
+			"revision with the nodes that have it, the live nodes without the type, and the revision the\n" +
+			"cluster runs (active: switched to with rhizon actor activate; otherwise the base revision).\n" +
+			"Every node should have every type: a node missing one refuses its commands differently.",
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cl, ctx, cancel, err := f.dial(c)
@@ -99,7 +93,7 @@ func actorListCmd() *cobra.Command {
 				return writeJSON(w, rows)
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TYPE\tREVISION\tNODES")
+			fmt.Fprintln(tw, "TYPE\tREVISION\tNODES\t")
 			for _, r := range rows {
 				revs := make([]string, 0, len(r.Revisions))
 				for rev := range r.Revisions {
@@ -115,7 +109,11 @@ func actorListCmd() *cobra.Command {
 					if len(r.Missing) > 0 {
 						nodes += " (not on " + strings.Join(r.Missing, ",") + ")"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Type, shown, nodes)
+					mark := ""
+					if rev == r.Active {
+						mark = "active"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Type, shown, nodes, mark)
 				}
 			}
 			return tw.Flush()

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -284,12 +286,12 @@ func historyCmd() *cobra.Command {
 				return writeJSON(w, map[string]any{"records": items, "next_page_token": next})
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "POSITION\tVERSION\tTYPE\tPRINCIPAL\tDETAIL")
+			fmt.Fprintln(tw, "POSITION\tVERSION\tTYPE\tSCHEMA\tPRINCIPAL\tDETAIL")
 			for _, r := range recs {
 				if ev := r.GetEvent(); ev != nil {
-					fmt.Fprintf(tw, "%d.%d\t%d\t%s\t%s\t%s\n", ev.Index, ev.Ordinal, ev.Version, ev.Type, ev.GetPrincipal().GetId(), ev.Payload)
+					fmt.Fprintf(tw, "%d.%d\t%d\t%s\tv%d\t%s\t%s\n", ev.Index, ev.Ordinal, ev.Version, ev.Type, max(ev.SchemaVersion, 1), ev.GetPrincipal().GetId(), ev.Payload)
 				} else if rj := r.GetRejection(); rj != nil {
-					fmt.Fprintf(tw, "%d.%d\t-\t%s\t%s\t%s: %s (%s)\n", rj.Index, rj.Ordinal, rj.Type, rj.GetPrincipal().GetId(), reasonName(rj.Reason), rj.Message, rj.CommandType)
+					fmt.Fprintf(tw, "%d.%d\t-\t%s\t-\t%s\t%s: %s (%s)\n", rj.Index, rj.Ordinal, rj.Type, rj.GetPrincipal().GetId(), reasonName(rj.Reason), rj.Message, rj.CommandType)
 				}
 			}
 			if err := tw.Flush(); err != nil {
@@ -412,6 +414,14 @@ func waitReady(ctx context.Context, cl *client.Client, f *clientFlags) (*pb.Stat
 func printStatus(w io.Writer, st *pb.StatusResponse) {
 	fmt.Fprintf(w, "cluster %s  map v%d  control leader %s  (asked %s, version %s)\n", st.ClusterId, st.MapVersion, st.ControlLeader, st.NodeId, st.Version)
 	fmt.Fprintf(w, "shards %d  actors %s\n", st.ShardCount, strings.Join(st.ActorTypes, ","))
+	if len(st.ActiveRevisions) > 0 {
+		// Only the switched types: the others run their base revision.
+		var revs []string
+		for _, t := range slices.Sorted(maps.Keys(st.ActiveRevisions)) {
+			revs = append(revs, t+"="+st.ActiveRevisions[t])
+		}
+		fmt.Fprintf(w, "active actor revisions %s\n", strings.Join(revs, ","))
+	}
 	fmt.Fprintf(w, "health %s (node %s)\n", st.Health, st.NodeId)
 	for _, r := range st.HealthReasons {
 		fmt.Fprintln(w, "  "+r)
@@ -569,6 +579,7 @@ func eventJSON(e *pb.Event) map[string]any {
 		"causation_id": e.CausationId, "correlation_id": e.CorrelationId,
 		"principal": map[string]string{"id": e.GetPrincipal().GetId(), "type": e.GetPrincipal().GetType()},
 		"shard":     e.Shard, "index": e.Index, "ordinal": e.Ordinal,
+		"schema_version": max(e.SchemaVersion, 1),
 	}
 }
 

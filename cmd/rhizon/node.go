@@ -53,6 +53,7 @@ type nodeFlags struct {
 	streamRepl   int
 	eventsRepl   int
 	eventsFsync  string
+	eventsFormat string
 	dupWindow    time.Duration
 	otlpEndpoint string
 	logLevel     string
@@ -116,6 +117,8 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 		"replicas of the RHIZON_EVENTS stream (0: as --stream-replicas); it is a projection of the shards' histories")
 	fs.StringVar(&f.eventsFsync, "events-fsync", ingress.EventsSyncAsync,
 		"async or always: async gives a one-replica RHIZON_EVENTS JetStream's async persist mode (no fsync per event; a replicated stream syncs as its servers do); always syncs it like every stream")
+	fs.StringVar(&f.eventsFormat, "events-format", stream.FormatProtobuf,
+		"protobuf, json or both: what the relay publishes each event as (protobuf on rhizon.evt.<tenant>.<workspace>.<actor_type>.<entity>, JSON envelopes on evt.<tenant>.<workspace>.<actor_type>.<name>; see README JSON events); give every node the same")
 	fs.DurationVar(&f.dupWindow, "nats-duplicate-window", ingress.DefaultDuplicateWindow,
 		"how long JetStream remembers message ids (relayed events and commands, SubmitAsync keys); each id held costs memory on every NATS server")
 	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP endpoint for traces and metrics: host:port (plaintext gRPC) or a URL (https:// for TLS); overrides OTEL_EXPORTER_OTLP_*ENDPOINT (see README Operations)")
@@ -247,6 +250,11 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	if f.eventsFsync != ingress.EventsSyncAsync && f.eventsFsync != ingress.EventsSyncAlways {
 		return &exitErr{exitUsage, fmt.Errorf("--events-fsync %q: use %s or %s", f.eventsFsync, ingress.EventsSyncAsync, ingress.EventsSyncAlways)}
 	}
+	switch f.eventsFormat {
+	case stream.FormatProtobuf, stream.FormatJSON, stream.FormatBoth:
+	default:
+		return &exitErr{exitUsage, fmt.Errorf("--events-format %q: use %s, %s or %s", f.eventsFormat, stream.FormatProtobuf, stream.FormatJSON, stream.FormatBoth)}
+	}
 	srvTLS, err := serverTLS(f.tlsCert, f.tlsKey, f.tlsCA)
 	if err != nil {
 		return &exitErr{exitUsage, err}
@@ -373,7 +381,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		gl.Close()
 		return fmt.Errorf("--http-addr %s: %w", f.httpAddr, err)
 	}
-	reg, err := actorRegistry(f.wasmActors)
+	reg, err := registry(f.wasmActors)
 	if err != nil {
 		gl.Close()
 		hl.Close()
@@ -696,7 +704,7 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 		}
 	}
 	m, err := ingress.Start(ingress.Config{
-		Conn: nc, Replicas: replicas, EventsReplicas: f.eventsRepl, EventsSync: f.eventsFsync, DuplicateWindow: f.dupWindow, ShardOf: node.ShardOf, Registry: node.Registry(),
+		Conn: nc, Replicas: replicas, EventsReplicas: f.eventsRepl, EventsSync: f.eventsFsync, EventsFormat: f.eventsFormat, DuplicateWindow: f.dupWindow, ShardOf: node.ShardOf, Registry: node.Registry(),
 		SigningKey: ingress.SigningKey(secret), Logger: log,
 		Shards: ingress.ShardsOf(node.Shards), ShardCount: func() uint32 { return node.ClusterState().Shards },
 		ProducerTokens: producerTokens,

@@ -59,9 +59,9 @@ func replayCmd() *cobra.Command {
 			case !fs.Changed("data-dir") && (fs.Changed("addr") || os.Getenv("RHIZON_ADDR") != ""):
 				return replayLive(c, f, entity, shardFlag)
 			}
-			reg, err := actorRegistry(wasmActors)
+			reg, err := registry(wasmActors)
 			if err != nil {
-				return &exitErr{exitUsage, err}
+				return err
 			}
 			opts := replay.Options{Registry: reg, Tenant: f.tenant, Workspace: f.workspace, ShardCount: shardCount}
 			if entity != "" {

@@ -78,7 +78,37 @@ func TestSeed_DeleteTwiceAndReleaseFreeOnDev(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	p := startDev(t, dir)
+	seedSemantics(t, p)
 
+	// Their results are stored like any other: after kill -9, resending
+	// under the same keys answers them again.
+	p.kill()
+	seedResend(t, startDev(t, dir))
+}
+
+// The same on a 3-node cluster: every replica decides the no-op commands
+// alike (equal state hashes), and after the node that took them is killed
+// and restarted, resending through another node answers them again.
+func TestSeed_DeleteTwiceAndReleaseFreeOn3Nodes(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, time.Minute)
+	for _, n := range c.nodes {
+		n.start(t)
+	}
+	n1, n2 := c.nodes[0], c.nodes[1]
+	c.waitConverged(n1, 60*time.Second)
+	seedSemantics(t, &devProcess{addr: n1.grpc, token: clusterToken})
+	c.waitConverged(n2, 30*time.Second) // equal applied indexes and state hashes
+	n1.kill()
+	n1.start(t)
+	seedResend(t, &devProcess{addr: n2.grpc, token: clusterToken})
+	c.waitConverged(n1, 60*time.Second)
+}
+
+// seedSemantics sends the seed-shaped deletes, releases and lock names
+// through p and checks the answers and what history recorded.
+func seedSemantics(t *testing.T, p *devProcess) {
+	t.Helper()
 	if r := p.seedSend(t, 0, "kv/d1", "create", `{"doc":{"a":1}}`); r.Version != 1 {
 		t.Fatalf("create: %+v", r)
 	}
@@ -126,11 +156,12 @@ func TestSeed_DeleteTwiceAndReleaseFreeOnDev(t *testing.T) {
 			t.Fatalf("history %s: exit %d, %d records, want %d: %s", target, code, len(h.Records), want, out)
 		}
 	}
+}
 
-	// Their results are stored like any other: after kill -9, resending
-	// under the same keys answers them again.
-	p.kill()
-	p = startDev(t, dir)
+// seedResend resends the second delete and the free release of
+// seedSemantics under their keys: duplicates answering the stored results.
+func seedResend(t *testing.T, p *devProcess) {
+	t.Helper()
 	if r := p.seedSend(t, 0, "kv/d1", "delete", `{}`, "--idempotency-key", "del-2"); !r.Accepted || !r.Duplicate || r.Version != 2 || len(r.Events) != 0 {
 		t.Fatalf("second delete resent after kill -9: %+v", r)
 	}

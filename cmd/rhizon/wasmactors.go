@@ -38,27 +38,29 @@ func parseWasmActor(spec string) (typ, path, revision string, err error) {
 	return typ, path, revision, nil
 }
 
-// actorRegistry is the built-in actors plus the WebAssembly ones of specs.
-func actorRegistry(specs []string) (*actor.Registry, error) {
-	bs := builtin.All()
+// addWasmActors loads the modules of specs into reg. Two specs of one type
+// are two revisions of it (the first is its base), switched between with
+// rhizon actor activate.
+func addWasmActors(reg *actor.Registry, specs []string) error {
 	for _, spec := range specs {
 		typ, path, rev, err := parseWasmActor(spec)
 		if err != nil {
-			return nil, err
+			return &exitErr{exitUsage, err}
+		}
+		if _, builtinType := builtin.Registry().Lookup(typ); builtinType {
+			return &exitErr{exitUsage, fmt.Errorf("--wasm-actor %s: %q is a built-in type; choose another (built-in: %v)", spec, typ, builtin.Registry().Types())}
 		}
 		code, err := os.ReadFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("--wasm-actor %s: %w", spec, err)
+			return fmt.Errorf("--wasm-actor %s: %w", spec, err)
 		}
 		b, err := wasm.Load(context.Background(), typ, rev, code, wasm.Config{})
 		if err != nil {
-			return nil, fmt.Errorf("--wasm-actor %s: %w", spec, err)
+			return fmt.Errorf("--wasm-actor %s: %w", spec, err)
 		}
-		bs = append(bs, b)
+		if err := reg.AddRevision(b); err != nil {
+			return &exitErr{exitUsage, fmt.Errorf("--wasm-actor %s: %w", spec, err)}
+		}
 	}
-	reg, err := actor.NewRegistry(bs...)
-	if err != nil {
-		return nil, fmt.Errorf("--wasm-actor: %w (built-in types: %v)", err, builtin.Registry().Types())
-	}
-	return reg, nil
+	return nil
 }

@@ -31,11 +31,11 @@ func TestWasmActorSpecs(t *testing.T) {
 		"w=/does/not/exist.wasm@1": "no such file",
 		"w=" + junk + "@1":         "not a WebAssembly",
 	} {
-		if _, err := actorRegistry([]string{spec}); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := registry([]string{spec}); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", spec, err, want)
 		}
 	}
-	if reg, err := actorRegistry(nil); err != nil || len(reg.Types()) == 0 {
+	if reg, err := registry(nil); err != nil || len(reg.Types()) == 0 {
 		t.Fatalf("no specs: %v", err)
 	}
 }
@@ -43,14 +43,14 @@ func TestWasmActorSpecs(t *testing.T) {
 // actor list groups the nodes by type and revision and names the live nodes
 // that lack a type; dead nodes do not count.
 func TestActorRows(t *testing.T) {
-	st := &pb.StatusResponse{Nodes: []*pb.NodeStatus{
-		{NodeId: "n2", State: "alive", Actors: map[string]string{"counter": "2", "w": "1"}},
-		{NodeId: "n1", State: "alive", Actors: map[string]string{"counter": "2", "w": "2"}},
-		{NodeId: "n3", State: "alive", Actors: map[string]string{"counter": "2"}},
-		{NodeId: "n4", State: "dead", Actors: map[string]string{"old": "1"}},
+	st := &pb.StatusResponse{ActiveRevisions: map[string]string{"w": "2"}, Nodes: []*pb.NodeStatus{
+		{NodeId: "n2", State: "alive", ActorRevisions: map[string]string{"counter": "2", "w": "1"}},
+		{NodeId: "n1", State: "alive", ActorRevisions: map[string]string{"counter": "2", "w": "1,2"}},
+		{NodeId: "n3", State: "alive", ActorRevisions: map[string]string{"counter": "2"}},
+		{NodeId: "n4", State: "dead", ActorRevisions: map[string]string{"old": "1"}},
 	}}
 	got := fmt.Sprintf("%v", actorRows(st))
-	want := "[{counter map[2:[n1 n2 n3]] []} {w map[1:[n2] 2:[n1]] [n3]}]"
+	want := "[{counter map[2:[n1 n2 n3]] [] } {w map[1:[n1 n2] 2:[n1]] [n3] 2}]"
 	if got != want {
 		t.Fatalf("rows %s, want %s", got, want)
 	}

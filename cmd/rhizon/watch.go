@@ -154,6 +154,12 @@ func printWatchEvent(w io.Writer, format string, m *pb.WatchEvent) error {
 		return enc.Encode(map[string]any{"sequence": m.GetSequence(), "event": eventJSON(ev)})
 	}
 	a := ev.GetAddress()
+	if sv := ev.GetSchemaVersion(); sv > 1 {
+		// "<type>@v<schema>": only for schemas past the first, so the lines
+		// of actors that never versioned their events read as before.
+		_, err := fmt.Fprintf(w, "%d %s/%s v%d %s@v%d %s\n", m.GetSequence(), a.GetActorType(), a.GetEntityId(), ev.GetVersion(), ev.GetType(), sv, ev.GetPayload())
+		return err
+	}
 	_, err := fmt.Fprintf(w, "%d %s/%s v%d %s %s\n", m.GetSequence(), a.GetActorType(), a.GetEntityId(), ev.GetVersion(), ev.GetType(), ev.GetPayload())
 	return err
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
 	"github.com/rhizon/rhizon/cluster"
 	"github.com/rhizon/rhizon/ingress"
@@ -42,6 +43,8 @@ type Options struct {
 	// NATSURLs, when set, are the client URLs of a clustered NATS to use
 	// instead of an embedded server; the streams then have 3 replicas.
 	NATSURLs []string
+	// Registry is the node's actor code; nil means builtin.Registry().
+	Registry *actor.Registry
 }
 
 // Start starts the node, the server and the manager and waits until the
@@ -50,6 +53,9 @@ func Start(t testing.TB, o Options) *Env {
 	t.Helper()
 	if o.Shards == 0 {
 		o.Shards = 2
+	}
+	if o.Registry == nil {
+		o.Registry = builtin.Registry()
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -65,7 +71,7 @@ func Start(t testing.TB, o Options) *Env {
 		t.Cleanup(ns.Shutdown)
 	}
 	n, err := cluster.Open(cluster.Config{
-		NodeID: "n1", DataDir: dir + "/node", Shards: o.Shards, Registry: builtin.Registry(), Logger: o.Logger,
+		NodeID: "n1", DataDir: dir + "/node", Shards: o.Shards, Registry: o.Registry, Logger: o.Logger,
 		ShardTemplate: shard.Config{HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond},
 		Version:       "test", GRPCAddr: "127.0.0.1:1", ClusterSecret: Secret, FastGossip: true,
 	})

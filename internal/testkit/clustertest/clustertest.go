@@ -53,10 +53,12 @@ type Options struct {
 	DataDir func(i int) string
 	// Gateway, if set, adjusts each gateway's config before it is built.
 	Gateway func(*gateway.Config)
-	// Registry, if set, returns node i's actor registry (each node needs
-	// its own: a WebAssembly actor keeps instances per shard); otherwise
-	// the built-in actors.
-	Registry func(i int) *actor.Registry
+	// Registry is the nodes' actor code; nil means builtin.Registry().
+	Registry *actor.Registry
+	// Registries, if set, returns node i's registry instead of Registry:
+	// a WebAssembly actor keeps instances per shard, so two replicas of a
+	// shard in one process need their own.
+	Registries func(i int) *actor.Registry
 	// Graceful makes the cleanup close the nodes (leaving the cluster)
 	// rather than kill them as a crash would.
 	Graceful bool
@@ -104,6 +106,9 @@ func Start(t testing.TB, o Options) *Cluster {
 	if reflect.ValueOf(o.ShardTemplate).IsZero() { // shard.Config has a slice: not comparable
 		o.ShardTemplate = FastRaft()
 	}
+	if o.Registry == nil {
+		o.Registry = builtin.Registry()
+	}
 	if o.Nodes > 1 && testing.Short() {
 		t.Skipf("starts a %d-node cluster", o.Nodes)
 	}
@@ -134,9 +139,9 @@ func Start(t testing.TB, o Options) *Cluster {
 		} else {
 			dir = t.TempDir()
 		}
-		reg := builtin.Registry()
-		if o.Registry != nil {
-			reg = o.Registry(i)
+		reg := o.Registry
+		if o.Registries != nil {
+			reg = o.Registries(i)
 		}
 		n, err := cluster.Open(cluster.Config{
 			NodeID: id, DataDir: dir, Shards: o.Shards, Registry: reg, Logger: quiet,

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/actor/builtin"
+	"github.com/rhizon/rhizon/actor/upgradetest"
+	pb "github.com/rhizon/rhizon/api/rhizonv1"
+)
+
+// registry is the node's (and an offline replay's) actor registry: the
+// built-in types, the WebAssembly actors of wasmSpecs (--wasm-actor) and,
+// only when RHIZON_TEST_ACTORS is set (a test hook, see README "Upgrading
+// actor code"), the test actor's revisions it names.
+func registry(wasmSpecs []string) (*actor.Registry, error) {
+	reg := builtin.Registry()
+	if err := upgradetest.Register(reg, os.Getenv(upgradetest.EnvVar)); err != nil {
+		return nil, &exitErr{exitUsage, err}
+	}
+	if err := addWasmActors(reg, wasmSpecs); err != nil {
+		return nil, err
+	}
+	return reg, nil
+}
+
+func actorCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "actor",
+		Short: "List actor types and revisions; switch a type's code revision (activate: token with role admin)",
+		Args:  cobra.NoArgs,
+	}
+	c.AddCommand(activateCmd(), actorListCmd())
+	return c
+}
+
+func activateCmd() *cobra.Command {
+	f := &clientFlags{}
+	var typ, rev string
+	c := &cobra.Command{
+		Use:   "activate --type T --revision R",
+		Short: "Switch an actor type to a code revision: commands proposed after it are decided by R",
+		Long: "Switch an actor type to a code revision. The switch-over is an entry in the cluster's control log;\n" +
+			"every shard leader then records R in each entry it proposes, so every replica and every replay\n" +
+			"decides those commands with R, and entries before it with the revision they recorded. Refused\n" +
+			"(FailedPrecondition, naming them) while a node holding replicas does not have R: restart those\n" +
+			"nodes with a binary that has it first. Activating the previous revision rolls back.",
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if typ == "" || rev == "" {
+				return &exitErr{exitUsage, fmt.Errorf("give --type and --revision (`rhizon status -o json` lists the revisions each node has and the active ones)")}
+			}
+			cl, ctx, cancel, err := f.dial(c)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer func() { _ = cl.Close() }()
+			resp, err := cl.ActivateRevision(ctx, &pb.ActivateRevisionRequest{ActorType: typ, Revision: rev})
+			if err != nil {
+				return f.callErr(err)
+			}
+			w := c.OutOrStdout()
+			if f.output == "json" {
+				return writeJSON(w, map[string]any{"actor_type": resp.GetActorType(), "revision": resp.GetRevision(),
+					"previous": resp.GetPrevious(), "map_version": resp.GetMapVersion()})
+			}
+			prev := resp.GetPrevious()
+			if prev == "" {
+				prev = "the base revision"
+			}
+			fmt.Fprintf(w, "actor %s: revision %s active (was %s; cluster map version %d)\n", resp.GetActorType(), resp.GetRevision(), prev, resp.GetMapVersion())
+			return nil
+		},
+	}
+	f.registerConn(c)
+	c.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline for the call (it waits until every live node applied the switch, at most 5s of it)")
+	c.Flags().StringVar(&typ, "type", "", "the actor type (required)")
+	c.Flags().StringVar(&rev, "revision", "", "the revision to switch to (required)")
+	return c
+}

@@ -66,7 +66,17 @@ func (r *replica) apply(tb testing.TB, e engine.Entry) []actor.Result {
 
 func load(tb testing.TB, typ string, module []byte, cfg wasm.Config) *wasm.Behavior {
 	tb.Helper()
-	b, err := wasm.Load(context.Background(), typ, builtin.Revision, module, cfg)
+	return loadRevCfg(tb, typ, builtin.Revision, module, cfg)
+}
+
+func loadRev(tb testing.TB, typ, rev string, module []byte) *wasm.Behavior {
+	tb.Helper()
+	return loadRevCfg(tb, typ, rev, module, wasm.Config{})
+}
+
+func loadRevCfg(tb testing.TB, typ, rev string, module []byte, cfg wasm.Config) *wasm.Behavior {
+	tb.Helper()
+	b, err := wasm.Load(context.Background(), typ, rev, module, cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

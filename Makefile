@@ -16,14 +16,14 @@ TESTFLAGS ?= -count=1 -vet=off -timeout 20m
 RACE_PKGS  := ./client/... ./cluster/... ./gateway/... ./ingress/... ./natsserver/... ./relay/... ./shard/... ./storage/...
 # Without it: actor, engine and replay are single-goroutine by design (the engine
 # imports no goroutines; DESIGN.md), api is generated code, internal holds
-# test helpers and telemetry set-up, bench is the load harness (its runner's
+# test helpers and telemetry set-up, console serves embedded files, bench is the load harness (its runner's
 # counters are atomics and one mutex), deploy checks manifests. cmd/rhizon's
 # tests drive separately built rhizon processes: the detector would watch
 # only the test's own client side, and instrumenting the 770-package binary
 # costs more than its runs. actor/wasm locks only to hand one instance to
 # one shard at a time (its tests were run with -race when it was written);
 # examples are WebAssembly actors' sources.
-PLAIN_PKGS := ./actor/... ./api/... ./bench/... ./cmd/... ./deploy/... ./engine/... ./examples/... ./internal/... ./replay/...
+PLAIN_PKGS := ./actor/... ./api/... ./bench/... ./cmd/... ./console/... ./deploy/... ./engine/... ./examples/... ./internal/... ./replay/...
 
 .PHONY: wasm-examples build run test test-race test-plain test-quick test-pkgs lint proto bench fmt vet tools clean
 

@@ -103,6 +103,7 @@ func (n *Node) Status(ctx context.Context) (*pb.StatusResponse, error) {
 			ActorRevisions: maps.Clone(m.Meta.Actors),
 		}
 		if r := reports[m.Meta.ID]; r != nil {
+			ns.Version = r.Version
 			ns.Replicas = uint32(len(r.Shards))
 			for _, s := range r.Shards {
 				if s.Role == "Leader" {

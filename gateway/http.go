@@ -243,6 +243,8 @@ func (s *Server) HTTPHandler() http.Handler {
 	mux.HandleFunc("/v1/history", s.httpRoute(http.MethodPost, s.httpHistory))
 	mux.HandleFunc("/v1/result", s.httpRoute(http.MethodPost, s.httpGetResult))
 	mux.HandleFunc("/v1/status", s.httpRoute(http.MethodGet, s.httpStatus))
+	// The web console's routes (console_http.go).
+	s.consoleRoutes(mux)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !allowGet(w, r) {
 			return

@@ -264,13 +264,13 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	if perm != "" {
 		span.SetStatus(codes.Error, perm)
-		w.dead(ctx, msg, md, "rejected", perm)
+		w.dead(ctx, msg, md, "rejected", perm, nil)
 		return
 	}
 	if retry != "" {
 		span.SetStatus(codes.Error, retry)
 		if int(md.NumDelivered) >= w.m.cfg.MaxDeliver {
-			w.dead(ctx, msg, md, "poison", fmt.Sprintf("%s (after %d deliveries)", retry, md.NumDelivered))
+			w.dead(ctx, msg, md, "poison", fmt.Sprintf("%s (after %d deliveries)", retry, md.NumDelivered), &cmd)
 			return
 		}
 		_ = msg.NakWithDelay(w.backoff(md.NumDelivered))
@@ -423,7 +423,9 @@ func (w *worker) backoff(delivered uint64) time.Duration {
 // dead publishes the message to the shard's dead-letter subject with the
 // reason, then acks it: it never blocks the shard again. If the dead letter
 // cannot be stored, the message is redelivered later instead of lost.
-func (w *worker) dead(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, kind, reason string) {
+// authenticated is the command as decode authorized it, for a message that
+// could apply once the node can take it (a redrive); nil otherwise.
+func (w *worker) dead(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, kind, reason string, authenticated *actor.Command) {
 	dl := nats.NewMsg(stream.DeadSubject(w.sh.ID()))
 	// Only a prefix of the body: a junk message of several MiB must not be
 	// copied whole and kept for 30 days. Size and digest identify it.
@@ -434,6 +436,12 @@ func (w *worker) dead(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgM
 		if k != stream.HeaderAuthorization && k != stream.HeaderSignature && !strings.HasPrefix(k, "Nats-") {
 			dl.Header[k] = v
 		}
+	}
+	// Never a producer's own redrive record: only the one signed below.
+	dl.Header.Del(stream.HeaderRedrive)
+	dl.Header.Del(stream.HeaderRedriveSignature)
+	if authenticated != nil {
+		w.m.redriveRecord(authenticated, dl.Header)
 	}
 	dl.Header.Set(stream.HeaderKind, kind)
 	dl.Header.Set(stream.HeaderReason, reason)

@@ -2878,8 +2878,11 @@ type NodeStatus struct {
 	// Actor type -> the code revisions this node has, comma-separated, base
 	// first (from its gossiped metadata).
 	ActorRevisions map[string]string `protobuf:"bytes,10,rep,name=actor_revisions,json=actorRevisions,proto3" json:"actor_revisions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The node's binary version, from its own report (empty when it did not
+	// answer); shown to admin tokens.
+	Version       string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -2980,6 +2983,13 @@ func (x *NodeStatus) GetActorRevisions() map[string]string {
 		return x.ActorRevisions
 	}
 	return nil
+}
+
+func (x *NodeStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
 }
 
 type StatusResponse struct {
@@ -3777,6 +3787,382 @@ func (x *ActivateRevisionResponse) GetMapVersion() uint64 {
 	return 0
 }
 
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sequence after which to list; 0: from the oldest kept.
+	After uint64 `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
+	// At most this many; 0 means 50, more than 500 is refused.
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_rhizon_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListDeadLettersRequest) GetAfter() uint64 {
+	if x != nil {
+		return x.After
+	}
+	return 0
+}
+
+func (x *ListDeadLettersRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type DeadLetter struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Sequence uint64                 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Subject  string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Shard    uint32                 `protobuf:"varint,3,opt,name=shard,proto3" json:"shard,omitempty"`
+	// When it was dead-lettered, Unix milliseconds.
+	At int64 `protobuf:"varint,4,opt,name=at,proto3" json:"at,omitempty"`
+	// "rejected" (can never apply as it is) or "poison" (kept failing).
+	Kind   string `protobuf:"bytes,5,opt,name=kind,proto3" json:"kind,omitempty"`
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Where it came from: stream, subject and sequence.
+	Source string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	// The original body's size and digest ("sha256=<hex>").
+	Size   uint64 `protobuf:"varint,8,opt,name=size,proto3" json:"size,omitempty"`
+	Digest string `protobuf:"bytes,9,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The first 64 KiB of the original body.
+	Body []byte `protobuf:"bytes,10,opt,name=body,proto3" json:"body,omitempty"`
+	// The other headers (traceparent, Rhizon-Encoding).
+	Headers map[string]string `protobuf:"bytes,11,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The body decoded as a command, when it is one.
+	Command       *Command `protobuf:"bytes,12,opt,name=command,proto3" json:"command,omitempty"`
+	Redrivable    bool     `protobuf:"varint,13,opt,name=redrivable,proto3" json:"redrivable,omitempty"`
+	NotRedrivable string   `protobuf:"bytes,14,opt,name=not_redrivable,json=notRedrivable,proto3" json:"not_redrivable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_rhizon_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *DeadLetter) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetAt() int64 {
+	if x != nil {
+		return x.At
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetCommand() *Command {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetRedrivable() bool {
+	if x != nil {
+		return x.Redrivable
+	}
+	return false
+}
+
+func (x *DeadLetter) GetNotRedrivable() string {
+	if x != nil {
+		return x.NotRedrivable
+	}
+	return ""
+}
+
+type ListDeadLettersResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	DeadLetters []*DeadLetter          `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// The `after` of the next page; 0 when there is none.
+	Next          uint64 `protobuf:"varint,2,opt,name=next,proto3" json:"next,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_rhizon_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetNext() uint64 {
+	if x != nil {
+		return x.Next
+	}
+	return 0
+}
+
+type RedriveDeadLetterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sequence      uint64                 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLetterRequest) Reset() {
+	*x = RedriveDeadLetterRequest{}
+	mi := &file_rhizon_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLetterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLetterRequest) ProtoMessage() {}
+
+func (x *RedriveDeadLetterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLetterRequest.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLetterRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *RedriveDeadLetterRequest) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+type RedriveDeadLetterResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the command was stored.
+	Stream   string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Shard    uint32 `protobuf:"varint,3,opt,name=shard,proto3" json:"shard,omitempty"`
+	// The same dead letter was redriven moments ago (the duplicate window).
+	Duplicate     bool `protobuf:"varint,4,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLetterResponse) Reset() {
+	*x = RedriveDeadLetterResponse{}
+	mi := &file_rhizon_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLetterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLetterResponse) ProtoMessage() {}
+
+func (x *RedriveDeadLetterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLetterResponse.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLetterResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RedriveDeadLetterResponse) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *RedriveDeadLetterResponse) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *RedriveDeadLetterResponse) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *RedriveDeadLetterResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
 type RepublishEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
@@ -3793,7 +4179,7 @@ type RepublishEventsRequest struct {
 
 func (x *RepublishEventsRequest) Reset() {
 	*x = RepublishEventsRequest{}
-	mi := &file_rhizon_proto_msgTypes[43]
+	mi := &file_rhizon_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3805,7 +4191,7 @@ func (x *RepublishEventsRequest) String() string {
 func (*RepublishEventsRequest) ProtoMessage() {}
 
 func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[43]
+	mi := &file_rhizon_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3818,7 +4204,7 @@ func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsRequest.ProtoReflect.Descriptor instead.
 func (*RepublishEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{43}
+	return file_rhizon_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RepublishEventsRequest) GetShard() uint32 {
@@ -3868,7 +4254,7 @@ type RepublishEventsResponse struct {
 
 func (x *RepublishEventsResponse) Reset() {
 	*x = RepublishEventsResponse{}
-	mi := &file_rhizon_proto_msgTypes[44]
+	mi := &file_rhizon_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3880,7 +4266,7 @@ func (x *RepublishEventsResponse) String() string {
 func (*RepublishEventsResponse) ProtoMessage() {}
 
 func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[44]
+	mi := &file_rhizon_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3893,7 +4279,7 @@ func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsResponse.ProtoReflect.Descriptor instead.
 func (*RepublishEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{44}
+	return file_rhizon_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RepublishEventsResponse) GetShard() uint32 {
@@ -4177,7 +4563,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\vShardHealth\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
-	"\areasons\x18\x03 \x03(\tR\areasons\"\x97\x03\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\"\xb1\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
@@ -4190,7 +4576,8 @@ const file_rhizon_proto_rawDesc = "" +
 	"\breplicas\x18\b \x01(\rR\breplicas\x12#\n" +
 	"\rcontrol_voter\x18\t \x01(\bR\fcontrolVoter\x12R\n" +
 	"\x0factor_revisions\x18\n" +
-	" \x03(\v2).rhizon.v1.NodeStatus.ActorRevisionsEntryR\x0eactorRevisions\x1aA\n" +
+	" \x03(\v2).rhizon.v1.NodeStatus.ActorRevisionsEntryR\x0eactorRevisions\x12\x18\n" +
+	"\aversion\x18\v \x01(\tR\aversion\x1aA\n" +
 	"\x13ActorRevisionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x05\n" +
@@ -4269,7 +4656,42 @@ const file_rhizon_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\tR\brevision\x12\x1a\n" +
 	"\bprevious\x18\x03 \x01(\tR\bprevious\x12\x1f\n" +
 	"\vmap_version\x18\x04 \x01(\x04R\n" +
-	"mapVersion\"\x92\x01\n" +
+	"mapVersion\"D\n" +
+	"\x16ListDeadLettersRequest\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\x04R\x05after\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xdb\x03\n" +
+	"\n" +
+	"DeadLetter\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x14\n" +
+	"\x05shard\x18\x03 \x01(\rR\x05shard\x12\x0e\n" +
+	"\x02at\x18\x04 \x01(\x03R\x02at\x12\x12\n" +
+	"\x04kind\x18\x05 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06source\x18\a \x01(\tR\x06source\x12\x12\n" +
+	"\x04size\x18\b \x01(\x04R\x04size\x12\x16\n" +
+	"\x06digest\x18\t \x01(\tR\x06digest\x12\x12\n" +
+	"\x04body\x18\n" +
+	" \x01(\fR\x04body\x12<\n" +
+	"\aheaders\x18\v \x03(\v2\".rhizon.v1.DeadLetter.HeadersEntryR\aheaders\x12,\n" +
+	"\acommand\x18\f \x01(\v2\x12.rhizon.v1.CommandR\acommand\x12\x1e\n" +
+	"\n" +
+	"redrivable\x18\r \x01(\bR\n" +
+	"redrivable\x12%\n" +
+	"\x0enot_redrivable\x18\x0e \x01(\tR\rnotRedrivable\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"g\n" +
+	"\x17ListDeadLettersResponse\x128\n" +
+	"\fdead_letters\x18\x01 \x03(\v2\x15.rhizon.v1.DeadLetterR\vdeadLetters\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\x04R\x04next\"6\n" +
+	"\x18RedriveDeadLetterRequest\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\"\x83\x01\n" +
+	"\x19RedriveDeadLetterResponse\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x14\n" +
+	"\x05shard\x18\x03 \x01(\rR\x05shard\x12\x1c\n" +
+	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"\x92\x01\n" +
 	"\x16RepublishEventsRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12'\n" +
 	"\x04from\x18\x02 \x01(\v2\x13.rhizon.v1.PositionR\x04from\x12#\n" +
@@ -4316,10 +4738,12 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponse\x12X\n" +
 	"\x0fRepublishEvents\x12!.rhizon.v1.RepublishEventsRequest\x1a\".rhizon.v1.RepublishEventsResponse\x12;\n" +
 	"\x06Replay\x12\x18.rhizon.v1.ReplayRequest\x1a\x17.rhizon.v1.ReplayReport\x12[\n" +
-	"\x10ActivateRevision\x12\".rhizon.v1.ActivateRevisionRequest\x1a#.rhizon.v1.ActivateRevisionResponse2\xbe\x01\n" +
+	"\x10ActivateRevision\x12\".rhizon.v1.ActivateRevisionRequest\x1a#.rhizon.v1.ActivateRevisionResponse2\xf8\x02\n" +
 	"\x05Admin\x12X\n" +
 	"\x0fRepublishEvents\x12!.rhizon.v1.RepublishEventsRequest\x1a\".rhizon.v1.RepublishEventsResponse\x12[\n" +
-	"\x10ActivateRevision\x12\".rhizon.v1.ActivateRevisionRequest\x1a#.rhizon.v1.ActivateRevisionResponseB0Z.github.com/rhizon/rhizon/api/rhizonv1;rhizonv1b\x06proto3"
+	"\x10ActivateRevision\x12\".rhizon.v1.ActivateRevisionRequest\x1a#.rhizon.v1.ActivateRevisionResponse\x12X\n" +
+	"\x0fListDeadLetters\x12!.rhizon.v1.ListDeadLettersRequest\x1a\".rhizon.v1.ListDeadLettersResponse\x12^\n" +
+	"\x11RedriveDeadLetter\x12#.rhizon.v1.RedriveDeadLetterRequest\x1a$.rhizon.v1.RedriveDeadLetterResponseB0Z.github.com/rhizon/rhizon/api/rhizonv1;rhizonv1b\x06proto3"
 
 var (
 	file_rhizon_proto_rawDescOnce sync.Once
@@ -4334,60 +4758,66 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_rhizon_proto_goTypes = []any{
-	(Status)(0),                      // 0: rhizon.v1.Status
-	(Reason)(0),                      // 1: rhizon.v1.Reason
-	(Consistency)(0),                 // 2: rhizon.v1.Consistency
-	(*ReplayRequest)(nil),            // 3: rhizon.v1.ReplayRequest
-	(*ReplayReport)(nil),             // 4: rhizon.v1.ReplayReport
-	(*ReplayDivergence)(nil),         // 5: rhizon.v1.ReplayDivergence
-	(*GetResultRequest)(nil),         // 6: rhizon.v1.GetResultRequest
-	(*GetResultResponse)(nil),        // 7: rhizon.v1.GetResultResponse
-	(*SubmitAsyncResponse)(nil),      // 8: rhizon.v1.SubmitAsyncResponse
-	(*WatchRequest)(nil),             // 9: rhizon.v1.WatchRequest
-	(*WatchEvent)(nil),               // 10: rhizon.v1.WatchEvent
-	(*DrainRequest)(nil),             // 11: rhizon.v1.DrainRequest
-	(*DrainResponse)(nil),            // 12: rhizon.v1.DrainResponse
-	(*Address)(nil),                  // 13: rhizon.v1.Address
-	(*Principal)(nil),                // 14: rhizon.v1.Principal
-	(*Scope)(nil),                    // 15: rhizon.v1.Scope
-	(*Command)(nil),                  // 16: rhizon.v1.Command
-	(*Event)(nil),                    // 17: rhizon.v1.Event
-	(*Result)(nil),                   // 18: rhizon.v1.Result
-	(*Rejection)(nil),                // 19: rhizon.v1.Rejection
-	(*HistoryRecord)(nil),            // 20: rhizon.v1.HistoryRecord
-	(*SubmitRequest)(nil),            // 21: rhizon.v1.SubmitRequest
-	(*SubmitResponse)(nil),           // 22: rhizon.v1.SubmitResponse
-	(*SubmitBatchRequest)(nil),       // 23: rhizon.v1.SubmitBatchRequest
-	(*SubmitBatchResponse)(nil),      // 24: rhizon.v1.SubmitBatchResponse
-	(*SubmitStreamRequest)(nil),      // 25: rhizon.v1.SubmitStreamRequest
-	(*SubmitStreamResponse)(nil),     // 26: rhizon.v1.SubmitStreamResponse
-	(*SubmitOutcome)(nil),            // 27: rhizon.v1.SubmitOutcome
-	(*GetRequest)(nil),               // 28: rhizon.v1.GetRequest
-	(*GetResponse)(nil),              // 29: rhizon.v1.GetResponse
-	(*HistoryRequest)(nil),           // 30: rhizon.v1.HistoryRequest
-	(*HistoryResponse)(nil),          // 31: rhizon.v1.HistoryResponse
-	(*StatusRequest)(nil),            // 32: rhizon.v1.StatusRequest
-	(*ShardStatus)(nil),              // 33: rhizon.v1.ShardStatus
-	(*ShardHealth)(nil),              // 34: rhizon.v1.ShardHealth
-	(*NodeStatus)(nil),               // 35: rhizon.v1.NodeStatus
-	(*StatusResponse)(nil),           // 36: rhizon.v1.StatusResponse
-	(*Position)(nil),                 // 37: rhizon.v1.Position
-	(*ForwardRequest)(nil),           // 38: rhizon.v1.ForwardRequest
-	(*ForwardResponse)(nil),          // 39: rhizon.v1.ForwardResponse
-	(*ReadRequest)(nil),              // 40: rhizon.v1.ReadRequest
-	(*ReadResponse)(nil),             // 41: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),        // 42: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil),       // 43: rhizon.v1.ShardAdminResponse
-	(*ActivateRevisionRequest)(nil),  // 44: rhizon.v1.ActivateRevisionRequest
-	(*ActivateRevisionResponse)(nil), // 45: rhizon.v1.ActivateRevisionResponse
-	(*RepublishEventsRequest)(nil),   // 46: rhizon.v1.RepublishEventsRequest
-	(*RepublishEventsResponse)(nil),  // 47: rhizon.v1.RepublishEventsResponse
-	nil,                              // 48: rhizon.v1.SubmitStreamResponse.TrailersEntry
-	nil,                              // 49: rhizon.v1.NodeStatus.ActorRevisionsEntry
-	nil,                              // 50: rhizon.v1.StatusResponse.ActiveRevisionsEntry
-	(*status.Status)(nil),            // 51: google.rpc.Status
+	(Status)(0),                       // 0: rhizon.v1.Status
+	(Reason)(0),                       // 1: rhizon.v1.Reason
+	(Consistency)(0),                  // 2: rhizon.v1.Consistency
+	(*ReplayRequest)(nil),             // 3: rhizon.v1.ReplayRequest
+	(*ReplayReport)(nil),              // 4: rhizon.v1.ReplayReport
+	(*ReplayDivergence)(nil),          // 5: rhizon.v1.ReplayDivergence
+	(*GetResultRequest)(nil),          // 6: rhizon.v1.GetResultRequest
+	(*GetResultResponse)(nil),         // 7: rhizon.v1.GetResultResponse
+	(*SubmitAsyncResponse)(nil),       // 8: rhizon.v1.SubmitAsyncResponse
+	(*WatchRequest)(nil),              // 9: rhizon.v1.WatchRequest
+	(*WatchEvent)(nil),                // 10: rhizon.v1.WatchEvent
+	(*DrainRequest)(nil),              // 11: rhizon.v1.DrainRequest
+	(*DrainResponse)(nil),             // 12: rhizon.v1.DrainResponse
+	(*Address)(nil),                   // 13: rhizon.v1.Address
+	(*Principal)(nil),                 // 14: rhizon.v1.Principal
+	(*Scope)(nil),                     // 15: rhizon.v1.Scope
+	(*Command)(nil),                   // 16: rhizon.v1.Command
+	(*Event)(nil),                     // 17: rhizon.v1.Event
+	(*Result)(nil),                    // 18: rhizon.v1.Result
+	(*Rejection)(nil),                 // 19: rhizon.v1.Rejection
+	(*HistoryRecord)(nil),             // 20: rhizon.v1.HistoryRecord
+	(*SubmitRequest)(nil),             // 21: rhizon.v1.SubmitRequest
+	(*SubmitResponse)(nil),            // 22: rhizon.v1.SubmitResponse
+	(*SubmitBatchRequest)(nil),        // 23: rhizon.v1.SubmitBatchRequest
+	(*SubmitBatchResponse)(nil),       // 24: rhizon.v1.SubmitBatchResponse
+	(*SubmitStreamRequest)(nil),       // 25: rhizon.v1.SubmitStreamRequest
+	(*SubmitStreamResponse)(nil),      // 26: rhizon.v1.SubmitStreamResponse
+	(*SubmitOutcome)(nil),             // 27: rhizon.v1.SubmitOutcome
+	(*GetRequest)(nil),                // 28: rhizon.v1.GetRequest
+	(*GetResponse)(nil),               // 29: rhizon.v1.GetResponse
+	(*HistoryRequest)(nil),            // 30: rhizon.v1.HistoryRequest
+	(*HistoryResponse)(nil),           // 31: rhizon.v1.HistoryResponse
+	(*StatusRequest)(nil),             // 32: rhizon.v1.StatusRequest
+	(*ShardStatus)(nil),               // 33: rhizon.v1.ShardStatus
+	(*ShardHealth)(nil),               // 34: rhizon.v1.ShardHealth
+	(*NodeStatus)(nil),                // 35: rhizon.v1.NodeStatus
+	(*StatusResponse)(nil),            // 36: rhizon.v1.StatusResponse
+	(*Position)(nil),                  // 37: rhizon.v1.Position
+	(*ForwardRequest)(nil),            // 38: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),           // 39: rhizon.v1.ForwardResponse
+	(*ReadRequest)(nil),               // 40: rhizon.v1.ReadRequest
+	(*ReadResponse)(nil),              // 41: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),         // 42: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),        // 43: rhizon.v1.ShardAdminResponse
+	(*ActivateRevisionRequest)(nil),   // 44: rhizon.v1.ActivateRevisionRequest
+	(*ActivateRevisionResponse)(nil),  // 45: rhizon.v1.ActivateRevisionResponse
+	(*ListDeadLettersRequest)(nil),    // 46: rhizon.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                // 47: rhizon.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),   // 48: rhizon.v1.ListDeadLettersResponse
+	(*RedriveDeadLetterRequest)(nil),  // 49: rhizon.v1.RedriveDeadLetterRequest
+	(*RedriveDeadLetterResponse)(nil), // 50: rhizon.v1.RedriveDeadLetterResponse
+	(*RepublishEventsRequest)(nil),    // 51: rhizon.v1.RepublishEventsRequest
+	(*RepublishEventsResponse)(nil),   // 52: rhizon.v1.RepublishEventsResponse
+	nil,                               // 53: rhizon.v1.SubmitStreamResponse.TrailersEntry
+	nil,                               // 54: rhizon.v1.NodeStatus.ActorRevisionsEntry
+	nil,                               // 55: rhizon.v1.StatusResponse.ActiveRevisionsEntry
+	nil,                               // 56: rhizon.v1.DeadLetter.HeadersEntry
+	(*status.Status)(nil),             // 57: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
 	13, // 0: rhizon.v1.ReplayRequest.address:type_name -> rhizon.v1.Address
@@ -4417,76 +4847,83 @@ var file_rhizon_proto_depIdxs = []int32{
 	27, // 24: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
 	21, // 25: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
 	22, // 26: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
-	51, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
-	48, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
+	57, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	53, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
 	22, // 29: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	51, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	57, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
 	13, // 31: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
 	2,  // 32: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
 	13, // 33: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
 	13, // 34: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
 	2,  // 35: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
 	20, // 36: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
-	49, // 37: rhizon.v1.NodeStatus.actor_revisions:type_name -> rhizon.v1.NodeStatus.ActorRevisionsEntry
+	54, // 37: rhizon.v1.NodeStatus.actor_revisions:type_name -> rhizon.v1.NodeStatus.ActorRevisionsEntry
 	33, // 38: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
 	35, // 39: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
 	34, // 40: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
-	50, // 41: rhizon.v1.StatusResponse.active_revisions:type_name -> rhizon.v1.StatusResponse.ActiveRevisionsEntry
+	55, // 41: rhizon.v1.StatusResponse.active_revisions:type_name -> rhizon.v1.StatusResponse.ActiveRevisionsEntry
 	16, // 42: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
 	18, // 43: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
 	13, // 44: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
 	20, // 45: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	37, // 46: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
-	37, // 47: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
-	37, // 48: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
-	37, // 49: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
-	21, // 50: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	23, // 51: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	25, // 52: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	28, // 53: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	30, // 54: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	32, // 55: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	11, // 56: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	21, // 57: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	9,  // 58: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	6,  // 59: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
-	3,  // 60: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
-	38, // 61: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	40, // 62: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	42, // 63: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	32, // 64: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	11, // 65: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	46, // 66: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	3,  // 67: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
-	44, // 68: rhizon.v1.Internal.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
-	46, // 69: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	44, // 70: rhizon.v1.Admin.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
-	22, // 71: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	24, // 72: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	26, // 73: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	29, // 74: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	31, // 75: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	36, // 76: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	12, // 77: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	8,  // 78: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	10, // 79: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	7,  // 80: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
-	4,  // 81: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
-	39, // 82: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	41, // 83: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	43, // 84: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	36, // 85: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	12, // 86: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	47, // 87: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	4,  // 88: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
-	45, // 89: rhizon.v1.Internal.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
-	47, // 90: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	45, // 91: rhizon.v1.Admin.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
-	71, // [71:92] is the sub-list for method output_type
-	50, // [50:71] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	56, // 46: rhizon.v1.DeadLetter.headers:type_name -> rhizon.v1.DeadLetter.HeadersEntry
+	16, // 47: rhizon.v1.DeadLetter.command:type_name -> rhizon.v1.Command
+	47, // 48: rhizon.v1.ListDeadLettersResponse.dead_letters:type_name -> rhizon.v1.DeadLetter
+	37, // 49: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
+	37, // 50: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
+	37, // 51: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
+	37, // 52: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
+	21, // 53: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	23, // 54: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	25, // 55: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	28, // 56: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	30, // 57: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	32, // 58: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	11, // 59: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	21, // 60: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	9,  // 61: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	6,  // 62: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
+	3,  // 63: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
+	38, // 64: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	40, // 65: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	42, // 66: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	32, // 67: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	11, // 68: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	51, // 69: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	3,  // 70: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
+	44, // 71: rhizon.v1.Internal.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	51, // 72: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	44, // 73: rhizon.v1.Admin.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	46, // 74: rhizon.v1.Admin.ListDeadLetters:input_type -> rhizon.v1.ListDeadLettersRequest
+	49, // 75: rhizon.v1.Admin.RedriveDeadLetter:input_type -> rhizon.v1.RedriveDeadLetterRequest
+	22, // 76: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	24, // 77: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	26, // 78: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	29, // 79: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	31, // 80: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	36, // 81: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	12, // 82: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	8,  // 83: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	10, // 84: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	7,  // 85: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
+	4,  // 86: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
+	39, // 87: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	41, // 88: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	43, // 89: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	36, // 90: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	12, // 91: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	52, // 92: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	4,  // 93: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
+	45, // 94: rhizon.v1.Internal.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	52, // 95: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	45, // 96: rhizon.v1.Admin.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	48, // 97: rhizon.v1.Admin.ListDeadLetters:output_type -> rhizon.v1.ListDeadLettersResponse
+	50, // 98: rhizon.v1.Admin.RedriveDeadLetter:output_type -> rhizon.v1.RedriveDeadLetterResponse
+	76, // [76:99] is the sub-list for method output_type
+	53, // [53:76] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -4511,7 +4948,7 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   48,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

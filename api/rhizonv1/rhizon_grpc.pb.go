@@ -1009,8 +1009,10 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Admin_RepublishEvents_FullMethodName  = "/rhizon.v1.Admin/RepublishEvents"
-	Admin_ActivateRevision_FullMethodName = "/rhizon.v1.Admin/ActivateRevision"
+	Admin_RepublishEvents_FullMethodName   = "/rhizon.v1.Admin/RepublishEvents"
+	Admin_ActivateRevision_FullMethodName  = "/rhizon.v1.Admin/ActivateRevision"
+	Admin_ListDeadLetters_FullMethodName   = "/rhizon.v1.Admin/ListDeadLetters"
+	Admin_RedriveDeadLetter_FullMethodName = "/rhizon.v1.Admin/RedriveDeadLetter"
 )
 
 // AdminClient is the client API for Admin service.
@@ -1041,6 +1043,17 @@ type AdminClient interface {
 	// FAILED_PRECONDITION: a node of the cluster does not have the revision
 	// (the message names them): upgrade them first.
 	ActivateRevision(ctx context.Context, in *ActivateRevisionRequest, opts ...grpc.CallOption) (*ActivateRevisionResponse, error)
+	// ListDeadLetters lists the dead-letter stream (RHIZON_DEAD: ingress
+	// messages that could not apply), oldest first, after sequence `after`.
+	// UNIMPLEMENTED on a node without JetStream.
+	ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error)
+	// RedriveDeadLetter publishes a "poison" dead letter's command again to
+	// its shard's ingress subject, signed by the node, with the security
+	// context the ingress had authenticated (kept, signed, in the dead
+	// letter). The command keeps its id and idempotency key.
+	// NOT_FOUND: no such dead letter. FAILED_PRECONDITION: it cannot be
+	// redriven (a rejected one, or one without a redrive record), and why.
+	RedriveDeadLetter(ctx context.Context, in *RedriveDeadLetterRequest, opts ...grpc.CallOption) (*RedriveDeadLetterResponse, error)
 }
 
 type adminClient struct {
@@ -1065,6 +1078,26 @@ func (c *adminClient) ActivateRevision(ctx context.Context, in *ActivateRevision
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ActivateRevisionResponse)
 	err := c.cc.Invoke(ctx, Admin_ActivateRevision_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeadLettersResponse)
+	err := c.cc.Invoke(ctx, Admin_ListDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RedriveDeadLetter(ctx context.Context, in *RedriveDeadLetterRequest, opts ...grpc.CallOption) (*RedriveDeadLetterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RedriveDeadLetterResponse)
+	err := c.cc.Invoke(ctx, Admin_RedriveDeadLetter_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -1099,6 +1132,17 @@ type AdminServer interface {
 	// FAILED_PRECONDITION: a node of the cluster does not have the revision
 	// (the message names them): upgrade them first.
 	ActivateRevision(context.Context, *ActivateRevisionRequest) (*ActivateRevisionResponse, error)
+	// ListDeadLetters lists the dead-letter stream (RHIZON_DEAD: ingress
+	// messages that could not apply), oldest first, after sequence `after`.
+	// UNIMPLEMENTED on a node without JetStream.
+	ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error)
+	// RedriveDeadLetter publishes a "poison" dead letter's command again to
+	// its shard's ingress subject, signed by the node, with the security
+	// context the ingress had authenticated (kept, signed, in the dead
+	// letter). The command keeps its id and idempotency key.
+	// NOT_FOUND: no such dead letter. FAILED_PRECONDITION: it cannot be
+	// redriven (a rejected one, or one without a redrive record), and why.
+	RedriveDeadLetter(context.Context, *RedriveDeadLetterRequest) (*RedriveDeadLetterResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -1114,6 +1158,12 @@ func (UnimplementedAdminServer) RepublishEvents(context.Context, *RepublishEvent
 }
 func (UnimplementedAdminServer) ActivateRevision(context.Context, *ActivateRevisionRequest) (*ActivateRevisionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ActivateRevision not implemented")
+}
+func (UnimplementedAdminServer) ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeadLetters not implemented")
+}
+func (UnimplementedAdminServer) RedriveDeadLetter(context.Context, *RedriveDeadLetterRequest) (*RedriveDeadLetterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RedriveDeadLetter not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1172,6 +1222,42 @@ func _Admin_ActivateRevision_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListDeadLetters(ctx, req.(*ListDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RedriveDeadLetter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RedriveDeadLetterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RedriveDeadLetter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RedriveDeadLetter_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RedriveDeadLetter(ctx, req.(*RedriveDeadLetterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1186,6 +1272,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ActivateRevision",
 			Handler:    _Admin_ActivateRevision_Handler,
+		},
+		{
+			MethodName: "ListDeadLetters",
+			Handler:    _Admin_ListDeadLetters_Handler,
+		},
+		{
+			MethodName: "RedriveDeadLetter",
+			Handler:    _Admin_RedriveDeadLetter_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -30,6 +30,7 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/cluster"
+	"github.com/rhizon/rhizon/console"
 	"github.com/rhizon/rhizon/gateway"
 	"github.com/rhizon/rhizon/ingress"
 	"github.com/rhizon/rhizon/internal/telemetry"
@@ -449,6 +450,10 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
+	// The web console (package console): static files; its API calls
+	// carry the user's token like any other client's.
+	mux.Handle(console.Prefix, console.Handler())
+	mux.Handle(strings.TrimSuffix(console.Prefix, "/"), console.Handler())
 	mux.Handle("/", gw.HTTPHandler())
 	hs := gateway.NewHTTPServer(mux, f.httpLimits)
 	hs.TLSConfig = srvTLS
@@ -538,6 +543,7 @@ func printBanner(out io.Writer, f *nodeFlags, dev bool, grpcAddr, httpAddr, nats
 	}
 	fmt.Fprintf(out, "  gRPC:      %s%s\n", grpcAddr, tlsNote)
 	fmt.Fprintf(out, "  HTTP/JSON: %s://%s  (metrics at /metrics, health at /healthz)\n", scheme, httpAddr)
+	fmt.Fprintf(out, "  console:   %s://%s%s  (log in with a token)\n", scheme, httpAddr, console.Prefix)
 	if natsLine != "" {
 		fmt.Fprintf(out, "  NATS:      %s\n", natsLine)
 	}

@@ -20,16 +20,22 @@ RACE_PKGS  := ./client/... ./cluster/... ./gateway/... ./ingress/... ./natsserve
 # counters are atomics and one mutex), deploy checks manifests. cmd/rhizon's
 # tests drive separately built rhizon processes: the detector would watch
 # only the test's own client side, and instrumenting the 770-package binary
-# costs more than its runs.
-PLAIN_PKGS := ./actor/... ./api/... ./bench/... ./cmd/... ./console/... ./deploy/... ./engine/... ./internal/... ./replay/...
+# costs more than its runs. actor/wasm locks only to hand one instance to
+# one shard at a time (its tests were run with -race when it was written);
+# examples are WebAssembly actors' sources.
+PLAIN_PKGS := ./actor/... ./api/... ./bench/... ./cmd/... ./console/... ./deploy/... ./engine/... ./examples/... ./internal/... ./replay/...
 
-.PHONY: build run test test-race test-plain test-quick test-pkgs lint proto bench fmt vet tools clean
+.PHONY: wasm-examples build run test test-race test-plain test-quick test-pkgs lint proto bench fmt vet tools clean
 
 build:
 	CGO_ENABLED=1 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/rhizon
 
 run: build
 	./$(BIN) dev
+
+# The example WebAssembly actors, for `rhizon node --wasm-actor TYPE=bin/NAME.wasm@REV`.
+wasm-examples:
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o bin/counter.wasm ./examples/wasm/counter
 
 # The race build and the plain build share no compiled package, so they run
 # side by side: the process-cluster tests of cmd/rhizon wait on elections
@@ -95,7 +101,7 @@ BENCH_OUT  ?= bin/bench/peers
 bench: bench-go bench-peers
 
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./engine/ ./cluster/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./engine/ ./cluster/ ./actor/wasm/
 
 bench-peers: build
 	BIN=$(BIN) BENCH_OUT=$(BENCH_OUT) bash bench/run-peers.sh

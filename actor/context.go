@@ -40,6 +40,8 @@ type Context struct {
 	at      int64
 	rng     uint64
 	version uint64
+	shard   uint32
+	index   uint64
 
 	sends  []Send
 	timers []TimerOp
@@ -51,6 +53,17 @@ type Context struct {
 func NewContext(addr Address, sec Security, at int64, seed, version uint64) *Context {
 	return &Context{addr: addr, sec: sec, at: at, rng: seed, version: version}
 }
+
+// NewEntryContext is NewContext that also records the shard and the log
+// index of the entry (see Entry).
+func NewEntryContext(addr Address, sec Security, at int64, seed, version uint64, shard uint32, index uint64) *Context {
+	return &Context{addr: addr, sec: sec, at: at, rng: seed, version: version, shard: shard, index: index}
+}
+
+// Entry is the shard and log index of the entry being applied. A runtime
+// that keeps state across calls (actor/wasm) resets it per entry, so that
+// what a call can observe is a function of the log alone.
+func (c *Context) Entry() (shard uint32, index uint64) { return c.shard, c.index }
 
 // Now is the logical time of the log entry, in Unix milliseconds. It never
 // decreases along a shard's log.

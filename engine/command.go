@@ -82,7 +82,7 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 		return res, nil
 	}
 
-	ctx := actor.NewContext(cmd.Address, cmd.Security, a.at, a.seed(), ent.Version)
+	ctx := actor.NewEntryContext(cmd.Address, cmd.Security, a.at, a.seed(), ent.Version, a.e.shard, a.index)
 	news, derr := decide(beh, ctx, ent.State, cmd)
 	sends, timerOps, reply := ctx.Effects()
 	if derr == nil {

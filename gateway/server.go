@@ -716,8 +716,8 @@ func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 
 // tenantStatus is the view of Status a non-admin token gets: the shard
 // count, each replica's shard, role, leader, term and node, the nodes' ids,
-// states and gateway addresses (what the Go client's leader routing reads),
-// the actor types and the health states. Health reasons (which may quote
+// states, gateway addresses (what the Go client's leader routing reads) and
+// actor types with their revisions, the actor types and the health states. Health reasons (which may quote
 // lags), applied, commit and last-log indexes, state hashes,
 // placement and rebalancing are left out: they move with other tenants'
 // writes and say how busy they are.
@@ -737,6 +737,7 @@ func tenantStatus(st *pb.StatusResponse) *pb.StatusResponse {
 	for _, n := range st.GetNodes() {
 		out.Nodes = append(out.Nodes, &pb.NodeStatus{
 			NodeId: n.GetNodeId(), State: n.GetState(), Draining: n.GetDraining(), GrpcAddr: n.GetGrpcAddr(),
+			ActorRevisions: n.GetActorRevisions(),
 		})
 	}
 	return out

@@ -146,6 +146,8 @@ var Table = []Entry{
 	{actor.CodeBadSend, GRPCOK, "", AppliedYes, "a send's target, type or payload is wrong"},
 	{actor.CodeTooManyTimers, GRPCOK, "", AppliedYes, "Decide set more timers than allowed"},
 	{actor.CodeBadTimer, GRPCOK, "", AppliedYes, "a timer name is not a valid id"},
+	{actor.CodeBudgetExceeded, GRPCOK, "", AppliedYes, "a WebAssembly actor ran out of fuel or memory"},
+	{actor.CodeTrap, GRPCOK, "", AppliedYes, "a WebAssembly actor trapped"},
 }
 
 // Lookup returns code's entry. A code not in the table is an actor's own

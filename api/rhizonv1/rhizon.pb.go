@@ -1487,6 +1487,8 @@ type Result struct {
 	//	bad_send           OK (a Result)     -               applied
 	//	too_many_timers    OK (a Result)     -               applied
 	//	bad_timer          OK (a Result)     -               applied
+	//	actor_budget_exceeded OK (a Result)     -               applied
+	//	actor_trap         OK (a Result)     -               applied
 	Code    string   `protobuf:"bytes,4,opt,name=code,proto3" json:"code,omitempty"`
 	Message string   `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
 	Version uint64   `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`

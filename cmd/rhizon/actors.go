@@ -13,9 +13,11 @@ import (
 )
 
 // registry is the node's (and an offline replay's) actor registry: the
-// built-in types and, only when RHIZON_TEST_ACTORS is set (a test hook, see
-// README "Upgrading actor code"), the test actor's revisions it names.
-func registry(docs *docTypesFlag) (*actor.Registry, error) {
+// built-in types, the document types of docs (--document-types), the
+// WebAssembly actors of wasmSpecs (--wasm-actor) and, only when
+// RHIZON_TEST_ACTORS is set (a test hook, see README "Upgrading actor code"),
+// the test actor's revisions it names.
+func registry(docs *docTypesFlag, wasmSpecs []string) (*actor.Registry, error) {
 	reg, err := docs.registry()
 	if err != nil {
 		return nil, &exitErr{exitUsage, err}
@@ -23,16 +25,19 @@ func registry(docs *docTypesFlag) (*actor.Registry, error) {
 	if err := upgradetest.Register(reg, os.Getenv(upgradetest.EnvVar)); err != nil {
 		return nil, &exitErr{exitUsage, err}
 	}
+	if err := addWasmActors(reg, wasmSpecs); err != nil {
+		return nil, err
+	}
 	return reg, nil
 }
 
 func actorCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "actor",
-		Short: "Operate actor types' code revisions (token with role admin)",
+		Short: "List actor types and revisions; switch a type's code revision (activate: token with role admin)",
 		Args:  cobra.NoArgs,
 	}
-	c.AddCommand(activateCmd())
+	c.AddCommand(activateCmd(), actorListCmd())
 	return c
 }
 

@@ -85,6 +85,7 @@ type nodeFlags struct {
 	batchFlight  int
 	httpLimits   gateway.HTTPLimits
 	docTypes     docTypesFlag
+	wasmActors   []string
 }
 
 func (f *nodeFlags) register(c *cobra.Command, dev bool) {
@@ -97,6 +98,7 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 		raftAddr, gossipAddr = "127.0.0.1:7402", "127.0.0.1:7403"
 	}
 	fs.StringVar(&f.nodeID, "node-id", nodeID, "this node's id (stable across restarts)")
+	addWasmActorFlag(fs, &f.wasmActors)
 	fs.StringVar(&f.dataDir, "data-dir", dataDir, "directory for all of the node's data")
 	fs.Uint32Var(&f.shards, "shards", uint32(shards), "shard count, fixed when the data directory is created")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", grpcAddr, "gRPC gateway listen address (port 0 picks a free port)")
@@ -382,7 +384,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		gl.Close()
 		return fmt.Errorf("--http-addr %s: %w", f.httpAddr, err)
 	}
-	reg, err := registry(&f.docTypes)
+	reg, err := registry(&f.docTypes, f.wasmActors)
 	if err != nil {
 		gl.Close()
 		hl.Close()

@@ -30,6 +30,7 @@ func replayCmd() *cobra.Command {
 	var shardFlag int64
 	var shardCount uint32
 	var docTypes docTypesFlag
+	var wasmActors []string
 	c := &cobra.Command{
 		Use:   "replay",
 		Short: "Re-execute a shard's recorded log with this binary's actors (or a live node's) and compare",
@@ -59,7 +60,7 @@ func replayCmd() *cobra.Command {
 			case !fs.Changed("data-dir") && (fs.Changed("addr") || os.Getenv("RHIZON_ADDR") != ""):
 				return replayLive(c, f, entity, shardFlag)
 			}
-			reg, err := registry(&docTypes)
+			reg, err := registry(&docTypes, wasmActors)
 			if err != nil {
 				return err
 			}
@@ -109,6 +110,7 @@ func replayCmd() *cobra.Command {
 	fs.StringVar(&dataDir, "data-dir", "./data", "the stopped node's data directory")
 	fs.Int64Var(&shardFlag, "shard", -1, "the shard to replay (default: every shard; live: role admin)")
 	fs.Uint32Var(&shardCount, "shard-count", 0, "offline: the cluster's shard count (default: read from the node's control group)")
+	addWasmActorFlag(fs, &wasmActors)
 	fs.StringVar(&entity, "entity", "", "compare only commands of this entity: <actor_type>/<entity_id>")
 	fs.Var(&docTypes, "document-types", "offline: the node's --document-types (its document types decide commands)")
 	return c

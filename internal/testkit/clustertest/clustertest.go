@@ -54,7 +54,9 @@ type Options struct {
 	// Gateway, if set, adjusts each gateway's config before it is built.
 	Gateway func(*gateway.Config)
 	// Registry, if set, returns node i's actor registry (builtin.Registry()
-	// otherwise): document types, or a node that disagrees with the others.
+	// otherwise): document types, a node that disagrees with the others, or WebAssembly
+	// actors (they keep instances per shard, so two replicas of a shard in
+	// one process need their own registries).
 	Registry func(i int) *actor.Registry
 	// Graceful makes the cleanup close the nodes (leaving the cluster)
 	// rather than kill them as a crash would.

@@ -84,10 +84,21 @@ func (t *JetStreamKV) Setup(ctx context.Context, w Workload) error {
 	}
 	doc := w.Payload(0)
 	return forEachEntity(ctx, w, t.cfg.SetupConcurrency, func(ctx context.Context, key string) error {
-		if _, err := t.kv().Create(ctx, key, doc); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("bench: create %s: %w", key, classifyNATS(err))
+		for {
+			_, err := t.kv().Create(ctx, key, doc)
+			if err == nil || errors.Is(err, jetstream.ErrKeyExists) {
+				return nil
+			}
+			// A bucket just created may not have elected its stream's
+			// leader yet: nothing answers the write. Wait for one.
+			if !errors.Is(err, jetstream.ErrNoStreamResponse) || ctx.Err() != nil {
+				return fmt.Errorf("bench: create %s: %w", key, classifyNATS(err))
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
-		return nil
 	})
 }
 

@@ -23,11 +23,11 @@ import (
 //	POST /v1/admin/dead_letters/redrive  JSONRedriveRequest -> JSONRedriveResponse
 //	                   Admin.ListDeadLetters and Admin.RedriveDeadLetter
 //	                   (deadletters.go), role admin only.
-func (s *Server) consoleRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("/v1/cluster", s.httpRoute(http.MethodGet, s.httpCluster))
-	mux.HandleFunc("/v1/whoami", s.httpRoute(http.MethodGet, s.httpWhoAmI))
-	mux.HandleFunc("/v1/admin/dead_letters", s.httpRoute(http.MethodGet, s.httpDeadLetters))
-	mux.HandleFunc("/v1/admin/dead_letters/redrive", s.httpRoute(http.MethodPost, s.httpRedrive))
+func (s *Server) consoleRoutes(rt *routes) {
+	rt.api(s, http.MethodGet, "/v1/cluster", s.httpCluster)
+	rt.api(s, http.MethodGet, "/v1/whoami", s.httpWhoAmI)
+	rt.api(s, http.MethodGet, "/v1/admin/dead_letters", s.httpDeadLetters)
+	rt.api(s, http.MethodPost, "/v1/admin/dead_letters/redrive", s.httpRedrive)
 }
 
 // clusterJSON keeps zero values (a term of 0, an empty leader): the console

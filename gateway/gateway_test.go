@@ -671,6 +671,8 @@ func TestHTTPErrors(t *testing.T) {
 		{"body too large", "POST", "/v1/submit", tokAlice, `{"payload":"` + strings.Repeat("x", MaxHTTPBodyBytes) + `"}`, 413, "request body is over"},
 		{"wrong method", "GET", "/v1/submit", tokAlice, ``, 405, "takes POST"},
 		{"no route", "GET", "/v2/nothing", tokAlice, ``, 404, "no route"},
+		{"no route lists every route", "GET", "/v2/nothing", tokAlice, ``, 404, "POST /v1/result, POST /v1/list, GET /v1/status, GET /v1/cluster"},
+		{"no route lists the console's", "GET", "/v2/nothing", tokAlice, ``, 404, "POST /v1/admin/dead_letters/redrive, GET /healthz, GET /readyz"},
 		{"bad consistency", "POST", "/v1/get", tokAlice, `{"address":{"actor_type":"counter","entity_id":"c1"},"consistency":"eventual"}`, 400, "linearizable, stale"},
 		{"no authorization header", "POST", "/v1/get", "", `{}`, 401, "missing bearer token"},
 	} {

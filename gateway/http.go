@@ -235,25 +235,25 @@ type JSONError struct {
 // The /v1 routes need "Authorization: Bearer <token>". Errors carry the HTTP
 // status derived from the gRPC code and a JSONError body.
 func (s *Server) HTTPHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/submit", s.httpRoute(http.MethodPost, s.httpSubmit))
-	mux.HandleFunc("/v1/submit_batch", s.httpRoute(http.MethodPost, s.httpSubmitBatch))
-	mux.HandleFunc("/v1/submit_async", s.httpRoute(http.MethodPost, s.httpSubmitAsync))
-	mux.HandleFunc("/v1/watch", s.httpWatch)
-	mux.HandleFunc("/v1/get", s.httpRoute(http.MethodPost, s.httpGet))
-	mux.HandleFunc("/v1/history", s.httpRoute(http.MethodPost, s.httpHistory))
-	mux.HandleFunc("/v1/result", s.httpRoute(http.MethodPost, s.httpGetResult))
-	mux.HandleFunc("/v1/list", s.httpRoute(http.MethodPost, s.httpList))
-	mux.HandleFunc("/v1/status", s.httpRoute(http.MethodGet, s.httpStatus))
+	rt := &routes{mux: http.NewServeMux()}
+	rt.api(s, http.MethodPost, "/v1/submit", s.httpSubmit)
+	rt.api(s, http.MethodPost, "/v1/submit_batch", s.httpSubmitBatch)
+	rt.api(s, http.MethodPost, "/v1/submit_async", s.httpSubmitAsync)
+	rt.handle(http.MethodGet, "/v1/watch", s.httpWatch)
+	rt.api(s, http.MethodPost, "/v1/get", s.httpGet)
+	rt.api(s, http.MethodPost, "/v1/history", s.httpHistory)
+	rt.api(s, http.MethodPost, "/v1/result", s.httpGetResult)
+	rt.api(s, http.MethodPost, "/v1/list", s.httpList)
+	rt.api(s, http.MethodGet, "/v1/status", s.httpStatus)
 	// The web console's routes (console_http.go).
-	s.consoleRoutes(mux)
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+	s.consoleRoutes(rt)
+	rt.handle(http.MethodGet, "/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !allowGet(w, r) {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+	rt.handle(http.MethodGet, "/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !allowGet(w, r) {
 			return
 		}
@@ -266,12 +266,29 @@ func (s *Server) HTTPHandler() http.Handler {
 		}
 		writeJSON(w, code, JSONHealth{Ready: h.Serving(), State: h.State, Reasons: h.Reasons, Shards: jsonShardHealth(h.Shards)})
 	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	list := strings.Join(rt.names, ", ")
+	rt.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, JSONError{Code: "not_found", Message: fmt.Sprintf(
-			"no route %s %s; routes: POST /v1/submit, POST /v1/submit_batch, POST /v1/submit_async, GET /v1/watch, POST /v1/get, POST /v1/history, POST /v1/list, GET /v1/status, GET /healthz, GET /readyz",
-			r.Method, r.URL.Path)})
+			"no route %s %s; routes: %s", r.Method, r.URL.Path, list)})
 	})
-	return mux
+	return rt.mux
+}
+
+// routes registers the HTTP routes and remembers them, so the list a 404
+// answers with is what is served.
+type routes struct {
+	mux   *http.ServeMux
+	names []string
+}
+
+func (rt *routes) handle(method, path string, h http.HandlerFunc) {
+	rt.mux.HandleFunc(path, h)
+	rt.names = append(rt.names, method+" "+path)
+}
+
+// api registers an authenticated JSON route (httpRoute).
+func (rt *routes) api(s *Server, method, path string, call func(ctx context.Context, w http.ResponseWriter, r *http.Request) (any, error)) {
+	rt.handle(method, path, s.httpRoute(method, call))
 }
 
 func allowGet(w http.ResponseWriter, r *http.Request) bool {

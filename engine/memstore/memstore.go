@@ -39,11 +39,11 @@ type Store struct {
 	results map[string][]byte
 	// resultRefs names each result's address and key, for ScanResults.
 	resultRefs map[string]resultRef
-	timers  map[string]engine.Timer // by address key + name
-	history map[string][]Record     // by address key, in position order
-	outbox  []OutboxRow             // in position order
-	index   []string                // actor.AppendIndexKey of every index entry, sorted
-	meta    engine.Meta
+	timers     map[string]engine.Timer // by address key + name
+	history    map[string][]Record     // by address key, in position order
+	outbox     []OutboxRow             // in position order
+	index      []string                // actor.AppendIndexKey of every index entry, sorted
+	meta       engine.Meta
 }
 
 // New returns an empty store.

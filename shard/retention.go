@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/api/recordv1"
 )
@@ -74,12 +75,6 @@ func (s *Shard) SweepPass(ctx context.Context) error {
 			return ctx.Err()
 		default:
 		}
-		le := s.newEntry()
-		le.Sweep = &recordv1.RetentionSweep{FromKey: from, Limit: uint32(s.cfg.SweepRows)}
-		data, err := marshal.Marshal(le)
-		if err != nil {
-			return err
-		}
 		// The next slice starts after the rows this one examines, read
 		// before it deletes any: only sweeps delete records, and rows
 		// written meanwhile are too young to expire.
@@ -87,12 +82,50 @@ func (s *Shard) SweepPass(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := s.futureError(s.raft.Apply(data, s.cfg.ApplyTimeout)); err != nil {
-			return mapRaftErr(err, true)
+		le := s.newEntry()
+		expired, err := s.sliceExpired(from, le.At)
+		if err != nil {
+			return err
+		}
+		// A slice with nothing expired on the leader's own state costs no
+		// entry, so an idle shard's log stays quiet. What a proposed sweep
+		// deletes is decided at apply time, alike everywhere.
+		if expired {
+			le.Sweep = &recordv1.RetentionSweep{FromKey: from, Limit: uint32(s.cfg.SweepRows)}
+			data, err := marshal.Marshal(le)
+			if err != nil {
+				return err
+			}
+			if err := s.futureError(s.raft.Apply(data, s.cfg.ApplyTimeout)); err != nil {
+				return mapRaftErr(err, true)
+			}
 		}
 		if next == nil {
 			return nil
 		}
 		from = next
 	}
+}
+
+// sliceExpired reports whether the slice of SweepRows records from from
+// holds one that has expired by at, on this replica's state.
+func (s *Shard) sliceExpired(from []byte, at int64) (bool, error) {
+	rows, err := s.store.ScanResults(from, s.cfg.SweepRows)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range rows {
+		w := s.cfg.Retention[r.Address.Tenant]
+		if w <= 0 {
+			continue
+		}
+		var pr recordv1.Result
+		if err := proto.Unmarshal(r.Data, &pr); err != nil {
+			return false, err
+		}
+		if pr.At != 0 && at-pr.At >= w.Milliseconds() {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -50,13 +50,21 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 	}
 
 	key := cmd.Address.Key()
-	if stored, ok, err := a.storedResult(cmd.Address, key, cmd.IdempotencyKey); err != nil {
+	stored, ok, err := a.storedResult(cmd.Address, key, cmd.IdempotencyKey)
+	if err != nil {
 		return res, err
-	} else if ok {
-		var pr recordv1.Result
+	}
+	var pr recordv1.Result
+	if ok {
 		if err := proto.Unmarshal(stored, &pr); err != nil {
 			return res, fmt.Errorf("%w: decode stored result: %w", ErrStore, err)
 		}
+		if a.expired(cmd.Address.Tenant, pr.At) {
+			// Outside the tenant's window: a new submission (retention.go).
+			ok = false
+		}
+	}
+	if ok {
 		// The same command id is another attempt of the same submission
 		// (an internal retry, a redelivery, the caller's own retry): its
 		// answer is the original one. Another id is another submission.
@@ -238,6 +246,7 @@ func (a *applier) storeResult(cmd *actor.Command, addrKey []byte, res *actor.Res
 }
 
 func (a *applier) storeEncodedResult(cmd *actor.Command, addrKey []byte, data []byte) {
+	data = a.stampResult(cmd.Address.Tenant, data)
 	a.results[string(a.resultsKey(addrKey, cmd.IdempotencyKey))] = data
 	a.b.PutResult(cmd.Address, cmd.IdempotencyKey, data)
 	a.hash('D', addrKey, []byte(cmd.IdempotencyKey), data)

@@ -56,6 +56,12 @@ type Entry struct {
 	// this entry are decided with (recorded in the log by the leader). A
 	// type not in it runs its base revision (actor.Registry).
 	Revisions map[string]string
+	// Retention maps a tenant to its idempotency window in ms of logical
+	// time (retention.go); stamped by the leader, so replicas never read
+	// their own settings.
+	Retention map[string]int64
+	// Sweep, when set, deletes expired idempotency records (retention.go).
+	Sweep *Sweep
 }
 
 // ErrMissingRevision is wrapped by the error Apply returns, before it writes
@@ -130,6 +136,8 @@ type Applied struct {
 	Violations, ViolationsCoalesced, ViolationsSuppressed int
 	// At is the logical time the entry was applied at.
 	At int64
+	// ResultsSwept counts the expired idempotency records the entry deleted.
+	ResultsSwept int
 }
 
 // Engine applies entries for one shard. It is not safe for concurrent use:
@@ -237,24 +245,32 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 		rd = br
 	}
 	a := &applier{
-		e:        e,
-		b:        b,
-		rd:       rd,
-		index:    ent.Index,
-		revs:     ent.Revisions,
-		at:       at,
-		entities: make(map[string]*entitySlot, len(ent.Commands)),
-		cmds:     len(ent.Commands),
-		results:  make(map[string][]byte, len(ent.Commands)),
-		timers:   map[string]timerSlot{},
-		digest:   sha256.New(),
-		hb:       e.hashBuf[:0],
+		e:         e,
+		b:         b,
+		rd:        rd,
+		index:     ent.Index,
+		revs:      ent.Revisions,
+		retention: ent.Retention,
+		at:        at,
+		entities:  make(map[string]*entitySlot, len(ent.Commands)),
+		cmds:      len(ent.Commands),
+		results:   make(map[string][]byte, len(ent.Commands)),
+		timers:    map[string]timerSlot{},
+		digest:    sha256.New(),
+		hb:        e.hashBuf[:0],
 	}
 	out := Applied{At: at}
 	if ent.Relayed != (Position{}) {
 		a.b.DeleteOutbox(e.relayed, ent.Relayed)
 		a.hash('D', u64(ent.Relayed.Index), u64(uint64(ent.Relayed.Ordinal)))
 	}
+	swept, err := a.sweep(ent.Sweep)
+	if err != nil {
+		a.b.Discard()
+		e.cache.reset()
+		return Applied{}, err
+	}
+	out.ResultsSwept = swept
 	fired, err := a.fireTimers()
 	if err != nil {
 		a.b.Discard()
@@ -312,14 +328,16 @@ type timerSlot struct {
 // what earlier commands of the same entry wrote (so later ones see it), and the
 // digest of every write for the state hash chain.
 type applier struct {
-	e       *Engine
-	b       Batch
-	rd      BatchReader // the batch's snapshot when it has one, else the store
-	index   uint64
-	revs    map[string]string // Entry.Revisions
-	at      int64
-	ordinal uint32
-	nthCmd  uint64
+	e     *Engine
+	b     Batch
+	rd    BatchReader // the batch's snapshot when it has one, else the store
+	index uint64
+	revs  map[string]string // Entry.Revisions
+	// retention is Entry.Retention: tenant -> idempotency window in ms.
+	retention map[string]int64
+	at        int64
+	ordinal   uint32
+	nthCmd    uint64
 
 	violations, violationsCoalesced, violationsSuppressed int
 

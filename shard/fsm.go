@@ -250,6 +250,15 @@ func decodeEntry(index uint64, data []byte) (engine.Entry, *recordv1.StateCheck,
 			ent.Revisions[r.ActorType] = r.Revision
 		}
 	}
+	if len(le.Retention) > 0 {
+		ent.Retention = make(map[string]int64, len(le.Retention))
+		for _, r := range le.Retention {
+			ent.Retention[r.Tenant] = r.IdempotencyMs
+		}
+	}
+	if sw := le.Sweep; sw != nil {
+		ent.Sweep = &engine.Sweep{From: sw.FromKey, Limit: int(sw.Limit)}
+	}
 	ent.Commands = make([]actor.Command, len(le.Commands))
 	for i, c := range le.Commands {
 		ent.Commands[i] = c.ToActor()

@@ -33,6 +33,7 @@ type metrics struct {
 	entries         metric.Int64Counter
 	diverged        metric.Int64Counter
 	revisionMissing metric.Int64Counter
+	swept           metric.Int64Counter
 }
 
 func newMetrics(id uint32) (*metrics, error) {
@@ -77,6 +78,9 @@ func newMetrics(id uint32) (*metrics, error) {
 	mt.revisionMissing, e = m.Int64Counter("rhizon.shard.revision_missing", metric.WithDescription(
 		"Replicas that stopped applying at an entry naming an actor revision this binary lacks, by actor_type and revision; they wait until restarted with one that has it."))
 	check(e)
+	mt.swept, e = m.Int64Counter("rhizon.retention.results_swept", metric.WithDescription(
+		"Expired idempotency records deleted by retention sweep entries (retention.go)."))
+	check(e)
 	mt.overloaded, e = m.Int64Counter("rhizon.submit.overloaded", metric.WithDescription("Submits refused because the proposer queue was full."))
 	check(e)
 	return mt, err
@@ -99,6 +103,9 @@ func ResultKind(r *actor.Result) string {
 func (m *metrics) applied(out engine.Applied) {
 	ctx := context.Background()
 	m.entries.Add(ctx, 1, m.shardAttr)
+	if out.ResultsSwept > 0 {
+		m.swept.Add(ctx, int64(out.ResultsSwept), m.shardAttr)
+	}
 	if out.TimersFired > 0 {
 		m.timers.Add(ctx, int64(out.TimersFired), m.shardAttr)
 	}

@@ -259,7 +259,7 @@ func (s *Shard) futureError(f raft.ApplyFuture) error {
 // cluster has switched to, so every replica decides its commands (and the
 // timers it fires) with the same code.
 func (s *Shard) newEntry() *recordv1.LogEntry {
-	le := &recordv1.LogEntry{Shard: s.id, At: s.stamp()}
+	le := &recordv1.LogEntry{Shard: s.id, At: s.stamp(), Retention: s.retention}
 	if s.cfg.Revisions == nil {
 		return le
 	}

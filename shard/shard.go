@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/api/recordv1"
 	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/internal/logutil"
 	"github.com/rhizon/rhizon/storage"
@@ -71,6 +72,15 @@ type Config struct {
 	// every entry it proposes (engine.Entry.Revisions).
 	Revisions func() map[string]string
 
+	// Retention maps a tenant to its idempotency window: the leader records
+	// it in every entry it proposes (engine.Entry.Retention) and, while it
+	// is not empty, proposes sweep entries that delete expired records
+	// (retention.go), SweepRows rows examined per entry, a pass over the
+	// shard's records every SweepInterval.
+	Retention     map[string]time.Duration
+	SweepInterval time.Duration
+	SweepRows     int
+
 	// Now is the wall clock the leader stamps entries from (injected so tests
 	// can move it).
 	Now    func() time.Time
@@ -93,6 +103,10 @@ func (c *Config) setDefaults() {
 		c.QueueSize = 8192
 	}
 	def(&c.TickInterval, 100*time.Millisecond)
+	def(&c.SweepInterval, time.Minute)
+	if c.SweepRows <= 0 || c.SweepRows > engine.MaxSweepRows {
+		c.SweepRows = 1024
+	}
 	def(&c.ApplyTimeout, 10*time.Second)
 	def(&c.HeartbeatTimeout, time.Second)
 	def(&c.ElectionTimeout, time.Second)
@@ -141,14 +155,16 @@ func (c *Config) Validate() error {
 
 // Shard is one replica of one shard.
 type Shard struct {
-	id      uint32
-	cfg     Config
-	raft    *raft.Raft
-	fsm     *fsm
-	store   *storage.ShardStore
-	log     *slog.Logger
-	tracer  trace.Tracer
-	metrics *metrics
+	id    uint32
+	cfg   Config
+	raft  *raft.Raft
+	fsm   *fsm
+	store *storage.ShardStore
+	// retention is Config.Retention as the log records it (retention.go).
+	retention []*recordv1.TenantRetention
+	log       *slog.Logger
+	tracer    trace.Tracer
+	metrics   *metrics
 
 	queue    *fairQueue
 	inflight chan struct{}
@@ -181,15 +197,16 @@ func Open(cfg Config) (*Shard, error) {
 	}
 	log := cfg.Logger.With("shard", cfg.ID)
 	s := &Shard{
-		id:       cfg.ID,
-		cfg:      cfg,
-		store:    cfg.StateDB.Shard(cfg.ID),
-		log:      log,
-		tracer:   otel.Tracer("github.com/rhizon/rhizon/shard"),
-		queue:    newFairQueue(cfg.QueueSize),
-		inflight: make(chan struct{}, cfg.MaxInflight),
-		stop:     make(chan struct{}),
-		raftDown: make(chan struct{}),
+		id:        cfg.ID,
+		cfg:       cfg,
+		store:     cfg.StateDB.Shard(cfg.ID),
+		retention: retentionRecord(cfg.Retention),
+		log:       log,
+		tracer:    otel.Tracer("github.com/rhizon/rhizon/shard"),
+		queue:     newFairQueue(cfg.QueueSize),
+		inflight:  make(chan struct{}, cfg.MaxInflight),
+		stop:      make(chan struct{}),
+		raftDown:  make(chan struct{}),
 
 		outboxWake: make(chan struct{}, 1),
 	}
@@ -260,9 +277,10 @@ func Open(cfg Config) (*Shard, error) {
 		return nil, fmt.Errorf("shard %d: start raft: %w", cfg.ID, err)
 	}
 	s.raft = r
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.proposeLoop()
 	go s.tickLoop()
+	go s.sweepLoop()
 	return s, nil
 }
 

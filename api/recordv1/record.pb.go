@@ -612,18 +612,23 @@ func (x *Event) GetSchemaVersion() uint32 {
 
 // Result is the stored outcome of a command, kept under its idempotency key.
 type Result struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CommandId     string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	Status        Status                 `protobuf:"varint,2,opt,name=status,proto3,enum=rhizon.record.v1.Status" json:"status,omitempty"`
-	Reason        Reason                 `protobuf:"varint,3,opt,name=reason,proto3,enum=rhizon.record.v1.Reason" json:"reason,omitempty"`
-	Code          string                 `protobuf:"bytes,4,opt,name=code,proto3" json:"code,omitempty"`
-	Message       string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
-	Version       uint64                 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
-	Events        []*Event               `protobuf:"bytes,7,rep,name=events,proto3" json:"events,omitempty"`
-	Index         uint64                 `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
-	Duplicate     bool                   `protobuf:"varint,9,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
-	Reply         []byte                 `protobuf:"bytes,10,opt,name=reply,proto3" json:"reply,omitempty"`
-	Replay        bool                   `protobuf:"varint,11,opt,name=replay,proto3" json:"replay,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CommandId string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	Status    Status                 `protobuf:"varint,2,opt,name=status,proto3,enum=rhizon.record.v1.Status" json:"status,omitempty"`
+	Reason    Reason                 `protobuf:"varint,3,opt,name=reason,proto3,enum=rhizon.record.v1.Reason" json:"reason,omitempty"`
+	Code      string                 `protobuf:"bytes,4,opt,name=code,proto3" json:"code,omitempty"`
+	Message   string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	Version   uint64                 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
+	Events    []*Event               `protobuf:"bytes,7,rep,name=events,proto3" json:"events,omitempty"`
+	Index     uint64                 `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
+	Duplicate bool                   `protobuf:"varint,9,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Reply     []byte                 `protobuf:"bytes,10,opt,name=reply,proto3" json:"reply,omitempty"`
+	Replay    bool                   `protobuf:"varint,11,opt,name=replay,proto3" json:"replay,omitempty"`
+	// The logical time of the entry that stored this result, written only
+	// while the command's tenant has an idempotency retention window (the
+	// entry's retention): a lookup treats a result older than the window as
+	// absent. 0 (results stored without a window) never expires.
+	At            int64 `protobuf:"varint,12,opt,name=at,proto3" json:"at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -733,6 +738,13 @@ func (x *Result) GetReplay() bool {
 		return x.Replay
 	}
 	return false
+}
+
+func (x *Result) GetAt() int64 {
+	if x != nil {
+		return x.At
+	}
+	return 0
 }
 
 // Rejection is the audit record of a command that was refused.
@@ -938,7 +950,15 @@ type LogEntry struct {
 	// runs its base revision (the one registered before versions existed), so
 	// entries written before revisions were recorded replay as they ran. A
 	// replica without one of these revisions waits instead of applying.
-	Revisions     []*ActorRevision `protobuf:"bytes,21,rep,name=revisions,proto3" json:"revisions,omitempty"`
+	Revisions []*ActorRevision `protobuf:"bytes,21,rep,name=revisions,proto3" json:"revisions,omitempty"`
+	// The idempotency retention windows in force for this entry, sorted by
+	// tenant, stamped by the leader from its --retention setting: every
+	// replica decides expiry from these, never from its own flags.
+	Retention []*TenantRetention `protobuf:"bytes,22,rep,name=retention,proto3" json:"retention,omitempty"`
+	// Set by the leader now and then when retention is configured: delete
+	// expired result rows among the next limit rows of the result keyspace
+	// from from_key on. One entry is one atomic batch on every replica.
+	Sweep         *RetentionSweep `protobuf:"bytes,23,opt,name=sweep,proto3" json:"sweep,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1015,6 +1035,129 @@ func (x *LogEntry) GetRevisions() []*ActorRevision {
 	return nil
 }
 
+func (x *LogEntry) GetRetention() []*TenantRetention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+func (x *LogEntry) GetSweep() *RetentionSweep {
+	if x != nil {
+		return x.Sweep
+	}
+	return nil
+}
+
+// TenantRetention is one tenant's idempotency window in milliseconds of
+// logical time; 0 means results are kept forever.
+type TenantRetention struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	IdempotencyMs int64                  `protobuf:"varint,2,opt,name=idempotency_ms,json=idempotencyMs,proto3" json:"idempotency_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantRetention) Reset() {
+	*x = TenantRetention{}
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantRetention) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantRetention) ProtoMessage() {}
+
+func (x *TenantRetention) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantRetention.ProtoReflect.Descriptor instead.
+func (*TenantRetention) Descriptor() ([]byte, []int) {
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TenantRetention) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TenantRetention) GetIdempotencyMs() int64 {
+	if x != nil {
+		return x.IdempotencyMs
+	}
+	return 0
+}
+
+// RetentionSweep names a slice of the result keyspace to clean: from_key is
+// the key after the shard prefix and tag (an address key and an idempotency
+// key), empty for the start.
+type RetentionSweep struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromKey       []byte                 `protobuf:"bytes,1,opt,name=from_key,json=fromKey,proto3" json:"from_key,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionSweep) Reset() {
+	*x = RetentionSweep{}
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionSweep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionSweep) ProtoMessage() {}
+
+func (x *RetentionSweep) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionSweep.ProtoReflect.Descriptor instead.
+func (*RetentionSweep) Descriptor() ([]byte, []int) {
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RetentionSweep) GetFromKey() []byte {
+	if x != nil {
+		return x.FromKey
+	}
+	return nil
+}
+
+func (x *RetentionSweep) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 // ActorRevision names the code revision of one actor type.
 type ActorRevision struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1026,7 +1169,7 @@ type ActorRevision struct {
 
 func (x *ActorRevision) Reset() {
 	*x = ActorRevision{}
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1181,7 @@ func (x *ActorRevision) String() string {
 func (*ActorRevision) ProtoMessage() {}
 
 func (x *ActorRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1194,7 @@ func (x *ActorRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorRevision.ProtoReflect.Descriptor instead.
 func (*ActorRevision) Descriptor() ([]byte, []int) {
-	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{8}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ActorRevision) GetActorType() string {
@@ -1080,7 +1223,7 @@ type StateCheck struct {
 
 func (x *StateCheck) Reset() {
 	*x = StateCheck{}
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1235,7 @@ func (x *StateCheck) String() string {
 func (*StateCheck) ProtoMessage() {}
 
 func (x *StateCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1248,7 @@ func (x *StateCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateCheck.ProtoReflect.Descriptor instead.
 func (*StateCheck) Descriptor() ([]byte, []int) {
-	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{9}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StateCheck) GetIndex() uint64 {
@@ -1132,7 +1275,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[10]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1287,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[10]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1300,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{10}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Position) GetIndex() uint64 {
@@ -1225,7 +1368,7 @@ const file_rhizon_record_v1_record_proto_rawDesc = "" +
 	"\x05shard\x18\f \x01(\rR\x05shard\x12\x14\n" +
 	"\x05index\x18\r \x01(\x04R\x05index\x12\x18\n" +
 	"\aordinal\x18\x0e \x01(\rR\aordinal\x12%\n" +
-	"\x0eschema_version\x18\x0f \x01(\rR\rschemaVersion\"\xe6\x02\n" +
+	"\x0eschema_version\x18\x0f \x01(\rR\rschemaVersion\"\xf6\x02\n" +
 	"\x06Result\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x120\n" +
@@ -1239,7 +1382,8 @@ const file_rhizon_record_v1_record_proto_rawDesc = "" +
 	"\tduplicate\x18\t \x01(\bR\tduplicate\x12\x14\n" +
 	"\x05reply\x18\n" +
 	" \x01(\fR\x05reply\x12\x16\n" +
-	"\x06replay\x18\v \x01(\bR\x06replay\"\x88\x05\n" +
+	"\x06replay\x18\v \x01(\bR\x06replay\x12\x0e\n" +
+	"\x02at\x18\f \x01(\x03R\x02at\"\x88\x05\n" +
 	"\tRejection\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1d\n" +
 	"\n" +
@@ -1261,14 +1405,22 @@ const file_rhizon_record_v1_record_proto_rawDesc = "" +
 	"\x05shard\x18\x10 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05index\x18\x11 \x01(\x04R\x05index\x12\x18\n" +
 	"\aordinal\x18\x12 \x01(\rR\aordinalB\x13\n" +
-	"\x11_expected_version\"\x90\x02\n" +
+	"\x11_expected_version\"\x89\x03\n" +
 	"\bLogEntry\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x0e\n" +
 	"\x02at\x18\x02 \x01(\x03R\x02at\x125\n" +
 	"\bcommands\x18\x03 \x03(\v2\x19.rhizon.record.v1.CommandR\bcommands\x124\n" +
 	"\arelayed\x18\x04 \x01(\v2\x1a.rhizon.record.v1.PositionR\arelayed\x122\n" +
 	"\x05check\x18\x14 \x01(\v2\x1c.rhizon.record.v1.StateCheckR\x05check\x12=\n" +
-	"\trevisions\x18\x15 \x03(\v2\x1f.rhizon.record.v1.ActorRevisionR\trevisions\"J\n" +
+	"\trevisions\x18\x15 \x03(\v2\x1f.rhizon.record.v1.ActorRevisionR\trevisions\x12?\n" +
+	"\tretention\x18\x16 \x03(\v2!.rhizon.record.v1.TenantRetentionR\tretention\x126\n" +
+	"\x05sweep\x18\x17 \x01(\v2 .rhizon.record.v1.RetentionSweepR\x05sweep\"P\n" +
+	"\x0fTenantRetention\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12%\n" +
+	"\x0eidempotency_ms\x18\x02 \x01(\x03R\ridempotencyMs\"A\n" +
+	"\x0eRetentionSweep\x12\x19\n" +
+	"\bfrom_key\x18\x01 \x01(\fR\afromKey\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"J\n" +
 	"\rActorRevision\x12\x1d\n" +
 	"\n" +
 	"actor_type\x18\x01 \x01(\tR\tactorType\x12\x1a\n" +
@@ -1304,21 +1456,23 @@ func file_rhizon_record_v1_record_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_record_v1_record_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rhizon_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_rhizon_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_rhizon_record_v1_record_proto_goTypes = []any{
-	(Status)(0),           // 0: rhizon.record.v1.Status
-	(Reason)(0),           // 1: rhizon.record.v1.Reason
-	(*Address)(nil),       // 2: rhizon.record.v1.Address
-	(*Principal)(nil),     // 3: rhizon.record.v1.Principal
-	(*Scope)(nil),         // 4: rhizon.record.v1.Scope
-	(*Command)(nil),       // 5: rhizon.record.v1.Command
-	(*Event)(nil),         // 6: rhizon.record.v1.Event
-	(*Result)(nil),        // 7: rhizon.record.v1.Result
-	(*Rejection)(nil),     // 8: rhizon.record.v1.Rejection
-	(*LogEntry)(nil),      // 9: rhizon.record.v1.LogEntry
-	(*ActorRevision)(nil), // 10: rhizon.record.v1.ActorRevision
-	(*StateCheck)(nil),    // 11: rhizon.record.v1.StateCheck
-	(*Position)(nil),      // 12: rhizon.record.v1.Position
+	(Status)(0),             // 0: rhizon.record.v1.Status
+	(Reason)(0),             // 1: rhizon.record.v1.Reason
+	(*Address)(nil),         // 2: rhizon.record.v1.Address
+	(*Principal)(nil),       // 3: rhizon.record.v1.Principal
+	(*Scope)(nil),           // 4: rhizon.record.v1.Scope
+	(*Command)(nil),         // 5: rhizon.record.v1.Command
+	(*Event)(nil),           // 6: rhizon.record.v1.Event
+	(*Result)(nil),          // 7: rhizon.record.v1.Result
+	(*Rejection)(nil),       // 8: rhizon.record.v1.Rejection
+	(*LogEntry)(nil),        // 9: rhizon.record.v1.LogEntry
+	(*TenantRetention)(nil), // 10: rhizon.record.v1.TenantRetention
+	(*RetentionSweep)(nil),  // 11: rhizon.record.v1.RetentionSweep
+	(*ActorRevision)(nil),   // 12: rhizon.record.v1.ActorRevision
+	(*StateCheck)(nil),      // 13: rhizon.record.v1.StateCheck
+	(*Position)(nil),        // 14: rhizon.record.v1.Position
 }
 var file_rhizon_record_v1_record_proto_depIdxs = []int32{
 	2,  // 0: rhizon.record.v1.Command.address:type_name -> rhizon.record.v1.Address
@@ -1333,14 +1487,16 @@ var file_rhizon_record_v1_record_proto_depIdxs = []int32{
 	1,  // 9: rhizon.record.v1.Rejection.reason:type_name -> rhizon.record.v1.Reason
 	3,  // 10: rhizon.record.v1.Rejection.principal:type_name -> rhizon.record.v1.Principal
 	5,  // 11: rhizon.record.v1.LogEntry.commands:type_name -> rhizon.record.v1.Command
-	12, // 12: rhizon.record.v1.LogEntry.relayed:type_name -> rhizon.record.v1.Position
-	11, // 13: rhizon.record.v1.LogEntry.check:type_name -> rhizon.record.v1.StateCheck
-	10, // 14: rhizon.record.v1.LogEntry.revisions:type_name -> rhizon.record.v1.ActorRevision
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	14, // 12: rhizon.record.v1.LogEntry.relayed:type_name -> rhizon.record.v1.Position
+	13, // 13: rhizon.record.v1.LogEntry.check:type_name -> rhizon.record.v1.StateCheck
+	12, // 14: rhizon.record.v1.LogEntry.revisions:type_name -> rhizon.record.v1.ActorRevision
+	10, // 15: rhizon.record.v1.LogEntry.retention:type_name -> rhizon.record.v1.TenantRetention
+	11, // 16: rhizon.record.v1.LogEntry.sweep:type_name -> rhizon.record.v1.RetentionSweep
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_record_v1_record_proto_init() }
@@ -1356,7 +1512,7 @@ func file_rhizon_record_v1_record_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_record_v1_record_proto_rawDesc), len(file_rhizon_record_v1_record_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1508,7 +1508,12 @@ type Result struct {
 	// cluster (forwarding to the leader, leader changes, ingress redeliveries)
 	// or the caller's own retry with the same command_id (the Go client
 	// reuses it). A caller that sent the command once may ignore it.
-	Replay        bool `protobuf:"varint,11,opt,name=replay,proto3" json:"replay,omitempty"`
+	Replay bool `protobuf:"varint,11,opt,name=replay,proto3" json:"replay,omitempty"`
+	// The logical time (Unix ms) of the entry that stored the result, kept in
+	// the stored record only while the tenant has an idempotency retention
+	// window (README: Retention); answers leave it 0. Declared here because
+	// stored records and this message share the wire format.
+	At            int64 `protobuf:"varint,12,opt,name=at,proto3" json:"at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1618,6 +1623,13 @@ func (x *Result) GetReplay() bool {
 		return x.Replay
 	}
 	return false
+}
+
+func (x *Result) GetAt() int64 {
+	if x != nil {
+		return x.At
+	}
+	return 0
 }
 
 // Rejection is the audit record of a command that was refused.
@@ -4905,7 +4917,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x05shard\x18\f \x01(\rR\x05shard\x12\x14\n" +
 	"\x05index\x18\r \x01(\x04R\x05index\x12\x18\n" +
 	"\aordinal\x18\x0e \x01(\rR\aordinal\x12%\n" +
-	"\x0eschema_version\x18\x0f \x01(\rR\rschemaVersion\"\xd1\x02\n" +
+	"\x0eschema_version\x18\x0f \x01(\rR\rschemaVersion\"\xe1\x02\n" +
 	"\x06Result\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12)\n" +
@@ -4919,7 +4931,8 @@ const file_rhizon_proto_rawDesc = "" +
 	"\tduplicate\x18\t \x01(\bR\tduplicate\x12\x14\n" +
 	"\x05reply\x18\n" +
 	" \x01(\fR\x05reply\x12\x16\n" +
-	"\x06replay\x18\v \x01(\bR\x06replay\"\xf3\x04\n" +
+	"\x06replay\x18\v \x01(\bR\x06replay\x12\x0e\n" +
+	"\x02at\x18\f \x01(\x03R\x02at\"\xf3\x04\n" +
 	"\tRejection\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1d\n" +
 	"\n" +

@@ -85,6 +85,9 @@ type nodeFlags struct {
 	batchFlight  int
 	httpLimits   gateway.HTTPLimits
 	docTypes     docTypesFlag
+	retention    retentionFlag
+	sweepEvery   time.Duration
+	sweepRows    int
 	wasmActors   []string
 }
 
@@ -157,6 +160,10 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.DurationVar(&f.httpLimits.IdleTimeout, "http-idle-timeout", hl.IdleTimeout, "HTTP: keep-alive connection idle time before it is closed")
 	fs.IntVar(&f.httpLimits.MaxHeaderBytes, "http-max-header-bytes", hl.MaxHeaderBytes, "HTTP: largest request header")
 	fs.Var(&f.docTypes, "document-types", `document actor types besides kv, each behaving as kv: "user,invoice", or one type with indexed top-level fields "user:email,age" (repeat the flag, or join with ';'); every node of a cluster must declare the same set`)
+	fs.Var(&f.retention, "retention", `idempotency retention per tenant: "tenant=acme:idempotency=72h" (repeat the flag, or join with ';'); every node of a cluster should say the same (README: Retention)`)
+	fs.DurationVar(&f.sweepEvery, "retention-sweep-interval", time.Minute, "how often a shard leader starts a pass deleting expired idempotency records")
+	fs.IntVar(&f.sweepRows, "retention-sweep-rows", 1024, "idempotency records one sweep entry examines (tests make it small)")
+	_ = fs.MarkHidden("retention-sweep-rows")
 	_ = fs.MarkHidden("fast-gossip")
 	if dev {
 		fs.StringVar(&f.devTenant, "tenant", "dev", "tenant of the dev token")
@@ -402,6 +409,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		ShardTemplate: shard.Config{
 			SnapshotThreshold: f.snapshotAt, HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election,
 			LeaderLeaseTimeout: min(f.heartbeat, f.election) / 2,
+			Retention:          f.retention.windows, SweepInterval: f.sweepEvery, SweepRows: f.sweepRows,
 		},
 	})
 	if err != nil {

@@ -37,22 +37,27 @@ type OutboxRow struct {
 type Store struct {
 	ents    map[string]engine.Entity
 	results map[string][]byte
-	timers  map[string]engine.Timer // by address key + name
-	history map[string][]Record     // by address key, in position order
-	outbox  []OutboxRow             // in position order
-	index   []string                // actor.AppendIndexKey of every index entry, sorted
-	meta    engine.Meta
+	// resultRefs names each result's address and key, for ScanResults.
+	resultRefs map[string]resultRef
+	timers     map[string]engine.Timer // by address key + name
+	history    map[string][]Record     // by address key, in position order
+	outbox     []OutboxRow             // in position order
+	index      []string                // actor.AppendIndexKey of every index entry, sorted
+	meta       engine.Meta
 }
 
 // New returns an empty store.
 func New() *Store {
 	return &Store{
-		ents: map[string]engine.Entity{}, results: map[string][]byte{},
+		ents: map[string]engine.Entity{}, results: map[string][]byte{}, resultRefs: map[string]resultRef{},
 		timers: map[string]engine.Timer{}, history: map[string][]Record{},
 	}
 }
 
-var _ engine.Store = (*Store)(nil)
+var (
+	_ engine.Store         = (*Store)(nil)
+	_ engine.ResultSweeper = (*Store)(nil)
+)
 
 func resultKey(a actor.Address, key string) string { return string(a.Key()) + "\x00" + key }
 func timerKey(a actor.Address, name string) string { return string(a.Key()) + name }
@@ -166,7 +171,48 @@ func (b *batch) DeleteHistory(a actor.Address, pos engine.Position) {
 
 func (b *batch) PutResult(a actor.Address, key string, data []byte) {
 	k := resultKey(a, key)
-	b.add(func(s *Store) { s.results[k] = data })
+	b.add(func(s *Store) {
+		s.results[k] = data
+		s.resultRefs[k] = resultRef{a, key}
+	})
+}
+
+// DeleteResult implements engine.ResultDeleter.
+func (b *batch) DeleteResult(a actor.Address, key string) {
+	k := resultKey(a, key)
+	b.add(func(s *Store) {
+		delete(s.results, k)
+		delete(s.resultRefs, k)
+	})
+}
+
+type resultRef struct {
+	addr actor.Address
+	key  string
+}
+
+// ScanResults implements engine.ResultSweeper in the order of the Badger
+// store's keys (address key, then idempotency key, no separator), so a
+// replay sweeps exactly what the replicas swept.
+func (s *Store) ScanResults(from []byte, limit int) ([]engine.ResultRow, error) {
+	type row struct {
+		k string
+		r engine.ResultRow
+	}
+	var rows []row
+	for k, ref := range s.resultRefs { //rhizon:deterministic sorted below
+		bk := string(ref.addr.Key()) + ref.key
+		if bk < string(from) {
+			continue
+		}
+		rows = append(rows, row{bk, engine.ResultRow{Address: ref.addr, Key: ref.key, Data: s.results[k]}})
+	}
+	slices.SortFunc(rows, func(a, b row) int { return strings.Compare(a.k, b.k) })
+	out := make([]engine.ResultRow, 0, min(limit, len(rows)))
+	for _, r := range rows[:min(limit, len(rows))] {
+		out = append(out, r.r)
+	}
+	return out, nil
 }
 
 func (b *batch) PutOutbox(pos engine.Position, data []byte) {

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRetentionFlag(t *testing.T) {
+	var f retentionFlag
+	if err := f.Set("tenant=acme:idempotency=72h;tenant=beta:idempotency=30d"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Set("tenant=acme:idempotency=1h"); err != nil { // a later rule wins
+		t.Fatal(err)
+	}
+	if f.windows["acme"] != time.Hour || f.windows["beta"] != 30*24*time.Hour {
+		t.Fatalf("windows %v", f.windows)
+	}
+	if got := f.String(); got != "tenant=acme:idempotency=1h0m0s;tenant=beta:idempotency=720h0m0s" {
+		t.Fatalf("String() = %q", got)
+	}
+	for in, want := range map[string]string{
+		"tenant=acme":                         "needs both",
+		"idempotency=1h":                      "needs both",
+		"tenant=acme:idempotency=soon":        "not a positive duration",
+		"tenant=acme:idempotency=-1h":         "not a positive duration",
+		"tenant=acme:history=30d":             "history retention is not available",
+		"tenant=acme:idempotency=1h:colour=1": `unknown key "colour"`,
+		"acme":                                "not key=value",
+	} {
+		var f retentionFlag
+		if err := f.Set(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Set(%q) = %v, want an error saying %q", in, err, want)
+		}
+	}
+}

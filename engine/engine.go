@@ -62,6 +62,12 @@ type Entry struct {
 	Retention map[string]int64
 	// Sweep, when set, deletes expired idempotency records (retention.go).
 	Sweep *Sweep
+	// HistoryRetention maps a tenant to its history window in ms of
+	// logical time (history_retention.go), stamped by the leader.
+	HistoryRetention map[string]int64
+	// HistorySweep, when set, deletes old history records
+	// (history_retention.go).
+	HistorySweep *HistorySweep
 }
 
 // ErrMissingRevision is wrapped by the error Apply returns, before it writes
@@ -138,6 +144,8 @@ type Applied struct {
 	At int64
 	// ResultsSwept counts the expired idempotency records the entry deleted.
 	ResultsSwept int
+	// HistorySwept counts the history records the entry deleted.
+	HistorySwept int
 }
 
 // Engine applies entries for one shard. It is not safe for concurrent use:
@@ -251,6 +259,7 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 		index:     ent.Index,
 		revs:      ent.Revisions,
 		retention: ent.Retention,
+		histRet:   ent.HistoryRetention,
 		at:        at,
 		entities:  make(map[string]*entitySlot, len(ent.Commands)),
 		cmds:      len(ent.Commands),
@@ -271,6 +280,13 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 		return Applied{}, err
 	}
 	out.ResultsSwept = swept
+	hswept, err := a.sweepHistory(ent.HistorySweep)
+	if err != nil {
+		a.b.Discard()
+		e.cache.reset()
+		return Applied{}, err
+	}
+	out.HistorySwept = hswept
 	fired, err := a.fireTimers()
 	if err != nil {
 		a.b.Discard()
@@ -335,7 +351,9 @@ type applier struct {
 	revs  map[string]string // Entry.Revisions
 	// retention is Entry.Retention: tenant -> idempotency window in ms.
 	retention map[string]int64
-	at        int64
+	// histRet is Entry.HistoryRetention: tenant -> history window in ms.
+	histRet map[string]int64
+	at      int64
 	ordinal   uint32
 	nthCmd    uint64
 

@@ -19,6 +19,7 @@ const (
 	tagTimerEnt byte = 0x06 // shard | tag | addrKey | name -> at i64 | payload
 	tagOutbox   byte = 0x07 // shard | tag | index u64 | ordinal u32 -> row, or rows packed up to it (outbox.go)
 	tagIndex    byte = 0x08 // shard | tag | actor.AppendIndexKey -> empty (docindex.go)
+	tagTrim     byte = 0x09 // shard | tag | addrKey -> index u64 | ordinal u32: last history position a sweep deleted
 
 	// Internal keyspaces: never part of a snapshot.
 	tagJournal       byte = 0xF0 // shard | tag | seq u32 -> one op of a large batch
@@ -27,7 +28,7 @@ const (
 )
 
 // dataTag reports whether tag is a keyspace that snapshots carry.
-func dataTag(tag byte) bool { return tag >= tagMeta && tag <= tagIndex }
+func dataTag(tag byte) bool { return tag >= tagMeta && tag <= tagTrim }
 
 // Keyspace tags of the Raft DB.
 const (

@@ -48,7 +48,13 @@ func (s *ShardStore) ScanResults(from []byte, limit int) ([]engine.ResultRow, er
 // tag) n rows after from, or nil when fewer rows remain: the leader's
 // cursor for the next sweep.
 func (s *ShardStore) ResultKeyAfter(from []byte, n int) ([]byte, error) {
-	prefix := tagPrefix(s.id, tagResult)
+	return s.keyAfter(tagResult, from, n)
+}
+
+// keyAfter returns the key of keyspace tag (without shard prefix and tag)
+// n rows after from, or nil when fewer rows remain.
+func (s *ShardStore) keyAfter(tag byte, from []byte, n int) ([]byte, error) {
+	prefix := tagPrefix(s.id, tag)
 	var next []byte
 	err := s.db().View(func(txn *badger.Txn) error {
 		iopt := badger.DefaultIteratorOptions

@@ -958,7 +958,13 @@ type LogEntry struct {
 	// Set by the leader now and then when retention is configured: delete
 	// expired result rows among the next limit rows of the result keyspace
 	// from from_key on. One entry is one atomic batch on every replica.
-	Sweep         *RetentionSweep `protobuf:"bytes,23,opt,name=sweep,proto3" json:"sweep,omitempty"`
+	Sweep *RetentionSweep `protobuf:"bytes,23,opt,name=sweep,proto3" json:"sweep,omitempty"`
+	// Set by the leader when a tenant has a history window: delete that
+	// tenant's history records older than the window among the next limit
+	// rows of the history keyspace, but only those at or below through_index,
+	// a log index the leader had snapshotted (replicas snapshot at different
+	// indexes, so the bound comes from the log, never from a replica).
+	HistorySweep  *HistorySweep `protobuf:"bytes,24,opt,name=history_sweep,json=historySweep,proto3" json:"history_sweep,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1049,19 +1055,91 @@ func (x *LogEntry) GetSweep() *RetentionSweep {
 	return nil
 }
 
+func (x *LogEntry) GetHistorySweep() *HistorySweep {
+	if x != nil {
+		return x.HistorySweep
+	}
+	return nil
+}
+
+// HistorySweep names a slice of the history keyspace to trim: from_key is
+// the key after the shard prefix and tag (an address key, index, ordinal).
+type HistorySweep struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromKey       []byte                 `protobuf:"bytes,1,opt,name=from_key,json=fromKey,proto3" json:"from_key,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	ThroughIndex  uint64                 `protobuf:"varint,3,opt,name=through_index,json=throughIndex,proto3" json:"through_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistorySweep) Reset() {
+	*x = HistorySweep{}
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistorySweep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistorySweep) ProtoMessage() {}
+
+func (x *HistorySweep) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistorySweep.ProtoReflect.Descriptor instead.
+func (*HistorySweep) Descriptor() ([]byte, []int) {
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *HistorySweep) GetFromKey() []byte {
+	if x != nil {
+		return x.FromKey
+	}
+	return nil
+}
+
+func (x *HistorySweep) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *HistorySweep) GetThroughIndex() uint64 {
+	if x != nil {
+		return x.ThroughIndex
+	}
+	return 0
+}
+
 // TenantRetention is one tenant's idempotency window in milliseconds of
 // logical time; 0 means results are kept forever.
 type TenantRetention struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	IdempotencyMs int64                  `protobuf:"varint,2,opt,name=idempotency_ms,json=idempotencyMs,proto3" json:"idempotency_ms,omitempty"`
+	// History records (events, recorded rejections) older than this many ms
+	// of logical time may be deleted by history sweeps; 0 keeps them forever.
+	HistoryMs     int64 `protobuf:"varint,3,opt,name=history_ms,json=historyMs,proto3" json:"history_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TenantRetention) Reset() {
 	*x = TenantRetention{}
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1151,7 @@ func (x *TenantRetention) String() string {
 func (*TenantRetention) ProtoMessage() {}
 
 func (x *TenantRetention) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[8]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1164,7 @@ func (x *TenantRetention) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantRetention.ProtoReflect.Descriptor instead.
 func (*TenantRetention) Descriptor() ([]byte, []int) {
-	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{8}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TenantRetention) GetTenant() string {
@@ -1099,6 +1177,13 @@ func (x *TenantRetention) GetTenant() string {
 func (x *TenantRetention) GetIdempotencyMs() int64 {
 	if x != nil {
 		return x.IdempotencyMs
+	}
+	return 0
+}
+
+func (x *TenantRetention) GetHistoryMs() int64 {
+	if x != nil {
+		return x.HistoryMs
 	}
 	return 0
 }
@@ -1116,7 +1201,7 @@ type RetentionSweep struct {
 
 func (x *RetentionSweep) Reset() {
 	*x = RetentionSweep{}
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1213,7 @@ func (x *RetentionSweep) String() string {
 func (*RetentionSweep) ProtoMessage() {}
 
 func (x *RetentionSweep) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[9]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1226,7 @@ func (x *RetentionSweep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionSweep.ProtoReflect.Descriptor instead.
 func (*RetentionSweep) Descriptor() ([]byte, []int) {
-	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{9}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RetentionSweep) GetFromKey() []byte {
@@ -1169,7 +1254,7 @@ type ActorRevision struct {
 
 func (x *ActorRevision) Reset() {
 	*x = ActorRevision{}
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[10]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1266,7 @@ func (x *ActorRevision) String() string {
 func (*ActorRevision) ProtoMessage() {}
 
 func (x *ActorRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[10]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1279,7 @@ func (x *ActorRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorRevision.ProtoReflect.Descriptor instead.
 func (*ActorRevision) Descriptor() ([]byte, []int) {
-	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{10}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ActorRevision) GetActorType() string {
@@ -1223,7 +1308,7 @@ type StateCheck struct {
 
 func (x *StateCheck) Reset() {
 	*x = StateCheck{}
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[11]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1320,7 @@ func (x *StateCheck) String() string {
 func (*StateCheck) ProtoMessage() {}
 
 func (x *StateCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[11]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1333,7 @@ func (x *StateCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateCheck.ProtoReflect.Descriptor instead.
 func (*StateCheck) Descriptor() ([]byte, []int) {
-	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{11}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StateCheck) GetIndex() uint64 {
@@ -1275,7 +1360,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[12]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1372,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_record_v1_record_proto_msgTypes[12]
+	mi := &file_rhizon_record_v1_record_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1385,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{12}
+	return file_rhizon_record_v1_record_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Position) GetIndex() uint64 {
@@ -1405,7 +1490,7 @@ const file_rhizon_record_v1_record_proto_rawDesc = "" +
 	"\x05shard\x18\x10 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05index\x18\x11 \x01(\x04R\x05index\x12\x18\n" +
 	"\aordinal\x18\x12 \x01(\rR\aordinalB\x13\n" +
-	"\x11_expected_version\"\x89\x03\n" +
+	"\x11_expected_version\"\xce\x03\n" +
 	"\bLogEntry\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x0e\n" +
 	"\x02at\x18\x02 \x01(\x03R\x02at\x125\n" +
@@ -1414,10 +1499,17 @@ const file_rhizon_record_v1_record_proto_rawDesc = "" +
 	"\x05check\x18\x14 \x01(\v2\x1c.rhizon.record.v1.StateCheckR\x05check\x12=\n" +
 	"\trevisions\x18\x15 \x03(\v2\x1f.rhizon.record.v1.ActorRevisionR\trevisions\x12?\n" +
 	"\tretention\x18\x16 \x03(\v2!.rhizon.record.v1.TenantRetentionR\tretention\x126\n" +
-	"\x05sweep\x18\x17 \x01(\v2 .rhizon.record.v1.RetentionSweepR\x05sweep\"P\n" +
+	"\x05sweep\x18\x17 \x01(\v2 .rhizon.record.v1.RetentionSweepR\x05sweep\x12C\n" +
+	"\rhistory_sweep\x18\x18 \x01(\v2\x1e.rhizon.record.v1.HistorySweepR\fhistorySweep\"d\n" +
+	"\fHistorySweep\x12\x19\n" +
+	"\bfrom_key\x18\x01 \x01(\fR\afromKey\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12#\n" +
+	"\rthrough_index\x18\x03 \x01(\x04R\fthroughIndex\"o\n" +
 	"\x0fTenantRetention\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12%\n" +
-	"\x0eidempotency_ms\x18\x02 \x01(\x03R\ridempotencyMs\"A\n" +
+	"\x0eidempotency_ms\x18\x02 \x01(\x03R\ridempotencyMs\x12\x1d\n" +
+	"\n" +
+	"history_ms\x18\x03 \x01(\x03R\thistoryMs\"A\n" +
 	"\x0eRetentionSweep\x12\x19\n" +
 	"\bfrom_key\x18\x01 \x01(\fR\afromKey\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"J\n" +
@@ -1456,7 +1548,7 @@ func file_rhizon_record_v1_record_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_record_v1_record_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rhizon_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_rhizon_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_rhizon_record_v1_record_proto_goTypes = []any{
 	(Status)(0),             // 0: rhizon.record.v1.Status
 	(Reason)(0),             // 1: rhizon.record.v1.Reason
@@ -1468,11 +1560,12 @@ var file_rhizon_record_v1_record_proto_goTypes = []any{
 	(*Result)(nil),          // 7: rhizon.record.v1.Result
 	(*Rejection)(nil),       // 8: rhizon.record.v1.Rejection
 	(*LogEntry)(nil),        // 9: rhizon.record.v1.LogEntry
-	(*TenantRetention)(nil), // 10: rhizon.record.v1.TenantRetention
-	(*RetentionSweep)(nil),  // 11: rhizon.record.v1.RetentionSweep
-	(*ActorRevision)(nil),   // 12: rhizon.record.v1.ActorRevision
-	(*StateCheck)(nil),      // 13: rhizon.record.v1.StateCheck
-	(*Position)(nil),        // 14: rhizon.record.v1.Position
+	(*HistorySweep)(nil),    // 10: rhizon.record.v1.HistorySweep
+	(*TenantRetention)(nil), // 11: rhizon.record.v1.TenantRetention
+	(*RetentionSweep)(nil),  // 12: rhizon.record.v1.RetentionSweep
+	(*ActorRevision)(nil),   // 13: rhizon.record.v1.ActorRevision
+	(*StateCheck)(nil),      // 14: rhizon.record.v1.StateCheck
+	(*Position)(nil),        // 15: rhizon.record.v1.Position
 }
 var file_rhizon_record_v1_record_proto_depIdxs = []int32{
 	2,  // 0: rhizon.record.v1.Command.address:type_name -> rhizon.record.v1.Address
@@ -1487,16 +1580,17 @@ var file_rhizon_record_v1_record_proto_depIdxs = []int32{
 	1,  // 9: rhizon.record.v1.Rejection.reason:type_name -> rhizon.record.v1.Reason
 	3,  // 10: rhizon.record.v1.Rejection.principal:type_name -> rhizon.record.v1.Principal
 	5,  // 11: rhizon.record.v1.LogEntry.commands:type_name -> rhizon.record.v1.Command
-	14, // 12: rhizon.record.v1.LogEntry.relayed:type_name -> rhizon.record.v1.Position
-	13, // 13: rhizon.record.v1.LogEntry.check:type_name -> rhizon.record.v1.StateCheck
-	12, // 14: rhizon.record.v1.LogEntry.revisions:type_name -> rhizon.record.v1.ActorRevision
-	10, // 15: rhizon.record.v1.LogEntry.retention:type_name -> rhizon.record.v1.TenantRetention
-	11, // 16: rhizon.record.v1.LogEntry.sweep:type_name -> rhizon.record.v1.RetentionSweep
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	15, // 12: rhizon.record.v1.LogEntry.relayed:type_name -> rhizon.record.v1.Position
+	14, // 13: rhizon.record.v1.LogEntry.check:type_name -> rhizon.record.v1.StateCheck
+	13, // 14: rhizon.record.v1.LogEntry.revisions:type_name -> rhizon.record.v1.ActorRevision
+	11, // 15: rhizon.record.v1.LogEntry.retention:type_name -> rhizon.record.v1.TenantRetention
+	12, // 16: rhizon.record.v1.LogEntry.sweep:type_name -> rhizon.record.v1.RetentionSweep
+	10, // 17: rhizon.record.v1.LogEntry.history_sweep:type_name -> rhizon.record.v1.HistorySweep
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_record_v1_record_proto_init() }
@@ -1512,7 +1606,7 @@ func file_rhizon_record_v1_record_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_record_v1_record_proto_rawDesc), len(file_rhizon_record_v1_record_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

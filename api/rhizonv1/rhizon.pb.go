@@ -2552,6 +2552,10 @@ type HistoryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Records       []*HistoryRecord       `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
 	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Set when history retention dropped this entity's older records: every
+	// record before this position was deleted (README: Retention); the
+	// records returned start after it.
+	TrimmedBefore *Position `protobuf:"bytes,3,opt,name=trimmed_before,json=trimmedBefore,proto3" json:"trimmed_before,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2598,6 +2602,13 @@ func (x *HistoryResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *HistoryResponse) GetTrimmedBefore() *Position {
+	if x != nil {
+		return x.TrimmedBefore
+	}
+	return nil
 }
 
 type StatusRequest struct {
@@ -5010,10 +5021,11 @@ const file_rhizon_proto_rawDesc = "" +
 	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\x128\n" +
-	"\vconsistency\x18\x05 \x01(\x0e2\x16.rhizon.v1.ConsistencyR\vconsistency\"m\n" +
+	"\vconsistency\x18\x05 \x01(\x0e2\x16.rhizon.v1.ConsistencyR\vconsistency\"\xa9\x01\n" +
 	"\x0fHistoryResponse\x122\n" +
 	"\arecords\x18\x01 \x03(\v2\x18.rhizon.v1.HistoryRecordR\arecords\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x0f\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12:\n" +
+	"\x0etrimmed_before\x18\x03 \x01(\v2\x13.rhizon.v1.PositionR\rtrimmedBefore\"\x0f\n" +
 	"\rStatusRequest\"\xd5\x03\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
@@ -5385,80 +5397,81 @@ var file_rhizon_proto_depIdxs = []int32{
 	13, // 34: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
 	2,  // 35: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
 	20, // 36: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
-	59, // 37: rhizon.v1.NodeStatus.actor_revisions:type_name -> rhizon.v1.NodeStatus.ActorRevisionsEntry
-	33, // 38: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
-	35, // 39: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
-	34, // 40: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
-	60, // 41: rhizon.v1.StatusResponse.active_revisions:type_name -> rhizon.v1.StatusResponse.ActiveRevisionsEntry
-	16, // 42: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	18, // 43: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	13, // 44: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	41, // 45: rhizon.v1.ReadRequest.list:type_name -> rhizon.v1.ListScan
-	20, // 46: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	56, // 47: rhizon.v1.ReadResponse.items:type_name -> rhizon.v1.ListItem
-	61, // 48: rhizon.v1.DeadLetter.headers:type_name -> rhizon.v1.DeadLetter.HeadersEntry
-	16, // 49: rhizon.v1.DeadLetter.command:type_name -> rhizon.v1.Command
-	48, // 50: rhizon.v1.ListDeadLettersResponse.dead_letters:type_name -> rhizon.v1.DeadLetter
-	37, // 51: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
-	37, // 52: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
-	37, // 53: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
-	37, // 54: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
-	54, // 55: rhizon.v1.ListRequest.where:type_name -> rhizon.v1.ListWhere
-	56, // 56: rhizon.v1.ListResponse.items:type_name -> rhizon.v1.ListItem
-	62, // 57: rhizon.v1.ListResponse.applied_indexes:type_name -> rhizon.v1.ListResponse.AppliedIndexesEntry
-	21, // 58: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	23, // 59: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	25, // 60: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	28, // 61: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	30, // 62: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	32, // 63: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	11, // 64: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	21, // 65: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	9,  // 66: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	6,  // 67: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
-	3,  // 68: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
-	55, // 69: rhizon.v1.Gateway.List:input_type -> rhizon.v1.ListRequest
-	38, // 70: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	40, // 71: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	43, // 72: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	32, // 73: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	11, // 74: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	52, // 75: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	3,  // 76: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
-	45, // 77: rhizon.v1.Internal.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
-	52, // 78: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	45, // 79: rhizon.v1.Admin.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
-	47, // 80: rhizon.v1.Admin.ListDeadLetters:input_type -> rhizon.v1.ListDeadLettersRequest
-	50, // 81: rhizon.v1.Admin.RedriveDeadLetter:input_type -> rhizon.v1.RedriveDeadLetterRequest
-	22, // 82: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	24, // 83: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	26, // 84: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	29, // 85: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	31, // 86: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	36, // 87: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	12, // 88: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	8,  // 89: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	10, // 90: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	7,  // 91: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
-	4,  // 92: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
-	57, // 93: rhizon.v1.Gateway.List:output_type -> rhizon.v1.ListResponse
-	39, // 94: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	42, // 95: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	44, // 96: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	36, // 97: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	12, // 98: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	53, // 99: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	4,  // 100: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
-	46, // 101: rhizon.v1.Internal.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
-	53, // 102: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	46, // 103: rhizon.v1.Admin.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
-	49, // 104: rhizon.v1.Admin.ListDeadLetters:output_type -> rhizon.v1.ListDeadLettersResponse
-	51, // 105: rhizon.v1.Admin.RedriveDeadLetter:output_type -> rhizon.v1.RedriveDeadLetterResponse
-	82, // [82:106] is the sub-list for method output_type
-	58, // [58:82] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	37, // 37: rhizon.v1.HistoryResponse.trimmed_before:type_name -> rhizon.v1.Position
+	59, // 38: rhizon.v1.NodeStatus.actor_revisions:type_name -> rhizon.v1.NodeStatus.ActorRevisionsEntry
+	33, // 39: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
+	35, // 40: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
+	34, // 41: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
+	60, // 42: rhizon.v1.StatusResponse.active_revisions:type_name -> rhizon.v1.StatusResponse.ActiveRevisionsEntry
+	16, // 43: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	18, // 44: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	13, // 45: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	41, // 46: rhizon.v1.ReadRequest.list:type_name -> rhizon.v1.ListScan
+	20, // 47: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	56, // 48: rhizon.v1.ReadResponse.items:type_name -> rhizon.v1.ListItem
+	61, // 49: rhizon.v1.DeadLetter.headers:type_name -> rhizon.v1.DeadLetter.HeadersEntry
+	16, // 50: rhizon.v1.DeadLetter.command:type_name -> rhizon.v1.Command
+	48, // 51: rhizon.v1.ListDeadLettersResponse.dead_letters:type_name -> rhizon.v1.DeadLetter
+	37, // 52: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
+	37, // 53: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
+	37, // 54: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
+	37, // 55: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
+	54, // 56: rhizon.v1.ListRequest.where:type_name -> rhizon.v1.ListWhere
+	56, // 57: rhizon.v1.ListResponse.items:type_name -> rhizon.v1.ListItem
+	62, // 58: rhizon.v1.ListResponse.applied_indexes:type_name -> rhizon.v1.ListResponse.AppliedIndexesEntry
+	21, // 59: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	23, // 60: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	25, // 61: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	28, // 62: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	30, // 63: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	32, // 64: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	11, // 65: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	21, // 66: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	9,  // 67: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	6,  // 68: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
+	3,  // 69: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
+	55, // 70: rhizon.v1.Gateway.List:input_type -> rhizon.v1.ListRequest
+	38, // 71: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	40, // 72: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	43, // 73: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	32, // 74: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	11, // 75: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	52, // 76: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	3,  // 77: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
+	45, // 78: rhizon.v1.Internal.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	52, // 79: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	45, // 80: rhizon.v1.Admin.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	47, // 81: rhizon.v1.Admin.ListDeadLetters:input_type -> rhizon.v1.ListDeadLettersRequest
+	50, // 82: rhizon.v1.Admin.RedriveDeadLetter:input_type -> rhizon.v1.RedriveDeadLetterRequest
+	22, // 83: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	24, // 84: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	26, // 85: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	29, // 86: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	31, // 87: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	36, // 88: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	12, // 89: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	8,  // 90: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	10, // 91: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	7,  // 92: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
+	4,  // 93: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
+	57, // 94: rhizon.v1.Gateway.List:output_type -> rhizon.v1.ListResponse
+	39, // 95: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	42, // 96: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	44, // 97: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	36, // 98: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	12, // 99: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	53, // 100: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	4,  // 101: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
+	46, // 102: rhizon.v1.Internal.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	53, // 103: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	46, // 104: rhizon.v1.Admin.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	49, // 105: rhizon.v1.Admin.ListDeadLetters:output_type -> rhizon.v1.ListDeadLettersResponse
+	51, // 106: rhizon.v1.Admin.RedriveDeadLetter:output_type -> rhizon.v1.RedriveDeadLetterResponse
+	83, // [83:107] is the sub-list for method output_type
+	59, // [59:83] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }

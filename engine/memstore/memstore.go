@@ -39,10 +39,12 @@ type Store struct {
 	results map[string][]byte
 	// resultRefs names each result's address and key, for ScanResults.
 	resultRefs map[string]resultRef
-	timers     map[string]engine.Timer // by address key + name
-	history    map[string][]Record     // by address key, in position order
-	outbox     []OutboxRow             // in position order
-	index      []string                // actor.AppendIndexKey of every index entry, sorted
+	timers     map[string]engine.Timer    // by address key + name
+	history    map[string][]Record        // by address key, in position order
+	histAddr   map[string]actor.Address   // the address of each history key, for ScanHistory
+	trims      map[string]engine.Position // history trim marks by address key
+	outbox     []OutboxRow                // in position order
+	index      []string                   // actor.AppendIndexKey of every index entry, sorted
 	meta       engine.Meta
 }
 
@@ -51,12 +53,15 @@ func New() *Store {
 	return &Store{
 		ents: map[string]engine.Entity{}, results: map[string][]byte{}, resultRefs: map[string]resultRef{},
 		timers: map[string]engine.Timer{}, history: map[string][]Record{},
+		histAddr: map[string]actor.Address{}, trims: map[string]engine.Position{},
 	}
 }
 
 var (
-	_ engine.Store         = (*Store)(nil)
-	_ engine.ResultSweeper = (*Store)(nil)
+	_ engine.Store          = (*Store)(nil)
+	_ engine.ResultSweeper  = (*Store)(nil)
+	_ engine.HistorySweeper = (*Store)(nil)
+	_ engine.HistoryTrimmer = (*batch)(nil)
 )
 
 func resultKey(a actor.Address, key string) string { return string(a.Key()) + "\x00" + key }
@@ -149,6 +154,7 @@ func (b *batch) PutEntity(a actor.Address, e engine.Entity) {
 func (b *batch) AppendHistory(a actor.Address, pos engine.Position, kind engine.HistoryKind, data []byte) {
 	k := string(a.Key())
 	b.add(func(s *Store) {
+		s.histAddr[k] = a
 		h := s.history[k]
 		i, found := slices.BinarySearchFunc(h, pos, cmpPos)
 		if found {

@@ -537,6 +537,11 @@ func (n *Node) History(ctx context.Context, addr actor.Address, after engine.Pos
 	return n.router.History(ctx, addr, after, limit, includeRejections, stale)
 }
 
+// HistoryPage implements gateway.HistoryPager (router.HistoryPage).
+func (n *Node) HistoryPage(ctx context.Context, addr actor.Address, after engine.Position, limit int, includeRejections, stale bool) ([]*pb.HistoryRecord, engine.Position, bool, engine.Position, error) {
+	return n.router.HistoryPage(ctx, addr, after, limit, includeRejections, stale)
+}
+
 // Result implements gateway.ResultBackend (router.Result).
 func (n *Node) Result(ctx context.Context, addr actor.Address, key string, stale bool) (*pb.Result, bool, uint64, error) {
 	return n.router.Result(ctx, addr, key, stale)

@@ -247,6 +247,11 @@ func (rt *router) readLocal(ctx context.Context, l *shard.Shard, addr actor.Addr
 		return nil, err
 	}
 	out.Records, out.NextIndex, out.NextOrdinal, out.More = recs, next.Index, next.Ordinal, more
+	trim, err := l.Store().HistoryTrimmed(addr)
+	if err != nil {
+		return nil, err
+	}
+	out.TrimmedIndex, out.TrimmedOrdinal = trim.Index, trim.Ordinal
 	return out, nil
 }
 
@@ -278,12 +283,20 @@ func (rt *router) Result(ctx context.Context, addr actor.Address, key string, st
 
 // History reads addr's history through read.
 func (rt *router) History(ctx context.Context, addr actor.Address, after engine.Position, limit int, includeRejections, stale bool) ([]*pb.HistoryRecord, engine.Position, bool, error) {
+	recs, next, more, _, err := rt.HistoryPage(ctx, addr, after, limit, includeRejections, stale)
+	return recs, next, more, err
+}
+
+// HistoryPage is History with the entity's trim mark (gateway.HistoryPager),
+// read at the same applied index as the page.
+func (rt *router) HistoryPage(ctx context.Context, addr actor.Address, after engine.Position, limit int, includeRejections, stale bool) (recs []*pb.HistoryRecord, next engine.Position, more bool, trimmed engine.Position, err error) {
 	resp, err := rt.read(ctx, addr, &pb.ReadRequest{
 		Stale: stale, History: true, AfterIndex: after.Index, AfterOrdinal: after.Ordinal,
 		Limit: uint32(limit), IncludeRejections: includeRejections,
 	})
 	if err != nil {
-		return nil, after, false, err
+		return nil, after, false, engine.Position{}, err
 	}
-	return resp.Records, engine.Position{Index: resp.NextIndex, Ordinal: resp.NextOrdinal}, resp.More, nil
+	return resp.Records, engine.Position{Index: resp.NextIndex, Ordinal: resp.NextOrdinal}, resp.More,
+		engine.Position{Index: resp.TrimmedIndex, Ordinal: resp.TrimmedOrdinal}, nil
 }

@@ -354,8 +354,8 @@ type applier struct {
 	// histRet is Entry.HistoryRetention: tenant -> history window in ms.
 	histRet map[string]int64
 	at      int64
-	ordinal   uint32
-	nthCmd    uint64
+	ordinal uint32
+	nthCmd  uint64
 
 	violations, violationsCoalesced, violationsSuppressed int
 

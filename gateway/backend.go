@@ -34,3 +34,11 @@ type Backend interface {
 	// off node id.
 	Drain(ctx context.Context, id string, on bool) error
 }
+
+// HistoryPager is the optional Backend capability History uses to report
+// trimmed history (HistoryResponse.trimmed_before): History plus trimmed,
+// the last position history retention deleted for the entity (zero when
+// none), so older records are known to be gone, not missing.
+type HistoryPager interface {
+	HistoryPage(ctx context.Context, addr actor.Address, after actor.Position, limit int, includeRejections, stale bool) (recs []*pb.HistoryRecord, next actor.Position, more bool, trimmed actor.Position, err error)
+}

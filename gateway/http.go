@@ -186,6 +186,15 @@ type JSONHistoryRecord struct {
 type JSONHistoryResponse struct {
 	Records       []JSONHistoryRecord `json:"records"`
 	NextPageToken string              `json:"next_page_token,omitempty"`
+	// TrimmedBefore is set when history retention deleted the entity's
+	// records before this position (README: Retention).
+	TrimmedBefore *JSONPosition `json:"trimmed_before,omitempty"`
+}
+
+// JSONPosition is a log position (pb.Position).
+type JSONPosition struct {
+	Index   uint64 `json:"index"`
+	Ordinal uint32 `json:"ordinal"`
 }
 
 // JSONShardStatus mirrors pb.ShardStatus.
@@ -485,6 +494,9 @@ func (s *Server) httpHistory(ctx context.Context, w http.ResponseWriter, r *http
 		return nil, err
 	}
 	out := &JSONHistoryResponse{Records: make([]JSONHistoryRecord, 0, len(resp.GetRecords())), NextPageToken: resp.GetNextPageToken()}
+	if t := resp.GetTrimmedBefore(); t != nil {
+		out.TrimmedBefore = &JSONPosition{Index: t.GetIndex(), Ordinal: t.GetOrdinal()}
+	}
 	for _, rec := range resp.GetRecords() {
 		switch {
 		case rec.GetEvent() != nil:

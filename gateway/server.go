@@ -675,7 +675,14 @@ func (s *Server) History(ctx context.Context, req *pb.HistoryRequest) (*pb.Histo
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	stale := req.GetConsistency() == pb.Consistency_CONSISTENCY_STALE
-	recs, next, more, err := s.backend.History(ctx, addr, after, size, req.GetIncludeRejections(), stale)
+	var recs []*pb.HistoryRecord
+	var next, trimmed actor.Position
+	var more bool
+	if hp, ok := s.backend.(HistoryPager); ok {
+		recs, next, more, trimmed, err = hp.HistoryPage(ctx, addr, after, size, req.GetIncludeRejections(), stale)
+	} else {
+		recs, next, more, err = s.backend.History(ctx, addr, after, size, req.GetIncludeRejections(), stale)
+	}
 	s.setRouteTrailers(ctx, req.GetAddress(), addr, shardID, !stale)
 	if err != nil {
 		return nil, readError(err, fmt.Sprintf("shard %d", shardID), "history")
@@ -686,6 +693,10 @@ func (s *Server) History(ctx context.Context, req *pb.HistoryRequest) (*pb.Histo
 		}
 	}
 	resp := &pb.HistoryResponse{Records: recs}
+	if t := trimmed; t != (actor.Position{}) {
+		// The first kept position is after the last deleted one.
+		resp.TrimmedBefore = &pb.Position{Index: t.Index, Ordinal: t.Ordinal + 1}
+	}
 	if more {
 		resp.NextPageToken = EncodePageToken(next)
 	}

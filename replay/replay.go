@@ -145,7 +145,9 @@ func Shard(rec *storage.ShardStore, log *storage.LogStore, snapDir string, opts 
 // reads it, which is sound because it only reads what entries up to At
 // wrote, and those records never change afterwards: events are written once
 // at their position and never rewritten or deleted (DeleteHistory only
-// rotates audit records of rejections, which are not compared); a result is
+// rotates audit records of rejections, which are not compared, and history
+// retention deletes records at or before a trim mark, which compareCommand
+// skips); a result is
 // stored once per entity and idempotency key (a later command with that key
 // is a duplicate answered from it), and is compared only when it names this
 // very command and index. The log entries up to At are committed, so they
@@ -316,6 +318,15 @@ func compareCommand(rec *storage.ShardStore, recHist, repHist func(actor.Address
 		return nil, err
 	}
 	rh, ph = atIndex(rh, idx), atIndex(ph, idx)
+	// History retention may have deleted this entry's records from the
+	// record (by a later sweep entry, which the replay applies later):
+	// compare only what the record keeps. The sweeps are in the log, so the
+	// state hash still covers the deletions.
+	trim, err := rec.HistoryTrimmed(c.Address)
+	if err != nil {
+		return nil, err
+	}
+	rh, ph = keptAfter(rh, trim), keptAfter(ph, trim)
 	if len(rh) != len(ph) {
 		return div("events", describeEvents(rh), describeEvents(ph)), nil
 	}
@@ -325,6 +336,14 @@ func compareCommand(rec *storage.ShardStore, recHist, repHist func(actor.Address
 		}
 	}
 	return nil, nil
+}
+
+// keptAfter drops the records at or before a trim mark (zero: none).
+func keptAfter(rs []record, trim engine.Position) []record {
+	for len(rs) > 0 && !rs[0].pos.After(trim) {
+		rs = rs[1:]
+	}
+	return rs
 }
 
 func atIndex(rs []record, idx uint64) []record {

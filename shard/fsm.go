@@ -250,14 +250,25 @@ func decodeEntry(index uint64, data []byte) (engine.Entry, *recordv1.StateCheck,
 			ent.Revisions[r.ActorType] = r.Revision
 		}
 	}
-	if len(le.Retention) > 0 {
-		ent.Retention = make(map[string]int64, len(le.Retention))
-		for _, r := range le.Retention {
+	for _, r := range le.Retention {
+		if r.IdempotencyMs > 0 {
+			if ent.Retention == nil {
+				ent.Retention = make(map[string]int64, len(le.Retention))
+			}
 			ent.Retention[r.Tenant] = r.IdempotencyMs
+		}
+		if r.HistoryMs > 0 {
+			if ent.HistoryRetention == nil {
+				ent.HistoryRetention = make(map[string]int64, len(le.Retention))
+			}
+			ent.HistoryRetention[r.Tenant] = r.HistoryMs
 		}
 	}
 	if sw := le.Sweep; sw != nil {
 		ent.Sweep = &engine.Sweep{From: sw.FromKey, Limit: int(sw.Limit)}
+	}
+	if sw := le.HistorySweep; sw != nil {
+		ent.HistorySweep = &engine.HistorySweep{From: sw.FromKey, Limit: int(sw.Limit), Through: sw.ThroughIndex}
 	}
 	ent.Commands = make([]actor.Command, len(le.Commands))
 	for i, c := range le.Commands {

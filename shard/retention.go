@@ -12,19 +12,22 @@ import (
 	"github.com/rhizon/rhizon/api/recordv1"
 )
 
-// retentionRecord is the per-tenant idempotency windows as every entry
-// carries them, sorted by tenant so that equal settings give equal bytes.
-func retentionRecord(r map[string]time.Duration) []*recordv1.TenantRetention {
-	tenants := make([]string, 0, len(r))
-	for t, w := range r {
-		if w > 0 {
-			tenants = append(tenants, t)
+// retentionRecord is the per-tenant idempotency and history windows as
+// every entry carries them, sorted by tenant so that equal settings give
+// equal bytes.
+func retentionRecord(r, hist map[string]time.Duration) []*recordv1.TenantRetention {
+	tenants := make([]string, 0, len(r)+len(hist))
+	for _, m := range []map[string]time.Duration{r, hist} {
+		for t, w := range m {
+			if w > 0 && !slices.Contains(tenants, t) {
+				tenants = append(tenants, t)
+			}
 		}
 	}
 	slices.Sort(tenants)
 	out := make([]*recordv1.TenantRetention, 0, len(tenants))
 	for _, t := range tenants {
-		out = append(out, &recordv1.TenantRetention{Tenant: t, IdempotencyMs: r[t].Milliseconds()})
+		out = append(out, &recordv1.TenantRetention{Tenant: t, IdempotencyMs: r[t].Milliseconds(), HistoryMs: hist[t].Milliseconds()})
 	}
 	if len(out) == 0 {
 		return nil
@@ -51,8 +54,15 @@ func (s *Shard) sweepLoop() {
 			return
 		case <-t.C:
 		}
-		if err := s.SweepPass(context.Background()); err != nil && !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrClosed) {
-			s.log.Warn("retention sweep", "err", err)
+		if len(s.cfg.Retention) > 0 {
+			if err := s.SweepPass(context.Background()); err != nil && !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrClosed) {
+				s.log.Warn("retention sweep", "err", err)
+			}
+		}
+		if len(s.cfg.HistoryRetention) > 0 {
+			if err := s.HistorySweepPass(context.Background()); err != nil && !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrClosed) {
+				s.log.Warn("history retention sweep", "err", err)
+			}
 		}
 	}
 }

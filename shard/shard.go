@@ -77,9 +77,14 @@ type Config struct {
 	// is not empty, proposes sweep entries that delete expired records
 	// (retention.go), SweepRows rows examined per entry, a pass over the
 	// shard's records every SweepInterval.
-	Retention     map[string]time.Duration
-	SweepInterval time.Duration
-	SweepRows     int
+	Retention map[string]time.Duration
+	// HistoryRetention maps a tenant to its history window: recorded in
+	// every entry like Retention; the leader proposes history sweeps that
+	// delete the tenant's events and rejections older than it, at or below
+	// the last index it snapshotted (history_retention.go).
+	HistoryRetention map[string]time.Duration
+	SweepInterval    time.Duration
+	SweepRows        int
 
 	// Now is the wall clock the leader stamps entries from (injected so tests
 	// can move it).
@@ -200,7 +205,7 @@ func Open(cfg Config) (*Shard, error) {
 		id:        cfg.ID,
 		cfg:       cfg,
 		store:     cfg.StateDB.Shard(cfg.ID),
-		retention: retentionRecord(cfg.Retention),
+		retention: retentionRecord(cfg.Retention, cfg.HistoryRetention),
 		log:       log,
 		tracer:    otel.Tracer("github.com/rhizon/rhizon/shard"),
 		queue:     newFairQueue(cfg.QueueSize),

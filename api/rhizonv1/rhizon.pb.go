@@ -3582,6 +3582,10 @@ type ReadResponse struct {
 	NextIndex    uint64                 `protobuf:"varint,5,opt,name=next_index,json=nextIndex,proto3" json:"next_index,omitempty"`
 	NextOrdinal  uint32                 `protobuf:"varint,6,opt,name=next_ordinal,json=nextOrdinal,proto3" json:"next_ordinal,omitempty"`
 	More         bool                   `protobuf:"varint,7,opt,name=more,proto3" json:"more,omitempty"`
+	// With history: the entity's trim mark (history retention deleted every
+	// record at or before it); zero when none was deleted.
+	TrimmedIndex   uint64 `protobuf:"varint,8,opt,name=trimmed_index,json=trimmedIndex,proto3" json:"trimmed_index,omitempty"`
+	TrimmedOrdinal uint32 `protobuf:"varint,9,opt,name=trimmed_ordinal,json=trimmedOrdinal,proto3" json:"trimmed_ordinal,omitempty"`
 	// With ReadRequest.result: the stored result (a Result), if found.
 	Result      []byte `protobuf:"bytes,40,opt,name=result,proto3" json:"result,omitempty"`
 	ResultFound bool   `protobuf:"varint,41,opt,name=result_found,json=resultFound,proto3" json:"result_found,omitempty"`
@@ -3669,6 +3673,20 @@ func (x *ReadResponse) GetMore() bool {
 		return x.More
 	}
 	return false
+}
+
+func (x *ReadResponse) GetTrimmedIndex() uint64 {
+	if x != nil {
+		return x.TrimmedIndex
+	}
+	return 0
+}
+
+func (x *ReadResponse) GetTrimmedOrdinal() uint32 {
+	if x != nil {
+		return x.TrimmedOrdinal
+	}
+	return 0
 }
 
 func (x *ReadResponse) GetResult() []byte {
@@ -5125,7 +5143,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\thas_after\x18\b \x01(\bR\bhasAfter\x12\x14\n" +
 	"\x05limit\x18\t \x01(\rR\x05limit\x12\x14\n" +
 	"\x05shard\x18\n" +
-	" \x01(\rR\x05shard\"\xe9\x02\n" +
+	" \x01(\rR\x05shard\"\xb7\x03\n" +
 	"\fReadResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\fR\x05state\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12#\n" +
@@ -5134,7 +5152,9 @@ const file_rhizon_proto_rawDesc = "" +
 	"\n" +
 	"next_index\x18\x05 \x01(\x04R\tnextIndex\x12!\n" +
 	"\fnext_ordinal\x18\x06 \x01(\rR\vnextOrdinal\x12\x12\n" +
-	"\x04more\x18\a \x01(\bR\x04more\x12\x16\n" +
+	"\x04more\x18\a \x01(\bR\x04more\x12#\n" +
+	"\rtrimmed_index\x18\b \x01(\x04R\ftrimmedIndex\x12'\n" +
+	"\x0ftrimmed_ordinal\x18\t \x01(\rR\x0etrimmedOrdinal\x12\x16\n" +
 	"\x06result\x18( \x01(\fR\x06result\x12!\n" +
 	"\fresult_found\x18) \x01(\bR\vresultFound\x12)\n" +
 	"\x05items\x182 \x03(\v2\x13.rhizon.v1.ListItemR\x05items\x12\x14\n" +

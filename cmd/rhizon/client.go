@@ -264,11 +264,15 @@ func historyCmd() *cobra.Command {
 			defer func() { _ = cl.Close() }()
 			req := &pb.HistoryRequest{Address: f.scope(addr), IncludeRejections: rejections, PageSize: pageSize, PageToken: pageToken}
 			var recs []*pb.HistoryRecord
+			var trimmed *pb.Position
 			next := ""
 			for {
 				resp, err := cl.History(ctx, req)
 				if err != nil {
 					return f.callErr(err)
+				}
+				if trimmed == nil {
+					trimmed = resp.GetTrimmedBefore()
 				}
 				recs = append(recs, resp.GetRecords()...)
 				next = resp.GetNextPageToken()
@@ -283,7 +287,16 @@ func historyCmd() *cobra.Command {
 				for _, r := range recs {
 					items = append(items, recordJSON(r))
 				}
-				return writeJSON(w, map[string]any{"records": items, "next_page_token": next})
+				out := map[string]any{"records": items, "next_page_token": next}
+				if trimmed != nil {
+					out["trimmed_before"] = map[string]any{"index": trimmed.GetIndex(), "ordinal": trimmed.GetOrdinal()}
+				}
+				return writeJSON(w, out)
+			}
+			if trimmed != nil {
+				// Say so before the records: older ones were deleted by
+				// history retention, the list does not start at the beginning.
+				fmt.Fprintf(w, "trimmed: records before %d.%d were deleted by history retention\n", trimmed.GetIndex(), trimmed.GetOrdinal())
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "POSITION\tVERSION\tTYPE\tSCHEMA\tPRINCIPAL\tDETAIL")

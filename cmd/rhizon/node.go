@@ -160,8 +160,8 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.DurationVar(&f.httpLimits.IdleTimeout, "http-idle-timeout", hl.IdleTimeout, "HTTP: keep-alive connection idle time before it is closed")
 	fs.IntVar(&f.httpLimits.MaxHeaderBytes, "http-max-header-bytes", hl.MaxHeaderBytes, "HTTP: largest request header")
 	fs.Var(&f.docTypes, "document-types", `document actor types besides kv, each behaving as kv: "user,invoice", or one type with indexed top-level fields "user:email,age" (repeat the flag, or join with ';'); every node of a cluster must declare the same set`)
-	fs.Var(&f.retention, "retention", `idempotency retention per tenant: "tenant=acme:idempotency=72h" (repeat the flag, or join with ';'); every node of a cluster should say the same (README: Retention)`)
-	fs.DurationVar(&f.sweepEvery, "retention-sweep-interval", time.Minute, "how often a shard leader starts a pass deleting expired idempotency records")
+	fs.Var(&f.retention, "retention", `retention per tenant: "tenant=acme:idempotency=72h:history=30d" (repeat the flag, or join with ';'); every node of a cluster should say the same (README: Retention)`)
+	fs.DurationVar(&f.sweepEvery, "retention-sweep-interval", time.Minute, "how often a shard leader starts a pass deleting expired idempotency and history records")
 	fs.IntVar(&f.sweepRows, "retention-sweep-rows", 1024, "idempotency records one sweep entry examines (tests make it small)")
 	_ = fs.MarkHidden("retention-sweep-rows")
 	_ = fs.MarkHidden("fast-gossip")
@@ -409,7 +409,8 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		ShardTemplate: shard.Config{
 			SnapshotThreshold: f.snapshotAt, HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election,
 			LeaderLeaseTimeout: min(f.heartbeat, f.election) / 2,
-			Retention:          f.retention.windows, SweepInterval: f.sweepEvery, SweepRows: f.sweepRows,
+			Retention:          f.retention.windows, HistoryRetention: f.retention.history,
+			SweepInterval: f.sweepEvery, SweepRows: f.sweepRows,
 		},
 	})
 	if err != nil {

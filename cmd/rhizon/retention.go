@@ -9,20 +9,33 @@ import (
 )
 
 // retentionFlag collects --retention values: "tenant=acme:idempotency=72h",
-// several joined with ';' or the flag repeated. Days ("30d") are accepted.
+// "tenant=acme:history=30d" or both in one rule, several joined with ';' or
+// the flag repeated. Days ("30d") are accepted.
 type retentionFlag struct {
-	windows map[string]time.Duration
+	windows map[string]time.Duration // idempotency
+	history map[string]time.Duration
 }
 
 func (f *retentionFlag) String() string {
-	tenants := make([]string, 0, len(f.windows))
-	for t := range f.windows {
-		tenants = append(tenants, t)
+	var tenants []string
+	for _, m := range []map[string]time.Duration{f.windows, f.history} {
+		for t := range m {
+			if !slices.Contains(tenants, t) {
+				tenants = append(tenants, t)
+			}
+		}
 	}
 	slices.Sort(tenants)
 	parts := make([]string, 0, len(tenants))
 	for _, t := range tenants {
-		parts = append(parts, fmt.Sprintf("tenant=%s:idempotency=%s", t, f.windows[t]))
+		p := "tenant=" + t
+		if w, ok := f.windows[t]; ok {
+			p += fmt.Sprintf(":idempotency=%s", w)
+		}
+		if w, ok := f.history[t]; ok {
+			p += fmt.Sprintf(":history=%s", w)
+		}
+		parts = append(parts, p)
 	}
 	return strings.Join(parts, ";")
 }
@@ -34,45 +47,61 @@ func (f *retentionFlag) Set(v string) error {
 		if rule = strings.TrimSpace(rule); rule == "" {
 			continue
 		}
-		tenant, win, err := parseRetentionRule(rule)
+		r, err := parseRetentionRule(rule)
 		if err != nil {
 			return err
 		}
-		if f.windows == nil {
-			f.windows = map[string]time.Duration{}
+		if r.idempotency > 0 {
+			if f.windows == nil {
+				f.windows = map[string]time.Duration{}
+			}
+			f.windows[r.tenant] = r.idempotency
 		}
-		f.windows[tenant] = win
+		if r.history > 0 {
+			if f.history == nil {
+				f.history = map[string]time.Duration{}
+			}
+			f.history[r.tenant] = r.history
+		}
 	}
 	return nil
 }
 
-func parseRetentionRule(rule string) (string, time.Duration, error) {
-	var tenant string
-	var win time.Duration
+type retentionRule struct {
+	tenant               string
+	idempotency, history time.Duration
+}
+
+func parseRetentionRule(rule string) (retentionRule, error) {
+	var r retentionRule
 	for _, kv := range strings.Split(rule, ":") {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return "", 0, fmt.Errorf("retention rule %q: %q is not key=value (want tenant=NAME:idempotency=72h)", rule, kv)
+			return r, fmt.Errorf("retention rule %q: %q is not key=value (want tenant=NAME:idempotency=72h or tenant=NAME:history=30d)", rule, kv)
 		}
 		switch k {
 		case "tenant":
-			tenant = v
-		case "idempotency":
+			r.tenant = v
+		case "idempotency", "history":
 			d, err := parseDays(v)
 			if err != nil || d <= 0 {
-				return "", 0, fmt.Errorf("retention rule %q: idempotency=%q is not a positive duration (e.g. 72h, 30d)", rule, v)
+				return r, fmt.Errorf("retention rule %q: %s=%q is not a positive duration (e.g. 72h, 30d)", rule, k, v)
 			}
-			win = d
-		case "history":
-			return "", 0, fmt.Errorf("retention rule %q: history retention is not available yet; only idempotency=<window> is", rule)
+			if k == "history" {
+				r.history = d
+			} else {
+				r.idempotency = d
+			}
+		case "history-archive":
+			return r, fmt.Errorf("retention rule %q: history-archive is not available: history retention drops records (README: Retention says why); export them first with rhizon export", rule)
 		default:
-			return "", 0, fmt.Errorf("retention rule %q: unknown key %q (want tenant and idempotency)", rule, k)
+			return r, fmt.Errorf("retention rule %q: unknown key %q (want tenant, idempotency, history)", rule, k)
 		}
 	}
-	if tenant == "" || win == 0 {
-		return "", 0, fmt.Errorf("retention rule %q: needs both tenant=NAME and idempotency=<window>", rule)
+	if r.tenant == "" || r.idempotency == 0 && r.history == 0 {
+		return r, fmt.Errorf("retention rule %q: needs tenant=NAME and idempotency=<window> and/or history=<window>", rule)
 	}
-	return tenant, win, nil
+	return r, nil
 }
 
 // parseDays is time.ParseDuration plus a whole number of days ("30d").

@@ -1,0 +1,92 @@
+package shard
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/rhizon/rhizon/api/recordv1"
+	"github.com/rhizon/rhizon/engine"
+)
+
+// HistorySweepPass has the leader propose history sweep entries over all
+// of the shard's history records, slice by slice (SweepRows rows each),
+// bounded by the last index this leader snapshotted: every replica deletes
+// at or below the bound the entry names, whatever it snapshotted itself.
+// Nothing is proposed before the leader's first snapshot, or for a slice
+// with nothing to delete on the leader's own state.
+func (s *Shard) HistorySweepPass(ctx context.Context) error {
+	if s.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	through, _ := strconv.ParseUint(s.raft.Stats()["last_snapshot_index"], 10, 64)
+	if through == 0 {
+		return nil
+	}
+	var from []byte
+	for {
+		if s.raft.State() != raft.Leader {
+			return ErrNotLeader
+		}
+		if s.fsm.halted.Load() {
+			return ErrHalted
+		}
+		select {
+		case <-s.stop:
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		// As in SweepPass, the next slice's start is read before this one
+		// deletes: records appended meanwhile are young and past through.
+		next, err := s.store.HistoryKeyAfter(from, s.cfg.SweepRows)
+		if err != nil {
+			return err
+		}
+		le := s.newEntry()
+		old, err := s.sliceHistoryExpired(from, le.At, through)
+		if err != nil {
+			return err
+		}
+		if old {
+			le.HistorySweep = &recordv1.HistorySweep{FromKey: from, Limit: uint32(s.cfg.SweepRows), ThroughIndex: through}
+			data, err := marshal.Marshal(le)
+			if err != nil {
+				return err
+			}
+			if err := s.futureError(s.raft.Apply(data, s.cfg.ApplyTimeout)); err != nil {
+				return mapRaftErr(err, true)
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		from = next
+	}
+}
+
+// sliceHistoryExpired reports whether the slice of SweepRows history rows
+// from from holds one a history sweep at at bounded by through deletes, on
+// this replica's state.
+func (s *Shard) sliceHistoryExpired(from []byte, at int64, through uint64) (bool, error) {
+	rows, err := s.store.ScanHistory(from, s.cfg.SweepRows)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range rows {
+		w := s.cfg.HistoryRetention[r.Address.Tenant]
+		if w <= 0 || r.Pos.Index > through {
+			continue
+		}
+		recAt, err := engine.HistoryRecordAt(r.Kind, r.Data)
+		if err != nil {
+			return false, err
+		}
+		if engine.HistoryExpired(r.Pos, recAt, at, w.Milliseconds(), through) {
+			return true, nil
+		}
+	}
+	return false, nil
+}

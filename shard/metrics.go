@@ -34,6 +34,7 @@ type metrics struct {
 	diverged        metric.Int64Counter
 	revisionMissing metric.Int64Counter
 	swept           metric.Int64Counter
+	historySwept    metric.Int64Counter
 }
 
 func newMetrics(id uint32) (*metrics, error) {
@@ -81,6 +82,9 @@ func newMetrics(id uint32) (*metrics, error) {
 	mt.swept, e = m.Int64Counter("rhizon.retention.results_swept", metric.WithDescription(
 		"Expired idempotency records deleted by retention sweep entries (retention.go)."))
 	check(e)
+	mt.historySwept, e = m.Int64Counter("rhizon.retention.history_swept", metric.WithDescription(
+		"History records (events, recorded rejections) deleted by history retention sweep entries (history_retention.go)."))
+	check(e)
 	mt.overloaded, e = m.Int64Counter("rhizon.submit.overloaded", metric.WithDescription("Submits refused because the proposer queue was full."))
 	check(e)
 	return mt, err
@@ -105,6 +109,9 @@ func (m *metrics) applied(out engine.Applied) {
 	m.entries.Add(ctx, 1, m.shardAttr)
 	if out.ResultsSwept > 0 {
 		m.swept.Add(ctx, int64(out.ResultsSwept), m.shardAttr)
+	}
+	if out.HistorySwept > 0 {
+		m.historySwept.Add(ctx, int64(out.HistorySwept), m.shardAttr)
 	}
 	if out.TimersFired > 0 {
 		m.timers.Add(ctx, int64(out.TimersFired), m.shardAttr)

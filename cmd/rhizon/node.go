@@ -39,56 +39,57 @@ import (
 )
 
 type nodeFlags struct {
-	nodeID       string
-	dataDir      string
-	shards       uint32
-	grpcAddr     string
-	httpAddr     string
-	tokenFile    string
-	quotas       string
-	natsAddr     string
-	natsURL      string
-	natsCluster  string
-	natsRoutes   []string
-	natsCreds    string
-	streamRepl   int
-	eventsRepl   int
-	eventsFsync  string
-	eventsFormat string
-	dupWindow    time.Duration
-	otlpEndpoint string
-	logLevel     string
-	config       string
-	devTenant    string
-	snapshotAt   uint64
-	raftAddr     string
-	gossipAddr   string
-	advertise    string
-	join         []string
-	expect       int
-	zone         string
-	secret       string
-	rf           int
-	controlVote  int
-	deadAfter    time.Duration
-	fastGossip   bool
-	pprof        bool
-	raftV1       bool
-	tlsCert      string
-	tlsKey       string
-	tlsCA        string
-	heartbeat    time.Duration
-	election     time.Duration
-	tokenPoll    time.Duration
-	watchToken   int
-	watchConn    int
-	batchFlight  int
-	httpLimits   gateway.HTTPLimits
-	docTypes     docTypesFlag
-	retention    retentionFlag
-	sweepEvery   time.Duration
-	sweepRows    int
-	wasmActors   []string
+	nodeID        string
+	dataDir       string
+	shards        uint32
+	grpcAddr      string
+	httpAddr      string
+	tokenFile     string
+	quotas        string
+	natsAddr      string
+	natsURL       string
+	natsCluster   string
+	natsRoutes    []string
+	natsCreds     string
+	streamRepl    int
+	eventsRepl    int
+	eventsFsync   string
+	eventsFormat  string
+	dupWindow     time.Duration
+	otlpEndpoint  string
+	logLevel      string
+	config        string
+	devTenant     string
+	snapshotAt    uint64
+	snapshotEvery time.Duration
+	raftAddr      string
+	gossipAddr    string
+	advertise     string
+	join          []string
+	expect        int
+	zone          string
+	secret        string
+	rf            int
+	controlVote   int
+	deadAfter     time.Duration
+	fastGossip    bool
+	pprof         bool
+	raftV1        bool
+	tlsCert       string
+	tlsKey        string
+	tlsCA         string
+	heartbeat     time.Duration
+	election      time.Duration
+	tokenPoll     time.Duration
+	watchToken    int
+	watchConn     int
+	batchFlight   int
+	httpLimits    gateway.HTTPLimits
+	docTypes      docTypesFlag
+	retention     retentionFlag
+	sweepEvery    time.Duration
+	sweepRows     int
+	wasmActors    []string
 }
 
 func (f *nodeFlags) register(c *cobra.Command, dev bool) {
@@ -130,6 +131,8 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.config, "config", "", "YAML file with flag values (flags and RHIZON_* variables win)")
 	fs.Uint64Var(&f.snapshotAt, "snapshot-threshold", 8192, "raft entries between snapshots of a shard")
+	fs.DurationVar(&f.snapshotEvery, "snapshot-interval", 2*time.Minute, "how often a shard checks whether snapshot-threshold entries were appended (tests make it short)")
+	_ = fs.MarkHidden("snapshot-interval")
 	fs.StringVar(&f.raftAddr, "raft-addr", raftAddr, "Raft listener shared by every shard (port 0 picks a free port)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", gossipAddr, "memberlist gossip address (TCP and UDP)")
 	fs.StringVar(&f.advertise, "advertise-host", "", "host other nodes use to reach this one (default: the listen host)")
@@ -407,7 +410,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		ControlVoters: f.controlVote,
 		FastGossip:    f.fastGossip,
 		ShardTemplate: shard.Config{
-			SnapshotThreshold: f.snapshotAt, HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election,
+			SnapshotThreshold: f.snapshotAt, SnapshotInterval: f.snapshotEvery, HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election,
 			LeaderLeaseTimeout: min(f.heartbeat, f.election) / 2,
 			Retention:          f.retention.windows, HistoryRetention: f.retention.history,
 			SweepInterval: f.sweepEvery, SweepRows: f.sweepRows,

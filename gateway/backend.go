@@ -42,3 +42,12 @@ type Backend interface {
 type HistoryPager interface {
 	HistoryPage(ctx context.Context, addr actor.Address, after actor.Position, limit int, includeRejections, stale bool) (recs []*pb.HistoryRecord, next actor.Position, more bool, trimmed actor.Position, err error)
 }
+
+// historyPage reads a History page, with the trim mark when b can say it.
+func historyPage(ctx context.Context, b Backend, addr actor.Address, after actor.Position, limit int, rejections, stale bool) ([]*pb.HistoryRecord, actor.Position, bool, actor.Position, error) {
+	if hp, ok := b.(HistoryPager); ok {
+		return hp.HistoryPage(ctx, addr, after, limit, rejections, stale)
+	}
+	recs, next, more, err := b.History(ctx, addr, after, limit, rejections, stale)
+	return recs, next, more, actor.Position{}, err
+}

@@ -675,14 +675,7 @@ func (s *Server) History(ctx context.Context, req *pb.HistoryRequest) (*pb.Histo
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	stale := req.GetConsistency() == pb.Consistency_CONSISTENCY_STALE
-	var recs []*pb.HistoryRecord
-	var next, trimmed actor.Position
-	var more bool
-	if hp, ok := s.backend.(HistoryPager); ok {
-		recs, next, more, trimmed, err = hp.HistoryPage(ctx, addr, after, size, req.GetIncludeRejections(), stale)
-	} else {
-		recs, next, more, err = s.backend.History(ctx, addr, after, size, req.GetIncludeRejections(), stale)
-	}
+	recs, next, more, trimmed, err := historyPage(ctx, s.backend, addr, after, size, req.GetIncludeRejections(), stale)
 	s.setRouteTrailers(ctx, req.GetAddress(), addr, shardID, !stale)
 	if err != nil {
 		return nil, readError(err, fmt.Sprintf("shard %d", shardID), "history")
@@ -693,8 +686,7 @@ func (s *Server) History(ctx context.Context, req *pb.HistoryRequest) (*pb.Histo
 		}
 	}
 	resp := &pb.HistoryResponse{Records: recs}
-	if t := trimmed; t != (actor.Position{}) {
-		// The first kept position is after the last deleted one.
+	if t := trimmed; t != (actor.Position{}) { // the first kept position follows the last deleted one
 		resp.TrimmedBefore = &pb.Position{Index: t.Index, Ordinal: t.Ordinal + 1}
 	}
 	if more {

@@ -21,7 +21,7 @@ func TestHistoryRetention_PassBoundedByLeaderSnapshot(t *testing.T) {
 	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
 	r := openReplica(t, t.TempDir(), func(c *shard.Config) {
 		c.HistoryRetention = map[string]time.Duration{"t": time.Second}
-		c.SweepInterval, c.SnapshotThreshold = time.Hour, 1 << 20
+		c.SweepInterval, c.SnapshotThreshold = time.Hour, 1<<20
 		c.Now = func() time.Time { return time.UnixMilli(now.Load()) }
 	})
 	count := func() (n int, trimmed int) {

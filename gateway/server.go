@@ -313,8 +313,17 @@ func allowedScopes(id Identity) string {
 // lookup returns the behaviour of actorType or NotFound listing the types:
 // the revision the cluster runs it at (RevisionSource), so the verbs and
 // payloads checked here are those the engine will decide with.
-func (s *Server) lookup(actorType string) (actor.Behavior, error) {
+//
+// A type deployed by another tenant (DeploySource) is NotFound like an
+// unknown one: a tenant does not learn which names others use. A deployed
+// type that was never activated is NotFound too, with the command to run.
+func (s *Server) lookup(actorType, tenant string) (actor.Behavior, error) {
 	reg := s.backend.Registry()
+	if ds, ok := s.backend.(DeploySource); ok {
+		if owner, deployed := ds.DeployedOwners()[actorType]; deployed && owner != "*" && owner != tenant {
+			return nil, status.Errorf(codes.NotFound, "unknown actor type %q in tenant %q; registered: %s", actorType, tenant, strings.Join(s.typesFor(tenant), ", "))
+		}
+	}
 	if rs, ok := s.backend.(RevisionSource); ok {
 		if rev := rs.ActiveRevisions()[actorType]; rev != "" {
 			if b, ok := reg.LookupRevision(actorType, rev); ok {
@@ -325,7 +334,10 @@ func (s *Server) lookup(actorType string) (actor.Behavior, error) {
 	if b, ok := reg.Lookup(actorType); ok {
 		return b, nil
 	}
-	return nil, status.Errorf(codes.NotFound, "unknown actor type %q; registered: %s", actorType, strings.Join(reg.Types(), ", "))
+	if reg.Known(actorType) {
+		return nil, status.Errorf(codes.NotFound, "actor type %q is deployed but not active: run rhizon actor activate --type %s --revision R (rhizon actor list shows its revisions)", actorType, actorType)
+	}
+	return nil, status.Errorf(codes.NotFound, "unknown actor type %q; registered: %s", actorType, strings.Join(s.typesFor(tenant), ", "))
 }
 
 // reservedVerbs are delivered by the engine itself; a client submitting one
@@ -406,7 +418,7 @@ func (s *Server) buildCommand(ctx context.Context, id Identity, req *pb.SubmitRe
 			return cmd, status.Errorf(codes.InvalidArgument, "payload %v", err)
 		}
 	}
-	beh, err := s.lookup(cmd.Address.ActorType)
+	beh, err := s.lookup(cmd.Address.ActorType, cmd.Address.Tenant)
 	if err != nil {
 		return cmd, err
 	}
@@ -621,7 +633,7 @@ func (s *Server) readTarget(ctx context.Context, addr *pb.Address) (actor.Addres
 		// streams of violations (engine.AuditAddress).
 		return a, shardID, nil
 	}
-	if _, err := s.lookup(a.ActorType); err != nil {
+	if _, err := s.lookup(a.ActorType, a.Tenant); err != nil {
 		return a, shardID, err
 	}
 	if err := s.admitRequest(ctx, id, a.Tenant, 1, "the read"); err != nil {
@@ -710,6 +722,7 @@ func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 	out.Health, out.HealthReasons, out.ShardHealth = h.State, h.Reasons, h.Shards
 	if id.Role != RoleAdmin {
 		out = tenantStatus(out)
+		s.hideOthersTypes(out, id)
 	}
 	return out, nil
 }
@@ -725,6 +738,7 @@ func tenantStatus(st *pb.StatusResponse) *pb.StatusResponse {
 	out := &pb.StatusResponse{
 		NodeId: st.GetNodeId(), Version: st.GetVersion(), ShardCount: st.GetShardCount(),
 		ActorTypes: st.GetActorTypes(), Health: st.GetHealth(),
+		ActiveRevisions: st.GetActiveRevisions(), DeployedOwners: st.GetDeployedOwners(),
 	}
 	for _, sh := range st.GetShardHealth() {
 		out.ShardHealth = append(out.ShardHealth, &pb.ShardHealth{Shard: sh.GetShard(), State: sh.GetState()})

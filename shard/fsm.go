@@ -57,6 +57,24 @@ func (f *fsm) halt(err error) {
 	}
 }
 
+// awaitRevisions waits until the registry has every revision ent names
+// (deployed modules are loaded by the node while the shard waits), and
+// reports whether it has; false when the shard closes first.
+func (f *fsm) awaitRevisions(ent *engine.Entry) bool {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if engine.CheckRevisions(f.s.id, f.s.cfg.Registry, ent) == nil {
+			return true
+		}
+		select {
+		case <-f.s.stop:
+			return false
+		case <-t.C:
+		}
+	}
+}
+
 // applyResponse is what Apply hands back to the proposer through the future.
 type applyResponse struct {
 	results []actor.Result
@@ -98,15 +116,22 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	if errors.Is(err, engine.ErrMissingRevision) {
 		// Nothing was written: stop applying here (skipping the entry
-		// would diverge) until a restart with a binary that has the
-		// revision re-applies from this entry.
+		// would diverge). A revision deployed at run time (rhizon actor
+		// deploy) arrives in the registry while we wait: apply the entry
+		// then. One only a restart with another binary brings keeps the
+		// replica halted until that restart re-applies from this entry.
 		f.halt(err)
 		var mr *engine.MissingRevisionError
 		if errors.As(err, &mr) {
 			f.s.metrics.missingRevision(mr.ActorType, mr.Revision)
 		}
-		f.log.Error("shard waiting for an actor revision this binary lacks; not applying", "index", l.Index, "err", err)
-		return &applyResponse{err: fmt.Errorf("%w: %v", ErrHalted, err)}
+		f.log.Error("shard waiting for an actor revision this node lacks; not applying", "index", l.Index, "err", err)
+		if !f.awaitRevisions(&ent) {
+			return &applyResponse{err: fmt.Errorf("%w: %v", ErrHalted, err)}
+		}
+		f.halted.Store(false)
+		f.log.Info("actor revision loaded; shard applies again", "index", l.Index)
+		out, err = f.eng.Apply(&ent)
 	}
 	if err != nil {
 		// The store failed: we cannot know what it holds, so stop applying.

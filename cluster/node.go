@@ -581,6 +581,7 @@ func (n *Node) replicaLoop() {
 		}
 		st := n.ClusterState()
 		n.loadDeployed(st)
+		n.replicas.reopenWaiting()
 		n.replicas.reconcile(st)
 	}
 }

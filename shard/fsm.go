@@ -35,6 +35,9 @@ type fsm struct {
 	halted atomic.Bool
 	// haltErr says why it halted, for Status (health reports it).
 	haltErr atomic.Pointer[string]
+	// missing is the revision the replica waits for, when that is why it
+	// halted: the node reopens it once it loaded that revision.
+	missing atomic.Pointer[engine.MissingRevisionError]
 	hashes  hashRing // state hash after each recent command entry (divergence.go)
 }
 
@@ -54,24 +57,6 @@ func (f *fsm) halt(err error) {
 				f.log.Warn("halted leader could not hand leadership over", "err", err)
 			}
 		}()
-	}
-}
-
-// awaitRevisions waits until the registry has every revision ent names
-// (deployed modules are loaded by the node while the shard waits), and
-// reports whether it has; false when the shard closes first.
-func (f *fsm) awaitRevisions(ent *engine.Entry) bool {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if engine.CheckRevisions(f.s.id, f.s.cfg.Registry, ent) == nil {
-			return true
-		}
-		select {
-		case <-f.s.stop:
-			return false
-		case <-t.C:
-		}
 	}
 }
 
@@ -116,22 +101,18 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	if errors.Is(err, engine.ErrMissingRevision) {
 		// Nothing was written: stop applying here (skipping the entry
-		// would diverge). A revision deployed at run time (rhizon actor
-		// deploy) arrives in the registry while we wait: apply the entry
-		// then. One only a restart with another binary brings keeps the
-		// replica halted until that restart re-applies from this entry.
+		// would diverge) until the replica reopens with a registry that
+		// has the revision: a restart with a binary that has it, or the
+		// node loading it when it is deployed at run time (reopenWaiting
+		// in the cluster package), re-applies from this entry.
 		f.halt(err)
 		var mr *engine.MissingRevisionError
 		if errors.As(err, &mr) {
 			f.s.metrics.missingRevision(mr.ActorType, mr.Revision)
+			f.missing.Store(mr)
 		}
 		f.log.Error("shard waiting for an actor revision this node lacks; not applying", "index", l.Index, "err", err)
-		if !f.awaitRevisions(&ent) {
-			return &applyResponse{err: fmt.Errorf("%w: %v", ErrHalted, err)}
-		}
-		f.halted.Store(false)
-		f.log.Info("actor revision loaded; shard applies again", "index", l.Index)
-		out, err = f.eng.Apply(&ent)
+		return &applyResponse{err: fmt.Errorf("%w: %v", ErrHalted, err)}
 	}
 	if err != nil {
 		// The store failed: we cannot know what it holds, so stop applying.

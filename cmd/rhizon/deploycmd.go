@@ -13,7 +13,7 @@ import (
 
 func deployCmd() *cobra.Command {
 	f := &clientFlags{}
-	var typ, rev, tenant string
+	var typ, rev string
 	c := &cobra.Command{
 		Use:   "deploy FILE.wasm --type T --revision R",
 		Short: "Store a WebAssembly actor module in the cluster as revision R of type T; every node loads it",
@@ -22,7 +22,8 @@ func deployCmd() *cobra.Command {
 			"node loads it without a restart and reports the revision (rhizon actor list). Commands reach\n" +
 			"it once it is active: rhizon actor activate --type T --revision R.\n" +
 			"A tenant token deploys a type of its tenant (--tenant, default its first scope's), which only\n" +
-			"that tenant sees and uses; an admin token without --tenant deploys a type of every tenant.",
+			"that tenant sees and uses; an admin token without --tenant deploys a type of every tenant.\n" +
+			"--workspace is ignored: a type belongs to a whole tenant.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if typ == "" || rev == "" {
@@ -41,7 +42,7 @@ func deployCmd() *cobra.Command {
 			}
 			defer cancel()
 			defer func() { _ = cl.Close() }()
-			resp, err := cl.DeployActor(ctx, &pb.DeployActorRequest{ActorType: typ, Revision: rev, Module: code, Tenant: tenant})
+			resp, err := cl.DeployActor(ctx, &pb.DeployActorRequest{ActorType: typ, Revision: rev, Module: code, Tenant: f.tenant})
 			if err != nil {
 				return f.callErr(err)
 			}
@@ -64,6 +65,5 @@ func deployCmd() *cobra.Command {
 	c.Flags().DurationVar(&f.timeout, "timeout", 60*time.Second, "deadline for the call (it waits until the live nodes loaded the module, at most 30s of it)")
 	c.Flags().StringVar(&typ, "type", "", "the actor type (required)")
 	c.Flags().StringVar(&rev, "revision", "", "the revision (required; no comma or space)")
-	c.Flags().StringVar(&tenant, "tenant", "", "the tenant owning the type (default: the token's first scope's; an admin token without it deploys for every tenant)")
 	return c
 }

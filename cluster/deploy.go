@@ -86,15 +86,28 @@ func deployedOwner(st *ClusterState, actorType string) (string, bool) {
 
 // DeployedOwners implements gateway.DeploySource: deployed actor type ->
 // owning tenant, "*" for the system's.
+// The gateway asks on every command: the map is built once per control
+// state (which is immutable) and must not be modified.
 func (n *Node) DeployedOwners() map[string]string {
 	if n.controlFSM == nil {
 		return nil
 	}
+	st := n.ClusterState()
+	if c := n.owners.Load(); c != nil && c.st == st {
+		return c.owners
+	}
 	out := map[string]string{}
-	for _, d := range n.ClusterState().Deployed {
+	for _, d := range st.Deployed {
 		out[d.ActorType] = ownerLabel(d.Owner)
 	}
+	n.owners.Store(&ownersCache{st: st, owners: out})
 	return out
+}
+
+// ownersCache is DeployedOwners' answer for one control state.
+type ownersCache struct {
+	st     *ClusterState
+	owners map[string]string
 }
 
 func ownerLabel(owner string) string {

@@ -189,6 +189,7 @@ type Node struct {
 	// loaded holds the deployed revisions (type@revision) loadDeployed
 	// handled; only replicaLoop touches it.
 	loaded map[string]bool
+	owners atomic.Pointer[ownersCache]
 	// docMismatch holds the members whose document types differ (docTypesLoop).
 	docMismatch atomic.Pointer[[]string]
 	// republisher serves RepublishEvents once the ingress runs (SetRepublisher).

@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
+
+	"github.com/rhizon/rhizon/internal/rwlock"
 )
 
 // Registry maps actor type names to behaviours. Build it before the node
@@ -17,7 +18,10 @@ import (
 // The first behaviour registered for a type is its base revision: the one
 // entries recorded before revisions existed were decided with.
 type Registry struct {
-	mu     sync.RWMutex
+	// mu guards run-time additions (AddDeployed). An interface, filled by
+	// NewRegistry from internal/rwlock, so that this package, which the
+	// determinism check keeps free of sync, does not import it.
+	mu     rwLocker
 	byType map[string]Behavior
 	// deployed are the types that exist only through AddDeployed: they have
 	// no base revision, so an entry that names no revision of them (it was
@@ -31,9 +35,41 @@ type Registry struct {
 	types []string
 }
 
+// rwLocker is what *sync.RWMutex provides.
+type rwLocker interface {
+	Lock()
+	Unlock()
+	RLock()
+	RUnlock()
+}
+
+func (r *Registry) lock() {
+	if r.mu != nil {
+		r.mu.Lock()
+	}
+}
+
+func (r *Registry) unlock() {
+	if r.mu != nil {
+		r.mu.Unlock()
+	}
+}
+
+func (r *Registry) rlock() {
+	if r.mu != nil {
+		r.mu.RLock()
+	}
+}
+
+func (r *Registry) runlock() {
+	if r.mu != nil {
+		r.mu.RUnlock()
+	}
+}
+
 // NewRegistry returns a registry holding bs.
 func NewRegistry(bs ...Behavior) (*Registry, error) {
-	r := &Registry{byType: map[string]Behavior{}, revs: map[string][]Behavior{}}
+	r := &Registry{byType: map[string]Behavior{}, revs: map[string][]Behavior{}, mu: rwlock.New()}
 	for _, b := range bs {
 		if err := r.Register(b); err != nil {
 			return nil, err
@@ -44,8 +80,8 @@ func NewRegistry(bs ...Behavior) (*Registry, error) {
 
 // Register adds b. Registering a type twice is an error.
 func (r *Registry) Register(b Behavior) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.lock()
+	defer r.unlock()
 	return r.register(b)
 }
 
@@ -73,8 +109,8 @@ func (r *Registry) register(b Behavior) error {
 // the entries that name them. b must be Versioned with a revision that is
 // not empty, has no comma, and is not registered yet.
 func (r *Registry) AddRevision(b Behavior) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.lock()
+	defer r.unlock()
 	return r.addRevision(b)
 }
 
@@ -99,8 +135,11 @@ func (r *Registry) addRevision(b Behavior) error {
 // entries stamped with one of its revisions (after rhizon actor activate)
 // run it. A type registered at start keeps its base and its owner "".
 func (r *Registry) AddDeployed(b Behavior, owner string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	if r.mu == nil {
+		return fmt.Errorf("actor: type %q: only a registry made by NewRegistry takes run-time revisions", b.Type())
+	}
+	r.lock()
+	defer r.unlock()
 	_, existed := r.byType[b.Type()]
 	if existed && r.owners[b.Type()] != owner {
 		return fmt.Errorf("actor: type %q belongs to tenant %q, not %q", b.Type(), r.owners[b.Type()], owner)
@@ -121,8 +160,8 @@ func (r *Registry) AddDeployed(b Behavior, owner string) error {
 // Known reports whether actorType has any revision here (deployed ones
 // included).
 func (r *Registry) Known(actorType string) bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	_, ok := r.byType[actorType]
 	return ok
 }
@@ -130,8 +169,8 @@ func (r *Registry) Known(actorType string) bool {
 // Owner returns the tenant owning actorType, or "" when every tenant may
 // use it (built-in, loaded at start, or deployed by the system).
 func (r *Registry) Owner(actorType string) string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	return r.owners[actorType]
 }
 
@@ -145,8 +184,8 @@ func (r *Registry) Usable(actorType, tenant string) bool {
 
 // Lookup returns the behaviour of actorType: its base revision.
 func (r *Registry) Lookup(actorType string) (Behavior, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	return r.lookup(actorType)
 }
 
@@ -160,8 +199,8 @@ func (r *Registry) lookup(actorType string) (Behavior, bool) {
 
 // LookupRevision returns revision rev of actorType; "" is the base revision.
 func (r *Registry) LookupRevision(actorType, rev string) (Behavior, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	return r.lookupRevision(actorType, rev)
 }
 
@@ -180,8 +219,8 @@ func (r *Registry) lookupRevision(actorType, rev string) (Behavior, bool) {
 // Revisions returns the revisions of actorType this registry holds, base
 // first; a base without a version is "".
 func (r *Registry) Revisions(actorType string) []string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	var out []string
 	for _, b := range r.revs[actorType] {
 		out = append(out, Revision(b))
@@ -191,8 +230,8 @@ func (r *Registry) Revisions(actorType string) []string {
 
 // Types returns the registered type names, sorted.
 func (r *Registry) Types() []string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.rlock()
+	defer r.runlock()
 	return r.types
 }
 

@@ -227,6 +227,9 @@ func TestCluster_DeployWasmActorAtRunTime(t *testing.T) {
 	n2.kill()
 	n2.start(t)
 	c.waitServing(n2, 90*time.Second)
+	if n := strings.Count(n2.stderr.String(), "deployed actor revision loaded"); n != 2 {
+		t.Fatalf("the restarted node logged %d loads of deployed revisions, want 2 (1 and 2, from the control state)", n)
+	}
 	testkit.Eventually(t, 60*time.Second, "load flowing after the restart", load.atLeast(600))
 	close(load.quit)
 	load.wg.Wait()

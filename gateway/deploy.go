@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"slices"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -137,4 +138,34 @@ func (s *Server) hideOthersTypes(st *pb.StatusResponse, id Identity) {
 		}
 	}
 	st.ActiveRevisions = active
+}
+
+// lookup returns the behaviour of actorType or NotFound listing the types:
+// the revision the cluster runs it at (RevisionSource), so the verbs and
+// payloads checked here are those the engine will decide with.
+//
+// A type deployed by another tenant (DeploySource) is NotFound like an
+// unknown one: a tenant does not learn which names others use. A deployed
+// type that was never activated is NotFound too, with the command to run.
+func (s *Server) lookup(actorType, tenant string) (actor.Behavior, error) {
+	reg := s.backend.Registry()
+	if ds, ok := s.backend.(DeploySource); ok {
+		if owner, deployed := ds.DeployedOwners()[actorType]; deployed && owner != "*" && owner != tenant {
+			return nil, status.Errorf(codes.NotFound, "unknown actor type %q in tenant %q; registered: %s", actorType, tenant, strings.Join(s.typesFor(tenant), ", "))
+		}
+	}
+	if rs, ok := s.backend.(RevisionSource); ok {
+		if rev := rs.ActiveRevisions()[actorType]; rev != "" {
+			if b, ok := reg.LookupRevision(actorType, rev); ok {
+				return b, nil
+			}
+		}
+	}
+	if b, ok := reg.Lookup(actorType); ok {
+		return b, nil
+	}
+	if reg.Known(actorType) {
+		return nil, status.Errorf(codes.NotFound, "actor type %q is deployed but not active: run rhizon actor activate --type %s --revision R (rhizon actor list shows its revisions)", actorType, actorType)
+	}
+	return nil, status.Errorf(codes.NotFound, "unknown actor type %q; registered: %s", actorType, strings.Join(s.typesFor(tenant), ", "))
 }

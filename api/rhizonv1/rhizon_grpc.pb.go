@@ -1140,7 +1140,8 @@ type AdminClient interface {
 	// a control log entry, after which every shard leader stamps the revision
 	// on the entries it proposes, so every replica (and every later replay)
 	// decides those commands with it. Entries before the switch keep theirs.
-	// NOT_FOUND: no such actor type on this node.
+	// Needs role admin, except for a type deployed by a tenant of the token
+	// (DeployActor). NOT_FOUND: no such actor type on this node.
 	// FAILED_PRECONDITION: a node of the cluster does not have the revision
 	// (the message names them): upgrade them first.
 	ActivateRevision(ctx context.Context, in *ActivateRevisionRequest, opts ...grpc.CallOption) (*ActivateRevisionResponse, error)
@@ -1250,7 +1251,8 @@ type AdminServer interface {
 	// a control log entry, after which every shard leader stamps the revision
 	// on the entries it proposes, so every replica (and every later replay)
 	// decides those commands with it. Entries before the switch keep theirs.
-	// NOT_FOUND: no such actor type on this node.
+	// Needs role admin, except for a type deployed by a tenant of the token
+	// (DeployActor). NOT_FOUND: no such actor type on this node.
 	// FAILED_PRECONDITION: a node of the cluster does not have the revision
 	// (the message names them): upgrade them first.
 	ActivateRevision(context.Context, *ActivateRevisionRequest) (*ActivateRevisionResponse, error)

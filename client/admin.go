@@ -49,3 +49,16 @@ func (c *Client) ActivateRevision(ctx context.Context, req *pb.ActivateRevisionR
 	})
 	return resp, err
 }
+
+// DeployActor stores a WebAssembly module as a revision of an actor type
+// (rhizon.v1.Admin.DeployActor). Unavailable answers are retried: deploying
+// the same module as the same revision again changes nothing.
+func (c *Client) DeployActor(ctx context.Context, req *pb.DeployActorRequest, opts ...grpc.CallOption) (*pb.DeployActorResponse, error) {
+	var resp *pb.DeployActorResponse
+	err := c.retry(ctx, func() error {
+		var err error
+		resp, err = pb.NewAdminClient(c.anySeed().conns[0]).DeployActor(ctx, req, opts...)
+		return err
+	})
+	return resp, err
+}

@@ -39,6 +39,22 @@ type ClusterState struct {
 	// type not in it runs its base revision. Shard leaders record it in
 	// every entry they propose.
 	Revisions map[string]string `json:"revisions,omitempty"`
+	// Deployed lists the revisions deployed at run time (rhizon actor
+	// deploy), sorted by type then revision; Modules holds their bytes by
+	// sha256 (hex), so a module deployed twice is stored once.
+	Deployed []DeployedRevision `json:"deployed,omitempty"`
+	Modules  map[string][]byte  `json:"modules,omitempty"`
+}
+
+// DeployedRevision is one revision deployed at run time.
+type DeployedRevision struct {
+	ActorType string `json:"actor_type"`
+	Revision  string `json:"revision"`
+	// Owner is the tenant whose type it is; "" for every tenant's.
+	Owner      string `json:"owner,omitempty"`
+	Hash       string `json:"hash"`
+	Size       int    `json:"size"`
+	DeployedBy string `json:"deployed_by,omitempty"`
 }
 
 // Bootstraps reports whether node creates shard's Raft group (it is one of
@@ -119,6 +135,8 @@ func (s *ClusterState) clone() *ClusterState {
 	c.Initial = cloneReplicas(s.Initial)
 	c.Leaders = slices.Clone(s.Leaders)
 	c.Revisions = maps.Clone(s.Revisions)
+	c.Deployed = slices.Clone(s.Deployed)
+	c.Modules = maps.Clone(s.Modules) // module bytes are never modified
 	return &c
 }
 
@@ -134,6 +152,14 @@ type controlOp struct {
 	Leaders []string `json:"leaders,omitempty"`
 	// Activate switches an actor type to a code revision.
 	Activate *Activation `json:"activate,omitempty"`
+	// Deploy stores a module as a revision of an actor type.
+	Deploy *Deployment `json:"deploy,omitempty"`
+}
+
+// Deployment carries a module through the control log.
+type Deployment struct {
+	DeployedRevision
+	Module []byte `json:"module"`
 }
 
 // Activation is the switch-over of ActorType to Revision.
@@ -231,6 +257,8 @@ func applyControlOp(s *ClusterState, op *controlOp) (*ClusterState, error) {
 		}
 		next.Revisions[op.Activate.ActorType] = op.Activate.Revision
 		return next, nil
+	case op.Deploy != nil:
+		return applyDeploy(s, op.Deploy)
 	case op.Move != nil:
 		m := op.Move
 		if int(m.Shard) >= len(s.Placement) {

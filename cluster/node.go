@@ -186,6 +186,10 @@ type Node struct {
 	metrics    metric.Registration
 	peers      *peerPool
 	draining   atomic.Bool
+	// loaded holds the deployed revisions (type@revision) loadDeployed
+	// handled; only replicaLoop touches it.
+	loaded map[string]bool
+	owners atomic.Pointer[ownersCache]
 	// docMismatch holds the members whose document types differ (docTypesLoop).
 	docMismatch atomic.Pointer[[]string]
 	// republisher serves RepublishEvents once the ingress runs (SetRepublisher).
@@ -214,7 +218,8 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID),
+		loaded: map[string]bool{},
+		cfg:    cfg, log: cfg.Logger.With("node", cfg.NodeID),
 		stop: make(chan struct{}),
 	}
 	n.peers = newPeerPool(cfg.ClusterSecret, cfg.TLS)
@@ -580,6 +585,9 @@ func (n *Node) replicaLoop() {
 		case <-n.controlFSM.changed:
 		case <-t.C:
 		}
-		n.replicas.reconcile(n.ClusterState())
+		st := n.ClusterState()
+		n.loadDeployed(st)
+		n.replicas.reopenWaiting()
+		n.replicas.reconcile(st)
 	}
 }

@@ -167,3 +167,30 @@ func (rs *replicaSet) remove(id uint32) error {
 	rs.log.Info("removed replica", "shard", id)
 	return os.RemoveAll(rs.dir(id))
 }
+
+// reopenWaiting closes the replicas halted for an actor revision the
+// registry has now (deployed at run time and loaded since), keeping their
+// data; reconcile then reopens them, and they apply from the entry they
+// stopped at, as after a restart.
+func (rs *replicaSet) reopenWaiting() {
+	rs.mu.Lock()
+	var closing []*replica
+	for id, r := range rs.replicas { //rhizon:deterministic order does not matter: each is closed
+		mr := r.s.MissingRevision()
+		if mr == nil {
+			continue
+		}
+		if _, ok := rs.cfg.Registry.LookupRevision(mr.ActorType, mr.Revision); ok {
+			closing = append(closing, r)
+			delete(rs.replicas, id)
+			rs.log.Info("reopening a replica that waited for an actor revision now loaded", "shard", id, "actor_type", mr.ActorType, "revision", mr.Revision)
+		}
+	}
+	rs.mu.Unlock()
+	for _, r := range closing {
+		if err := r.s.Close(); err != nil {
+			rs.log.Error("close waiting replica", "shard", r.s.ID(), "err", err)
+		}
+		_ = r.trans.Close()
+	}
+}

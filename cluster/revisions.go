@@ -93,7 +93,7 @@ func (n *Node) ActivateRevision(ctx context.Context, req *pb.ActivateRevisionReq
 	if t == "" || rev == "" {
 		return nil, status.Error(codes.InvalidArgument, "activate: --type and --revision are both required")
 	}
-	if _, ok := n.cfg.Registry.Lookup(t); !ok {
+	if !n.cfg.Registry.Known(t) {
 		return nil, status.Errorf(codes.NotFound, "unknown actor type %q; registered: %s", t, strings.Join(n.cfg.Registry.Types(), ", "))
 	}
 	backoff := 20 * time.Millisecond

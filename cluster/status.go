@@ -18,7 +18,7 @@ import (
 func (n *Node) localStatus() *pb.StatusResponse {
 	st := n.ClusterState()
 	out := &pb.StatusResponse{NodeId: n.cfg.NodeID, Version: n.cfg.Version, ShardCount: st.Shards, ClusterId: st.ClusterID, MapVersion: st.Version,
-		ActiveRevisions: maps.Clone(st.Revisions)}
+		ActiveRevisions: maps.Clone(st.Revisions), DeployedOwners: maps.Clone(n.DeployedOwners())}
 	for _, s := range n.Shards() {
 		ss := shardStatus(s.Status())
 		ss.NodeId = n.cfg.NodeID

@@ -40,7 +40,9 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 		return a.violation(cmd, res, msg)
 	}
 	beh, ok := a.e.reg.LookupRevision(cmd.Address.ActorType, a.revs[cmd.Address.ActorType])
-	if !ok {
+	// A type deployed by another tenant is unknown to this one; its owner
+	// comes from the control log, so every replica refuses alike.
+	if !ok || !a.e.reg.Usable(cmd.Address.ActorType, cmd.Address.Tenant) {
 		return rejected(res, actor.Invalid("unknown actor type %q", cmd.Address.ActorType)), nil
 	}
 	if v, ok := beh.(actor.Validator); ok {

@@ -64,16 +64,17 @@ type RevisionSource interface {
 }
 
 // ActivateRevision switches an actor type to a code revision (see the
-// proto). Only an admin may: it changes how every tenant's commands of the
-// type are decided.
+// proto). Only an admin may, as it changes how every tenant's commands of
+// the type are decided, except for a type deployed by a tenant, which that
+// tenant's tokens switch themselves.
 func (a adminServer) ActivateRevision(ctx context.Context, req *pb.ActivateRevisionRequest) (*pb.ActivateRevisionResponse, error) {
 	s := a.s
 	id, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if id.Role != RoleAdmin {
-		return nil, roleDenied(id, "activating an actor revision")
+	if id.Role != RoleAdmin && !s.ownsType(id, req.GetActorType()) {
+		return nil, roleDenied(id, "activating a revision of an actor type not deployed by this token's tenant")
 	}
 	ra, ok := s.backend.(RevisionActivator)
 	if !ok {

@@ -152,12 +152,12 @@ func TestLookup_UsesTheActiveRevision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := srv.lookup("ticket")
+	b, err := srv.lookup("ticket", "acme")
 	if err != nil || actor.Revision(b) != "1" {
 		t.Fatalf("before the switch-over: %v %v, want revision 1", b, err)
 	}
 	be.active = map[string]string{"ticket": "2"}
-	b, err = srv.lookup("ticket")
+	b, err = srv.lookup("ticket", "acme")
 	if err != nil || actor.Revision(b) != "2" || !slices.Contains(b.Verbs(), "close") {
 		t.Fatalf("after the switch-over: %v %v, want revision 2 with verb close", b, err)
 	}

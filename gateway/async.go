@@ -218,7 +218,7 @@ func (s *Server) watchFilterOf(ctx context.Context, id Identity, req *pb.WatchRe
 	// The offenders' audit streams have no actor behind them (engine
 	// AuditAddress); their violations are published like rejections.
 	if a.ActorType != "" && !isAuditStream(a) {
-		if _, err := s.lookup(a.ActorType); err != nil {
+		if _, err := s.lookup(a.ActorType, a.Tenant); err != nil {
 			return stream.WatchFilter{}, err
 		}
 	}
@@ -255,7 +255,7 @@ func checkEventType(et, actorType string) error {
 // a whole tenant/workspace has no entity to record it on, so it is logged.
 func (s *Server) watchDenied(ctx context.Context, id Identity, a actor.Address) error {
 	if a.ActorType != "" && a.EntityID != "" {
-		if _, err := s.lookup(a.ActorType); err == nil {
+		if _, err := s.lookup(a.ActorType, a.Tenant); err == nil {
 			tp, ts := s.traceContext(ctx)
 			cmdID := randomID()
 			recorded := s.recordViolation(ctx, actor.Command{

@@ -10,15 +10,20 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
-	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 )
 
+// MaxModuleBytes bounds a WebAssembly module deployed with
+// Admin.DeployActor: it travels in one control log entry, and is kept in
+// the control state (and its snapshots) on every node.
+const MaxModuleBytes = 16 << 20
+
 // MaxRecvMsgSize is the largest request the gRPC server accepts: a maximal
-// payload plus room for the rest of the message. Set just above the payload
-// limit so that a slightly oversized payload reaches the gateway and gets a
-// message naming the limit, while a huge one is refused by the transport.
-const MaxRecvMsgSize = actor.MaxPayloadBytes + 64<<10
+// deployed module plus room for the rest of the message, so an oversized
+// module reaches the gateway and gets a message naming the limit, while a
+// huge one is refused by the transport. Command payloads have their own,
+// smaller limit (actor.MaxPayloadBytes), checked per command.
+const MaxRecvMsgSize = MaxModuleBytes + 64<<10
 
 // streamWorkers is the number of goroutines kept to run calls: about the
 // calls a node has in flight under load (each waits for its Raft commit).

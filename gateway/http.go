@@ -29,7 +29,7 @@ import (
 // MaxHTTPBodyBytes bounds an HTTP request body, for the same reason as
 // MaxRecvMsgSize: a little over the payload limit, so an oversized payload
 // gets the precise message and a huge body is cut off early.
-const MaxHTTPBodyBytes = MaxRecvMsgSize
+const MaxHTTPBodyBytes = actor.MaxPayloadBytes + 64<<10
 
 // The HTTP/JSON shapes. They mirror the protobuf messages field for field
 // (snake_case names, as protojson with UseProtoNames), with three deliberate

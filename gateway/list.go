@@ -43,7 +43,7 @@ func (s *Server) List(ctx context.Context, req *pb.ListRequest) (*pb.ListRespons
 	if err != nil {
 		return nil, err
 	}
-	beh, err := s.lookup(a.ActorType)
+	beh, err := s.lookup(a.ActorType, a.Tenant)
 	if err != nil {
 		return nil, err
 	}

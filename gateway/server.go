@@ -310,24 +310,6 @@ func allowedScopes(id Identity) string {
 	return strings.Join(allowed, ", ")
 }
 
-// lookup returns the behaviour of actorType or NotFound listing the types:
-// the revision the cluster runs it at (RevisionSource), so the verbs and
-// payloads checked here are those the engine will decide with.
-func (s *Server) lookup(actorType string) (actor.Behavior, error) {
-	reg := s.backend.Registry()
-	if rs, ok := s.backend.(RevisionSource); ok {
-		if rev := rs.ActiveRevisions()[actorType]; rev != "" {
-			if b, ok := reg.LookupRevision(actorType, rev); ok {
-				return b, nil
-			}
-		}
-	}
-	if b, ok := reg.Lookup(actorType); ok {
-		return b, nil
-	}
-	return nil, status.Errorf(codes.NotFound, "unknown actor type %q; registered: %s", actorType, strings.Join(reg.Types(), ", "))
-}
-
 // reservedVerbs are delivered by the engine itself; a client submitting one
 // could forge a timer firing or a read-violation record.
 var reservedVerbs = []string{actor.TimerVerb, actor.ReadVerb}
@@ -406,7 +388,7 @@ func (s *Server) buildCommand(ctx context.Context, id Identity, req *pb.SubmitRe
 			return cmd, status.Errorf(codes.InvalidArgument, "payload %v", err)
 		}
 	}
-	beh, err := s.lookup(cmd.Address.ActorType)
+	beh, err := s.lookup(cmd.Address.ActorType, cmd.Address.Tenant)
 	if err != nil {
 		return cmd, err
 	}
@@ -621,7 +603,7 @@ func (s *Server) readTarget(ctx context.Context, addr *pb.Address) (actor.Addres
 		// streams of violations (engine.AuditAddress).
 		return a, shardID, nil
 	}
-	if _, err := s.lookup(a.ActorType); err != nil {
+	if _, err := s.lookup(a.ActorType, a.Tenant); err != nil {
 		return a, shardID, err
 	}
 	if err := s.admitRequest(ctx, id, a.Tenant, 1, "the read"); err != nil {
@@ -713,6 +695,7 @@ func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 	out.Health, out.HealthReasons, out.ShardHealth = h.State, h.Reasons, h.Shards
 	if id.Role != RoleAdmin {
 		out = tenantStatus(out)
+		s.hideOthersTypes(out, id)
 	}
 	return out, nil
 }
@@ -728,6 +711,7 @@ func tenantStatus(st *pb.StatusResponse) *pb.StatusResponse {
 	out := &pb.StatusResponse{
 		NodeId: st.GetNodeId(), Version: st.GetVersion(), ShardCount: st.GetShardCount(),
 		ActorTypes: st.GetActorTypes(), Health: st.GetHealth(),
+		ActiveRevisions: st.GetActiveRevisions(), DeployedOwners: st.GetDeployedOwners(),
 	}
 	for _, sh := range st.GetShardHealth() {
 		out.ShardHealth = append(out.ShardHealth, &pb.ShardHealth{Shard: sh.GetShard(), State: sh.GetState()})

@@ -394,7 +394,7 @@ func (w *worker) decode(msg jetstream.Msg, md *jetstream.MsgMetadata) (cmd actor
 	if err := cmd.Validate(); err != nil {
 		return cmd, "invalid: " + err.Error(), ""
 	}
-	if _, ok := w.m.cfg.Registry.Lookup(cmd.Address.ActorType); !ok {
+	if !w.m.cfg.Registry.Known(cmd.Address.ActorType) {
 		return cmd, "", fmt.Sprintf("actor type %q is not known on this node", cmd.Address.ActorType)
 	}
 	return cmd, "", ""

@@ -35,6 +35,9 @@ type fsm struct {
 	halted atomic.Bool
 	// haltErr says why it halted, for Status (health reports it).
 	haltErr atomic.Pointer[string]
+	// missing is the revision the replica waits for, when that is why it
+	// halted: the node reopens it once it loaded that revision.
+	missing atomic.Pointer[engine.MissingRevisionError]
 	hashes  hashRing // state hash after each recent command entry (divergence.go)
 }
 
@@ -98,14 +101,17 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	if errors.Is(err, engine.ErrMissingRevision) {
 		// Nothing was written: stop applying here (skipping the entry
-		// would diverge) until a restart with a binary that has the
-		// revision re-applies from this entry.
+		// would diverge) until the replica reopens with a registry that
+		// has the revision: a restart with a binary that has it, or the
+		// node loading it when it is deployed at run time (reopenWaiting
+		// in the cluster package), re-applies from this entry.
 		f.halt(err)
 		var mr *engine.MissingRevisionError
 		if errors.As(err, &mr) {
 			f.s.metrics.missingRevision(mr.ActorType, mr.Revision)
+			f.missing.Store(mr)
 		}
-		f.log.Error("shard waiting for an actor revision this binary lacks; not applying", "index", l.Index, "err", err)
+		f.log.Error("shard waiting for an actor revision this node lacks; not applying", "index", l.Index, "err", err)
 		return &applyResponse{err: fmt.Errorf("%w: %v", ErrHalted, err)}
 	}
 	if err != nil {

@@ -61,6 +61,9 @@ func TestShard_EntryOfAMissingRevisionWaitsUntilRestartedWithIt(t *testing.T) {
 	if !st.Halted || !strings.Contains(st.HaltError, "shard 3 needs revision 2 of actor upgrade") {
 		t.Fatalf("status %+v, want halted naming the revision", st)
 	}
+	if mr := old.s.MissingRevision(); mr == nil || mr.ActorType != upgradetest.Type || mr.Revision != "2" {
+		t.Fatalf("MissingRevision %+v, want upgrade 2 (what the node reopens it for once loaded)", mr)
+	}
 	if m := old.s.Meta(); m.Index != before.Index {
 		t.Fatalf("applied index moved from %d to %d past the refused entry", before.Index, m.Index)
 	}

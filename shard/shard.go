@@ -401,6 +401,17 @@ func (s *Shard) haltError() string {
 	return ErrHalted.Error()
 }
 
+// MissingRevision is the actor revision this replica waits for (it halted
+// at an entry naming a revision its registry lacked), or nil. Once the
+// registry has it (deployed at run time), closing and reopening the replica
+// applies from that entry, as a restart would.
+func (s *Shard) MissingRevision() *engine.MissingRevisionError {
+	if !s.fsm.halted.Load() {
+		return nil
+	}
+	return s.fsm.missing.Load()
+}
+
 // Halted is ErrHalted, wrapped with the cause, once the replica stopped
 // applying after a store failure; nil while it runs. Its state is then
 // unknown, so it must serve no read either.

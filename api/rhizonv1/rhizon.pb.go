@@ -3036,6 +3036,10 @@ type StatusResponse struct {
 	// Actor type -> the revision the cluster switched it to (rhizon actor
 	// activate); a type not listed runs its base revision.
 	ActiveRevisions map[string]string `protobuf:"bytes,14,rep,name=active_revisions,json=activeRevisions,proto3" json:"active_revisions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Actor types deployed at run time (rhizon actor deploy) -> the tenant
+	// owning them; "*" for a type deployed by the system (every tenant's).
+	// A tenant token sees only its own and the system's.
+	DeployedOwners map[string]string `protobuf:"bytes,15,rep,name=deployed_owners,json=deployedOwners,proto3" json:"deployed_owners,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Members whose declared document types (or their indexes) differ from
 	// this node's: they decide commands of those types differently. Each one
 	// makes the node FAILED until the operator aligns --document-types.
@@ -3168,6 +3172,13 @@ func (x *StatusResponse) GetShardHealth() []*ShardHealth {
 func (x *StatusResponse) GetActiveRevisions() map[string]string {
 	if x != nil {
 		return x.ActiveRevisions
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetDeployedOwners() map[string]string {
+	if x != nil {
+		return x.DeployedOwners
 	}
 	return nil
 }
@@ -3862,6 +3873,197 @@ func (x *ShardAdminResponse) GetNonvoters() []string {
 	return nil
 }
 
+type DeployActorRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ActorType string                 `protobuf:"bytes,1,opt,name=actor_type,json=actorType,proto3" json:"actor_type,omitempty"`
+	Revision  string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Module    []byte                 `protobuf:"bytes,3,opt,name=module,proto3" json:"module,omitempty"`
+	// The tenant that owns the type; empty: the token's default tenant, or,
+	// for an admin token, every tenant (the system principal's types).
+	Tenant string `protobuf:"bytes,4,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Set by the gateway on the forwarded Internal.DeployActor only: the
+	// decided owner ("" = system) and who deployed it.
+	Owner         string `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
+	System        bool   `protobuf:"varint,6,opt,name=system,proto3" json:"system,omitempty"`
+	DeployedBy    string `protobuf:"bytes,7,opt,name=deployed_by,json=deployedBy,proto3" json:"deployed_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeployActorRequest) Reset() {
+	*x = DeployActorRequest{}
+	mi := &file_rhizon_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeployActorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeployActorRequest) ProtoMessage() {}
+
+func (x *DeployActorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeployActorRequest.ProtoReflect.Descriptor instead.
+func (*DeployActorRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *DeployActorRequest) GetActorType() string {
+	if x != nil {
+		return x.ActorType
+	}
+	return ""
+}
+
+func (x *DeployActorRequest) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *DeployActorRequest) GetModule() []byte {
+	if x != nil {
+		return x.Module
+	}
+	return nil
+}
+
+func (x *DeployActorRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *DeployActorRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *DeployActorRequest) GetSystem() bool {
+	if x != nil {
+		return x.System
+	}
+	return false
+}
+
+func (x *DeployActorRequest) GetDeployedBy() string {
+	if x != nil {
+		return x.DeployedBy
+	}
+	return ""
+}
+
+type DeployActorResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ActorType string                 `protobuf:"bytes,1,opt,name=actor_type,json=actorType,proto3" json:"actor_type,omitempty"`
+	Revision  string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// sha256 of the module, hex.
+	Hash string `protobuf:"bytes,3,opt,name=hash,proto3" json:"hash,omitempty"`
+	Size uint64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	// The owning tenant; empty: every tenant's (deployed by the system).
+	Owner      string `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
+	MapVersion uint64 `protobuf:"varint,6,opt,name=map_version,json=mapVersion,proto3" json:"map_version,omitempty"`
+	// False when the same module was already deployed as this revision.
+	Created       bool `protobuf:"varint,7,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeployActorResponse) Reset() {
+	*x = DeployActorResponse{}
+	mi := &file_rhizon_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeployActorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeployActorResponse) ProtoMessage() {}
+
+func (x *DeployActorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeployActorResponse.ProtoReflect.Descriptor instead.
+func (*DeployActorResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *DeployActorResponse) GetActorType() string {
+	if x != nil {
+		return x.ActorType
+	}
+	return ""
+}
+
+func (x *DeployActorResponse) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *DeployActorResponse) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *DeployActorResponse) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *DeployActorResponse) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *DeployActorResponse) GetMapVersion() uint64 {
+	if x != nil {
+		return x.MapVersion
+	}
+	return 0
+}
+
+func (x *DeployActorResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
 type ActivateRevisionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ActorType     string                 `protobuf:"bytes,1,opt,name=actor_type,json=actorType,proto3" json:"actor_type,omitempty"`
@@ -3872,7 +4074,7 @@ type ActivateRevisionRequest struct {
 
 func (x *ActivateRevisionRequest) Reset() {
 	*x = ActivateRevisionRequest{}
-	mi := &file_rhizon_proto_msgTypes[42]
+	mi := &file_rhizon_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3884,7 +4086,7 @@ func (x *ActivateRevisionRequest) String() string {
 func (*ActivateRevisionRequest) ProtoMessage() {}
 
 func (x *ActivateRevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[42]
+	mi := &file_rhizon_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3897,7 +4099,7 @@ func (x *ActivateRevisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateRevisionRequest.ProtoReflect.Descriptor instead.
 func (*ActivateRevisionRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{42}
+	return file_rhizon_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ActivateRevisionRequest) GetActorType() string {
@@ -3928,7 +4130,7 @@ type ActivateRevisionResponse struct {
 
 func (x *ActivateRevisionResponse) Reset() {
 	*x = ActivateRevisionResponse{}
-	mi := &file_rhizon_proto_msgTypes[43]
+	mi := &file_rhizon_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3940,7 +4142,7 @@ func (x *ActivateRevisionResponse) String() string {
 func (*ActivateRevisionResponse) ProtoMessage() {}
 
 func (x *ActivateRevisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[43]
+	mi := &file_rhizon_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3953,7 +4155,7 @@ func (x *ActivateRevisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateRevisionResponse.ProtoReflect.Descriptor instead.
 func (*ActivateRevisionResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{43}
+	return file_rhizon_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ActivateRevisionResponse) GetActorType() string {
@@ -3996,7 +4198,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_rhizon_proto_msgTypes[44]
+	mi := &file_rhizon_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4008,7 +4210,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[44]
+	mi := &file_rhizon_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4021,7 +4223,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{44}
+	return file_rhizon_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListDeadLettersRequest) GetAfter() uint64 {
@@ -4067,7 +4269,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_rhizon_proto_msgTypes[45]
+	mi := &file_rhizon_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4079,7 +4281,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[45]
+	mi := &file_rhizon_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4092,7 +4294,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{45}
+	return file_rhizon_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DeadLetter) GetSequence() uint64 {
@@ -4204,7 +4406,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_rhizon_proto_msgTypes[46]
+	mi := &file_rhizon_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4216,7 +4418,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[46]
+	mi := &file_rhizon_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4229,7 +4431,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{46}
+	return file_rhizon_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -4255,7 +4457,7 @@ type RedriveDeadLetterRequest struct {
 
 func (x *RedriveDeadLetterRequest) Reset() {
 	*x = RedriveDeadLetterRequest{}
-	mi := &file_rhizon_proto_msgTypes[47]
+	mi := &file_rhizon_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4267,7 +4469,7 @@ func (x *RedriveDeadLetterRequest) String() string {
 func (*RedriveDeadLetterRequest) ProtoMessage() {}
 
 func (x *RedriveDeadLetterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[47]
+	mi := &file_rhizon_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4280,7 +4482,7 @@ func (x *RedriveDeadLetterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLetterRequest.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLetterRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{47}
+	return file_rhizon_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RedriveDeadLetterRequest) GetSequence() uint64 {
@@ -4304,7 +4506,7 @@ type RedriveDeadLetterResponse struct {
 
 func (x *RedriveDeadLetterResponse) Reset() {
 	*x = RedriveDeadLetterResponse{}
-	mi := &file_rhizon_proto_msgTypes[48]
+	mi := &file_rhizon_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4316,7 +4518,7 @@ func (x *RedriveDeadLetterResponse) String() string {
 func (*RedriveDeadLetterResponse) ProtoMessage() {}
 
 func (x *RedriveDeadLetterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[48]
+	mi := &file_rhizon_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4329,7 +4531,7 @@ func (x *RedriveDeadLetterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLetterResponse.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLetterResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{48}
+	return file_rhizon_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RedriveDeadLetterResponse) GetStream() string {
@@ -4376,7 +4578,7 @@ type RepublishEventsRequest struct {
 
 func (x *RepublishEventsRequest) Reset() {
 	*x = RepublishEventsRequest{}
-	mi := &file_rhizon_proto_msgTypes[49]
+	mi := &file_rhizon_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4388,7 +4590,7 @@ func (x *RepublishEventsRequest) String() string {
 func (*RepublishEventsRequest) ProtoMessage() {}
 
 func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[49]
+	mi := &file_rhizon_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4401,7 +4603,7 @@ func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsRequest.ProtoReflect.Descriptor instead.
 func (*RepublishEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{49}
+	return file_rhizon_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RepublishEventsRequest) GetShard() uint32 {
@@ -4451,7 +4653,7 @@ type RepublishEventsResponse struct {
 
 func (x *RepublishEventsResponse) Reset() {
 	*x = RepublishEventsResponse{}
-	mi := &file_rhizon_proto_msgTypes[50]
+	mi := &file_rhizon_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4463,7 +4665,7 @@ func (x *RepublishEventsResponse) String() string {
 func (*RepublishEventsResponse) ProtoMessage() {}
 
 func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[50]
+	mi := &file_rhizon_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4476,7 +4678,7 @@ func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsResponse.ProtoReflect.Descriptor instead.
 func (*RepublishEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{50}
+	return file_rhizon_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RepublishEventsResponse) GetShard() uint32 {
@@ -4534,7 +4736,7 @@ type ListWhere struct {
 
 func (x *ListWhere) Reset() {
 	*x = ListWhere{}
-	mi := &file_rhizon_proto_msgTypes[51]
+	mi := &file_rhizon_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4546,7 +4748,7 @@ func (x *ListWhere) String() string {
 func (*ListWhere) ProtoMessage() {}
 
 func (x *ListWhere) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[51]
+	mi := &file_rhizon_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4559,7 +4761,7 @@ func (x *ListWhere) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWhere.ProtoReflect.Descriptor instead.
 func (*ListWhere) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{51}
+	return file_rhizon_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListWhere) GetField() string {
@@ -4601,7 +4803,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_rhizon_proto_msgTypes[52]
+	mi := &file_rhizon_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4613,7 +4815,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[52]
+	mi := &file_rhizon_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4626,7 +4828,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{52}
+	return file_rhizon_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListRequest) GetTenant() string {
@@ -4693,7 +4895,7 @@ type ListItem struct {
 
 func (x *ListItem) Reset() {
 	*x = ListItem{}
-	mi := &file_rhizon_proto_msgTypes[53]
+	mi := &file_rhizon_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4705,7 +4907,7 @@ func (x *ListItem) String() string {
 func (*ListItem) ProtoMessage() {}
 
 func (x *ListItem) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[53]
+	mi := &file_rhizon_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4718,7 +4920,7 @@ func (x *ListItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListItem.ProtoReflect.Descriptor instead.
 func (*ListItem) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{53}
+	return file_rhizon_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListItem) GetId() string {
@@ -4772,7 +4974,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_rhizon_proto_msgTypes[54]
+	mi := &file_rhizon_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4784,7 +4986,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[54]
+	mi := &file_rhizon_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4797,7 +4999,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{54}
+	return file_rhizon_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListResponse) GetItems() []*ListItem {
@@ -5086,7 +5288,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\aversion\x18\v \x01(\tR\aversion\x1aA\n" +
 	"\x13ActorRevisionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbe\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd9\x06\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1f\n" +
@@ -5106,9 +5308,13 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x06health\x18\v \x01(\tR\x06health\x12%\n" +
 	"\x0ehealth_reasons\x18\f \x03(\tR\rhealthReasons\x129\n" +
 	"\fshard_health\x18\r \x03(\v2\x16.rhizon.v1.ShardHealthR\vshardHealth\x12Y\n" +
-	"\x10active_revisions\x18\x0e \x03(\v2..rhizon.v1.StatusResponse.ActiveRevisionsEntryR\x0factiveRevisions\x128\n" +
+	"\x10active_revisions\x18\x0e \x03(\v2..rhizon.v1.StatusResponse.ActiveRevisionsEntryR\x0factiveRevisions\x12V\n" +
+	"\x0fdeployed_owners\x18\x0f \x03(\v2-.rhizon.v1.StatusResponse.DeployedOwnersEntryR\x0edeployedOwners\x128\n" +
 	"\x18document_type_mismatches\x18< \x03(\tR\x16documentTypeMismatches\x1aB\n" +
 	"\x14ActiveRevisionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
+	"\x13DeployedOwnersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\":\n" +
 	"\bPosition\x12\x14\n" +
@@ -5169,7 +5375,27 @@ const file_rhizon_proto_rawDesc = "" +
 	"\fcommit_index\x18\x02 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x16\n" +
 	"\x06voters\x18\x04 \x03(\tR\x06voters\x12\x1c\n" +
-	"\tnonvoters\x18\x05 \x03(\tR\tnonvoters\"T\n" +
+	"\tnonvoters\x18\x05 \x03(\tR\tnonvoters\"\xce\x01\n" +
+	"\x12DeployActorRequest\x12\x1d\n" +
+	"\n" +
+	"actor_type\x18\x01 \x01(\tR\tactorType\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\x12\x16\n" +
+	"\x06module\x18\x03 \x01(\fR\x06module\x12\x16\n" +
+	"\x06tenant\x18\x04 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05owner\x18\x05 \x01(\tR\x05owner\x12\x16\n" +
+	"\x06system\x18\x06 \x01(\bR\x06system\x12\x1f\n" +
+	"\vdeployed_by\x18\a \x01(\tR\n" +
+	"deployedBy\"\xc9\x01\n" +
+	"\x13DeployActorResponse\x12\x1d\n" +
+	"\n" +
+	"actor_type\x18\x01 \x01(\tR\tactorType\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\x12\x12\n" +
+	"\x04hash\x18\x03 \x01(\tR\x04hash\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x14\n" +
+	"\x05owner\x18\x05 \x01(\tR\x05owner\x12\x1f\n" +
+	"\vmap_version\x18\x06 \x01(\x04R\n" +
+	"mapVersion\x12\x18\n" +
+	"\acreated\x18\a \x01(\bR\acreated\"T\n" +
 	"\x17ActivateRevisionRequest\x12\x1d\n" +
 	"\n" +
 	"actor_type\x18\x01 \x01(\tR\tactorType\x12\x1a\n" +
@@ -5282,7 +5508,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x05Watch\x12\x17.rhizon.v1.WatchRequest\x1a\x15.rhizon.v1.WatchEvent0\x01\x12F\n" +
 	"\tGetResult\x12\x1b.rhizon.v1.GetResultRequest\x1a\x1c.rhizon.v1.GetResultResponse\x12;\n" +
 	"\x06Replay\x12\x18.rhizon.v1.ReplayRequest\x1a\x17.rhizon.v1.ReplayReport\x127\n" +
-	"\x04List\x12\x16.rhizon.v1.ListRequest\x1a\x17.rhizon.v1.ListResponse2\xc4\x04\n" +
+	"\x04List\x12\x16.rhizon.v1.ListRequest\x1a\x17.rhizon.v1.ListResponse2\x92\x05\n" +
 	"\bInternal\x12@\n" +
 	"\aForward\x12\x19.rhizon.v1.ForwardRequest\x1a\x1a.rhizon.v1.ForwardResponse\x127\n" +
 	"\x04Read\x12\x16.rhizon.v1.ReadRequest\x1a\x17.rhizon.v1.ReadResponse\x12I\n" +
@@ -5292,12 +5518,14 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponse\x12X\n" +
 	"\x0fRepublishEvents\x12!.rhizon.v1.RepublishEventsRequest\x1a\".rhizon.v1.RepublishEventsResponse\x12;\n" +
 	"\x06Replay\x12\x18.rhizon.v1.ReplayRequest\x1a\x17.rhizon.v1.ReplayReport\x12[\n" +
-	"\x10ActivateRevision\x12\".rhizon.v1.ActivateRevisionRequest\x1a#.rhizon.v1.ActivateRevisionResponse2\xf8\x02\n" +
+	"\x10ActivateRevision\x12\".rhizon.v1.ActivateRevisionRequest\x1a#.rhizon.v1.ActivateRevisionResponse\x12L\n" +
+	"\vDeployActor\x12\x1d.rhizon.v1.DeployActorRequest\x1a\x1e.rhizon.v1.DeployActorResponse2\xc6\x03\n" +
 	"\x05Admin\x12X\n" +
 	"\x0fRepublishEvents\x12!.rhizon.v1.RepublishEventsRequest\x1a\".rhizon.v1.RepublishEventsResponse\x12[\n" +
 	"\x10ActivateRevision\x12\".rhizon.v1.ActivateRevisionRequest\x1a#.rhizon.v1.ActivateRevisionResponse\x12X\n" +
 	"\x0fListDeadLetters\x12!.rhizon.v1.ListDeadLettersRequest\x1a\".rhizon.v1.ListDeadLettersResponse\x12^\n" +
-	"\x11RedriveDeadLetter\x12#.rhizon.v1.RedriveDeadLetterRequest\x1a$.rhizon.v1.RedriveDeadLetterResponseB0Z.github.com/rhizon/rhizon/api/rhizonv1;rhizonv1b\x06proto3"
+	"\x11RedriveDeadLetter\x12#.rhizon.v1.RedriveDeadLetterRequest\x1a$.rhizon.v1.RedriveDeadLetterResponse\x12L\n" +
+	"\vDeployActor\x12\x1d.rhizon.v1.DeployActorRequest\x1a\x1e.rhizon.v1.DeployActorResponseB0Z.github.com/rhizon/rhizon/api/rhizonv1;rhizonv1b\x06proto3"
 
 var (
 	file_rhizon_proto_rawDescOnce sync.Once
@@ -5312,7 +5540,7 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_rhizon_proto_goTypes = []any{
 	(Status)(0),                       // 0: rhizon.v1.Status
 	(Reason)(0),                       // 1: rhizon.v1.Reason
@@ -5359,25 +5587,28 @@ var file_rhizon_proto_goTypes = []any{
 	(*ReadResponse)(nil),              // 42: rhizon.v1.ReadResponse
 	(*ShardAdminRequest)(nil),         // 43: rhizon.v1.ShardAdminRequest
 	(*ShardAdminResponse)(nil),        // 44: rhizon.v1.ShardAdminResponse
-	(*ActivateRevisionRequest)(nil),   // 45: rhizon.v1.ActivateRevisionRequest
-	(*ActivateRevisionResponse)(nil),  // 46: rhizon.v1.ActivateRevisionResponse
-	(*ListDeadLettersRequest)(nil),    // 47: rhizon.v1.ListDeadLettersRequest
-	(*DeadLetter)(nil),                // 48: rhizon.v1.DeadLetter
-	(*ListDeadLettersResponse)(nil),   // 49: rhizon.v1.ListDeadLettersResponse
-	(*RedriveDeadLetterRequest)(nil),  // 50: rhizon.v1.RedriveDeadLetterRequest
-	(*RedriveDeadLetterResponse)(nil), // 51: rhizon.v1.RedriveDeadLetterResponse
-	(*RepublishEventsRequest)(nil),    // 52: rhizon.v1.RepublishEventsRequest
-	(*RepublishEventsResponse)(nil),   // 53: rhizon.v1.RepublishEventsResponse
-	(*ListWhere)(nil),                 // 54: rhizon.v1.ListWhere
-	(*ListRequest)(nil),               // 55: rhizon.v1.ListRequest
-	(*ListItem)(nil),                  // 56: rhizon.v1.ListItem
-	(*ListResponse)(nil),              // 57: rhizon.v1.ListResponse
-	nil,                               // 58: rhizon.v1.SubmitStreamResponse.TrailersEntry
-	nil,                               // 59: rhizon.v1.NodeStatus.ActorRevisionsEntry
-	nil,                               // 60: rhizon.v1.StatusResponse.ActiveRevisionsEntry
-	nil,                               // 61: rhizon.v1.DeadLetter.HeadersEntry
-	nil,                               // 62: rhizon.v1.ListResponse.AppliedIndexesEntry
-	(*status.Status)(nil),             // 63: google.rpc.Status
+	(*DeployActorRequest)(nil),        // 45: rhizon.v1.DeployActorRequest
+	(*DeployActorResponse)(nil),       // 46: rhizon.v1.DeployActorResponse
+	(*ActivateRevisionRequest)(nil),   // 47: rhizon.v1.ActivateRevisionRequest
+	(*ActivateRevisionResponse)(nil),  // 48: rhizon.v1.ActivateRevisionResponse
+	(*ListDeadLettersRequest)(nil),    // 49: rhizon.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                // 50: rhizon.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),   // 51: rhizon.v1.ListDeadLettersResponse
+	(*RedriveDeadLetterRequest)(nil),  // 52: rhizon.v1.RedriveDeadLetterRequest
+	(*RedriveDeadLetterResponse)(nil), // 53: rhizon.v1.RedriveDeadLetterResponse
+	(*RepublishEventsRequest)(nil),    // 54: rhizon.v1.RepublishEventsRequest
+	(*RepublishEventsResponse)(nil),   // 55: rhizon.v1.RepublishEventsResponse
+	(*ListWhere)(nil),                 // 56: rhizon.v1.ListWhere
+	(*ListRequest)(nil),               // 57: rhizon.v1.ListRequest
+	(*ListItem)(nil),                  // 58: rhizon.v1.ListItem
+	(*ListResponse)(nil),              // 59: rhizon.v1.ListResponse
+	nil,                               // 60: rhizon.v1.SubmitStreamResponse.TrailersEntry
+	nil,                               // 61: rhizon.v1.NodeStatus.ActorRevisionsEntry
+	nil,                               // 62: rhizon.v1.StatusResponse.ActiveRevisionsEntry
+	nil,                               // 63: rhizon.v1.StatusResponse.DeployedOwnersEntry
+	nil,                               // 64: rhizon.v1.DeadLetter.HeadersEntry
+	nil,                               // 65: rhizon.v1.ListResponse.AppliedIndexesEntry
+	(*status.Status)(nil),             // 66: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
 	13, // 0: rhizon.v1.ReplayRequest.address:type_name -> rhizon.v1.Address
@@ -5407,10 +5638,10 @@ var file_rhizon_proto_depIdxs = []int32{
 	27, // 24: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
 	21, // 25: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
 	22, // 26: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
-	63, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
-	58, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
+	66, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	60, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
 	22, // 29: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	63, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	66, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
 	13, // 31: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
 	2,  // 32: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
 	13, // 33: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
@@ -5418,80 +5649,85 @@ var file_rhizon_proto_depIdxs = []int32{
 	2,  // 35: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
 	20, // 36: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
 	37, // 37: rhizon.v1.HistoryResponse.trimmed_before:type_name -> rhizon.v1.Position
-	59, // 38: rhizon.v1.NodeStatus.actor_revisions:type_name -> rhizon.v1.NodeStatus.ActorRevisionsEntry
+	61, // 38: rhizon.v1.NodeStatus.actor_revisions:type_name -> rhizon.v1.NodeStatus.ActorRevisionsEntry
 	33, // 39: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
 	35, // 40: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
 	34, // 41: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
-	60, // 42: rhizon.v1.StatusResponse.active_revisions:type_name -> rhizon.v1.StatusResponse.ActiveRevisionsEntry
-	16, // 43: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	18, // 44: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	13, // 45: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	41, // 46: rhizon.v1.ReadRequest.list:type_name -> rhizon.v1.ListScan
-	20, // 47: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	56, // 48: rhizon.v1.ReadResponse.items:type_name -> rhizon.v1.ListItem
-	61, // 49: rhizon.v1.DeadLetter.headers:type_name -> rhizon.v1.DeadLetter.HeadersEntry
-	16, // 50: rhizon.v1.DeadLetter.command:type_name -> rhizon.v1.Command
-	48, // 51: rhizon.v1.ListDeadLettersResponse.dead_letters:type_name -> rhizon.v1.DeadLetter
-	37, // 52: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
-	37, // 53: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
-	37, // 54: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
-	37, // 55: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
-	54, // 56: rhizon.v1.ListRequest.where:type_name -> rhizon.v1.ListWhere
-	56, // 57: rhizon.v1.ListResponse.items:type_name -> rhizon.v1.ListItem
-	62, // 58: rhizon.v1.ListResponse.applied_indexes:type_name -> rhizon.v1.ListResponse.AppliedIndexesEntry
-	21, // 59: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	23, // 60: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	25, // 61: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	28, // 62: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	30, // 63: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	32, // 64: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	11, // 65: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	21, // 66: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	9,  // 67: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	6,  // 68: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
-	3,  // 69: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
-	55, // 70: rhizon.v1.Gateway.List:input_type -> rhizon.v1.ListRequest
-	38, // 71: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	40, // 72: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	43, // 73: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	32, // 74: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	11, // 75: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	52, // 76: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	3,  // 77: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
-	45, // 78: rhizon.v1.Internal.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
-	52, // 79: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	45, // 80: rhizon.v1.Admin.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
-	47, // 81: rhizon.v1.Admin.ListDeadLetters:input_type -> rhizon.v1.ListDeadLettersRequest
-	50, // 82: rhizon.v1.Admin.RedriveDeadLetter:input_type -> rhizon.v1.RedriveDeadLetterRequest
-	22, // 83: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	24, // 84: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	26, // 85: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	29, // 86: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	31, // 87: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	36, // 88: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	12, // 89: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	8,  // 90: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	10, // 91: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	7,  // 92: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
-	4,  // 93: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
-	57, // 94: rhizon.v1.Gateway.List:output_type -> rhizon.v1.ListResponse
-	39, // 95: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	42, // 96: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	44, // 97: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	36, // 98: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	12, // 99: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	53, // 100: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	4,  // 101: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
-	46, // 102: rhizon.v1.Internal.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
-	53, // 103: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	46, // 104: rhizon.v1.Admin.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
-	49, // 105: rhizon.v1.Admin.ListDeadLetters:output_type -> rhizon.v1.ListDeadLettersResponse
-	51, // 106: rhizon.v1.Admin.RedriveDeadLetter:output_type -> rhizon.v1.RedriveDeadLetterResponse
-	83, // [83:107] is the sub-list for method output_type
-	59, // [59:83] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	62, // 42: rhizon.v1.StatusResponse.active_revisions:type_name -> rhizon.v1.StatusResponse.ActiveRevisionsEntry
+	63, // 43: rhizon.v1.StatusResponse.deployed_owners:type_name -> rhizon.v1.StatusResponse.DeployedOwnersEntry
+	16, // 44: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	18, // 45: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	13, // 46: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	41, // 47: rhizon.v1.ReadRequest.list:type_name -> rhizon.v1.ListScan
+	20, // 48: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	58, // 49: rhizon.v1.ReadResponse.items:type_name -> rhizon.v1.ListItem
+	64, // 50: rhizon.v1.DeadLetter.headers:type_name -> rhizon.v1.DeadLetter.HeadersEntry
+	16, // 51: rhizon.v1.DeadLetter.command:type_name -> rhizon.v1.Command
+	50, // 52: rhizon.v1.ListDeadLettersResponse.dead_letters:type_name -> rhizon.v1.DeadLetter
+	37, // 53: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
+	37, // 54: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
+	37, // 55: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
+	37, // 56: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
+	56, // 57: rhizon.v1.ListRequest.where:type_name -> rhizon.v1.ListWhere
+	58, // 58: rhizon.v1.ListResponse.items:type_name -> rhizon.v1.ListItem
+	65, // 59: rhizon.v1.ListResponse.applied_indexes:type_name -> rhizon.v1.ListResponse.AppliedIndexesEntry
+	21, // 60: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	23, // 61: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	25, // 62: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	28, // 63: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	30, // 64: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	32, // 65: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	11, // 66: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	21, // 67: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	9,  // 68: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	6,  // 69: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
+	3,  // 70: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
+	57, // 71: rhizon.v1.Gateway.List:input_type -> rhizon.v1.ListRequest
+	38, // 72: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	40, // 73: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	43, // 74: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	32, // 75: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	11, // 76: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	54, // 77: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	3,  // 78: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
+	47, // 79: rhizon.v1.Internal.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	45, // 80: rhizon.v1.Internal.DeployActor:input_type -> rhizon.v1.DeployActorRequest
+	54, // 81: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	47, // 82: rhizon.v1.Admin.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	49, // 83: rhizon.v1.Admin.ListDeadLetters:input_type -> rhizon.v1.ListDeadLettersRequest
+	52, // 84: rhizon.v1.Admin.RedriveDeadLetter:input_type -> rhizon.v1.RedriveDeadLetterRequest
+	45, // 85: rhizon.v1.Admin.DeployActor:input_type -> rhizon.v1.DeployActorRequest
+	22, // 86: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	24, // 87: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	26, // 88: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	29, // 89: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	31, // 90: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	36, // 91: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	12, // 92: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	8,  // 93: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	10, // 94: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	7,  // 95: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
+	4,  // 96: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
+	59, // 97: rhizon.v1.Gateway.List:output_type -> rhizon.v1.ListResponse
+	39, // 98: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	42, // 99: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	44, // 100: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	36, // 101: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	12, // 102: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	55, // 103: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	4,  // 104: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
+	48, // 105: rhizon.v1.Internal.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	46, // 106: rhizon.v1.Internal.DeployActor:output_type -> rhizon.v1.DeployActorResponse
+	55, // 107: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	48, // 108: rhizon.v1.Admin.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	51, // 109: rhizon.v1.Admin.ListDeadLetters:output_type -> rhizon.v1.ListDeadLettersResponse
+	53, // 110: rhizon.v1.Admin.RedriveDeadLetter:output_type -> rhizon.v1.RedriveDeadLetterResponse
+	46, // 111: rhizon.v1.Admin.DeployActor:output_type -> rhizon.v1.DeployActorResponse
+	86, // [86:112] is the sub-list for method output_type
+	60, // [60:86] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -5516,7 +5752,7 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   60,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -687,6 +687,7 @@ const (
 	Internal_RepublishEvents_FullMethodName  = "/rhizon.v1.Internal/RepublishEvents"
 	Internal_Replay_FullMethodName           = "/rhizon.v1.Internal/Replay"
 	Internal_ActivateRevision_FullMethodName = "/rhizon.v1.Internal/ActivateRevision"
+	Internal_DeployActor_FullMethodName      = "/rhizon.v1.Internal/DeployActor"
 )
 
 // InternalClient is the client API for Internal service.
@@ -711,6 +712,9 @@ type InternalClient interface {
 	// ActivateRevision runs Admin.ActivateRevision on the control group's
 	// leader.
 	ActivateRevision(ctx context.Context, in *ActivateRevisionRequest, opts ...grpc.CallOption) (*ActivateRevisionResponse, error)
+	// DeployActor runs Admin.DeployActor on the control group's leader; owner
+	// was decided by the gateway from the caller's token.
+	DeployActor(ctx context.Context, in *DeployActorRequest, opts ...grpc.CallOption) (*DeployActorResponse, error)
 }
 
 type internalClient struct {
@@ -801,6 +805,16 @@ func (c *internalClient) ActivateRevision(ctx context.Context, in *ActivateRevis
 	return out, nil
 }
 
+func (c *internalClient) DeployActor(ctx context.Context, in *DeployActorRequest, opts ...grpc.CallOption) (*DeployActorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeployActorResponse)
+	err := c.cc.Invoke(ctx, Internal_DeployActor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -823,6 +837,9 @@ type InternalServer interface {
 	// ActivateRevision runs Admin.ActivateRevision on the control group's
 	// leader.
 	ActivateRevision(context.Context, *ActivateRevisionRequest) (*ActivateRevisionResponse, error)
+	// DeployActor runs Admin.DeployActor on the control group's leader; owner
+	// was decided by the gateway from the caller's token.
+	DeployActor(context.Context, *DeployActorRequest) (*DeployActorResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -856,6 +873,9 @@ func (UnimplementedInternalServer) Replay(context.Context, *ReplayRequest) (*Rep
 }
 func (UnimplementedInternalServer) ActivateRevision(context.Context, *ActivateRevisionRequest) (*ActivateRevisionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ActivateRevision not implemented")
+}
+func (UnimplementedInternalServer) DeployActor(context.Context, *DeployActorRequest) (*DeployActorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeployActor not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -1022,6 +1042,24 @@ func _Internal_ActivateRevision_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_DeployActor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeployActorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).DeployActor(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_DeployActor_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).DeployActor(ctx, req.(*DeployActorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1061,6 +1099,10 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ActivateRevision",
 			Handler:    _Internal_ActivateRevision_Handler,
 		},
+		{
+			MethodName: "DeployActor",
+			Handler:    _Internal_DeployActor_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "rhizon.proto",
@@ -1071,6 +1113,7 @@ const (
 	Admin_ActivateRevision_FullMethodName  = "/rhizon.v1.Admin/ActivateRevision"
 	Admin_ListDeadLetters_FullMethodName   = "/rhizon.v1.Admin/ListDeadLetters"
 	Admin_RedriveDeadLetter_FullMethodName = "/rhizon.v1.Admin/RedriveDeadLetter"
+	Admin_DeployActor_FullMethodName       = "/rhizon.v1.Admin/DeployActor"
 )
 
 // AdminClient is the client API for Admin service.
@@ -1097,7 +1140,8 @@ type AdminClient interface {
 	// a control log entry, after which every shard leader stamps the revision
 	// on the entries it proposes, so every replica (and every later replay)
 	// decides those commands with it. Entries before the switch keep theirs.
-	// NOT_FOUND: no such actor type on this node.
+	// Needs role admin, except for a type deployed by a tenant of the token
+	// (DeployActor). NOT_FOUND: no such actor type on this node.
 	// FAILED_PRECONDITION: a node of the cluster does not have the revision
 	// (the message names them): upgrade them first.
 	ActivateRevision(ctx context.Context, in *ActivateRevisionRequest, opts ...grpc.CallOption) (*ActivateRevisionResponse, error)
@@ -1112,6 +1156,17 @@ type AdminClient interface {
 	// NOT_FOUND: no such dead letter. FAILED_PRECONDITION: it cannot be
 	// redriven (a rejected one, or one without a redrive record), and why.
 	RedriveDeadLetter(ctx context.Context, in *RedriveDeadLetterRequest, opts ...grpc.CallOption) (*RedriveDeadLetterResponse, error)
+	// DeployActor stores a WebAssembly module as revision `revision` of actor
+	// type `actor_type` through the control log: every node loads it (compiled
+	// once per node, cached by content hash) without a restart and gossips the
+	// revision; ActivateRevision then switches the type to it. A tenant token
+	// deploys a type of its own tenant (`tenant`, default its first scope's);
+	// an admin token without `tenant` deploys a type of every tenant.
+	// INVALID_ARGUMENT: missing type/revision, a module over the size limit or
+	// one that does not load (imports, exports). ALREADY_EXISTS: that revision
+	// holds another module. PERMISSION_DENIED: the type belongs to another
+	// tenant, or is built in, or the tenant is outside the token's scopes.
+	DeployActor(ctx context.Context, in *DeployActorRequest, opts ...grpc.CallOption) (*DeployActorResponse, error)
 }
 
 type adminClient struct {
@@ -1162,6 +1217,16 @@ func (c *adminClient) RedriveDeadLetter(ctx context.Context, in *RedriveDeadLett
 	return out, nil
 }
 
+func (c *adminClient) DeployActor(ctx context.Context, in *DeployActorRequest, opts ...grpc.CallOption) (*DeployActorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeployActorResponse)
+	err := c.cc.Invoke(ctx, Admin_DeployActor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -1186,7 +1251,8 @@ type AdminServer interface {
 	// a control log entry, after which every shard leader stamps the revision
 	// on the entries it proposes, so every replica (and every later replay)
 	// decides those commands with it. Entries before the switch keep theirs.
-	// NOT_FOUND: no such actor type on this node.
+	// Needs role admin, except for a type deployed by a tenant of the token
+	// (DeployActor). NOT_FOUND: no such actor type on this node.
 	// FAILED_PRECONDITION: a node of the cluster does not have the revision
 	// (the message names them): upgrade them first.
 	ActivateRevision(context.Context, *ActivateRevisionRequest) (*ActivateRevisionResponse, error)
@@ -1201,6 +1267,17 @@ type AdminServer interface {
 	// NOT_FOUND: no such dead letter. FAILED_PRECONDITION: it cannot be
 	// redriven (a rejected one, or one without a redrive record), and why.
 	RedriveDeadLetter(context.Context, *RedriveDeadLetterRequest) (*RedriveDeadLetterResponse, error)
+	// DeployActor stores a WebAssembly module as revision `revision` of actor
+	// type `actor_type` through the control log: every node loads it (compiled
+	// once per node, cached by content hash) without a restart and gossips the
+	// revision; ActivateRevision then switches the type to it. A tenant token
+	// deploys a type of its own tenant (`tenant`, default its first scope's);
+	// an admin token without `tenant` deploys a type of every tenant.
+	// INVALID_ARGUMENT: missing type/revision, a module over the size limit or
+	// one that does not load (imports, exports). ALREADY_EXISTS: that revision
+	// holds another module. PERMISSION_DENIED: the type belongs to another
+	// tenant, or is built in, or the tenant is outside the token's scopes.
+	DeployActor(context.Context, *DeployActorRequest) (*DeployActorResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -1222,6 +1299,9 @@ func (UnimplementedAdminServer) ListDeadLetters(context.Context, *ListDeadLetter
 }
 func (UnimplementedAdminServer) RedriveDeadLetter(context.Context, *RedriveDeadLetterRequest) (*RedriveDeadLetterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RedriveDeadLetter not implemented")
+}
+func (UnimplementedAdminServer) DeployActor(context.Context, *DeployActorRequest) (*DeployActorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeployActor not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1316,6 +1396,24 @@ func _Admin_RedriveDeadLetter_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_DeployActor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeployActorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DeployActor(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DeployActor_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DeployActor(ctx, req.(*DeployActorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1338,6 +1436,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RedriveDeadLetter",
 			Handler:    _Admin_RedriveDeadLetter_Handler,
+		},
+		{
+			MethodName: "DeployActor",
+			Handler:    _Admin_DeployActor_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -19,6 +19,9 @@ type actorRow struct {
 	Revisions map[string][]string `json:"revisions"`
 	Missing   []string            `json:"missing,omitempty"`
 	Active    string              `json:"active,omitempty"`
+	// Tenant owns a type deployed at run time ("*": every tenant's); empty
+	// for a type loaded at start.
+	Tenant string `json:"tenant,omitempty"`
 }
 
 func actorRows(st *pb.StatusResponse) []actorRow {
@@ -32,7 +35,7 @@ func actorRows(st *pb.StatusResponse) []actorRow {
 		for t, revs := range n.GetActorRevisions() { // comma-separated, base first
 			r := byType[t]
 			if r == nil {
-				r = &actorRow{Type: t, Revisions: map[string][]string{}, Active: st.GetActiveRevisions()[t]}
+				r = &actorRow{Type: t, Revisions: map[string][]string{}, Active: st.GetActiveRevisions()[t], Tenant: st.GetDeployedOwners()[t]}
 				byType[t] = r
 			}
 			for _, rev := range strings.Split(revs, ",") {
@@ -73,7 +76,9 @@ func actorListCmd() *cobra.Command {
 		Short: "List the actor types, their revisions and the nodes that have them",
 		Long: "List every actor type the live nodes have (built-in and WebAssembly, see --wasm-actor), each\n" +
 			"revision with the nodes that have it, the live nodes without the type, and the revision the\n" +
-			"cluster runs (active: switched to with rhizon actor activate; otherwise the base revision).\n" +
+			"cluster runs (active: switched to with rhizon actor activate; otherwise the base revision),\n" +
+			"and the tenant owning a type deployed with rhizon actor deploy (*: every tenant's; a tenant\n" +
+			"token sees its own and those). A deployed type has no base revision: it runs once activated.\n" +
 			"Every node should have every type: a node missing one refuses its commands differently.",
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -93,7 +98,7 @@ func actorListCmd() *cobra.Command {
 				return writeJSON(w, rows)
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TYPE\tREVISION\tNODES\t")
+			fmt.Fprintln(tw, "TYPE\tREVISION\tTENANT\tNODES\t")
 			for _, r := range rows {
 				revs := make([]string, 0, len(r.Revisions))
 				for rev := range r.Revisions {
@@ -113,7 +118,11 @@ func actorListCmd() *cobra.Command {
 					if rev == r.Active {
 						mark = "active"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Type, shown, nodes, mark)
+					tenant := r.Tenant
+					if tenant == "" {
+						tenant = "-"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Type, shown, tenant, nodes, mark)
 				}
 			}
 			return tw.Flush()

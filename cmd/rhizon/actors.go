@@ -34,10 +34,10 @@ func registry(docs *docTypesFlag, wasmSpecs []string) (*actor.Registry, error) {
 func actorCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "actor",
-		Short: "List actor types and revisions; switch a type's code revision (activate: token with role admin)",
+		Short: "Deploy WebAssembly actors, list actor types and revisions, switch a type's code revision",
 		Args:  cobra.NoArgs,
 	}
-	c.AddCommand(activateCmd(), actorListCmd())
+	c.AddCommand(deployCmd(), activateCmd(), actorListCmd())
 	return c
 }
 
@@ -50,8 +50,9 @@ func activateCmd() *cobra.Command {
 		Long: "Switch an actor type to a code revision. The switch-over is an entry in the cluster's control log;\n" +
 			"every shard leader then records R in each entry it proposes, so every replica and every replay\n" +
 			"decides those commands with R, and entries before it with the revision they recorded. Refused\n" +
-			"(FailedPrecondition, naming them) while a node holding replicas does not have R: restart those\n" +
-			"nodes with a binary that has it first. Activating the previous revision rolls back.",
+			"(FailedPrecondition, naming them) while a node holding replicas does not have R: deploy it\n" +
+			"(rhizon actor deploy) or restart those nodes with a binary that has it first. Activating the\n" +
+			"previous revision rolls back. Needs role admin, except for a type deployed by the token's tenant.",
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if typ == "" || rev == "" {

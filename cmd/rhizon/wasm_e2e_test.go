@@ -48,7 +48,7 @@ func TestCLI_WasmActorOnADevNode(t *testing.T) {
 		t.Fatalf("history: exit %d: %s", code, out)
 	}
 	out, code = p.rhizon(t, "actor", "list")
-	if code != 0 || !regexp.MustCompile(`(?m)^wcounter +1 +dev +$`).MatchString(out) || !regexp.MustCompile(`(?m)^counter +2 +dev +$`).MatchString(out) {
+	if code != 0 || !regexp.MustCompile(`(?m)^wcounter +1 +- +dev +$`).MatchString(out) || !regexp.MustCompile(`(?m)^counter +2 +- +dev +$`).MatchString(out) {
 		t.Fatalf("actor list: exit %d:\n%s", code, out)
 	}
 	if out, code := p.rhizon(t, "replay", "--entity", "wcounter/c1"); code != 0 || !strings.Contains(out, "identical") {

@@ -43,14 +43,14 @@ func TestWasmActorSpecs(t *testing.T) {
 // actor list groups the nodes by type and revision and names the live nodes
 // that lack a type; dead nodes do not count.
 func TestActorRows(t *testing.T) {
-	st := &pb.StatusResponse{ActiveRevisions: map[string]string{"w": "2"}, Nodes: []*pb.NodeStatus{
+	st := &pb.StatusResponse{ActiveRevisions: map[string]string{"w": "2"}, DeployedOwners: map[string]string{"w": "acme"}, Nodes: []*pb.NodeStatus{
 		{NodeId: "n2", State: "alive", ActorRevisions: map[string]string{"counter": "2", "w": "1"}},
 		{NodeId: "n1", State: "alive", ActorRevisions: map[string]string{"counter": "2", "w": "1,2"}},
 		{NodeId: "n3", State: "alive", ActorRevisions: map[string]string{"counter": "2"}},
 		{NodeId: "n4", State: "dead", ActorRevisions: map[string]string{"old": "1"}},
 	}}
 	got := fmt.Sprintf("%v", actorRows(st))
-	want := "[{counter map[2:[n1 n2 n3]] [] } {w map[1:[n1 n2] 2:[n1]] [n3] 2}]"
+	want := "[{counter map[2:[n1 n2 n3]] []  } {w map[1:[n1 n2] 2:[n1]] [n3] 2 acme}]"
 	if got != want {
 		t.Fatalf("rows %s, want %s", got, want)
 	}

@@ -143,27 +143,8 @@ func (n *Node) DeployActor(ctx context.Context, req *pb.DeployActorRequest) (*pb
 	if _, err := wasm.Load(ctx, t, rev, code, wasm.Config{}); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "deploy: the module does not load: %v", err)
 	}
-	backoff := 20 * time.Millisecond
-	for {
-		if n.control.State() == raft.Leader {
-			return n.deployLocal(ctx, req)
-		}
-		if _, leader := n.control.LeaderWithID(); leader != "" && string(leader) != n.cfg.NodeID {
-			c, err := n.router.peer(string(leader))
-			if err == nil {
-				resp, err := c.DeployActor(ctx, req)
-				if st := status.Convert(err); err == nil || st.Code() != codes.Unavailable {
-					return resp, err
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil, status.Errorf(codes.Unavailable, "deploy: no control leader reachable: %v", ctx.Err())
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
-	}
+	return onControlLeader(ctx, n, "deploy", func() (*pb.DeployActorResponse, error) { return n.deployLocal(ctx, req) },
+		func(c pb.InternalClient) (*pb.DeployActorResponse, error) { return c.DeployActor(ctx, req) })
 }
 
 func (n *Node) baseBehavior(t string) actor.Behavior {

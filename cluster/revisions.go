@@ -96,27 +96,8 @@ func (n *Node) ActivateRevision(ctx context.Context, req *pb.ActivateRevisionReq
 	if !n.cfg.Registry.Known(t) {
 		return nil, status.Errorf(codes.NotFound, "unknown actor type %q; registered: %s", t, strings.Join(n.cfg.Registry.Types(), ", "))
 	}
-	backoff := 20 * time.Millisecond
-	for {
-		if n.control.State() == raft.Leader {
-			return n.activateLocal(req)
-		}
-		if _, leader := n.control.LeaderWithID(); leader != "" && string(leader) != n.cfg.NodeID {
-			c, err := n.router.peer(string(leader))
-			if err == nil {
-				resp, err := c.ActivateRevision(ctx, req)
-				if st := status.Convert(err); err == nil || st.Code() != codes.Unavailable {
-					return resp, err
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil, status.Errorf(codes.Unavailable, "activate: no control leader reachable: %v", ctx.Err())
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
-	}
+	return onControlLeader(ctx, n, "activate", func() (*pb.ActivateRevisionResponse, error) { return n.activateLocal(req) },
+		func(c pb.InternalClient) (*pb.ActivateRevisionResponse, error) { return c.ActivateRevision(ctx, req) })
 }
 
 // activateLocal proposes the switch-over on the control leader, once every
@@ -183,4 +164,31 @@ func (s *internalServer) ActivateRevision(ctx context.Context, req *pb.ActivateR
 		return nil, status.Errorf(codes.Unavailable, "node %s does not lead the control group", s.n.cfg.NodeID)
 	}
 	return s.n.activateLocal(req)
+}
+
+// onControlLeader runs local when this node leads the control group, else
+// remote against the leader's internal service, retrying while there is no
+// leader or it answers Unavailable, until ctx ends.
+func onControlLeader[T any](ctx context.Context, n *Node, what string, local func() (T, error), remote func(pb.InternalClient) (T, error)) (T, error) {
+	backoff := 20 * time.Millisecond
+	for {
+		if n.control.State() == raft.Leader {
+			return local()
+		}
+		if _, leader := n.control.LeaderWithID(); leader != "" && string(leader) != n.cfg.NodeID {
+			if c, err := n.router.peer(string(leader)); err == nil {
+				resp, err := remote(c)
+				if st := status.Convert(err); err == nil || st.Code() != codes.Unavailable {
+					return resp, err
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			var zero T
+			return zero, status.Errorf(codes.Unavailable, "%s: no control leader reachable: %v", what, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
 }

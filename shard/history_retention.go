@@ -26,18 +26,8 @@ func (s *Shard) HistorySweepPass(ctx context.Context) error {
 	}
 	var from []byte
 	for {
-		if s.raft.State() != raft.Leader {
-			return ErrNotLeader
-		}
-		if s.fsm.halted.Load() {
-			return ErrHalted
-		}
-		select {
-		case <-s.stop:
-			return ErrClosed
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
+		if err := s.sweepGoesOn(ctx); err != nil {
+			return err
 		}
 		// As in SweepPass, the next slice's start is read before this one
 		// deletes: records appended meanwhile are young and past through.

@@ -72,18 +72,8 @@ func (s *Shard) sweepLoop() {
 func (s *Shard) SweepPass(ctx context.Context) error {
 	var from []byte
 	for {
-		if s.raft.State() != raft.Leader {
-			return ErrNotLeader
-		}
-		if s.fsm.halted.Load() {
-			return ErrHalted
-		}
-		select {
-		case <-s.stop:
-			return ErrClosed
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
+		if err := s.sweepGoesOn(ctx); err != nil {
+			return err
 		}
 		// The next slice starts after the rows this one examines, read
 		// before it deletes any: only sweeps delete records, and rows
@@ -138,4 +128,23 @@ func (s *Shard) sliceExpired(from []byte, at int64) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// sweepGoesOn is nil while a sweep pass may propose its next slice: this
+// replica still leads, has not halted or closed, and ctx is live.
+func (s *Shard) sweepGoesOn(ctx context.Context) error {
+	if s.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	if s.fsm.halted.Load() {
+		return ErrHalted
+	}
+	select {
+	case <-s.stop:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	default:
+		return nil
+	}
 }

@@ -275,6 +275,8 @@ func (m *Manager) run(ctx context.Context) {
 		}
 		if attempt%10 == 0 {
 			m.log.Warn("JetStream streams not ready; retrying", "err", err)
+		} else {
+			m.log.Debug("JetStream streams not ready; retrying", "err", err, "attempt", attempt)
 		}
 		select {
 		case <-ctx.Done():
@@ -300,8 +302,6 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 	if shards == 0 {
 		return errors.New("the shard count is not known yet (no cluster)")
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	subjects := make([]string, shards)
 	for i := range subjects {
 		subjects[i] = stream.IngressSubject(uint32(i))
@@ -353,17 +353,38 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 			Discard:    jetstream.DiscardNew,
 		})
 	}
-	for _, sc := range streams {
-		if sc.Name == stream.EventsStream {
-			sc = m.keepPersistMode(ctx, sc)
-		}
-		s, err := m.js.CreateOrUpdateStream(ctx, sc)
-		if err != nil {
-			return fmt.Errorf("stream %s: %w", sc.Name, err)
-		}
-		if sc.Name == stream.EventsStream {
-			m.atomicEvents.Store(atomicBatches(s.CachedInfo().Config))
-		}
+	// Every stream on its own, all at once, each with its own deadline:
+	// nodes starting together create the same streams at the same moment,
+	// and nats-server answers only one of several identical concurrent
+	// creates; the others hear nothing until their deadline, after which
+	// the retry finds the stream and updates it. One deadline for all the
+	// streams in a row cost every node that deadline once per stream.
+	errs := make([]error, len(streams))
+	var wg sync.WaitGroup
+	for i, sc := range streams {
+		wg.Go(func() { errs[i] = m.ensureStream(ctx, sc) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// streamCallTimeout bounds one stream create or update: long enough for a
+// busy meta leader, short enough that a request it never answers is retried
+// soon (see ensureStreams).
+const streamCallTimeout = 3 * time.Second
+
+func (m *Manager) ensureStream(ctx context.Context, sc jetstream.StreamConfig) error {
+	ctx, cancel := context.WithTimeout(ctx, streamCallTimeout)
+	defer cancel()
+	if sc.Name == stream.EventsStream {
+		sc = m.keepPersistMode(ctx, sc)
+	}
+	s, err := m.js.CreateOrUpdateStream(ctx, sc)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", sc.Name, err)
+	}
+	if sc.Name == stream.EventsStream {
+		m.atomicEvents.Store(atomicBatches(s.CachedInfo().Config))
 	}
 	return nil
 }

@@ -260,10 +260,24 @@ func TestSaga_ExactlyOnceAcrossShardsWhenALeaderIsKilled(t *testing.T) {
 		wg.Add(1)
 		go place(i)
 	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, w := range []*watcher{invW, ordW} {
+			w.mu.Lock()
+			t.Logf("watch: events of %d entities, ended with %v", len(w.byEnt), w.err)
+			w.mu.Unlock()
+		}
+		s.dumpJetStream(t, c)
+	})
 	// Kill once the first flows are under way: an order has an event.
 	testkit.Eventually(t, 30*time.Second, "a first order event watched", func() (bool, string) {
 		ordW.mu.Lock()
 		defer ordW.mu.Unlock()
+		if ordW.err != nil {
+			t.Fatalf("the order watch ended: %v", ordW.err)
+		}
 		return len(ordW.byEnt) > 0, "no order event yet"
 	})
 	victim.kill()
@@ -274,11 +288,6 @@ func TestSaga_ExactlyOnceAcrossShardsWhenALeaderIsKilled(t *testing.T) {
 	}
 	wg.Wait()
 
-	t.Cleanup(func() {
-		if t.Failed() {
-			s.dumpJetStream(t, c)
-		}
-	})
 	final := map[string]bool{builtin.OrderStatusCompleted: true, builtin.OrderStatusCancelled: true}
 	testkit.Poll{Timeout: 90 * time.Second, Every: 500 * time.Millisecond}.EventuallyNil(t, "every order final", func() error {
 		for i := range orders {

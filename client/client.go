@@ -9,6 +9,10 @@
 // the gateway of the node that leads the entity's shard, which saves the
 // cluster a forward and the caller a network hop (see WithLeaderRouting).
 //
+// Submit sends its command over a SubmitStream the client keeps open on each
+// connection, which costs both sides less per command than a unary call, and
+// answers exactly as the unary call would (see WithUnarySubmits).
+//
 // Transport security: Dial uses plaintext gRPC by default, as a node does
 // without --tls-cert. WithTLS connects with TLS to nodes that serve it (or to
 // a TLS-terminating proxy). The bearer token is sent either way, so do not

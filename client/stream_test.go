@@ -19,6 +19,7 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/gateway"
+	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/internal/testkit/clustertest"
 )
 
@@ -240,5 +241,57 @@ func TestStreamedSubmitFallsBackToUnary(t *testing.T) {
 	}
 	if n := streamsOpened(c); n > 1 {
 		t.Errorf("%d streams opened, want at most the first", n)
+	}
+}
+
+// A stream cut with a command in flight: the call fails as a unary call
+// cut in flight does (Unavailable, outcome unknown, not the gateway's
+// verdict), within its deadline, though the node goes on and applies it;
+// the next submit opens a new stream.
+func TestStreamedSubmitCutInFlightIsUnknown(t *testing.T) {
+	gate := make(chan struct{})
+	be, addr := serve(t, func(_ int, cmd actor.Command) (actor.Result, error) {
+		if cmd.IdempotencyKey == "slow" {
+			<-gate
+		}
+		return actor.Result{CommandID: cmd.ID, Status: actor.StatusAccepted, Version: 1}, nil
+	})
+	defer close(gate)
+	p := newCutProxy(t, addr)
+	c := dial(t, p.l.Addr().String(), WithTenant("dev"), WithWorkspace("w1"), WithRetries(0))
+	if _, err := c.Submit(context.Background(), addReq()); err != nil {
+		t.Fatal(err)
+	}
+	slow := addReq()
+	slow.IdempotencyKey = "slow"
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	slowErr := make(chan error, 1)
+	go func() { _, err := c.Submit(ctx, slow); slowErr <- err }()
+	testkit.Eventually(t, 10*time.Second, "the slow command at the node", func() (bool, string) {
+		for _, cmd := range be.commands() {
+			if cmd.IdempotencyKey == "slow" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(len(be.commands()), " commands, none slow")
+	})
+	p.cut()
+	err := <-slowErr
+	if ctx.Err() != nil {
+		t.Fatalf("the cut call returned only at its deadline: %v", err)
+	}
+	if status.Code(err) != codes.Unavailable || !IsUnknownOutcome(err) || IsNotApplied(err) || IsGatewayUnknownOutcome(err) {
+		t.Fatalf("the cut call returned %v, want Unavailable with the outcome unknown", err)
+	}
+	if !retryable(err) {
+		t.Fatalf("%v is not retried, as a unary call cut in flight is", err)
+	}
+	testkit.EventuallyNil(t, 10*time.Second, "a submit after the cut", func() error {
+		_, err := c.Submit(context.Background(), addReq())
+		return err
+	})
+	if n := streamsOpened(c); n != 2 {
+		t.Errorf("%d streams opened, want 2 (one before the cut, one after)", n)
 	}
 }

@@ -219,10 +219,11 @@ func TestSubmitBatchingFallsBackWithoutSubmitBatch(t *testing.T) {
 	}
 }
 
-// WithSubmitBatching(false): every submit is its own call.
+// WithSubmitBatching(false): every submit is its own call (unary here, to
+// count them; streamed submits are tested in stream_test.go).
 func TestSubmitBatchingOff(t *testing.T) {
 	bs := serveBatches(t, false)
-	c := routedClient(t, bs, WithSubmitBatching(false))
+	c := routedClient(t, bs, WithSubmitBatching(false), WithUnarySubmits())
 	done := submitAll(c, 20, func(i int) string { return fmt.Sprint("k", i) })
 	testkit.Eventually(t, 10*time.Second, "20 commands at the backend", backendHas(bs, 20))
 	close(bs.gate)

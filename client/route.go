@@ -65,7 +65,7 @@ const maxRouteShards = 1 << 16
 type endpoint struct {
 	addr  string
 	conns []*grpc.ClientConn
-	gws   []pb.GatewayClient
+	gws   []*gwConn
 	next  atomic.Uint32
 }
 
@@ -111,6 +111,9 @@ func (e *endpoint) connect() {
 }
 
 func (e *endpoint) close() error {
+	for _, gw := range e.gws {
+		gw.st.close()
+	}
 	var first error
 	for _, c := range e.conns {
 		if err := c.Close(); err != nil && first == nil {
@@ -404,6 +407,15 @@ func (rc *routeCall) callOptions(opts []grpc.CallOption) []grpc.CallOption {
 		return opts
 	}
 	return append(opts[:len(opts):len(opts)], grpc.Trailer(&rc.tr))
+}
+
+// trailer is where a streamed submit puts the trailers (nil without
+// routing: nobody reads them).
+func (rc *routeCall) trailer() *metadata.MD {
+	if rc == nil {
+		return nil
+	}
+	return &rc.tr
 }
 
 // finish learns from the call's trailers and outcome.

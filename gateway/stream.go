@@ -44,7 +44,20 @@ func (s *Server) SubmitStream(stream pb.Gateway_SubmitStreamServer) error {
 		bytes:    semaphore.NewWeighted(StreamMaxBytes),
 		inflight: map[uint64]struct{}{},
 	}
-	err = ss.read(ctx)
+	// A client keeps its stream open for as long as it runs (the Go client
+	// does), so the node's shutdown ends it: the gateway stops taking the
+	// stream's commands, answers those it took, and ends the call
+	// Unavailable, which lets a graceful stop finish instead of waiting for
+	// clients to hang up. Recv cannot be interrupted; read runs apart and
+	// drops what it receives once stopped (never processed: not applied).
+	readErr := make(chan error, 1)
+	go func() { readErr <- ss.read(ctx) }()
+	select {
+	case err = <-readErr:
+	case <-s.closing:
+		err = status.Error(codes.Unavailable, "the node is shutting down; resubmit the commands not answered on this stream")
+	}
+	ss.stop()
 	// The answers of commands in flight are still sent (they were decided,
 	// or will be): the handler must not return while they may call Send.
 	ss.wg.Wait()
@@ -64,8 +77,17 @@ type submitStream struct {
 	bytes *semaphore.Weighted // request bytes in flight
 	wg    sync.WaitGroup
 
-	mu       sync.Mutex // guards inflight and Send
+	mu       sync.Mutex // guards inflight, stopped, wg.Go and Send
 	inflight map[uint64]struct{}
+	stopped  bool // the handler is returning: start nothing more
+}
+
+// stop makes read start no more commands (wg.Go is then never called
+// during or after wg.Wait).
+func (ss *submitStream) stop() {
+	ss.mu.Lock()
+	ss.stopped = true
+	ss.mu.Unlock()
 }
 
 // read takes messages until the client half-closes (io.EOF), the call ends,
@@ -87,27 +109,35 @@ func (ss *submitStream) read(ctx context.Context) error {
 			<-ss.slots
 			return status.FromContextError(err).Err()
 		}
-		if !ss.begin(req.GetId()) {
+		ok, stopped := ss.begin(req.GetId(), func() {
+			defer func() { ss.bytes.Release(size); <-ss.slots }()
+			ss.answer(ss.one(ctx, req))
+		})
+		if stopped {
+			return status.Error(codes.Unavailable, "the stream was ended")
+		}
+		if !ok {
 			ss.bytes.Release(size)
 			<-ss.slots
 			return status.Errorf(codes.InvalidArgument, "id %d is already in flight on this stream: ids must be unique among the commands awaiting an answer", req.GetId())
 		}
-		ss.wg.Go(func() {
-			defer func() { ss.bytes.Release(size); <-ss.slots }()
-			ss.answer(ss.one(ctx, req))
-		})
 	}
 }
 
-// begin records id as in flight, unless it already is.
-func (ss *submitStream) begin(id uint64) bool {
+// begin records id as in flight and runs run for it, unless the id already
+// is in flight (ok false) or the handler stopped taking commands.
+func (ss *submitStream) begin(id uint64, run func()) (ok, stopped bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if ss.stopped {
+		return false, true
+	}
 	if _, dup := ss.inflight[id]; dup {
-		return false
+		return false, false
 	}
 	ss.inflight[id] = struct{}{}
-	return true
+	ss.wg.Go(run)
+	return true, false
 }
 
 // answer sends r and frees its id. A failed Send means the call is over;

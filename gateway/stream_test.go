@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -258,5 +260,46 @@ func TestSubmitStreamAuthentication(t *testing.T) {
 	h.srv.auth.byHash.Store(old)
 	if r := send(3); r.GetError() != nil {
 		t.Fatalf("after the token came back: %v", r.GetError())
+	}
+}
+
+// A client keeps its SubmitStream open (the Go client does): the gateway's
+// Shutdown ends the stream Unavailable, so that the node's graceful stop
+// (GracefulStop after Shutdown) finishes instead of waiting for the client.
+func TestSubmitStreamEndsOnShutdown(t *testing.T) {
+	h := newHarness(t)
+	gs := grpc.NewServer(ServerOptions()...)
+	h.srv.RegisterGRPC(gs)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	st := openStream(t, &harness{gw: pb.NewGatewayClient(conn)}, tokAlice)
+	if err := st.Send(&pb.SubmitStreamRequest{Id: 1, Command: counterReq("c1", "k1", `{"amount":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := st.Recv(); err != nil || m.GetResponse() == nil {
+		t.Fatalf("answer %v, %v", m, err)
+	}
+	h.srv.Shutdown()
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	testkit.Eventually(t, 10*time.Second, "graceful stop with a stream open", func() (bool, string) {
+		select {
+		case <-stopped:
+			return true, ""
+		default:
+			return false, "GracefulStop still waits"
+		}
+	})
+	if _, err := st.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("the stream ended %v, want Unavailable", err)
 	}
 }

@@ -47,6 +47,7 @@ type benchFlags struct {
 	commandActor   string
 	route          string
 	batchSubmits   bool
+	unarySubmits   bool
 	conns          int
 	opTimeout      time.Duration
 	jsonFile       string
@@ -86,7 +87,9 @@ operations round-robin over --addr instead, as a client unaware of shards
 would; a node that does not lead the shard forwards the operation (on 3 nodes,
 two thirds of them). --batch-submits (with --route leader) lets the client
 coalesce the commands queued for one shard leader into SubmitBatch calls
-(client.WithSubmitBatching).
+(client.WithSubmitBatching). rhizon commands go over each connection's
+SubmitStream (the client's default); --unary-submits sends one unary Submit
+call each instead (client.WithUnarySubmits), to compare.
 
 --json FILE writes one JSON object per run (JSON Lines) and, next to it, an
 SVG latency-over-time plot per run and one percentile plot.
@@ -150,6 +153,7 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 	fs.StringVar(&f.commandActor, "command", bench.CommandCounter, "what a rhizon command is: counter (cmd.counter.add) or kv (cmd.kv.update without expected version)")
 	fs.StringVar(&f.route, "route", bench.RouteLeader, "where rhizon operations go: leader (straight to the shard leader's gateway) or any (round-robin over --addr; the node forwards)")
 	fs.BoolVar(&f.batchSubmits, "batch-submits", false, "rhizon with --route leader: coalesce the submits queued for one shard leader into SubmitBatch calls")
+	fs.BoolVar(&f.unarySubmits, "unary-submits", false, "rhizon: one unary Submit call per command instead of the connection's SubmitStream (the client's default)")
 	fs.IntVar(&f.conns, "conns", 0, "client connections: rhizon spreads them over --addr (default 2 per address; with --route leader, that many per node), a peer over its servers (default 3)")
 	fs.DurationVar(&f.opTimeout, "op-timeout", bench.DefaultOpTimeout, "deadline of one operation, client retries included")
 	fs.StringVar(&f.jsonFile, "json", "", "write the runs as JSON Lines to this file, and SVG plots next to it")
@@ -159,6 +163,15 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 	// its own CPU cost is part of every figure, so it must be measurable.
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
 	return c
+}
+
+// benchClientOptions are the Go client's options the flags choose.
+func benchClientOptions(f *benchFlags) []client.Option {
+	opts := []client.Option{client.WithSubmitBatching(f.batchSubmits)}
+	if f.unarySubmits {
+		opts = append(opts, client.WithUnarySubmits())
+	}
+	return opts
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.
@@ -277,7 +290,7 @@ func (f *benchFlags) openTarget(ctx context.Context, stderr io.Writer, name stri
 		t, err = bench.NewRhizon(bench.RhizonConfig{
 			Addrs: splitList(f.addr), Token: f.token, Tenant: f.tenant, Workspace: f.workspace,
 			Conns: f.conns, CommandActor: f.commandActor, NATS: splitList(f.nats), NATSTLS: natsTLS, Route: f.route,
-			ClientOptions: append([]client.Option{client.WithSubmitBatching(f.batchSubmits)}, topts...),
+			ClientOptions: append(benchClientOptions(f), topts...),
 		})
 		if err != nil {
 			return nil, nil, err

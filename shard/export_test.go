@@ -1,0 +1,4 @@
+package shard
+
+// LeaseFor exposes the lease a quorum ack buys, for the tests' bounds.
+var LeaseFor = leaseFor

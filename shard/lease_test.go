@@ -1,0 +1,197 @@
+package shard_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/internal/testkit"
+	"github.com/rhizon/rhizon/shard"
+)
+
+var leaseEntity = actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: "lease"}
+
+func write(t *testing.T, s *shard.Shard, n int) {
+	t.Helper()
+	res, err := s.Submit(ctx(t), add("lease", n))
+	if err != nil || res.Status != actor.StatusAccepted {
+		t.Fatalf("write %d: %v %+v", n, err, res)
+	}
+}
+
+// reads does n linearizable reads on s and returns how many the lease
+// confirmed and how many a heartbeat round did.
+func reads(t *testing.T, s *shard.Shard, n int) (lease, round uint64) {
+	t.Helper()
+	l0, r0 := s.ReadCounts()
+	for range n {
+		if err := s.WaitLinearizable(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l1, r1 := s.ReadCounts()
+	return l1 - l0, r1 - r0
+}
+
+func TestLease_ReadsUnderLeaseDoNoHeartbeatRound(t *testing.T) {
+	g := openGroup(t, nil)
+	l := g.s[g.leader()]
+	write(t, l, 1)
+	// The first read of a term commits its barrier; the heartbeats that
+	// follow give the leader its lease.
+	testkit.Eventually(t, 10*time.Second, "a lease read", func() (bool, string) {
+		n, _ := reads(t, l, 1)
+		return n == 1, "read did a round"
+	})
+	lease, round := reads(t, l, 200)
+	// Heartbeats renew the ~570 ms lease every 100-200 ms; a loaded
+	// machine may delay one past it, so allow a few rounds.
+	if lease < 190 || lease+round != 200 {
+		t.Fatalf("200 reads under lease: %d by lease, %d by round", lease, round)
+	}
+}
+
+func TestLease_OffEveryReadDoesTheRound(t *testing.T) {
+	g := openGroup(t, func(c *shard.Config) { c.NoLeaseReads = true })
+	l := g.s[g.leader()]
+	write(t, l, 1)
+	lease, round := reads(t, l, 50)
+	if lease != 0 || round != 50 {
+		t.Fatalf("50 reads with leases off: %d by lease, %d by round", lease, round)
+	}
+}
+
+// readLog is what a reader on the old leader saw: each successful read,
+// when it began and what it returned, and whether the lease confirmed it.
+type readAt struct {
+	start   time.Time
+	version uint64
+	leased  bool
+}
+
+// readLoop reads on s until stop closes.
+func readLoop(t *testing.T, s *shard.Shard, stop <-chan struct{}) func() []readAt {
+	var (
+		mu  sync.Mutex
+		got []readAt
+		wg  sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			l0, _ := s.ReadCounts()
+			start := time.Now()
+			c, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			err := s.WaitLinearizable(c)
+			cancel()
+			if err != nil {
+				continue
+			}
+			e, err := s.Store().Entity(leaseEntity)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			l1, _ := s.ReadCounts()
+			mu.Lock()
+			got = append(got, readAt{start: start, version: e.Version, leased: l1 > l0})
+			mu.Unlock()
+		}
+	}()
+	return func() []readAt {
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return got
+	}
+}
+
+func TestLease_CutOffLeaderStopsBeforeLeaseEndsAndNeverServesStale(t *testing.T) {
+	const hb = 500 * time.Millisecond
+	g := openGroup(t, func(c *shard.Config) {
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = hb, hb, hb
+	})
+	li := g.leader()
+	old := g.s[li]
+	write(t, old, 1)
+	testkit.Eventually(t, 10*time.Second, "a lease read", func() (bool, string) {
+		n, _ := reads(t, old, 1)
+		return n == 1, "read did a round"
+	})
+
+	stop := make(chan struct{})
+	done := readLoop(t, old, stop)
+	cut := time.Now()
+	g.p.set(g.trans[li].LocalAddr(), true)
+	ni := g.leader()
+	write(t, g.s[ni], 2)
+	acked := time.Now()
+	testkit.Eventually(t, 10*time.Second, "the old leader to step down", func() (bool, string) {
+		return !old.IsLeader(), "still leader"
+	})
+	close(stop)
+	got := done()
+
+	leaseEnd := cut.Add(shard.LeaseFor(hb))
+	var leased int
+	for _, r := range got {
+		if r.leased {
+			leased++
+			if !r.start.Before(leaseEnd) {
+				t.Errorf("lease read began %v after the cut, past the lease %v", r.start.Sub(cut), shard.LeaseFor(hb))
+			}
+		}
+		if r.start.After(acked) && r.version < 2 {
+			t.Errorf("stale read: began %v after the new leader acked version 2, returned version %d", r.start.Sub(acked), r.version)
+		}
+	}
+	if leased == 0 {
+		t.Fatalf("no lease read after the cut (%d reads): the test saw nothing", len(got))
+	}
+	t.Logf("%d reads on the old leader after the cut, %d by lease; new leader acked %v after the cut", len(got), leased, acked.Sub(cut))
+}
+
+func TestLease_TransferEndsTheLeaseBeforeTimeoutNow(t *testing.T) {
+	g := openGroup(t, nil)
+	li := g.leader()
+	old := g.s[li]
+	write(t, old, 1)
+	testkit.Eventually(t, 10*time.Second, "a lease read", func() (bool, string) {
+		n, _ := reads(t, old, 1)
+		return n == 1, "read did a round"
+	})
+	stop := make(chan struct{})
+	done := readLoop(t, old, stop)
+	if err := old.Raft().LeadershipTransfer().Error(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, "the old leader to step down", func() (bool, string) {
+		return !old.IsLeader(), "still leader"
+	})
+	close(stop)
+	got := done()
+	sent := time.Unix(0, g.trans[li].timeoutNowAt.Load())
+	if sent.IsZero() || g.trans[li].timeoutNowAt.Load() == 0 {
+		t.Fatal("no TimeoutNow was sent")
+	}
+	var leased int
+	for _, r := range got {
+		if r.leased {
+			leased++
+			if r.start.After(sent) {
+				t.Errorf("lease read began %v after TimeoutNow left", r.start.Sub(sent))
+			}
+		}
+	}
+	if leased == 0 {
+		t.Fatalf("no lease read before the transfer (%d reads): the test saw nothing", len(got))
+	}
+}

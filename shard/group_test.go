@@ -90,13 +90,13 @@ func (t *cutTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, r
 
 // group is a 3-voter shard over real Raft on loopback TCP and real Badger.
 type group struct {
-	t     *testing.T
+	t     testing.TB
 	p     *partition
 	trans []*cutTransport
 	s     []*shard.Shard
 }
 
-func openGroup(t *testing.T, tune func(*shard.Config)) *group {
+func openGroup(t testing.TB, tune func(*shard.Config)) *group {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("3-node Raft group")

@@ -21,8 +21,17 @@ import (
 // partition is the fault switch of a group's transports: RPCs from or to a
 // cut address fail, as if its links were down.
 type partition struct {
-	mu  sync.Mutex
-	cut map[raft.ServerAddress]bool
+	mu    sync.Mutex
+	cut   map[raft.ServerAddress]bool
+	links map[[2]raft.ServerAddress]bool // one direction each
+}
+
+// cutLink fails RPCs between a and b, both ways.
+func (p *partition) cutLink(a, b raft.ServerAddress) {
+	p.mu.Lock()
+	p.links[[2]raft.ServerAddress{a, b}] = true
+	p.links[[2]raft.ServerAddress{b, a}] = true
+	p.mu.Unlock()
 }
 
 func (p *partition) set(a raft.ServerAddress, cut bool) {
@@ -40,7 +49,7 @@ func (p *partition) isCut(a raft.ServerAddress) bool {
 func (p *partition) blocked(from, to raft.ServerAddress) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cut[from] || p.cut[to] {
+	if p.cut[from] || p.cut[to] || p.links[[2]raft.ServerAddress{from, to}] {
 		return fmt.Errorf("partitioned: %s -> %s", from, to)
 	}
 	return nil
@@ -94,6 +103,8 @@ type group struct {
 	p     *partition
 	trans []*cutTransport
 	s     []*shard.Shard
+	cfgs  []shard.Config
+	dbs   []func() // close replica i's stores
 }
 
 func openGroup(t testing.TB, tune func(*shard.Config)) *group {
@@ -101,7 +112,7 @@ func openGroup(t testing.TB, tune func(*shard.Config)) *group {
 	if testing.Short() {
 		t.Skip("3-node Raft group")
 	}
-	g := &group{t: t, p: &partition{cut: map[raft.ServerAddress]bool{}}}
+	g := &group{t: t, p: &partition{cut: map[raft.ServerAddress]bool{}, links: map[[2]raft.ServerAddress]bool{}}}
 	var peers []raft.Server
 	for i := range 3 {
 		nt, err := raft.NewTCPTransport("127.0.0.1:0", nil, 3, 5*time.Second, io.Discard)
@@ -113,16 +124,8 @@ func openGroup(t testing.TB, tune func(*shard.Config)) *group {
 	}
 	for i := range 3 {
 		dir := t.TempDir()
-		state, err := storage.Open(filepath.Join(dir, "state"), storage.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		logs, err := storage.OpenRaft(filepath.Join(dir, "raft"), storage.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		cfg := shard.Config{
-			ID: 5, NodeID: string(peers[i].ID), Registry: builtin.Registry(), StateDB: state, RaftDB: logs,
+			ID: 5, NodeID: string(peers[i].ID), Registry: builtin.Registry(),
 			Dir: filepath.Join(dir, "shard"), Transport: g.trans[i], Bootstrap: true, Peers: peers,
 			HeartbeatTimeout: time.Second, ElectionTimeout: time.Second,
 			LeaderLeaseTimeout: 500 * time.Millisecond, TickInterval: 20 * time.Millisecond,
@@ -130,21 +133,68 @@ func openGroup(t testing.TB, tune func(*shard.Config)) *group {
 		if tune != nil {
 			tune(&cfg)
 		}
-		s, err := shard.Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		g.s = append(g.s, s)
-		t.Cleanup(func() {
-			if err := s.Close(); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
-				t.Errorf("close shard: %v", err)
-			}
-			logs.Close()
-			state.Close()
-		})
+		g.cfgs = append(g.cfgs, cfg)
+		g.s = append(g.s, nil)
+		g.dbs = append(g.dbs, nil)
+		g.open(i, dir)
 	}
+	t.Cleanup(func() {
+		for i := range g.s {
+			g.close(i)
+		}
+	})
 	g.leader()
 	return g
+}
+
+// open opens replica i over the stores in dir.
+func (g *group) open(i int, dir string) {
+	t := g.t
+	state, err := storage.Open(filepath.Join(dir, "state"), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, err := storage.OpenRaft(filepath.Join(dir, "raft"), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := g.cfgs[i]
+	cfg.StateDB, cfg.RaftDB, cfg.Transport = state, logs, g.trans[i]
+	s, err := shard.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.s[i] = s
+	g.dbs[i] = func() {
+		logs.Close()
+		state.Close()
+	}
+}
+
+// close stops replica i (as a crash would for its peers) and its stores.
+func (g *group) close(i int) {
+	if g.s[i] == nil {
+		return
+	}
+	if err := g.s[i].Close(); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
+		g.t.Errorf("close shard: %v", err)
+	}
+	g.dbs[i]()
+	g.s[i] = nil
+}
+
+// restart closes replica i and opens it again on its data and address.
+func (g *group) restart(i int) {
+	g.t.Helper()
+	addr := g.trans[i].LocalAddr()
+	dir := filepath.Dir(g.cfgs[i].Dir)
+	g.close(i)
+	nt, err := raft.NewTCPTransport(string(addr), nil, 3, 5*time.Second, io.Discard)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	g.trans[i] = &cutTransport{NetworkTransport: nt, p: g.p}
+	g.open(i, dir)
 }
 
 // leader waits for a leader and returns its index.
@@ -153,7 +203,7 @@ func (g *group) leader() int {
 	at := -1
 	testkit.Eventually(g.t, 20*time.Second, "a leader", func() (bool, string) {
 		for i, s := range g.s {
-			if s.IsLeader() && !g.p.isCut(g.trans[i].LocalAddr()) {
+			if s != nil && s.IsLeader() && !g.p.isCut(g.trans[i].LocalAddr()) {
 				at = i
 				return true, ""
 			}

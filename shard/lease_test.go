@@ -2,9 +2,12 @@ package shard_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/internal/testkit"
@@ -219,4 +222,76 @@ func TestLease_TransferEndsTheLeaseBeforeTimeoutNow(t *testing.T) {
 	if leased == 0 {
 		t.Fatalf("no lease read before the transfer (%d reads): the test saw nothing", len(got))
 	}
+}
+
+func TestLease_RestartedVoterVotesForNoOneWithinTheLease(t *testing.T) {
+	const hb = time.Second // openGroup's
+	g := openGroup(t, nil)
+	li := g.leader()
+	old := g.s[li]
+	a, b := (li+1)%3, (li+2)%3
+	addr := func(i int) raft.ServerAddress { return g.trans[i].LocalAddr() }
+	write(t, old, 1)
+	// b loses the leader and campaigns; a alone keeps the lease going.
+	g.p.cutLink(addr(li), addr(b))
+	testkit.Eventually(t, 10*time.Second, "b to campaign", func() (bool, string) {
+		return g.s[b].Raft().State() == raft.Candidate, g.s[b].Raft().State().String()
+	})
+	rd := readLoop(t, old)
+	// The leader is cut off and a, which acked it a moment ago, restarts:
+	// it must not give b the vote the lease counts on it to refuse.
+	cut := time.Now()
+	g.p.set(addr(li), true)
+	g.restart(a)
+	// Ask for a's vote at once, as b (its election timer would take up to
+	// 2 s to), with a log as long as any: only the quiet rule refuses it.
+	var (
+		vote raft.RequestVoteResponse
+		err  error
+	)
+	// The first call may find b's pooled connection to a's old transport.
+	for range 5 {
+		err = g.trans[b].NetworkTransport.RequestVote(raft.ServerID(g.cfgs[a].NodeID), addr(a), &raft.RequestVoteRequest{
+			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(g.cfgs[b].NodeID), Addr: []byte(addr(b))},
+			Term:      g.s[a].Raft().CurrentTerm() + 10, LastLogIndex: 1 << 40, LastLogTerm: 1 << 40,
+		}, &vote)
+		if err == nil || strings.Contains(err.Error(), "no votes yet") {
+			break
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "no votes yet") {
+		t.Errorf("a voter restarted %v ago: vote err %v, granted %v; want refused as quiet", time.Since(cut), err, vote.Granted)
+	}
+	var elected time.Time
+	testkit.Eventually(t, 20*time.Second, "a new leader", func() (bool, string) {
+		if g.s[a].IsLeader() || g.s[b].IsLeader() {
+			elected = time.Now()
+			return true, ""
+		}
+		return false, "none"
+	})
+	ni := a
+	if g.s[b].IsLeader() {
+		ni = b
+	}
+	write(t, g.s[ni], 2)
+	acked := time.Now()
+	testkit.Eventually(t, 10*time.Second, "the old leader to step down", func() (bool, string) {
+		return !old.IsLeader(), "still leader"
+	})
+	got := rd.done()
+
+	drift := shard.MaxClockDrift
+	if bound := time.Duration(float64(hb) / (1 + drift)); elected.Sub(cut) < bound {
+		t.Errorf("a new leader %v after the cut, within %v: the restarted voter voted", elected.Sub(cut), bound)
+	}
+	for _, r := range got {
+		if r.leased && r.start.After(elected) {
+			t.Errorf("lease read began %v after a new leader was seen", r.start.Sub(elected))
+		}
+		if r.start.After(acked) && r.version < 2 {
+			t.Errorf("stale read: began %v after the new leader acked version 2, returned version %d", r.start.Sub(acked), r.version)
+		}
+	}
+	t.Logf("new leader %v after the cut and restart", elected.Sub(cut))
 }

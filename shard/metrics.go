@@ -35,6 +35,9 @@ type metrics struct {
 	revisionMissing metric.Int64Counter
 	swept           metric.Int64Counter
 	historySwept    metric.Int64Counter
+	reads           metric.Int64Counter
+	leaseRead       metric.MeasurementOption // "confirmed" of rhizon.reads.linearizable
+	roundRead       metric.MeasurementOption
 }
 
 func newMetrics(id uint32) (*metrics, error) {
@@ -84,6 +87,10 @@ func newMetrics(id uint32) (*metrics, error) {
 	check(e)
 	mt.historySwept, e = m.Int64Counter("rhizon.retention.history_swept", metric.WithDescription(
 		"History records (events, recorded rejections) deleted by history retention sweep entries (history_retention.go)."))
+	check(e)
+	mt.leaseRead = metric.WithAttributeSet(attribute.NewSet(shard, attribute.String("confirmed", "lease")))
+	mt.roundRead = metric.WithAttributeSet(attribute.NewSet(shard, attribute.String("confirmed", "round")))
+	mt.reads, e = m.Int64Counter("rhizon.reads.linearizable", metric.WithDescription("Linearizable reads served by this leader, by how its leadership was confirmed: lease (no heartbeat round) or round."))
 	check(e)
 	mt.overloaded, e = m.Int64Counter("rhizon.submit.overloaded", metric.WithDescription("Submits refused because the proposer queue was full."))
 	check(e)
@@ -157,6 +164,15 @@ func (m *metrics) missingRevision(actorType, rev string) {
 }
 
 func (m *metrics) batch(n int) { m.batchSize.Record(context.Background(), int64(n), m.shardAttr) }
+
+// read counts one linearizable read, confirmed by the lease or a round.
+func (m *metrics) read(leased bool) {
+	if leased {
+		m.reads.Add(context.Background(), 1, m.leaseRead)
+	} else {
+		m.reads.Add(context.Background(), 1, m.roundRead)
+	}
+}
 
 func (m *metrics) submitted(ctx context.Context, d time.Duration, err error) {
 	opt := m.okAttr

@@ -59,6 +59,10 @@ type Config struct {
 	// (divergence.go): 0 means DefaultCheckEvery, negative turns it off.
 	HashCheckEvery int
 
+	// NoLeaseReads makes every linearizable read confirm leadership with a
+	// heartbeat round instead of relying on the leader lease (lease.go).
+	NoLeaseReads bool
+
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
@@ -187,6 +191,10 @@ type Shard struct {
 	// waiting for an index wait on it instead of polling.
 	appliedCh atomic.Pointer[chan struct{}]
 
+	lease      *lease          // nil when the transport cannot be wrapped (no pre-vote)
+	leaseTrans *leaseTransport // the transport Raft was given, when lease is set
+	reads      readCounts
+
 	readyTerm atomic.Uint64             // term in which this leader committed a barrier
 	cmdCache  atomic.Pointer[[2]uint64] // last (commit index, newest command at or below it)
 	closeOnce sync.Once
@@ -261,6 +269,12 @@ func Open(cfg Config) (*Shard, error) {
 	s.fsm = &fsm{s: s, eng: eng, store: s.store, db: cfg.StateDB, log: log}
 	s.fsm.publishMeta()
 
+	trans := cfg.Transport
+	if _, ok := trans.(raft.WithPreVote); ok {
+		s.lease = newLease(leaseFor(cfg.HeartbeatTimeout))
+		s.leaseTrans = newLeaseTransport(trans, s.lease, cfg.HeartbeatTimeout)
+		trans = s.leaseTrans
+	}
 	ls := cfg.RaftDB.Shard(cfg.ID)
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(ls, ls, snaps)
@@ -277,11 +291,17 @@ func Open(cfg Config) (*Shard, error) {
 			}
 		}
 	}
-	r, err := raft.NewRaft(rc, s.fsm, ls, ls, snaps, cfg.Transport)
+	r, err := raft.NewRaft(rc, s.fsm, ls, ls, snaps, trans)
 	if err != nil {
+		if s.leaseTrans != nil {
+			s.leaseTrans.stop()
+		}
 		return nil, fmt.Errorf("shard %d: start raft: %w", cfg.ID, err)
 	}
 	s.raft = r
+	if s.leaseTrans != nil {
+		s.leaseTrans.node.Store(r)
+	}
 	s.wg.Add(3)
 	go s.proposeLoop()
 	go s.tickLoop()
@@ -335,6 +355,9 @@ func (s *Shard) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		err = s.raft.Shutdown().Error()
+		if s.leaseTrans != nil {
+			s.leaseTrans.stop()
+		}
 		close(s.raftDown)
 		s.wg.Wait()
 		// Fail whatever is still queued.
@@ -424,9 +447,10 @@ func (s *Shard) Halted() error {
 
 // WaitLinearizable returns once this replica may serve a linearizable read:
 // it makes sure an entry of its own term is committed (a Barrier, once per
-// term), notes the commit index, confirms it still leads (a quorum answered
-// its heartbeat), then waits until the state store has applied every command
-// committed before the read began.
+// term), notes the commit index, confirms it still leads (under the leader
+// lease, lease.go; otherwise a quorum answers its heartbeat), then waits
+// until the state store has applied every command committed before the read
+// began.
 func (s *Shard) WaitLinearizable(ctx context.Context) error {
 	if err := s.Halted(); err != nil {
 		return err
@@ -442,13 +466,20 @@ func (s *Shard) WaitLinearizable(ctx context.Context) error {
 		s.readyTerm.Store(term)
 	}
 	commit := s.raft.CommitIndex()
-	// A transport that holds heartbeats back to send them together lets
-	// this round go at once.
-	if h, ok := s.cfg.Transport.(interface{ Hurry() }); ok {
-		h.Hurry()
-	}
-	if err := s.raft.VerifyLeader().Error(); err != nil {
-		return mapRaftErr(err, false)
+	if s.leased(term) {
+		s.reads.lease.Add(1)
+		s.metrics.read(true)
+	} else {
+		// A transport that holds heartbeats back to send them together
+		// lets this round go at once.
+		if h, ok := s.cfg.Transport.(interface{ Hurry() }); ok {
+			h.Hurry()
+		}
+		if err := s.raft.VerifyLeader().Error(); err != nil {
+			return mapRaftErr(err, false)
+		}
+		s.reads.round.Add(1)
+		s.metrics.read(false)
 	}
 	need, err := s.lastCommandAtOrBelow(commit)
 	if err != nil {

@@ -80,6 +80,7 @@ type nodeFlags struct {
 	tlsCA         string
 	heartbeat     time.Duration
 	election      time.Duration
+	leaseReads    bool
 	tokenPoll     time.Duration
 	watchToken    int
 	watchConn     int
@@ -145,6 +146,7 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.DurationVar(&f.deadAfter, "dead-after", 30*time.Second, "replace the replicas of a node dead this long")
 	fs.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", time.Second, "Raft heartbeat timeout")
 	fs.DurationVar(&f.election, "raft-election-timeout", time.Second, "Raft election timeout")
+	fs.BoolVar(&f.leaseReads, "lease-reads", true, "serve linearizable reads under the leader lease, without a heartbeat round (assumes clocks drift at most 1.5x; false: a round per read)")
 	fs.BoolVar(&f.fastGossip, "fast-gossip", false, "gossip tuned for loopback tests (fast failure detection)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP address")
 	fs.BoolVar(&f.raftV1, "raft-accept-unauthenticated", false,
@@ -413,7 +415,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 			SnapshotThreshold: f.snapshotAt, SnapshotInterval: f.snapshotEvery, HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election,
 			LeaderLeaseTimeout: min(f.heartbeat, f.election) / 2,
 			Retention:          f.retention.windows, HistoryRetention: f.retention.history,
-			SweepInterval: f.sweepEvery, SweepRows: f.sweepRows,
+			SweepInterval: f.sweepEvery, SweepRows: f.sweepRows, NoLeaseReads: !f.leaseReads,
 		},
 	})
 	if err != nil {

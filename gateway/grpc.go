@@ -56,21 +56,39 @@ func ServerOptions() []grpc.ServerOption {
 // and server reflection on gs. Health and reflection need no token (the
 // Gateway methods authenticate themselves; there is no interceptor).
 //
-// Health: "" (the whole server) and "rhizon.v1.Gateway" are SERVING while
-// the node is READY or DEGRADED and NOT_SERVING when it is FAILED (Health).
-// Its first value is taken now; call WatchHealth to keep it current, and
-// Shutdown to drain. Liveness is HTTP /healthz, which only says the process
+// Health: "" (the whole server) and every service registered on gs
+// (Gateway, Admin, the node's Internal, health and reflection themselves)
+// are SERVING while the node is READY or DEGRADED and NOT_SERVING when it
+// is FAILED (Health): a probe may name any of them. The names are read from
+// gs at each assessment, so services registered after this call (the
+// cluster's Internal) follow too. Its first value is taken now; call
+// WatchHealth to keep it current, and Shutdown to drain. Liveness is HTTP /healthz, which only says the process
 // answers: a degraded or failed node is not to be restarted for it.
 func (s *Server) RegisterGRPC(gs *grpc.Server) {
 	pb.RegisterGatewayServer(gs, s)
 	pb.RegisterAdminServer(gs, adminServer{s: s})
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
+	s.grpcServer.Store(gs)
 	s.UpdateHealth(context.Background())
 }
 
-// healthServices are the gRPC health service names that follow Health.
-var healthServices = []string{"", pb.Gateway_ServiceDesc.ServiceName}
+// healthServices are the gRPC health service names that follow Health: ""
+// and every service registered on the gRPC server, taken from the server
+// rather than a list here, which would miss the next service added.
+// Registering is only allowed before Serve, so reading the services of a
+// serving server races with nothing.
+func (s *Server) healthServices() []string {
+	names := []string{""}
+	gs := s.grpcServer.Load()
+	if gs == nil {
+		return append(names, pb.Gateway_ServiceDesc.ServiceName)
+	}
+	for name := range gs.GetServiceInfo() {
+		names = append(names, name)
+	}
+	return names
+}
 
 // UpdateHealth assesses the node once and sets the gRPC health services
 // from it. It reports whether the node serves (READY or DEGRADED).
@@ -82,7 +100,7 @@ func (s *Server) UpdateHealth(ctx context.Context) bool {
 	if !h.Serving() {
 		st = healthpb.HealthCheckResponse_NOT_SERVING
 	}
-	for _, svc := range healthServices {
+	for _, svc := range s.healthServices() {
 		s.health.SetServingStatus(svc, st)
 	}
 	return h.Serving()

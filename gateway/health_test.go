@@ -2,12 +2,19 @@ package gateway
 
 import (
 	"context"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
 	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 )
@@ -161,6 +168,62 @@ func TestHealthMetrics(t *testing.T) {
 	} {
 		if v, ok := got[k]; !ok || v != want {
 			t.Errorf("%s = %d (present %v), want %d; all %v", k, v, ok, want, got)
+		}
+	}
+}
+
+// Every service registered on the gRPC server answers a health check with
+// the node's health, not NOT_FOUND: a probe may name Admin, or the
+// cluster's Internal, registered after the gateway as the node does.
+func TestGRPCHealth_EveryRegisteredServiceFollowsTheNode(t *testing.T) {
+	be := newFakeBackend(t)
+	srv, err := New(Config{Backend: be, Auth: testAuth(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NodeID: "n1", Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(ServerOptions()...)
+	srv.RegisterGRPC(gs)
+	pb.RegisterInternalServer(gs, pb.UnimplementedInternalServer{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(lis)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(); gs.Stop() })
+	hc := healthpb.NewHealthClient(conn)
+
+	services := []string{""}
+	for name := range gs.GetServiceInfo() {
+		services = append(services, name)
+	}
+	slices.Sort(services)
+	for _, want := range []string{pb.Gateway_ServiceDesc.ServiceName, pb.Admin_ServiceDesc.ServiceName,
+		pb.Internal_ServiceDesc.ServiceName, healthpb.Health_ServiceDesc.ServiceName} {
+		if !slices.Contains(services, want) {
+			t.Fatalf("the server registers %v, not %s", services, want)
+		}
+	}
+	for _, c := range []struct {
+		name   string
+		status *pb.StatusResponse
+		want   healthpb.HealthCheckResponse_ServingStatus
+	}{
+		{"ready", threeNodes(nil), healthpb.HealthCheckResponse_SERVING},
+		{"degraded", threeNodes(func(st *pb.StatusResponse) { st.Nodes[2].State = "dead"; drop(st, "n3") }), healthpb.HealthCheckResponse_SERVING},
+		{"failed", threeNodes(func(st *pb.StatusResponse) { replica(st, 1, "n1").Halted = true }), healthpb.HealthCheckResponse_NOT_SERVING},
+		{"ready again", threeNodes(nil), healthpb.HealthCheckResponse_SERVING},
+	} {
+		be.status = c.status
+		srv.UpdateHealth(context.Background())
+		for _, svc := range services {
+			r, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+			if err != nil || r.Status != c.want {
+				t.Errorf("%s: health %q = %v %v, want %v", c.name, svc, r.GetStatus(), err, c.want)
+			}
 		}
 	}
 }

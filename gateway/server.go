@@ -21,12 +21,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/metadata"
@@ -92,8 +94,11 @@ type Server struct {
 	nodeID       string
 	version      string
 	health       *health.Server
-	tracing      propagation.TextMapPropagator
-	async        AsyncBackend
+	// grpcServer is the server RegisterGRPC registered on, whose services
+	// all follow the node's health.
+	grpcServer atomic.Pointer[grpc.Server]
+	tracing    propagation.TextMapPropagator
+	async      AsyncBackend
 	// hinter is the backend when it forwards to shard leaders elsewhere.
 	hinter RouteHinter
 	quotas *Quotas

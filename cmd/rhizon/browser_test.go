@@ -169,18 +169,23 @@ func js(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
-// The banner of `rhizon dev` / `make run` names the console's URL, https
-// with TLS on.
-func TestBannerPrintsTheConsoleURL(t *testing.T) {
+// The banner of `rhizon dev` / `make run` names the console's URL and the
+// health endpoints, https with TLS on.
+func TestBannerPrintsTheConsoleAndHealthURLs(t *testing.T) {
 	for _, tc := range []struct {
-		tls  bool
-		want string
-	}{{false, "  console:   http://127.0.0.1:7401/ui/"}, {true, "  console:   https://127.0.0.1:7401/ui/"}} {
+		tls    bool
+		scheme string
+	}{{false, "http"}, {true, "https"}} {
 		var b strings.Builder
 		printBanner(&b, &nodeFlags{nodeID: "dev", shards: 8, dataDir: "./data", tokenFile: "./data/dev-token.json"}, true,
 			"127.0.0.1:7400", "127.0.0.1:7401", "", "tok", tc.tls)
-		if !strings.Contains(b.String(), tc.want+"  (log in with a token)\n") {
-			t.Errorf("banner (TLS %v) lacks %q:\n%s", tc.tls, tc.want, b.String())
+		for _, want := range []string{
+			"  console:   " + tc.scheme + "://127.0.0.1:7401/ui/  (log in with a token)\n",
+			"  health:    " + tc.scheme + "://127.0.0.1:7401/readyz  (READY, DEGRADED or FAILED, with reasons; liveness at /healthz)\n",
+		} {
+			if !strings.Contains(b.String(), want) {
+				t.Errorf("banner (TLS %v) lacks %q:\n%s", tc.tls, want, b.String())
+			}
 		}
 	}
 }

@@ -270,7 +270,8 @@ func TestConsole_DevNodeOverTLS(t *testing.T) {
 
 // TestConsole_ClusterShowsShardsAndADeadNode: three real node processes; the
 // cluster page of n1 shows all 8 shards with a leader and 3 replicas each,
-// the form sends through n1, and n3 turns dead on the page once killed.
+// the form sends through n1, and n3 turns dead on the page once killed, its
+// replicas unreachable in the shard grid.
 func TestConsole_ClusterShowsShardsAndADeadNode(t *testing.T) {
 	t.Parallel()
 	needBinary(t)
@@ -303,5 +304,11 @@ func TestConsole_ClusterShowsShardsAndADeadNode(t *testing.T) {
 	c.nodes[2].kill()
 	p.until("n3 dead", 60*time.Second, `document.querySelector('#nodes-table tr[data-node="n3"]')?.dataset.state === "dead"`)
 	p.until("every shard still has a leader", 60*time.Second, shardsWithLeader+` === 8`)
+	// n3's replicas stay in the grid, marked unreachable, with no role or
+	// applied index that would pass for a live one; no leader is n3.
+	p.until("n3's replica of every shard unreachable", 10*time.Second, `[...document.querySelectorAll("#shards-table tr[data-shard]")].every(r => {
+		const n3 = r.querySelectorAll('.replica[data-node="n3"]');
+		return n3.length === 1 && n3[0].dataset.role === "unreachable" && n3[0].textContent === "n3 unreachable (node dead)" &&
+			r.querySelectorAll(".replica").length === 3 && r.dataset.leader !== "n3"; })`)
 	p.screenshot("cluster-n3-dead")
 }

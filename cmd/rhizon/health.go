@@ -13,9 +13,10 @@ import (
 )
 
 // healthCmd queries the standard gRPC health service of a node. It needs no
-// token, so container health checks and probes can run it. Both "" and
-// "rhizon.v1.Gateway" are SERVING while the node is READY or DEGRADED and
-// NOT_SERVING when it is FAILED; /readyz says why, /healthz is liveness.
+// token, so container health checks and probes can run it. "" and every
+// service the node serves ("rhizon.v1.Gateway", "rhizon.v1.Admin", ...) are
+// SERVING while the node is READY or DEGRADED and NOT_SERVING when it is
+// FAILED; /readyz says why, /healthz is liveness.
 func healthCmd() *cobra.Command {
 	var addr, service string
 	var timeout time.Duration
@@ -44,7 +45,7 @@ func healthCmd() *cobra.Command {
 	}
 	fs := c.Flags()
 	fs.StringVar(&addr, "addr", "127.0.0.1:7400", "node gRPC address (RHIZON_ADDR)")
-	fs.StringVar(&service, "service", "", `health service: "" (the server) or "rhizon.v1.Gateway"; both SERVING unless the node is FAILED`)
+	fs.StringVar(&service, "service", "", `health service: "" (the server) or a service it serves ("rhizon.v1.Gateway", "rhizon.v1.Admin", ...); all SERVING unless the node is FAILED`)
 	fs.DurationVar(&timeout, "timeout", 3*time.Second, "deadline for the check")
 	tf.register(fs)
 	return c

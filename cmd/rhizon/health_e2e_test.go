@@ -110,8 +110,9 @@ func TestCluster_HealthDegradesWhenANodeDiesAndRecovers(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "health DEGRADED (node n1)") || !strings.Contains(out, "voter n3 unreachable") {
 		t.Errorf("rhizon status while n3 is down: exit %d\n%s", code, out)
 	}
-	// A degraded node stays in service: its gRPC health is SERVING.
-	for _, svc := range []string{"", pb.Gateway_ServiceDesc.ServiceName} {
+	// A degraded node stays in service: its gRPC health is SERVING, for
+	// every service it serves.
+	for _, svc := range []string{"", pb.Gateway_ServiceDesc.ServiceName, pb.Admin_ServiceDesc.ServiceName, pb.Internal_ServiceDesc.ServiceName} {
 		testkit.Poll{Timeout: 10 * time.Second, Every: 200 * time.Millisecond}.EventuallyNil(t, "n1 gRPC health SERVING while degraded", func() error {
 			if out, code := rhizonCLI(t, "health", "--addr", n1.grpc, "--service", svc); code != 0 {
 				return fmt.Errorf("rhizon health --service %q: exit %d %s", svc, code, out)

@@ -558,7 +558,8 @@ func printBanner(out io.Writer, f *nodeFlags, dev bool, grpcAddr, httpAddr, nats
 		scheme, tlsNote = "https", " (TLS)"
 	}
 	fmt.Fprintf(out, "  gRPC:      %s%s\n", grpcAddr, tlsNote)
-	fmt.Fprintf(out, "  HTTP/JSON: %s://%s  (metrics at /metrics, health at /healthz)\n", scheme, httpAddr)
+	fmt.Fprintf(out, "  HTTP/JSON: %s://%s  (metrics at /metrics)\n", scheme, httpAddr)
+	fmt.Fprintf(out, "  health:    %s://%s/readyz  (READY, DEGRADED or FAILED, with reasons; liveness at /healthz)\n", scheme, httpAddr)
 	fmt.Fprintf(out, "  console:   %s://%s%s  (log in with a token)\n", scheme, httpAddr, console.Prefix)
 	if natsLine != "" {
 		fmt.Fprintf(out, "  NATS:      %s\n", natsLine)

@@ -72,11 +72,26 @@ function draw(st, summary, nodesDiv, shardsDiv, indexes) {
   }
   const health = new Map((st.shard_health || []).map((h) => [h.shard, h]));
   const moves = st.rebalancing || [];
+  // A node the members call dead answers nothing: the status has no report
+  // of its replicas, and any it had is not to be shown as alive.
+  const memberState = new Map((st.nodes || []).map((n) => [n.node_id, n.state]));
+  const gone = (node) => memberState.get(node) === 'dead';
   const rows = [];
   for (let s = 0; s < st.shard_count; s++) {
-    const reps = byShard.get(s) || [];
+    const all = byShard.get(s) || [];
+    const reps = all.filter((r) => !gone(r.node_id));
+    const reported = (node) => reps.some((r) => r.node_id === node);
+    // Voters without a report (the placement's list, admins only): the
+    // replicas of dead nodes, or of nodes whose report did not arrive.
+    const voters = all.reduce((v, r) => ((r.voters || []).length > v.length ? r.voters : v), []);
+    const lost = voters.filter((v) => !reported(v));
+    for (const r of all) if (gone(r.node_id) && !lost.includes(r.node_id)) lost.push(r.node_id);
     const lead = reps.find((r) => r.role === 'Leader');
-    const leader = lead ? lead.node_id : (reps.find((r) => r.leader) || {}).leader || '';
+    // The followers may still name a dead leader until they elect another
+    // (or a suspect one that did not answer): no leader serves that shard.
+    const named = lead ? lead.node_id : (reps.find((r) => r.leader) || {}).leader || '';
+    const away = gone(named) || (memberState.get(named) === 'suspect' && !reported(named));
+    const leader = named && (lead || !away) ? named : '';
     const term = Math.max(0, ...reps.map((r) => Number(r.term || 0)));
     // Lag: entries a replica has yet to apply that the furthest one applied.
     const top = Math.max(0, ...reps.map((r) => Number(r.applied_index || 0)));
@@ -84,11 +99,11 @@ function draw(st, summary, nodesDiv, shardsDiv, indexes) {
     const mv = moves.filter((m) => m.startsWith(`shard ${s}:`));
     rows.push(el('tr', { dataset: { shard: String(s), leader } },
       el('th', { scope: 'row' }, String(s)),
-      el('td', {}, leader || el('span', { class: 'state-dead' }, 'none')),
+      el('td', {}, leader || el('span', { class: 'state-dead' }, named ? `${named} (unreachable)` : 'none')),
       el('td', {}, String(term)),
       el('td', {}, h ? el('span', { class: 'h-' + h.state, title: (h.reasons || []).join('; ') }, h.state) : '—',
         h && h.reasons && h.reasons.length ? el('div', { class: 'muted' }, h.reasons.join('; ')) : ''),
-      el('td', {}, reps.map((r) => replica(r, top, indexes))),
+      el('td', {}, reps.map((r) => replica(r, top, indexes)), lost.map((n) => unreachable(n, memberState.get(n)))),
       el('td', {}, mv.length ? mv.join('; ') : '')));
   }
   shardsDiv.replaceChildren(el('table', { id: 'shards-table' },
@@ -108,4 +123,12 @@ function replica(r, top, indexes) {
   if (r.ingress && r.ingress !== 'running') parts.push(' ingress: ' + r.ingress);
   if (r.relay_backlog) parts.push(` relay backlog ${r.relay_backlog}`);
   return el('span', { class: 'replica', dataset: { node: r.node_id, role: r.role } }, parts);
+}
+
+// unreachable is the grid's entry for a replica on a node that does not
+// answer: no role or index, which would be stale.
+function unreachable(node, state) {
+  const why = state === 'dead' || state === 'suspect' ? `unreachable (node ${state})` : 'unreachable (no report)';
+  return el('span', { class: 'replica unreachable', dataset: { node, role: 'unreachable' }, title: `no report from ${node}` },
+    node, ' ', el('span', { class: 'state-dead' }, why));
 }

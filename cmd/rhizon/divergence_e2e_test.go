@@ -199,17 +199,21 @@ func TestCluster_DivergedReplicaFailsStopsAndResetRebuildsIt(t *testing.T) {
 	}
 	// No read from the diverged replica: a stale read through n3 is the
 	// leader's answer or an error, never n3's own state.
-	if got, err := c.client(n3).Get(ctx, &pb.GetRequest{Address: addr, Consistency: pb.Consistency_CONSISTENCY_STALE}); err == nil &&
-		(got.AppliedIndex == halted.AppliedIndex || !bytes.Equal(got.State, healthy.State)) {
+	got, err := c.client(n3).Get(ctx, &pb.GetRequest{Address: addr, Consistency: pb.Consistency_CONSISTENCY_STALE})
+	if err == nil && (got.AppliedIndex == halted.AppliedIndex || !bytes.Equal(got.State, healthy.State)) {
 		t.Fatalf("stale read through n3 served %s at %d; healthy state %s", got.State, got.AppliedIndex, healthy.State)
 	}
+	t.Logf("shard %d: n3 halted at %d; stale read through n3: %s at %d, %v", id, halted.AppliedIndex, got.GetState(), got.GetAppliedIndex(), err)
 	_, r := waitHealth(t, n3, "FAILED", 20*time.Second)
 	if r.Code != http.StatusServiceUnavailable || !strings.Contains(strings.Join(r.Reasons, "\n"), "diverged from the leader") {
 		t.Errorf("n3 /readyz = %s, want 503 naming the divergence", r)
 	}
-	if out, code := rhizonCLI(t, "health", "--addr", n3.grpc, "--service", pb.Gateway_ServiceDesc.ServiceName); code == 0 {
-		t.Errorf("rhizon health on n3: exit 0 %s", out)
-	}
+	testkit.Poll{Timeout: 10 * time.Second, Every: 200 * time.Millisecond}.EventuallyNil(t, "n3 gRPC health NOT_SERVING", func() error {
+		if out, code := rhizonCLI(t, "health", "--addr", n3.grpc, "--service", pb.Gateway_ServiceDesc.ServiceName); code == 0 {
+			return fmt.Errorf("rhizon health: exit 0 %s", out)
+		}
+		return nil
+	})
 	if out, _ := rhizonCLI(t, "status", "--addr", n3.grpc); !strings.Contains(out, "health FAILED (node n3)") || !strings.Contains(out, ",halted") {
 		t.Errorf("rhizon status on n3:\n%s", out)
 	}
@@ -225,7 +229,7 @@ func TestCluster_DivergedReplicaFailsStopsAndResetRebuildsIt(t *testing.T) {
 	// The documented way back: stop n3, reset its replica, start it with
 	// the fixed build.
 	n3.kill()
-	if out, code := rhizonCLI(t, "replica", "reset", "--data-dir", n3.dir, "--shard", fmt.Sprint(id)); code != 0 ||
+	if out, _, code := rhizonEnv(t, nil, "replica", "reset", "--data-dir", n3.dir, "--shard", fmt.Sprint(id)); code != 0 ||
 		!strings.Contains(out, fmt.Sprintf("shard %d: replica reset", id)) {
 		t.Fatalf("replica reset: exit %d %s", code, out)
 	}
@@ -245,7 +249,7 @@ func TestCluster_DivergedReplicaFailsStopsAndResetRebuildsIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := c.client(n3).Get(ctx, &pb.GetRequest{Address: addr, Consistency: pb.Consistency_CONSISTENCY_STALE})
+	got, err = c.client(n3).Get(ctx, &pb.GetRequest{Address: addr, Consistency: pb.Consistency_CONSISTENCY_STALE})
 	if err != nil || got.Version != want.Version || !bytes.Equal(got.State, want.State) {
 		t.Fatalf("read through the rebuilt n3: %v %v, want version %d %s", got, err, want.Version, want.State)
 	}

@@ -190,8 +190,8 @@ func TestCluster_DivergedReplicaFailsStopsAndResetRebuildsIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := replicaOf(st, "n3"); r.AppliedIndex != halted.AppliedIndex || replicaOf(st, "n1").AppliedIndex <= r.AppliedIndex {
-		t.Fatalf("after halting, n3 at %d (halted at %d), n1 at %d", r.AppliedIndex, halted.AppliedIndex, replicaOf(st, "n1").AppliedIndex)
+	if r, h := replicaOf(st, "n3"), replicaOf(st, "n1"); r == nil || h == nil || r.AppliedIndex != halted.AppliedIndex || h.AppliedIndex <= r.AppliedIndex {
+		t.Fatalf("after halting: n3 %+v (halted at %d), n1 %+v", r, halted.AppliedIndex, h)
 	}
 	healthy, err := cl1.Get(ctx, &pb.GetRequest{Address: addr})
 	if err != nil {

@@ -89,8 +89,10 @@ type Divergence struct {
 	CommandID string `json:"command_id,omitempty"`
 	Address   string `json:"address,omitempty"`
 	// What differs: "result", "events" or "state hash" (the hashes differ
-	// but no compared command did: a timer, a send, or a command outside
-	// the scope compared).
+	// but no compared command did: a timer, a send, a command outside the
+	// scope compared, or an Evolve that changed). A state hash divergence
+	// is at the first of the leader's periodic state checks in the log that
+	// differs (Index is the checked position), else at the end.
 	What     string `json:"what"`
 	Recorded string `json:"recorded"`
 	Replayed string `json:"replayed"`
@@ -209,6 +211,7 @@ func ShardContext(ctx context.Context, rec *storage.ShardStore, log *storage.Log
 	recHistory := storeHistory(rec)
 	start := max(first, rep.Snapshot+1)
 	rep.From = start
+	var hashes hashRing
 	for idx := start; idx <= recMeta.Index; idx++ {
 		if (idx-start)%ctxCheckEvery == 0 {
 			if err := ctx.Err(); err != nil {
@@ -225,11 +228,18 @@ func ShardContext(ctx context.Context, rec *storage.ShardStore, log *storage.Log
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		ent, _ := shard.DecodeEntry(l.Index, l.Data) // undecodable: empty, as the shard applied it
+		ent, check, _ := shard.DecodeEntryCheck(l.Index, l.Data) // undecodable: empty, as the shard applied it
+		if rep.Divergence == nil {
+			// The leader's hash at an earlier index: a state that differs
+			// is found there, not only at the end (an Evolve that changed
+			// while Decide did not leaves every result and event alike).
+			rep.Divergence = hashes.verify(check, idx)
+		}
 		out, err := eng.Apply(&ent)
 		if err != nil {
 			return nil, fmt.Errorf("replay: apply %d: %w", idx, err)
 		}
+		hashes.record(eng.Meta())
 		rep.Entries++
 		rep.Commands += len(ent.Commands)
 		if rep.Divergence != nil {
@@ -257,6 +267,37 @@ func ShardContext(ctx context.Context, rec *storage.ShardStore, log *storage.Log
 	}
 	rep.Identical = rep.Divergence == nil
 	return rep, nil
+}
+
+// checkRing is how many replayed hashes are kept for the leader's state
+// checks: a check names an index a few entries behind the one carrying it.
+const checkRing = 1024
+
+// hashRing remembers the replayed state hash after each recent entry.
+type hashRing struct {
+	idx  [checkRing]uint64
+	hash [checkRing][32]byte
+}
+
+func (r *hashRing) record(m engine.Meta) {
+	i := m.Index % checkRing
+	r.idx[i], r.hash[i] = m.Index, m.Hash
+}
+
+// verify compares the leader's state check carried by entry with the
+// replayed hash at its index; nil when equal or when the replay has not
+// got that index (before the snapshot it started from, or too old).
+func (r *hashRing) verify(c *recordv1.StateCheck, entry uint64) *Divergence {
+	if c == nil || c.GetIndex() == 0 {
+		return nil
+	}
+	i := c.GetIndex() % checkRing
+	if r.idx[i] != c.GetIndex() || bytes.Equal(r.hash[i][:], c.GetHash()) {
+		return nil
+	}
+	return &Divergence{Index: c.GetIndex(), What: "state hash",
+		Recorded: fmt.Sprintf("%x (the leader's, from its state check in entry %d)", c.GetHash(), entry),
+		Replayed: fmt.Sprintf("%x", r.hash[i])}
 }
 
 func (o Options) selects(a actor.Address) bool {

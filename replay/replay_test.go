@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
+	"github.com/rhizon/rhizon/api/recordv1"
 	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/replay"
 	"github.com/rhizon/rhizon/shard"
@@ -24,7 +26,11 @@ const shardID = 3
 // layout) over dir, submits commands (accepted, conflicting and rejected
 // ones), optionally snapshots with the log compacted, and stops it. It
 // returns the shard's applied meta at the end.
-func record(t *testing.T, dir string, compact bool) {
+func record(t *testing.T, dir string, compact bool) { recordChecked(t, dir, compact, 0) }
+
+// recordChecked is record with the leader's state check every checkEvery
+// applied entries (0: the shard's default).
+func recordChecked(t *testing.T, dir string, compact bool, checkEvery int) {
 	t.Helper()
 	state, err := storage.Open(filepath.Join(dir, "state"), storage.Options{})
 	if err != nil {
@@ -40,6 +46,7 @@ func record(t *testing.T, dir string, compact bool) {
 		Dir: filepath.Join(dir, "shards", fmt.Sprint(shardID)), Transport: tr, Bootstrap: true,
 		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
 		LeaderLeaseTimeout: 50 * time.Millisecond, TickInterval: 10 * time.Millisecond,
+		HashCheckEvery: checkEvery,
 	}
 	if compact {
 		cfg.TrailingLogs = 1 // a snapshot compacts (nearly) the whole log
@@ -171,6 +178,70 @@ func TestReplay_ChangedDecideIsTheFirstDivergence(t *testing.T) {
 	}
 	if rep.Identical || rep.Divergence == nil || rep.Divergence.What != "state hash" || rep.Compared != 10 {
 		t.Fatalf("scoped to c0: %+v %+v", rep, rep.Divergence)
+	}
+}
+
+// evolvedExtra is the counter whose Evolve changed in a new build and whose
+// Decide did not: it writes a field nobody reads into the state of value 1.
+// Decide decodes the same value from it, so every result and event stays
+// as recorded; only the state (and its hash) differs, from that entry on.
+type evolvedExtra struct{ actor.Behavior }
+
+func (e evolvedExtra) Evolve(state []byte, ev *actor.Event) ([]byte, error) {
+	next, err := e.Behavior.Evolve(state, ev)
+	if err == nil && string(next) == `{"value":1}` {
+		return []byte(`{"value":1,"evolved":2}`), nil
+	}
+	return next, err
+}
+
+// A divergence only in state is located at the first leader state check
+// that differs (the entry where c0 first reached value 1), not at the end.
+func TestReplay_ChangedEvolveIsLocatedAtTheFirstDifferingStateCheck(t *testing.T) {
+	dir := t.TempDir()
+	recordChecked(t, dir, false, 1) // every entry checks the one before
+	// Where the changed Evolve first writes a different state: c0's first
+	// command (key k0, amount 1).
+	state, err := storage.Open(filepath.Join(dir, "state"), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ok, err := state.Shard(shardID).Result(actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: "c0"}, "k0")
+	state.Close()
+	if err != nil || !ok {
+		t.Fatalf("result of k0: %v %v", ok, err)
+	}
+	var res recordv1.Result
+	if err := proto.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	at := res.ToActor().Index
+
+	var bs []actor.Behavior
+	for _, b := range builtin.All() {
+		if b.Type() == "counter" {
+			b = evolvedExtra{b}
+		}
+		bs = append(bs, b)
+	}
+	reg, err := actor.NewRegistry(bs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := replay.DataDir(dir, replay.Options{Shard: shardID, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := rep.Divergence
+	if rep.Identical || d == nil || d.What != "state hash" || d.CommandID != "" {
+		t.Fatalf("a changed Evolve: %+v %+v", rep, d)
+	}
+	if d.Index != at || d.Index >= rep.To || !strings.Contains(d.Recorded, "state check in entry") {
+		t.Fatalf("divergence at %d (%s), want the state check of index %d where c0's state first differs (the log ends at %d)",
+			d.Index, d.Recorded, at, rep.To)
+	}
+	if rep.RecordedHash == rep.ReplayedHash {
+		t.Fatalf("hashes agree at the end: %s", rep.RecordedHash)
 	}
 }
 

@@ -7,7 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +49,25 @@ func plantedRegistry(t *testing.T) *actor.Registry {
 		t.Fatal(err)
 	}
 	return reg
+}
+
+// lockedBuffer is a log destination safe for the shard's goroutines and
+// the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // tcpReplica is one replica of a 3-voter shard over Raft on TCP.
@@ -92,13 +114,14 @@ func TestPromise_Determinism_DivergentReplicaHalts(t *testing.T) {
 			r.state.Close()
 		})
 	}
+	n3log := &lockedBuffer{}
 	for i, r := range reps {
-		reg := builtin.Registry()
+		reg, logger := builtin.Registry(), quiet
 		if r.id == "n3" {
-			reg = plantedRegistry(t)
+			reg, logger = plantedRegistry(t), slog.New(slog.NewTextHandler(n3log, nil))
 		}
 		cfg := shard.Config{
-			ID: 1, NodeID: r.id, Registry: reg, StateDB: r.state, RaftDB: r.logs, Logger: quiet,
+			ID: 1, NodeID: r.id, Registry: reg, StateDB: r.state, RaftDB: r.logs, Logger: logger,
 			Dir: filepath.Join(t.TempDir(), "shard"), Transport: r.trans, Bootstrap: i == 0, Peers: peers,
 			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
 			LeaderLeaseTimeout: 100 * time.Millisecond, TickInterval: 20 * time.Millisecond,
@@ -174,6 +197,19 @@ func TestPromise_Determinism_DivergentReplicaHalts(t *testing.T) {
 	}
 	if stuck.Index >= reps[0].s.Meta().Index {
 		t.Fatalf("n3 at %d is not behind the healthy replicas at %d", stuck.Index, reps[0].s.Meta().Index)
+	}
+	// Its status says halted and why; its log names the position and both
+	// hashes, and the leader's is the healthy replicas' hash there.
+	if st := n3.s.Status(); !st.Halted || !strings.Contains(st.HaltError, "diverged from the leader") || st.AppliedIndex != stuck.Index {
+		t.Fatalf("n3 status %+v", st)
+	}
+	m := regexp.MustCompile(`msg="replica diverged from the leader; shard halted".*index=(\d+) .*state hash at index (\d+) is ([0-9a-f]{64}) here, ([0-9a-f]{64}) on the leader`).
+		FindStringSubmatch(n3log.String())
+	if m == nil || m[1] != m[2] || m[3] == m[4] {
+		t.Fatalf("n3's log does not name the position and both hashes:\n%s", n3log.String())
+	}
+	if at, _ := strconv.ParseUint(m[1], 10, 64); at == 0 || at > stuck.Index {
+		t.Fatalf("divergence logged at %d, n3 stopped at %d", at, stuck.Index)
 	}
 
 	// Rebuild n3: stop it, reset its replica, start it with the fixed build

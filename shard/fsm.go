@@ -238,6 +238,13 @@ func DecodeEntry(index uint64, data []byte) (engine.Entry, error) {
 	return ent, err
 }
 
+// DecodeEntryCheck is DecodeEntry with the leader's state check, if the
+// entry carries one (nil otherwise): a replay compares its own state hash at
+// the check's index, as every replica does on line.
+func DecodeEntryCheck(index uint64, data []byte) (engine.Entry, *recordv1.StateCheck, error) {
+	return decodeEntry(index, data)
+}
+
 // decodeEntry is DecodeEntry with the leader's state check, if the entry
 // carries one.
 func decodeEntry(index uint64, data []byte) (engine.Entry, *recordv1.StateCheck, error) {

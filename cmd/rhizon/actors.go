@@ -25,6 +25,9 @@ func registry(docs *docTypesFlag, wasmSpecs []string) (*actor.Registry, error) {
 	if err := upgradetest.Register(reg, os.Getenv(upgradetest.EnvVar)); err != nil {
 		return nil, &exitErr{exitUsage, err}
 	}
+	if err := addPlanted(reg); err != nil {
+		return nil, &exitErr{exitUsage, err}
+	}
 	if err := addWasmActors(reg, wasmSpecs); err != nil {
 		return nil, err
 	}

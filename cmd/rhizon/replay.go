@@ -47,7 +47,11 @@ func replayCmd() *cobra.Command {
 			"the token's) needs a token that may read the entity; --shard N (optionally narrowed by --tenant\n" +
 			"and --workspace), or no scope at all (every shard), needs role admin. Either way the node\n" +
 			"re-executes the shard's whole log: about the time the log took to apply, at most 10 minutes.\n\n" +
-			"Exit status: 0 identical, 4 diverged (the first divergence is printed), 1 error, 2 usage.",
+			"A state that differs while every result and event agrees (a changed Evolve) is located at the\n" +
+			"first of the leader's periodic state checks in the log that differs.\n\n" +
+			"Exit status: 0 identical, 4 diverged (the first divergence is printed), 1 error, 2 usage. An\n" +
+			"--entity none of whose commands is in the replayed log exits 0 with a note on stderr that\n" +
+			"nothing of it was compared.",
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if f.output != "text" && f.output != "json" {
@@ -97,6 +101,9 @@ func replayCmd() *cobra.Command {
 				if err := writeJSON(c.OutOrStdout(), map[string]any{"shards": reps}); err != nil {
 					return err
 				}
+			}
+			if entity != "" {
+				noteNothingCompared(c.ErrOrStderr(), entity, reps)
 			}
 			if diverged {
 				return &exitErr{exitDiverged, errors.New("replay diverged from the record")}
@@ -178,10 +185,30 @@ func replayLive(c *cobra.Command, f *clientFlags, entity string, shardFlag int64
 			return err
 		}
 	}
+	if entity != "" {
+		var plain []*replay.Report
+		for _, r := range reps {
+			plain = append(plain, r.Report)
+		}
+		noteNothingCompared(c.ErrOrStderr(), entity, plain)
+	}
 	if diverged {
 		return &exitErr{exitDiverged, errors.New("replay diverged from the record")}
 	}
 	return nil
+}
+
+// noteNothingCompared says so on stderr when an entity replay compared none
+// of the entity's commands: "identical" then vouches only for the shard's
+// state hash, not for the entity the user asked about.
+func noteNothingCompared(w io.Writer, entity string, reps []*replay.Report) {
+	for _, r := range reps {
+		if r.Compared > 0 {
+			return
+		}
+	}
+	fmt.Fprintf(w, "note: %s has no recorded command in the replayed log (no history, a wrong --tenant/--workspace, "+
+		"or commands only before the snapshot the replay started from): none of its commands was compared, only the shard's state hash\n", entity)
 }
 
 func reportOf(r *pb.ReplayReport) *replay.Report {

@@ -22,8 +22,9 @@ RACE_PKGS  := ./client/... ./cluster/... ./gateway/... ./ingress/... ./natsserve
 # only the test's own client side, and instrumenting the 770-package binary
 # costs more than its runs. actor/wasm locks only to hand one instance to
 # one shard at a time (its tests were run with -race when it was written);
-# examples are WebAssembly actors' sources.
-PLAIN_PKGS := ./actor/... ./api/... ./bench/... ./cmd/... ./console/... ./deploy/... ./engine/... ./examples/... ./internal/... ./replay/...
+# examples are WebAssembly actors' sources; "." is the repository-level test (the
+# README's Layout against the tree).
+PLAIN_PKGS := . ./actor/... ./api/... ./bench/... ./cmd/... ./console/... ./deploy/... ./engine/... ./examples/... ./internal/... ./replay/...
 
 .PHONY: wasm-examples build run test test-race test-plain test-quick test-pkgs lint proto bench fmt vet tools clean
 

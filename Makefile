@@ -22,8 +22,9 @@ RACE_PKGS  := ./client/... ./cluster/... ./gateway/... ./ingress/... ./natsserve
 # only the test's own client side, and instrumenting the 770-package binary
 # costs more than its runs. actor/wasm locks only to hand one instance to
 # one shard at a time (its tests were run with -race when it was written);
-# examples are WebAssembly actors' sources.
-PLAIN_PKGS := ./actor/... ./api/... ./bench/... ./cmd/... ./console/... ./deploy/... ./engine/... ./examples/... ./internal/... ./replay/...
+# examples are WebAssembly actors' sources; "." is the repository-level test (the
+# README's Layout against the tree).
+PLAIN_PKGS := . ./actor/... ./api/... ./bench/... ./cmd/... ./console/... ./deploy/... ./engine/... ./examples/... ./internal/... ./replay/...
 
 .PHONY: wasm-examples build run test test-race test-plain test-quick test-pkgs lint proto bench fmt vet tools clean
 
@@ -94,7 +95,9 @@ proto:
 # `rhizon dev` node) and each peer (etcd, jetstream-kv, jetstream-kv-sync:
 # 3 servers each, started by rhizon bench), one after another, and the table
 # of Rhizon's ratio to each peer (BENCH_* variables: see
-# bench/run-peers.sh). bench-dev is a `rhizon dev` node alone.
+# bench/run-peers.sh). bench-dev is a `rhizon dev` node alone. Both run
+# wasm-counter, the example counter built by wasm-examples and deployed to
+# Rhizon as a WebAssembly actor, beside w1-command.
 BENCH_JSON ?= bin/bench/dev.json
 BENCH_OUT  ?= bin/bench/peers
 .PHONY: bench-go bench-peers bench-dev
@@ -103,10 +106,10 @@ bench: bench-go bench-peers
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./engine/ ./cluster/ ./actor/wasm/
 
-bench-peers: build
+bench-peers: build wasm-examples
 	BIN=$(BIN) BENCH_OUT=$(BENCH_OUT) bash bench/run-peers.sh
 
-bench-dev: build
+bench-dev: build wasm-examples
 	BIN=$(BIN) BENCH_JSON=$(BENCH_JSON) bash bench/run-dev.sh
 
 tools:

@@ -26,21 +26,34 @@ type SagaTarget interface {
 	Saga(ctx context.Context, inventory, payment string) (Outcome, error)
 }
 
+// WasmTarget is a Target that runs user code deployed at run time as
+// WebAssembly (Rhizon: an actor type deployed through the control log).
+// Its Setup deploys and activates the module when the target does not
+// run it yet; WasmCommand then sends one command to entity's actor.
+type WasmTarget interface {
+	Target
+	WasmCommand(ctx context.Context, entity string) (Outcome, error)
+}
+
 // Unsupported returns why t cannot run w, or "" when it can: ingress needs
-// an IngressTarget and saga a SagaTarget. The peers have neither (no
-// server-side commands to queue, no actors to chain).
+// an IngressTarget, saga a SagaTarget and wasm-counter a WasmTarget. The
+// peers have none (no server-side commands to queue, no actors to chain,
+// no user code).
 func Unsupported(t Target, w Workload) string {
 	_, queue := t.(IngressTarget)
 	_, actors := t.(SagaTarget)
-	return notApplicable(t.Name(), w, queue, actors)
+	_, wasm := t.(WasmTarget)
+	return notApplicable(t.Name(), w, queue, actors, wasm)
 }
 
 // PeerUnsupported is Unsupported for the peer target named kind, without
-// starting its servers: no peer runs ingress or saga, and the no-direct
-// variant runs only w1-occ, the one workload that reads.
-func PeerUnsupported(kind string, w Workload) string { return notApplicable(kind, w, false, false) }
+// starting its servers: no peer runs ingress, saga or wasm-counter, and
+// the no-direct variant runs only w1-occ, the one workload that reads.
+func PeerUnsupported(kind string, w Workload) string {
+	return notApplicable(kind, w, false, false, false)
+}
 
-func notApplicable(name string, w Workload, queue, actors bool) string {
+func notApplicable(name string, w Workload, queue, actors, wasm bool) string {
 	switch {
 	case name == JetStreamKVSyncNoDirect && w.Op != OpOCC:
 		return "not run: the same as jetstream-kv-sync (only w1-occ reads, and reads are all that differ)"
@@ -48,6 +61,8 @@ func notApplicable(name string, w Workload, queue, actors bool) string {
 		return fmt.Sprintf("not applicable: %s has no command queue of its own to consume (ingress runs on rhizon only)", name)
 	case w.Op == OpSaga && !actors:
 		return fmt.Sprintf("not applicable: %s has no actors to chain (saga runs on rhizon only)", name)
+	case w.Op == OpWasm && !wasm:
+		return fmt.Sprintf("not applicable: %s has no user code to run (wasm-counter runs on rhizon only)", name)
 	}
 	return ""
 }

@@ -12,11 +12,18 @@ import (
 	"time"
 )
 
-// asyncFake is a fakeTarget that also runs ingress and saga.
+// asyncFake is a fakeTarget that also runs ingress, saga and WASM
+// commands.
 type asyncFake struct {
 	fakeTarget
-	ingress, sagas atomic.Uint64
-	pairs          atomic.Uint64 // sagas whose inventory and payment have the same index
+	ingress, sagas, wasm atomic.Uint64
+	pairs                atomic.Uint64 // sagas whose inventory and payment have the same index
+}
+
+func (f *asyncFake) WasmCommand(_ context.Context, entity string) (Outcome, error) {
+	f.note(entity)
+	f.wasm.Add(1)
+	return OK, nil
 }
 
 func (f *asyncFake) Ingress(_ context.Context, entity string) (Outcome, error) {
@@ -34,16 +41,17 @@ func (f *asyncFake) Saga(_ context.Context, inventory, payment string) (Outcome,
 }
 
 func TestAsync_WorkloadsRunOnlyOnTargetsThatHaveThem(t *testing.T) {
-	ing, saga := testWorkload(t, "ingress", 0), testWorkload(t, "saga", 0)
-	if ing.Op != OpIngress || ing.Entities != DefaultEntities || saga.Op != OpSaga || saga.Entities != DefaultSagaEntities {
-		t.Fatalf("workloads: %+v %+v", ing, saga)
+	ing, saga, wasm := testWorkload(t, "ingress", 0), testWorkload(t, "saga", 0), testWorkload(t, "wasm-counter", 0)
+	if ing.Op != OpIngress || ing.Entities != DefaultEntities || saga.Op != OpSaga || saga.Entities != DefaultSagaEntities ||
+		wasm.Op != OpWasm || wasm.Entities != DefaultEntities || wasm.ZipfS != 0 {
+		t.Fatalf("workloads: %+v %+v %+v", ing, saga, wasm)
 	}
 	if saga.SagaInventory(3) != "bench-inv-3" || saga.SagaPayment(3) != "bench-pay-3" {
 		t.Errorf("saga entities %s %s", saga.SagaInventory(3), saga.SagaPayment(3))
 	}
 
 	plain := &fakeTarget{}
-	for _, w := range []Workload{ing, saga} {
+	for _, w := range []Workload{ing, saga, wasm} {
 		why := Unsupported(plain, w)
 		if !strings.HasPrefix(why, "not applicable: fake has no") || why != PeerUnsupported("fake", w) {
 			t.Errorf("%s on a plain target: %q", w.Name, why)
@@ -57,7 +65,7 @@ func TestAsync_WorkloadsRunOnlyOnTargetsThatHaveThem(t *testing.T) {
 	}
 
 	f := &asyncFake{}
-	for _, w := range []Workload{ing, saga} {
+	for _, w := range []Workload{ing, saga, wasm} {
 		if why := Unsupported(f, w); why != "" {
 			t.Fatalf("%s unsupported on an async target: %s", w.Name, why)
 		}
@@ -69,8 +77,8 @@ func TestAsync_WorkloadsRunOnlyOnTargetsThatHaveThem(t *testing.T) {
 			t.Errorf("%s: %d ops, %d ok", w.Name, res.Ops, res.OK)
 		}
 	}
-	if f.ingress.Load() == 0 || f.sagas.Load() == 0 || f.pairs.Load() != f.sagas.Load() {
-		t.Errorf("ingress %d, sagas %d (%d with a matching pair)", f.ingress.Load(), f.sagas.Load(), f.pairs.Load())
+	if f.ingress.Load() == 0 || f.sagas.Load() == 0 || f.pairs.Load() != f.sagas.Load() || f.wasm.Load() == 0 {
+		t.Errorf("ingress %d, sagas %d (%d with a matching pair), wasm %d", f.ingress.Load(), f.sagas.Load(), f.pairs.Load(), f.wasm.Load())
 	}
 	if f.calls.Load() != 0 || f.badVer.Load() != 0 {
 		t.Errorf("the async workloads called the synchronous operations %d times", f.calls.Load())

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rhizon/rhizon/bench/peer"
+	"github.com/rhizon/rhizon/bench/peer/peerserver"
 )
 
 // lockedBuffer collects the servers' logs, which they write from many
@@ -44,7 +45,7 @@ func startPeerTarget(t *testing.T, kind string) Target {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	began := time.Now()
-	c, err := peer.Start(ctx, PeerServerKind(kind), peer.Config{Dir: t.TempDir(), Log: logs})
+	c, err := peerserver.Start(ctx, PeerServerKind(kind), peerserver.Config{Dir: t.TempDir(), Log: logs})
 	if err != nil {
 		t.Fatalf("start %s: %v\n%s", kind, err, logs)
 	}
@@ -225,10 +226,10 @@ func TestPeer_NoDirectBucketHasDirectGetsOff(t *testing.T) {
 
 func TestPeer_StartRefusesUnknownKindAndMissingDir(t *testing.T) {
 	ctx := context.Background()
-	if _, err := peer.Start(ctx, "redis", peer.Config{Dir: t.TempDir()}); err == nil {
+	if _, err := peerserver.Start(ctx, "redis", peerserver.Config{Dir: t.TempDir()}); err == nil {
 		t.Error("unknown kind started")
 	}
-	if _, err := peer.Start(ctx, peer.KindEtcd, peer.Config{}); err == nil {
+	if _, err := peerserver.Start(ctx, peer.KindEtcd, peerserver.Config{}); err == nil {
 		t.Error("started without a directory")
 	}
 	if _, err := NewPeerTarget("etcd", PeerConfig{}); err == nil {
@@ -245,11 +246,11 @@ func TestPeer_StartRefusesUnknownKindAndMissingDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, i := range []int{-1, peer.Replicas} {
-		if _, err := peer.StartServer(ctx, l, i, peer.Config{Dir: t.TempDir()}); err == nil {
+		if _, err := peerserver.StartServer(ctx, l, i, peerserver.Config{Dir: t.TempDir()}); err == nil {
 			t.Errorf("server %d of %d started", i, peer.Replicas)
 		}
 	}
-	if _, err := peer.StartServer(ctx, peer.Layout{Kind: peer.KindEtcd}, 0, peer.Config{Dir: t.TempDir()}); err == nil {
+	if _, err := peerserver.StartServer(ctx, peer.Layout{Kind: peer.KindEtcd}, 0, peerserver.Config{Dir: t.TempDir()}); err == nil {
 		t.Error("started from a layout without ports")
 	}
 	if _, err := StartPeers(ctx, "/nonexistent/rhizon", "redis", false); err == nil {

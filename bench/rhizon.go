@@ -80,6 +80,11 @@ type RhizonConfig struct {
 	// NATS are the nodes' NATS client URLs (nats://host:port), which the
 	// ingress workload publishes to, round-robin, one connection each.
 	NATS []string
+	// WasmModule is the WebAssembly counter (examples/wasm/counter, built
+	// with GOOS=wasip1 GOARCH=wasm) that the wasm-counter workload deploys
+	// as WasmType (default DefaultWasmType); nil: wasm-counter cannot run.
+	WasmModule []byte
+	WasmType   string
 }
 
 // Rhizon is the target for a Rhizon node or cluster, through the Go client:
@@ -97,6 +102,8 @@ type Rhizon struct {
 	// set by Setup, which the runner never calls during a run.
 	ing  *rhizonIngress
 	saga *rhizonSaga
+	// wasmCmd is the wasm-counter's command type, cmd.<WasmType>.add.
+	wasmCmd string
 }
 
 var _ Target = (*Rhizon)(nil)
@@ -127,7 +134,10 @@ func NewRhizon(cfg RhizonConfig) (*Rhizon, error) {
 	if cfg.SetupConcurrency <= 0 {
 		cfg.SetupConcurrency = DefaultSetupConcurrency
 	}
-	t := &Rhizon{cfg: cfg, keyPrefix: "bench-" + client.NewID()[:16] + "-"}
+	if cfg.WasmType == "" {
+		cfg.WasmType = DefaultWasmType
+	}
+	t := &Rhizon{cfg: cfg, keyPrefix: "bench-" + client.NewID()[:16] + "-", wasmCmd: "cmd." + cfg.WasmType + ".add"}
 	opts := append([]client.Option{client.WithToken(cfg.Token), client.WithTenant(cfg.Tenant), client.WithWorkspace(cfg.Workspace)}, cfg.ClientOptions...)
 	if cfg.Route == RouteLeader {
 		perNode := (cfg.Conns + len(cfg.Addrs) - 1) / len(cfg.Addrs)
@@ -181,10 +191,14 @@ func (t *Rhizon) key() string {
 // server answers from the stored results and writes nothing.
 //
 // For ingress and saga it prepares their asynchronous paths instead
-// (rhizon_async.go) and runs one operation end to end.
+// (rhizon_async.go) and runs one operation end to end; for wasm-counter it
+// deploys and activates the WASM counter (rhizon_wasmcounter.go).
 func (t *Rhizon) Setup(ctx context.Context, w Workload) error {
 	if handled, err := t.setupAsync(ctx, w); handled || err != nil {
 		return err
+	}
+	if w.Op == OpWasm {
+		return t.setupWasm(ctx, w)
 	}
 	if w.Op != OpOCC && t.cfg.CommandActor != CommandKV {
 		return nil

@@ -91,6 +91,7 @@ func TestRhizon_EndToEndAgainstARealNode(t *testing.T) {
 	t.Run("CommandKVNeedsAndGetsDocuments", func(t *testing.T) { testCommandKV(t, addr) })
 	t.Run("BadTokenFailsSetupAndIsClassified", func(t *testing.T) { testBadToken(t, addr) })
 	t.Run("RouteAny", func(t *testing.T) { testRouteAny(t, addr) })
+	t.Run("WasmCounter", func(t *testing.T) { testWasmCounter(t, addr) })
 }
 
 // testRouteAny runs the round-robin client: one client per connection, no

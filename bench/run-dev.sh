@@ -6,7 +6,8 @@
 #
 # Environment (all optional):
 #   BIN                rhizon binary                  (bin/rhizon)
-#   BENCH_WORKLOADS    comma-separated workloads      (w1-command,w1-occ; also hot, hot-occ, ingress, saga)
+#   BENCH_WORKLOADS    comma-separated workloads      (w1-command,wasm-counter,w1-occ; also hot, hot-occ, ingress, saga)
+#   BENCH_WASM         the WASM counter wasm-counter deploys (bin/counter.wasm: make wasm-examples)
 #   BENCH_CONCURRENCY  comma-separated concurrencies  (16,128)
 #   BENCH_WARMUP       warm-up per run                (3s)
 #   BENCH_DURATION     measuring window per run       (10s)
@@ -17,7 +18,8 @@
 set -euo pipefail
 
 BIN=${BIN:-bin/rhizon}
-WORKLOADS=${BENCH_WORKLOADS:-w1-command,w1-occ}
+WORKLOADS=${BENCH_WORKLOADS:-w1-command,wasm-counter,w1-occ}
+WASM=${BENCH_WASM:-bin/counter.wasm}
 CONCURRENCY=${BENCH_CONCURRENCY:-16,128}
 WARMUP=${BENCH_WARMUP:-3s}
 DURATION=${BENCH_DURATION:-10s}
@@ -40,6 +42,13 @@ args=(bench --target rhizon --addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_T
 	--concurrency "$CONCURRENCY" --warmup "$WARMUP" --duration "$DURATION")
 if [[ -n $ENTITIES ]]; then
 	args+=(--entities "$ENTITIES")
+fi
+if [[ ,$WORKLOADS, == *,wasm-counter,* ]]; then
+	if [[ ! -f $WASM ]]; then
+		echo "run-dev.sh: $WASM not found; run make wasm-examples" >&2
+		exit 1
+	fi
+	args+=(--wasm-module "$WASM")
 fi
 if [[ -n $RHIZON_BENCH_NATS ]]; then
 	args+=(--nats "$RHIZON_BENCH_NATS") # for the ingress workload

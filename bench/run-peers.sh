@@ -16,14 +16,16 @@
 # `rhizon bench` starts each peer itself: three servers, each in a
 # `rhizon bench-peer` child process of its own (as Rhizon's nodes are), on
 # free loopback ports with fresh data directories, stopped and removed
-# after its runs. ingress and saga do
-# not apply to the peers: their rows say "skipped".
+# after its runs. ingress, saga and
+# wasm-counter (the example counter as a WebAssembly actor, deployed to
+# Rhizon at setup) do not apply to the peers: their rows say "skipped".
 #
 # Environment (all optional):
 #   BIN                rhizon binary                  (bin/rhizon)
 #   BENCH_RHIZON       cluster (3 nodes) or dev       (cluster)
 #   BENCH_TARGETS      rhizon and peers, in order     (rhizon,etcd,jetstream-kv,jetstream-kv-sync,jetstream-kv-sync-nodirect)
-#   BENCH_WORKLOADS    comma-separated workloads      (w1-occ,w1-command,hot,ingress,saga)
+#   BENCH_WORKLOADS    comma-separated workloads      (w1-occ,w1-command,wasm-counter,hot,ingress,saga)
+#   BENCH_WASM         the WASM counter wasm-counter deploys (bin/counter.wasm: make wasm-examples)
 #   BENCH_CONCURRENCY  comma-separated concurrencies  (16,128)
 #   BENCH_WARMUP       warm-up per run                (3s)
 #   BENCH_DURATION     measuring window per run       (10s)
@@ -37,7 +39,8 @@ set -euo pipefail
 BIN=${BIN:-bin/rhizon}
 RHIZON_KIND=${BENCH_RHIZON:-cluster}
 TARGETS=${BENCH_TARGETS:-rhizon,etcd,jetstream-kv,jetstream-kv-sync,jetstream-kv-sync-nodirect}
-WORKLOADS=${BENCH_WORKLOADS:-w1-occ,w1-command,hot,ingress,saga}
+WORKLOADS=${BENCH_WORKLOADS:-w1-occ,w1-command,wasm-counter,hot,ingress,saga}
+WASM=${BENCH_WASM:-bin/counter.wasm}
 CONCURRENCY=${BENCH_CONCURRENCY:-16,128}
 WARMUP=${BENCH_WARMUP:-3s}
 DURATION=${BENCH_DURATION:-10s}
@@ -46,6 +49,10 @@ OUT=${BENCH_OUT:-bin/bench/peers}
 
 if [[ ! -x $BIN ]]; then
 	echo "run-peers.sh: $BIN not found; run make build" >&2
+	exit 1
+fi
+if [[ ,$WORKLOADS, == *,wasm-counter,* && ! -f $WASM ]]; then
+	echo "run-peers.sh: $WASM not found; run make wasm-examples" >&2
 	exit 1
 fi
 
@@ -128,6 +135,9 @@ for target in "${targets[@]}"; do
 	if [[ $target == rhizon ]]; then
 		start_rhizon
 		args+=(--addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN")
+		if [[ ,$WORKLOADS, == *,wasm-counter,* ]]; then
+			args+=(--wasm-module "$WASM")
+		fi
 		if [[ -n $RHIZON_BENCH_NATS ]]; then
 			args+=(--nats "$RHIZON_BENCH_NATS")
 		fi

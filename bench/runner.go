@@ -185,6 +185,8 @@ func (r *runner) op(entity int, seq uint64) (Outcome, error) {
 	case OpSaga:
 		w := r.cfg.Workload
 		return r.t.(SagaTarget).Saga(ctx, w.SagaInventory(entity), w.SagaPayment(entity))
+	case OpWasm:
+		return r.t.(WasmTarget).WasmCommand(ctx, e)
 	default:
 		return r.t.Command(ctx, e, r.cfg.Workload.Payload(seq))
 	}

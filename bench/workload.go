@@ -26,6 +26,11 @@ const (
 	// OpSaga starts a multi-step flow across entities and completes when
 	// the flow has finished. Only targets that implement SagaTarget run it.
 	OpSaga
+	// OpWasm sends one command to an actor the target runs as a
+	// WebAssembly module deployed at run time (Rhizon: the example counter
+	// of examples/wasm/counter): OpCommand's work through the WASM
+	// runtime. Only targets that implement WasmTarget run it.
+	OpWasm
 )
 
 func (k OpKind) String() string {
@@ -36,6 +41,8 @@ func (k OpKind) String() string {
 		return "ingress"
 	case OpSaga:
 		return "saga"
+	case OpWasm:
+		return "wasm"
 	}
 	return "command"
 }
@@ -44,7 +51,7 @@ func (k OpKind) String() string {
 // with which payload size.
 type Workload struct {
 	// Name is the workload's name in reports: w1-occ, w1-command, hot,
-	// hot-occ, ingress or saga.
+	// hot-occ, ingress, saga or wasm-counter.
 	Name string
 	// Op is the operation each step performs.
 	Op OpKind
@@ -76,7 +83,7 @@ const (
 )
 
 // WorkloadNames lists the workloads NewWorkload knows.
-var WorkloadNames = []string{"w1-occ", "w1-command", "hot", "hot-occ", "ingress", "saga"}
+var WorkloadNames = []string{"w1-occ", "w1-command", "hot", "hot-occ", "ingress", "saga", "wasm-counter"}
 
 // NewWorkload returns the named workload with the default payload size and
 // prefix over the given number of entities (0: DefaultEntities, or
@@ -97,6 +104,9 @@ var WorkloadNames = []string{"w1-occ", "w1-command", "hot", "hot-occ", "ingress"
 //     and a payment account picked uniformly from Entities of each, done
 //     when the order is completed: three cross-shard hops (Rhizon: through
 //     the outbox relay and JetStream).
+//   - wasm-counter: w1-command's counter increment, decided by the same
+//     counter compiled to WebAssembly (examples/wasm/counter), deployed to
+//     the target at setup: what the WASM runtime costs end to end; uniform.
 func NewWorkload(name string, entities int) (Workload, error) {
 	if entities == 0 {
 		entities = DefaultEntities
@@ -118,6 +128,8 @@ func NewWorkload(name string, entities int) (Workload, error) {
 		w.Op = OpIngress
 	case "saga":
 		w.Op = OpSaga
+	case "wasm-counter":
+		w.Op = OpWasm
 	default:
 		return Workload{}, fmt.Errorf("bench: unknown workload %q (known: %s)", name, strings.Join(WorkloadNames, ", "))
 	}

@@ -41,24 +41,26 @@ func TestWatch_CapsAndConsumerCleanup(t *testing.T) {
 		}
 	})
 	open := func(tok string) error {
-		ctx, cancel := context.WithCancel(withToken(context.Background(), tok))
+		// Bounded: a watch that never sent its headers fails the test
+		// (DeadlineExceeded) instead of hanging it.
+		ctx, cancel := context.WithTimeout(withToken(context.Background(), tok), time.Minute)
 		cancels = append(cancels, cancel)
 		st, err := e.gw.Watch(ctx, &pb.WatchRequest{Workspace: "w"})
 		if err != nil {
 			return err
 		}
-		// A refused watch ends without headers; Recv returns its status.
-		if _, err := st.Header(); err != nil {
+		// Watch sends headers once it accepts the request; a refused watch
+		// ends without them (Header answers none) and Recv returns its
+		// status. No quiet period to wait out.
+		md, err := st.Header()
+		if err != nil {
 			return err
 		}
-		done := make(chan error, 1)
-		go func() { _, err := st.Recv(); done <- err }()
-		select {
-		case err := <-done:
+		if md == nil {
+			_, err := st.Recv()
 			return err
-		case <-time.After(300 * time.Millisecond):
-			return nil // open and waiting for events
 		}
+		return nil // open and waiting for events
 	}
 	for i := range 2 {
 		if err := open(tokAlice); err != nil {
@@ -76,9 +78,13 @@ func TestWatch_CapsAndConsumerCleanup(t *testing.T) {
 	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "per connection") {
 		t.Fatalf("fourth watch on one connection: %v %q, want ResourceExhausted naming the per-connection limit", st.Code(), st.Message())
 	}
-	if n := consumers() - base; n != 3 {
-		t.Fatalf("%d consumers for 3 open watches", n)
-	}
+	// A watch creates its consumer after it sent its headers.
+	testkit.EventuallyNil(t, 5*time.Second, "a consumer per open watch", func() error {
+		if n := consumers() - base; n != 3 {
+			return fmt.Errorf("%d consumers for 3 open watches", n)
+		}
+		return nil
+	})
 	for _, c := range cancels {
 		c()
 	}

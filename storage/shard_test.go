@@ -19,6 +19,7 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/engine"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 func TestShardStoreRoundTrip(t *testing.T) {
@@ -662,10 +663,12 @@ func TestValueLogGCRuns(t *testing.T) {
 	for i := range 20 {
 		commit(t, s, func(b engine.Batch) { b.PutEntity(addr("t", "e"), engine.Entity{Version: uint64(i), State: big}) })
 	}
-	// No signal says a GC pass ran (it usually finds nothing to collect):
-	// this leaves the 5 ms loop about ten passes beside the writes before
-	// the read and the Close that must not be upset by it.
-	time.Sleep(50 * time.Millisecond)
+	// At least ten passes of the 5 ms loop, during the writes and after
+	// them, before the read and the Close that must not be upset by them.
+	testkit.Eventually(t, 10*time.Second, "ten value-log GC passes", func() (bool, string) {
+		n := db.kv.gcPasses.Load()
+		return n >= 10, fmt.Sprintf("%d passes", n)
+	})
 	if e, err := s.Entity(addr("t", "e")); err != nil || e.Version != 19 || len(e.State) != len(big) {
 		t.Fatalf("Entity = %d bytes v%d, %v", len(e.State), e.Version, err)
 	}

@@ -45,6 +45,8 @@ type benchFlags struct {
 	zipfS          float64
 	prefix         string
 	commandActor   string
+	wasmModule     string
+	wasmType       string
 	route          string
 	batchSubmits   bool
 	unarySubmits   bool
@@ -68,8 +70,12 @@ Workloads: w1-occ (read the version, then a ~200-byte conditional update),
 w1-command (one command per operation, decided on the server), hot (commands
 on Zipf-distributed entities), hot-occ (w1-occ on them), ingress (a counter
 command published to its shard's JetStream ingress subject on --nats, done
-when its event is on the events stream) and saga (an order placed through an
-inventory and a payment, done when the order is completed). --workload,
+when its event is on the events stream), saga (an order placed through an
+inventory and a payment, done when the order is completed) and wasm-counter
+(w1-command's counter increment, decided by the counter compiled to
+WebAssembly: --wasm-module, e.g. bin/counter.wasm from make wasm-examples,
+deployed and activated as --wasm-type at setup unless the cluster has it;
+the token must be allowed to deploy: an admin's, or a tenant's). --workload,
 --concurrency and --rate take comma-separated lists; every combination runs,
 one after another, and one table of all runs is printed at the end.
 
@@ -104,8 +110,8 @@ only). A peer's servers are started each in a child process of its own
 (rhizon bench-peer; --peer-one-process: all three in one) on free loopback
 ports with fresh data directories, and stopped and removed after its runs;
 with --peer-addrs the runs use servers already running instead. On a peer,
-w1-command and hot are unconditional puts of the ~200-byte document; ingress
-and saga do not apply to a peer and are listed as skipped. With
+w1-command and hot are unconditional puts of the ~200-byte document; ingress,
+saga and wasm-counter do not apply to a peer and are listed as skipped. With
 more than one target, a comparison table follows: per load, each target's
 throughput and latency and Rhizon's throughput ratio to it.
 --compare FILE,... prints the same tables from earlier --json files.
@@ -151,6 +157,8 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 	fs.Float64Var(&f.zipfS, "zipf-s", bench.DefaultZipfS, "Zipf exponent of the hot workload (> 1)")
 	fs.StringVar(&f.prefix, "entity-prefix", bench.DefaultEntityPrefix, "prefix of the entity ids")
 	fs.StringVar(&f.commandActor, "command", bench.CommandCounter, "what a rhizon command is: counter (cmd.counter.add) or kv (cmd.kv.update without expected version)")
+	fs.StringVar(&f.wasmModule, "wasm-module", "", "the WebAssembly counter the wasm-counter workload deploys (make wasm-examples builds bin/counter.wasm)")
+	fs.StringVar(&f.wasmType, "wasm-type", bench.DefaultWasmType, "the actor type wasm-counter deploys --wasm-module as, and sends to")
 	fs.StringVar(&f.route, "route", bench.RouteLeader, "where rhizon operations go: leader (straight to the shard leader's gateway) or any (round-robin over --addr; the node forwards)")
 	fs.BoolVar(&f.batchSubmits, "batch-submits", false, "rhizon with --route leader: coalesce the submits queued for one shard leader into SubmitBatch calls")
 	fs.BoolVar(&f.unarySubmits, "unary-submits", false, "rhizon: one unary Submit call per command instead of the connection's SubmitStream (the client's default)")
@@ -235,6 +243,10 @@ func (f *benchFlags) plan() ([]bench.Workload, []int, []float64, error) {
 	if len(wls) == 0 {
 		return nil, nil, nil, errors.New("--workload: empty")
 	}
+	if f.wasmModule == "" && slices.ContainsFunc(wls, func(w bench.Workload) bool { return w.Op == bench.OpWasm }) &&
+		slices.Contains(splitList(f.targets), bench.Baseline) {
+		return nil, nil, nil, errors.New("--workload wasm-counter needs --wasm-module FILE.wasm, the example counter: make wasm-examples builds bin/counter.wasm")
+	}
 	conc, err := parseInts("concurrency", f.concurrency)
 	if err != nil {
 		return nil, nil, nil, err
@@ -287,10 +299,16 @@ func (f *benchFlags) openTarget(ctx context.Context, stderr io.Writer, name stri
 		if natsTLS != nil {
 			topts = []client.Option{client.WithTLS(natsTLS)}
 		}
+		var module []byte
+		if f.wasmModule != "" {
+			if module, err = os.ReadFile(f.wasmModule); err != nil {
+				return nil, nil, fmt.Errorf("--wasm-module: %w", err)
+			}
+		}
 		t, err = bench.NewRhizon(bench.RhizonConfig{
 			Addrs: splitList(f.addr), Token: f.token, Tenant: f.tenant, Workspace: f.workspace,
 			Conns: f.conns, CommandActor: f.commandActor, NATS: splitList(f.nats), NATSTLS: natsTLS, Route: f.route,
-			ClientOptions: append(benchClientOptions(f), topts...),
+			ClientOptions: append(benchClientOptions(f), topts...), WasmModule: module, WasmType: f.wasmType,
 		})
 		if err != nil {
 			return nil, nil, err
@@ -470,7 +488,7 @@ func runBench(c *cobra.Command, f *benchFlags) error {
 
 // runTarget runs every workload, concurrency and rate against one target,
 // with the target's servers up only for its own runs. A workload the
-// target cannot run (ingress or saga on a peer) gets skipped results, which
+// target cannot run (ingress, saga or wasm-counter on a peer) gets skipped results, which
 // keep its rows in the tables; a peer none of whose workloads apply is not
 // even started. A workload whose setup fails gets failed results and the
 // next workload runs (the command exits 1 at the end).

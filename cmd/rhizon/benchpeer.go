@@ -16,6 +16,7 @@ import (
 
 	"github.com/rhizon/rhizon/bench"
 	"github.com/rhizon/rhizon/bench/peer"
+	"github.com/rhizon/rhizon/bench/peer/peerserver"
 )
 
 // benchPeerFlags are `rhizon bench-peer`'s flags.
@@ -105,20 +106,20 @@ func runBenchPeer(c *cobra.Command, f benchPeerFlags) error {
 	}
 	startCtx, cancelStart := context.WithTimeout(ctx, bench.DefaultPeerStartTimeout)
 	defer cancelStart()
-	cfg := peer.Config{Dir: dir, Log: c.ErrOrStderr()}
+	cfg := peerserver.Config{Dir: dir, Log: c.ErrOrStderr()}
 	var (
 		running closer
 		urls    []string
 		err     error
 	)
 	if f.server >= 0 {
-		var s *peer.Server
-		if s, err = peer.StartServer(startCtx, layout, f.server, cfg); err == nil {
+		var s *peerserver.Server
+		if s, err = peerserver.StartServer(startCtx, layout, f.server, cfg); err == nil {
 			running, urls = s, []string{s.URL}
 		}
 	} else {
-		var cl *peer.Cluster
-		if cl, err = peer.Start(startCtx, f.kind, cfg); err == nil {
+		var cl *peerserver.Cluster
+		if cl, err = peerserver.Start(startCtx, f.kind, cfg); err == nil {
 			running, urls = cl, cl.URLs
 		}
 	}

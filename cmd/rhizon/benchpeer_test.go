@@ -111,3 +111,17 @@ func TestBench_PeerFlagsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestBench_WasmCounterNeedsTheModule: wasm-counter on rhizon without
+// --wasm-module is a usage error that says how to get the module, before
+// any connection.
+func TestBench_WasmCounterNeedsTheModule(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
+	out, err := exec.Command(binary, "bench", "--addr", "127.0.0.1:1", "--workload", "w1-command,wasm-counter").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitUsage || !strings.Contains(string(out), "--wasm-module") ||
+		!strings.Contains(string(out), "make wasm-examples") {
+		t.Fatalf("rhizon bench --workload wasm-counter without --wasm-module: %v\n%s", err, out)
+	}
+}

@@ -1,4 +1,4 @@
-package peer
+package peerserver
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/rhizon/rhizon/bench/peer"
 )
 
 // startNATSServer starts server i of a NATS cluster laid out by l, routed
@@ -15,12 +17,12 @@ import (
 // server fsyncs each write (sync_interval: always); otherwise the servers
 // flush on their default interval (2 minutes) and rely on replication for
 // durability.
-func startNATSServer(ctx context.Context, l Layout, i int, cfg Config) (*Server, error) {
+func startNATSServer(ctx context.Context, l peer.Layout, i int, cfg Config) (*Server, error) {
 	var routes []string
 	for _, p := range l.PeerPorts {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
 	}
-	name := ServerName(l.Kind, i)
+	name := peer.ServerName(l.Kind, i)
 	opts := &server.Options{
 		ServerName: name,
 		Host:       "127.0.0.1",
@@ -28,7 +30,7 @@ func startNATSServer(ctx context.Context, l Layout, i int, cfg Config) (*Server,
 		NoSigs:     true,
 		JetStream:  true,
 		StoreDir:   cfg.Dir,
-		SyncAlways: l.Kind == KindJetStreamKVSync,
+		SyncAlways: l.Kind == peer.KindJetStreamKVSync,
 		Cluster:    server.ClusterOpts{Name: "rhizon-bench", Host: "127.0.0.1", Port: l.PeerPorts[i]},
 		// Every server lists all three (its own route is ignored):
 		// clustered JetStream needs configured routes on each server.

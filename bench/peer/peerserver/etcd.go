@@ -1,4 +1,4 @@
-package peer
+package peerserver
 
 import (
 	"context"
@@ -11,13 +11,15 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/rhizon/rhizon/bench/peer"
 )
 
 // startEtcdMember starts member i of an etcd cluster laid out by l, with
 // etcd's defaults (100 ms heartbeat, 1 s election timeout, WAL fsync on
 // every Ready batch): the configuration etcd documents for production, on
 // loopback.
-func startEtcdMember(ctx context.Context, l Layout, i int, cfg Config) (*Server, error) {
+func startEtcdMember(ctx context.Context, l peer.Layout, i int, cfg Config) (*Server, error) {
 	enc := zap.NewProductionEncoderConfig()
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	lg := zap.New(zapcore.NewCore(
@@ -28,9 +30,9 @@ func startEtcdMember(ctx context.Context, l Layout, i int, cfg Config) (*Server,
 	var initial []string
 	for j, p := range l.PeerPorts {
 		u := loopback(p)
-		initial = append(initial, ServerName(KindEtcd, j)+"="+u.String())
+		initial = append(initial, peer.ServerName(peer.KindEtcd, j)+"="+u.String())
 	}
-	name := ServerName(KindEtcd, i)
+	name := peer.ServerName(peer.KindEtcd, i)
 	peerURL, clientURL := loopback(l.PeerPorts[i]), loopback(l.ClientPorts[i])
 	ec := embed.NewConfig()
 	ec.Name = name
@@ -82,7 +84,7 @@ func startEtcdMember(ctx context.Context, l Layout, i int, cfg Config) (*Server,
 const etcdPeersStopWait = 3 * time.Second
 
 // peerPortsBut returns the peer ports of every server but i.
-func peerPortsBut(l Layout, i int) []int {
+func peerPortsBut(l peer.Layout, i int) []int {
 	var ports []int
 	for j, p := range l.PeerPorts {
 		if j != i {

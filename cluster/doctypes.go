@@ -17,7 +17,9 @@ func docTypes(actors map[string]string) map[string]string {
 	out := map[string]string{}
 	for t, v := range actors {
 		if i := strings.Index(v, builtin.DocMarker); i >= 0 {
-			out[t] = v[i:]
+			// Nodes before builtin.DocIndexSep joined the fields with
+			// commas: the same declaration during a rolling upgrade.
+			out[t] = strings.ReplaceAll(v[i:], ",", builtin.DocIndexSep)
 		}
 	}
 	return out
@@ -61,7 +63,7 @@ func describeDoc(v string) string {
 	if idx == "" {
 		return "without indexes"
 	}
-	return "indexed on " + idx
+	return "indexed on " + strings.ReplaceAll(idx, builtin.DocIndexSep, ",")
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/rhizon/rhizon/cluster/membership"
@@ -63,5 +64,19 @@ func TestNodesLacking_NamesNodesWithoutTheRevisionOrUnknown(t *testing.T) {
 	st.Revisions = map[string]string{"ticket": "2"}
 	if !lacksActive(st, members[1].Meta) || lacksActive(st, members[0].Meta) {
 		t.Fatal("lacksActive: n2 lacks ticket 2, n1 has it")
+	}
+}
+
+// A document type's indexes are joined with ';' in the version a node
+// gossips (its revisions are comma-separated); a node from before that
+// joined them with commas declares the same thing.
+func TestDocTypes_OldCommaFormIsTheSameDeclaration(t *testing.T) {
+	members := []membership.Member{member("old", true, map[string]string{"user": "2/doc:age,email", "counter": "2"})}
+	if got := docTypeMismatches("new", map[string]string{"user": "2/doc:age;email", "counter": "2"}, members); len(got) != 0 {
+		t.Fatalf("mismatches %q, want none", got)
+	}
+	got := docTypeMismatches("new", map[string]string{"user": "2/doc:age"}, members)
+	if len(got) != 1 || !strings.Contains(got[0], "user is indexed on age,email there, indexed on age here") {
+		t.Fatalf("mismatches %q", got)
 	}
 }

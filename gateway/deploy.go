@@ -154,14 +154,7 @@ func (s *Server) lookup(actorType, tenant string) (actor.Behavior, error) {
 			return nil, status.Errorf(codes.NotFound, "unknown actor type %q in tenant %q; registered: %s", actorType, tenant, strings.Join(s.typesFor(tenant), ", "))
 		}
 	}
-	if rs, ok := s.backend.(RevisionSource); ok {
-		if rev := rs.ActiveRevisions()[actorType]; rev != "" {
-			if b, ok := reg.LookupRevision(actorType, rev); ok {
-				return b, nil
-			}
-		}
-	}
-	if b, ok := reg.Lookup(actorType); ok {
+	if b, ok := s.shownRevision(actorType); ok {
 		return b, nil
 	}
 	if reg.Known(actorType) {

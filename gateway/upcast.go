@@ -10,15 +10,16 @@ import (
 
 // upcast rewrites ev, in place, as its actor type's Upcaster presents it
 // (actor.UpcastEvent) and sets its schema_version (at least 1). History and
-// Watch show events this way; the stored event, and what replicas and
-// replays compare, is never upcast. Events of a type this node does not
+// Watch show events this way, with the revision the cluster runs (a
+// WebAssembly type deployed at run time has no other); the stored event,
+// and what replicas and replays compare, is never upcast. Events of a type this node does not
 // have (an audit stream, an actor removed since) are shown as stored.
 func (s *Server) upcast(ev *pb.Event) error {
 	if ev == nil {
 		return nil
 	}
 	ev.SchemaVersion = max(ev.SchemaVersion, 1)
-	beh, ok := s.backend.Registry().Lookup(ev.GetAddress().GetActorType())
+	beh, ok := s.shownRevision(ev.GetAddress().GetActorType())
 	if !ok {
 		return nil
 	}
@@ -34,4 +35,19 @@ func (s *Server) upcast(ev *pb.Event) error {
 	}
 	ev.Type, ev.SchemaVersion, ev.Payload = up.Type, up.SchemaVersion, up.Payload
 	return nil
+}
+
+// shownRevision is the revision of actorType the cluster runs
+// (RevisionSource; a type deployed at run time has no other), else its base
+// one: the one that checks commands and upcasts the events shown.
+func (s *Server) shownRevision(actorType string) (actor.Behavior, bool) {
+	reg := s.backend.Registry()
+	if rs, ok := s.backend.(RevisionSource); ok {
+		if rev := rs.ActiveRevisions()[actorType]; rev != "" {
+			if b, ok := reg.LookupRevision(actorType, rev); ok {
+				return b, true
+			}
+		}
+	}
+	return reg.Lookup(actorType)
 }

@@ -23,16 +23,21 @@ type DocumentSpec struct {
 }
 
 // DocMarker separates a document type's revision from its index declaration
-// in the version it gossips ("2/doc:age,email"): peers compare the part from
+// in the version it gossips ("2/doc:age;email"): peers compare the part from
 // the marker on, since a different set of document types or indexes means
 // different decisions and different lists.
 const DocMarker = "/doc"
+
+// DocIndexSep separates the indexed fields in a document type's version. Not
+// a comma: a node gossips a type's revisions comma-separated, and a field
+// cannot contain ';'.
+const DocIndexSep = ";"
 
 // Version is the code version a node gossips for the type.
 func (s DocumentSpec) Version() string {
 	v := Revision + DocMarker
 	if len(s.Indexes) > 0 {
-		v += ":" + strings.Join(s.Indexes, ",")
+		v += ":" + strings.Join(s.Indexes, DocIndexSep)
 	}
 	return v
 }

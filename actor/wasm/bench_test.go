@@ -57,3 +57,18 @@ func benchmarkApply(b *testing.B, counter actor.Behavior, batch int) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "commands/s")
 }
+
+// BenchmarkUpcast is one module upcast of a version-1 event (what History
+// and Watch pay per old event of a WASM type with an upcaster): a restore
+// from the snapshot and a call.
+//
+//	go test -run '^$' -bench Upcast ./actor/wasm/
+func BenchmarkUpcast(b *testing.B) {
+	beh := loadRev(b, "profile", "2", buildModule(b, "./testdata/profile2"))
+	ev := actor.Event{Type: "evt.profile.named", Payload: []byte(`{"name":"Ada Lovelace"}`)}
+	for b.Loop() {
+		if _, err := actor.UpcastEvent(beh, ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -3,8 +3,12 @@ package wasm_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/wasm"
@@ -81,6 +85,102 @@ func TestClusterReplicasAgree(t *testing.T) {
 			}
 			if replicas != 3 {
 				return fmt.Errorf("shard %d has %d replicas, want 3", id, replicas)
+			}
+		}
+		return nil
+	})
+}
+
+// TestClusterUpcast: on a real 3-node cluster, revision 1 of a WASM type
+// (base) records schema version 1; revision 2 is activated through the
+// control group and records version 2 from the state revision 1 wrote;
+// History through every node's gateway shows the old event upcast by
+// revision 2's module; every shard's replicas agree; an event the upcaster
+// traps on makes History Internal, naming it.
+func TestClusterUpcast(t *testing.T) {
+	m1, m2 := profileModules(t)
+	const token = "wasm-cluster-test-token-0123"
+	c := clustertest.Start(t, clustertest.Options{
+		Nodes: 3, Shards: 2,
+		Tokens: []gateway.TokenEntry{{Token: token, Principal: gateway.TokenPrincipal{ID: "u", Type: "user"}, Role: "admin",
+			Scopes: []gateway.TokenScope{{Tenant: "acme", Workspace: "*"}}}},
+		Registry: func(int) *actor.Registry {
+			r := registry(t)
+			for _, b := range []actor.Behavior{loadRev(t, "profile", "1", m1), loadRev(t, "profile", "2", m2)} {
+				if err := r.AddRevision(b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return r
+		},
+	})
+	c.WaitSettled(t)
+	cl, err := client.DialCluster(c.Addrs(), client.WithToken(token), client.WithRetries(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := func() context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	submit := func(id, verb, payload string) error {
+		resp, err := cl.Submit(ctx(), &pb.SubmitRequest{Address: &pb.Address{ActorType: "profile", EntityId: id},
+			Type: actor.CommandType("profile", verb), Payload: []byte(payload), IdempotencyKey: id + verb})
+		if err != nil {
+			return err
+		}
+		if resp.GetResult().GetStatus() != pb.Status_STATUS_ACCEPTED {
+			return fmt.Errorf("%s %s: %v", id, verb, resp.GetResult())
+		}
+		return nil
+	}
+	for id, name := range map[string]string{"p1": "Ada Lovelace", "p2": "panic now"} {
+		if err := submit(id, "name", `{"name":"`+name+`"}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Nodes[1].Node.ActivateRevision(ctx(), &pb.ActivateRevisionRequest{ActorType: "profile", Revision: "2"}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Poll{Timeout: 30 * time.Second}.EventuallyNil(t, "revision 2 takes split", func() error {
+		return submit("p1", "split", `{"last":"Byron"}`)
+	})
+	want := []string{`{"first":"Ada","last":"Lovelace"}`, `{"first":"Ada","last":"Byron"}`}
+	for _, n := range c.Nodes {
+		nc, err := client.Dial(n.Addr, client.WithToken(token))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := nc.History(ctx(), &pb.HistoryRequest{Address: &pb.Address{ActorType: "profile", EntityId: "p1"}})
+		if err != nil || len(h.GetRecords()) != 2 {
+			t.Fatalf("history on %s: %v %v", n.ID, h, err)
+		}
+		for i, r := range h.GetRecords() {
+			if ev := r.GetEvent(); ev.GetSchemaVersion() != 2 || string(ev.GetPayload()) != want[i] {
+				t.Errorf("history on %s [%d]: v%d %s; want v2 %s", n.ID, i, ev.GetSchemaVersion(), ev.GetPayload(), want[i])
+			}
+		}
+		_, err = nc.History(ctx(), &pb.HistoryRequest{Address: &pb.Address{ActorType: "profile", EntityId: "p2"}})
+		if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "upcaster cannot read panic now") {
+			t.Errorf("history of the trapping event on %s: %v", n.ID, err)
+		}
+		_ = nc.Close()
+	}
+	testkit.Poll{Timeout: 30 * time.Second}.EventuallyNil(t, "every shard's replicas at one index and hash", func() error {
+		for id := range uint32(2) {
+			seen := map[string]bool{}
+			for _, n := range c.Nodes {
+				for _, sh := range n.Node.Shards() {
+					if sh.ID() == id {
+						m := sh.Meta()
+						seen[fmt.Sprintf("%d %x", m.Index, m.Hash)] = true
+					}
+				}
+			}
+			if len(seen) != 1 {
+				return fmt.Errorf("shard %d: %v", id, seen)
 			}
 		}
 		return nil

@@ -36,7 +36,7 @@ const (
 // allowedImports is every function a module may import; anything else
 // (path_open, sock_*, fd_seek, ...) is refused at load.
 var allowedImports = map[string][]string{
-	hostModule: {"cancel_timer", "emit", "now", "output", "rand", "reject", "reply", "send", "set_timer", "version"},
+	hostModule: {"cancel_timer", "emit", "emit_versioned", "now", "output", "rand", "reject", "reply", "send", "set_timer", "upcasted", "version"},
 	wasiModule: {"args_get", "args_sizes_get", "clock_time_get", "environ_get", "environ_sizes_get",
 		"fd_close", "fd_fdstat_get", "fd_fdstat_set_flags", "fd_prestat_dir_name", "fd_prestat_get",
 		"fd_read", "fd_write", "poll_oneoff", "proc_exit", "random_get", "sched_yield"},
@@ -87,6 +87,14 @@ func read(mod api.Module, ptr, n uint64) []byte {
 
 func readString(mod api.Module, ptr, n uint64) string { return string(read(mod, ptr, n)) }
 
+func (in *instance) emit(ev actor.NewEvent) {
+	in.actorCtx()
+	if len(in.call.events) >= actor.MaxEventsPerCommand {
+		trapf("Decide emitted more than %d events", actor.MaxEventsPerCommand)
+	}
+	in.call.events = append(in.call.events, ev)
+}
+
 func (in *instance) actorCtx() *actor.Context {
 	if in.call.actx == nil {
 		trapf("context call outside Decide")
@@ -119,12 +127,24 @@ var rhizonFns = []hostFn{
 		s[0] = inst(ctx).actorCtx().Version()
 	}},
 	{"emit", params(4), nil, func(ctx context.Context, m api.Module, s []uint64) {
+		inst(ctx).emit(actor.NewEvent{Name: readString(m, s[0], s[1]), Payload: read(m, s[2], s[3])})
+	}},
+	// emit with a schema version (0 and 1 both mean 1); "emit" stays for
+	// modules built before versions existed.
+	{"emit_versioned", params(5), nil, func(ctx context.Context, m api.Module, s []uint64) {
+		inst(ctx).emit(actor.NewEvent{Name: readString(m, s[0], s[1]), SchemaVersion: uint32(s[2]), Payload: read(m, s[3], s[4])})
+	}},
+	// upcasted is rhizon_upcast's answer: the event's type, version and
+	// payload in their newer shape.
+	{"upcasted", params(5), nil, func(ctx context.Context, m api.Module, s []uint64) {
 		in := inst(ctx)
-		in.actorCtx()
-		if len(in.call.events) >= actor.MaxEventsPerCommand {
-			trapf("Decide emitted more than %d events", actor.MaxEventsPerCommand)
+		if !in.call.upcasting {
+			trapf("upcasted called outside rhizon_upcast")
 		}
-		in.call.events = append(in.call.events, actor.NewEvent{Name: readString(m, s[0], s[1]), Payload: read(m, s[2], s[3])})
+		if s[4] > actor.MaxPayloadBytes {
+			trapf("upcast payload of %d bytes; the limit is %d", s[4], actor.MaxPayloadBytes)
+		}
+		in.call.up = &actor.Event{Type: readString(m, s[0], s[1]), SchemaVersion: uint32(s[2]), Payload: read(m, s[3], s[4])}
 	}},
 	{"reject", params(5), nil, func(ctx context.Context, m api.Module, s []uint64) {
 		in := inst(ctx)

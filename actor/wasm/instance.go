@@ -30,6 +30,7 @@ type instance struct {
 	evolve  api.Function
 	buffer  api.Function
 	verbs   api.Function
+	upcast  api.Function // nil when the module does not export rhizon_upcast
 	stack   []uint64
 
 	fuelBudget int64
@@ -51,6 +52,8 @@ type callState struct {
 	events    []actor.NewEvent
 	rejection error
 	output    []byte
+	upcasting bool         // in rhizon_upcast: only upcasted and reject apply
+	up        *actor.Event // what upcasted handed back
 }
 
 // snapshot is an instance's whole state after initialisation.
@@ -85,6 +88,7 @@ func (b *Behavior) instantiate(ctx context.Context) (*instance, error) {
 	in.evolve = mod.ExportedFunction("rhizon_evolve")
 	in.buffer = mod.ExportedFunction("rhizon_buffer")
 	in.verbs = mod.ExportedFunction("rhizon_verbs")
+	in.upcast = mod.ExportedFunction(upcastExport)
 	in.stack = make([]uint64, 3)
 	if in.mem == nil {
 		return nil, fmt.Errorf("wasm: the module of %s has no memory", b.typ)
@@ -142,7 +146,7 @@ func (in *instance) reinstantiate() error {
 	}
 	in.ctx = context.WithValue(context.Background(), ctxKey{}, in)
 	in.mod, in.mem, in.fuel, in.globals = fresh.mod, fresh.mem, fresh.fuel, fresh.globals
-	in.decide, in.evolve, in.buffer, in.verbs = fresh.decide, fresh.evolve, fresh.buffer, fresh.verbs
+	in.decide, in.evolve, in.buffer, in.verbs, in.upcast = fresh.decide, fresh.evolve, fresh.buffer, fresh.verbs, fresh.upcast
 	return nil
 }
 

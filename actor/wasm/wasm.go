@@ -27,6 +27,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -74,6 +75,9 @@ type compiled struct {
 	rt      wazero.Runtime
 	mod     wazero.CompiledModule
 	globals []string // the exported mutable globals, snapshotted with memory
+	// upcasts: the module exports rhizon_upcast and has not answered that
+	// it has no upcaster (see Behavior.Upcast).
+	upcasts atomic.Bool
 
 	once  sync.Once
 	snap  *snapshot
@@ -126,6 +130,8 @@ func compile(ctx context.Context, wasm []byte, pages uint32) (*compiled, error) 
 		}
 	}
 	c := &compiled{rt: rt, mod: mod, globals: globals}
+	_, up := mod.ExportedFunctions()[upcastExport]
+	c.upcasts.Store(up)
 	modules[key] = c
 	return c, nil
 }
@@ -138,6 +144,7 @@ type Behavior struct {
 
 	mu      sync.Mutex
 	byShard map[uint32][]*instance
+	up      upcaster
 }
 
 var (
@@ -351,6 +358,12 @@ func (b *Behavior) Close() {
 	}
 	b.byShard = map[uint32][]*instance{}
 	b.mu.Unlock()
+	b.up.mu.Lock()
+	if b.up.in != nil {
+		all = append(all, b.up.in)
+		b.up.in = nil
+	}
+	b.up.mu.Unlock()
 	for _, in := range all {
 		in.mu.Lock()
 		in.close()

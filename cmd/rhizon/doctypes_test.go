@@ -15,8 +15,8 @@ func TestDocumentTypesFlagAndConfig(t *testing.T) {
 	for _, c := range []struct {
 		name, yaml, want string
 	}{
-		{"list", "document-types:\n  - user:email,age\n  - invoice\n", "invoice;user:age,email"},
-		{"map", "document-types:\n  user: [email, age]\n  invoice: []\n", "invoice;user:age,email"},
+		{"list", "document-types:\n  - user:email,age\n  - invoice\n", "invoice;user:age;email"},
+		{"map", "document-types:\n  user: [email, age]\n  invoice: []\n", "invoice;user:age;email"},
 		{"string", "document-types: user,invoice\n", "invoice;user"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

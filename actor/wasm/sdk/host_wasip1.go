@@ -20,6 +20,12 @@ func rhizonVersion() int64
 //go:wasmimport rhizon emit
 func rhizonEmit(name string, payload unsafe.Pointer, payloadLen uint32)
 
+//go:wasmimport rhizon emit_versioned
+func rhizonEmitVersioned(name string, schemaVersion uint32, payload unsafe.Pointer, payloadLen uint32)
+
+//go:wasmimport rhizon upcasted
+func rhizonUpcasted(eventType string, schemaVersion uint32, payload unsafe.Pointer, payloadLen uint32)
+
 //go:wasmimport rhizon reject
 func rhizonReject(invalid uint32, code string, message string)
 
@@ -88,7 +94,11 @@ func rhizonDecide(stateLen, typeLen, payloadLen uint32) uint32 {
 		return resultRejected
 	}
 	for _, e := range evs {
-		rhizonEmit(e.Name, ptr(e.Payload), uint32(len(e.Payload)))
+		if e.SchemaVersion > 1 {
+			rhizonEmitVersioned(e.Name, e.SchemaVersion, ptr(e.Payload), uint32(len(e.Payload)))
+		} else {
+			rhizonEmit(e.Name, ptr(e.Payload), uint32(len(e.Payload)))
+		}
 	}
 	return resultOK
 }
@@ -115,6 +125,28 @@ func reject(err error) {
 		return
 	}
 	rhizonReject(0, "error", err.Error())
+}
+
+// Results of rhizon_upcast.
+const (
+	upcastOK       = 0
+	upcastRejected = 1
+	upcastNone     = 2 // no Upcast registered: the host stops asking
+)
+
+//go:wasmexport rhizon_upcast
+func rhizonUpcast(typeLen, payloadLen, schemaVersion uint32) uint32 {
+	if upcast == nil {
+		return upcastNone
+	}
+	_, typ, payload := split(0, typeLen, payloadLen)
+	t, v, p, err := upcast(typ, schemaVersion, payload)
+	if err != nil {
+		reject(err)
+		return upcastRejected
+	}
+	rhizonUpcasted(t, v, ptr(p), uint32(len(p)))
+	return upcastOK
 }
 
 //go:wasmexport rhizon_verbs

@@ -17,6 +17,10 @@ package sdk
 type Event struct {
 	Name    string
 	Payload []byte
+	// SchemaVersion is the version of the payload's schema (0 means 1).
+	// Bump it when the payload's shape changes, and register an Upcast
+	// that turns the older versions into the new one.
+	SchemaVersion uint32
 }
 
 // Actor is the user's actor type. Both functions are required.
@@ -43,6 +47,27 @@ func Register(a Actor) {
 	}
 	registered = &a
 }
+
+// UpcastFunc turns an event recorded with an older payload schema into a
+// newer one: it returns the event's type (usually unchanged), version and
+// payload. An event it does not know, or one already current, it returns as
+// given. It must be pure and deterministic.
+type UpcastFunc func(eventType string, schemaVersion uint32, payload []byte) (string, uint32, []byte, error)
+
+var upcast UpcastFunc
+
+// Upcast installs the module's upcaster (exported as rhizon_upcast). The
+// node calls it for the events History and Watch show, again and again
+// until the version stops changing (at most 32 steps; it may not lower the
+// version); stored events are never rewritten. Each call starts from the
+// module's initial state, under the fuel budget and memory limit of
+// Decide; a panic or a returned error makes History or Watch fail naming
+// the event. Call it once, from an init function, beside Register.
+func Upcast(f UpcastFunc) { upcast = f }
+
+// RegisteredUpcast returns the upcaster Upcast installed, or nil (for
+// native tests, as Registered).
+func RegisteredUpcast() UpcastFunc { return upcast }
 
 // Registered returns the actor Register installed, or nil: a native test of
 // the module's package can call its Decide and Evolve directly (without a

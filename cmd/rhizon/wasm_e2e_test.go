@@ -1,9 +1,6 @@
 package main
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -18,12 +15,7 @@ func TestCLI_WasmActorOnADevNode(t *testing.T) {
 	needBinary(t)
 	t.Parallel()
 	dir := t.TempDir()
-	module := filepath.Join(dir, "counter.wasm")
-	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", module, "../../examples/wasm/counter")
-	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the module: %v\n%s", err, out)
-	}
+	module := buildWasm(t, dir, "../../examples/wasm/counter", "counter.wasm")
 	spec := "wcounter=" + module + "@1"
 	p := startDev(t, dir, "RHIZON_WASM_ACTOR="+spec)
 	if out, code := p.rhizon(t, "send", "wcounter/c1", "add", `{"amount":5}`, "-o", "json"); code != 0 || !decode[sendResult](t, out).Accepted {

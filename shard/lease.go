@@ -152,6 +152,11 @@ type leaseTransport struct {
 	stopOnce sync.Once
 	out      chan raft.RPC
 	done     chan struct{}
+
+	// beats guards Raft's heartbeat fast path against a closed shard:
+	// handlers in flight hold it shared, stop takes it exclusively.
+	beats   sync.RWMutex
+	stopped bool
 }
 
 var (
@@ -247,7 +252,37 @@ func (t *leaseTransport) Close() error {
 	return nil
 }
 
-func (t *leaseTransport) stop() { t.stopOnce.Do(func() { close(t.done) }) }
+// SetHeartbeatHandler implements raft.Transport. Raft's heartbeat fast path
+// runs on the transport's goroutine and checks for shutdown only as it
+// starts: a heartbeat that passed that check while the shard closed went on
+// to write the term into a store its owner had closed once Close returned,
+// and the write's failure panics (seen in CI). stop waits for such a call
+// and refuses later ones.
+func (t *leaseTransport) SetHeartbeatHandler(cb func(raft.RPC)) {
+	if cb == nil {
+		t.Transport.SetHeartbeatHandler(nil)
+		return
+	}
+	t.Transport.SetHeartbeatHandler(func(rpc raft.RPC) {
+		t.beats.RLock()
+		defer t.beats.RUnlock()
+		if t.stopped {
+			rpc.Respond(nil, raft.ErrRaftShutdown)
+			return
+		}
+		cb(rpc)
+	})
+}
+
+// stop ends the filter and waits for heartbeat handlers in flight.
+func (t *leaseTransport) stop() {
+	t.stopOnce.Do(func() {
+		close(t.done)
+		t.beats.Lock()
+		t.stopped = true
+		t.beats.Unlock()
+	})
+}
 
 // readCounts are a replica's linearizable reads by how leadership was
 // confirmed.

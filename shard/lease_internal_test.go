@@ -59,3 +59,52 @@ func TestLease_ReplicaVotesForNoOneInItsFirstHeartbeatTimeout(t *testing.T) {
 		t.Fatalf("TimeoutNow from a server that is not the known leader: err %v", err)
 	}
 }
+
+// beatTransport keeps the heartbeat handler Raft sets, to call it as the
+// transport's connection goroutine would.
+type beatTransport struct {
+	raft.Transport
+	cb func(raft.RPC)
+}
+
+func (b *beatTransport) SetHeartbeatHandler(cb func(raft.RPC)) { b.cb = cb }
+
+// A heartbeat in Raft's fast path when the shard closes must finish before
+// stop returns (the caller closes the stores next), and later ones must not
+// reach Raft: CI saw a heartbeat write the term into a closed store.
+func TestLease_StopWaitsForHeartbeatsInFlightAndRefusesLater(t *testing.T) {
+	under := &beatTransport{}
+	lt := newLeaseTransport(under, newLease(time.Second), time.Second)
+	release := make(chan struct{})
+	entered := make(chan struct{}, 2)
+	lt.SetHeartbeatHandler(func(rpc raft.RPC) {
+		entered <- struct{}{}
+		<-release
+		rpc.Respond(&raft.AppendEntriesResponse{}, nil)
+	})
+	beat := func() chan raft.RPCResponse {
+		resp := make(chan raft.RPCResponse, 1)
+		go under.cb(raft.RPC{Command: &raft.AppendEntriesRequest{}, RespChan: resp})
+		return resp
+	}
+	first := beat()
+	<-entered
+	stopped := make(chan struct{})
+	go func() { lt.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("stop returned while a heartbeat was still in Raft's handler")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	<-stopped
+	if r := <-first; r.Error != nil {
+		t.Fatalf("the heartbeat in flight: %v", r.Error)
+	}
+	if r := <-beat(); !errors.Is(r.Error, raft.ErrRaftShutdown) {
+		t.Fatalf("a heartbeat after stop: %v, want ErrRaftShutdown", r.Error)
+	}
+	if len(entered) != 0 {
+		t.Fatal("a heartbeat after stop reached Raft's handler")
+	}
+}

@@ -2,30 +2,24 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/rhizon/rhizon/actor"
-	"github.com/rhizon/rhizon/actor/upgradetest"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 )
 
 // registry is the node's (and an offline replay's) actor registry: the
 // built-in types, the document types of docs (--document-types), the
-// WebAssembly actors of wasmSpecs (--wasm-actor) and, only when
-// RHIZON_TEST_ACTORS is set (a test hook, see README "Upgrading actor code"),
-// the test actor's revisions it names.
+// WebAssembly actors of wasmSpecs (--wasm-actor) and, in a test build only,
+// the test actors (testactors_on.go).
 func registry(docs *docTypesFlag, wasmSpecs []string) (*actor.Registry, error) {
 	reg, err := docs.registry()
 	if err != nil {
 		return nil, &exitErr{exitUsage, err}
 	}
-	if err := upgradetest.Register(reg, os.Getenv(upgradetest.EnvVar)); err != nil {
-		return nil, &exitErr{exitUsage, err}
-	}
-	if err := addPlanted(reg); err != nil {
+	if err := addTestActors(reg); err != nil {
 		return nil, &exitErr{exitUsage, err}
 	}
 	if err := addWasmActors(reg, wasmSpecs); err != nil {

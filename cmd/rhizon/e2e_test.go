@@ -43,8 +43,8 @@ func TestMain(m *testing.M) {
 	binary = filepath.Join(dir, "rhizon")
 	// With the test-only failpoints compiled in (they fire only when
 	// RHIZON_FAILPOINTS names them) and the planted nondeterministic actor
-	// (planted_on.go; deterministic unless RHIZON_PLANTED_SKEW differs).
-	build := exec.Command("go", "build", "-tags", "failpoints,rhizon_planted", "-o", binary, ".")
+	// (testactors_on.go; deterministic unless RHIZON_PLANTED_SKEW differs).
+	build := exec.Command("go", "build", "-tags", "failpoints,rhizon_testactors", "-o", binary, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build rhizon:", err)

@@ -1,4 +1,4 @@
-//go:build rhizon_planted
+//go:build rhizon_testactors
 
 package main
 
@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/actor/upgradetest"
 )
 
 // plantedSkewEnv names the planted actor's nondeterminism: a node started
@@ -29,7 +30,7 @@ type plantedAdded struct {
 }
 
 // addPlanted registers actor type "planted" (revision 1, verb add): only in
-// binaries built with -tags rhizon_planted.
+// binaries built with -tags rhizon_testactors.
 func addPlanted(reg *actor.Registry) error {
 	skew, err := strconv.ParseInt(os.Getenv(plantedSkewEnv), 10, 64)
 	if err != nil && os.Getenv(plantedSkewEnv) != "" {
@@ -59,4 +60,14 @@ func addPlanted(reg *actor.Registry) error {
 			return nil
 		},
 	}))
+}
+
+// addTestActors registers the test actors of a test build: the upgrade
+// actor's revisions named by RHIZON_TEST_ACTORS (see README "Upgrading actor
+// code") and the planted actor.
+func addTestActors(reg *actor.Registry) error {
+	if err := upgradetest.Register(reg, os.Getenv(upgradetest.EnvVar)); err != nil {
+		return err
+	}
+	return addPlanted(reg)
 }

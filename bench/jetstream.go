@@ -117,15 +117,21 @@ func (t *JetStreamKV) openBucket(ctx context.Context) error {
 			return err
 		}
 		for {
+			// Each attempt has its own bound: a JetStream API request sent
+			// before the servers have a meta leader may never be answered,
+			// and waiting on it with the whole budget left no second try
+			// (a test saw the bucket created meanwhile and setup time out).
+			actx, acancel := context.WithTimeout(ctx, 5*time.Second)
 			var kv jetstream.KeyValue
 			switch {
 			case i == 0 && t.name == JetStreamKVSyncNoDirect:
-				kv, err = createNoDirectBucket(ctx, js, cfg)
+				kv, err = createNoDirectBucket(actx, js, cfg)
 			case i == 0:
-				kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+				kv, err = js.CreateOrUpdateKeyValue(actx, cfg)
 			default:
-				kv, err = js.KeyValue(ctx, bucket)
+				kv, err = js.KeyValue(actx, bucket)
 			}
+			acancel()
 			if err == nil {
 				kvs = append(kvs, kv)
 				break

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -54,8 +53,8 @@ func startNATSClusterTLS(tb testing.TB, tlsCfg *tls.Config) ([]*server.Server, [
 	var servers []*server.Server
 	var clients, routes, urls []string
 	for range 3 {
-		clients = append(clients, freeLoopbackAddr(tb))
-		routes = append(routes, freeLoopbackAddr(tb))
+		clients = append(clients, testkit.FreeAddr(tb))
+		routes = append(routes, testkit.FreeAddr(tb))
 	}
 	for i := range 3 {
 		s, err := natsserver.StartEmbedded(natsserver.EmbeddedConfig{
@@ -128,16 +127,6 @@ func startManager(t *testing.T, cfg Config, wait time.Duration) *Manager {
 		t.Fatalf("streams not created in %v", wait)
 	}
 	return m
-}
-
-func freeLoopbackAddr(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // appliedShard accepts every command and remembers its idempotency key; it

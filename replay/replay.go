@@ -211,7 +211,7 @@ func ShardContext(ctx context.Context, rec *storage.ShardStore, log *storage.Log
 	recHistory := storeHistory(rec)
 	start := max(first, rep.Snapshot+1)
 	rep.From = start
-	var hashes hashRing
+	var hashes shard.HashRing
 	for idx := start; idx <= recMeta.Index; idx++ {
 		if (idx-start)%ctxCheckEvery == 0 {
 			if err := ctx.Err(); err != nil {
@@ -233,13 +233,13 @@ func ShardContext(ctx context.Context, rec *storage.ShardStore, log *storage.Log
 			// The leader's hash at an earlier index: a state that differs
 			// is found there, not only at the end (an Evolve that changed
 			// while Decide did not leaves every result and event alike).
-			rep.Divergence = hashes.verify(check, idx)
+			rep.Divergence = stateDivergence(hashes.Verify(check, idx))
 		}
 		out, err := eng.Apply(&ent)
 		if err != nil {
 			return nil, fmt.Errorf("replay: apply %d: %w", idx, err)
 		}
-		hashes.record(eng.Meta())
+		hashes.Record(eng.Meta())
 		rep.Entries++
 		rep.Commands += len(ent.Commands)
 		if rep.Divergence != nil {
@@ -269,35 +269,16 @@ func ShardContext(ctx context.Context, rec *storage.ShardStore, log *storage.Log
 	return rep, nil
 }
 
-// checkRing is how many replayed hashes are kept for the leader's state
-// checks: a check names an index a few entries behind the one carrying it.
-const checkRing = 1024
-
-// hashRing remembers the replayed state hash after each recent entry.
-type hashRing struct {
-	idx  [checkRing]uint64
-	hash [checkRing][32]byte
-}
-
-func (r *hashRing) record(m engine.Meta) {
-	i := m.Index % checkRing
-	r.idx[i], r.hash[i] = m.Index, m.Hash
-}
-
-// verify compares the leader's state check carried by entry with the
-// replayed hash at its index; nil when equal or when the replay has not
-// got that index (before the snapshot it started from, or too old).
-func (r *hashRing) verify(c *recordv1.StateCheck, entry uint64) *Divergence {
-	if c == nil || c.GetIndex() == 0 {
+// stateDivergence reports a failed state check (shard.HashRing.Verify) as
+// a replay's divergence; nil for any other result.
+func stateDivergence(err error) *Divergence {
+	var d *shard.ErrDiverged
+	if !errors.As(err, &d) {
 		return nil
 	}
-	i := c.GetIndex() % checkRing
-	if r.idx[i] != c.GetIndex() || bytes.Equal(r.hash[i][:], c.GetHash()) {
-		return nil
-	}
-	return &Divergence{Index: c.GetIndex(), What: "state hash",
-		Recorded: fmt.Sprintf("%x (the leader's, from its state check in entry %d)", c.GetHash(), entry),
-		Replayed: fmt.Sprintf("%x", r.hash[i])}
+	return &Divergence{Index: d.Index, What: "state hash",
+		Recorded: fmt.Sprintf("%x (the leader's, from its state check in entry %d)", d.Leader, d.EntryIndex),
+		Replayed: fmt.Sprintf("%x", d.Mine)}
 }
 
 func (o Options) selects(a actor.Address) bool {

@@ -42,19 +42,21 @@ func (e *ErrDiverged) Error() string {
 		e.Index, e.Mine, e.Leader, e.EntryIndex)
 }
 
-// hashRing remembers the state hash after each recent command entry. Apply
-// writes it; nothing else reads it, so it needs no lock.
-type hashRing struct {
+// HashRing remembers the state hash after each recent command entry, to
+// compare with the leader's state checks: the FSM's on line, a replay's
+// offline. Not safe for concurrent use (each has one writer and reader).
+type HashRing struct {
 	idx  [ringSize]uint64
 	hash [ringSize][32]byte
 }
 
-func (r *hashRing) record(m engine.Meta) {
+// Record notes m, the state after an applied entry.
+func (r *HashRing) Record(m engine.Meta) {
 	i := m.Index % ringSize
 	r.idx[i], r.hash[i] = m.Index, m.Hash
 }
 
-func (r *hashRing) lookup(index uint64) ([32]byte, bool) {
+func (r *HashRing) lookup(index uint64) ([32]byte, bool) {
 	i := index % ringSize
 	if index == 0 || r.idx[i] != index {
 		return [32]byte{}, false
@@ -63,10 +65,12 @@ func (r *hashRing) lookup(index uint64) ([32]byte, bool) {
 }
 
 // reset forgets every hash (after a snapshot restore).
-func (r *hashRing) reset() { *r = hashRing{} }
+func (r *HashRing) reset() { *r = HashRing{} }
 
-// verify compares a check against this replica's own hash at its index.
-func (r *hashRing) verify(c *recordv1.StateCheck, entry uint64) error {
+// Verify compares a check, carried by entry, against the hash recorded at
+// its index: an *ErrDiverged when they differ, nil when they agree or the
+// index is not remembered (before a restore, or too old).
+func (r *HashRing) Verify(c *recordv1.StateCheck, entry uint64) error {
 	mine, ok := r.lookup(c.GetIndex())
 	if !ok || bytes.Equal(mine[:], c.GetHash()) {
 		return nil

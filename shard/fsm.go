@@ -38,7 +38,7 @@ type fsm struct {
 	// missing is the revision the replica waits for, when that is why it
 	// halted: the node reopens it once it loaded that revision.
 	missing atomic.Pointer[engine.MissingRevisionError]
-	hashes  hashRing // state hash after each recent command entry (divergence.go)
+	hashes  HashRing // state hash after each recent command entry (divergence.go)
 }
 
 // halt stops applying: what the store holds is unknown after err.
@@ -84,11 +84,11 @@ func (f *fsm) Apply(l *raft.Log) any {
 	_, span := f.s.tracer.Start(context.Background(), "shard.apply")
 	defer span.End()
 
-	ent, check, err := decodeEntry(l.Index, l.Data)
+	ent, check, err := DecodeEntryCheck(l.Index, l.Data)
 	if err != nil {
 		f.log.Error("undecodable log entry; applying it as empty", "index", l.Index, "err", err)
 	}
-	if err := f.hashes.verify(check, l.Index); err != nil {
+	if err := f.hashes.Verify(check, l.Index); err != nil {
 		// Fail-stop: apply nothing more, serve nothing more.
 		f.halt(err)
 		f.s.metrics.diverged.Add(context.Background(), 1, f.s.metrics.shardAttr)
@@ -123,7 +123,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	f.publishMeta()
 	if out.Results != nil {
-		f.hashes.record(f.eng.Meta())
+		f.hashes.Record(f.eng.Meta())
 	}
 	f.s.notifyApplied()
 	f.s.wakeRelay()
@@ -234,7 +234,7 @@ func (s *fsmSnapshot) Release() { s.snap.Release() }
 // every replica sees the same bytes and fails the same way, so applying it as
 // empty keeps the index advancing in step.
 func DecodeEntry(index uint64, data []byte) (engine.Entry, error) {
-	ent, _, err := decodeEntry(index, data)
+	ent, _, err := DecodeEntryCheck(index, data)
 	return ent, err
 }
 
@@ -242,12 +242,6 @@ func DecodeEntry(index uint64, data []byte) (engine.Entry, error) {
 // entry carries one (nil otherwise): a replay compares its own state hash at
 // the check's index, as every replica does on line.
 func DecodeEntryCheck(index uint64, data []byte) (engine.Entry, *recordv1.StateCheck, error) {
-	return decodeEntry(index, data)
-}
-
-// decodeEntry is DecodeEntry with the leader's state check, if the entry
-// carries one.
-func decodeEntry(index uint64, data []byte) (engine.Entry, *recordv1.StateCheck, error) {
 	var le recordv1.LogEntry
 	ent := engine.Entry{Index: index}
 	if err := proto.Unmarshal(data, &le); err != nil {

@@ -163,7 +163,13 @@ func TestConsole_DevNode(t *testing.T) {
 		document.querySelector('#tail li:last-child').textContent.includes('"value":7')`)
 	p.screenshot("entities")
 	// The whole workspace: another entity's event shows up too.
-	p.do("tail the workspace", chromedp.Click(css("#tail-from-beginning")), chromedp.Click(css("#tail-workspace")))
+	// From the oldest kept event, still checked from the entity's tail (a
+	// second click unchecked it, and the tail then began at its consumer's
+	// creation, which an event committed right after could precede).
+	if !eval[bool](p, `document.getElementById("tail-from-beginning").checked`) {
+		t.Fatal("the tail's from-the-oldest box is not checked")
+	}
+	p.do("tail the workspace", chromedp.Click(css("#tail-workspace")))
 	p.until("tailing the workspace", 10*time.Second, `document.getElementById("tail-state").textContent.startsWith("Tailing workspace")`)
 	postJSON(t, http.DefaultClient, d.http, "/v1/submit", d.token,
 		`{"address":{"actor_type":"counter","entity_id":"ws2"},"type":"cmd.counter.add","payload":{"amount":1},"idempotency_key":"ws2-1"}`)

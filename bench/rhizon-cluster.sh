@@ -18,6 +18,7 @@
 #
 # Environment (all optional):
 #   BENCH_SHARDS      shards of the cluster                   (8)
+#   BENCH_RAFT_GROUPS Raft groups carrying them (--raft-groups; unset: the node's default)
 #   BENCH_NATS        "off" starts the nodes without NATS     (on)
 #   BENCH_NODE_ARGS   more `rhizon node` flags for every node
 #   BENCH_TLS         "on": the nodes serve TLS (gRPC, HTTP, Raft, NATS) with
@@ -115,7 +116,7 @@ JSON
 	)
 	for i in 0 1 2; do
 		local args=(node --node-id "n$((i + 1))" --data-dir "$dir/n$((i + 1))" --token-file "$dir/tokens.json"
-			--cluster-secret "$secret" --shards "$shards" --bootstrap-expect 3 --join "${gossip[0]}"
+			--cluster-secret "$secret" --shards "$shards" ${BENCH_RAFT_GROUPS:+--raft-groups "$BENCH_RAFT_GROUPS"} --bootstrap-expect 3 --join "${gossip[0]}"
 			--grpc-addr "${grpc[i]}" --http-addr "${http[i]}" --raft-addr "${raft[i]}" --gossip-addr "${gossip[i]}"
 			--log-level warn "${tlsargs[@]}")
 		if [[ ${BENCH_NATS:-on} == off ]]; then
@@ -195,14 +196,14 @@ JSON
 # rhizon_cluster_status_ok SHARDS reads `rhizon status` on stdin and
 # succeeds when it lists SHARDS shards, each with 3 voters, one leader, and
 # no learner, with 3 nodes alive, nothing rebalancing, and the leaderships
-# spread (no node leads more than one shard above another): a run that
+# spread (no node leads more than one Raft group above another): a run that
 # starts with one node leading most shards measures that node, not the
 # build (two A/B pairs of the same code once differed by 40% from that).
 # Columns are found by their header, so older builds' status reads too.
 rhizon_cluster_status_ok() {
 	awk -v want="$1" '
 		/^NODE +STATE/ { sect = "nodes"; next }
-		/^SHARD +(HEALTH +)?NODE/ {
+		/^SHARD +(GROUP +)?(HEALTH +)?NODE/ {
 			sect = "shards"
 			sub(/STATE HASH/, "STATE_HASH") # one column in the rows
 			for (i = 1; i <= NF; i++) col[$i] = i
@@ -213,7 +214,13 @@ rhizon_cluster_status_ok() {
 		sect == "nodes" && $2 == "alive" { alive++; led[$1] += 0 }
 		sect == "shards" {
 			seen[$1] = 1
-			if ($col["ROLE"] == "Leader") { leaders[$1]++; led[$col["NODE"]]++ }
+			# Leaderships are counted per Raft group: a group carrying
+			# several shards shows its leader on each of their rows.
+			g = ("GROUP" in col) ? $col["GROUP"] : $1
+			if ($col["ROLE"] == "Leader") {
+				leaders[$1]++
+				if (!(g in gled)) { gled[g] = 1; led[$col["NODE"]]++ }
+			}
 			# VOTERS is the last column unless LEARNERS follows it.
 			if (split($col["VOTERS"], v, ",") != 3 || NF > col["VOTERS"]) bad = 1
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/rhizon/rhizon/cluster/placement"
+	shardpkg "github.com/rhizon/rhizon/shard"
 )
 
 // ClusterState is what the control group decides: which nodes belong to the
@@ -21,12 +22,17 @@ import (
 type ClusterState struct {
 	ClusterID string `json:"cluster_id"`
 	Shards    uint32 `json:"shards"`
-	RF        int    `json:"rf"`
+	// RaftGroups is how many Raft groups carry the shards (shard.GroupOf),
+	// fixed at creation; 0 (maps written before groups existed, and
+	// clusters created with as many groups as shards) means one per shard.
+	// Placement, leader hints and every replica are per group.
+	RaftGroups uint32 `json:"raft_groups,omitempty"`
+	RF         int    `json:"rf"`
 	// Version increases with every change; nodes compare it to notice one.
 	Version uint64 `json:"version"`
 	// Nodes are the members the control group knows, sorted by id.
 	Nodes []NodeRecord `json:"nodes"`
-	// Placement holds each shard's replicas, indexed by shard id.
+	// Placement holds each Raft group's replicas, indexed by group id.
 	Placement []placement.ShardReplicas `json:"placement"`
 	// Leaders is a hint of each shard's leader, as the control leader last saw
 	// it (every few seconds); routing tries it before guessing.
@@ -82,6 +88,26 @@ type NodeRecord struct {
 	Zone       string `json:"zone,omitempty"`
 	Draining   bool   `json:"draining,omitempty"`
 }
+
+// Groups is the number of Raft groups: RaftGroups, or one per shard.
+func (s *ClusterState) Groups() uint32 {
+	if s.RaftGroups == 0 || s.RaftGroups > s.Shards {
+		return s.Shards
+	}
+	return s.RaftGroups
+}
+
+// unit names what placement and Raft ids count, in messages: "shard", or
+// "raft group" when groups carry several shards.
+func (s *ClusterState) unit() string {
+	if s.Groups() < s.Shards {
+		return "raft group"
+	}
+	return "shard"
+}
+
+// GroupOf is the Raft group carrying shard.
+func (s *ClusterState) GroupOf(shard uint32) uint32 { return shardpkg.GroupOf(shard, s.Groups()) }
 
 // Initialized reports whether the cluster was created.
 func (s *ClusterState) Initialized() bool { return s.ClusterID != "" }
@@ -241,8 +267,8 @@ func applyControlOp(s *ClusterState, op *controlOp) (*ClusterState, error) {
 		}
 		return next, nil
 	case op.Leaders != nil:
-		if len(op.Leaders) != int(s.Shards) {
-			return nil, fmt.Errorf("%w: %d leader hints for %d shards", errControl, len(op.Leaders), s.Shards)
+		if len(op.Leaders) != int(s.Groups()) {
+			return nil, fmt.Errorf("%w: %d leader hints for %d groups", errControl, len(op.Leaders), s.Groups())
 		}
 		next := s.clone()
 		next.Leaders = slices.Clone(op.Leaders)

@@ -88,14 +88,17 @@ func (n *Node) initCluster() error {
 		return nil
 	}
 	init := &ClusterState{ClusterID: newClusterID(), Shards: n.cfg.Shards, RF: n.cfg.RF}
+	if g := n.cfg.RaftGroups; g != 0 && g < n.cfg.Shards {
+		init.RaftGroups = g
+	}
 	var nodes []placement.Node
 	for _, m := range set {
 		init.Nodes = append(init.Nodes, recordOf(m))
 		nodes = append(nodes, placement.Node{ID: m.Meta.ID, Zone: m.Meta.Zone})
 	}
-	init.Placement = placement.InitialPlacement(n.cfg.Shards, nodes, n.cfg.RF)
+	init.Placement = placement.InitialPlacement(init.Groups(), nodes, n.cfg.RF)
 	init.Initial = cloneReplicas(init.Placement)
-	n.log.Info("creating the cluster", "cluster", init.ClusterID, "nodes", len(nodes), "shards", init.Shards, "rf", init.RF)
+	n.log.Info("creating the cluster", "cluster", init.ClusterID, "nodes", len(nodes), "shards", init.Shards, "raft_groups", init.Groups(), "rf", init.RF)
 	return n.propose(controlOp{Init: init})
 }
 

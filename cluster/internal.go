@@ -56,7 +56,7 @@ func (s *internalServer) Forward(ctx context.Context, req *pb.ForwardRequest) (*
 		return nil, err
 	}
 	cmd := req.GetCommand().ToActor()
-	id := s.n.ShardOf(cmd.Address)
+	id := s.n.groupOf(cmd.Address)
 	l := s.n.local(id)
 	if l == nil || !l.IsLeader() {
 		return nil, s.notLeader(ctx, id)
@@ -101,7 +101,7 @@ func (s *internalServer) Read(ctx context.Context, req *pb.ReadRequest) (*pb.Rea
 		return nil, err
 	}
 	addr := req.GetAddress().ToActor()
-	id := s.n.ShardOf(addr)
+	id := s.n.groupOf(addr)
 	if req.List != nil {
 		id = req.List.Shard
 	}

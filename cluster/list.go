@@ -35,19 +35,20 @@ func listLocal(l *shard.Shard, addr actor.Address, sc *pb.ListScan, out *pb.Read
 	out.Items = make([]*pb.ListItem, 0, len(items))
 	for _, it := range items {
 		out.Items = append(out.Items, &pb.ListItem{
-			Id: it.ID, Version: it.Entity.Version, State: it.Entity.State, Shard: l.ID(), IndexValue: it.Value,
+			Id: it.ID, Version: it.Entity.Version, State: it.Entity.State, IndexValue: it.Value,
+			Shard: l.ShardOf(actor.Address{Tenant: addr.Tenant, Workspace: addr.Workspace, ActorType: addr.ActorType, EntityID: it.ID}),
 		})
 	}
 	return out, nil
 }
 
-// List implements gateway.Lister: every shard is read through its leader
+// List implements gateway.Lister: every Raft group is read through its leader
 // with a read barrier (as a linearizable Get), concurrently, and the
 // pages are merged by (index value, id). Each shard gives at most limit
 // items after sc.After, so the merged first limit items are exactly the
 // first limit of the whole scope after sc.After at the shards' read points.
 func (n *Node) List(ctx context.Context, scope actor.Address, sc *pb.ListScan) (*pb.ListResponse, bool, error) {
-	shards := n.router.state().Shards
+	shards := n.router.state().Groups() // each group's store holds all of its shards' rows
 	if shards == 0 {
 		shards = n.router.shards
 	}

@@ -54,12 +54,16 @@ type Config struct {
 	DataDir string
 	// Shards is the fixed shard count of a cluster this node creates; a node
 	// that joins takes the cluster's.
-	Shards   uint32
-	RF       int // replication factor, default 3 (capped by the node count)
-	Registry *actor.Registry
-	Logger   *slog.Logger
-	Version  string
-	Zone     string
+	Shards uint32
+	// RaftGroups is how many Raft groups carry the shards of a cluster this
+	// node creates (shard.GroupOf); 0 means one per shard. Fixed at creation
+	// like Shards.
+	RaftGroups uint32
+	RF         int // replication factor, default 3 (capped by the node count)
+	Registry   *actor.Registry
+	Logger     *slog.Logger
+	Version    string
+	Zone       string
 
 	// RaftAddr is the multiplexed Raft listener (all shards and the control
 	// group); RaftAdvertise what peers dial, when different.
@@ -147,6 +151,8 @@ func (c *Config) Validate() error {
 		return errors.New("cluster: DataDir is required")
 	case c.Shards > MaxShards:
 		return fmt.Errorf("cluster: shard count %d must be between 1 and %d", c.Shards, MaxShards)
+	case c.RaftGroups > c.Shards:
+		return fmt.Errorf("cluster: %d Raft groups for %d shards: a group carries at least one shard; set at most %d", c.RaftGroups, c.Shards, c.Shards)
 	case c.Registry == nil:
 		return errors.New("cluster: Registry is required")
 	case c.RF < 1 || c.RF > 7:
@@ -486,8 +492,12 @@ func (n *Node) GossipAddr() string { return n.ml.Addr() }
 // Shards returns the local replicas, sorted by shard id.
 func (n *Node) Shards() []*shard.Shard { return n.replicas.all() }
 
-// local is this node's replica of shard id, or nil.
+// local is this node's replica of Raft group id, or nil (a group id is a
+// shard id when the cluster has one group per shard).
 func (n *Node) local(id uint32) *shard.Shard { return n.replicas.get(id) }
+
+// groupOf is the Raft group carrying addr's shard.
+func (n *Node) groupOf(addr actor.Address) uint32 { return n.router.groupOf(addr) }
 
 // WaitReady waits until the cluster exists and every shard has a leader this
 // node can see (its own replica's, or one reported by the shard's nodes).
@@ -506,7 +516,7 @@ func (n *Node) WaitReady(ctx context.Context) error {
 }
 
 func (n *Node) allShardsLed(st *ClusterState) bool {
-	for id := range st.Shards {
+	for id := range st.Groups() {
 		if !st.Hosts(id, n.cfg.NodeID) {
 			continue
 		}
@@ -554,7 +564,7 @@ func (n *Node) Result(ctx context.Context, addr actor.Address, key string, stale
 
 // LeaderHint implements gateway.RouteHinter (router.LeaderHint).
 func (n *Node) LeaderHint(id uint32) (node, grpcAddr string, remote bool) {
-	return n.router.LeaderHint(id)
+	return n.router.LeaderHint(n.ClusterState().GroupOf(id)) // the gateway names the shard
 }
 
 // members is gossip's member list (nil before membership starts).

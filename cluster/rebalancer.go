@@ -181,10 +181,14 @@ func (rb *rebalancer) spreadLeaders(st *ClusterState) error {
 	if err != nil {
 		return err
 	}
-	leaders := make([]string, st.Shards)
+	leaders := make([]string, st.Groups())
 	for _, s := range status.Shards {
-		if s.Role == "Leader" && int(s.Shard) < len(leaders) {
-			leaders[s.Shard] = s.NodeId
+		g := s.Shard
+		if st.Groups() < st.Shards {
+			g = s.RaftGroup // a group's entries repeat for each shard it carries
+		}
+		if s.Role == "Leader" && int(g) < len(leaders) {
+			leaders[g] = s.NodeId
 		}
 	}
 	if !slices.Equal(leaders, st.Leaders) {
@@ -224,17 +228,17 @@ func (rb *rebalancer) spreadLeaders(st *ClusterState) error {
 func (rb *rebalancer) rebalancing(st *ClusterState, members []membership.Member) []string {
 	live, draining := rb.liveNodes(st, members)
 	live = slices.DeleteFunc(live, func(p placement.Node) bool { return slices.Contains(draining, p.ID) })
-	want := placement.Desired(st.Shards, live, st.RF)
+	want := placement.Desired(st.Groups(), live, st.RF)
 	var out []string
 	for id, p := range st.Placement {
 		if id >= len(want) {
 			break
 		}
 		for _, l := range p.Learners {
-			out = append(out, fmt.Sprintf("shard %d: %s catching up as a learner", id, l))
+			out = append(out, fmt.Sprintf("%s %d: %s catching up as a learner", st.unit(), id, l))
 		}
 		if len(p.Learners) == 0 && !slices.Equal(p.Voters, want[id]) {
-			out = append(out, fmt.Sprintf("shard %d: voters %v, moving to %v", id, p.Voters, want[id]))
+			out = append(out, fmt.Sprintf("%s %d: voters %v, moving to %v", st.unit(), id, p.Voters, want[id]))
 		}
 	}
 	return out

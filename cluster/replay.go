@@ -61,11 +61,12 @@ func (g *replayGate) leave(id uint32) {
 	delete(g.running, id)
 }
 
-// replayShardOf is the shard req names (its address's, or its shard),
+// replayShardOf is the Raft group whose log holds the shard req names (its
+// address's, or its shard),
 // InvalidArgument for a shard the cluster does not have.
 func (n *Node) replayShardOf(req *pb.ReplayRequest) (uint32, error) {
 	if a := req.GetAddress(); a != nil {
-		return n.ShardOf(a.ToActor()), nil
+		return n.groupOf(a.ToActor()), nil
 	}
 	count := n.ClusterState().Shards
 	if count == 0 {
@@ -77,7 +78,8 @@ func (n *Node) replayShardOf(req *pb.ReplayRequest) (uint32, error) {
 	if id := req.GetShard(); id >= count {
 		return 0, status.Errorf(codes.InvalidArgument, "shard %d does not exist: this cluster has %d shards, 0 to %d", id, count, count-1)
 	}
-	return req.GetShard(), nil
+	// A replay is of a log: the Raft group's that carries the shard.
+	return n.ClusterState().GroupOf(req.GetShard()), nil
 }
 
 // Replay runs req (already authorized by the gateway) on a replica of its

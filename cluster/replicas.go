@@ -82,7 +82,7 @@ func (rs *replicaSet) reconcile(st *ClusterState) {
 	if !st.Initialized() {
 		return
 	}
-	for id := range st.Shards {
+	for id := range st.Groups() {
 		hosts, have := st.Hosts(id, rs.cfg.NodeID), rs.get(id) != nil
 		switch {
 		case hosts && !have:
@@ -111,6 +111,9 @@ func (rs *replicaSet) open(id uint32, st *ClusterState) error {
 	sc := rs.cfg.ShardTemplate
 	sc.ID, sc.NodeID, sc.Registry = id, rs.cfg.NodeID, rs.cfg.Registry
 	sc.ShardCount = st.Shards
+	if g := st.Groups(); g < st.Shards {
+		sc.Members = shard.Members(id, st.Shards, g)
+	}
 	sc.StateDB, sc.RaftDB, sc.Transport = rs.state, rs.raftDB, trans
 	sc.Dir = rs.dir(id)
 	sc.Logger = rs.log

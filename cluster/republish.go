@@ -49,10 +49,12 @@ func (n *Node) RepublishEvents(ctx context.Context, req *pb.RepublishEventsReque
 	if count == 0 {
 		count = n.router.shards
 	}
-	id := req.GetShard()
-	if id >= count {
+	if id := req.GetShard(); id >= count {
 		return nil, status.Errorf(codes.InvalidArgument, "shard %d does not exist: this cluster has %d shards, 0 to %d", id, count, count-1)
 	}
+	// The events are in the history of the Raft group carrying the shard:
+	// its leader republishes the group's range (message ids dedupe).
+	id := n.ClusterState().GroupOf(req.GetShard())
 	if to := req.GetTo(); to != nil && posOf(req.GetFrom()).After(posOf(to)) {
 		return nil, status.Errorf(codes.InvalidArgument, "to (%d/%d) is before from (%d/%d): give to at or after from, or leave it out",
 			to.GetIndex(), to.GetOrdinal(), req.GetFrom().GetIndex(), req.GetFrom().GetOrdinal())
@@ -139,7 +141,7 @@ func (n *Node) republishLocal(ctx context.Context, req *pb.RepublishEventsReques
 	if req.GetTo() != nil {
 		to = posOf(req.GetTo())
 	}
-	k, last, next, done, err := (*p).RepublishRange(ctx, req.GetShard(), posOf(req.GetFrom()), to, int(req.GetLimit()))
+	k, last, next, done, err := (*p).RepublishRange(ctx, n.ClusterState().GroupOf(req.GetShard()), posOf(req.GetFrom()), to, int(req.GetLimit()))
 	if err != nil {
 		if errors.Is(err, ErrNotLeading) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, err
@@ -166,7 +168,7 @@ func (s *internalServer) RepublishEvents(ctx context.Context, req *pb.RepublishE
 	if err := s.auth(ctx); err != nil {
 		return nil, err
 	}
-	id := req.GetShard()
+	id := s.n.ClusterState().GroupOf(req.GetShard())
 	if l := s.n.local(id); l == nil || !l.IsLeader() {
 		return nil, s.notLeader(ctx, id)
 	}

@@ -44,6 +44,16 @@ func (rt *router) shardOf(addr actor.Address) uint32 {
 	return shard.Of(addr, s)
 }
 
+// groupOf is the Raft group carrying addr's shard: the id every local
+// replica, leader hint and forwarded request is known by.
+func (rt *router) groupOf(addr actor.Address) uint32 {
+	st := rt.state()
+	if st.Shards == 0 {
+		return shard.Of(addr, rt.shards)
+	}
+	return st.GroupOf(shard.Of(addr, st.Shards))
+}
+
 // routeTimeout bounds how long a request chases a shard leader (a failover
 // takes a few election timeouts) before the outcome is reported.
 const routeTimeout = 15 * time.Second
@@ -77,7 +87,7 @@ func (rt *router) leaderGuess(id uint32, attempt int) string {
 // returns its original result. The outcome is reported unknown only when an
 // attempt may have been applied and no later attempt settled it.
 func (rt *router) Submit(ctx context.Context, cmd actor.Command) (actor.Result, error) {
-	id := rt.shardOf(cmd.Address)
+	id := rt.groupOf(cmd.Address)
 	ctx, cancel := context.WithTimeout(ctx, routeTimeout)
 	defer cancel()
 	uncertain := false
@@ -162,7 +172,7 @@ func (rt *router) LeaderHint(id uint32) (node, grpcAddr string, remote bool) {
 // read runs fn against the replica that may serve it: the leader for
 // linearizable reads (locally or through a peer), any replica for stale ones.
 func (rt *router) read(ctx context.Context, addr actor.Address, req *pb.ReadRequest) (*pb.ReadResponse, error) {
-	return rt.readShard(ctx, rt.shardOf(addr), addr, req)
+	return rt.readShard(ctx, rt.groupOf(addr), addr, req)
 }
 
 // readShard is read on shard id, which need not be addr's (a List reads

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/cluster/membership"
@@ -17,18 +18,25 @@ import (
 // localStatus reports this node's replicas.
 func (n *Node) localStatus() *pb.StatusResponse {
 	st := n.ClusterState()
-	out := &pb.StatusResponse{NodeId: n.cfg.NodeID, Version: n.cfg.Version, ShardCount: st.Shards, ClusterId: st.ClusterID, MapVersion: st.Version,
+	out := &pb.StatusResponse{NodeId: n.cfg.NodeID, Version: n.cfg.Version, ShardCount: st.Shards, RaftGroups: st.Groups(),
+		ClusterId: st.ClusterID, MapVersion: st.Version,
 		ActiveRevisions: maps.Clone(st.Revisions), DeployedOwners: maps.Clone(n.DeployedOwners())}
 	for _, s := range n.Shards() {
-		ss := shardStatus(s.Status())
-		ss.NodeId = n.cfg.NodeID
-		if int(ss.Shard) < len(st.Placement) {
-			ss.Voters, ss.Learners = st.Placement[ss.Shard].Voters, st.Placement[ss.Shard].Learners
+		group := shardStatus(s.Status())
+		group.NodeId, group.RaftGroup = n.cfg.NodeID, group.Shard
+		if int(group.Shard) < len(st.Placement) {
+			group.Voters, group.Learners = st.Placement[group.Shard].Voters, st.Placement[group.Shard].Learners
 		}
 		if p := n.probe.Load(); p != nil {
-			(*p)(ss)
+			(*p)(group)
 		}
-		out.Shards = append(out.Shards, ss)
+		// One entry per shard the group carries, with the group's Raft
+		// facts: clients route, and health reports, by shard.
+		for _, id := range s.Members() {
+			ss := proto.CloneOf(group)
+			ss.Shard = id
+			out.Shards = append(out.Shards, ss)
+		}
 	}
 	return out
 }

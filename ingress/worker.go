@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,7 +100,11 @@ func (w *worker) consume(ctx context.Context) {
 		}
 		lw.Wait()
 	}()
-	defer w.m.metrics.untrack(w.sh.ID())
+	defer func() {
+		for _, id := range w.members() {
+			w.m.metrics.untrack(id)
+		}
+	}()
 	// One pull per stream: the nodes' own, and each producer account's.
 	var pw sync.WaitGroup
 	for _, src := range w.sources() {
@@ -118,13 +123,30 @@ func (w *worker) consume(ctx context.Context) {
 
 // source is a stream the shard's commands arrive on, and the subject of
 // this shard in it.
-type source struct{ stream, subject string }
+type source struct {
+	stream, subject string
+	shard           uint32
+}
+
+// members is the shards the worker's Raft group carries: it consumes the
+// subject of each (publishers name the shard, not the group).
+func (w *worker) members() []uint32 {
+	if m, ok := w.sh.(interface{ Members() []uint32 }); ok {
+		return m.Members()
+	}
+	return []uint32{w.sh.ID()}
+}
+
+// carries reports whether shard is one of the worker's.
+func (w *worker) carries(shard uint32) bool { return slices.Contains(w.members(), shard) }
 
 func (w *worker) sources() []source {
-	id := w.sh.ID()
-	out := []source{{stream.IngressStream, stream.IngressSubject(id)}}
-	for _, a := range w.m.producerAccounts() {
-		out = append(out, source{stream.ProducerStream(a), stream.ProducerSubject(a, id)})
+	var out []source
+	for _, id := range w.members() {
+		out = append(out, source{stream.IngressStream, stream.IngressSubject(id), id})
+		for _, a := range w.m.producerAccounts() {
+			out = append(out, source{stream.ProducerStream(a), stream.ProducerSubject(a, id), id})
+		}
 	}
 	return out
 }
@@ -139,7 +161,7 @@ const (
 // pull binds to the shard's durable consumer and hands its messages to the
 // lanes until the pull fails or ctx ends.
 func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan jetstream.Msg) error {
-	id := w.sh.ID()
+	id := src.shard
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	cons, err := w.m.js.CreateOrUpdateConsumer(cctx, src.stream, jetstream.ConsumerConfig{
 		Durable:       "shard-" + strconv.FormatUint(uint64(id), 10),
@@ -276,7 +298,7 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(w.backoff(md.NumDelivered))
 		return
 	}
-	if to := w.m.cfg.ShardOf(cmd.Address); to != w.sh.ID() {
+	if to := w.m.cfg.ShardOf(cmd.Address); !w.carries(to) {
 		// Published to the wrong shard's subject: pass it on rather than
 		// apply it on a shard that does not own the entity.
 		subj := stream.IngressSubject(to)

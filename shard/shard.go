@@ -31,12 +31,16 @@ type Config struct {
 	// ShardCount is the cluster's shard count; the engine places audit
 	// streams with it (engine.AuditAddress). 0 when unknown.
 	ShardCount uint32
-	NodeID     string // raft server id of this replica
-	Registry   *actor.Registry
-	StateDB    *storage.DB     // node-wide state store; the shard uses its prefix
-	RaftDB     *storage.RaftDB // node-wide raft log and stable store
-	Dir        string          // per-shard directory for raft snapshots
-	Transport  raft.Transport
+	// Members are the shards this Raft group carries (GroupOf), nil for
+	// just ID: the group's store holds their rows under the group's prefix,
+	// and the ingress worker consumes each one's subject.
+	Members   []uint32
+	NodeID    string // raft server id of this replica
+	Registry  *actor.Registry
+	StateDB   *storage.DB     // node-wide state store; the shard uses its prefix
+	RaftDB    *storage.RaftDB // node-wide raft log and stable store
+	Dir       string          // per-shard directory for raft snapshots
+	Transport raft.Transport
 	// Bootstrap, when the replica has no raft state, creates the group with
 	// Peers as its voters (this node alone when empty).
 	Bootstrap bool
@@ -339,8 +343,26 @@ func (s *Shard) recoverFromSnapshot(snaps raft.SnapshotStore) error {
 	return nil
 }
 
-// ID is the shard id.
+// ID is the shard id: the Raft group's, which is also the id of the first
+// shard it carries.
 func (s *Shard) ID() uint32 { return s.id }
+
+// Members is the shards this group carries, ascending (just ID when the
+// cluster has as many groups as shards).
+func (s *Shard) Members() []uint32 {
+	if len(s.cfg.Members) == 0 {
+		return []uint32{s.id}
+	}
+	return s.cfg.Members
+}
+
+// ShardOf is the shard of addr, one of Members.
+func (s *Shard) ShardOf(addr actor.Address) uint32 {
+	if len(s.cfg.Members) <= 1 || s.cfg.ShardCount == 0 {
+		return s.id
+	}
+	return Of(addr, s.cfg.ShardCount)
+}
 
 // Raft exposes the raft instance (for the cluster layer and tests).
 func (s *Shard) Raft() *raft.Raft { return s.raft }

@@ -2674,8 +2674,12 @@ type ShardStatus struct {
 	// On the leader's replica of a node with JetStream: how long its outbox
 	// relay has not been caught up (0 when it is), and the rows it found
 	// unpublished at its last read (at most 1024).
-	RelayLagMs    uint64 `protobuf:"varint,15,opt,name=relay_lag_ms,json=relayLagMs,proto3" json:"relay_lag_ms,omitempty"`
-	RelayBacklog  uint32 `protobuf:"varint,16,opt,name=relay_backlog,json=relayBacklog,proto3" json:"relay_backlog,omitempty"`
+	RelayLagMs   uint64 `protobuf:"varint,15,opt,name=relay_lag_ms,json=relayLagMs,proto3" json:"relay_lag_ms,omitempty"`
+	RelayBacklog uint32 `protobuf:"varint,16,opt,name=relay_backlog,json=relayBacklog,proto3" json:"relay_backlog,omitempty"`
+	// The Raft group that carries the shard (its log, leader, indexes and
+	// state hash are the group's). Equal to shard when the cluster has one
+	// group per shard.
+	RaftGroup     uint32 `protobuf:"varint,17,opt,name=raft_group,json=raftGroup,proto3" json:"raft_group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2818,6 +2822,13 @@ func (x *ShardStatus) GetRelayLagMs() uint64 {
 func (x *ShardStatus) GetRelayBacklog() uint32 {
 	if x != nil {
 		return x.RelayBacklog
+	}
+	return 0
+}
+
+func (x *ShardStatus) GetRaftGroup() uint32 {
+	if x != nil {
+		return x.RaftGroup
 	}
 	return 0
 }
@@ -3020,11 +3031,13 @@ type StatusResponse struct {
 	NodeId     string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	Version    string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	ShardCount uint32                 `protobuf:"varint,3,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
-	Shards     []*ShardStatus         `protobuf:"bytes,4,rep,name=shards,proto3" json:"shards,omitempty"`
-	ActorTypes []string               `protobuf:"bytes,5,rep,name=actor_types,json=actorTypes,proto3" json:"actor_types,omitempty"`
-	ClusterId  string                 `protobuf:"bytes,6,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	MapVersion uint64                 `protobuf:"varint,7,opt,name=map_version,json=mapVersion,proto3" json:"map_version,omitempty"`
-	Nodes      []*NodeStatus          `protobuf:"bytes,8,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Raft groups carrying the shards (shard_count when one per shard).
+	RaftGroups uint32         `protobuf:"varint,16,opt,name=raft_groups,json=raftGroups,proto3" json:"raft_groups,omitempty"`
+	Shards     []*ShardStatus `protobuf:"bytes,4,rep,name=shards,proto3" json:"shards,omitempty"`
+	ActorTypes []string       `protobuf:"bytes,5,rep,name=actor_types,json=actorTypes,proto3" json:"actor_types,omitempty"`
+	ClusterId  string         `protobuf:"bytes,6,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	MapVersion uint64         `protobuf:"varint,7,opt,name=map_version,json=mapVersion,proto3" json:"map_version,omitempty"`
+	Nodes      []*NodeStatus  `protobuf:"bytes,8,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// Placement steps in flight, e.g. "shard 12: learner n4 catching up".
 	Rebalancing   []string `protobuf:"bytes,9,rep,name=rebalancing,proto3" json:"rebalancing,omitempty"`
 	ControlLeader string   `protobuf:"bytes,10,opt,name=control_leader,json=controlLeader,proto3" json:"control_leader,omitempty"`
@@ -3095,6 +3108,13 @@ func (x *StatusResponse) GetVersion() string {
 func (x *StatusResponse) GetShardCount() uint32 {
 	if x != nil {
 		return x.ShardCount
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetRaftGroups() uint32 {
+	if x != nil {
+		return x.RaftGroups
 	}
 	return 0
 }
@@ -5246,7 +5266,7 @@ const file_rhizon_proto_rawDesc = "" +
 	"\arecords\x18\x01 \x03(\v2\x18.rhizon.v1.HistoryRecordR\arecords\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12:\n" +
 	"\x0etrimmed_before\x18\x03 \x01(\v2\x13.rhizon.v1.PositionR\rtrimmedBefore\"\x0f\n" +
-	"\rStatusRequest\"\xd5\x03\n" +
+	"\rStatusRequest\"\xf4\x03\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n" +
@@ -5267,7 +5287,9 @@ const file_rhizon_proto_rawDesc = "" +
 	"\aingress\x18\x0e \x01(\tR\aingress\x12 \n" +
 	"\frelay_lag_ms\x18\x0f \x01(\x04R\n" +
 	"relayLagMs\x12#\n" +
-	"\rrelay_backlog\x18\x10 \x01(\rR\frelayBacklog\"S\n" +
+	"\rrelay_backlog\x18\x10 \x01(\rR\frelayBacklog\x12\x1d\n" +
+	"\n" +
+	"raft_group\x18\x11 \x01(\rR\traftGroup\"S\n" +
 	"\vShardHealth\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
@@ -5288,12 +5310,14 @@ const file_rhizon_proto_rawDesc = "" +
 	"\aversion\x18\v \x01(\tR\aversion\x1aA\n" +
 	"\x13ActorRevisionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd9\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfa\x06\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1f\n" +
 	"\vshard_count\x18\x03 \x01(\rR\n" +
-	"shardCount\x12.\n" +
+	"shardCount\x12\x1f\n" +
+	"\vraft_groups\x18\x10 \x01(\rR\n" +
+	"raftGroups\x12.\n" +
 	"\x06shards\x18\x04 \x03(\v2\x16.rhizon.v1.ShardStatusR\x06shards\x12\x1f\n" +
 	"\vactor_types\x18\x05 \x03(\tR\n" +
 	"actorTypes\x12\x1d\n" +

@@ -426,7 +426,12 @@ func waitReady(ctx context.Context, cl *client.Client, f *clientFlags) (*pb.Stat
 
 func printStatus(w io.Writer, st *pb.StatusResponse) {
 	fmt.Fprintf(w, "cluster %s  map v%d  control leader %s  (asked %s, version %s)\n", st.ClusterId, st.MapVersion, st.ControlLeader, st.NodeId, st.Version)
-	fmt.Fprintf(w, "shards %d  actors %s\n", st.ShardCount, strings.Join(st.ActorTypes, ","))
+	grouped := st.RaftGroups != 0 && st.RaftGroups < st.ShardCount // groups carry several shards
+	if grouped {
+		fmt.Fprintf(w, "shards %d in %d raft groups  actors %s\n", st.ShardCount, st.RaftGroups, strings.Join(st.ActorTypes, ","))
+	} else {
+		fmt.Fprintf(w, "shards %d  actors %s\n", st.ShardCount, strings.Join(st.ActorTypes, ","))
+	}
 	if len(st.ActiveRevisions) > 0 {
 		// Only the switched types: the others run their base revision.
 		var revs []string
@@ -459,13 +464,22 @@ func printStatus(w io.Writer, st *pb.StatusResponse) {
 	for _, h := range st.ShardHealth {
 		health[h.Shard] = h.State
 	}
-	fmt.Fprintln(tw, "SHARD\tHEALTH\tNODE\tROLE\tTERM\tAPPLIED\tCOMMIT\tLAST\tSTATE HASH\tVOTERS\tLEARNERS")
+	// With groups, a GROUP column: a group's Raft facts repeat on each of
+	// its shards' rows.
+	group := func(*pb.ShardStatus) string { return "" }
+	if grouped {
+		fmt.Fprint(tw, "SHARD\tGROUP\t")
+		group = func(s *pb.ShardStatus) string { return fmt.Sprint(s.RaftGroup) + "\t" }
+	} else {
+		fmt.Fprint(tw, "SHARD\t")
+	}
+	fmt.Fprintln(tw, "HEALTH\tNODE\tROLE\tTERM\tAPPLIED\tCOMMIT\tLAST\tSTATE HASH\tVOTERS\tLEARNERS")
 	for _, s := range st.Shards {
 		role := s.Role
 		if s.Halted {
 			role += ",halted"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.16s\t%s\t%s\n", s.Shard, health[s.Shard], s.NodeId, role, s.Term, s.AppliedIndex,
+		fmt.Fprintf(tw, "%d\t%s%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.16s\t%s\t%s\n", s.Shard, group(s), health[s.Shard], s.NodeId, role, s.Term, s.AppliedIndex,
 			s.CommitIndex, s.LastLogIndex, s.StateHash, strings.Join(s.Voters, ","), strings.Join(s.Learners, ","))
 	}
 	_ = tw.Flush()

@@ -47,6 +47,8 @@ func replayCmd() *cobra.Command {
 			"the token's) needs a token that may read the entity; --shard N (optionally narrowed by --tenant\n" +
 			"and --workspace), or no scope at all (every shard), needs role admin. Either way the node\n" +
 			"re-executes the shard's whole log: about the time the log took to apply, at most 10 minutes.\n\n" +
+			"With Raft groups carrying several shards (rhizon node --raft-groups), a log is a group's: a replay\n" +
+			"covers every shard of the group, and offline --shard names the group (its directory under shards/).\n\n" +
 			"A state that differs while every result and event agrees (a changed Evolve) is located at the\n" +
 			"first of the leader's periodic state checks in the log that differs.\n\n" +
 			"Exit status: 0 identical, 4 diverged (the first divergence is printed), 1 error, 2 usage. An\n" +
@@ -159,7 +161,13 @@ func replayLive(c *cobra.Command, f *clientFlags, entity string, shardFlag int64
 		if err != nil {
 			return f.callErr(err)
 		}
-		for id := range st.GetShardCount() {
+		// One replay per log: with Raft groups carrying several shards,
+		// shard g (< groups) names group g, which carries it.
+		logs := st.GetShardCount()
+		if g := st.GetRaftGroups(); g != 0 && g < logs {
+			logs = g
+		}
+		for id := range logs {
 			reqs = append(reqs, &pb.ReplayRequest{Scope: &pb.ReplayRequest_Shard{Shard: id}, Tenant: f.tenant, Workspace: f.workspace})
 		}
 	}

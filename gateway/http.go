@@ -207,6 +207,7 @@ type JSONShardStatus struct {
 	CommitIndex  uint64 `json:"commit_index"`
 	LastLogIndex uint64 `json:"last_log_index"`
 	StateHash    string `json:"state_hash"`
+	RaftGroup    uint32 `json:"raft_group"`
 }
 
 // JSONStatusResponse mirrors pb.StatusResponse.
@@ -214,6 +215,7 @@ type JSONStatusResponse struct {
 	NodeID     string            `json:"node_id"`
 	Version    string            `json:"version"`
 	ShardCount uint32            `json:"shard_count"`
+	RaftGroups uint32            `json:"raft_groups"`
 	Shards     []JSONShardStatus `json:"shards"`
 	ActorTypes []string          `json:"actor_types"`
 }
@@ -514,14 +516,14 @@ func (s *Server) httpStatus(ctx context.Context, _ http.ResponseWriter, _ *http.
 		return nil, err
 	}
 	out := &JSONStatusResponse{
-		NodeID: resp.GetNodeId(), Version: resp.GetVersion(), ShardCount: resp.GetShardCount(),
+		NodeID: resp.GetNodeId(), Version: resp.GetVersion(), ShardCount: resp.GetShardCount(), RaftGroups: resp.GetRaftGroups(),
 		Shards: make([]JSONShardStatus, 0, len(resp.GetShards())), ActorTypes: resp.GetActorTypes(),
 	}
 	for _, sh := range resp.GetShards() {
 		out.Shards = append(out.Shards, JSONShardStatus{
 			Shard: sh.GetShard(), Role: sh.GetRole(), Leader: sh.GetLeader(), Term: sh.GetTerm(),
 			AppliedIndex: sh.GetAppliedIndex(), CommitIndex: sh.GetCommitIndex(),
-			LastLogIndex: sh.GetLastLogIndex(), StateHash: sh.GetStateHash(),
+			LastLogIndex: sh.GetLastLogIndex(), StateHash: sh.GetStateHash(), RaftGroup: sh.GetRaftGroup(),
 		})
 	}
 	if out.ActorTypes == nil {

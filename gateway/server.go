@@ -714,7 +714,7 @@ func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 // writes and say how busy they are.
 func tenantStatus(st *pb.StatusResponse) *pb.StatusResponse {
 	out := &pb.StatusResponse{
-		NodeId: st.GetNodeId(), Version: st.GetVersion(), ShardCount: st.GetShardCount(),
+		NodeId: st.GetNodeId(), Version: st.GetVersion(), ShardCount: st.GetShardCount(), RaftGroups: st.GetRaftGroups(),
 		ActorTypes: st.GetActorTypes(), Health: st.GetHealth(),
 		ActiveRevisions: st.GetActiveRevisions(), DeployedOwners: st.GetDeployedOwners(),
 	}
@@ -724,6 +724,7 @@ func tenantStatus(st *pb.StatusResponse) *pb.StatusResponse {
 	for _, sh := range st.GetShards() {
 		out.Shards = append(out.Shards, &pb.ShardStatus{
 			Shard: sh.GetShard(), Role: sh.GetRole(), Leader: sh.GetLeader(), Term: sh.GetTerm(), NodeId: sh.GetNodeId(),
+			RaftGroup: sh.GetRaftGroup(),
 		})
 	}
 	for _, n := range st.GetNodes() {

@@ -38,6 +38,9 @@ type Options struct {
 	Nodes int
 	// Shards is the number of shards (8 if zero).
 	Shards uint32
+	// RaftGroups is how many Raft groups carry them (cluster.Config
+	// .RaftGroups; zero: one per shard).
+	RaftGroups uint32
 	// Tokens are the gateways' bearer tokens; the gateway needs at least
 	// one.
 	Tokens []gateway.TokenEntry
@@ -88,7 +91,7 @@ type Node struct {
 // Cluster is the nodes Start started, in order.
 type Cluster struct {
 	Nodes  []*Node
-	shards uint32
+	shards uint32 // Raft groups: as many as shards unless Options.RaftGroups
 }
 
 // Start starts the nodes, registers their shutdown with t.Cleanup and
@@ -114,6 +117,9 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	c := &Cluster{shards: o.Shards}
+	if o.RaftGroups != 0 && o.RaftGroups < o.Shards {
+		c.shards = o.RaftGroups // leaders are per group
+	}
 	var join []string
 	expect := 0 // a single node bootstraps alone
 	if o.Nodes > 1 {
@@ -140,7 +146,7 @@ func Start(t testing.TB, o Options) *Cluster {
 			reg = o.Registry(i)
 		}
 		n, err := cluster.Open(cluster.Config{
-			NodeID: id, DataDir: dir, Shards: o.Shards, Registry: reg, Logger: quiet,
+			NodeID: id, DataDir: dir, Shards: o.Shards, RaftGroups: o.RaftGroups, Registry: reg, Logger: quiet,
 			ShardTemplate: o.ShardTemplate, Version: "test", GRPCAddr: advertise, ClusterSecret: "test-secret",
 			FastGossip: true, BootstrapExpect: expect, Join: join,
 			// A killed node stays a replica: tests restart or inspect it,
@@ -252,8 +258,9 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
-// Leaders returns, by shard, the id of the live node whose replica leads
-// it: "" if none does, or several think they do.
+// Leaders returns, by shard (by Raft group, with Options.RaftGroups), the
+// id of the live node whose replica leads it: "" if none does, or several
+// think they do.
 func (c *Cluster) Leaders() []string {
 	out := make([]string, c.shards)
 	count := make([]int, c.shards)

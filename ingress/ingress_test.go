@@ -40,7 +40,13 @@ type env struct {
 
 func startEnv(t testing.TB, shards uint32, tune func(*ingress.Config)) *env {
 	t.Helper()
-	e := ingresstest.Start(t, ingresstest.Options{Shards: shards, Tune: func(c *ingress.Config) {
+	return startEnvWith(t, ingresstest.Options{Shards: shards}, tune)
+}
+
+// startEnvWith is startEnv with more of the node's options.
+func startEnvWith(t testing.TB, o ingresstest.Options, tune func(*ingress.Config)) *env {
+	t.Helper()
+	o.Tune = func(c *ingress.Config) {
 		c.Authenticate = func(tok string) (actor.Security, error) {
 			if tok != producerToken {
 				return actor.Security{}, fmt.Errorf("unknown token")
@@ -50,7 +56,8 @@ func startEnv(t testing.TB, shards uint32, tune func(*ingress.Config)) *env {
 		if tune != nil {
 			tune(c)
 		}
-	}})
+	}
+	e := ingresstest.Start(t, o)
 	return &env{node: e.Node, js: e.JS}
 }
 

@@ -37,6 +37,8 @@ type Env struct {
 // Options of Start; the zero value is a 2-shard node with quiet logs.
 type Options struct {
 	Shards uint32
+	// RaftGroups is how many Raft groups carry the shards (0: one each).
+	RaftGroups uint32
 	// Tune changes the ingress configuration before the manager starts.
 	Tune   func(*ingress.Config)
 	Logger *slog.Logger // default: discard
@@ -71,7 +73,7 @@ func Start(t testing.TB, o Options) *Env {
 		t.Cleanup(ns.Shutdown)
 	}
 	n, err := cluster.Open(cluster.Config{
-		NodeID: "n1", DataDir: dir + "/node", Shards: o.Shards, Registry: o.Registry, Logger: o.Logger,
+		NodeID: "n1", DataDir: dir + "/node", Shards: o.Shards, RaftGroups: o.RaftGroups, Registry: o.Registry, Logger: o.Logger,
 		ShardTemplate: shard.Config{HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond},
 		Version:       "test", GRPCAddr: "127.0.0.1:1", ClusterSecret: Secret, FastGossip: true,
 	})

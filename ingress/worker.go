@@ -141,16 +141,7 @@ const (
 func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan jetstream.Msg) error {
 	id := w.sh.ID()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	cons, err := w.m.js.CreateOrUpdateConsumer(cctx, src.stream, jetstream.ConsumerConfig{
-		Durable:       "shard-" + strconv.FormatUint(uint64(id), 10),
-		Description:   "Rhizon shard leader's ingress consumer",
-		FilterSubject: src.subject,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       w.m.cfg.AckWait,
-		MaxDeliver:    -1, // the worker dead-letters by its own rule
-		MaxAckPending: 8192,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	cons, err := w.bindConsumer(cctx, src)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)

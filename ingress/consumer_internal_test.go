@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -74,4 +75,61 @@ func TestConsume_AFileStoredConsumerIsReplacedByAMemoryOne(t *testing.T) {
 	testkit.Eventually(t, 15*time.Second, "a new message applied", func() (bool, string) {
 		return sh.applied("k2"), "not yet"
 	})
+}
+
+// slowShard takes its time over each submit and counts them by key.
+type slowShard struct {
+	appliedShard
+	took  time.Duration
+	calls map[string]int
+}
+
+func (s *slowShard) Submit(ctx context.Context, cmd actor.Command) (actor.Result, error) {
+	s.mu.Lock()
+	s.calls[cmd.IdempotencyKey]++
+	s.mu.Unlock()
+	select { // a slow apply, not the test waiting for something
+	case <-time.After(s.took):
+	case <-ctx.Done():
+		return actor.Result{}, ctx.Err()
+	}
+	return s.appliedShard.Submit(ctx, cmd)
+}
+
+// A submit that takes several AckWaits is kept alive: JetStream does not
+// deliver the message again meanwhile, so it is submitted once.
+func TestConsume_ASlowSubmitIsNotRedelivered(t *testing.T) {
+	nc := startNATS(t)
+	js, _ := jetstream.New(nc)
+	const ackWait = time.Second
+	sh := &slowShard{appliedShard: appliedShard{keys: map[string]bool{}}, took: 3*ackWait + ackWait/2, calls: map[string]int{}}
+	sec := actor.Security{Principal: actor.Principal{ID: "p", Type: actor.PrincipalService},
+		Scopes: []actor.Scope{{Tenant: "t", Workspace: "w"}}}
+	startManager(t, Config{Conn: nc, Registry: builtin.Registry(), AckWait: ackWait,
+		ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return []Shard{sh} },
+		Authenticate: func(string) (actor.Security, error) { return sec, nil }}, 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, k := range []string{"k1", "k2"} { // two entities: two lanes at once
+		if _, err := js.PublishMsg(ctx, ingressMsg(t, 0, k, k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.Eventually(t, 20*time.Second, "both applied and acknowledged", func() (bool, string) {
+		cons, err := js.Consumer(ctx, stream.IngressStream, "shard-0")
+		if err != nil {
+			return false, err.Error()
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		done := sh.applied("k1") && sh.applied("k2") && info.NumAckPending == 0 && info.NumPending == 0
+		return done, fmt.Sprintf("ack pending %d, pending %d", info.NumAckPending, info.NumPending)
+	})
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.calls["k1"] != 1 || sh.calls["k2"] != 1 {
+		t.Fatalf("submits by key %v; want one each: a message in progress was delivered again", sh.calls)
+	}
 }

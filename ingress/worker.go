@@ -47,6 +47,7 @@ type worker struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	health workerHealth
+	alive  keepAlive
 }
 
 func (m *Manager) startWorker(parent context.Context, s Shard) *worker {
@@ -54,9 +55,10 @@ func (m *Manager) startWorker(parent context.Context, s Shard) *worker {
 	w := &worker{m: m, sh: s, log: m.log.With("shard", s.ID()), cancel: cancel, done: make(chan struct{})}
 	w.health.start(time.Now())
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); w.consume(ctx) }()
 	go func() { defer wg.Done(); w.relay(ctx) }()
+	go func() { defer wg.Done(); w.alive.run(ctx, m.cfg.AckWait/3) }()
 	go func() { wg.Wait(); close(w.done) }()
 	return w
 }
@@ -286,8 +288,8 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Ack()
 		return
 	}
-	stopBeat := w.keepAlive(msg)
-	defer stopBeat()
+	w.alive.add(msg)
+	defer w.alive.remove(msg)
 	// Overloaded, outcome unknown, halted: the command is tried again here,
 	// after a backoff, while the lane's later messages (this entity's among
 	// them) wait; handed back to JetStream it would let them apply first.
@@ -452,24 +454,54 @@ func (w *worker) dead(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgM
 	_ = msg.Ack()
 }
 
-// keepAlive tells JetStream the message is being worked on while a submit
-// takes long, so a short AckWait (quick redelivery after a crash or a
-// leader change) does not redeliver it meanwhile.
-func (w *worker) keepAlive(msg jetstream.Msg) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(w.m.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
+// keepAlive tells JetStream the messages the lanes are working on are in
+// progress while a submit takes long, so a short AckWait (quick redelivery
+// after a crash or a leader change) does not redeliver them meanwhile. One
+// ticker for the whole worker: a goroutine and a ticker per message cost more
+// than the rest of the lane's own work.
+type keepAlive struct {
+	mu   sync.Mutex
+	msgs map[jetstream.Msg]struct{}
+}
+
+func (k *keepAlive) add(msg jetstream.Msg) {
+	k.mu.Lock()
+	if k.msgs == nil {
+		k.msgs = map[jetstream.Msg]struct{}{}
+	}
+	k.msgs[msg] = struct{}{}
+	k.mu.Unlock()
+}
+
+func (k *keepAlive) remove(msg jetstream.Msg) {
+	k.mu.Lock()
+	delete(k.msgs, msg)
+	k.mu.Unlock()
+}
+
+// run sends every in-flight message's progress each interval until ctx
+// ends. A message acked meanwhile is not sent again (the client knows it
+// was acked), and the server ignores progress on one it no longer holds.
+func (k *keepAlive) run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var batch []jetstream.Msg
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-	}()
-	return func() { close(done) }
+		k.mu.Lock()
+		batch = batch[:0]
+		for m := range k.msgs {
+			batch = append(batch, m)
+		}
+		k.mu.Unlock()
+		for _, m := range batch {
+			_ = m.InProgress()
+		}
+	}
 }
 
 // DefaultWorkspace is the workspace a command gets when it names none and

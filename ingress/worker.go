@@ -84,14 +84,14 @@ func (w *worker) stopped() bool {
 // durable consumer again.
 func (w *worker) consume(ctx context.Context) {
 	var lw sync.WaitGroup
-	var queues [lanes]chan jetstream.Msg
+	var queues [lanes]chan delivery
 	for i := range queues {
-		queues[i] = make(chan jetstream.Msg, 64)
+		queues[i] = make(chan delivery, 64)
 		lw.Add(1)
-		go func(q chan jetstream.Msg) {
+		go func(q chan delivery) {
 			defer lw.Done()
-			for msg := range q {
-				w.handle(ctx, msg)
+			for d := range q {
+				w.handle(ctx, d)
 			}
 		}(queues[i])
 	}
@@ -140,7 +140,7 @@ const (
 
 // pull binds to the shard's durable consumer and hands its messages to the
 // lanes until the pull fails or ctx ends.
-func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan jetstream.Msg) error {
+func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan delivery) error {
 	id := w.sh.ID()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	cons, err := w.bindConsumer(cctx, src)
@@ -175,7 +175,7 @@ func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan jetst
 // just started, where a shard's consumer heard nothing on it for minutes
 // while the node's other shards ran, and nats.go's default heartbeat (15 s)
 // meant 30 s before it noticed at all.
-func (w *worker) pullMessages(ctx context.Context, cons jetstream.Consumer, queues *[lanes]chan jetstream.Msg) error {
+func (w *worker) pullMessages(ctx context.Context, cons jetstream.Consumer, queues *[lanes]chan delivery) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullExpiry(pullExpiry),
 		jetstream.PullHeartbeat(pullHeartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
@@ -198,21 +198,28 @@ func (w *worker) pullMessages(ctx context.Context, cons jetstream.Consumer, queu
 			}
 			return fmt.Errorf("next message: %w", err)
 		}
-		queues[laneOf(msg)] <- msg
+		d := delivery{msg: msg, cmd: new(pb.Command)}
+		d.decodeErr = decodeCommand(msg, d.cmd)
+		queues[d.lane()] <- d
 	}
 }
 
-// laneOf picks the lane from the message's entity. It decodes the whole
-// command, and handle decodes it again on the lane: the lanes carry the
-// message itself, which is what they acknowledge. A message that does not
+// delivery is a message on its way to a lane, with its command decoded once
+// (the lane is picked from the command's entity, and handle needs it too).
+type delivery struct {
+	msg       jetstream.Msg
+	cmd       *pb.Command
+	decodeErr error
+}
+
+// lane picks the lane from the message's entity. A message that does not
 // decode goes to lane 0 and is rejected there.
-func laneOf(msg jetstream.Msg) int {
-	var c pb.Command
-	if err := decodeCommand(msg, &c); err != nil || c.Address == nil {
+func (d *delivery) lane() int {
+	if d.decodeErr != nil || d.cmd.Address == nil {
 		return 0
 	}
 	h := fnv.New32a()
-	h.Write(c.Address.ToActor().Key())
+	h.Write(d.cmd.Address.ToActor().Key())
 	return int(h.Sum32() % lanes)
 }
 
@@ -225,7 +232,8 @@ func decodeCommand(msg jetstream.Msg, c *pb.Command) error {
 
 // handle takes one message to an ack: applied, rejected for good (recorded on
 // the dead-letter subject), or handed back for a later delivery.
-func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
+func (w *worker) handle(ctx context.Context, d delivery) {
+	msg := d.msg
 	md, err := msg.Metadata()
 	if err != nil {
 		w.log.Error("ingress message without metadata", "err", err)
@@ -235,7 +243,7 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if md.NumDelivered > 1 {
 		w.m.metrics.redelivered(ctx, w.sh.ID())
 	}
-	cmd, perm, retry := w.decode(msg, md)
+	cmd, perm, retry := w.decode(&d, md)
 	// The consumer span continues the producer's trace: the message's
 	// traceparent header, else the command's own field. The command then
 	// carries this span's context into the log, so its apply is a child.
@@ -327,12 +335,12 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 
 // decode turns a message into an authorized command. perm is the reason it
 // can never apply; retry the reason it cannot apply on this node now.
-func (w *worker) decode(msg jetstream.Msg, md *jetstream.MsgMetadata) (cmd actor.Command, perm, retry string) {
-	var c pb.Command
-	if err := decodeCommand(msg, &c); err != nil {
-		return cmd, "malformed: " + err.Error(), ""
+func (w *worker) decode(d *delivery, md *jetstream.MsgMetadata) (cmd actor.Command, perm, retry string) {
+	msg := d.msg
+	if d.decodeErr != nil {
+		return cmd, "malformed: " + d.decodeErr.Error(), ""
 	}
-	cmd = c.ToActor()
+	cmd = d.cmd.ToActor()
 	acct := stream.ProducerOf(msg.Subject())
 	switch sig, auth := msg.Headers().Get(stream.HeaderSignature), msg.Headers().Get(stream.HeaderAuthorization); {
 	case acct != "":

@@ -26,7 +26,9 @@ import (
 // derived from the stream sequence when the producer set none). Per-entity
 // order holds the same way: a redelivered command that already applied is a
 // replay, not a second effect. One replica restarting catches up from the
-// others, as with the file store.
+// others, as with the file store; a majority restarting at once may elect a
+// leader without the state, which is the case above. The cost is
+// redeliveries after such a restart, never a lost or doubled command.
 func (w *worker) consumerConfig(src source) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       "shard-" + strconv.FormatUint(uint64(w.sh.ID()), 10),

@@ -48,6 +48,7 @@ type worker struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	health workerHealth
+	alive  keepAlive
 }
 
 func (m *Manager) startWorker(parent context.Context, s Shard) *worker {
@@ -55,9 +56,10 @@ func (m *Manager) startWorker(parent context.Context, s Shard) *worker {
 	w := &worker{m: m, sh: s, log: m.log.With("shard", s.ID()), cancel: cancel, done: make(chan struct{})}
 	w.health.start(time.Now())
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); w.consume(ctx) }()
 	go func() { defer wg.Done(); w.relay(ctx) }()
+	go func() { defer wg.Done(); w.alive.run(ctx, m.cfg.AckWait/3) }()
 	go func() { wg.Wait(); close(w.done) }()
 	return w
 }
@@ -83,14 +85,14 @@ func (w *worker) stopped() bool {
 // durable consumer again.
 func (w *worker) consume(ctx context.Context) {
 	var lw sync.WaitGroup
-	var queues [lanes]chan jetstream.Msg
+	var queues [lanes]chan delivery
 	for i := range queues {
-		queues[i] = make(chan jetstream.Msg, 64)
+		queues[i] = make(chan delivery, 64)
 		lw.Add(1)
-		go func(q chan jetstream.Msg) {
+		go func(q chan delivery) {
 			defer lw.Done()
-			for msg := range q {
-				w.handle(ctx, msg)
+			for d := range q {
+				w.handle(ctx, d)
 			}
 		}(queues[i])
 	}
@@ -160,19 +162,10 @@ const (
 
 // pull binds to the shard's durable consumer and hands its messages to the
 // lanes until the pull fails or ctx ends.
-func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan jetstream.Msg) error {
+func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan delivery) error {
 	id := src.shard
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	cons, err := w.m.js.CreateOrUpdateConsumer(cctx, src.stream, jetstream.ConsumerConfig{
-		Durable:       "shard-" + strconv.FormatUint(uint64(id), 10),
-		Description:   "Rhizon shard leader's ingress consumer",
-		FilterSubject: src.subject,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       w.m.cfg.AckWait,
-		MaxDeliver:    -1, // the worker dead-letters by its own rule
-		MaxAckPending: 8192,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	cons, err := w.bindConsumer(cctx, src)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
@@ -204,7 +197,7 @@ func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan jetst
 // just started, where a shard's consumer heard nothing on it for minutes
 // while the node's other shards ran, and nats.go's default heartbeat (15 s)
 // meant 30 s before it noticed at all.
-func (w *worker) pullMessages(ctx context.Context, cons jetstream.Consumer, queues *[lanes]chan jetstream.Msg) error {
+func (w *worker) pullMessages(ctx context.Context, cons jetstream.Consumer, queues *[lanes]chan delivery) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullExpiry(pullExpiry),
 		jetstream.PullHeartbeat(pullHeartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
@@ -227,21 +220,28 @@ func (w *worker) pullMessages(ctx context.Context, cons jetstream.Consumer, queu
 			}
 			return fmt.Errorf("next message: %w", err)
 		}
-		queues[laneOf(msg)] <- msg
+		d := delivery{msg: msg, cmd: new(pb.Command)}
+		d.decodeErr = decodeCommand(msg, d.cmd)
+		queues[d.lane()] <- d
 	}
 }
 
-// laneOf picks the lane from the message's entity. It decodes the whole
-// command, and handle decodes it again on the lane: the lanes carry the
-// message itself, which is what they acknowledge. A message that does not
+// delivery is a message on its way to a lane, with its command decoded once
+// (the lane is picked from the command's entity, and handle needs it too).
+type delivery struct {
+	msg       jetstream.Msg
+	cmd       *pb.Command
+	decodeErr error
+}
+
+// lane picks the lane from the message's entity. A message that does not
 // decode goes to lane 0 and is rejected there.
-func laneOf(msg jetstream.Msg) int {
-	var c pb.Command
-	if err := decodeCommand(msg, &c); err != nil || c.Address == nil {
+func (d *delivery) lane() int {
+	if d.decodeErr != nil || d.cmd.Address == nil {
 		return 0
 	}
 	h := fnv.New32a()
-	h.Write(c.Address.ToActor().Key())
+	h.Write(d.cmd.Address.ToActor().Key())
 	return int(h.Sum32() % lanes)
 }
 
@@ -254,7 +254,8 @@ func decodeCommand(msg jetstream.Msg, c *pb.Command) error {
 
 // handle takes one message to an ack: applied, rejected for good (recorded on
 // the dead-letter subject), or handed back for a later delivery.
-func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
+func (w *worker) handle(ctx context.Context, d delivery) {
+	msg := d.msg
 	md, err := msg.Metadata()
 	if err != nil {
 		w.log.Error("ingress message without metadata", "err", err)
@@ -264,7 +265,7 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if md.NumDelivered > 1 {
 		w.m.metrics.redelivered(ctx, w.sh.ID())
 	}
-	cmd, perm, retry := w.decode(msg, md)
+	cmd, perm, retry := w.decode(&d, md)
 	// The consumer span continues the producer's trace: the message's
 	// traceparent header, else the command's own field. The command then
 	// carries this span's context into the log, so its apply is a child.
@@ -317,8 +318,8 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Ack()
 		return
 	}
-	stopBeat := w.keepAlive(msg)
-	defer stopBeat()
+	w.alive.add(msg)
+	defer w.alive.remove(msg)
 	// Overloaded, outcome unknown, halted: the command is tried again here,
 	// after a backoff, while the lane's later messages (this entity's among
 	// them) wait; handed back to JetStream it would let them apply first.
@@ -356,12 +357,12 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 
 // decode turns a message into an authorized command. perm is the reason it
 // can never apply; retry the reason it cannot apply on this node now.
-func (w *worker) decode(msg jetstream.Msg, md *jetstream.MsgMetadata) (cmd actor.Command, perm, retry string) {
-	var c pb.Command
-	if err := decodeCommand(msg, &c); err != nil {
-		return cmd, "malformed: " + err.Error(), ""
+func (w *worker) decode(d *delivery, md *jetstream.MsgMetadata) (cmd actor.Command, perm, retry string) {
+	msg := d.msg
+	if d.decodeErr != nil {
+		return cmd, "malformed: " + d.decodeErr.Error(), ""
 	}
-	cmd = c.ToActor()
+	cmd = d.cmd.ToActor()
 	acct := stream.ProducerOf(msg.Subject())
 	switch sig, auth := msg.Headers().Get(stream.HeaderSignature), msg.Headers().Get(stream.HeaderAuthorization); {
 	case acct != "":
@@ -483,24 +484,54 @@ func (w *worker) dead(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgM
 	_ = msg.Ack()
 }
 
-// keepAlive tells JetStream the message is being worked on while a submit
-// takes long, so a short AckWait (quick redelivery after a crash or a
-// leader change) does not redeliver it meanwhile.
-func (w *worker) keepAlive(msg jetstream.Msg) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(w.m.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
+// keepAlive tells JetStream the messages the lanes are working on are in
+// progress while a submit takes long, so a short AckWait (quick redelivery
+// after a crash or a leader change) does not redeliver them meanwhile. One
+// ticker for the whole worker: a goroutine and a ticker per message cost more
+// than the rest of the lane's own work.
+type keepAlive struct {
+	mu   sync.Mutex
+	msgs map[jetstream.Msg]struct{}
+}
+
+func (k *keepAlive) add(msg jetstream.Msg) {
+	k.mu.Lock()
+	if k.msgs == nil {
+		k.msgs = map[jetstream.Msg]struct{}{}
+	}
+	k.msgs[msg] = struct{}{}
+	k.mu.Unlock()
+}
+
+func (k *keepAlive) remove(msg jetstream.Msg) {
+	k.mu.Lock()
+	delete(k.msgs, msg)
+	k.mu.Unlock()
+}
+
+// run sends every in-flight message's progress each interval until ctx
+// ends. A message acked meanwhile is not sent again (the client knows it
+// was acked), and the server ignores progress on one it no longer holds.
+func (k *keepAlive) run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var batch []jetstream.Msg
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-	}()
-	return func() { close(done) }
+		k.mu.Lock()
+		batch = batch[:0]
+		for m := range k.msgs {
+			batch = append(batch, m)
+		}
+		k.mu.Unlock()
+		for _, m := range batch {
+			_ = m.InProgress()
+		}
+	}
 }
 
 // DefaultWorkspace is the workspace a command gets when it names none and

@@ -18,7 +18,8 @@
 #
 # Environment (all optional):
 #   BENCH_SHARDS      shards of the cluster                   (8)
-#   BENCH_RAFT_GROUPS Raft groups carrying them (--raft-groups; unset: the node's default)
+#   BENCH_RAFT_GROUPS Raft groups carrying them (--raft-groups)  (3: one led by each node;
+#                     empty: the node's default, one per shard; a binary without the flag gets none)
 #   BENCH_NATS        "off" starts the nodes without NATS     (on)
 #   BENCH_NODE_ARGS   more `rhizon node` flags for every node
 #   BENCH_TLS         "on": the nodes serve TLS (gRPC, HTTP, Raft, NATS) with
@@ -70,7 +71,12 @@ rhizon_bench_certs() {
 }
 
 rhizon_cluster_start() {
-	local bin=$1 dir=$2 shards=${BENCH_SHARDS:-8} token secret i
+	local bin=$1 dir=$2 shards=${BENCH_SHARDS:-8} groups=${BENCH_RAFT_GROUPS-3} token secret i
+	if [[ -n $groups ]] && ! "$bin" node --help 2>&1 | grep -q -- --raft-groups; then
+		groups="" # an older build, in an A/B pair
+	elif [[ -n $groups ]] && ((groups > shards)); then
+		groups=$shards # a group carries at least one shard
+	fi
 	RHIZON_CLUSTER_DIR=$dir
 	RHIZON_CLUSTER_PIDS=()
 	mkdir -p "$dir"
@@ -116,7 +122,7 @@ JSON
 	)
 	for i in 0 1 2; do
 		local args=(node --node-id "n$((i + 1))" --data-dir "$dir/n$((i + 1))" --token-file "$dir/tokens.json"
-			--cluster-secret "$secret" --shards "$shards" ${BENCH_RAFT_GROUPS:+--raft-groups "$BENCH_RAFT_GROUPS"} --bootstrap-expect 3 --join "${gossip[0]}"
+			--cluster-secret "$secret" --shards "$shards" ${groups:+--raft-groups "$groups"} --bootstrap-expect 3 --join "${gossip[0]}"
 			--grpc-addr "${grpc[i]}" --http-addr "${http[i]}" --raft-addr "${raft[i]}" --gossip-addr "${gossip[i]}"
 			--log-level warn "${tlsargs[@]}")
 		if [[ ${BENCH_NATS:-on} == off ]]; then
@@ -190,7 +196,7 @@ JSON
 			done
 		done
 	fi
-	echo "rhizon cluster ready: 3 nodes, $shards shards with 3 replicas each; gRPC $RHIZON_BENCH_ADDR; NATS ${RHIZON_BENCH_NATS:-off} (data in $dir)" >&2
+	echo "rhizon cluster ready: 3 nodes, $shards shards${groups:+ in $groups Raft groups} with 3 replicas each; gRPC $RHIZON_BENCH_ADDR; NATS ${RHIZON_BENCH_NATS:-off} (data in $dir)" >&2
 }
 
 # rhizon_cluster_status_ok SHARDS reads `rhizon status` on stdin and

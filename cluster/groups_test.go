@@ -151,3 +151,44 @@ func TestRaftGroups_MoreGroupsThanShardsIsRefused(t *testing.T) {
 		t.Fatalf("Open with 9 groups for 8 shards: %v, want a refusal naming the limit", err)
 	}
 }
+
+// TestRaftGroups_ListReadsEachGroupOnceAndNamesEachItemsShard: a List over 6
+// shards in 2 Raft groups reads each group's store once (2 read points, not
+// 6: a group's store holds all of its shards' rows, so reading it per shard
+// would repeat them), finds every document once, and names each item's own
+// shard, not its group's.
+func TestRaftGroups_ListReadsEachGroupOnceAndNamesEachItemsShard(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{
+		Nodes: 1, Shards: 6, RaftGroups: 2, ShardTemplate: testShardConfig(), Tokens: listTokens,
+		Registry: func(int) *actor.Registry { return userRegistry(t, "user:age") },
+	})
+	a := dialList(t, c.Nodes[0].Addr, tokenA, client.WithTenant("a"), client.WithWorkspace("w"))
+	var want []string
+	for i := range 40 {
+		id := fmt.Sprintf("u%02d", i)
+		if _, err := a.Submit(ctx(t), userCreate(id, i%10)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	resp, err := a.List(ctx(t), &pb.ListRequest{ActorType: "user", Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards := map[uint32]bool{}
+	var got []string
+	for _, it := range resp.GetItems() {
+		got = append(got, it.GetId())
+		addr := actor.Address{Tenant: "a", Workspace: "w", ActorType: "user", EntityID: it.GetId()}
+		if s := actor.ShardOf(addr, 6); it.GetShard() != s {
+			t.Errorf("item %s names shard %d, want its own, %d", it.GetId(), it.GetShard(), s)
+		}
+		shards[it.GetShard()] = true
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || resp.GetCount() != 40 || len(resp.GetAppliedIndexes()) != 2 || len(shards) < 4 {
+		t.Fatalf("list: %v (count %d, read points %v, shards %v); want the 40 ids once, from 2 groups", got, resp.GetCount(), resp.GetAppliedIndexes(), shards)
+	}
+	if got := pageAll(t, a, &pb.ListRequest{ActorType: "user", Limit: 7}); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("paged list: %v", got)
+	}
+}

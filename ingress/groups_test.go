@@ -35,15 +35,7 @@ func TestIngress_RaftGroupConsumesEachOfItsShardsSubject(t *testing.T) {
 	if len(shards) != 6 {
 		t.Fatalf("the entities cover shards %v, want all 6", shards)
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatal(err)
-		case <-time.After(30 * time.Second):
-			t.Fatal("publish not acked")
-		}
-	}
+	awaitAcks(t, futures)
 	testkit.Eventually(t, 60*time.Second, "every command applied", func() (bool, string) {
 		for i := range entities {
 			if v, _ := e.counter(t, fmt.Sprintf("g%d", i)); v != 1 {

@@ -89,6 +89,20 @@ func (e *env) publish(t testing.TB, c *pb.Command) jetstream.PubAckFuture {
 	return f
 }
 
+// awaitAcks waits for the stream's ack of every publish.
+func awaitAcks(t testing.TB, futures []jetstream.PubAckFuture) {
+	t.Helper()
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatal(err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("publish not acked")
+		}
+	}
+}
+
 func (e *env) counter(t *testing.T, entity string) (value int64, version uint64) {
 	t.Helper()
 	addr := actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: entity}
@@ -142,15 +156,7 @@ func TestIngress_TenThousandCommandsExactlyOnce(t *testing.T) {
 			<-e.js.PublishAsyncComplete()
 		}
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatal(err)
-		case <-time.After(30 * time.Second):
-			t.Fatal("publish not acked")
-		}
-	}
+	awaitAcks(t, futures)
 	published := time.Since(start)
 	testkit.Eventually(t, 90*time.Second, "all commands applied", func() (bool, string) {
 		var sum int64

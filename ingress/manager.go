@@ -210,6 +210,8 @@ type Manager struct {
 
 	// atomicEvents: the events stream takes atomic batch publishes.
 	atomicEvents atomic.Bool
+	// atomicIngress: the ingress stream takes atomic batch publishes.
+	atomicIngress atomic.Bool
 	// downSince: when health first saw the NATS connection down (Unix ns;
 	// 0 while connected). See connDown.
 	downSince atomic.Int64
@@ -318,6 +320,10 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 		MaxMsgs:     m.cfg.IngressMaxMsgs,
 		MaxMsgSize:  stream.MaxCommandBytes,
 		Discard:     jetstream.DiscardNew,
+		// The relay publishes actors' Sends in atomic batches when the
+		// server supports them: one round trip and one replicated
+		// proposal per page instead of one wave per repeated target.
+		AllowAtomicPublish: true,
 	}, m.eventsStreamConfig(), {
 		Name:        stream.DeadStream,
 		Description: "Rhizon ingress messages that were malformed or kept failing, with the reason",
@@ -383,8 +389,11 @@ func (m *Manager) ensureStream(ctx context.Context, sc jetstream.StreamConfig) e
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", sc.Name, err)
 	}
-	if sc.Name == stream.EventsStream {
+	switch sc.Name {
+	case stream.EventsStream:
 		m.atomicEvents.Store(atomicBatches(s.CachedInfo().Config))
+	case stream.IngressStream:
+		m.atomicIngress.Store(atomicBatches(s.CachedInfo().Config))
 	}
 	return nil
 }

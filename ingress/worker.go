@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -307,7 +308,13 @@ func (w *worker) handle(ctx context.Context, d delivery) {
 			subj = stream.ProducerSubject(acct, to) // still that producer's
 		}
 		fwd := nats.NewMsg(subj)
-		fwd.Data, fwd.Header = msg.Data(), msg.Headers()
+		fwd.Data, fwd.Header = msg.Data(), maps.Clone(msg.Headers())
+		// A Send the relay published in an atomic batch carries the
+		// batch's headers: published with them, alone, it would be
+		// refused as a broken batch.
+		for _, h := range []string{"Nats-Batch-Id", "Nats-Batch-Sequence", "Nats-Batch-Commit"} {
+			fwd.Header.Del(h)
+		}
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err := w.m.js.PublishMsg(pctx, fwd, jetstream.WithMsgID(w.m.msgID(cmd.Address, cmd.IdempotencyKey)))
 		cancel()
@@ -582,17 +589,18 @@ func (w *worker) relay(ctx context.Context) {
 // which must publish exactly as they do).
 func (m *Manager) relayConfig() relay.Config {
 	return relay.Config{
-		Conn:         m.cfg.Conn,
-		JS:           m.js,
-		AckInterval:  m.cfg.RelayAckInterval,
-		Atomic:       m.atomicEvents.Load,
-		ShardOf:      m.cfg.ShardOf,
-		Sign:         m.sign,
-		MsgID:        m.msgID,
-		EventsFormat: m.cfg.EventsFormat,
-		Published:    m.metrics.published,
-		Backlog:      m.metrics.backlog,
-		Log:          m.log,
+		Conn:           m.cfg.Conn,
+		JS:             m.js,
+		AckInterval:    m.cfg.RelayAckInterval,
+		Atomic:         m.atomicEvents.Load,
+		AtomicCommands: m.atomicIngress.Load,
+		ShardOf:        m.cfg.ShardOf,
+		Sign:           m.sign,
+		MsgID:          m.msgID,
+		EventsFormat:   m.cfg.EventsFormat,
+		Published:      m.metrics.published,
+		Backlog:        m.metrics.backlog,
+		Log:            m.log,
 	}
 }
 

@@ -29,6 +29,8 @@ type metrics struct {
 	violations      metric.Int64Counter
 	batchSize       metric.Int64Histogram
 	submitDur       metric.Float64Histogram
+	queuedDur       metric.Float64Histogram // Submit to taken into an entry
+	entryDur        metric.Float64Histogram // entry proposed to applied on the leader
 	overloaded      metric.Int64Counter
 	entries         metric.Int64Counter
 	diverged        metric.Int64Counter
@@ -71,6 +73,16 @@ func newMetrics(id uint32) (*metrics, error) {
 	check(e)
 	mt.submitDur, e = m.Float64Histogram("rhizon.submit.duration", metric.WithUnit("s"),
 		metric.WithDescription("Time from Submit to the applied result on the leader."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+	check(e)
+	// The two stages of rhizon.submit.duration, to tell waiting for the
+	// entries in flight (pipelineBelow) from the entry's own Raft round trip.
+	mt.queuedDur, e = m.Float64Histogram("rhizon.submit.queued.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time a submitted command waits in the proposer queue before an entry takes it."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+	check(e)
+	mt.entryDur, e = m.Float64Histogram("rhizon.entry.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time from proposing an entry to its applied result on the leader: log write, replication, commit, apply."),
 		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
 	check(e)
 	mt.violations, e = m.Int64Counter("rhizon.violations", metric.WithDescription(

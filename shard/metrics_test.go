@@ -35,6 +35,7 @@ func TestShard_MetricsCountCommandsByShardAndResult(t *testing.T) {
 	}
 	commands := map[string]int64{}
 	submits := map[string]uint64{}
+	stages := map[string]uint64{} // rhizon.submit.queued.duration and rhizon.entry.duration by shard
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			switch d := m.Data.(type) {
@@ -46,11 +47,13 @@ func TestShard_MetricsCountCommandsByShardAndResult(t *testing.T) {
 					commands[attrs(dp.Attributes)] += dp.Value
 				}
 			case metricdata.Histogram[float64]:
-				if m.Name != "rhizon.submit.duration" {
-					continue
-				}
 				for _, dp := range d.DataPoints {
-					submits[attrs(dp.Attributes)] += dp.Count
+					switch m.Name {
+					case "rhizon.submit.duration":
+						submits[attrs(dp.Attributes)] += dp.Count
+					case "rhizon.submit.queued.duration", "rhizon.entry.duration":
+						stages[m.Name+" "+attrs(dp.Attributes)] += dp.Count
+					}
 				}
 			}
 		}
@@ -63,6 +66,14 @@ func TestShard_MetricsCountCommandsByShardAndResult(t *testing.T) {
 	}
 	if got := submits["shard=3,status=ok"]; got != 21 {
 		t.Errorf("ok submits of shard 3 = %d; all points %v", got, submits)
+	}
+	// The stages of a submit: every command waited in the queue once; each
+	// entry (one or more commands) made one round trip.
+	if got := stages["rhizon.submit.queued.duration shard=3"]; got != 21 {
+		t.Errorf("queued commands of shard 3 = %d; all points %v", got, stages)
+	}
+	if got := stages["rhizon.entry.duration shard=3"]; got < 1 || got > 21 {
+		t.Errorf("entries of shard 3 = %d, want 1 to 21; all points %v", got, stages)
 	}
 }
 

@@ -32,6 +32,7 @@ type request struct {
 	state atomic.Int32
 	done  chan outcome
 	span  trace.SpanContext
+	at    time.Time // Submit's start
 }
 
 type outcome struct {
@@ -60,7 +61,7 @@ func (s *Shard) Submit(ctx context.Context, cmd actor.Command) (actor.Result, er
 	if s.fsm.halted.Load() {
 		return actor.Result{}, ErrHalted
 	}
-	r := &request{cmd: cmd, done: make(chan outcome, 1), span: span.SpanContext()}
+	r := &request{cmd: cmd, done: make(chan outcome, 1), span: span.SpanContext(), at: start}
 	if !s.queue.push(r) {
 		s.metrics.overloaded.Add(ctx, 1, s.metrics.shardAttr)
 		return actor.Result{}, ErrOverloaded
@@ -194,12 +195,19 @@ func (s *Shard) propose(reqs []*request, p *pipeline) {
 		return
 	}
 	s.metrics.batch(len(reqs))
+	a0 := time.Now()
+	for _, r := range reqs {
+		s.metrics.queuedDur.Record(context.Background(), a0.Sub(r.at).Seconds(), s.metrics.shardAttr)
+	}
 	p.cmds.Add(int64(len(reqs)))
 	f := s.raft.Apply(data, s.cfg.ApplyTimeout)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		err := s.futureError(f)
+		if err == nil {
+			s.metrics.entryDur.Record(context.Background(), time.Since(a0).Seconds(), s.metrics.shardAttr)
+		}
 		span.End() // before the replies, so a caller's trace holds the whole propose
 		<-s.inflight
 		p.done(len(reqs))

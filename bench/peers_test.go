@@ -12,6 +12,7 @@ import (
 
 	"github.com/rhizon/rhizon/bench/peer"
 	"github.com/rhizon/rhizon/bench/peer/peerserver"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // lockedBuffer collects the servers' logs, which they write from many
@@ -189,9 +190,14 @@ func TestPeer_NoDirectBucketHasDirectGetsOff(t *testing.T) {
 	}
 	// The default bucket beside it, as jetstream-kv-sync makes it, to see
 	// that the difference is the one intended.
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: JetStreamBucket, Replicas: 3, History: 1, Storage: jetstream.FileStorage}); err != nil {
-		t.Fatal(err)
-	}
+	// Retried: just after the servers start, placement may still see a
+	// peer offline ("no suitable peers for placement"), as Setup does.
+	testkit.EventuallyNil(t, 25*time.Second, "default bucket created", func() error {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second) // an unanswered request must leave time for another
+		defer acancel()
+		_, err := js.CreateOrUpdateKeyValue(actx, jetstream.KeyValueConfig{Bucket: JetStreamBucket, Replicas: 3, History: 1, Storage: jetstream.FileStorage})
+		return err
+	})
 	cfgOf := func(bucket string) jetstream.StreamConfig {
 		s, err := js.Stream(ctx, "KV_"+bucket)
 		if err != nil {

@@ -136,6 +136,16 @@ func (p *page) until(what string, total time.Duration, expr string) {
 	}
 }
 
+// within is until without failing: whether expr became true within total.
+func (p *page) within(total time.Duration, expr string) bool {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, total+5*time.Second)
+	defer cancel()
+	expr = "(() => { try { return !!(" + expr + "); } catch (e) { return false; } })()"
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(total), chromedp.WithPollingInterval(100*time.Millisecond)))
+	return err == nil
+}
+
 func (p *page) fail(what string, err error) {
 	p.t.Helper()
 	p.screenshot("failure")

@@ -14,6 +14,7 @@ import (
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/internal/testkit"
+	"github.com/rhizon/rhizon/internal/testkit/clustertest"
 )
 
 // cutProxy stands between the client and a gateway, so that the test can
@@ -174,7 +175,13 @@ func TestStreamedSubmitsThroughCutsAndLeaderKill(t *testing.T) {
 		}
 	}
 	// Then kill the leader of a shard, with the load running.
-	victim := tc.Node(tc.Leaders()[shardOfEntity(ents[0])])
+	// Polled: while a leadership moves, two replicas may both think they
+	// lead for an instant, and the shard has no single leader to name.
+	var victim *clustertest.Node
+	testkit.EventuallyNil(t, 15*time.Second, "a single leader of the entity's shard", func() (err error) {
+		victim, err = tc.Leader(shardOfEntity(ents[0]))
+		return err
+	})
 	if err := victim.Kill(); err != nil {
 		t.Errorf("kill %s: %v", victim.ID, err)
 	}

@@ -342,7 +342,13 @@ func TestRouting_FollowsLeadershipTransferAndLeaderKill(t *testing.T) {
 	// must succeed (retries keep their idempotency key), and once the
 	// survivors have elected new leaders the client routes to them.
 	e = ents[1]
-	victim := tc.Node(tc.Leaders()[shardOfEntity(e)])
+	// Polled, as in stream_cluster_test.go: a leadership in motion has no
+	// single leader to name for an instant.
+	var victim *clustertest.Node
+	testkit.EventuallyNil(t, 15*time.Second, "a single leader of the entity's shard", func() (err error) {
+		victim, err = tc.Leader(shardOfEntity(e))
+		return err
+	})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	// Deferred too, so that a failed wait below stops the writers.

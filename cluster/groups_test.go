@@ -2,15 +2,20 @@ package cluster_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/actor/builtin"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/client"
 	"github.com/rhizon/rhizon/cluster"
+	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/gateway"
 	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/internal/testkit/clustertest"
@@ -190,5 +195,48 @@ func TestRaftGroups_ListReadsEachGroupOnceAndNamesEachItemsShard(t *testing.T) {
 	}
 	if got := pageAll(t, a, &pb.ListRequest{ActorType: "user", Limit: 7}); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("paged list: %v", got)
+	}
+}
+
+// TestRaftGroups_ViolationsLandInTheOffendersAuditStream: with 6 shards in 2
+// Raft groups, a command across tenants is refused and recorded in the
+// offender's audit stream (engine.AuditAddress of the group that applied
+// it, an address that hashes into that group), where an operator reads it;
+// the target's history holds none of it.
+func TestRaftGroups_ViolationsLandInTheOffendersAuditStream(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{
+		Nodes: 1, Shards: 6, RaftGroups: 2, ShardTemplate: testShardConfig(),
+		Tokens: append(slices.Clone(listTokens), gateway.TokenEntry{Token: tokenAudit, Principal: gateway.TokenPrincipal{ID: "auditor", Type: "user"},
+			Scopes: []gateway.TokenScope{{Tenant: engine.AuditTenant, Workspace: engine.AuditWorkspace}}}),
+	})
+	addr := c.Nodes[0].Addr
+	b := dialList(t, addr, tokenB)
+	if _, err := b.Submit(ctx(t), submit("counter", "secret", "add", "k1", `{"amount":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	req := submit("counter", "secret", "add", "attack", `{"amount":100}`)
+	req.Address.Tenant, req.Address.Workspace = "b", "main"
+	if _, err := dialList(t, addr, tokenA).Submit(ctx(t), req); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("submit across tenants: %v, want PermissionDenied", err)
+	}
+	h, err := b.History(ctx(t), &pb.HistoryRequest{Address: &pb.Address{ActorType: "counter", EntityId: "secret"}, IncludeRejections: true})
+	if err != nil || len(h.GetRecords()) != 1 {
+		t.Fatalf("target's history: %d records, %v; want its one event", len(h.GetRecords()), err)
+	}
+	auditor := dialList(t, addr, tokenAudit)
+	violations := 0
+	for s := range uint32(6) {
+		h, err := auditor.History(ctx(t), &pb.HistoryRequest{Address: pb.FromAddress(engine.AuditAddress("alice", s, 6)), IncludeRejections: true})
+		if err != nil {
+			t.Fatalf("audit stream on shard %d: %v", s, err)
+		}
+		for _, r := range h.GetRecords() {
+			if rj := r.GetRejection(); rj != nil && rj.Type == engine.ViolationEventType && rj.GetAddress().GetEntityId() == "secret" {
+				violations++
+			}
+		}
+	}
+	if violations != 1 {
+		t.Fatalf("alice's audit streams hold %d violations, want 1", violations)
 	}
 }

@@ -47,11 +47,7 @@ func (rt *router) shardOf(addr actor.Address) uint32 {
 // groupOf is the Raft group carrying addr's shard: the id every local
 // replica, leader hint and forwarded request is known by.
 func (rt *router) groupOf(addr actor.Address) uint32 {
-	st := rt.state()
-	if st.Shards == 0 {
-		return shard.Of(addr, rt.shards)
-	}
-	return st.GroupOf(shard.Of(addr, st.Shards))
+	return rt.state().GroupOf(rt.shardOf(addr)) // no map yet: no groups, the shard itself
 }
 
 // routeTimeout bounds how long a request chases a shard leader (a failover

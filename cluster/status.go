@@ -32,6 +32,10 @@ func (n *Node) localStatus() *pb.StatusResponse {
 		}
 		// One entry per shard the group carries, with the group's Raft
 		// facts: clients route, and health reports, by shard.
+		if len(s.Members()) == 1 {
+			out.Shards = append(out.Shards, group)
+			continue
+		}
 		for _, id := range s.Members() {
 			ss := proto.CloneOf(group)
 			ss.Shard = id

@@ -45,14 +45,7 @@ func (s *outboxShard) AckRelayed(context.Context, engine.Position) error { retur
 // page is retried until the event is published too; the command's
 // publications are deduplicated by its message id.
 func TestRelay_CommandsDoNotWaitForTheEvents(t *testing.T) {
-	_, urls := startNATSCluster(t)
-	nc, err := nats.Connect(urls[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	m := startManager(t, Config{Conn: nc, Replicas: 3, Registry: builtin.Registry(), RelayAckInterval: 50 * time.Millisecond,
-		ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return nil }}, 60*time.Second)
+	m := startReplicatedManager(t)
 	if !m.atomicEvents.Load() {
 		t.Fatal("the replicated events stream takes no atomic batches: this test needs them")
 	}
@@ -74,11 +67,7 @@ func TestRelay_CommandsDoNotWaitForTheEvents(t *testing.T) {
 		{Pos: engine.Position{Index: 1, Ordinal: 0}, Data: append([]byte{engine.OutboxEvent}, ev...)},
 		{Pos: engine.Position{Index: 1, Ordinal: 1}, Data: append([]byte{engine.OutboxCommand}, cmd...)},
 	}}
-	w := &worker{m: m, sh: sh, log: m.log}
-	rctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); w.relay(rctx) }()
-	defer func() { stop(); <-done }()
+	runRelay(t, m, sh)
 	ingress, err := m.js.Stream(ctx, stream.IngressStream)
 	if err != nil {
 		t.Fatal(err)
@@ -97,14 +86,7 @@ func TestRelay_CommandsDoNotWaitForTheEvents(t *testing.T) {
 // took one round trip per repeated target. Three Sends to one entity are
 // stored in their order, each with the batch's headers.
 func TestRelay_SendsGoInOneAtomicBatch(t *testing.T) {
-	_, urls := startNATSCluster(t)
-	nc, err := nats.Connect(urls[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	m := startManager(t, Config{Conn: nc, Replicas: 3, Registry: builtin.Registry(), RelayAckInterval: 50 * time.Millisecond,
-		ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return nil }}, 60*time.Second)
+	m := startReplicatedManager(t)
 	if !m.atomicIngress.Load() {
 		t.Fatal("the replicated ingress stream takes no atomic batches")
 	}
@@ -117,11 +99,7 @@ func TestRelay_SendsGoInOneAtomicBatch(t *testing.T) {
 		}
 		sh.rows = append(sh.rows, storage.OutboxRow{Pos: engine.Position{Index: 1, Ordinal: uint32(i)}, Data: append([]byte{engine.OutboxCommand}, cmd...)})
 	}
-	w := &worker{m: m, sh: sh, log: m.log}
-	rctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); w.relay(rctx) }()
-	defer func() { stop(); <-done }()
+	runRelay(t, m, sh)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	ingress, err := m.js.Stream(ctx, stream.IngressStream)
@@ -190,4 +168,28 @@ func TestConsume_ForwardsABatchedSendWithoutItsBatchHeaders(t *testing.T) {
 	testkit.Poll{Timeout: 30 * time.Second, Every: 50 * time.Millisecond}.Eventually(t, "both Sends applied on their shard", func() (bool, string) {
 		return owner.applied("k1") && owner.applied("k2"), fmt.Sprintf("k1 %v, k2 %v", owner.applied("k1"), owner.applied("k2"))
 	})
+}
+
+// startReplicatedManager is a manager over a 3-server NATS cluster, so its
+// streams are replicated (atomic batches need that here), with no shards.
+func startReplicatedManager(t *testing.T) *Manager {
+	t.Helper()
+	_, urls := startNATSCluster(t)
+	nc, err := nats.Connect(urls[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return startManager(t, Config{Conn: nc, Replicas: 3, Registry: builtin.Registry(), RelayAckInterval: 50 * time.Millisecond,
+		ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return nil }}, 60*time.Second)
+}
+
+// runRelay runs the outbox relay of sh until the test ends.
+func runRelay(t *testing.T, m *Manager, sh Shard) {
+	t.Helper()
+	w := &worker{m: m, sh: sh, log: m.log}
+	rctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.relay(rctx) }()
+	t.Cleanup(func() { stop(); <-done })
 }

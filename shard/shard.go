@@ -101,6 +101,9 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if len(c.Members) == 0 {
+		c.Members = []uint32{c.ID} // a group of one shard
+	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -349,12 +352,7 @@ func (s *Shard) ID() uint32 { return s.id }
 
 // Members is the shards this group carries, ascending (just ID when the
 // cluster has as many groups as shards).
-func (s *Shard) Members() []uint32 {
-	if len(s.cfg.Members) == 0 {
-		return []uint32{s.id}
-	}
-	return s.cfg.Members
-}
+func (s *Shard) Members() []uint32 { return s.cfg.Members }
 
 // ShardOf is the shard of addr, one of Members.
 func (s *Shard) ShardOf(addr actor.Address) uint32 {

@@ -91,7 +91,7 @@ type Node struct {
 // Cluster is the nodes Start started, in order.
 type Cluster struct {
 	Nodes  []*Node
-	shards uint32 // Raft groups: as many as shards unless Options.RaftGroups
+	groups uint32 // Raft groups: as many as shards unless Options.RaftGroups
 }
 
 // Start starts the nodes, registers their shutdown with t.Cleanup and
@@ -116,9 +116,9 @@ func Start(t testing.TB, o Options) *Cluster {
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c := &Cluster{shards: o.Shards}
+	c := &Cluster{groups: o.Shards}
 	if o.RaftGroups != 0 && o.RaftGroups < o.Shards {
-		c.shards = o.RaftGroups // leaders are per group
+		c.groups = o.RaftGroups // leaders are per group
 	}
 	var join []string
 	expect := 0 // a single node bootstraps alone
@@ -262,11 +262,11 @@ func (c *Cluster) Addrs() []string {
 // id of the live node whose replica leads it: "" if none does, or several
 // think they do.
 func (c *Cluster) Leaders() []string {
-	out := make([]string, c.shards)
-	count := make([]int, c.shards)
+	out := make([]string, c.groups)
+	count := make([]int, c.groups)
 	for _, n := range c.Live() {
 		for _, s := range n.Node.Shards() {
-			if s.IsLeader() && s.ID() < c.shards {
+			if s.IsLeader() && s.ID() < c.groups {
 				out[s.ID()] = n.ID
 				count[s.ID()]++
 			}

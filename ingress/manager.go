@@ -63,6 +63,11 @@ type Config struct {
 	// the subjects of shards that exist, so nothing is stored where no
 	// shard would ever consume it.
 	ShardCount func() uint32
+	// Submit, when set, proposes a command on its shard's leader, wherever
+	// that is (the node's router): the relays then deliver actors' Sends
+	// to their targets directly, and through the ingress stream only when
+	// that would not keep a target entity's Sends in order (relay/direct.go).
+	Submit func(ctx context.Context, cmd actor.Command) (actor.Result, error)
 	// Registry is the node's actor registry: a command for an actor type
 	// this node does not have is retried (another leader may have it, or
 	// this node after an upgrade) and dead-lettered after MaxDeliver tries.
@@ -218,6 +223,8 @@ type Manager struct {
 
 	// producers maps a producer account to its token.
 	producers map[string]string
+	// drainedEvery overrides relay.Config.DrainedEvery (tests).
+	drainedEvery time.Duration
 
 	mu      sync.Mutex
 	workers map[uint32]*worker

@@ -23,6 +23,7 @@ type metrics struct {
 	deadLetters metric.Int64Counter
 	commands    metric.Int64Counter
 	publishedC  metric.Int64Counter
+	sentC       metric.Int64Counter
 
 	mu        sync.Mutex
 	consumers map[consumerKey]jetstream.Consumer
@@ -46,6 +47,8 @@ func newMetrics(m *Manager) (*metrics, error) {
 	mt.commands, e = meter.Int64Counter("rhizon.ingress.commands", metric.WithDescription("Ingress commands applied, by result as in rhizon.commands: accepted, conflict, violation, invalid, business, replay (a redelivered or republished command already applied) or duplicate (another command under a key already used)."))
 	check(e)
 	mt.publishedC, e = meter.Int64Counter("rhizon.outbox.published", metric.WithDescription("Outbox rows published to JetStream; duplicate=true when JetStream already had the message id."))
+	check(e)
+	mt.sentC, e = meter.Int64Counter("rhizon.outbox.sent_direct", metric.WithDescription("Actors' Sends the relay submitted to their targets' shard leaders directly, not through the ingress stream."))
 	check(e)
 	lag, e := meter.Int64ObservableGauge("rhizon.ingress.consumer_lag", metric.WithDescription("Ingress messages of a shard not yet acked: pending plus in flight."))
 	check(e)
@@ -129,6 +132,11 @@ func (mt *metrics) deadLetter(ctx context.Context, id uint32, kind string) {
 
 func (mt *metrics) applied(ctx context.Context, id uint32, r *actor.Result) {
 	mt.commands.Add(ctx, 1, metric.WithAttributes(attribute.Int("shard", int(id)), attribute.String("result", shard.ResultKind(r))))
+}
+
+// sent counts Sends the relay delivered to their targets' leaders directly.
+func (mt *metrics) sent(ctx context.Context, id uint32, n int) {
+	mt.sentC.Add(ctx, int64(n), metric.WithAttributes(attribute.Int("shard", int(id))))
 }
 
 func (mt *metrics) published(ctx context.Context, id uint32, n int, dup bool) {

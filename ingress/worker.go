@@ -588,7 +588,7 @@ func (w *worker) relay(ctx context.Context) {
 // relayConfig is the configuration of this node's relays (and of Republish,
 // which must publish exactly as they do).
 func (m *Manager) relayConfig() relay.Config {
-	return relay.Config{
+	cfg := relay.Config{
 		Conn:           m.cfg.Conn,
 		JS:             m.js,
 		AckInterval:    m.cfg.RelayAckInterval,
@@ -602,6 +602,30 @@ func (m *Manager) relayConfig() relay.Config {
 		Backlog:        m.metrics.backlog,
 		Log:            m.log,
 	}
+	if m.cfg.Submit != nil {
+		cfg.Send = func(ctx context.Context, cmd actor.Command) error {
+			_, err := m.cfg.Submit(ctx, cmd)
+			return err
+		}
+		cfg.Drained, cfg.Known, cfg.Sent, cfg.DrainedEvery = m.drained, m.cfg.Registry.Known, m.metrics.sent, m.drainedEvery
+	}
+	return cfg
+}
+
+// drained reports whether shard's subject of the ingress stream holds no
+// message: every command published to it was applied (the work queue
+// removes a message once its command committed and was acked).
+func (m *Manager) drained(ctx context.Context, shard uint32) (bool, error) {
+	s, err := m.js.Stream(ctx, stream.IngressStream)
+	if err != nil {
+		return false, err
+	}
+	subj := stream.IngressSubject(shard)
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return false, err
+	}
+	return info.State.Subjects[subj] == 0, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -59,6 +59,18 @@ type Config struct {
 	// Published and Backlog feed the node's metrics.
 	Published func(ctx context.Context, shard uint32, n int, dup bool)
 	Backlog   func(shard uint32, n int)
+	// Send, when set, submits an actor's Send to its target's shard
+	// leader, wherever it is (see direct.go); Drained reports whether a
+	// shard's ingress subject holds no message; Known whether this node
+	// has an actor type (a Send of an unknown type keeps the stream's
+	// retries and dead letters). Sent counts the Sends delivered so.
+	Send    func(ctx context.Context, cmd actor.Command) error
+	Drained func(ctx context.Context, shard uint32) (bool, error)
+	Known   func(actorType string) bool
+	Sent    func(ctx context.Context, shard uint32, n int)
+	// DrainedEvery is how often a shard whose Sends go to the stream is
+	// asked Drained again (default 1 s).
+	DrainedEvery time.Duration
 	// CaughtUp, when set, is called whenever the relay has published every
 	// row committed when it last read (the node's health measures how long
 	// a relay goes without).
@@ -68,8 +80,9 @@ type Config struct {
 
 // Relay publishes one shard's outbox while its node leads the shard.
 type Relay struct {
-	src Source
-	cfg Config
+	src    Source
+	cfg    Config
+	routes map[uint32]*route // target shards of direct Sends (direct.go)
 }
 
 // New is a relay of src's outbox.
@@ -174,6 +187,10 @@ type outMsg struct {
 	span  trace.Span // the publication's span, when its trace is sampled
 	// json is the event's JSON copy, when the events format asks for one.
 	json *outMsg
+	// cmd and shard are a Send's command and target shard, when it may go
+	// direct (Config.Send).
+	cmd   *pb.Command
+	shard uint32
 }
 
 // Atomic batches are cut at this many messages or bytes, well
@@ -216,7 +233,7 @@ func (r *Relay) publish(ctx context.Context, rows []storage.OutboxRow) (err erro
 	}
 	evAtomic := r.cfg.Atomic()
 	cmdAtomic := r.cfg.AtomicCommands != nil && r.cfg.AtomicCommands()
-	if !evAtomic && !cmdAtomic {
+	if !evAtomic && !cmdAtomic && r.cfg.Send == nil {
 		return r.publishWaves(ctx, pending)
 	}
 	var events, commands []outMsg
@@ -233,7 +250,7 @@ func (r *Relay) publish(ctx context.Context, rows []storage.OutboxRow) (err erro
 	// events then commands, one after the other (50-350 ms a page on 3
 	// busy nodes); now it is the longer of the two.
 	cmdErr := make(chan error, 1)
-	go func() { cmdErr <- r.publishKind(ctx, commands, cmdAtomic) }()
+	go func() { cmdErr <- r.publishKind(ctx, r.sendDirect(ctx, commands), cmdAtomic) }()
 	return errors.Join(r.publishKind(ctx, events, evAtomic), <-cmdErr)
 }
 
@@ -400,11 +417,16 @@ func (r *Relay) outMsg(row storage.OutboxRow) (outMsg, error) {
 			return outMsg{}, err
 		}
 		addr := c.Address.ToActor()
-		m := nats.NewMsg(stream.IngressSubject(r.cfg.ShardOf(addr)))
+		target := r.cfg.ShardOf(addr)
+		m := nats.NewMsg(stream.IngressSubject(target))
 		m.Data = body
 		m.Header.Set(stream.HeaderSignature, r.cfg.Sign(body))
 		om := outMsg{key: "c" + string(addr.Key()), msg: m, id: r.cfg.MsgID(addr, c.IdempotencyKey)}
 		r.trace(&om, c.Traceparent, "command")
+		if r.cfg.Send != nil && r.cfg.Known(addr.ActorType) && validSend(&c) {
+			om.cmd, om.shard = &c, target
+			directCommand(&om)
+		}
 		return om, nil
 	case engine.OutboxRejection:
 		var rj pb.Rejection

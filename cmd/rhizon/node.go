@@ -56,6 +56,7 @@ type nodeFlags struct {
 	eventsRepl    int
 	eventsFsync   string
 	eventsFormat  string
+	streamSends   bool
 	dupWindow     time.Duration
 	otlpEndpoint  string
 	logLevel      string
@@ -126,6 +127,8 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 		"replicas of the RHIZON_EVENTS stream (0: as --stream-replicas); it is a projection of the shards' histories")
 	fs.StringVar(&f.eventsFsync, "events-fsync", ingress.EventsSyncAsync,
 		"async or always: async gives a one-replica RHIZON_EVENTS JetStream's async persist mode (no fsync per event; a replicated stream syncs as its servers do); always syncs it like every stream")
+	fs.BoolVar(&f.streamSends, "stream-sends", false,
+		"relays publish every actor-to-actor Send to the ingress stream; by default they submit a Send to its target's shard leader and use the stream only where that would not keep a target entity's Sends in order")
 	fs.StringVar(&f.eventsFormat, "events-format", stream.FormatProtobuf,
 		"protobuf, json or both: what the relay publishes each event as (protobuf on rhizon.evt.<tenant>.<workspace>.<actor_type>.<entity>, JSON envelopes on evt.<tenant>.<workspace>.<actor_type>.<name>; see README JSON events); give every node the same")
 	fs.DurationVar(&f.dupWindow, "nats-duplicate-window", ingress.DefaultDuplicateWindow,
@@ -728,11 +731,15 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 			replicas = 3
 		}
 	}
+	submit := node.Submit
+	if f.streamSends {
+		submit = nil
+	}
 	m, err := ingress.Start(ingress.Config{
 		Conn: nc, Replicas: replicas, EventsReplicas: f.eventsRepl, EventsSync: f.eventsFsync, EventsFormat: f.eventsFormat, DuplicateWindow: f.dupWindow, ShardOf: node.ShardOf, Registry: node.Registry(),
 		SigningKey: ingress.SigningKey(secret), Logger: log,
 		Shards: ingress.ShardsOf(node.Shards), ShardCount: func() uint32 { return node.ClusterState().Shards },
-		ProducerTokens: producerTokens,
+		ProducerTokens: producerTokens, Submit: submit,
 		Authenticate: func(token string) (actor.Security, error) {
 			id, err := auth.Authenticate(token)
 			if err != nil {

@@ -39,7 +39,8 @@ type Options struct {
 	Shards uint32
 	// RaftGroups is how many Raft groups carry the shards (0: one each).
 	RaftGroups uint32
-	// Tune changes the ingress configuration before the manager starts.
+	// Tune changes the ingress configuration before the manager starts
+	// (Submit = nil: actors' Sends through the ingress stream only).
 	Tune   func(*ingress.Config)
 	Logger *slog.Logger // default: discard
 	// NATSURLs, when set, are the client URLs of a clustered NATS to use
@@ -98,6 +99,7 @@ func Start(t testing.TB, o Options) *Env {
 	cfg := ingress.Config{
 		Conn: nc, Replicas: replicas, ShardOf: n.ShardOf, Registry: n.Registry(), SigningKey: ingress.SigningKey(Secret),
 		Shards: ingress.ShardsOf(n.Shards), ShardCount: func() uint32 { return n.ClusterState().Shards }, Logger: o.Logger,
+		Submit: n.Submit, // as a node does: actors' Sends go to their targets directly
 	}
 	if o.Tune != nil {
 		o.Tune(&cfg)

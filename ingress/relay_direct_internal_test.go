@@ -26,8 +26,9 @@ import (
 // relay runs.
 type growingOutbox struct {
 	unrecordingShard
-	mu   sync.Mutex
-	rows []storage.OutboxRow
+	mu       sync.Mutex
+	rows     []storage.OutboxRow
+	recorded engine.Position // the relay's last progress record
 }
 
 func (s *growingOutbox) Outbox(after engine.Position, limit int) ([]storage.OutboxRow, error) {
@@ -42,24 +43,40 @@ func (s *growingOutbox) Outbox(after engine.Position, limit int) ([]storage.Outb
 	return out, nil
 }
 
-func (s *growingOutbox) AckRelayed(context.Context, engine.Position) error { return nil }
+func (s *growingOutbox) AckRelayed(_ context.Context, pos engine.Position) error {
+	s.mu.Lock()
+	s.recorded = pos
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *growingOutbox) progress() engine.Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.recorded
+}
 
 // send adds a Send of command id to entity c, in an entry of its own.
-func (s *growingOutbox) send(t *testing.T, id string) {
+func (s *growingOutbox) send(t *testing.T, id string) engine.Position { return s.sendTo(t, "c", id) }
+
+// sendTo adds a Send of command id to entity, in an entry of its own.
+func (s *growingOutbox) sendTo(t *testing.T, entity, id string) engine.Position {
 	t.Helper()
-	addr := &pb.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityId: "c"}
+	addr := &pb.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityId: entity}
 	data, err := proto.Marshal(&pb.Command{Id: id, Type: "cmd.counter.add", IdempotencyKey: "k-" + id, Address: addr, Payload: []byte(`{"amount":1}`),
 		Principal: &pb.Principal{Id: "sender", Type: string(actor.PrincipalService)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.mu.Lock()
-	s.rows = append(s.rows, storage.OutboxRow{Pos: engine.Position{Index: uint64(len(s.rows) + 1)}, Data: append([]byte{engine.OutboxCommand}, data...)})
+	pos := engine.Position{Index: uint64(len(s.rows) + 1)}
+	s.rows = append(s.rows, storage.OutboxRow{Pos: pos, Data: append([]byte{engine.OutboxCommand}, data...)})
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
+	return pos
 }
 
 // target is the Send's target shard's leader as the relay reaches it
@@ -68,9 +85,20 @@ type target struct {
 	mu      sync.Mutex
 	down    bool
 	applied []string
+	hold    chan struct{} // when set, a Send to entity "slow" waits for it
 }
 
-func (tg *target) submit(_ context.Context, cmd actor.Command) (actor.Result, error) {
+func (tg *target) submit(ctx context.Context, cmd actor.Command) (actor.Result, error) {
+	tg.mu.Lock()
+	hold := tg.hold
+	tg.mu.Unlock()
+	if hold != nil && cmd.Address.EntityID == "slow" {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return actor.Result{}, fmt.Errorf("%w: %v", shard.ErrUnknownOutcome, ctx.Err())
+		}
+	}
 	tg.mu.Lock()
 	defer tg.mu.Unlock()
 	if tg.down {
@@ -169,4 +197,36 @@ func TestRelay_DirectSendsNeverOvertakeSendsInTheStream(t *testing.T) {
 	sh.send(t, "c4")
 	directly("c1", "c4")
 	inStream()
+}
+
+// A Send waits only for the Sends before it to the same entity: one whose
+// target commits slowly does not hold up a later Send to another entity (a
+// page at a time, the later one waited for the page's slowest). The relay's
+// recorded progress stays below the slow Send until it is delivered, so a
+// new leader would deliver it again.
+func TestRelay_ASlowSendHoldsUpNoOtherEntitysSends(t *testing.T) {
+	nc := startNATS(t)
+	tg := &target{hold: make(chan struct{})}
+	m := startManager(t, Config{Conn: nc, Registry: builtin.Registry(), RelayAckInterval: 10 * time.Millisecond,
+		ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return nil }, Submit: tg.submit}, 20*time.Second)
+	sh := &growingOutbox{unrecordingShard: unrecordingShard{wake: make(chan struct{}, 1)}}
+	runRelay(t, m, sh)
+	slow := sh.sendTo(t, "slow", "s1")
+	testkit.Poll{Timeout: 20 * time.Second, Every: 10 * time.Millisecond}.Eventually(t, "the slow Send on its way", func() (bool, string) {
+		return sh.progress() == engine.Position{} && len(tg.got()) == 0, fmt.Sprint(sh.progress())
+	})
+	sh.sendTo(t, "fast", "f1")
+	last := sh.sendTo(t, "fast", "f2")
+	testkit.Poll{Timeout: 3 * time.Second, Every: 10 * time.Millisecond}.Eventually(t, "the later Sends to another entity applied", func() (bool, string) {
+		got := tg.got()
+		return slices.Equal(got, []string{"f1", "f2"}), fmt.Sprint(got)
+	})
+	if p := sh.progress(); !slow.After(p) {
+		t.Fatalf("progress recorded at %v while the Send at %v is not delivered", p, slow)
+	}
+	close(tg.hold)
+	testkit.Poll{Timeout: 20 * time.Second, Every: 10 * time.Millisecond}.Eventually(t, "all delivered and recorded", func() (bool, string) {
+		got := tg.got()
+		return slices.Equal(got, []string{"f1", "f2", "s1"}) && sh.progress() == last, fmt.Sprint(got, sh.progress())
+	})
 }

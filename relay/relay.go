@@ -80,9 +80,8 @@ type Config struct {
 
 // Relay publishes one shard's outbox while its node leads the shard.
 type Relay struct {
-	src    Source
-	cfg    Config
-	routes map[uint32]*route // target shards of direct Sends (direct.go)
+	src Source
+	cfg Config
 }
 
 // New is a relay of src's outbox.
@@ -99,6 +98,17 @@ const relayPage = 1024
 // again and dropped by JetStream's duplicate detection (or, for commands, by
 // the engine's idempotency).
 func (r *Relay) Run(ctx context.Context) {
+	var snd *sender // delivers Sends beside the pages, when they may go direct
+	if r.cfg.Send != nil {
+		snd = newSender(ctx, r)
+		defer snd.wait() // deferred first: runs after the record below
+	}
+	safe := func(published engine.Position) engine.Position {
+		if snd == nil {
+			return published
+		}
+		return snd.safe(published)
+	}
 	var published, recorded engine.Position
 	lastRecord := time.Now()
 	// Recording runs beside publishing, one record at a time: the shard
@@ -127,13 +137,18 @@ func (r *Relay) Run(ctx context.Context) {
 		}
 		rows, err := r.src.Outbox(published, relayPage)
 		if err == nil && len(rows) > 0 {
-			err = r.publish(ctx, rows)
+			if snd != nil {
+				err = r.publishPage(ctx, rows, snd)
+			} else {
+				err = r.publish(ctx, rows)
+			}
 			if err == nil {
 				published = rows[len(rows)-1].Pos
 			}
 		}
 		r.cfg.Backlog(r.src.ID(), len(rows))
-		if err == nil && len(rows) < relayPage && r.cfg.CaughtUp != nil {
+		relayed := safe(published)
+		if err == nil && len(rows) < relayPage && relayed == published && r.cfg.CaughtUp != nil {
 			r.cfg.CaughtUp(r.src.ID())
 		}
 		if err != nil {
@@ -143,13 +158,13 @@ func (r *Relay) Run(ctx context.Context) {
 			sleep(ctx, time.Second)
 			continue
 		}
-		if recording == nil && published != recorded && time.Since(lastRecord) >= r.cfg.AckInterval {
+		if recording == nil && relayed != recorded && time.Since(lastRecord) >= r.cfg.AckInterval {
 			recording = make(chan recordDone, 1)
 			go func(done chan<- recordDone, pos engine.Position) {
 				actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
 				done <- recordDone{pos: pos, err: r.src.AckRelayed(actx, pos)}
-			}(recording, published)
+			}(recording, relayed)
 		}
 		if len(rows) == relayPage {
 			continue
@@ -216,24 +231,13 @@ func (r *Relay) publish(ctx context.Context, rows []storage.OutboxRow) (err erro
 	for _, row := range rows {
 		om, err := r.outMsg(row)
 		if err != nil {
-			// Rows are written by the engine; one that does not decode is a
-			// bug, and skipping it silently would lose an event.
 			return fmt.Errorf("outbox row %v: %w", row.Pos, err)
 		}
-		if om.json != nil {
-			if r.cfg.EventsFormat == stream.FormatJSON {
-				om.json.span, om.span = om.span, nil
-				pending = append(pending, *om.json)
-				continue
-			}
-			pending = append(pending, om, *om.json)
-			continue
-		}
-		pending = append(pending, om)
+		pending = r.appendOut(pending, om)
 	}
 	evAtomic := r.cfg.Atomic()
 	cmdAtomic := r.cfg.AtomicCommands != nil && r.cfg.AtomicCommands()
-	if !evAtomic && !cmdAtomic && r.cfg.Send == nil {
+	if !evAtomic && !cmdAtomic {
 		return r.publishWaves(ctx, pending)
 	}
 	var events, commands []outMsg
@@ -250,8 +254,43 @@ func (r *Relay) publish(ctx context.Context, rows []storage.OutboxRow) (err erro
 	// events then commands, one after the other (50-350 ms a page on 3
 	// busy nodes); now it is the longer of the two.
 	cmdErr := make(chan error, 1)
-	go func() { cmdErr <- r.publishKind(ctx, r.sendDirect(ctx, commands), cmdAtomic) }()
+	go func() { cmdErr <- r.publishKind(ctx, commands, cmdAtomic) }()
 	return errors.Join(r.publishKind(ctx, events, evAtomic), <-cmdErr)
+}
+
+// publishPage publishes a page's events and hands its Sends to snd, which
+// delivers them on its own (direct.go).
+func (r *Relay) publishPage(ctx context.Context, rows []storage.OutboxRow, snd *sender) (err error) {
+	var events []outMsg
+	var sends []sendItem
+	defer func() { endSpans(events, err) }()
+	for _, row := range rows {
+		om, err := r.outMsg(row)
+		if err != nil {
+			return fmt.Errorf("outbox row %v: %w", row.Pos, err)
+		}
+		if !om.event {
+			sends = append(sends, sendItem{om: om, pos: row.Pos})
+			continue
+		}
+		events = r.appendOut(events, om)
+	}
+	snd.add(sends)
+	return r.publishKind(ctx, events, r.cfg.Atomic())
+}
+
+// appendOut appends om to msgs as the events format wants it: itself, its
+// JSON copy, or both. Rows are written by the engine; one that does not
+// decode (outMsg's error) is a bug, and skipping it would lose an event.
+func (r *Relay) appendOut(msgs []outMsg, om outMsg) []outMsg {
+	switch {
+	case om.json == nil:
+		return append(msgs, om)
+	case r.cfg.EventsFormat == stream.FormatJSON:
+		om.json.span = om.span
+		return append(msgs, *om.json)
+	}
+	return append(msgs, om, *om.json)
 }
 
 // publishKind publishes msgs (all events or all commands) in atomic

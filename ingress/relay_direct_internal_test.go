@@ -29,6 +29,7 @@ type growingOutbox struct {
 	mu       sync.Mutex
 	rows     []storage.OutboxRow
 	recorded engine.Position // the relay's last progress record
+	lastRead engine.Position // the last row the relay read
 }
 
 func (s *growingOutbox) Outbox(after engine.Position, limit int) ([]storage.OutboxRow, error) {
@@ -38,9 +39,38 @@ func (s *growingOutbox) Outbox(after engine.Position, limit int) ([]storage.Outb
 	for _, r := range s.rows {
 		if r.Pos.After(after) && len(out) < limit {
 			out = append(out, r)
+			s.lastRead = r.Pos
 		}
 	}
 	return out, nil
+}
+
+func (s *growingOutbox) read() engine.Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastRead
+}
+
+// event adds an event of entity c, in an entry of its own.
+func (s *growingOutbox) event(t *testing.T, id string) engine.Position {
+	t.Helper()
+	data, err := proto.Marshal(&pb.Event{Id: id, Type: "evt.counter.added", Address: &pb.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityId: "c"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.add(append([]byte{engine.OutboxEvent}, data...))
+}
+
+func (s *growingOutbox) add(data []byte) engine.Position {
+	s.mu.Lock()
+	pos := engine.Position{Index: uint64(len(s.rows) + 1)}
+	s.rows = append(s.rows, storage.OutboxRow{Pos: pos, Data: data})
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return pos
 }
 
 func (s *growingOutbox) AckRelayed(_ context.Context, pos engine.Position) error {
@@ -68,15 +98,7 @@ func (s *growingOutbox) sendTo(t *testing.T, entity, id string) engine.Position 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.mu.Lock()
-	pos := engine.Position{Index: uint64(len(s.rows) + 1)}
-	s.rows = append(s.rows, storage.OutboxRow{Pos: pos, Data: append([]byte{engine.OutboxCommand}, data...)})
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-	return pos
+	return s.add(append([]byte{engine.OutboxCommand}, data...))
 }
 
 // target is the Send's target shard's leader as the relay reaches it
@@ -228,5 +250,51 @@ func TestRelay_ASlowSendHoldsUpNoOtherEntitysSends(t *testing.T) {
 	testkit.Poll{Timeout: 20 * time.Second, Every: 10 * time.Millisecond}.Eventually(t, "all delivered and recorded", func() (bool, string) {
 		got := tg.got()
 		return slices.Equal(got, []string{"f1", "f2", "s1"}) && sh.progress() == last, fmt.Sprint(got, sh.progress())
+	})
+}
+
+// Sends do not wait for the events of the pages before them: while a page's
+// event cannot be published (its publication hangs here: the stream is gone
+// and a subscriber that never answers takes the subject), a Send committed
+// after it is delivered at once, not after the publication timed out. The
+// relay's recorded progress stays before the event, which is published once
+// the stream is back.
+func TestRelay_SendsDoNotWaitForEarlierPagesEvents(t *testing.T) {
+	nc := startNATS(t)
+	tg := &target{}
+	m := startManager(t, Config{Conn: nc, Registry: builtin.Registry(), RelayAckInterval: 10 * time.Millisecond,
+		ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return nil }, Submit: tg.submit}, 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := m.js.DeleteStream(ctx, stream.EventsStream); err != nil {
+		t.Fatal(err)
+	}
+	mute, err := nc.SubscribeSync(stream.EventsPrefix + ">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := &growingOutbox{unrecordingShard: unrecordingShard{wake: make(chan struct{}, 1)}}
+	runRelay(t, m, sh)
+	ev := sh.event(t, "e1")
+	testkit.Poll{Timeout: 20 * time.Second, Every: 10 * time.Millisecond}.Eventually(t, "the event's page read", func() (bool, string) {
+		return sh.read() == ev, fmt.Sprint(sh.read())
+	})
+	sh.send(t, "c1")
+	// The publication waits 10 s for its ack; the Send must not.
+	testkit.Poll{Timeout: 5 * time.Second, Every: 10 * time.Millisecond}.Eventually(t, "the later Send delivered while the event cannot be published", func() (bool, string) {
+		got := tg.got()
+		return slices.Equal(got, []string{"c1"}), fmt.Sprint(got)
+	})
+	if p := sh.progress(); p != (engine.Position{}) {
+		t.Fatalf("progress recorded at %v: the event at %v is not published", p, ev)
+	}
+	if err := mute.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ensureEventsStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Poll{Timeout: 30 * time.Second, Every: 10 * time.Millisecond}.Eventually(t, "the event published and all recorded", func() (bool, string) {
+		return sh.progress().Index == 2, fmt.Sprint(sh.progress())
 	})
 }

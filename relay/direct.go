@@ -253,3 +253,77 @@ func validSend(c *pb.Command) bool {
 	cmd := c.ToActor()
 	return cmd.ID != "" && cmd.IdempotencyKey != "" && cmd.Validate() == nil
 }
+
+// eventsLane publishes the events of the pages handed to it, one page after
+// the other (their order is the events' per-entity order), while the relay
+// reads on.
+type eventsLane struct {
+	r    *Relay
+	ctx  context.Context
+	q    chan eventsPage
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	done engine.Position // every page up to here is published
+}
+
+type eventsPage struct {
+	msgs []outMsg
+	end  engine.Position // the page's last row
+}
+
+func newEventsLane(ctx context.Context, r *Relay) *eventsLane {
+	l := &eventsLane{r: r, ctx: ctx, q: make(chan eventsPage, 1)}
+	l.wg.Go(l.run)
+	return l
+}
+
+// add queues p; it blocks while a page waits already.
+func (l *eventsLane) add(ctx context.Context, p eventsPage) {
+	select {
+	case l.q <- p:
+	case <-ctx.Done():
+	}
+}
+
+func (l *eventsLane) run() {
+	for {
+		select {
+		case p := <-l.q:
+			if !l.publish(p) {
+				return
+			}
+		case <-l.ctx.Done():
+			return
+		}
+	}
+}
+
+// publish publishes p's events, retrying until they are stored or the run
+// ends (false).
+func (l *eventsLane) publish(p eventsPage) bool {
+	for {
+		err := l.r.publishKind(l.ctx, p.msgs, l.r.cfg.Atomic())
+		if err == nil {
+			endSpans(p.msgs, nil)
+			l.mu.Lock()
+			l.done = p.end
+			l.mu.Unlock()
+			return true
+		}
+		if l.ctx.Err() != nil {
+			endSpans(p.msgs, err)
+			return false
+		}
+		l.r.cfg.Log.Warn("outbox relay: will retry", "err", err)
+		sleep(l.ctx, time.Second)
+	}
+}
+
+// published is the position up to which events are published.
+func (l *eventsLane) published() engine.Position {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.done
+}
+
+func (l *eventsLane) wait() { l.wg.Wait() }

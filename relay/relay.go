@@ -98,18 +98,31 @@ const relayPage = 1024
 // again and dropped by JetStream's duplicate detection (or, for commands, by
 // the engine's idempotency).
 func (r *Relay) Run(ctx context.Context) {
-	var snd *sender // delivers Sends beside the pages, when they may go direct
+	// With direct Sends, a page is handed on, not waited for: its Sends to
+	// the sender (direct.go), its events to a lane that publishes one page
+	// after the other, and the next page is read at once. A Send then waits
+	// neither for the page's events nor for another entity's Send.
+	var snd *sender
+	var ev *eventsLane
 	if r.cfg.Send != nil {
-		snd = newSender(ctx, r)
-		defer snd.wait() // deferred first: runs after the record below
+		snd, ev = newSender(ctx, r), newEventsLane(ctx, r)
+		defer snd.wait() // deferred first: they run after the record below ends
+		defer ev.wait()
 	}
-	safe := func(published engine.Position) engine.Position {
+	// read is the last row read and handed on (published, without lanes);
+	// relayed the position up to which every row was published or
+	// delivered.
+	var read, recorded engine.Position
+	relayed := func() engine.Position {
 		if snd == nil {
-			return published
+			return read
 		}
-		return snd.safe(published)
+		return snd.safe(ev.published())
 	}
-	var published, recorded engine.Position
+	// caughtUp is the position the relay had read up to when it last
+	// found no more rows; CaughtUp is called once everything up to it is
+	// relayed.
+	var caughtUp *engine.Position
 	lastRecord := time.Now()
 	// Recording runs beside publishing, one record at a time: the shard
 	// may hold it for the next command entry to carry (shard.AckRelayed).
@@ -135,22 +148,18 @@ func (r *Relay) Run(ctx context.Context) {
 			settle(d)
 		default:
 		}
-		rows, err := r.src.Outbox(published, relayPage)
+		rows, err := r.src.Outbox(read, relayPage)
 		if err == nil && len(rows) > 0 {
 			if snd != nil {
-				err = r.publishPage(ctx, rows, snd)
+				err = r.handOn(ctx, rows, snd, ev)
 			} else {
 				err = r.publish(ctx, rows)
 			}
 			if err == nil {
-				published = rows[len(rows)-1].Pos
+				read = rows[len(rows)-1].Pos
 			}
 		}
 		r.cfg.Backlog(r.src.ID(), len(rows))
-		relayed := safe(published)
-		if err == nil && len(rows) < relayPage && relayed == published && r.cfg.CaughtUp != nil {
-			r.cfg.CaughtUp(r.src.ID())
-		}
 		if err != nil {
 			if ctx.Err() == nil {
 				r.cfg.Log.Warn("outbox relay: will retry", "err", err)
@@ -158,13 +167,22 @@ func (r *Relay) Run(ctx context.Context) {
 			sleep(ctx, time.Second)
 			continue
 		}
-		if recording == nil && relayed != recorded && time.Since(lastRecord) >= r.cfg.AckInterval {
+		upTo := relayed()
+		if len(rows) < relayPage && caughtUp == nil {
+			at := read
+			caughtUp = &at
+		}
+		if caughtUp != nil && !caughtUp.After(upTo) && r.cfg.CaughtUp != nil {
+			r.cfg.CaughtUp(r.src.ID())
+			caughtUp = nil
+		}
+		if recording == nil && upTo != recorded && time.Since(lastRecord) >= r.cfg.AckInterval {
 			recording = make(chan recordDone, 1)
 			go func(done chan<- recordDone, pos engine.Position) {
 				actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
 				done <- recordDone{pos: pos, err: r.src.AckRelayed(actx, pos)}
-			}(recording, relayed)
+			}(recording, upTo)
 		}
 		if len(rows) == relayPage {
 			continue
@@ -258,15 +276,15 @@ func (r *Relay) publish(ctx context.Context, rows []storage.OutboxRow) (err erro
 	return errors.Join(r.publishKind(ctx, events, evAtomic), <-cmdErr)
 }
 
-// publishPage publishes a page's events and hands its Sends to snd, which
-// delivers them on its own (direct.go).
-func (r *Relay) publishPage(ctx context.Context, rows []storage.OutboxRow, snd *sender) (err error) {
+// handOn hands a page on: its Sends to snd, its events to ev; it blocks
+// while ev has a page waiting already.
+func (r *Relay) handOn(ctx context.Context, rows []storage.OutboxRow, snd *sender, ev *eventsLane) error {
 	var events []outMsg
 	var sends []sendItem
-	defer func() { endSpans(events, err) }()
 	for _, row := range rows {
 		om, err := r.outMsg(row)
 		if err != nil {
+			endSpans(events, err)
 			return fmt.Errorf("outbox row %v: %w", row.Pos, err)
 		}
 		if !om.event {
@@ -276,7 +294,8 @@ func (r *Relay) publishPage(ctx context.Context, rows []storage.OutboxRow, snd *
 		events = r.appendOut(events, om)
 	}
 	snd.add(sends)
-	return r.publishKind(ctx, events, r.cfg.Atomic())
+	ev.add(ctx, eventsPage{msgs: events, end: rows[len(rows)-1].Pos})
+	return nil
 }
 
 // appendOut appends om to msgs as the events format wants it: itself, its

@@ -40,4 +40,15 @@
 // answers once the entry is applied, and the relay reads the committed rows
 // afterwards, in pages of relayPage, publishing events in atomic batches
 // where the events stream allows it (see Relay.publish).
+//
+// Direct Sends (direct.go, Config.Send, on unless a node runs with
+// --stream-sends). A Send is submitted to its target's shard leader through
+// the node's router instead of the ingress stream, and a page is handed on
+// rather than waited for: its events to a lane that publishes page after
+// page, its Sends to a sender where each waits only for the Send before it
+// to the same entity. The ingress stream remains the path for a target
+// shard whose subject still holds messages (an earlier leader's Sends, or
+// one that failed to go direct), so that no Send overtakes one sent before
+// it. The recorded cursor is then the lower of the events published and
+// the first Send not yet delivered.
 package relay

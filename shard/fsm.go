@@ -33,6 +33,8 @@ type fsm struct {
 
 	meta   atomic.Pointer[engine.Meta] // last applied, for readers on other goroutines
 	halted atomic.Bool
+	// handingOver: a handOver goroutine runs (one per halt).
+	handingOver atomic.Bool
 	// haltErr says why it halted, for Status (health reports it).
 	haltErr atomic.Pointer[string]
 	// missing is the revision the replica waits for, when that is why it
@@ -46,19 +48,46 @@ func (f *fsm) halt(err error) {
 	msg := err.Error()
 	f.haltErr.Store(&msg)
 	f.halted.Store(true)
-	// A halted leader would keep its shard from taking writes or reads
-	// while the other replicas are fine: hand leadership to one of them.
-	// (Not from this goroutine: the transfer waits on Raft, which waits
-	// on Apply.) A follower that halted hears the new leader's heartbeats
-	// and does not campaign.
-	if f.s.raft != nil && f.s.raft.State() == raft.Leader {
-		go func() {
-			if err := f.s.raft.LeadershipTransfer().Error(); err != nil {
-				f.log.Warn("halted leader could not hand leadership over", "err", err)
-			}
-		}()
+	if f.s.raft != nil && f.handingOver.CompareAndSwap(false, true) {
+		go f.handOver()
 	}
 }
+
+// handOver keeps a halted replica from leading: a halted leader would keep
+// its shard from taking writes or reads while the other replicas are fine.
+// It hands leadership over whenever it finds itself leading, until the
+// replica is restored or closes: once is not enough, since a transfer can
+// fail (a follower too slow to catch up in time) and an election can make
+// the halted replica leader again (its log is as long as anyone's; CI saw a
+// shard refuse writes for 20 s that way). It runs on a goroutine of its own:
+// the transfer waits on Raft, which waits on Apply.
+func (f *fsm) handOver() {
+	tick := time.NewTicker(handOverEvery)
+	defer tick.Stop()
+	for {
+		for f.halted.Load() {
+			if f.s.raft.State() == raft.Leader {
+				if err := f.s.raft.LeadershipTransfer().Error(); err != nil {
+					f.log.Warn("halted leader could not hand leadership over; trying again", "err", err)
+				}
+			}
+			select {
+			case <-f.s.stop:
+				return
+			case <-tick.C:
+			}
+		}
+		f.handingOver.Store(false)
+		// A halt between the loop's last look and the store above found
+		// the flag still set and started no goroutine: take it on.
+		if !f.halted.Load() || !f.handingOver.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// handOverEvery is how often a halted replica checks whether it leads.
+const handOverEvery = 500 * time.Millisecond
 
 // applyResponse is what Apply hands back to the proposer through the future.
 type applyResponse struct {

@@ -2,13 +2,10 @@ package ingress
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -70,46 +67,4 @@ func (w *worker) bindConsumer(ctx context.Context, src source) (jetstream.Consum
 func storageChangeRefused(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "storage type can not be updated")
-}
-
-// leadHere moves the leadership of cons to the NATS server this node is
-// connected to, when another of its replicas leads it. The consumer's leader
-// is where every message is delivered from and every ack goes to: led
-// elsewhere, each command crosses a route twice more (its delivery, then its
-// ack), which cost both servers a route write and parse per message. Nothing
-// depends on it: when the server refuses (this node's server is not one of
-// the consumer's replicas, as on an external cluster) or the move does not
-// happen in time, the worker pulls from wherever the leader is.
-func (w *worker) leadHere(ctx context.Context, src source, cons jetstream.Consumer) {
-	here := w.m.cfg.Conn.ConnectedServerName()
-	info, err := cons.Info(ctx)
-	if err != nil || info.Cluster == nil || info.Cluster.Leader == "" || info.Cluster.Leader == here ||
-		!slices.ContainsFunc(info.Cluster.Replicas, func(p *jetstream.PeerInfo) bool { return p.Name == here }) {
-		return
-	}
-	req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": here}})
-	subj := "$JS.API.CONSUMER.LEADER.STEPDOWN." + src.stream + "." + info.Name
-	resp, err := w.m.cfg.Conn.RequestWithContext(ctx, subj, req)
-	if err != nil {
-		w.log.Debug("ingress consumer stays led elsewhere", "stream", src.stream, "leader", info.Cluster.Leader, "err", err)
-		return
-	}
-	var r struct {
-		Error *jetstream.APIError `json:"error"`
-	}
-	if json.Unmarshal(resp.Data, &r) != nil || r.Error != nil {
-		w.log.Debug("ingress consumer stays led elsewhere", "stream", src.stream, "leader", info.Cluster.Leader, "err", r.Error)
-		return
-	}
-	// A pull sent while no server leads the consumer is lost without a word
-	// (see pullMessages): wait for the new leader first, a while.
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
-		if info, err := cons.Info(ctx); err == nil && info.Cluster != nil && info.Cluster.Leader == here {
-			w.log.Debug("ingress consumer led by this node's server", "stream", src.stream, "server", here)
-			return
-		}
-		sleep(ctx, 20*time.Millisecond)
-	}
 }

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rhizon/rhizon/actor"
@@ -133,60 +132,4 @@ func TestConsume_ASlowSubmitIsNotRedelivered(t *testing.T) {
 	if sh.calls["k1"] != 1 || sh.calls["k2"] != 1 {
 		t.Fatalf("submits by key %v; want one each: a message in progress was delivered again", sh.calls)
 	}
-}
-
-// A shard's consumer is led by the NATS server its worker is connected to,
-// also when another server led it before the worker bound it: led elsewhere,
-// every delivery and every ack crosses a route.
-func TestConsume_TheConsumerIsLedByTheWorkersServer(t *testing.T) {
-	servers, urls := startNATSCluster(t)
-	nc, err := nats.Connect(urls[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	sec := actor.Security{Principal: actor.Principal{ID: "p", Type: actor.PrincipalService},
-		Scopes: []actor.Scope{{Tenant: "t", Workspace: "w"}}}
-	sh := &appliedShard{keys: map[string]bool{}}
-	start := func() *Manager {
-		return startManager(t, Config{Conn: nc, Replicas: 3, Registry: builtin.Registry(),
-			ShardOf: func(actor.Address) uint32 { return 0 }, Shards: func() []Shard { return []Shard{sh} },
-			Authenticate: func(string) (actor.Security, error) { return sec, nil }}, 60*time.Second)
-	}
-	leader := func() string {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		cons, err := js.Consumer(ctx, stream.IngressStream, "shard-0")
-		if err != nil {
-			return ""
-		}
-		info, err := cons.Info(ctx)
-		if err != nil || info.Cluster == nil {
-			return ""
-		}
-		return info.Cluster.Leader
-	}
-	ledBy := func(name string) {
-		t.Helper()
-		testkit.Eventually(t, 30*time.Second, "consumer led by "+name, func() (bool, string) {
-			l := leader()
-			return l == name, fmt.Sprintf("led by %q", l)
-		})
-	}
-	m := start()
-	ledBy(servers[0].Name())
-	m.Close()
-	// Led elsewhere while no worker runs; the next worker takes it back.
-	req := []byte(`{"placement":{"preferred":"` + servers[1].Name() + `"}}`)
-	if _, err := nc.Request("$JS.API.CONSUMER.LEADER.STEPDOWN."+stream.IngressStream+".shard-0", req, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	ledBy(servers[1].Name())
-	start()
-	ledBy(servers[0].Name())
-	if _, err := js.PublishMsg(context.Background(), ingressMsg(t, 0, "e1", "k1")); err != nil {
-		t.Fatal(err)
-	}
-	testkit.Eventually(t, 10*time.Second, "k1 applied", func() (bool, string) { return sh.applied("k1"), "not yet" })
 }

@@ -172,9 +172,6 @@ func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan deliv
 	id := src.shard
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	cons, err := w.bindConsumer(cctx, src)
-	if err == nil {
-		w.leadHere(cctx, src, cons)
-	}
 	cancel()
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)

@@ -13,13 +13,15 @@ import (
 const ackBatch = 256
 
 // acker gathers the acks of applied messages and sends them together. Each
-// ack is a proposal to the consumer's Raft group and, on the stream leader,
-// a work-queue removal proposed to the stream's own, fsynced, Raft group;
-// proposals that reach nats-server together go out as one append entry, so
-// acks sent one by one as lanes finish cost an entry (and an fsync on each
-// replica) apiece. An ack may wait: the command is committed already (the
-// durability promise is kept), and a held ack lost with the node only means
-// a redelivery, which the engine answers from the idempotency record.
+// ack is a message to the consumer's leader (often across a route), a
+// proposal to the consumer's Raft group and, on the stream leader, a
+// work-queue removal proposed to the stream's; sent together they leave in
+// one write and their proposals share append entries. (The stream's entries
+// are bounded by its WAL fsyncs anyway, so removals mostly shared entries
+// with publishes before: the saving is in messages, not fsyncs.) An ack may
+// wait: the command is committed already (the durability promise is kept),
+// and a held ack lost with the node only means a redelivery, which the
+// engine answers from the idempotency record.
 type acker struct {
 	every time.Duration
 	mu    sync.Mutex

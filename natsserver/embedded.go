@@ -63,7 +63,7 @@ type EmbeddedConfig struct {
 	// in nats-server 2.15, not tested here), so a killed server should lose
 	// nothing; a power loss or OS crash of a majority of a stream's servers
 	// within the interval can lose acknowledged messages.
-	// The ingress benchmark measured 2.5-3x the commands per second with
+	// The ingress benchmark measured about 2-3x the commands per second with
 	// 100 ms (bench/MEASUREMENTS.md).
 	SyncInterval time.Duration
 }

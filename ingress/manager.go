@@ -99,6 +99,9 @@ type Config struct {
 	// after a crash or a leader change, messages that were in flight come
 	// back after it. Long submits keep their messages alive meanwhile.
 	AckWait time.Duration
+	// AckInterval is how long the acks of applied messages are gathered
+	// before they are sent together (default 10 ms; see acker).
+	AckInterval time.Duration
 	// RelayAckInterval is how often the relay records its progress in the
 	// Raft log.
 	RelayAckInterval time.Duration
@@ -167,6 +170,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 5 * time.Second
+	}
+	if c.AckInterval <= 0 {
+		c.AckInterval = 10 * time.Millisecond
 	}
 	if c.RelayAckInterval <= 0 {
 		c.RelayAckInterval = 100 * time.Millisecond

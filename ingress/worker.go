@@ -50,11 +50,12 @@ type worker struct {
 	done   chan struct{}
 	health workerHealth
 	alive  keepAlive
+	acks   *acker
 }
 
 func (m *Manager) startWorker(parent context.Context, s Shard) *worker {
 	ctx, cancel := context.WithCancel(parent)
-	w := &worker{m: m, sh: s, log: m.log.With("shard", s.ID()), cancel: cancel, done: make(chan struct{})}
+	w := &worker{m: m, sh: s, log: m.log.With("shard", s.ID()), cancel: cancel, done: make(chan struct{}), acks: newAcker(m.cfg.AckInterval)}
 	w.health.start(time.Now())
 	var wg sync.WaitGroup
 	wg.Add(3)
@@ -85,6 +86,10 @@ func (w *worker) stopped() bool {
 // leader moved, a NATS server died, the connection dropped), it binds to the
 // durable consumer again.
 func (w *worker) consume(ctx context.Context) {
+	var aw sync.WaitGroup
+	aw.Go(func() { w.acks.run(ctx) })
+	// Runs last: once the lanes are done, the acks they left are sent.
+	defer func() { aw.Wait(); w.acks.flush() }()
 	var lw sync.WaitGroup
 	var queues [lanes]chan delivery
 	for i := range queues {
@@ -343,7 +348,7 @@ func (w *worker) handle(ctx context.Context, d delivery) {
 			if span.IsRecording() {
 				span.SetAttributes(tracectx.Result(&res)...)
 			}
-			_ = msg.Ack()
+			w.acks.ack(msg) // sent with others (see acker)
 			return
 		case errors.Is(err, shard.ErrNotLeader), errors.Is(err, shard.ErrClosed), ctx.Err() != nil:
 			// Leadership moved or the node stops: the next leader takes it.

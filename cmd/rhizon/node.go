@@ -58,6 +58,7 @@ type nodeFlags struct {
 	eventsFormat  string
 	streamSends   bool
 	dupWindow     time.Duration
+	natsSync      time.Duration
 	otlpEndpoint  string
 	logLevel      string
 	config        string
@@ -131,6 +132,8 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 		"relays publish every actor-to-actor Send to the ingress stream; by default they submit a Send to its target's shard leader and use the stream only where that would not keep a target entity's Sends in order")
 	fs.StringVar(&f.eventsFormat, "events-format", stream.FormatProtobuf,
 		"protobuf, json or both: what the relay publishes each event as (protobuf on rhizon.evt.<tenant>.<workspace>.<actor_type>.<entity>, JSON envelopes on evt.<tenant>.<workspace>.<actor_type>.<name>; see README JSON events); give every node the same")
+	fs.DurationVar(&f.natsSync, "nats-sync-interval", 0,
+		"embedded NATS: sync JetStream's files this often instead of after every write (0, the default); faster ingress, but a power loss of a majority of the servers within it can lose acknowledged messages (README)")
 	fs.DurationVar(&f.dupWindow, "nats-duplicate-window", ingress.DefaultDuplicateWindow,
 		"how long JetStream remembers message ids (relayed events and commands, SubmitAsync keys); each id held costs memory on every NATS server")
 	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP endpoint for traces and metrics: host:port (plaintext gRPC) or a URL (https:// for TLS); overrides OTEL_EXPORTER_OTLP_*ENDPOINT (see README Operations)")
@@ -379,6 +382,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		ec := natsserver.EmbeddedConfig{
 			ServerName: "rhizon-" + f.nodeID, Addr: f.natsAddr, StoreDir: filepath.Join(f.dataDir, "nats"),
 			ClusterSecret: secret, TLS: nodeTLS, Logger: natsLogger(log, f.logLevel), ProducerTokens: producerTokens,
+			SyncInterval: f.natsSync,
 		}
 		if len(routes) > 0 {
 			ec.ClusterAddr, ec.Routes = f.natsCluster, routes

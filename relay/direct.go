@@ -254,64 +254,87 @@ func validSend(c *pb.Command) bool {
 	return cmd.ID != "" && cmd.IdempotencyKey != "" && cmd.Validate() == nil
 }
 
-// eventsLane publishes the events of the pages handed to it, one page after
-// the other (their order is the events' per-entity order), while the relay
-// reads on.
+// eventsLane publishes the events of the pages handed to it while the
+// relay reads on. Each publication takes every event handed over since the
+// last one, in order (their order is the events' per-entity order): as
+// large a batch as waiting for the page to publish gave before, without
+// holding up the Sends read meanwhile.
 type eventsLane struct {
-	r    *Relay
-	ctx  context.Context
-	q    chan eventsPage
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	done engine.Position // every page up to here is published
+	r     *Relay
+	ctx   context.Context
+	wg    sync.WaitGroup
+	kick  chan struct{} // events were handed over
+	freed chan struct{} // the lane took what was waiting
+
+	mu      sync.Mutex
+	waiting []outMsg
+	end     engine.Position // the last row handed over
+	done    engine.Position // every row up to here is published
 }
 
-type eventsPage struct {
-	msgs []outMsg
-	end  engine.Position // the page's last row
-}
+// lanePending is how many events may wait for the lane before the relay
+// stops reading.
+const lanePending = 4 * relayPage
 
 func newEventsLane(ctx context.Context, r *Relay) *eventsLane {
-	l := &eventsLane{r: r, ctx: ctx, q: make(chan eventsPage, 1)}
+	l := &eventsLane{r: r, ctx: ctx, kick: make(chan struct{}, 1), freed: make(chan struct{}, 1)}
 	l.wg.Go(l.run)
 	return l
 }
 
-// add queues p; it blocks while a page waits already.
-func (l *eventsLane) add(ctx context.Context, p eventsPage) {
-	select {
-	case l.q <- p:
-	case <-ctx.Done():
+// add hands over a page's events (end: its last row); it blocks while
+// lanePending events wait already.
+func (l *eventsLane) add(ctx context.Context, msgs []outMsg, end engine.Position) {
+	for {
+		l.mu.Lock()
+		if len(l.waiting) < lanePending {
+			l.waiting = append(l.waiting, msgs...)
+			l.end = end
+			l.mu.Unlock()
+			signal(l.kick)
+			return
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.freed:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
 func (l *eventsLane) run() {
 	for {
 		select {
-		case p := <-l.q:
-			if !l.publish(p) {
-				return
-			}
+		case <-l.kick:
 		case <-l.ctx.Done():
+			return
+		}
+		l.mu.Lock()
+		msgs, end := l.waiting, l.end
+		l.waiting = nil
+		l.mu.Unlock()
+		signal(l.freed)
+		if !l.publish(msgs, end) {
 			return
 		}
 	}
 }
 
-// publish publishes p's events, retrying until they are stored or the run
-// ends (false).
-func (l *eventsLane) publish(p eventsPage) bool {
+// publish publishes msgs, retrying until they are stored or the run ends
+// (false).
+func (l *eventsLane) publish(msgs []outMsg, end engine.Position) bool {
 	for {
-		err := l.r.publishKind(l.ctx, p.msgs, l.r.cfg.Atomic())
+		err := l.r.publishKind(l.ctx, msgs, l.r.cfg.Atomic())
 		if err == nil {
-			endSpans(p.msgs, nil)
+			endSpans(msgs, nil)
 			l.mu.Lock()
-			l.done = p.end
+			l.done = end
 			l.mu.Unlock()
 			return true
 		}
 		if l.ctx.Err() != nil {
-			endSpans(p.msgs, err)
+			endSpans(msgs, err)
 			return false
 		}
 		l.r.cfg.Log.Warn("outbox relay: will retry", "err", err)
@@ -327,3 +350,11 @@ func (l *eventsLane) published() engine.Position {
 }
 
 func (l *eventsLane) wait() { l.wg.Wait() }
+
+// signal wakes the receiver of c, once, without blocking.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}

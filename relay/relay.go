@@ -277,7 +277,7 @@ func (r *Relay) publish(ctx context.Context, rows []storage.OutboxRow) (err erro
 }
 
 // handOn hands a page on: its Sends to snd, its events to ev; it blocks
-// while ev has a page waiting already.
+// while either has too much waiting.
 func (r *Relay) handOn(ctx context.Context, rows []storage.OutboxRow, snd *sender, ev *eventsLane) error {
 	var events []outMsg
 	var sends []sendItem
@@ -294,7 +294,7 @@ func (r *Relay) handOn(ctx context.Context, rows []storage.OutboxRow, snd *sende
 		events = r.appendOut(events, om)
 	}
 	snd.add(sends)
-	ev.add(ctx, eventsPage{msgs: events, end: rows[len(rows)-1].Pos})
+	ev.add(ctx, events, rows[len(rows)-1].Pos)
 	return nil
 }
 

@@ -366,7 +366,8 @@ func TestRouting_FollowsLeadershipTransferAndLeaderKill(t *testing.T) {
 			}
 		})
 	}
-	testkit.Eventually(t, 10*time.Second, "load under way", tl.grew(e, 5))
+	// 30 s: a starved test process (CI once saw 5 adds in 10 s) is not a failure.
+	testkit.Eventually(t, 30*time.Second, "load under way", tl.grew(e, 5))
 	if err := victim.Kill(); err != nil {
 		t.Errorf("kill %s: %v", victim.ID, err)
 	}

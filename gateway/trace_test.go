@@ -2,13 +2,17 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // TestSpansAndTraceContext checks that every RPC gets a server span (the
@@ -31,22 +35,22 @@ func TestSpansAndTraceContext(t *testing.T) {
 		t.Fatalf("status %d %s", code, resp)
 	}
 
+	// The server span ends in gRPC's stats handler, which may run after
+	// the client has its answer (CI once looked before it ended).
 	var grpcSpan, httpSpan sdktrace.ReadOnlySpan
-	for _, s := range rec.Ended() {
-		switch s.Name() {
-		case "rhizon.v1.Gateway/Submit":
-			grpcSpan = s
-		case "GET /v1/status":
-			httpSpan = s
-		}
-	}
-	if grpcSpan == nil || httpSpan == nil {
+	testkit.Poll{Timeout: 5 * time.Second, Every: 10 * time.Millisecond}.Eventually(t, "the Submit RPC's and the HTTP status call's spans ended", func() (bool, string) {
 		names := []string{}
 		for _, s := range rec.Ended() {
 			names = append(names, s.Name())
+			switch s.Name() {
+			case "rhizon.v1.Gateway/Submit":
+				grpcSpan = s
+			case "GET /v1/status":
+				httpSpan = s
+			}
 		}
-		t.Fatalf("spans %v: want the Submit RPC and the HTTP status call", names)
-	}
+		return grpcSpan != nil && httpSpan != nil, fmt.Sprint(names)
+	})
 	if got := grpcSpan.SpanContext().TraceID().String(); got != traceID {
 		t.Fatalf("server span in trace %s, want the caller's %s", got, traceID)
 	}

@@ -139,12 +139,20 @@ type muxTestCluster struct {
 	lw     *muxTestLog
 	groups []uint32
 	nodes  []*muxTestNode
+	// timeout is the groups' heartbeat and election timeout.
+	timeout time.Duration
 }
 
 // newMuxTestCluster starts 3 nodes, each with one mux, and one 3-voter Raft
 // group per entry of groups across them.
 func newMuxTestCluster(t *testing.T, groups []uint32) *muxTestCluster {
-	c := &muxTestCluster{t: t, lw: newMuxTestLog(t), groups: groups}
+	return newMuxTestClusterTimeout(t, groups, 200*time.Millisecond)
+}
+
+// newMuxTestClusterTimeout is newMuxTestCluster with the groups' heartbeat
+// and election timeout.
+func newMuxTestClusterTimeout(t *testing.T, groups []uint32, timeout time.Duration) *muxTestCluster {
+	c := &muxTestCluster{t: t, lw: newMuxTestLog(t), groups: groups, timeout: timeout}
 	for i := range 3 {
 		m := listenTestMux(t, "127.0.0.1:0", c.lw)
 		n := &muxTestNode{id: raft.ServerID(fmt.Sprintf("n%d", i)), addr: string(m.Addr()), mux: m, replicas: map[uint32]*muxReplica{}}
@@ -169,9 +177,9 @@ func (c *muxTestCluster) raftConfig(n *muxTestNode, g uint32) *raft.Config {
 	rc.LocalID = n.id
 	// Tuned for 2 cores under -race: fast enough to keep the test short,
 	// slack enough not to flap.
-	rc.HeartbeatTimeout = 200 * time.Millisecond
-	rc.ElectionTimeout = 200 * time.Millisecond
-	rc.LeaderLeaseTimeout = 100 * time.Millisecond
+	rc.HeartbeatTimeout = c.timeout
+	rc.ElectionTimeout = c.timeout
+	rc.LeaderLeaseTimeout = c.timeout / 2
 	rc.CommitTimeout = 20 * time.Millisecond
 	rc.TrailingLogs = 10 // so a user snapshot compacts the log and a lagging node needs InstallSnapshot
 	rc.SnapshotThreshold = 1 << 20

@@ -223,6 +223,8 @@ type Manager struct {
 	atomicEvents atomic.Bool
 	// atomicIngress: the ingress stream takes atomic batch publishes.
 	atomicIngress atomic.Bool
+	// ingress is the ingress stream's handle once ensured (drained asks it).
+	ingress atomic.Pointer[jetstream.Stream]
 	// downSince: when health first saw the NATS connection down (Unix ns;
 	// 0 while connected). See connDown.
 	downSince atomic.Int64
@@ -407,6 +409,7 @@ func (m *Manager) ensureStream(ctx context.Context, sc jetstream.StreamConfig) e
 		m.atomicEvents.Store(atomicBatches(s.CachedInfo().Config))
 	case stream.IngressStream:
 		m.atomicIngress.Store(atomicBatches(s.CachedInfo().Config))
+		m.ingress.Store(&s)
 	}
 	return nil
 }

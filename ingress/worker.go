@@ -621,9 +621,14 @@ func (m *Manager) relayConfig() relay.Config {
 // message: every command published to it was applied (the work queue
 // removes a message once its command committed and was acked).
 func (m *Manager) drained(ctx context.Context, shard uint32) (bool, error) {
-	s, err := m.js.Stream(ctx, stream.IngressStream)
-	if err != nil {
-		return false, err
+	var s jetstream.Stream
+	if p := m.ingress.Load(); p != nil {
+		s = *p // one request, not a second to look the stream up
+	} else {
+		var err error
+		if s, err = m.js.Stream(ctx, stream.IngressStream); err != nil {
+			return false, err
+		}
 	}
 	subj := stream.IngressSubject(shard)
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))

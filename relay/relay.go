@@ -120,9 +120,10 @@ func (r *Relay) Run(ctx context.Context) {
 		return snd.safe(ev.published())
 	}
 	// caughtUp is the position the relay had read up to when it last
-	// found no more rows; CaughtUp is called once everything up to it is
-	// relayed.
-	var caughtUp *engine.Position
+	// found no more rows (while catching is set); CaughtUp is called once
+	// everything up to it is relayed.
+	var caughtUp engine.Position
+	catching := false
 	lastRecord := time.Now()
 	// Recording runs beside publishing, one record at a time: the shard
 	// may hold it for the next command entry to carry (shard.AckRelayed).
@@ -168,13 +169,12 @@ func (r *Relay) Run(ctx context.Context) {
 			continue
 		}
 		upTo := relayed()
-		if len(rows) < relayPage && caughtUp == nil {
-			at := read
-			caughtUp = &at
+		if len(rows) < relayPage && !catching {
+			caughtUp, catching = read, true
 		}
-		if caughtUp != nil && !caughtUp.After(upTo) && r.cfg.CaughtUp != nil {
+		if catching && !caughtUp.After(upTo) && r.cfg.CaughtUp != nil {
 			r.cfg.CaughtUp(r.src.ID())
-			caughtUp = nil
+			catching = false
 		}
 		if recording == nil && upTo != recorded && time.Since(lastRecord) >= r.cfg.AckInterval {
 			recording = make(chan recordDone, 1)

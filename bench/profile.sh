@@ -13,6 +13,7 @@
 #   PROF_DURATION     window in seconds   (30)
 #   PROF_ARGS         more `rhizon bench` flags
 #   PROF=1            write n1's CPU profile to PROF_OUT (/tmp/rhizon-n1.pprof)
+#   PROF_ALL=1        with PROF=1, every node's: PROF_OUT with .n1, .n2, .n3 appended
 #   PROF_KEEP_LOG     a directory to copy the nodes' logs to
 #   BENCH_SHARDS, BENCH_NATS, BENCH_NODE_ARGS, BENCH_TLS: see rhizon-cluster.sh
 set -euo pipefail
@@ -41,8 +42,9 @@ source "$here/rhizon-cluster.sh"
 trap '[[ -n ${PROF_KEEP_LOG:-} ]] && cp "$out"/c/n?.log "$out"/bench.txt "$PROF_KEEP_LOG"/ 2>/dev/null; rhizon_cluster_stop; rm -rf "$out"' EXIT
 trap 'exit 130' INT TERM # so that a killed run stops its nodes too
 rhizon_cluster_start "$bin" "$out/c"
-# n1's HTTP address, from its command line (arguments are NUL-separated).
-http1=$(tr '\0' ' ' <"/proc/${RHIZON_CLUSTER_PIDS[0]}/cmdline" | grep -o -- '--http-addr [^ ]*' | cut -d' ' -f2)
+# A node's HTTP address, from its command line (arguments are NUL-separated).
+http_of() { tr '\0' ' ' <"/proc/$1/cmdline" | grep -o -- '--http-addr [^ ]*' | cut -d' ' -f2; }
+http1=$(http_of "${RHIZON_CLUSTER_PIDS[0]}")
 
 nats=()
 [[ -n $RHIZON_BENCH_NATS ]] && nats=(--nats "$RHIZON_BENCH_NATS") # for the ingress and saga workloads
@@ -70,7 +72,14 @@ t0=$(date +%s.%N)
 for p in "${pids[@]}"; do before+=("$(cpu_ticks "$p")"); done
 read -r cmds0 ents0 log0 <<<"$(counts)"
 if [[ ${PROF:-0} == 1 ]]; then
-	curl -s ${RHIZON_TLS_CA:+--cacert "$RHIZON_TLS_CA"} -o "${PROF_OUT:-/tmp/rhizon-n1.pprof}" "$RHIZON_BENCH_HTTP://$http1/debug/pprof/profile?seconds=$((dur - 6))" &
+	prof_out=${PROF_OUT:-/tmp/rhizon-n1.pprof} prof_nodes=1
+	[[ ${PROF_ALL:-0} == 1 ]] && prof_nodes=${#RHIZON_CLUSTER_PIDS[@]}
+	for ((i = 0; i < prof_nodes; i++)); do
+		to=$prof_out
+		[[ ${PROF_ALL:-0} == 1 ]] && to=$prof_out.n$((i + 1))
+		curl -s ${RHIZON_TLS_CA:+--cacert "$RHIZON_TLS_CA"} -o "$to" \
+			"$RHIZON_BENCH_HTTP://$(http_of "${RHIZON_CLUSTER_PIDS[i]}")/debug/pprof/profile?seconds=$((dur - 6))" &
+	done
 fi
 sleep $((dur - 2))
 after=()

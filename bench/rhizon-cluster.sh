@@ -19,7 +19,8 @@
 # Environment (all optional):
 #   BENCH_SHARDS      shards of the cluster                   (8)
 #   BENCH_RAFT_GROUPS Raft groups carrying them (--raft-groups)  (3: one led by each node;
-#                     empty: the node's default, one per shard; a binary without the flag gets none)
+#                     empty: the node's default (one per founding node since 2026-12-07, one per
+#                     shard before); a binary without the flag gets none)
 #   BENCH_NATS        "off" starts the nodes without NATS     (on)
 #   BENCH_NODE_ARGS   more `rhizon node` flags for every node
 #   BENCH_TLS         "on": the nodes serve TLS (gRPC, HTTP, Raft, NATS) with

@@ -428,7 +428,11 @@ func printStatus(w io.Writer, st *pb.StatusResponse) {
 	fmt.Fprintf(w, "cluster %s  map v%d  control leader %s  (asked %s, version %s)\n", st.ClusterId, st.MapVersion, st.ControlLeader, st.NodeId, st.Version)
 	grouped := st.RaftGroups != 0 && st.RaftGroups < st.ShardCount // groups carry several shards
 	if grouped {
-		fmt.Fprintf(w, "shards %d in %d raft groups  actors %s\n", st.ShardCount, st.RaftGroups, strings.Join(st.ActorTypes, ","))
+		groups := "groups"
+		if st.RaftGroups == 1 {
+			groups = "group"
+		}
+		fmt.Fprintf(w, "shards %d in %d raft %s  actors %s\n", st.ShardCount, st.RaftGroups, groups, strings.Join(st.ActorTypes, ","))
 	} else {
 		fmt.Fprintf(w, "shards %d  actors %s\n", st.ShardCount, strings.Join(st.ActorTypes, ","))
 	}

@@ -19,7 +19,7 @@ import (
 func startedCluster(t testing.TB, n int, shards string) *testCluster {
 	c := newTestCluster(t, n, time.Minute)
 	for _, p := range c.nodes {
-		p.args = append(p.args, "--shards", shards)
+		p.args = append(p.args, "--shards", shards, "--raft-groups", shards)
 		p.start(t)
 	}
 	c.waitConverged(c.nodes[0], 60*time.Second)
@@ -100,7 +100,7 @@ func BenchmarkShardMove100k(b *testing.B) {
 	fill, _ := submitN(t, c, 64, 100_000, 1000)
 	b.Logf("wrote 100k events in %v", fill)
 	n4 := c.add(false, 3)
-	n4.args = append(n4.args, "--shards", "1")
+	n4.args = append(n4.args, "--shards", "1", "--raft-groups", "1")
 	n4.start(t)
 	testkit.Poll{Timeout: 30 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "n4 alive", func() error {
 		st, err := c.status(c.nodes[0])

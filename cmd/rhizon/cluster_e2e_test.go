@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -102,7 +103,11 @@ func (c *testCluster) add(founder bool, expect int) *nodeProc {
 		grpc: testkit.FreeAddr(c.t), http: testkit.FreeAddr(c.t),
 		raft: testkit.FreeAddr(c.t), goss: testkit.FreeAddr(c.t),
 	}
-	p.args = []string{"node", "--node-id", p.id, "--data-dir", p.dir, "--shards", "8",
+	// One Raft group per shard (the shard count), as these tests were
+	// written for: they name shards where grouped clusters name groups
+	// (replay and republish --shard, halts, metrics). Grouped clusters,
+	// the default, have tests of their own (groups_test.go).
+	p.args = []string{"node", "--node-id", p.id, "--data-dir", p.dir, "--shards", "8", "--raft-groups", "8",
 		"--grpc-addr", p.grpc, "--http-addr", p.http, "--raft-addr", p.raft, "--gossip-addr", p.goss,
 		"--nats-addr", "off", "--token-file", filepath.Join(c.root, "tokens.json"),
 		"--cluster-secret", e2eSecret, "--log-level", logLevel(), "--dead-after", c.deadAfter.String(),
@@ -115,6 +120,14 @@ func (c *testCluster) add(founder bool, expect int) *nodeProc {
 	}
 	c.nodes = append(c.nodes, p)
 	return p
+}
+
+// withoutFlag is args without flag name and its value.
+func withoutFlag(args []string, name string) []string {
+	if i := slices.Index(args, name); i >= 0 && i+1 < len(args) {
+		return slices.Delete(slices.Clone(args), i, i+2)
+	}
+	return args
 }
 
 func tail(s string, n int) string {
@@ -256,9 +269,15 @@ func TestCluster_ThreeNodesServeThroughAnyNodeAndAgree(t *testing.T) {
 	t.Parallel()
 	c := newTestCluster(t, 3, time.Minute)
 	for _, p := range c.nodes {
+		p.args = withoutFlag(p.args, "--raft-groups")
 		p.start(t)
 	}
 	c.waitConverged(c.nodes[0], 60*time.Second)
+	// Without --raft-groups: one group per node the cluster was created
+	// with, each led by one of them.
+	if st, err := c.status(c.nodes[0]); err != nil || st.GetRaftGroups() != 3 {
+		t.Fatalf("status: %d raft groups (%v), want 3: one per founding node by default", st.GetRaftGroups(), err)
+	}
 	c.submitThroughEach(20, "")
 	for _, p := range c.nodes {
 		cl := c.client(p)

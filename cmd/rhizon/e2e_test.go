@@ -100,7 +100,10 @@ func startDev(t *testing.T, dataDir string, env ...string) *devProcess {
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
 		"--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0",
 		"--token-file", filepath.Join(dataDir, "token.json"), "--log-level", "warn")
-	cmd.Env = append(os.Environ(), env...)
+	// One Raft group per shard unless env says otherwise (the last value
+	// of a variable wins): the tests name shards where a grouped node
+	// names groups (see newTestCluster).
+	cmd.Env = append(append(os.Environ(), "RHIZON_RAFT_GROUPS=4"), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

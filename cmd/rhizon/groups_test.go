@@ -58,7 +58,7 @@ func TestCLI_RaftGroupsOnADevNode(t *testing.T) {
 	}
 
 	p.kill()
-	p = startDev(t, dir) // no RHIZON_RAFT_GROUPS: the cluster map keeps 2
+	p = startDev(t, dir) // startDev asks for 4 groups: the cluster map keeps 2
 	if out, code := p.rhizon(t, "status", "--token", adminToken); code != 0 || !strings.Contains(out, "shards 4 in 2 raft groups") {
 		t.Fatalf("status after restart: exit %d\n%s", code, out)
 	}
@@ -73,5 +73,28 @@ func TestCLI_RaftGroupsOnADevNode(t *testing.T) {
 	out, code = p.rhizon(t, "replay", "--data-dir", dir, "-o", "json")
 	if offline := decode[reports](t, out).Shards; code != 0 || len(offline) != 2 || !offline[0].Identical || !offline[1].Identical {
 		t.Fatalf("offline replay: exit %d\n%s", code, out)
+	}
+}
+
+// TestCLI_ADevNodeRunsOneRaftGroupByDefault: without --raft-groups a new
+// cluster gets one group per node it is created with, so a dev node carries
+// its 4 shards in one group; --raft-groups equal to the shard count asks for
+// one group per shard.
+func TestCLI_ADevNodeRunsOneRaftGroupByDefault(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"RHIZON_RAFT_GROUPS=0"}, "shards 4 in 1 raft group "}, // 0: the default
+		{[]string{"RHIZON_RAFT_GROUPS=4"}, "shards 4  "},
+	} {
+		dir := t.TempDir()
+		p := startDev(t, dir, tc.env...)
+		out, code := p.rhizon(t, "status")
+		if code != 0 || !strings.Contains(out, tc.want) {
+			t.Fatalf("%v: status: exit %d, want %q\n%s", tc.env, code, tc.want, out)
+		}
+		p.kill()
 	}
 }

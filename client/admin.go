@@ -62,3 +62,31 @@ func (c *Client) DeployActor(ctx context.Context, req *pb.DeployActorRequest, op
 	})
 	return resp, err
 }
+
+// ListDeadLetters reads one page of the dead-letter stream, oldest first,
+// after sequence req.After (rhizon.v1.Admin; a token with role admin).
+// Unavailable answers are retried: listing reads only.
+func (c *Client) ListDeadLetters(ctx context.Context, req *pb.ListDeadLettersRequest, opts ...grpc.CallOption) (*pb.ListDeadLettersResponse, error) {
+	var resp *pb.ListDeadLettersResponse
+	err := c.retry(ctx, func() error {
+		var err error
+		resp, err = pb.NewAdminClient(c.anySeed().conns[0]).ListDeadLetters(ctx, req, opts...)
+		return err
+	})
+	return resp, err
+}
+
+// RedriveDeadLetter publishes a poison dead letter's command again
+// (rhizon.v1.Admin; a token with role admin). Unavailable answers are
+// retried: the node publishes a redrive under a message id derived from the
+// letter's sequence, so JetStream stores a retry once within its duplicate
+// window, and the command keeps its idempotency key beyond it.
+func (c *Client) RedriveDeadLetter(ctx context.Context, req *pb.RedriveDeadLetterRequest, opts ...grpc.CallOption) (*pb.RedriveDeadLetterResponse, error) {
+	var resp *pb.RedriveDeadLetterResponse
+	err := c.retry(ctx, func() error {
+		var err error
+		resp, err = pb.NewAdminClient(c.anySeed().conns[0]).RedriveDeadLetter(ctx, req, opts...)
+		return err
+	})
+	return resp, err
+}

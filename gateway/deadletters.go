@@ -188,22 +188,28 @@ func (s *Server) httpDeadLetters(ctx context.Context, _ http.ResponseWriter, r *
 	}
 	out := &JSONDeadLettersResponse{DeadLetters: make([]JSONDeadLetter, 0, len(resp.GetDeadLetters())), Next: resp.GetNext()}
 	for _, d := range resp.GetDeadLetters() {
-		j := JSONDeadLetter{
-			Sequence: d.GetSequence(), Subject: d.GetSubject(), Shard: d.GetShard(), At: d.GetAt(), Kind: d.GetKind(),
-			Reason: d.GetReason(), Source: d.GetSource(), Size: d.GetSize(), Digest: d.GetDigest(), Headers: d.GetHeaders(),
-			Redrivable: d.GetRedrivable(), NotRedrivable: d.GetNotRedrivable(),
-		}
-		if utf8.Valid(d.GetBody()) {
-			j.Body = string(d.GetBody())
-		} else {
-			j.BodyBase64 = base64.StdEncoding.EncodeToString(d.GetBody())
-		}
-		if c := d.GetCommand(); c != nil {
-			j.Command, _ = protojson.MarshalOptions{UseProtoNames: true}.Marshal(c)
-		}
-		out.DeadLetters = append(out.DeadLetters, j)
+		out.DeadLetters = append(out.DeadLetters, DeadLetterJSON(d))
 	}
 	return out, nil
+}
+
+// DeadLetterJSON is d as the HTTP route answers it; `rhizon dead-letters
+// list --json` prints the same, so scripts read one shape.
+func DeadLetterJSON(d *pb.DeadLetter) JSONDeadLetter {
+	j := JSONDeadLetter{
+		Sequence: d.GetSequence(), Subject: d.GetSubject(), Shard: d.GetShard(), At: d.GetAt(), Kind: d.GetKind(),
+		Reason: d.GetReason(), Source: d.GetSource(), Size: d.GetSize(), Digest: d.GetDigest(), Headers: d.GetHeaders(),
+		Redrivable: d.GetRedrivable(), NotRedrivable: d.GetNotRedrivable(),
+	}
+	if utf8.Valid(d.GetBody()) {
+		j.Body = string(d.GetBody())
+	} else {
+		j.BodyBase64 = base64.StdEncoding.EncodeToString(d.GetBody())
+	}
+	if c := d.GetCommand(); c != nil {
+		j.Command, _ = protojson.MarshalOptions{UseProtoNames: true}.Marshal(c)
+	}
+	return j
 }
 
 func (s *Server) httpRedrive(ctx context.Context, w http.ResponseWriter, r *http.Request) (any, error) {

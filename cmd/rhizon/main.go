@@ -36,7 +36,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(devCmd(), nodeCmd(), sendCmd(), getCmd(), historyCmd(), resultCmd(), statusCmd(), drainCmd(), versionCmd(), benchCmd(), benchPeerCmd(), healthCmd(), watchCmd(), natsURLCmd(), eventsCmd(), replayCmd(), replicaCmd(), exportCmd(), importCmd(), actorCmd(), listCmd())
+	root.AddCommand(devCmd(), nodeCmd(), sendCmd(), getCmd(), historyCmd(), resultCmd(), statusCmd(), drainCmd(), versionCmd(), benchCmd(), benchPeerCmd(), healthCmd(), watchCmd(), natsURLCmd(), eventsCmd(), replayCmd(), replicaCmd(), exportCmd(), importCmd(), actorCmd(), listCmd(), deadLettersCmd())
 	if err := root.Execute(); err != nil {
 		code := exitUsage
 		var ee *exitErr

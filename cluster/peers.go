@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/propagation"
@@ -16,7 +17,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/shard"
@@ -93,7 +93,8 @@ func (rt *router) peer(id string) (pb.InternalClient, error) {
 type forwardErr struct {
 	leader  string // hint, when the peer named one
 	applied bool   // the command may have been applied
-	err     error
+	err     error  // in the shard's terms (shard.ErrNotLeader, ...)
+	raw     error  // the peer's status, as it answered
 }
 
 func (e *forwardErr) Error() string { return e.err.Error() }
@@ -106,7 +107,7 @@ func (e *forwardErr) Unwrap() error { return e.err }
 // which reads the same way.
 func classify(err error, tr metadata.MD) *forwardErr {
 	st := status.Convert(err)
-	fe := &forwardErr{err: err, applied: true}
+	fe := &forwardErr{err: err, raw: err, applied: true}
 	if v := tr.Get(leaderTrailer); len(v) > 0 {
 		fe.leader = v[0]
 	}
@@ -143,15 +144,46 @@ func infoCode(st *status.Status) string {
 	return ""
 }
 
-func (rt *router) forward(ctx context.Context, to string, cmd *actor.Command, hops uint32) (actor.Result, *forwardErr) {
+// callPeer makes one internal call about shard id to node to: it counts the
+// forward as what and keeps the leader hint a refusal names, so that the
+// next attempt asks the leader. A failure comes back classified; its raw
+// field holds the peer's own status, or Unavailable when no connection to
+// the peer could be made (nothing was sent then).
+func callPeer[Q, R any](ctx context.Context, rt *router, id uint32, to, what string,
+	call func(pb.InternalClient, context.Context, Q, ...grpc.CallOption) (R, error), req Q) (R, *forwardErr) {
+	var zero R
 	c, err := rt.peer(to)
 	if err != nil {
-		return actor.Result{}, &forwardErr{err: fmt.Errorf("%w: %v", shard.ErrNotLeader, err)}
+		return zero, &forwardErr{err: fmt.Errorf("%w: %v", shard.ErrNotLeader, err), raw: status.Error(codes.Unavailable, err.Error())}
 	}
+	rt.forwards.count(ctx, what)
 	var tr metadata.MD
-	resp, err := c.Forward(ctx, &pb.ForwardRequest{Command: pb.FromCommand(cmd), Hops: hops}, grpc.Trailer(&tr))
+	resp, err := call(c, ctx, req, grpc.Trailer(&tr))
 	if err != nil {
-		return actor.Result{}, classify(err, tr)
+		fe := classify(err, tr)
+		if fe.leader != "" {
+			rt.hints.Store(id, fe.leader)
+		}
+		return zero, fe
 	}
-	return resp.GetResult().ToActor(), nil
+	return resp, nil
 }
+
+// backoff paces the attempts to reach a shard's leader: 5 ms after the
+// first, doubling up to 200 ms.
+type backoff time.Duration
+
+// wait sleeps for the next pause; false when ctx ended first.
+func (b *backoff) wait(ctx context.Context) bool {
+	d := max(time.Duration(*b), 5*time.Millisecond)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+	}
+	*b = backoff(min(2*d, 200*time.Millisecond))
+	return true
+}
+
+// reset starts the pauses over: a new leader was named.
+func (b *backoff) reset() { *b = 0 }

@@ -98,7 +98,7 @@ func (n *Node) Replay(ctx context.Context, req *pb.ReplayRequest) (*pb.ReplayRep
 	rt := n.router
 	deadline := time.Now().Add(routeTimeout) // for finding a replica, not for the replay
 	last := fmt.Errorf("no replica of shard %d found", id)
-	backoff := 5 * time.Millisecond
+	var pause backoff
 	for attempt := 0; ; attempt++ {
 		l := rt.replicas.get(id)
 		usable := l != nil && l.Halted() == nil
@@ -110,29 +110,19 @@ func (n *Node) Replay(ctx context.Context, req *pb.ReplayRequest) (*pb.ReplayRep
 			return n.replayLocal(ctx, l, req)
 		}
 		if to != "" && to != rt.nodeID {
-			c, err := rt.peer(to)
-			if err != nil {
-				last = err
-			} else {
-				rt.forwards.count(ctx, "replay")
-				var tr metadata.MD
-				resp, err := c.Replay(ctx, req, grpc.Trailer(&tr))
-				if err == nil {
-					return resp, nil
-				}
-				// That node has no replica to run it on, or the transport
-				// failed: try the next guess. Anything else (the replay's
-				// verdict on bad input, a limit, a deadline) is the answer.
-				st := status.Convert(err)
-				noReplica := st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), noReplicaMsg)
-				if !noReplica && st.Code() != codes.Unavailable {
-					return nil, err
-				}
-				if fe := classify(err, tr); fe.leader != "" {
-					rt.hints.Store(id, fe.leader)
-				}
-				last = err
+			resp, fe := callPeer(ctx, rt, id, to, "replay", pb.InternalClient.Replay, req)
+			if fe == nil {
+				return resp, nil
 			}
+			// That node has no replica to run it on, or the transport
+			// failed: try the next guess. Anything else (the replay's
+			// verdict on bad input, a limit, a deadline) is the answer.
+			st := status.Convert(fe.raw)
+			noReplica := st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), noReplicaMsg)
+			if !noReplica && st.Code() != codes.Unavailable {
+				return nil, fe.raw
+			}
+			last = fe.raw
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("replay shard %d: %w (last: %v)", id, err, last)
@@ -140,11 +130,7 @@ func (n *Node) Replay(ctx context.Context, req *pb.ReplayRequest) (*pb.ReplayRep
 		if time.Now().After(deadline) && !usable {
 			return nil, status.Errorf(codes.Unavailable, "no node holding a serving replica of shard %d answered: %v", id, last)
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 200*time.Millisecond)
+		pause.wait(ctx) // an ended ctx is reported above, at the next turn
 	}
 }
 

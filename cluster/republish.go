@@ -8,9 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
@@ -65,7 +63,7 @@ func (n *Node) RepublishEvents(ctx context.Context, req *pb.RepublishEventsReque
 	deadline := time.Now().Add(routeTimeout)
 	last := shard.ErrNotLeader
 	var leaderErr error // the leader's last Unavailable answer, if any
-	backoff := 5 * time.Millisecond
+	var pause backoff
 	for attempt := 0; ; attempt++ {
 		if l := rt.replicas.get(id); l != nil && l.IsLeader() {
 			resp, err := n.republishLocal(ctx, req)
@@ -74,32 +72,21 @@ func (n *Node) RepublishEvents(ctx context.Context, req *pb.RepublishEventsReque
 			}
 			last = err
 		} else if to := rt.leaderGuess(id, attempt); to != "" && to != rt.nodeID {
-			c, err := rt.peer(to)
-			if err != nil {
-				last = err
-			} else {
-				rt.forwards.count(ctx, "republish")
-				var tr metadata.MD
-				resp, err := c.RepublishEvents(ctx, req, grpc.Trailer(&tr))
-				if err == nil {
-					return resp, nil
-				}
-				// A routing miss or the transport (retried, like a leader's
-				// transient JetStream failure: republishing is idempotent),
-				// else the leader's own answer (bad input, no NATS).
-				st := status.Convert(err)
-				if !isNotLeading(st) && st.Code() != codes.Unavailable {
-					return nil, err
-				}
-				if st.Code() == codes.Unavailable && strings.HasPrefix(st.Message(), republishFailedMsg) {
-					leaderErr = err
-				}
-				fe := classify(err, tr)
-				if fe.leader != "" {
-					rt.hints.Store(id, fe.leader)
-				}
-				last = fe.err
+			resp, fe := callPeer(ctx, rt, id, to, "republish", pb.InternalClient.RepublishEvents, req)
+			if fe == nil {
+				return resp, nil
 			}
+			// A routing miss or the transport (retried, like a leader's
+			// transient JetStream failure: republishing is idempotent),
+			// else the leader's own answer (bad input, no NATS).
+			st := status.Convert(fe.raw)
+			if !isNotLeading(st) && st.Code() != codes.Unavailable {
+				return nil, fe.raw
+			}
+			if st.Code() == codes.Unavailable && strings.HasPrefix(st.Message(), republishFailedMsg) {
+				leaderErr = fe.raw
+			}
+			last = fe.err
 		}
 		if time.Now().After(deadline) && leaderErr != nil {
 			return nil, leaderErr
@@ -110,11 +97,7 @@ func (n *Node) RepublishEvents(ctx context.Context, req *pb.RepublishEventsReque
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("%w: republish shard %d: %v", shard.ErrNotLeader, id, last)
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 200*time.Millisecond)
+		pause.wait(ctx) // an ended ctx is reported above, at the next turn
 	}
 }
 

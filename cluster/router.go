@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
@@ -88,7 +86,7 @@ func (rt *router) Submit(ctx context.Context, cmd actor.Command) (actor.Result, 
 	defer cancel()
 	uncertain := false
 	last := shard.ErrNotLeader
-	backoff := 5 * time.Millisecond
+	var pause backoff
 	for attempt := 0; ; attempt++ {
 		if l := rt.replicas.get(id); l != nil && l.IsLeader() {
 			res, err := l.Submit(ctx, cmd)
@@ -103,15 +101,14 @@ func (rt *router) Submit(ctx context.Context, cmd actor.Command) (actor.Result, 
 				return res, err
 			}
 		} else if to := rt.leaderGuess(id, attempt); to != "" && to != rt.nodeID {
-			rt.forwards.count(ctx, "submit")
-			res, fe := rt.forward(ctx, to, &cmd, 1)
+			resp, fe := callPeer(ctx, rt, id, to, "submit", pb.InternalClient.Forward,
+				&pb.ForwardRequest{Command: pb.FromCommand(&cmd), Hops: 1})
 			if fe == nil {
 				rt.hints.Store(id, to)
-				return res, nil
+				return resp.GetResult().ToActor(), nil
 			}
 			if fe.leader != "" && fe.leader != to {
-				rt.hints.Store(id, fe.leader)
-				backoff = 5 * time.Millisecond
+				pause.reset()
 			}
 			if errors.Is(fe.err, shard.ErrHalted) {
 				return actor.Result{}, fe.err
@@ -119,15 +116,12 @@ func (rt *router) Submit(ctx context.Context, cmd actor.Command) (actor.Result, 
 			uncertain = uncertain || fe.applied
 			last = fe.err
 		}
-		select {
-		case <-ctx.Done():
+		if !pause.wait(ctx) {
 			if uncertain {
 				return actor.Result{}, fmt.Errorf("%w: shard %d: %v", shard.ErrUnknownOutcome, id, last)
 			}
 			return actor.Result{}, fmt.Errorf("%w: shard %d has no reachable leader: %v", shard.ErrNotLeader, id, last)
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 200*time.Millisecond)
 	}
 }
 
@@ -178,7 +172,7 @@ func (rt *router) readShard(ctx context.Context, id uint32, addr actor.Address, 
 	defer cancel()
 	req.Address = pb.FromAddress(addr)
 	last := shard.ErrNotLeader
-	backoff := 5 * time.Millisecond
+	var pause backoff
 	for attempt := 0; ; attempt++ {
 		l := rt.replicas.get(id)
 		if l != nil && l.Halted() != nil && l.IsLeader() {
@@ -192,29 +186,15 @@ func (rt *router) readShard(ctx context.Context, id uint32, addr actor.Address, 
 			}
 			last = err
 		} else if to := rt.leaderGuess(id, attempt); to != "" && to != rt.nodeID {
-			c, err := rt.peer(to)
-			if err != nil {
-				last = err
-			} else {
-				rt.forwards.count(ctx, "read")
-				var tr metadata.MD
-				resp, err := c.Read(ctx, req, grpc.Trailer(&tr))
-				if err == nil {
-					return resp, nil
-				}
-				fe := classify(err, tr)
-				if fe.leader != "" {
-					rt.hints.Store(id, fe.leader)
-				}
-				last = fe.err
+			resp, fe := callPeer(ctx, rt, id, to, "read", pb.InternalClient.Read, req)
+			if fe == nil {
+				return resp, nil
 			}
+			last = fe.err
 		}
-		select {
-		case <-ctx.Done():
+		if !pause.wait(ctx) {
 			return nil, fmt.Errorf("%w: read shard %d: %v", shard.ErrNotLeader, id, last)
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 200*time.Millisecond)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/rhizon/rhizon/gateway"
 	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/internal/testkit/clustertest"
+	"github.com/rhizon/rhizon/shard"
 )
 
 // The cluster node is the gateway's route hinter.
@@ -36,6 +37,12 @@ func startCluster(t *testing.T) *testCluster {
 	t.Helper()
 	tc := &testCluster{clustertest.Start(t, clustertest.Options{
 		Nodes: 3, Shards: clusterShards,
+		// Slower elections than FastRaft's 200 ms: these tests count
+		// forwards in windows without a leadership change, and under CI's
+		// load (-race beside process clusters) 200 ms groups changed
+		// leaders in every window.
+		ShardTemplate: shard.Config{HeartbeatTimeout: time.Second, ElectionTimeout: time.Second,
+			LeaderLeaseTimeout: 500 * time.Millisecond, TickInterval: 20 * time.Millisecond},
 		Tokens: []gateway.TokenEntry{{
 			Token: clusterToken, Principal: gateway.TokenPrincipal{ID: "bench", Type: "service"},
 			Scopes: []gateway.TokenScope{{Tenant: "bench", Workspace: "*"}},

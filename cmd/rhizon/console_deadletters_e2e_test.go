@@ -62,20 +62,7 @@ func TestConsole_DeadLettersAsAdmin(t *testing.T) {
 		return nil
 	})
 
-	prod := producerJS(t, d.nats, d.token)
-	poison := &pb.Command{Type: "cmd.nosuch.add", Address: &pb.Address{Tenant: "dev", Workspace: "default", ActorType: "nosuch", EntityId: "x"},
-		Payload: []byte(`{"amount":1}`), IdempotencyKey: "dl-1"}
-	data, _ := proto.Marshal(poison)
-	for _, body := range [][]byte{[]byte("not a command"), data} {
-		msg := nats.NewMsg(stream.IngressSubject(shard.Of(poison.Address.ToActor(), 4)))
-		msg.Data = body
-		testkit.Poll{Timeout: 10 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "publish to ingress", func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_, err := prod.PublishMsg(ctx, msg)
-			return err
-		})
-	}
+	publishJunkAndPoison(t, d)
 
 	p := newPage(t, 3*time.Minute, false)
 	p.login(d.http, consoleAdminToken, "ops")
@@ -99,4 +86,27 @@ func TestConsole_DeadLettersAsAdmin(t *testing.T) {
 	p.until("dead-lettered again", 60*time.Second, `(() => {
 		if (document.querySelectorAll('#dl-table tr[data-kind="poison"]').length < 2) { document.getElementById("dl-refresh").click(); return false; }
 		return true; })()`)
+}
+
+// publishJunkAndPoison publishes to dev node d's ingress a message that is
+// not a command and a command of an actor type no node runs: both become
+// dead letters (the junk for good, the poison one redrivable). It returns
+// the poison command.
+func publishJunkAndPoison(t *testing.T, d *devProcess) *pb.Command {
+	t.Helper()
+	prod := producerJS(t, d.nats, d.token)
+	poison := &pb.Command{Type: "cmd.nosuch.add", Address: &pb.Address{Tenant: "dev", Workspace: "default", ActorType: "nosuch", EntityId: "x"},
+		Payload: []byte(`{"amount":1}`), IdempotencyKey: "dl-1"}
+	data, _ := proto.Marshal(poison)
+	for _, body := range [][]byte{[]byte("not a command"), data} {
+		msg := nats.NewMsg(stream.IngressSubject(shard.Of(poison.Address.ToActor(), 4)))
+		msg.Data = body
+		testkit.Poll{Timeout: 10 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "publish to ingress", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, err := prod.PublishMsg(ctx, msg)
+			return err
+		})
+	}
+	return poison
 }

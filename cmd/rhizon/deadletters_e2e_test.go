@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,11 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
-	pb "github.com/rhizon/rhizon/api/rhizonv1"
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/gateway"
 	"github.com/rhizon/rhizon/internal/ingresstest"
@@ -67,20 +63,7 @@ func TestCLI_DeadLettersListAndRedrive(t *testing.T) {
 		}
 	}
 
-	prod := producerJS(t, d.nats, d.token)
-	poison := &pb.Command{Type: "cmd.nosuch.add", Address: &pb.Address{Tenant: "dev", Workspace: "default", ActorType: "nosuch", EntityId: "x"},
-		Payload: []byte(`{"amount":1}`), IdempotencyKey: "dl-1"}
-	data, _ := proto.Marshal(poison)
-	for _, body := range [][]byte{[]byte("not a command"), data} {
-		msg := nats.NewMsg(stream.IngressSubject(shard.Of(poison.Address.ToActor(), 4)))
-		msg.Data = body
-		testkit.Poll{Timeout: 10 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "publish to ingress", func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_, err := prod.PublishMsg(ctx, msg)
-			return err
-		})
-	}
+	poison := publishJunkAndPoison(t, d)
 
 	byKind := map[string]gateway.JSONDeadLetter{}
 	testkit.Poll{Timeout: 30 * time.Second, Every: 250 * time.Millisecond}.EventuallyNil(t, "a rejected and a poison dead letter listed", func() error {

@@ -145,6 +145,7 @@ func TestCluster_RollingUpgradeSwitchesRevisionWithoutDivergenceOrLoss(t *testin
 	t.Parallel()
 	c := newTestCluster(t, 3, time.Minute)
 	for _, p := range c.nodes {
+		p.args = withoutFlag(p.args, "--raft-groups") // the default layout: 3 groups
 		p.env = []string{oldBinary}
 		p.start(t)
 	}
@@ -281,7 +282,8 @@ func TestCluster_RollingUpgradeSwitchesRevisionWithoutDivergenceOrLoss(t *testin
 			if s.NodeId != victim.id || !s.Halted {
 				continue
 			}
-			if !strings.Contains(s.HaltError, fmt.Sprintf("shard %d needs revision 2 of actor upgrade", s.Shard)) {
+			// A halt is its log's: the group's, named by its id.
+			if !strings.Contains(s.HaltError, fmt.Sprintf("shard %d needs revision 2 of actor upgrade", s.RaftGroup)) {
 				return fmt.Errorf("shard %d halted for another reason: %s", s.Shard, s.HaltError)
 			}
 			if s.Role == "Leader" {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -101,12 +100,7 @@ func publishJunkAndPoison(t *testing.T, d *devProcess) *pb.Command {
 	for _, body := range [][]byte{[]byte("not a command"), data} {
 		msg := nats.NewMsg(stream.IngressSubject(shard.Of(poison.Address.ToActor(), 4)))
 		msg.Data = body
-		testkit.Poll{Timeout: 10 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "publish to ingress", func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_, err := prod.PublishMsg(ctx, msg)
-			return err
-		})
+		publishIngress(t, prod, msg)
 	}
 	return poison
 }

@@ -5,15 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
 
 	"github.com/rhizon/rhizon/api/stream"
 	"github.com/rhizon/rhizon/gateway"
@@ -172,20 +169,9 @@ func TestCLI_DeadLettersWithoutJetStreamSaysSo(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No Async: the node as `rhizon node --nats-addr off` serves it.
-	gw, err := gateway.New(gateway.Config{Backend: n, Auth: auth, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(gateway.ServerOptions()...)
-	gw.RegisterGRPC(gs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(func() { gw.Shutdown(); gs.Stop() })
+	addr := serveGateway(t, gateway.Config{Backend: n, Auth: auth, Logger: quiet})
 	for _, args := range [][]string{{"list"}, {"redrive", "1", "2"}} {
-		_, err := runCLIErr(t, deadLettersCmd(), "", append(args, "--addr", lis.Addr().String(), "--token", dlqAdminToken)...)
+		_, err := runCLIErr(t, deadLettersCmd(), "", append(args, "--addr", addr, "--token", dlqAdminToken)...)
 		wantErr(t, err, exitError, "Unimplemented", "this node has no JetStream (--nats-addr off), so no dead letters")
 	}
 }

@@ -37,6 +37,18 @@ func natsJS(t *testing.T, url string) jetstream.JetStream {
 
 // producerJS is a producer's connection to the embedded NATS at the
 // banner's URL: its bearer token as the NATS token, in its own account.
+// publishIngress publishes msg, retrying until JetStream stores it: the
+// streams appear once the node is ready.
+func publishIngress(t *testing.T, js jetstream.JetStream, msg *nats.Msg) {
+	t.Helper()
+	testkit.Poll{Timeout: 10 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "publish to ingress", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := js.PublishMsg(ctx, msg)
+		return err
+	})
+}
+
 func producerJS(t *testing.T, bannerURL, token string) jetstream.JetStream {
 	t.Helper()
 	u, err := url.Parse(bannerURL)
@@ -93,13 +105,7 @@ func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing
 	data, _ := proto.Marshal(cmd)
 	msg := nats.NewMsg(stream.IngressSubject(shard.Of(cmd.Address.ToActor(), 4)))
 	msg.Data = data
-	// The streams appear once the node is ready; retry until the publish lands.
-	testkit.Poll{Timeout: 10 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "publish to ingress", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err := js.PublishMsg(ctx, msg)
-		return err
-	})
+	publishIngress(t, js, msg)
 	select {
 	case <-p.done:
 	case <-time.After(30 * time.Second):

@@ -278,12 +278,7 @@ func TestTrace_IngressCommandContinuesTheProducersTrace(t *testing.T) {
 	msg.Data = data
 	const producerTrace, producerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	msg.Header.Set("traceparent", "00-"+producerTrace+"-"+producerSpan+"-01")
-	testkit.Poll{Timeout: 10 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "publish to ingress", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err := js.PublishMsg(ctx, msg)
-		return err
-	})
+	publishIngress(t, js, msg)
 
 	var tr traceOf
 	var consume, apply, relay otlptest.Span

@@ -36,7 +36,14 @@ func startAsyncGateway(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{Backend: n, Auth: auth, Async: mgr, Logger: quiet})
+	return serveGateway(t, gateway.Config{Backend: n, Auth: auth, Async: mgr, Logger: quiet})
+}
+
+// serveGateway serves a gateway of cfg over gRPC on 127.0.0.1:0 until the
+// test ends and returns its address.
+func serveGateway(t *testing.T, cfg gateway.Config) string {
+	t.Helper()
+	gw, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +53,7 @@ func startAsyncGateway(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go gs.Serve(lis)
+	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(func() {
 		gw.Shutdown()
 		gs.Stop()

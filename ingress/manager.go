@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,16 +93,12 @@ type Config struct {
 	// MaxDeliver is how often a message that keeps failing on its own is
 	// delivered before it goes to the dead-letter subject.
 	MaxDeliver int
-	// Backoff is the redelivery delay after the n-th failed delivery (the
-	// last one repeats).
+	// Backoff is the delay before the worker tries a message again after
+	// its n-th failed try (the last one repeats).
 	Backoff []time.Duration
-	// AckWait is how long JetStream waits for an ack before it redelivers:
-	// after a crash or a leader change, messages that were in flight come
-	// back after it. Long submits keep their messages alive meanwhile.
-	AckWait time.Duration
-	// AckInterval is how long the acks of applied messages are gathered
-	// before they are sent together (default 10 ms; see acker).
-	AckInterval time.Duration
+	// PurgeInterval is how often a shard leader purges the messages it
+	// finished from its ingress subjects (default 10 ms; see consumer.go).
+	PurgeInterval time.Duration
 	// RelayAckInterval is how often the relay records its progress in the
 	// Raft log.
 	RelayAckInterval time.Duration
@@ -131,7 +128,7 @@ const (
 	// the server flushes them in the background and syncs them on its
 	// sync interval). A replicated stream cannot choose: its Raft log
 	// syncs as the server-wide setting says (the embedded servers sync
-	// every write, for RHIZON_INGRESS's sake). Events lost with a crashed
+	// every write, for the ingress streams' sake). Events lost with a crashed
 	// server are rebuilt from the shards' histories (RepublishRange).
 	EventsSyncAsync = "async"
 	// EventsSyncAlways persists RHIZON_EVENTS as every other stream.
@@ -168,11 +165,8 @@ func (c *Config) setDefaults() {
 	if len(c.Backoff) == 0 {
 		c.Backoff = []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second, 5 * time.Second}
 	}
-	if c.AckWait <= 0 {
-		c.AckWait = 5 * time.Second
-	}
-	if c.AckInterval <= 0 {
-		c.AckInterval = 10 * time.Millisecond
+	if c.PurgeInterval <= 0 {
+		c.PurgeInterval = 10 * time.Millisecond
 	}
 	if c.RelayAckInterval <= 0 {
 		c.RelayAckInterval = 100 * time.Millisecond
@@ -270,8 +264,8 @@ func Start(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// Close stops every consumer and relay. Messages in flight are not acked
-// and come back after AckWait; rows published and not yet recorded are
+// Close stops every consumer and relay. Messages in flight stay in the
+// stream for the next leader; rows published and not yet recorded are
 // published again by the next leader (duplicates are suppressed by id).
 func (m *Manager) Close() {
 	m.cancel()
@@ -302,6 +296,11 @@ func (m *Manager) run(ctx context.Context) {
 		}
 	}
 	close(m.ready)
+	legacy := []string{legacyIngressStream}
+	for a := range m.producers {
+		legacy = append(legacy, legacyProducerStream(a))
+	}
+	m.wg.Go(func() { m.moveLegacy(ctx, legacy) })
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -327,7 +326,7 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 		Name:        stream.IngressStream,
 		Description: "Rhizon commands, one subject per shard; consumed by the shard leader",
 		Subjects:    subjects,
-		Retention:   jetstream.WorkQueuePolicy,
+		Retention:   jetstream.LimitsPolicy, // purged by the shard leaders: consumer.go
 		Storage:     jetstream.FileStorage,
 		Replicas:    m.cfg.Replicas,
 		Duplicates:  m.cfg.DuplicateWindow,
@@ -363,7 +362,7 @@ func (m *Manager) ensureStreams(ctx context.Context) error {
 			Name:        stream.ProducerStream(acct),
 			Description: "Rhizon commands of one producer account, one subject per shard; consumed by the shard leaders",
 			Subjects:    subj,
-			Retention:   jetstream.WorkQueuePolicy,
+			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
 			Replicas:    m.cfg.Replicas,
 			// Message ids the producer sets dedupe its own messages only.
@@ -400,6 +399,12 @@ func (m *Manager) ensureStream(ctx context.Context, sc jetstream.StreamConfig) e
 	if sc.Name == stream.EventsStream {
 		sc = m.keepPersistMode(ctx, sc)
 	}
+	if sc.Name == stream.IngressStream || strings.HasPrefix(sc.Name, stream.ProducerStream("")) {
+		var err error
+		if sc.FirstSeq, err = m.ingressFirstSeq(ctx, sc.Name); err != nil {
+			return fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+	}
 	s, err := m.js.CreateOrUpdateStream(ctx, sc)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", sc.Name, err)
@@ -412,6 +417,25 @@ func (m *Manager) ensureStream(ctx context.Context, sc jetstream.StreamConfig) e
 		m.ingress.Store(&s)
 	}
 	return nil
+}
+
+// ingressFirstSeq is the first sequence of an ingress stream: the one it
+// has when it exists (fixed at creation); after the last of its work-queue
+// predecessor, which gives its subjects up first, when that exists (see
+// migrate.go); else 0 (the server's 1).
+func (m *Manager) ingressFirstSeq(ctx context.Context, name string) (uint64, error) {
+	s, err := m.js.Stream(ctx, name)
+	if err == nil {
+		return s.CachedInfo().Config.FirstSeq, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, err
+	}
+	last, err := m.retire(ctx, legacyOf(name))
+	if err != nil || last == 0 {
+		return 0, err
+	}
+	return last + 1, nil
 }
 
 // eventsStreamConfig is RHIZON_EVENTS as this node's settings want it.

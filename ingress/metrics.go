@@ -26,13 +26,13 @@ type metrics struct {
 	sentC       metric.Int64Counter
 
 	mu        sync.Mutex
-	consumers map[consumerKey]jetstream.Consumer
+	consumers map[consumerKey]tracked
 	backlogs  map[uint32]int
 }
 
 func newMetrics(m *Manager) (*metrics, error) {
 	meter := otel.Meter("github.com/rhizon/rhizon/ingress")
-	mt := &metrics{consumers: map[consumerKey]jetstream.Consumer{}, backlogs: map[uint32]int{}}
+	mt := &metrics{consumers: map[consumerKey]tracked{}, backlogs: map[uint32]int{}}
 	var err error
 	check := func(e error) {
 		if err == nil {
@@ -50,7 +50,7 @@ func newMetrics(m *Manager) (*metrics, error) {
 	check(e)
 	mt.sentC, e = meter.Int64Counter("rhizon.outbox.sent_direct", metric.WithDescription("Actors' Sends the relay submitted to their targets' shard leaders directly, not through the ingress stream."))
 	check(e)
-	lag, e := meter.Int64ObservableGauge("rhizon.ingress.consumer_lag", metric.WithDescription("Ingress messages of a shard not yet acked: pending plus in flight."))
+	lag, e := meter.Int64ObservableGauge("rhizon.ingress.consumer_lag", metric.WithDescription("Ingress messages of a shard not yet finished: not yet delivered plus in flight."))
 	check(e)
 	backlog, e := meter.Int64ObservableGauge("rhizon.outbox.backlog", metric.WithDescription("Outbox rows the relay found unpublished at its last read (at most 1024)."))
 	check(e)
@@ -59,7 +59,7 @@ func newMetrics(m *Manager) (*metrics, error) {
 	}
 	mt.reg, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		mt.mu.Lock()
-		cons := make(map[consumerKey]jetstream.Consumer, len(mt.consumers))
+		cons := make(map[consumerKey]tracked, len(mt.consumers))
 		for k, c := range mt.consumers {
 			cons[k] = c
 		}
@@ -75,7 +75,7 @@ func newMetrics(m *Manager) (*metrics, error) {
 			info, err := c.Info(ictx)
 			cancel()
 			if err == nil {
-				lags[k.shard] += int64(info.NumPending) + int64(info.NumAckPending)
+				lags[k.shard] += int64(info.NumPending) + int64(c.inFlight())
 			}
 		}
 		for id, n := range lags {
@@ -101,10 +101,18 @@ type consumerKey struct {
 	stream string
 }
 
-func (mt *metrics) track(id uint32, stream string, c jetstream.Consumer) {
+// track adds a shard's consumer of stream to its lag: the messages the
+// consumer has yet to deliver plus inFlight, those delivered and not
+// finished.
+func (mt *metrics) track(id uint32, stream string, c jetstream.Consumer, inFlight func() int) {
 	mt.mu.Lock()
-	mt.consumers[consumerKey{id, stream}] = c
+	mt.consumers[consumerKey{id, stream}] = tracked{c, inFlight}
 	mt.mu.Unlock()
+}
+
+type tracked struct {
+	jetstream.Consumer
+	inFlight func() int
 }
 
 func (mt *metrics) untrack(id uint32) {

@@ -49,19 +49,17 @@ type worker struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	health workerHealth
-	alive  keepAlive
-	acks   *acker
+	floors floors
 }
 
 func (m *Manager) startWorker(parent context.Context, s Shard) *worker {
 	ctx, cancel := context.WithCancel(parent)
-	w := &worker{m: m, sh: s, log: m.log.With("shard", s.ID()), cancel: cancel, done: make(chan struct{}), acks: newAcker(m.cfg.AckInterval)}
+	w := &worker{m: m, sh: s, log: m.log.With("shard", s.ID()), cancel: cancel, done: make(chan struct{})}
 	w.health.start(time.Now())
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(2)
 	go func() { defer wg.Done(); w.consume(ctx) }()
 	go func() { defer wg.Done(); w.relay(ctx) }()
-	go func() { defer wg.Done(); w.alive.run(ctx, m.cfg.AckWait/3) }()
 	go func() { wg.Wait(); close(w.done) }()
 	return w
 }
@@ -80,33 +78,36 @@ func (w *worker) stopped() bool {
 	}
 }
 
-// consume pulls the shard's ingress subject and proposes each command; a
-// message is acked only after its command is applied (committed) here. It
-// runs until the worker stops: when the pull ends (the consumer's JetStream
-// leader moved, a NATS server died, the connection dropped), it binds to the
-// durable consumer again.
+// consume reads the shard's ingress subjects and proposes each command; the
+// messages whose commands committed are purged from the stream (see
+// consumer.go). It runs until the worker stops: when a pull ends (a NATS
+// server died, the connection dropped), it reads the subject again from the
+// first message still in the stream.
 func (w *worker) consume(ctx context.Context) {
-	var aw sync.WaitGroup
-	aw.Go(func() { w.acks.run(ctx) })
-	// Runs last: once the lanes are done, the acks they left are sent.
-	defer func() { aw.Wait(); w.acks.flush() }()
 	var lw sync.WaitGroup
 	var queues [lanes]chan delivery
 	for i := range queues {
 		queues[i] = make(chan delivery, 64)
-		lw.Add(1)
-		go func(q chan delivery) {
-			defer lw.Done()
-			for d := range q {
-				w.handle(ctx, d)
+		lw.Go(func() {
+			for {
+				select {
+				case d := <-queues[i]:
+					w.handle(ctx, d, &queues)
+				case <-ctx.Done():
+					// What is left is not finished: the next reader
+					// of the subject has it.
+					return
+				}
 			}
-		}(queues[i])
+		})
 	}
+	lanesDone := make(chan struct{})
+	var purger sync.WaitGroup
+	purger.Go(func() { w.purgeLoop(lanesDone) })
 	defer func() {
-		for _, q := range queues {
-			close(q)
-		}
 		lw.Wait()
+		close(lanesDone)
+		purger.Wait()
 	}()
 	defer func() {
 		for _, id := range w.members() {
@@ -160,55 +161,29 @@ func (w *worker) sources() []source {
 }
 
 // A pull request lives this long on the server, which heartbeats an idle
-// one at this interval; two missed heartbeats end the pull.
+// one at this interval; missed heartbeats make the ordered consumer
+// recreate itself (a new subscription each time: nats-server#3991 lost pull
+// requests on a cluster just started), and fail after its reset attempts.
 const (
 	pullExpiry    = 10 * time.Second
 	pullHeartbeat = 2 * time.Second
 )
 
-// pull binds to the shard's durable consumer and hands its messages to the
-// lanes until the pull fails or ctx ends.
+// pull reads src from the first message still in the stream and hands its
+// messages to the lanes until the pull fails or ctx ends.
 func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan delivery) error {
-	id := src.shard
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	cons, err := w.bindConsumer(cctx, src)
+	cons, err := w.orderedConsumer(cctx, src)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
 	}
-	w.m.metrics.track(id, src.stream, cons)
-	w.health.bound(src.stream)
-	for {
-		err := w.pullMessages(ctx, cons, queues)
-		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			return err
-		}
-		if st := w.m.cfg.Conn.Status(); st != nats.CONNECTED {
-			// Not a lost pull but a lost server: a new subscription would
-			// only wait in the client's reconnect buffer while health said
-			// the consumer runs. Fail, so health says it does not, and bind
-			// again once the connection is back.
-			return fmt.Errorf("next message: %w (connection %s)", err, st)
-		}
-		w.log.Warn("ingress pull heard nothing; pulling on a new subscription", "err", err)
-	}
-}
-
-// pullMessages pulls cons on a subscription of its own until the pull fails
-// or ctx ends. A pull request waits on the consumer's JetStream leader; when
-// that leader dies or is not elected yet, the request is lost without a word
-// to this client, and only missing heartbeats tell (nats-server#3991). Then
-// the pull ends and the caller starts another on a new subscription:
-// re-pulling on the same one (nats.go's default) was not enough on a cluster
-// just started, where a shard's consumer heard nothing on it for minutes
-// while the node's other shards ran, and nats.go's default heartbeat (15 s)
-// meant 30 s before it noticed at all.
-func (w *worker) pullMessages(ctx context.Context, cons jetstream.Consumer, queues *[lanes]chan delivery) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullExpiry(pullExpiry),
-		jetstream.PullHeartbeat(pullHeartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
+	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat))
 	if err != nil {
 		return fmt.Errorf("pull: %w", err)
 	}
+	w.m.metrics.track(src.shard, src.stream, cons, func() int { return w.floors.inFlight(src) })
+	w.health.bound(src.stream)
 	stopped := make(chan struct{})
 	defer close(stopped)
 	go func() {
@@ -224,20 +199,36 @@ func (w *worker) pullMessages(ctx context.Context, cons jetstream.Consumer, queu
 			if ctx.Err() != nil {
 				return nil
 			}
+			if st := w.m.cfg.Conn.Status(); st != nats.CONNECTED {
+				return fmt.Errorf("next message: %w (connection %s)", err, st)
+			}
 			return fmt.Errorf("next message: %w", err)
 		}
-		d := delivery{msg: msg, cmd: new(pb.Command)}
+		md, err := msg.Metadata()
+		if err != nil {
+			w.log.Error("ingress message without metadata; skipped", "subject", msg.Subject(), "err", err)
+			continue
+		}
+		w.floors.delivered(src, md.Sequence.Stream)
+		d := delivery{src: src, msg: msg, md: md, cmd: new(pb.Command), tries: 1}
 		d.decodeErr = decodeCommand(msg, d.cmd)
-		queues[d.lane()] <- d
+		select {
+		case queues[d.lane()] <- d:
+		case <-ctx.Done():
+			return nil
+		}
 	}
 }
 
 // delivery is a message on its way to a lane, with its command decoded once
 // (the lane is picked from the command's entity, and handle needs it too).
 type delivery struct {
+	src       source
 	msg       jetstream.Msg
+	md        *jetstream.MsgMetadata
 	cmd       *pb.Command
 	decodeErr error
+	tries     uint64 // this one is the tries-th (the worker retries, not JetStream)
 }
 
 // lane picks the lane from the message's entity. A message that does not
@@ -258,20 +249,16 @@ func decodeCommand(msg jetstream.Msg, c *pb.Command) error {
 	return proto.Unmarshal(msg.Data(), c)
 }
 
-// handle takes one message to an ack: applied, rejected for good (recorded on
-// the dead-letter subject), or handed back for a later delivery.
-func (w *worker) handle(ctx context.Context, d delivery) {
-	msg := d.msg
-	md, err := msg.Metadata()
-	if err != nil {
-		w.log.Error("ingress message without metadata", "err", err)
-		_ = msg.Term()
-		return
-	}
-	if md.NumDelivered > 1 {
+// handle takes one message to its end: applied, rejected for good (recorded
+// on the dead-letter subject) or passed on to its shard's subject, all of
+// which finish it (the purge may pass it); or tried again later by this
+// worker, or left to the next leader when this one stops leading.
+func (w *worker) handle(ctx context.Context, d delivery, queues *[lanes]chan delivery) {
+	msg, md := d.msg, d.md
+	if d.tries > 1 {
 		w.m.metrics.redelivered(ctx, w.sh.ID())
 	}
-	cmd, perm, retry := w.decode(&d, md)
+	cmd, perm, retry := w.decode(&d)
 	// The consumer span continues the producer's trace: the message's
 	// traceparent header, else the command's own field. The command then
 	// carries this span's context into the log, so its apply is a child.
@@ -284,7 +271,7 @@ func (w *worker) handle(ctx context.Context, d delivery) {
 	defer span.End()
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", msg.Subject()),
-			attribute.Int64("messaging.nats.stream_sequence", int64(md.Sequence.Stream)), attribute.Int64("messaging.nats.delivered", int64(md.NumDelivered)),
+			attribute.Int64("messaging.nats.stream_sequence", int64(md.Sequence.Stream)), attribute.Int64("messaging.nats.delivered", int64(d.tries)),
 			tracectx.KeyShard.Int64(int64(w.sh.ID())))
 		span.SetAttributes(tracectx.Command(&cmd)...)
 	}
@@ -293,16 +280,16 @@ func (w *worker) handle(ctx context.Context, d delivery) {
 	}
 	if perm != "" {
 		span.SetStatus(codes.Error, perm)
-		w.dead(ctx, msg, md, "rejected", perm, nil)
+		w.dead(ctx, d, queues, "rejected", perm, nil)
 		return
 	}
 	if retry != "" {
 		span.SetStatus(codes.Error, retry)
-		if int(md.NumDelivered) >= w.m.cfg.MaxDeliver {
-			w.dead(ctx, msg, md, "poison", fmt.Sprintf("%s (after %d deliveries)", retry, md.NumDelivered), &cmd)
+		if int(d.tries) >= w.m.cfg.MaxDeliver {
+			w.dead(ctx, d, queues, "poison", fmt.Sprintf("%s (after %d deliveries)", retry, d.tries), &cmd)
 			return
 		}
-		_ = msg.NakWithDelay(w.backoff(md.NumDelivered))
+		w.later(ctx, d, queues)
 		return
 	}
 	if to := w.m.cfg.ShardOf(cmd.Address); !w.carries(to) {
@@ -324,19 +311,17 @@ func (w *worker) handle(ctx context.Context, d delivery) {
 		_, err := w.m.js.PublishMsg(pctx, fwd, jetstream.WithMsgID(w.m.msgID(cmd.Address, cmd.IdempotencyKey)))
 		cancel()
 		if err != nil {
-			_ = msg.NakWithDelay(w.backoff(md.NumDelivered))
+			w.later(ctx, d, queues)
 			return
 		}
-		_ = msg.Ack()
+		w.finished(d)
 		return
 	}
-	w.alive.add(msg)
-	defer w.alive.remove(msg)
 	// Overloaded, outcome unknown, halted: the command is tried again here,
 	// after a backoff, while the lane's later messages (this entity's among
-	// them) wait; handed back to JetStream it would let them apply first.
+	// them) wait; put aside at once it would let them apply first.
 	// A retry of a command that did apply is a replay of its result, not
-	// a second effect. After MaxDeliver tries JetStream redelivers it later.
+	// a second effect. After MaxDeliver tries it is put aside for a while.
 	for try := 1; ; try++ {
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		res, err := w.sh.Submit(sctx, cmd)
@@ -348,29 +333,45 @@ func (w *worker) handle(ctx context.Context, d delivery) {
 			if span.IsRecording() {
 				span.SetAttributes(tracectx.Result(&res)...)
 			}
-			w.acks.ack(msg) // sent with others (see acker)
+			w.finished(d)
 			return
 		case errors.Is(err, shard.ErrNotLeader), errors.Is(err, shard.ErrClosed), ctx.Err() != nil:
-			// Leadership moved or the node stops: the next leader takes it.
-			_ = msg.Nak()
+			// Leadership moved or the node stops: the next leader reads
+			// it from the stream (it stays unfinished, so unpurged).
 			return
 		case try >= w.m.cfg.MaxDeliver:
-			w.log.Warn("ingress submit keeps failing; handing the message back", "seq", md.Sequence.Stream, "tries", try, "err", err)
-			_ = msg.NakWithDelay(w.backoff(md.NumDelivered))
+			w.log.Warn("ingress submit keeps failing; trying again later", "seq", md.Sequence.Stream, "tries", try, "err", err)
+			w.later(ctx, d, queues)
 			return
 		}
 		w.log.Debug("ingress submit failed; will retry", "seq", md.Sequence.Stream, "try", try, "err", err)
 		if sleep(ctx, w.backoff(uint64(try))); ctx.Err() != nil {
-			_ = msg.Nak()
 			return
 		}
 	}
 }
 
+// finished lets the purge pass d's message.
+func (w *worker) finished(d delivery) { w.floors.finished(d.src, d.md.Sequence.Stream) }
+
+// later hands d back to its lane after the backoff of its tries, behind the
+// messages that came meanwhile, and unfinished until then (the purge stops
+// below it). A worker that stops first leaves it to the next leader.
+func (w *worker) later(ctx context.Context, d delivery, queues *[lanes]chan delivery) {
+	delay := w.backoff(d.tries)
+	d.tries++
+	time.AfterFunc(delay, func() {
+		select {
+		case queues[d.lane()] <- d:
+		case <-ctx.Done():
+		}
+	})
+}
+
 // decode turns a message into an authorized command. perm is the reason it
 // can never apply; retry the reason it cannot apply on this node now.
-func (w *worker) decode(d *delivery, md *jetstream.MsgMetadata) (cmd actor.Command, perm, retry string) {
-	msg := d.msg
+func (w *worker) decode(d *delivery) (cmd actor.Command, perm, retry string) {
+	msg, md := d.msg, d.md
 	if d.decodeErr != nil {
 		return cmd, "malformed: " + d.decodeErr.Error(), ""
 	}
@@ -417,6 +418,12 @@ func (w *worker) decode(d *delivery, md *jetstream.MsgMetadata) (cmd actor.Comma
 	// sequence, which a redelivery keeps: it still applies once. Each
 	// producer's stream counts its own sequence, so its account is in them.
 	seq := strconv.FormatUint(md.Sequence.Stream, 10)
+	if moved := msg.Headers().Get(stream.HeaderMovedSeq); moved != "" {
+		if _, err := strconv.ParseUint(moved, 10, 64); err != nil {
+			return cmd, "malformed: " + stream.HeaderMovedSeq + " is not a sequence number", ""
+		}
+		seq = moved // copied from the work-queue stream: the keys it had there
+	}
 	if acct != "" {
 		seq = acct + "-" + seq
 	}
@@ -460,7 +467,8 @@ func (w *worker) backoff(delivered uint64) time.Duration {
 // cannot be stored, the message is redelivered later instead of lost.
 // authenticated is the command as decode authorized it, for a message that
 // could apply once the node can take it (a redrive); nil otherwise.
-func (w *worker) dead(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, kind, reason string, authenticated *actor.Command) {
+func (w *worker) dead(ctx context.Context, d delivery, queues *[lanes]chan delivery, kind, reason string, authenticated *actor.Command) {
+	msg, md := d.msg, d.md
 	dl := nats.NewMsg(stream.DeadSubject(w.sh.ID()))
 	// Only a prefix of the body: a junk message of several MiB must not be
 	// copied whole and kept for 30 days. Size and digest identify it.
@@ -488,62 +496,12 @@ func (w *worker) dead(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgM
 	cancel()
 	if err != nil {
 		w.log.Warn("dead letter not stored; will retry", "seq", md.Sequence.Stream, "err", err)
-		_ = msg.NakWithDelay(w.backoff(md.NumDelivered))
+		w.later(ctx, d, queues)
 		return
 	}
 	w.log.Warn("ingress message dead-lettered", "seq", md.Sequence.Stream, "kind", kind, "reason", reason)
 	w.m.metrics.deadLetter(ctx, w.sh.ID(), kind)
-	_ = msg.Ack()
-}
-
-// keepAlive tells JetStream the messages the lanes are working on are in
-// progress while a submit takes long, so a short AckWait (quick redelivery
-// after a crash or a leader change) does not redeliver them meanwhile. One
-// ticker for the whole worker: a goroutine and a ticker per message cost more
-// than the rest of the lane's own work.
-type keepAlive struct {
-	mu   sync.Mutex
-	msgs map[jetstream.Msg]struct{}
-}
-
-func (k *keepAlive) add(msg jetstream.Msg) {
-	k.mu.Lock()
-	if k.msgs == nil {
-		k.msgs = map[jetstream.Msg]struct{}{}
-	}
-	k.msgs[msg] = struct{}{}
-	k.mu.Unlock()
-}
-
-func (k *keepAlive) remove(msg jetstream.Msg) {
-	k.mu.Lock()
-	delete(k.msgs, msg)
-	k.mu.Unlock()
-}
-
-// run sends every in-flight message's progress each interval until ctx
-// ends. A message acked meanwhile is not sent again (the client knows it
-// was acked), and the server ignores progress on one it no longer holds.
-func (k *keepAlive) run(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	var batch []jetstream.Msg
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		k.mu.Lock()
-		batch = batch[:0]
-		for m := range k.msgs {
-			batch = append(batch, m)
-		}
-		k.mu.Unlock()
-		for _, m := range batch {
-			_ = m.InProgress()
-		}
-	}
+	w.finished(d)
 }
 
 // DefaultWorkspace is the workspace a command gets when it names none and

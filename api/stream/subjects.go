@@ -20,7 +20,12 @@ import (
 // subject per entity, so consumers filter by tenant, workspace, actor type and
 // entity with NATS wildcards.
 const (
-	IngressStream = "RHIZON_INGRESS"
+	// IngressStream holds the commands of the nodes' own producers
+	// (gateways, relays, signed or token-carrying publishers); it keeps
+	// limits retention and each shard leader purges what it applied.
+	// RHIZON_INGRESS, a work-queue stream, held them before (moved over
+	// by the nodes at start).
+	IngressStream = "RHIZON_COMMANDS"
 	EventsStream  = "RHIZON_EVENTS"
 	DeadStream    = "RHIZON_DEAD"
 
@@ -51,6 +56,10 @@ const (
 	// first DeadLetterMaxBody bytes of the body.
 	HeaderSize   = "Rhizon-Size"
 	HeaderDigest = "Rhizon-Digest"
+	// HeaderMovedSeq is the sequence a command had in the work-queue
+	// stream it was moved from: its derived id and idempotency key stay
+	// those it had there, so one that already applied is not applied again.
+	HeaderMovedSeq = "Rhizon-Moved-Seq"
 )
 
 // DeadLetterMaxBody is how much of a message's body its dead letter keeps.
@@ -79,7 +88,7 @@ func ProducerAccount(token string) string {
 
 // ProducerStream is the stream in the node account that holds the commands
 // a producer account published.
-func ProducerStream(account string) string { return "RHIZON_IN_" + account }
+func ProducerStream(account string) string { return "RHIZON_COMMANDS_" + account }
 
 // ProducerSubject is where a producer's command for shard lands in the node
 // account: it published it on IngressSubject(shard) in its own account.

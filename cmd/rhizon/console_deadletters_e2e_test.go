@@ -79,7 +79,7 @@ func TestConsole_DeadLettersAsAdmin(t *testing.T) {
 	seq := eval[string](p, `document.querySelector('#dl-table tr[data-kind="poison"]').dataset.sequence`)
 	p.do("redrive it", chromedp.Click(css(`#dl-table tr[data-kind="poison"] .dl-redrive`)))
 	p.until("redriven", 20*time.Second, `document.getElementById("dl-state").dataset.redriven === `+js(seq)+` &&
-		document.getElementById("dl-state").textContent.includes("stored as RHIZON_INGRESS")`)
+		document.getElementById("dl-state").textContent.includes("stored as RHIZON_COMMANDS")`)
 	p.screenshot("dead-letters")
 	// Its actor type still missing, the redriven command is dead-lettered again.
 	p.until("dead-lettered again", 60*time.Second, `(() => {

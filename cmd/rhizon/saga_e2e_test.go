@@ -487,15 +487,15 @@ func (s *sagaShop) dumpJetStream(t *testing.T, c *testCluster) {
 		if err != nil {
 			return
 		}
-		for i := range 8 {
-			cons, err := st.Consumer(ctx, fmt.Sprintf("shard-%d", i))
-			if err != nil {
-				t.Logf("consumer shard-%d: %v", i, err)
-				continue
+		// The shard leaders' ordered consumers, one per subject.
+		l := st.ListConsumers(ctx)
+		for ci := range l.Info() {
+			leader := ""
+			if ci.Cluster != nil {
+				leader = ci.Cluster.Leader
 			}
-			ci, _ := cons.Info(ctx)
-			t.Logf("consumer shard-%d: pending %d ack-pending %d redelivered %d waiting %d leader %s delivered %d acked %d",
-				i, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting, ci.Cluster.Leader, ci.Delivered.Stream, ci.AckFloor.Stream)
+			t.Logf("consumer %s of %s: pending %d waiting %d on %s delivered %d",
+				ci.Name, ci.Config.FilterSubject, ci.NumPending, ci.NumWaiting, leader, ci.Delivered.Stream)
 		}
 		return
 	}

@@ -126,7 +126,7 @@ func TestCLI_SendAsyncAndWatch(t *testing.T) {
 		t.Fatalf("send --async again with k1, text: exit %d %q", code, out)
 	}
 	out, code = runCLI(t, sendCmd(), addr, "counter/c1", "add", `{"amount":2}`, "--async")
-	if code != 0 || !strings.HasPrefix(out, "enqueued: stream RHIZON_INGRESS sequence ") || !strings.Contains(out, "idempotency key ") {
+	if code != 0 || !strings.HasPrefix(out, "enqueued: stream RHIZON_COMMANDS sequence ") || !strings.Contains(out, "idempotency key ") {
 		t.Fatalf("send --async, text: exit %d %q", code, out)
 	}
 

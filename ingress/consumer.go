@@ -42,7 +42,7 @@ import (
 // shard falls behind: unpurged messages count against them as unacked ones
 // did. Streams of the work-queue layout are moved over at start (migrate.go).
 
-// PullConsumer opens the ordered consumer of one subject. MaxResetAttempts
+// orderedConsumer opens the ordered consumer of one subject. MaxResetAttempts
 // bounds how long it tries to recreate itself (a lost server, a lost
 // connection) before the pull fails, so health says the consumer is not
 // running and the worker binds again.

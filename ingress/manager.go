@@ -90,8 +90,8 @@ type Config struct {
 	// every node of a cluster derives it from the cluster secret.
 	SigningKey []byte
 
-	// MaxDeliver is how often a message that keeps failing on its own is
-	// delivered before it goes to the dead-letter subject.
+	// MaxDeliver is how often the shard leader tries a message that keeps
+	// failing on its own before it goes to the dead-letter subject.
 	MaxDeliver int
 	// Backoff is the delay before the worker tries a message again after
 	// its n-th failed try (the last one repeats).

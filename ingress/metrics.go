@@ -40,7 +40,7 @@ func newMetrics(m *Manager) (*metrics, error) {
 		}
 	}
 	var e error
-	mt.redeliv, e = meter.Int64Counter("rhizon.ingress.redeliveries", metric.WithDescription("Ingress messages delivered more than once."))
+	mt.redeliv, e = meter.Int64Counter("rhizon.ingress.redeliveries", metric.WithDescription("Ingress messages the shard leader tried again after a failed try."))
 	check(e)
 	mt.deadLetters, e = meter.Int64Counter("rhizon.ingress.dead_letters", metric.WithDescription("Ingress messages moved to the dead-letter subject, by kind: rejected (can never apply) or poison (kept failing)."))
 	check(e)

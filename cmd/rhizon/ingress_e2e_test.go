@@ -90,10 +90,10 @@ func metricSum(t *testing.T, base, name, labelRe string) float64 {
 }
 
 // The node dies (SIGKILL, test-only failpoint) after the command committed
-// and before JetStream got the ack. After the restart the message is
+// and before its message was purged. After the restart the message is
 // delivered again and found applied under its own command id (a replay of
 // the first result): one effect, one event.
-func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing.T) {
+func TestIngress_CrashBetweenCommitAndPurgeIsAReplayNotASecondEffect(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	p := startDev(t, dir, "RHIZON_FAILPOINTS=ingress-after-commit")
@@ -131,7 +131,7 @@ func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing
 		t.Fatalf("counter after crash and redelivery: exit %d %+v, want version 1 value 1", code, got)
 	}
 	js = natsJS(t, p.nats)
-	testkit.Poll{Timeout: 10 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "producer stream drained", func() error {
+	testkit.Poll{Timeout: 10 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(t, "producer stream purged", func() error {
 		s, err := js.Stream(context.Background(), stream.ProducerStream(stream.ProducerAccount(p.token)))
 		if err != nil {
 			return err
@@ -141,7 +141,7 @@ func TestIngress_CrashBetweenCommitAndAckIsADuplicateNotASecondEffect(t *testing
 			return err
 		}
 		if info.State.Msgs != 0 {
-			return fmt.Errorf("%d ingress messages not acked", info.State.Msgs)
+			return fmt.Errorf("%d ingress messages not purged", info.State.Msgs)
 		}
 		return nil
 	})

@@ -173,6 +173,11 @@ func TestConsume_APurgeNeverPassesAnUnfinishedMessage(t *testing.T) {
 		t.Fatalf("the stuck command (seq %d) was purged while unfinished, after %d later ones applied", stuck, applied)
 	}
 	m1.Close()
+	// The stopped leader's consumer went with it (not after its inactivity
+	// threshold).
+	if n := len(consumerNames(ctx, t, s)); n != 0 {
+		t.Fatalf("%d consumers left on the stream after the leader stopped; want 0", n)
+	}
 
 	next := &appliedShard{keys: map[string]bool{}}
 	startManager(t, cfg(next), 20*time.Second)
@@ -186,4 +191,17 @@ func TestConsume_APurgeNeverPassesAnUnfinishedMessage(t *testing.T) {
 	if next.applied("a") {
 		t.Error("the next leader applied a command purged before it started")
 	}
+}
+
+func consumerNames(ctx context.Context, t *testing.T, s jetstream.Stream) []string {
+	t.Helper()
+	var names []string
+	l := s.ConsumerNames(ctx)
+	for n := range l.Name() {
+		names = append(names, n)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return names
 }

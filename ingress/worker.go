@@ -184,6 +184,17 @@ func (w *worker) pull(ctx context.Context, src source, queues *[lanes]chan deliv
 	}
 	w.m.metrics.track(src.shard, src.stream, cons, func() int { return w.floors.inFlight(src) })
 	w.health.bound(src.stream)
+	defer func() {
+		// Gone at once rather than after its inactivity threshold: a node
+		// that leads shards and loses them often would leave many behind.
+		info := cons.CachedInfo()
+		if info == nil || w.m.cfg.Conn.Status() != nats.CONNECTED {
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = w.m.js.DeleteConsumer(dctx, src.stream, info.Name)
+		cancel()
+	}()
 	stopped := make(chan struct{})
 	defer close(stopped)
 	go func() {

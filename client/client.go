@@ -41,6 +41,7 @@ import (
 
 	wo "github.com/rhizon/rhizon/api/outcome" // wo: write outcome (batch.go has a type named outcome)
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/internal/callmux"
 )
 
 // The gateway's error contract, from api/outcome (a leaf package: the client
@@ -337,7 +338,7 @@ func (c *Client) newEndpoint(addr string) (*endpoint, error) {
 		}
 		gw := pb.NewGatewayClient(conn)
 		ep.conns = append(ep.conns, conn)
-		ep.gws = append(ep.gws, &gwConn{GatewayClient: gw, st: streamer{gw: gw}})
+		ep.gws = append(ep.gws, newGWConn(gw))
 	}
 	c.eps[addr] = ep
 	return ep, nil
@@ -433,8 +434,8 @@ func (c *Client) Submit(ctx context.Context, req *pb.SubmitRequest, opts ...grpc
 		case c.batch.batchable(ctx, rc, opts):
 			resp, rc.tr, err = c.batch.submit(ctx, rc, gw, send)
 		case !c.opts.unary && streamable(ctx, opts, send):
-			resp, err = gw.(*gwConn).st.submit(ctx, send, rc.trailer())
-			if err == errNoStream {
+			resp, err = gw.(*gwConn).st.Call(ctx, send, rc.trailer())
+			if err == callmux.ErrNoStream {
 				resp, err = gw.Submit(ctx, send, rc.callOptions(opts)...)
 			}
 		default:

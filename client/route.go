@@ -112,7 +112,7 @@ func (e *endpoint) connect() {
 
 func (e *endpoint) close() error {
 	for _, gw := range e.gws {
-		gw.st.close()
+		gw.st.Close()
 	}
 	var first error
 	for _, c := range e.conns {

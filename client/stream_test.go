@@ -30,7 +30,7 @@ func streamsOpened(c *Client) uint64 {
 	var n uint64
 	for _, ep := range c.eps {
 		for _, gw := range ep.gws {
-			n += gw.st.opened.Load()
+			n += gw.st.Opened()
 		}
 	}
 	return n
@@ -234,7 +234,7 @@ func TestStreamedSubmitFallsBackToUnary(t *testing.T) {
 	}
 	off := true
 	for _, gw := range c.seeds[0].gws {
-		off = off && gw.st.off.Load()
+		off = off && gw.st.Off()
 	}
 	if !off {
 		t.Error("the client still tries SubmitStream after Unimplemented")

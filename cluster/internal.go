@@ -11,9 +11,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/internal/callmux"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -55,6 +57,52 @@ func (s *internalServer) Forward(ctx context.Context, req *pb.ForwardRequest) (*
 	if err := s.auth(ctx); err != nil {
 		return nil, err
 	}
+	return s.forward(ctx, req)
+}
+
+// Forward stream bounds, as the gateway's SubmitStream's: a peer's relay
+// sends a page of Sends at once.
+const (
+	forwardInFlight = 256
+	forwardMaxBytes = 8 << 20
+)
+
+// ForwardStream serves Forwards over one call: the peer MAC is checked when
+// it opens, and each message is served as Forward serves its request, its
+// trailers recorded for the answer. The node's shutdown ends it Unavailable
+// after answering what it took.
+func (s *internalServer) ForwardStream(stream pb.Internal_ForwardStreamServer) error {
+	if err := s.auth(stream.Context()); err != nil {
+		return err
+	}
+	sv := &callmux.Server[pb.ForwardStreamRequest, pb.ForwardStreamResponse]{
+		InFlight: forwardInFlight, MaxBytes: forwardMaxBytes,
+		ID:   (*pb.ForwardStreamRequest).GetId,
+		Size: func(m *pb.ForwardStreamRequest) int { return proto.Size(m) },
+		Handle: func(ctx context.Context, m *pb.ForwardStreamRequest) *pb.ForwardStreamResponse {
+			// A message has no deadline of its own (the unary call brings
+			// the caller's): bound it as the router bounds a Submit.
+			ctx, cancel := context.WithTimeout(ctx, routeTimeout)
+			defer cancel()
+			rec := callmux.NewTrailerRecorder(pb.Internal_ForwardStream_FullMethodName)
+			resp, err := s.forward(grpc.NewContextWithServerTransportStream(ctx, rec), m.GetRequest())
+			out := &pb.ForwardStreamResponse{Id: m.GetId(), Response: resp}
+			if err != nil {
+				out.Response, out.Error = nil, status.Convert(err).Proto()
+			}
+			out.Trailers = rec.Trailers()
+			return out
+		},
+		Closing:    s.n.stop,
+		ClosingMsg: "node " + s.n.cfg.NodeID + " is shutting down; forward the commands not answered on this stream again",
+		What:       "forwarded commands",
+	}
+	return sv.Serve(stream)
+}
+
+// forward submits a forwarded command on this node's replica, which must
+// lead its shard.
+func (s *internalServer) forward(ctx context.Context, req *pb.ForwardRequest) (*pb.ForwardResponse, error) {
 	cmd := req.GetCommand().ToActor()
 	id := s.n.groupOf(cmd.Address)
 	l := s.n.local(id)

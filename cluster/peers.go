@@ -3,13 +3,16 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/internal/callmux"
 	"github.com/rhizon/rhizon/shard"
 )
 
@@ -27,22 +31,32 @@ type peerPool struct {
 	key   []byte // internalKey of the cluster secret
 	creds credentials.TransportCredentials
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn // by address
+	conns map[string]*peerConn // by address
 }
+
+// peerConn is the connection to one peer: its Internal client, and the
+// ForwardStream that Forward calls go over.
+type peerConn struct {
+	pb.InternalClient
+	conn *grpc.ClientConn
+	fwd  *forwardMux
+}
+
+type forwardMux = callmux.Mux[pb.ForwardRequest, pb.ForwardResponse, pb.ForwardStreamRequest, pb.ForwardStreamResponse]
 
 func newPeerPool(secret string, tlsConf *tls.Config) *peerPool {
 	creds := insecure.NewCredentials()
 	if tlsConf != nil {
 		creds = credentials.NewTLS(tlsConf)
 	}
-	return &peerPool{key: internalKey(secret), creds: creds, conns: map[string]*grpc.ClientConn{}}
+	return &peerPool{key: internalKey(secret), creds: creds, conns: map[string]*peerConn{}}
 }
 
-func (p *peerPool) client(addr string) (pb.InternalClient, error) {
+func (p *peerPool) client(addr string) (*peerConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[addr]; ok {
-		return pb.NewInternalClient(c), nil
+		return c, nil
 	}
 	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(p.creds),
 		grpc.WithPerRPCCredentials(peerCreds{key: p.key}),
@@ -54,15 +68,52 @@ func (p *peerPool) client(addr string) (pb.InternalClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.conns[addr] = c
-	return pb.NewInternalClient(c), nil
+	ic := pb.NewInternalClient(c)
+	pc := &peerConn{InternalClient: ic, conn: c, fwd: callmux.New(callmux.Codec[pb.ForwardRequest, pb.ForwardResponse, pb.ForwardStreamRequest, pb.ForwardStreamResponse]{
+		Open: func(ctx context.Context) (grpc.BidiStreamingClient[pb.ForwardStreamRequest, pb.ForwardStreamResponse], error) {
+			return ic.ForwardStream(ctx)
+		},
+		Wrap: func(id uint64, req *pb.ForwardRequest) *pb.ForwardStreamRequest {
+			return &pb.ForwardStreamRequest{Id: id, Request: req}
+		},
+		Unwrap: func(m *pb.ForwardStreamResponse) (uint64, *pb.ForwardResponse, *spb.Status, map[string]string) {
+			return m.GetId(), m.GetResponse(), m.GetError(), m.GetTrailers()
+		},
+		Name: "forward stream", What: "forwarded command",
+		NotSent: map[string]string{outcome.Trailer: outcome.NotApplied.String()},
+	})}
+	p.conns[addr] = pc
+	return pc, nil
+}
+
+// Forward sends req over the peer's ForwardStream (one message on a call
+// that is already open, instead of a call of its own per command), or by
+// the unary Forward where the stream cannot carry it: a caller's sampled
+// trace to continue (a stream message carries no headers), or a peer of a
+// version without ForwardStream.
+func (pc *peerConn) Forward(ctx context.Context, req *pb.ForwardRequest, opts ...grpc.CallOption) (*pb.ForwardResponse, error) {
+	if trace.SpanContextFromContext(ctx).IsSampled() {
+		return pc.InternalClient.Forward(ctx, req, opts...)
+	}
+	var tr *metadata.MD
+	for _, o := range opts {
+		if t, ok := o.(grpc.TrailerCallOption); ok {
+			tr = t.TrailerAddr
+		}
+	}
+	resp, err := pc.fwd.Call(ctx, req, tr)
+	if errors.Is(err, callmux.ErrNoStream) {
+		return pc.InternalClient.Forward(ctx, req, opts...)
+	}
+	return resp, err
 }
 
 func (p *peerPool) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for a, c := range p.conns { //rhizon:deterministic closing all
-		_ = c.Close()
+		c.fwd.Close()
+		_ = c.conn.Close()
 		delete(p.conns, a)
 	}
 }
@@ -81,7 +132,7 @@ func (rt *router) peerAddr(id string) string {
 	return ""
 }
 
-func (rt *router) peer(id string) (pb.InternalClient, error) {
+func (rt *router) peer(id string) (*peerConn, error) {
 	addr := rt.peerAddr(id)
 	if addr == "" {
 		return nil, fmt.Errorf("cluster: no gRPC address for node %s", id)

@@ -3359,6 +3359,131 @@ func (x *ForwardResponse) GetResult() *Result {
 	return nil
 }
 
+type ForwardStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the caller; unique among the stream's requests in flight.
+	Id            uint64          `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Request       *ForwardRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardStreamRequest) Reset() {
+	*x = ForwardStreamRequest{}
+	mi := &file_rhizon_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardStreamRequest) ProtoMessage() {}
+
+func (x *ForwardStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardStreamRequest.ProtoReflect.Descriptor instead.
+func (*ForwardStreamRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ForwardStreamRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ForwardStreamRequest) GetRequest() *ForwardRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type ForwardStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the request this answers.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Exactly one of response and error is set.
+	Response *ForwardResponse `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	Error    *status.Status   `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// The gRPC trailers Forward would have set (rhizon-leader,
+	// rhizon-outcome), by name.
+	Trailers      map[string]string `protobuf:"bytes,4,rep,name=trailers,proto3" json:"trailers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardStreamResponse) Reset() {
+	*x = ForwardStreamResponse{}
+	mi := &file_rhizon_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardStreamResponse) ProtoMessage() {}
+
+func (x *ForwardStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardStreamResponse.ProtoReflect.Descriptor instead.
+func (*ForwardStreamResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ForwardStreamResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ForwardStreamResponse) GetResponse() *ForwardResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *ForwardStreamResponse) GetError() *status.Status {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *ForwardStreamResponse) GetTrailers() map[string]string {
+	if x != nil {
+		return x.Trailers
+	}
+	return nil
+}
+
 type ReadRequest struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	Address           *Address               `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
@@ -3381,7 +3506,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_rhizon_proto_msgTypes[37]
+	mi := &file_rhizon_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3393,7 +3518,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[37]
+	mi := &file_rhizon_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3406,7 +3531,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{37}
+	return file_rhizon_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReadRequest) GetAddress() *Address {
@@ -3506,7 +3631,7 @@ type ListScan struct {
 
 func (x *ListScan) Reset() {
 	*x = ListScan{}
-	mi := &file_rhizon_proto_msgTypes[38]
+	mi := &file_rhizon_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3518,7 +3643,7 @@ func (x *ListScan) String() string {
 func (*ListScan) ProtoMessage() {}
 
 func (x *ListScan) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[38]
+	mi := &file_rhizon_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3531,7 +3656,7 @@ func (x *ListScan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListScan.ProtoReflect.Descriptor instead.
 func (*ListScan) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{38}
+	return file_rhizon_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListScan) GetField() string {
@@ -3629,7 +3754,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_rhizon_proto_msgTypes[39]
+	mi := &file_rhizon_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3641,7 +3766,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[39]
+	mi := &file_rhizon_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3654,7 +3779,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{39}
+	return file_rhizon_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReadResponse) GetState() []byte {
@@ -3761,7 +3886,7 @@ type ShardAdminRequest struct {
 
 func (x *ShardAdminRequest) Reset() {
 	*x = ShardAdminRequest{}
-	mi := &file_rhizon_proto_msgTypes[40]
+	mi := &file_rhizon_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3773,7 +3898,7 @@ func (x *ShardAdminRequest) String() string {
 func (*ShardAdminRequest) ProtoMessage() {}
 
 func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[40]
+	mi := &file_rhizon_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3786,7 +3911,7 @@ func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminRequest.ProtoReflect.Descriptor instead.
 func (*ShardAdminRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{40}
+	return file_rhizon_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ShardAdminRequest) GetShard() uint32 {
@@ -3830,7 +3955,7 @@ type ShardAdminResponse struct {
 
 func (x *ShardAdminResponse) Reset() {
 	*x = ShardAdminResponse{}
-	mi := &file_rhizon_proto_msgTypes[41]
+	mi := &file_rhizon_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3842,7 +3967,7 @@ func (x *ShardAdminResponse) String() string {
 func (*ShardAdminResponse) ProtoMessage() {}
 
 func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[41]
+	mi := &file_rhizon_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3855,7 +3980,7 @@ func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminResponse.ProtoReflect.Descriptor instead.
 func (*ShardAdminResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{41}
+	return file_rhizon_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ShardAdminResponse) GetLeader() string {
@@ -3912,7 +4037,7 @@ type DeployActorRequest struct {
 
 func (x *DeployActorRequest) Reset() {
 	*x = DeployActorRequest{}
-	mi := &file_rhizon_proto_msgTypes[42]
+	mi := &file_rhizon_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3924,7 +4049,7 @@ func (x *DeployActorRequest) String() string {
 func (*DeployActorRequest) ProtoMessage() {}
 
 func (x *DeployActorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[42]
+	mi := &file_rhizon_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3937,7 +4062,7 @@ func (x *DeployActorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployActorRequest.ProtoReflect.Descriptor instead.
 func (*DeployActorRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{42}
+	return file_rhizon_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DeployActorRequest) GetActorType() string {
@@ -4007,7 +4132,7 @@ type DeployActorResponse struct {
 
 func (x *DeployActorResponse) Reset() {
 	*x = DeployActorResponse{}
-	mi := &file_rhizon_proto_msgTypes[43]
+	mi := &file_rhizon_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4019,7 +4144,7 @@ func (x *DeployActorResponse) String() string {
 func (*DeployActorResponse) ProtoMessage() {}
 
 func (x *DeployActorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[43]
+	mi := &file_rhizon_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4032,7 +4157,7 @@ func (x *DeployActorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployActorResponse.ProtoReflect.Descriptor instead.
 func (*DeployActorResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{43}
+	return file_rhizon_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DeployActorResponse) GetActorType() string {
@@ -4094,7 +4219,7 @@ type ActivateRevisionRequest struct {
 
 func (x *ActivateRevisionRequest) Reset() {
 	*x = ActivateRevisionRequest{}
-	mi := &file_rhizon_proto_msgTypes[44]
+	mi := &file_rhizon_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4106,7 +4231,7 @@ func (x *ActivateRevisionRequest) String() string {
 func (*ActivateRevisionRequest) ProtoMessage() {}
 
 func (x *ActivateRevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[44]
+	mi := &file_rhizon_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4119,7 +4244,7 @@ func (x *ActivateRevisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateRevisionRequest.ProtoReflect.Descriptor instead.
 func (*ActivateRevisionRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{44}
+	return file_rhizon_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ActivateRevisionRequest) GetActorType() string {
@@ -4150,7 +4275,7 @@ type ActivateRevisionResponse struct {
 
 func (x *ActivateRevisionResponse) Reset() {
 	*x = ActivateRevisionResponse{}
-	mi := &file_rhizon_proto_msgTypes[45]
+	mi := &file_rhizon_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4162,7 +4287,7 @@ func (x *ActivateRevisionResponse) String() string {
 func (*ActivateRevisionResponse) ProtoMessage() {}
 
 func (x *ActivateRevisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[45]
+	mi := &file_rhizon_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4175,7 +4300,7 @@ func (x *ActivateRevisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateRevisionResponse.ProtoReflect.Descriptor instead.
 func (*ActivateRevisionResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{45}
+	return file_rhizon_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ActivateRevisionResponse) GetActorType() string {
@@ -4218,7 +4343,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_rhizon_proto_msgTypes[46]
+	mi := &file_rhizon_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4230,7 +4355,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[46]
+	mi := &file_rhizon_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4243,7 +4368,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{46}
+	return file_rhizon_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListDeadLettersRequest) GetAfter() uint64 {
@@ -4289,7 +4414,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_rhizon_proto_msgTypes[47]
+	mi := &file_rhizon_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4301,7 +4426,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[47]
+	mi := &file_rhizon_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4314,7 +4439,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{47}
+	return file_rhizon_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DeadLetter) GetSequence() uint64 {
@@ -4426,7 +4551,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_rhizon_proto_msgTypes[48]
+	mi := &file_rhizon_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4438,7 +4563,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[48]
+	mi := &file_rhizon_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4451,7 +4576,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{48}
+	return file_rhizon_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -4477,7 +4602,7 @@ type RedriveDeadLetterRequest struct {
 
 func (x *RedriveDeadLetterRequest) Reset() {
 	*x = RedriveDeadLetterRequest{}
-	mi := &file_rhizon_proto_msgTypes[49]
+	mi := &file_rhizon_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4489,7 +4614,7 @@ func (x *RedriveDeadLetterRequest) String() string {
 func (*RedriveDeadLetterRequest) ProtoMessage() {}
 
 func (x *RedriveDeadLetterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[49]
+	mi := &file_rhizon_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4502,7 +4627,7 @@ func (x *RedriveDeadLetterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLetterRequest.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLetterRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{49}
+	return file_rhizon_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RedriveDeadLetterRequest) GetSequence() uint64 {
@@ -4526,7 +4651,7 @@ type RedriveDeadLetterResponse struct {
 
 func (x *RedriveDeadLetterResponse) Reset() {
 	*x = RedriveDeadLetterResponse{}
-	mi := &file_rhizon_proto_msgTypes[50]
+	mi := &file_rhizon_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4538,7 +4663,7 @@ func (x *RedriveDeadLetterResponse) String() string {
 func (*RedriveDeadLetterResponse) ProtoMessage() {}
 
 func (x *RedriveDeadLetterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[50]
+	mi := &file_rhizon_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4551,7 +4676,7 @@ func (x *RedriveDeadLetterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLetterResponse.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLetterResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{50}
+	return file_rhizon_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RedriveDeadLetterResponse) GetStream() string {
@@ -4598,7 +4723,7 @@ type RepublishEventsRequest struct {
 
 func (x *RepublishEventsRequest) Reset() {
 	*x = RepublishEventsRequest{}
-	mi := &file_rhizon_proto_msgTypes[51]
+	mi := &file_rhizon_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4610,7 +4735,7 @@ func (x *RepublishEventsRequest) String() string {
 func (*RepublishEventsRequest) ProtoMessage() {}
 
 func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[51]
+	mi := &file_rhizon_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4623,7 +4748,7 @@ func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsRequest.ProtoReflect.Descriptor instead.
 func (*RepublishEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{51}
+	return file_rhizon_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RepublishEventsRequest) GetShard() uint32 {
@@ -4673,7 +4798,7 @@ type RepublishEventsResponse struct {
 
 func (x *RepublishEventsResponse) Reset() {
 	*x = RepublishEventsResponse{}
-	mi := &file_rhizon_proto_msgTypes[52]
+	mi := &file_rhizon_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4685,7 +4810,7 @@ func (x *RepublishEventsResponse) String() string {
 func (*RepublishEventsResponse) ProtoMessage() {}
 
 func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[52]
+	mi := &file_rhizon_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4698,7 +4823,7 @@ func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsResponse.ProtoReflect.Descriptor instead.
 func (*RepublishEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{52}
+	return file_rhizon_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RepublishEventsResponse) GetShard() uint32 {
@@ -4756,7 +4881,7 @@ type ListWhere struct {
 
 func (x *ListWhere) Reset() {
 	*x = ListWhere{}
-	mi := &file_rhizon_proto_msgTypes[53]
+	mi := &file_rhizon_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4768,7 +4893,7 @@ func (x *ListWhere) String() string {
 func (*ListWhere) ProtoMessage() {}
 
 func (x *ListWhere) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[53]
+	mi := &file_rhizon_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4781,7 +4906,7 @@ func (x *ListWhere) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWhere.ProtoReflect.Descriptor instead.
 func (*ListWhere) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{53}
+	return file_rhizon_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListWhere) GetField() string {
@@ -4823,7 +4948,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_rhizon_proto_msgTypes[54]
+	mi := &file_rhizon_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4835,7 +4960,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[54]
+	mi := &file_rhizon_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4848,7 +4973,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{54}
+	return file_rhizon_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListRequest) GetTenant() string {
@@ -4915,7 +5040,7 @@ type ListItem struct {
 
 func (x *ListItem) Reset() {
 	*x = ListItem{}
-	mi := &file_rhizon_proto_msgTypes[55]
+	mi := &file_rhizon_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4927,7 +5052,7 @@ func (x *ListItem) String() string {
 func (*ListItem) ProtoMessage() {}
 
 func (x *ListItem) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[55]
+	mi := &file_rhizon_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4940,7 +5065,7 @@ func (x *ListItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListItem.ProtoReflect.Descriptor instead.
 func (*ListItem) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{55}
+	return file_rhizon_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListItem) GetId() string {
@@ -4994,7 +5119,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_rhizon_proto_msgTypes[56]
+	mi := &file_rhizon_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5006,7 +5131,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[56]
+	mi := &file_rhizon_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5019,7 +5144,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{56}
+	return file_rhizon_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListResponse) GetItems() []*ListItem {
@@ -5348,7 +5473,18 @@ const file_rhizon_proto_rawDesc = "" +
 	"\acommand\x18\x01 \x01(\v2\x12.rhizon.v1.CommandR\acommand\x12\x12\n" +
 	"\x04hops\x18\x02 \x01(\rR\x04hops\"<\n" +
 	"\x0fForwardResponse\x12)\n" +
-	"\x06result\x18\x01 \x01(\v2\x11.rhizon.v1.ResultR\x06result\"\xf4\x02\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.rhizon.v1.ResultR\x06result\"[\n" +
+	"\x14ForwardStreamRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x123\n" +
+	"\arequest\x18\x02 \x01(\v2\x19.rhizon.v1.ForwardRequestR\arequest\"\x92\x02\n" +
+	"\x15ForwardStreamResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x126\n" +
+	"\bresponse\x18\x02 \x01(\v2\x1a.rhizon.v1.ForwardResponseR\bresponse\x12(\n" +
+	"\x05error\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x05error\x12J\n" +
+	"\btrailers\x18\x04 \x03(\v2..rhizon.v1.ForwardStreamResponse.TrailersEntryR\btrailers\x1a;\n" +
+	"\rTrailersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf4\x02\n" +
 	"\vReadRequest\x12,\n" +
 	"\aaddress\x18\x01 \x01(\v2\x12.rhizon.v1.AddressR\aaddress\x12\x14\n" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x18\n" +
@@ -5532,9 +5668,10 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x05Watch\x12\x17.rhizon.v1.WatchRequest\x1a\x15.rhizon.v1.WatchEvent0\x01\x12F\n" +
 	"\tGetResult\x12\x1b.rhizon.v1.GetResultRequest\x1a\x1c.rhizon.v1.GetResultResponse\x12;\n" +
 	"\x06Replay\x12\x18.rhizon.v1.ReplayRequest\x1a\x17.rhizon.v1.ReplayReport\x127\n" +
-	"\x04List\x12\x16.rhizon.v1.ListRequest\x1a\x17.rhizon.v1.ListResponse2\x92\x05\n" +
+	"\x04List\x12\x16.rhizon.v1.ListRequest\x1a\x17.rhizon.v1.ListResponse2\xea\x05\n" +
 	"\bInternal\x12@\n" +
-	"\aForward\x12\x19.rhizon.v1.ForwardRequest\x1a\x1a.rhizon.v1.ForwardResponse\x127\n" +
+	"\aForward\x12\x19.rhizon.v1.ForwardRequest\x1a\x1a.rhizon.v1.ForwardResponse\x12V\n" +
+	"\rForwardStream\x12\x1f.rhizon.v1.ForwardStreamRequest\x1a .rhizon.v1.ForwardStreamResponse(\x010\x01\x127\n" +
 	"\x04Read\x12\x16.rhizon.v1.ReadRequest\x1a\x17.rhizon.v1.ReadResponse\x12I\n" +
 	"\n" +
 	"ShardAdmin\x12\x1c.rhizon.v1.ShardAdminRequest\x1a\x1d.rhizon.v1.ShardAdminResponse\x12B\n" +
@@ -5564,7 +5701,7 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
 var file_rhizon_proto_goTypes = []any{
 	(Status)(0),                       // 0: rhizon.v1.Status
 	(Reason)(0),                       // 1: rhizon.v1.Reason
@@ -5606,33 +5743,36 @@ var file_rhizon_proto_goTypes = []any{
 	(*Position)(nil),                  // 37: rhizon.v1.Position
 	(*ForwardRequest)(nil),            // 38: rhizon.v1.ForwardRequest
 	(*ForwardResponse)(nil),           // 39: rhizon.v1.ForwardResponse
-	(*ReadRequest)(nil),               // 40: rhizon.v1.ReadRequest
-	(*ListScan)(nil),                  // 41: rhizon.v1.ListScan
-	(*ReadResponse)(nil),              // 42: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),         // 43: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil),        // 44: rhizon.v1.ShardAdminResponse
-	(*DeployActorRequest)(nil),        // 45: rhizon.v1.DeployActorRequest
-	(*DeployActorResponse)(nil),       // 46: rhizon.v1.DeployActorResponse
-	(*ActivateRevisionRequest)(nil),   // 47: rhizon.v1.ActivateRevisionRequest
-	(*ActivateRevisionResponse)(nil),  // 48: rhizon.v1.ActivateRevisionResponse
-	(*ListDeadLettersRequest)(nil),    // 49: rhizon.v1.ListDeadLettersRequest
-	(*DeadLetter)(nil),                // 50: rhizon.v1.DeadLetter
-	(*ListDeadLettersResponse)(nil),   // 51: rhizon.v1.ListDeadLettersResponse
-	(*RedriveDeadLetterRequest)(nil),  // 52: rhizon.v1.RedriveDeadLetterRequest
-	(*RedriveDeadLetterResponse)(nil), // 53: rhizon.v1.RedriveDeadLetterResponse
-	(*RepublishEventsRequest)(nil),    // 54: rhizon.v1.RepublishEventsRequest
-	(*RepublishEventsResponse)(nil),   // 55: rhizon.v1.RepublishEventsResponse
-	(*ListWhere)(nil),                 // 56: rhizon.v1.ListWhere
-	(*ListRequest)(nil),               // 57: rhizon.v1.ListRequest
-	(*ListItem)(nil),                  // 58: rhizon.v1.ListItem
-	(*ListResponse)(nil),              // 59: rhizon.v1.ListResponse
-	nil,                               // 60: rhizon.v1.SubmitStreamResponse.TrailersEntry
-	nil,                               // 61: rhizon.v1.NodeStatus.ActorRevisionsEntry
-	nil,                               // 62: rhizon.v1.StatusResponse.ActiveRevisionsEntry
-	nil,                               // 63: rhizon.v1.StatusResponse.DeployedOwnersEntry
-	nil,                               // 64: rhizon.v1.DeadLetter.HeadersEntry
-	nil,                               // 65: rhizon.v1.ListResponse.AppliedIndexesEntry
-	(*status.Status)(nil),             // 66: google.rpc.Status
+	(*ForwardStreamRequest)(nil),      // 40: rhizon.v1.ForwardStreamRequest
+	(*ForwardStreamResponse)(nil),     // 41: rhizon.v1.ForwardStreamResponse
+	(*ReadRequest)(nil),               // 42: rhizon.v1.ReadRequest
+	(*ListScan)(nil),                  // 43: rhizon.v1.ListScan
+	(*ReadResponse)(nil),              // 44: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),         // 45: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),        // 46: rhizon.v1.ShardAdminResponse
+	(*DeployActorRequest)(nil),        // 47: rhizon.v1.DeployActorRequest
+	(*DeployActorResponse)(nil),       // 48: rhizon.v1.DeployActorResponse
+	(*ActivateRevisionRequest)(nil),   // 49: rhizon.v1.ActivateRevisionRequest
+	(*ActivateRevisionResponse)(nil),  // 50: rhizon.v1.ActivateRevisionResponse
+	(*ListDeadLettersRequest)(nil),    // 51: rhizon.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                // 52: rhizon.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),   // 53: rhizon.v1.ListDeadLettersResponse
+	(*RedriveDeadLetterRequest)(nil),  // 54: rhizon.v1.RedriveDeadLetterRequest
+	(*RedriveDeadLetterResponse)(nil), // 55: rhizon.v1.RedriveDeadLetterResponse
+	(*RepublishEventsRequest)(nil),    // 56: rhizon.v1.RepublishEventsRequest
+	(*RepublishEventsResponse)(nil),   // 57: rhizon.v1.RepublishEventsResponse
+	(*ListWhere)(nil),                 // 58: rhizon.v1.ListWhere
+	(*ListRequest)(nil),               // 59: rhizon.v1.ListRequest
+	(*ListItem)(nil),                  // 60: rhizon.v1.ListItem
+	(*ListResponse)(nil),              // 61: rhizon.v1.ListResponse
+	nil,                               // 62: rhizon.v1.SubmitStreamResponse.TrailersEntry
+	nil,                               // 63: rhizon.v1.NodeStatus.ActorRevisionsEntry
+	nil,                               // 64: rhizon.v1.StatusResponse.ActiveRevisionsEntry
+	nil,                               // 65: rhizon.v1.StatusResponse.DeployedOwnersEntry
+	nil,                               // 66: rhizon.v1.ForwardStreamResponse.TrailersEntry
+	nil,                               // 67: rhizon.v1.DeadLetter.HeadersEntry
+	nil,                               // 68: rhizon.v1.ListResponse.AppliedIndexesEntry
+	(*status.Status)(nil),             // 69: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
 	13, // 0: rhizon.v1.ReplayRequest.address:type_name -> rhizon.v1.Address
@@ -5662,10 +5802,10 @@ var file_rhizon_proto_depIdxs = []int32{
 	27, // 24: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
 	21, // 25: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
 	22, // 26: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
-	66, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
-	60, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
+	69, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	62, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
 	22, // 29: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	66, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	69, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
 	13, // 31: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
 	2,  // 32: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
 	13, // 33: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
@@ -5673,85 +5813,91 @@ var file_rhizon_proto_depIdxs = []int32{
 	2,  // 35: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
 	20, // 36: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
 	37, // 37: rhizon.v1.HistoryResponse.trimmed_before:type_name -> rhizon.v1.Position
-	61, // 38: rhizon.v1.NodeStatus.actor_revisions:type_name -> rhizon.v1.NodeStatus.ActorRevisionsEntry
+	63, // 38: rhizon.v1.NodeStatus.actor_revisions:type_name -> rhizon.v1.NodeStatus.ActorRevisionsEntry
 	33, // 39: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
 	35, // 40: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
 	34, // 41: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
-	62, // 42: rhizon.v1.StatusResponse.active_revisions:type_name -> rhizon.v1.StatusResponse.ActiveRevisionsEntry
-	63, // 43: rhizon.v1.StatusResponse.deployed_owners:type_name -> rhizon.v1.StatusResponse.DeployedOwnersEntry
+	64, // 42: rhizon.v1.StatusResponse.active_revisions:type_name -> rhizon.v1.StatusResponse.ActiveRevisionsEntry
+	65, // 43: rhizon.v1.StatusResponse.deployed_owners:type_name -> rhizon.v1.StatusResponse.DeployedOwnersEntry
 	16, // 44: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
 	18, // 45: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	13, // 46: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	41, // 47: rhizon.v1.ReadRequest.list:type_name -> rhizon.v1.ListScan
-	20, // 48: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	58, // 49: rhizon.v1.ReadResponse.items:type_name -> rhizon.v1.ListItem
-	64, // 50: rhizon.v1.DeadLetter.headers:type_name -> rhizon.v1.DeadLetter.HeadersEntry
-	16, // 51: rhizon.v1.DeadLetter.command:type_name -> rhizon.v1.Command
-	50, // 52: rhizon.v1.ListDeadLettersResponse.dead_letters:type_name -> rhizon.v1.DeadLetter
-	37, // 53: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
-	37, // 54: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
-	37, // 55: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
-	37, // 56: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
-	56, // 57: rhizon.v1.ListRequest.where:type_name -> rhizon.v1.ListWhere
-	58, // 58: rhizon.v1.ListResponse.items:type_name -> rhizon.v1.ListItem
-	65, // 59: rhizon.v1.ListResponse.applied_indexes:type_name -> rhizon.v1.ListResponse.AppliedIndexesEntry
-	21, // 60: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	23, // 61: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	25, // 62: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	28, // 63: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	30, // 64: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	32, // 65: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	11, // 66: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	21, // 67: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	9,  // 68: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	6,  // 69: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
-	3,  // 70: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
-	57, // 71: rhizon.v1.Gateway.List:input_type -> rhizon.v1.ListRequest
-	38, // 72: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	40, // 73: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	43, // 74: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	32, // 75: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	11, // 76: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	54, // 77: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	3,  // 78: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
-	47, // 79: rhizon.v1.Internal.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
-	45, // 80: rhizon.v1.Internal.DeployActor:input_type -> rhizon.v1.DeployActorRequest
-	54, // 81: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	47, // 82: rhizon.v1.Admin.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
-	49, // 83: rhizon.v1.Admin.ListDeadLetters:input_type -> rhizon.v1.ListDeadLettersRequest
-	52, // 84: rhizon.v1.Admin.RedriveDeadLetter:input_type -> rhizon.v1.RedriveDeadLetterRequest
-	45, // 85: rhizon.v1.Admin.DeployActor:input_type -> rhizon.v1.DeployActorRequest
-	22, // 86: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	24, // 87: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	26, // 88: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	29, // 89: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	31, // 90: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	36, // 91: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	12, // 92: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	8,  // 93: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	10, // 94: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	7,  // 95: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
-	4,  // 96: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
-	59, // 97: rhizon.v1.Gateway.List:output_type -> rhizon.v1.ListResponse
-	39, // 98: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	42, // 99: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	44, // 100: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	36, // 101: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	12, // 102: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	55, // 103: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	4,  // 104: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
-	48, // 105: rhizon.v1.Internal.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
-	46, // 106: rhizon.v1.Internal.DeployActor:output_type -> rhizon.v1.DeployActorResponse
-	55, // 107: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	48, // 108: rhizon.v1.Admin.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
-	51, // 109: rhizon.v1.Admin.ListDeadLetters:output_type -> rhizon.v1.ListDeadLettersResponse
-	53, // 110: rhizon.v1.Admin.RedriveDeadLetter:output_type -> rhizon.v1.RedriveDeadLetterResponse
-	46, // 111: rhizon.v1.Admin.DeployActor:output_type -> rhizon.v1.DeployActorResponse
-	86, // [86:112] is the sub-list for method output_type
-	60, // [60:86] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	38, // 46: rhizon.v1.ForwardStreamRequest.request:type_name -> rhizon.v1.ForwardRequest
+	39, // 47: rhizon.v1.ForwardStreamResponse.response:type_name -> rhizon.v1.ForwardResponse
+	69, // 48: rhizon.v1.ForwardStreamResponse.error:type_name -> google.rpc.Status
+	66, // 49: rhizon.v1.ForwardStreamResponse.trailers:type_name -> rhizon.v1.ForwardStreamResponse.TrailersEntry
+	13, // 50: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	43, // 51: rhizon.v1.ReadRequest.list:type_name -> rhizon.v1.ListScan
+	20, // 52: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	60, // 53: rhizon.v1.ReadResponse.items:type_name -> rhizon.v1.ListItem
+	67, // 54: rhizon.v1.DeadLetter.headers:type_name -> rhizon.v1.DeadLetter.HeadersEntry
+	16, // 55: rhizon.v1.DeadLetter.command:type_name -> rhizon.v1.Command
+	52, // 56: rhizon.v1.ListDeadLettersResponse.dead_letters:type_name -> rhizon.v1.DeadLetter
+	37, // 57: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
+	37, // 58: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
+	37, // 59: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
+	37, // 60: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
+	58, // 61: rhizon.v1.ListRequest.where:type_name -> rhizon.v1.ListWhere
+	60, // 62: rhizon.v1.ListResponse.items:type_name -> rhizon.v1.ListItem
+	68, // 63: rhizon.v1.ListResponse.applied_indexes:type_name -> rhizon.v1.ListResponse.AppliedIndexesEntry
+	21, // 64: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	23, // 65: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	25, // 66: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	28, // 67: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	30, // 68: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	32, // 69: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	11, // 70: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	21, // 71: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	9,  // 72: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	6,  // 73: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
+	3,  // 74: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
+	59, // 75: rhizon.v1.Gateway.List:input_type -> rhizon.v1.ListRequest
+	38, // 76: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	40, // 77: rhizon.v1.Internal.ForwardStream:input_type -> rhizon.v1.ForwardStreamRequest
+	42, // 78: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	45, // 79: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	32, // 80: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	11, // 81: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	56, // 82: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	3,  // 83: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
+	49, // 84: rhizon.v1.Internal.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	47, // 85: rhizon.v1.Internal.DeployActor:input_type -> rhizon.v1.DeployActorRequest
+	56, // 86: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	49, // 87: rhizon.v1.Admin.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	51, // 88: rhizon.v1.Admin.ListDeadLetters:input_type -> rhizon.v1.ListDeadLettersRequest
+	54, // 89: rhizon.v1.Admin.RedriveDeadLetter:input_type -> rhizon.v1.RedriveDeadLetterRequest
+	47, // 90: rhizon.v1.Admin.DeployActor:input_type -> rhizon.v1.DeployActorRequest
+	22, // 91: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	24, // 92: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	26, // 93: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	29, // 94: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	31, // 95: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	36, // 96: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	12, // 97: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	8,  // 98: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	10, // 99: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	7,  // 100: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
+	4,  // 101: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
+	61, // 102: rhizon.v1.Gateway.List:output_type -> rhizon.v1.ListResponse
+	39, // 103: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	41, // 104: rhizon.v1.Internal.ForwardStream:output_type -> rhizon.v1.ForwardStreamResponse
+	44, // 105: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	46, // 106: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	36, // 107: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	12, // 108: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	57, // 109: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	4,  // 110: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
+	50, // 111: rhizon.v1.Internal.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	48, // 112: rhizon.v1.Internal.DeployActor:output_type -> rhizon.v1.DeployActorResponse
+	57, // 113: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	50, // 114: rhizon.v1.Admin.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	53, // 115: rhizon.v1.Admin.ListDeadLetters:output_type -> rhizon.v1.ListDeadLettersResponse
+	55, // 116: rhizon.v1.Admin.RedriveDeadLetter:output_type -> rhizon.v1.RedriveDeadLetterResponse
+	48, // 117: rhizon.v1.Admin.DeployActor:output_type -> rhizon.v1.DeployActorResponse
+	91, // [91:118] is the sub-list for method output_type
+	64, // [64:91] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -5776,7 +5922,7 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   63,
+			NumMessages:   66,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -680,6 +680,7 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	Internal_Forward_FullMethodName          = "/rhizon.v1.Internal/Forward"
+	Internal_ForwardStream_FullMethodName    = "/rhizon.v1.Internal/ForwardStream"
 	Internal_Read_FullMethodName             = "/rhizon.v1.Internal/Read"
 	Internal_ShardAdmin_FullMethodName       = "/rhizon.v1.Internal/ShardAdmin"
 	Internal_LocalStatus_FullMethodName      = "/rhizon.v1.Internal/LocalStatus"
@@ -700,6 +701,11 @@ const (
 // authorized by the gateway that received them.
 type InternalClient interface {
 	Forward(ctx context.Context, in *ForwardRequest, opts ...grpc.CallOption) (*ForwardResponse, error)
+	// ForwardStream serves many Forwards over one call, as Gateway.SubmitStream
+	// serves Submits: each answer carries the id of its request and exactly
+	// what Forward would have answered (status with details, and trailers).
+	// The peer MAC is checked once, when the stream opens.
+	ForwardStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ForwardStreamRequest, ForwardStreamResponse], error)
 	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (*ReadResponse, error)
 	ShardAdmin(ctx context.Context, in *ShardAdminRequest, opts ...grpc.CallOption) (*ShardAdminResponse, error)
 	LocalStatus(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
@@ -734,6 +740,19 @@ func (c *internalClient) Forward(ctx context.Context, in *ForwardRequest, opts .
 	}
 	return out, nil
 }
+
+func (c *internalClient) ForwardStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ForwardStreamRequest, ForwardStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Internal_ServiceDesc.Streams[0], Internal_ForwardStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ForwardStreamRequest, ForwardStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Internal_ForwardStreamClient = grpc.BidiStreamingClient[ForwardStreamRequest, ForwardStreamResponse]
 
 func (c *internalClient) Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (*ReadResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -825,6 +844,11 @@ func (c *internalClient) DeployActor(ctx context.Context, in *DeployActorRequest
 // authorized by the gateway that received them.
 type InternalServer interface {
 	Forward(context.Context, *ForwardRequest) (*ForwardResponse, error)
+	// ForwardStream serves many Forwards over one call, as Gateway.SubmitStream
+	// serves Submits: each answer carries the id of its request and exactly
+	// what Forward would have answered (status with details, and trailers).
+	// The peer MAC is checked once, when the stream opens.
+	ForwardStream(grpc.BidiStreamingServer[ForwardStreamRequest, ForwardStreamResponse]) error
 	Read(context.Context, *ReadRequest) (*ReadResponse, error)
 	ShardAdmin(context.Context, *ShardAdminRequest) (*ShardAdminResponse, error)
 	LocalStatus(context.Context, *StatusRequest) (*StatusResponse, error)
@@ -852,6 +876,9 @@ type UnimplementedInternalServer struct{}
 
 func (UnimplementedInternalServer) Forward(context.Context, *ForwardRequest) (*ForwardResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Forward not implemented")
+}
+func (UnimplementedInternalServer) ForwardStream(grpc.BidiStreamingServer[ForwardStreamRequest, ForwardStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method ForwardStream not implemented")
 }
 func (UnimplementedInternalServer) Read(context.Context, *ReadRequest) (*ReadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Read not implemented")
@@ -915,6 +942,13 @@ func _Internal_Forward_Handler(srv interface{}, ctx context.Context, dec func(in
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _Internal_ForwardStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(InternalServer).ForwardStream(&grpc.GenericServerStream[ForwardStreamRequest, ForwardStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Internal_ForwardStreamServer = grpc.BidiStreamingServer[ForwardStreamRequest, ForwardStreamResponse]
 
 func _Internal_Read_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReadRequest)
@@ -1104,7 +1138,14 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Internal_DeployActor_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ForwardStream",
+			Handler:       _Internal_ForwardStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "rhizon.proto",
 }
 

@@ -32,14 +32,17 @@ type peerPool struct {
 	creds credentials.TransportCredentials
 	mu    sync.Mutex
 	conns map[string]*peerConn // by address
+	// unary sends every forward by the unary Forward (benchmarks compare).
+	unary bool
 }
 
 // peerConn is the connection to one peer: its Internal client, and the
 // ForwardStream that Forward calls go over.
 type peerConn struct {
 	pb.InternalClient
-	conn *grpc.ClientConn
-	fwd  *forwardMux
+	conn  *grpc.ClientConn
+	fwd   *forwardMux
+	unary bool
 }
 
 type forwardMux = callmux.Mux[pb.ForwardRequest, pb.ForwardResponse, pb.ForwardStreamRequest, pb.ForwardStreamResponse]
@@ -69,7 +72,7 @@ func (p *peerPool) client(addr string) (*peerConn, error) {
 		return nil, err
 	}
 	ic := pb.NewInternalClient(c)
-	pc := &peerConn{InternalClient: ic, conn: c, fwd: callmux.New(callmux.Codec[pb.ForwardRequest, pb.ForwardResponse, pb.ForwardStreamRequest, pb.ForwardStreamResponse]{
+	pc := &peerConn{InternalClient: ic, conn: c, unary: p.unary, fwd: callmux.New(callmux.Codec[pb.ForwardRequest, pb.ForwardResponse, pb.ForwardStreamRequest, pb.ForwardStreamResponse]{
 		Open: func(ctx context.Context) (grpc.BidiStreamingClient[pb.ForwardStreamRequest, pb.ForwardStreamResponse], error) {
 			return ic.ForwardStream(ctx)
 		},
@@ -92,7 +95,7 @@ func (p *peerPool) client(addr string) (*peerConn, error) {
 // trace to continue (a stream message carries no headers), or a peer of a
 // version without ForwardStream.
 func (pc *peerConn) Forward(ctx context.Context, req *pb.ForwardRequest, opts ...grpc.CallOption) (*pb.ForwardResponse, error) {
-	if trace.SpanContextFromContext(ctx).IsSampled() {
+	if pc.unary || trace.SpanContextFromContext(ctx).IsSampled() {
 		return pc.InternalClient.Forward(ctx, req, opts...)
 	}
 	var tr *metadata.MD

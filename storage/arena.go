@@ -71,6 +71,13 @@ func (a *arena) reset() {
 		clear(a.chunks[arenaMaxChunks:])
 		a.chunks = a.chunks[:arenaMaxChunks]
 	}
+	if poisonArena {
+		for _, c := range a.chunks[:min(a.n, len(a.chunks))] {
+			for i := range c {
+				c[i] = 0xA5
+			}
+		}
+	}
 	if cap(a.ents) > maxPooledOps {
 		a.ents = nil
 	}
@@ -81,6 +88,11 @@ func (a *arena) reset() {
 	}
 	a.n = 0
 }
+
+// poisonArena, set by tests, overwrites a chunk's used bytes at reset, so a
+// slice kept past its batch reads garbage instead of the next batch's data
+// by luck.
+var poisonArena = false
 
 // arenaPool recycles the arenas of finished batches across every shard.
 var arenaPool = sync.Pool{New: func() any { return new(arena) }}

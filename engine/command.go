@@ -56,27 +56,10 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 	if err != nil {
 		return res, err
 	}
-	var pr recordv1.Result
 	if ok {
-		if err := proto.Unmarshal(stored, &pr); err != nil {
-			return res, fmt.Errorf("%w: decode stored result: %w", ErrStore, err)
+		if dup, ok, err := a.duplicate(cmd, stored); ok || err != nil {
+			return dup, err
 		}
-		if a.expired(cmd.Address.Tenant, pr.At) {
-			// Outside the tenant's window: a new submission (retention.go).
-			ok = false
-		}
-	}
-	if ok {
-		// The same command id is another attempt of the same submission
-		// (an internal retry, a redelivery, the caller's own retry): its
-		// answer is the original one. Another id is another submission.
-		dup := pr.ToActor()
-		if pr.CommandId == cmd.ID {
-			dup.Replay = true
-		} else {
-			dup.Duplicate = true
-		}
-		return dup, nil
 	}
 
 	ent, err := a.entity(cmd.Address, key)
@@ -149,7 +132,7 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 	// All checks passed: write.
 	var encoded [][]byte
 	if len(events) > 0 {
-		encoded = make([][]byte, len(events))
+		encoded = append(a.e.encoded[:0], make([][]byte, len(events))...)
 	}
 	for i := range events {
 		ev := &events[i]
@@ -158,7 +141,7 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 		// The same bytes wait in the outbox until the relay published them;
 		// the history record is the audit trail and stays. The outbox row
 		// is the kind byte and the event, so encode into it.
-		row := make([]byte, 1, 1+sizeEvent(ev))
+		row := a.e.mem.make(1, 1+sizeEvent(ev))
 		row[0] = OutboxEvent
 		row = appendEvent(row, ev)
 		data := row[1:]
@@ -186,8 +169,45 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 		}
 	}
 	res.Status, res.Version, res.Events, res.Reply = actor.StatusAccepted, version, events, reply
-	a.storeEncodedResult(cmd, key, encodeResult(&res, encoded))
+	a.storeEncodedResult(cmd, key, a.encodeResult(&res, encoded))
+	clear(encoded)
+	a.e.encoded = encoded[:0]
 	return res, nil
+}
+
+// duplicate decodes the stored result of the command's idempotency key: the
+// answer to a command that is another attempt (or another submission) of one
+// already decided, unless the result expired.
+func (a *applier) duplicate(cmd *actor.Command, stored []byte) (actor.Result, bool, error) {
+	var pr recordv1.Result
+	if err := proto.Unmarshal(stored, &pr); err != nil {
+		return actor.Result{}, false, fmt.Errorf("%w: decode stored result: %w", ErrStore, err)
+	}
+	if a.expired(cmd.Address.Tenant, pr.At) {
+		// Outside the tenant's window: a new submission (retention.go).
+		return actor.Result{}, false, nil
+	}
+	// The same command id is another attempt of the same submission (an
+	// internal retry, a redelivery, the caller's own retry): its answer is
+	// the original one. Another id is another submission. Unmarshal copied
+	// what it decoded, so the answer shares no memory with the entry's arena.
+	dup := pr.ToActor()
+	if pr.CommandId == cmd.ID {
+		dup.Replay = true
+	} else {
+		dup.Duplicate = true
+	}
+	return dup, true, nil
+}
+
+// encodeResult is encodeResult in the entry's arena, with room for the
+// retention stamp (stampResult).
+func (a *applier) encodeResult(res *actor.Result, events [][]byte) []byte {
+	n, ok := resultSize(res, events)
+	if !ok {
+		return encodeResult(res, events)
+	}
+	return appendResult(a.e.mem.make(0, n+resultStampRoom), res, events)
 }
 
 // seed derives the command's random seed from its log position.
@@ -244,7 +264,7 @@ func (a *applier) recordRejection(cmd *actor.Command, addrKey []byte, res *actor
 }
 
 func (a *applier) storeResult(cmd *actor.Command, addrKey []byte, res *actor.Result) {
-	a.storeEncodedResult(cmd, addrKey, encodeResult(res, nil))
+	a.storeEncodedResult(cmd, addrKey, a.encodeResult(res, nil))
 }
 
 func (a *applier) storeEncodedResult(cmd *actor.Command, addrKey []byte, data []byte) {

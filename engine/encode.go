@@ -135,6 +135,18 @@ func encodeResult(res *actor.Result, events [][]byte) []byte {
 			events[i] = appendEvent(make([]byte, 0, sizeEvent(&res.Events[i])), &res.Events[i])
 		}
 	}
+	n, _ := resultSize(res, events)
+	return appendResult(make([]byte, 0, n), res, events)
+}
+
+// resultSize is the length of encodeResult(res, events), and false when
+// encodeResult would take another path: a string that is not valid UTF-8, or
+// events that are not res.Events' encodings.
+func resultSize(res *actor.Result, events [][]byte) (int, bool) {
+	if !utf8.ValidString(res.CommandID) || !utf8.ValidString(res.Code) || !utf8.ValidString(res.Message) ||
+		len(events) != len(res.Events) {
+		return 0, false
+	}
 	n := sizeString(res.CommandID) + sizeVarint(uint64(int64(res.Status))) + sizeVarint(uint64(int64(res.Reason))) +
 		sizeString(res.Code) + sizeString(res.Message) + sizeVarint(res.Version) +
 		sizeVarint(res.Index) + sizeBytes(res.Reply)
@@ -147,7 +159,12 @@ func encodeResult(res *actor.Result, events [][]byte) []byte {
 	for _, e := range events {
 		n += 1 + protowire.SizeBytes(len(e))
 	}
-	b := make([]byte, 0, n)
+	return n, true
+}
+
+// appendResult appends encodeResult(res, events) to b; events must be the
+// encodings of res.Events and res's strings valid UTF-8 (resultSize).
+func appendResult(b []byte, res *actor.Result, events [][]byte) []byte {
 	b = appendString(b, 1, res.CommandID)
 	b = appendVarint(b, 2, uint64(int64(res.Status))) // enums are int32, sign-extended
 	b = appendVarint(b, 3, uint64(int64(res.Reason)))

@@ -166,6 +166,10 @@ type Engine struct {
 	cache *entityCache
 	// hashBuf is the applier's digest buffer, kept between entries.
 	hashBuf []byte
+	// mem holds the rows and results of the entry being applied.
+	mem arena
+	// encoded is the applier's scratch list of a command's encoded events.
+	encoded [][]byte
 	// evType remembers the last event type built, since runs of one
 	// command type emit the same event type over and over.
 	evType struct{ actorType, name, typ string }
@@ -252,6 +256,7 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 	if br, ok := b.(BatchReader); ok {
 		rd = br
 	}
+	defer e.mem.reset() // the batch is committed or discarded by then
 	a := &applier{
 		e:         e,
 		b:         b,

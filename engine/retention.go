@@ -26,6 +26,10 @@ const MaxSweepRows = 4096
 // resultAtField is the field number of recordv1.Result.at.
 const resultAtField = 12
 
+// resultStampRoom is the most stampResult appends: the field's tag and a
+// varint of up to 10 bytes.
+const resultStampRoom = 1 + 10
+
 // Sweep asks an entry to delete the expired results among the next Limit
 // rows of the shard's result keyspace from From on (an address key followed
 // by an idempotency key; empty for the start).

@@ -26,7 +26,9 @@ type Store interface {
 }
 
 // Batch collects the writes of one log entry; Commit applies all or nothing.
-// Byte slices passed in are owned by the batch afterwards.
+// Byte slices passed in stay valid and unchanged only until Commit or Discard
+// returns (the engine then reuses their memory for the next entry): a Batch
+// that keeps one longer must copy it.
 type Batch interface {
 	PutEntity(addr actor.Address, e Entity)
 	// AppendHistory adds an audit record (an event or a rejection) to the

@@ -161,6 +161,16 @@ func (o op) apply(txn *badger.Txn) error {
 	return withoutDump(txn.Set(o.key, o.val))
 }
 
+// applyEntry is apply with the put's entry in e, which Badger keeps only
+// until the transaction's Commit returns (Txn.Set would allocate it).
+func (o op) applyEntry(txn *badger.Txn, e *badger.Entry) error {
+	if o.del {
+		return withoutDump(txn.Delete(o.key))
+	}
+	*e = badger.Entry{Key: o.key, Value: o.val}
+	return withoutDump(txn.SetEntry(e))
+}
+
 // withoutDump drops the hex dump of the key or value that Badger appends to
 // its size errors: a kilobyte of hex in the node's error log tells an
 // operator nothing the first line does not.

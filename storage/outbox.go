@@ -28,12 +28,21 @@ const (
 
 // packOutbox encodes rows, all of one log index and in order, as one value.
 func packOutbox(rows []OutboxRow) []byte {
+	return appendPackedOutbox(make([]byte, 0, packedOutboxSize(rows)), rows)
+}
+
+// packedOutboxSize bounds the length of packOutbox(rows).
+func packedOutboxSize(rows []OutboxRow) int {
 	n := 1
 	for _, r := range rows {
 		n += 2*binary.MaxVarintLen32 + len(r.Data)
 	}
-	v := make([]byte, 1, n)
-	v[0] = outboxPacked
+	return n
+}
+
+// appendPackedOutbox appends packOutbox(rows) to v.
+func appendPackedOutbox(v []byte, rows []OutboxRow) []byte {
+	v = append(v, outboxPacked)
 	for _, r := range rows {
 		v = binary.AppendUvarint(v, uint64(r.Pos.Ordinal))
 		v = binary.AppendUvarint(v, uint64(len(r.Data)))

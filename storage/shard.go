@@ -272,12 +272,12 @@ func has(txn *badger.Txn, key []byte) (bool, error) {
 
 const metaLen = 8 + 8 + 32
 
-func encodeMeta(m engine.Meta) []byte {
-	b := make([]byte, metaLen)
-	binary.BigEndian.PutUint64(b, m.Index)
-	binary.BigEndian.PutUint64(b[8:], uint64(m.At))
-	copy(b[16:], m.Hash[:])
-	return b
+func encodeMeta(m engine.Meta) []byte { return appendMeta(make([]byte, 0, metaLen), m) }
+
+func appendMeta(b []byte, m engine.Meta) []byte {
+	b = binary.BigEndian.AppendUint64(b, m.Index)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.At))
+	return append(b, m.Hash[:]...)
 }
 
 func decodeMeta(v []byte) (engine.Meta, error) {
@@ -293,11 +293,21 @@ func decodeMeta(v []byte) (engine.Meta, error) {
 
 // NewBatch starts an atomic write. Nothing reaches Badger before Commit.
 func (s *ShardStore) NewBatch() engine.Batch {
-	b := &batch{s: s}
+	b := &batch{s: s, mem: arenaPool.Get().(*arena)}
 	if p, ok := opsPool.Get().(*[]op); ok {
 		b.ops = (*p)[:0]
 	}
 	return b
+}
+
+// release returns the arena to the pool once nothing refers to its slices:
+// the ops are cleared or recycled, and Badger is done with them (see arena).
+func (b *batch) release() {
+	if b.mem != nil {
+		b.mem.reset()
+		arenaPool.Put(b.mem)
+		b.mem = nil
+	}
 }
 
 // opsPool recycles the op lists of finished batches: an entry of a few
@@ -332,6 +342,9 @@ type batch struct {
 	// outbox holds the rows of one log index not yet packed into ops.
 	outbox      []OutboxRow
 	outboxBytes int
+	// mem holds the batch's own keys and values (not the caller's slices)
+	// until Commit or Discard.
+	mem *arena
 }
 
 var _ engine.BatchReader = (*batch)(nil)
@@ -392,32 +405,38 @@ type timerOp struct {
 
 func (b *batch) put(key, val []byte) { b.ops = append(b.ops, op{key: key, val: val}) }
 
+// addrKey is addrPrefix in the batch's arena.
+func (b *batch) addrKey(tag byte, addr actor.Address, extra int) []byte {
+	k := b.mem.make(0, shardPrefixLen+1+addrKeyLen(addr)+extra)
+	return appendAddrKey(appendTagPrefix(k, b.s.id, tag), addr)
+}
+
 // PutEntity stores the entity's version and state.
 func (b *batch) PutEntity(addr actor.Address, e engine.Entity) {
-	v := make([]byte, 8+len(e.State))
+	v := b.mem.make(8+len(e.State), 0)
 	binary.BigEndian.PutUint64(v, e.Version)
 	copy(v[8:], e.State)
-	b.put(addrPrefix(b.s.id, tagEntity, addr, 0), v)
+	b.put(b.addrKey(tagEntity, addr, 0), v)
 }
 
 // AppendHistory stores an event or rejection at its log position.
 func (b *batch) AppendHistory(addr actor.Address, pos engine.Position, kind engine.HistoryKind, data []byte) {
-	v := make([]byte, 1+len(data))
+	v := b.mem.make(1+len(data), 0)
 	v[0] = byte(kind)
 	copy(v[1:], data)
-	b.put(appendPos(addrPrefix(b.s.id, tagHistory, addr, 12), pos), v)
+	b.put(appendPos(b.addrKey(tagHistory, addr, 12), pos), v)
 }
 
 // DeleteHistory removes the history record at pos.
 func (b *batch) DeleteHistory(addr actor.Address, pos engine.Position) {
-	b.ops = append(b.ops, op{key: appendPos(addrPrefix(b.s.id, tagHistory, addr, 12), pos), del: true})
+	b.ops = append(b.ops, op{key: appendPos(b.addrKey(tagHistory, addr, 12), pos), del: true})
 }
 
 // PutResult stores the encoded result under (addr, idempotency key).
 // The key enters the shard's result filter now, before the batch commits:
 // see resultFilter.
 func (b *batch) PutResult(addr actor.Address, key string, data []byte) {
-	k := append(addrPrefix(b.s.id, tagResult, addr, len(key)), key...)
+	k := append(b.addrKey(tagResult, addr, len(key)), key...)
 	b.s.results.add(k)
 	b.put(k, data)
 }
@@ -438,13 +457,18 @@ func (b *batch) flushOutbox() {
 	case 0:
 		return
 	case 1:
-		b.put(outboxKey(b.s.id, b.outbox[0].Pos), b.outbox[0].Data)
+		b.put(b.outboxKey(b.outbox[0].Pos), b.outbox[0].Data)
 	default:
 		last := b.outbox[len(b.outbox)-1].Pos
-		b.put(outboxKey(b.s.id, last), packOutbox(b.outbox))
+		b.put(b.outboxKey(last), appendPackedOutbox(b.mem.make(0, packedOutboxSize(b.outbox)), b.outbox))
 	}
 	clear(b.outbox)
 	b.outbox, b.outboxBytes = b.outbox[:0], 0
+}
+
+// outboxKey is outboxKey in the batch's arena.
+func (b *batch) outboxKey(p engine.Position) []byte {
+	return appendPos(appendTagPrefix(b.mem.make(0, shardPrefixLen+1+12), b.s.id, tagOutbox), p)
 }
 
 // DeleteOutbox deletes every outbox row at or before upTo, scanning from
@@ -504,7 +528,9 @@ func (b *batch) PutTimer(t engine.Timer) { b.timers = append(b.timers, timerOp{t
 func (b *batch) DeleteTimer(t engine.Timer) { b.timers = append(b.timers, timerOp{t: t, del: true}) }
 
 // SetMeta stores the applied position and hash.
-func (b *batch) SetMeta(m engine.Meta) { b.put(metaKey(b.s.id), encodeMeta(m)) }
+func (b *batch) SetMeta(m engine.Meta) {
+	b.put(appendTagPrefix(b.mem.make(0, shardPrefixLen+1), b.s.id, tagMeta), appendMeta(b.mem.make(0, metaLen), m))
+}
 
 // Discard drops the batch; nothing of it was written.
 func (b *batch) Discard() {
@@ -514,6 +540,7 @@ func (b *batch) Discard() {
 	}
 	b.done = true
 	b.ops, b.timers, b.outbox = nil, nil, nil
+	b.release()
 }
 
 // Commit writes the batch atomically. A batch that fits one Badger
@@ -536,8 +563,9 @@ func (b *batch) Commit() error {
 			return err
 		}
 		ops = append(b.ops, tops...)
-		for _, o := range ops {
-			if err := o.apply(txn); err != nil {
+		ents := b.mem.entries(len(ops))
+		for i, o := range ops {
+			if err := o.applyEntry(txn, &ents[i]); err != nil {
 				return err
 			}
 		}
@@ -565,6 +593,7 @@ func (b *batch) Commit() error {
 		recycleOps(b.ops)
 	}
 	b.ops, b.timers = nil, nil
+	b.release()
 	if err != nil {
 		return fmt.Errorf("storage: shard %d: commit: %w", b.s.id, err)
 	}

@@ -20,6 +20,10 @@ const MaxDocBytes = actor.MaxStateBytes - 64
 type KVState struct {
 	Exists bool            `json:"exists"`
 	Doc    json.RawMessage `json:"doc,omitempty"`
+	// canonical says Doc is known to be in canonical form (it came through
+	// canonicalValue), so encodeKVState need not scan it again. Whoever sets
+	// Doc sets it too; the zero value only costs that scan.
+	canonical bool
 }
 
 // KVDoc is the payload of evt.kv.created and evt.kv.updated: the whole
@@ -243,12 +247,13 @@ func (d *docType) apply(s *KVState, ev *actor.Event) error {
 	switch ev.Type {
 	case d.evtCreated, d.evtUpdated:
 		var e KVDoc
+		canonical := false
 		if doc, ok := fastKVEventField(ev.Payload, "doc"); ok {
-			e.Doc = doc
+			e.Doc, canonical = doc, true
 		} else if err := decodeEvent(ev, &e); err != nil {
 			return err
 		}
-		s.Exists, s.Doc = true, e.Doc
+		s.Exists, s.Doc, s.canonical = true, e.Doc, canonical
 		return nil
 	case d.evtPatched:
 		var e KVPatched
@@ -261,10 +266,10 @@ func (d *docType) apply(s *KVState, ev *actor.Event) error {
 		if err != nil {
 			return err
 		}
-		s.Doc = doc
+		s.Doc, s.canonical = doc, false
 		return nil
 	case d.evtDeleted:
-		s.Exists, s.Doc = false, nil
+		s.Exists, s.Doc, s.canonical = false, nil, false
 		return nil
 	}
 	return unknownEvent(ev)
@@ -344,8 +349,10 @@ func encodeKVState(s *KVState) ([]byte, error) {
 		}
 		return []byte(`{"exists":false}`), nil
 	}
-	if canon, ok := fastCanonical(s.Doc); !ok || !bytes.Equal(canon, s.Doc) {
-		return json.Marshal(s)
+	if !s.canonical {
+		if canon, ok := fastCanonical(s.Doc); !ok || !bytes.Equal(canon, s.Doc) {
+			return json.Marshal(s)
+		}
 	}
 	b := make([]byte, 0, len(s.Doc)+len(`{"exists":false,"doc":}`))
 	if s.Exists {
@@ -377,7 +384,7 @@ func decodeKVState(state []byte, s *KVState) error {
 		}
 		if sc.byte(',') && sc.key("doc") {
 			if doc, ok := canonicalValue(&sc); ok && sc.byte('}') && sc.end() {
-				s.Exists, s.Doc = exists, doc
+				s.Exists, s.Doc, s.canonical = exists, doc, true
 				return nil
 			}
 		}

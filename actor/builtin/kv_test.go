@@ -1,6 +1,8 @@
 package builtin
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -171,4 +173,34 @@ func TestKVSizeLimit(t *testing.T) {
 	e.check(t, 8, step{verb: "patch", payload: `{"patch":{"a":null}}`, events: []string{`patched {"patch":{"a":null}}`}})
 	e.check(t, 9, step{verb: "update", payload: `{"doc":{"small":true}}`, events: []string{`updated {"doc":{"small":true}}`},
 		state: `{"exists":true,"doc":{"small":true}}`})
+}
+
+// TestKVUpdateEvolveScansOnce: evolving a kv entity by an update checks the
+// new document's canonical form once (reading the event), not a second time
+// to encode the state, and the state is still what encoding/json writes.
+// The second scan cost an allocation of the document's size.
+func TestKVUpdateEvolveScansOnce(t *testing.T) {
+	b := KV()
+	pad := strings.Repeat("x", 200)
+	state := []byte(`{"exists":true,"doc":{"a":1}}`)
+	doc := `{"pad":"` + pad + `","seq":7}`
+	ev := &actor.Event{Type: actor.EventType(KVType, "updated"), Payload: []byte(`{"doc":` + doc + `}`)}
+	got, err := b.Evolve(state, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(&KVState{Exists: true, Doc: json.RawMessage(doc)})
+	if !bytes.Equal(got, want) {
+		t.Fatalf("state %s, want %s", got, want)
+	}
+	// It was 6 with the second scan.
+	if n := testing.AllocsPerRun(100, func() { _, _ = b.Evolve(state, ev) }); n > 5 {
+		t.Fatalf("Evolve allocates %.0f times, want at most 5", n)
+	}
+	// A document that is not canonical still goes through encoding/json.
+	s := KVState{Exists: true, Doc: json.RawMessage(`{ "b":1, "a":2 }`)}
+	got, _ = encodeKVState(&s)
+	if want, _ := json.Marshal(&s); !bytes.Equal(got, want) {
+		t.Fatalf("state %s, want %s", got, want)
+	}
 }

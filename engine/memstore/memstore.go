@@ -151,8 +151,11 @@ func (b *batch) PutEntity(a actor.Address, e engine.Entity) {
 	b.add(func(s *Store) { s.ents[k] = e })
 }
 
+// The engine reuses the memory of the slices it writes once the batch is
+// committed: the store keeps copies.
+
 func (b *batch) AppendHistory(a actor.Address, pos engine.Position, kind engine.HistoryKind, data []byte) {
-	k := string(a.Key())
+	k, data := string(a.Key()), bytes.Clone(data)
 	b.add(func(s *Store) {
 		s.histAddr[k] = a
 		h := s.history[k]
@@ -176,7 +179,7 @@ func (b *batch) DeleteHistory(a actor.Address, pos engine.Position) {
 }
 
 func (b *batch) PutResult(a actor.Address, key string, data []byte) {
-	k := resultKey(a, key)
+	k, data := resultKey(a, key), bytes.Clone(data)
 	b.add(func(s *Store) {
 		s.results[k] = data
 		s.resultRefs[k] = resultRef{a, key}
@@ -222,6 +225,7 @@ func (s *Store) ScanResults(from []byte, limit int) ([]engine.ResultRow, error) 
 }
 
 func (b *batch) PutOutbox(pos engine.Position, data []byte) {
+	data = bytes.Clone(data)
 	b.add(func(s *Store) {
 		i, found := slices.BinarySearchFunc(s.outbox, pos, cmpRow)
 		if found {

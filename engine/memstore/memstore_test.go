@@ -207,3 +207,33 @@ func cloneHist(h [][]engine.Position) [][]engine.Position {
 	}
 	return out
 }
+
+// TestStore_KeepsCopies: the engine reuses the memory of what it wrote once
+// a batch is committed, so the store must keep copies, not the slices.
+func TestStore_KeepsCopies(t *testing.T) {
+	s := memstore.New()
+	a := actor.Address{Tenant: "t", Workspace: "w", ActorType: "counter", EntityID: "e"}
+	pos := engine.Position{Index: 1, Ordinal: 1}
+	hist, res, row := []byte("history"), []byte("result"), []byte("Erow")
+	b := s.NewBatch()
+	b.AppendHistory(a, pos, engine.HistoryEvent, hist)
+	b.PutResult(a, "k", res)
+	b.PutOutbox(pos, row)
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][]byte{hist, res, row} {
+		for i := range p {
+			p[i] = 'X'
+		}
+	}
+	if h := s.History(a, engine.Position{}, 10, true); len(h) != 1 || string(h[0].Data) != "history" {
+		t.Fatalf("history %+v", h)
+	}
+	if r, ok, _ := s.Result(a, "k"); !ok || string(r) != "result" {
+		t.Fatalf("result %q", r)
+	}
+	if o := s.Outbox(); len(o) != 1 || string(o[0].Data) != "Erow" {
+		t.Fatalf("outbox %+v", o)
+	}
+}

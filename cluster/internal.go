@@ -93,7 +93,7 @@ func (s *internalServer) ForwardStream(stream pb.Internal_ForwardStreamServer) e
 			out.Trailers = rec.Trailers()
 			return out
 		},
-		Closing:    s.n.stop,
+		Closing:    s.n.serving,
 		ClosingMsg: "node " + s.n.cfg.NodeID + " is shutting down; forward the commands not answered on this stream again",
 		What:       "forwarded commands",
 	}

@@ -208,7 +208,18 @@ type Node struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	closeMu sync.Once
+	// serving is closed by StopServing: the streams peers keep open to this
+	// node (ForwardStream) end.
+	serving     chan struct{}
+	stopServing sync.Once
 }
+
+// StopServing ends the node-to-node streams that peers keep open to this
+// node (their ForwardStreams), after answering the forwards each took; the
+// peers reopen them elsewhere or to this node's successor. Call it before a
+// graceful stop of the gRPC server, which would otherwise wait for the peers
+// to hang up. Close calls it too.
+func (n *Node) StopServing() { n.stopServing.Do(func() { close(n.serving) }) }
 
 // Open opens (or creates) the node's data directory, starts the Raft
 // listener, the control group and membership, and begins placing replicas.
@@ -226,7 +237,7 @@ func Open(cfg Config) (*Node, error) {
 	n := &Node{
 		loaded: map[string]bool{},
 		cfg:    cfg, log: cfg.Logger.With("node", cfg.NodeID),
-		stop: make(chan struct{}),
+		stop: make(chan struct{}), serving: make(chan struct{}),
 	}
 	n.peers = newPeerPool(cfg.ClusterSecret, cfg.TLS)
 	forwards, err := n.newForwardStats()
@@ -439,6 +450,7 @@ func writeFileSync(p string, b []byte) error {
 func (n *Node) Close() error {
 	var errs []error
 	n.closeMu.Do(func() {
+		n.StopServing()
 		close(n.stop)
 		n.wg.Wait()
 		if n.metrics != nil {

@@ -291,6 +291,58 @@ func TestCluster_ThreeNodesServeThroughAnyNodeAndAgree(t *testing.T) {
 	c.waitConverged(c.nodes[2], 20*time.Second)
 }
 
+// TestCluster_AGracefulStopDoesNotWaitForPeersStreams: peers keep their
+// ForwardStreams to a node open for as long as they run; a node stopped with
+// SIGTERM ends them (after answering what they carried) instead of letting
+// its gRPC server's graceful stop wait out its 5 s bound for them, and the
+// forwarding node goes on to the next leader.
+func TestCluster_AGracefulStopDoesNotWaitForPeersStreams(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, time.Minute)
+	for _, p := range c.nodes {
+		p.start(t)
+	}
+	c.waitConverged(c.nodes[0], 60*time.Second)
+	// Every command through n1 with leader routing off: n1 forwards those
+	// of the groups n2 and n3 lead, over a ForwardStream to each.
+	cl, err := client.Dial(c.nodes[0].grpc, append([]client.Option{client.WithToken(clusterToken), client.WithLeaderRouting(false)}, c.clientOpts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	submit := func(key string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		resp, err := cl.Submit(ctx, submitReq("e"+key, key))
+		if err != nil || resp.Result.Status != pb.Status_STATUS_ACCEPTED {
+			t.Fatalf("submit %s through n1: %+v %v", key, resp, err)
+		}
+	}
+	for i := range 30 {
+		submit(fmt.Sprint("before-", i))
+	}
+	victim := c.nodes[1]
+	start := time.Now()
+	if err := victim.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-victim.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s still running 30 s after SIGTERM:\n%s", victim.id, tail(victim.stderr.String(), 3000))
+	}
+	took := time.Since(start)
+	t.Logf("%s stopped %v after SIGTERM", victim.id, took)
+	if took > 4*time.Second {
+		t.Errorf("%s took %v to stop gracefully; the gRPC server's graceful stop waits 5 s for streams left open:\n%s",
+			victim.id, took, tail(victim.stderr.String(), 3000))
+	}
+	for i := range 30 {
+		submit(fmt.Sprint("after-", i))
+	}
+}
+
 func TestCluster_LeaderFailoverUnderLoadLosesNothing(t *testing.T) {
 	t.Parallel()
 	c := newTestCluster(t, 3, time.Minute)

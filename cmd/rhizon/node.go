@@ -496,6 +496,9 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 	defer func() {
 		hcancel()
 		gw.Shutdown() // NOT_SERVING first, so balancers stop before the drain
+		// Peers keep their ForwardStreams to this node open: end them, or
+		// the graceful stop below waits its 5 s for them.
+		node.StopServing()
 		stopped := make(chan struct{})
 		go func() { gs.GracefulStop(); close(stopped) }()
 		select {

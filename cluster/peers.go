@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
@@ -89,13 +90,18 @@ func (p *peerPool) client(addr string) (*peerConn, error) {
 	return pc, nil
 }
 
+// maxStreamedForward: a larger forward goes by the unary call, so that a
+// command near the message limit fails alone instead of ending the stream
+// for every forward on it (as the client's SubmitStream does).
+const maxStreamedForward = 1<<20 + 64<<10
+
 // Forward sends req over the peer's ForwardStream (one message on a call
 // that is already open, instead of a call of its own per command), or by
 // the unary Forward where the stream cannot carry it: a caller's sampled
-// trace to continue (a stream message carries no headers), or a peer of a
-// version without ForwardStream.
+// trace to continue (a stream message carries no headers), a large command,
+// or a peer of a version without ForwardStream.
 func (pc *peerConn) Forward(ctx context.Context, req *pb.ForwardRequest, opts ...grpc.CallOption) (*pb.ForwardResponse, error) {
-	if pc.unary || trace.SpanContextFromContext(ctx).IsSampled() {
+	if pc.unary || trace.SpanContextFromContext(ctx).IsSampled() || proto.Size(req) > maxStreamedForward {
 		return pc.InternalClient.Forward(ctx, req, opts...)
 	}
 	var tr *metadata.MD

@@ -141,7 +141,7 @@ func (a *applier) validated(cmd *actor.Command, res actor.Result) (actor.Result,
 		// The same bytes wait in the outbox until the relay published them;
 		// the history record is the audit trail and stays. The outbox row
 		// is the kind byte and the event, so encode into it.
-		row := a.e.mem.make(1, 1+sizeEvent(ev))
+		row := a.e.mem.Make(1, 1+sizeEvent(ev))
 		row[0] = OutboxEvent
 		row = appendEvent(row, ev)
 		data := row[1:]
@@ -207,7 +207,7 @@ func (a *applier) encodeResult(res *actor.Result, events [][]byte) []byte {
 	if !ok {
 		return encodeResult(res, events)
 	}
-	return appendResult(a.e.mem.make(0, n+resultStampRoom), res, events)
+	return appendResult(a.e.mem.Make(0, n+resultStampRoom), res, events)
 }
 
 // seed derives the command's random seed from its log position.

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rhizon/rhizon/actor"
+	"github.com/rhizon/rhizon/internal/slab"
 )
 
 // Limits of one entry.
@@ -166,8 +167,14 @@ type Engine struct {
 	cache *entityCache
 	// hashBuf is the applier's digest buffer, kept between entries.
 	hashBuf []byte
-	// mem holds the rows and results of the entry being applied.
-	mem arena
+	// mem holds the byte slices one entry writes (outbox rows, which are also
+	// the history records' data, and encoded results). Apply resets it once
+	// the entry's batch is committed or discarded: Batch keeps what it is
+	// given only until then (see Batch), and the applier's own references
+	// (applier.results) die with the entry. Nothing handed back to a caller
+	// (Applied.Results) points into it, and the entity cache never does
+	// (putEntity).
+	mem slab.Slab
 	// encoded is the applier's scratch list of a command's encoded events.
 	encoded [][]byte
 	// evType remembers the last event type built, since runs of one
@@ -256,7 +263,7 @@ func (e *Engine) Apply(ent *Entry) (Applied, error) {
 	if br, ok := b.(BatchReader); ok {
 		rd = br
 	}
-	defer e.mem.reset() // the batch is committed or discarded by then
+	defer e.mem.Reset(false) // the batch is committed or discarded by then
 	a := &applier{
 		e:         e,
 		b:         b,

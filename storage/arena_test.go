@@ -9,36 +9,6 @@ import (
 	"github.com/rhizon/rhizon/engine"
 )
 
-// TestArenaSlicesDoNotOverlap: a slice carved from a chunk cannot grow into
-// the next one, and a large one is not carved at all.
-func TestArenaSlicesDoNotOverlap(t *testing.T) {
-	var a arena
-	x := a.make(3, 0)
-	y := a.make(2, 8)
-	copy(x, "xxx")
-	copy(y, "yy")
-	x = append(x, 'X') // over capacity: must move, not write into y
-	y = append(y, "YYYYYY"...)
-	z := a.make(4, 0)
-	copy(z, "zzzz")
-	if string(x) != "xxxX" || string(y) != "yyYYYYYY" || string(z) != "zzzz" {
-		t.Fatalf("x %q y %q z %q", x, y, z)
-	}
-	if big := a.make(arenaMaxAlloc+1, 0); a.n != 1 || len(a.chunks[0]) != 3+8+4 || len(big) != arenaMaxAlloc+1 {
-		t.Fatalf("large slice taken from the arena: %d chunks, %d bytes used", a.n, len(a.chunks[0]))
-	}
-	for range 3 * arenaChunk / arenaMaxAlloc {
-		a.make(arenaMaxAlloc, 0)
-	}
-	if a.n != 4 {
-		t.Fatalf("%d chunks in use, want 4", a.n)
-	}
-	a.reset()
-	if a.n != 0 || len(a.chunks) != 4 || len(a.chunks[0]) != 0 {
-		t.Fatalf("after reset: %d in use, %d kept, first holds %d", a.n, len(a.chunks), len(a.chunks[0]))
-	}
-}
-
 // TestBatchArenaReuseKeepsCommittedData commits entries whose keys and values
 // live in the batch arena, poisoning each arena as it returns to the pool:
 // if Badger (or the batch) still referred to a slice after Commit, the stored

@@ -407,13 +407,13 @@ func (b *batch) put(key, val []byte) { b.ops = append(b.ops, op{key: key, val: v
 
 // addrKey is addrPrefix in the batch's arena.
 func (b *batch) addrKey(tag byte, addr actor.Address, extra int) []byte {
-	k := b.mem.make(0, shardPrefixLen+1+addrKeyLen(addr)+extra)
+	k := b.mem.Make(0, shardPrefixLen+1+addrKeyLen(addr)+extra)
 	return appendAddrKey(appendTagPrefix(k, b.s.id, tag), addr)
 }
 
 // PutEntity stores the entity's version and state.
 func (b *batch) PutEntity(addr actor.Address, e engine.Entity) {
-	v := b.mem.make(8+len(e.State), 0)
+	v := b.mem.Make(8+len(e.State), 0)
 	binary.BigEndian.PutUint64(v, e.Version)
 	copy(v[8:], e.State)
 	b.put(b.addrKey(tagEntity, addr, 0), v)
@@ -421,7 +421,7 @@ func (b *batch) PutEntity(addr actor.Address, e engine.Entity) {
 
 // AppendHistory stores an event or rejection at its log position.
 func (b *batch) AppendHistory(addr actor.Address, pos engine.Position, kind engine.HistoryKind, data []byte) {
-	v := b.mem.make(1+len(data), 0)
+	v := b.mem.Make(1+len(data), 0)
 	v[0] = byte(kind)
 	copy(v[1:], data)
 	b.put(appendPos(b.addrKey(tagHistory, addr, 12), pos), v)
@@ -460,7 +460,7 @@ func (b *batch) flushOutbox() {
 		b.put(b.outboxKey(b.outbox[0].Pos), b.outbox[0].Data)
 	default:
 		last := b.outbox[len(b.outbox)-1].Pos
-		b.put(b.outboxKey(last), appendPackedOutbox(b.mem.make(0, packedOutboxSize(b.outbox)), b.outbox))
+		b.put(b.outboxKey(last), appendPackedOutbox(b.mem.Make(0, packedOutboxSize(b.outbox)), b.outbox))
 	}
 	clear(b.outbox)
 	b.outbox, b.outboxBytes = b.outbox[:0], 0
@@ -468,7 +468,7 @@ func (b *batch) flushOutbox() {
 
 // outboxKey is outboxKey in the batch's arena.
 func (b *batch) outboxKey(p engine.Position) []byte {
-	return appendPos(appendTagPrefix(b.mem.make(0, shardPrefixLen+1+12), b.s.id, tagOutbox), p)
+	return appendPos(appendTagPrefix(b.mem.Make(0, shardPrefixLen+1+12), b.s.id, tagOutbox), p)
 }
 
 // DeleteOutbox deletes every outbox row at or before upTo, scanning from
@@ -529,7 +529,7 @@ func (b *batch) DeleteTimer(t engine.Timer) { b.timers = append(b.timers, timerO
 
 // SetMeta stores the applied position and hash.
 func (b *batch) SetMeta(m engine.Meta) {
-	b.put(appendTagPrefix(b.mem.make(0, shardPrefixLen+1), b.s.id, tagMeta), appendMeta(b.mem.make(0, metaLen), m))
+	b.put(appendTagPrefix(b.mem.Make(0, shardPrefixLen+1), b.s.id, tagMeta), appendMeta(b.mem.Make(0, metaLen), m))
 }
 
 // Discard drops the batch; nothing of it was written.

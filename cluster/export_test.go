@@ -53,10 +53,6 @@ func (n *Node) ForwardTo(ctx context.Context, to string, cmd *pb.Command) (leade
 	return fe.leader, fe.applied, fe.err
 }
 
-// SetUnaryForwards makes n forward by the unary Forward on the connections
-// it opens from now on (benchmarks compare it with the stream).
-func (n *Node) SetUnaryForwards(on bool) {
-	n.peers.mu.Lock()
-	defer n.peers.mu.Unlock()
-	n.peers.unary = on
-}
+// SetUnaryForwards makes n forward by the unary Forward, or by its
+// ForwardStreams again (benchmarks compare the two).
+func (n *Node) SetUnaryForwards(on bool) { n.peers.unary.Store(on) }

@@ -28,18 +28,16 @@ func (p *olderPeer) Forward(ctx context.Context, req *pb.ForwardRequest) (*pb.Fo
 	return &pb.ForwardResponse{Result: &pb.Result{CommandId: req.GetCommand().GetId(), Status: pb.Status_STATUS_ACCEPTED}}, nil
 }
 
-// TestForward_FallsBackToUnaryOnAnOlderPeer: during a rolling upgrade a
-// peer may not serve ForwardStream; every forward then goes by the unary
-// Forward, answered in full (trailers too), and the stream is not tried
-// again.
-func TestForward_FallsBackToUnaryOnAnOlderPeer(t *testing.T) {
+// connectPeer serves srv as a peer's Internal service on a free port and
+// returns a peerPool's connection to it.
+func connectPeer(t *testing.T, srv pb.InternalServer) *peerConn {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	old := &olderPeer{}
-	pb.RegisterInternalServer(gs, old)
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20))
+	pb.RegisterInternalServer(gs, srv)
 	go func() { _ = gs.Serve(l) }()
 	t.Cleanup(gs.Stop)
 	pool := newPeerPool("secret", nil)
@@ -48,6 +46,16 @@ func TestForward_FallsBackToUnaryOnAnOlderPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pc
+}
+
+// TestForward_FallsBackToUnaryOnAnOlderPeer: during a rolling upgrade a
+// peer may not serve ForwardStream; every forward then goes by the unary
+// Forward, answered in full (trailers too), and the stream is not tried
+// again.
+func TestForward_FallsBackToUnaryOnAnOlderPeer(t *testing.T) {
+	old := &olderPeer{}
+	pc := connectPeer(t, old)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := range 5 {
@@ -97,21 +105,8 @@ func (p *bothPeer) ForwardStream(st pb.Internal_ForwardStreamServer) error {
 // forwarded by the unary call, so that it cannot end the stream every other
 // forward shares; small ones take the stream.
 func TestForward_ALargeCommandGoesByUnary(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20))
 	peer := &bothPeer{}
-	pb.RegisterInternalServer(gs, peer)
-	go func() { _ = gs.Serve(l) }()
-	t.Cleanup(gs.Stop)
-	pool := newPeerPool("secret", nil)
-	t.Cleanup(pool.close)
-	pc, err := pool.client(l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc := connectPeer(t, peer)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, c := range []struct {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -34,7 +35,7 @@ type peerPool struct {
 	mu    sync.Mutex
 	conns map[string]*peerConn // by address
 	// unary sends every forward by the unary Forward (benchmarks compare).
-	unary bool
+	unary *atomic.Bool
 }
 
 // peerConn is the connection to one peer: its Internal client, and the
@@ -43,7 +44,7 @@ type peerConn struct {
 	pb.InternalClient
 	conn  *grpc.ClientConn
 	fwd   *forwardMux
-	unary bool
+	unary *atomic.Bool // the pool's
 }
 
 type forwardMux = callmux.Mux[pb.ForwardRequest, pb.ForwardResponse, pb.ForwardStreamRequest, pb.ForwardStreamResponse]
@@ -53,7 +54,7 @@ func newPeerPool(secret string, tlsConf *tls.Config) *peerPool {
 	if tlsConf != nil {
 		creds = credentials.NewTLS(tlsConf)
 	}
-	return &peerPool{key: internalKey(secret), creds: creds, conns: map[string]*peerConn{}}
+	return &peerPool{key: internalKey(secret), creds: creds, conns: map[string]*peerConn{}, unary: new(atomic.Bool)}
 }
 
 func (p *peerPool) client(addr string) (*peerConn, error) {
@@ -101,7 +102,7 @@ const maxStreamedForward = 1<<20 + 64<<10
 // trace to continue (a stream message carries no headers), a large command,
 // or a peer of a version without ForwardStream.
 func (pc *peerConn) Forward(ctx context.Context, req *pb.ForwardRequest, opts ...grpc.CallOption) (*pb.ForwardResponse, error) {
-	if pc.unary || trace.SpanContextFromContext(ctx).IsSampled() || proto.Size(req) > maxStreamedForward {
+	if pc.unary.Load() || trace.SpanContextFromContext(ctx).IsSampled() || proto.Size(req) > maxStreamedForward {
 		return pc.InternalClient.Forward(ctx, req, opts...)
 	}
 	var tr *metadata.MD

@@ -1,22 +1,12 @@
 package shard_test
 
 import (
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/shard"
 )
-
-// cpuTime is the process's user+system CPU time so far.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // BenchmarkLinearizableRead confirms leadership for reads on the leader of
 // a 3-replica group (all in this process, real TCP): by the lease or by a
@@ -36,7 +26,7 @@ func BenchmarkLinearizableRead(b *testing.B) {
 				return l.WaitLinearizable(b.Context())
 			})
 			l0, r0 := l.ReadCounts()
-			c0 := cpuTime(b)
+			c0 := testkit.CPUTime(b)
 			b.ResetTimer()
 			if bc.par == 0 {
 				for range b.N {
@@ -56,7 +46,7 @@ func BenchmarkLinearizableRead(b *testing.B) {
 				})
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(cpuTime(b)-c0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(testkit.CPUTime(b)-c0)/float64(b.N), "cpu-ns/op")
 			lease, round := l.ReadCounts()
 			lease, round = lease-l0, round-r0
 			b.ReportMetric(float64(lease)/float64(lease+round), "leased-frac")

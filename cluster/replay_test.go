@@ -12,6 +12,7 @@ import (
 
 	"github.com/rhizon/rhizon/actor"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/internal/testkit"
 )
 
 // Replay asked of a follower runs on the shard's leader (forwarded over the
@@ -43,18 +44,22 @@ func TestNode_ReplayRunsOnAReplicaHolderTheLeaderFirst(t *testing.T) {
 		last = res.Index
 	}
 	leader, follower := -1, -1
-	for i, pn := range nodes {
-		for _, sh := range pn.Node.Node.Shards() {
-			if sh.ID() == id && sh.IsLeader() {
-				leader = i
-			} else if sh.ID() == id && follower < 0 {
-				follower = i
+	testkit.EventuallyNil(t, 30*time.Second, "a leader of the shard", func() error {
+		leader, follower = -1, -1
+		for i, pn := range nodes {
+			for _, sh := range pn.Node.Node.Shards() {
+				if sh.ID() == id && sh.IsLeader() {
+					leader = i
+				} else if sh.ID() == id && follower < 0 {
+					follower = i
+				}
 			}
 		}
-	}
-	if leader < 0 || follower < 0 {
-		t.Fatalf("shard %d: leader %d follower %d", id, leader, follower)
-	}
+		if leader < 0 || follower < 0 {
+			return fmt.Errorf("shard %d: leader %d follower %d", id, leader, follower)
+		}
+		return nil
+	})
 	ln, fn := nodes[leader].Node.Node, nodes[follower].Node.Node
 
 	entity := &pb.ReplayRequest{Scope: &pb.ReplayRequest_Address{Address: pb.FromAddress(addr)}}

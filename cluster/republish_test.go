@@ -54,7 +54,7 @@ func TestNode_RepublishEventsRunsOnTheShardLeader(t *testing.T) {
 		}
 	}
 	if leader < 0 {
-		t.Fatal("shard 1 has no leader after WaitReady")
+		t.Fatal("shard 1 has no leader once the leaders settled")
 	}
 	follower := (leader + 1) % len(nodes)
 

@@ -15,6 +15,7 @@
 #   PROF=1            write n1's CPU profile to PROF_OUT (/tmp/rhizon-n1.pprof)
 #   PROF_ALL=1        with PROF=1, every node's: PROF_OUT with .n1, .n2, .n3 appended
 #   PROF_KEEP_LOG     a directory to copy the nodes' logs to
+#   PROF_METRICS      a file to write n1's /metrics to at the end of the window
 #   BENCH_SHARDS, BENCH_NATS, BENCH_NODE_ARGS, BENCH_TLS: see rhizon-cluster.sh
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -87,6 +88,9 @@ after=()
 for p in "${pids[@]}"; do after+=("$(cpu_ticks "$p")"); done
 t1=$(date +%s.%N)
 read -r cmds1 ents1 log1 <<<"$(counts)"
+if [[ -n ${PROF_METRICS:-} ]]; then
+	curl -s ${RHIZON_TLS_CA:+--cacert "$RHIZON_TLS_CA"} -o "$PROF_METRICS" "$RHIZON_BENCH_HTTP://$http1/metrics"
+fi
 while kill -0 "$bp" 2>/dev/null; do sleep 0.2; done
 cat "$out/bench.txt" | tail -n 12
 ops=$(grep -o '"throughput":[0-9.]*' "$out/run.json" | head -1 | cut -d: -f2)

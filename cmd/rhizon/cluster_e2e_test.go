@@ -202,6 +202,46 @@ func (c *testCluster) waitConverged(p *nodeProc, total time.Duration) {
 	})
 }
 
+// mustStatus is p's status, asked again while p cannot answer (a busy or
+// restarting node) for up to 30 s.
+func (c *testCluster) mustStatus(p *nodeProc) *pb.StatusResponse {
+	c.t.Helper()
+	var st *pb.StatusResponse
+	testkit.Poll{Timeout: 30 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(c.t, "status of "+p.id, func() error {
+		var err error
+		st, err = c.status(p)
+		return err
+	})
+	return st
+}
+
+// leaderOf polls p's status until shard has a leader and returns its node:
+// a status taken once can fall between a leader's step-down and the next
+// election (the controller moves leaders after a start or a failure).
+func (c *testCluster) leaderOf(p *nodeProc, shard uint32) *nodeProc {
+	c.t.Helper()
+	var leader *nodeProc
+	testkit.Poll{Timeout: 30 * time.Second, Every: 100 * time.Millisecond}.EventuallyNil(c.t, fmt.Sprint("a leader of shard ", shard), func() error {
+		st, err := c.status(p)
+		if err != nil {
+			return err
+		}
+		for _, sh := range st.Shards {
+			if sh.Shard != shard || sh.Role != "Leader" {
+				continue
+			}
+			for _, q := range c.nodes {
+				if q.id == sh.NodeId {
+					leader = q
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("shard %d has no leader", shard)
+	})
+	return leader
+}
+
 // converged checks that every shard has a replica on each of want distinct
 // nodes, one leader, and equal state hashes at equal applied indexes.
 func converged(st *pb.StatusResponse, want int) error { return placed(st, want, true) }
@@ -350,7 +390,7 @@ func TestCluster_LeaderFailoverUnderLoadLosesNothing(t *testing.T) {
 		p.start(t)
 	}
 	c.waitConverged(c.nodes[0], 60*time.Second)
-	st, _ := c.status(c.nodes[0])
+	st := c.mustStatus(c.nodes[0])
 	leads := map[string]int{}
 	for _, s := range st.Shards {
 		if s.Role == "Leader" {
@@ -572,7 +612,7 @@ func TestCluster_GrowsToFiveNodesAndReplacesADeadOne(t *testing.T) {
 		}
 		return nil
 	})
-	st, _ := c.status(c.nodes[0])
+	st := c.mustStatus(c.nodes[0])
 	t.Logf("after growth: replicas per node %v; saw moves in status: %v", holds(st), sawMoves)
 	if !sawMoves {
 		t.Error("status never showed the rebalancing in progress")

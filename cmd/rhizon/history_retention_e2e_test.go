@@ -202,10 +202,7 @@ func TestHistoryRetention_ClusterKill9DuringSweep(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	st, err := c.status(c.nodes[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := c.mustStatus(c.nodes[0])
 	leads := map[string]int{}
 	for _, s := range st.Shards {
 		if s.Role == "Leader" {

@@ -48,23 +48,8 @@ func TestIngress_LeaderKilledUnderLoadAppliesEveryStoredCommandOnce(t *testing.T
 		id, _ := pickEntity("counter", "o"+strconv.Itoa(i)+"-", victimShard)
 		ents = append(ents, id)
 	}
-	st, err := c.status(c.nodes[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var victim, pub *nodeProc
-	for _, sh := range st.Shards {
-		if sh.Shard == victimShard && sh.Role == "Leader" {
-			for _, p := range c.nodes {
-				if p.id == sh.NodeId {
-					victim = p
-				}
-			}
-		}
-	}
-	if victim == nil {
-		t.Fatalf("no leader for shard %d", victimShard)
-	}
+	victim := c.leaderOf(c.nodes[0], victimShard)
+	var pub *nodeProc
 	for _, p := range c.nodes {
 		if p != victim {
 			pub = p

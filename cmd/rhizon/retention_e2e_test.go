@@ -204,10 +204,7 @@ func TestRetention_ClusterKill9DuringSweep(t *testing.T) {
 		return !r.Duplicate, fmt.Sprint(r)
 	})
 
-	st, err := c.status(c.nodes[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := c.mustStatus(c.nodes[0])
 	leads := map[string]int{}
 	for _, s := range st.Shards {
 		if s.Role == "Leader" {

@@ -208,23 +208,7 @@ func TestSaga_ExactlyOnceAcrossShardsWhenALeaderIsKilled(t *testing.T) {
 	s.submit("inventory", wh, "stock", "stock-1", "", builtin.InventoryStock{SKU: "apple", Qty: stock})
 	s.submit("payment", rich, "deposit", "dep-1", "", map[string]int64{"amount": 1_000_000})
 
-	st, err := c.status(c.nodes[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var victim *nodeProc
-	for _, sh := range st.Shards {
-		if sh.Shard == whShard && sh.Role == "Leader" {
-			for _, p := range c.nodes {
-				if p.id == sh.NodeId {
-					victim = p
-				}
-			}
-		}
-	}
-	if victim == nil {
-		t.Fatalf("no leader for the inventory's shard %d", whShard)
-	}
+	victim := c.leaderOf(c.nodes[0], whShard)
 	if victim == c.nodes[0] { // keep the client's node up
 		cl2, err := client.Dial(c.nodes[1].grpc, client.WithToken(clusterToken))
 		if err != nil {

@@ -78,7 +78,7 @@ func activateCmd() *cobra.Command {
 			return nil
 		},
 	}
-	f.registerConn(c)
+	f.registerUnscoped(c)
 	c.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline for the call (it waits until every live node applied the switch, at most 5s of it)")
 	c.Flags().StringVar(&typ, "type", "", "the actor type (required)")
 	c.Flags().StringVar(&rev, "revision", "", "the revision to switch to (required)")

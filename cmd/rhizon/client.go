@@ -33,17 +33,36 @@ type clientFlags struct {
 
 func (f *clientFlags) register(c *cobra.Command) {
 	f.registerConn(c)
+	f.registerTimeout(c)
+}
+
+// registerAdmin is register without --tenant and --workspace (see
+// registerUnscoped).
+func (f *clientFlags) registerAdmin(c *cobra.Command) {
+	f.registerUnscoped(c)
+	f.registerTimeout(c)
+}
+
+func (f *clientFlags) registerTimeout(c *cobra.Command) {
 	c.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline for the whole call, retries included")
 }
 
 // registerConn registers the flags every client command has except
 // --timeout, whose default depends on the command.
 func (f *clientFlags) registerConn(c *cobra.Command) {
+	f.registerUnscoped(c)
+	fs := c.Flags()
+	fs.StringVar(&f.tenant, "tenant", "", "tenant (default: the token's own)")
+	fs.StringVar(&f.workspace, "workspace", "", "workspace (default: the token's own)")
+}
+
+// registerUnscoped is registerConn without --tenant and --workspace, for
+// commands about the cluster rather than a tenant's entities (dead letters):
+// they refuse the flags instead of taking and ignoring them.
+func (f *clientFlags) registerUnscoped(c *cobra.Command) {
 	fs := c.Flags()
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:7400", "gateway gRPC address, host[:port] (port 7400 when omitted; RHIZON_ADDR)")
 	fs.StringVar(&f.token, "token", "", "bearer token (RHIZON_TOKEN)")
-	fs.StringVar(&f.tenant, "tenant", "", "tenant (default: the token's own)")
-	fs.StringVar(&f.workspace, "workspace", "", "workspace (default: the token's own)")
 	fs.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
 	f.tls.register(fs)
 }

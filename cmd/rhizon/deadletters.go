@@ -118,7 +118,7 @@ func deadLettersListCmd() *cobra.Command {
 			return nil
 		},
 	}
-	f.register(c)
+	f.registerAdmin(c)
 	jsonFlag(c, f)
 	c.Flags().Uint64Var(&after, "after", 0, "list the letters after sequence `SEQ` (a full page ends with the --after of the next)")
 	c.Flags().Uint32Var(&limit, "limit", gateway.DefaultDeadLetterPage, fmt.Sprintf("letters a page, 1 to %d", gateway.MaxDeadLetterPage))
@@ -243,7 +243,7 @@ func deadLettersRedriveCmd() *cobra.Command {
 			return nil
 		},
 	}
-	f.register(c)
+	f.registerAdmin(c)
 	jsonFlag(c, f)
 	return c
 }

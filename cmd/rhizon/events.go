@@ -100,7 +100,7 @@ func republishCmd() *cobra.Command {
 			return nil
 		},
 	}
-	f.registerConn(c)
+	f.registerUnscoped(c)
 	c.Flags().DurationVar(&f.timeout, "timeout", 10*time.Minute, "deadline for the whole republish (each call scans the shard's history)")
 	c.Flags().Int64Var(&shardID, "shard", -1, "the shard to republish (required)")
 	c.Flags().StringVar(&fromArg, "from", "", "first position, inclusive: INDEX or INDEX.ORDINAL (default: the start of the history)")

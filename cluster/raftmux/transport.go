@@ -77,6 +77,16 @@ const (
 	// muxRPCTimeout is NetworkTransport's I/O deadline per RPC (scaled up for
 	// snapshots) and its dial timeout.
 	muxRPCTimeout = 10 * time.Second
+	// muxMaxInFlight turns hashicorp/raft's append pipeline off (it needs 2
+	// or more): Raft then replicates with one AppendEntries in flight per
+	// follower, each carrying everything appended meanwhile. With its default
+	// of 2, the pipeline's channels are unbuffered and it can deadlock when a
+	// follower answers Success=false: the decoder returns, the send loop may
+	// park one more request on the in-progress channel, and the pipeline is
+	// closed only when that loop returns. The follower then gets heartbeats
+	// but no entry ever again, and Shutdown hangs (grafana/pyroscope#5518
+	// found the same; TestMuxTransportOffersNoPipeline).
+	muxMaxInFlight = 1
 )
 
 // ErrClosed is returned by a closed Mux and by its groups' stream layers.
@@ -255,10 +265,11 @@ func (m *Mux) Transport(group uint32) (*GroupTransport, error) {
 	}
 	glog := m.log.With("group", groupLabel(group))
 	t := &GroupTransport{m: m, group: group, NetworkTransport: raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  l,
-		MaxPool: muxMaxPool,
-		Timeout: muxRPCTimeout,
-		Logger:  logutil.HCLog(name, glog),
+		Stream:          l,
+		MaxPool:         muxMaxPool,
+		MaxRPCsInFlight: muxMaxInFlight,
+		Timeout:         muxRPCTimeout,
+		Logger:          logutil.HCLog(name, glog),
 	})}
 	m.mu.Lock()
 	if m.closed {

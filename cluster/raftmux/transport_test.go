@@ -337,3 +337,36 @@ func TestMuxAdvertise(t *testing.T) {
 		t.Fatalf("transport LocalAddr %s", tr.LocalAddr())
 	}
 }
+
+// A group's transport offers no append pipeline, so Raft replicates with one
+// AppendEntries in flight per follower. hashicorp/raft's pipeline with its
+// default two in flight can deadlock: when a follower answers Success=false
+// the decoder returns and nobody reads the pipeline's done channel, the send
+// loop may pick a ready trigger over the closed finish channel and park on
+// the unbuffered in-progress channel, and the pipeline is closed only when
+// that loop returns. The follower then gets heartbeats but never another
+// entry, and Shutdown waits forever (CI hung 19 minutes in stopAll on it).
+func TestMuxTransportOffersNoPipeline(t *testing.T) {
+	muxLeakCheck(t)
+	lw := newMuxTestLog(t)
+	ma := listenTestMux(t, "127.0.0.1:0", lw)
+	mb := listenTestMux(t, "127.0.0.1:0", lw)
+	const g = 7
+	ta, err := ma.Transport(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ta.Close()
+	tb, err := mb.Transport(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	p, err := ta.AppendEntriesPipeline("b", tb.LocalAddr())
+	if p != nil {
+		_ = p.Close()
+	}
+	if !errors.Is(err, raft.ErrPipelineReplicationNotSupported) {
+		t.Fatalf("AppendEntriesPipeline: %v, want ErrPipelineReplicationNotSupported", err)
+	}
+}

@@ -100,7 +100,7 @@ func TestPromise_Determinism_DivergentReplicaHalts(t *testing.T) {
 		if r.logs, err = storage.OpenRaft(filepath.Join(dir, "raft"), storage.Options{}); err != nil {
 			t.Fatal(err)
 		}
-		if r.trans, err = raft.NewTCPTransport("127.0.0.1:0", nil, 3, 5*time.Second, io.Discard); err != nil {
+		if r.trans, err = tcpTransport("127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}
 		peers = append(peers, raft.Server{ID: raft.ServerID(r.id), Address: r.trans.LocalAddr()})
@@ -224,7 +224,7 @@ func TestPromise_Determinism_DivergentReplicaHalts(t *testing.T) {
 		t.Fatal(err)
 	}
 	var err error
-	if n3.trans, err = raft.NewTCPTransport(string(addr), nil, 3, 5*time.Second, io.Discard); err != nil {
+	if n3.trans, err = tcpTransport(string(addr)); err != nil {
 		t.Fatal(err)
 	}
 	n3.cfg.Transport, n3.cfg.Registry, n3.cfg.Bootstrap = n3.trans, builtin.Registry(), false

@@ -3,13 +3,13 @@ package shard_test
 import (
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/rhizon/rhizon/actor/builtin"
@@ -115,7 +115,7 @@ func openGroup(t testing.TB, tune func(*shard.Config)) *group {
 	g := &group{t: t, p: &partition{cut: map[raft.ServerAddress]bool{}, links: map[[2]raft.ServerAddress]bool{}}}
 	var peers []raft.Server
 	for i := range 3 {
-		nt, err := raft.NewTCPTransport("127.0.0.1:0", nil, 3, 5*time.Second, io.Discard)
+		nt, err := tcpTransport("127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,7 +189,7 @@ func (g *group) restart(i int) {
 	addr := g.trans[i].LocalAddr()
 	dir := filepath.Dir(g.cfgs[i].Dir)
 	g.close(i)
-	nt, err := raft.NewTCPTransport(string(addr), nil, 3, 5*time.Second, io.Discard)
+	nt, err := tcpTransport(string(addr))
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -211,4 +211,14 @@ func (g *group) leader() int {
 		return false, "no leader"
 	})
 	return at
+}
+
+// tcpTransport is Raft over real TCP configured as cluster/raftmux configures
+// a node's groups: no append pipeline (it can deadlock in hashicorp/raft; see
+// raftmux's muxMaxInFlight).
+func tcpTransport(addr string) (*raft.NetworkTransport, error) {
+	return raft.NewTCPTransportWithConfig(addr, nil, &raft.NetworkTransportConfig{
+		MaxPool: 3, MaxRPCsInFlight: 1, Timeout: 5 * time.Second,
+		Logger: hclog.NewNullLogger(),
+	})
 }

@@ -15,7 +15,9 @@ import (
 // before the first snapshot it proposes nothing although every record is
 // past the window; after it, the records at or below the snapshot's index
 // go and those written later stay (old as they are) until a later snapshot
-// covers them. Each trimmed entity's history starts after its trim mark.
+// covers them, which a pass that finds such records takes itself (an idle
+// shard would never reach its snapshot threshold). Each trimmed entity's
+// history starts after its trim mark.
 func TestHistoryRetention_PassBoundedByLeaderSnapshot(t *testing.T) {
 	var now atomic.Int64
 	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
@@ -64,5 +66,14 @@ func TestHistoryRetention_PassBoundedByLeaderSnapshot(t *testing.T) {
 	}
 	if n, tr := count(); n != 10 || tr != 10 {
 		t.Fatalf("after the snapshot: %d records left, %d entities trimmed; want the 10 unsnapshotted ones, all 10 trimmed", n, tr)
+	}
+	// No command comes any more, so no snapshot would ever cover the 10
+	// (a threshold of 1<<20 entries); the pass that found them waiting took
+	// one itself, and the next pass deletes them.
+	if err := r.s.HistorySweepPass(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := count(); n != 0 {
+		t.Fatalf("on an idle shard: %d old records left after a pass that found them past the last snapshot; want none", n)
 	}
 }

@@ -53,7 +53,11 @@ func TestForward_CommandsGoOverOneStreamAndAnswerAsUnary(t *testing.T) {
 				t.Errorf("submit %d: %v", i, err)
 				return
 			}
-			if r := resp.GetResult(); r.GetStatus() != pb.Status_STATUS_ACCEPTED || r.GetReplay() || r.GetDuplicate() {
+			// A replay is allowed: on a loaded machine the node may retry a
+			// forward whose answer was late (same command id, CI saw it); the
+			// distinct versions and the entity's final version below still
+			// prove one effect per command.
+			if r := resp.GetResult(); r.GetStatus() != pb.Status_STATUS_ACCEPTED || r.GetDuplicate() {
 				t.Errorf("submit %d: %v, want accepted", i, r)
 			}
 			versions <- resp.GetResult().GetVersion()

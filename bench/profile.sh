@@ -41,7 +41,7 @@ counts() {
 # shellcheck source=bench/rhizon-cluster.sh
 source "$here/rhizon-cluster.sh"
 # The copy may fail (set -e holds in the trap too): the nodes must stop anyway.
-trap '[[ -n ${PROF_KEEP_LOG:-} ]] && { mkdir -p "$PROF_KEEP_LOG" && cp "$out"/c/n?.log "$out"/bench.txt "$PROF_KEEP_LOG"/ 2>/dev/null || true; }; rhizon_cluster_stop; rm -rf "$out"' EXIT
+trap '[[ -n ${PROF_KEEP_LOG:-} ]] && { mkdir -p "$PROF_KEEP_LOG" && cp "$out"/c/n?.log "$out"/bench.txt "$out"/progress.txt "$PROF_KEEP_LOG"/ 2>/dev/null || true; }; rhizon_cluster_stop; rm -rf "$out"' EXIT
 trap 'exit 130' INT TERM # so that a killed run stops its nodes too
 rhizon_cluster_start "$bin" "$out/c"
 # A node's HTTP address, from its command line (arguments are NUL-separated).

@@ -56,3 +56,6 @@ func (n *Node) ForwardTo(ctx context.Context, to string, cmd *pb.Command) (leade
 // SetUnaryForwards makes n forward by the unary Forward, or by its
 // ForwardStreams again (benchmarks compare the two).
 func (n *Node) SetUnaryForwards(on bool) { n.peers.unary.Store(on) }
+
+// StateMemTableSize is the memtable size n's state database opened with.
+func (n *Node) StateMemTableSize() int64 { return n.state.MemTableSize() }

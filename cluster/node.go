@@ -261,9 +261,12 @@ func Open(cfg Config) (*Node, error) {
 
 func (n *Node) open() error {
 	var err error
-	if n.state, err = storage.Open(filepath.Join(n.cfg.DataDir, "state"), storage.Options{Logger: n.log}); err != nil {
+	// Every group's replicas write the same keys together: spread the
+	// memtable sizes so that they do not all flush at once.
+	if n.state, err = storage.Open(filepath.Join(n.cfg.DataDir, "state"), storage.Options{Logger: n.log, SpreadMemTable: true}); err != nil {
 		return err
 	}
+	n.log.Debug("state database open", "memtable_bytes", n.state.MemTableSize())
 	if n.raftDB, err = storage.OpenRaft(filepath.Join(n.cfg.DataDir, "raft"), storage.Options{Logger: n.log}); err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/rhizon/rhizon/internal/testkit"
 	"github.com/rhizon/rhizon/internal/testkit/clustertest"
 	"github.com/rhizon/rhizon/shard"
+	"github.com/rhizon/rhizon/storage"
 )
 
 const (
@@ -365,5 +366,16 @@ func TestPromise_Determinism_LockLeaseExpiresOnIdleShard(t *testing.T) {
 	resp, err := c.Submit(ctx(t), submit("lock", "L", "acquire", "a2", `{"owner":"w2","ttl_ms":1000}`))
 	if err != nil || resp.Result.Status != pb.Status_STATUS_ACCEPTED {
 		t.Fatalf("acquire after expiry: %+v %v", resp, err)
+	}
+}
+
+// A node's memtable size is spread around the default, so that the replicas
+// of a group, which write the same keys together, do not all flush at once.
+func TestNode_StateMemtableSizeIsSpread(t *testing.T) {
+	tn := startNode(t, t.TempDir(), 1)
+	size, def := tn.node.StateMemTableSize(), int64(storage.DefaultMemTableSize)
+	lo, hi := int64(float64(def)*(1-storage.MemTableSpread)), int64(float64(def)*(1+storage.MemTableSpread))
+	if size == def || size < lo || size > hi {
+		t.Fatalf("memtable size %d: want a size other than the default %d within [%d, %d]", size, def, lo, hi)
 	}
 }

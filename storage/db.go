@@ -53,6 +53,10 @@ func (d *DB) Close() error { return d.kv.close() }
 // also syncs memtables waiting to be flushed and older value-log files.
 func (d *DB) Sync() error { return d.kv.sync() }
 
+// MemTableSize is the size of the database's memtables (see
+// Options.SpreadMemTable).
+func (d *DB) MemTableSize() int64 { return d.kv.opts.MemTableSize }
+
 // Shard returns the store of one shard. It is cheap: the store is a view of
 // the shard's key prefix.
 func (d *DB) Shard(id uint32) *ShardStore {

@@ -763,3 +763,34 @@ func TestHistoryPagesAreBoundedByBytes(t *testing.T) {
 		t.Fatalf("read %d records in %d pages, want %d in at least 2", got, pages, n)
 	}
 }
+
+// SpreadMemTable moves the memtable size at random within MemTableSpread of
+// the size asked for, on every open.
+func TestOpen_SpreadMemTableVariesTheSizeWithinBounds(t *testing.T) {
+	opts := testOptions()
+	base := opts.MemTableSize
+	lo, hi := int64(float64(base)*(1-MemTableSpread)), int64(float64(base)*(1+MemTableSpread))
+	seen := map[int64]bool{}
+	for range 4 {
+		o := opts
+		o.SpreadMemTable = true
+		db, err := Open(t.TempDir(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := db.MemTableSize()
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if size < lo || size > hi {
+			t.Fatalf("memtable size %d outside [%d, %d]", size, lo, hi)
+		}
+		seen[size] = true
+	}
+	if len(seen) < 2 {
+		t.Fatalf("four opens all chose memtable size %v: not spread", seen)
+	}
+	if got := openDB(t, t.TempDir()).MemTableSize(); got != base {
+		t.Fatalf("without SpreadMemTable: memtable size %d, want %d", got, base)
+	}
+}

@@ -70,3 +70,53 @@ func BenchmarkBatchCommit(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSnapshotWriteTo measures streaming a whole shard into a Raft
+// snapshot, which the shard does every SnapshotThreshold entries: its cost
+// grows with everything the shard keeps (history and results), not with
+// what changed since the last one.
+func BenchmarkSnapshotWriteTo(b *testing.B) {
+	for _, commands := range []int{100_000, 400_000} {
+		b.Run(fmt.Sprintf("commands=%d", commands), func(b *testing.B) {
+			db := openDB(b, b.TempDir())
+			s := db.Shard(1)
+			state := bytes.Repeat([]byte("s"), 60)
+			event := bytes.Repeat([]byte("e"), 300)
+			result := bytes.Repeat([]byte("r"), 400)
+			const perEntry = 256
+			for index := uint64(1); index <= uint64(commands/perEntry); index++ {
+				bt := s.NewBatch()
+				for c := range perEntry {
+					a := addr("tenant", fmt.Sprintf("entity-%d", (int(index)*perEntry+c)%10_000))
+					bt.PutEntity(a, engine.Entity{Version: index, State: state})
+					bt.AppendHistory(a, engine.Position{Index: index, Ordinal: uint32(c + 1)}, engine.HistoryEvent, event)
+					bt.PutResult(a, fmt.Sprintf("idem-%d-%d", index, c), result)
+				}
+				bt.SetMeta(engine.Meta{Index: index})
+				if err := bt.Commit(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var n int64
+			b.ResetTimer()
+			for b.Loop() {
+				snap, err := s.Snapshot()
+				if err != nil {
+					b.Fatal(err)
+				}
+				var w countingWriter
+				if _, err := snap.WriteTo(&w); err != nil {
+					b.Fatal(err)
+				}
+				snap.Release()
+				n = int64(w)
+			}
+			b.SetBytes(n)
+			b.ReportMetric(float64(n)/(1<<20), "MiB/snapshot")
+		})
+	}
+}
+
+type countingWriter int64
+
+func (w *countingWriter) Write(p []byte) (int, error) { *w += countingWriter(len(p)); return len(p), nil }

@@ -143,3 +143,48 @@ func TestRestoreThatFailsPartWayHaltsUntilARestoreSucceeds(t *testing.T) {
 		t.Fatal("still halted after a restore that succeeded")
 	}
 }
+
+// A snapshot lets Raft compact its log behind it, so it must not be recorded
+// before the state store is durable: the sync happens in Persist (off the
+// apply goroutine), and a failed sync cancels the snapshot.
+func TestSnapshotPersistSyncsTheStoreFirst(t *testing.T) {
+	s := openTestShard(t, t.TempDir())
+	if _, err := s.Submit(context.Background(), counterAdd("c1")); err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := raft.NewFileSnapshotStore(t.TempDir(), 2, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	persist := func(sync func() error) error {
+		fs, err := s.fsm.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fs.Release()
+		snap := fs.(*fsmSnapshot)
+		synced := false
+		snap.sync = func() error { synced = true; return sync() }
+		sink, err := snaps.Create(raft.SnapshotVersionMax, s.Meta().Index, 1, raft.Configuration{}, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = fs.Persist(sink)
+		if !synced {
+			t.Fatal("Persist did not sync the state store")
+		}
+		return err
+	}
+	if err := persist(func() error { return errors.New("disk gone") }); err == nil || !strings.Contains(err.Error(), "disk gone") {
+		t.Fatalf("Persist with a failing sync: %v, want the sync's error", err)
+	}
+	if list, _ := snaps.List(); len(list) != 0 {
+		t.Fatalf("a snapshot whose sync failed was recorded: %+v", list)
+	}
+	if err := persist(s.fsm.db.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := snaps.List(); len(list) != 1 {
+		t.Fatalf("snapshots after a good Persist: %d, want 1", len(list))
+	}
+}

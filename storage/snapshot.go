@@ -56,8 +56,9 @@ type Snapshot struct {
 	meta engine.Meta
 }
 
-// Snapshot pins the shard's current state. Call DB.Sync first when the
-// snapshot lets Raft truncate its log (the shard does), and Release when done.
+// Snapshot pins the shard's current state. Call DB.Sync before the snapshot
+// lets Raft truncate its log (the shard does, before it persists one), and
+// Release when done.
 func (s *ShardStore) Snapshot() (*Snapshot, error) {
 	txn := s.db().NewTransaction(false)
 	restoring, err := has(txn, tagPrefix(s.id, tagRestoring))

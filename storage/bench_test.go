@@ -54,20 +54,27 @@ func BenchmarkBatchCommit(b *testing.B) {
 			index := uint64(0)
 			for b.Loop() {
 				index++
-				bt := s.NewBatch()
-				for c := range n {
-					a := addr("tenant", fmt.Sprintf("entity-%d", c%500))
-					bt.PutEntity(a, engine.Entity{Version: index, State: state})
-					bt.AppendHistory(a, engine.Position{Index: index, Ordinal: uint32(c + 1)}, engine.HistoryEvent, event)
-					bt.PutResult(a, fmt.Sprintf("idem-%d-%d", index, c), result)
-				}
-				bt.SetMeta(engine.Meta{Index: index})
-				if err := bt.Commit(); err != nil {
-					b.Fatal(err)
-				}
+				commitCommands(b, s, index, n, 500, state, event, result)
 			}
 			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "commands/s")
 		})
+	}
+}
+
+// commitCommands commits log entry index of n commands as the engine writes
+// accepted ones: each its entity (one of entities), one event and its
+// idempotency result; then the entry's meta.
+func commitCommands(b *testing.B, s *ShardStore, index uint64, n, entities int, state, event, result []byte) {
+	bt := s.NewBatch()
+	for c := range n {
+		a := addr("tenant", fmt.Sprintf("entity-%d", (int(index)*n+c)%entities))
+		bt.PutEntity(a, engine.Entity{Version: index, State: state})
+		bt.AppendHistory(a, engine.Position{Index: index, Ordinal: uint32(c + 1)}, engine.HistoryEvent, event)
+		bt.PutResult(a, fmt.Sprintf("idem-%d-%d", index, c), result)
+	}
+	bt.SetMeta(engine.Meta{Index: index})
+	if err := bt.Commit(); err != nil {
+		b.Fatal(err)
 	}
 }
 
@@ -85,17 +92,7 @@ func BenchmarkSnapshotWriteTo(b *testing.B) {
 			result := bytes.Repeat([]byte("r"), 400)
 			const perEntry = 256
 			for index := uint64(1); index <= uint64(commands/perEntry); index++ {
-				bt := s.NewBatch()
-				for c := range perEntry {
-					a := addr("tenant", fmt.Sprintf("entity-%d", (int(index)*perEntry+c)%10_000))
-					bt.PutEntity(a, engine.Entity{Version: index, State: state})
-					bt.AppendHistory(a, engine.Position{Index: index, Ordinal: uint32(c + 1)}, engine.HistoryEvent, event)
-					bt.PutResult(a, fmt.Sprintf("idem-%d-%d", index, c), result)
-				}
-				bt.SetMeta(engine.Meta{Index: index})
-				if err := bt.Commit(); err != nil {
-					b.Fatal(err)
-				}
+				commitCommands(b, s, index, perEntry, 10_000, state, event, result)
 			}
 			var n int64
 			b.ResetTimer()

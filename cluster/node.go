@@ -261,8 +261,8 @@ func Open(cfg Config) (*Node, error) {
 
 func (n *Node) open() error {
 	var err error
-	// Every group's replicas write the same keys together: spread the
-	// memtable sizes so that they do not all flush at once.
+	// Every group's replicas write the same keys together: a new state
+	// database draws its memtable size, so that they do not all flush at once.
 	if n.state, err = storage.Open(filepath.Join(n.cfg.DataDir, "state"), storage.Options{Logger: n.log, SpreadMemTable: true}); err != nil {
 		return err
 	}

@@ -45,6 +45,9 @@ func openKV(dir string, opts Options, sync bool, magic uint16, name string) (*kv
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("storage: create %s: %w", dir, err)
 	}
+	if opts, err = opts.memTableFor(dir); err != nil {
+		return nil, err
+	}
 	db, err := badger.Open(opts.badgerOptions(dir, sync, magic, name))
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s database in %s: %w", name, dir, err)

@@ -2,9 +2,14 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,14 +32,16 @@ type Options struct {
 	// smaller memtables compact often enough under load to take the CPU the
 	// apply loop needs (bench/MEASUREMENTS.md, "Figures once kept in code").
 	MemTableSize int64
-	// SpreadMemTable varies MemTableSize by up to MemTableSpread either way,
-	// at random on every open. The replicas of a Raft group write the same
-	// keys at the same moments, so with equal memtables they flush them (and
-	// start the compactions that follow) together, and all of a group's
-	// replicas stall at once: on the 2-core benchmark box one flush on each
-	// of three nodes at once took the cluster's p99 from about 50 ms to
-	// 170-460 ms (bench/MEASUREMENTS.md). A node sets it; only the physical
-	// layout depends on it, never what a batch reads or commits.
+	// SpreadMemTable makes a new database's memtables up to MemTableSpread
+	// larger than MemTableSize, at random. The replicas of a Raft group
+	// write the same keys at the same moments, so with equal memtables they
+	// flush them (and start the compactions that follow) together, and all
+	// of a group's replicas stall at once: on the 2-core benchmark box one
+	// flush on each of three nodes at once took the cluster's p99 from about
+	// 50 ms to 170-460 ms (bench/MEASUREMENTS.md). A node sets it; only the
+	// physical layout depends on it, never what a batch reads or commits.
+	// The size drawn is kept in the database's directory (see memTableFile)
+	// and used by every later open.
 	SpreadMemTable bool
 	// NumMemtables is how many memtables may exist before writes stall
 	// (default 3).
@@ -75,8 +82,10 @@ const (
 	DefaultGCInterval       = 10 * time.Minute
 	DefaultResultFilter     = 64 << 20
 
-	// MemTableSpread is how far SpreadMemTable moves the memtable size.
-	MemTableSpread = 0.2
+	// MemTableSpread is how much larger SpreadMemTable may make the
+	// memtables (a fraction of MemTableSize). Only larger: a memtable's
+	// write-ahead file must fit the arena of any later open (memTableFile).
+	MemTableSpread = 0.4
 )
 
 // maxValueThreshold is Badger's largest value threshold: values below it live
@@ -97,9 +106,6 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MemTableSize == 0 {
 		o.MemTableSize = DefaultMemTableSize
-	}
-	if o.SpreadMemTable {
-		o.MemTableSize = spreadSize(o.MemTableSize, rand.Float64())
 	}
 	if o.MemTableSize < 1<<20 {
 		return o, fmt.Errorf("storage: MemTableSize %d is below 1 MiB", o.MemTableSize)
@@ -131,9 +137,73 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// spreadSize maps u in [0, 1) to a size within MemTableSpread of size.
+// spreadSize maps u in [0, 1) to a size up to MemTableSpread larger.
 func spreadSize(size int64, u float64) int64 {
-	return int64(float64(size) * (1 - MemTableSpread + 2*MemTableSpread*u))
+	return int64(float64(size) * (1 + MemTableSpread*u))
+}
+
+// memTableFile, in a database's directory, records the largest memtable
+// size it was opened with. Badger replays an unflushed memtable's
+// write-ahead file (after a crash) into an arena of the size it is opened
+// with, and ends the process if the file holds more; so once a size is
+// drawn (SpreadMemTable), every later open, by the node or an offline tool,
+// uses at least that size.
+const memTableFile = "RHIZON_MEMTABLE"
+
+// memTableFor settles the memtable size of the database in dir: the
+// recorded size if larger than asked, else the size asked (spread, for a
+// database that has none recorded, with SpreadMemTable). The size is
+// recorded, durably, before Badger writes with it.
+func (o Options) memTableFor(dir string) (Options, error) {
+	path := filepath.Join(dir, memTableFile)
+	var stored int64
+	switch b, err := os.ReadFile(path); {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return o, fmt.Errorf("storage: %w", err)
+	default:
+		if stored, err = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err != nil || stored < 1<<20 {
+			return o, fmt.Errorf("storage: %s holds %q, not a memtable size", path, b)
+		}
+	}
+	switch {
+	case stored >= o.MemTableSize:
+		o.MemTableSize = stored
+		return o, nil
+	case stored == 0 && o.SpreadMemTable:
+		o.MemTableSize = spreadSize(o.MemTableSize, rand.Float64())
+	case stored == 0:
+		return o, nil // nothing drawn here, ever: the size asked is the size written
+	}
+	if err := writeFileSynced(path, []byte(strconv.FormatInt(o.MemTableSize, 10)+"\n")); err != nil {
+		return o, fmt.Errorf("storage: record memtable size: %w", err)
+	}
+	return o, nil
+}
+
+// writeFileSynced replaces path with data through a synced temporary file
+// and syncs the directory.
+func writeFileSynced(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if serr := f.Sync(); err == nil {
+		err = serr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return fsyncPath(filepath.Dir(path))
 }
 
 // maxTxnBytes is Badger's transaction size limit for a memtable size.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -764,33 +765,110 @@ func TestHistoryPagesAreBoundedByBytes(t *testing.T) {
 	}
 }
 
-// SpreadMemTable moves the memtable size at random within MemTableSpread of
-// the size asked for, on every open.
-func TestOpen_SpreadMemTableVariesTheSizeWithinBounds(t *testing.T) {
+// SpreadMemTable draws a new database's memtable size at random, up to
+// MemTableSpread above the size asked for, and every later open keeps it.
+func TestOpen_SpreadMemTableDrawsOnceWithinBounds(t *testing.T) {
 	opts := testOptions()
 	base := opts.MemTableSize
-	lo, hi := int64(float64(base)*(1-MemTableSpread)), int64(float64(base)*(1+MemTableSpread))
-	seen := map[int64]bool{}
-	for range 4 {
-		o := opts
-		o.SpreadMemTable = true
-		db, err := Open(t.TempDir(), o)
+	hi := int64(float64(base) * (1 + MemTableSpread))
+	spread := opts
+	spread.SpreadMemTable = true
+	open := func(dir string, o Options) int64 {
+		t.Helper()
+		db, err := Open(dir, o)
 		if err != nil {
 			t.Fatal(err)
 		}
-		size := db.MemTableSize()
-		if err := db.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if size < lo || size > hi {
-			t.Fatalf("memtable size %d outside [%d, %d]", size, lo, hi)
+		defer db.Close()
+		return db.MemTableSize()
+	}
+	seen := map[int64]bool{}
+	for range 4 {
+		dir := t.TempDir()
+		size := open(dir, spread)
+		if size < base || size > hi {
+			t.Fatalf("memtable size %d outside [%d, %d]", size, base, hi)
 		}
 		seen[size] = true
+		if again := open(dir, spread); again != size {
+			t.Fatalf("reopened with SpreadMemTable: memtable size %d, first open drew %d", again, size)
+		}
+		if again := open(dir, opts); again != size {
+			t.Fatalf("reopened without SpreadMemTable (as a tool does): memtable size %d, first open drew %d", again, size)
+		}
 	}
 	if len(seen) < 2 {
-		t.Fatalf("four opens all chose memtable size %v: not spread", seen)
+		t.Fatalf("four new databases all drew memtable size %v: not spread", seen)
 	}
 	if got := openDB(t, t.TempDir()).MemTableSize(); got != base {
 		t.Fatalf("without SpreadMemTable: memtable size %d, want %d", got, base)
+	}
+}
+
+// Badger replays an unflushed memtable into an arena of the size it is
+// opened with and ends the process when it does not fit. A crash image of
+// a database whose drawn memtable was nearly full must open with any size
+// asked for, as a node restarting with a new draw or a tool with the
+// default would.
+func TestOpen_CrashImageOfASpreadMemTableReopens(t *testing.T) {
+	dir := t.TempDir()
+	opts := testOptions()
+	opts.SpreadMemTable = true
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := db.Shard(1)
+	value := bytes.Repeat([]byte("v"), 4<<10)
+	// Fill the active memtable to about 90%: no flush yet, all of it only
+	// in the memtable's write-ahead file.
+	n := int(db.MemTableSize()*9/10) / (len(value) + 200)
+	for i := range n {
+		b := s.NewBatch()
+		b.PutEntity(addr("t", fmt.Sprintf("e-%06d", i)), engine.Entity{Version: 1, State: value})
+		b.SetMeta(engine.Meta{Index: uint64(i + 1)})
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	image := t.TempDir()
+	copyDir(t, dir, image) // what a kill -9 leaves: the files as they are
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	small := testOptions()
+	small.MemTableSize = 2 << 20
+	for _, o := range []Options{small, opts} {
+		db2, err := Open(image, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := db2.Shard(1).Meta()
+		if err != nil || m.Index != uint64(n) {
+			t.Fatalf("crash image reopened: meta %+v, %v; want index %d", m, err, n)
+		}
+		if err := db2.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -337,3 +337,22 @@ func (c *muxTestCluster) forGroups(f func(g uint32)) {
 		f(g)
 	}
 }
+
+// groupPair is two muxes on loopback, each with a transport of group g; the
+// transports are closed when the test ends (closing one earlier is fine).
+func groupPair(t *testing.T, g uint32) (ma, mb *Mux, ta, tb *GroupTransport) {
+	t.Helper()
+	lw := newMuxTestLog(t)
+	ma = listenTestMux(t, "127.0.0.1:0", lw)
+	mb = listenTestMux(t, "127.0.0.1:0", lw)
+	var err error
+	if ta, err = ma.Transport(g); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ta.Close() })
+	if tb, err = mb.Transport(g); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tb.Close() })
+	return ma, mb, ta, tb
+}

@@ -203,20 +203,8 @@ func TestMuxDialFilterPartition(t *testing.T) {
 
 func TestMuxTransportLifecycle(t *testing.T) {
 	muxLeakCheck(t)
-	lw := newMuxTestLog(t)
-	ma := listenTestMux(t, "127.0.0.1:0", lw)
-	mb := listenTestMux(t, "127.0.0.1:0", lw)
 	const g = 5
-
-	ta, err := ma.Transport(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ta.Close()
-	tb, err := mb.Transport(g)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, mb, ta, tb := groupPair(t, g)
 	if tb.LocalAddr() != mb.Addr() {
 		t.Fatalf("LocalAddr %s, want %s", tb.LocalAddr(), mb.Addr())
 	}
@@ -348,20 +336,7 @@ func TestMuxAdvertise(t *testing.T) {
 // entry, and Shutdown waits forever (CI hung 19 minutes in stopAll on it).
 func TestMuxTransportOffersNoPipeline(t *testing.T) {
 	muxLeakCheck(t)
-	lw := newMuxTestLog(t)
-	ma := listenTestMux(t, "127.0.0.1:0", lw)
-	mb := listenTestMux(t, "127.0.0.1:0", lw)
-	const g = 7
-	ta, err := ma.Transport(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ta.Close()
-	tb, err := mb.Transport(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tb.Close()
+	_, _, ta, tb := groupPair(t, 7)
 	p, err := ta.AppendEntriesPipeline("b", tb.LocalAddr())
 	if p != nil {
 		_ = p.Close()

@@ -41,15 +41,12 @@ nats=()
 	>"$out/closed.txt" 2>"$out/closed.progress" || true
 grep -E '^ +[a-z0-9-]+ +rhizon' "$out/closed.txt" || true
 
-http_of() { tr '\0' ' ' <"/proc/$1/cmdline" | grep -o -- '--http-addr [^ ]*' | cut -d' ' -f2; }
-https=()
-for pid in "${RHIZON_CLUSTER_PIDS[@]}"; do https+=("$(http_of "$pid")"); done
 metrics='^(rhizon_entry_duration_seconds_(sum|count)|rhizon_submit_duration_seconds_(sum|count)|go_memstats_heap_alloc_bytes|process_cpu_seconds_total)'
 (
 	while true; do
 		ts=$(date +%s.%N)
-		for i in "${!https[@]}"; do
-			curl -s ${RHIZON_TLS_CA:+--cacert "$RHIZON_TLS_CA"} "$RHIZON_BENCH_HTTP://${https[$i]}/metrics" | grep -E "$metrics" |
+		for i in "${!RHIZON_CLUSTER_HTTP[@]}"; do
+			curl -s ${RHIZON_TLS_CA:+--cacert "$RHIZON_TLS_CA"} "$RHIZON_BENCH_HTTP://${RHIZON_CLUSTER_HTTP[$i]}/metrics" | grep -E "$metrics" |
 				awk -v ts="$ts" -v n="n$((i + 1))" '{ split($1, a, "{"); print ts, n, a[1], $2 }'
 		done
 		sleep 0.5

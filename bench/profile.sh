@@ -44,9 +44,7 @@ source "$here/rhizon-cluster.sh"
 trap '[[ -n ${PROF_KEEP_LOG:-} ]] && { mkdir -p "$PROF_KEEP_LOG" && cp "$out"/c/n?.log "$out"/bench.txt "$out"/progress.txt "$PROF_KEEP_LOG"/ 2>/dev/null || true; }; rhizon_cluster_stop; rm -rf "$out"' EXIT
 trap 'exit 130' INT TERM # so that a killed run stops its nodes too
 rhizon_cluster_start "$bin" "$out/c"
-# A node's HTTP address, from its command line (arguments are NUL-separated).
-http_of() { tr '\0' ' ' <"/proc/$1/cmdline" | grep -o -- '--http-addr [^ ]*' | cut -d' ' -f2; }
-http1=$(http_of "${RHIZON_CLUSTER_PIDS[0]}")
+http1=${RHIZON_CLUSTER_HTTP[0]}
 
 nats=()
 [[ -n $RHIZON_BENCH_NATS ]] && nats=(--nats "$RHIZON_BENCH_NATS") # for the ingress and saga workloads
@@ -80,7 +78,7 @@ if [[ ${PROF:-0} == 1 ]]; then
 		to=$prof_out
 		[[ ${PROF_ALL:-0} == 1 ]] && to=$prof_out.n$((i + 1))
 		curl -s ${RHIZON_TLS_CA:+--cacert "$RHIZON_TLS_CA"} -o "$to" \
-			"$RHIZON_BENCH_HTTP://$(http_of "${RHIZON_CLUSTER_PIDS[i]}")/debug/pprof/profile?seconds=$((dur - 6))" &
+			"$RHIZON_BENCH_HTTP://${RHIZON_CLUSTER_HTTP[i]}/debug/pprof/profile?seconds=$((dur - 6))" &
 	done
 fi
 sleep $((dur - 2))

@@ -12,7 +12,9 @@
 #                                 addresses, comma-separated),
 #                                 RHIZON_BENCH_TOKEN and RHIZON_BENCH_NATS (the
 #                                 three NATS client URLs with the node
-#                                 credentials, comma-separated)
+#                                 credentials, comma-separated), and the
+#                                 array RHIZON_CLUSTER_HTTP (each node's HTTP
+#                                 address, in node order)
 #   rhizon_cluster_stop           stops the nodes (TERM, then KILL after 15 s)
 #                                 and removes DIR; safe to call twice
 #
@@ -30,6 +32,7 @@
 # shellcheck shell=bash
 
 RHIZON_CLUSTER_PIDS=()
+RHIZON_CLUSTER_HTTP=()
 RHIZON_CLUSTER_DIR=""
 
 # rhizon_free_ports N prints N distinct TCP ports on 127.0.0.1 that nothing
@@ -116,6 +119,7 @@ JSON
 		nats+=("127.0.0.1:${ports[i * 6 + 4]}")
 		route+=("127.0.0.1:${ports[i * 6 + 5]}")
 	done
+	RHIZON_CLUSTER_HTTP=("${http[@]}")
 	local routes
 	routes=$(
 		IFS=,

@@ -85,6 +85,7 @@ type options struct {
 	refreshGap   time.Duration
 	batching     bool
 	unary        bool // WithUnarySubmits
+	unaryGets    bool // WithUnaryGets
 }
 
 // Option configures a Client. Options are applied in order after the
@@ -233,6 +234,14 @@ func WithSubmitBatching(on bool) Option {
 // metadata or a trace span of its own, or a command over 1 MiB + 64 KiB.
 func WithUnarySubmits() Option {
 	return func(o *options) error { o.unary = true; return nil }
+}
+
+// WithUnaryGets makes Get send each read in a unary Get call instead of on
+// the connection's GetStream (the default), which answers exactly as the
+// unary call and saves both sides the per-call work, as for submits (see
+// WithUnarySubmits; the same exceptions apply).
+func WithUnaryGets() Option {
+	return func(o *options) error { o.unaryGets = true; return nil }
 }
 
 // Client is a connection to a gateway, or to the gateways of a cluster. It
@@ -479,7 +488,14 @@ func (c *Client) Get(ctx context.Context, req *pb.GetRequest, opts ...grpc.CallO
 	err := c.retry(ctx, func() error {
 		gw, rc := c.target(send.GetAddress(), route)
 		var err error
-		resp, err = gw.Get(ctx, send, rc.callOptions(opts)...)
+		if !c.opts.unaryGets && streamable(ctx, opts, send) {
+			resp, err = gw.(*gwConn).get.Call(ctx, send, rc.trailer())
+			if err == callmux.ErrNoStream {
+				resp, err = gw.Get(ctx, send, rc.callOptions(opts)...)
+			}
+		} else {
+			resp, err = gw.Get(ctx, send, rc.callOptions(opts)...)
+		}
 		rc.finish(err)
 		return err
 	})

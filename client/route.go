@@ -113,6 +113,7 @@ func (e *endpoint) connect() {
 func (e *endpoint) close() error {
 	for _, gw := range e.gws {
 		gw.st.Close()
+		gw.get.Close()
 	}
 	var first error
 	for _, c := range e.conns {

@@ -29,34 +29,55 @@ import (
 // instead of ending the stream for every command on it.
 const maxStreamItemBytes = 1<<20 + 64<<10
 
-// submitMux is a connection's SubmitStream.
-type submitMux = callmux.Mux[pb.SubmitRequest, pb.SubmitResponse, pb.SubmitStreamRequest, pb.SubmitStreamResponse]
+// submitMux is a connection's SubmitStream, getMux its GetStream.
+type (
+	submitMux = callmux.Mux[pb.SubmitRequest, pb.SubmitResponse, pb.SubmitStreamRequest, pb.SubmitStreamResponse]
+	getMux    = callmux.Mux[pb.GetRequest, pb.GetResponse, pb.GetStreamRequest, pb.GetStreamResponse]
+)
 
-// gwConn is a connection's Gateway client and its submit stream.
+// gwConn is a connection's Gateway client and its streams.
 type gwConn struct {
 	pb.GatewayClient
-	st *submitMux
+	st  *submitMux
+	get *getMux
 }
 
 func newGWConn(gw pb.GatewayClient) *gwConn {
-	return &gwConn{GatewayClient: gw, st: callmux.New(callmux.Codec[pb.SubmitRequest, pb.SubmitResponse, pb.SubmitStreamRequest, pb.SubmitStreamResponse]{
-		Open: func(ctx context.Context) (grpc.BidiStreamingClient[pb.SubmitStreamRequest, pb.SubmitStreamResponse], error) {
-			return gw.SubmitStream(ctx)
-		},
-		Wrap: func(id uint64, req *pb.SubmitRequest) *pb.SubmitStreamRequest {
-			return &pb.SubmitStreamRequest{Id: id, Command: req}
-		},
-		Unwrap: func(m *pb.SubmitStreamResponse) (uint64, *pb.SubmitResponse, *spb.Status, map[string]string) {
-			return m.GetId(), m.GetResponse(), m.GetError(), m.GetTrailers()
-		},
-		Name: "submit stream", What: "command",
-	})}
+	return &gwConn{
+		GatewayClient: gw,
+		st: callmux.New(callmux.Codec[pb.SubmitRequest, pb.SubmitResponse, pb.SubmitStreamRequest, pb.SubmitStreamResponse]{
+			Open: func(ctx context.Context) (grpc.BidiStreamingClient[pb.SubmitStreamRequest, pb.SubmitStreamResponse], error) {
+				return gw.SubmitStream(ctx)
+			},
+			Wrap: func(id uint64, req *pb.SubmitRequest) *pb.SubmitStreamRequest {
+				return &pb.SubmitStreamRequest{Id: id, Command: req}
+			},
+			Unwrap: func(m *pb.SubmitStreamResponse) (uint64, *pb.SubmitResponse, *spb.Status, map[string]string) {
+				return m.GetId(), m.GetResponse(), m.GetError(), m.GetTrailers()
+			},
+			Name: "submit stream", What: "command",
+			Lost: callmux.LostCommand,
+		}),
+		get: callmux.New(callmux.Codec[pb.GetRequest, pb.GetResponse, pb.GetStreamRequest, pb.GetStreamResponse]{
+			Open: func(ctx context.Context) (grpc.BidiStreamingClient[pb.GetStreamRequest, pb.GetStreamResponse], error) {
+				return gw.GetStream(ctx)
+			},
+			Wrap: func(id uint64, req *pb.GetRequest) *pb.GetStreamRequest {
+				return &pb.GetStreamRequest{Id: id, Get: req}
+			},
+			Unwrap: func(m *pb.GetStreamResponse) (uint64, *pb.GetResponse, *spb.Status, map[string]string) {
+				return m.GetId(), m.GetResponse(), m.GetError(), m.GetTrailers()
+			},
+			Name: "get stream", What: "read",
+			Lost: "send it again (a read changes nothing)",
+		}),
+	}
 }
 
-// streamable reports whether a submit may go by stream: the caller set
+// streamable reports whether a call may go by stream: the caller set
 // nothing one message of a shared call could carry for it (call options,
-// outgoing metadata, a trace to continue) and the command is not large.
-func streamable(ctx context.Context, opts []grpc.CallOption, req *pb.SubmitRequest) bool {
+// outgoing metadata, a trace to continue) and the request is not large.
+func streamable(ctx context.Context, opts []grpc.CallOption, req proto.Message) bool {
 	if len(opts) > 0 {
 		return false
 	}

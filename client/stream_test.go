@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -204,6 +205,123 @@ type unaryOnly struct {
 func (u *unaryOnly) Submit(_ context.Context, req *pb.SubmitRequest) (*pb.SubmitResponse, error) {
 	u.calls.Add(1)
 	return &pb.SubmitResponse{Result: &pb.Result{CommandId: req.GetCommandId(), Status: pb.Status_STATUS_ACCEPTED}}, nil
+}
+
+func (u *unaryOnly) Get(_ context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	u.calls.Add(1)
+	return &pb.GetResponse{Address: req.GetAddress(), Version: 5, Found: true}, nil
+}
+
+// Against a server without GetStream the client reads by unary calls, and
+// stops trying the stream.
+func TestStreamedGetFallsBackToUnary(t *testing.T) {
+	u := &unaryOnly{}
+	gs := grpc.NewServer()
+	pb.RegisterGatewayServer(gs, u)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	c := dial(t, lis.Addr().String(), WithTenant("dev"), WithWorkspace("w1"))
+	for range 3 {
+		resp, err := c.Get(context.Background(), &pb.GetRequest{Address: &pb.Address{ActorType: "counter", EntityId: "a"}})
+		if err != nil || resp.GetVersion() != 5 {
+			t.Fatalf("get: %v, %v", resp, err)
+		}
+	}
+	if n := u.calls.Load(); n != 3 {
+		t.Errorf("%d unary Gets reached the server, want 3", n)
+	}
+	for _, gw := range c.seeds[0].gws {
+		if gw.get.Opened() > 0 && !gw.get.Off() {
+			t.Error("the client still tries GetStream after Unimplemented")
+		}
+	}
+}
+
+// Streamed and unary Gets answer the same against a real node (found, not
+// found, stale, refused by the gateway, outside the token's scope), the
+// streamed answers carry the routing trailers, and the reads of a client
+// share one stream.
+func TestStreamedGetAnswersAsUnary(t *testing.T) {
+	tc := clustertest.Start(t, clustertest.Options{
+		Nodes: 1, Shards: 1,
+		Tokens: []gateway.TokenEntry{{
+			Token: clusterToken, Principal: gateway.TokenPrincipal{ID: "bench", Type: "service"},
+			Scopes: []gateway.TokenScope{{Tenant: "bench", Workspace: "*"}},
+		}},
+	})
+	dialOne := func(opts ...Option) *Client {
+		c, err := Dial(tc.Addrs()[0], append([]Option{WithToken(clusterToken), WithLeaderRouting(true), WithWorkspace("w")}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	streamed, unary := dialOne(), dialOne(WithUnaryGets())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := unary.Submit(ctx, &pb.SubmitRequest{
+		Address: &pb.Address{ActorType: "counter", EntityId: "a"}, Type: "cmd.counter.add", Payload: []byte(`{"amount":3}`),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reads := []struct {
+		name string
+		req  *pb.GetRequest
+	}{
+		{"found", &pb.GetRequest{Address: &pb.Address{ActorType: "counter", EntityId: "a"}}},
+		{"not found", &pb.GetRequest{Address: &pb.Address{ActorType: "counter", EntityId: "b"}}},
+		{"stale", &pb.GetRequest{Address: &pb.Address{ActorType: "counter", EntityId: "a"}, Consistency: pb.Consistency_CONSISTENCY_STALE}},
+		{"no entity id", &pb.GetRequest{Address: &pb.Address{ActorType: "counter"}}},
+		{"unknown actor type", &pb.GetRequest{Address: &pb.Address{ActorType: "nosuch", EntityId: "a"}}},
+		{"outside the token's scope", &pb.GetRequest{Address: &pb.Address{Tenant: "other", Workspace: "w", ActorType: "counter", EntityId: "a"}}},
+	}
+	of := func(resp *pb.GetResponse, err error) proto.Message {
+		if err != nil {
+			return status.Convert(err).Proto()
+		}
+		resp = proto.CloneOf(resp)
+		resp.AppliedIndex = 0 // a refused read records the violation: the index moves
+		return resp
+	}
+	for _, r := range reads {
+		want := of(unary.Get(ctx, r.req))
+		got := of(streamed.Get(ctx, r.req))
+		if st, ok := want.(*spb.Status); ok {
+			if gst, ok := got.(*spb.Status); ok && gst.GetCode() == st.GetCode() && gst.GetMessage() == st.GetMessage() {
+				continue // details hold maps, whose bytes differ from one marshalling to the next
+			}
+		}
+		if !proto.Equal(got, want) {
+			t.Errorf("%s: streamed %v, unary %v", r.name, got, want)
+		}
+	}
+	if resp, err := streamed.Get(ctx, reads[0].req); err != nil || resp.GetVersion() != 1 || !resp.GetFound() {
+		t.Fatalf("streamed read of the entity written: %v, %v", resp, err)
+	}
+	var gets, unaryGets uint64
+	for _, ep := range streamed.eps {
+		for _, gw := range ep.gws {
+			gets += gw.get.Opened()
+		}
+	}
+	for _, ep := range unary.eps {
+		for _, gw := range ep.gws {
+			unaryGets += gw.get.Opened()
+		}
+	}
+	if gets != 1 || unaryGets != 0 {
+		t.Errorf("get streams opened: %d by the streamed client (want 1), %d by WithUnaryGets (want 0)", gets, unaryGets)
+	}
+	// The rhizon-scope trailer came with the streamed answers (this client
+	// submitted nothing).
+	if _, ok := streamed.r.resolve(&pb.Address{Workspace: "w", ActorType: "counter", EntityId: "x"}); !ok {
+		t.Error("the streamed client did not learn the token's default scope from the answers' trailers")
+	}
 }
 
 // Against a server without SubmitStream the client submits by unary calls,

@@ -85,6 +85,7 @@ func (p *peerPool) client(addr string) (*peerConn, error) {
 			return m.GetId(), m.GetResponse(), m.GetError(), m.GetTrailers()
 		},
 		Name: "forward stream", What: "forwarded command",
+		Lost:    callmux.LostCommand,
 		NotSent: map[string]string{outcome.Trailer: outcome.NotApplied.String()},
 	})}
 	p.conns[addr] = pc

@@ -19,6 +19,7 @@ import (
 	"github.com/rhizon/rhizon/actor"
 	"github.com/rhizon/rhizon/api/outcome"
 	pb "github.com/rhizon/rhizon/api/rhizonv1"
+	"github.com/rhizon/rhizon/engine"
 	"github.com/rhizon/rhizon/internal/testkit"
 )
 
@@ -301,5 +302,111 @@ func TestSubmitStreamEndsOnShutdown(t *testing.T) {
 	})
 	if _, err := st.Recv(); status.Code(err) != codes.Unavailable {
 		t.Fatalf("the stream ended %v, want Unavailable", err)
+	}
+}
+
+// Each message of a GetStream gets exactly what a unary Get answers (status,
+// response, routing trailers): found, new, bad input refused by the gateway,
+// another tenant's entity (refused and recorded, as unary), a stale read, and
+// a token removed while the stream is open. A bad read does not end the
+// stream, and a read spends the tenant's quota as a unary one does.
+func TestGetStreamAnswersAsGet(t *testing.T) {
+	h, _, _ := newQuotaHarness(t, "default: {rate: 1000, burst: 1000}\ntenants: {acme: {rate: 1, burst: 4}}\n", 0)
+	ctx := withToken(context.Background(), tokAlice)
+	good := &pb.Address{ActorType: "counter", EntityId: "c1"}
+	calls := []struct {
+		name   string
+		req    *pb.GetRequest
+		entity engine.Entity
+	}{
+		{"found", &pb.GetRequest{Address: good}, engine.Entity{Version: 3, State: []byte(`{"value":7}`)}},
+		{"new", &pb.GetRequest{Address: good, Consistency: pb.Consistency_CONSISTENCY_STALE}, engine.Entity{}},
+		{"missing entity", &pb.GetRequest{Address: &pb.Address{ActorType: "counter"}}, engine.Entity{}},
+		{"unknown type", &pb.GetRequest{Address: &pb.Address{ActorType: "nope", EntityId: "x"}}, engine.Entity{}},
+		{"other tenant", &pb.GetRequest{Address: &pb.Address{Tenant: "other", Workspace: "w", ActorType: "counter", EntityId: "c1"}}, engine.Entity{}},
+		{"no request", nil, engine.Entity{}},
+	}
+	ctxS, cancel := context.WithTimeout(withToken(context.Background(), tokAlice), 30*time.Second)
+	defer cancel()
+	st, err := h.gw.GetStream(ctxS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := func(id uint64) *pb.GetStreamResponse {
+		t.Helper()
+		got, err := st.Recv()
+		if err != nil {
+			t.Fatalf("the stream ended: %v", err)
+		}
+		if got.GetId() != id {
+			t.Fatalf("answer for id %d, want %d", got.GetId(), id)
+		}
+		return got
+	}
+	for i, c := range calls {
+		h.be.reset()
+		h.be.entity, h.be.applied = c.entity, 42
+		var tr metadata.MD
+		req := c.req
+		if req == nil {
+			req = &pb.GetRequest{}
+		}
+		resp, uerr := h.gw.Get(ctx, req, grpc.Trailer(&tr))
+		unaryCmds := len(h.be.commands())
+		if err := st.Send(&pb.GetStreamRequest{Id: uint64(i), Get: c.req}); err != nil {
+			t.Fatal(err)
+		}
+		got := recv(uint64(i))
+		want := status.Convert(uerr).Proto()
+		if uerr == nil {
+			want = nil
+		}
+		if (got.GetError() == nil) != (want == nil) || want != nil && !sameStatus(status.FromProto(got.GetError()), status.FromProto(want)) {
+			t.Errorf("%s: stream error %v, unary %v", c.name, got.GetError(), want)
+		}
+		if !proto.Equal(got.GetResponse(), resp) {
+			t.Errorf("%s: stream response %v, unary %v", c.name, got.GetResponse(), resp)
+		}
+		for _, k := range []string{LeaderTrailer, LeaderAddrTrailer, ScopeTrailer} {
+			u := ""
+			if v := tr.Get(k); len(v) > 0 {
+				u = v[0]
+			}
+			if got.GetTrailers()[k] != u {
+				t.Errorf("%s: trailer %s %q on the stream, %q unary", c.name, k, got.GetTrailers()[k], u)
+			}
+		}
+		if n := len(h.be.commands()); n != 2*unaryCmds {
+			t.Errorf("%s: the streamed read recorded %d commands, the unary one %d", c.name, n-unaryCmds, unaryCmds)
+		}
+	}
+
+	// The quota: the found and new reads, each sent both ways, spent acme's
+	// burst of 4 (the others were refused before the quota), and its clock
+	// stands still: the next read is refused the same way both ways.
+	h.be.reset()
+	var tr metadata.MD
+	_, uerr := h.gw.Get(ctx, &pb.GetRequest{Address: good}, grpc.Trailer(&tr))
+	wantRateLimited(t, uerr, tr, "1000")
+	if err := st.Send(&pb.GetStreamRequest{Id: 100, Get: &pb.GetRequest{Address: good}}); err != nil {
+		t.Fatal(err)
+	}
+	r := recv(100)
+	wantRateLimited(t, status.FromProto(r.GetError()).Err(), metadata.New(r.GetTrailers()), "1000")
+
+	// A token removed from the table: the next read is Unauthenticated.
+	old := h.srv.auth.byHash.Load()
+	without := map[[sha256.Size]byte]Identity{}
+	for k, v := range *old {
+		if k != sha256.Sum256([]byte(tokAlice)) {
+			without[k] = v
+		}
+	}
+	h.srv.auth.byHash.Store(&without)
+	if err := st.Send(&pb.GetStreamRequest{Id: 101, Get: &pb.GetRequest{Address: good}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := recv(101); codes.Code(r.GetError().GetCode()) != codes.Unauthenticated {
+		t.Fatalf("after the token was removed: %v, want Unauthenticated", r)
 	}
 }

@@ -2279,6 +2279,131 @@ func (x *SubmitStreamResponse) GetTrailers() map[string]string {
 	return nil
 }
 
+type GetStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the client; unique among the stream's reads in flight.
+	Id            uint64      `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Get           *GetRequest `protobuf:"bytes,2,opt,name=get,proto3" json:"get,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStreamRequest) Reset() {
+	*x = GetStreamRequest{}
+	mi := &file_rhizon_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStreamRequest) ProtoMessage() {}
+
+func (x *GetStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStreamRequest.ProtoReflect.Descriptor instead.
+func (*GetStreamRequest) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetStreamRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *GetStreamRequest) GetGet() *GetRequest {
+	if x != nil {
+		return x.Get
+	}
+	return nil
+}
+
+type GetStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the request this answers.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Exactly one of response and error is set.
+	Response *GetResponse   `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	Error    *status.Status `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// The gRPC trailers the unary Get would have set (rhizon-leader,
+	// rhizon-leader-addr, rhizon-scope), by name.
+	Trailers      map[string]string `protobuf:"bytes,4,rep,name=trailers,proto3" json:"trailers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStreamResponse) Reset() {
+	*x = GetStreamResponse{}
+	mi := &file_rhizon_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStreamResponse) ProtoMessage() {}
+
+func (x *GetStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rhizon_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStreamResponse.ProtoReflect.Descriptor instead.
+func (*GetStreamResponse) Descriptor() ([]byte, []int) {
+	return file_rhizon_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetStreamResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *GetStreamResponse) GetResponse() *GetResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *GetStreamResponse) GetError() *status.Status {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *GetStreamResponse) GetTrailers() map[string]string {
+	if x != nil {
+		return x.Trailers
+	}
+	return nil
+}
+
 // SubmitOutcome is what Submit would have answered for one command: a
 // response, or the error status (with the same codes, messages and details).
 type SubmitOutcome struct {
@@ -2291,7 +2416,7 @@ type SubmitOutcome struct {
 
 func (x *SubmitOutcome) Reset() {
 	*x = SubmitOutcome{}
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2303,7 +2428,7 @@ func (x *SubmitOutcome) String() string {
 func (*SubmitOutcome) ProtoMessage() {}
 
 func (x *SubmitOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[24]
+	mi := &file_rhizon_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2316,7 +2441,7 @@ func (x *SubmitOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitOutcome.ProtoReflect.Descriptor instead.
 func (*SubmitOutcome) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{24}
+	return file_rhizon_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SubmitOutcome) GetResponse() *SubmitResponse {
@@ -2343,7 +2468,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_rhizon_proto_msgTypes[25]
+	mi := &file_rhizon_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2355,7 +2480,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[25]
+	mi := &file_rhizon_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2368,7 +2493,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{25}
+	return file_rhizon_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetRequest) GetAddress() *Address {
@@ -2400,7 +2525,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2412,7 +2537,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[26]
+	mi := &file_rhizon_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2425,7 +2550,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{26}
+	return file_rhizon_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetResponse) GetAddress() *Address {
@@ -2485,7 +2610,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_rhizon_proto_msgTypes[27]
+	mi := &file_rhizon_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2497,7 +2622,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[27]
+	mi := &file_rhizon_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2510,7 +2635,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{27}
+	return file_rhizon_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *HistoryRequest) GetAddress() *Address {
@@ -2562,7 +2687,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2574,7 +2699,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[28]
+	mi := &file_rhizon_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2587,7 +2712,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{28}
+	return file_rhizon_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *HistoryResponse) GetRecords() []*HistoryRecord {
@@ -2619,7 +2744,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2631,7 +2756,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[29]
+	mi := &file_rhizon_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2644,7 +2769,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{29}
+	return file_rhizon_proto_rawDescGZIP(), []int{31}
 }
 
 type ShardStatus struct {
@@ -2686,7 +2811,7 @@ type ShardStatus struct {
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2698,7 +2823,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[30]
+	mi := &file_rhizon_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2711,7 +2836,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{30}
+	return file_rhizon_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ShardStatus) GetShard() uint32 {
@@ -2847,7 +2972,7 @@ type ShardHealth struct {
 
 func (x *ShardHealth) Reset() {
 	*x = ShardHealth{}
-	mi := &file_rhizon_proto_msgTypes[31]
+	mi := &file_rhizon_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2859,7 +2984,7 @@ func (x *ShardHealth) String() string {
 func (*ShardHealth) ProtoMessage() {}
 
 func (x *ShardHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[31]
+	mi := &file_rhizon_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2872,7 +2997,7 @@ func (x *ShardHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardHealth.ProtoReflect.Descriptor instead.
 func (*ShardHealth) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{31}
+	return file_rhizon_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ShardHealth) GetShard() uint32 {
@@ -2921,7 +3046,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2933,7 +3058,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[32]
+	mi := &file_rhizon_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2946,7 +3071,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{32}
+	return file_rhizon_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -3063,7 +3188,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3075,7 +3200,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[33]
+	mi := &file_rhizon_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3088,7 +3213,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{33}
+	return file_rhizon_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -3220,7 +3345,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_rhizon_proto_msgTypes[34]
+	mi := &file_rhizon_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3232,7 +3357,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[34]
+	mi := &file_rhizon_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3245,7 +3370,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{34}
+	return file_rhizon_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Position) GetIndex() uint64 {
@@ -3273,7 +3398,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_rhizon_proto_msgTypes[35]
+	mi := &file_rhizon_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3285,7 +3410,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[35]
+	mi := &file_rhizon_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3298,7 +3423,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{35}
+	return file_rhizon_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ForwardRequest) GetCommand() *Command {
@@ -3324,7 +3449,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_rhizon_proto_msgTypes[36]
+	mi := &file_rhizon_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3336,7 +3461,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[36]
+	mi := &file_rhizon_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3349,7 +3474,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{36}
+	return file_rhizon_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ForwardResponse) GetResult() *Result {
@@ -3370,7 +3495,7 @@ type ForwardStreamRequest struct {
 
 func (x *ForwardStreamRequest) Reset() {
 	*x = ForwardStreamRequest{}
-	mi := &file_rhizon_proto_msgTypes[37]
+	mi := &file_rhizon_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3382,7 +3507,7 @@ func (x *ForwardStreamRequest) String() string {
 func (*ForwardStreamRequest) ProtoMessage() {}
 
 func (x *ForwardStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[37]
+	mi := &file_rhizon_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3395,7 +3520,7 @@ func (x *ForwardStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardStreamRequest.ProtoReflect.Descriptor instead.
 func (*ForwardStreamRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{37}
+	return file_rhizon_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ForwardStreamRequest) GetId() uint64 {
@@ -3428,7 +3553,7 @@ type ForwardStreamResponse struct {
 
 func (x *ForwardStreamResponse) Reset() {
 	*x = ForwardStreamResponse{}
-	mi := &file_rhizon_proto_msgTypes[38]
+	mi := &file_rhizon_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3440,7 +3565,7 @@ func (x *ForwardStreamResponse) String() string {
 func (*ForwardStreamResponse) ProtoMessage() {}
 
 func (x *ForwardStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[38]
+	mi := &file_rhizon_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3453,7 +3578,7 @@ func (x *ForwardStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardStreamResponse.ProtoReflect.Descriptor instead.
 func (*ForwardStreamResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{38}
+	return file_rhizon_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ForwardStreamResponse) GetId() uint64 {
@@ -3506,7 +3631,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_rhizon_proto_msgTypes[39]
+	mi := &file_rhizon_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3518,7 +3643,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[39]
+	mi := &file_rhizon_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3531,7 +3656,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{39}
+	return file_rhizon_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReadRequest) GetAddress() *Address {
@@ -3631,7 +3756,7 @@ type ListScan struct {
 
 func (x *ListScan) Reset() {
 	*x = ListScan{}
-	mi := &file_rhizon_proto_msgTypes[40]
+	mi := &file_rhizon_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3643,7 +3768,7 @@ func (x *ListScan) String() string {
 func (*ListScan) ProtoMessage() {}
 
 func (x *ListScan) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[40]
+	mi := &file_rhizon_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3656,7 +3781,7 @@ func (x *ListScan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListScan.ProtoReflect.Descriptor instead.
 func (*ListScan) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{40}
+	return file_rhizon_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListScan) GetField() string {
@@ -3754,7 +3879,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_rhizon_proto_msgTypes[41]
+	mi := &file_rhizon_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3766,7 +3891,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[41]
+	mi := &file_rhizon_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3779,7 +3904,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{41}
+	return file_rhizon_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReadResponse) GetState() []byte {
@@ -3886,7 +4011,7 @@ type ShardAdminRequest struct {
 
 func (x *ShardAdminRequest) Reset() {
 	*x = ShardAdminRequest{}
-	mi := &file_rhizon_proto_msgTypes[42]
+	mi := &file_rhizon_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3898,7 +4023,7 @@ func (x *ShardAdminRequest) String() string {
 func (*ShardAdminRequest) ProtoMessage() {}
 
 func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[42]
+	mi := &file_rhizon_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3911,7 +4036,7 @@ func (x *ShardAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminRequest.ProtoReflect.Descriptor instead.
 func (*ShardAdminRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{42}
+	return file_rhizon_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ShardAdminRequest) GetShard() uint32 {
@@ -3955,7 +4080,7 @@ type ShardAdminResponse struct {
 
 func (x *ShardAdminResponse) Reset() {
 	*x = ShardAdminResponse{}
-	mi := &file_rhizon_proto_msgTypes[43]
+	mi := &file_rhizon_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3967,7 +4092,7 @@ func (x *ShardAdminResponse) String() string {
 func (*ShardAdminResponse) ProtoMessage() {}
 
 func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[43]
+	mi := &file_rhizon_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3980,7 +4105,7 @@ func (x *ShardAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardAdminResponse.ProtoReflect.Descriptor instead.
 func (*ShardAdminResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{43}
+	return file_rhizon_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ShardAdminResponse) GetLeader() string {
@@ -4037,7 +4162,7 @@ type DeployActorRequest struct {
 
 func (x *DeployActorRequest) Reset() {
 	*x = DeployActorRequest{}
-	mi := &file_rhizon_proto_msgTypes[44]
+	mi := &file_rhizon_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4049,7 +4174,7 @@ func (x *DeployActorRequest) String() string {
 func (*DeployActorRequest) ProtoMessage() {}
 
 func (x *DeployActorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[44]
+	mi := &file_rhizon_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4062,7 +4187,7 @@ func (x *DeployActorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployActorRequest.ProtoReflect.Descriptor instead.
 func (*DeployActorRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{44}
+	return file_rhizon_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DeployActorRequest) GetActorType() string {
@@ -4132,7 +4257,7 @@ type DeployActorResponse struct {
 
 func (x *DeployActorResponse) Reset() {
 	*x = DeployActorResponse{}
-	mi := &file_rhizon_proto_msgTypes[45]
+	mi := &file_rhizon_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4144,7 +4269,7 @@ func (x *DeployActorResponse) String() string {
 func (*DeployActorResponse) ProtoMessage() {}
 
 func (x *DeployActorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[45]
+	mi := &file_rhizon_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4157,7 +4282,7 @@ func (x *DeployActorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployActorResponse.ProtoReflect.Descriptor instead.
 func (*DeployActorResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{45}
+	return file_rhizon_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DeployActorResponse) GetActorType() string {
@@ -4219,7 +4344,7 @@ type ActivateRevisionRequest struct {
 
 func (x *ActivateRevisionRequest) Reset() {
 	*x = ActivateRevisionRequest{}
-	mi := &file_rhizon_proto_msgTypes[46]
+	mi := &file_rhizon_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4231,7 +4356,7 @@ func (x *ActivateRevisionRequest) String() string {
 func (*ActivateRevisionRequest) ProtoMessage() {}
 
 func (x *ActivateRevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[46]
+	mi := &file_rhizon_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4244,7 +4369,7 @@ func (x *ActivateRevisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateRevisionRequest.ProtoReflect.Descriptor instead.
 func (*ActivateRevisionRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{46}
+	return file_rhizon_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ActivateRevisionRequest) GetActorType() string {
@@ -4275,7 +4400,7 @@ type ActivateRevisionResponse struct {
 
 func (x *ActivateRevisionResponse) Reset() {
 	*x = ActivateRevisionResponse{}
-	mi := &file_rhizon_proto_msgTypes[47]
+	mi := &file_rhizon_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4287,7 +4412,7 @@ func (x *ActivateRevisionResponse) String() string {
 func (*ActivateRevisionResponse) ProtoMessage() {}
 
 func (x *ActivateRevisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[47]
+	mi := &file_rhizon_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4300,7 +4425,7 @@ func (x *ActivateRevisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateRevisionResponse.ProtoReflect.Descriptor instead.
 func (*ActivateRevisionResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{47}
+	return file_rhizon_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ActivateRevisionResponse) GetActorType() string {
@@ -4343,7 +4468,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_rhizon_proto_msgTypes[48]
+	mi := &file_rhizon_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4355,7 +4480,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[48]
+	mi := &file_rhizon_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4368,7 +4493,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{48}
+	return file_rhizon_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListDeadLettersRequest) GetAfter() uint64 {
@@ -4414,7 +4539,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_rhizon_proto_msgTypes[49]
+	mi := &file_rhizon_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4426,7 +4551,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[49]
+	mi := &file_rhizon_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4439,7 +4564,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{49}
+	return file_rhizon_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DeadLetter) GetSequence() uint64 {
@@ -4551,7 +4676,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_rhizon_proto_msgTypes[50]
+	mi := &file_rhizon_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4563,7 +4688,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[50]
+	mi := &file_rhizon_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4576,7 +4701,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{50}
+	return file_rhizon_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -4602,7 +4727,7 @@ type RedriveDeadLetterRequest struct {
 
 func (x *RedriveDeadLetterRequest) Reset() {
 	*x = RedriveDeadLetterRequest{}
-	mi := &file_rhizon_proto_msgTypes[51]
+	mi := &file_rhizon_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4614,7 +4739,7 @@ func (x *RedriveDeadLetterRequest) String() string {
 func (*RedriveDeadLetterRequest) ProtoMessage() {}
 
 func (x *RedriveDeadLetterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[51]
+	mi := &file_rhizon_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4627,7 +4752,7 @@ func (x *RedriveDeadLetterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLetterRequest.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLetterRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{51}
+	return file_rhizon_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RedriveDeadLetterRequest) GetSequence() uint64 {
@@ -4651,7 +4776,7 @@ type RedriveDeadLetterResponse struct {
 
 func (x *RedriveDeadLetterResponse) Reset() {
 	*x = RedriveDeadLetterResponse{}
-	mi := &file_rhizon_proto_msgTypes[52]
+	mi := &file_rhizon_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4663,7 +4788,7 @@ func (x *RedriveDeadLetterResponse) String() string {
 func (*RedriveDeadLetterResponse) ProtoMessage() {}
 
 func (x *RedriveDeadLetterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[52]
+	mi := &file_rhizon_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4676,7 +4801,7 @@ func (x *RedriveDeadLetterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLetterResponse.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLetterResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{52}
+	return file_rhizon_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RedriveDeadLetterResponse) GetStream() string {
@@ -4723,7 +4848,7 @@ type RepublishEventsRequest struct {
 
 func (x *RepublishEventsRequest) Reset() {
 	*x = RepublishEventsRequest{}
-	mi := &file_rhizon_proto_msgTypes[53]
+	mi := &file_rhizon_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4735,7 +4860,7 @@ func (x *RepublishEventsRequest) String() string {
 func (*RepublishEventsRequest) ProtoMessage() {}
 
 func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[53]
+	mi := &file_rhizon_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4748,7 +4873,7 @@ func (x *RepublishEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsRequest.ProtoReflect.Descriptor instead.
 func (*RepublishEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{53}
+	return file_rhizon_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RepublishEventsRequest) GetShard() uint32 {
@@ -4798,7 +4923,7 @@ type RepublishEventsResponse struct {
 
 func (x *RepublishEventsResponse) Reset() {
 	*x = RepublishEventsResponse{}
-	mi := &file_rhizon_proto_msgTypes[54]
+	mi := &file_rhizon_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4810,7 +4935,7 @@ func (x *RepublishEventsResponse) String() string {
 func (*RepublishEventsResponse) ProtoMessage() {}
 
 func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[54]
+	mi := &file_rhizon_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4823,7 +4948,7 @@ func (x *RepublishEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepublishEventsResponse.ProtoReflect.Descriptor instead.
 func (*RepublishEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{54}
+	return file_rhizon_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RepublishEventsResponse) GetShard() uint32 {
@@ -4881,7 +5006,7 @@ type ListWhere struct {
 
 func (x *ListWhere) Reset() {
 	*x = ListWhere{}
-	mi := &file_rhizon_proto_msgTypes[55]
+	mi := &file_rhizon_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4893,7 +5018,7 @@ func (x *ListWhere) String() string {
 func (*ListWhere) ProtoMessage() {}
 
 func (x *ListWhere) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[55]
+	mi := &file_rhizon_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4906,7 +5031,7 @@ func (x *ListWhere) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWhere.ProtoReflect.Descriptor instead.
 func (*ListWhere) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{55}
+	return file_rhizon_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListWhere) GetField() string {
@@ -4948,7 +5073,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_rhizon_proto_msgTypes[56]
+	mi := &file_rhizon_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4960,7 +5085,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[56]
+	mi := &file_rhizon_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4973,7 +5098,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{56}
+	return file_rhizon_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListRequest) GetTenant() string {
@@ -5040,7 +5165,7 @@ type ListItem struct {
 
 func (x *ListItem) Reset() {
 	*x = ListItem{}
-	mi := &file_rhizon_proto_msgTypes[57]
+	mi := &file_rhizon_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5052,7 +5177,7 @@ func (x *ListItem) String() string {
 func (*ListItem) ProtoMessage() {}
 
 func (x *ListItem) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[57]
+	mi := &file_rhizon_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5065,7 +5190,7 @@ func (x *ListItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListItem.ProtoReflect.Descriptor instead.
 func (*ListItem) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{57}
+	return file_rhizon_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListItem) GetId() string {
@@ -5119,7 +5244,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_rhizon_proto_msgTypes[58]
+	mi := &file_rhizon_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5131,7 +5256,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rhizon_proto_msgTypes[58]
+	mi := &file_rhizon_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5144,7 +5269,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_rhizon_proto_rawDescGZIP(), []int{58}
+	return file_rhizon_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListResponse) GetItems() []*ListItem {
@@ -5363,6 +5488,17 @@ const file_rhizon_proto_rawDesc = "" +
 	"\bresponse\x18\x02 \x01(\v2\x19.rhizon.v1.SubmitResponseR\bresponse\x12(\n" +
 	"\x05error\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x05error\x12I\n" +
 	"\btrailers\x18\x04 \x03(\v2-.rhizon.v1.SubmitStreamResponse.TrailersEntryR\btrailers\x1a;\n" +
+	"\rTrailersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"K\n" +
+	"\x10GetStreamRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12'\n" +
+	"\x03get\x18\x02 \x01(\v2\x15.rhizon.v1.GetRequestR\x03get\"\x86\x02\n" +
+	"\x11GetStreamResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x122\n" +
+	"\bresponse\x18\x02 \x01(\v2\x16.rhizon.v1.GetResponseR\bresponse\x12(\n" +
+	"\x05error\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x05error\x12F\n" +
+	"\btrailers\x18\x04 \x03(\v2*.rhizon.v1.GetStreamResponse.TrailersEntryR\btrailers\x1a;\n" +
 	"\rTrailersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"p\n" +
@@ -5655,12 +5791,13 @@ const file_rhizon_proto_rawDesc = "" +
 	"\x0fREASON_BUSINESS\x10\x04*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x012\xa0\x06\n" +
+	"\x11CONSISTENCY_STALE\x10\x012\xec\x06\n" +
 	"\aGateway\x12=\n" +
 	"\x06Submit\x12\x18.rhizon.v1.SubmitRequest\x1a\x19.rhizon.v1.SubmitResponse\x12L\n" +
 	"\vSubmitBatch\x12\x1d.rhizon.v1.SubmitBatchRequest\x1a\x1e.rhizon.v1.SubmitBatchResponse\x12S\n" +
 	"\fSubmitStream\x12\x1e.rhizon.v1.SubmitStreamRequest\x1a\x1f.rhizon.v1.SubmitStreamResponse(\x010\x01\x124\n" +
-	"\x03Get\x12\x15.rhizon.v1.GetRequest\x1a\x16.rhizon.v1.GetResponse\x12@\n" +
+	"\x03Get\x12\x15.rhizon.v1.GetRequest\x1a\x16.rhizon.v1.GetResponse\x12J\n" +
+	"\tGetStream\x12\x1b.rhizon.v1.GetStreamRequest\x1a\x1c.rhizon.v1.GetStreamResponse(\x010\x01\x12@\n" +
 	"\aHistory\x12\x19.rhizon.v1.HistoryRequest\x1a\x1a.rhizon.v1.HistoryResponse\x12=\n" +
 	"\x06Status\x12\x18.rhizon.v1.StatusRequest\x1a\x19.rhizon.v1.StatusResponse\x12:\n" +
 	"\x05Drain\x12\x17.rhizon.v1.DrainRequest\x1a\x18.rhizon.v1.DrainResponse\x12G\n" +
@@ -5701,7 +5838,7 @@ func file_rhizon_proto_rawDescGZIP() []byte {
 }
 
 var file_rhizon_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
+var file_rhizon_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_rhizon_proto_goTypes = []any{
 	(Status)(0),                       // 0: rhizon.v1.Status
 	(Reason)(0),                       // 1: rhizon.v1.Reason
@@ -5730,49 +5867,52 @@ var file_rhizon_proto_goTypes = []any{
 	(*SubmitBatchResponse)(nil),       // 24: rhizon.v1.SubmitBatchResponse
 	(*SubmitStreamRequest)(nil),       // 25: rhizon.v1.SubmitStreamRequest
 	(*SubmitStreamResponse)(nil),      // 26: rhizon.v1.SubmitStreamResponse
-	(*SubmitOutcome)(nil),             // 27: rhizon.v1.SubmitOutcome
-	(*GetRequest)(nil),                // 28: rhizon.v1.GetRequest
-	(*GetResponse)(nil),               // 29: rhizon.v1.GetResponse
-	(*HistoryRequest)(nil),            // 30: rhizon.v1.HistoryRequest
-	(*HistoryResponse)(nil),           // 31: rhizon.v1.HistoryResponse
-	(*StatusRequest)(nil),             // 32: rhizon.v1.StatusRequest
-	(*ShardStatus)(nil),               // 33: rhizon.v1.ShardStatus
-	(*ShardHealth)(nil),               // 34: rhizon.v1.ShardHealth
-	(*NodeStatus)(nil),                // 35: rhizon.v1.NodeStatus
-	(*StatusResponse)(nil),            // 36: rhizon.v1.StatusResponse
-	(*Position)(nil),                  // 37: rhizon.v1.Position
-	(*ForwardRequest)(nil),            // 38: rhizon.v1.ForwardRequest
-	(*ForwardResponse)(nil),           // 39: rhizon.v1.ForwardResponse
-	(*ForwardStreamRequest)(nil),      // 40: rhizon.v1.ForwardStreamRequest
-	(*ForwardStreamResponse)(nil),     // 41: rhizon.v1.ForwardStreamResponse
-	(*ReadRequest)(nil),               // 42: rhizon.v1.ReadRequest
-	(*ListScan)(nil),                  // 43: rhizon.v1.ListScan
-	(*ReadResponse)(nil),              // 44: rhizon.v1.ReadResponse
-	(*ShardAdminRequest)(nil),         // 45: rhizon.v1.ShardAdminRequest
-	(*ShardAdminResponse)(nil),        // 46: rhizon.v1.ShardAdminResponse
-	(*DeployActorRequest)(nil),        // 47: rhizon.v1.DeployActorRequest
-	(*DeployActorResponse)(nil),       // 48: rhizon.v1.DeployActorResponse
-	(*ActivateRevisionRequest)(nil),   // 49: rhizon.v1.ActivateRevisionRequest
-	(*ActivateRevisionResponse)(nil),  // 50: rhizon.v1.ActivateRevisionResponse
-	(*ListDeadLettersRequest)(nil),    // 51: rhizon.v1.ListDeadLettersRequest
-	(*DeadLetter)(nil),                // 52: rhizon.v1.DeadLetter
-	(*ListDeadLettersResponse)(nil),   // 53: rhizon.v1.ListDeadLettersResponse
-	(*RedriveDeadLetterRequest)(nil),  // 54: rhizon.v1.RedriveDeadLetterRequest
-	(*RedriveDeadLetterResponse)(nil), // 55: rhizon.v1.RedriveDeadLetterResponse
-	(*RepublishEventsRequest)(nil),    // 56: rhizon.v1.RepublishEventsRequest
-	(*RepublishEventsResponse)(nil),   // 57: rhizon.v1.RepublishEventsResponse
-	(*ListWhere)(nil),                 // 58: rhizon.v1.ListWhere
-	(*ListRequest)(nil),               // 59: rhizon.v1.ListRequest
-	(*ListItem)(nil),                  // 60: rhizon.v1.ListItem
-	(*ListResponse)(nil),              // 61: rhizon.v1.ListResponse
-	nil,                               // 62: rhizon.v1.SubmitStreamResponse.TrailersEntry
-	nil,                               // 63: rhizon.v1.NodeStatus.ActorRevisionsEntry
-	nil,                               // 64: rhizon.v1.StatusResponse.ActiveRevisionsEntry
-	nil,                               // 65: rhizon.v1.StatusResponse.DeployedOwnersEntry
-	nil,                               // 66: rhizon.v1.ForwardStreamResponse.TrailersEntry
-	nil,                               // 67: rhizon.v1.DeadLetter.HeadersEntry
-	nil,                               // 68: rhizon.v1.ListResponse.AppliedIndexesEntry
-	(*status.Status)(nil),             // 69: google.rpc.Status
+	(*GetStreamRequest)(nil),          // 27: rhizon.v1.GetStreamRequest
+	(*GetStreamResponse)(nil),         // 28: rhizon.v1.GetStreamResponse
+	(*SubmitOutcome)(nil),             // 29: rhizon.v1.SubmitOutcome
+	(*GetRequest)(nil),                // 30: rhizon.v1.GetRequest
+	(*GetResponse)(nil),               // 31: rhizon.v1.GetResponse
+	(*HistoryRequest)(nil),            // 32: rhizon.v1.HistoryRequest
+	(*HistoryResponse)(nil),           // 33: rhizon.v1.HistoryResponse
+	(*StatusRequest)(nil),             // 34: rhizon.v1.StatusRequest
+	(*ShardStatus)(nil),               // 35: rhizon.v1.ShardStatus
+	(*ShardHealth)(nil),               // 36: rhizon.v1.ShardHealth
+	(*NodeStatus)(nil),                // 37: rhizon.v1.NodeStatus
+	(*StatusResponse)(nil),            // 38: rhizon.v1.StatusResponse
+	(*Position)(nil),                  // 39: rhizon.v1.Position
+	(*ForwardRequest)(nil),            // 40: rhizon.v1.ForwardRequest
+	(*ForwardResponse)(nil),           // 41: rhizon.v1.ForwardResponse
+	(*ForwardStreamRequest)(nil),      // 42: rhizon.v1.ForwardStreamRequest
+	(*ForwardStreamResponse)(nil),     // 43: rhizon.v1.ForwardStreamResponse
+	(*ReadRequest)(nil),               // 44: rhizon.v1.ReadRequest
+	(*ListScan)(nil),                  // 45: rhizon.v1.ListScan
+	(*ReadResponse)(nil),              // 46: rhizon.v1.ReadResponse
+	(*ShardAdminRequest)(nil),         // 47: rhizon.v1.ShardAdminRequest
+	(*ShardAdminResponse)(nil),        // 48: rhizon.v1.ShardAdminResponse
+	(*DeployActorRequest)(nil),        // 49: rhizon.v1.DeployActorRequest
+	(*DeployActorResponse)(nil),       // 50: rhizon.v1.DeployActorResponse
+	(*ActivateRevisionRequest)(nil),   // 51: rhizon.v1.ActivateRevisionRequest
+	(*ActivateRevisionResponse)(nil),  // 52: rhizon.v1.ActivateRevisionResponse
+	(*ListDeadLettersRequest)(nil),    // 53: rhizon.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                // 54: rhizon.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),   // 55: rhizon.v1.ListDeadLettersResponse
+	(*RedriveDeadLetterRequest)(nil),  // 56: rhizon.v1.RedriveDeadLetterRequest
+	(*RedriveDeadLetterResponse)(nil), // 57: rhizon.v1.RedriveDeadLetterResponse
+	(*RepublishEventsRequest)(nil),    // 58: rhizon.v1.RepublishEventsRequest
+	(*RepublishEventsResponse)(nil),   // 59: rhizon.v1.RepublishEventsResponse
+	(*ListWhere)(nil),                 // 60: rhizon.v1.ListWhere
+	(*ListRequest)(nil),               // 61: rhizon.v1.ListRequest
+	(*ListItem)(nil),                  // 62: rhizon.v1.ListItem
+	(*ListResponse)(nil),              // 63: rhizon.v1.ListResponse
+	nil,                               // 64: rhizon.v1.SubmitStreamResponse.TrailersEntry
+	nil,                               // 65: rhizon.v1.GetStreamResponse.TrailersEntry
+	nil,                               // 66: rhizon.v1.NodeStatus.ActorRevisionsEntry
+	nil,                               // 67: rhizon.v1.StatusResponse.ActiveRevisionsEntry
+	nil,                               // 68: rhizon.v1.StatusResponse.DeployedOwnersEntry
+	nil,                               // 69: rhizon.v1.ForwardStreamResponse.TrailersEntry
+	nil,                               // 70: rhizon.v1.DeadLetter.HeadersEntry
+	nil,                               // 71: rhizon.v1.ListResponse.AppliedIndexesEntry
+	(*status.Status)(nil),             // 72: google.rpc.Status
 }
 var file_rhizon_proto_depIdxs = []int32{
 	13, // 0: rhizon.v1.ReplayRequest.address:type_name -> rhizon.v1.Address
@@ -5799,105 +5939,111 @@ var file_rhizon_proto_depIdxs = []int32{
 	14, // 21: rhizon.v1.SubmitRequest.on_behalf_of:type_name -> rhizon.v1.Principal
 	18, // 22: rhizon.v1.SubmitResponse.result:type_name -> rhizon.v1.Result
 	21, // 23: rhizon.v1.SubmitBatchRequest.commands:type_name -> rhizon.v1.SubmitRequest
-	27, // 24: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
+	29, // 24: rhizon.v1.SubmitBatchResponse.outcomes:type_name -> rhizon.v1.SubmitOutcome
 	21, // 25: rhizon.v1.SubmitStreamRequest.command:type_name -> rhizon.v1.SubmitRequest
 	22, // 26: rhizon.v1.SubmitStreamResponse.response:type_name -> rhizon.v1.SubmitResponse
-	69, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
-	62, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
-	22, // 29: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
-	69, // 30: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
-	13, // 31: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
-	2,  // 32: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
-	13, // 33: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
-	13, // 34: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
-	2,  // 35: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
-	20, // 36: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
-	37, // 37: rhizon.v1.HistoryResponse.trimmed_before:type_name -> rhizon.v1.Position
-	63, // 38: rhizon.v1.NodeStatus.actor_revisions:type_name -> rhizon.v1.NodeStatus.ActorRevisionsEntry
-	33, // 39: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
-	35, // 40: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
-	34, // 41: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
-	64, // 42: rhizon.v1.StatusResponse.active_revisions:type_name -> rhizon.v1.StatusResponse.ActiveRevisionsEntry
-	65, // 43: rhizon.v1.StatusResponse.deployed_owners:type_name -> rhizon.v1.StatusResponse.DeployedOwnersEntry
-	16, // 44: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
-	18, // 45: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
-	38, // 46: rhizon.v1.ForwardStreamRequest.request:type_name -> rhizon.v1.ForwardRequest
-	39, // 47: rhizon.v1.ForwardStreamResponse.response:type_name -> rhizon.v1.ForwardResponse
-	69, // 48: rhizon.v1.ForwardStreamResponse.error:type_name -> google.rpc.Status
-	66, // 49: rhizon.v1.ForwardStreamResponse.trailers:type_name -> rhizon.v1.ForwardStreamResponse.TrailersEntry
-	13, // 50: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
-	43, // 51: rhizon.v1.ReadRequest.list:type_name -> rhizon.v1.ListScan
-	20, // 52: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
-	60, // 53: rhizon.v1.ReadResponse.items:type_name -> rhizon.v1.ListItem
-	67, // 54: rhizon.v1.DeadLetter.headers:type_name -> rhizon.v1.DeadLetter.HeadersEntry
-	16, // 55: rhizon.v1.DeadLetter.command:type_name -> rhizon.v1.Command
-	52, // 56: rhizon.v1.ListDeadLettersResponse.dead_letters:type_name -> rhizon.v1.DeadLetter
-	37, // 57: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
-	37, // 58: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
-	37, // 59: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
-	37, // 60: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
-	58, // 61: rhizon.v1.ListRequest.where:type_name -> rhizon.v1.ListWhere
-	60, // 62: rhizon.v1.ListResponse.items:type_name -> rhizon.v1.ListItem
-	68, // 63: rhizon.v1.ListResponse.applied_indexes:type_name -> rhizon.v1.ListResponse.AppliedIndexesEntry
-	21, // 64: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
-	23, // 65: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
-	25, // 66: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
-	28, // 67: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
-	30, // 68: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
-	32, // 69: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
-	11, // 70: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
-	21, // 71: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
-	9,  // 72: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
-	6,  // 73: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
-	3,  // 74: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
-	59, // 75: rhizon.v1.Gateway.List:input_type -> rhizon.v1.ListRequest
-	38, // 76: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
-	40, // 77: rhizon.v1.Internal.ForwardStream:input_type -> rhizon.v1.ForwardStreamRequest
-	42, // 78: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
-	45, // 79: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
-	32, // 80: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
-	11, // 81: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
-	56, // 82: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	3,  // 83: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
-	49, // 84: rhizon.v1.Internal.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
-	47, // 85: rhizon.v1.Internal.DeployActor:input_type -> rhizon.v1.DeployActorRequest
-	56, // 86: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
-	49, // 87: rhizon.v1.Admin.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
-	51, // 88: rhizon.v1.Admin.ListDeadLetters:input_type -> rhizon.v1.ListDeadLettersRequest
-	54, // 89: rhizon.v1.Admin.RedriveDeadLetter:input_type -> rhizon.v1.RedriveDeadLetterRequest
-	47, // 90: rhizon.v1.Admin.DeployActor:input_type -> rhizon.v1.DeployActorRequest
-	22, // 91: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
-	24, // 92: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
-	26, // 93: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
-	29, // 94: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
-	31, // 95: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
-	36, // 96: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
-	12, // 97: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
-	8,  // 98: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
-	10, // 99: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
-	7,  // 100: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
-	4,  // 101: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
-	61, // 102: rhizon.v1.Gateway.List:output_type -> rhizon.v1.ListResponse
-	39, // 103: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
-	41, // 104: rhizon.v1.Internal.ForwardStream:output_type -> rhizon.v1.ForwardStreamResponse
-	44, // 105: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
-	46, // 106: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
-	36, // 107: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
-	12, // 108: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
-	57, // 109: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	4,  // 110: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
-	50, // 111: rhizon.v1.Internal.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
-	48, // 112: rhizon.v1.Internal.DeployActor:output_type -> rhizon.v1.DeployActorResponse
-	57, // 113: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
-	50, // 114: rhizon.v1.Admin.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
-	53, // 115: rhizon.v1.Admin.ListDeadLetters:output_type -> rhizon.v1.ListDeadLettersResponse
-	55, // 116: rhizon.v1.Admin.RedriveDeadLetter:output_type -> rhizon.v1.RedriveDeadLetterResponse
-	48, // 117: rhizon.v1.Admin.DeployActor:output_type -> rhizon.v1.DeployActorResponse
-	91, // [91:118] is the sub-list for method output_type
-	64, // [64:91] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	72, // 27: rhizon.v1.SubmitStreamResponse.error:type_name -> google.rpc.Status
+	64, // 28: rhizon.v1.SubmitStreamResponse.trailers:type_name -> rhizon.v1.SubmitStreamResponse.TrailersEntry
+	30, // 29: rhizon.v1.GetStreamRequest.get:type_name -> rhizon.v1.GetRequest
+	31, // 30: rhizon.v1.GetStreamResponse.response:type_name -> rhizon.v1.GetResponse
+	72, // 31: rhizon.v1.GetStreamResponse.error:type_name -> google.rpc.Status
+	65, // 32: rhizon.v1.GetStreamResponse.trailers:type_name -> rhizon.v1.GetStreamResponse.TrailersEntry
+	22, // 33: rhizon.v1.SubmitOutcome.response:type_name -> rhizon.v1.SubmitResponse
+	72, // 34: rhizon.v1.SubmitOutcome.error:type_name -> google.rpc.Status
+	13, // 35: rhizon.v1.GetRequest.address:type_name -> rhizon.v1.Address
+	2,  // 36: rhizon.v1.GetRequest.consistency:type_name -> rhizon.v1.Consistency
+	13, // 37: rhizon.v1.GetResponse.address:type_name -> rhizon.v1.Address
+	13, // 38: rhizon.v1.HistoryRequest.address:type_name -> rhizon.v1.Address
+	2,  // 39: rhizon.v1.HistoryRequest.consistency:type_name -> rhizon.v1.Consistency
+	20, // 40: rhizon.v1.HistoryResponse.records:type_name -> rhizon.v1.HistoryRecord
+	39, // 41: rhizon.v1.HistoryResponse.trimmed_before:type_name -> rhizon.v1.Position
+	66, // 42: rhizon.v1.NodeStatus.actor_revisions:type_name -> rhizon.v1.NodeStatus.ActorRevisionsEntry
+	35, // 43: rhizon.v1.StatusResponse.shards:type_name -> rhizon.v1.ShardStatus
+	37, // 44: rhizon.v1.StatusResponse.nodes:type_name -> rhizon.v1.NodeStatus
+	36, // 45: rhizon.v1.StatusResponse.shard_health:type_name -> rhizon.v1.ShardHealth
+	67, // 46: rhizon.v1.StatusResponse.active_revisions:type_name -> rhizon.v1.StatusResponse.ActiveRevisionsEntry
+	68, // 47: rhizon.v1.StatusResponse.deployed_owners:type_name -> rhizon.v1.StatusResponse.DeployedOwnersEntry
+	16, // 48: rhizon.v1.ForwardRequest.command:type_name -> rhizon.v1.Command
+	18, // 49: rhizon.v1.ForwardResponse.result:type_name -> rhizon.v1.Result
+	40, // 50: rhizon.v1.ForwardStreamRequest.request:type_name -> rhizon.v1.ForwardRequest
+	41, // 51: rhizon.v1.ForwardStreamResponse.response:type_name -> rhizon.v1.ForwardResponse
+	72, // 52: rhizon.v1.ForwardStreamResponse.error:type_name -> google.rpc.Status
+	69, // 53: rhizon.v1.ForwardStreamResponse.trailers:type_name -> rhizon.v1.ForwardStreamResponse.TrailersEntry
+	13, // 54: rhizon.v1.ReadRequest.address:type_name -> rhizon.v1.Address
+	45, // 55: rhizon.v1.ReadRequest.list:type_name -> rhizon.v1.ListScan
+	20, // 56: rhizon.v1.ReadResponse.records:type_name -> rhizon.v1.HistoryRecord
+	62, // 57: rhizon.v1.ReadResponse.items:type_name -> rhizon.v1.ListItem
+	70, // 58: rhizon.v1.DeadLetter.headers:type_name -> rhizon.v1.DeadLetter.HeadersEntry
+	16, // 59: rhizon.v1.DeadLetter.command:type_name -> rhizon.v1.Command
+	54, // 60: rhizon.v1.ListDeadLettersResponse.dead_letters:type_name -> rhizon.v1.DeadLetter
+	39, // 61: rhizon.v1.RepublishEventsRequest.from:type_name -> rhizon.v1.Position
+	39, // 62: rhizon.v1.RepublishEventsRequest.to:type_name -> rhizon.v1.Position
+	39, // 63: rhizon.v1.RepublishEventsResponse.last:type_name -> rhizon.v1.Position
+	39, // 64: rhizon.v1.RepublishEventsResponse.next:type_name -> rhizon.v1.Position
+	60, // 65: rhizon.v1.ListRequest.where:type_name -> rhizon.v1.ListWhere
+	62, // 66: rhizon.v1.ListResponse.items:type_name -> rhizon.v1.ListItem
+	71, // 67: rhizon.v1.ListResponse.applied_indexes:type_name -> rhizon.v1.ListResponse.AppliedIndexesEntry
+	21, // 68: rhizon.v1.Gateway.Submit:input_type -> rhizon.v1.SubmitRequest
+	23, // 69: rhizon.v1.Gateway.SubmitBatch:input_type -> rhizon.v1.SubmitBatchRequest
+	25, // 70: rhizon.v1.Gateway.SubmitStream:input_type -> rhizon.v1.SubmitStreamRequest
+	30, // 71: rhizon.v1.Gateway.Get:input_type -> rhizon.v1.GetRequest
+	27, // 72: rhizon.v1.Gateway.GetStream:input_type -> rhizon.v1.GetStreamRequest
+	32, // 73: rhizon.v1.Gateway.History:input_type -> rhizon.v1.HistoryRequest
+	34, // 74: rhizon.v1.Gateway.Status:input_type -> rhizon.v1.StatusRequest
+	11, // 75: rhizon.v1.Gateway.Drain:input_type -> rhizon.v1.DrainRequest
+	21, // 76: rhizon.v1.Gateway.SubmitAsync:input_type -> rhizon.v1.SubmitRequest
+	9,  // 77: rhizon.v1.Gateway.Watch:input_type -> rhizon.v1.WatchRequest
+	6,  // 78: rhizon.v1.Gateway.GetResult:input_type -> rhizon.v1.GetResultRequest
+	3,  // 79: rhizon.v1.Gateway.Replay:input_type -> rhizon.v1.ReplayRequest
+	61, // 80: rhizon.v1.Gateway.List:input_type -> rhizon.v1.ListRequest
+	40, // 81: rhizon.v1.Internal.Forward:input_type -> rhizon.v1.ForwardRequest
+	42, // 82: rhizon.v1.Internal.ForwardStream:input_type -> rhizon.v1.ForwardStreamRequest
+	44, // 83: rhizon.v1.Internal.Read:input_type -> rhizon.v1.ReadRequest
+	47, // 84: rhizon.v1.Internal.ShardAdmin:input_type -> rhizon.v1.ShardAdminRequest
+	34, // 85: rhizon.v1.Internal.LocalStatus:input_type -> rhizon.v1.StatusRequest
+	11, // 86: rhizon.v1.Internal.Drain:input_type -> rhizon.v1.DrainRequest
+	58, // 87: rhizon.v1.Internal.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	3,  // 88: rhizon.v1.Internal.Replay:input_type -> rhizon.v1.ReplayRequest
+	51, // 89: rhizon.v1.Internal.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	49, // 90: rhizon.v1.Internal.DeployActor:input_type -> rhizon.v1.DeployActorRequest
+	58, // 91: rhizon.v1.Admin.RepublishEvents:input_type -> rhizon.v1.RepublishEventsRequest
+	51, // 92: rhizon.v1.Admin.ActivateRevision:input_type -> rhizon.v1.ActivateRevisionRequest
+	53, // 93: rhizon.v1.Admin.ListDeadLetters:input_type -> rhizon.v1.ListDeadLettersRequest
+	56, // 94: rhizon.v1.Admin.RedriveDeadLetter:input_type -> rhizon.v1.RedriveDeadLetterRequest
+	49, // 95: rhizon.v1.Admin.DeployActor:input_type -> rhizon.v1.DeployActorRequest
+	22, // 96: rhizon.v1.Gateway.Submit:output_type -> rhizon.v1.SubmitResponse
+	24, // 97: rhizon.v1.Gateway.SubmitBatch:output_type -> rhizon.v1.SubmitBatchResponse
+	26, // 98: rhizon.v1.Gateway.SubmitStream:output_type -> rhizon.v1.SubmitStreamResponse
+	31, // 99: rhizon.v1.Gateway.Get:output_type -> rhizon.v1.GetResponse
+	28, // 100: rhizon.v1.Gateway.GetStream:output_type -> rhizon.v1.GetStreamResponse
+	33, // 101: rhizon.v1.Gateway.History:output_type -> rhizon.v1.HistoryResponse
+	38, // 102: rhizon.v1.Gateway.Status:output_type -> rhizon.v1.StatusResponse
+	12, // 103: rhizon.v1.Gateway.Drain:output_type -> rhizon.v1.DrainResponse
+	8,  // 104: rhizon.v1.Gateway.SubmitAsync:output_type -> rhizon.v1.SubmitAsyncResponse
+	10, // 105: rhizon.v1.Gateway.Watch:output_type -> rhizon.v1.WatchEvent
+	7,  // 106: rhizon.v1.Gateway.GetResult:output_type -> rhizon.v1.GetResultResponse
+	4,  // 107: rhizon.v1.Gateway.Replay:output_type -> rhizon.v1.ReplayReport
+	63, // 108: rhizon.v1.Gateway.List:output_type -> rhizon.v1.ListResponse
+	41, // 109: rhizon.v1.Internal.Forward:output_type -> rhizon.v1.ForwardResponse
+	43, // 110: rhizon.v1.Internal.ForwardStream:output_type -> rhizon.v1.ForwardStreamResponse
+	46, // 111: rhizon.v1.Internal.Read:output_type -> rhizon.v1.ReadResponse
+	48, // 112: rhizon.v1.Internal.ShardAdmin:output_type -> rhizon.v1.ShardAdminResponse
+	38, // 113: rhizon.v1.Internal.LocalStatus:output_type -> rhizon.v1.StatusResponse
+	12, // 114: rhizon.v1.Internal.Drain:output_type -> rhizon.v1.DrainResponse
+	59, // 115: rhizon.v1.Internal.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	4,  // 116: rhizon.v1.Internal.Replay:output_type -> rhizon.v1.ReplayReport
+	52, // 117: rhizon.v1.Internal.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	50, // 118: rhizon.v1.Internal.DeployActor:output_type -> rhizon.v1.DeployActorResponse
+	59, // 119: rhizon.v1.Admin.RepublishEvents:output_type -> rhizon.v1.RepublishEventsResponse
+	52, // 120: rhizon.v1.Admin.ActivateRevision:output_type -> rhizon.v1.ActivateRevisionResponse
+	55, // 121: rhizon.v1.Admin.ListDeadLetters:output_type -> rhizon.v1.ListDeadLettersResponse
+	57, // 122: rhizon.v1.Admin.RedriveDeadLetter:output_type -> rhizon.v1.RedriveDeadLetterResponse
+	50, // 123: rhizon.v1.Admin.DeployActor:output_type -> rhizon.v1.DeployActorResponse
+	96, // [96:124] is the sub-list for method output_type
+	68, // [68:96] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_rhizon_proto_init() }
@@ -5922,7 +6068,7 @@ func file_rhizon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rhizon_proto_rawDesc), len(file_rhizon_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   66,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -25,6 +25,7 @@ const (
 	Gateway_SubmitBatch_FullMethodName  = "/rhizon.v1.Gateway/SubmitBatch"
 	Gateway_SubmitStream_FullMethodName = "/rhizon.v1.Gateway/SubmitStream"
 	Gateway_Get_FullMethodName          = "/rhizon.v1.Gateway/Get"
+	Gateway_GetStream_FullMethodName    = "/rhizon.v1.Gateway/GetStream"
 	Gateway_History_FullMethodName      = "/rhizon.v1.Gateway/History"
 	Gateway_Status_FullMethodName       = "/rhizon.v1.Gateway/Status"
 	Gateway_Drain_FullMethodName        = "/rhizon.v1.Gateway/Drain"
@@ -71,6 +72,15 @@ type GatewayClient interface {
 	SubmitStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubmitStreamRequest, SubmitStreamResponse], error)
 	// Get returns an entity's state and version.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
+	// GetStream carries many Gets over one call, as SubmitStream carries
+	// Submits: each request is one Get tagged with a client-chosen id, each is
+	// answered as soon as it completes (so out of order) with that id and what
+	// Get would have answered, its routing trailers included. The bearer token
+	// is re-checked per message. A server reads no more while 256 reads of the
+	// stream are in flight; reusing the id of a read still in flight ends the
+	// stream with INVALID_ARGUMENT. Reads change nothing: a broken stream's
+	// reads in flight can simply be sent again.
+	GetStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[GetStreamRequest, GetStreamResponse], error)
 	// History pages through an entity's events (and, on request, rejections).
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
 	// Status reports the node and its shards.
@@ -174,6 +184,19 @@ func (c *gatewayClient) Get(ctx context.Context, in *GetRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *gatewayClient) GetStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[GetStreamRequest, GetStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Gateway_ServiceDesc.Streams[1], Gateway_GetStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetStreamRequest, GetStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Gateway_GetStreamClient = grpc.BidiStreamingClient[GetStreamRequest, GetStreamResponse]
+
 func (c *gatewayClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HistoryResponse)
@@ -216,7 +239,7 @@ func (c *gatewayClient) SubmitAsync(ctx context.Context, in *SubmitRequest, opts
 
 func (c *gatewayClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Gateway_ServiceDesc.Streams[1], Gateway_Watch_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Gateway_ServiceDesc.Streams[2], Gateway_Watch_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -299,6 +322,15 @@ type GatewayServer interface {
 	SubmitStream(grpc.BidiStreamingServer[SubmitStreamRequest, SubmitStreamResponse]) error
 	// Get returns an entity's state and version.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
+	// GetStream carries many Gets over one call, as SubmitStream carries
+	// Submits: each request is one Get tagged with a client-chosen id, each is
+	// answered as soon as it completes (so out of order) with that id and what
+	// Get would have answered, its routing trailers included. The bearer token
+	// is re-checked per message. A server reads no more while 256 reads of the
+	// stream are in flight; reusing the id of a read still in flight ends the
+	// stream with INVALID_ARGUMENT. Reads change nothing: a broken stream's
+	// reads in flight can simply be sent again.
+	GetStream(grpc.BidiStreamingServer[GetStreamRequest, GetStreamResponse]) error
 	// History pages through an entity's events (and, on request, rejections).
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
 	// Status reports the node and its shards.
@@ -370,6 +402,9 @@ func (UnimplementedGatewayServer) SubmitStream(grpc.BidiStreamingServer[SubmitSt
 }
 func (UnimplementedGatewayServer) Get(context.Context, *GetRequest) (*GetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedGatewayServer) GetStream(grpc.BidiStreamingServer[GetStreamRequest, GetStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method GetStream not implemented")
 }
 func (UnimplementedGatewayServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
@@ -476,6 +511,13 @@ func _Gateway_Get_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _Gateway_GetStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(GatewayServer).GetStream(&grpc.GenericServerStream[GetStreamRequest, GetStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Gateway_GetStreamServer = grpc.BidiStreamingServer[GetStreamRequest, GetStreamResponse]
 
 func _Gateway_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(HistoryRequest)
@@ -666,6 +708,12 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "SubmitStream",
 			Handler:       _Gateway_SubmitStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "GetStream",
+			Handler:       _Gateway_GetStream_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},

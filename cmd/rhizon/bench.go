@@ -50,6 +50,7 @@ type benchFlags struct {
 	route          string
 	batchSubmits   bool
 	unarySubmits   bool
+	unaryGets      bool
 	conns          int
 	opTimeout      time.Duration
 	jsonFile       string
@@ -95,7 +96,8 @@ two thirds of them). --batch-submits (with --route leader) lets the client
 coalesce the commands queued for one shard leader into SubmitBatch calls
 (client.WithSubmitBatching). rhizon commands go over each connection's
 SubmitStream (the client's default); --unary-submits sends one unary Submit
-call each instead (client.WithUnarySubmits), to compare.
+call each instead (client.WithUnarySubmits), to compare; so do reads (w1-occ's,
+w3's) over GetStream, and --unary-gets (client.WithUnaryGets).
 
 --json FILE writes one JSON object per run (JSON Lines) and, next to it, an
 SVG latency-over-time plot per run and one percentile plot.
@@ -162,6 +164,7 @@ Exit status: 1 if any run got no answer to any operation (or setup failed),
 	fs.StringVar(&f.route, "route", bench.RouteLeader, "where rhizon operations go: leader (straight to the shard leader's gateway) or any (round-robin over --addr; the node forwards)")
 	fs.BoolVar(&f.batchSubmits, "batch-submits", false, "rhizon with --route leader: coalesce the submits queued for one shard leader into SubmitBatch calls")
 	fs.BoolVar(&f.unarySubmits, "unary-submits", false, "rhizon: one unary Submit call per command instead of the connection's SubmitStream (the client's default)")
+	fs.BoolVar(&f.unaryGets, "unary-gets", false, "rhizon: one unary Get call per read instead of the connection's GetStream (the client's default)")
 	fs.IntVar(&f.conns, "conns", 0, "client connections: rhizon spreads them over --addr (default 2 per address; with --route leader, that many per node), a peer over its servers (default 3)")
 	fs.DurationVar(&f.opTimeout, "op-timeout", bench.DefaultOpTimeout, "deadline of one operation, client retries included")
 	fs.StringVar(&f.jsonFile, "json", "", "write the runs as JSON Lines to this file, and SVG plots next to it")
@@ -178,6 +181,9 @@ func benchClientOptions(f *benchFlags) []client.Option {
 	opts := []client.Option{client.WithSubmitBatching(f.batchSubmits)}
 	if f.unarySubmits {
 		opts = append(opts, client.WithUnarySubmits())
+	}
+	if f.unaryGets {
+		opts = append(opts, client.WithUnaryGets())
 	}
 	return opts
 }

@@ -71,6 +71,7 @@ func startEcho(t *testing.T) (*echoGateway, *Mux[pb.SubmitRequest, pb.SubmitResp
 			return m.GetId(), m.GetResponse(), m.GetError(), m.GetTrailers()
 		},
 		Name: "test stream", What: "command",
+		Lost: "its outcome is unknown",
 	})
 	t.Cleanup(m.Close)
 	return g, m

@@ -34,6 +34,9 @@ import (
 // the call was not sent, send it by the unary call instead.
 var ErrNoStream = errors.New("rhizon: stream not served")
 
+// LostCommand is the Lost of a stream of commands.
+const LostCommand = "its outcome is unknown (it may have been applied; resubmit with the same idempotency key)"
+
 // call states: a queued call is either sent or abandoned by its caller,
 // never both, so a caller that gives up knows whether it was sent.
 const (
@@ -55,6 +58,10 @@ type Codec[Q, A, QM, AM any] struct {
 	// Name names the stream in errors ("submit stream"), What the call
 	// ("command").
 	Name, What string
+	// Lost says, in the error of a call in flight when its stream broke,
+	// what that means and what to do: for a command, that its outcome is
+	// unknown and to resubmit it with the same idempotency key.
+	Lost string
 	// NotSent, if set, are the trailers of a call that failed before it
 	// was sent (so a caller that reads outcome trailers knows it was not
 	// applied).
@@ -379,7 +386,7 @@ func (s *stream[Q, A, QM, AM]) fail(err error, unimpl bool) {
 			r.err = status.Errorf(codes.Unavailable, "rhizon: the %s broke before the %s was sent: %v", name, what, st.Message())
 			r.trailers = s.m.codec.NotSent
 		default:
-			r.err = status.Errorf(codes.Unavailable, "rhizon: the %s broke with the %s in flight, its outcome is unknown (it may have been applied; resubmit with the same idempotency key): %s: %s", name, what, st.Code(), st.Message())
+			r.err = status.Errorf(codes.Unavailable, "rhizon: the %s broke with the %s in flight, %s: %s: %s", name, what, s.m.codec.Lost, st.Code(), st.Message())
 		}
 		c.reply <- r
 	}

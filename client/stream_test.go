@@ -207,14 +207,10 @@ func (u *unaryOnly) Submit(_ context.Context, req *pb.SubmitRequest) (*pb.Submit
 	return &pb.SubmitResponse{Result: &pb.Result{CommandId: req.GetCommandId(), Status: pb.Status_STATUS_ACCEPTED}}, nil
 }
 
-func (u *unaryOnly) Get(_ context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
-	u.calls.Add(1)
-	return &pb.GetResponse{Address: req.GetAddress(), Version: 5, Found: true}, nil
-}
-
-// Against a server without GetStream the client reads by unary calls, and
-// stops trying the stream.
-func TestStreamedGetFallsBackToUnary(t *testing.T) {
+// serveUnaryOnly serves a unaryOnly on a free port of 127.0.0.1 until the
+// test ends.
+func serveUnaryOnly(t *testing.T) (*unaryOnly, string) {
+	t.Helper()
 	u := &unaryOnly{}
 	gs := grpc.NewServer()
 	pb.RegisterGatewayServer(gs, u)
@@ -224,7 +220,19 @@ func TestStreamedGetFallsBackToUnary(t *testing.T) {
 	}
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
-	c := dial(t, lis.Addr().String(), WithTenant("dev"), WithWorkspace("w1"))
+	return u, lis.Addr().String()
+}
+
+func (u *unaryOnly) Get(_ context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	u.calls.Add(1)
+	return &pb.GetResponse{Address: req.GetAddress(), Version: 5, Found: true}, nil
+}
+
+// Against a server without GetStream the client reads by unary calls, and
+// stops trying the stream.
+func TestStreamedGetFallsBackToUnary(t *testing.T) {
+	u, addr := serveUnaryOnly(t)
+	c := dial(t, addr, WithTenant("dev"), WithWorkspace("w1"))
 	for range 3 {
 		resp, err := c.Get(context.Background(), &pb.GetRequest{Address: &pb.Address{ActorType: "counter", EntityId: "a"}})
 		if err != nil || resp.GetVersion() != 5 {
@@ -327,16 +335,8 @@ func TestStreamedGetAnswersAsUnary(t *testing.T) {
 // Against a server without SubmitStream the client submits by unary calls,
 // all of them (concurrent ones too), and stops trying the stream.
 func TestStreamedSubmitFallsBackToUnary(t *testing.T) {
-	u := &unaryOnly{}
-	gs := grpc.NewServer()
-	pb.RegisterGatewayServer(gs, u)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
-	c := dial(t, lis.Addr().String())
+	u, addr := serveUnaryOnly(t)
+	c := dial(t, addr)
 	var wg sync.WaitGroup
 	for range 10 {
 		wg.Go(func() {

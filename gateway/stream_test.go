@@ -226,6 +226,20 @@ func TestSubmitStreamDuplicateIDEndsStream(t *testing.T) {
 
 // No token: the stream is refused. A token removed while the stream is open
 // (a reload) answers the next message Unauthenticated, as a unary call.
+// removeToken takes tok out of the gateway's token table, as a reload
+// without it would, and returns the function that puts the table back.
+func removeToken(h *harness, tok string) (restore func()) {
+	old := h.srv.auth.byHash.Load()
+	without := map[[sha256.Size]byte]Identity{}
+	for k, v := range *old {
+		if k != sha256.Sum256([]byte(tok)) {
+			without[k] = v
+		}
+	}
+	h.srv.auth.byHash.Store(&without)
+	return func() { h.srv.auth.byHash.Store(old) }
+}
+
 func TestSubmitStreamAuthentication(t *testing.T) {
 	h := newHarness(t)
 	st := openStream(t, h, "")
@@ -247,18 +261,11 @@ func TestSubmitStreamAuthentication(t *testing.T) {
 	if r := send(1); r.GetError() != nil {
 		t.Fatalf("before the reload: %v", r.GetError())
 	}
-	old := h.srv.auth.byHash.Load()
-	without := map[[sha256.Size]byte]Identity{}
-	for k, v := range *old {
-		if k != sha256.Sum256([]byte(tokAlice)) {
-			without[k] = v
-		}
-	}
-	h.srv.auth.byHash.Store(&without)
+	restore := removeToken(h, tokAlice)
 	if r := send(2); codes.Code(r.GetError().GetCode()) != codes.Unauthenticated {
 		t.Fatalf("after the token was removed: %v, want Unauthenticated", r)
 	}
-	h.srv.auth.byHash.Store(old)
+	restore()
 	if r := send(3); r.GetError() != nil {
 		t.Fatalf("after the token came back: %v", r.GetError())
 	}
@@ -395,14 +402,7 @@ func TestGetStreamAnswersAsGet(t *testing.T) {
 	wantRateLimited(t, status.FromProto(r.GetError()).Err(), metadata.New(r.GetTrailers()), "1000")
 
 	// A token removed from the table: the next read is Unauthenticated.
-	old := h.srv.auth.byHash.Load()
-	without := map[[sha256.Size]byte]Identity{}
-	for k, v := range *old {
-		if k != sha256.Sum256([]byte(tokAlice)) {
-			without[k] = v
-		}
-	}
-	h.srv.auth.byHash.Store(&without)
+	removeToken(h, tokAlice) // not put back: the test ends here
 	if err := st.Send(&pb.GetStreamRequest{Id: 101, Get: &pb.GetRequest{Address: good}}); err != nil {
 		t.Fatal(err)
 	}

@@ -24,17 +24,45 @@ import (
 	"github.com/rhizon/rhizon/internal/testkit/clustertest"
 )
 
-// streamsOpened sums the SubmitStreams c opened over all its connections.
+// streamsOpened sums the SubmitStreams c opened over all its connections,
+// getStreamsOpened its GetStreams.
 func streamsOpened(c *Client) uint64 {
+	return opened(c, func(gw *gwConn) uint64 { return gw.st.Opened() })
+}
+func getStreamsOpened(c *Client) uint64 {
+	return opened(c, func(gw *gwConn) uint64 { return gw.get.Opened() })
+}
+
+func opened(c *Client, of func(*gwConn) uint64) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var n uint64
 	for _, ep := range c.eps {
 		for _, gw := range ep.gws {
-			n += gw.st.Opened()
+			n += of(gw)
 		}
 	}
 	return n
+}
+
+// oneNode starts a one-node cluster that takes the bench token and returns
+// a dialer of clients to it, with that token and leader routing.
+func oneNode(t *testing.T) func(opts ...Option) *Client {
+	tc := clustertest.Start(t, clustertest.Options{
+		Nodes: 1, Shards: 1,
+		Tokens: []gateway.TokenEntry{{
+			Token: clusterToken, Principal: gateway.TokenPrincipal{ID: "bench", Type: "service"},
+			Scopes: []gateway.TokenScope{{Tenant: "bench", Workspace: "*"}},
+		}},
+	})
+	return func(opts ...Option) *Client {
+		c, err := Dial(tc.Addrs()[0], append([]Option{WithToken(clusterToken), WithLeaderRouting(true)}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
 }
 
 // outcomeOf is what a test compares of a Submit's answer: the status, or
@@ -58,21 +86,7 @@ func outcomeOf(resp *pb.SubmitResponse, err error) proto.Message {
 // and by the gateway) and outside the token's scope; and the streamed
 // answers carry the trailers the routing code learns from.
 func TestStreamedSubmitAnswersAsUnary(t *testing.T) {
-	tc := clustertest.Start(t, clustertest.Options{
-		Nodes: 1, Shards: 1,
-		Tokens: []gateway.TokenEntry{{
-			Token: clusterToken, Principal: gateway.TokenPrincipal{ID: "bench", Type: "service"},
-			Scopes: []gateway.TokenScope{{Tenant: "bench", Workspace: "*"}},
-		}},
-	})
-	dialOne := func(opts ...Option) *Client {
-		c, err := Dial(tc.Addrs()[0], append([]Option{WithToken(clusterToken), WithLeaderRouting(true)}, opts...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dialOne := oneNode(t)
 	streamed, unary := dialOne(), dialOne(WithUnarySubmits())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -254,22 +268,8 @@ func TestStreamedGetFallsBackToUnary(t *testing.T) {
 // streamed answers carry the routing trailers, and the reads of a client
 // share one stream.
 func TestStreamedGetAnswersAsUnary(t *testing.T) {
-	tc := clustertest.Start(t, clustertest.Options{
-		Nodes: 1, Shards: 1,
-		Tokens: []gateway.TokenEntry{{
-			Token: clusterToken, Principal: gateway.TokenPrincipal{ID: "bench", Type: "service"},
-			Scopes: []gateway.TokenScope{{Tenant: "bench", Workspace: "*"}},
-		}},
-	})
-	dialOne := func(opts ...Option) *Client {
-		c, err := Dial(tc.Addrs()[0], append([]Option{WithToken(clusterToken), WithLeaderRouting(true), WithWorkspace("w")}, opts...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	streamed, unary := dialOne(), dialOne(WithUnaryGets())
+	dialOne := oneNode(t)
+	streamed, unary := dialOne(WithWorkspace("w")), dialOne(WithWorkspace("w"), WithUnaryGets())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := unary.Submit(ctx, &pb.SubmitRequest{
@@ -311,18 +311,7 @@ func TestStreamedGetAnswersAsUnary(t *testing.T) {
 	if resp, err := streamed.Get(ctx, reads[0].req); err != nil || resp.GetVersion() != 1 || !resp.GetFound() {
 		t.Fatalf("streamed read of the entity written: %v, %v", resp, err)
 	}
-	var gets, unaryGets uint64
-	for _, ep := range streamed.eps {
-		for _, gw := range ep.gws {
-			gets += gw.get.Opened()
-		}
-	}
-	for _, ep := range unary.eps {
-		for _, gw := range ep.gws {
-			unaryGets += gw.get.Opened()
-		}
-	}
-	if gets != 1 || unaryGets != 0 {
+	if gets, unaryGets := getStreamsOpened(streamed), getStreamsOpened(unary); gets != 1 || unaryGets != 0 {
 		t.Errorf("get streams opened: %d by the streamed client (want 1), %d by WithUnaryGets (want 0)", gets, unaryGets)
 	}
 	// The rhizon-scope trailer came with the streamed answers (this client

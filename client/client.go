@@ -11,7 +11,8 @@
 //
 // Submit sends its command over a SubmitStream the client keeps open on each
 // connection, which costs both sides less per command than a unary call, and
-// answers exactly as the unary call would (see WithUnarySubmits).
+// answers exactly as the unary call would (see WithUnarySubmits); Get reads
+// over a GetStream likewise (see WithUnaryGets).
 //
 // Transport security: Dial uses plaintext gRPC by default, as a node does
 // without --tls-cert. WithTLS connects with TLS to nodes that serve it (or to

@@ -4,7 +4,7 @@
 // A unary call costs both sides an HTTP/2 stream, headers, credentials and
 // the stats handlers per call, about 3x the per-call CPU of a message on a
 // stream that is already open (shared/PERF-NOTES.md). The Go client's
-// SubmitStream and the nodes' internal ForwardStream use it. An answer
+// SubmitStream and GetStream and the nodes' internal ForwardStream use it. An answer
 // carries exactly what the unary call would have answered (status, details,
 // trailers), so retry and routing code sees no difference.
 //

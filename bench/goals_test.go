@@ -83,3 +83,47 @@ func TestGoals_WhatDidNotRunIsNotMeasured(t *testing.T) {
 		t.Error("an unknown setup gave no error")
 	}
 }
+
+// Rounds (run-peers.sh's BENCH_ROUNDS): a goal takes the median of the
+// rounds of each load, and an open-loop run counts against the closed-loop
+// peak of its own round (the last one before it).
+func TestGoals_RoundsGiveMedians(t *testing.T) {
+	openRun := func(rate, p50, p99 float64) *Result {
+		r := result("w1-command", "rhizon", 512, 0, p50, p99)
+		r.Mode, r.Rate, r.Ops = "open", rate, uint64(rate*10)
+		return r
+	}
+	results := []*Result{
+		// Round 1: a slow moment for everyone.
+		result("w1-command", "rhizon", 128, 6000, 10, 60),
+		openRun(3000, 10, 25), // 2.5x, at half of 6000
+		result("w1-command", "etcd", 128, 9000, 9, 30),
+		// Round 2.
+		result("w1-command", "rhizon", 128, 9000, 10, 50),
+		openRun(4500, 10, 90), // 9.0x, at half of 9000
+		result("w1-command", "etcd", 128, 10000, 9, 40),
+		// Round 3.
+		result("w1-command", "rhizon", 128, 7000, 10, 40),
+		openRun(3500, 10, 40), // 4.0x, at half of 7000
+		openRun(1000, 10, 11), // far from half of 7000: not counted
+		result("w1-command", "etcd", 128, 8000, 9, 35),
+	}
+	var b bytes.Buffer
+	if err := WriteGoals(&b, results, GoalsCluster); err != nil {
+		t.Fatal(err)
+	}
+	table := b.String()
+	for name, want := range map[string]string{
+		// Medians: rhizon 7000, etcd 9000, p99s 50 and 35.
+		"w1-command C=128 vs etcd":              "0.78x (7000 / 9000 ops/s; median of 3 rounds) not met",
+		"w1-command C=128 p99 vs etcd":          "1.43x (50.0 / 35.0 ms; median of 3 rounds) met",
+		"w1-command open loop at half the peak": "4.0x (p99 40.0 / p50 10.0 ms at 3500/s; median of 3 rounds) not met",
+	} {
+		if line := goalLine(t, table, name); !strings.HasSuffix(line, want) {
+			t.Errorf("goal %q: %q, want it to end with %q", name, line, want)
+		}
+	}
+	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
+		t.Errorf("median of 1..4 = %v, want 2.5", got)
+	}
+}

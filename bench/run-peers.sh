@@ -33,6 +33,8 @@
 #   BENCH_OUT          directory for <target>.json, all.json and the plots (bin/bench/peers)
 #   BENCH_ARGS         more `rhizon bench` flags for every target
 #   BENCH_OPEN         "off" skips the open-loop run   (on)
+#   BENCH_ROUNDS       rounds of all the targets, in turn; the goals take each
+#                      load's median over the rounds   (1)
 #   BENCH_SHARDS, BENCH_NATS, BENCH_NODE_ARGS: see rhizon-cluster.sh
 set -euo pipefail
 
@@ -46,6 +48,11 @@ WARMUP=${BENCH_WARMUP:-3s}
 DURATION=${BENCH_DURATION:-10s}
 ENTITIES=${BENCH_ENTITIES:-}
 OUT=${BENCH_OUT:-bin/bench/peers}
+ROUNDS=${BENCH_ROUNDS:-1}
+if ! [[ $ROUNDS =~ ^[1-9][0-9]*$ ]]; then
+	echo "run-peers.sh: BENCH_ROUNDS=$ROUNDS: want a positive number" >&2
+	exit 2
+fi
 
 if [[ ! -x $BIN ]]; then
 	echo "run-peers.sh: $BIN not found; run make build" >&2
@@ -103,7 +110,7 @@ common+=(${BENCH_ARGS:-})
 # throughput that JSON records for it at the highest concurrency, against
 # the Rhizon still running.
 open_loop() {
-	local json=$1 top half ojson="$OUT/rhizon-open.json"
+	local json=$1 top half ojson="$OUT/rhizon-open$2.json"
 	[[ ${BENCH_OPEN:-on} == off || $RHIZON_KIND != cluster ]] && return 0
 	top=$(tr ',' '\n' <<<"$CONCURRENCY" | sort -n | tail -1)
 	half=$(grep '"workload":"w1-command"' "$json" 2>/dev/null | grep '"mode":"closed"' | grep "\"concurrency\":$top," |
@@ -129,31 +136,36 @@ echo "machine: $(nproc) cores; rhizon: $RHIZON_KIND; load before: $(uptime)" >&2
 files=()
 failed=()
 IFS=, read -ra targets <<<"$TARGETS"
-for target in "${targets[@]}"; do
-	json="$OUT/$target.json"
-	args=(bench --target "$target" --json "$json" "${common[@]}")
-	if [[ $target == rhizon ]]; then
-		start_rhizon
-		args+=(--addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN")
-		if [[ ,$WORKLOADS, == *,wasm-counter,* ]]; then
-			args+=(--wasm-module "$WASM")
+for ((round = 1; round <= ROUNDS; round++)); do
+	for target in "${targets[@]}"; do
+		# Round 1's files keep their names; later rounds' get .rN.
+		suffix=""
+		((round > 1)) && suffix=".r$round"
+		json="$OUT/$target$suffix.json"
+		args=(bench --target "$target" --json "$json" "${common[@]}")
+		if [[ $target == rhizon ]]; then
+			start_rhizon
+			args+=(--addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN")
+			if [[ ,$WORKLOADS, == *,wasm-counter,* ]]; then
+				args+=(--wasm-module "$WASM")
+			fi
+			if [[ -n $RHIZON_BENCH_NATS ]]; then
+				args+=(--nats "$RHIZON_BENCH_NATS")
+			fi
 		fi
-		if [[ -n $RHIZON_BENCH_NATS ]]; then
-			args+=(--nats "$RHIZON_BENCH_NATS")
+		echo "== $target${suffix:+ (round $round of $ROUNDS)} (load average: $(uptime | sed 's/.*load average: //'))" >&2
+		# One failed target does not hide the others' figures.
+		if "$BIN" "${args[@]}"; then
+			files+=("$json")
+		else
+			failed+=("$target")
+			[[ -s $json ]] && files+=("$json")
 		fi
-	fi
-	echo "== $target (load average: $(uptime | sed 's/.*load average: //'))" >&2
-	# One failed target does not hide the others' figures.
-	if "$BIN" "${args[@]}"; then
-		files+=("$json")
-	else
-		failed+=("$target")
-		[[ -s $json ]] && files+=("$json")
-	fi
-	if [[ $target == rhizon ]]; then
-		open_loop "$json"
-		stop_rhizon
-	fi
+		if [[ $target == rhizon ]]; then
+			open_loop "$json" "$suffix"
+			stop_rhizon
+		fi
+	done
 done
 echo "load after: $(uptime)" >&2
 

@@ -1,8 +1,11 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/rhizon/rhizon/engine"
 )
@@ -19,8 +22,24 @@ import (
 // never outboxPacked), as every row was before packing, so stores written
 // before it read the same. Rows are what the state hash covers, not values,
 // so packing changes no hash.
+//
+// An event's row is the engine's kind byte and then the very bytes of the
+// event's history record, written in the same batch at the same position.
+// Stored twice, they were a third of the bytes a command wrote (and each
+// byte is copied into the memtable and its log, then flushed and compacted
+// on every replica). A batch stores such a row as a reference instead:
+//
+//	outboxEventRef | address key
+//
+// and reads give the row back as the engine wrote it (Outbox; snapshots
+// carry full rows, so that a build without references restores them). Rows
+// are what the state hash covers, so references change no hash either. A
+// history sweep deleting a record that a pending row still refers to first
+// writes that row out in full (batch.DeleteHistory). A directory written
+// with references cannot be read by a build from before them.
 const (
-	outboxPacked byte = 0x00
+	outboxPacked   byte = 0x00
+	outboxEventRef byte = 0x01
 	// maxPackedOutbox bounds a packed value, well inside a transaction;
 	// further rows of the index start another value.
 	maxPackedOutbox = 256 << 10
@@ -82,4 +101,81 @@ func unpackOutbox(last engine.Position, v []byte) ([]OutboxRow, error) {
 		return nil, fmt.Errorf("%w: packed outbox value does not end at its key %v", errCorruptKey, last)
 	}
 	return rows, nil
+}
+
+// encodeOutbox stores rows of one log index as one value: packed, or a lone
+// row as it is.
+func encodeOutbox(rows []OutboxRow) []byte {
+	if len(rows) == 1 {
+		return rows[0].Data
+	}
+	return packOutbox(rows)
+}
+
+// expandOutboxRow returns r with a reference (outboxEventRef) replaced by the
+// event row it stands for, read from the history record at r's position.
+func (s *ShardStore) expandOutboxRow(txn *badger.Txn, r OutboxRow) (OutboxRow, error) {
+	if len(r.Data) == 0 || r.Data[0] != outboxEventRef {
+		return r, nil
+	}
+	item, err := txn.Get(historyKey(s.id, r.Data[1:], r.Pos))
+	if err != nil {
+		return r, fmt.Errorf("%w: outbox row at %v refers to a history record: %w", errCorruptKey, r.Pos, err)
+	}
+	row := make([]byte, 0, item.ValueSize())
+	err = item.Value(func(v []byte) error {
+		if len(v) == 0 || v[0] != byte(engine.HistoryEvent) {
+			return fmt.Errorf("%w: outbox row at %v refers to a history record that is not an event", errCorruptKey, r.Pos)
+		}
+		row = append(append(row, engine.OutboxEvent), v[1:]...)
+		return nil
+	})
+	return OutboxRow{Pos: r.Pos, Data: row}, err
+}
+
+// expandOutboxValue returns the outbox value stored under last with every
+// reference expanded, or v itself when it holds none.
+func (s *ShardStore) expandOutboxValue(txn *badger.Txn, last engine.Position, v []byte) ([]byte, error) {
+	if !bytes.Contains(v, []byte{outboxEventRef}) {
+		return v, nil // no reference can hide in it
+	}
+	rows, err := unpackOutbox(last, v)
+	if err != nil {
+		return nil, err
+	}
+	changed := false
+	for i, r := range rows {
+		if len(r.Data) > 0 && r.Data[0] == outboxEventRef {
+			if rows[i], err = s.expandOutboxRow(txn, r); err != nil {
+				return nil, err
+			}
+			changed = true
+		}
+	}
+	if !changed {
+		return v, nil
+	}
+	return encodeOutbox(rows), nil
+}
+
+// firstOutboxPos returns the position of the first pending outbox value,
+// or none.
+func (s *ShardStore) firstOutboxPos(txn *badger.Txn) (first engine.Position, none bool) {
+	p := tagPrefix(s.id, tagOutbox)
+	iopt := badger.DefaultIteratorOptions
+	iopt.Prefix = p
+	iopt.PrefetchValues = false
+	it := txn.NewIterator(iopt)
+	defer it.Close()
+	it.Rewind()
+	if !it.Valid() {
+		return engine.Position{}, true
+	}
+	pos, ok := parsePos(it.Item().Key()[len(p):])
+	if !ok {
+		return engine.Position{}, true
+	}
+	// A packed value is stored under its last row: its first row is at the
+	// same index, ordinal 0 at the lowest.
+	return engine.Position{Index: pos.Index}, false
 }

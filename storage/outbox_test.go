@@ -150,3 +150,84 @@ func TestOutboxRejectsACorruptPackedValue(t *testing.T) {
 		})
 	}
 }
+
+// rawOutbox returns the shard's outbox values as stored, concatenated.
+func rawOutbox(t *testing.T, s *ShardStore) []byte {
+	t.Helper()
+	var all []byte
+	for k, v := range dump(t, s) {
+		if k[0] == tagOutbox {
+			all = append(all, v...)
+		}
+	}
+	return all
+}
+
+// An event's outbox row repeats its history record: it is stored as a
+// reference to the record and read back as written, from the store, from a
+// snapshot (which carries it in full), and after a sweep deletes the record
+// before the relay published the row.
+func TestOutboxEventRowsReferToTheirHistoryRecords(t *testing.T) {
+	s := openDB(t, t.TempDir()).Shard(3)
+	a, b := addr("t", "a"), addr("t", "b")
+	p := func(ord uint32) engine.Position { return engine.Position{Index: 5, Ordinal: ord} }
+	ev1, ev2, rj := []byte("event-one-payload"), []byte("event-two-payload"), []byte("rejection-payload")
+	commit(t, s, func(bt engine.Batch) {
+		bt.AppendHistory(a, p(0), engine.HistoryEvent, ev1)
+		bt.PutOutbox(p(0), append([]byte{engine.OutboxEvent}, ev1...))
+		bt.AppendHistory(b, p(1), engine.HistoryRejection, rj)
+		bt.PutOutbox(p(1), append([]byte{engine.OutboxRejection}, rj...))
+		bt.PutOutbox(p(2), []byte("Csend-payload"))
+		bt.AppendHistory(b, p(3), engine.HistoryEvent, ev2)
+		bt.PutOutbox(p(3), append([]byte{engine.OutboxEvent}, ev2...))
+		bt.AppendHistory(a, p(4), engine.HistoryEvent, []byte("event-four"))
+		bt.PutOutbox(p(4), []byte("Enot-the-history-record")) // not a repeat: kept in full
+	})
+	want := "5.0=Eevent-one-payload 5.1=Rrejection-payload 5.2=Csend-payload 5.3=Eevent-two-payload 5.4=Enot-the-history-record "
+	if rows, err := s.Outbox(engine.Position{}, 100); err != nil || rowsString(rows) != want {
+		t.Fatalf("Outbox = %q, %v; want %q", rowsString(rows), err, want)
+	}
+	raw := rawOutbox(t, s)
+	for _, in := range []string{"event-one-payload", "event-two-payload"} {
+		if bytes.Contains(raw, []byte(in)) {
+			t.Fatalf("the outbox stores %q, which its history record already holds", in)
+		}
+	}
+	for _, in := range []string{"rejection-payload", "send-payload", "not-the-history-record"} {
+		if !bytes.Contains(raw, []byte(in)) {
+			t.Fatalf("the outbox lost %q", in)
+		}
+	}
+
+	// A snapshot carries full rows, as a build without references reads them.
+	restored := openDB(t, t.TempDir()).Shard(3)
+	if err := restored.Restore(snapshotReader(t, s)); err != nil {
+		t.Fatal(err)
+	}
+	if raw := rawOutbox(t, restored); !bytes.Contains(raw, ev1) || !bytes.Contains(raw, ev2) {
+		t.Fatalf("the snapshot's outbox holds references, not rows: %q", raw)
+	}
+	if rows, err := restored.Outbox(engine.Position{}, 100); err != nil || rowsString(rows) != want {
+		t.Fatalf("restored Outbox = %q, %v; want %q", rowsString(rows), err, want)
+	}
+
+	// A sweep deletes the first event's record while its row waits: the row
+	// is written out in full and still published as it was.
+	commit(t, s, func(bt engine.Batch) { bt.DeleteHistory(a, p(0)) })
+	if rows, err := s.Outbox(engine.Position{}, 100); err != nil || rowsString(rows) != want {
+		t.Fatalf("Outbox after the sweep = %q, %v; want %q", rowsString(rows), err, want)
+	}
+	if recs, _, _, err := s.History(a, engine.Position{}, 10, true); err != nil || len(recs) != 1 {
+		t.Fatalf("history of a = %d records, %v; want the one the sweep left", len(recs), err)
+	}
+
+	// A sweep in the batch that also deletes the published rows leaves them
+	// deleted.
+	commit(t, s, func(bt engine.Batch) {
+		bt.DeleteHistory(b, p(3))
+		bt.DeleteOutbox(engine.Position{}, p(4))
+	})
+	if rows, err := s.Outbox(engine.Position{}, 100); err != nil || len(rows) != 0 {
+		t.Fatalf("Outbox after its rows were deleted = %q, %v; want none", rowsString(rows), err)
+	}
+}

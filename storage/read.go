@@ -145,6 +145,9 @@ func (s *ShardStore) Outbox(after engine.Position, limit int) ([]OutboxRow, erro
 			}
 			for _, r := range in {
 				if r.Pos.After(after) && len(rows) < limit {
+					if r, err = s.expandOutboxRow(txn, r); err != nil {
+						return err
+					}
 					rows = append(rows, r)
 				}
 			}

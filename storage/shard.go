@@ -345,6 +345,29 @@ type batch struct {
 	// mem holds the batch's own keys and values (not the caller's slices)
 	// until Commit or Discard.
 	mem *arena
+	// hist is the last history record the batch wrote: an event's outbox
+	// row repeats it, and PutOutbox stores such a row as a reference to it.
+	hist struct {
+		pos  engine.Position
+		key  []byte // in mem
+		data []byte // in mem, without the kind byte
+		set  bool
+	}
+	// keep holds the event rows a history sweep in this batch must write out
+	// in full before it deletes the records they refer to (DeleteHistory).
+	keep []keptRow
+	// outboxLow is the first pending outbox position, once looked up
+	// (outboxLowKnown); none when the outbox is empty.
+	outboxLow      engine.Position
+	outboxLowNone  bool
+	outboxLowKnown bool
+}
+
+// keptRow is an event row, in full, that replaces its reference in the
+// outbox value stored under key when the batch commits.
+type keptRow struct {
+	key, val []byte // the value as committed before the batch
+	row      OutboxRow
 }
 
 var _ engine.BatchReader = (*batch)(nil)
@@ -424,12 +447,99 @@ func (b *batch) AppendHistory(addr actor.Address, pos engine.Position, kind engi
 	v := b.mem.Make(1+len(data), 0)
 	v[0] = byte(kind)
 	copy(v[1:], data)
-	b.put(appendPos(b.addrKey(tagHistory, addr, 12), pos), v)
+	key := appendPos(b.addrKey(tagHistory, addr, 12), pos)
+	b.put(key, v)
+	b.hist.pos, b.hist.key, b.hist.data, b.hist.set = pos, key, v[1:], kind == engine.HistoryEvent
 }
 
-// DeleteHistory removes the history record at pos.
+// DeleteHistory removes the history record at pos. An event row still
+// waiting in the outbox may refer to the record (see outboxEventRef): it is
+// written out in full first, so the relay publishes what it always would.
 func (b *batch) DeleteHistory(addr actor.Address, pos engine.Position) {
-	b.ops = append(b.ops, op{key: appendPos(b.addrKey(tagHistory, addr, 12), pos), del: true})
+	key := appendPos(b.addrKey(tagHistory, addr, 12), pos)
+	b.keepReferringRow(key, pos)
+	b.ops = append(b.ops, op{key: key, del: true})
+}
+
+// keepReferringRow records the event row at pos in full if a pending outbox
+// value holds it as a reference to the history record under histKey.
+// Sweeps delete old records and the outbox holds the newest rows, so nearly
+// always the first check ends it.
+func (b *batch) keepReferringRow(histKey []byte, pos engine.Position) {
+	if !b.outboxLowKnown {
+		b.outboxLowKnown = true
+		b.outboxLow, b.outboxLowNone = b.s.firstOutboxPos(b.reader())
+	}
+	if b.outboxLowNone || b.outboxLow.After(pos) {
+		return
+	}
+	txn := b.reader()
+	p := tagPrefix(b.s.id, tagOutbox)
+	iopt := badger.DefaultIteratorOptions
+	iopt.Prefix = p
+	it := txn.NewIterator(iopt)
+	defer it.Close()
+	it.Seek(outboxKey(b.s.id, pos))
+	if !it.Valid() {
+		return
+	}
+	last, ok := parsePos(it.Item().Key()[len(p):])
+	if !ok || last.Index != pos.Index {
+		return
+	}
+	val, err := it.Item().ValueCopy(nil)
+	if err != nil {
+		return // unreadable: the relay's read fails on it too
+	}
+	rows, err := unpackOutbox(last, val)
+	if err != nil {
+		return
+	}
+	for _, r := range rows {
+		if r.Pos != pos || len(r.Data) == 0 || r.Data[0] != outboxEventRef {
+			continue
+		}
+		full, err := b.s.expandOutboxRow(txn, r)
+		if err == nil {
+			b.keep = append(b.keep, keptRow{key: it.Item().KeyCopy(nil), val: val, row: full})
+		}
+		return
+	}
+}
+
+// applyKept writes the rows keepReferringRow recorded into the outbox
+// values that hold their references, over whatever the batch itself did to
+// those values (a value the batch deletes stays deleted: its rows were
+// published).
+func (b *batch) applyKept() error {
+	for _, k := range b.keep {
+		val, deleted := k.val, false
+		for i := len(b.ops) - 1; i >= 0; i-- {
+			if bytes.Equal(b.ops[i].key, k.key) {
+				val, deleted = b.ops[i].val, b.ops[i].del
+				break
+			}
+		}
+		if deleted {
+			continue
+		}
+		last, ok := parsePos(k.key[shardPrefixLen+1:])
+		if !ok {
+			return fmt.Errorf("%w: outbox %x", errCorruptKey, k.key)
+		}
+		rows, err := unpackOutbox(last, val)
+		if err != nil {
+			return err
+		}
+		for i := range rows {
+			if rows[i].Pos == k.row.Pos && len(rows[i].Data) > 0 && rows[i].Data[0] == outboxEventRef {
+				rows[i] = k.row
+			}
+		}
+		b.put(k.key, encodeOutbox(rows))
+	}
+	b.keep = nil
+	return nil
 }
 
 // PutResult stores the encoded result under (addr, idempotency key).
@@ -444,6 +554,11 @@ func (b *batch) PutResult(addr actor.Address, key string, data []byte) {
 // PutOutbox stores an encoded command for delivery. Rows of one log index
 // are packed (see packOutbox) when the batch commits.
 func (b *batch) PutOutbox(pos engine.Position, data []byte) {
+	if len(data) > 0 && data[0] == engine.OutboxEvent && b.hist.set && b.hist.pos == pos && bytes.Equal(data[1:], b.hist.data) {
+		// The event's history record, written just before: refer to it.
+		addr := b.hist.key[shardPrefixLen+1 : len(b.hist.key)-12]
+		data = append(append(b.mem.Make(0, 1+len(addr)), outboxEventRef), addr...)
+	}
 	if len(b.outbox) > 0 && (pos.Index != b.outbox[0].Pos.Index || b.outboxBytes+len(data) > maxPackedOutbox) {
 		b.flushOutbox()
 	}
@@ -554,6 +669,10 @@ func (b *batch) Commit() error {
 		return errBatchDone
 	}
 	b.flushOutbox()
+	if err := b.applyKept(); err != nil {
+		b.Discard()
+		return fmt.Errorf("storage: shard %d: commit: %w", b.s.id, err)
+	}
 	b.closeReader()
 	b.done = true
 	var ops []op

@@ -120,6 +120,17 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 			continue
 		}
 		err := item.Value(func(v []byte) error {
+			if key[0] == tagOutbox {
+				// Full rows, as every build reads them (outboxEventRef).
+				last, ok := parsePos(key[1:])
+				if !ok {
+					return fmt.Errorf("%w: outbox %x", errCorruptKey, key)
+				}
+				var err error
+				if v, err = sn.s.expandOutboxValue(sn.txn, last, v); err != nil {
+					return err
+				}
+			}
 			lens = binary.AppendUvarint(lens[:0], uint64(len(key)))
 			lens = binary.AppendUvarint(lens, uint64(len(v)))
 			for _, b := range [][]byte{lens, key, v} {

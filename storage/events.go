@@ -46,12 +46,13 @@ func (s *ShardStore) Events(from engine.Position, limit int) (events []HistoryRe
 			}
 			rec := HistoryRecord{Pos: pos}
 			if err := item.Value(func(v []byte) error {
-				if len(v) < 1 {
-					return fmt.Errorf("%w: empty history record %x", errCorruptKey, k)
+				kind, data, _, err := parseHistoryValue(v)
+				if err != nil {
+					return fmt.Errorf("%w (%x)", err, k)
 				}
-				rec.Kind = engine.HistoryKind(v[0])
+				rec.Kind = kind
 				if rec.Kind == engine.HistoryEvent {
-					rec.Data = append([]byte(nil), v[1:]...)
+					rec.Data = append([]byte(nil), data...)
 				}
 				return nil
 			}); err != nil {

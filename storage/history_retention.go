@@ -37,10 +37,11 @@ func (s *ShardStore) ScanHistory(from []byte, limit int) ([]engine.HistoryRow, e
 			if err != nil {
 				return err
 			}
-			if len(v) == 0 {
-				return fmt.Errorf("%w: empty history record %x", errCorruptKey, k)
+			kind, data, _, err := parseHistoryValue(v)
+			if err != nil {
+				return fmt.Errorf("%w (%x)", err, k)
 			}
-			rows = append(rows, engine.HistoryRow{Address: addr, Pos: pos, Kind: engine.HistoryKind(v[0]), Data: v[1:]})
+			rows = append(rows, engine.HistoryRow{Address: addr, Pos: pos, Kind: kind, Data: data})
 		}
 		return nil
 	})

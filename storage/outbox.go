@@ -124,11 +124,12 @@ func (s *ShardStore) expandOutboxRow(txn *badger.Txn, r OutboxRow) (OutboxRow, e
 	}
 	row := make([]byte, 0, item.ValueSize())
 	err = item.Value(func(v []byte) error {
-		if len(v) == 0 || v[0] != byte(engine.HistoryEvent) {
-			return fmt.Errorf("%w: outbox row at %v refers to a history record that is not an event", errCorruptKey, r.Pos)
+		kind, data, _, err := parseHistoryValue(v)
+		if err == nil && kind != engine.HistoryEvent {
+			err = fmt.Errorf("%w: outbox row at %v refers to a history record that is not an event", errCorruptKey, r.Pos)
 		}
-		row = append(append(row, engine.OutboxEvent), v[1:]...)
-		return nil
+		row = append(append(row, engine.OutboxEvent), data...)
+		return err
 	})
 	return OutboxRow{Pos: r.Pos, Data: row}, err
 }

@@ -69,12 +69,13 @@ func (s *ShardStore) History(addr actor.Address, after engine.Position, limit in
 			scanned++
 			var rec HistoryRecord
 			if err := item.Value(func(v []byte) error {
-				if len(v) < 1 {
-					return fmt.Errorf("%w: empty history record %x", errCorruptKey, item.Key())
+				kind, data, _, err := parseHistoryValue(v)
+				if err != nil {
+					return fmt.Errorf("%w (%x)", err, item.Key())
 				}
-				rec.Kind = engine.HistoryKind(v[0])
+				rec.Kind = kind
 				if includeRejections || rec.Kind != engine.HistoryRejection {
-					rec.Data = append([]byte(nil), v[1:]...)
+					rec.Data = append([]byte(nil), data...)
 				}
 				return nil
 			}); err != nil {

@@ -125,7 +125,16 @@ func (s *ShardStore) Result(addr actor.Address, key string) ([]byte, bool, error
 	if !s.results.mayHave(k, s.resultKeys) {
 		return nil, false, nil
 	}
-	v, ok, err := s.copyIn(nil, k)
+	var v []byte
+	var ok bool
+	err := s.db().View(func(txn *badger.Txn) error {
+		var err error
+		if v, ok, err = s.copyIn(txn, k); !ok || err != nil {
+			return err
+		}
+		v, err = s.expandResult(txn, k[shardPrefixLen+1:len(k)-len(key)], v)
+		return err
+	})
 	return v, ok && err == nil, err
 }
 
@@ -356,6 +365,12 @@ type batch struct {
 	// keep holds the event rows a history sweep in this batch must write out
 	// in full before it deletes the records they refer to (DeleteHistory).
 	keep []keptRow
+	// cmdEvents are the event records written since the last result: those
+	// a result may refer to (refResult).
+	cmdEvents []pendingEvent
+	// keepResults are the results, in full, that referred to records a
+	// history sweep in this batch deletes.
+	keepResults []op
 	// outboxLow is the first pending outbox position, once looked up
 	// (outboxLowKnown); none when the outbox is empty.
 	outboxLow      engine.Position
@@ -405,6 +420,9 @@ func (b *batch) Result(addr actor.Address, key string) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	v, ok, err := b.s.copyIn(b.reader(), b.kb)
+	if ok && err == nil {
+		v, err = b.s.expandResult(b.reader(), b.kb[shardPrefixLen+1:len(b.kb)-len(key)], v)
+	}
 	return v, ok && err == nil, err
 }
 
@@ -450,6 +468,9 @@ func (b *batch) AppendHistory(addr actor.Address, pos engine.Position, kind engi
 	key := appendPos(b.addrKey(tagHistory, addr, 12), pos)
 	b.put(key, v)
 	b.hist.pos, b.hist.key, b.hist.data, b.hist.set = pos, key, v[1:], kind == engine.HistoryEvent
+	if kind == engine.HistoryEvent {
+		b.cmdEvents = append(b.cmdEvents, pendingEvent{op: len(b.ops) - 1, pos: pos, addr: key[shardPrefixLen+1 : len(key)-12], data: v[1:]})
+	}
 }
 
 // DeleteHistory removes the history record at pos. An event row still
@@ -458,6 +479,7 @@ func (b *batch) AppendHistory(addr actor.Address, pos engine.Position, kind engi
 func (b *batch) DeleteHistory(addr actor.Address, pos engine.Position) {
 	key := appendPos(b.addrKey(tagHistory, addr, 12), pos)
 	b.keepReferringRow(key, pos)
+	b.keepReferringResult(key, pos)
 	b.ops = append(b.ops, op{key: key, del: true})
 }
 
@@ -512,6 +534,16 @@ func (b *batch) keepReferringRow(histKey []byte, pos engine.Position) {
 // those values (a value the batch deletes stays deleted: its rows were
 // published).
 func (b *batch) applyKept() error {
+	for _, k := range b.keepResults {
+		touched := false // the batch deleted or replaced the result itself
+		for i := len(b.ops) - 1; i >= 0 && !touched; i-- {
+			touched = bytes.Equal(b.ops[i].key, k.key)
+		}
+		if !touched {
+			b.put(k.key, k.val)
+		}
+	}
+	b.keepResults = nil
 	for _, k := range b.keep {
 		val, deleted := k.val, false
 		for i := len(b.ops) - 1; i >= 0; i-- {
@@ -548,6 +580,10 @@ func (b *batch) applyKept() error {
 func (b *batch) PutResult(addr actor.Address, key string, data []byte) {
 	k := append(b.addrKey(tagResult, addr, len(key)), key...)
 	b.s.results.add(k)
+	if ref := b.refResult(k[shardPrefixLen+1:len(k)-len(key)], key, data); ref != nil {
+		data = ref
+	}
+	b.cmdEvents = b.cmdEvents[:0]
 	b.put(k, data)
 }
 

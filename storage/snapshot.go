@@ -120,16 +120,28 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 			continue
 		}
 		err := item.Value(func(v []byte) error {
-			if key[0] == tagOutbox {
-				// Full rows, as every build reads them (outboxEventRef).
+			// Records as every build reads them: full outbox rows
+			// (outboxEventRef), results and history records without
+			// references (resultref.go).
+			var err error
+			switch key[0] {
+			case tagOutbox:
 				last, ok := parsePos(key[1:])
 				if !ok {
 					return fmt.Errorf("%w: outbox %x", errCorruptKey, key)
 				}
-				var err error
-				if v, err = sn.s.expandOutboxValue(sn.txn, last, v); err != nil {
-					return err
+				v, err = sn.s.expandOutboxValue(sn.txn, last, v)
+			case tagResult:
+				_, idem, ok := parseAddress(key[1:])
+				if !ok {
+					return fmt.Errorf("%w: result key %x", errCorruptKey, key)
 				}
+				v, err = sn.s.expandResult(sn.txn, key[1:len(key)-len(idem)], v)
+			case tagHistory:
+				v, err = plainHistoryValue(v)
+			}
+			if err != nil {
+				return err
 			}
 			lens = binary.AppendUvarint(lens[:0], uint64(len(key)))
 			lens = binary.AppendUvarint(lens, uint64(len(v)))

@@ -1,0 +1,273 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/rhizon/rhizon/engine"
+)
+
+// Results that refer to their events. An accepted command's result (a
+// recordv1.Result) holds each of its events, byte for byte the history
+// records the same batch writes: with the outbox's copy, an event was stored
+// three times, and a result's bytes cost as much as another insert (see
+// bench/MEASUREMENTS.md, eighth session). A batch therefore stores such a
+// result with each event replaced, in place, by a reference to its record:
+//
+//	field 99 = 1 | the result's fields, each event (field 7) that repeats a
+//	record of this batch as field 100 = uvarint index | uvarint ordinal
+//
+// and every read gives the result back as the engine wrote it (Result for the
+// engine's duplicate check and for the API; snapshots carry full results, so
+// that a build without references restores them). The state hash covers the
+// result as the engine wrote it, so references change no hash.
+//
+// Results and history records expire independently (idempotency and history
+// windows), and an event does not name its command's idempotency key. So the
+// history record of an event a result refers to keeps that key beside it, in
+// storage only:
+//
+//	historyKeyed | uvarint length | idempotency key | event
+//
+// and a sweep that deletes the record first writes the result out in full
+// (batch.DeleteHistory). A result that expired or was replaced leaves the key
+// behind; the sweep sees that the result there does not refer to the record.
+// Reads and snapshots give history records without the key.
+const (
+	resultEventsField  = 7
+	resultRefMarkField = 99
+	resultRefField     = 100
+
+	historyKeyed byte = 0x81
+)
+
+// resultRefMark starts a result stored with references; a result the engine
+// writes starts with a field below 16.
+var resultRefMark = protowire.AppendVarint(protowire.AppendTag(nil, resultRefMarkField, protowire.VarintType), 1)
+
+// parseHistoryValue splits a stored history record into the engine's kind and
+// bytes, and the idempotency key a result stored with references left in it.
+func parseHistoryValue(v []byte) (kind engine.HistoryKind, data, idemKey []byte, err error) {
+	if len(v) == 0 {
+		return 0, nil, nil, fmt.Errorf("%w: empty history record", errCorruptKey)
+	}
+	if v[0] != historyKeyed {
+		return engine.HistoryKind(v[0]), v[1:], nil, nil
+	}
+	n, w := binary.Uvarint(v[1:])
+	if w <= 0 || n > uint64(len(v)-1-w) {
+		return 0, nil, nil, fmt.Errorf("%w: history record's idempotency key", errCorruptKey)
+	}
+	return engine.HistoryEvent, v[1+w+int(n):], v[1+w : 1+w+int(n)], nil
+}
+
+// plainHistoryValue returns a history record as the engine wrote it (and as
+// builds without references read it).
+func plainHistoryValue(v []byte) ([]byte, error) {
+	if len(v) == 0 || v[0] != historyKeyed {
+		return v, nil
+	}
+	_, data, _, err := parseHistoryValue(v)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte{byte(engine.HistoryEvent)}, data...), nil
+}
+
+// pendingEvent is an event record the batch wrote since its last result.
+type pendingEvent struct {
+	op   int // in batch.ops
+	pos  engine.Position
+	addr []byte // address key
+	data []byte // the event, without the kind byte
+	used bool
+}
+
+// refResult returns data with the events it repeats from the batch's own
+// records replaced by references, and rewrites those records to keep idemKey;
+// nil when no event of data is such a repeat (data is then stored as it is).
+func (b *batch) refResult(addrKey []byte, idemKey string, data []byte) []byte {
+	if len(b.cmdEvents) == 0 {
+		return nil
+	}
+	out := append(b.mem.Make(0, len(resultRefMark)+len(data)), resultRefMark...)
+	matched := 0
+	for rest := data; len(rest) > 0; {
+		num, typ, n := protowire.ConsumeTag(rest)
+		if n < 0 {
+			return nil
+		}
+		m := protowire.ConsumeFieldValue(num, typ, rest[n:])
+		if m < 0 {
+			return nil
+		}
+		field := rest[:n+m]
+		rest = rest[n+m:]
+		if num == resultRefMarkField || num == resultRefField {
+			return nil // not a result this code can tell apart from a reference
+		}
+		var pe *pendingEvent
+		if num == resultEventsField && typ == protowire.BytesType {
+			ev, _ := protowire.ConsumeBytes(field[n:])
+			pe = b.findEvent(addrKey, ev)
+		}
+		if pe == nil {
+			out = append(out, field...)
+			continue
+		}
+		pe.used = true
+		matched++
+		var ref [2 * binary.MaxVarintLen64]byte
+		r := binary.AppendUvarint(ref[:0], pe.pos.Index)
+		r = binary.AppendUvarint(r, uint64(pe.pos.Ordinal))
+		out = protowire.AppendBytes(protowire.AppendTag(out, resultRefField, protowire.BytesType), r)
+	}
+	if matched == 0 {
+		return nil
+	}
+	for i := range b.cmdEvents {
+		pe := &b.cmdEvents[i]
+		if !pe.used {
+			continue
+		}
+		v := b.mem.Make(0, 1+binary.MaxVarintLen64+len(idemKey)+len(pe.data))
+		v = append(v, historyKeyed)
+		v = binary.AppendUvarint(v, uint64(len(idemKey)))
+		v = append(v, idemKey...)
+		b.ops[pe.op].val = append(v, pe.data...)
+	}
+	return out
+}
+
+// findEvent returns the batch's unused event record of addrKey whose bytes
+// are ev, or nil.
+func (b *batch) findEvent(addrKey, ev []byte) *pendingEvent {
+	for i := range b.cmdEvents {
+		pe := &b.cmdEvents[i]
+		if !pe.used && bytes.Equal(pe.addr, addrKey) && bytes.Equal(pe.data, ev) {
+			return pe
+		}
+	}
+	return nil
+}
+
+// expandResult returns a stored result as the engine wrote it, reading the
+// events a result stored with references refers to from txn.
+func (s *ShardStore) expandResult(txn *badger.Txn, addrKey, v []byte) ([]byte, error) {
+	if !bytes.HasPrefix(v, resultRefMark) {
+		return v, nil
+	}
+	out := make([]byte, 0, 2*len(v))
+	for rest := v[len(resultRefMark):]; len(rest) > 0; {
+		num, typ, n := protowire.ConsumeTag(rest)
+		m := -1
+		if n >= 0 {
+			m = protowire.ConsumeFieldValue(num, typ, rest[n:])
+		}
+		if m < 0 {
+			return nil, fmt.Errorf("%w: result with references", errCorruptKey)
+		}
+		field := rest[:n+m]
+		rest = rest[n+m:]
+		if num != resultRefField {
+			out = append(out, field...)
+			continue
+		}
+		ref, _ := protowire.ConsumeBytes(field[n:])
+		index, w1 := binary.Uvarint(ref)
+		var ordinal uint64
+		w2 := -1
+		if w1 > 0 {
+			ordinal, w2 = binary.Uvarint(ref[w1:])
+		}
+		if w2 <= 0 || ordinal > 1<<32-1 {
+			return nil, fmt.Errorf("%w: result's event reference", errCorruptKey)
+		}
+		pos := engine.Position{Index: index, Ordinal: uint32(ordinal)}
+		item, err := txn.Get(historyKey(s.id, addrKey, pos))
+		if err != nil {
+			return nil, fmt.Errorf("%w: result refers to the event at %v: %w", errCorruptKey, pos, err)
+		}
+		err = item.Value(func(hv []byte) error {
+			kind, data, _, err := parseHistoryValue(hv)
+			if err == nil && kind != engine.HistoryEvent {
+				err = fmt.Errorf("%w: result refers to a history record at %v that is not an event", errCorruptKey, pos)
+			}
+			out = protowire.AppendBytes(protowire.AppendTag(out, resultEventsField, protowire.BytesType), data)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// refersTo reports whether a stored result refers to the event at pos.
+func refersTo(v []byte, pos engine.Position) bool {
+	if !bytes.HasPrefix(v, resultRefMark) {
+		return false
+	}
+	for rest := v[len(resultRefMark):]; len(rest) > 0; {
+		num, typ, n := protowire.ConsumeTag(rest)
+		if n < 0 {
+			return false
+		}
+		m := protowire.ConsumeFieldValue(num, typ, rest[n:])
+		if m < 0 {
+			return false
+		}
+		if num == resultRefField {
+			ref, _ := protowire.ConsumeBytes(rest[n : n+m])
+			index, w1 := binary.Uvarint(ref)
+			if w1 > 0 {
+				if ordinal, w2 := binary.Uvarint(ref[w1:]); w2 > 0 && index == pos.Index && ordinal == uint64(pos.Ordinal) {
+					return true
+				}
+			}
+		}
+		rest = rest[n+m:]
+	}
+	return false
+}
+
+// keepReferringResult records, in full, the result that refers to the event
+// record under histKey (which the batch deletes), to be written at Commit.
+func (b *batch) keepReferringResult(histKey []byte, pos engine.Position) {
+	txn := b.reader()
+	item, err := txn.Get(histKey)
+	if err != nil {
+		return // absent (nothing refers to it) or unreadable (neither can a reader)
+	}
+	var idem []byte
+	_ = item.Value(func(v []byte) error {
+		if len(v) > 0 && v[0] == historyKeyed {
+			if _, _, k, err := parseHistoryValue(v); err == nil {
+				idem = append([]byte(nil), k...)
+			}
+		}
+		return nil
+	})
+	if idem == nil {
+		return
+	}
+	addrKey := histKey[shardPrefixLen+1 : len(histKey)-12]
+	rkey := append(append(keyBuf(b.s.id, tagResult, len(addrKey)+len(idem)), addrKey...), idem...)
+	ritem, err := txn.Get(rkey)
+	if err != nil {
+		return
+	}
+	v, err := ritem.ValueCopy(nil)
+	if err != nil || !refersTo(v, pos) {
+		return
+	}
+	full, err := b.s.expandResult(txn, addrKey, v)
+	if err != nil {
+		return
+	}
+	b.keepResults = append(b.keepResults, op{key: rkey, val: full})
+}

@@ -14,11 +14,15 @@
 //
 //	01 meta                                  -> index u64 | at i64 | hash [32]
 //	02 addr                                  -> version u64 | state
-//	03 addr | index u64 | ordinal u32        -> kind byte | record   (history)
-//	04 addr | idempotency key                -> result
+//	03 addr | index u64 | ordinal u32        -> kind byte | record   (history;
+//	                                            an event a result refers to:
+//	                                            0x81 | key length | key | event)
+//	04 addr | idempotency key                -> result (events in it by position: resultref.go)
 //	05 at^(1<<63) u64 | addr | name          -> payload              (timers by due time)
 //	06 addr | name                           -> at i64 | payload     (timers by entity)
-//	07 index u64 | ordinal u32               -> command              (outbox)
+//	07 index u64 | ordinal u32               -> row, or rows of one index packed
+//	                                            (outbox; an event's row refers to
+//	                                            its history record: outbox.go)
 //	F0 seq u32                               -> staged op of a large batch (internal)
 //	F1                                       -> large batch committed (internal)
 //	F2                                       -> restore in progress (internal)

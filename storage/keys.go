@@ -13,8 +13,8 @@ import (
 const (
 	tagMeta     byte = 0x01 // shard | tag -> index u64 | at i64 | hash [32]
 	tagEntity   byte = 0x02 // shard | tag | addrKey -> version u64 | state
-	tagHistory  byte = 0x03 // shard | tag | addrKey | index u64 | ordinal u32 -> kind | data
-	tagResult   byte = 0x04 // shard | tag | addrKey | idempotency key -> result
+	tagHistory  byte = 0x03 // shard | tag | addrKey | index u64 | ordinal u32 -> kind | data (resultref.go)
+	tagResult   byte = 0x04 // shard | tag | addrKey | idempotency key -> result (resultref.go)
 	tagTimerDue byte = 0x05 // shard | tag | flip(at) u64 | addrKey | name -> payload
 	tagTimerEnt byte = 0x06 // shard | tag | addrKey | name -> at i64 | payload
 	tagOutbox   byte = 0x07 // shard | tag | index u64 | ordinal u32 -> row, or rows packed up to it (outbox.go)

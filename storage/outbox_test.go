@@ -151,18 +151,6 @@ func TestOutboxRejectsACorruptPackedValue(t *testing.T) {
 	}
 }
 
-// rawOutbox returns the shard's outbox values as stored, concatenated.
-func rawOutbox(t *testing.T, s *ShardStore) []byte {
-	t.Helper()
-	var all []byte
-	for k, v := range dump(t, s) {
-		if k[0] == tagOutbox {
-			all = append(all, v...)
-		}
-	}
-	return all
-}
-
 // An event's outbox row repeats its history record: it is stored as a
 // reference to the record and read back as written, from the store, from a
 // snapshot (which carries it in full), and after a sweep deletes the record
@@ -187,7 +175,7 @@ func TestOutboxEventRowsReferToTheirHistoryRecords(t *testing.T) {
 	if rows, err := s.Outbox(engine.Position{}, 100); err != nil || rowsString(rows) != want {
 		t.Fatalf("Outbox = %q, %v; want %q", rowsString(rows), err, want)
 	}
-	raw := rawOutbox(t, s)
+	raw := rawValues(t, s, tagOutbox)
 	for _, in := range []string{"event-one-payload", "event-two-payload"} {
 		if bytes.Contains(raw, []byte(in)) {
 			t.Fatalf("the outbox stores %q, which its history record already holds", in)
@@ -204,7 +192,7 @@ func TestOutboxEventRowsReferToTheirHistoryRecords(t *testing.T) {
 	if err := restored.Restore(snapshotReader(t, s)); err != nil {
 		t.Fatal(err)
 	}
-	if raw := rawOutbox(t, restored); !bytes.Contains(raw, ev1) || !bytes.Contains(raw, ev2) {
+	if raw := rawValues(t, restored, tagOutbox); !bytes.Contains(raw, ev1) || !bytes.Contains(raw, ev2) {
 		t.Fatalf("the snapshot's outbox holds references, not rows: %q", raw)
 	}
 	if rows, err := restored.Outbox(engine.Position{}, 100); err != nil || rowsString(rows) != want {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -97,16 +98,11 @@ func (b *batch) refResult(addrKey []byte, idemKey string, data []byte) []byte {
 	out := append(b.mem.Make(0, len(resultRefMark)+len(data)), resultRefMark...)
 	matched := 0
 	for rest := data; len(rest) > 0; {
-		num, typ, n := protowire.ConsumeTag(rest)
-		if n < 0 {
+		num, typ, field, n, next, ok := nextField(rest)
+		if !ok {
 			return nil
 		}
-		m := protowire.ConsumeFieldValue(num, typ, rest[n:])
-		if m < 0 {
-			return nil
-		}
-		field := rest[:n+m]
-		rest = rest[n+m:]
+		rest = next
 		if num == resultRefMarkField || num == resultRefField {
 			return nil // not a result this code can tell apart from a reference
 		}
@@ -163,31 +159,19 @@ func (s *ShardStore) expandResult(txn *badger.Txn, addrKey, v []byte) ([]byte, e
 	}
 	out := make([]byte, 0, 2*len(v))
 	for rest := v[len(resultRefMark):]; len(rest) > 0; {
-		num, typ, n := protowire.ConsumeTag(rest)
-		m := -1
-		if n >= 0 {
-			m = protowire.ConsumeFieldValue(num, typ, rest[n:])
-		}
-		if m < 0 {
+		num, _, field, n, next, ok := nextField(rest)
+		if !ok {
 			return nil, fmt.Errorf("%w: result with references", errCorruptKey)
 		}
-		field := rest[:n+m]
-		rest = rest[n+m:]
+		rest = next
 		if num != resultRefField {
 			out = append(out, field...)
 			continue
 		}
-		ref, _ := protowire.ConsumeBytes(field[n:])
-		index, w1 := binary.Uvarint(ref)
-		var ordinal uint64
-		w2 := -1
-		if w1 > 0 {
-			ordinal, w2 = binary.Uvarint(ref[w1:])
-		}
-		if w2 <= 0 || ordinal > 1<<32-1 {
+		pos, ok := parseEventRef(field[n:])
+		if !ok {
 			return nil, fmt.Errorf("%w: result's event reference", errCorruptKey)
 		}
-		pos := engine.Position{Index: index, Ordinal: uint32(ordinal)}
 		item, err := txn.Get(historyKey(s.id, addrKey, pos))
 		if err != nil {
 			return nil, fmt.Errorf("%w: result refers to the event at %v: %w", errCorruptKey, pos, err)
@@ -213,26 +197,50 @@ func refersTo(v []byte, pos engine.Position) bool {
 		return false
 	}
 	for rest := v[len(resultRefMark):]; len(rest) > 0; {
-		num, typ, n := protowire.ConsumeTag(rest)
-		if n < 0 {
-			return false
-		}
-		m := protowire.ConsumeFieldValue(num, typ, rest[n:])
-		if m < 0 {
+		num, _, field, n, next, ok := nextField(rest)
+		if !ok {
 			return false
 		}
 		if num == resultRefField {
-			ref, _ := protowire.ConsumeBytes(rest[n : n+m])
-			index, w1 := binary.Uvarint(ref)
-			if w1 > 0 {
-				if ordinal, w2 := binary.Uvarint(ref[w1:]); w2 > 0 && index == pos.Index && ordinal == uint64(pos.Ordinal) {
-					return true
-				}
+			if p, ok := parseEventRef(field[n:]); ok && p == pos {
+				return true
 			}
 		}
-		rest = rest[n+m:]
+		rest = next
 	}
 	return false
+}
+
+// nextField splits the first protobuf field off b: its number and type, its
+// bytes (tag included), the length of its tag, and what follows it; ok is
+// false when b does not start with a well-formed field.
+func nextField(b []byte) (num protowire.Number, typ protowire.Type, field []byte, tagLen int, rest []byte, ok bool) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 {
+		return 0, 0, nil, 0, nil, false
+	}
+	m := protowire.ConsumeFieldValue(num, typ, b[n:])
+	if m < 0 {
+		return 0, 0, nil, 0, nil, false
+	}
+	return num, typ, b[:n+m], n, b[n+m:], true
+}
+
+// parseEventRef decodes the value of a reference field: the event's position.
+func parseEventRef(v []byte) (engine.Position, bool) {
+	ref, n := protowire.ConsumeBytes(v)
+	if n < 0 {
+		return engine.Position{}, false
+	}
+	index, w1 := binary.Uvarint(ref)
+	if w1 <= 0 {
+		return engine.Position{}, false
+	}
+	ordinal, w2 := binary.Uvarint(ref[w1:])
+	if w2 <= 0 || ordinal > math.MaxUint32 {
+		return engine.Position{}, false
+	}
+	return engine.Position{Index: index, Ordinal: uint32(ordinal)}, true
 }
 
 // keepReferringResult records, in full, the result that refers to the event

@@ -529,37 +529,42 @@ func (b *batch) keepReferringRow(histKey []byte, pos engine.Position) {
 	}
 }
 
-// applyKept writes the rows keepReferringRow recorded into the outbox
-// values that hold their references, over whatever the batch itself did to
-// those values (a value the batch deletes stays deleted: its rows were
-// published).
+// applyKept writes what keepReferringRow and keepReferringResult recorded:
+// each row into the outbox value that holds its reference, each result in
+// full, over whatever the batch itself did to those keys (a value the batch
+// deletes stays deleted: its rows were published, or the result expired; a
+// result the batch replaced is a new command's).
 func (b *batch) applyKept() error {
+	if len(b.keep) == 0 && len(b.keepResults) == 0 {
+		return nil
+	}
+	last := make(map[string]int, len(b.ops)) // key -> its last op in the batch
+	for i, o := range b.ops {
+		last[string(o.key)] = i
+	}
+	put := func(key, val []byte) {
+		b.put(key, val)
+		last[string(key)] = len(b.ops) - 1
+	}
 	for _, k := range b.keepResults {
-		touched := false // the batch deleted or replaced the result itself
-		for i := len(b.ops) - 1; i >= 0 && !touched; i-- {
-			touched = bytes.Equal(b.ops[i].key, k.key)
-		}
-		if !touched {
-			b.put(k.key, k.val)
+		if _, touched := last[string(k.key)]; !touched {
+			put(k.key, k.val)
 		}
 	}
 	b.keepResults = nil
 	for _, k := range b.keep {
-		val, deleted := k.val, false
-		for i := len(b.ops) - 1; i >= 0; i-- {
-			if bytes.Equal(b.ops[i].key, k.key) {
-				val, deleted = b.ops[i].val, b.ops[i].del
-				break
+		val := k.val
+		if i, ok := last[string(k.key)]; ok {
+			if b.ops[i].del {
+				continue
 			}
+			val = b.ops[i].val
 		}
-		if deleted {
-			continue
-		}
-		last, ok := parsePos(k.key[shardPrefixLen+1:])
+		pos, ok := parsePos(k.key[shardPrefixLen+1:])
 		if !ok {
 			return fmt.Errorf("%w: outbox %x", errCorruptKey, k.key)
 		}
-		rows, err := unpackOutbox(last, val)
+		rows, err := unpackOutbox(pos, val)
 		if err != nil {
 			return err
 		}
@@ -568,7 +573,7 @@ func (b *batch) applyKept() error {
 				rows[i] = k.row
 			}
 		}
-		b.put(k.key, encodeOutbox(rows))
+		put(k.key, encodeOutbox(rows))
 	}
 	b.keep = nil
 	return nil

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"fmt"
+	"reflect"
 	"testing"
 
 	"github.com/rhizon/rhizon/actor"
@@ -109,7 +110,33 @@ func TestHistoryRetention_SweepTrimsAlike(t *testing.T) {
 	if p, _ := bad.store.HistoryTrimmed(addr("counter", "e0")); p.Index != 2 {
 		t.Fatalf("e0 trim mark %+v, want entry 2", p)
 	}
-	if _, swept = pass(idx, 3); swept != 0 {
+	if idx, swept = pass(idx, 3); swept != 0 {
 		t.Fatalf("a second pass swept %d", swept)
+	}
+
+	// The swept commands' results still hold their events (Badger stores a
+	// result as references to its events' records, and a sweep writes it
+	// out in full first): resubmitted, they get the original results, alike
+	// on both stores.
+	again := engine.Entry{Index: idx + 1, At: 5000, HistoryRetention: hist,
+		Commands: []actor.Command{add(addr("counter", "e1"), "k1-1"), add(addr("counter", "e1"), "k2-1")}}
+	outB, err := bad.eng.Apply(&again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outM, err := mem.eng.Apply(&again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range outB.Results {
+		if !r.Duplicate && !r.Replay || len(r.Events) != 1 || r.Events[0].Index != uint64(i+1) {
+			t.Fatalf("resubmitted %s: %+v, want the original result with its event of entry %d", again.Commands[i].IdempotencyKey, r, i+1)
+		}
+		if !reflect.DeepEqual(r, outM.Results[i]) {
+			t.Fatalf("resubmitted %s: Badger %+v, memstore %+v", again.Commands[i].IdempotencyKey, r, outM.Results[i])
+		}
+	}
+	if bad.eng.Meta().Hash != mem.eng.Meta().Hash {
+		t.Fatal("state hashes differ after the resubmissions")
 	}
 }

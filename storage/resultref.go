@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -154,6 +155,36 @@ func (b *batch) findEvent(addrKey, ev []byte) *pendingEvent {
 // expandResult returns a stored result as the engine wrote it, reading the
 // events a result stored with references refers to from txn.
 func (s *ShardStore) expandResult(txn *badger.Txn, addrKey, v []byte) ([]byte, error) {
+	return expandResultWith(v, func(pos engine.Position) ([]byte, error) {
+		return s.historyEvent(txn, historyKey(s.id, addrKey, pos))
+	})
+}
+
+// historyEvent returns the event stored under the history key k.
+func (s *ShardStore) historyEvent(txn *badger.Txn, k []byte) ([]byte, error) {
+	item, err := txn.Get(k)
+	if err != nil {
+		return nil, fmt.Errorf("%w: a result refers to the event %x: %w", errCorruptKey, k, err)
+	}
+	var data []byte
+	err = item.Value(func(hv []byte) (err error) {
+		data, err = eventOf(k, hv)
+		return err
+	})
+	return data, err
+}
+
+// eventOf returns a copy of the event in the history record hv stored under k.
+func eventOf(k, hv []byte) ([]byte, error) {
+	kind, d, _, err := parseHistoryValue(hv)
+	if err == nil && kind != engine.HistoryEvent {
+		err = fmt.Errorf("%w: a result refers to the history record %x, which is not an event", errCorruptKey, k)
+	}
+	return append([]byte(nil), d...), err
+}
+
+// expandResultWith is expandResult with the events from event.
+func expandResultWith(v []byte, event func(engine.Position) ([]byte, error)) ([]byte, error) {
 	if !bytes.HasPrefix(v, resultRefMark) {
 		return v, nil
 	}
@@ -172,23 +203,132 @@ func (s *ShardStore) expandResult(txn *badger.Txn, addrKey, v []byte) ([]byte, e
 		if !ok {
 			return nil, fmt.Errorf("%w: result's event reference", errCorruptKey)
 		}
-		item, err := txn.Get(historyKey(s.id, addrKey, pos))
-		if err != nil {
-			return nil, fmt.Errorf("%w: result refers to the event at %v: %w", errCorruptKey, pos, err)
-		}
-		err = item.Value(func(hv []byte) error {
-			kind, data, _, err := parseHistoryValue(hv)
-			if err == nil && kind != engine.HistoryEvent {
-				err = fmt.Errorf("%w: result refers to a history record at %v that is not an event", errCorruptKey, pos)
-			}
-			out = protowire.AppendBytes(protowire.AppendTag(out, resultEventsField, protowire.BytesType), data)
-			return err
-		})
+		data, err := event(pos)
 		if err != nil {
 			return nil, err
 		}
+		out = protowire.AppendBytes(protowire.AppendTag(out, resultEventsField, protowire.BytesType), data)
 	}
 	return out, nil
+}
+
+// resultRefs lists the positions a stored result refers to.
+func resultRefs(v []byte) []engine.Position {
+	if !bytes.HasPrefix(v, resultRefMark) {
+		return nil
+	}
+	var refs []engine.Position
+	for rest := v[len(resultRefMark):]; len(rest) > 0; {
+		num, _, field, n, next, ok := nextField(rest)
+		if !ok {
+			break // expandResultWith reports it
+		}
+		if num == resultRefField {
+			if pos, ok := parseEventRef(field[n:]); ok {
+				refs = append(refs, pos)
+			}
+		}
+		rest = next
+	}
+	return refs
+}
+
+// resultChunkLen is how many results a snapshot expands at a time.
+const resultChunkLen = 4096
+
+// resultChunk holds results on their way into a snapshot, in key order,
+// until it reads the events they refer to in one pass in key order: in the
+// results' own order the reads jump about the history keyspace (102,400
+// reads took 2.2 s in random order, 0.29 s sorted, bench/MEASUREMENTS.md).
+type resultChunk struct {
+	s          *ShardStore
+	txn        *badger.Txn
+	keys, vals [][]byte // keys without the shard prefix
+}
+
+func (c *resultChunk) add(key, v []byte) {
+	c.keys = append(c.keys, bytes.Clone(key))
+	c.vals = append(c.vals, bytes.Clone(v))
+}
+
+func (c *resultChunk) reset() { c.keys, c.vals = c.keys[:0], c.vals[:0] }
+
+// read fills events with the history records under the keys in want, walking
+// one iterator through them in key order: a chunk's records lie close
+// together, and stepping to the next key reuses the block a lookup of its
+// own would read again (Badger's block cache does not keep a block read once).
+func (c *resultChunk) read(want []string, events map[string][]byte) error {
+	slices.Sort(want)
+	iopt := badger.DefaultIteratorOptions
+	iopt.Prefix = tagPrefix(c.s.id, tagHistory)
+	iopt.PrefetchValues = false
+	it := c.txn.NewIterator(iopt)
+	defer it.Close()
+	for _, hk := range want {
+		k := []byte(hk)
+		for steps := 0; it.Valid() && bytes.Compare(it.Item().Key(), k) < 0; steps++ {
+			if steps == 16 {
+				it.Seek(k)
+				break
+			}
+			it.Next()
+		}
+		if !it.Valid() || bytes.Compare(it.Item().Key(), k) > 0 {
+			it.Seek(k)
+		}
+		if !it.Valid() || !bytes.Equal(it.Item().Key(), k) {
+			return fmt.Errorf("%w: a result refers to the event %x, which is not stored", errCorruptKey, k)
+		}
+		err := it.Item().Value(func(hv []byte) (err error) {
+			events[hk], err = eventOf(k, hv)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// expand replaces every result of the chunk by its full form.
+func (c *resultChunk) expand() error {
+	events := map[string][]byte{}
+	var want []string
+	addrKeys := make([][]byte, len(c.keys))
+	for i, k := range c.keys {
+		refs := resultRefs(c.vals[i])
+		if len(refs) == 0 {
+			continue
+		}
+		_, idem, ok := parseAddress(k[1:])
+		if !ok {
+			return fmt.Errorf("%w: result key %x", errCorruptKey, k)
+		}
+		addrKeys[i] = k[1 : len(k)-len(idem)]
+		for _, pos := range refs {
+			hk := string(historyKey(c.s.id, addrKeys[i], pos))
+			if _, seen := events[hk]; !seen {
+				events[hk] = nil
+				want = append(want, hk)
+			}
+		}
+	}
+	if err := c.read(want, events); err != nil {
+		return err
+	}
+	for i, v := range c.vals {
+		if addrKeys[i] == nil {
+			continue
+		}
+		full, err := expandResultWith(v, func(pos engine.Position) ([]byte, error) {
+			return events[string(historyKey(c.s.id, addrKeys[i], pos))], nil
+		})
+		if err != nil {
+			return err
+		}
+		c.vals[i] = full
+	}
+	return nil
 }
 
 // refersTo reports whether a stored result refers to the event at pos.

@@ -107,22 +107,52 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	if _, err := out.Write(hdr); err != nil {
 		return cw.n, err
 	}
+	var count uint64
+	var lens []byte
+	frame := func(key, v []byte) error {
+		lens = binary.AppendUvarint(lens[:0], uint64(len(key)))
+		lens = binary.AppendUvarint(lens, uint64(len(v)))
+		for _, b := range [][]byte{lens, key, v} {
+			if _, err := out.Write(b); err != nil {
+				return err
+			}
+		}
+		count++
+		return nil
+	}
+	// Records go out as every build reads them: full outbox rows
+	// (outboxEventRef), results and history records without references
+	// (resultref.go). Results with references wait in chunks, whose events
+	// are read in key order (resultChunk).
+	chunk := resultChunk{s: sn.s, txn: sn.txn}
+	flush := func() error {
+		if err := chunk.expand(); err != nil {
+			return err
+		}
+		for i := range chunk.keys {
+			if err := frame(chunk.keys[i], chunk.vals[i]); err != nil {
+				return err
+			}
+		}
+		chunk.reset()
+		return nil
+	}
 	iopt := badger.DefaultIteratorOptions
 	iopt.Prefix = shardPrefix(sn.s.id)
 	it := sn.txn.NewIterator(iopt)
 	defer it.Close()
-	var count uint64
-	var lens []byte
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
 		key := item.Key()[shardPrefixLen:]
 		if len(key) == 0 || !dataTag(key[0]) {
 			continue
 		}
+		if key[0] != tagResult && len(chunk.keys) > 0 {
+			if err := flush(); err != nil {
+				return cw.n, err
+			}
+		}
 		err := item.Value(func(v []byte) error {
-			// Records as every build reads them: full outbox rows
-			// (outboxEventRef), results and history records without
-			// references (resultref.go).
 			var err error
 			switch key[0] {
 			case tagOutbox:
@@ -132,30 +162,29 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 				}
 				v, err = sn.s.expandOutboxValue(sn.txn, last, v)
 			case tagResult:
-				_, idem, ok := parseAddress(key[1:])
-				if !ok {
-					return fmt.Errorf("%w: result key %x", errCorruptKey, key)
+				if len(chunk.keys) > 0 || bytes.HasPrefix(v, resultRefMark) {
+					chunk.add(key, v) // in order behind the ones waiting
+					return nil
 				}
-				v, err = sn.s.expandResult(sn.txn, key[1:len(key)-len(idem)], v)
 			case tagHistory:
 				v, err = plainHistoryValue(v)
 			}
 			if err != nil {
 				return err
 			}
-			lens = binary.AppendUvarint(lens[:0], uint64(len(key)))
-			lens = binary.AppendUvarint(lens, uint64(len(v)))
-			for _, b := range [][]byte{lens, key, v} {
-				if _, err := out.Write(b); err != nil {
-					return err
-				}
-			}
-			return nil
+			return frame(key, v)
 		})
 		if err != nil {
 			return cw.n, err
 		}
-		count++
+		if len(chunk.keys) == resultChunkLen {
+			if err := flush(); err != nil {
+				return cw.n, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return cw.n, err
 	}
 	trailer := binary.BigEndian.AppendUint64([]byte{0}, count)
 	if _, err := out.Write(trailer); err != nil {

@@ -18,6 +18,26 @@ func goalLine(t *testing.T, table, name string) string {
 	return ""
 }
 
+// clusterGoals is the cluster goals table of results.
+func clusterGoals(t *testing.T, results []*Result) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := WriteGoals(&b, results, GoalsCluster); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// wantGoalEndings checks that each goal's line of table ends as wanted.
+func wantGoalEndings(t *testing.T, table string, want map[string]string) {
+	t.Helper()
+	for name, end := range want {
+		if line := goalLine(t, table, name); !strings.HasSuffix(line, end) {
+			t.Errorf("goal %q: %q, want it to end with %q", name, line, end)
+		}
+	}
+}
+
 func TestGoals_ClusterVerdictsFromTheRuns(t *testing.T) {
 	open := result("w1-command", "rhizon", 512, 0, 4, 11)
 	open.Mode, open.Rate, open.Ops = "open", 8000, 80000 // p99 2.75x p50: met
@@ -34,12 +54,7 @@ func TestGoals_ClusterVerdictsFromTheRuns(t *testing.T) {
 		result("saga", "rhizon", 128, 800, 100, 300),                  // under 816: not met
 		open,
 	}
-	var b bytes.Buffer
-	if err := WriteGoals(&b, results, GoalsCluster); err != nil {
-		t.Fatal(err)
-	}
-	table := b.String()
-	for name, want := range map[string]string{
+	wantGoalEndings(t, clusterGoals(t, results), map[string]string{
 		"w1-command C=128 vs etcd":                      "1.07x (16000 / 15000 ops/s) met",
 		"w1-command C=128 vs jetstream-kv-sync":         "0.40x (16000 / 40000 ops/s) not met",
 		"w1-command C=128 p99 vs etcd":                  "1.75x (35.0 / 20.0 ms) not met",
@@ -49,11 +64,7 @@ func TestGoals_ClusterVerdictsFromTheRuns(t *testing.T) {
 		"ingress C=128 vs jetstream-kv-sync w1-command": "0.53x (21000 / 40000 ops/s) met",
 		"saga C=128":                            "800 ops/s not met",
 		"w1-command open loop at half the peak": "2.8x (p99 11.0 / p50 4.00 ms at 8000/s) met",
-	} {
-		if line := goalLine(t, table, name); !strings.HasSuffix(line, want) {
-			t.Errorf("goal %q: %q, want it to end with %q", name, line, want)
-		}
-	}
+	})
 }
 
 func TestGoals_WhatDidNotRunIsNotMeasured(t *testing.T) {
@@ -62,17 +73,13 @@ func TestGoals_WhatDidNotRunIsNotMeasured(t *testing.T) {
 	open := result("w1-command", "rhizon", 512, 0, 2, 3)
 	open.Mode, open.Rate, open.Ops = "open", 1000, 10000 // far from half of 16000
 	results := []*Result{result("w1-occ", "rhizon", 128, 10000, 8, 25), failed, result("w1-command", "rhizon", 128, 16000, 10, 20), open}
-	var b bytes.Buffer
-	if err := WriteGoals(&b, results, GoalsCluster); err != nil {
-		t.Fatal(err)
-	}
-	table := b.String()
+	table := clusterGoals(t, results)
 	for _, name := range []string{"w1-occ C=128 vs etcd", "w1-occ C=128 vs jetstream-kv-sync", "w1-occ C=128 vs jetstream-kv-sync-nodirect", "w1-command open loop at half the peak"} {
 		if line := goalLine(t, table, name); !strings.HasSuffix(line, "- not measured") {
 			t.Errorf("goal %q: %q, want not measured", name, line)
 		}
 	}
-	b.Reset()
+	var b bytes.Buffer
 	if err := WriteGoals(&b, results, GoalsDev); err != nil {
 		t.Fatal(err)
 	}
@@ -108,21 +115,12 @@ func TestGoals_RoundsGiveMedians(t *testing.T) {
 		openRun(1000, 10, 11), // far from half of 7000: not counted
 		result("w1-command", "etcd", 128, 8000, 9, 35),
 	}
-	var b bytes.Buffer
-	if err := WriteGoals(&b, results, GoalsCluster); err != nil {
-		t.Fatal(err)
-	}
-	table := b.String()
-	for name, want := range map[string]string{
+	wantGoalEndings(t, clusterGoals(t, results), map[string]string{
 		// Medians: rhizon 7000, etcd 9000, p99s 50 and 35.
 		"w1-command C=128 vs etcd":              "0.78x (7000 / 9000 ops/s; median of 3 rounds) not met",
 		"w1-command C=128 p99 vs etcd":          "1.43x (50.0 / 35.0 ms; median of 3 rounds) met",
 		"w1-command open loop at half the peak": "4.0x (p99 40.0 / p50 10.0 ms at 3500/s; median of 3 rounds) not met",
-	} {
-		if line := goalLine(t, table, name); !strings.HasSuffix(line, want) {
-			t.Errorf("goal %q: %q, want it to end with %q", name, line, want)
-		}
-	}
+	})
 	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
 		t.Errorf("median of 1..4 = %v, want 2.5", got)
 	}

@@ -118,20 +118,11 @@ func (s *ShardStore) expandOutboxRow(txn *badger.Txn, r OutboxRow) (OutboxRow, e
 	if len(r.Data) == 0 || r.Data[0] != outboxEventRef {
 		return r, nil
 	}
-	item, err := txn.Get(historyKey(s.id, r.Data[1:], r.Pos))
+	data, err := s.historyEvent(txn, historyKey(s.id, r.Data[1:], r.Pos))
 	if err != nil {
-		return r, fmt.Errorf("%w: outbox row at %v refers to a history record: %w", errCorruptKey, r.Pos, err)
+		return r, fmt.Errorf("outbox row at %v: %w", r.Pos, err)
 	}
-	row := make([]byte, 0, item.ValueSize())
-	err = item.Value(func(v []byte) error {
-		kind, data, _, err := parseHistoryValue(v)
-		if err == nil && kind != engine.HistoryEvent {
-			err = fmt.Errorf("%w: outbox row at %v refers to a history record that is not an event", errCorruptKey, r.Pos)
-		}
-		row = append(append(row, engine.OutboxEvent), data...)
-		return err
-	})
-	return OutboxRow{Pos: r.Pos, Data: row}, err
+	return OutboxRow{Pos: r.Pos, Data: append([]byte{engine.OutboxEvent}, data...)}, nil
 }
 
 // expandOutboxValue returns the outbox value stored under last with every

@@ -160,11 +160,12 @@ func (s *ShardStore) expandResult(txn *badger.Txn, addrKey, v []byte) ([]byte, e
 	})
 }
 
-// historyEvent returns the event stored under the history key k.
+// historyEvent returns the event stored under the history key k, which a
+// result or an outbox row refers to.
 func (s *ShardStore) historyEvent(txn *badger.Txn, k []byte) ([]byte, error) {
 	item, err := txn.Get(k)
 	if err != nil {
-		return nil, fmt.Errorf("%w: a result refers to the event %x: %w", errCorruptKey, k, err)
+		return nil, fmt.Errorf("%w: the event %x referred to: %w", errCorruptKey, k, err)
 	}
 	var data []byte
 	err = item.Value(func(hv []byte) (err error) {
@@ -178,7 +179,7 @@ func (s *ShardStore) historyEvent(txn *badger.Txn, k []byte) ([]byte, error) {
 func eventOf(k, hv []byte) ([]byte, error) {
 	kind, d, _, err := parseHistoryValue(hv)
 	if err == nil && kind != engine.HistoryEvent {
-		err = fmt.Errorf("%w: a result refers to the history record %x, which is not an event", errCorruptKey, k)
+		err = fmt.Errorf("%w: the history record %x referred to is not an event", errCorruptKey, k)
 	}
 	return append([]byte(nil), d...), err
 }
@@ -277,7 +278,7 @@ func (c *resultChunk) read(want []string, events map[string][]byte) error {
 			it.Seek(k)
 		}
 		if !it.Valid() || !bytes.Equal(it.Item().Key(), k) {
-			return fmt.Errorf("%w: a result refers to the event %x, which is not stored", errCorruptKey, k)
+			return fmt.Errorf("%w: the event %x referred to is not stored", errCorruptKey, k)
 		}
 		err := it.Item().Value(func(hv []byte) (err error) {
 			events[hk], err = eventOf(k, hv)

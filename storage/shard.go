@@ -354,19 +354,12 @@ type batch struct {
 	// mem holds the batch's own keys and values (not the caller's slices)
 	// until Commit or Discard.
 	mem *arena
-	// hist is the last history record the batch wrote: an event's outbox
-	// row repeats it, and PutOutbox stores such a row as a reference to it.
-	hist struct {
-		pos  engine.Position
-		key  []byte // in mem
-		data []byte // in mem, without the kind byte
-		set  bool
-	}
 	// keep holds the event rows a history sweep in this batch must write out
 	// in full before it deletes the records they refer to (DeleteHistory).
 	keep []keptRow
 	// cmdEvents are the event records written since the last result: those
-	// a result may refer to (refResult).
+	// a result may refer to (refResult); an event's outbox row repeats the
+	// last of them (PutOutbox).
 	cmdEvents []pendingEvent
 	// keepResults are the results, in full, that referred to records a
 	// history sweep in this batch deletes.
@@ -467,7 +460,6 @@ func (b *batch) AppendHistory(addr actor.Address, pos engine.Position, kind engi
 	copy(v[1:], data)
 	key := appendPos(b.addrKey(tagHistory, addr, 12), pos)
 	b.put(key, v)
-	b.hist.pos, b.hist.key, b.hist.data, b.hist.set = pos, key, v[1:], kind == engine.HistoryEvent
 	if kind == engine.HistoryEvent {
 		b.cmdEvents = append(b.cmdEvents, pendingEvent{op: len(b.ops) - 1, pos: pos, addr: key[shardPrefixLen+1 : len(key)-12], data: v[1:]})
 	}
@@ -595,10 +587,11 @@ func (b *batch) PutResult(addr actor.Address, key string, data []byte) {
 // PutOutbox stores an encoded command for delivery. Rows of one log index
 // are packed (see packOutbox) when the batch commits.
 func (b *batch) PutOutbox(pos engine.Position, data []byte) {
-	if len(data) > 0 && data[0] == engine.OutboxEvent && b.hist.set && b.hist.pos == pos && bytes.Equal(data[1:], b.hist.data) {
-		// The event's history record, written just before: refer to it.
-		addr := b.hist.key[shardPrefixLen+1 : len(b.hist.key)-12]
-		data = append(append(b.mem.Make(0, 1+len(addr)), outboxEventRef), addr...)
+	if n := len(b.cmdEvents); n > 0 && len(data) > 0 && data[0] == engine.OutboxEvent {
+		if ev := &b.cmdEvents[n-1]; ev.pos == pos && bytes.Equal(data[1:], ev.data) {
+			// The event's history record, written just before: refer to it.
+			data = append(append(b.mem.Make(0, 1+len(ev.addr)), outboxEventRef), ev.addr...)
+		}
 	}
 	if len(b.outbox) > 0 && (pos.Index != b.outbox[0].Pos.Index || b.outboxBytes+len(data) > maxPackedOutbox) {
 		b.flushOutbox()

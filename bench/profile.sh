@@ -12,6 +12,10 @@
 #   PROF_CONCURRENCY  workers             (128)
 #   PROF_DURATION     window in seconds   (30)
 #   PROF_ARGS         more `rhizon bench` flags
+#   PROF_BEFORE       workloads run first, unmeasured (3 s warm-up, 10 s each), to
+#                     measure on a cluster as loaded as the goals table leaves it
+#                     (e.g. w1-command,w1-occ before saga); wasm-counter needs
+#                     PROF_ARGS=--wasm-module=bin/counter.wasm
 #   PROF=1            write n1's CPU profile to PROF_OUT (/tmp/rhizon-n1.pprof)
 #   PROF_ALL=1        with PROF=1, every node's: PROF_OUT with .n1, .n2, .n3 appended
 #   PROF_KEEP_LOG     a directory to copy the nodes' logs to
@@ -48,6 +52,10 @@ http1=${RHIZON_CLUSTER_HTTP[0]}
 
 nats=()
 [[ -n $RHIZON_BENCH_NATS ]] && nats=(--nats "$RHIZON_BENCH_NATS") # for the ingress and saga workloads
+if [[ -n ${PROF_BEFORE:-} ]]; then
+	"$bin" bench --addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN" "${nats[@]}" --workload "$PROF_BEFORE" \
+		--concurrency "$conc" --warmup 3s --duration 10s ${PROF_ARGS:-} >"$out/before.txt" 2>&1
+fi
 # Progress lines (stderr) tell when the workload's setup is over: w1-occ
 # first creates its 10,000 entities, which must not count as the window's.
 "$bin" bench --addr "$RHIZON_BENCH_ADDR" --token "$RHIZON_BENCH_TOKEN" "${nats[@]}" --workload "$workload" \

@@ -3,6 +3,7 @@ package shard
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/rhizon/rhizon/actor"
 )
@@ -105,5 +106,42 @@ func TestProposerQueueAdmitsQuietTenantWhenFlooded(t *testing.T) {
 	}
 	if q.len() > 20 {
 		t.Fatalf("queue holds %d; the bound is twice the capacity", q.len())
+	}
+}
+
+// awaitFill ends as soon as fill commands are queued, after max otherwise,
+// and reports a stop.
+func TestProposerAwaitFill(t *testing.T) {
+	q := newFairQueue(8192)
+	stop := make(chan struct{})
+	go func() {
+		for i := range 64 {
+			q.push(req("a", i))
+		}
+	}()
+	start := time.Now()
+	if !awaitFill(q, 64, 5*time.Second, stop) {
+		t.Fatal("awaitFill reported a stop")
+	}
+	if d := time.Since(start); d >= 4*time.Second {
+		t.Fatalf("awaitFill waited %v with 64 of 64 commands queued", d)
+	}
+	if n := q.len(); n != 64 {
+		t.Fatalf("awaitFill returned with %d queued, want 64", n)
+	}
+
+	q = newFairQueue(8192)
+	q.push(req("a", 0))
+	start = time.Now()
+	if !awaitFill(q, 64, 50*time.Millisecond, stop) {
+		t.Fatal("awaitFill reported a stop")
+	}
+	if d := time.Since(start); d < 50*time.Millisecond {
+		t.Fatalf("awaitFill returned after %v with 1 of 64 commands queued, before its 50 ms", d)
+	}
+
+	close(stop)
+	if awaitFill(q, 64, time.Hour, stop) {
+		t.Fatal("awaitFill on a stopped shard did not report the stop")
 	}
 }

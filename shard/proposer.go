@@ -97,6 +97,43 @@ func (s *Shard) Submit(ctx context.Context, cmd actor.Command) (actor.Result, er
 // fifth less node CPU per command than up to MaxInflight small entries.
 const pipelineBelow = 2
 
+// A busy shard's proposer lingers: the commands of a busy shard come in
+// bursts (a relay delivering the Sends of an applied entry, a consumer's
+// pulled batch, callers answered together resubmitting), and proposing at the
+// first of them splits a burst over several entries, whose cost follows them
+// to every replica and to the events stream. Sagas, whose five commits a
+// piece arrive as such bursts, sometimes fell into small entries for a whole
+// run and then cost 1.6x the CPU per saga, most of it in nats-server (the
+// relay publishes an entry's events as one batch); waiting up to 1 ms kept
+// every run out of that (bench/MEASUREMENTS.md, ninth session). A shard
+// whose last entry carried fewer than lingerAfter commands (one caller at a
+// time) proposes at once.
+const (
+	DefaultProposeLinger = time.Millisecond
+	lingerAfter          = 4
+	lingerFill           = 64
+)
+
+// awaitFill waits until fill commands are queued or max has passed; false
+// when stop closes first.
+func awaitFill(q *fairQueue, fill int, max time.Duration, stop <-chan struct{}) bool {
+	if q.len() >= fill {
+		return true
+	}
+	t := time.NewTimer(max)
+	defer t.Stop()
+	for q.len() < fill {
+		select {
+		case <-q.ready:
+		case <-t.C:
+			return true
+		case <-stop:
+			return false
+		}
+	}
+	return true
+}
+
 // pipeline is the proposer's view of its entries in flight.
 type pipeline struct {
 	cmds   atomic.Int64  // commands in entries proposed and not yet applied
@@ -115,12 +152,15 @@ func (p *pipeline) done(n int) {
 
 // proposeLoop group-commits: it waits for a free in-flight slot first and only
 // then drains the queue (fairly across tenants, see fairQueue), so while entries are in flight the next batch grows;
-// under load it also waits for the entries in flight (see pipelineBelow).
+// under load it also waits for the entries in flight (see pipelineBelow), and
+// then lingers (see DefaultProposeLinger).
 func (s *Shard) proposeLoop() {
 	defer s.wg.Done()
 	p := &pipeline{landed: make(chan struct{}, 1)}
 	batch := make([]*request, 0, s.cfg.MaxBatch)
 	popped := make([]*request, 0, s.cfg.MaxBatch)
+	fill := min(lingerFill, s.cfg.MaxBatch)
+	last := 0 // commands in the last entry proposed
 	for {
 		select {
 		case s.inflight <- struct{}{}:
@@ -135,6 +175,9 @@ func (s *Shard) proposeLoop() {
 			case <-s.stop:
 				return
 			}
+		}
+		if last >= lingerAfter && s.cfg.ProposeLinger > 0 && !awaitFill(s.queue, fill, s.cfg.ProposeLinger, s.stop) {
+			return
 		}
 		// The queue hands out commands round-robin by tenant, so an entry
 		// carries every waiting tenant's oldest commands before a second
@@ -153,6 +196,7 @@ func (s *Shard) proposeLoop() {
 				return
 			}
 		}
+		last = len(batch)
 		reqs := make([]*request, len(batch))
 		copy(reqs, batch)
 		s.propose(reqs, p)

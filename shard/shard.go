@@ -53,6 +53,11 @@ type Config struct {
 	MaxBatch    int
 	MaxInflight int
 	QueueSize   int
+	// ProposeLinger is how long the proposer of a busy shard (its last entry
+	// carried lingerAfter commands or more) waits for more commands before
+	// it proposes an entry, unless lingerFill are queued already: 0 means
+	// DefaultProposeLinger, negative never waits. See proposeLoop.
+	ProposeLinger time.Duration
 	// TickInterval is how often the leader checks for due timers.
 	TickInterval time.Duration
 	// ApplyTimeout bounds the wait for a proposal to be applied; past it the
@@ -118,6 +123,7 @@ func (c *Config) setDefaults() {
 	if c.QueueSize == 0 {
 		c.QueueSize = 8192
 	}
+	def(&c.ProposeLinger, DefaultProposeLinger)
 	def(&c.TickInterval, 100*time.Millisecond)
 	def(&c.SweepInterval, time.Minute)
 	if c.SweepRows <= 0 || c.SweepRows > engine.MaxSweepRows {

@@ -128,6 +128,37 @@ func TestShard_GroupCommitPacksConcurrentCommandsIntoFewEntries(t *testing.T) {
 	t.Logf("400 commands in %d entries", entries)
 }
 
+// TestShard_BusyShardLingersForFullerEntries checks the proposer's linger:
+// once entries carry several commands, the proposer waits up to
+// ProposeLinger for more before proposing, so 16 callers in a closed loop
+// share one entry per round; a command on an idle shard is proposed at once.
+// The lingers are long here (the default is 1 ms) so that scheduling noise
+// can neither split a round nor pass for a linger.
+func TestShard_BusyShardLingersForFullerEntries(t *testing.T) {
+	idle := openReplica(t, t.TempDir(), func(c *shard.Config) { c.ProposeLinger = 2 * time.Second })
+	for i := range 3 {
+		start := time.Now()
+		if _, err := idle.s.Submit(ctx(t), add("idle", i)); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d >= time.Second {
+			t.Fatalf("a command on an idle shard took %v: it waited for the 2 s linger", d)
+		}
+	}
+
+	r := openReplica(t, t.TempDir(), func(c *shard.Config) { c.ProposeLinger = 100 * time.Millisecond })
+	before := r.s.Meta().Index
+	submitAll(t, r.s, 400)
+	entries := r.s.Meta().Index - before
+	// 25 rounds of 16, plus the first entries before the shard counts as
+	// busy, plus the odd round split by a caller that was slow to resubmit.
+	// Without the linger it took 49.
+	if entries > 32 {
+		t.Fatalf("400 commands from 16 callers took %d entries, want at most 32: the busy proposer did not linger", entries)
+	}
+	t.Logf("400 commands in %d entries", entries)
+}
+
 func TestShard_SnapshotCompactsLogAndRestartResumes(t *testing.T) {
 	dir := t.TempDir()
 	tune := func(c *shard.Config) { c.SnapshotThreshold, c.TrailingLogs, c.MaxBatch = 16, 8, 4 }

@@ -84,6 +84,7 @@ type nodeFlags struct {
 	heartbeat     time.Duration
 	election      time.Duration
 	leaseReads    bool
+	linger        time.Duration
 	tokenPoll     time.Duration
 	watchToken    int
 	watchConn     int
@@ -155,6 +156,8 @@ func (f *nodeFlags) register(c *cobra.Command, dev bool) {
 	fs.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", time.Second, "Raft heartbeat timeout")
 	fs.DurationVar(&f.election, "raft-election-timeout", time.Second, "Raft election timeout")
 	fs.BoolVar(&f.leaseReads, "lease-reads", true, "serve linearizable reads under the leader lease, without a heartbeat round (assumes clocks drift at most 1.5x; false: a round per read)")
+	fs.DurationVar(&f.linger, "propose-linger", shard.DefaultProposeLinger,
+		"how long a busy shard's leader waits for more commands before proposing an entry (0: never)")
 	fs.BoolVar(&f.fastGossip, "fast-gossip", false, "gossip tuned for loopback tests (fast failure detection)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP address")
 	fs.BoolVar(&f.raftV1, "raft-accept-unauthenticated", false,
@@ -270,6 +273,9 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 		return &exitErr{exitUsage, err}
 	}
 	slog.SetDefault(log)
+	if f.linger < 0 {
+		return &exitErr{exitUsage, fmt.Errorf("--propose-linger %v: use a duration of 0 or more (0: never wait)", f.linger)}
+	}
 	if f.eventsFsync != ingress.EventsSyncAsync && f.eventsFsync != ingress.EventsSyncAlways {
 		return &exitErr{exitUsage, fmt.Errorf("--events-fsync %q: use %s or %s", f.eventsFsync, ingress.EventsSyncAsync, ingress.EventsSyncAlways)}
 	}
@@ -425,6 +431,7 @@ func runNode(ctx context.Context, out io.Writer, f *nodeFlags, dev bool) (err er
 			LeaderLeaseTimeout: min(f.heartbeat, f.election) / 2,
 			Retention:          f.retention.windows, HistoryRetention: f.retention.history,
 			SweepInterval: f.sweepEvery, SweepRows: f.sweepRows, NoLeaseReads: !f.leaseReads,
+			ProposeLinger: lingerOf(f.linger),
 		},
 	})
 	if err != nil {
@@ -768,6 +775,15 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 // commands per second than one group per shard, with 3x fuller entries, and
 // 64 one-shard groups idled at 0.6 cores. A node that only joins creates
 // nothing, and a cluster that exists keeps the count it recorded.
+// lingerOf maps --propose-linger to shard.Config.ProposeLinger, whose zero
+// means the default.
+func lingerOf(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 func raftGroups(f *nodeFlags) uint32 {
 	if f.raftGroups != 0 {
 		return f.raftGroups

@@ -101,8 +101,8 @@ const pipelineBelow = 2
 // bursts (a relay delivering the Sends of an applied entry, a consumer's
 // pulled batch, callers answered together resubmitting), and proposing at the
 // first of them splits a burst over several entries, whose cost follows them
-// to every replica and to the events stream. Sagas, whose five commits a
-// piece arrive as such bursts, sometimes fell into small entries for a whole
+// to every replica and to the events stream. Sagas, whose commits arrive
+// as such bursts, sometimes fell into small entries for a whole
 // run and then cost 1.6x the CPU per saga, most of it in nats-server (the
 // relay publishes an entry's events as one batch); waiting up to 1 ms kept
 // every run out of that (bench/MEASUREMENTS.md, ninth session). A shard

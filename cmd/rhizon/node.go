@@ -769,12 +769,6 @@ func startIngress(f *nodeFlags, node *cluster.Node, embedded *natsserver.Server,
 	return m, nc, nil
 }
 
-// raftGroups is the group count a cluster this node creates gets: the flag,
-// else one group per node it is created with, so that each of them leads
-// one. Measured on 3 nodes (README Benchmarks): 3 groups ran 57-72% more
-// commands per second than one group per shard, with 3x fuller entries, and
-// 64 one-shard groups idled at 0.6 cores. A node that only joins creates
-// nothing, and a cluster that exists keeps the count it recorded.
 // lingerOf maps --propose-linger to shard.Config.ProposeLinger, whose zero
 // means the default.
 func lingerOf(d time.Duration) time.Duration {
@@ -784,6 +778,12 @@ func lingerOf(d time.Duration) time.Duration {
 	return d
 }
 
+// raftGroups is the group count a cluster this node creates gets: the flag,
+// else one group per node it is created with, so that each of them leads
+// one. Measured on 3 nodes (README Benchmarks): 3 groups ran 57-72% more
+// commands per second than one group per shard, with 3x fuller entries, and
+// 64 one-shard groups idled at 0.6 cores. A node that only joins creates
+// nothing, and a cluster that exists keeps the count it recorded.
 func raftGroups(f *nodeFlags) uint32 {
 	if f.raftGroups != 0 {
 		return f.raftGroups

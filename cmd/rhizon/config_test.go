@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -31,5 +36,23 @@ func TestConfigQuotasSection(t *testing.T) {
 	}
 	if f.dataDir != "/x" {
 		t.Errorf("data-dir %q", f.dataDir)
+	}
+}
+
+// TestNode_NegativeProposeLingerRefused: a negative --propose-linger is a
+// usage error naming the flag, before the node creates anything.
+func TestNode_NegativeProposeLingerRefused(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
+	dir := filepath.Join(t.TempDir(), "data")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a node that starts is killed
+	defer cancel()
+	out, err := exec.CommandContext(ctx, binary, "dev", "--propose-linger=-1ms", "--data-dir", dir).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitUsage || !strings.Contains(string(out), "--propose-linger") {
+		t.Fatalf("rhizon dev --propose-linger=-1ms: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the refused node created %s (%v)", dir, err)
 	}
 }

@@ -332,26 +332,6 @@ func (c *resultChunk) expand() error {
 	return nil
 }
 
-// refersTo reports whether a stored result refers to the event at pos.
-func refersTo(v []byte, pos engine.Position) bool {
-	if !bytes.HasPrefix(v, resultRefMark) {
-		return false
-	}
-	for rest := v[len(resultRefMark):]; len(rest) > 0; {
-		num, _, field, n, next, ok := nextField(rest)
-		if !ok {
-			return false
-		}
-		if num == resultRefField {
-			if p, ok := parseEventRef(field[n:]); ok && p == pos {
-				return true
-			}
-		}
-		rest = next
-	}
-	return false
-}
-
 // nextField splits the first protobuf field off b: its number and type, its
 // bytes (tag included), the length of its tag, and what follows it; ok is
 // false when b does not start with a well-formed field.
@@ -405,13 +385,13 @@ func (b *batch) keepReferringResult(histKey []byte, pos engine.Position) {
 		return
 	}
 	addrKey := histKey[shardPrefixLen+1 : len(histKey)-12]
-	rkey := append(append(keyBuf(b.s.id, tagResult, len(addrKey)+len(idem)), addrKey...), idem...)
+	rkey := resultKey(b.s.id, addrKey, string(idem))
 	ritem, err := txn.Get(rkey)
 	if err != nil {
 		return
 	}
 	v, err := ritem.ValueCopy(nil)
-	if err != nil || !refersTo(v, pos) {
+	if err != nil || !slices.Contains(resultRefs(v), pos) {
 		return
 	}
 	full, err := b.s.expandResult(txn, addrKey, v)

@@ -2,6 +2,7 @@ package shard_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -157,6 +158,64 @@ func TestShard_BusyShardLingersForFullerEntries(t *testing.T) {
 		t.Fatalf("400 commands from 16 callers took %d entries, want at most 32: the busy proposer did not linger", entries)
 	}
 	t.Logf("400 commands in %d entries", entries)
+}
+
+// TestShard_CallerTakesBackCommandWhileProposerLingers checks that a command
+// waiting out a busy proposer's linger is still the caller's to take back:
+// its context ends during the wait, Submit says it was not applied (the
+// context's error, not ErrUnknownOutcome), and no entry ever carries it,
+// while a command queued beside it is applied.
+func TestShard_CallerTakesBackCommandWhileProposerLingers(t *testing.T) {
+	const linger = time.Second
+	r := openReplica(t, t.TempDir(), func(c *shard.Config) { c.ProposeLinger = linger })
+	for attempt := range 10 {
+		// A burst of 8 callers, so that the last entry carries several
+		// commands and the proposer lingers before the next one.
+		var wg sync.WaitGroup
+		for j := range 8 {
+			wg.Go(func() {
+				if _, err := r.s.Submit(ctx(t), add(fmt.Sprintf("burst-%d-%d", attempt, j), 0)); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+
+		back, kept := add(fmt.Sprint("taken-back-", attempt), 0), add(fmt.Sprint("kept-", attempt), 0)
+		keptDone := make(chan error, 1)
+		go func() {
+			res, err := r.s.Submit(ctx(t), kept)
+			if err == nil && res.Status != actor.StatusAccepted {
+				err = fmt.Errorf("kept command: %+v", res)
+			}
+			keptDone <- err
+		}()
+		short, cancel := context.WithTimeout(context.Background(), linger/5)
+		_, err := r.s.Submit(short, back)
+		cancel()
+		if err == nil {
+			// The burst's last entry was small: the proposer did not linger.
+			if err := <-keptDone; err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, shard.ErrUnknownOutcome) {
+			t.Fatalf("Submit whose context ended while queued: %v, want the context's error alone", err)
+		}
+		if err := <-keptDone; err != nil {
+			t.Fatalf("the command queued beside it: %v", err)
+		}
+		if ent, err := r.s.Store().Entity(back.Address); err != nil || ent.Version != 0 {
+			t.Fatalf("taken-back command applied anyway: entity at version %d (%v)", ent.Version, err)
+		}
+		res, err := r.s.Submit(ctx(t), back)
+		if err != nil || res.Replay || res.Duplicate || res.Version != 1 {
+			t.Fatalf("the taken-back command sent again: %+v %v, want a first application at version 1", res, err)
+		}
+		return
+	}
+	t.Fatal("the proposer never lingered after a burst of 8 callers in 10 tries")
 }
 
 func TestShard_SnapshotCompactsLogAndRestartResumes(t *testing.T) {

@@ -91,7 +91,9 @@ proto:
 
 # The Go benchmarks, then bench-peers: every workload at C = 16 and 128
 # against Rhizon (a 3-node cluster of `rhizon node` processes with clustered
-# NATS, started by bench/rhizon-cluster.sh; BENCH_RHIZON=dev for one
+# NATS and 8 shards in one Raft group, the peers' topology, started by
+# bench/rhizon-cluster.sh; BENCH_RAFT_GROUPS=3 for a real cluster's default
+# of one group per node; BENCH_RHIZON=dev for one
 # `rhizon dev` node) and each peer (etcd, jetstream-kv, jetstream-kv-sync:
 # 3 servers each, started by rhizon bench), one after another, and the table
 # of Rhizon's ratio to each peer (BENCH_* variables: see

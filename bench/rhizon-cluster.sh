@@ -20,7 +20,9 @@
 #
 # Environment (all optional):
 #   BENCH_SHARDS      shards of the cluster                   (8)
-#   BENCH_RAFT_GROUPS Raft groups carrying them (--raft-groups)  (3: one led by each node;
+#   BENCH_RAFT_GROUPS Raft groups carrying them (--raft-groups)  (1: one leader, the
+#                     peers' topology: etcd runs one Raft group, a JetStream KV one stream;
+#                     3: one led by each node, the default of a real 3-node cluster;
 #                     empty: the node's default (one per founding node since 2026-12-07, one per
 #                     shard before); a binary without the flag gets none)
 #   BENCH_NATS        "off" starts the nodes without NATS     (on)
@@ -75,7 +77,7 @@ rhizon_bench_certs() {
 }
 
 rhizon_cluster_start() {
-	local bin=$1 dir=$2 shards=${BENCH_SHARDS:-8} groups=${BENCH_RAFT_GROUPS-3} token secret i
+	local bin=$1 dir=$2 shards=${BENCH_SHARDS:-8} groups=${BENCH_RAFT_GROUPS-1} token secret i
 	if [[ -n $groups ]] && ! "$bin" node --help 2>&1 | grep -q -- --raft-groups; then
 		groups="" # an older build, in an A/B pair
 	elif [[ -n $groups ]] && ((groups > shards)); then

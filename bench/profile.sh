@@ -32,13 +32,17 @@ fi
 export BENCH_NODE_ARGS
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# counts: n1's commands proposed, entries proposed and Raft log entries
-# stored, from one scrape of its metrics (sums over shards).
+# counts: the commands and entries the nodes proposed (only a group's leader
+# proposes, and with one group that need not be n1) and the Raft log entries
+# n1 stored, from one scrape of each node's metrics (sums over shards).
 counts() {
-	curl -s ${RHIZON_TLS_CA:+--cacert "$RHIZON_TLS_CA"} "$RHIZON_BENCH_HTTP://$http1/metrics" | awk '
-		index($1, "rhizon_batch_size_sum") == 1 { c += $2 }
-		index($1, "rhizon_batch_size_count") == 1 { e += $2 }
-		index($1, "rhizon_raftlog_entries") == 1 { l += $2 }
+	local h
+	for h in "${RHIZON_CLUSTER_HTTP[@]}"; do
+		curl -s ${RHIZON_TLS_CA:+--cacert "$RHIZON_TLS_CA"} "$RHIZON_BENCH_HTTP://$h/metrics" | sed "s/^/$h /"
+	done | awk -v n1="$http1" '
+		index($2, "rhizon_batch_size_sum") == 1 { c += $3 }
+		index($2, "rhizon_batch_size_count") == 1 { e += $3 }
+		$1 == n1 && index($2, "rhizon_raftlog_entries") == 1 { l += $3 }
 		END { printf "%.0f %.0f %.0f", c, e, l }'
 }
 
@@ -109,4 +113,4 @@ for i in "${!pids[@]}"; do
 		'BEGIN { printf "%-7s %5.2f cores  %6.0f us per op\n", n, t / hz / w, t / hz / (w * o) * 1e6 }'
 done
 awk -v t="$total" -v hz="$hz" -v w="$w" -v o="$ops" -v c=$((cmds1 - cmds0)) -v e=$((ents1 - ents0)) -v l=$((log1 - log0)) \
-	'BEGIN { printf "total   %5.2f cores  %6.0f us per op at %.0f ops/s; n1 commands per entry %.1f, Raft log entries %.0f/s\n", t / hz / w, t / hz / (w * o) * 1e6, o, (e ? c / e : 0), l / w }'
+	'BEGIN { printf "total   %5.2f cores  %6.0f us per op at %.0f ops/s; commands per entry %.1f, Raft log entries on n1 %.0f/s\n", t / hz / w, t / hz / (w * o) * 1e6, o, (e ? c / e : 0), l / w }'

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One 3-node cluster, one `rhizon bench` run, and where its CPU went: ops/s,
 # the CPU one operation cost (utime + stime of the 3 nodes and the load
-# generator from /proc, per process), n1's mean commands per Raft entry
-# it proposed and the Raft log entries it stored per second (all groups),
+# generator from /proc, per process), the mean commands per Raft entry the
+# leaders proposed and the Raft log entries n1 stored per second (all groups),
 # and, with PROF=1, a CPU profile of n1 over the middle of the window.
 #
 #   bash bench/profile.sh [bin/rhizon]

@@ -203,7 +203,13 @@ JSON
 			done
 		done
 	fi
-	echo "rhizon cluster ready: 3 nodes, $shards shards${groups:+ in $groups Raft groups} with 3 replicas each; gRPC $RHIZON_BENCH_ADDR; NATS ${RHIZON_BENCH_NATS:-off} (data in $dir)" >&2
+	local topo=""
+	case $groups in
+	"") ;;
+	1) topo=" in one Raft group" ;;
+	*) topo=" in $groups Raft groups" ;;
+	esac
+	echo "rhizon cluster ready: 3 nodes, $shards shards$topo with 3 replicas each; gRPC $RHIZON_BENCH_ADDR; NATS ${RHIZON_BENCH_NATS:-off} (data in $dir)" >&2
 }
 
 # rhizon_cluster_status_ok SHARDS reads `rhizon status` on stdin and
